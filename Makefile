@@ -1,0 +1,45 @@
+# nexcage: build, test and demo entry points. `make test` and `make demo`
+# install what they need from Debian's packages (scripts/install-deps.sh).
+
+GO       ?= go
+BIN      := bin/nexcage
+VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS  := -s -w -X main.version=$(VERSION)
+# CI and `make test` must never skip a test for want of a tool or of root.
+TEST_ENV := NEXCAGE_REQUIRE_TOOLS=1 $(if $(filter 0,$(shell id -u)),NEXCAGE_REQUIRE_ROOT=1)
+DEMO_DIR := build/demo
+
+.PHONY: all build deps test test-short demo clean
+
+all: build
+
+# A static binary: no libc at run time, copy it to any Proxmox host.
+build:
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/nexcage
+
+deps:
+	scripts/install-deps.sh
+
+# Every test, including the end-to-end ones against a real registry process,
+# umoci and LXC.
+test: deps
+	gofmt -l . | tee /dev/stderr | (! read _)
+	$(GO) vet ./...
+	$(TEST_ENV) $(GO) test -count=1 -timeout 45m ./...
+
+# Unit tests only: what a quick edit-compile-test loop needs.
+test-short:
+	$(GO) test -short ./...
+
+# The main job on a demo image built locally from the Alpine minirootfs:
+# no registry and no network needed.
+demo: build deps
+	rm -rf $(DEMO_DIR)
+	$(GO) run ./testdata/demo $(DEMO_DIR)/layout
+	$(BIN) pull --store $(DEMO_DIR)/store oci:$(DEMO_DIR)/layout:demo
+	$(BIN) unpack --store $(DEMO_DIR)/store oci:$(DEMO_DIR)/layout:demo $(DEMO_DIR)/bundle
+	$(BIN) list --store $(DEMO_DIR)/store
+	@echo "demo bundle: $(DEMO_DIR)/bundle (rootfs/ and config.json)"
+
+clean:
+	rm -rf bin build

@@ -1,0 +1,227 @@
+// Command nexcage turns OCI container images into Proxmox VE LXC templates.
+// This package only parses flags, prints results and maps errors to exit
+// statuses; every stage lives in its own package.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"sort"
+	"strings"
+	"syscall"
+
+	"github.com/spf13/pflag"
+
+	"github.com/nexcage/nexcage/internal/progress"
+)
+
+// Exit statuses scripts rely on.
+const (
+	exitOK      = 0
+	exitFailure = 1
+	exitUsage   = 2
+)
+
+// command is one `nexcage NAME` subcommand.
+type command struct {
+	name    string
+	args    string // usage after the flags, e.g. "IMAGE BUNDLE"
+	summary string
+	// help is the long description shown by --help.
+	help  string
+	flags func(fs *pflag.FlagSet, o *opts)
+	run   func(ctx context.Context, e *env, args []string) (any, error)
+}
+
+var commands = map[string]*command{}
+
+func register(c *command) { commands[c.name] = c }
+
+// opts are the values of every flag; each command registers the ones it uses.
+type opts struct {
+	json, quiet bool
+	store       string
+	platform    string
+	insecure    bool
+	timeout     string
+	force       bool
+	pull        string
+	verbose     bool
+}
+
+// env is what a command runs with.
+type env struct {
+	opts
+	stdout, stderr io.Writer
+	progress       progress.Reporter
+	cmd            *command
+}
+
+// usageError is a mistake in the command line: exit 2 and the usage line.
+type usageError struct{ msg string }
+
+func (u usageError) Error() string { return u.msg }
+
+func usagef(format string, args ...any) error { return usageError{fmt.Sprintf(format, args...)} }
+
+func main() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) }
+
+func run(argv []string, stdout, stderr *os.File) int {
+	if len(argv) == 0 {
+		printTopHelp(stderr)
+		return exitUsage
+	}
+	name := argv[0]
+	switch name {
+	case "-h", "--help", "help":
+		if name == "help" && len(argv) > 1 {
+			if c, ok := commands[argv[1]]; ok {
+				printCommandHelp(stdout, c, newFlagSet(c, &opts{}))
+				return exitOK
+			}
+			fmt.Fprintf(stderr, "nexcage: unknown command %q\n", argv[1])
+			printTopHelp(stderr)
+			return exitUsage
+		}
+		printTopHelp(stdout)
+		return exitOK
+	case "--version":
+		name = "version"
+	}
+	c, ok := commands[name]
+	if !ok {
+		fmt.Fprintf(stderr, "nexcage: unknown command %q\n", name)
+		printTopHelp(stderr)
+		return exitUsage
+	}
+	e := &env{stdout: stdout, stderr: stderr, cmd: c}
+	fs := newFlagSet(c, &e.opts)
+	if err := fs.Parse(argv[1:]); err != nil {
+		if errors.Is(err, pflag.ErrHelp) {
+			printCommandHelp(stdout, c, fs)
+			return exitOK
+		}
+		fmt.Fprintf(stderr, "nexcage %s: %v\nusage: %s\nRun 'nexcage %s --help' for details.\n", c.name, err, usageLine(c), c.name)
+		return exitUsage
+	}
+	e.progress = progress.New(stderr, e.quiet || e.json)
+
+	ctx, stop := signalContext()
+	defer stop()
+	result, err := c.run(ctx, e, fs.Args())
+	if err != nil {
+		var ue usageError
+		if errors.As(err, &ue) {
+			fmt.Fprintf(stderr, "nexcage %s: %s\nusage: %s\nRun 'nexcage %s --help' for details.\n", c.name, ue.msg, usageLine(c), c.name)
+			return exitUsage
+		}
+		if sig := interrupted(ctx); sig != 0 {
+			fmt.Fprintf(stderr, "nexcage %s: interrupted; nothing was left half-written\n", c.name)
+			return 128 + sig
+		}
+		if e.json {
+			writeJSON(stdout, map[string]any{"ok": false, "command": c.name, "error": err.Error()})
+		}
+		fmt.Fprintf(stderr, "nexcage %s: error: %v\n", c.name, err)
+		return exitFailure
+	}
+	if e.json && result != nil {
+		writeJSON(stdout, result)
+	}
+	return exitOK
+}
+
+func newFlagSet(c *command, o *opts) *pflag.FlagSet {
+	fs := pflag.NewFlagSet(c.name, pflag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	fs.SortFlags = false
+	fs.BoolVar(&o.json, "json", false, "print one JSON result object on stdout")
+	fs.BoolVarP(&o.quiet, "quiet", "q", false, "print no progress on stderr")
+	if c.flags != nil {
+		c.flags(fs, o)
+	}
+	return fs
+}
+
+func usageLine(c *command) string {
+	s := "nexcage " + c.name + " [flags]"
+	if c.args != "" {
+		s += " " + c.args
+	}
+	return s
+}
+
+func printTopHelp(w io.Writer) {
+	fmt.Fprint(w, `nexcage turns OCI container images into Proxmox VE LXC templates.
+
+usage: nexcage <command> [flags] [args]
+
+commands:
+`)
+	names := make([]string, 0, len(commands))
+	for n := range commands {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		fmt.Fprintf(w, "  %-9s %s\n", n, commands[n].summary)
+	}
+	fmt.Fprint(w, `
+Run 'nexcage <command> --help' for a command's flags.
+Exit status: 0 success, 1 failure, 2 usage error.
+`)
+}
+
+func printCommandHelp(w io.Writer, c *command, fs *pflag.FlagSet) {
+	fmt.Fprintf(w, "usage: %s\n\n%s\n", usageLine(c), c.summary)
+	if c.help != "" {
+		fmt.Fprintf(w, "\n%s\n", strings.TrimSpace(c.help))
+	}
+	fmt.Fprintf(w, "\nflags:\n%s", fs.FlagUsages())
+}
+
+func writeJSON(w io.Writer, v any) {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	enc.Encode(v)
+}
+
+// The signal that cancelled the context, for the 128+N exit status.
+type sigKey struct{}
+
+func signalContext() (context.Context, func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	got := new(int)
+	ctx = context.WithValue(ctx, sigKey{}, got)
+	ch := make(chan os.Signal, 1)
+	signal.Notify(ch, syscall.SIGINT, syscall.SIGTERM)
+	done := make(chan struct{})
+	go func() {
+		select {
+		case s := <-ch:
+			*got = int(s.(syscall.Signal))
+			cancel()
+		case <-done:
+		}
+	}()
+	return ctx, func() {
+		signal.Stop(ch)
+		close(done)
+		cancel()
+	}
+}
+
+func interrupted(ctx context.Context) int {
+	if ctx.Err() == nil {
+		return 0
+	}
+	if p, ok := ctx.Value(sigKey{}).(*int); ok {
+		return *p
+	}
+	return 0
+}

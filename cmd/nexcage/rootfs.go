@@ -1,0 +1,222 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/pflag"
+
+	"github.com/nexcage/nexcage/internal/progress"
+	"github.com/nexcage/nexcage/rootfs"
+)
+
+func init() {
+	register(&command{
+		name:    "pull",
+		args:    "IMAGE",
+		summary: "store one platform of an image in the local OCI layout store",
+		help: `IMAGE is docker://REF or a bare REF (registry), oci:DIR[:TAG],
+oci-archive:FILE[:TAG] or docker-archive:FILE[:REPO:TAG]. Blobs already in
+the store are not fetched again. Prints the stored manifest digest.`,
+		flags: imageFlags,
+		run:   runPull,
+	})
+	register(&command{
+		name:    "unpack",
+		args:    "IMAGE BUNDLE",
+		summary: "unpack an image into an OCI runtime bundle (BUNDLE/rootfs + config.json)",
+		help: `Pulls IMAGE into the store when it is not there yet (see --pull), then
+unpacks it with umoci into BUNDLE. As root every owner, mode, device node
+and xattr is kept; as an ordinary user the unpack is rootless: your ids
+stand for root and other owners are kept in the user.rootlesscontainers
+xattr. A non-empty BUNDLE is refused unless --force.`,
+		flags: func(fs *pflag.FlagSet, o *opts) {
+			imageFlags(fs, o)
+			fs.StringVar(&o.pull, "pull", "missing", "when to pull: missing (not in the store yet), always, never")
+			fs.BoolVar(&o.force, "force", false, "replace a non-empty BUNDLE")
+		},
+		run: runUnpack,
+	})
+	register(&command{
+		name:    "list",
+		summary: "list the images in the store",
+		flags:   storeFlag,
+		run:     runList,
+	})
+}
+
+func storeFlag(fs *pflag.FlagSet, o *opts) {
+	fs.StringVar(&o.store, "store", "", "image store directory (default $NEXCAGE_STORE, else $XDG_CACHE_HOME/nexcage/store, else ~/.cache/nexcage/store)")
+}
+
+func imageFlags(fs *pflag.FlagSet, o *opts) {
+	storeFlag(fs, o)
+	fs.StringVar(&o.platform, "platform", "", "os/arch[/variant] to pull from a multi-platform image (default: this machine's, "+rootfs.HostPlatform().String()+")")
+	fs.BoolVar(&o.insecure, "insecure", false, "allow plain HTTP and unverified TLS for registries not on loopback")
+	fs.StringVar(&o.timeout, "timeout", "2m", "give up on a registry that sends no answer for this long")
+}
+
+func openStore(e *env) (*rootfs.Store, error) {
+	dir := e.store
+	if dir == "" {
+		var err error
+		if dir, err = rootfs.DefaultStoreDir(); err != nil {
+			return nil, err
+		}
+	}
+	return rootfs.OpenStore(dir)
+}
+
+func sourceOptions(e *env) (rootfs.SourceOptions, error) {
+	so := rootfs.SourceOptions{Platform: rootfs.HostPlatform(), Insecure: e.insecure}
+	if e.platform != "" {
+		p, err := rootfs.ParsePlatform(e.platform)
+		if err != nil {
+			return so, usagef("--platform: %v", err)
+		}
+		so.Platform = p
+	}
+	if e.timeout != "" {
+		d, err := time.ParseDuration(e.timeout)
+		if err != nil || d <= 0 {
+			return so, usagef("--timeout %q is not a positive duration: write e.g. 30s or 5m", e.timeout)
+		}
+		so.Timeout = d
+	}
+	return so, nil
+}
+
+func parseImageArg(s string) (rootfs.Ref, error) {
+	ref, err := rootfs.ParseRef(s)
+	if err != nil {
+		return ref, usagef("%v", err)
+	}
+	return ref, nil
+}
+
+func runPull(ctx context.Context, e *env, args []string) (any, error) {
+	if len(args) != 1 {
+		return nil, usagef("pull takes exactly one IMAGE, got %d arguments", len(args))
+	}
+	ref, err := parseImageArg(args[0])
+	if err != nil {
+		return nil, err
+	}
+	so, err := sourceOptions(e)
+	if err != nil {
+		return nil, err
+	}
+	store, err := openStore(e)
+	if err != nil {
+		return nil, err
+	}
+	img, err := store.Pull(ctx, ref, rootfs.PullOptions{SourceOptions: so, Progress: e.progress})
+	if err != nil {
+		return nil, err
+	}
+	if !e.json {
+		fmt.Fprintln(e.stdout, img.Digest)
+	}
+	return img, nil
+}
+
+// ensureImage returns the stored image for ref, pulling it as --pull says.
+func ensureImage(ctx context.Context, e *env, store *rootfs.Store, ref rootfs.Ref, so rootfs.SourceOptions) (rootfs.Image, error) {
+	switch e.pull {
+	case "", "missing", "always", "never":
+	default:
+		return rootfs.Image{}, usagef("--pull %q: use missing, always or never", e.pull)
+	}
+	if e.pull != "always" {
+		img, ok, err := store.Find(ref, so.Platform)
+		if err != nil {
+			return img, err
+		}
+		if ok {
+			e.progress.Step("using %s (%s) from the store", ref, img.Platform)
+			return img, nil
+		}
+		if e.pull == "never" {
+			return img, fmt.Errorf("%w: %s (%s) is not in the store %s and --pull never forbids fetching it: run `nexcage pull` first", rootfs.ErrNotFound, ref, so.Platform, store.Dir)
+		}
+	}
+	return store.Pull(ctx, ref, rootfs.PullOptions{SourceOptions: so, Progress: e.progress})
+}
+
+func runUnpack(ctx context.Context, e *env, args []string) (any, error) {
+	if len(args) != 2 {
+		return nil, usagef("unpack takes IMAGE and BUNDLE, got %d arguments", len(args))
+	}
+	ref, err := parseImageArg(args[0])
+	if err != nil {
+		return nil, err
+	}
+	so, err := sourceOptions(e)
+	if err != nil {
+		return nil, err
+	}
+	store, err := openStore(e)
+	if err != nil {
+		return nil, err
+	}
+	img, err := ensureImage(ctx, e, store, ref, so)
+	if err != nil {
+		return nil, err
+	}
+	res, err := store.Unpack(ctx, img, args[1], rootfs.UnpackOptions{
+		Force:    e.force,
+		Rootless: os.Geteuid() != 0,
+		Progress: e.progress,
+	})
+	if err != nil {
+		return nil, err
+	}
+	if !e.json {
+		mode := "as root"
+		if res.Rootless {
+			mode = "rootless"
+		}
+		fmt.Fprintf(e.stdout, "unpacked %s (%s) into %s: %d layers, %d entries, %s\n", img.Ref, img.Platform, res.Bundle, res.Layers, res.Entries, mode)
+	}
+	return res, nil
+}
+
+func runList(ctx context.Context, e *env, args []string) (any, error) {
+	if len(args) != 0 {
+		return nil, usagef("list takes no arguments")
+	}
+	store, err := openStore(e)
+	if err != nil {
+		return nil, err
+	}
+	imgs, err := store.List()
+	if err != nil {
+		return nil, err
+	}
+	if imgs == nil {
+		imgs = []rootfs.Image{}
+	}
+	if e.json {
+		return map[string]any{"store": store.Dir, "images": imgs}, nil
+	}
+	if len(imgs) == 0 {
+		fmt.Fprintf(e.stdout, "no images in %s\n", store.Dir)
+		return nil, nil
+	}
+	tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "REFERENCE\tPLATFORM\tDIGEST\tSIZE\tPULLED")
+	for _, im := range imgs {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", im.Ref, im.Platform, shortDigest(im.Digest), progress.HumanBytes(im.Size), im.Pulled.Local().Format("2006-01-02 15:04"))
+	}
+	return nil, tw.Flush()
+}
+
+func shortDigest(d string) string {
+	if len(d) > 7+12 {
+		return d[:7+12]
+	}
+	return d
+}

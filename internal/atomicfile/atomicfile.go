@@ -1,0 +1,100 @@
+// Package atomicfile writes files so that readers see either the old file or
+// the complete new one, never a torn one: data goes to a temporary name in
+// the destination directory and is renamed over the target at the end.
+// Temporary names share one marker so `nexcage check --repair` can find what
+// a killed process left behind.
+package atomicfile
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+)
+
+// TempMarker is part of every temporary name nexcage writes.
+const TempMarker = ".nexcage-tmp-"
+
+// IsTemp reports whether a file name is one of nexcage's temporary names.
+func IsTemp(name string) bool { return strings.Contains(filepath.Base(name), TempMarker) }
+
+// File is a file being written under a temporary name.
+type File struct {
+	*os.File
+	target string
+	done   bool
+}
+
+// Create opens a temporary file beside target with mode perm.
+func Create(target string, perm os.FileMode) (*File, error) {
+	dir, base := filepath.Split(target)
+	if dir == "" {
+		dir = "."
+	}
+	f, err := os.CreateTemp(dir, "."+base+TempMarker+"*")
+	if err != nil {
+		return nil, fmt.Errorf("create a temporary file in %s: %w", dir, err)
+	}
+	if err := f.Chmod(perm); err != nil {
+		f.Close()
+		os.Remove(f.Name())
+		return nil, err
+	}
+	return &File{File: f, target: target}, nil
+}
+
+// Commit flushes the file to disk and renames it over the target.
+func (f *File) Commit() error {
+	if f.done {
+		return fmt.Errorf("%s: already committed or aborted", f.target)
+	}
+	f.done = true
+	if err := f.Sync(); err != nil {
+		f.File.Close()
+		os.Remove(f.Name())
+		return fmt.Errorf("write %s: %w", f.target, err)
+	}
+	if err := f.File.Close(); err != nil {
+		os.Remove(f.Name())
+		return fmt.Errorf("write %s: %w", f.target, err)
+	}
+	if err := os.Rename(f.Name(), f.target); err != nil {
+		os.Remove(f.Name())
+		return fmt.Errorf("put %s in place: %w", f.target, err)
+	}
+	return nil
+}
+
+// Abort removes the temporary file; after Commit it does nothing, so it can
+// be deferred unconditionally.
+func (f *File) Abort() {
+	if f.done {
+		return
+	}
+	f.done = true
+	f.File.Close()
+	os.Remove(f.Name())
+}
+
+// WriteFile is os.WriteFile done atomically.
+func WriteFile(target string, data []byte, perm os.FileMode) error {
+	f, err := Create(target, perm)
+	if err != nil {
+		return err
+	}
+	defer f.Abort()
+	if _, err := f.Write(data); err != nil {
+		return fmt.Errorf("write %s: %w", target, err)
+	}
+	return f.Commit()
+}
+
+// TempDir creates a temporary directory beside target, for outputs that are
+// whole trees (bundles); the caller renames it into place.
+func TempDir(target string) (string, error) {
+	dir, base := filepath.Split(filepath.Clean(target))
+	if dir == "" {
+		dir = "."
+	}
+	return os.MkdirTemp(dir, "."+base+TempMarker+"*")
+}

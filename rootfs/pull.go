@@ -1,0 +1,299 @@
+package rootfs
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"sync"
+	"time"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/types"
+
+	"github.com/nexcage/nexcage/internal/atomicfile"
+	"github.com/nexcage/nexcage/internal/progress"
+)
+
+// PullOptions configure Pull.
+type PullOptions struct {
+	SourceOptions
+	Progress progress.Reporter
+	// Jobs is how many blobs download at once (default 3).
+	Jobs int
+}
+
+// ErrDigestMismatch means a blob's bytes do not hash to its digest.
+var ErrDigestMismatch = errors.New("digest mismatch")
+
+// Pull copies one platform of ref into the store and records it under the
+// reference. Blobs already stored are not fetched again. Docker-format
+// images are stored with OCI media types, which is all umoci reads.
+func (s *Store) Pull(ctx context.Context, ref Ref, opts PullOptions) (Image, error) {
+	rep := opts.Progress
+	if rep == nil {
+		rep = progress.Discard
+	}
+	src, err := openSource(ctx, ref, opts.SourceOptions)
+	if err != nil {
+		return Image{}, err
+	}
+	defer src.Close()
+	rep.Step("pulling %s (%s)", ref, src.platform)
+
+	srcManifest, err := src.img.Manifest()
+	if err != nil {
+		return Image{}, fmt.Errorf("read the manifest of %s: %w", ref, err)
+	}
+	layers, err := src.img.Layers()
+	if err != nil {
+		return Image{}, fmt.Errorf("read the layers of %s: %w", ref, err)
+	}
+	if len(layers) != len(srcManifest.Layers) {
+		return Image{}, fmt.Errorf("%s: the manifest lists %d layers but %d could be read", ref, len(srcManifest.Layers), len(layers))
+	}
+
+	// Layers first, config and manifest last: a manifest in the store
+	// always has all its blobs.
+	ociLayers := make([]v1.Descriptor, len(layers))
+	var total int64
+	for i, d := range srcManifest.Layers {
+		mt, err := ociLayerMediaType(d.MediaType)
+		if err != nil {
+			return Image{}, fmt.Errorf("%s: layer %d (%s): %w", ref, i+1, d.Digest, err)
+		}
+		ociLayers[i] = v1.Descriptor{MediaType: mt, Size: d.Size, Digest: d.Digest, Annotations: d.Annotations, URLs: d.URLs}
+		total += d.Size
+	}
+	if err := s.fetchLayers(ctx, ref, layers, srcManifest.Layers, opts.Jobs, rep); err != nil {
+		return Image{}, err
+	}
+
+	rawConfig, err := src.img.RawConfigFile()
+	if err != nil {
+		return Image{}, fmt.Errorf("read the config of %s: %w", ref, err)
+	}
+	configDesc, err := s.putBytes(rawConfig)
+	if err != nil {
+		return Image{}, err
+	}
+	if configDesc.Digest != srcManifest.Config.Digest {
+		return Image{}, kindErrorf(ErrDigestMismatch, "%s: the image config hashes to %s but the manifest names %s: the source is corrupt", ref, configDesc.Digest, srcManifest.Config.Digest)
+	}
+	configDesc.MediaType = types.OCIConfigJSON
+	total += configDesc.Size
+
+	rawManifest, err := ociManifest(src.img, srcManifest, configDesc, ociLayers)
+	if err != nil {
+		return Image{}, fmt.Errorf("%s: %w", ref, err)
+	}
+	manifestDesc, err := s.putBytes(rawManifest)
+	if err != nil {
+		return Image{}, err
+	}
+	total += manifestDesc.Size
+	manifestDesc.MediaType = types.OCIManifestSchema1
+	plat := v1.Platform{OS: src.platform.OS, Architecture: src.platform.Architecture, Variant: src.platform.Variant}
+	manifestDesc.Platform = &plat
+	manifestDesc.Annotations = map[string]string{
+		refNameAnnotation:      ref.String(),
+		annotationSourceDigest: src.digest.String(),
+		annotationPulled:       time.Now().UTC().Format(time.RFC3339),
+		annotationSize:         strconv.FormatInt(total, 10),
+	}
+	if err := s.record(manifestDesc); err != nil {
+		return Image{}, err
+	}
+	img := imageFromDescriptor(manifestDesc)
+	rep.Step("stored %s as %s", ref, img.Digest)
+	return img, nil
+}
+
+// ociManifest keeps an OCI source manifest byte for byte (so its digest
+// stays the one the registry shows) and rewrites a Docker one with OCI media
+// types, pointing at the same config and layer bytes.
+func ociManifest(img v1.Image, m *v1.Manifest, config v1.Descriptor, layers []v1.Descriptor) ([]byte, error) {
+	mt, err := img.MediaType()
+	if err != nil {
+		return nil, err
+	}
+	if mt == types.OCIManifestSchema1 && m.Config.MediaType == types.OCIConfigJSON {
+		same := true
+		for i := range layers {
+			if layers[i].MediaType != m.Layers[i].MediaType {
+				same = false
+			}
+		}
+		if same {
+			return img.RawManifest()
+		}
+	}
+	out := v1.Manifest{
+		SchemaVersion: 2,
+		MediaType:     types.OCIManifestSchema1,
+		Config:        config,
+		Layers:        layers,
+		Annotations:   m.Annotations,
+	}
+	return json.Marshal(out)
+}
+
+func ociLayerMediaType(mt types.MediaType) (types.MediaType, error) {
+	switch mt {
+	case types.DockerLayer, types.OCILayer:
+		return types.OCILayer, nil
+	case types.DockerUncompressedLayer, types.OCIUncompressedLayer:
+		return types.OCIUncompressedLayer, nil
+	case types.OCILayerZStd:
+		return types.OCILayerZStd, nil
+	case types.DockerForeignLayer, types.OCIRestrictedLayer, types.OCIUncompressedRestrictedLayer:
+		return "", fmt.Errorf("foreign (Windows) layers cannot be used in a Linux container")
+	}
+	return "", fmt.Errorf("unsupported layer media type %q: nexcage reads tar, tar+gzip and tar+zstd layers", mt)
+}
+
+// fetchLayers stores every layer blob not yet in the store, a few at once.
+func (s *Store) fetchLayers(ctx context.Context, ref Ref, layers []v1.Layer, descs []v1.Descriptor, jobs int, rep progress.Reporter) error {
+	if jobs <= 0 {
+		jobs = 3
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	sem := make(chan struct{}, jobs)
+	var wg sync.WaitGroup
+	var once sync.Once
+	var firstErr error
+	for i := range layers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			select {
+			case sem <- struct{}{}:
+			case <-ctx.Done():
+				return
+			}
+			defer func() { <-sem }()
+			label := fmt.Sprintf("layer %d/%d %s", i+1, len(layers), descs[i].Digest.Hex[:12])
+			if err := s.fetchBlob(ctx, layers[i], descs[i], label, rep); err != nil {
+				once.Do(func() {
+					firstErr = fmt.Errorf("pull %s: layer %d (%s): %w", ref, i+1, descs[i].Digest, err)
+					cancel()
+				})
+			}
+		}()
+	}
+	wg.Wait()
+	if firstErr == nil && ctx.Err() != nil {
+		return ctx.Err()
+	}
+	return firstErr
+}
+
+// fetchBlob downloads one layer into the store, retrying transient read
+// failures; a digest mismatch is never retried: the source is wrong.
+func (s *Store) fetchBlob(ctx context.Context, l v1.Layer, d v1.Descriptor, label string, rep progress.Reporter) error {
+	if fi, err := os.Stat(s.BlobPath(d.Digest)); err == nil && fi.Size() == d.Size {
+		rep.Bytes(label, d.Size).Done("already stored")
+		return nil
+	}
+	var err error
+	for attempt := 1; attempt <= 3; attempt++ {
+		c := rep.Bytes(label, d.Size)
+		err = s.fetchOnce(ctx, l, d, c)
+		if err == nil {
+			c.Done("done")
+			return nil
+		}
+		c.Done("failed")
+		if errors.Is(err, ErrDigestMismatch) || ctx.Err() != nil {
+			return err
+		}
+		if attempt < 3 {
+			rep.Warn("%s: %v; retrying", label, err)
+			select {
+			case <-time.After(time.Duration(attempt) * time.Second):
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
+	}
+	return err
+}
+
+func (s *Store) fetchOnce(ctx context.Context, l v1.Layer, d v1.Descriptor, c progress.Counter) error {
+	rc, err := l.Compressed()
+	if err != nil {
+		return err
+	}
+	defer rc.Close()
+	_, err = s.putBlob(ctx, d.Digest, d.Size, &countingReader{r: rc, c: c})
+	return err
+}
+
+// putBlob writes r into the store under want, verifying the digest (and the
+// size when known) before the blob becomes visible.
+func (s *Store) putBlob(ctx context.Context, want v1.Hash, size int64, r io.Reader) (v1.Hash, error) {
+	if want.Algorithm != "sha256" {
+		return v1.Hash{}, fmt.Errorf("unsupported digest algorithm %q: nexcage verifies sha256 blobs", want.Algorithm)
+	}
+	f, err := atomicfile.Create(s.BlobPath(want), 0o644)
+	if err != nil {
+		return v1.Hash{}, err
+	}
+	defer f.Abort()
+	h := sha256.New()
+	n, err := io.Copy(io.MultiWriter(f, h), ctxReader{ctx, r})
+	if err != nil {
+		return v1.Hash{}, err
+	}
+	got := v1.Hash{Algorithm: "sha256", Hex: hex.EncodeToString(h.Sum(nil))}
+	if got != want {
+		return v1.Hash{}, kindErrorf(ErrDigestMismatch, "the blob hashes to %s, not %s: the source is corrupt or was changed during the pull", got, want)
+	}
+	if size >= 0 && n != size {
+		return v1.Hash{}, kindErrorf(ErrDigestMismatch, "the blob is %d bytes, the manifest says %d", n, size)
+	}
+	return got, f.Commit()
+}
+
+// putBytes stores small content (configs, manifests) by its own digest.
+func (s *Store) putBytes(b []byte) (v1.Descriptor, error) {
+	sum := sha256.Sum256(b)
+	h := v1.Hash{Algorithm: "sha256", Hex: hex.EncodeToString(sum[:])}
+	if fi, err := os.Stat(s.BlobPath(h)); err != nil || fi.Size() != int64(len(b)) {
+		if err := atomicfile.WriteFile(s.BlobPath(h), b, 0o644); err != nil {
+			return v1.Descriptor{}, err
+		}
+	}
+	return v1.Descriptor{Digest: h, Size: int64(len(b))}, nil
+}
+
+type countingReader struct {
+	r io.Reader
+	c progress.Counter
+}
+
+func (cr *countingReader) Read(p []byte) (int, error) {
+	n, err := cr.r.Read(p)
+	cr.c.Add(n)
+	return n, err
+}
+
+// ctxReader stops a copy promptly on Ctrl-C even when the source is a slow
+// network stream.
+type ctxReader struct {
+	ctx context.Context
+	r   io.Reader
+}
+
+func (c ctxReader) Read(p []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return c.r.Read(p)
+}

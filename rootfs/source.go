@@ -1,0 +1,392 @@
+package rootfs
+
+import (
+	"archive/tar"
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/layout"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
+	"github.com/google/go-containerregistry/pkg/v1/tarball"
+)
+
+// Errors a caller may decide on (errors.Is).
+var (
+	ErrNotFound     = errors.New("image not found")
+	ErrUnauthorized = errors.New("not authorized")
+	ErrPlatform     = errors.New("platform not available")
+)
+
+// SourceOptions say how to reach an image.
+type SourceOptions struct {
+	Platform Platform
+	// Insecure allows plain HTTP and unverified TLS for registries that are
+	// not on loopback (loopback registries always work over HTTP).
+	Insecure bool
+	// Timeout bounds every registry request without an answer; zero means
+	// 2 minutes, enough for a slow registry, short enough for a hung one.
+	Timeout time.Duration
+	// Keychain defaults to the docker and podman auth files.
+	Keychain authn.Keychain
+}
+
+// source is one platform's image, resolved from any transport.
+type source struct {
+	ref      Ref
+	img      v1.Image
+	digest   v1.Hash // manifest digest as the source has it
+	platform Platform
+	cleanup  func()
+}
+
+func (s *source) Close() {
+	if s.cleanup != nil {
+		s.cleanup()
+	}
+}
+
+func openSource(ctx context.Context, ref Ref, opts SourceOptions) (*source, error) {
+	if opts.Platform.OS == "" {
+		opts.Platform = HostPlatform()
+	}
+	switch ref.Transport {
+	case TransportDocker:
+		return openRegistry(ctx, ref, opts)
+	case TransportOCI:
+		return openLayout(ref, ref.Name, opts.Platform)
+	case TransportOCIArchive:
+		dir, err := extractOCIArchive(ctx, ref.Name)
+		if err != nil {
+			return nil, err
+		}
+		src, err := openLayout(ref, dir, opts.Platform)
+		if err != nil {
+			os.RemoveAll(dir)
+			return nil, err
+		}
+		src.cleanup = func() { os.RemoveAll(dir) }
+		return src, nil
+	case TransportDockerArchive:
+		return openDockerArchive(ref, opts.Platform)
+	}
+	return nil, fmt.Errorf("unknown transport %q", ref.Transport)
+}
+
+func registryTransport(opts SourceOptions) http.RoundTripper {
+	t := remote.DefaultTransport.(*http.Transport).Clone()
+	timeout := opts.Timeout
+	if timeout == 0 {
+		timeout = 2 * time.Minute
+	}
+	t.ResponseHeaderTimeout = timeout
+	if opts.Insecure {
+		t.TLSClientConfig = &tls.Config{InsecureSkipVerify: true} //nolint:gosec // the user asked for it with --insecure
+	}
+	return t
+}
+
+func remoteOptions(ctx context.Context, opts SourceOptions) []remote.Option {
+	kc := opts.Keychain
+	if kc == nil {
+		kc = authn.DefaultKeychain
+	}
+	return []remote.Option{
+		remote.WithContext(ctx),
+		remote.WithAuthFromKeychain(kc),
+		remote.WithTransport(registryTransport(opts)),
+		remote.WithUserAgent("nexcage"),
+	}
+}
+
+func openRegistry(ctx context.Context, ref Ref, opts SourceOptions) (*source, error) {
+	nopts := []name.Option{name.WeakValidation}
+	if opts.Insecure {
+		nopts = append(nopts, name.Insecure)
+	}
+	r, err := name.ParseReference(ref.Name, nopts...)
+	if err != nil {
+		return nil, fmt.Errorf("image reference %s: %w", ref, err)
+	}
+	ropts := remoteOptions(ctx, opts)
+	desc, err := remote.Get(r, ropts...)
+	if err != nil {
+		return nil, registryError(ref, r, err)
+	}
+	src := &source{ref: ref}
+	switch {
+	case desc.MediaType.IsIndex():
+		idx, err := desc.ImageIndex()
+		if err != nil {
+			return nil, registryError(ref, r, err)
+		}
+		im, err := idx.IndexManifest()
+		if err != nil {
+			return nil, registryError(ref, r, err)
+		}
+		d, err := choosePlatform(ref.String(), im, opts.Platform)
+		if err != nil {
+			return nil, kindErrorf(ErrPlatform, "%w", err)
+		}
+		if src.img, err = idx.Image(d.Digest); err != nil {
+			return nil, registryError(ref, r, err)
+		}
+		src.digest, src.platform = d.Digest, platformOf(d.Platform)
+	case desc.MediaType.IsSchema1():
+		return nil, fmt.Errorf("%s is a Docker schema 1 image, which is deprecated and unsupported: rebuild or re-push it with a current docker, podman or skopeo", ref)
+	case desc.MediaType.IsImage():
+		if src.img, err = desc.Image(); err != nil {
+			return nil, registryError(ref, r, err)
+		}
+		src.digest = desc.Digest
+		if src.platform, err = checkImagePlatform(ref, src.img, opts.Platform); err != nil {
+			return nil, err
+		}
+	default:
+		return nil, fmt.Errorf("%s is a %s, not a container image", ref, desc.MediaType)
+	}
+	return src, nil
+}
+
+// checkImagePlatform refuses a single-platform image built for another
+// machine: unpacked, it would fail at its first exec with "exec format
+// error", far from the cause.
+func checkImagePlatform(ref Ref, img v1.Image, want Platform) (Platform, error) {
+	cfg, err := img.ConfigFile()
+	if err != nil {
+		return Platform{}, fmt.Errorf("read the config of %s: %w", ref, err)
+	}
+	got := Platform{OS: cfg.OS, Architecture: cfg.Architecture, Variant: cfg.Variant}
+	if got.OS == "" || got.Architecture == "" {
+		return want, nil // old images may not say; trust the request
+	}
+	if !want.Matches(got) {
+		return Platform{}, kindErrorf(ErrPlatform, "%s is a single-platform image for %s, not %s: pass --platform %s to use it anyway", ref, got, want, got)
+	}
+	return got, nil
+}
+
+// registryError turns registry failures into messages that name the
+// reference and what to do.
+func registryError(ref Ref, r name.Reference, err error) error {
+	var terr *transport.Error
+	if errors.As(err, &terr) {
+		switch terr.StatusCode {
+		case http.StatusNotFound:
+			return kindErrorf(ErrNotFound, "%s does not exist in registry %s (HTTP 404): check the repository name and tag", ref, r.Context().RegistryStr())
+		case http.StatusUnauthorized:
+			return kindErrorf(ErrUnauthorized, "registry %s asks for credentials for %s (HTTP 401): log in with `podman login %s` or `docker login %s` (nexcage reads their auth files), or check that the repository exists", r.Context().RegistryStr(), ref, r.Context().RegistryStr(), r.Context().RegistryStr())
+		case http.StatusForbidden:
+			return kindErrorf(ErrUnauthorized, "registry %s refused access to %s with the credentials from the docker/podman auth files (HTTP 403): log in as a user allowed to pull it", r.Context().RegistryStr(), ref)
+		}
+		for _, d := range terr.Errors {
+			if d.Code == transport.ManifestUnknownErrorCode || d.Code == transport.NameUnknownErrorCode {
+				return kindErrorf(ErrNotFound, "%s does not exist in registry %s: check the repository name and tag", ref, r.Context().RegistryStr())
+			}
+		}
+		return fmt.Errorf("pull %s: registry %s answered: %w", ref, r.Context().RegistryStr(), err)
+	}
+	msg := err.Error()
+	switch {
+	case strings.Contains(msg, "server gave HTTP response to HTTPS client"):
+		return fmt.Errorf("pull %s: registry %s speaks plain HTTP: pass --insecure to allow it", ref, r.Context().RegistryStr())
+	case strings.Contains(msg, "x509:") || strings.Contains(msg, "tls:"):
+		return fmt.Errorf("pull %s: the TLS certificate of %s cannot be verified (%v): install its CA, or pass --insecure", ref, r.Context().RegistryStr(), err)
+	case strings.Contains(msg, "timeout awaiting response headers") || errors.Is(err, context.DeadlineExceeded):
+		return fmt.Errorf("pull %s: registry %s did not answer in time: check that it is up, or raise --timeout", ref, r.Context().RegistryStr())
+	case strings.Contains(msg, "connection refused") || strings.Contains(msg, "no such host"):
+		return fmt.Errorf("pull %s: cannot reach registry %s (%v): check the host name and port, and that the registry runs", ref, r.Context().RegistryStr(), err)
+	}
+	return fmt.Errorf("pull %s: %w", ref, err)
+}
+
+const refNameAnnotation = "org.opencontainers.image.ref.name"
+
+func openLayout(ref Ref, dir string, want Platform) (*source, error) {
+	if _, err := os.Stat(filepath.Join(dir, "index.json")); err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil, kindErrorf(ErrNotFound, "%s: %s is not an OCI image layout (it has no index.json): point at the directory that holds oci-layout, index.json and blobs/", ref, dir)
+		}
+		return nil, fmt.Errorf("%s: %w", ref, err)
+	}
+	idx, err := layout.ImageIndexFromPath(dir)
+	if err != nil {
+		return nil, fmt.Errorf("%s: read the OCI layout: %w", ref, err)
+	}
+	im, err := idx.IndexManifest()
+	if err != nil {
+		return nil, fmt.Errorf("%s: read index.json: %w", ref, err)
+	}
+	var found []v1.Descriptor
+	var tags []string
+	for _, d := range im.Manifests {
+		t := d.Annotations[refNameAnnotation]
+		if t != "" {
+			tags = append(tags, t)
+		}
+		if ref.Tag == "" || t == ref.Tag {
+			found = append(found, d)
+		}
+	}
+	sort.Strings(tags)
+	switch {
+	case len(found) == 0 && ref.Tag != "":
+		return nil, kindErrorf(ErrNotFound, "%s: the layout has no tag %q; it has: %s", ref, ref.Tag, listOrNone(tags))
+	case len(found) == 0:
+		return nil, kindErrorf(ErrNotFound, "%s: the layout holds no images", ref)
+	case len(found) > 1:
+		return nil, fmt.Errorf("%s: the layout holds %d images: name one as %s:TAG (tags: %s)", ref, len(found), ref.Name, listOrNone(tags))
+	}
+	d := found[0]
+	src := &source{ref: ref}
+	switch {
+	case d.MediaType.IsIndex():
+		child, err := idx.ImageIndex(d.Digest)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", ref, err)
+		}
+		cm, err := child.IndexManifest()
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", ref, err)
+		}
+		pd, err := choosePlatform(ref.String(), cm, want)
+		if err != nil {
+			return nil, kindErrorf(ErrPlatform, "%w", err)
+		}
+		if src.img, err = child.Image(pd.Digest); err != nil {
+			return nil, fmt.Errorf("%s: %w", ref, err)
+		}
+		src.digest, src.platform = pd.Digest, platformOf(pd.Platform)
+	case d.MediaType.IsImage():
+		if src.img, err = idx.Image(d.Digest); err != nil {
+			return nil, fmt.Errorf("%s: %w", ref, err)
+		}
+		src.digest = d.Digest
+		if src.platform, err = checkImagePlatform(ref, src.img, want); err != nil {
+			return nil, err
+		}
+	default:
+		return nil, fmt.Errorf("%s: the entry is a %s, not a container image", ref, d.MediaType)
+	}
+	return src, nil
+}
+
+func listOrNone(s []string) string {
+	if len(s) == 0 {
+		return "none"
+	}
+	return strings.Join(s, ", ")
+}
+
+// extractOCIArchive unpacks an oci-archive (a tar of an OCI layout) into a
+// temporary directory. Only plain files and directories with clean relative
+// names are accepted: an archive is input, not a place to trust.
+func extractOCIArchive(ctx context.Context, file string) (dir string, err error) {
+	f, err := os.Open(file)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return "", kindErrorf(ErrNotFound, "oci-archive %s does not exist", file)
+		}
+		return "", fmt.Errorf("oci-archive %s: %w", file, err)
+	}
+	defer f.Close()
+	dir, err = os.MkdirTemp("", "nexcage-oci-archive-")
+	if err != nil {
+		return "", err
+	}
+	defer func() {
+		if err != nil {
+			os.RemoveAll(dir)
+		}
+	}()
+	tr := tar.NewReader(f)
+	for {
+		if err := ctx.Err(); err != nil {
+			return "", err
+		}
+		hdr, err := tr.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return "", fmt.Errorf("oci-archive %s is not a valid tar archive (%v): it should be what `skopeo copy ... oci-archive:FILE` writes", file, err)
+		}
+		clean := path.Clean(strings.TrimPrefix(hdr.Name, "./"))
+		if clean == "." {
+			continue
+		}
+		if path.IsAbs(clean) || clean == ".." || strings.HasPrefix(clean, "../") {
+			return "", fmt.Errorf("oci-archive %s: member %q points outside the archive: refusing it", file, hdr.Name)
+		}
+		target := filepath.Join(dir, filepath.FromSlash(clean))
+		switch hdr.Typeflag {
+		case tar.TypeDir:
+			if err := os.MkdirAll(target, 0o755); err != nil {
+				return "", err
+			}
+		case tar.TypeReg:
+			if err := os.MkdirAll(filepath.Dir(target), 0o755); err != nil {
+				return "", err
+			}
+			out, err := os.OpenFile(target, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o644)
+			if err != nil {
+				return "", err
+			}
+			_, err = io.Copy(out, tr)
+			if cerr := out.Close(); err == nil {
+				err = cerr
+			}
+			if err != nil {
+				return "", fmt.Errorf("oci-archive %s: extract %s: %w", file, hdr.Name, err)
+			}
+		default:
+			return "", fmt.Errorf("oci-archive %s: member %q is not a file or directory: an OCI archive holds only oci-layout, index.json and blobs", file, hdr.Name)
+		}
+	}
+	return dir, nil
+}
+
+func openDockerArchive(ref Ref, want Platform) (*source, error) {
+	if _, err := os.Stat(ref.Name); err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil, kindErrorf(ErrNotFound, "docker-archive %s does not exist", ref.Name)
+		}
+		return nil, fmt.Errorf("docker-archive %s: %w", ref.Name, err)
+	}
+	var tag *name.Tag
+	if ref.Tag != "" {
+		t, err := name.NewTag(ref.Tag, name.WeakValidation)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %q is not a valid image name inside the archive: %w", ref, ref.Tag, err)
+		}
+		tag = &t
+	}
+	img, err := tarball.ImageFromPath(ref.Name, tag)
+	if err != nil {
+		return nil, fmt.Errorf("%s: not a readable `docker save` archive (%v): name the image as docker-archive:FILE:REPO:TAG when it holds several", ref, err)
+	}
+	// Reading the manifest here surfaces "tag not found" and "several
+	// images" before anything is written.
+	digest, err := img.Digest()
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", ref, err)
+	}
+	plat, err := checkImagePlatform(ref, img, want)
+	if err != nil {
+		return nil, err
+	}
+	return &source{ref: ref, img: img, digest: digest, platform: plat}, nil
+}

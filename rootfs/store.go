@@ -1,0 +1,198 @@
+package rootfs
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"syscall"
+	"time"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/types"
+
+	"github.com/nexcage/nexcage/internal/atomicfile"
+)
+
+// Annotations nexcage keeps on the store's index entries. The reference is
+// also the standard ref.name, so other OCI tools see it as the tag.
+const (
+	annotationSourceDigest = "io.nexcage.source-digest"
+	annotationPulled       = "io.nexcage.pulled"
+	annotationSize         = "io.nexcage.size"
+)
+
+// Store is the content-addressed OCI image layout every stage reads from.
+type Store struct {
+	Dir string
+}
+
+// DefaultStoreDir is $NEXCAGE_STORE, else $XDG_CACHE_HOME/nexcage/store,
+// else ~/.cache/nexcage/store.
+func DefaultStoreDir() (string, error) {
+	if d := os.Getenv("NEXCAGE_STORE"); d != "" {
+		return d, nil
+	}
+	if d := os.Getenv("XDG_CACHE_HOME"); d != "" {
+		return filepath.Join(d, "nexcage", "store"), nil
+	}
+	home, err := os.UserHomeDir()
+	if err != nil {
+		return "", fmt.Errorf("no store directory: set --store, NEXCAGE_STORE or HOME")
+	}
+	return filepath.Join(home, ".cache", "nexcage", "store"), nil
+}
+
+// OpenStore opens the layout at dir, creating it when absent.
+func OpenStore(dir string) (*Store, error) {
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return nil, err
+	}
+	s := &Store{Dir: abs}
+	if err := os.MkdirAll(filepath.Join(abs, "blobs", "sha256"), 0o755); err != nil {
+		return nil, fmt.Errorf("create the image store %s: %w: choose another with --store or NEXCAGE_STORE", abs, err)
+	}
+	if _, err := os.Stat(filepath.Join(abs, "oci-layout")); errors.Is(err, os.ErrNotExist) {
+		if err := atomicfile.WriteFile(filepath.Join(abs, "oci-layout"), []byte(`{"imageLayoutVersion":"1.0.0"}`), 0o644); err != nil {
+			return nil, err
+		}
+	}
+	if _, err := os.Stat(filepath.Join(abs, "index.json")); errors.Is(err, os.ErrNotExist) {
+		unlock, err := s.lock()
+		if err != nil {
+			return nil, err
+		}
+		defer unlock()
+		if _, err := os.Stat(filepath.Join(abs, "index.json")); errors.Is(err, os.ErrNotExist) {
+			if err := s.writeIndex(&v1.IndexManifest{SchemaVersion: 2, MediaType: types.OCIImageIndex}); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return s, nil
+}
+
+// lock serialises index.json updates between processes sharing the store.
+// Blobs need no lock: they are written under temporary names and renamed.
+func (s *Store) lock() (func(), error) {
+	f, err := os.OpenFile(filepath.Join(s.Dir, ".nexcage.lock"), os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("lock the image store %s: %w", s.Dir, err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("lock the image store %s: %w", s.Dir, err)
+	}
+	return func() {
+		syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
+		f.Close()
+	}, nil
+}
+
+func (s *Store) readIndex() (*v1.IndexManifest, error) {
+	f, err := os.Open(filepath.Join(s.Dir, "index.json"))
+	if err != nil {
+		return nil, fmt.Errorf("read the store index: %w", err)
+	}
+	defer f.Close()
+	im, err := v1.ParseIndexManifest(f)
+	if err != nil {
+		return nil, fmt.Errorf("the store index %s is corrupt (%v): run `nexcage check --repair %s`", f.Name(), err, s.Dir)
+	}
+	return im, nil
+}
+
+func (s *Store) writeIndex(im *v1.IndexManifest) error {
+	b, err := json.MarshalIndent(im, "", "  ")
+	if err != nil {
+		return err
+	}
+	return atomicfile.WriteFile(filepath.Join(s.Dir, "index.json"), b, 0o644)
+}
+
+// BlobPath is where a blob lives in the store.
+func (s *Store) BlobPath(h v1.Hash) string {
+	return filepath.Join(s.Dir, "blobs", h.Algorithm, h.Hex)
+}
+
+// Image is a stored image: one platform of one reference.
+type Image struct {
+	Ref          string    `json:"reference"`
+	Digest       string    `json:"digest"`
+	SourceDigest string    `json:"source_digest,omitempty"`
+	Platform     string    `json:"platform"`
+	Size         int64     `json:"size"`
+	Pulled       time.Time `json:"pulled"`
+}
+
+func imageFromDescriptor(d v1.Descriptor) Image {
+	img := Image{
+		Ref:          d.Annotations[refNameAnnotation],
+		Digest:       d.Digest.String(),
+		SourceDigest: d.Annotations[annotationSourceDigest],
+		Platform:     platformOf(d.Platform).String(),
+	}
+	img.Size, _ = strconv.ParseInt(d.Annotations[annotationSize], 10, 64)
+	img.Pulled, _ = time.Parse(time.RFC3339, d.Annotations[annotationPulled])
+	return img
+}
+
+// List returns the stored images sorted by reference and platform.
+func (s *Store) List() ([]Image, error) {
+	im, err := s.readIndex()
+	if err != nil {
+		return nil, err
+	}
+	var out []Image
+	for _, d := range im.Manifests {
+		out = append(out, imageFromDescriptor(d))
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].Ref != out[j].Ref {
+			return out[i].Ref < out[j].Ref
+		}
+		return out[i].Platform < out[j].Platform
+	})
+	return out, nil
+}
+
+// Find returns the stored image for ref and platform.
+func (s *Store) Find(ref Ref, p Platform) (Image, bool, error) {
+	im, err := s.readIndex()
+	if err != nil {
+		return Image{}, false, err
+	}
+	for _, d := range im.Manifests {
+		if d.Annotations[refNameAnnotation] == ref.String() && p.Matches(platformOf(d.Platform)) {
+			return imageFromDescriptor(d), true, nil
+		}
+	}
+	return Image{}, false, nil
+}
+
+// record adds or replaces the index entry for (ref, platform).
+func (s *Store) record(d v1.Descriptor) error {
+	unlock, err := s.lock()
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	im, err := s.readIndex()
+	if err != nil {
+		return err
+	}
+	ref, plat := d.Annotations[refNameAnnotation], platformOf(d.Platform)
+	kept := im.Manifests[:0]
+	for _, old := range im.Manifests {
+		if old.Annotations[refNameAnnotation] == ref && platformOf(old.Platform) == plat {
+			continue
+		}
+		kept = append(kept, old)
+	}
+	im.Manifests = append(kept, d)
+	return s.writeIndex(im)
+}

@@ -1,0 +1,490 @@
+package rootfs
+
+import (
+	"archive/tar"
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+
+	"github.com/apex/log"
+	"github.com/klauspost/compress/gzip"
+	"github.com/klauspost/compress/zstd"
+	"github.com/opencontainers/go-digest"
+	ispec "github.com/opencontainers/image-spec/specs-go/v1"
+	rspec "github.com/opencontainers/runtime-spec/specs-go"
+	"github.com/opencontainers/umoci/oci/cas/dir"
+	"github.com/opencontainers/umoci/oci/layer"
+	"github.com/opencontainers/umoci/pkg/fseval"
+	"golang.org/x/sys/unix"
+
+	"github.com/nexcage/nexcage/internal/atomicfile"
+	"github.com/nexcage/nexcage/internal/progress"
+)
+
+// UnpackOptions configure Unpack.
+type UnpackOptions struct {
+	// Force replaces a non-empty bundle directory.
+	Force bool
+	// Rootless unpacks as an ordinary user: the caller's ids stand for
+	// root, other owners are kept in the user.rootlesscontainers xattr.
+	Rootless bool
+	Progress progress.Reporter
+}
+
+// UnpackResult says what Unpack wrote.
+type UnpackResult struct {
+	Bundle   string `json:"bundle"`
+	Rootfs   string `json:"rootfs"`
+	Config   string `json:"config"`
+	Image    Image  `json:"image"`
+	Rootless bool   `json:"rootless"`
+	Layers   int    `json:"layers"`
+	Entries  int    `json:"entries"`
+}
+
+// ErrHostileLayer marks a layer entry that tries to reach outside the
+// rootfs.
+var ErrHostileLayer = errors.New("hostile layer entry")
+
+// ErrBundleExists means the bundle directory is not empty.
+var ErrBundleExists = errors.New("bundle exists")
+
+// Unpack writes img as an OCI runtime bundle: BUNDLE/rootfs and
+// BUNDLE/config.json, with umoci's extractor. The bundle is assembled under
+// a temporary name beside BUNDLE and renamed into place, so a failure or an
+// interrupt leaves no half-made bundle and never damages an existing one.
+func (s *Store) Unpack(ctx context.Context, img Image, bundle string, opts UnpackOptions) (res UnpackResult, err error) {
+	rep := opts.Progress
+	if rep == nil {
+		rep = progress.Discard
+	}
+	bundle, err = filepath.Abs(bundle)
+	if err != nil {
+		return res, err
+	}
+	replace, err := checkBundleTarget(bundle, opts.Force)
+	if err != nil {
+		return res, err
+	}
+	manifest, err := s.ociManifest(img.Digest)
+	if err != nil {
+		return res, err
+	}
+	config, err := s.imageConfig(manifest)
+	if err != nil {
+		return res, err
+	}
+	if len(config.RootFS.DiffIDs) != len(manifest.Layers) {
+		return res, fmt.Errorf("image %s: the config lists %d diff_ids for %d layers: the image is corrupt", img.Ref, len(config.RootFS.DiffIDs), len(manifest.Layers))
+	}
+
+	if err := os.MkdirAll(filepath.Dir(bundle), 0o755); err != nil {
+		return res, fmt.Errorf("create the parent of bundle %s: %w", bundle, err)
+	}
+	tmp, err := atomicfile.TempDir(bundle)
+	if err != nil {
+		return res, fmt.Errorf("create bundle %s: %w", bundle, err)
+	}
+	mapOpts := mapOptions(opts.Rootless)
+	fs := fseval.Default
+	if opts.Rootless {
+		// A rootless rootfs can hold directories its owner cannot write
+		// (mode 0555 /proc, /sys); umoci's rootless evaluator can remove them.
+		fs = fseval.Rootless
+	}
+	defer func() {
+		if err != nil {
+			fs.RemoveAll(tmp)
+		}
+	}()
+	// A bundle may hold setuid binaries; keep other users out, as umoci does.
+	if err := os.Chmod(tmp, 0o700); err != nil {
+		return res, err
+	}
+	rootfsDir := filepath.Join(tmp, layer.RootfsName)
+	if err := os.Mkdir(rootfsDir, 0o755); err != nil {
+		return res, err
+	}
+	// Layers rarely carry an entry for the root directory, so give it a
+	// fixed time instead of "now": unpacks of one image stay identical.
+	epoch := []unix.Timespec{{}, {}}
+	if err := unix.UtimesNanoAt(unix.AT_FDCWD, rootfsDir, epoch, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		return res, err
+	}
+
+	restoreLog := routeUmociLog(rep)
+	defer restoreLog()
+	u := &unpacker{
+		root:     rootfsDir,
+		extract:  layer.NewTarExtractor(&layer.UnpackOptions{OnDiskFormat: layer.DirRootfs{MapOptions: mapOpts}}),
+		rootless: opts.Rootless,
+		safeDirs: map[string]struct{}{},
+	}
+	rep.Step("unpacking %s into %s", img.Ref, bundle)
+	for i, l := range manifest.Layers {
+		label := fmt.Sprintf("layer %d/%d %s", i+1, len(manifest.Layers), l.Digest.Encoded()[:12])
+		c := rep.Bytes(label, l.Size)
+		if err := u.layer(ctx, s, l, config.RootFS.DiffIDs[i], c); err != nil {
+			c.Done("failed")
+			return res, fmt.Errorf("unpack %s: layer %d (%s): %w", img.Ref, i+1, l.Digest, err)
+		}
+		c.Done("unpacked")
+	}
+	if u.devices > 0 {
+		rep.Warn("rootless unpack: %d device node(s) were written as empty files, since only root can create them; run as root to keep them (templates drop them anyway: PVE creates /dev itself)", u.devices)
+	}
+
+	if err := s.writeRuntimeConfig(ctx, filepath.Join(tmp, "config.json"), rootfsDir, manifest, mapOpts); err != nil {
+		return res, err
+	}
+	if err := ctx.Err(); err != nil {
+		return res, err
+	}
+	if err := putBundleInPlace(tmp, bundle, replace, fs); err != nil {
+		return res, err
+	}
+	return UnpackResult{
+		Bundle:   bundle,
+		Rootfs:   filepath.Join(bundle, layer.RootfsName),
+		Config:   filepath.Join(bundle, "config.json"),
+		Image:    img,
+		Rootless: opts.Rootless,
+		Layers:   len(manifest.Layers),
+		Entries:  u.entries,
+	}, nil
+}
+
+// checkBundleTarget refuses to unpack over something that is not an empty
+// directory unless forced; replace says an existing bundle must be swapped.
+func checkBundleTarget(bundle string, force bool) (replace bool, err error) {
+	fi, err := os.Lstat(bundle)
+	if errors.Is(err, os.ErrNotExist) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	if !fi.IsDir() {
+		return false, kindErrorf(ErrBundleExists, "bundle path %s exists and is not a directory: choose another path", bundle)
+	}
+	entries, err := os.ReadDir(bundle)
+	if err != nil {
+		return false, err
+	}
+	if len(entries) == 0 {
+		return true, nil
+	}
+	if !force {
+		return false, kindErrorf(ErrBundleExists, "bundle directory %s is not empty: choose a new directory, or pass --force to replace its contents", bundle)
+	}
+	return true, nil
+}
+
+// putBundleInPlace renames the finished bundle over the target. An existing
+// bundle is first moved aside, so at no moment is there a partial one.
+func putBundleInPlace(tmp, bundle string, replace bool, fs fseval.FsEval) error {
+	if !replace {
+		return os.Rename(tmp, bundle)
+	}
+	old, err := atomicfile.TempDir(bundle)
+	if err != nil {
+		return err
+	}
+	if err := os.Rename(bundle, filepath.Join(old, "old")); err != nil {
+		os.Remove(old)
+		return fmt.Errorf("move the old bundle %s aside: %w", bundle, err)
+	}
+	if err := os.Rename(tmp, bundle); err != nil {
+		// Put the old one back: the caller asked for a replacement, not a loss.
+		os.Rename(filepath.Join(old, "old"), bundle)
+		os.Remove(old)
+		return fmt.Errorf("put bundle %s in place: %w", bundle, err)
+	}
+	if err := fs.RemoveAll(old); err != nil {
+		return fmt.Errorf("remove the replaced bundle at %s: %w", old, err)
+	}
+	return nil
+}
+
+func mapOptions(rootless bool) layer.MapOptions {
+	if !rootless {
+		return layer.MapOptions{}
+	}
+	return layer.MapOptions{
+		Rootless:    true,
+		UIDMappings: []rspec.LinuxIDMapping{{HostID: uint32(os.Geteuid()), ContainerID: 0, Size: 1}},
+		GIDMappings: []rspec.LinuxIDMapping{{HostID: uint32(os.Getegid()), ContainerID: 0, Size: 1}},
+	}
+}
+
+func (s *Store) ociManifest(digestStr string) (ispec.Manifest, error) {
+	var m ispec.Manifest
+	d, err := digest.Parse(digestStr)
+	if err != nil {
+		return m, fmt.Errorf("bad manifest digest %q: %w", digestStr, err)
+	}
+	b, err := os.ReadFile(filepath.Join(s.Dir, "blobs", d.Algorithm().String(), d.Encoded()))
+	if err != nil {
+		return m, fmt.Errorf("manifest %s is missing from the store %s: pull the image again, or run `nexcage check --repair %s`", d, s.Dir, s.Dir)
+	}
+	if digest.FromBytes(b) != d {
+		return m, kindErrorf(ErrDigestMismatch, "manifest %s in the store %s is corrupt: run `nexcage check --repair %s` and pull again", d, s.Dir, s.Dir)
+	}
+	if err := json.Unmarshal(b, &m); err != nil {
+		return m, fmt.Errorf("manifest %s is not valid JSON (%v): run `nexcage check --repair %s` and pull again", d, err, s.Dir)
+	}
+	return m, nil
+}
+
+func (s *Store) imageConfig(m ispec.Manifest) (ispec.Image, error) {
+	var img ispec.Image
+	b, err := os.ReadFile(filepath.Join(s.Dir, "blobs", m.Config.Digest.Algorithm().String(), m.Config.Digest.Encoded()))
+	if err != nil {
+		return img, fmt.Errorf("image config %s is missing from the store %s: pull the image again", m.Config.Digest, s.Dir)
+	}
+	if digest.FromBytes(b) != m.Config.Digest {
+		return img, kindErrorf(ErrDigestMismatch, "image config %s in the store is corrupt: run `nexcage check --repair %s` and pull again", m.Config.Digest, s.Dir)
+	}
+	if err := json.Unmarshal(b, &img); err != nil {
+		return img, fmt.Errorf("image config %s is not valid JSON: %w", m.Config.Digest, err)
+	}
+	if img.RootFS.Type != "layers" {
+		return img, fmt.Errorf("image config %s: unsupported rootfs type %q (only \"layers\" exists)", m.Config.Digest, img.RootFS.Type)
+	}
+	return img, nil
+}
+
+// writeRuntimeConfig generates config.json the way `umoci unpack` does.
+func (s *Store) writeRuntimeConfig(ctx context.Context, path, rootfsDir string, m ispec.Manifest, mapOpts layer.MapOptions) error {
+	engine, err := dir.Open(s.Dir)
+	if err != nil {
+		return fmt.Errorf("open the store %s for umoci: %w", s.Dir, err)
+	}
+	defer engine.Close()
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o644)
+	if err != nil {
+		return err
+	}
+	if err := layer.UnpackRuntimeJSON(ctx, engine, f, rootfsDir, m, &mapOpts); err != nil {
+		f.Close()
+		return fmt.Errorf("generate config.json: %w", err)
+	}
+	return f.Close()
+}
+
+// unpacker applies layers to one rootfs, refusing hostile entries before
+// umoci sees them.
+type unpacker struct {
+	root     string
+	extract  *layer.TarExtractor
+	rootless bool
+	// safeDirs caches paths known to be real directories (not symlinks), so
+	// the escape check stats each directory once rather than per entry.
+	safeDirs map[string]struct{}
+	devices  int
+	entries  int
+}
+
+func (u *unpacker) layer(ctx context.Context, s *Store, d ispec.Descriptor, diffID digest.Digest, c progress.Counter) error {
+	f, err := os.Open(filepath.Join(s.Dir, "blobs", d.Digest.Algorithm().String(), d.Digest.Encoded()))
+	if err != nil {
+		return fmt.Errorf("the layer blob is missing from the store %s: pull the image again", s.Dir)
+	}
+	defer f.Close()
+	raw, err := decompress(&countingReader{r: bufio.NewReaderSize(f, 1<<20), c: c}, d.MediaType)
+	if err != nil {
+		return err
+	}
+	defer raw.Close()
+	digester := digest.SHA256.Digester()
+	tr := tar.NewReader(io.TeeReader(raw, digester.Hash()))
+	for {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		hdr, err := tr.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return fmt.Errorf("the layer is not a valid tar stream (%v): the image is corrupt", err)
+		}
+		if err := u.check(hdr); err != nil {
+			return err
+		}
+		if u.rootless && (hdr.Typeflag == tar.TypeChar || hdr.Typeflag == tar.TypeBlock) {
+			u.devices++
+		}
+		name := hdr.Name
+		if err := u.extract.UnpackEntry(u.root, hdr, tr); err != nil {
+			return fmt.Errorf("entry %q: %w", name, err)
+		}
+		u.entries++
+	}
+	// Like umoci: tar writers may pad past the end-of-archive marker, and
+	// the diff_id covers those bytes too.
+	if _, err := io.Copy(io.Discard, io.TeeReader(raw, digester.Hash())); err != nil {
+		return fmt.Errorf("read the rest of the layer: %w", err)
+	}
+	if got := digester.Digest(); got != diffID {
+		return kindErrorf(ErrDigestMismatch, "the uncompressed layer hashes to %s, but the image config says its diff_id is %s: the image is corrupt", got, diffID)
+	}
+	return nil
+}
+
+type nopCloser struct{ io.Reader }
+
+func (nopCloser) Close() error { return nil }
+
+type zstdCloser struct{ *zstd.Decoder }
+
+func (z zstdCloser) Close() error { z.Decoder.Close(); return nil }
+
+func decompress(r io.Reader, mt string) (io.ReadCloser, error) {
+	switch {
+	case strings.HasSuffix(mt, "+gzip") || mt == "application/vnd.docker.image.rootfs.diff.tar.gzip":
+		zr, err := gzip.NewReader(r)
+		if err != nil {
+			return nil, fmt.Errorf("the layer is not valid gzip (%v): the image is corrupt", err)
+		}
+		return zr, nil
+	case strings.HasSuffix(mt, "+zstd"):
+		zr, err := zstd.NewReader(r, zstd.WithDecoderConcurrency(1))
+		if err != nil {
+			return nil, err
+		}
+		return zstdCloser{zr}, nil
+	case mt == ispec.MediaTypeImageLayer || mt == "application/vnd.docker.image.rootfs.diff.tar":
+		return nopCloser{r}, nil
+	}
+	return nil, fmt.Errorf("unsupported layer media type %q", mt)
+}
+
+// check refuses entries that would reach outside the rootfs: absolute or
+// climbing names, writes through a symlink whose target climbs above the
+// root, and hard links to such places. umoci itself would confine these
+// (it resolves paths inside the root), but an image that tries is hostile
+// and its author should hear about it rather than get a silently different
+// tree. Absolute symlink targets are read as the container reads them,
+// relative to the rootfs: /var/run -> /run is normal in real images.
+func (u *unpacker) check(hdr *tar.Header) error {
+	clean, err := cleanEntryName(hdr.Name)
+	if err != nil {
+		return err
+	}
+	if hdr.Typeflag != tar.TypeDir || strings.HasPrefix(filepath.Base(clean), ".wh.") {
+		if _, cached := u.safeDirs[clean]; cached || strings.HasPrefix(filepath.Base(clean), ".wh.") {
+			// The tree is about to change under cached paths.
+			clear(u.safeDirs)
+		}
+	}
+	if err := u.checkParents(hdr.Name, filepath.Dir(clean)); err != nil {
+		return err
+	}
+	if hdr.Typeflag == tar.TypeLink {
+		target, err := cleanEntryName(hdr.Linkname)
+		if err != nil {
+			return kindErrorf(ErrHostileLayer, "hard link %q -> %q: the target %v", hdr.Name, hdr.Linkname, strings.TrimPrefix(err.Error(), ErrHostileLayer.Error()+": "))
+		}
+		if err := u.checkParents(hdr.Name, target); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func cleanEntryName(name string) (string, error) {
+	if strings.HasPrefix(name, "/") {
+		return "", kindErrorf(ErrHostileLayer, "entry %q has an absolute name: layer members must be relative to the root", name)
+	}
+	clean := filepath.Clean(name)
+	if clean == ".." || strings.HasPrefix(clean, "../") {
+		return "", kindErrorf(ErrHostileLayer, "entry %q climbs out of the root with '..'", name)
+	}
+	return clean, nil
+}
+
+// checkParents walks rel inside the rootfs the way the kernel would,
+// following symlinks, and fails if a relative link climbs above the root.
+func (u *unpacker) checkParents(entry, rel string) error {
+	if rel == "." || rel == "" {
+		return nil
+	}
+	if _, ok := u.safeDirs[rel]; ok {
+		return nil
+	}
+	pending := strings.Split(rel, "/")
+	var resolved []string
+	hops := 0
+	for len(pending) > 0 {
+		c := pending[0]
+		pending = pending[1:]
+		switch c {
+		case "", ".":
+			continue
+		case "..":
+			if len(resolved) == 0 {
+				return kindErrorf(ErrHostileLayer, "entry %q is written through a symlink that points outside the root", entry)
+			}
+			resolved = resolved[:len(resolved)-1]
+			continue
+		}
+		next := filepath.Join(append(resolved, c)...)
+		if _, ok := u.safeDirs[next]; ok {
+			resolved = append(resolved, c)
+			continue
+		}
+		fi, err := os.Lstat(filepath.Join(u.root, next))
+		if err != nil {
+			// Missing parts are created as directories by the extractor.
+			return nil
+		}
+		if fi.Mode()&os.ModeSymlink == 0 {
+			if fi.IsDir() {
+				u.safeDirs[next] = struct{}{}
+			}
+			resolved = append(resolved, c)
+			continue
+		}
+		if hops++; hops > 40 {
+			return kindErrorf(ErrHostileLayer, "entry %q: too many levels of symbolic links", entry)
+		}
+		target, err := os.Readlink(filepath.Join(u.root, next))
+		if err != nil {
+			return err
+		}
+		if strings.HasPrefix(target, "/") {
+			resolved = nil
+		}
+		pending = append(strings.Split(target, "/"), pending...)
+	}
+	return nil
+}
+
+var umociLogMu sync.Mutex
+
+// routeUmociLog sends umoci's warnings to the progress reporter instead of
+// apex/log's default stderr handler, whose format clashes with ours.
+func routeUmociLog(rep progress.Reporter) func() {
+	umociLogMu.Lock()
+	log.SetLevel(log.WarnLevel)
+	seen := map[string]bool{}
+	log.SetHandler(log.HandlerFunc(func(e *log.Entry) error {
+		if !seen[e.Message] {
+			seen[e.Message] = true
+			rep.Warn("umoci: %s", e.Message)
+		}
+		return nil
+	}))
+	return func() {
+		log.SetHandler(log.HandlerFunc(func(*log.Entry) error { return nil }))
+		umociLogMu.Unlock()
+	}
+}
