@@ -10,6 +10,7 @@ import (
 	"io"
 	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -232,6 +233,11 @@ func (s *Store) fetchOnce(ctx context.Context, l v1.Layer, d v1.Descriptor, c pr
 	}
 	defer rc.Close()
 	_, err = s.putBlob(ctx, d.Digest, d.Size, &countingReader{r: rc, c: c})
+	// go-containerregistry verifies registry blobs as it reads them; its
+	// error type is internal, so recognise it by its words.
+	if err != nil && !errors.Is(err, ErrDigestMismatch) && strings.Contains(err.Error(), "error verifying") {
+		return kindErrorf(ErrDigestMismatch, "the blob does not match its digest (%v): the registry or a proxy serves corrupt data", err)
+	}
 	return err
 }
 

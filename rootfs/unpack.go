@@ -123,7 +123,7 @@ func (s *Store) Unpack(ctx context.Context, img Image, bundle string, opts Unpac
 	defer restoreLog()
 	u := &unpacker{
 		root:     rootfsDir,
-		extract:  layer.NewTarExtractor(&layer.UnpackOptions{OnDiskFormat: layer.DirRootfs{MapOptions: mapOpts}}),
+		mapOpts:  mapOpts,
 		rootless: opts.Rootless,
 		safeDirs: map[string]struct{}{},
 	}
@@ -283,7 +283,7 @@ func (s *Store) writeRuntimeConfig(ctx context.Context, path, rootfsDir string, 
 // umoci sees them.
 type unpacker struct {
 	root     string
-	extract  *layer.TarExtractor
+	mapOpts  layer.MapOptions
 	rootless bool
 	// safeDirs caches paths known to be real directories (not symlinks), so
 	// the escape check stats each directory once rather than per entry.
@@ -303,6 +303,10 @@ func (u *unpacker) layer(ctx context.Context, s *Store, d ispec.Descriptor, diff
 		return err
 	}
 	defer raw.Close()
+	// One extractor per layer, as umoci's UnpackLayer does: it remembers
+	// the paths this layer wrote so whiteouts spare them, and that memory
+	// must not leak into the next layer's whiteouts.
+	extract := layer.NewTarExtractor(&layer.UnpackOptions{OnDiskFormat: layer.DirRootfs{MapOptions: u.mapOpts}})
 	digester := digest.SHA256.Digester()
 	tr := tar.NewReader(io.TeeReader(raw, digester.Hash()))
 	for {
@@ -323,7 +327,7 @@ func (u *unpacker) layer(ctx context.Context, s *Store, d ispec.Descriptor, diff
 			u.devices++
 		}
 		name := hdr.Name
-		if err := u.extract.UnpackEntry(u.root, hdr, tr); err != nil {
+		if err := extract.UnpackEntry(u.root, hdr, tr); err != nil {
 			return fmt.Errorf("entry %q: %w", name, err)
 		}
 		u.entries++
