@@ -149,7 +149,9 @@ func newStore(t testing.TB) *Store {
 	return s
 }
 
-func amd64() SourceOptions { return SourceOptions{Platform: Platform{OS: "linux", Architecture: "amd64"}} }
+func amd64() SourceOptions {
+	return SourceOptions{Platform: Platform{OS: "linux", Architecture: "amd64"}}
+}
 
 // noLeftovers fails when a directory holds nexcage temporary names.
 func noLeftovers(t testing.TB, dir string) {
