@@ -71,7 +71,13 @@ func (s *Store) Pull(ctx context.Context, ref Ref, opts PullOptions) (Image, err
 		ociLayers[i] = v1.Descriptor{MediaType: mt, Size: d.Size, Digest: d.Digest, Annotations: d.Annotations, URLs: d.URLs}
 		total += d.Size
 	}
-	if err := s.fetchLayers(ctx, ref, layers, srcManifest.Layers, opts.Jobs, rep); err != nil {
+	// Only the network has transient failures worth retrying; a local file
+	// that cannot be read will not become readable in a second.
+	attempts := 1
+	if ref.Transport == TransportDocker {
+		attempts = 3
+	}
+	if err := s.fetchLayers(ctx, ref, layers, srcManifest.Layers, opts.Jobs, attempts, rep); err != nil {
 		return Image{}, err
 	}
 
@@ -159,7 +165,7 @@ func ociLayerMediaType(mt types.MediaType) (types.MediaType, error) {
 }
 
 // fetchLayers stores every layer blob not yet in the store, a few at once.
-func (s *Store) fetchLayers(ctx context.Context, ref Ref, layers []v1.Layer, descs []v1.Descriptor, jobs int, rep progress.Reporter) error {
+func (s *Store) fetchLayers(ctx context.Context, ref Ref, layers []v1.Layer, descs []v1.Descriptor, jobs, attempts int, rep progress.Reporter) error {
 	if jobs <= 0 {
 		jobs = 3
 	}
@@ -180,7 +186,7 @@ func (s *Store) fetchLayers(ctx context.Context, ref Ref, layers []v1.Layer, des
 			}
 			defer func() { <-sem }()
 			label := fmt.Sprintf("layer %d/%d %s", i+1, len(layers), descs[i].Digest.Hex[:12])
-			if err := s.fetchBlob(ctx, layers[i], descs[i], label, rep); err != nil {
+			if err := s.fetchBlob(ctx, layers[i], descs[i], label, attempts, rep); err != nil {
 				once.Do(func() {
 					firstErr = fmt.Errorf("pull %s: layer %d (%s): %w", ref, i+1, descs[i].Digest, err)
 					cancel()
@@ -197,13 +203,13 @@ func (s *Store) fetchLayers(ctx context.Context, ref Ref, layers []v1.Layer, des
 
 // fetchBlob downloads one layer into the store, retrying transient read
 // failures; a digest mismatch is never retried: the source is wrong.
-func (s *Store) fetchBlob(ctx context.Context, l v1.Layer, d v1.Descriptor, label string, rep progress.Reporter) error {
+func (s *Store) fetchBlob(ctx context.Context, l v1.Layer, d v1.Descriptor, label string, attempts int, rep progress.Reporter) error {
 	if fi, err := os.Stat(s.BlobPath(d.Digest)); err == nil && fi.Size() == d.Size {
 		rep.Bytes(label, d.Size).Done("already stored")
 		return nil
 	}
 	var err error
-	for attempt := 1; attempt <= 3; attempt++ {
+	for attempt := 1; attempt <= attempts; attempt++ {
 		c := rep.Bytes(label, d.Size)
 		err = s.fetchOnce(ctx, l, d, c)
 		if err == nil {
@@ -214,7 +220,7 @@ func (s *Store) fetchBlob(ctx context.Context, l v1.Layer, d v1.Descriptor, labe
 		if errors.Is(err, ErrDigestMismatch) || ctx.Err() != nil {
 			return err
 		}
-		if attempt < 3 {
+		if attempt < attempts {
 			rep.Warn("%s: %v; retrying", label, err)
 			select {
 			case <-time.After(time.Duration(attempt) * time.Second):

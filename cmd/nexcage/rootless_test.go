@@ -1,0 +1,92 @@
+package main
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/layout"
+	"golang.org/x/sys/unix"
+
+	"github.com/nexcage/nexcage/internal/testenv"
+	"github.com/nexcage/nexcage/internal/testimage"
+)
+
+// TestRootlessUnpackAsOrdinaryUser runs the real binary as uid 65534: the
+// unpack must succeed without root, keep foreign owners in the
+// user.rootlesscontainers xattr, and say what it could not keep.
+func TestRootlessUnpackAsOrdinaryUser(t *testing.T) {
+	testenv.RequireRoot(t) // to switch to another user at all
+	setpriv := testenv.RequireTool(t, "setpriv")
+	goTool := testenv.RequireTool(t, "go")
+
+	dir, err := os.MkdirTemp("", "nexcage-rootless-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	os.Chmod(dir, 0o755)
+	bin := filepath.Join(dir, "nexcage")
+	testenv.Run(t, goTool, "build", "-o", bin, ".")
+
+	cases, err := testimage.Corpus()
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := layout.Write(filepath.Join(dir, "layout"), empty.Index)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range cases {
+		if c.Name == "ids" || c.Name == "devices" {
+			if err := p.AppendImage(c.Image, layout.WithAnnotations(map[string]string{"org.opencontainers.image.ref.name": c.Name})); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	// Layout blobs are written 0600; the unprivileged user must read them.
+	filepath.Walk(dir, func(p string, fi os.FileInfo, err error) error {
+		if err == nil {
+			os.Chmod(p, fi.Mode().Perm()|0o044|(fi.Mode().Perm()&0o100)>>3|(fi.Mode().Perm()&0o100)>>6)
+		}
+		return nil
+	})
+	work := filepath.Join(dir, "work")
+	os.Mkdir(work, 0o755)
+	os.Chown(work, 65534, 65534)
+
+	unpack := func(tag string) string {
+		cmd := exec.Command(setpriv, "--reuid=65534", "--regid=65534", "--clear-groups",
+			bin, "unpack", "--store", filepath.Join(work, "store"), "oci:"+filepath.Join(dir, "layout")+":"+tag, filepath.Join(work, tag))
+		cmd.Env = []string{"HOME=" + work, "PATH=/usr/bin:/bin"}
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("rootless unpack of %s: %v\n%s", tag, err, out)
+		}
+		return string(out)
+	}
+	out := unpack("ids")
+	if !strings.Contains(out, "rootless") {
+		t.Errorf("output does not say the unpack was rootless:\n%s", out)
+	}
+	f := filepath.Join(work, "ids", "rootfs", "ids", "uid1000")
+	var st syscall.Stat_t
+	if err := syscall.Lstat(f, &st); err != nil {
+		t.Fatal(err)
+	}
+	if st.Uid != 65534 {
+		t.Errorf("%s is owned by %d, want the unpacking user 65534", f, st.Uid)
+	}
+	buf := make([]byte, 256)
+	if n, err := unix.Lgetxattr(f, "user.rootlesscontainers", buf); err != nil || n == 0 {
+		t.Errorf("%s has no user.rootlesscontainers xattr recording owner 1000: %v", f, err)
+	}
+
+	if out := unpack("devices"); !strings.Contains(out, "device node(s) were written as empty files") {
+		t.Errorf("a rootless unpack of device nodes did not say they were lost:\n%s", out)
+	}
+}
