@@ -1,6 +1,8 @@
 package rootfs
 
 import (
+	"github.com/nexcage/nexcage/internal/errkind"
+
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -90,7 +92,7 @@ func (s *Store) Pull(ctx context.Context, ref Ref, opts PullOptions) (Image, err
 		return Image{}, err
 	}
 	if configDesc.Digest != srcManifest.Config.Digest {
-		return Image{}, kindErrorf(ErrDigestMismatch, "%s: the image config hashes to %s but the manifest names %s: the source is corrupt", ref, configDesc.Digest, srcManifest.Config.Digest)
+		return Image{}, errkind.Errorf(ErrDigestMismatch, "%s: the image config hashes to %s but the manifest names %s: the source is corrupt", ref, configDesc.Digest, srcManifest.Config.Digest)
 	}
 	configDesc.MediaType = types.OCIConfigJSON
 	total += configDesc.Size
@@ -204,7 +206,7 @@ func (s *Store) fetchLayers(ctx context.Context, ref Ref, layers []v1.Layer, des
 // fetchBlob downloads one layer into the store, retrying transient read
 // failures; a digest mismatch is never retried: the source is wrong.
 func (s *Store) fetchBlob(ctx context.Context, l v1.Layer, d v1.Descriptor, label string, attempts int, rep progress.Reporter) error {
-	if fi, err := os.Stat(s.BlobPath(d.Digest)); err == nil && fi.Size() == d.Size {
+	if s.hasBlob(d.Digest, d.Size) {
 		rep.Bytes(label, d.Size).Done("already stored")
 		return nil
 	}
@@ -242,7 +244,7 @@ func (s *Store) fetchOnce(ctx context.Context, l v1.Layer, d v1.Descriptor, c pr
 	// go-containerregistry verifies registry blobs as it reads them; its
 	// error type is internal, so recognise it by its words.
 	if err != nil && !errors.Is(err, ErrDigestMismatch) && strings.Contains(err.Error(), "error verifying") {
-		return kindErrorf(ErrDigestMismatch, "the blob does not match its digest (%v): the registry or a proxy serves corrupt data", err)
+		return errkind.Errorf(ErrDigestMismatch, "the blob does not match its digest (%v): the registry or a proxy serves corrupt data", err)
 	}
 	return err
 }
@@ -265,10 +267,10 @@ func (s *Store) putBlob(ctx context.Context, want v1.Hash, size int64, r io.Read
 	}
 	got := v1.Hash{Algorithm: "sha256", Hex: hex.EncodeToString(h.Sum(nil))}
 	if got != want {
-		return v1.Hash{}, kindErrorf(ErrDigestMismatch, "the blob hashes to %s, not %s: the source is corrupt or was changed during the pull", got, want)
+		return v1.Hash{}, errkind.Errorf(ErrDigestMismatch, "the blob hashes to %s, not %s: the source is corrupt or was changed during the pull", got, want)
 	}
 	if size >= 0 && n != size {
-		return v1.Hash{}, kindErrorf(ErrDigestMismatch, "the blob is %d bytes, the manifest says %d", n, size)
+		return v1.Hash{}, errkind.Errorf(ErrDigestMismatch, "the blob is %d bytes, the manifest says %d", n, size)
 	}
 	return got, f.Commit()
 }
@@ -277,12 +279,31 @@ func (s *Store) putBlob(ctx context.Context, want v1.Hash, size int64, r io.Read
 func (s *Store) putBytes(b []byte) (v1.Descriptor, error) {
 	sum := sha256.Sum256(b)
 	h := v1.Hash{Algorithm: "sha256", Hex: hex.EncodeToString(sum[:])}
-	if fi, err := os.Stat(s.BlobPath(h)); err != nil || fi.Size() != int64(len(b)) {
+	if !s.hasBlob(h, int64(len(b))) {
 		if err := atomicfile.WriteFile(s.BlobPath(h), b, 0o644); err != nil {
 			return v1.Descriptor{}, err
 		}
 	}
 	return v1.Descriptor{Digest: h, Size: int64(len(b))}, nil
+}
+
+// hasBlob reports whether the store holds the blob intact. It hashes the
+// file: a size check alone would keep serving a corrupt blob forever, and
+// a pull is exactly when a user expects damage to be repaired.
+func (s *Store) hasBlob(h v1.Hash, size int64) bool {
+	f, err := os.Open(s.BlobPath(h))
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	if fi, err := f.Stat(); err != nil || fi.Size() != size {
+		return false
+	}
+	sum := sha256.New()
+	if _, err := io.Copy(sum, f); err != nil {
+		return false
+	}
+	return hex.EncodeToString(sum.Sum(nil)) == h.Hex
 }
 
 type countingReader struct {

@@ -70,21 +70,14 @@ func parseRegistryRef(orig, s string) (Ref, error) {
 	return Ref{Transport: TransportDocker, Name: r.Name()}, nil
 }
 
+// parsePathRef splits PATH[:TAG] at the first colon, as skopeo does: paths
+// cannot contain colons, tags (docker-archive's REPO:TAG) can.
 func parsePathRef(orig string, t Transport, rest string) (Ref, error) {
-	path, tag := rest, ""
-	if p, ref, ok := cutArchiveRef(rest); ok && t == TransportDockerArchive {
-		// A docker save name is itself REPO:TAG, so the path ends at the
-		// archive's suffix, not at the last colon.
-		path, tag = p, ref
-	} else if i := strings.LastIndex(rest, ":"); i >= 0 && !strings.Contains(rest[i+1:], "/") {
-		// The tag is after the last colon, unless that colon belongs to the
-		// path (a tag cannot contain '/').
-		path, tag = rest[:i], rest[i+1:]
-	}
+	path, tag, hasTag := strings.Cut(rest, ":")
 	if path == "" {
 		return Ref{}, fmt.Errorf("image reference %q names no path: write %s:PATH[:TAG]", orig, t)
 	}
-	if tag == "" && strings.HasSuffix(rest, ":") {
+	if hasTag && tag == "" {
 		return Ref{}, fmt.Errorf("image reference %q has an empty tag after ':': drop the colon or name the tag", orig)
 	}
 	abs, err := filepath.Abs(path)
@@ -92,18 +85,6 @@ func parsePathRef(orig string, t Transport, rest string) (Ref, error) {
 		return Ref{}, fmt.Errorf("image reference %q: %w", orig, err)
 	}
 	return Ref{Transport: t, Name: abs, Tag: tag}, nil
-}
-
-// cutArchiveRef splits FILE:REPO:TAG at the first colon that follows an
-// archive file name ending (.tar, .tar.gz, .tgz).
-func cutArchiveRef(rest string) (string, string, bool) {
-	for _, suffix := range []string{".tar:", ".tar.gz:", ".tgz:"} {
-		if i := strings.Index(rest, suffix); i >= 0 {
-			cut := i + len(suffix) - 1
-			return rest[:cut], rest[cut+1:], true
-		}
-	}
-	return "", "", false
 }
 
 // String renders the reference in canonical transport:name[:tag] form; it is

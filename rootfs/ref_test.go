@@ -27,6 +27,7 @@ func TestParseRef(t *testing.T) {
 		{"docker-archive:/tmp/a.tar", TransportDockerArchive, "/tmp/a.tar", "", ""},
 		{"docker-archive:/tmp/a.tar:alpine:3.20", TransportDockerArchive, "/tmp/a.tar", "alpine:3.20", ""},
 		{"docker-archive:/tmp/a.tar:localhost:5000/app", TransportDockerArchive, "/tmp/a.tar", "localhost:5000/app", ""},
+		{"docker-archive:/tmp/img:alpine:3.20", TransportDockerArchive, "/tmp/img", "alpine:3.20", ""},
 	} {
 		r, err := ParseRef(tc.in)
 		if err != nil {

@@ -1,6 +1,8 @@
 package rootfs
 
 import (
+	"github.com/nexcage/nexcage/internal/errkind"
+
 	"archive/tar"
 	"context"
 	"crypto/tls"
@@ -139,7 +141,7 @@ func openRegistry(ctx context.Context, ref Ref, opts SourceOptions) (*source, er
 		}
 		d, err := choosePlatform(ref.String(), im, opts.Platform)
 		if err != nil {
-			return nil, kindErrorf(ErrPlatform, "%w", err)
+			return nil, errkind.Errorf(ErrPlatform, "%w", err)
 		}
 		if src.img, err = idx.Image(d.Digest); err != nil {
 			return nil, registryError(ref, r, err)
@@ -174,7 +176,7 @@ func checkImagePlatform(ref Ref, img v1.Image, want Platform) (Platform, error) 
 		return want, nil // old images may not say; trust the request
 	}
 	if !want.Matches(got) {
-		return Platform{}, kindErrorf(ErrPlatform, "%s is a single-platform image for %s, not %s: pass --platform %s to use it anyway", ref, got, want, got)
+		return Platform{}, errkind.Errorf(ErrPlatform, "%s is a single-platform image for %s, not %s: pass --platform %s to use it anyway", ref, got, want, got)
 	}
 	return got, nil
 }
@@ -186,15 +188,15 @@ func registryError(ref Ref, r name.Reference, err error) error {
 	if errors.As(err, &terr) {
 		switch terr.StatusCode {
 		case http.StatusNotFound:
-			return kindErrorf(ErrNotFound, "%s does not exist in registry %s (HTTP 404): check the repository name and tag", ref, r.Context().RegistryStr())
+			return errkind.Errorf(ErrNotFound, "%s does not exist in registry %s (HTTP 404): check the repository name and tag", ref, r.Context().RegistryStr())
 		case http.StatusUnauthorized:
-			return kindErrorf(ErrUnauthorized, "registry %s asks for credentials for %s (HTTP 401): log in with `podman login %s` or `docker login %s` (nexcage reads their auth files), or check that the repository exists", r.Context().RegistryStr(), ref, r.Context().RegistryStr(), r.Context().RegistryStr())
+			return errkind.Errorf(ErrUnauthorized, "registry %s asks for credentials for %s (HTTP 401): log in with `podman login %s` or `docker login %s` (nexcage reads their auth files), or check that the repository exists", r.Context().RegistryStr(), ref, r.Context().RegistryStr(), r.Context().RegistryStr())
 		case http.StatusForbidden:
-			return kindErrorf(ErrUnauthorized, "registry %s refused access to %s with the credentials from the docker/podman auth files (HTTP 403): log in as a user allowed to pull it", r.Context().RegistryStr(), ref)
+			return errkind.Errorf(ErrUnauthorized, "registry %s refused access to %s with the credentials from the docker/podman auth files (HTTP 403): log in as a user allowed to pull it", r.Context().RegistryStr(), ref)
 		}
 		for _, d := range terr.Errors {
 			if d.Code == transport.ManifestUnknownErrorCode || d.Code == transport.NameUnknownErrorCode {
-				return kindErrorf(ErrNotFound, "%s does not exist in registry %s: check the repository name and tag", ref, r.Context().RegistryStr())
+				return errkind.Errorf(ErrNotFound, "%s does not exist in registry %s: check the repository name and tag", ref, r.Context().RegistryStr())
 			}
 		}
 		return fmt.Errorf("pull %s: registry %s answered: %w", ref, r.Context().RegistryStr(), err)
@@ -218,7 +220,7 @@ const refNameAnnotation = "org.opencontainers.image.ref.name"
 func openLayout(ref Ref, dir string, want Platform) (*source, error) {
 	if _, err := os.Stat(filepath.Join(dir, "index.json")); err != nil {
 		if errors.Is(err, os.ErrNotExist) {
-			return nil, kindErrorf(ErrNotFound, "%s: %s is not an OCI image layout (it has no index.json): point at the directory that holds oci-layout, index.json and blobs/", ref, dir)
+			return nil, errkind.Errorf(ErrNotFound, "%s: %s is not an OCI image layout (it has no index.json): point at the directory that holds oci-layout, index.json and blobs/", ref, dir)
 		}
 		return nil, fmt.Errorf("%s: %w", ref, err)
 	}
@@ -244,9 +246,9 @@ func openLayout(ref Ref, dir string, want Platform) (*source, error) {
 	sort.Strings(tags)
 	switch {
 	case len(found) == 0 && ref.Tag != "":
-		return nil, kindErrorf(ErrNotFound, "%s: the layout has no tag %q; it has: %s", ref, ref.Tag, listOrNone(tags))
+		return nil, errkind.Errorf(ErrNotFound, "%s: the layout has no tag %q; it has: %s", ref, ref.Tag, listOrNone(tags))
 	case len(found) == 0:
-		return nil, kindErrorf(ErrNotFound, "%s: the layout holds no images", ref)
+		return nil, errkind.Errorf(ErrNotFound, "%s: the layout holds no images", ref)
 	case len(found) > 1:
 		return nil, fmt.Errorf("%s: the layout holds %d images: name one as %s:TAG (tags: %s)", ref, len(found), ref.Name, listOrNone(tags))
 	}
@@ -264,7 +266,7 @@ func openLayout(ref Ref, dir string, want Platform) (*source, error) {
 		}
 		pd, err := choosePlatform(ref.String(), cm, want)
 		if err != nil {
-			return nil, kindErrorf(ErrPlatform, "%w", err)
+			return nil, errkind.Errorf(ErrPlatform, "%w", err)
 		}
 		if src.img, err = child.Image(pd.Digest); err != nil {
 			return nil, fmt.Errorf("%s: %w", ref, err)
@@ -298,7 +300,7 @@ func extractOCIArchive(ctx context.Context, file string) (dir string, err error)
 	f, err := os.Open(file)
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {
-			return "", kindErrorf(ErrNotFound, "oci-archive %s does not exist", file)
+			return "", errkind.Errorf(ErrNotFound, "oci-archive %s does not exist", file)
 		}
 		return "", fmt.Errorf("oci-archive %s: %w", file, err)
 	}
@@ -362,7 +364,7 @@ func extractOCIArchive(ctx context.Context, file string) (dir string, err error)
 func openDockerArchive(ref Ref, want Platform) (*source, error) {
 	if _, err := os.Stat(ref.Name); err != nil {
 		if errors.Is(err, os.ErrNotExist) {
-			return nil, kindErrorf(ErrNotFound, "docker-archive %s does not exist", ref.Name)
+			return nil, errkind.Errorf(ErrNotFound, "docker-archive %s does not exist", ref.Name)
 		}
 		return nil, fmt.Errorf("docker-archive %s: %w", ref.Name, err)
 	}

@@ -101,7 +101,7 @@ func (s *Store) readIndex() (*v1.IndexManifest, error) {
 	defer f.Close()
 	im, err := v1.ParseIndexManifest(f)
 	if err != nil {
-		return nil, fmt.Errorf("the store index %s is corrupt (%v): run `nexcage check --repair %s`", f.Name(), err, s.Dir)
+		return nil, fmt.Errorf("the store index %s is corrupt (%v): move it aside and pull your images again (their blobs are reused)", f.Name(), err)
 	}
 	return im, nil
 }

@@ -1,6 +1,10 @@
 package rootfs
 
 import (
+	"bytes"
+	"github.com/nexcage/nexcage/internal/errkind"
+	"sort"
+
 	"archive/tar"
 	"bufio"
 	"context"
@@ -24,6 +28,7 @@ import (
 	"github.com/opencontainers/umoci/pkg/fseval"
 	"golang.org/x/sys/unix"
 
+	"github.com/nexcage/nexcage/internal/annotation"
 	"github.com/nexcage/nexcage/internal/atomicfile"
 	"github.com/nexcage/nexcage/internal/progress"
 )
@@ -47,11 +52,16 @@ type UnpackResult struct {
 	Rootless bool   `json:"rootless"`
 	Layers   int    `json:"layers"`
 	Entries  int    `json:"entries"`
+	// Warnings repeats what was reported, for --json users.
+	Warnings []string `json:"warnings,omitempty"`
 }
 
 // ErrHostileLayer marks a layer entry that tries to reach outside the
 // rootfs.
 var ErrHostileLayer = errors.New("hostile layer entry")
+
+// errCorruptBlob marks layer failures that mean the stored blob is bad.
+var errCorruptBlob = errors.New("corrupt blob")
 
 // ErrBundleExists means the bundle directory is not empty.
 var ErrBundleExists = errors.New("bundle exists")
@@ -73,6 +83,9 @@ func (s *Store) Unpack(ctx context.Context, img Image, bundle string, opts Unpac
 	if err != nil {
 		return res, err
 	}
+	if within(s.Dir, bundle) || within(bundle, s.Dir) {
+		return res, fmt.Errorf("bundle %s and the image store %s overlap: unpacking there would destroy the store; choose a bundle path outside it", bundle, s.Dir)
+	}
 	manifest, err := s.ociManifest(img.Digest)
 	if err != nil {
 		return res, err
@@ -85,9 +98,15 @@ func (s *Store) Unpack(ctx context.Context, img Image, bundle string, opts Unpac
 		return res, fmt.Errorf("image %s: the config lists %d diff_ids for %d layers: the image is corrupt", img.Ref, len(config.RootFS.DiffIDs), len(manifest.Layers))
 	}
 
-	if err := os.MkdirAll(filepath.Dir(bundle), 0o755); err != nil {
+	createdParent, err := mkdirAllTracked(filepath.Dir(bundle))
+	if err != nil {
 		return res, fmt.Errorf("create the parent of bundle %s: %w", bundle, err)
 	}
+	defer func() {
+		if err != nil && createdParent != "" {
+			os.RemoveAll(createdParent) // only directories this call made
+		}
+	}()
 	tmp, err := atomicfile.TempDir(bundle)
 	if err != nil {
 		return res, fmt.Errorf("create bundle %s: %w", bundle, err)
@@ -102,6 +121,9 @@ func (s *Store) Unpack(ctx context.Context, img Image, bundle string, opts Unpac
 	defer func() {
 		if err != nil {
 			fs.RemoveAll(tmp)
+			// Name the bundle the user asked for, not the temporary
+			// directory that no longer exists.
+			err = errkind.Replace(err, tmp, bundle)
 		}
 	}()
 	// A bundle may hold setuid binaries; keep other users out, as umoci does.
@@ -133,16 +155,22 @@ func (s *Store) Unpack(ctx context.Context, img Image, bundle string, opts Unpac
 		c := rep.Bytes(label, l.Size)
 		if err := u.layer(ctx, s, l, config.RootFS.DiffIDs[i], c); err != nil {
 			c.Done("failed")
+			if errors.Is(err, errCorruptBlob) {
+				err = fmt.Errorf("%w: the stored blob is corrupt; pull the image again (nexcage pull replaces corrupt blobs)", err)
+			}
 			return res, fmt.Errorf("unpack %s: layer %d (%s): %w", img.Ref, i+1, l.Digest, err)
 		}
 		c.Done("unpacked")
 	}
+	var warnings []string
 	if u.devices > 0 {
-		rep.Warn("rootless unpack: %d device node(s) were written as empty files, since only root can create them; run as root to keep them (templates drop them anyway: PVE creates /dev itself)", u.devices)
+		w := fmt.Sprintf("rootless unpack: %d device node(s) were written as empty files, since only root can create them; run as root to keep them (templates drop them anyway: PVE creates /dev itself)", u.devices)
+		rep.Warn("%s", w)
+		warnings = append(warnings, w)
 	}
 
-	if err := s.writeRuntimeConfig(ctx, filepath.Join(tmp, "config.json"), rootfsDir, manifest, mapOpts); err != nil {
-		return res, err
+	if err := s.writeRuntimeConfig(ctx, filepath.Join(tmp, "config.json"), rootfsDir, manifest, mapOpts, imageAnnotations(img, config)); err != nil {
+		return res, fmt.Errorf("unpack %s: %w", img.Ref, err)
 	}
 	if err := ctx.Err(); err != nil {
 		return res, err
@@ -158,7 +186,30 @@ func (s *Store) Unpack(ctx context.Context, img Image, bundle string, opts Unpac
 		Rootless: opts.Rootless,
 		Layers:   len(manifest.Layers),
 		Entries:  u.entries,
+		Warnings: warnings,
 	}, nil
+}
+
+// within reports whether p is dir or below it.
+func within(p, dir string) bool {
+	rel, err := filepath.Rel(dir, p)
+	return err == nil && rel != ".." && !strings.HasPrefix(rel, "../")
+}
+
+// mkdirAllTracked is os.MkdirAll that returns the topmost directory it
+// created ("" if none), so a failure can remove exactly that.
+func mkdirAllTracked(dir string) (string, error) {
+	top := ""
+	for d := dir; ; d = filepath.Dir(d) {
+		if _, err := os.Lstat(d); err == nil {
+			break
+		}
+		top = d
+		if filepath.Dir(d) == d {
+			break
+		}
+	}
+	return top, os.MkdirAll(dir, 0o755)
 }
 
 // checkBundleTarget refuses to unpack over something that is not an empty
@@ -172,7 +223,7 @@ func checkBundleTarget(bundle string, force bool) (replace bool, err error) {
 		return false, err
 	}
 	if !fi.IsDir() {
-		return false, kindErrorf(ErrBundleExists, "bundle path %s exists and is not a directory: choose another path", bundle)
+		return false, errkind.Errorf(ErrBundleExists, "bundle path %s exists and is not a directory: choose another path", bundle)
 	}
 	entries, err := os.ReadDir(bundle)
 	if err != nil {
@@ -182,7 +233,7 @@ func checkBundleTarget(bundle string, force bool) (replace bool, err error) {
 		return true, nil
 	}
 	if !force {
-		return false, kindErrorf(ErrBundleExists, "bundle directory %s is not empty: choose a new directory, or pass --force to replace its contents", bundle)
+		return false, errkind.Errorf(ErrBundleExists, "bundle directory %s is not empty: choose a new directory, or pass --force to replace its contents", bundle)
 	}
 	return true, nil
 }
@@ -213,6 +264,15 @@ func putBundleInPlace(tmp, bundle string, replace bool, fs fseval.FsEval) error 
 	return nil
 }
 
+// RemoveBundle deletes a bundle; as an ordinary user it also removes
+// directories a rootless rootfs made read-only (0555 /proc and the like).
+func RemoveBundle(dir string) error {
+	if os.Geteuid() != 0 {
+		return fseval.Rootless.RemoveAll(dir)
+	}
+	return os.RemoveAll(dir)
+}
+
 func mapOptions(rootless bool) layer.MapOptions {
 	if !rootless {
 		return layer.MapOptions{}
@@ -232,13 +292,13 @@ func (s *Store) ociManifest(digestStr string) (ispec.Manifest, error) {
 	}
 	b, err := os.ReadFile(filepath.Join(s.Dir, "blobs", d.Algorithm().String(), d.Encoded()))
 	if err != nil {
-		return m, fmt.Errorf("manifest %s is missing from the store %s: pull the image again, or run `nexcage check --repair %s`", d, s.Dir, s.Dir)
+		return m, fmt.Errorf("manifest %s is missing from the store %s: pull the image again", d, s.Dir)
 	}
 	if digest.FromBytes(b) != d {
-		return m, kindErrorf(ErrDigestMismatch, "manifest %s in the store %s is corrupt: run `nexcage check --repair %s` and pull again", d, s.Dir, s.Dir)
+		return m, errkind.Errorf(ErrDigestMismatch, "manifest %s in the store %s is corrupt: pull the image again (nexcage pull replaces corrupt blobs)", d, s.Dir)
 	}
 	if err := json.Unmarshal(b, &m); err != nil {
-		return m, fmt.Errorf("manifest %s is not valid JSON (%v): run `nexcage check --repair %s` and pull again", d, err, s.Dir)
+		return m, fmt.Errorf("manifest %s is not valid JSON (%v): pull the image again", d, err)
 	}
 	return m, nil
 }
@@ -250,7 +310,7 @@ func (s *Store) imageConfig(m ispec.Manifest) (ispec.Image, error) {
 		return img, fmt.Errorf("image config %s is missing from the store %s: pull the image again", m.Config.Digest, s.Dir)
 	}
 	if digest.FromBytes(b) != m.Config.Digest {
-		return img, kindErrorf(ErrDigestMismatch, "image config %s in the store is corrupt: run `nexcage check --repair %s` and pull again", m.Config.Digest, s.Dir)
+		return img, errkind.Errorf(ErrDigestMismatch, "image config %s in the store %s is corrupt: pull the image again (nexcage pull replaces corrupt blobs)", m.Config.Digest, s.Dir)
 	}
 	if err := json.Unmarshal(b, &img); err != nil {
 		return img, fmt.Errorf("image config %s is not valid JSON: %w", m.Config.Digest, err)
@@ -261,22 +321,50 @@ func (s *Store) imageConfig(m ispec.Manifest) (ispec.Image, error) {
 	return img, nil
 }
 
-// writeRuntimeConfig generates config.json the way `umoci unpack` does.
-func (s *Store) writeRuntimeConfig(ctx context.Context, path, rootfsDir string, m ispec.Manifest, mapOpts layer.MapOptions) error {
+// writeRuntimeConfig generates config.json the way `umoci unpack` does,
+// plus nexcage's annotations.
+func (s *Store) writeRuntimeConfig(ctx context.Context, path, rootfsDir string, m ispec.Manifest, mapOpts layer.MapOptions, extra map[string]string) error {
 	engine, err := dir.Open(s.Dir)
 	if err != nil {
 		return fmt.Errorf("open the store %s for umoci: %w", s.Dir, err)
 	}
 	defer engine.Close()
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o644)
+	var buf bytes.Buffer
+	// umoci's own errors already start with "generate config.json".
+	if err := layer.UnpackRuntimeJSON(ctx, engine, &buf, rootfsDir, m, &mapOpts); err != nil {
+		return err
+	}
+	var spec rspec.Spec
+	if err := json.Unmarshal(buf.Bytes(), &spec); err != nil {
+		return fmt.Errorf("read back config.json: %w", err)
+	}
+	if spec.Annotations == nil {
+		spec.Annotations = map[string]string{}
+	}
+	for k, v := range extra {
+		if v != "" {
+			spec.Annotations[k] = v
+		}
+	}
+	out, err := json.MarshalIndent(spec, "", "\t")
 	if err != nil {
 		return err
 	}
-	if err := layer.UnpackRuntimeJSON(ctx, engine, f, rootfsDir, m, &mapOpts); err != nil {
-		f.Close()
-		return fmt.Errorf("generate config.json: %w", err)
+	return os.WriteFile(path, append(out, '\n'), 0o644)
+}
+
+func imageAnnotations(img Image, config ispec.Image) map[string]string {
+	vols := make([]string, 0, len(config.Config.Volumes))
+	for v := range config.Config.Volumes {
+		vols = append(vols, v)
 	}
-	return f.Close()
+	sort.Strings(vols)
+	return map[string]string{
+		annotation.Reference:    img.Ref,
+		annotation.Digest:       img.Digest,
+		annotation.SourceDigest: img.SourceDigest,
+		annotation.Volumes:      strings.Join(vols, ","),
+	}
 }
 
 // unpacker applies layers to one rootfs, refusing hostile entries before
@@ -318,7 +406,7 @@ func (u *unpacker) layer(ctx context.Context, s *Store, d ispec.Descriptor, diff
 			break
 		}
 		if err != nil {
-			return fmt.Errorf("the layer is not a valid tar stream (%v): the image is corrupt", err)
+			return errkind.Errorf(errCorruptBlob, "the layer is not a valid tar stream (%v)", err)
 		}
 		if err := u.check(hdr); err != nil {
 			return err
@@ -328,17 +416,20 @@ func (u *unpacker) layer(ctx context.Context, s *Store, d ispec.Descriptor, diff
 		}
 		name := hdr.Name
 		if err := extract.UnpackEntry(u.root, hdr, tr); err != nil {
-			return fmt.Errorf("entry %q: %w", name, err)
+			if errors.Is(err, gzip.ErrChecksum) || errors.Is(err, gzip.ErrHeader) || errors.Is(err, io.ErrUnexpectedEOF) {
+				return errkind.Errorf(errCorruptBlob, "entry %s: %w", quoteName(name), err)
+			}
+			return fmt.Errorf("entry %s: %w", quoteName(name), err)
 		}
 		u.entries++
 	}
 	// Like umoci: tar writers may pad past the end-of-archive marker, and
 	// the diff_id covers those bytes too.
 	if _, err := io.Copy(io.Discard, io.TeeReader(raw, digester.Hash())); err != nil {
-		return fmt.Errorf("read the rest of the layer: %w", err)
+		return errkind.Errorf(errCorruptBlob, "read the rest of the layer: %w", err)
 	}
 	if got := digester.Digest(); got != diffID {
-		return kindErrorf(ErrDigestMismatch, "the uncompressed layer hashes to %s, but the image config says its diff_id is %s: the image is corrupt", got, diffID)
+		return errkind.Errorf(errCorruptBlob, "%w: the uncompressed layer hashes to %s, but the image config says its diff_id is %s", ErrDigestMismatch, got, diffID)
 	}
 	return nil
 }
@@ -356,7 +447,7 @@ func decompress(r io.Reader, mt string) (io.ReadCloser, error) {
 	case strings.HasSuffix(mt, "+gzip") || mt == "application/vnd.docker.image.rootfs.diff.tar.gzip":
 		zr, err := gzip.NewReader(r)
 		if err != nil {
-			return nil, fmt.Errorf("the layer is not valid gzip (%v): the image is corrupt", err)
+			return nil, errkind.Errorf(errCorruptBlob, "the layer is not valid gzip (%v)", err)
 		}
 		return zr, nil
 	case strings.HasSuffix(mt, "+zstd"):
@@ -383,11 +474,19 @@ func (u *unpacker) check(hdr *tar.Header) error {
 	if err != nil {
 		return err
 	}
-	if hdr.Typeflag != tar.TypeDir || strings.HasPrefix(filepath.Base(clean), ".wh.") {
-		if _, cached := u.safeDirs[clean]; cached || strings.HasPrefix(filepath.Base(clean), ".wh.") {
-			// The tree is about to change under cached paths.
-			clear(u.safeDirs)
+	base := filepath.Base(clean)
+	if target, isWhiteout := strings.CutPrefix(base, ".wh."); isWhiteout {
+		// ".wh.." would delete the parent directory, ".wh..." the one
+		// above it: outside the rootfs when the entry is at its top.
+		if target == "" || target == "." || target == ".." {
+			return errkind.Errorf(ErrHostileLayer, "entry %s is a whiteout of %q, which would delete a directory instead of a file in it", quoteName(hdr.Name), target)
 		}
+		clear(u.safeDirs) // the tree is about to shrink under cached paths
+	} else if _, cached := u.safeDirs[clean]; cached && hdr.Typeflag != tar.TypeDir {
+		clear(u.safeDirs) // a cached directory is being replaced
+	}
+	if clean == "." && hdr.Typeflag != tar.TypeDir {
+		return errkind.Errorf(ErrHostileLayer, "entry %s would replace the root directory with a non-directory", quoteName(hdr.Name))
 	}
 	if err := u.checkParents(hdr.Name, filepath.Dir(clean)); err != nil {
 		return err
@@ -395,28 +494,41 @@ func (u *unpacker) check(hdr *tar.Header) error {
 	if hdr.Typeflag == tar.TypeLink {
 		target, err := cleanEntryName(hdr.Linkname)
 		if err != nil {
-			return kindErrorf(ErrHostileLayer, "hard link %q -> %q: the target %v", hdr.Name, hdr.Linkname, strings.TrimPrefix(err.Error(), ErrHostileLayer.Error()+": "))
+			return errkind.Errorf(ErrHostileLayer, "hard link %s -> %s points outside the root", quoteName(hdr.Name), quoteName(hdr.Linkname))
 		}
-		if err := u.checkParents(hdr.Name, target); err != nil {
+		// link(2) does not follow a symlink in the last component, so only
+		// the target's directories matter.
+		if err := u.checkParents(hdr.Name, filepath.Dir(target)); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
+// quoteName quotes an entry name for a message, shortening names that
+// would flood the terminal (PAX names can be megabytes).
+func quoteName(name string) string {
+	if len(name) > 200 {
+		name = name[:100] + "..." + name[len(name)-60:]
+	}
+	return fmt.Sprintf("%q", name)
+}
+
 func cleanEntryName(name string) (string, error) {
 	if strings.HasPrefix(name, "/") {
-		return "", kindErrorf(ErrHostileLayer, "entry %q has an absolute name: layer members must be relative to the root", name)
+		return "", errkind.Errorf(ErrHostileLayer, "entry %s has an absolute name: layer members must be relative to the root", quoteName(name))
 	}
 	clean := filepath.Clean(name)
 	if clean == ".." || strings.HasPrefix(clean, "../") {
-		return "", kindErrorf(ErrHostileLayer, "entry %q climbs out of the root with '..'", name)
+		return "", errkind.Errorf(ErrHostileLayer, "entry %s climbs out of the root with '..'", quoteName(name))
 	}
 	return clean, nil
 }
 
 // checkParents walks rel inside the rootfs the way the kernel would,
 // following symlinks, and fails if a relative link climbs above the root.
+// Past a missing component the rest is resolved as text: the extractor
+// would create it, and a ".." from a symlink must still not climb out.
 func (u *unpacker) checkParents(entry, rel string) error {
 	if rel == "." || rel == "" {
 		return nil
@@ -427,6 +539,7 @@ func (u *unpacker) checkParents(entry, rel string) error {
 	pending := strings.Split(rel, "/")
 	var resolved []string
 	hops := 0
+	missing := false
 	for len(pending) > 0 {
 		c := pending[0]
 		pending = pending[1:]
@@ -435,20 +548,21 @@ func (u *unpacker) checkParents(entry, rel string) error {
 			continue
 		case "..":
 			if len(resolved) == 0 {
-				return kindErrorf(ErrHostileLayer, "entry %q is written through a symlink that points outside the root", entry)
+				return errkind.Errorf(ErrHostileLayer, "entry %s is written through a symlink that points outside the root", quoteName(entry))
 			}
 			resolved = resolved[:len(resolved)-1]
 			continue
 		}
 		next := filepath.Join(append(resolved, c)...)
-		if _, ok := u.safeDirs[next]; ok {
+		if _, ok := u.safeDirs[next]; ok || missing {
 			resolved = append(resolved, c)
 			continue
 		}
 		fi, err := os.Lstat(filepath.Join(u.root, next))
 		if err != nil {
-			// Missing parts are created as directories by the extractor.
-			return nil
+			missing = true
+			resolved = append(resolved, c)
+			continue
 		}
 		if fi.Mode()&os.ModeSymlink == 0 {
 			if fi.IsDir() {
@@ -458,7 +572,7 @@ func (u *unpacker) checkParents(entry, rel string) error {
 			continue
 		}
 		if hops++; hops > 40 {
-			return kindErrorf(ErrHostileLayer, "entry %q: too many levels of symbolic links", entry)
+			return errkind.Errorf(ErrHostileLayer, "entry %s: too many levels of symbolic links", quoteName(entry))
 		}
 		target, err := os.Readlink(filepath.Join(u.root, next))
 		if err != nil {
@@ -481,6 +595,11 @@ func routeUmociLog(rep progress.Reporter) func() {
 	log.SetLevel(log.WarnLevel)
 	seen := map[string]bool{}
 	log.SetHandler(log.HandlerFunc(func(e *log.Entry) error {
+		// Per-file rootless notes ("rootless{dev/null} ...") are summed up
+		// once by Unpack instead.
+		if strings.HasPrefix(e.Message, "rootless{") {
+			return nil
+		}
 		if !seen[e.Message] {
 			seen[e.Message] = true
 			rep.Warn("umoci: %s", e.Message)

@@ -1,18 +1,25 @@
 package rootfs
 
 import (
+	"archive/tar"
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"sort"
 	"strings"
+	"syscall"
 	"testing"
 
 	rspec "github.com/opencontainers/runtime-spec/specs-go"
+	rootlesscontainers "github.com/rootless-containers/proto/go-proto"
+	"golang.org/x/sys/unix"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/nexcage/nexcage/internal/fstree"
+	"github.com/nexcage/nexcage/internal/progress"
 	"github.com/nexcage/nexcage/internal/testenv"
 	"github.com/nexcage/nexcage/internal/testimage"
 )
@@ -87,7 +94,7 @@ func TestUnpackRootless(t *testing.T) {
 	// Rootless mode works as any user; as root it proves that owners other
 	// than the caller go to the user.rootlesscontainers xattr, not chown.
 	s := newStore(t)
-	for _, name := range []string{"whiteouts", "opaque", "hardlink-lower", "symlinks", "modes", "alpine-amd64"} {
+	for _, name := range []string{"whiteouts", "opaque", "hardlink-lower", "symlinks", "modes", "ids", "alpine-amd64"} {
 		t.Run(name, func(t *testing.T) {
 			c := corpusCase(t, name)
 			res, err := s.Unpack(context.Background(), pullCase(t, s, c), filepath.Join(t.TempDir(), "b"), UnpackOptions{Rootless: true})
@@ -105,8 +112,50 @@ func TestUnpackRootless(t *testing.T) {
 			if err := testimage.Verify(res.Rootfs, expect); err != nil {
 				t.Fatal(err)
 			}
+			// Every owner the layers gave is on disk as the caller, with
+			// the real one in user.rootlesscontainers when it is not root.
+			for _, e := range c.Expect {
+				// Linux allows no user.* xattrs on symlinks, so a rootless
+				// unpack cannot record a symlink's owner (umoci's limit too).
+				if e.Owner == "" || e.Owner == "0:0" || e.Absent || e.Type == tar.TypeSymlink {
+					continue
+				}
+				p := filepath.Join(res.Rootfs, e.Path)
+				var st syscall.Stat_t
+				if err := syscall.Lstat(p, &st); err != nil {
+					t.Fatal(err)
+				}
+				if int(st.Uid) != os.Geteuid() {
+					t.Errorf("%s is owned by %d, want the caller %d", e.Path, st.Uid, os.Geteuid())
+				}
+				if got := rootlessOwner(t, p); got != e.Owner {
+					t.Errorf("%s: user.rootlesscontainers says %s, want %s", e.Path, got, e.Owner)
+				}
+			}
 		})
 	}
+}
+
+// rootlessOwner decodes user.rootlesscontainers as "uid:gid" (0 where the
+// xattr leaves an id unset).
+func rootlessOwner(t testing.TB, p string) string {
+	t.Helper()
+	buf := make([]byte, 256)
+	n, err := unix.Lgetxattr(p, rootlesscontainers.Keyname, buf)
+	if err != nil {
+		return "0:0"
+	}
+	var res rootlesscontainers.Resource
+	if err := proto.Unmarshal(buf[:n], &res); err != nil {
+		t.Fatalf("%s: corrupt %s: %v", p, rootlesscontainers.Keyname, err)
+	}
+	id := func(v uint32) uint32 {
+		if v == rootlesscontainers.NoopID {
+			return 0
+		}
+		return v
+	}
+	return fmt.Sprintf("%d:%d", id(res.Uid), id(res.Gid))
 }
 
 func TestUnpackRefusesHostileLayers(t *testing.T) {
@@ -226,13 +275,35 @@ func TestUnpackCancelled(t *testing.T) {
 	s := newStore(t)
 	img := pullCase(t, s, corpusCase(t, "alpine-amd64"))
 	ctx, cancel := context.WithCancel(context.Background())
-	cancel()
+	// Cancel in the middle of the layer: after a few hundred entries were
+	// written, so the cleanup has a half-made rootfs to remove.
+	rep := &cancelAfter{n: 300 * 1024, cancel: cancel}
 	bundle := filepath.Join(t.TempDir(), "b")
-	if _, err := s.Unpack(ctx, img, bundle, UnpackOptions{}); !errors.Is(err, context.Canceled) {
+	if _, err := s.Unpack(ctx, img, bundle, UnpackOptions{Progress: rep}); !errors.Is(err, context.Canceled) {
 		t.Fatalf("err = %v, want context.Canceled", err)
+	}
+	if rep.seen < rep.n {
+		t.Fatalf("cancelled after %d bytes, before the layer was under way", rep.seen)
 	}
 	if _, err := os.Stat(bundle); !os.IsNotExist(err) {
 		t.Fatal("a cancelled unpack left a bundle")
 	}
 	noLeftovers(t, filepath.Dir(bundle))
+}
+
+// cancelAfter cancels once n compressed bytes were read.
+type cancelAfter struct {
+	progress.Reporter
+	n, seen int
+	cancel  func()
+}
+
+func (c *cancelAfter) Step(string, ...any)                  {}
+func (c *cancelAfter) Warn(string, ...any)                  {}
+func (c *cancelAfter) Bytes(string, int64) progress.Counter { return c }
+func (c *cancelAfter) Done(string)                          {}
+func (c *cancelAfter) Add(n int) {
+	if c.seen += n; c.seen >= c.n {
+		c.cancel()
+	}
 }

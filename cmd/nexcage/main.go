@@ -52,6 +52,7 @@ type opts struct {
 	force       bool
 	pull        string
 	verbose     bool
+	conv        convertFlags
 }
 
 // env is what a command runs with.
@@ -115,20 +116,22 @@ func run(argv []string, stdout, stderr *os.File) int {
 	defer stop()
 	result, err := c.run(ctx, e, fs.Args())
 	if err != nil {
+		status, msg := exitFailure, err.Error()
 		var ue usageError
-		if errors.As(err, &ue) {
+		switch {
+		case errors.As(err, &ue):
+			status = exitUsage
 			fmt.Fprintf(stderr, "nexcage %s: %s\nusage: %s\nRun 'nexcage %s --help' for details.\n", c.name, ue.msg, usageLine(c), c.name)
-			return exitUsage
-		}
-		if sig := interrupted(ctx); sig != 0 {
-			fmt.Fprintf(stderr, "nexcage %s: interrupted; nothing was left half-written\n", c.name)
-			return 128 + sig
+		case interrupted(ctx) != 0:
+			status, msg = 128+interrupted(ctx), "interrupted; nothing was left half-written"
+			fmt.Fprintf(stderr, "nexcage %s: %s\n", c.name, msg)
+		default:
+			fmt.Fprintf(stderr, "nexcage %s: error: %v\n", c.name, err)
 		}
 		if e.json {
-			writeJSON(stdout, map[string]any{"ok": false, "command": c.name, "error": err.Error()})
+			writeJSON(stdout, map[string]any{"ok": false, "command": c.name, "error": msg, "exit_status": status})
 		}
-		fmt.Fprintf(stderr, "nexcage %s: error: %v\n", c.name, err)
-		return exitFailure
+		return status
 	}
 	if e.json && result != nil {
 		writeJSON(stdout, result)

@@ -101,11 +101,7 @@ func runPull(ctx context.Context, e *env, args []string) (any, error) {
 	if len(args) != 1 {
 		return nil, usagef("pull takes exactly one IMAGE, got %d arguments", len(args))
 	}
-	ref, err := parseImageArg(args[0])
-	if err != nil {
-		return nil, err
-	}
-	so, err := sourceOptions(e)
+	ref, so, err := imageArgs(e, args[0])
 	if err != nil {
 		return nil, err
 	}
@@ -123,13 +119,24 @@ func runPull(ctx context.Context, e *env, args []string) (any, error) {
 	return img, nil
 }
 
-// ensureImage returns the stored image for ref, pulling it as --pull says.
-func ensureImage(ctx context.Context, e *env, store *rootfs.Store, ref rootfs.Ref, so rootfs.SourceOptions) (rootfs.Image, error) {
+// imageArgs parses what every command taking an IMAGE needs, before
+// anything touches the disk.
+func imageArgs(e *env, image string) (rootfs.Ref, rootfs.SourceOptions, error) {
 	switch e.pull {
 	case "", "missing", "always", "never":
 	default:
-		return rootfs.Image{}, usagef("--pull %q: use missing, always or never", e.pull)
+		return rootfs.Ref{}, rootfs.SourceOptions{}, usagef("--pull %q: use missing, always or never", e.pull)
 	}
+	ref, err := parseImageArg(image)
+	if err != nil {
+		return ref, rootfs.SourceOptions{}, err
+	}
+	so, err := sourceOptions(e)
+	return ref, so, err
+}
+
+// ensureImage returns the stored image for ref, pulling it as --pull says.
+func ensureImage(ctx context.Context, e *env, store *rootfs.Store, ref rootfs.Ref, so rootfs.SourceOptions) (rootfs.Image, error) {
 	if e.pull != "always" {
 		img, ok, err := store.Find(ref, so.Platform)
 		if err != nil {
@@ -150,11 +157,7 @@ func runUnpack(ctx context.Context, e *env, args []string) (any, error) {
 	if len(args) != 2 {
 		return nil, usagef("unpack takes IMAGE and BUNDLE, got %d arguments", len(args))
 	}
-	ref, err := parseImageArg(args[0])
-	if err != nil {
-		return nil, err
-	}
-	so, err := sourceOptions(e)
+	ref, so, err := imageArgs(e, args[0])
 	if err != nil {
 		return nil, err
 	}

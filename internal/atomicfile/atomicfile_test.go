@@ -3,6 +3,7 @@ package atomicfile
 import (
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -49,11 +50,11 @@ func TestAbortKeepsOldFile(t *testing.T) {
 func assertOnly(t *testing.T, dir string, names ...string) {
 	t.Helper()
 	entries, _ := os.ReadDir(dir)
-	if len(entries) != len(names) {
-		var got []string
-		for _, e := range entries {
-			got = append(got, e.Name())
-		}
+	var got []string
+	for _, e := range entries {
+		got = append(got, e.Name())
+	}
+	if strings.Join(got, " ") != strings.Join(names, " ") {
 		t.Fatalf("%s holds %v, want only %v", dir, got, names)
 	}
 }

@@ -25,6 +25,22 @@ func hostileLayers() map[string][]Entry {
 		// Hard link to an absolute path that no layer of the image provides:
 		// resolving it against the host would link the host's /etc/shadow.
 		"hardlink-abs": {Hardlink("h", "/etc/shadow")},
+		// Whiteouts whose target is "..", "." or empty: a naive
+		// RemoveAll(dir/"..") deletes the directory holding the rootfs.
+		"whiteout-dotdot": {File(".wh...", 0o644, "")},
+		"whiteout-dot":    {Dir("usr/", 0o755), File("usr/.wh..", 0o644, "")},
+		"whiteout-empty":  {File(".wh.", 0o644, "")},
+		// A symlink through a missing directory that climbs out once
+		// resolved as text, then a write through it.
+		"symlink-missing-escape": {
+			Symlink("a", "nonexist/../../../../tmp"),
+			File("a/pwned", 0o644, "written through a symlink\n"),
+		},
+		// A hard link whose target path goes through such a symlink.
+		"hardlink-via-symlink": {
+			Symlink("s", "../../../etc"),
+			Hardlink("h", "s/passwd"),
+		},
 	}
 }
 

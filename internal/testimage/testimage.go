@@ -23,6 +23,7 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/layout"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 	"github.com/klauspost/compress/zstd"
@@ -341,4 +342,20 @@ func imageIndex(images []v1.Image, platforms []v1.Platform) v1.ImageIndex {
 		adds[i] = mutate.IndexAddendum{Add: img, Descriptor: v1.Descriptor{Platform: &p}}
 	}
 	return mutate.AppendManifests(empty.Index, adds...)
+}
+
+// WriteLayout appends a case to the OCI image layout at dir (created when
+// absent), tagged tag; multi-arch cases are appended as their index.
+func WriteLayout(dir, tag string, c Case) error {
+	p, err := layout.FromPath(dir)
+	if err != nil {
+		if p, err = layout.Write(dir, empty.Index); err != nil {
+			return err
+		}
+	}
+	ann := layout.WithAnnotations(map[string]string{"org.opencontainers.image.ref.name": tag})
+	if c.Index != nil {
+		return p.AppendIndex(c.Index, ann)
+	}
+	return p.AppendImage(c.Image, ann)
 }

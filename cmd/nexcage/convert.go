@@ -1,0 +1,248 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/spf13/pflag"
+
+	"github.com/nexcage/nexcage/convert"
+	"github.com/nexcage/nexcage/internal/progress"
+	"github.com/nexcage/nexcage/rootfs"
+)
+
+// convertFlags are shared by convert and build.
+type convertFlags struct {
+	output, compression, name, version, format string
+	level                                      int
+	privileged, squash                         bool
+}
+
+func registerConvertFlags(fs *pflag.FlagSet, cf *convertFlags) {
+	fs.StringVarP(&cf.output, "output", "o", "", "template file (.tar.zst, .tar.gz, .tar.xz), or a directory for the conventional name (default: current directory)")
+	fs.StringVar(&cf.compression, "compression", "", "zstd, gzip or xz (default: from -o's suffix, else zstd)")
+	fs.IntVar(&cf.level, "level", 0, "compression level (default: zstd 3, gzip 6, xz 6)")
+	fs.StringVar(&cf.name, "name", "", "name part of the conventional template name (default: the image's name)")
+	fs.StringVar(&cf.version, "version", "", "version part of the conventional template name (default: the image's version label or tag)")
+	fs.BoolVar(&cf.privileged, "privileged", false, "make a privileged-only template, keeping ids above 65535")
+	fs.BoolVar(&cf.squash, "squash-high-ids", false, "give files owned by ids above 65535 to 65534 (nobody), so the template works unprivileged")
+}
+
+func init() {
+	register(&command{
+		name:    "convert",
+		args:    "BUNDLE",
+		summary: "convert an OCI bundle into a Proxmox template, CT config and manifest",
+		help: `BUNDLE is an OCI runtime bundle directory (or its config.json): the
+rootfs becomes a PVE template (PAX tar, zstd by default), and beside it
+NAME.conf (the CT config: arch, ostype, mounts, entrypoint, env, ...) and
+NAME.json (source, digest, sha256, process, mounts, volumes, ...).
+Same bundle and options give a byte-identical template; SOURCE_DATE_EPOCH
+clamps mtimes.
+
+With --format oci-archive the argument is an IMAGE instead, written as the
+uncompressed OCI archive that PVE 9.1 imports natively.`,
+		flags: func(fs *pflag.FlagSet, o *opts) {
+			registerConvertFlags(fs, &o.conv)
+			fs.StringVar(&o.conv.format, "format", "template", "template, or oci-archive (argument is then an IMAGE)")
+			imageFlags(fs, o)
+		},
+		run: runConvert,
+	})
+	register(&command{
+		name:    "build",
+		args:    "IMAGE",
+		summary: "pull, unpack and convert an image into a Proxmox template in one step",
+		help: `Runs pull (when the image is not stored yet), unpack and convert, with
+the flags of each. Writes the template and its .conf and .json sidecars.`,
+		flags: func(fs *pflag.FlagSet, o *opts) {
+			imageFlags(fs, o)
+			fs.StringVar(&o.pull, "pull", "missing", "when to pull: missing (not in the store yet), always, never")
+			registerConvertFlags(fs, &o.conv)
+		},
+		run: runBuild,
+	})
+}
+
+func convertOptions(e *env) (convert.Options, error) {
+	cf := e.conv
+	o := convert.Options{
+		Output: cf.output, Level: cf.level, Name: cf.name, Version: cf.version,
+		Privileged: cf.privileged, SquashHighIDs: cf.squash,
+		ToolVersion: nexcageVersion(), Progress: e.progress,
+	}
+	if cf.compression != "" {
+		c, err := convert.ParseCompression(cf.compression)
+		if err != nil {
+			return o, usagef("--compression: %v", err)
+		}
+		o.Compression = c
+	}
+	if cf.privileged && cf.squash {
+		return o, usagef("--privileged and --squash-high-ids exclude each other")
+	}
+	epoch, err := sourceDateEpoch()
+	if err != nil {
+		return o, err
+	}
+	o.SourceDateEpoch = epoch
+	return o, nil
+}
+
+// sourceDateEpoch reads SOURCE_DATE_EPOCH (reproducible-builds.org).
+func sourceDateEpoch() (time.Time, error) {
+	s := os.Getenv("SOURCE_DATE_EPOCH")
+	if s == "" {
+		return time.Time{}, nil
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || n < 0 {
+		return time.Time{}, fmt.Errorf("SOURCE_DATE_EPOCH=%q is not a non-negative number of seconds", s)
+	}
+	return time.Unix(n, 0), nil
+}
+
+func runConvert(ctx context.Context, e *env, args []string) (any, error) {
+	if len(args) != 1 {
+		return nil, usagef("convert takes one BUNDLE (or IMAGE with --format oci-archive), got %d arguments", len(args))
+	}
+	switch e.conv.format {
+	case "template":
+	case "oci-archive":
+		return exportOCIArchive(ctx, e, args[0])
+	default:
+		return nil, usagef("--format %q: use template or oci-archive", e.conv.format)
+	}
+	opts, err := convertOptions(e)
+	if err != nil {
+		return nil, err
+	}
+	b, err := convert.LoadBundle(args[0])
+	if err != nil {
+		return nil, err
+	}
+	res, err := convert.Convert(ctx, b, opts)
+	if err != nil {
+		return nil, err
+	}
+	printResult(e, res)
+	return res, nil
+}
+
+func printResult(e *env, res *convert.Result) {
+	if e.json {
+		return
+	}
+	m := res.Metadata
+	kind := "system container"
+	if m.Application {
+		kind = "application container"
+	}
+	priv := "unprivileged"
+	if m.Privileged {
+		priv = "privileged-only"
+	}
+	fmt.Fprintf(e.stdout, "%s\n  %s, %s, ostype %s, arch %s, %s\n  sha256 %s\n  config %s\n  manifest %s\n",
+		res.Template, progress.HumanBytes(m.Template.Size), kind, m.OSType, m.Arch, priv, m.Template.SHA256, res.Config, res.Manifest)
+}
+
+func exportOCIArchive(ctx context.Context, e *env, image string) (any, error) {
+	cf := e.conv
+	if cf.compression != "" || cf.level != 0 || cf.privileged || cf.squash {
+		return nil, usagef("--format oci-archive writes an uncompressed OCI archive: --compression, --level, --privileged and --squash-high-ids do not apply")
+	}
+	ref, so, err := imageArgs(e, image)
+	if err != nil {
+		return nil, err
+	}
+	store, err := openStore(e)
+	if err != nil {
+		return nil, err
+	}
+	img, err := ensureImage(ctx, e, store, ref, so)
+	if err != nil {
+		return nil, err
+	}
+	target := cf.output
+	if target == "" || strings.HasSuffix(target, "/") || isDir(target) {
+		name := firstNonEmpty(cf.name, ref.ShortName())
+		version := firstNonEmpty(cf.version, ref.Version(), "latest")
+		arch := strings.Split(img.Platform, "/")[1]
+		target = filepath.Join(target, fmt.Sprintf("%s_%s_%s.tar", name, version, arch))
+	} else if !strings.HasSuffix(target, ".tar") {
+		return nil, usagef("-o %s: PVE imports an OCI archive only from a plain .tar file", target)
+	}
+	epoch, err := sourceDateEpoch()
+	if err != nil {
+		return nil, err
+	}
+	size, err := store.ExportOCIArchive(ctx, img, target, epoch)
+	if err != nil {
+		return nil, err
+	}
+	abs, _ := filepath.Abs(target)
+	if !e.json {
+		fmt.Fprintf(e.stdout, "%s\n  OCI archive of %s (%s), %s\n", abs, img.Ref, img.Platform, progress.HumanBytes(size))
+	}
+	return map[string]any{"archive": abs, "image": img, "size": size}, nil
+}
+
+func isDir(p string) bool {
+	fi, err := os.Stat(p)
+	return err == nil && fi.IsDir()
+}
+
+func firstNonEmpty(s ...string) string {
+	for _, x := range s {
+		if x != "" {
+			return x
+		}
+	}
+	return ""
+}
+
+func runBuild(ctx context.Context, e *env, args []string) (any, error) {
+	if len(args) != 1 {
+		return nil, usagef("build takes one IMAGE, got %d arguments", len(args))
+	}
+	ref, so, err := imageArgs(e, args[0])
+	if err != nil {
+		return nil, err
+	}
+	opts, err := convertOptions(e)
+	if err != nil {
+		return nil, err
+	}
+	store, err := openStore(e)
+	if err != nil {
+		return nil, err
+	}
+	img, err := ensureImage(ctx, e, store, ref, so)
+	if err != nil {
+		return nil, err
+	}
+	work, err := os.MkdirTemp("", "nexcage-build-")
+	if err != nil {
+		return nil, err
+	}
+	defer rootfs.RemoveBundle(work)
+	ures, err := store.Unpack(ctx, img, filepath.Join(work, "bundle"), rootfs.UnpackOptions{Rootless: os.Geteuid() != 0, Progress: e.progress})
+	if err != nil {
+		return nil, err
+	}
+	b, err := convert.LoadBundle(ures.Bundle)
+	if err != nil {
+		return nil, err
+	}
+	res, err := convert.Convert(ctx, b, opts)
+	if err != nil {
+		return nil, err
+	}
+	printResult(e, res)
+	return res, nil
+}

@@ -1,0 +1,401 @@
+package convert
+
+import (
+	"github.com/nexcage/nexcage/internal/annotation"
+	"github.com/nexcage/nexcage/internal/errkind"
+
+	"archive/tar"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path"
+	"path/filepath"
+	"sort"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/nexcage/nexcage/internal/atomicfile"
+	"github.com/nexcage/nexcage/internal/progress"
+	"github.com/nexcage/nexcage/lxc"
+)
+
+// Options control a conversion. The zero value converts to a zstd template
+// named by convention in the current directory.
+type Options struct {
+	// Output is the template file, or a directory (existing, or ending in
+	// "/") to write the conventionally named template into.
+	Output      string
+	Compression Compression // "" = from Output's suffix, else zstd
+	Level       int         // 0 = the compressor's default
+	Name        string      // overrides the name part of the conventional name
+	Version     string      // overrides the version part
+	// Privileged marks the template privileged-only and keeps ids above
+	// 65535; SquashHighIDs maps those ids to 65534 instead.
+	Privileged    bool
+	SquashHighIDs bool
+	// SourceDateEpoch clamps mtimes (SOURCE_DATE_EPOCH); zero = no clamp.
+	SourceDateEpoch time.Time
+	// ToolVersion is recorded in the manifest.
+	ToolVersion string
+	Progress    progress.Reporter
+}
+
+// ErrHighIDs means the rootfs has owners an unprivileged container cannot
+// map.
+var ErrHighIDs = errors.New("ids above 65535")
+
+// maxUnprivilegedID is the largest id PVE's default 65536-id map covers.
+const maxUnprivilegedID = 65535
+
+// Result says what was written.
+type Result struct {
+	Template string   `json:"template"`
+	Config   string   `json:"config"`
+	Manifest string   `json:"manifest"`
+	Metadata Metadata `json:"metadata"`
+}
+
+// Source identifies where a rootfs came from, for the manifest and for
+// naming.
+type Source struct {
+	Reference    string `json:"reference,omitempty"`
+	Digest       string `json:"digest,omitempty"`
+	SourceDigest string `json:"source_digest,omitempty"`
+	Platform     string `json:"platform,omitempty"`
+}
+
+// Convert writes the template, NAME.conf and NAME.json for a bundle.
+func Convert(ctx context.Context, b *Bundle, opts Options) (*Result, error) {
+	rep := opts.Progress
+	if rep == nil {
+		rep = progress.Discard
+	}
+	rep.Step("reading the rootfs %s", b.Rootfs)
+	tree, err := TreeFromDir(b.Rootfs, b.idMap())
+	if err != nil {
+		return nil, fmt.Errorf("bundle %s: %w", b.Dir, err)
+	}
+	return Write(ctx, tree, b.Spec, sourceFromAnnotations(b.Spec.Annotations), opts)
+}
+
+func sourceFromAnnotations(a map[string]string) Source {
+	s := Source{Reference: a[annotation.Reference], Digest: a[annotation.Digest], SourceDigest: a[annotation.SourceDigest]}
+	if a[annotationOS] != "" && a[annotationArch] != "" {
+		s.Platform = a[annotationOS] + "/" + a[annotationArch]
+		if a[annotationVariant] != "" {
+			s.Platform += "/" + a[annotationVariant]
+		}
+	}
+	return s
+}
+
+// plan is everything decided about a template before a byte is written.
+type plan struct {
+	opts        Options
+	compression Compression
+	target      string
+	os          OSInfo
+	arch        string
+	system      bool
+	config      *lxc.Config
+	meta        Metadata
+}
+
+// Write turns a tree plus its runtime config into a template and sidecars.
+// It is shared by every source of trees, which is what makes their output
+// byte-identical.
+func Write(ctx context.Context, tree *Tree, spec *runtimeSpec, src Source, opts Options) (*Result, error) {
+	rep := opts.Progress
+	if rep == nil {
+		rep = progress.Discard
+	}
+	p, err := makePlan(tree, spec, src, opts, rep)
+	if err != nil {
+		return nil, err
+	}
+	rep.Step("writing %s", p.target)
+	res, err := p.write(ctx, tree, rep)
+	if err != nil {
+		return nil, err
+	}
+	rep.Step("wrote %s (%s, sha256 %s)", res.Template, progress.HumanBytes(res.Metadata.Template.Size), res.Metadata.Template.SHA256[:12])
+	return res, nil
+}
+
+func makePlan(tree *Tree, spec *runtimeSpec, src Source, opts Options, rep progress.Reporter) (*plan, error) {
+	if opts.Privileged && opts.SquashHighIDs {
+		return nil, fmt.Errorf("--privileged and --squash-high-ids exclude each other: a privileged template keeps high ids, squashing drops them")
+	}
+	p := &plan{opts: opts}
+	if err := p.chooseOutput(); err != nil {
+		return nil, err
+	}
+	if err := prepareTree(tree, spec, opts, rep); err != nil {
+		return nil, err
+	}
+
+	p.os = DetectOS(tree)
+	arch, variant := spec.Annotations[annotationArch], spec.Annotations[annotationVariant]
+	if arch == "" {
+		arch = ArchFromELF(tree)
+	}
+	if arch == "" {
+		return nil, fmt.Errorf("cannot tell the rootfs's architecture: config.json has no %s annotation and /bin/sh is not an ELF binary; set the annotation (nexcage unpack does)", annotationArch)
+	}
+	var err error
+	if p.arch, err = DebianArch(arch, variant); err != nil {
+		return nil, err
+	}
+	if p.os.OSType == "unmanaged" && p.os.Why != "" {
+		rep.Step("ostype unmanaged: %s", p.os.Why)
+	}
+
+	var args []string
+	if spec.Process != nil {
+		args = spec.Process.Args
+	}
+	p.system = lxc.IsSystemContainer(args, hasInit(tree))
+	if p.config, err = lxc.FromSpec(spec, p.system); err != nil {
+		return nil, fmt.Errorf("config.json: %w", err)
+	}
+	p.config.Arch = p.arch
+	p.config.OSType = p.os.OSType
+	p.config.Unprivileged = !opts.Privileged
+	if !p.system && p.os.OSType != "unmanaged" {
+		// PVE's OS setup would rewrite network files of an application
+		// image it does not boot; application containers are unmanaged.
+		p.config.OSType = "unmanaged"
+	}
+	if p.config.Entrypoint != "" {
+		if n, _ := tree.Resolve(strings.TrimPrefix(args[0], "/")); strings.HasPrefix(args[0], "/") && n == nil {
+			return nil, fmt.Errorf("the entrypoint %s does not exist in the rootfs: fix process.args in config.json", args[0])
+		}
+	}
+
+	name, err := p.templateName(spec, src)
+	if err != nil {
+		return nil, err
+	}
+	if p.target == "" || strings.HasSuffix(p.target, string(os.PathSeparator)) {
+		p.target = filepath.Join(p.target, name)
+	}
+	p.config.Description = "nexcage template " + filepath.Base(p.target)
+	if src.Reference != "" {
+		p.config.Description += " from " + src.Reference
+		if src.Digest != "" {
+			p.config.Description += "@" + src.Digest
+		}
+	}
+	p.meta = p.metadata(spec, src)
+	return p, nil
+}
+
+// chooseOutput settles the compression and whether Output names a file or
+// a directory.
+func (p *plan) chooseOutput() error {
+	out := p.opts.Output
+	fromName, hasSuffix := CompressionFromName(out)
+	if fi, err := os.Stat(out); out == "" || (err == nil && fi.IsDir()) || strings.HasSuffix(out, "/") {
+		if out != "" && !strings.HasSuffix(out, "/") {
+			out += "/"
+		}
+		hasSuffix = false
+	} else if !hasSuffix {
+		return fmt.Errorf("-o %s: a template must end in .tar.zst, .tar.gz or .tar.xz (PVE refuses other names), or name a directory (end it with /)", out)
+	}
+	p.compression = p.opts.Compression
+	switch {
+	case p.compression == "" && hasSuffix:
+		p.compression = fromName
+	case p.compression == "":
+		p.compression = Zstd
+	case hasSuffix && fromName != p.compression:
+		return fmt.Errorf("-o %s ends in %s but --compression is %s: make them agree", out, fromName.Suffix(), p.compression)
+	}
+	if err := checkLevel(p.compression, p.opts.Level); err != nil {
+		return err
+	}
+	if p.opts.Level == 0 {
+		p.opts.Level = p.compression.DefaultLevel()
+	}
+	if out != "" && !strings.HasSuffix(out, "/") {
+		abs, err := filepath.Abs(out)
+		if err != nil {
+			return err
+		}
+		p.target = abs
+		return nil
+	}
+	if out == "" {
+		out = "."
+	}
+	abs, err := filepath.Abs(out)
+	if err != nil {
+		return err
+	}
+	p.target = abs + string(os.PathSeparator)
+	return nil
+}
+
+// prepareTree applies what a template must be: /dev empty, no device
+// nodes, image volumes present as directories, ids mappable.
+func prepareTree(tree *Tree, spec *runtimeSpec, opts Options, rep progress.Reporter) error {
+	if tree.Root.Type != tar.TypeDir {
+		return fmt.Errorf("the rootfs root is not a directory")
+	}
+	if dev := tree.Get("dev"); dev != nil && dev.Type == tar.TypeDir {
+		dev.ClearChildren()
+	} else {
+		tree.Put("dev", &Node{Type: tar.TypeDir, Mode: 0o755, ModTime: tree.Root.ModTime})
+	}
+	var devices []string
+	tree.Walk(func(p string, n *Node) error {
+		if n.Type == tar.TypeChar || n.Type == tar.TypeBlock {
+			devices = append(devices, p)
+		}
+		return nil
+	})
+	for _, d := range devices {
+		tree.Remove(d)
+	}
+	if len(devices) > 0 {
+		rep.Warn("dropped %d device node(s) outside /dev (e.g. /%s): PVE does not extract device nodes; containers get theirs from LXC", len(devices), devices[0])
+	}
+	for _, v := range volumes(spec) {
+		rel := strings.TrimPrefix(path.Clean(v), "/")
+		if rel == "" || rel == "." {
+			continue
+		}
+		if n, _ := tree.Resolve(rel); n != nil {
+			if n.Type != tar.TypeDir {
+				return fmt.Errorf("image volume %s is not a directory in the rootfs: fix the image's VOLUME or the file at that path", v)
+			}
+			continue
+		}
+		tree.Put(rel, &Node{Type: tar.TypeDir, Mode: 0o755, ModTime: tree.Root.ModTime})
+	}
+	return checkIDs(tree, opts)
+}
+
+func checkIDs(tree *Tree, opts Options) error {
+	var high []string
+	tree.Walk(func(p string, n *Node) error {
+		if n.UID > maxUnprivilegedID || n.GID > maxUnprivilegedID {
+			if opts.SquashHighIDs {
+				if n.UID > maxUnprivilegedID {
+					n.UID = 65534
+				}
+				if n.GID > maxUnprivilegedID {
+					n.GID = 65534
+				}
+				return nil
+			}
+			high = append(high, fmt.Sprintf("/%s (%d:%d)", strings.TrimPrefix(p, "."), n.UID, n.GID))
+		}
+		return nil
+	})
+	if len(high) == 0 || opts.Privileged {
+		return nil
+	}
+	shown := high
+	if len(shown) > 10 {
+		shown = append(shown[:10:10], fmt.Sprintf("and %d more", len(high)-10))
+	}
+	return errkind.Errorf(ErrHighIDs, "%d path(s) are owned by ids above 65535, which an unprivileged container cannot map (PVE's extraction would fail): %s; pass --privileged for a privileged-only template, or --squash-high-ids to give them to 65534 (nobody)",
+		len(high), strings.Join(shown, ", "))
+}
+
+func volumes(spec *runtimeSpec) []string {
+	v := spec.Annotations[annotation.Volumes]
+	if v == "" {
+		return nil
+	}
+	out := strings.Split(v, ",")
+	sort.Strings(out)
+	return out
+}
+
+// write produces the three files under temporary names and renames them
+// into place only when all are complete.
+func (p *plan) write(ctx context.Context, tree *Tree, rep progress.Reporter) (res *Result, err error) {
+	dir := filepath.Dir(p.target)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("create the output directory %s: %w", dir, err)
+	}
+	tmpl, err := atomicfile.Create(p.target, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	defer tmpl.Abort()
+	h := sha256.New()
+	counted := &countWriter{w: io.MultiWriter(tmpl, h)}
+	zw, err := compressor(counted, p.compression, p.opts.Level)
+	if err != nil {
+		return nil, err
+	}
+	if err := WriteTar(ctx, zw, tree, p.opts.SourceDateEpoch); err != nil {
+		zw.Close()
+		return nil, p.writeError(err)
+	}
+	if err := zw.Close(); err != nil {
+		return nil, p.writeError(err)
+	}
+	p.meta.Template.SHA256 = hex.EncodeToString(h.Sum(nil))
+	p.meta.Template.Size = counted.n
+
+	base := strings.TrimSuffix(p.target, p.compression.Suffix())
+	confFile, err := atomicfile.Create(base+".conf", 0o644)
+	if err != nil {
+		return nil, err
+	}
+	defer confFile.Abort()
+	if _, err := io.WriteString(confFile, p.config.Render()); err != nil {
+		return nil, p.writeError(err)
+	}
+	jsonFile, err := atomicfile.Create(base+".json", 0o644)
+	if err != nil {
+		return nil, err
+	}
+	defer jsonFile.Abort()
+	enc := json.NewEncoder(jsonFile)
+	enc.SetIndent("", "  ")
+	if err := enc.Encode(p.meta); err != nil {
+		return nil, p.writeError(err)
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	for _, f := range []*atomicfile.File{tmpl, confFile, jsonFile} {
+		if err := f.Commit(); err != nil {
+			return nil, err
+		}
+	}
+	return &Result{Template: p.target, Config: base + ".conf", Manifest: base + ".json", Metadata: p.meta}, nil
+}
+
+func (p *plan) writeError(err error) error {
+	if errors.Is(err, context.Canceled) {
+		return err
+	}
+	if errors.Is(err, syscall.ENOSPC) {
+		return fmt.Errorf("write %s: %w: free space in %s (the old template, if any, is untouched)", p.target, err, filepath.Dir(p.target))
+	}
+	return fmt.Errorf("write %s: %w", p.target, err)
+}
+
+type countWriter struct {
+	w io.Writer
+	n int64
+}
+
+func (c *countWriter) Write(b []byte) (int, error) {
+	n, err := c.w.Write(b)
+	c.n += int64(n)
+	return n, err
+}

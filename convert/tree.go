@@ -1,0 +1,216 @@
+// Package convert turns a container rootfs into a Proxmox VE template: a
+// PAX tar in one canonical order, compressed, with the CT config and a
+// manifest beside it. Every source (a bundle's rootfs directory, or layers
+// flattened on the fly) becomes a Tree first, and one writer serialises
+// trees, so every path produces the same bytes for the same tree.
+package convert
+
+import (
+	"archive/tar"
+	"fmt"
+	"io"
+	"path"
+	"sort"
+	"strings"
+	"time"
+)
+
+// Node is one path of the final tree.
+type Node struct {
+	Type     byte  // tar.TypeDir, TypeReg, TypeSymlink, TypeChar, TypeBlock, TypeFifo
+	Mode     int64 // permission bits plus setuid, setgid and sticky
+	UID, GID int
+	Size     int64
+	ModTime  time.Time
+	Linkname string // symlink target
+	Devmajor int64
+	Devminor int64
+	// Xattrs are the ones a template keeps (user.*, security.capability).
+	Xattrs map[string]string
+	// Inode groups hard links: nodes sharing a non-zero Inode are one file.
+	Inode uint64
+	// Open returns the content of a regular file.
+	Open func() (io.ReadCloser, error)
+
+	children map[string]*Node
+}
+
+// Tree is a rootfs: the root directory node and everything below it.
+type Tree struct {
+	Root *Node
+}
+
+// NewTree returns a tree holding only a root directory.
+func NewTree() *Tree {
+	return &Tree{Root: &Node{Type: tar.TypeDir, Mode: 0o755, children: map[string]*Node{}}}
+}
+
+// Put places n at the slash path p ("." is the root), creating missing
+// parents as plain root-owned 0755 directories, like tar does.
+func (t *Tree) Put(p string, n *Node) {
+	p = cleanRel(p)
+	if p == "." {
+		n.children = t.Root.children
+		if n.children == nil {
+			n.children = map[string]*Node{}
+		}
+		t.Root = n
+		return
+	}
+	parent := t.Root
+	parts := strings.Split(p, "/")
+	for _, part := range parts[:len(parts)-1] {
+		next := parent.children[part]
+		if next == nil || next.Type != tar.TypeDir {
+			next = &Node{Type: tar.TypeDir, Mode: 0o755, ModTime: n.ModTime, children: map[string]*Node{}}
+			parent.children[part] = next
+		}
+		parent = next
+	}
+	if n.Type == tar.TypeDir {
+		// A directory replacing a directory keeps its contents.
+		if old := parent.children[parts[len(parts)-1]]; old != nil && old.Type == tar.TypeDir {
+			n.children = old.children
+		}
+		if n.children == nil {
+			n.children = map[string]*Node{}
+		}
+	}
+	parent.children[parts[len(parts)-1]] = n
+}
+
+// Get returns the node at p without following symlinks.
+func (t *Tree) Get(p string) *Node {
+	p = cleanRel(p)
+	n := t.Root
+	if p == "." {
+		return n
+	}
+	for _, part := range strings.Split(p, "/") {
+		if n.Type != tar.TypeDir {
+			return nil
+		}
+		if n = n.children[part]; n == nil {
+			return nil
+		}
+	}
+	return n
+}
+
+// Remove deletes the node at p with everything below it.
+func (t *Tree) Remove(p string) {
+	p = cleanRel(p)
+	dir, name := path.Split(p)
+	if parent := t.Get(dir); parent != nil && parent.Type == tar.TypeDir {
+		delete(parent.children, name)
+	}
+}
+
+// Resolve follows symlinks the way the container will see them: absolute
+// targets start at the rootfs, and ".." never leaves it. It returns the node
+// and its resolved path, or nil when the path does not exist.
+func (t *Tree) Resolve(p string) (*Node, string) {
+	pending := strings.Split(cleanRel(p), "/")
+	var resolved []string
+	hops := 0
+	for len(pending) > 0 {
+		part := pending[0]
+		pending = pending[1:]
+		switch part {
+		case ".", "":
+			continue
+		case "..":
+			if len(resolved) > 0 {
+				resolved = resolved[:len(resolved)-1]
+			}
+			continue
+		}
+		cur := append(resolved, part)
+		n := t.Get(strings.Join(cur, "/"))
+		if n == nil {
+			return nil, ""
+		}
+		if n.Type == tar.TypeSymlink {
+			if hops++; hops > 40 {
+				return nil, ""
+			}
+			if strings.HasPrefix(n.Linkname, "/") {
+				resolved = nil
+			}
+			pending = append(strings.Split(n.Linkname, "/"), pending...)
+			continue
+		}
+		resolved = cur
+	}
+	if len(resolved) == 0 {
+		return t.Root, "."
+	}
+	rp := strings.Join(resolved, "/")
+	return t.Get(rp), rp
+}
+
+// ReadFile reads a regular file, following symlinks inside the tree.
+func (t *Tree) ReadFile(p string, limit int64) ([]byte, error) {
+	n, _ := t.Resolve(p)
+	if n == nil || n.Type != tar.TypeReg || n.Open == nil {
+		return nil, fmt.Errorf("%s: not a regular file in the rootfs", p)
+	}
+	rc, err := n.Open()
+	if err != nil {
+		return nil, err
+	}
+	defer rc.Close()
+	return io.ReadAll(io.LimitReader(rc, limit))
+}
+
+// Walk visits every node in template order: depth first, each directory's
+// entries sorted bytewise by name, a directory before its contents. The
+// path passed is "." for the root, else slash-separated without "./".
+func (t *Tree) Walk(fn func(p string, n *Node) error) error {
+	return walk(".", t.Root, fn)
+}
+
+func walk(p string, n *Node, fn func(string, *Node) error) error {
+	if err := fn(p, n); err != nil {
+		return err
+	}
+	if n.Type != tar.TypeDir {
+		return nil
+	}
+	names := make([]string, 0, len(n.children))
+	for name := range n.children {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		cp := name
+		if p != "." {
+			cp = p + "/" + name
+		}
+		if err := walk(cp, n.children[name], fn); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Children lists a directory's entry names, sorted.
+func (n *Node) Children() []string {
+	names := make([]string, 0, len(n.children))
+	for name := range n.children {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	return names
+}
+
+// ClearChildren empties a directory node.
+func (n *Node) ClearChildren() { n.children = map[string]*Node{} }
+
+func cleanRel(p string) string {
+	p = path.Clean("/" + strings.TrimPrefix(p, "./"))
+	if p == "/" {
+		return "."
+	}
+	return p[1:]
+}

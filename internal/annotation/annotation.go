@@ -1,0 +1,12 @@
+// Package annotation names the config.json annotations nexcage's unpack
+// writes and its convert reads: the contract between the two stages about
+// an image's identity and volumes, which umoci does not record.
+package annotation
+
+const (
+	Reference    = "io.nexcage.image.reference"
+	Digest       = "io.nexcage.image.digest"
+	SourceDigest = "io.nexcage.image.source-digest"
+	// Volumes is the image's VOLUME list, sorted and comma-separated.
+	Volumes = "io.nexcage.image.volumes"
+)
