@@ -71,13 +71,13 @@ func TestParseStopsAtSnapshotsAndAcceptsLXCStyle(t *testing.T) {
 
 func TestParseRefusesWhatPVERefuses(t *testing.T) {
 	for text, want := range map[string]string{
-		"bogus: 1\n":                       `unknown key "bogus"`,
-		"lxc.rootfs.path: /x\n":            "lxc.rootfs.path is refused",
-		"lxc.frobnicate: 1\n":              "not one PVE accepts",
-		"mp0: /a\n":                        "needs a volume and mp=PATH",
-		"mp300: /a,mp=/b\n":                "mp0 to mp255",
-		"arch amd64\n":                     "not a \"key: value\" line",
-		"mp1: /a,mp=/b,colour=red\n":       `unknown property "colour"`,
+		"bogus: 1\n":                      `unknown key "bogus"`,
+		"lxc.rootfs.path: /x\n":           "lxc.rootfs.path is refused",
+		"lxc.frobnicate: 1\n":             "not one PVE accepts",
+		"mp0: /a\n":                       "needs a volume and mp=PATH",
+		"mp300: /a,mp=/b\n":               "mp0 to mp255",
+		"arch amd64\n":                    "not a \"key: value\" line",
+		"mp1: /a,mp=/b,colour=red\n":      `unknown property "colour"`,
 		"arch: amd64\nnet99: name=eth0\n": `unknown key "net99"`,
 	} {
 		_, err := Parse(text)

@@ -441,11 +441,16 @@ func TestHostile(t *testing.T) {
 	}
 	type link struct{ name, linkname string }
 	want := map[string][]link{
-		"dotdot":          {{"../escape", ""}},
-		"absolute":        {{"/etc/evil", ""}},
-		"symlink-escape":  {{"evil", "../../../../tmp"}, {"evil/pwned", ""}},
-		"hardlink-escape": {{"h", "../../etc/passwd"}},
-		"hardlink-abs":    {{"h", "/etc/shadow"}},
+		"dotdot":                 {{"../escape", ""}},
+		"absolute":               {{"/etc/evil", ""}},
+		"symlink-escape":         {{"evil", "../../../../tmp"}, {"evil/pwned", ""}},
+		"hardlink-escape":        {{"h", "../../etc/passwd"}},
+		"hardlink-abs":           {{"h", "/etc/shadow"}},
+		"whiteout-dotdot":        {{".wh...", ""}},
+		"whiteout-dot":           {{"usr/", ""}, {"usr/.wh..", ""}},
+		"whiteout-empty":         {{".wh.", ""}},
+		"symlink-missing-escape": {{"a", "nonexist/../../../../tmp"}, {"a/pwned", ""}},
+		"hardlink-via-symlink":   {{"s", "../../../etc"}, {"h", "s/passwd"}},
 	}
 	if len(imgs) != len(want) {
 		t.Errorf("got %d hostile images, want %d", len(imgs), len(want))
