@@ -161,7 +161,7 @@ func makePlan(tree *Tree, spec *runtimeSpec, src Source, opts Options, rep progr
 		args = spec.Process.Args
 	}
 	p.system = lxc.IsSystemContainer(args, hasInit(tree))
-	if p.config, err = lxc.FromSpec(spec, p.system); err != nil {
+	if p.config, err = lxc.FromSpec(specForLXC(spec), p.system); err != nil {
 		return nil, fmt.Errorf("config.json: %w", err)
 	}
 	p.config.Arch = p.arch
@@ -310,6 +310,30 @@ func checkIDs(tree *Tree, opts Options) error {
 	return errkind.Errorf(ErrHighIDs, "%d path(s) are owned by ids above 65535, which an unprivileged container cannot map (PVE's extraction would fail): %s; pass --privileged for a privileged-only template, or --squash-high-ids to give them to 65534 (nobody)",
 		len(high), strings.Join(shown, ", "))
 }
+
+// specForLXC removes what umoci puts in every config.json but the image
+// never asked for: the tmpfs mounts it makes for VOLUMEs (a volume is
+// persistent data, which deploy gives real storage, not a tmpfs that
+// forgets everything at every restart) and its placeholder hostname.
+func specForLXC(spec *runtimeSpec) *runtimeSpec {
+	out := *spec
+	if out.Hostname == umociDefaultHostname {
+		out.Hostname = ""
+	}
+	vols := map[string]bool{}
+	for _, v := range volumes(spec) {
+		vols[path.Clean(v)] = true
+	}
+	out.Mounts = nil
+	for _, m := range spec.Mounts {
+		if !(m.Type == "tmpfs" && vols[path.Clean(m.Destination)]) {
+			out.Mounts = append(out.Mounts, m)
+		}
+	}
+	return &out
+}
+
+const umociDefaultHostname = "umoci-default"
 
 func volumes(spec *runtimeSpec) []string {
 	v := spec.Annotations[annotation.Volumes]

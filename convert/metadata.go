@@ -113,9 +113,15 @@ func (p *plan) metadata(spec *rspec.Spec, src Source) Metadata {
 		m.Labels = labels
 	}
 	mp := 0
+	vols := map[string]bool{}
+	for _, v := range m.Volumes {
+		vols[filepath.Clean(v)] = true
+	}
 	for _, mt := range spec.Mounts {
 		pm := Mount{Destination: mt.Destination, Type: mt.Type, Source: mt.Source, Options: mt.Options, PVE: "provided by LXC"}
 		switch {
+		case mt.Type == "tmpfs" && vols[filepath.Clean(mt.Destination)]:
+			pm.PVE = "image volume: storage at deploy (--volume-size)"
 		case mp < len(p.config.MountPoints) && p.config.MountPoints[mp].Path == cleanAbs(mt.Destination) && p.config.MountPoints[mp].Volume == mt.Source:
 			pm.PVE = p.config.MountPoints[mp].Key()
 			mp++

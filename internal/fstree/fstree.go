@@ -30,6 +30,8 @@ type Entry struct {
 	Major    uint32 // devices
 	Minor    uint32
 	Xattrs   map[string]string
+	// MTime is the modification time in whole seconds, when Options.MTime.
+	MTime int64
 	// Group lists the other paths sharing this inode (hard links), sorted.
 	Group []string
 	inode uint64
@@ -44,6 +46,8 @@ type Options struct {
 	Skip func(rel string) bool
 	// XattrFilter keeps an xattr name when it returns true; nil keeps all.
 	XattrFilter func(name string) bool
+	// MTime records modification times (seconds) for comparison.
+	MTime bool
 }
 
 // Snapshot walks root without following symlinks.
@@ -101,6 +105,9 @@ func stat(p string, o Options) (*Entry, error) {
 		UID:   st.Uid,
 		GID:   st.Gid,
 		inode: st.Ino,
+	}
+	if o.MTime {
+		e.MTime = st.Mtim.Sec
 	}
 	switch st.Mode & syscall.S_IFMT {
 	case syscall.S_IFREG:
@@ -217,6 +224,7 @@ func diffEntry(w, g *Entry) []string {
 	check("device", fmt.Sprint(w.Major, ",", w.Minor), fmt.Sprint(g.Major, ",", g.Minor))
 	check("xattrs", sortedMap(w.Xattrs), sortedMap(g.Xattrs))
 	check("hardlinks", w.Group, g.Group)
+	check("mtime", w.MTime, g.MTime)
 	return d
 }
 
