@@ -38,8 +38,11 @@ demo: build deps
 	$(GO) run ./testdata/demo $(DEMO_DIR)/layout
 	$(BIN) pull --store $(DEMO_DIR)/store oci:$(DEMO_DIR)/layout:demo
 	$(BIN) unpack --store $(DEMO_DIR)/store oci:$(DEMO_DIR)/layout:demo $(DEMO_DIR)/bundle
+	$(BIN) convert $(DEMO_DIR)/bundle -o $(DEMO_DIR)/templates/
+	$(BIN) build --store $(DEMO_DIR)/store oci:$(DEMO_DIR)/layout:demo -o $(DEMO_DIR)/built/
+	cmp $(DEMO_DIR)/templates/*.tar.zst $(DEMO_DIR)/built/*.tar.zst
 	$(BIN) list --store $(DEMO_DIR)/store
-	@echo "demo bundle: $(DEMO_DIR)/bundle (rootfs/ and config.json)"
+	@echo "demo: bundle in $(DEMO_DIR)/bundle, template and its .conf/.json in $(DEMO_DIR)/templates"
 
 clean:
 	rm -rf bin build

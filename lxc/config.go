@@ -93,8 +93,12 @@ func (c *Config) Render() string {
 	add("entrypoint", c.Entrypoint)
 	add("hostname", c.Hostname)
 	add("ostype", c.OSType)
+	// Always explicit: PVE 9 creates unprivileged containers when the key
+	// is absent, so a privileged-only template must say 0.
 	if c.Unprivileged {
 		add("unprivileged", "1")
+	} else {
+		add("unprivileged", "0")
 	}
 	for _, m := range c.MountPoints {
 		add(m.Key(), m.Value())

@@ -155,6 +155,12 @@ type Container struct {
 func Create(ctx context.Context, lxcpath, name, template string, c *lxc.Config) (*Container, error) {
 	dir := filepath.Join(lxcpath, name)
 	rootfs := filepath.Join(dir, "rootfs")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	// The mapped root must reach the rootfs, as under /var/lib/lxc.
+	os.Chmod(lxcpath, 0o755)
+	os.Chmod(dir, 0o755)
 	if _, err := Extract(ctx, template, rootfs, c.Unprivileged); err != nil {
 		return nil, err
 	}
@@ -165,9 +171,6 @@ func Create(ctx context.Context, lxcpath, name, template string, c *lxc.Config) 
 	if err := os.WriteFile(filepath.Join(dir, "config"), []byte(cfg), 0o644); err != nil {
 		return nil, err
 	}
-	// lxc-start as root still needs the mapped root to traverse the path.
-	os.Chmod(lxcpath, 0o755)
-	os.Chmod(dir, 0o755)
 	return &Container{LXCPath: lxcpath, Name: name}, nil
 }
 
