@@ -1,8 +1,12 @@
+// Package convert turns a container rootfs into a Proxmox VE template: a
+// PAX tar in one canonical order, compressed, with the CT config and a
+// manifest beside it.
 package convert
 
 import (
 	"github.com/nexcage/nexcage/internal/annotation"
 	"github.com/nexcage/nexcage/internal/errkind"
+	"github.com/nexcage/nexcage/internal/tartree"
 
 	"archive/tar"
 	"context"
@@ -110,7 +114,7 @@ type plan struct {
 // Write turns a tree plus its runtime config into a template and sidecars.
 // It is shared by every source of trees, which is what makes their output
 // byte-identical.
-func Write(ctx context.Context, tree *Tree, spec *runtimeSpec, src Source, opts Options) (*Result, error) {
+func Write(ctx context.Context, tree *tartree.Tree, spec *runtimeSpec, src Source, opts Options) (*Result, error) {
 	rep := opts.Progress
 	if rep == nil {
 		rep = progress.Discard
@@ -128,7 +132,7 @@ func Write(ctx context.Context, tree *Tree, spec *runtimeSpec, src Source, opts 
 	return res, nil
 }
 
-func makePlan(tree *Tree, spec *runtimeSpec, src Source, opts Options, rep progress.Reporter) (*plan, error) {
+func makePlan(tree *tartree.Tree, spec *runtimeSpec, src Source, opts Options, rep progress.Reporter) (*plan, error) {
 	if opts.Privileged && opts.SquashHighIDs {
 		return nil, fmt.Errorf("--privileged and --squash-high-ids exclude each other: a privileged template keeps high ids, squashing drops them")
 	}
@@ -245,17 +249,17 @@ func (p *plan) chooseOutput() error {
 
 // prepareTree applies what a template must be: /dev empty, no device
 // nodes, image volumes present as directories, ids mappable.
-func prepareTree(tree *Tree, spec *runtimeSpec, opts Options, rep progress.Reporter) error {
+func prepareTree(tree *tartree.Tree, spec *runtimeSpec, opts Options, rep progress.Reporter) error {
 	if tree.Root.Type != tar.TypeDir {
 		return fmt.Errorf("the rootfs root is not a directory")
 	}
 	if dev := tree.Get("dev"); dev != nil && dev.Type == tar.TypeDir {
 		dev.ClearChildren()
 	} else {
-		tree.Put("dev", &Node{Type: tar.TypeDir, Mode: 0o755, ModTime: tree.Root.ModTime})
+		tree.Put("dev", &tartree.Node{Type: tar.TypeDir, Mode: 0o755, ModTime: tree.Root.ModTime})
 	}
 	var devices []string
-	tree.Walk(func(p string, n *Node) error {
+	tree.Walk(func(p string, n *tartree.Node) error {
 		if n.Type == tar.TypeChar || n.Type == tar.TypeBlock {
 			devices = append(devices, p)
 		}
@@ -278,14 +282,14 @@ func prepareTree(tree *Tree, spec *runtimeSpec, opts Options, rep progress.Repor
 			}
 			continue
 		}
-		tree.Put(rel, &Node{Type: tar.TypeDir, Mode: 0o755, ModTime: tree.Root.ModTime})
+		tree.Put(rel, &tartree.Node{Type: tar.TypeDir, Mode: 0o755, ModTime: tree.Root.ModTime})
 	}
 	return checkIDs(tree, opts)
 }
 
-func checkIDs(tree *Tree, opts Options) error {
+func checkIDs(tree *tartree.Tree, opts Options) error {
 	var high []string
-	tree.Walk(func(p string, n *Node) error {
+	tree.Walk(func(p string, n *tartree.Node) error {
 		if n.UID > maxUnprivilegedID || n.GID > maxUnprivilegedID {
 			if opts.SquashHighIDs {
 				if n.UID > maxUnprivilegedID {
@@ -347,7 +351,7 @@ func volumes(spec *runtimeSpec) []string {
 
 // write produces the three files under temporary names and renames them
 // into place only when all are complete.
-func (p *plan) write(ctx context.Context, tree *Tree, rep progress.Reporter) (res *Result, err error) {
+func (p *plan) write(ctx context.Context, tree *tartree.Tree, rep progress.Reporter) (res *Result, err error) {
 	dir := filepath.Dir(p.target)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("create the output directory %s: %w", dir, err)

@@ -4,6 +4,7 @@ import (
 	"archive/tar"
 	"errors"
 	"fmt"
+	"github.com/nexcage/nexcage/internal/tartree"
 	"io"
 	"io/fs"
 	"os"
@@ -44,7 +45,7 @@ func toContainer(id uint32, m []rspec.LinuxIDMapping) int {
 
 // TreeFromDir reads a rootfs directory. Nothing is read but metadata; file
 // contents are opened when the template is written.
-func TreeFromDir(root string, ids IDMap) (*Tree, error) {
+func TreeFromDir(root string, ids IDMap) (*tartree.Tree, error) {
 	fi, err := os.Stat(root)
 	if err != nil {
 		return nil, err
@@ -52,7 +53,7 @@ func TreeFromDir(root string, ids IDMap) (*Tree, error) {
 	if !fi.IsDir() {
 		return nil, fmt.Errorf("%s is not a directory", root)
 	}
-	t := NewTree()
+	t := tartree.New()
 	err = filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return fmt.Errorf("read the rootfs: %w", err)
@@ -74,12 +75,12 @@ func TreeFromDir(root string, ids IDMap) (*Tree, error) {
 	return t, nil
 }
 
-func nodeFromDisk(p string, ids IDMap) (*Node, error) {
+func nodeFromDisk(p string, ids IDMap) (*tartree.Node, error) {
 	var st unix.Stat_t
 	if err := unix.Lstat(p, &st); err != nil {
 		return nil, err
 	}
-	n := &Node{
+	n := &tartree.Node{
 		Mode:    int64(st.Mode & 0o7777),
 		UID:     toContainer(st.Uid, ids.UIDs),
 		GID:     toContainer(st.Gid, ids.GIDs),

@@ -7,6 +7,7 @@ import (
 	"debug/elf"
 	"encoding/binary"
 	"fmt"
+	"github.com/nexcage/nexcage/internal/tartree"
 	"strings"
 )
 
@@ -43,7 +44,7 @@ var markerFiles = []struct{ path, ostype string }{
 }
 
 // DetectOS reads os-release the way PVE does and says what PVE will do.
-func DetectOS(t *Tree) OSInfo {
+func DetectOS(t *tartree.Tree) OSInfo {
 	var raw []byte
 	for _, p := range []string{"etc/os-release", "usr/lib/os-release"} {
 		if b, err := t.ReadFile(p, 64<<10); err == nil {
@@ -127,7 +128,7 @@ func DebianArch(arch, variant string) (string, error) {
 
 // ArchFromELF reads the machine of /bin/sh, as PVE does when --arch is not
 // given; "" when there is no readable ELF shell.
-func ArchFromELF(t *Tree) string {
+func ArchFromELF(t *tartree.Tree) string {
 	b, err := t.ReadFile("bin/sh", 64)
 	if err != nil || len(b) < 20 {
 		return ""
@@ -156,7 +157,7 @@ func ArchFromELF(t *Tree) string {
 }
 
 // hasInit reports whether the rootfs can boot as a system container.
-func hasInit(t *Tree) bool {
+func hasInit(t *tartree.Tree) bool {
 	n, _ := t.Resolve("sbin/init")
 	return n != nil && n.Type == tar.TypeReg
 }

@@ -4,6 +4,7 @@ import (
 	"archive/tar"
 	"context"
 	"fmt"
+	"github.com/nexcage/nexcage/internal/tartree"
 	"io"
 	"time"
 )
@@ -13,11 +14,11 @@ import (
 // `tar --sort=name -C rootfs -cf - .` writes), numeric owners, the first
 // member of a hard link group carrying the content, xattrs as
 // SCHILY.xattr records. mtimes later than clamp (when non-zero) are clamped.
-func WriteTar(ctx context.Context, w io.Writer, t *Tree, clamp time.Time) error {
+func WriteTar(ctx context.Context, w io.Writer, t *tartree.Tree, clamp time.Time) error {
 	tw := tar.NewWriter(w)
 	first := map[uint64]string{} // inode -> member name that carries the content
 	buf := make([]byte, 1<<20)
-	err := t.Walk(func(p string, n *Node) error {
+	err := t.Walk(func(p string, n *tartree.Node) error {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
@@ -75,7 +76,7 @@ func WriteTar(ctx context.Context, w io.Writer, t *Tree, clamp time.Time) error 
 
 // copyContent writes exactly n.Size bytes: a file that changed size since
 // it was listed would otherwise corrupt the archive.
-func copyContent(tw *tar.Writer, n *Node, name string, buf []byte) error {
+func copyContent(tw *tar.Writer, n *tartree.Node, name string, buf []byte) error {
 	rc, err := n.Open()
 	if err != nil {
 		return fmt.Errorf("%s: %w", name, err)

@@ -1,9 +1,8 @@
-// Package convert turns a container rootfs into a Proxmox VE template: a
-// PAX tar in one canonical order, compressed, with the CT config and a
-// manifest beside it. Every source (a bundle's rootfs directory, or layers
-// flattened on the fly) becomes a Tree first, and one writer serialises
-// trees, so every path produces the same bytes for the same tree.
-package convert
+// Package tartree is an in-memory model of a final rootfs: each path's
+// metadata and where its content can be read. Every source of a template
+// (a rootfs directory, or image layers flattened on the fly) builds one,
+// and one writer serialises it, so every path gives the same bytes.
+package tartree
 
 import (
 	"archive/tar"
@@ -40,8 +39,8 @@ type Tree struct {
 	Root *Node
 }
 
-// NewTree returns a tree holding only a root directory.
-func NewTree() *Tree {
+// New returns a tree holding only a root directory.
+func New() *Tree {
 	return &Tree{Root: &Node{Type: tar.TypeDir, Mode: 0o755, children: map[string]*Node{}}}
 }
 
