@@ -85,7 +85,7 @@ func Convert(ctx context.Context, b *Bundle, opts Options) (*Result, error) {
 	if err != nil {
 		return nil, fmt.Errorf("bundle %s: %w", b.Dir, err)
 	}
-	return Write(ctx, tree, b.Spec, sourceFromAnnotations(b.Spec.Annotations), opts)
+	return Write(ctx, tree, b.Spec, opts)
 }
 
 func sourceFromAnnotations(a map[string]string) Source {
@@ -112,9 +112,10 @@ type plan struct {
 }
 
 // Write turns a tree plus its runtime config into a template and sidecars.
-// It is shared by every source of trees, which is what makes their output
-// byte-identical.
-func Write(ctx context.Context, tree *tartree.Tree, spec *runtimeSpec, src Source, opts Options) (*Result, error) {
+// It is shared by every source of trees (a bundle's rootfs, flattened
+// layers), which is what makes their output byte-identical.
+func Write(ctx context.Context, tree *tartree.Tree, spec *runtimeSpec, opts Options) (*Result, error) {
+	src := sourceFromAnnotations(spec.Annotations)
 	rep := opts.Progress
 	if rep == nil {
 		rep = progress.Discard

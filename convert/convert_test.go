@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"flag"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -394,4 +395,8 @@ func TestFailedConvertKeepsTheOldTemplate(t *testing.T) {
 	if got := entries(t, out); len(got) != 3 {
 		t.Fatalf("output dir holds %v, want only the template and its two sidecars", got)
 	}
+}
+
+func describe(h *tar.Header) string {
+	return fmt.Sprintf("%s type=%c mode=%o %d:%d size=%d mtime=%d link=%q pax=%v", h.Name, h.Typeflag, h.Mode, h.Uid, h.Gid, h.Size, h.ModTime.UnixNano(), h.Linkname, h.PAXRecords)
 }

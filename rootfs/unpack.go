@@ -134,6 +134,9 @@ func (s *Store) Unpack(ctx context.Context, img Image, bundle string, opts Unpac
 	if err := os.Mkdir(rootfsDir, 0o755); err != nil {
 		return res, err
 	}
+	if err := os.Chmod(rootfsDir, 0o755); err != nil { // whatever the umask
+		return res, err
+	}
 	// Layers rarely carry an entry for the root directory, so give it a
 	// fixed time instead of "now": unpacks of one image stay identical.
 	epoch := []unix.Timespec{{}, {}}
@@ -148,6 +151,7 @@ func (s *Store) Unpack(ctx context.Context, img Image, bundle string, opts Unpac
 		mapOpts:  mapOpts,
 		rootless: opts.Rootless,
 		safeDirs: map[string]struct{}{},
+		implicit: map[string]struct{}{},
 	}
 	rep.Step("unpacking %s into %s", img.Ref, bundle)
 	for i, l := range manifest.Layers {
@@ -161,6 +165,9 @@ func (s *Store) Unpack(ctx context.Context, img Image, bundle string, opts Unpac
 			return res, fmt.Errorf("unpack %s: layer %d (%s): %w", img.Ref, i+1, l.Digest, err)
 		}
 		c.Done("unpacked")
+	}
+	if err := u.normalise(); err != nil {
+		return res, fmt.Errorf("unpack %s: %w", img.Ref, err)
 	}
 	var warnings []string
 	if u.devices > 0 {
@@ -376,6 +383,10 @@ type unpacker struct {
 	// safeDirs caches paths known to be real directories (not symlinks), so
 	// the escape check stats each directory once rather than per entry.
 	safeDirs map[string]struct{}
+	// implicit holds directories the extractor creates because an entry
+	// lacks its parents; umoci gives them the umask's mode and the current
+	// time, which normalise sets to fixed values.
+	implicit map[string]struct{}
 	devices  int
 	entries  int
 }
@@ -408,7 +419,8 @@ func (u *unpacker) layer(ctx context.Context, s *Store, d ispec.Descriptor, diff
 		if err != nil {
 			return errkind.Errorf(errCorruptBlob, "the layer is not a valid tar stream (%v)", err)
 		}
-		if err := u.check(hdr); err != nil {
+		keep, err := u.check(hdr)
+		if err != nil {
 			return err
 		}
 		if u.rootless && (hdr.Typeflag == tar.TypeChar || hdr.Typeflag == tar.TypeBlock) {
@@ -420,6 +432,9 @@ func (u *unpacker) layer(ctx context.Context, s *Store, d ispec.Descriptor, diff
 				return errkind.Errorf(errCorruptBlob, "entry %s: %w", quoteName(name), err)
 			}
 			return fmt.Errorf("entry %s: %w", quoteName(name), err)
+		}
+		if err := keep.restore(); err != nil {
+			return err
 		}
 		u.entries++
 	}
@@ -469,40 +484,81 @@ func decompress(r io.Reader, mt string) (io.ReadCloser, error) {
 // and its author should hear about it rather than get a silently different
 // tree. Absolute symlink targets are read as the container reads them,
 // relative to the rootfs: /var/run -> /run is normal in real images.
-func (u *unpacker) check(hdr *tar.Header) error {
+func (u *unpacker) check(hdr *tar.Header) (keptTimes, error) {
 	clean, err := cleanEntryName(hdr.Name)
 	if err != nil {
-		return err
+		return keptTimes{}, err
 	}
 	base := filepath.Base(clean)
 	if target, isWhiteout := strings.CutPrefix(base, ".wh."); isWhiteout {
 		// ".wh.." would delete the parent directory, ".wh..." the one
 		// above it: outside the rootfs when the entry is at its top.
 		if target == "" || target == "." || target == ".." {
-			return errkind.Errorf(ErrHostileLayer, "entry %s is a whiteout of %q, which would delete a directory instead of a file in it", quoteName(hdr.Name), target)
+			return keptTimes{}, errkind.Errorf(ErrHostileLayer, "entry %s is a whiteout of %q, which would delete a directory instead of a file in it", quoteName(hdr.Name), target)
 		}
 		clear(u.safeDirs) // the tree is about to shrink under cached paths
 	} else if _, cached := u.safeDirs[clean]; cached && hdr.Typeflag != tar.TypeDir {
 		clear(u.safeDirs) // a cached directory is being replaced
 	}
 	if clean == "." && hdr.Typeflag != tar.TypeDir {
-		return errkind.Errorf(ErrHostileLayer, "entry %s would replace the root directory with a non-directory", quoteName(hdr.Name))
+		return keptTimes{}, errkind.Errorf(ErrHostileLayer, "entry %s would replace the root directory with a non-directory", quoteName(hdr.Name))
 	}
-	if err := u.checkParents(hdr.Name, filepath.Dir(clean)); err != nil {
-		return err
+	parent, created, err := u.checkParents(hdr.Name, filepath.Dir(clean))
+	if err != nil {
+		return keptTimes{}, err
+	}
+	var keep keptTimes
+	if !strings.HasPrefix(base, ".wh.") {
+		for _, d := range created {
+			u.implicit[d] = struct{}{}
+		}
+		if len(created) > 0 {
+			// Creating the first missing directory bumps its existing
+			// parent's mtime to "now"; umoci restores only the entry's own
+			// parent. Keep the existing one's time as it was.
+			keep = keepTimes(filepath.Join(u.root, filepath.Dir(created[0])))
+		}
+		if hdr.Typeflag == tar.TypeDir {
+			delete(u.implicit, filepath.Join(parent, base))
+		}
 	}
 	if hdr.Typeflag == tar.TypeLink {
 		target, err := cleanEntryName(hdr.Linkname)
 		if err != nil {
-			return errkind.Errorf(ErrHostileLayer, "hard link %s -> %s points outside the root", quoteName(hdr.Name), quoteName(hdr.Linkname))
+			return keptTimes{}, errkind.Errorf(ErrHostileLayer, "hard link %s -> %s points outside the root", quoteName(hdr.Name), quoteName(hdr.Linkname))
 		}
 		// link(2) does not follow a symlink in the last component, so only
 		// the target's directories matter.
-		if err := u.checkParents(hdr.Name, filepath.Dir(target)); err != nil {
-			return err
+		if _, _, err := u.checkParents(hdr.Name, filepath.Dir(target)); err != nil {
+			return keptTimes{}, err
 		}
 	}
-	return nil
+	return keep, nil
+}
+
+// keptTimes remembers a directory's times to put them back.
+type keptTimes struct {
+	path string
+	ts   []unix.Timespec
+}
+
+func keepTimes(p string) keptTimes {
+	var st unix.Stat_t
+	if err := unix.Lstat(p, &st); err != nil {
+		return keptTimes{}
+	}
+	return keptTimes{p, []unix.Timespec{st.Atim, st.Mtim}}
+}
+
+func (k keptTimes) restore() error {
+	if k.path == "" {
+		return nil
+	}
+	err := unix.UtimesNanoAt(unix.AT_FDCWD, k.path, k.ts, unix.AT_SYMLINK_NOFOLLOW)
+	if errors.Is(err, unix.ENOENT) {
+		return nil // the entry replaced it
+	}
+	return err
 }
 
 // quoteName quotes an entry name for a message, shortening names that
@@ -528,16 +584,17 @@ func cleanEntryName(name string) (string, error) {
 // checkParents walks rel inside the rootfs the way the kernel would,
 // following symlinks, and fails if a relative link climbs above the root.
 // Past a missing component the rest is resolved as text: the extractor
-// would create it, and a ".." from a symlink must still not climb out.
-func (u *unpacker) checkParents(entry, rel string) error {
+// would create it, and a ".." from a symlink must still not climb out. It
+// returns the resolved path and the directories that do not exist yet.
+func (u *unpacker) checkParents(entry, rel string) (string, []string, error) {
 	if rel == "." || rel == "" {
-		return nil
+		return ".", nil, nil
 	}
 	if _, ok := u.safeDirs[rel]; ok {
-		return nil
+		return rel, nil, nil
 	}
 	pending := strings.Split(rel, "/")
-	var resolved []string
+	var resolved, created []string
 	hops := 0
 	missing := false
 	for len(pending) > 0 {
@@ -548,7 +605,7 @@ func (u *unpacker) checkParents(entry, rel string) error {
 			continue
 		case "..":
 			if len(resolved) == 0 {
-				return errkind.Errorf(ErrHostileLayer, "entry %s is written through a symlink that points outside the root", quoteName(entry))
+				return "", nil, errkind.Errorf(ErrHostileLayer, "entry %s is written through a symlink that points outside the root", quoteName(entry))
 			}
 			resolved = resolved[:len(resolved)-1]
 			continue
@@ -556,32 +613,59 @@ func (u *unpacker) checkParents(entry, rel string) error {
 		next := filepath.Join(append(resolved, c)...)
 		if _, ok := u.safeDirs[next]; ok || missing {
 			resolved = append(resolved, c)
+			if missing {
+				created = append(created, next)
+			}
 			continue
 		}
 		fi, err := os.Lstat(filepath.Join(u.root, next))
-		if err != nil {
+		if err != nil || (!fi.IsDir() && fi.Mode()&os.ModeSymlink == 0) {
+			// Missing, or a file the extractor replaces with a directory.
 			missing = true
 			resolved = append(resolved, c)
+			created = append(created, next)
 			continue
 		}
-		if fi.Mode()&os.ModeSymlink == 0 {
-			if fi.IsDir() {
-				u.safeDirs[next] = struct{}{}
-			}
+		if fi.IsDir() {
+			u.safeDirs[next] = struct{}{}
 			resolved = append(resolved, c)
 			continue
 		}
 		if hops++; hops > 40 {
-			return errkind.Errorf(ErrHostileLayer, "entry %s: too many levels of symbolic links", quoteName(entry))
+			return "", nil, errkind.Errorf(ErrHostileLayer, "entry %s: too many levels of symbolic links", quoteName(entry))
 		}
 		target, err := os.Readlink(filepath.Join(u.root, next))
 		if err != nil {
-			return err
+			return "", nil, err
 		}
 		if strings.HasPrefix(target, "/") {
 			resolved = nil
 		}
 		pending = append(strings.Split(target, "/"), pending...)
+	}
+	if len(resolved) == 0 {
+		return ".", created, nil
+	}
+	return filepath.Join(resolved...), created, nil
+}
+
+// normalise gives directories the extractor created implicitly fixed
+// metadata (0755, root, mtime 0) instead of the umask and the clock, so an
+// unpack is reproducible and matches the streaming flattener.
+func (u *unpacker) normalise() error {
+	epoch := []unix.Timespec{{}, {}}
+	for d := range u.implicit {
+		p := filepath.Join(u.root, d)
+		fi, err := os.Lstat(p)
+		if err != nil || !fi.IsDir() {
+			continue // removed or replaced by a later entry
+		}
+		if err := os.Chmod(p, 0o755); err != nil {
+			return err
+		}
+		if err := unix.UtimesNanoAt(unix.AT_FDCWD, p, epoch, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+			return err
+		}
 	}
 	return nil
 }

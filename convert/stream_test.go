@@ -1,0 +1,103 @@
+package convert_test
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/nexcage/nexcage/convert"
+	"github.com/nexcage/nexcage/internal/testenv"
+	"github.com/nexcage/nexcage/internal/testimage"
+	"github.com/nexcage/nexcage/rootfs"
+)
+
+// TestStreamingEqualsStaged is build's contract: flattening the layers
+// straight into the template gives the very bytes (template, conf and
+// json) of unpacking to disk and converting the rootfs, for every image of
+// the corpus.
+func TestStreamingEqualsStaged(t *testing.T) {
+	testenv.RequireRoot(t) // the staged reference path needs root for owners and devices
+	for _, c := range cases(t) {
+		t.Run(c.Name, func(t *testing.T) {
+			opts := convert.Options{Privileged: true, ToolVersion: "test"}
+			staged := convertTo(t, unpack(t, c, false), t.TempDir(), opts)
+
+			s, img := storeCase(t, c)
+			f, err := s.Flatten(context.Background(), img, rootfs.FlattenOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer f.Close()
+			opts.Output = t.TempDir() + "/"
+			streamed, err := convert.Write(context.Background(), f.Tree, f.Spec, opts)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if filepath.Base(streamed.Template) != filepath.Base(staged.Template) {
+				t.Errorf("names differ: %s vs %s", filepath.Base(streamed.Template), filepath.Base(staged.Template))
+			}
+			if !bytes.Equal(readFile(t, streamed.Template), readFile(t, staged.Template)) {
+				diffMembers(t, staged.Template, streamed.Template)
+			}
+			if a, b := normalise(string(readFile(t, staged.Config))), normalise(string(readFile(t, streamed.Config))); a != b {
+				t.Errorf("conf differs:\nstaged:\n%s\nstreamed:\n%s", a, b)
+			}
+			if a, b := normalise(string(readFile(t, staged.Manifest))), normalise(string(readFile(t, streamed.Manifest))); a != b {
+				t.Errorf("manifest differs:\nstaged:\n%s\nstreamed:\n%s", a, b)
+			}
+		})
+	}
+}
+
+// storeCase puts a case in a fresh store and returns the stored image.
+func storeCase(t testing.TB, c testimage.Case) (*rootfs.Store, rootfs.Image) {
+	t.Helper()
+	dir := t.TempDir()
+	if err := testimage.WriteLayout(filepath.Join(dir, "layout"), c.Name, c); err != nil {
+		t.Fatal(err)
+	}
+	s, err := rootfs.OpenStore(filepath.Join(dir, "store"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref, _ := rootfs.ParseRef("oci:" + filepath.Join(dir, "layout") + ":" + c.Name)
+	plat := rootfs.Platform{OS: "linux", Architecture: "amd64"}
+	if c.Image != nil {
+		if cfg, err := c.Image.ConfigFile(); err == nil && cfg.Architecture != "" {
+			plat = rootfs.Platform{OS: cfg.OS, Architecture: cfg.Architecture, Variant: cfg.Variant}
+		}
+	}
+	img, err := s.Pull(context.Background(), ref, rootfs.PullOptions{SourceOptions: rootfs.SourceOptions{Platform: plat}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s, img
+}
+
+// diffMembers reports the first members where two templates differ.
+func diffMembers(t *testing.T, want, got string) {
+	t.Helper()
+	a, b := members(t, want), members(t, got)
+	shown := 0
+	for i := 0; i < len(a) || i < len(b); i++ {
+		var x, y string
+		if i < len(a) {
+			x = describe(a[i])
+		}
+		if i < len(b) {
+			y = describe(b[i])
+		}
+		if x != y {
+			t.Errorf("member %d: staged %s\n            streamed %s", i, x, y)
+			if shown++; shown > 8 {
+				break
+			}
+		}
+	}
+	if shown == 0 {
+		t.Error("templates differ in content bytes")
+	}
+	os.Stderr.Sync()
+}

@@ -1,0 +1,521 @@
+package rootfs
+
+import (
+	"archive/tar"
+	"bufio"
+	"encoding/json"
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/klauspost/pgzip"
+	"github.com/opencontainers/go-digest"
+	ispec "github.com/opencontainers/image-spec/specs-go/v1"
+	rspec "github.com/opencontainers/runtime-spec/specs-go"
+	"github.com/opencontainers/umoci/oci/layer"
+
+	"github.com/nexcage/nexcage/internal/errkind"
+	"github.com/nexcage/nexcage/internal/progress"
+	"github.com/nexcage/nexcage/internal/tartree"
+)
+
+// FlattenOptions configure Flatten.
+type FlattenOptions struct {
+	// TempDir holds the decompressed layer contents while the tree is
+	// written (default: the system's temporary directory).
+	TempDir  string
+	Progress progress.Reporter
+	// Jobs is how many layers are decompressed at once (default 2).
+	Jobs int
+}
+
+// Flattened is an image's final rootfs, known from its layers' headers
+// alone, with file contents in one spill file per layer.
+type Flattened struct {
+	Tree *tartree.Tree
+	// Spec is the config.json Unpack would write as root.
+	Spec  *rspec.Spec
+	Image Image
+
+	dir    string
+	spills []*os.File
+}
+
+// Close removes the spill files.
+func (f *Flattened) Close() error {
+	for _, s := range f.spills {
+		if s != nil {
+			s.Close()
+		}
+	}
+	return os.RemoveAll(f.dir)
+}
+
+// layerEntry is one tar member with where its content went.
+type layerEntry struct {
+	hdr    tar.Header
+	offset int64 // in the layer's spill file, for regular files
+}
+
+// Flatten computes the rootfs an unpack of img would produce, without
+// writing it: each layer is read once (several at a time), its file
+// contents spilled to one temporary file, and its entries applied in order
+// with the same whiteout, replacement, hard link and implicit-directory
+// rules as the unpacker, and the same refusals of hostile entries. Writing
+// the tree gives the same template as unpack followed by convert, byte for
+// byte, with a fraction of the I/O and without root.
+func (s *Store) Flatten(ctx context.Context, img Image, opts FlattenOptions) (_ *Flattened, err error) {
+	rep := opts.Progress
+	if rep == nil {
+		rep = progress.Discard
+	}
+	manifest, err := s.ociManifest(img.Digest)
+	if err != nil {
+		return nil, err
+	}
+	config, err := s.imageConfig(manifest)
+	if err != nil {
+		return nil, err
+	}
+	if len(config.RootFS.DiffIDs) != len(manifest.Layers) {
+		return nil, fmt.Errorf("image %s: the config lists %d diff_ids for %d layers: the image is corrupt", img.Ref, len(config.RootFS.DiffIDs), len(manifest.Layers))
+	}
+	dir, err := os.MkdirTemp(opts.TempDir, "nexcage-flatten-")
+	if err != nil {
+		return nil, fmt.Errorf("create a temporary directory for the layers: %w", err)
+	}
+	f := &Flattened{Image: img, dir: dir, spills: make([]*os.File, len(manifest.Layers))}
+	defer func() {
+		if err != nil {
+			f.Close()
+		}
+	}()
+
+	rep.Step("flattening %s (%d layers)", img.Ref, len(manifest.Layers))
+	entries, err := s.readLayers(ctx, f, manifest, config, opts.Jobs, rep)
+	if err != nil {
+		return nil, fmt.Errorf("flatten %s: %w", img.Ref, err)
+	}
+	fl := newFlattener()
+	for i, es := range entries {
+		spill := f.spills[i]
+		for _, e := range es {
+			if err := fl.apply(e, spill); err != nil {
+				return nil, fmt.Errorf("flatten %s: layer %d (%s): %w", img.Ref, i+1, manifest.Layers[i].Digest, err)
+			}
+		}
+		fl.endLayer()
+	}
+	f.Tree = fl.tree
+	if f.Spec, err = s.runtimeSpec(ctx, f, manifest, config, img); err != nil {
+		return nil, err
+	}
+	return f, nil
+}
+
+// readLayers decompresses layers in parallel, spilling file contents and
+// collecting headers; entries are applied in layer order afterwards.
+func (s *Store) readLayers(ctx context.Context, f *Flattened, m ispec.Manifest, config ispec.Image, jobs int, rep progress.Reporter) ([][]layerEntry, error) {
+	if jobs <= 0 {
+		jobs = 2
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	out := make([][]layerEntry, len(m.Layers))
+	errs := make([]error, len(m.Layers))
+	sem := make(chan struct{}, jobs)
+	var wg sync.WaitGroup
+	for i, l := range m.Layers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			select {
+			case sem <- struct{}{}:
+			case <-ctx.Done():
+				errs[i] = ctx.Err()
+				return
+			}
+			defer func() { <-sem }()
+			c := rep.Bytes(fmt.Sprintf("layer %d/%d %s", i+1, len(m.Layers), l.Digest.Encoded()[:12]), l.Size)
+			es, spill, err := s.readLayer(ctx, f.dir, i, l, config.RootFS.DiffIDs[i], c)
+			f.spills[i] = spill
+			if err != nil {
+				c.Done("failed")
+				errs[i] = fmt.Errorf("layer %d (%s): %w", i+1, l.Digest, err)
+				cancel()
+				return
+			}
+			c.Done("read")
+			out[i] = es
+		}()
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil && err != context.Canceled {
+			return nil, err
+		}
+	}
+	for _, err := range errs {
+		if err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+func (s *Store) readLayer(ctx context.Context, dir string, i int, d ispec.Descriptor, diffID digest.Digest, c progress.Counter) ([]layerEntry, *os.File, error) {
+	blob, err := os.Open(filepath.Join(s.Dir, "blobs", d.Digest.Algorithm().String(), d.Digest.Encoded()))
+	if err != nil {
+		return nil, nil, fmt.Errorf("the layer blob is missing from the store %s: pull the image again", s.Dir)
+	}
+	defer blob.Close()
+	spill, err := os.Create(filepath.Join(dir, fmt.Sprintf("layer-%d", i)))
+	if err != nil {
+		return nil, nil, err
+	}
+	in := io.Reader(&countingReader{r: bufio.NewReaderSize(blob, 1<<20), c: c})
+	var raw io.ReadCloser
+	if strings.HasSuffix(d.MediaType, "+gzip") {
+		// pgzip decompresses ahead in its own goroutine, so inflating
+		// overlaps with parsing and spilling.
+		zr, err := pgzip.NewReaderN(in, 1<<20, 4)
+		if err != nil {
+			return nil, spill, errkind.Errorf(errCorruptBlob, "the layer is not valid gzip (%v): the stored blob is corrupt; pull the image again", err)
+		}
+		raw = zr
+	} else if raw, err = decompress(in, d.MediaType); err != nil {
+		return nil, spill, err
+	}
+	defer raw.Close()
+	digester := digest.SHA256.Digester()
+	tr := tar.NewReader(io.TeeReader(raw, digester.Hash()))
+	w := bufio.NewWriterSize(spill, 1<<20)
+	var offset int64
+	var out []layerEntry
+	for {
+		if err := ctx.Err(); err != nil {
+			return nil, spill, err
+		}
+		hdr, err := tr.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return nil, spill, errkind.Errorf(errCorruptBlob, "the layer is not a valid tar stream (%v): the stored blob is corrupt; pull the image again", err)
+		}
+		if _, err := cleanEntryName(hdr.Name); err != nil {
+			return nil, spill, err
+		}
+		e := layerEntry{hdr: *hdr, offset: offset}
+		if hdr.Typeflag == tar.TypeReg || hdr.Typeflag == tar.TypeRegA {
+			e.hdr.Typeflag = tar.TypeReg
+			n, err := io.Copy(w, tr)
+			if err != nil {
+				return nil, spill, errkind.Errorf(errCorruptBlob, "entry %s: %v: the stored blob is corrupt; pull the image again", quoteName(hdr.Name), err)
+			}
+			e.hdr.Size = n
+			offset += n
+		}
+		out = append(out, e)
+	}
+	if _, err := io.Copy(io.Discard, io.TeeReader(raw, digester.Hash())); err != nil {
+		return nil, spill, errkind.Errorf(errCorruptBlob, "read the rest of the layer: %v: the stored blob is corrupt; pull the image again", err)
+	}
+	if got := digester.Digest(); got != diffID {
+		return nil, spill, errkind.Errorf(ErrDigestMismatch, "the uncompressed layer hashes to %s, but the image config says its diff_id is %s: the stored blob is corrupt; pull the image again", got, diffID)
+	}
+	if err := w.Flush(); err != nil {
+		return nil, spill, fmt.Errorf("spill layer contents to %s: %w", dir, err)
+	}
+	return out, spill, nil
+}
+
+// runtimeSpec generates config.json as Unpack does, from a minimal rootfs
+// holding only what umoci reads (/etc/passwd and /etc/group).
+func (s *Store) runtimeSpec(ctx context.Context, f *Flattened, m ispec.Manifest, config ispec.Image, img Image) (*rspec.Spec, error) {
+	mini := filepath.Join(f.dir, "spec", layer.RootfsName)
+	if err := os.MkdirAll(filepath.Join(mini, "etc"), 0o755); err != nil {
+		return nil, err
+	}
+	for _, name := range []string{"passwd", "group"} {
+		b, err := f.Tree.ReadFile("etc/"+name, 16<<20)
+		if err != nil {
+			continue // umoci copes with their absence
+		}
+		if err := os.WriteFile(filepath.Join(mini, "etc", name), b, 0o644); err != nil {
+			return nil, err
+		}
+	}
+	path := filepath.Join(f.dir, "spec", "config.json")
+	if err := s.writeRuntimeConfig(ctx, path, mini, m, layer.MapOptions{}, imageAnnotations(img, config)); err != nil {
+		return nil, fmt.Errorf("flatten %s: %w", img.Ref, err)
+	}
+	return readSpec(path)
+}
+
+// flattener applies layer entries to a tree with umoci's semantics.
+type flattener struct {
+	tree *tartree.Tree
+	// upper holds the resolved paths this layer wrote and their ancestors:
+	// a whiteout in the same layer must spare them.
+	upper map[string]bool
+	// inodes numbers hard link groups.
+	nextInode uint64
+}
+
+func newFlattener() *flattener {
+	t := tartree.New()
+	// As Unpack makes the root: 0755, root-owned, mtime 0.
+	t.Root.ModTime = time.Unix(0, 0)
+	return &flattener{tree: t, upper: map[string]bool{}}
+}
+
+func (fl *flattener) endLayer() { fl.upper = map[string]bool{} }
+
+var epoch = time.Unix(0, 0)
+
+func (fl *flattener) apply(e layerEntry, spill *os.File) error {
+	hdr := &e.hdr
+	clean, err := cleanEntryName(hdr.Name)
+	if err != nil {
+		return err
+	}
+	dirPart, base := filepath.Split(clean)
+	if clean == "." {
+		dirPart, base = ".", "."
+	}
+	if t, isWhiteout := strings.CutPrefix(base, ".wh."); isWhiteout {
+		if t == "" || t == "." || t == ".." {
+			return errkind.Errorf(ErrHostileLayer, "entry %s is a whiteout of %q, which would delete a directory instead of a file in it", quoteName(hdr.Name), t)
+		}
+		parent, err := fl.resolveDir(hdr.Name, dirPart, false)
+		if err != nil {
+			return err
+		}
+		if base == ".wh..wh..opq" {
+			fl.whiteout(parent, true)
+		} else {
+			fl.whiteout(join(parent, t), false)
+		}
+		return nil
+	}
+	if clean == "." {
+		if hdr.Typeflag != tar.TypeDir {
+			return errkind.Errorf(ErrHostileLayer, "entry %s would replace the root directory with a non-directory", quoteName(hdr.Name))
+		}
+		fl.setDirMeta(fl.tree.Root, hdr)
+		fl.markUpper(".")
+		return nil
+	}
+	parent, err := fl.resolveDir(hdr.Name, dirPart, true)
+	if err != nil {
+		return err
+	}
+	p := join(parent, base)
+	existing := fl.tree.Get(p)
+	if hdr.Typeflag == tar.TypeDir && existing != nil && existing.Type == tar.TypeDir {
+		fl.setDirMeta(existing, hdr) // a directory over a directory keeps its contents
+		fl.markUpper(p)
+		return nil
+	}
+	var n *tartree.Node
+	switch hdr.Typeflag {
+	case tar.TypeLink:
+		if n, err = fl.hardlink(hdr); err != nil {
+			return err
+		}
+	case tar.TypeReg:
+		n = fl.node(hdr)
+		off, size := e.offset, hdr.Size
+		n.Size = size
+		n.Open = func() (io.ReadCloser, error) { return io.NopCloser(io.NewSectionReader(spill, off, size)), nil }
+	case tar.TypeDir, tar.TypeSymlink, tar.TypeChar, tar.TypeBlock, tar.TypeFifo:
+		n = fl.node(hdr)
+	default:
+		return fmt.Errorf("entry %s has tar type %q, which no container rootfs uses", quoteName(hdr.Name), hdr.Typeflag)
+	}
+	if existing != nil {
+		fl.tree.Remove(p) // a replaced path loses what was there, contents too
+	}
+	fl.tree.Put(p, n)
+	fl.markUpper(p)
+	return nil
+}
+
+// node makes the node a header describes, with the xattrs a template keeps.
+func (fl *flattener) node(hdr *tar.Header) *tartree.Node {
+	n := &tartree.Node{
+		Type:     hdr.Typeflag,
+		Mode:     hdr.Mode & 0o7777,
+		UID:      hdr.Uid,
+		GID:      hdr.Gid,
+		ModTime:  hdr.ModTime,
+		Linkname: hdr.Linkname,
+		Devmajor: hdr.Devmajor,
+		Devminor: hdr.Devminor,
+	}
+	switch hdr.Typeflag {
+	case tar.TypeSymlink:
+		// Symlinks have no mode of their own and Linux stores no user.*
+		// xattrs on them, exactly as they come out of an unpack.
+		n.Mode = 0o777
+		return n
+	case tar.TypeChar, tar.TypeBlock, tar.TypeFifo:
+	default:
+		n.Devmajor, n.Devminor = 0, 0
+	}
+	n.Xattrs = templateXattrs(hdr)
+	return n
+}
+
+func (fl *flattener) setDirMeta(n *tartree.Node, hdr *tar.Header) {
+	n.Mode, n.UID, n.GID, n.ModTime = hdr.Mode&0o7777, hdr.Uid, hdr.Gid, hdr.ModTime
+	n.Xattrs = templateXattrs(hdr)
+}
+
+// templateXattrs keeps what PVE's extraction keeps: user.* (except the
+// rootless bookkeeping) and security.capability.
+func templateXattrs(hdr *tar.Header) map[string]string {
+	var out map[string]string
+	for k, v := range hdr.PAXRecords {
+		name, ok := strings.CutPrefix(k, "SCHILY.xattr.")
+		if !ok || !(name == "security.capability" || (strings.HasPrefix(name, "user.") && name != "user.rootlesscontainers")) {
+			continue
+		}
+		if out == nil {
+			out = map[string]string{}
+		}
+		out[name] = v
+	}
+	return out
+}
+
+// hardlink makes a node sharing the target's inode. link(2) copies no
+// metadata from the header, and umoci applies none.
+func (fl *flattener) hardlink(hdr *tar.Header) (*tartree.Node, error) {
+	target, err := cleanEntryName(hdr.Linkname)
+	if err != nil {
+		return nil, errkind.Errorf(ErrHostileLayer, "hard link %s -> %s points outside the root", quoteName(hdr.Name), quoteName(hdr.Linkname))
+	}
+	tdir, tbase := filepath.Split(target)
+	parent, err := fl.resolveDir(hdr.Name, tdir, false)
+	if err != nil {
+		return nil, err
+	}
+	t := fl.tree.Get(join(parent, tbase))
+	if t == nil {
+		return nil, fmt.Errorf("hard link %s -> %s: the target does not exist", quoteName(hdr.Name), quoteName(hdr.Linkname))
+	}
+	if t.Type == tar.TypeDir {
+		return nil, fmt.Errorf("hard link %s -> %s: the target is a directory", quoteName(hdr.Name), quoteName(hdr.Linkname))
+	}
+	n := *t
+	if t.Type == tar.TypeReg {
+		if t.Inode == 0 {
+			fl.nextInode++
+			t.Inode = fl.nextInode
+		}
+		n.Inode = t.Inode
+	}
+	return &n, nil
+}
+
+// resolveDir resolves a directory path as umoci's SecureJoin does:
+// symlinks followed inside the root, missing components (and non-
+// directories in the way, when create) made into directories. Relative
+// symlinks climbing above the root are refused, as Unpack refuses them.
+func (fl *flattener) resolveDir(entry, rel string, create bool) (string, error) {
+	pending := strings.Split(strings.Trim(filepath.Clean("/"+rel), "/"), "/")
+	var resolved []string
+	hops := 0
+	for len(pending) > 0 {
+		c := pending[0]
+		pending = pending[1:]
+		switch c {
+		case "", ".":
+			continue
+		case "..":
+			if len(resolved) == 0 {
+				return "", errkind.Errorf(ErrHostileLayer, "entry %s is written through a symlink that points outside the root", quoteName(entry))
+			}
+			resolved = resolved[:len(resolved)-1]
+			continue
+		}
+		next := strings.Join(append(resolved, c), "/")
+		n := fl.tree.Get(next)
+		switch {
+		case n != nil && n.Type == tar.TypeSymlink:
+			if hops++; hops > 40 {
+				return "", errkind.Errorf(ErrHostileLayer, "entry %s: too many levels of symbolic links", quoteName(entry))
+			}
+			if strings.HasPrefix(n.Linkname, "/") {
+				resolved = nil
+			}
+			pending = append(strings.Split(n.Linkname, "/"), pending...)
+			continue
+		case n != nil && n.Type == tar.TypeDir:
+		case create:
+			// Missing, or a non-directory umoci's mkdirAll removes: an
+			// implicit directory with fixed metadata (see normalise).
+			fl.tree.Put(next, &tartree.Node{Type: tar.TypeDir, Mode: 0o755, ModTime: epoch})
+		}
+		resolved = append(resolved, c)
+	}
+	if len(resolved) == 0 {
+		return ".", nil
+	}
+	return strings.Join(resolved, "/"), nil
+}
+
+// whiteout removes p unless this layer wrote it; a directory this layer
+// wrote keeps only its entries from this layer. opaque spares p itself.
+func (fl *flattener) whiteout(p string, opaque bool) {
+	n := fl.tree.Get(p)
+	if n == nil {
+		return
+	}
+	if !fl.upper[p] && !opaque {
+		fl.tree.Remove(p)
+		return
+	}
+	if n.Type != tar.TypeDir {
+		return
+	}
+	for _, name := range n.Children() {
+		fl.whiteout(join(p, name), false)
+	}
+}
+
+func (fl *flattener) markUpper(p string) {
+	for {
+		fl.upper[p] = true
+		if p == "." {
+			return
+		}
+		p = filepath.Dir(p)
+	}
+}
+
+func join(dir, name string) string {
+	if dir == "." || dir == "" {
+		return name
+	}
+	return dir + "/" + name
+}
+
+func readSpec(path string) (*rspec.Spec, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var spec rspec.Spec
+	if err := json.Unmarshal(b, &spec); err != nil {
+		return nil, fmt.Errorf("read back %s: %w", path, err)
+	}
+	return &spec, nil
+}
