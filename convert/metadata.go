@@ -84,17 +84,10 @@ func (p *plan) metadata(spec *rspec.Spec, src Source) Metadata {
 		Volumes:        volumes(spec),
 		Mounts:         []Mount{},
 		ExposedPorts:   []string{},
-		Options: BuildOptions{
-			Compression: string(p.compression), Level: p.opts.Level,
-			Privileged: p.opts.Privileged, SquashHighIDs: p.opts.SquashHighIDs,
-			Name: p.opts.Name, Version: p.opts.Version,
-		},
+		Options:        p.buildOptions(),
 	}
 	if m.Volumes == nil {
 		m.Volumes = []string{}
-	}
-	if !p.opts.SourceDateEpoch.IsZero() {
-		m.Options.SourceDateEpoch = p.opts.SourceDateEpoch.Unix()
 	}
 	if ports := spec.Annotations[annotationExposedPorts]; ports != "" {
 		m.ExposedPorts = strings.Split(ports, ",")
@@ -131,6 +124,20 @@ func (p *plan) metadata(spec *rspec.Spec, src Source) Metadata {
 		m.Mounts = append(m.Mounts, pm)
 	}
 	return m
+}
+
+// buildOptions are the options recorded in the manifest and compared by
+// the build cache.
+func (p *plan) buildOptions() BuildOptions {
+	o := BuildOptions{
+		Compression: string(p.compression), Level: p.opts.Level,
+		Privileged: p.opts.Privileged, SquashHighIDs: p.opts.SquashHighIDs,
+		Name: p.opts.Name, Version: p.opts.Version,
+	}
+	if !p.opts.SourceDateEpoch.IsZero() {
+		o.SourceDateEpoch = p.opts.SourceDateEpoch.Unix()
+	}
+	return o
 }
 
 func cleanAbs(p string) string { return filepath.Clean(p) }

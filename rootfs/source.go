@@ -392,3 +392,15 @@ func openDockerArchive(ref Ref, want Platform) (*source, error) {
 	}
 	return &source{ref: ref, img: img, digest: digest, platform: plat}, nil
 }
+
+// Resolve returns the manifest digest the source has for ref on the
+// requested platform, without storing anything: what a build cache
+// compares with the digest a template was built from.
+func Resolve(ctx context.Context, ref Ref, opts SourceOptions) (string, error) {
+	src, err := openSource(ctx, ref, opts)
+	if err != nil {
+		return "", err
+	}
+	defer src.Close()
+	return src.digest.String(), nil
+}

@@ -13,7 +13,6 @@ import (
 
 	"github.com/nexcage/nexcage/convert"
 	"github.com/nexcage/nexcage/internal/progress"
-	"github.com/nexcage/nexcage/rootfs"
 )
 
 // convertFlags are shared by convert and build.
@@ -56,14 +55,24 @@ uncompressed OCI archive that PVE 9.1 imports natively.`,
 	})
 	register(&command{
 		name:    "build",
-		args:    "IMAGE",
-		summary: "pull, unpack and convert an image into a Proxmox template in one step",
-		help: `Runs pull (when the image is not stored yet), unpack and convert, with
-the flags of each. Writes the template and its .conf and .json sidecars.`,
+		args:    "IMAGE...",
+		summary: "pull, unpack and convert images into Proxmox templates in one step",
+		help: `Pulls each IMAGE when needed and streams its layers straight into a
+template (no rootfs is written to disk), with the .conf and .json sidecars.
+The result is byte-identical to unpack followed by convert.
+
+A template whose .json records the same source digest and options is up to
+date: nothing is rewritten (its mtime stays, so make does not rebuild what
+depends on it). --force rebuilds. With several images, -o is a directory,
+--jobs builds that many at once, one failure does not stop the others, and
+the exit status is 1 if any failed.`,
 		flags: func(fs *pflag.FlagSet, o *opts) {
 			imageFlags(fs, o)
 			fs.StringVar(&o.pull, "pull", "missing", "when to pull: missing (not in the store yet), always, never")
 			registerConvertFlags(fs, &o.conv)
+			fs.BoolVar(&o.force, "force", false, "rebuild even when the template is up to date")
+			fs.IntVarP(&o.jobs, "jobs", "j", 1, "build this many images at once")
+			fs.BoolVar(&o.staged, "staged", false, "unpack to a temporary bundle and convert it (the reference path; slower)")
 		},
 		run: runBuild,
 	})
@@ -204,45 +213,4 @@ func firstNonEmpty(s ...string) string {
 		}
 	}
 	return ""
-}
-
-func runBuild(ctx context.Context, e *env, args []string) (any, error) {
-	if len(args) != 1 {
-		return nil, usagef("build takes one IMAGE, got %d arguments", len(args))
-	}
-	ref, so, err := imageArgs(e, args[0])
-	if err != nil {
-		return nil, err
-	}
-	opts, err := convertOptions(e)
-	if err != nil {
-		return nil, err
-	}
-	store, err := openStore(e)
-	if err != nil {
-		return nil, err
-	}
-	img, err := ensureImage(ctx, e, store, ref, so)
-	if err != nil {
-		return nil, err
-	}
-	work, err := os.MkdirTemp("", "nexcage-build-")
-	if err != nil {
-		return nil, err
-	}
-	defer rootfs.RemoveBundle(work)
-	ures, err := store.Unpack(ctx, img, filepath.Join(work, "bundle"), rootfs.UnpackOptions{Rootless: os.Geteuid() != 0, Progress: e.progress})
-	if err != nil {
-		return nil, err
-	}
-	b, err := convert.LoadBundle(ures.Bundle)
-	if err != nil {
-		return nil, err
-	}
-	res, err := convert.Convert(ctx, b, opts)
-	if err != nil {
-		return nil, err
-	}
-	printResult(e, res)
-	return res, nil
 }

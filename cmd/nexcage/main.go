@@ -53,6 +53,8 @@ type opts struct {
 	pull        string
 	verbose     bool
 	conv        convertFlags
+	jobs        int
+	staged      bool
 }
 
 // env is what a command runs with.
@@ -69,6 +71,15 @@ type usageError struct{ msg string }
 func (u usageError) Error() string { return u.msg }
 
 func usagef(format string, args ...any) error { return usageError{fmt.Sprintf(format, args...)} }
+
+// failedWith is a failure that still has a result object to print with
+// --json (a batch build where some images failed).
+type failedWith struct {
+	result any
+	err    error
+}
+
+func (f *failedWith) Error() string { return f.err.Error() }
 
 func main() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) }
 
@@ -129,7 +140,12 @@ func run(argv []string, stdout, stderr *os.File) int {
 			fmt.Fprintf(stderr, "nexcage %s: error: %v\n", c.name, err)
 		}
 		if e.json {
-			writeJSON(stdout, map[string]any{"ok": false, "command": c.name, "error": msg, "exit_status": status})
+			var fw *failedWith
+			if errors.As(err, &fw) {
+				writeJSON(stdout, fw.result)
+			} else {
+				writeJSON(stdout, map[string]any{"ok": false, "command": c.name, "error": msg, "exit_status": status})
+			}
 		}
 		return status
 	}

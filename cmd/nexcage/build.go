@@ -1,0 +1,179 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"text/tabwriter"
+	"time"
+
+	"github.com/nexcage/nexcage/convert"
+	"github.com/nexcage/nexcage/rootfs"
+)
+
+// buildResult is one image's outcome.
+type buildResult struct {
+	Image    string          `json:"image"`
+	UpToDate bool            `json:"up_to_date"`
+	Result   *convert.Result `json:"result,omitempty"`
+	Error    string          `json:"error,omitempty"`
+	Seconds  float64         `json:"seconds"`
+}
+
+func runBuild(ctx context.Context, e *env, args []string) (any, error) {
+	if len(args) == 0 {
+		return nil, usagef("build takes at least one IMAGE")
+	}
+	if e.jobs < 1 {
+		return nil, usagef("--jobs must be at least 1")
+	}
+	if len(args) > 1 && e.conv.output != "" && !strings.HasSuffix(e.conv.output, "/") && !isDir(e.conv.output) {
+		return nil, usagef("-o %s: with several images, -o must be a directory (end it with /)", e.conv.output)
+	}
+	refs := make([]rootfs.Ref, len(args))
+	var so rootfs.SourceOptions
+	for i, a := range args {
+		var err error
+		if refs[i], so, err = imageArgs(e, a); err != nil {
+			return nil, err
+		}
+	}
+	opts, err := convertOptions(e)
+	if err != nil {
+		return nil, err
+	}
+	if len(args) > 1 && opts.Output == "" {
+		opts.Output = "./"
+	}
+	store, err := openStore(e)
+	if err != nil {
+		return nil, err
+	}
+
+	results := make([]buildResult, len(refs))
+	sem := make(chan struct{}, e.jobs)
+	var wg sync.WaitGroup
+	for i, ref := range refs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			start := time.Now()
+			res, fresh, err := buildOne(ctx, e, store, ref, so, opts)
+			results[i] = buildResult{Image: ref.String(), UpToDate: !fresh && err == nil, Result: res, Seconds: time.Since(start).Seconds()}
+			if err != nil {
+				results[i].Error = err.Error()
+			}
+		}()
+	}
+	wg.Wait()
+
+	failed := 0
+	for _, r := range results {
+		if r.Error != "" {
+			failed++
+		}
+	}
+	if len(refs) == 1 {
+		r := results[0]
+		if r.Error != "" {
+			return nil, errors.New(r.Error)
+		}
+		if !e.json {
+			if r.UpToDate {
+				fmt.Fprintf(e.stdout, "%s is up to date (built from %s)\n", r.Result.Template, r.Result.Metadata.Source.SourceDigest)
+			} else {
+				printResult(e, r.Result)
+			}
+		}
+		return r, nil
+	}
+	if !e.json {
+		printSummary(e, results)
+	}
+	out := map[string]any{"results": results, "failed": failed}
+	if failed > 0 {
+		return nil, &failedWith{result: out, err: fmt.Errorf("%d of %d builds failed", failed, len(refs))}
+	}
+	return out, nil
+}
+
+// buildOne builds one image unless its template is up to date; fresh says
+// whether anything was written.
+func buildOne(ctx context.Context, e *env, store *rootfs.Store, ref rootfs.Ref, so rootfs.SourceOptions, opts convert.Options) (*convert.Result, bool, error) {
+	if !e.force {
+		if digest, err := currentDigest(ctx, e, store, ref, so); err == nil {
+			if res, ok := convert.UpToDate(opts, ref.String(), digest); ok {
+				e.progress.Step("%s: up to date", ref)
+				return res, false, nil
+			}
+		}
+	}
+	img, err := ensureImage(ctx, e, store, ref, so)
+	if err != nil {
+		return nil, false, err
+	}
+	if e.staged {
+		res, err := buildStaged(ctx, e, store, img, opts)
+		return res, true, err
+	}
+	f, err := store.Flatten(ctx, img, rootfs.FlattenOptions{Progress: e.progress})
+	if err != nil {
+		return nil, false, err
+	}
+	defer f.Close()
+	res, err := convert.Write(ctx, f.Tree, f.Spec, opts)
+	return res, true, err
+}
+
+// currentDigest is the digest a build would use now: the store's when the
+// pull policy will not look further, else the source's.
+func currentDigest(ctx context.Context, e *env, store *rootfs.Store, ref rootfs.Ref, so rootfs.SourceOptions) (string, error) {
+	if e.pull != "always" {
+		if img, ok, err := store.Find(ref, so.Platform); err == nil && ok {
+			return img.SourceDigest, nil
+		}
+		if e.pull == "never" {
+			return "", rootfs.ErrNotFound
+		}
+	}
+	return rootfs.Resolve(ctx, ref, so)
+}
+
+func buildStaged(ctx context.Context, e *env, store *rootfs.Store, img rootfs.Image, opts convert.Options) (*convert.Result, error) {
+	work, err := os.MkdirTemp("", "nexcage-build-")
+	if err != nil {
+		return nil, err
+	}
+	defer rootfs.RemoveBundle(work)
+	ures, err := store.Unpack(ctx, img, filepath.Join(work, "bundle"), rootfs.UnpackOptions{Rootless: os.Geteuid() != 0, Progress: e.progress})
+	if err != nil {
+		return nil, err
+	}
+	b, err := convert.LoadBundle(ures.Bundle)
+	if err != nil {
+		return nil, err
+	}
+	return convert.Convert(ctx, b, opts)
+}
+
+func printSummary(e *env, results []buildResult) {
+	tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "IMAGE\tRESULT\tTEMPLATE")
+	for _, r := range results {
+		switch {
+		case r.Error != "":
+			fmt.Fprintf(tw, "%s\tFAILED\t%s\n", r.Image, r.Error)
+		case r.UpToDate:
+			fmt.Fprintf(tw, "%s\tup to date\t%s\n", r.Image, r.Result.Template)
+		default:
+			fmt.Fprintf(tw, "%s\tbuilt (%.1fs)\t%s\n", r.Image, r.Seconds, r.Result.Template)
+		}
+	}
+	tw.Flush()
+}

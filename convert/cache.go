@@ -1,0 +1,61 @@
+package convert
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+)
+
+// UpToDate finds a template already built from the same source digest with
+// the same options, where opts would write one: the file -o names, or any
+// template in the -o directory. Nothing is read but sidecars and one stat,
+// so a factory's no-op rebuild costs next to nothing. The template itself
+// is not rehashed here; `nexcage check` does that.
+func UpToDate(opts Options, reference, sourceDigest string) (*Result, bool) {
+	if reference == "" || sourceDigest == "" {
+		return nil, false
+	}
+	p := &plan{opts: opts}
+	if err := p.chooseOutput(); err != nil {
+		return nil, false
+	}
+	want := p.buildOptions()
+	var candidates []string
+	if strings.HasSuffix(p.target, string(os.PathSeparator)) {
+		candidates, _ = filepath.Glob(filepath.Join(p.target, "*.json"))
+		sort.Strings(candidates)
+	} else {
+		candidates = []string{strings.TrimSuffix(p.target, p.compression.Suffix()) + ".json"}
+	}
+	for _, c := range candidates {
+		raw, err := os.ReadFile(c)
+		if err != nil {
+			continue
+		}
+		var m Metadata
+		if json.Unmarshal(raw, &m) != nil {
+			continue
+		}
+		if m.Source.Reference != reference || m.Source.SourceDigest != sourceDigest || m.Options != want {
+			continue
+		}
+		tmpl := filepath.Join(filepath.Dir(c), m.Template.File)
+		base := strings.TrimSuffix(c, ".json")
+		fi, err := os.Stat(tmpl)
+		if err != nil || fi.Size() != m.Template.Size || !exists(base+".conf") {
+			continue
+		}
+		if !strings.HasSuffix(p.target, string(os.PathSeparator)) && tmpl != p.target {
+			continue
+		}
+		return &Result{Template: tmpl, Config: base + ".conf", Manifest: c, Metadata: m}, true
+	}
+	return nil, false
+}
+
+func exists(p string) bool {
+	_, err := os.Stat(p)
+	return err == nil
+}
