@@ -9,7 +9,7 @@ LDFLAGS  := -s -w -X main.version=$(VERSION)
 TEST_ENV := NEXCAGE_REQUIRE_TOOLS=1 $(if $(filter 0,$(shell id -u)),NEXCAGE_REQUIRE_ROOT=1)
 DEMO_DIR := build/demo
 
-.PHONY: all build deps test test-short demo clean
+.PHONY: all build deps test test-short demo bench clean
 
 all: build
 
@@ -46,3 +46,10 @@ demo: build deps
 
 clean:
 	rm -rf bin build
+
+# Speed and memory against the skopeo + umoci + tar | zstd pipeline and the
+# decompress+recompress floor, on a Debian image made once with debootstrap
+# (root; see scripts/bench.sh). Then the Go micro-benchmarks.
+bench: deps
+	scripts/bench.sh
+	$(GO) test -run '^$$' -bench . -benchtime 10x ./rootfs ./convert

@@ -82,27 +82,23 @@ func checkLevel(c Compression, level int) error {
 }
 
 // compressor wraps w. Output must depend only on the input and the options,
-// never on the machine: zstd always runs its block-parallel mode with at
-// least two workers (the split into jobs depends on the window, not on the
-// worker count), and gzip's parallel blocks have a fixed size.
+// never on the machine: zstd compresses fixed-size slices of the tar as
+// independent frames on all cores (concatenated frames are one valid zstd
+// stream, as pzstd writes), and gzip's parallel blocks have a fixed size.
 func compressor(w io.Writer, c Compression, level int) (io.WriteCloser, error) {
 	if level == 0 {
 		level = c.DefaultLevel()
 	}
-	workers := max(runtime.GOMAXPROCS(0), 2)
+	workers := runtime.GOMAXPROCS(0)
 	switch c {
 	case Zstd:
-		return zstd.NewWriter(w,
-			zstd.WithEncoderLevel(zstd.EncoderLevelFromZstd(level)),
-			zstd.WithEncoderConcurrency(workers),
-			zstd.WithConcurrentBlocks(true),
-			zstd.WithEncoderCRC(true))
+		return newFrameWriter(w, level, workers)
 	case Gzip:
 		zw, err := pgzip.NewWriterLevel(w, level)
 		if err != nil {
 			return nil, err
 		}
-		if err := zw.SetConcurrency(1<<20, workers); err != nil {
+		if err := zw.SetConcurrency(1<<20, max(workers, 2)); err != nil {
 			return nil, err
 		}
 		return zw, nil
@@ -111,4 +107,111 @@ func compressor(w io.Writer, c Compression, level int) (io.WriteCloser, error) {
 		return cfg.NewWriter(w)
 	}
 	return nil, fmt.Errorf("unknown compression %q", c)
+}
+
+// frameSize is the tar slice compressed as one zstd frame: large enough
+// that splitting costs well under 1% of ratio, small enough that
+// workers x 2 slices in flight keep memory flat whatever the rootfs size.
+const frameSize = 4 << 20
+
+// frameWriter compresses frames in parallel and writes them in order.
+type frameWriter struct {
+	w       io.Writer
+	enc     *zstd.Encoder
+	buf     []byte
+	pending chan chan []byte // results in submission order
+	done    chan error       // the writer goroutine's outcome
+	err     error
+	free    chan []byte
+}
+
+func newFrameWriter(w io.Writer, level, workers int) (*frameWriter, error) {
+	enc, err := zstd.NewWriter(nil,
+		zstd.WithEncoderLevel(zstd.EncoderLevelFromZstd(level)),
+		zstd.WithEncoderConcurrency(workers),
+		// A frame never refers back past its own start, so a window
+		// larger than a frame is memory for nothing.
+		zstd.WithWindowSize(frameSize),
+		zstd.WithEncoderCRC(true))
+	if err != nil {
+		return nil, err
+	}
+	fw := &frameWriter{
+		w: w, enc: enc,
+		pending: make(chan chan []byte, workers),
+		done:    make(chan error, 1),
+		free:    make(chan []byte, workers+1),
+	}
+	fw.buf = fw.newBuf()
+	go fw.drain()
+	return fw, nil
+}
+
+func (fw *frameWriter) newBuf() []byte {
+	select {
+	case b := <-fw.free:
+		return b[:0]
+	default:
+		return make([]byte, 0, frameSize)
+	}
+}
+
+// drain writes finished frames in order; after a write error it keeps
+// receiving so that no compressing goroutine blocks forever.
+func (fw *frameWriter) drain() {
+	var err error
+	for res := range fw.pending {
+		out := <-res
+		if err == nil {
+			_, err = fw.w.Write(out)
+		}
+	}
+	fw.done <- err
+}
+
+func (fw *frameWriter) flushFrame() {
+	if len(fw.buf) == 0 {
+		return
+	}
+	in := fw.buf
+	res := make(chan []byte, 1)
+	fw.pending <- res // blocks when workers frames are in flight: bounded memory
+	go func() {
+		out := fw.enc.EncodeAll(in, make([]byte, 0, len(in)/2))
+		select {
+		case fw.free <- in:
+		default:
+		}
+		res <- out
+	}()
+	fw.buf = fw.newBuf()
+}
+
+func (fw *frameWriter) Write(p []byte) (int, error) {
+	n := len(p)
+	for len(p) > 0 {
+		room := frameSize - len(fw.buf)
+		if room > len(p) {
+			room = len(p)
+		}
+		fw.buf = append(fw.buf, p[:room]...)
+		p = p[room:]
+		if len(fw.buf) == frameSize {
+			fw.flushFrame()
+		}
+	}
+	return n, nil
+}
+
+// Close compresses what is left and waits for every frame to be written.
+func (fw *frameWriter) Close() error {
+	if fw.pending == nil {
+		return fw.err
+	}
+	fw.flushFrame()
+	close(fw.pending)
+	fw.pending = nil
+	fw.err = <-fw.done
+	fw.enc.Close()
+	return fw.err
 }

@@ -11,6 +11,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"sort"
 	"strings"
 	"syscall"
@@ -125,6 +126,14 @@ func run(argv []string, stdout, stderr *os.File) int {
 
 	ctx, stop := signalContext()
 	defer stop()
+	// For finding where time goes (make bench points here): a CPU profile
+	// of the whole command.
+	if p := os.Getenv("NEXCAGE_CPUPROFILE"); p != "" {
+		if f, err := os.Create(p); err == nil {
+			pprof.StartCPUProfile(f)
+			defer func() { pprof.StopCPUProfile(); f.Close() }()
+		}
+	}
 	result, err := c.run(ctx, e, fs.Args())
 	if err != nil {
 		status, msg := exitFailure, err.Error()

@@ -22,7 +22,7 @@ import (
 func TestRootlessUnpackAsOrdinaryUser(t *testing.T) {
 	testenv.RequireRoot(t) // to switch to another user at all
 	setpriv := testenv.RequireTool(t, "setpriv")
-	goTool := testenv.RequireTool(t, "go")
+	bin := nexcageBinary(t)
 
 	dir, err := os.MkdirTemp("", "nexcage-rootless-")
 	if err != nil {
@@ -30,8 +30,6 @@ func TestRootlessUnpackAsOrdinaryUser(t *testing.T) {
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
 	os.Chmod(dir, 0o755)
-	bin := filepath.Join(dir, "nexcage")
-	testenv.Run(t, goTool, "build", "-o", bin, ".")
 
 	cases, err := testimage.Corpus()
 	if err != nil {

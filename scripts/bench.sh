@@ -1,0 +1,131 @@
+#!/usr/bin/env bash
+# make bench: times nexcage build against the shell pipeline it replaces and
+# against the floor (decompress + recompress the same bytes), on the same
+# image in the same run. Prints medians of wall time, CPU time and peak RSS,
+# and the ratios nexcage/anchor and nexcage/floor.
+#
+# The benchmark image is made once and cached in $BENCH_DIR: a Debian
+# bookworm rootfs from debootstrap (minbase + python3, perl,
+# openssh-server) as one gzip layer, and a second layer that deletes
+# /usr/share/doc and adds a few thousand files, pushed to a docker-registry
+# process on a loopback port.
+set -euo pipefail
+
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+work="${BENCH_DIR:-$repo/build/bench}"
+runs="${BENCH_RUNS:-3}"
+extra_files="${BENCH_EXTRA_FILES:-3000}"
+
+if [[ "$(id -u)" -ne 0 ]]; then
+	echo "bench: run as root (debootstrap and the umoci anchor need it)" >&2
+	exit 1
+fi
+"$repo/scripts/install-deps.sh" >&2
+mkdir -p "$work"
+bin="$work/nexcage"
+(cd "$repo" && CGO_ENABLED=0 go build -trimpath -o "$bin" ./cmd/nexcage)
+
+debian_mirror() {
+	# The machine's own Debian mirror, as apt is configured to use it.
+	local m=""
+	if [[ -f /etc/apt/sources.list.d/debian.sources ]]; then
+		m=$(awk '/^URIs:/ {print $2; exit}' /etc/apt/sources.list.d/debian.sources)
+	fi
+	if [[ -z "$m" && -f /etc/apt/sources.list ]]; then
+		m=$(awk '$1 == "deb" && $2 ~ /^http/ {print $2; exit}' /etc/apt/sources.list)
+	fi
+	echo "${m:?no Debian mirror configured for apt}"
+}
+
+make_image() {
+	[[ -f "$work/image.done" ]] && return
+	echo "bench: preparing the benchmark image in $work (once)" >&2
+	rm -rf "$work/upper" "$work/layout"
+	if [[ ! -f "$work/rootfs.done" ]]; then
+		rm -rf "$work/rootfs"
+		/usr/sbin/debootstrap --variant=minbase --include=python3,perl,openssh-server \
+			bookworm "$work/rootfs" "$(debian_mirror)" >"$work/debootstrap.log" 2>&1 ||
+			{ tail -20 "$work/debootstrap.log" >&2; exit 1; }
+		rm -rf "$work/rootfs/var/cache/apt/archives/"*.deb
+		touch "$work/rootfs.done"
+	fi
+	tar --numeric-owner --xattrs --sort=name -C "$work/rootfs" -cf - . | pigz -6 >"$work/layer1.tar.gz"
+	mkdir -p "$work/upper/usr/share" "$work/upper/opt/bench"
+	: >"$work/upper/usr/share/.wh.doc"
+	for i in $(seq 1 "$extra_files"); do
+		head -c $((512 + (i * 37) % 8192)) /dev/urandom | base64 >"$work/upper/opt/bench/file-$i.txt"
+	done
+	tar --numeric-owner --sort=name -C "$work/upper" -cf - . | pigz -6 >"$work/layer2.tar.gz"
+	(cd "$repo" && go run ./testdata/bench "$work/layout" "$work/layer1.tar.gz" "$work/layer2.tar.gz")
+	touch "$work/image.done"
+}
+
+start_registry() {
+	local port
+	port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+	mkdir -p "$work/registry"
+	cat >"$work/registry.yml" <<EOF
+version: 0.1
+log: {level: error}
+storage: {filesystem: {rootdirectory: $work/registry}}
+http: {addr: 127.0.0.1:$port, secret: bench}
+EOF
+	docker-registry serve "$work/registry.yml" >"$work/registry.log" 2>&1 &
+	registry_pid=$!
+	trap 'kill $registry_pid 2>/dev/null || true' EXIT
+	for _ in $(seq 1 100); do
+		curl -fs "http://127.0.0.1:$port/v2/" >/dev/null 2>&1 && break
+		sleep 0.1
+	done
+	skopeo copy -q --dest-tls-verify=false "oci:$work/layout:bench" "docker://127.0.0.1:$port/bench:1" >&2
+	image="127.0.0.1:$port/bench:1"
+}
+
+# measure NAME COMMAND: one timed run, appended to $work/times.
+measure() {
+	local name="$1"
+	shift
+	sync
+	echo 3 >/proc/sys/vm/drop_caches 2>/dev/null || true
+	/usr/bin/time -f "$name %e %U %S %M" -a -o "$work/times" bash -c "$*" >/dev/null 2>"$work/$name.err" ||
+		{ echo "bench: $name failed:" >&2; cat "$work/$name.err" >&2; exit 1; }
+}
+
+make_image
+start_registry
+blobs=$(python3 - "$work/layout" <<'EOF'
+import json, sys, os
+d = sys.argv[1]
+idx = json.load(open(os.path.join(d, "index.json")))
+m = json.load(open(os.path.join(d, "blobs/sha256", idx["manifests"][0]["digest"].split(":")[1])))
+print(" ".join(os.path.join(d, "blobs/sha256", l["digest"].split(":")[1]) for l in m["layers"]))
+EOF
+)
+rm -f "$work/times"
+for r in $(seq 1 "$runs"); do
+	echo "bench: run $r of $runs" >&2
+	rm -rf "$work/run" && mkdir -p "$work/run"
+	measure nexcage "'$bin' build -q --store '$work/run/store' --name bench --version 1 docker://$image -o '$work/run/nexcage/'"
+	measure anchor "skopeo copy -q --src-tls-verify=false docker://$image oci:'$work/run/oci':bench &&
+		umoci unpack --image '$work/run/oci':bench '$work/run/bundle' &&
+		tar --numeric-owner --xattrs -C '$work/run/bundle/rootfs' -cpf - . | zstd -q -T0 -3 >'$work/run/anchor.tar.zst'"
+	measure floor "for b in $blobs; do pigz -dc \$b; done | zstd -q -T0 -3 >/dev/null"
+done
+
+python3 - "$work/times" "$runs" "$(nproc)" <<'EOF'
+import sys, statistics
+rows = {}
+for line in open(sys.argv[1]):
+    name, wall, user, sys_, rss = line.split()
+    rows.setdefault(name, []).append((float(wall), float(user) + float(sys_), int(rss) / 1024))
+med = {n: tuple(statistics.median(v[i] for v in rs) for i in range(3)) for n, rs in rows.items()}
+print(f"medians of {sys.argv[2]} runs on {sys.argv[3]} cores")
+print(f"{'':10} {'wall s':>8} {'cpu s':>8} {'peak RSS MiB':>13}")
+for n in ("nexcage", "anchor", "floor"):
+    w, c, m = med[n]
+    print(f"{n:10} {w:8.2f} {c:8.2f} {m:13.1f}")
+n, a, f = med["nexcage"], med["anchor"], med["floor"]
+print(f"nexcage/anchor wall {n[0]/a[0]:.2f} (goal <= 0.35), cpu {n[1]/a[1]:.2f}")
+print(f"nexcage/floor  wall {n[0]/f[0]:.2f} (goal <= 1.30)")
+print(f"nexcage peak RSS {n[2]:.0f} MiB (goal <= 150)")
+EOF
