@@ -143,7 +143,7 @@ func newFrameWriter(w io.Writer, level, workers int) (*frameWriter, error) {
 		free:    make(chan []byte, workers+1),
 	}
 	fw.buf = fw.newBuf()
-	go fw.drain()
+	go fw.drain(fw.pending)
 	return fw, nil
 }
 
@@ -157,10 +157,12 @@ func (fw *frameWriter) newBuf() []byte {
 }
 
 // drain writes finished frames in order; after a write error it keeps
-// receiving so that no compressing goroutine blocks forever.
-func (fw *frameWriter) drain() {
+// receiving so that no compressing goroutine blocks forever. It takes the
+// channel as an argument: Close clears the field, possibly before this
+// goroutine has even started.
+func (fw *frameWriter) drain(pending chan chan []byte) {
 	var err error
-	for res := range fw.pending {
+	for res := range pending {
 		out := <-res
 		if err == nil {
 			_, err = fw.w.Write(out)

@@ -368,13 +368,18 @@ func (p *plan) write(ctx context.Context, tree *tartree.Tree, rep progress.Repor
 	if err != nil {
 		return nil, err
 	}
-	if err := WriteTar(ctx, zw, tree, p.opts.SourceDateEpoch); err != nil {
+	bar := rep.Bytes("template "+string(p.compression), contentSize(tree))
+	raw := &countWriter{w: zw, progress: bar}
+	if err := WriteTar(ctx, raw, tree, p.opts.SourceDateEpoch); err != nil {
 		zw.Close()
+		bar.Done("failed")
 		return nil, p.writeError(err)
 	}
 	if err := zw.Close(); err != nil {
+		bar.Done("failed")
 		return nil, p.writeError(err)
 	}
+	bar.Done(fmt.Sprintf("written, compressed %.1f:1", float64(raw.n)/float64(max(counted.n, 1))))
 	p.meta.Template.SHA256 = hex.EncodeToString(h.Sum(nil))
 	p.meta.Template.Size = counted.n
 
@@ -419,12 +424,26 @@ func (p *plan) writeError(err error) error {
 }
 
 type countWriter struct {
-	w io.Writer
-	n int64
+	w        io.Writer
+	n        int64
+	progress progress.Counter
 }
 
 func (c *countWriter) Write(b []byte) (int, error) {
 	n, err := c.w.Write(b)
 	c.n += int64(n)
+	if c.progress != nil {
+		c.progress.Add(n)
+	}
 	return n, err
+}
+
+// contentSize is about the tar's size, for the progress bar's total.
+func contentSize(t *tartree.Tree) int64 {
+	var total int64
+	t.Walk(func(_ string, n *tartree.Node) error {
+		total += 512 + n.Size
+		return nil
+	})
+	return total
 }

@@ -3,8 +3,9 @@ package rootfs
 import (
 	"archive/tar"
 	"bufio"
-	"encoding/json"
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -13,6 +14,7 @@ import (
 	"sync"
 	"time"
 
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/klauspost/pgzip"
 	"github.com/opencontainers/go-digest"
 	ispec "github.com/opencontainers/image-spec/specs-go/v1"
@@ -97,40 +99,150 @@ func (s *Store) Flatten(ctx context.Context, img Image, opts FlattenOptions) (_ 
 	}()
 
 	rep.Step("flattening %s (%d layers)", img.Ref, len(manifest.Layers))
-	entries, err := s.readLayers(ctx, f, manifest, config, opts.Jobs, rep)
+	open := func(i int) (io.ReadCloser, error) {
+		d := manifest.Layers[i].Digest
+		f, err := os.Open(filepath.Join(s.Dir, "blobs", d.Algorithm().String(), d.Encoded()))
+		if err != nil {
+			return nil, fmt.Errorf("the layer blob is missing from the store %s: pull the image again", s.Dir)
+		}
+		return f, nil
+	}
+	entries, err := readLayers(ctx, f, manifest.Layers, config.RootFS.DiffIDs, open, opts.Jobs, rep)
 	if err != nil {
 		return nil, fmt.Errorf("flatten %s: %w", img.Ref, err)
 	}
-	fl := newFlattener()
-	for i, es := range entries {
-		spill := f.spills[i]
-		for _, e := range es {
-			if err := fl.apply(e, spill); err != nil {
-				return nil, fmt.Errorf("flatten %s: layer %d (%s): %w", img.Ref, i+1, manifest.Layers[i].Digest, err)
-			}
-		}
-		fl.endLayer()
-	}
-	f.Tree = fl.tree
-	if f.Spec, err = s.runtimeSpec(ctx, f, manifest, config, img); err != nil {
+	if err := s.finish(ctx, f, entries, manifest, config); err != nil {
 		return nil, err
 	}
 	return f, nil
 }
 
+// finish applies the layers' entries in order and derives config.json.
+func (s *Store) finish(ctx context.Context, f *Flattened, entries [][]layerEntry, manifest ispec.Manifest, config ispec.Image) error {
+	fl := newFlattener()
+	for i, es := range entries {
+		spill := f.spills[i]
+		for _, e := range es {
+			if err := fl.apply(e, spill); err != nil {
+				return fmt.Errorf("flatten %s: layer %d (%s): %w", f.Image.Ref, i+1, manifest.Layers[i].Digest, err)
+			}
+		}
+		fl.endLayer()
+	}
+	f.Tree = fl.tree
+	var err error
+	f.Spec, err = s.runtimeSpec(ctx, f, manifest, config, f.Image)
+	return err
+}
+
+// PullFlatten pulls ref into the store and flattens it in the same pass:
+// each layer is decompressed and read while it downloads, instead of after
+// the whole pull. Should the streamed read fail for any reason (a download
+// restarted by a retry, say), the layers are read again from the store,
+// so the result is always Flatten's.
+func (s *Store) PullFlatten(ctx context.Context, ref Ref, popts PullOptions, fopts FlattenOptions) (Image, *Flattened, error) {
+	rep := fopts.Progress
+	if rep == nil {
+		rep = progress.Discard
+	}
+	dir, err := os.MkdirTemp(fopts.TempDir, "nexcage-flatten-")
+	if err != nil {
+		return Image{}, nil, fmt.Errorf("create a temporary directory for the layers: %w", err)
+	}
+	f := &Flattened{dir: dir}
+
+	type plan struct {
+		layers []ispec.Descriptor
+		config ispec.Image
+	}
+	planned := make(chan plan, 1)
+	var readers []*io.PipeReader
+	var sinks []*teeSink
+	popts.onPlan = func(layers []v1.Descriptor, rawConfig []byte) error {
+		var p plan
+		if err := json.Unmarshal(rawConfig, &p.config); err != nil {
+			return fmt.Errorf("the image config of %s is not valid JSON: %w", ref, err)
+		}
+		if len(p.config.RootFS.DiffIDs) != len(layers) {
+			return fmt.Errorf("image %s: the config lists %d diff_ids for %d layers: the image is corrupt", ref, len(p.config.RootFS.DiffIDs), len(layers))
+		}
+		for _, l := range layers {
+			p.layers = append(p.layers, ispec.Descriptor{MediaType: string(l.MediaType), Digest: digest.Digest(l.Digest.String()), Size: l.Size})
+			pr, pw := io.Pipe()
+			readers = append(readers, pr)
+			sinks = append(sinks, newTeeSink(pw))
+		}
+		f.spills = make([]*os.File, len(layers))
+		planned <- p
+		return nil
+	}
+	popts.tee = func(i int) *teeSink { return sinks[i] }
+
+	type pulled struct {
+		img Image
+		err error
+	}
+	done := make(chan pulled, 1)
+	go func() {
+		img, err := s.Pull(ctx, ref, popts)
+		for _, sk := range sinks {
+			sk.close(errors.New("the pull ended before this layer was fetched"))
+		}
+		done <- pulled{img, err}
+	}()
+
+	var p plan
+	select {
+	case p = <-planned:
+	case r := <-done:
+		os.RemoveAll(dir)
+		return Image{}, nil, r.err // the pull failed before any layer
+	}
+	open := func(i int) (io.ReadCloser, error) { return readers[i], nil }
+	// Every layer reads at once: each is throttled by its download, and a
+	// reader waiting for a slot while its download waits for it would
+	// deadlock the pull.
+	entries, readErr := readLayers(ctx, f, p.layers, p.config.RootFS.DiffIDs, open, len(p.layers), progress.Discard)
+	for _, r := range readers {
+		r.CloseWithError(errors.New("the layer reader stopped")) // unblock the pull
+	}
+	r := <-done
+	if r.err != nil {
+		f.Close()
+		return Image{}, nil, r.err
+	}
+	f.Image = r.img
+	if readErr == nil {
+		var manifest ispec.Manifest
+		if manifest, readErr = s.ociManifest(r.img.Digest); readErr == nil {
+			readErr = s.finish(ctx, f, entries, manifest, p.config)
+		}
+	}
+	if readErr != nil {
+		f.Close()
+		if ctx.Err() != nil {
+			return r.img, nil, ctx.Err()
+		}
+		f2, err := s.Flatten(ctx, r.img, fopts)
+		return r.img, f2, err
+	}
+	rep.Step("flattened %s while pulling it", r.img.Ref)
+	return r.img, f, nil
+}
+
 // readLayers decompresses layers in parallel, spilling file contents and
 // collecting headers; entries are applied in layer order afterwards.
-func (s *Store) readLayers(ctx context.Context, f *Flattened, m ispec.Manifest, config ispec.Image, jobs int, rep progress.Reporter) ([][]layerEntry, error) {
+func readLayers(ctx context.Context, f *Flattened, layers []ispec.Descriptor, diffIDs []digest.Digest, open func(int) (io.ReadCloser, error), jobs int, rep progress.Reporter) ([][]layerEntry, error) {
 	if jobs <= 0 {
 		jobs = 2
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	out := make([][]layerEntry, len(m.Layers))
-	errs := make([]error, len(m.Layers))
+	out := make([][]layerEntry, len(layers))
+	errs := make([]error, len(layers))
 	sem := make(chan struct{}, jobs)
 	var wg sync.WaitGroup
-	for i, l := range m.Layers {
+	for i, l := range layers {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -141,8 +253,14 @@ func (s *Store) readLayers(ctx context.Context, f *Flattened, m ispec.Manifest, 
 				return
 			}
 			defer func() { <-sem }()
-			c := rep.Bytes(fmt.Sprintf("layer %d/%d %s", i+1, len(m.Layers), l.Digest.Encoded()[:12]), l.Size)
-			es, spill, err := s.readLayer(ctx, f.dir, i, l, config.RootFS.DiffIDs[i], c)
+			c := rep.Bytes(fmt.Sprintf("layer %d/%d %s", i+1, len(layers), l.Digest.Encoded()[:12]), l.Size)
+			in, err := open(i)
+			var es []layerEntry
+			var spill *os.File
+			if err == nil {
+				es, spill, err = readLayer(ctx, in, f.dir, i, l, diffIDs[i], c)
+				in.Close()
+			}
 			f.spills[i] = spill
 			if err != nil {
 				c.Done("failed")
@@ -156,7 +274,7 @@ func (s *Store) readLayers(ctx context.Context, f *Flattened, m ispec.Manifest, 
 	}
 	wg.Wait()
 	for _, err := range errs {
-		if err != nil && err != context.Canceled {
+		if err != nil && !errors.Is(err, context.Canceled) {
 			return nil, err
 		}
 	}
@@ -168,12 +286,7 @@ func (s *Store) readLayers(ctx context.Context, f *Flattened, m ispec.Manifest, 
 	return out, nil
 }
 
-func (s *Store) readLayer(ctx context.Context, dir string, i int, d ispec.Descriptor, diffID digest.Digest, c progress.Counter) ([]layerEntry, *os.File, error) {
-	blob, err := os.Open(filepath.Join(s.Dir, "blobs", d.Digest.Algorithm().String(), d.Digest.Encoded()))
-	if err != nil {
-		return nil, nil, fmt.Errorf("the layer blob is missing from the store %s: pull the image again", s.Dir)
-	}
-	defer blob.Close()
+func readLayer(ctx context.Context, blob io.Reader, dir string, i int, d ispec.Descriptor, diffID digest.Digest, c progress.Counter) ([]layerEntry, *os.File, error) {
 	spill, err := os.Create(filepath.Join(dir, fmt.Sprintf("layer-%d", i)))
 	if err != nil {
 		return nil, nil, err

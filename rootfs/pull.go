@@ -29,6 +29,12 @@ type PullOptions struct {
 	Progress progress.Reporter
 	// Jobs is how many blobs download at once (default 3).
 	Jobs int
+
+	// onPlan hears the layers and config before any layer is fetched, and
+	// tee then receives each layer's compressed bytes as they are stored:
+	// PullFlatten decompresses layers while they download.
+	onPlan func(layers []v1.Descriptor, rawConfig []byte) error
+	tee    func(i int) *teeSink
 }
 
 // ErrDigestMismatch means a blob's bytes do not hash to its digest.
@@ -73,20 +79,25 @@ func (s *Store) Pull(ctx context.Context, ref Ref, opts PullOptions) (Image, err
 		ociLayers[i] = v1.Descriptor{MediaType: mt, Size: d.Size, Digest: d.Digest, Annotations: d.Annotations, URLs: d.URLs}
 		total += d.Size
 	}
+	rawConfig, err := src.img.RawConfigFile()
+	if err != nil {
+		return Image{}, fmt.Errorf("read the config of %s: %w", ref, err)
+	}
+	if opts.onPlan != nil {
+		if err := opts.onPlan(ociLayers, rawConfig); err != nil {
+			return Image{}, err
+		}
+	}
 	// Only the network has transient failures worth retrying; a local file
 	// that cannot be read will not become readable in a second.
 	attempts := 1
 	if ref.Transport == TransportDocker {
 		attempts = 3
 	}
-	if err := s.fetchLayers(ctx, ref, layers, srcManifest.Layers, opts.Jobs, attempts, rep); err != nil {
+	if err := s.fetchLayers(ctx, ref, layers, srcManifest.Layers, opts.Jobs, attempts, opts.tee, rep); err != nil {
 		return Image{}, err
 	}
 
-	rawConfig, err := src.img.RawConfigFile()
-	if err != nil {
-		return Image{}, fmt.Errorf("read the config of %s: %w", ref, err)
-	}
 	configDesc, err := s.putBytes(rawConfig)
 	if err != nil {
 		return Image{}, err
@@ -167,7 +178,7 @@ func ociLayerMediaType(mt types.MediaType) (types.MediaType, error) {
 }
 
 // fetchLayers stores every layer blob not yet in the store, a few at once.
-func (s *Store) fetchLayers(ctx context.Context, ref Ref, layers []v1.Layer, descs []v1.Descriptor, jobs, attempts int, rep progress.Reporter) error {
+func (s *Store) fetchLayers(ctx context.Context, ref Ref, layers []v1.Layer, descs []v1.Descriptor, jobs, attempts int, tee func(int) *teeSink, rep progress.Reporter) error {
 	if jobs <= 0 {
 		jobs = 3
 	}
@@ -188,7 +199,11 @@ func (s *Store) fetchLayers(ctx context.Context, ref Ref, layers []v1.Layer, des
 			}
 			defer func() { <-sem }()
 			label := fmt.Sprintf("layer %d/%d %s", i+1, len(layers), descs[i].Digest.Hex[:12])
-			if err := s.fetchBlob(ctx, layers[i], descs[i], label, attempts, rep); err != nil {
+			var sink *teeSink
+			if tee != nil {
+				sink = tee(i)
+			}
+			if err := s.fetchBlob(ctx, layers[i], descs[i], label, attempts, sink, rep); err != nil {
 				once.Do(func() {
 					firstErr = fmt.Errorf("pull %s: layer %d (%s): %w", ref, i+1, descs[i].Digest, err)
 					cancel()
@@ -204,21 +219,27 @@ func (s *Store) fetchLayers(ctx context.Context, ref Ref, layers []v1.Layer, des
 }
 
 // fetchBlob downloads one layer into the store, retrying transient read
-// failures; a digest mismatch is never retried: the source is wrong.
-func (s *Store) fetchBlob(ctx context.Context, l v1.Layer, d v1.Descriptor, label string, attempts int, rep progress.Reporter) error {
+// failures; a digest mismatch is never retried: the source is wrong. A
+// sink, when given, gets the layer's bytes as they arrive (or from the
+// store, when the blob is there already).
+func (s *Store) fetchBlob(ctx context.Context, l v1.Layer, d v1.Descriptor, label string, attempts int, sink *teeSink, rep progress.Reporter) error {
 	if s.hasBlob(d.Digest, d.Size) {
 		rep.Bytes(label, d.Size).Done("already stored")
+		sink.copyFrom(s.BlobPath(d.Digest))
 		return nil
 	}
 	var err error
 	for attempt := 1; attempt <= attempts; attempt++ {
 		c := rep.Bytes(label, d.Size)
-		err = s.fetchOnce(ctx, l, d, c)
+		err = s.fetchOnce(ctx, l, d, c, sink)
 		if err == nil {
 			c.Done("done")
+			sink.close(nil)
 			return nil
 		}
 		c.Done("failed")
+		// A retry starts the stream over, which the sink cannot follow.
+		sink.close(errPartialStream)
 		if errors.Is(err, ErrDigestMismatch) || ctx.Err() != nil {
 			return err
 		}
@@ -234,19 +255,77 @@ func (s *Store) fetchBlob(ctx context.Context, l v1.Layer, d v1.Descriptor, labe
 	return err
 }
 
-func (s *Store) fetchOnce(ctx context.Context, l v1.Layer, d v1.Descriptor, c progress.Counter) error {
+func (s *Store) fetchOnce(ctx context.Context, l v1.Layer, d v1.Descriptor, c progress.Counter, sink *teeSink) error {
 	rc, err := l.Compressed()
 	if err != nil {
 		return err
 	}
 	defer rc.Close()
-	_, err = s.putBlob(ctx, d.Digest, d.Size, &countingReader{r: rc, c: c})
+	var r io.Reader = &countingReader{r: rc, c: c}
+	if sink != nil {
+		r = io.TeeReader(r, sink)
+	}
+	_, err = s.putBlob(ctx, d.Digest, d.Size, r)
 	// go-containerregistry verifies registry blobs as it reads them; its
 	// error type is internal, so recognise it by its words.
 	if err != nil && !errors.Is(err, ErrDigestMismatch) && strings.Contains(err.Error(), "error verifying") {
 		return errkind.Errorf(ErrDigestMismatch, "the blob does not match its digest (%v): the registry or a proxy serves corrupt data", err)
 	}
 	return err
+}
+
+var errPartialStream = errors.New("the layer download was restarted")
+
+// teeSink feeds a layer's bytes to a reader in another goroutine. Its
+// writes never fail: if the reader gives up, the pull goes on regardless,
+// and the flattening falls back to reading the stored blob.
+type teeSink struct {
+	w      *io.PipeWriter
+	mu     sync.Mutex
+	broken bool
+	closed bool
+}
+
+func newTeeSink(w *io.PipeWriter) *teeSink { return &teeSink{w: w} }
+
+func (t *teeSink) Write(p []byte) (int, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if !t.broken && !t.closed {
+		if _, err := t.w.Write(p); err != nil {
+			t.broken = true
+		}
+	}
+	return len(p), nil
+}
+
+// close ends the stream, with err for the reader when not nil; only the
+// first close counts.
+func (t *teeSink) close(err error) {
+	if t == nil {
+		return
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if !t.closed {
+		t.closed = true
+		t.w.CloseWithError(err)
+	}
+}
+
+// copyFrom streams a stored blob to the reader.
+func (t *teeSink) copyFrom(path string) {
+	if t == nil {
+		return
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		t.close(err)
+		return
+	}
+	defer f.Close()
+	_, err = io.Copy(t, f)
+	t.close(err)
 }
 
 // putBlob writes r into the store under want, verifying the digest (and the

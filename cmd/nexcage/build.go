@@ -114,17 +114,31 @@ func buildOne(ctx context.Context, e *env, store *rootfs.Store, ref rootfs.Ref, 
 			}
 		}
 	}
-	img, err := ensureImage(ctx, e, store, ref, so)
-	if err != nil {
-		return nil, false, err
-	}
 	if e.staged {
+		img, err := ensureImage(ctx, e, store, ref, so)
+		if err != nil {
+			return nil, false, err
+		}
 		res, err := buildStaged(ctx, e, store, img, opts)
 		return res, true, err
 	}
-	f, err := store.Flatten(ctx, img, rootfs.FlattenOptions{Progress: e.progress})
-	if err != nil {
-		return nil, false, err
+	var f *rootfs.Flattened
+	fopts := rootfs.FlattenOptions{Progress: e.progress}
+	if img, stored, err := store.Find(ref, so.Platform); err == nil && stored && e.pull != "always" {
+		e.progress.Step("using %s (%s) from the store", ref, img.Platform)
+		f, err = store.Flatten(ctx, img, fopts)
+		if err != nil {
+			return nil, false, err
+		}
+	} else {
+		if e.pull == "never" {
+			return nil, false, fmt.Errorf("%w: %s (%s) is not in the store %s and --pull never forbids fetching it: run `nexcage pull` first", rootfs.ErrNotFound, ref, so.Platform, store.Dir)
+		}
+		// Decompress the layers while they download.
+		_, f, err = store.PullFlatten(ctx, ref, rootfs.PullOptions{SourceOptions: so, Progress: e.progress}, fopts)
+		if err != nil {
+			return nil, false, err
+		}
 	}
 	defer f.Close()
 	res, err := convert.Write(ctx, f.Tree, f.Spec, opts)

@@ -90,7 +90,7 @@ func bigLayout(t *testing.T, dir string, mib int) string {
 	cf, _ := img.ConfigFile()
 	cf = cf.DeepCopy()
 	cf.OS, cf.Architecture = "linux", "amd64"
-	cf.Config.Entrypoint = []string{"/data/x"}
+	cf.Config.Entrypoint = []string{"/data/fa000000"}
 	if img, err = mutate.ConfigFile(img, cf); err != nil {
 		t.Fatal(err)
 	}
@@ -131,7 +131,7 @@ func TestInterruptedBuildLeavesNothing(t *testing.T) {
 			// Interrupt once the layer is being read, not before the
 			// signal handler exists.
 			deadline := time.Now().Add(20 * time.Second)
-			for !strings.Contains(stderr.String(), "flattening") && time.Now().Before(deadline) {
+			for !strings.Contains(stderr.String(), "pulling") && !strings.Contains(stderr.String(), "flattening") && time.Now().Before(deadline) {
 				time.Sleep(5 * time.Millisecond)
 			}
 			time.Sleep(50 * time.Millisecond)

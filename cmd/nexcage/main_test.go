@@ -40,6 +40,8 @@ func TestScripts(t *testing.T) {
 			e.Setenv("NEXCAGE_STORE", filepath.Join(e.WorkDir, "store"))
 			e.Setenv("HOME", e.WorkDir)
 			e.Setenv("SKOPEO", skopeo)
+			factory, _ := filepath.Abs(filepath.Join("..", "..", "examples", "factory"))
+			e.Setenv("FACTORY", factory)
 			if os.Geteuid() == 0 {
 				e.Setenv("ROOT", "1")
 			}
