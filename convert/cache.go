@@ -2,6 +2,7 @@ package convert
 
 import (
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"sort"
@@ -58,4 +59,29 @@ func UpToDate(opts Options, reference, sourceDigest string) (*Result, bool) {
 func exists(p string) bool {
 	_, err := os.Stat(p)
 	return err == nil
+}
+
+// Sidecars returns the .conf and .json paths that belong to a template
+// file (NAME.tar.zst → NAME.conf, NAME.json).
+func Sidecars(template string) (conf, manifest string) {
+	base := template
+	if c, ok := CompressionFromName(template); ok {
+		base = template[:len(template)-len(c.Suffix())]
+	} else {
+		base = strings.TrimSuffix(template, ".tar")
+	}
+	return base + ".conf", base + ".json"
+}
+
+// ReadManifest reads a template's .json sidecar.
+func ReadManifest(path string) (*Metadata, error) {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var m Metadata
+	if err := json.Unmarshal(raw, &m); err != nil {
+		return nil, fmt.Errorf("%s is not a nexcage manifest: %w", path, err)
+	}
+	return &m, nil
 }

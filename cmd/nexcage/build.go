@@ -84,6 +84,16 @@ func runBuild(ctx context.Context, e *env, args []string) (any, error) {
 		if r.Error != "" {
 			return nil, errors.New(r.Error)
 		}
+		if e.deployAfter {
+			if !e.json {
+				printResult(e, r.Result)
+			}
+			d, err := deployTemplate(ctx, e, r.Result.Template)
+			if err != nil {
+				return nil, fmt.Errorf("%s was built, but deploying it failed: %w", r.Result.Template, err)
+			}
+			return map[string]any{"build": r, "deploy": d}, nil
+		}
 		if !e.json {
 			if r.UpToDate {
 				fmt.Fprintf(e.stdout, "%s is up to date (built from %s)\n", r.Result.Template, r.Result.Metadata.Source.SourceDigest)

@@ -56,6 +56,11 @@ type opts struct {
 	conv        convertFlags
 	jobs        int
 	staged      bool
+	deploy      deployFlags
+	deployAfter bool
+	createName  string
+	createImage string
+	containers  bool
 }
 
 // env is what a command runs with.

@@ -10,6 +10,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/nexcage/nexcage/internal/progress"
+	"github.com/nexcage/nexcage/pct"
 	"github.com/nexcage/nexcage/rootfs"
 )
 
@@ -42,9 +43,15 @@ xattr. A non-empty BUNDLE is refused unless --force.`,
 	})
 	register(&command{
 		name:    "list",
-		summary: "list the images in the store",
-		flags:   storeFlag,
-		run:     runList,
+		summary: "list the images in the store, or (-c) the containers nexcage created",
+		help: `Without flags: the store's images. With --containers: the containers on
+this Proxmox host or cluster that nexcage created (recorded in their
+description), with their node, status, template and image digest.`,
+		flags: func(fs *pflag.FlagSet, o *opts) {
+			storeFlag(fs, o)
+			fs.BoolVarP(&o.containers, "containers", "c", false, "list the containers nexcage created instead")
+		},
+		run: runList,
 	})
 }
 
@@ -191,6 +198,9 @@ func runList(ctx context.Context, e *env, args []string) (any, error) {
 	if len(args) != 0 {
 		return nil, usagef("list takes no arguments")
 	}
+	if e.containers {
+		return listContainers(ctx, e)
+	}
 	store, err := openStore(e)
 	if err != nil {
 		return nil, err
@@ -222,4 +232,27 @@ func shortDigest(d string) string {
 		return d[:7+12]
 	}
 	return d
+}
+
+func listContainers(ctx context.Context, e *env) (any, error) {
+	cts, err := pct.NewHost().ListManaged(ctx)
+	if err != nil {
+		return nil, pctError(e, err)
+	}
+	if cts == nil {
+		cts = []pct.Managed{}
+	}
+	if e.json {
+		return map[string]any{"containers": cts}, nil
+	}
+	if len(cts) == 0 {
+		fmt.Fprintln(e.stdout, "no containers created by nexcage")
+		return nil, nil
+	}
+	tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "NAME\tVMID\tNODE\tSTATUS\tTEMPLATE\tIMAGE DIGEST")
+	for _, c := range cts {
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\n", c.Name, c.VMID, c.Node, c.Status, c.Template, shortDigest(c.Digest))
+	}
+	return nil, tw.Flush()
 }

@@ -1,0 +1,193 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/spf13/pflag"
+
+	"github.com/nexcage/nexcage/convert"
+	"github.com/nexcage/nexcage/lxc"
+	"github.com/nexcage/nexcage/pct"
+)
+
+// deployFlags are deploy's flags; build --deploy and create share them.
+type deployFlags struct {
+	vmid, memory, swap, cores, rootfsSize, volumeSize int
+	node, hostname, storage, templateStorage          string
+	net0, features, password, sshKeys                 string
+	unprivileged                                      string
+	mounts                                            []string
+	start, dryRun, keepFailed, replaceTemplate        bool
+}
+
+func registerDeployFlags(fs *pflag.FlagSet, d *deployFlags) {
+	fs.IntVar(&d.vmid, "vmid", 0, "container id (default: the next free one, pvesh get /cluster/nextid)")
+	fs.StringVar(&d.hostname, "hostname", "", "container hostname (default: the template's, else CT<vmid>)")
+	fs.StringVar(&d.storage, "storage", "local-lvm", "storage for the rootfs and image volumes")
+	fs.IntVar(&d.rootfsSize, "rootfs-size", 8, "rootfs size in GiB")
+	fs.StringVar(&d.templateStorage, "template-storage", "local", "storage to upload a local template to")
+	fs.BoolVar(&d.replaceTemplate, "replace-template", false, "overwrite a different template of the same name in the template storage")
+	fs.IntVar(&d.memory, "memory", 0, "memory in MiB (default: PVE's, 512)")
+	fs.IntVar(&d.swap, "swap", 0, "swap in MiB (default: PVE's, 512)")
+	fs.IntVar(&d.cores, "cores", 0, "CPU cores (default: all)")
+	fs.StringVar(&d.net0, "net0", "name=eth0,bridge=vmbr0,ip=dhcp", "first network interface, in pct's syntax")
+	fs.StringVar(&d.unprivileged, "unprivileged", "", "1 or 0 (default: from the template: unprivileged unless it is privileged-only)")
+	fs.StringVar(&d.features, "features", "", "container features, e.g. nesting=1,keyctl=1")
+	fs.StringArrayVar(&d.mounts, "mount", nil, "bind mount SRC:DEST[:ro] (repeatable)")
+	fs.IntVar(&d.volumeSize, "volume-size", 8, "GiB of storage for each image VOLUME")
+	fs.StringVar(&d.password, "password", "", "root password (at least 5 characters)")
+	fs.StringVar(&d.sshKeys, "ssh-public-keys", "", "file of SSH public keys for root")
+	fs.BoolVar(&d.start, "start", false, "start the container after creating it")
+	fs.StringVar(&d.node, "node", "", "create on this node of the cluster (through pvesh)")
+	fs.BoolVar(&d.dryRun, "dry-run", false, "print the plan (commands and resulting config) and change nothing")
+	fs.BoolVar(&d.keepFailed, "keep-failed", false, "keep a container whose set-up failed after it was created, instead of destroying it")
+}
+
+func init() {
+	register(&command{
+		name:    "deploy",
+		args:    "TEMPLATE",
+		summary: "create a Proxmox container from a template, validated first, undone on failure",
+		help: `TEMPLATE is a local template file (its .conf and .json sidecars are read
+and uploaded with it) or a volume id STORAGE:vztmpl/FILE. Everything is
+checked before anything changes on the host; a step that fails after the
+container was created destroys it again (unless --keep-failed).`,
+		flags: func(fs *pflag.FlagSet, o *opts) {
+			registerDeployFlags(fs, &o.deploy)
+			fs.BoolVarP(&o.verbose, "verbose", "v", false, "show PVE's own output with errors")
+		},
+		run: runDeploy,
+	})
+}
+
+func runDeploy(ctx context.Context, e *env, args []string) (any, error) {
+	if len(args) != 1 {
+		return nil, usagef("deploy takes one TEMPLATE, got %d arguments", len(args))
+	}
+	return deployTemplate(ctx, e, args[0])
+}
+
+// deployOptions turns the flags into pct options.
+func deployOptions(d deployFlags) (pct.Options, error) {
+	o := pct.Options{
+		VMID: d.vmid, Node: d.node, Hostname: d.hostname, Storage: d.storage, RootfsSize: d.rootfsSize,
+		TemplateStorage: d.templateStorage, ReplaceTemplate: d.replaceTemplate,
+		Memory: d.memory, Swap: d.swap, Cores: d.cores, Net0: d.net0, Features: d.features,
+		VolumeSize: d.volumeSize, Password: d.password, SSHKeysFile: d.sshKeys, Start: d.start, KeepFailed: d.keepFailed,
+	}
+	switch d.unprivileged {
+	case "":
+	case "1", "true":
+		v := true
+		o.Unprivileged = &v
+	case "0", "false":
+		v := false
+		o.Unprivileged = &v
+	default:
+		return o, usagef("--unprivileged %q: use 1 or 0", d.unprivileged)
+	}
+	for _, m := range d.mounts {
+		parts := strings.Split(m, ":")
+		if len(parts) < 2 || len(parts) > 3 || (len(parts) == 3 && parts[2] != "ro") {
+			return o, usagef("--mount %q: write SRC:DEST or SRC:DEST:ro", m)
+		}
+		o.Mounts = append(o.Mounts, pct.BindMount{Source: parts[0], Dest: parts[1], RO: len(parts) == 3})
+	}
+	return o, nil
+}
+
+// loadTemplate reads what deploy needs to know about a template.
+func loadTemplate(ctx context.Context, h *pct.Host, arg string) (*pct.Template, error) {
+	t := &pct.Template{}
+	file := arg
+	if strings.Contains(arg, ":") && strings.Contains(arg, "vztmpl/") && !strings.HasPrefix(arg, "/") {
+		t.VolID = arg
+		p, err := h.TemplatePath(ctx, arg)
+		if err != nil {
+			return nil, err
+		}
+		file = p
+	} else {
+		abs, err := filepath.Abs(arg)
+		if err != nil {
+			return nil, err
+		}
+		if _, err := os.Stat(abs); err != nil {
+			return nil, &pct.Error{Kind: pct.ErrNotFound, Param: "template", Msg: fmt.Sprintf("template %s does not exist", abs), Fix: "build it first (nexcage build IMAGE -o DIR/) or give STORAGE:vztmpl/FILE"}
+		}
+		t.File = abs
+		file = abs
+	}
+	confPath, jsonPath := convert.Sidecars(file)
+	if raw, err := os.ReadFile(confPath); err == nil {
+		c, err := lxc.Parse(string(raw))
+		if err != nil {
+			return nil, fmt.Errorf("the template's config %s does not parse: %w", confPath, err)
+		}
+		t.Config = c
+		t.Sidecars = append(t.Sidecars, confPath)
+	}
+	if m, err := convert.ReadManifest(jsonPath); err == nil {
+		t.Privileged, t.Volumes, t.SHA256 = m.Privileged, m.Volumes, m.Template.SHA256
+		t.Image, t.Digest = m.Source.Reference, m.Source.SourceDigest
+		t.Sidecars = append(t.Sidecars, jsonPath)
+	}
+	if t.VolID != "" {
+		t.Sidecars = nil // already beside it on the host
+	}
+	return t, nil
+}
+
+// deployTemplate plans and runs a deploy.
+func deployTemplate(ctx context.Context, e *env, arg string) (any, error) {
+	o, err := deployOptions(e.deploy)
+	if err != nil {
+		return nil, err
+	}
+	h := pct.NewHost()
+	t, err := loadTemplate(ctx, h, arg)
+	if err != nil {
+		return nil, pctError(e, err)
+	}
+	plan, err := pct.MakePlan(ctx, h, t, o)
+	if err != nil {
+		return nil, pctError(e, err)
+	}
+	if e.deploy.dryRun {
+		if !e.json {
+			fmt.Fprintf(e.stdout, "# plan for CT %d (PVE %s); nothing was changed\n", plan.VMID, plan.Version)
+			for _, c := range plan.Commands() {
+				fmt.Fprintln(e.stdout, c)
+			}
+			fmt.Fprintf(e.stdout, "# resulting config:\n%s", plan.Config.Render())
+		}
+		return map[string]any{"dry_run": true, "vmid": plan.VMID, "commands": plan.Commands(), "config": plan.Config.Render()}, nil
+	}
+	e.progress.Step("creating CT %d from %s", plan.VMID, plan.VolID)
+	res, err := pct.Deploy(ctx, h, plan, e.deploy.keepFailed)
+	if err != nil {
+		return nil, pctError(e, err)
+	}
+	if !e.json {
+		state := "created"
+		if res.Started {
+			state = "created and started"
+		}
+		fmt.Fprintf(e.stdout, "CT %d %s from %s\n", res.VMID, state, res.VolID)
+	}
+	return res, nil
+}
+
+// pctError adds PVE's raw output with --verbose.
+func pctError(e *env, err error) error {
+	var pe *pct.Error
+	if e.verbose && errors.As(err, &pe) && pe.Raw != "" {
+		return fmt.Errorf("%w\n%s", err, pe.Raw)
+	}
+	return err
+}

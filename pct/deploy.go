@@ -1,0 +1,549 @@
+package pct
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"github.com/nexcage/nexcage/internal/atomicfile"
+	"github.com/nexcage/nexcage/lxc"
+)
+
+// Template is what is deployed: a local template file with what its
+// sidecars say, or a volume already on the host.
+type Template struct {
+	File  string // local file, or ""
+	VolID string // STORAGE:vztmpl/NAME, or "" for a local file
+	// Config is the template's .conf (nil when there is none).
+	Config     *lxc.Config
+	Privileged bool     // a privileged-only template
+	Volumes    []string // image VOLUMEs: storage-backed mount points
+	SHA256     string
+	Sidecars   []string // the local .conf and .json, uploaded with it
+	// Image and Digest are where the template came from, recorded in the
+	// container's description.
+	Image, Digest string
+}
+
+// BindMount is a --mount SRC:DEST[:ro].
+type BindMount struct {
+	Source, Dest string
+	RO           bool
+}
+
+// Options are deploy's flags, pct's names where pct has one.
+type Options struct {
+	VMID            int // 0 = next free
+	Node            string
+	Hostname        string
+	Storage         string // rootfs storage (default local-lvm)
+	RootfsSize      int    // GiB (default 8)
+	TemplateStorage string // default local
+	ReplaceTemplate bool
+	Memory, Swap    int // MiB; 0 = PVE's default
+	Cores           int
+	Net0            string
+	Unprivileged    *bool // nil: from the template
+	Features        string
+	Mounts          []BindMount
+	VolumeSize      int // GiB for each image VOLUME (default 8)
+	Password        string
+	SSHKeysFile     string
+	Start           bool
+	KeepFailed      bool
+	Description     string
+	// Extra are more "--opt value" pairs for pct create (tests, niche
+	// options); flags above win.
+	Extra []string
+}
+
+// Plan is everything a deploy will do, decided before any change.
+type Plan struct {
+	VMID     int
+	autoVMID bool
+	Node     string
+	Version  Version
+	VolID    string
+	Upload   *Upload    // nil when the template is already there
+	Create   []string   // pct create (or pvesh create) argv, without the VMID filled in for retries
+	Set      []string   // pct set argv for mount points, or nil
+	Raw      []string   // raw lxc.* lines for the config file
+	Start    []string   // pct start argv, or nil
+	Config   lxc.Config // the container config that results
+}
+
+// Upload copies a local template, and its .conf and .json sidecars when
+// it has them, into the template storage; PVE ignores the sidecars, and
+// `nexcage deploy STORAGE:vztmpl/NAME` and `nexcage check` read them there.
+type Upload struct {
+	From, To string
+	Skip     bool // an identical file is there already
+	Sidecars []string
+}
+
+// Commands lists the plan's commands for --dry-run, shell-quoted.
+func (p *Plan) Commands() []string {
+	var out []string
+	if p.Upload != nil {
+		if p.Upload.Skip {
+			out = append(out, "# "+p.Upload.To+" is already there (same sha256)")
+		} else {
+			out = append(out, ShellQuote([]string{"cp", p.Upload.From, p.Upload.To}))
+		}
+	}
+	out = append(out, ShellQuote(p.createArgv(p.VMID)))
+	if p.Set != nil {
+		out = append(out, ShellQuote(p.setArgv(p.VMID)))
+	}
+	for _, l := range p.Raw {
+		out = append(out, fmt.Sprintf("# append to %s under its config lock: %s", path.Join("/etc/pve/lxc", strconv.Itoa(p.VMID)+".conf"), l))
+	}
+	if p.Start != nil {
+		out = append(out, ShellQuote([]string{"pct", "start", strconv.Itoa(p.VMID)}))
+	}
+	return out
+}
+
+func (p *Plan) createArgv(vmid int) []string {
+	id := strconv.Itoa(vmid)
+	if p.Node != "" {
+		return append([]string{"pvesh", "create", "/nodes/" + p.Node + "/lxc", "--vmid", id, "--ostemplate", p.VolID}, p.Create...)
+	}
+	return append([]string{"pct", "create", id, p.VolID}, p.Create...)
+}
+
+func (p *Plan) setArgv(vmid int) []string {
+	return append([]string{"pct", "set", strconv.Itoa(vmid)}, p.Set...)
+}
+
+// MakePlan validates a deploy against the flags, the template and the
+// host, changing nothing; every refusal names the flag and the fix.
+func MakePlan(ctx context.Context, h *Host, t *Template, o Options) (*Plan, error) {
+	if err := validateFlags(t, o); err != nil {
+		return nil, err
+	}
+	p := &Plan{Node: o.Node}
+	var err error
+	if p.Version, err = h.Version(ctx); err != nil {
+		return nil, err
+	}
+	storages, err := h.Storages(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if o.Node != "" {
+		nodes, err := h.Nodes(ctx)
+		if err != nil {
+			return nil, err
+		}
+		if !contains(nodes, o.Node) {
+			return nil, newError(ErrNotFound, "node", fmt.Sprintf("node '%s' is not in this cluster (it has %s)", o.Node, strings.Join(nodes, ", ")), "name one of them with --node")
+		}
+	}
+	rootStorage := firstNonEmpty(o.Storage, "local-lvm")
+	if err := checkStorage(storages, rootStorage, "rootdir", o.Node, "--storage"); err != nil {
+		return nil, err
+	}
+
+	// The template: a volume on the host, or a local file to upload.
+	if t.VolID != "" {
+		p.VolID = t.VolID
+		store, _, _ := strings.Cut(t.VolID, ":")
+		if err := checkStorage(storages, store, "vztmpl", o.Node, "the template's storage"); err != nil {
+			return nil, err
+		}
+		if _, err := h.TemplatePath(ctx, t.VolID); err != nil {
+			return nil, err
+		}
+	} else {
+		ts := firstNonEmpty(o.TemplateStorage, "local")
+		if err := checkStorage(storages, ts, "vztmpl", o.Node, "--template-storage"); err != nil {
+			return nil, err
+		}
+		p.VolID = ts + ":vztmpl/" + filepath.Base(t.File)
+		dest, err := h.TemplatePath(ctx, p.VolID)
+		if err != nil {
+			return nil, err
+		}
+		if p.Upload, err = planUpload(t, dest, o.ReplaceTemplate); err != nil {
+			return nil, err
+		}
+	}
+
+	// The VMID: given and free, or the next free one.
+	resources, err := h.Resources(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if o.VMID != 0 {
+		for _, r := range resources {
+			if r.VMID == o.VMID {
+				return nil, newError(ErrAlreadyExists, "vmid", fmt.Sprintf("CT %d already exists on node '%s'", o.VMID, r.Node), "choose another --vmid, or leave it out for the next free one")
+			}
+		}
+		p.VMID = o.VMID
+	} else {
+		if p.VMID, err = h.NextID(ctx); err != nil {
+			return nil, err
+		}
+		p.autoVMID = true
+	}
+
+	p.Config = mergedConfig(t, o, rootStorage)
+	p.Config.Description = describe(p.Config.Description, Marker{Template: p.VolID, Image: t.Image, Digest: t.Digest})
+	p.Create = createOptions(p, t, o, rootStorage)
+	p.Set, err = mountOptions(storages, t, o, rootStorage)
+	if err != nil {
+		return nil, err
+	}
+	p.Raw = rawLines(p, t)
+	if o.Start {
+		p.Start = []string{"pct", "start"}
+	}
+	return p, nil
+}
+
+func validateFlags(t *Template, o Options) error {
+	if o.VMID != 0 && (o.VMID < 100 || o.VMID > 999999999) {
+		return newError(ErrInvalidArgument, "vmid", fmt.Sprintf("--vmid %d is out of range", o.VMID), "use 100 to 999999999, or leave it out for the next free one")
+	}
+	if o.Hostname != "" && !lxc.ValidDNSName(o.Hostname) {
+		return newError(ErrInvalidArgument, "hostname", fmt.Sprintf("--hostname %q is not a valid DNS name", o.Hostname), paramFix["hostname"])
+	}
+	if o.Memory != 0 && o.Memory < 16 {
+		return newError(ErrInvalidArgument, "memory", fmt.Sprintf("--memory %d is below PVE's minimum of 16 MiB", o.Memory), paramFix["memory"])
+	}
+	if o.Cores < 0 || o.Cores > 8192 {
+		return newError(ErrInvalidArgument, "cores", fmt.Sprintf("--cores %d is out of range", o.Cores), paramFix["cores"])
+	}
+	if o.Password != "" && len(o.Password) < 5 {
+		return newError(ErrInvalidArgument, "password", "--password is shorter than 5 characters", paramFix["password"])
+	}
+	if o.SSHKeysFile != "" {
+		if _, err := os.Stat(o.SSHKeysFile); err != nil {
+			return newError(ErrNotFound, "ssh-public-keys", fmt.Sprintf("--ssh-public-keys %s cannot be read (%v)", o.SSHKeysFile, err), "give a file of OpenSSH public keys")
+		}
+	}
+	for _, m := range o.Mounts {
+		if !path.IsAbs(m.Source) || m.Source != path.Clean(m.Source) || strings.Contains(m.Source, "/./") || hasDotDot(m.Source) {
+			return newError(ErrInvalidArgument, "mount", fmt.Sprintf("--mount %s: the source must be an absolute, clean host path (no '.', '..' or '//')", m.Source), "write --mount /host/dir:/ct/dir[:ro]")
+		}
+		fi, err := os.Lstat(m.Source)
+		switch {
+		case err != nil:
+			return newError(ErrNotFound, "mount", fmt.Sprintf("--mount %s: the host directory does not exist", m.Source), "create it first, or fix the path")
+		case fi.Mode()&os.ModeSymlink != 0:
+			return newError(ErrInvalidArgument, "mount", fmt.Sprintf("--mount %s is a symlink, which PVE refuses as a bind source", m.Source), "name the real directory")
+		case !fi.IsDir():
+			return newError(ErrInvalidArgument, "mount", fmt.Sprintf("--mount %s is not a directory", m.Source), "bind-mount a directory")
+		}
+		if !path.IsAbs(m.Dest) || hasDotDot(m.Dest) || strings.ContainsAny(m.Dest+m.Source, ", \t") {
+			return newError(ErrInvalidArgument, "mount", fmt.Sprintf("--mount %s:%s: the destination must be an absolute path without '..', commas or blanks", m.Source, m.Dest), "write --mount /host/dir:/ct/dir[:ro]")
+		}
+	}
+	if o.Unprivileged != nil && *o.Unprivileged && t.Privileged {
+		return newError(ErrInvalidArgument, "unprivileged", "the template is privileged-only (it keeps ids above 65535, which an unprivileged container cannot map)", "deploy with --unprivileged=false, or rebuild it with --squash-high-ids")
+	}
+	return nil
+}
+
+func planUpload(t *Template, dest string, replace bool) (*Upload, error) {
+	u := &Upload{From: t.File, To: dest, Sidecars: t.Sidecars}
+	if _, err := os.Stat(dest); err != nil {
+		return u, nil
+	}
+	have, err := fileSHA256(dest)
+	if err != nil {
+		return nil, err
+	}
+	want := t.SHA256
+	if want == "" {
+		if want, err = fileSHA256(t.File); err != nil {
+			return nil, err
+		}
+	}
+	switch {
+	case have == want:
+		u.Skip = true
+	case !replace:
+		return nil, newError(ErrAlreadyExists, "template", fmt.Sprintf("a different template named %s is already on the host (%s)", filepath.Base(dest), dest), "rename yours, or pass --replace-template to overwrite it")
+	}
+	return u, nil
+}
+
+func fileSHA256(p string) (string, error) {
+	f, err := os.Open(p)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return "", err
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
+}
+
+func checkStorage(storages []Storage, name, content, node, flag string) error {
+	for _, s := range storages {
+		if s.Name != name {
+			continue
+		}
+		switch {
+		case s.Disable != 0:
+			return newError(ErrStorage, "storage", fmt.Sprintf("storage '%s' (%s) is disabled", name, flag), "enable it (pvesm set "+name+" --disable 0) or choose another")
+		case !s.OnNode(node):
+			return newError(ErrStorage, "storage", fmt.Sprintf("storage '%s' (%s) is not available on node '%s'", name, flag, node), "choose a storage of that node")
+		case !s.Holds(content):
+			return newError(ErrStorage, "storage", fmt.Sprintf("storage '%s' (%s) does not hold %s content (it holds %s)", name, flag, content, s.Content), "choose a storage whose content includes "+content)
+		}
+		return nil
+	}
+	var names []string
+	for _, s := range storages {
+		if s.Holds(content) && s.Disable == 0 && s.OnNode(node) {
+			names = append(names, s.Name)
+		}
+	}
+	return newError(ErrNotFound, "storage", fmt.Sprintf("storage '%s' (%s) does not exist", name, flag), "use one that holds "+content+": "+strings.Join(names, ", "))
+}
+
+// mergedConfig is the template's .conf with the flags applied (flags win).
+func mergedConfig(t *Template, o Options, rootStorage string) lxc.Config {
+	var c lxc.Config
+	if t.Config != nil {
+		c = *t.Config
+	}
+	c.Unprivileged = !t.Privileged
+	if o.Unprivileged != nil {
+		c.Unprivileged = *o.Unprivileged
+	}
+	if o.Hostname != "" {
+		c.Hostname = o.Hostname
+	}
+	c.Options = nil
+	add := func(k, v string) {
+		if v != "" && v != "0" {
+			c.Options = append(c.Options, lxc.Option{Key: k, Value: v})
+		}
+	}
+	add("memory", strconv.Itoa(o.Memory))
+	add("swap", strconv.Itoa(o.Swap))
+	add("cores", strconv.Itoa(o.Cores))
+	add("net0", firstNonEmpty(o.Net0, "name=eth0,bridge=vmbr0,ip=dhcp"))
+	add("rootfs", fmt.Sprintf("%s:%d", rootStorage, orDefault(o.RootfsSize, 8)))
+	add("features", o.Features)
+	c.Description = firstNonEmpty(o.Description, c.Description)
+	return c
+}
+
+func createOptions(p *Plan, t *Template, o Options, rootStorage string) []string {
+	c := p.Config
+	var a []string
+	add := func(k, v string) {
+		if v != "" {
+			a = append(a, "--"+k, v)
+		}
+	}
+	add("hostname", c.Hostname)
+	for _, opt := range c.Options {
+		add(opt.Key, opt.Value)
+	}
+	add("ostype", c.OSType)
+	add("arch", c.Arch)
+	add("unprivileged", map[bool]string{true: "1", false: "0"}[c.Unprivileged])
+	add("password", o.Password)
+	add("ssh-public-keys", o.SSHKeysFile)
+	add("description", c.Description)
+	if p.Version.AppContainers() {
+		add("entrypoint", c.Entrypoint)
+		add("cmode", c.Cmode)
+		if len(c.Env) > 0 {
+			add("env", strings.Join(c.Env, "\x00"))
+		}
+	}
+	return append(a, o.Extra...)
+}
+
+// mountOptions are the mpN options set after the create: binds from the
+// template's config and --mount, then a storage volume per image VOLUME.
+func mountOptions(storages []Storage, t *Template, o Options, rootStorage string) ([]string, error) {
+	var mps []lxc.MountPoint
+	if t.Config != nil {
+		mps = append(mps, t.Config.MountPoints...)
+	}
+	for _, m := range o.Mounts {
+		mps = append(mps, lxc.MountPoint{Volume: m.Source, Path: m.Dest, RO: m.RO})
+	}
+	for _, v := range t.Volumes {
+		mps = append(mps, lxc.MountPoint{Volume: fmt.Sprintf("%s:%d", rootStorage, orDefault(o.VolumeSize, 8)), Path: v})
+	}
+	if len(mps) == 0 {
+		return nil, nil
+	}
+	if len(mps) > 256 {
+		return nil, newError(ErrInvalidArgument, "mount", fmt.Sprintf("%d mount points: PVE allows mp0 to mp255", len(mps)), "drop some --mount flags")
+	}
+	var a []string
+	for i, m := range mps {
+		m.Index = i
+		a = append(a, "--"+m.Key(), m.Value())
+	}
+	return a, nil
+}
+
+// rawLines are the raw LXC keys for the config file: the template's, and
+// on PVE before 9.1 the entrypoint and environment as LXC keys.
+func rawLines(p *Plan, t *Template) []string {
+	c := p.Config
+	var out []string
+	if !p.Version.AppContainers() {
+		if c.Entrypoint != "" {
+			out = append(out, "lxc.init.cmd: "+c.Entrypoint)
+		}
+		for _, e := range c.Env {
+			out = append(out, "lxc.environment: "+e)
+		}
+	}
+	for _, r := range c.Raw {
+		out = append(out, r.Key+": "+r.Value)
+	}
+	return out
+}
+
+// Result is what a deploy did.
+type Result struct {
+	VMID     int      `json:"vmid"`
+	Node     string   `json:"node,omitempty"`
+	VolID    string   `json:"template"`
+	Uploaded bool     `json:"uploaded"`
+	Started  bool     `json:"started"`
+	Commands []string `json:"commands"`
+}
+
+// Deploy carries out a plan. Once the container exists, any failure
+// destroys it again (unless keepFailed), so nothing half-made is left.
+func Deploy(ctx context.Context, h *Host, p *Plan, keepFailed bool) (*Result, error) {
+	res := &Result{Node: p.Node, VolID: p.VolID}
+	if p.Upload != nil && !p.Upload.Skip {
+		if err := upload(p.Upload); err != nil {
+			return nil, err
+		}
+		res.Uploaded = true
+	}
+	var err error
+	for attempt := 0; ; attempt++ {
+		_, err = h.run(ctx, p.createArgv(p.VMID)...)
+		// The next free VMID is not reserved: another create may take it
+		// between nextid and ours.
+		if err != nil && errors.Is(err, ErrAlreadyExists) && p.autoVMID && attempt < 5 {
+			if p.VMID, err = h.NextID(ctx); err != nil {
+				return nil, err
+			}
+			continue
+		}
+		break
+	}
+	res.VMID = p.VMID
+	res.Commands = p.Commands()
+	if err != nil {
+		return nil, err
+	}
+	undo := func(cause error) error {
+		if keepFailed {
+			return fmt.Errorf("%w (CT %d was kept as it is, because of --keep-failed; remove it with `pct destroy %d --purge`)", cause, p.VMID, p.VMID)
+		}
+		if _, derr := h.run(context.WithoutCancel(ctx), "pct", "destroy", strconv.Itoa(p.VMID), "--purge"); derr != nil {
+			return fmt.Errorf("%w; destroying the half-made CT %d failed too (%v): remove it with `pct destroy %d --purge`", cause, p.VMID, derr, p.VMID)
+		}
+		return fmt.Errorf("%w (CT %d was destroyed again: nothing was left behind)", cause, p.VMID)
+	}
+	if p.Set != nil {
+		if _, err := h.run(ctx, p.setArgv(p.VMID)...); err != nil {
+			return nil, undo(err)
+		}
+	}
+	if err := h.AppendRaw(p.VMID, p.Node, p.Raw); err != nil {
+		return nil, undo(err)
+	}
+	if p.Start != nil {
+		if _, err := h.run(ctx, "pct", "start", strconv.Itoa(p.VMID)); err != nil {
+			return nil, undo(err)
+		}
+		res.Started = true
+	}
+	return res, nil
+}
+
+func upload(u *Upload) error {
+	if err := os.MkdirAll(filepath.Dir(u.To), 0o755); err != nil {
+		return newError(ErrStorage, "template-storage", fmt.Sprintf("cannot create %s: %v", filepath.Dir(u.To), err), "check the template storage's path")
+	}
+	// Sidecars first: a template without its sidecars would look like one
+	// nexcage did not build.
+	for _, sc := range u.Sidecars {
+		if err := copyFile(sc, filepath.Join(filepath.Dir(u.To), filepath.Base(sc))); err != nil {
+			return err
+		}
+	}
+	return copyFile(u.From, u.To)
+}
+
+func copyFile(from, to string) error {
+	in, err := os.Open(from)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	out, err := atomicfile.Create(to, 0o644)
+	if err != nil {
+		return newError(ErrStorage, "template-storage", err.Error(), "check the template storage's permissions and free space")
+	}
+	defer out.Abort()
+	if _, err := io.Copy(out, in); err != nil {
+		return newError(ErrStorage, "template-storage", fmt.Sprintf("copy %s to %s: %v", from, to, err), "check free space in the template storage")
+	}
+	return out.Commit()
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+func firstNonEmpty(s ...string) string {
+	for _, x := range s {
+		if x != "" {
+			return x
+		}
+	}
+	return ""
+}
+
+func orDefault(v, d int) int {
+	if v == 0 {
+		return d
+	}
+	return v
+}
+
+func hasDotDot(p string) bool {
+	for _, part := range strings.Split(p, "/") {
+		if part == ".." {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,202 @@
+// Package pct talks to a Proxmox VE host through its own tools (pct,
+// pvesm, pvesh, pveversion) run as argv, never through a shell: it
+// validates a deploy before anything changes, maps PVE's messages to
+// typed errors, and undoes a half-made container.
+package pct
+
+import (
+	"errors"
+	"fmt"
+	"regexp"
+	"strings"
+)
+
+// Sentinels for errors.Is on an *Error.
+var (
+	ErrAlreadyExists   = errors.New("already exists")
+	ErrNotFound        = errors.New("not found")
+	ErrInvalidArgument = errors.New("invalid argument")
+	ErrPermission      = errors.New("permission denied")
+	ErrStorage         = errors.New("storage error")
+	ErrTimeout         = errors.New("timeout")
+	ErrFailed          = errors.New("pve command failed")
+)
+
+// Error is a failure of a PVE command, or a request PVE would refuse.
+type Error struct {
+	Kind error
+	// Param is the option at fault, for invalid arguments ("hostname").
+	Param string
+	Msg   string // one line: what is wrong
+	Fix   string // what to do about it
+	// Raw is the command line and PVE's own output, for --verbose.
+	Raw string
+}
+
+func (e *Error) Error() string {
+	if e.Fix == "" {
+		return e.Msg
+	}
+	return e.Msg + ": " + e.Fix
+}
+
+func (e *Error) Is(target error) bool { return target == e.Kind }
+
+func newError(kind error, param, msg, fix string) *Error {
+	return &Error{Kind: kind, Param: param, Msg: msg, Fix: fix}
+}
+
+var (
+	reExists       = regexp.MustCompile(`(?:CT|VM) (\d+) already exists on node '([^']+)'`)
+	reVMIDTaken    = regexp.MustCompile(`vmid: VM (\d+) already exists`)
+	reTask         = regexp.MustCompile(`unable to create CT (\d+) - (.*)`)
+	reParam        = regexp.MustCompile(`^([a-z][a-z0-9_-]*\d*): (.+)$`)
+	reNoFile       = regexp.MustCompile(`can't find file '([^']+)'`)
+	reNoStorage    = regexp.MustCompile(`storage '([^']+)' does not exist`)
+	reDisabled     = regexp.MustCompile(`storage '([^']+)' is disabled`)
+	reNotOnNode    = regexp.MustCompile(`storage '([^']+)' is not available on node '([^']+)'`)
+	reNoNode       = regexp.MustCompile(`no such cluster node '([^']+)'`)
+	reNoConfig     = regexp.MustCompile(`Configuration file '[^']*?(\d+)\.conf' does not exist`)
+	reVolName      = regexp.MustCompile(`unable to parse directory volume name '([^']+)'`)
+	reContentType  = regexp.MustCompile(`content type needs to be '([^']+)'`)
+	reDetectOS     = regexp.MustCompile(`unable to detect OS distribution`)
+	reNoFreeVMID   = regexp.MustCompile(`unable to get any free VMID`)
+	reRootfsNotSet = regexp.MustCompile(`mount points configured, but 'rootfs' not set`)
+)
+
+// fixes for PVE's parameter messages, by parameter.
+var paramFix = map[string]string{
+	"hostname":   "use a DNS name: letters, digits and '-', dot-separated (--hostname)",
+	"memory":     "give at least 16 MiB (--memory)",
+	"password":   "use at least 5 characters (--password)",
+	"vmid":       "use a VMID from 100 to 999999999 (--vmid), or leave it out for the next free one",
+	"cores":      "use 1 to 8192 (--cores)",
+	"entrypoint": "this PVE is older than 9.1 and has no application containers; upgrade, or nexcage writes lxc.init.cmd instead when it knows the version",
+}
+
+// MapError turns a failed PVE command's output into an *Error.
+func MapError(argv []string, stderr string, code int) *Error {
+	raw := fmt.Sprintf("$ %s\n%s(exit status %d)", ShellQuote(argv), stderr, code)
+	e := mapMessage(stderr)
+	e.Raw = raw
+	return e
+}
+
+func mapMessage(stderr string) *Error {
+	text := strings.TrimSpace(stderr)
+	if m := reTask.FindStringSubmatch(text); m != nil {
+		inner := mapMessage(m[2])
+		if inner.Kind == ErrFailed {
+			inner.Msg = fmt.Sprintf("PVE could not create CT %s: %s", m[1], m[2])
+		}
+		return inner
+	}
+	switch {
+	case strings.Contains(text, "please run as root"):
+		return newError(ErrPermission, "", "PVE's tools refuse to run: they need root", "run nexcage as root on the Proxmox host")
+	case strings.HasPrefix(text, "400 Parameter verification failed."):
+		return paramError(text)
+	}
+	if m := reExists.FindStringSubmatch(text); m != nil {
+		return newError(ErrAlreadyExists, "vmid", fmt.Sprintf("CT %s already exists on node '%s'", m[1], m[2]), "choose another --vmid, or leave it out for the next free one")
+	}
+	if m := reVMIDTaken.FindStringSubmatch(text); m != nil {
+		return newError(ErrAlreadyExists, "vmid", fmt.Sprintf("VMID %s is already in use", m[1]), "choose another --vmid, or leave it out for the next free one")
+	}
+	if m := reNoFile.FindStringSubmatch(text); m != nil {
+		return newError(ErrNotFound, "ostemplate", fmt.Sprintf("template %s not found on the host", m[1]), "upload it (nexcage deploy does, from a local file) or check the volume id with `pvesm list STORAGE`")
+	}
+	if m := reNoStorage.FindStringSubmatch(text); m != nil {
+		return newError(ErrNotFound, "storage", fmt.Sprintf("storage '%s' does not exist", m[1]), "name one of `pvesm status`")
+	}
+	if m := reDisabled.FindStringSubmatch(text); m != nil {
+		return newError(ErrStorage, "storage", fmt.Sprintf("storage '%s' is disabled", m[1]), "enable it (pvesm set --disable 0) or choose another")
+	}
+	if m := reNotOnNode.FindStringSubmatch(text); m != nil {
+		return newError(ErrStorage, "storage", fmt.Sprintf("storage '%s' is not available on node '%s'", m[1], m[2]), "choose a storage of that node, or another --node")
+	}
+	if m := reNoNode.FindStringSubmatch(text); m != nil {
+		return newError(ErrNotFound, "node", fmt.Sprintf("node '%s' is not in this cluster", m[1]), "name one of `pvesh get /nodes`")
+	}
+	if m := reNoConfig.FindStringSubmatch(text); m != nil {
+		return newError(ErrNotFound, "vmid", fmt.Sprintf("CT %s does not exist", m[1]), "check the VMID with `pct list`")
+	}
+	if m := reVolName.FindStringSubmatch(text); m != nil {
+		return newError(ErrInvalidArgument, "ostemplate", fmt.Sprintf("PVE does not take '%s' as a template name", m[1]), "templates end in .tar.zst, .tar.gz, .tar.xz or .tar.bz2")
+	}
+	if m := reContentType.FindStringSubmatch(text); m != nil {
+		return newError(ErrStorage, "storage", fmt.Sprintf("the storage does not hold %s content", m[1]), "use a storage whose content includes "+m[1])
+	}
+	switch {
+	case reDetectOS.MatchString(text):
+		return newError(ErrFailed, "ostype", "PVE cannot detect the template's OS distribution", "deploy with --ostype unmanaged (nexcage sets it for templates it marked unmanaged)")
+	case reNoFreeVMID.MatchString(text):
+		return newError(ErrFailed, "vmid", "no free VMID left in the cluster", "destroy unused containers or give --vmid")
+	case reRootfsNotSet.MatchString(text):
+		return newError(ErrInvalidArgument, "rootfs", "mount points need a rootfs volume", "give --storage and --rootfs-size")
+	}
+	return newError(ErrFailed, "", lastLine(text), "see the output with --verbose")
+}
+
+// paramError reads PVE's "400 Parameter verification failed." block: one
+// "param: message" line per bad parameter.
+func paramError(text string) *Error {
+	var params, msgs, fixes []string
+	for _, l := range strings.Split(text, "\n")[1:] {
+		m := reParam.FindStringSubmatch(strings.TrimSpace(l))
+		if m == nil {
+			continue
+		}
+		if strings.HasPrefix(m[2], "VM ") && strings.HasSuffix(m[2], "already exists") {
+			return newError(ErrAlreadyExists, m[1], fmt.Sprintf("VMID is already in use (%s)", m[2]), "choose another --vmid, or leave it out for the next free one")
+		}
+		params = append(params, m[1])
+		msgs = append(msgs, "--"+m[1]+": "+m[2])
+		if f := paramFix[strings.TrimRight(m[1], "0123456789")]; f != "" {
+			fixes = append(fixes, f)
+		}
+	}
+	if len(params) == 0 {
+		return newError(ErrInvalidArgument, "", "PVE refused the parameters", "see the output with --verbose")
+	}
+	fix := strings.Join(fixes, "; ")
+	if fix == "" {
+		fix = "correct the option"
+	}
+	return newError(ErrInvalidArgument, strings.Join(params, ","), strings.Join(msgs, "; "), fix)
+}
+
+func lastLine(s string) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	return strings.TrimSpace(lines[len(lines)-1])
+}
+
+// ShellQuote renders argv for a human to copy into a shell; control
+// characters (the NULs of --env) use bash's $'...' quoting.
+func ShellQuote(argv []string) string {
+	out := make([]string, len(argv))
+	for i, a := range argv {
+		switch {
+		case a != "" && strings.Trim(a, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_./:=,@+%") == "":
+			out[i] = a
+		case strings.IndexFunc(a, func(r rune) bool { return r < 0x20 }) >= 0:
+			var b strings.Builder
+			b.WriteString("$'")
+			for _, r := range a {
+				switch {
+				case r == '\\' || r == '\'':
+					b.WriteString("\\" + string(r))
+				case r < 0x20:
+					fmt.Fprintf(&b, "\\x%02x", r)
+				default:
+					b.WriteRune(r)
+				}
+			}
+			b.WriteString("'")
+			out[i] = b.String()
+		default:
+			out[i] = "'" + strings.ReplaceAll(a, "'", `'\''`) + "'"
+		}
+	}
+	return strings.Join(out, " ")
+}

@@ -1,0 +1,118 @@
+package pct
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/nexcage/nexcage/lxc"
+)
+
+// markerPrefix starts the description line nexcage writes into every
+// container it creates, so `list --containers` needs no state file.
+const markerPrefix = "nexcage:"
+
+// Marker is what nexcage records about a container it created.
+type Marker struct {
+	Template string `json:"template"`
+	Image    string `json:"image,omitempty"`
+	Digest   string `json:"digest,omitempty"`
+}
+
+func (m Marker) line() string {
+	s := markerPrefix + " template=" + m.Template
+	if m.Image != "" {
+		s += " image=" + m.Image
+	}
+	if m.Digest != "" {
+		s += " digest=" + m.Digest
+	}
+	return s
+}
+
+func parseMarker(description string) (Marker, bool) {
+	for _, l := range strings.Split(description, "\n") {
+		rest, ok := strings.CutPrefix(strings.TrimSpace(l), markerPrefix)
+		if !ok {
+			continue
+		}
+		var m Marker
+		for _, f := range strings.Fields(rest) {
+			k, v, _ := strings.Cut(f, "=")
+			switch k {
+			case "template":
+				m.Template = v
+			case "image":
+				m.Image = v
+			case "digest":
+				m.Digest = v
+			}
+		}
+		return m, true
+	}
+	return Marker{}, false
+}
+
+// Managed is a container nexcage created.
+type Managed struct {
+	Name   string `json:"name"`
+	VMID   int    `json:"vmid"`
+	Node   string `json:"node"`
+	Status string `json:"status"`
+	Marker
+}
+
+// ListManaged lists the cluster's containers that carry nexcage's marker,
+// reading each one's config from the cluster file system.
+func (h *Host) ListManaged(ctx context.Context) ([]Managed, error) {
+	res, err := h.Resources(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var out []Managed
+	for _, r := range res {
+		if r.Type != "lxc" {
+			continue
+		}
+		raw, err := os.ReadFile(filepath.Join(h.Root, "etc/pve/nodes", r.Node, "lxc", strconv.Itoa(r.VMID)+".conf"))
+		if err != nil {
+			continue // destroyed meanwhile
+		}
+		c, err := lxc.Parse(string(raw))
+		if err != nil {
+			continue
+		}
+		m, ok := parseMarker(c.Description)
+		if !ok {
+			continue
+		}
+		out = append(out, Managed{Name: r.Name, VMID: r.VMID, Node: r.Node, Status: r.Status, Marker: m})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].VMID < out[j].VMID })
+	return out, nil
+}
+
+// FindByName returns the cluster's container with this hostname.
+func (h *Host) FindByName(ctx context.Context, name string) (*Resource, error) {
+	res, err := h.Resources(ctx)
+	if err != nil {
+		return nil, err
+	}
+	for _, r := range res {
+		if r.Name == name {
+			return &r, nil
+		}
+	}
+	return nil, nil
+}
+
+// describe adds nexcage's marker to a description.
+func describe(description string, m Marker) string {
+	if description == "" {
+		return m.line()
+	}
+	return description + "\n" + m.line()
+}
