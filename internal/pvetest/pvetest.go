@@ -35,13 +35,20 @@ func ExtractCommand(template, rootdir string, unprivileged bool) ([]string, erro
 		z = "-J"
 	case strings.HasSuffix(lower, ".tar.bz2"):
 		z = "-j"
+	case strings.HasSuffix(lower, ".tar"):
+		// PVE 9.1 takes plain .tar templates (proxmox.md §1): no
+		// decompression flag.
 	default:
 		return nil, fmt.Errorf("unable to parse directory volume name 'vztmpl/%s'", filepath.Base(template))
 	}
-	argv := []string{"tar", "xpf", "-", z, "--totals", "--one-file-system", "-p", "--sparse", "--numeric-owner", "--acls",
+	argv := []string{"tar", "xpf", "-"}
+	if z != "" {
+		argv = append(argv, z)
+	}
+	argv = append(argv, "--totals", "--one-file-system", "-p", "--sparse", "--numeric-owner", "--acls",
 		"--xattrs", "--xattrs-include=user.*", "--xattrs-include=security.capability",
 		"--warning=no-file-ignored", "--warning=no-xattr-write",
-		"-C", rootdir, "--skip-old-files", "--anchored", "--exclude", "./dev/*"}
+		"-C", rootdir, "--skip-old-files", "--anchored", "--exclude", "./dev/*")
 	if unprivileged {
 		m := fmt.Sprintf("%d:65536", IDMapBase)
 		argv = append([]string{"lxc-usernsexec", "-m", "u:0:" + m, "-m", "g:0:" + m, "--"}, argv...)
