@@ -104,12 +104,19 @@ func (p *Plan) Commands() []string {
 		out = append(out, ShellQuote(p.setArgv(p.VMID)))
 	}
 	for _, l := range p.Raw {
-		out = append(out, fmt.Sprintf("# append to %s under its config lock: %s", path.Join("/etc/pve/lxc", strconv.Itoa(p.VMID)+".conf"), l))
+		out = append(out, fmt.Sprintf("# append to %s under its config lock: %s", p.configFile(), l))
 	}
 	if p.Start != nil {
-		out = append(out, ShellQuote([]string{"pct", "start", strconv.Itoa(p.VMID)}))
+		out = append(out, ShellQuote(p.startArgv(p.VMID)))
 	}
 	return out
+}
+
+func (p *Plan) configFile() string {
+	if p.Node != "" {
+		return fmt.Sprintf("/etc/pve/nodes/%s/lxc/%d.conf", p.Node, p.VMID)
+	}
+	return fmt.Sprintf("/etc/pve/lxc/%d.conf", p.VMID)
 }
 
 func (p *Plan) createArgv(vmid int) []string {
@@ -120,8 +127,27 @@ func (p *Plan) createArgv(vmid int) []string {
 	return append([]string{"pct", "create", id, p.VolID}, p.Create...)
 }
 
+// The container of another node is reached through the API: pct only
+// knows the containers of the node it runs on.
 func (p *Plan) setArgv(vmid int) []string {
+	if p.Node != "" {
+		return append([]string{"pvesh", "set", fmt.Sprintf("/nodes/%s/lxc/%d/config", p.Node, vmid)}, p.Set...)
+	}
 	return append([]string{"pct", "set", strconv.Itoa(vmid)}, p.Set...)
+}
+
+func (p *Plan) startArgv(vmid int) []string {
+	if p.Node != "" {
+		return []string{"pvesh", "create", fmt.Sprintf("/nodes/%s/lxc/%d/status/start", p.Node, vmid)}
+	}
+	return []string{"pct", "start", strconv.Itoa(vmid)}
+}
+
+func (p *Plan) destroyArgv(vmid int) []string {
+	if p.Node != "" {
+		return []string{"pvesh", "delete", fmt.Sprintf("/nodes/%s/lxc/%d", p.Node, vmid), "--purge", "1"}
+	}
+	return []string{"pct", "destroy", strconv.Itoa(vmid), "--purge"}
 }
 
 // MakePlan validates a deploy against the flags, the template and the
@@ -205,8 +231,9 @@ func MakePlan(ctx context.Context, h *Host, t *Template, o Options) (*Plan, erro
 		return nil, err
 	}
 	p.Raw = rawLines(p, t)
+	p.Start = nil
 	if o.Start {
-		p.Start = []string{"pct", "start"}
+		p.Start = p.startArgv(p.VMID)
 	}
 	return p, nil
 }
@@ -366,8 +393,10 @@ func createOptions(p *Plan, t *Template, o Options, rootStorage string) []string
 	if p.Version.AppContainers() {
 		add("entrypoint", c.Entrypoint)
 		add("cmode", c.Cmode)
-		if len(c.Env) > 0 {
-			add("env", strings.Join(c.Env, "\x00"))
+		// PVE's env is a NUL-separated list; an argv cannot hold NUL, so
+		// the CLI takes the option once per variable and joins them.
+		for _, e := range c.Env {
+			add("env", e)
 		}
 	}
 	return append(a, o.Extra...)
@@ -461,7 +490,7 @@ func Deploy(ctx context.Context, h *Host, p *Plan, keepFailed bool) (*Result, er
 		if keepFailed {
 			return fmt.Errorf("%w (CT %d was kept as it is, because of --keep-failed; remove it with `pct destroy %d --purge`)", cause, p.VMID, p.VMID)
 		}
-		if _, derr := h.run(context.WithoutCancel(ctx), "pct", "destroy", strconv.Itoa(p.VMID), "--purge"); derr != nil {
+		if _, derr := h.run(context.WithoutCancel(ctx), p.destroyArgv(p.VMID)...); derr != nil {
 			return fmt.Errorf("%w; destroying the half-made CT %d failed too (%v): remove it with `pct destroy %d --purge`", cause, p.VMID, derr, p.VMID)
 		}
 		return fmt.Errorf("%w (CT %d was destroyed again: nothing was left behind)", cause, p.VMID)
@@ -475,7 +504,7 @@ func Deploy(ctx context.Context, h *Host, p *Plan, keepFailed bool) (*Result, er
 		return nil, undo(err)
 	}
 	if p.Start != nil {
-		if _, err := h.run(ctx, "pct", "start", strconv.Itoa(p.VMID)); err != nil {
+		if _, err := h.run(ctx, p.startArgv(p.VMID)...); err != nil {
 			return nil, undo(err)
 		}
 		res.Started = true
