@@ -9,7 +9,7 @@ LDFLAGS  := -s -w -X main.version=$(VERSION)
 TEST_ENV := NEXCAGE_REQUIRE_TOOLS=1 $(if $(filter 0,$(shell id -u)),NEXCAGE_REQUIRE_ROOT=1)
 DEMO_DIR := build/demo
 
-.PHONY: all build deps test test-short demo bench clean
+.PHONY: all build deps test test-short demo bench fuzz soak clean
 
 all: build
 
@@ -25,7 +25,7 @@ deps:
 test: deps
 	gofmt -l . | tee /dev/stderr | (! read _)
 	$(GO) vet ./...
-	$(TEST_ENV) $(GO) test -count=1 -timeout 45m ./...
+	$(TEST_ENV) $(GO) test -race -count=1 -timeout 45m ./...
 
 # Unit tests only: what a quick edit-compile-test loop needs.
 test-short:
@@ -53,3 +53,20 @@ clean:
 bench: deps
 	scripts/bench.sh
 	$(GO) test -run '^$$' -bench . -benchtime 10x ./rootfs ./convert
+
+# Every fuzz target for FUZZTIME each; what they find lands in
+# testdata/fuzz/ as regression seeds that go test then always runs.
+FUZZTIME ?= 60s
+FUZZ_TARGETS := rootfs:FuzzParseRef rootfs:FuzzFlatten lxc:FuzzParseRender lxc:FuzzFromSpec \
+	lxc:FuzzJoinSplitCommand pct:FuzzMapError convert:FuzzWriteTar
+fuzz:
+	@for t in $(FUZZ_TARGETS); do \
+		pkg=$${t%%:*}; name=$${t#*:}; echo "== $$pkg $$name"; \
+		$(GO) test ./$$pkg -run '^$$' -fuzz "^$$name$$" -fuzztime $(FUZZTIME) || exit 1; \
+	done
+
+# The long soak: 10,000 iterations of list, build (cache hit and miss) and
+# convert in one process, failing if heap, RSS or goroutines keep growing.
+# make test runs a short one.
+soak:
+	$(GO) test ./cmd/nexcage -run TestSoak -soak.n 10000 -timeout 2h -v

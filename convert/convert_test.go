@@ -28,6 +28,7 @@ import (
 var update = flag.Bool("update", false, "rewrite the golden files")
 
 func TestConvertIsDeterministic(t *testing.T) {
+	testenv.CheckLeaks(t)
 	b := unpack(t, corpusCase(t, "alpine-amd64"), false)
 	prev := runtime.GOMAXPROCS(2)
 	a := convertTo(t, b, t.TempDir(), convert.Options{})
@@ -271,6 +272,7 @@ func normalise(s string) string {
 }
 
 func TestConvertRefusesBadInput(t *testing.T) {
+	testenv.CheckLeaks(t)
 	good := unpack(t, corpusCase(t, "modes"), false)
 	for _, tc := range []struct {
 		name  string
@@ -379,6 +381,7 @@ func TestHighIDsNeedAChoice(t *testing.T) {
 }
 
 func TestFailedConvertKeepsTheOldTemplate(t *testing.T) {
+	testenv.CheckLeaks(t)
 	b := unpack(t, corpusCase(t, "modes"), false)
 	out := t.TempDir()
 	first := convertTo(t, b, out, convert.Options{})

@@ -18,6 +18,7 @@ import (
 // json) of unpacking to disk and converting the rootfs, for every image of
 // the corpus.
 func TestStreamingEqualsStaged(t *testing.T) {
+	testenv.CheckLeaks(t)
 	testenv.RequireRoot(t) // the staged reference path needs root for owners and devices
 	for _, c := range cases(t) {
 		t.Run(c.Name, func(t *testing.T) {

@@ -77,8 +77,10 @@ const envKey = "lxc.environment.runtime"
 // first (sorted, as PVE writes them), then raw lxc.* lines in order.
 func (c *Config) Render() string {
 	var b strings.Builder
-	if c.Description != "" {
-		for _, l := range strings.Split(strings.TrimRight(c.Description, "\n"), "\n") {
+	// Carriage returns do not survive a line-based file: drop them here as
+	// Parse does, so a config renders the same after a round trip.
+	if d := strings.TrimRight(strings.ReplaceAll(c.Description, "\r", ""), "\n"); d != "" {
+		for _, l := range strings.Split(d, "\n") {
 			b.WriteString("#" + l + "\n")
 		}
 	}
@@ -162,7 +164,7 @@ func Parse(text string) (*Config, error) {
 	n := 0
 	for sc.Scan() {
 		n++
-		line := sc.Text()
+		line := strings.ReplaceAll(sc.Text(), "\r", "")
 		trimmed := strings.TrimSpace(line)
 		switch {
 		case trimmed == "":

@@ -218,35 +218,38 @@ func JoinCommand(args []string) (string, error) {
 	return strings.Join(parts, " "), nil
 }
 
-// SplitCommand is JoinCommand's inverse, as LXC splits lxc.init.cmd.
+// SplitCommand is JoinCommand's inverse, as LXC splits lxc.init.cmd. It
+// works on bytes: quotes and blanks are ASCII, and arguments need not be
+// valid UTF-8.
 func SplitCommand(s string) []string {
 	var out []string
-	var cur strings.Builder
+	var cur []byte
 	inArg := false
-	var quote rune
-	for _, r := range s {
+	var quote byte
+	for i := 0; i < len(s); i++ {
+		c := s[i]
 		switch {
 		case quote != 0:
-			if r == quote {
+			if c == quote {
 				quote = 0
 			} else {
-				cur.WriteRune(r)
+				cur = append(cur, c)
 			}
-		case r == '\'' || r == '"':
-			quote, inArg = r, true
-		case r == ' ' || r == '\t':
+		case c == '\'' || c == '"':
+			quote, inArg = c, true
+		case c == ' ' || c == '\t':
 			if inArg {
-				out = append(out, cur.String())
-				cur.Reset()
+				out = append(out, string(cur))
+				cur = cur[:0]
 				inArg = false
 			}
 		default:
-			cur.WriteRune(r)
+			cur = append(cur, c)
 			inArg = true
 		}
 	}
 	if inArg {
-		out = append(out, cur.String())
+		out = append(out, string(cur))
 	}
 	return out
 }

@@ -34,7 +34,17 @@ type FlattenOptions struct {
 	Progress progress.Reporter
 	// Jobs is how many layers are decompressed at once (default 2).
 	Jobs int
+	// MaxLayerSize bounds the file content one layer may unpack to
+	// (default DefaultMaxLayerSize): a few KiB of gzip, or one sparse
+	// entry, can claim terabytes.
+	MaxLayerSize int64
 }
+
+// DefaultMaxLayerSize is far above any real layer.
+const DefaultMaxLayerSize = 64 << 30
+
+// ErrTooLarge marks a layer over FlattenOptions.MaxLayerSize.
+var ErrTooLarge = errors.New("layer too large")
 
 // Flattened is an image's final rootfs, known from its layers' headers
 // alone, with file contents in one spill file per layer.
@@ -44,8 +54,9 @@ type Flattened struct {
 	Spec  *rspec.Spec
 	Image Image
 
-	dir    string
-	spills []*os.File
+	dir     string
+	spills  []*os.File
+	maxSize int64
 }
 
 // Close removes the spill files.
@@ -91,7 +102,7 @@ func (s *Store) Flatten(ctx context.Context, img Image, opts FlattenOptions) (_ 
 	if err != nil {
 		return nil, fmt.Errorf("create a temporary directory for the layers: %w", err)
 	}
-	f := &Flattened{Image: img, dir: dir, spills: make([]*os.File, len(manifest.Layers))}
+	f := &Flattened{Image: img, dir: dir, spills: make([]*os.File, len(manifest.Layers)), maxSize: opts.MaxLayerSize}
 	defer func() {
 		if err != nil {
 			f.Close()
@@ -149,7 +160,7 @@ func (s *Store) PullFlatten(ctx context.Context, ref Ref, popts PullOptions, fop
 	if err != nil {
 		return Image{}, nil, fmt.Errorf("create a temporary directory for the layers: %w", err)
 	}
-	f := &Flattened{dir: dir}
+	f := &Flattened{dir: dir, maxSize: fopts.MaxLayerSize}
 
 	type plan struct {
 		layers []ispec.Descriptor
@@ -258,7 +269,7 @@ func readLayers(ctx context.Context, f *Flattened, layers []ispec.Descriptor, di
 			var es []layerEntry
 			var spill *os.File
 			if err == nil {
-				es, spill, err = readLayer(ctx, in, f.dir, i, l, diffIDs[i], c)
+				es, spill, err = readLayer(ctx, in, f.dir, i, l, diffIDs[i], f.maxSize, c)
 				in.Close()
 			}
 			f.spills[i] = spill
@@ -286,7 +297,10 @@ func readLayers(ctx context.Context, f *Flattened, layers []ispec.Descriptor, di
 	return out, nil
 }
 
-func readLayer(ctx context.Context, blob io.Reader, dir string, i int, d ispec.Descriptor, diffID digest.Digest, c progress.Counter) ([]layerEntry, *os.File, error) {
+func readLayer(ctx context.Context, blob io.Reader, dir string, i int, d ispec.Descriptor, diffID digest.Digest, limit int64, c progress.Counter) ([]layerEntry, *os.File, error) {
+	if limit <= 0 {
+		limit = DefaultMaxLayerSize
+	}
 	spill, err := os.Create(filepath.Join(dir, fmt.Sprintf("layer-%d", i)))
 	if err != nil {
 		return nil, nil, err
@@ -327,7 +341,10 @@ func readLayer(ctx context.Context, blob io.Reader, dir string, i int, d ispec.D
 		e := layerEntry{hdr: *hdr, offset: offset}
 		if hdr.Typeflag == tar.TypeReg || hdr.Typeflag == tar.TypeRegA {
 			e.hdr.Typeflag = tar.TypeReg
-			n, err := io.Copy(w, tr)
+			n, err := io.Copy(w, io.LimitReader(tr, limit-offset+1))
+			if offset+n > limit {
+				return nil, spill, errkind.Errorf(ErrTooLarge, "the layer unpacks to more than %s of file content (entry %s claims %d bytes): refusing what looks like a decompression bomb; if the image is genuine, raise the limit with --max-layer-size", progress.HumanBytes(limit), quoteName(hdr.Name), hdr.Size)
+			}
 			if err != nil {
 				return nil, spill, errkind.Errorf(errCorruptBlob, "entry %s: %v: the stored blob is corrupt; pull the image again", quoteName(hdr.Name), err)
 			}

@@ -100,10 +100,14 @@ func (rr *recordingRegistry) push(t testing.TB, repoTag string, c testimage.Case
 	if err != nil {
 		t.Fatal(err)
 	}
+	// A transport of its own, closed after the push: the default one would
+	// keep sockets that leak checks count against the code under test.
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	defer tr.CloseIdleConnections()
 	if c.Index != nil {
-		err = remote.WriteIndex(ref, c.Index)
+		err = remote.WriteIndex(ref, c.Index, remote.WithTransport(tr))
 	} else {
-		err = remote.Write(ref, c.Image)
+		err = remote.Write(ref, c.Image, remote.WithTransport(tr))
 	}
 	if err != nil {
 		t.Fatalf("push %s: %v", repoTag, err)

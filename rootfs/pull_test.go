@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/nexcage/nexcage/internal/testenv"
 	"io"
 	"net/http"
 	"os"
@@ -82,6 +83,7 @@ func TestPullSinglePlatformMismatch(t *testing.T) {
 }
 
 func TestPullNotFoundNamesReference(t *testing.T) {
+	testenv.CheckLeaks(t)
 	rr := newRegistry(t)
 	rr.push(t, "there:1", corpusCase(t, "modes"))
 	ref, _ := ParseRef(rr.host + "/there:2")
@@ -182,6 +184,7 @@ func TestPullReusesStoredBlobs(t *testing.T) {
 }
 
 func TestPullRefusesCorruptBlob(t *testing.T) {
+	testenv.CheckLeaks(t)
 	rr := newRegistry(t)
 	c := corpusCase(t, "modes")
 	ref := rr.push(t, "corrupt:1", c)
@@ -212,6 +215,7 @@ func TestPullRefusesCorruptBlob(t *testing.T) {
 }
 
 func TestPullRetriesServerErrors(t *testing.T) {
+	testenv.CheckLeaks(t)
 	rr := newRegistry(t)
 	ref := rr.push(t, "flaky:1", corpusCase(t, "modes"))
 	var mu sync.Mutex

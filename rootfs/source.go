@@ -88,7 +88,7 @@ func openSource(ctx context.Context, ref Ref, opts SourceOptions) (*source, erro
 	return nil, fmt.Errorf("unknown transport %q", ref.Transport)
 }
 
-func registryTransport(opts SourceOptions) http.RoundTripper {
+func registryTransport(opts SourceOptions) *http.Transport {
 	t := remote.DefaultTransport.(*http.Transport).Clone()
 	timeout := opts.Timeout
 	if timeout == 0 {
@@ -101,20 +101,24 @@ func registryTransport(opts SourceOptions) http.RoundTripper {
 	return t
 }
 
-func remoteOptions(ctx context.Context, opts SourceOptions) []remote.Option {
+// remoteOptions also returns the transport, whose idle connections the
+// caller closes when done: a long-lived process (soak tests, factories
+// calling nexcage as a library) must not keep sockets per pull.
+func remoteOptions(ctx context.Context, opts SourceOptions) ([]remote.Option, *http.Transport) {
 	kc := opts.Keychain
 	if kc == nil {
 		kc = authn.DefaultKeychain
 	}
+	t := registryTransport(opts)
 	return []remote.Option{
 		remote.WithContext(ctx),
 		remote.WithAuthFromKeychain(kc),
-		remote.WithTransport(registryTransport(opts)),
+		remote.WithTransport(t),
 		remote.WithUserAgent("nexcage"),
-	}
+	}, t
 }
 
-func openRegistry(ctx context.Context, ref Ref, opts SourceOptions) (*source, error) {
+func openRegistry(ctx context.Context, ref Ref, opts SourceOptions) (_ *source, err error) {
 	nopts := []name.Option{name.WeakValidation}
 	if opts.Insecure {
 		nopts = append(nopts, name.Insecure)
@@ -123,12 +127,17 @@ func openRegistry(ctx context.Context, ref Ref, opts SourceOptions) (*source, er
 	if err != nil {
 		return nil, fmt.Errorf("image reference %s: %w", ref, err)
 	}
-	ropts := remoteOptions(ctx, opts)
+	ropts, transport := remoteOptions(ctx, opts)
+	src := &source{ref: ref, cleanup: transport.CloseIdleConnections}
+	defer func() {
+		if err != nil {
+			src.Close()
+		}
+	}()
 	desc, err := remote.Get(r, ropts...)
 	if err != nil {
 		return nil, registryError(ref, r, err)
 	}
-	src := &source{ref: ref}
 	switch {
 	case desc.MediaType.IsIndex():
 		idx, err := desc.ImageIndex()

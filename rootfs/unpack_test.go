@@ -211,6 +211,7 @@ func snapshotOutside(t testing.TB, dir string) fstree.Tree {
 }
 
 func TestUnpackRefusesNonEmptyBundle(t *testing.T) {
+	testenv.CheckLeaks(t)
 	s := newStore(t)
 	img := pullCase(t, s, corpusCase(t, "modes"))
 	bundle := t.TempDir()
@@ -241,6 +242,7 @@ func TestUnpackRefusesNonEmptyBundle(t *testing.T) {
 }
 
 func TestUnpackFailureKeepsOldBundle(t *testing.T) {
+	testenv.CheckLeaks(t)
 	s := newStore(t)
 	c := corpusCase(t, "whiteouts")
 	img := pullCase(t, s, c)
@@ -272,6 +274,7 @@ func TestUnpackFailureKeepsOldBundle(t *testing.T) {
 }
 
 func TestUnpackCancelled(t *testing.T) {
+	testenv.CheckLeaks(t)
 	s := newStore(t)
 	img := pullCase(t, s, corpusCase(t, "alpine-amd64"))
 	ctx, cancel := context.WithCancel(context.Background())
