@@ -71,7 +71,7 @@ func TestSoak(t *testing.T) {
 	nx("unpack", "-q", "--store", store, image, bundle)
 
 	type sample struct {
-		iter                 int
+		iter                int
 		heap, rss, routines int64
 	}
 	var samples []sample
