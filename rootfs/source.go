@@ -212,12 +212,12 @@ func registryError(ref Ref, r name.Reference, err error) error {
 	}
 	msg := err.Error()
 	switch {
+	case strings.Contains(msg, "timeout awaiting response headers") || errors.Is(err, context.DeadlineExceeded):
+		return fmt.Errorf("pull %s: registry %s did not answer in time: check that it is up, or raise --timeout", ref, r.Context().RegistryStr())
 	case strings.Contains(msg, "server gave HTTP response to HTTPS client"):
 		return fmt.Errorf("pull %s: registry %s speaks plain HTTP: pass --insecure to allow it", ref, r.Context().RegistryStr())
 	case strings.Contains(msg, "x509:") || strings.Contains(msg, "tls:"):
 		return fmt.Errorf("pull %s: the TLS certificate of %s cannot be verified (%v): install its CA, or pass --insecure", ref, r.Context().RegistryStr(), err)
-	case strings.Contains(msg, "timeout awaiting response headers") || errors.Is(err, context.DeadlineExceeded):
-		return fmt.Errorf("pull %s: registry %s did not answer in time: check that it is up, or raise --timeout", ref, r.Context().RegistryStr())
 	case strings.Contains(msg, "connection refused") || strings.Contains(msg, "no such host"):
 		return fmt.Errorf("pull %s: cannot reach registry %s (%v): check the host name and port, and that the registry runs", ref, r.Context().RegistryStr(), err)
 	}

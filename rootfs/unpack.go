@@ -41,6 +41,9 @@ type UnpackOptions struct {
 	// root, other owners are kept in the user.rootlesscontainers xattr.
 	Rootless bool
 	Progress progress.Reporter
+	// MaxLayerSize bounds the file content one layer may unpack to
+	// (default DefaultMaxLayerSize), as for Flatten.
+	MaxLayerSize int64
 }
 
 // UnpackResult says what Unpack wrote.
@@ -147,6 +150,7 @@ func (s *Store) Unpack(ctx context.Context, img Image, bundle string, opts Unpac
 	restoreLog := routeUmociLog(rep)
 	defer restoreLog()
 	u := &unpacker{
+		limit:    opts.MaxLayerSize,
 		root:     rootfsDir,
 		mapOpts:  mapOpts,
 		rootless: opts.Rootless,
@@ -383,6 +387,7 @@ type unpacker struct {
 	// safeDirs caches paths known to be real directories (not symlinks), so
 	// the escape check stats each directory once rather than per entry.
 	safeDirs map[string]struct{}
+	limit int64
 	// implicit holds directories the extractor creates because an entry
 	// lacks its parents; umoci gives them the umask's mode and the current
 	// time, which normalise sets to fixed values.
@@ -406,6 +411,10 @@ func (u *unpacker) layer(ctx context.Context, s *Store, d ispec.Descriptor, diff
 	// the paths this layer wrote so whiteouts spare them, and that memory
 	// must not leak into the next layer's whiteouts.
 	extract := layer.NewTarExtractor(&layer.UnpackOptions{OnDiskFormat: layer.DirRootfs{MapOptions: u.mapOpts}})
+	limit, written := u.limit, int64(0)
+	if limit <= 0 {
+		limit = DefaultMaxLayerSize
+	}
 	digester := digest.SHA256.Digester()
 	tr := tar.NewReader(io.TeeReader(raw, digester.Hash()))
 	for {
@@ -425,6 +434,13 @@ func (u *unpacker) layer(ctx context.Context, s *Store, d ispec.Descriptor, diff
 		}
 		if u.rootless && (hdr.Typeflag == tar.TypeChar || hdr.Typeflag == tar.TypeBlock) {
 			u.devices++
+		}
+		// A sparse entry's size is what it unpacks to, whatever the layer's
+		// size: check before a byte is written.
+		if hdr.Typeflag == tar.TypeReg {
+			if written += hdr.Size; written > limit {
+				return errkind.Errorf(ErrTooLarge, "the layer unpacks to more than %s of file content (entry %s claims %d bytes): refusing what looks like a decompression bomb; if the image is genuine, raise the limit", progress.HumanBytes(limit), quoteName(hdr.Name), hdr.Size)
+			}
 		}
 		name := hdr.Name
 		if err := extract.UnpackEntry(u.root, hdr, tr); err != nil {
