@@ -387,7 +387,7 @@ type unpacker struct {
 	// safeDirs caches paths known to be real directories (not symlinks), so
 	// the escape check stats each directory once rather than per entry.
 	safeDirs map[string]struct{}
-	limit int64
+	limit    int64
 	// implicit holds directories the extractor creates because an entry
 	// lacks its parents; umoci gives them the umask's mode and the current
 	// time, which normalise sets to fixed values.
