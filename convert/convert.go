@@ -331,7 +331,12 @@ func specForLXC(spec *runtimeSpec) *runtimeSpec {
 	}
 	out.Mounts = nil
 	for _, m := range spec.Mounts {
-		if !(m.Type == "tmpfs" && vols[path.Clean(m.Destination)]) {
+		switch {
+		case m.Type == "tmpfs" && vols[path.Clean(m.Destination)]:
+		case m.Destination == "/etc/resolv.conf" && m.Source == "/etc/resolv.conf":
+			// umoci's rootless config binds the host's resolv.conf; PVE
+			// writes the container's own.
+		default:
 			out.Mounts = append(out.Mounts, m)
 		}
 	}

@@ -127,8 +127,8 @@ func mapMounts(c *Config, mounts []rspec.Mount) error {
 		dest := path.Clean(m.Destination)
 		bind := m.Type == "bind" || hasOption(m.Options, "bind") || hasOption(m.Options, "rbind")
 		switch {
-		case lxcProvidedTypes[m.Type] || (lxcProvided[dest] && !bind):
-			continue // LXC mounts these itself
+		case lxcProvidedTypes[m.Type] || lxcProvided[dest]:
+			continue // LXC mounts these itself (umoci's rootless config binds /sys)
 		case bind:
 			if !path.IsAbs(m.Source) {
 				return &MountError{i, "source", fmt.Sprintf("bind source %q is relative: PVE bind mounts need an absolute host path", m.Source)}

@@ -1,0 +1,273 @@
+package generate_test
+
+import (
+	"archive/tar"
+	"bytes"
+	"compress/gzip"
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/klauspost/compress/zstd"
+
+	"github.com/nexcage/nexcage/convert"
+	"github.com/nexcage/nexcage/generate"
+	"github.com/nexcage/nexcage/internal/testenv"
+)
+
+type member struct {
+	hdr  tar.Header
+	body string
+}
+
+func dirM(name string) member {
+	return member{hdr: tar.Header{Typeflag: tar.TypeDir, Name: name, Mode: 0o755}}
+}
+func fileM(name, body string) member {
+	return member{hdr: tar.Header{Typeflag: tar.TypeReg, Name: name, Mode: 0o644, Size: int64(len(body))}, body: body}
+}
+func symlinkM(name, target string) member {
+	return member{hdr: tar.Header{Typeflag: tar.TypeSymlink, Name: name, Linkname: target, Mode: 0o777}}
+}
+func hardlinkM(name, target string) member {
+	return member{hdr: tar.Header{Typeflag: tar.TypeLink, Name: name, Linkname: target}}
+}
+
+func tarOf(t testing.TB, ms ...member) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	for _, m := range ms {
+		h := m.hdr
+		h.ModTime = time.Unix(1700000000, 0)
+		h.Format = tar.FormatPAX
+		if err := tw.WriteHeader(&h); err != nil {
+			t.Fatal(err)
+		}
+		tw.Write([]byte(m.body))
+	}
+	if err := tw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
+func zstdOf(t testing.TB, raw []byte) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	zw, err := zstd.NewWriter(&buf, zstd.WithEncoderConcurrency(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	zw.Write(raw)
+	zw.Close()
+	return buf.Bytes()
+}
+
+func gzipOf(raw []byte) []byte {
+	var buf bytes.Buffer
+	zw := gzip.NewWriter(&buf)
+	zw.Write(raw)
+	zw.Close()
+	return buf.Bytes()
+}
+
+// writeTemplate puts content at DIR/name in a fresh directory.
+func writeTemplate(t testing.TB, name string, content []byte) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), name)
+	if err := os.WriteFile(p, content, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// TestTemplateRefusesUnsafeMembers: a member that would land outside the
+// bundle is refused, naming it; nothing is written, anywhere.
+func TestTemplateRefusesUnsafeMembers(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		members []member
+		want    string
+	}{
+		{"dotdot", []member{dirM("./"), fileM("./../escape", "x")}, `member "./../escape" contains '..'`},
+		{"absolute", []member{dirM("./"), fileM("/escape", "x")}, `member "/escape" has an absolute name`},
+		{"symlink", []member{dirM("./"), symlinkM("./up", "../../.."), fileM("./up/escape", "x")}, `member "./up/escape" is written through a symlink that points outside the root`},
+		{"symlink-chain", []member{dirM("./"), dirM("./a/"), symlinkM("./a/b", ".."), symlinkM("./c", "a/b/.."), fileM("./c/escape", "x")}, `member "./c/escape" is written through a symlink that points outside the root`},
+		{"hardlink", []member{dirM("./"), hardlinkM("./passwd", "../../../../etc/passwd")}, `hard link "./passwd" -> "../../../../etc/passwd" points outside the root`},
+		{"hardlink-absolute", []member{dirM("./"), hardlinkM("./passwd", "/etc/passwd")}, `hard link "./passwd" -> "/etc/passwd" points outside the root`},
+		{"hardlink-through-symlink", []member{dirM("./"), symlinkM("./up", "../.."), hardlinkM("./passwd", "./up/etc/passwd")}, `member "./passwd" is written through a symlink that points outside the root`},
+		{"root-replaced", []member{fileM(".", "")}, `would replace the root directory`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tmpl := writeTemplate(t, "evil.tar.zst", zstdOf(t, tarOf(t, tc.members...)))
+			out := t.TempDir()
+			_, err := generate.Bundle(context.Background(), filepath.Join(out, "bundle"), generate.Options{Template: tmpl})
+			if err == nil || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), tmpl) {
+				t.Fatalf("error %v, want one naming %s and saying %s", err, tmpl, tc.want)
+			}
+			if !errors.Is(err, generate.ErrUnsafeMember) {
+				t.Errorf("errors.Is(err, ErrUnsafeMember) is false for %v", err)
+			}
+			if l := leftovers(t, out); len(l) != 0 {
+				t.Errorf("left behind: %v", l)
+			}
+			for _, p := range []string{filepath.Join(out, "escape"), filepath.Join(filepath.Dir(out), "escape")} {
+				if _, err := os.Lstat(p); err == nil {
+					t.Errorf("%s was written outside the bundle", p)
+				}
+			}
+		})
+	}
+}
+
+// TestTemplateSymlinksStayInside: absolute symlinks are the container's
+// (/var/run -> /run): writing through one lands inside the rootfs.
+func TestTemplateSymlinksStayInside(t *testing.T) {
+	testenv.RequireRoot(t)
+	tmpl := writeTemplate(t, "ok.tar.zst", zstdOf(t, tarOf(t, dirM("./"), dirM("./run/"), dirM("./var/"), symlinkM("./var/run", "/run"),
+		fileM("./var/run/pid", "1\n"), fileM("./bin/sh", "no ELF"), hardlinkM("./pid2", "./var/run/pid"))))
+	bundle, _ := fromTemplate(t, tmpl, generate.Options{})
+	if b, err := os.ReadFile(filepath.Join(bundle, "rootfs/run/pid")); err != nil || string(b) != "1\n" {
+		t.Errorf("var/run/pid did not land in the rootfs's /run: %q %v", b, err)
+	}
+	var a, b os.FileInfo
+	a, _ = os.Stat(filepath.Join(bundle, "rootfs/run/pid"))
+	b, _ = os.Stat(filepath.Join(bundle, "rootfs/pid2"))
+	if a == nil || b == nil || !os.SameFile(a, b) {
+		t.Error("the hard link through the symlink is not the same file")
+	}
+	// bin/ had no member: made as tar makes it, 0755 with mtime 0.
+	if fi, err := os.Stat(filepath.Join(bundle, "rootfs/bin")); err != nil || fi.Mode().Perm() != 0o755 || fi.ModTime().Unix() != 0 {
+		t.Errorf("implicit bin/: %v %v", fi.Mode(), err)
+	}
+}
+
+// TestTemplateRefusesBadFiles: what is not a template, or a damaged one,
+// fails naming the file and the fix, and leaves nothing.
+func TestTemplateRefusesBadFiles(t *testing.T) {
+	good := tarOf(t, dirM("./"), dirM("./etc/"), fileM("./etc/big", strings.Repeat("nexcage ", 200000)), fileM("./etc/last", "end\n"))
+	z := zstdOf(t, good)
+	flipped := append([]byte(nil), z...)
+	flipped[len(flipped)/2] ^= 0xff
+	gz := gzipOf(good)
+	for _, tc := range []struct {
+		name    string
+		content []byte
+		want    string
+	}{
+		{"t1.tar.zst", nil, "is empty"},
+		{"t2.tar.zst", []byte("hello, I am not a template\n"), "is not a template: it is neither a zstd, gzip or xz compressed tar nor a plain tar"},
+		{"t3.tar.zst", zstdOf(t, []byte(strings.Repeat("not a tar ", 100))), "is not a template: it does not hold a tar archive"},
+		{"t4.tar.zst", z[:len(z)/2], "is truncated or corrupt in member \"./etc/big\" (unexpected EOF): build or download the template again"},
+		{"t5.tar.zst", flipped, "is truncated or corrupt in member \"./etc/big\""},
+		{"t6.tar.gz", gz[:len(gz)-20], "is truncated or corrupt in member \"./etc/last\""},
+		{"t7.tar.zst", zstdOf(t, tarOf(t)), "holds no files"},
+		{"t8.tar.zst", zstdOf(t, tarOf(t, dirM("./"), hardlinkM("./a", "./b"))), `hard link "./a" -> "./b": the target is not a file that an earlier member made`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tmpl := writeTemplate(t, tc.name, tc.content)
+			out := t.TempDir()
+			_, err := generate.Bundle(context.Background(), filepath.Join(out, "b"), generate.Options{Template: tmpl})
+			if err == nil || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), tmpl) {
+				t.Fatalf("error %v, want one naming %s and saying %q", err, tmpl, tc.want)
+			}
+			if l := leftovers(t, out); len(l) != 0 {
+				t.Errorf("left behind: %v", l)
+			}
+		})
+	}
+	// The intact ones extract, whatever the name says about compression.
+	for name, content := range map[string][]byte{"good.tar.zst": z, "good.tar.gz": gz, "gzip-named.tar.zst": gz, "plain.tar": good} {
+		fromTemplate(t, writeTemplate(t, name, content), generate.Options{Spec: generate.SpecFlags{Arch: "amd64"}})
+	}
+}
+
+func TestBadSourcesAndTargets(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "file")
+	os.WriteFile(file, []byte("x"), 0o644)
+	rootfsDir := filepath.Join(dir, "rootfs")
+	os.MkdirAll(filepath.Join(rootfsDir, "etc"), 0o755)
+	nonEmpty := filepath.Join(dir, "full")
+	os.MkdirAll(nonEmpty, 0o755)
+	os.WriteFile(filepath.Join(nonEmpty, "keep"), []byte("old"), 0o644)
+	for _, tc := range []struct {
+		name   string
+		bundle string
+		opts   generate.Options
+		want   string
+		kind   error
+	}{
+		{"rootfs is a file", filepath.Join(dir, "b"), generate.Options{Rootfs: file}, "rootfs " + file + " is not a directory: give the directory that holds the root file system", nil},
+		{"rootfs missing", filepath.Join(dir, "b"), generate.Options{Rootfs: filepath.Join(dir, "nowhere")}, "does not exist: give the directory", nil},
+		{"template missing", filepath.Join(dir, "b"), generate.Options{Template: filepath.Join(dir, "nowhere.tar.zst")}, "template " + filepath.Join(dir, "nowhere.tar.zst") + " does not exist", nil},
+		{"template is a directory", filepath.Join(dir, "b"), generate.Options{Template: rootfsDir}, "is not a file", nil},
+		{"bundle inside rootfs", filepath.Join(rootfsDir, "b"), generate.Options{Rootfs: rootfsDir}, "is inside the rootfs", nil},
+		{"rootfs inside bundle", dir, generate.Options{Rootfs: rootfsDir, Link: true, Force: true}, "is inside the bundle " + dir + ", which generate replaces: for a rootfs already in place, write its config.json with `nexcage generate spec", nil},
+		{"non-empty bundle", nonEmpty, generate.Options{Rootfs: rootfsDir}, "bundle directory " + nonEmpty + " is not empty: choose a new directory, or pass --force", generate.ErrBundleExists},
+		{"bundle is a file", file, generate.Options{Rootfs: rootfsDir}, "exists and is not a directory", generate.ErrBundleExists},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			before := leftovers(t, dir)
+			_, err := generate.Bundle(context.Background(), tc.bundle, tc.opts)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("error %v, want %q", err, tc.want)
+			}
+			if tc.kind != nil && !errors.Is(err, tc.kind) {
+				t.Errorf("errors.Is(%v, %v) is false", err, tc.kind)
+			}
+			if after := leftovers(t, dir); strings.Join(after, " ") != strings.Join(before, " ") {
+				t.Errorf("left behind: %v (before: %v)", after, before)
+			}
+		})
+	}
+	if b, _ := os.ReadFile(filepath.Join(nonEmpty, "keep")); string(b) != "old" {
+		t.Error("the refused bundle was changed")
+	}
+}
+
+// TestForceReplacesOnlyWhenComplete: --force swaps a finished bundle in;
+// a failed one leaves the old bundle as it was.
+func TestForceReplacesOnlyWhenComplete(t *testing.T) {
+	testenv.RequireRoot(t)
+	built := build(t, corpusCase(t, "modes"), convert.Options{Privileged: true, ToolVersion: "test"})
+	out := t.TempDir()
+	bundle := filepath.Join(out, "bundle")
+	os.MkdirAll(bundle, 0o755)
+	os.WriteFile(filepath.Join(bundle, "old"), []byte("old"), 0o644)
+	bad := writeTemplate(t, "bad.tar.zst", []byte("garbage"))
+	if _, err := generate.Bundle(context.Background(), bundle, generate.Options{Template: bad, Force: true}); err == nil {
+		t.Fatal("a bad template was accepted")
+	}
+	if b, _ := os.ReadFile(filepath.Join(bundle, "old")); string(b) != "old" || len(leftovers(t, out)) != 1 {
+		t.Fatalf("a failed --force damaged the old bundle or left files: %v", leftovers(t, out))
+	}
+	if _, err := generate.Bundle(context.Background(), bundle, generate.Options{Template: built.Template, Force: true}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(bundle, "old")); !os.IsNotExist(err) || len(leftovers(t, out)) != 1 {
+		t.Errorf("--force did not replace the old bundle cleanly: %v", leftovers(t, out))
+	}
+	os.RemoveAll(bundle)
+}
+
+// TestCancelledLeavesNothing: an interrupt mid-way removes the partial
+// bundle.
+func TestCancelledLeavesNothing(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	tmpl := writeTemplate(t, "ok.tar.zst", zstdOf(t, tarOf(t, dirM("./"), fileM("./a", "a"))))
+	out := t.TempDir()
+	_, err := generate.Bundle(ctx, filepath.Join(out, "b"), generate.Options{Template: tmpl})
+	if !errors.Is(err, context.Canceled) {
+		t.Errorf("error %v, want context.Canceled", err)
+	}
+	if l := leftovers(t, out); len(l) != 0 {
+		t.Errorf("left behind: %v", l)
+	}
+}

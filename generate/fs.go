@@ -1,0 +1,386 @@
+package generate
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	rootlesscontainers "github.com/rootless-containers/proto/go-proto"
+	"golang.org/x/sys/unix"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/nexcage/nexcage/internal/atomicfile"
+	"github.com/nexcage/nexcage/internal/errkind"
+)
+
+// meta is what a rootfs entry carries besides its content: the attributes
+// a template keeps.
+type meta struct {
+	mode     uint32 // permission bits plus setuid, setgid and sticky
+	uid, gid int
+	mtime    time.Time
+	xattrs   map[string]string
+}
+
+// keepXattr reports whether an xattr belongs in a rootfs nexcage writes:
+// what PVE's extraction keeps (user.* and security.capability). The
+// rootless bookkeeping xattr is nexcage's own to write.
+func keepXattr(name string) bool {
+	return name == "security.capability" || (strings.HasPrefix(name, "user.") && name != rootlesscontainers.Keyname)
+}
+
+// writer applies metadata to what it creates, as root (owners set with
+// chown) or rootless (the caller owns everything; other owners go to the
+// user.rootlesscontainers xattr, as umoci writes and convert reads).
+type writer struct {
+	root     string
+	rootless bool
+	// dirs are applied last, deepest first: a directory's mode may forbid
+	// writing into it, and creating entries changes its mtime.
+	dirs map[string]meta
+	// Counts of what could not be kept, for one warning each.
+	skippedDevices int
+	skippedXattrs  int
+	lostOwners     int
+	firstSkipped   string
+	firstLostXattr string
+	firstLostOwner string
+	skippedSockets int
+	skippedMounts  []string
+	entries        int
+	bytes          int64
+}
+
+func newWriter(root string, rootless bool) *writer {
+	return &writer{root: root, rootless: rootless, dirs: map[string]meta{}}
+}
+
+// apply sets owner, xattrs, mode and times on a non-directory, in the only
+// order that keeps them all: chown clears setuid bits and file
+// capabilities, and a read-only mode forbids setting user.* xattrs to
+// anyone but root.
+func (w *writer) apply(rel string, m meta, symlink bool) error {
+	p := filepath.Join(w.root, rel)
+	if err := w.owner(p, rel, m, symlink); err != nil {
+		return err
+	}
+	if err := w.setXattrs(p, rel, m.xattrs); err != nil {
+		return err
+	}
+	if !symlink {
+		if err := unix.Chmod(p, m.mode&0o7777); err != nil {
+			return fmt.Errorf("%s: set mode %04o: %w", rel, m.mode&0o7777, err)
+		}
+	}
+	return setTimes(p, rel, m.mtime)
+}
+
+func (w *writer) owner(p, rel string, m meta, symlink bool) error {
+	if !w.rootless {
+		if err := unix.Lchown(p, m.uid, m.gid); err != nil {
+			return fmt.Errorf("%s: set owner %d:%d: %w", rel, m.uid, m.gid, err)
+		}
+		return nil
+	}
+	if m.uid == 0 && m.gid == 0 {
+		return nil
+	}
+	res := &rootlesscontainers.Resource{Uid: rootlesscontainers.NoopID, Gid: rootlesscontainers.NoopID}
+	if m.uid != 0 {
+		res.Uid = uint32(m.uid)
+	}
+	if m.gid != 0 {
+		res.Gid = uint32(m.gid)
+	}
+	val, err := proto.Marshal(res)
+	if err != nil {
+		return err
+	}
+	if err := unix.Lsetxattr(p, rootlesscontainers.Keyname, val, 0); err != nil {
+		if symlink && (errors.Is(err, unix.EPERM) || errors.Is(err, unix.ENOTSUP)) {
+			// Linux allows no user.* xattrs on symlinks: as with umoci, a
+			// symlink's owner is lost in a rootless rootfs.
+			w.lostOwners++
+			if w.firstLostOwner == "" {
+				w.firstLostOwner = rel
+			}
+			return nil
+		}
+		return fmt.Errorf("%s: record owner %d:%d in %s: %w", rel, m.uid, m.gid, rootlesscontainers.Keyname, err)
+	}
+	return nil
+}
+
+func (w *writer) setXattrs(p, rel string, xattrs map[string]string) error {
+	names := make([]string, 0, len(xattrs))
+	for k := range xattrs {
+		names = append(names, k)
+	}
+	sort.Strings(names)
+	for _, k := range names {
+		err := unix.Lsetxattr(p, k, []byte(xattrs[k]), 0)
+		if err == nil {
+			continue
+		}
+		if errors.Is(err, unix.EPERM) || errors.Is(err, unix.ENOTSUP) || errors.Is(err, unix.EACCES) {
+			// user.* on a symlink or device, or security.capability
+			// without root: what PVE's tar skips too.
+			w.skippedXattrs++
+			if w.firstLostXattr == "" {
+				w.firstLostXattr = rel + " (" + k + ")"
+			}
+			continue
+		}
+		return fmt.Errorf("%s: set xattr %s: %w", rel, k, err)
+	}
+	return nil
+}
+
+func setTimes(p, rel string, mtime time.Time) error {
+	ts := unix.NsecToTimespec(mtime.UnixNano())
+	if mtime.IsZero() {
+		ts = unix.Timespec{}
+	}
+	if err := unix.UtimesNanoAt(unix.AT_FDCWD, p, []unix.Timespec{ts, ts}, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		return fmt.Errorf("%s: set mtime: %w", rel, err)
+	}
+	return nil
+}
+
+// finishDirs applies the directories' metadata, deepest first, so that a
+// read-only or non-searchable parent is made so after its children.
+func (w *writer) finishDirs() error {
+	paths := make([]string, 0, len(w.dirs))
+	for p := range w.dirs {
+		paths = append(paths, p)
+	}
+	sort.Slice(paths, func(i, j int) bool {
+		di, dj := depth(paths[i]), depth(paths[j])
+		if di != dj {
+			return di > dj
+		}
+		return paths[i] < paths[j]
+	})
+	for _, rel := range paths {
+		p := filepath.Join(w.root, rel)
+		if fi, err := os.Lstat(p); err != nil || !fi.IsDir() {
+			continue // replaced by a later entry
+		}
+		if err := w.apply(rel, w.dirs[rel], false); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func depth(rel string) int {
+	if rel == "." {
+		return 0
+	}
+	return strings.Count(rel, "/") + 1
+}
+
+// warnings says what could not be kept, once per kind.
+func (w *writer) warnings() []string {
+	var out []string
+	if w.skippedDevices > 0 {
+		out = append(out, fmt.Sprintf("%d device node(s) were not created (e.g. /%s): only root can create them; run as root to keep them (templates drop them anyway: PVE creates /dev itself)", w.skippedDevices, w.firstSkipped))
+	}
+	if w.skippedXattrs > 0 {
+		out = append(out, fmt.Sprintf("%d xattr(s) could not be set (e.g. /%s): Linux allows no user.* xattrs on symlinks, and only root can set security.capability", w.skippedXattrs, w.firstLostXattr))
+	}
+	if w.lostOwners > 0 {
+		out = append(out, fmt.Sprintf("%d symlink(s) owned by ids other than root lost their owner (e.g. /%s): Linux allows no user.* xattrs on symlinks, so a rootless rootfs cannot record it; run as root to keep them", w.lostOwners, w.firstLostOwner))
+	}
+	if w.skippedSockets > 0 {
+		out = append(out, fmt.Sprintf("%d socket(s) were left out: a socket belongs to a running program, and a tar cannot hold one", w.skippedSockets))
+	}
+	if len(w.skippedMounts) > 0 {
+		out = append(out, fmt.Sprintf("%d directory(ies) are mount points of other file systems and were copied empty (as PVE's tar --one-file-system does): /%s", len(w.skippedMounts), strings.Join(w.skippedMounts, ", /")))
+	}
+	return out
+}
+
+// ErrBundleExists means BUNDLE (or, for generate spec, its config.json)
+// exists and --force was not given.
+var ErrBundleExists = errors.New("bundle exists")
+
+// checkBundleTarget refuses a target that is not an empty directory unless
+// forced; replace says an existing directory must be swapped.
+func checkBundleTarget(bundle string, force bool) (replace bool, err error) {
+	fi, err := os.Lstat(bundle)
+	if errors.Is(err, os.ErrNotExist) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	if !fi.IsDir() {
+		return false, errkind.Errorf(ErrBundleExists, "bundle path %s exists and is not a directory: choose another path", bundle)
+	}
+	entries, err := os.ReadDir(bundle)
+	if err != nil {
+		return false, err
+	}
+	if len(entries) == 0 {
+		return true, nil
+	}
+	if !force {
+		return false, errkind.Errorf(ErrBundleExists, "bundle directory %s is not empty: choose a new directory, or pass --force to replace its contents", bundle)
+	}
+	return true, nil
+}
+
+// putInPlace renames the finished bundle over the target. An existing
+// bundle is moved aside first, so at no moment is there a partial one.
+func putInPlace(tmp, bundle string, replace bool) error {
+	if !replace {
+		return os.Rename(tmp, bundle)
+	}
+	old, err := atomicfile.TempDir(bundle)
+	if err != nil {
+		return err
+	}
+	if err := os.Rename(bundle, filepath.Join(old, "old")); err != nil {
+		os.Remove(old)
+		return fmt.Errorf("move the old bundle %s aside: %w", bundle, err)
+	}
+	if err := os.Rename(tmp, bundle); err != nil {
+		os.Rename(filepath.Join(old, "old"), bundle)
+		os.Remove(old)
+		return fmt.Errorf("put bundle %s in place: %w", bundle, err)
+	}
+	if err := removeAll(old); err != nil {
+		return fmt.Errorf("remove the replaced bundle at %s: %w", old, err)
+	}
+	return nil
+}
+
+// removeAll is os.RemoveAll that also removes what an ordinary user made
+// read-only in a rootless rootfs (0555 directories): it gives the caller's
+// own directories write permission and tries again.
+func removeAll(dir string) error {
+	if err := os.RemoveAll(dir); err == nil || os.Geteuid() == 0 {
+		return err
+	}
+	filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if d != nil && d.IsDir() {
+			os.Chmod(p, 0o700)
+		}
+		return nil
+	})
+	return os.RemoveAll(dir)
+}
+
+// mkdirAllTracked is os.MkdirAll that returns the topmost directory it
+// created ("" if none), so a failure can remove exactly that.
+func mkdirAllTracked(dir string) (string, error) {
+	top := ""
+	for d := dir; ; d = filepath.Dir(d) {
+		if _, err := os.Lstat(d); err == nil {
+			break
+		}
+		top = d
+		if filepath.Dir(d) == d {
+			break
+		}
+	}
+	return top, os.MkdirAll(dir, 0o755)
+}
+
+// within reports whether p is dir or below it.
+func within(p, dir string) bool {
+	rel, err := filepath.Rel(dir, p)
+	return err == nil && rel != ".." && !strings.HasPrefix(rel, "../")
+}
+
+// readXattrs returns the xattrs of p that keep says to keep.
+func readXattrs(p string, keep func(string) bool) (map[string]string, error) {
+	size, err := unix.Llistxattr(p, nil)
+	if errors.Is(err, unix.ENOTSUP) || size == 0 {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("list xattrs: %w", err)
+	}
+	buf := make([]byte, size)
+	size, err = unix.Llistxattr(p, buf)
+	if err != nil {
+		return nil, fmt.Errorf("list xattrs: %w", err)
+	}
+	var out map[string]string
+	for _, name := range strings.Split(string(buf[:size]), "\x00") {
+		if name == "" || !keep(name) {
+			continue
+		}
+		vsize, err := unix.Lgetxattr(p, name, nil)
+		if errors.Is(err, unix.ENODATA) {
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("read xattr %s: %w", name, err)
+		}
+		val := make([]byte, vsize)
+		vsize, err = unix.Lgetxattr(p, name, val)
+		if err != nil {
+			return nil, fmt.Errorf("read xattr %s: %w", name, err)
+		}
+		if out == nil {
+			out = map[string]string{}
+		}
+		out[name] = string(val[:vsize])
+	}
+	return out, nil
+}
+
+// resolveIn follows rel inside root the way the container sees it:
+// absolute symlink targets start at root and ".." stops at root. It
+// returns the resolved slash path ("." for root) or "" when the path does
+// not exist.
+func resolveIn(root, rel string) string {
+	pending := strings.Split(filepath.ToSlash(rel), "/")
+	var resolved []string
+	for hops := 0; len(pending) > 0; {
+		c := pending[0]
+		pending = pending[1:]
+		switch c {
+		case "", ".":
+			continue
+		case "..":
+			if len(resolved) > 0 {
+				resolved = resolved[:len(resolved)-1]
+			}
+			continue
+		}
+		next := append(append([]string(nil), resolved...), c)
+		p := filepath.Join(append([]string{root}, next...)...)
+		fi, err := os.Lstat(p)
+		if err != nil {
+			return ""
+		}
+		if fi.Mode()&os.ModeSymlink == 0 {
+			resolved = next
+			continue
+		}
+		if hops++; hops > 40 {
+			return ""
+		}
+		target, err := os.Readlink(p)
+		if err != nil {
+			return ""
+		}
+		if strings.HasPrefix(target, "/") {
+			resolved = nil
+		}
+		pending = append(strings.Split(target, "/"), pending...)
+	}
+	if len(resolved) == 0 {
+		return "."
+	}
+	return strings.Join(resolved, "/")
+}

@@ -1,0 +1,280 @@
+package generate_test
+
+import (
+	"archive/tar"
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/klauspost/compress/zstd"
+	"github.com/xeipuuv/gojsonschema"
+
+	"github.com/nexcage/nexcage/convert"
+	"github.com/nexcage/nexcage/generate"
+	"github.com/nexcage/nexcage/internal/testimage"
+	"github.com/nexcage/nexcage/rootfs"
+)
+
+var (
+	corpusOnce sync.Once
+	corpus     []testimage.Case
+	corpusErr  error
+)
+
+func cases(t testing.TB) []testimage.Case {
+	t.Helper()
+	corpusOnce.Do(func() { corpus, corpusErr = testimage.Corpus() })
+	if corpusErr != nil {
+		t.Fatal(corpusErr)
+	}
+	return corpus
+}
+
+func corpusCase(t testing.TB, name string) testimage.Case {
+	t.Helper()
+	for _, c := range cases(t) {
+		if c.Name == name {
+			return c
+		}
+	}
+	t.Fatalf("no corpus case %q", name)
+	return testimage.Case{}
+}
+
+// storeCase puts a case in a fresh store and returns the stored image.
+func storeCase(t testing.TB, c testimage.Case) (*rootfs.Store, rootfs.Image) {
+	t.Helper()
+	return storeCaseAs(t, c, c.Name)
+}
+
+// storeCaseAs stores a case under the tag tag.
+func storeCaseAs(t testing.TB, c testimage.Case, tag string) (*rootfs.Store, rootfs.Image) {
+	t.Helper()
+	dir := t.TempDir()
+	if err := testimage.WriteLayout(filepath.Join(dir, "layout"), tag, c); err != nil {
+		t.Fatal(err)
+	}
+	s, err := rootfs.OpenStore(filepath.Join(dir, "store"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref, err := rootfs.ParseRef("oci:" + filepath.Join(dir, "layout") + ":" + tag)
+	if err != nil {
+		t.Fatal(err)
+	}
+	plat := rootfs.Platform{OS: "linux", Architecture: "amd64"}
+	if c.Image != nil {
+		if cfg, err := c.Image.ConfigFile(); err == nil && cfg.Architecture != "" {
+			plat = rootfs.Platform{OS: cfg.OS, Architecture: cfg.Architecture, Variant: cfg.Variant}
+		}
+	}
+	img, err := s.Pull(context.Background(), ref, rootfs.PullOptions{SourceOptions: rootfs.SourceOptions{Platform: plat}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s, img
+}
+
+// build is `nexcage build`: the case's layers flattened straight into a
+// template in a fresh directory.
+func build(t testing.TB, c testimage.Case, opts convert.Options) *convert.Result {
+	t.Helper()
+	return buildAs(t, c, c.Name, opts)
+}
+
+func buildAs(t testing.TB, c testimage.Case, tag string, opts convert.Options) *convert.Result {
+	t.Helper()
+	s, img := storeCaseAs(t, c, tag)
+	f, err := s.Flatten(context.Background(), img, rootfs.FlattenOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	opts.Output = t.TempDir() + "/"
+	res, err := convert.Write(context.Background(), f.Tree, f.Spec, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res
+}
+
+// unpack is `nexcage unpack` as root into a fresh bundle.
+func unpack(t testing.TB, c testimage.Case) string {
+	t.Helper()
+	s, img := storeCase(t, c)
+	res, err := s.Unpack(context.Background(), img, filepath.Join(t.TempDir(), "bundle"), rootfs.UnpackOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { rootfs.RemoveBundle(res.Bundle) })
+	return res.Bundle
+}
+
+// convertBundle is `nexcage convert BUNDLE -o DIR/`.
+func convertBundle(t testing.TB, bundle string, opts convert.Options) *convert.Result {
+	t.Helper()
+	b, err := convert.LoadBundle(bundle)
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts.Output = t.TempDir() + "/"
+	res, err := convert.Convert(context.Background(), b, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res
+}
+
+func fromTemplate(t testing.TB, template string, opts generate.Options) (string, *generate.Result) {
+	t.Helper()
+	bundle := filepath.Join(t.TempDir(), "bundle")
+	opts.Template = template
+	res, err := generate.Bundle(context.Background(), bundle, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { rootfs.RemoveBundle(bundle) })
+	return bundle, res
+}
+
+func readFile(t testing.TB, p string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// sameTemplate fails unless two conversions wrote the same three files,
+// naming the first members that differ.
+func sameTemplate(t *testing.T, want, got *convert.Result) {
+	t.Helper()
+	if filepath.Base(want.Template) != filepath.Base(got.Template) {
+		t.Errorf("template names differ: %s, want %s", filepath.Base(got.Template), filepath.Base(want.Template))
+	}
+	if !bytes.Equal(readFile(t, want.Template), readFile(t, got.Template)) {
+		diffMembers(t, want.Template, got.Template)
+	}
+	for _, f := range [][2]string{{want.Config, got.Config}, {want.Manifest, got.Manifest}} {
+		a, b := string(readFile(t, f[0])), string(readFile(t, f[1]))
+		if a != b {
+			t.Errorf("%s differs:\nwant:\n%s\ngot:\n%s", filepath.Base(f[0]), a, b)
+		}
+	}
+}
+
+func members(t testing.TB, template string) []*tar.Header {
+	t.Helper()
+	f, err := os.Open(template)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var r io.Reader = f
+	if strings.HasSuffix(template, ".tar.zst") {
+		zr, err := zstd.NewReader(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer zr.Close()
+		r = zr
+	}
+	tr := tar.NewReader(r)
+	var out []*tar.Header
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			return out
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, h)
+	}
+}
+
+func describe(h *tar.Header) string {
+	return fmt.Sprintf("%s type=%c mode=%o %d:%d size=%d mtime=%d link=%q pax=%v", h.Name, h.Typeflag, h.Mode, h.Uid, h.Gid, h.Size, h.ModTime.UnixNano(), h.Linkname, h.PAXRecords)
+}
+
+func diffMembers(t *testing.T, want, got string) {
+	t.Helper()
+	a, b := members(t, want), members(t, got)
+	shown := 0
+	for i := 0; i < len(a) || i < len(b); i++ {
+		var x, y string
+		if i < len(a) {
+			x = describe(a[i])
+		}
+		if i < len(b) {
+			y = describe(b[i])
+		}
+		if x != y {
+			t.Errorf("member %d:\n  want %s\n  got  %s", i, x, y)
+			if shown++; shown > 8 {
+				break
+			}
+		}
+	}
+	if shown == 0 {
+		t.Error("templates differ in content bytes")
+	}
+}
+
+var (
+	schemaOnce sync.Once
+	schema     *gojsonschema.Schema
+	schemaErr  error
+)
+
+// validateConfig checks a config.json against the runtime-spec JSON
+// schema that ships with the runtime-spec module this build uses.
+func validateConfig(t testing.TB, path string) {
+	t.Helper()
+	schemaOnce.Do(func() {
+		cmd := exec.Command("go", "list", "-m", "-f", "{{.Dir}}", "github.com/opencontainers/runtime-spec")
+		var stderr bytes.Buffer
+		cmd.Stderr = &stderr
+		out, err := cmd.Output()
+		if err != nil {
+			schemaErr = fmt.Errorf("find the runtime-spec module with go list: %v: %s", err, stderr.Bytes())
+			return
+		}
+		dir := filepath.Join(strings.TrimSpace(string(out)), "schema")
+		schema, schemaErr = gojsonschema.NewSchema(gojsonschema.NewReferenceLoader("file://" + filepath.Join(dir, "config-schema.json")))
+	})
+	if schemaErr != nil {
+		t.Fatalf("runtime-spec schema: %v", schemaErr)
+	}
+	abs, _ := filepath.Abs(path)
+	res, err := schema.Validate(gojsonschema.NewReferenceLoader("file://" + abs))
+	if err != nil {
+		t.Fatalf("validate %s: %v", path, err)
+	}
+	for _, e := range res.Errors() {
+		t.Errorf("%s: not valid against the runtime-spec schema: %s", path, e)
+	}
+}
+
+// leftovers lists what is in dir: a failed generate must leave nothing
+// beside the bundle it was asked for.
+func leftovers(t testing.TB, dir string) []string {
+	t.Helper()
+	des, err := os.ReadDir(dir)
+	if err != nil && !os.IsNotExist(err) {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, d := range des {
+		out = append(out, d.Name())
+	}
+	return out
+}

@@ -1,0 +1,614 @@
+package generate
+
+import (
+	"archive/tar"
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/klauspost/compress/gzip"
+	"github.com/klauspost/compress/zstd"
+	rspec "github.com/opencontainers/runtime-spec/specs-go"
+	"github.com/ulikunitz/xz"
+	"golang.org/x/sys/unix"
+
+	"github.com/nexcage/nexcage/convert"
+	"github.com/nexcage/nexcage/internal/annotation"
+	"github.com/nexcage/nexcage/internal/errkind"
+	"github.com/nexcage/nexcage/internal/progress"
+	"github.com/nexcage/nexcage/lxc"
+)
+
+// ErrUnsafeMember marks a template member that would land outside the
+// bundle (absolute, "..", through a symlink that climbs out, a hard link
+// to such a place).
+var ErrUnsafeMember = errors.New("unsafe template member")
+
+// ErrCorruptTemplate marks a template that is not a (compressed) tar, or
+// is truncated or damaged.
+var ErrCorruptTemplate = errors.New("corrupt template")
+
+const templateFix = "build or download the template again"
+
+// openTemplate sniffs the compression from the content (the name may lie)
+// and returns the decompressed tar stream.
+func openTemplate(file string, r io.Reader) (io.Reader, func(), error) {
+	br := bufio.NewReaderSize(r, 1<<20)
+	head, _ := br.Peek(512)
+	switch {
+	case bytes.HasPrefix(head, []byte{0x28, 0xb5, 0x2f, 0xfd}):
+		zr, err := zstd.NewReader(br, zstd.WithDecoderConcurrency(1))
+		if err != nil {
+			return nil, nil, err
+		}
+		return zr, zr.Close, nil
+	case bytes.HasPrefix(head, []byte{0x1f, 0x8b}):
+		zr, err := gzip.NewReader(br)
+		if err != nil {
+			return nil, nil, errkind.Errorf(ErrCorruptTemplate, "template %s is not valid gzip (%v): %s", file, err, templateFix)
+		}
+		return zr, func() { zr.Close() }, nil
+	case bytes.HasPrefix(head, []byte{0xfd, '7', 'z', 'X', 'Z', 0x00}):
+		zr, err := xz.NewReader(br)
+		if err != nil {
+			return nil, nil, errkind.Errorf(ErrCorruptTemplate, "template %s is not valid xz (%v): %s", file, err, templateFix)
+		}
+		return zr, func() {}, nil
+	case len(head) == 512 && bytes.HasPrefix(head[257:], []byte("ustar")):
+		return br, func() {}, nil
+	case len(head) == 0:
+		return nil, nil, errkind.Errorf(ErrCorruptTemplate, "template %s is empty: %s", file, templateFix)
+	}
+	return nil, nil, errkind.Errorf(ErrCorruptTemplate, "%s is not a template: it is neither a zstd, gzip or xz compressed tar nor a plain tar; give a .tar.zst, .tar.gz or .tar.xz template (what nexcage build or convert writes, or a PVE template)", file)
+}
+
+// extractStats says what an extraction did.
+type extractStats struct {
+	sha256 string // of the template file
+}
+
+// extract unpacks a template into root safely: no member lands outside
+// root, whatever its name, its link target or the symlinks before it.
+func (w *writer) extract(ctx context.Context, file string, rep progress.Reporter) (*extractStats, error) {
+	f, err := os.Open(file)
+	if err != nil {
+		return nil, fmt.Errorf("open the template: %w", err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("template %s is not a regular file: give a .tar.zst, .tar.gz or .tar.xz template", file)
+	}
+	h := sha256.New()
+	bar := rep.Bytes("extracting "+filepath.Base(file), fi.Size())
+	counted := &countingReader{r: io.TeeReader(f, h), c: bar}
+	raw, closeZ, err := openTemplate(file, counted)
+	if err != nil {
+		bar.Done("failed")
+		return nil, err
+	}
+	defer closeZ()
+	if err := w.extractTar(ctx, file, raw); err != nil {
+		bar.Done("failed")
+		return nil, err
+	}
+	// The compression's own checksums (zstd frames, gzip's trailer) are
+	// checked only when the stream is read to its end.
+	if _, err := io.Copy(io.Discard, raw); err != nil {
+		bar.Done("failed")
+		return nil, errkind.Errorf(ErrCorruptTemplate, "template %s is corrupt after its last member (%v): %s", file, err, templateFix)
+	}
+	if _, err := io.Copy(h, f); err != nil {
+		return nil, err
+	}
+	bar.Done(fmt.Sprintf("%d entries", w.entries))
+	return &extractStats{sha256: hex.EncodeToString(h.Sum(nil))}, nil
+}
+
+type countingReader struct {
+	r io.Reader
+	c progress.Counter
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.c.Add(n)
+	return n, err
+}
+
+func (w *writer) extractTar(ctx context.Context, file string, r io.Reader) error {
+	tr := tar.NewReader(r)
+	buf := make([]byte, 1<<20)
+	last := ""
+	for {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		hdr, err := tr.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			if w.entries == 0 {
+				return errkind.Errorf(ErrCorruptTemplate, "%s is not a template: it does not hold a tar archive (%v); give a .tar.zst, .tar.gz or .tar.xz template", file, err)
+			}
+			return errkind.Errorf(ErrCorruptTemplate, "template %s is truncated or corrupt after member %s (%v): %s", file, quoteName(last), err, templateFix)
+		}
+		last = hdr.Name
+		if err := w.member(hdr, readErrors{tr}, buf); err != nil {
+			var re *readError
+			switch {
+			case errors.As(err, &re):
+				return errkind.Errorf(ErrCorruptTemplate, "template %s is truncated or corrupt in member %s (%v): %s", file, quoteName(hdr.Name), re.err, templateFix)
+			case errors.Is(err, ErrUnsafeMember) || errors.Is(err, ErrCorruptTemplate):
+				return fmt.Errorf("template %s: %w", file, err)
+			}
+			return fmt.Errorf("template %s: member %s: %w", file, quoteName(hdr.Name), err)
+		}
+	}
+	if w.entries == 0 {
+		return errkind.Errorf(ErrCorruptTemplate, "template %s holds no files: %s", file, templateFix)
+	}
+	return nil
+}
+
+// readError is a failure to read the template itself (the decompressor,
+// the tar stream), as opposed to one writing the rootfs.
+type readError struct{ err error }
+
+func (e *readError) Error() string { return e.err.Error() }
+func (e *readError) Unwrap() error { return e.err }
+
+type readErrors struct{ r io.Reader }
+
+func (r readErrors) Read(p []byte) (int, error) {
+	n, err := r.r.Read(p)
+	if err != nil && err != io.EOF {
+		err = &readError{err}
+	}
+	return n, err
+}
+
+// quoteName quotes a member name for a message, shortening huge ones.
+func quoteName(name string) string {
+	if len(name) > 200 {
+		name = name[:100] + "..." + name[len(name)-60:]
+	}
+	return fmt.Sprintf("%q", name)
+}
+
+// memberPath turns a member name into a clean relative path ("." for the
+// root), refusing names that are absolute or contain "..": GNU tar refuses
+// those too.
+func memberPath(name string) (string, error) {
+	if strings.HasPrefix(name, "/") {
+		return "", errkind.Errorf(ErrUnsafeMember, "member %s has an absolute name: template members must be relative to the root (./etc/...)", quoteName(name))
+	}
+	for _, c := range strings.Split(name, "/") {
+		if c == ".." {
+			return "", errkind.Errorf(ErrUnsafeMember, "member %s contains '..', which could climb out of the bundle", quoteName(name))
+		}
+	}
+	if strings.ContainsRune(name, 0) {
+		return "", errkind.Errorf(ErrUnsafeMember, "member %s contains a NUL byte", quoteName(name))
+	}
+	return path.Clean("./" + name), nil
+}
+
+func headerMeta(hdr *tar.Header) meta {
+	m := meta{mode: uint32(hdr.Mode & 0o7777), uid: hdr.Uid, gid: hdr.Gid, mtime: hdr.ModTime}
+	for k, v := range hdr.PAXRecords {
+		name, ok := strings.CutPrefix(k, "SCHILY.xattr.")
+		if ok && keepXattr(name) {
+			if m.xattrs == nil {
+				m.xattrs = map[string]string{}
+			}
+			m.xattrs[name] = v
+		}
+	}
+	return m
+}
+
+// member applies one tar member.
+func (w *writer) member(hdr *tar.Header, r io.Reader, buf []byte) error {
+	switch hdr.Typeflag {
+	case tar.TypeXGlobalHeader:
+		return nil
+	case tar.TypeDir, tar.TypeReg, tar.TypeRegA, tar.TypeGNUSparse, tar.TypeLink, tar.TypeSymlink, tar.TypeChar, tar.TypeBlock, tar.TypeFifo:
+	default:
+		return errkind.Errorf(ErrCorruptTemplate, "member %s has type %q, which a template cannot hold", quoteName(hdr.Name), hdr.Typeflag)
+	}
+	rel, err := memberPath(hdr.Name)
+	if err != nil {
+		return err
+	}
+	m := headerMeta(hdr)
+	if rel == "." {
+		if hdr.Typeflag != tar.TypeDir {
+			return errkind.Errorf(ErrUnsafeMember, "member %s would replace the root directory with a non-directory", quoteName(hdr.Name))
+		}
+		w.dirs["."] = m
+		w.entries++
+		return nil
+	}
+	parent, err := w.parentDir(hdr.Name, path.Dir(rel))
+	if err != nil {
+		return err
+	}
+	target := path.Join(parent, path.Base(rel))
+	p := filepath.Join(w.root, target)
+
+	// A later member for an existing path replaces it, as tar does; a
+	// directory over a directory only changes its metadata.
+	if fi, err := os.Lstat(p); err == nil {
+		if fi.IsDir() && hdr.Typeflag == tar.TypeDir {
+			w.dirs[target] = m
+			w.entries++
+			return nil
+		}
+		if err := removeAll(p); err != nil {
+			return err
+		}
+		for d := range w.dirs {
+			if d == target || strings.HasPrefix(d, target+"/") {
+				delete(w.dirs, d)
+			}
+		}
+	}
+
+	w.entries++
+	switch hdr.Typeflag {
+	case tar.TypeDir:
+		if err := os.Mkdir(p, 0o700); err != nil {
+			return err
+		}
+		w.dirs[target] = m
+		return nil
+	case tar.TypeReg, tar.TypeRegA, tar.TypeGNUSparse:
+		f, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+		if err != nil {
+			return err
+		}
+		n, err := io.CopyBuffer(f, r, buf)
+		w.bytes += n
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			return err
+		}
+	case tar.TypeLink:
+		lrel, err := memberPath(hdr.Linkname)
+		if err != nil || lrel == "." {
+			return errkind.Errorf(ErrUnsafeMember, "hard link %s -> %s points outside the root", quoteName(hdr.Name), quoteName(hdr.Linkname))
+		}
+		lparent, err := w.parentDir(hdr.Name, path.Dir(lrel))
+		if err != nil {
+			return err
+		}
+		src := filepath.Join(w.root, lparent, path.Base(lrel))
+		fi, err := os.Lstat(src)
+		if err != nil || fi.IsDir() {
+			return errkind.Errorf(ErrCorruptTemplate, "hard link %s -> %s: the target is not a file that an earlier member made", quoteName(hdr.Name), quoteName(hdr.Linkname))
+		}
+		// link(2) copies nothing from the header: a hard link is the
+		// inode it points to.
+		return os.Link(src, p)
+	case tar.TypeSymlink:
+		if err := os.Symlink(hdr.Linkname, p); err != nil {
+			return err
+		}
+		return w.apply(target, m, true)
+	case tar.TypeChar, tar.TypeBlock:
+		if w.rootless {
+			w.entries--
+			w.skippedDevices++
+			if w.firstSkipped == "" {
+				w.firstSkipped = target
+			}
+			return nil
+		}
+		mode := uint32(unix.S_IFCHR)
+		if hdr.Typeflag == tar.TypeBlock {
+			mode = unix.S_IFBLK
+		}
+		if err := unix.Mknod(p, mode|0o600, int(unix.Mkdev(uint32(hdr.Devmajor), uint32(hdr.Devminor)))); err != nil {
+			return &os.PathError{Op: "mknod", Path: p, Err: err}
+		}
+	case tar.TypeFifo:
+		if err := unix.Mkfifo(p, 0o600); err != nil {
+			return &os.PathError{Op: "mkfifo", Path: p, Err: err}
+		}
+	}
+	return w.apply(target, m, false)
+}
+
+// parentDir resolves a member's parent directory inside root the way the
+// container sees it (absolute symlinks start at root), creating missing
+// directories as tar does, and refuses a relative symlink that climbs
+// above root. It returns the resolved slash path.
+func (w *writer) parentDir(member, rel string) (string, error) {
+	if rel == "." || rel == "" {
+		return ".", nil
+	}
+	pending := strings.Split(rel, "/")
+	var resolved []string
+	hops := 0
+	for len(pending) > 0 {
+		c := pending[0]
+		pending = pending[1:]
+		switch c {
+		case "", ".":
+			continue
+		case "..":
+			if len(resolved) == 0 {
+				return "", errkind.Errorf(ErrUnsafeMember, "member %s is written through a symlink that points outside the root", quoteName(member))
+			}
+			resolved = resolved[:len(resolved)-1]
+			continue
+		}
+		next := append(append([]string(nil), resolved...), c)
+		rp := strings.Join(next, "/")
+		p := filepath.Join(w.root, rp)
+		fi, err := os.Lstat(p)
+		switch {
+		case errors.Is(err, os.ErrNotExist):
+			// A missing parent: tar makes it. It gets fixed metadata
+			// (0755, root, mtime 0) unless a member for it follows.
+			if err := os.Mkdir(p, 0o700); err != nil {
+				return "", err
+			}
+			w.dirs[rp] = meta{mode: 0o755, mtime: time.Unix(0, 0)}
+			resolved = next
+		case err != nil:
+			return "", err
+		case fi.IsDir():
+			resolved = next
+		case fi.Mode()&os.ModeSymlink != 0:
+			if hops++; hops > 40 {
+				return "", errkind.Errorf(ErrUnsafeMember, "member %s: too many levels of symbolic links", quoteName(member))
+			}
+			target, err := os.Readlink(p)
+			if err != nil {
+				return "", err
+			}
+			if strings.HasPrefix(target, "/") {
+				resolved = nil
+			}
+			pending = append(strings.Split(target, "/"), pending...)
+		default:
+			return "", errkind.Errorf(ErrCorruptTemplate, "member %s: /%s is not a directory", quoteName(member), rp)
+		}
+	}
+	if len(resolved) == 0 {
+		return ".", nil
+	}
+	return strings.Join(resolved, "/"), nil
+}
+
+// sidecars are a template's .conf and .json, when they exist.
+type sidecars struct {
+	confPath, manifestPath string
+	conf                   *lxc.Config
+	manifest               *convert.Metadata
+}
+
+func readSidecars(file string) (*sidecars, error) {
+	s := &sidecars{}
+	s.confPath, s.manifestPath = convert.Sidecars(file)
+	if _, err := os.Stat(s.manifestPath); err == nil {
+		m, err := convert.ReadManifest(s.manifestPath)
+		if err != nil {
+			return nil, fmt.Errorf("%v: fix it, or move it away to generate from the template alone", err)
+		}
+		s.manifest = m
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("read the template's manifest: %w", err)
+	} else {
+		s.manifestPath = ""
+	}
+	if raw, err := os.ReadFile(s.confPath); err == nil {
+		c, err := lxc.Parse(string(raw))
+		if err != nil {
+			return nil, fmt.Errorf("%s is not a valid CT config: %v: fix it, or move it away to generate from the template alone", s.confPath, err)
+		}
+		s.conf = c
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("read the template's CT config: %w", err)
+	} else {
+		s.confPath = ""
+	}
+	return s, nil
+}
+
+var dateVersion = regexp.MustCompile(`^[0-9]{8}$`)
+
+// spec rebuilds the runtime config convert read when it wrote the
+// template: every field that shapes the template's name, its .conf and its
+// .json comes back, so converting the bundle gives the same three files.
+func (s *sidecars) spec(facts rootfsFacts, file string) (*rspec.Spec, bool) {
+	spec := BaseSpec()
+	haveProcess := false
+	if m := s.manifest; m != nil {
+		if m.Process != nil && len(m.Process.Args) > 0 {
+			spec.Process.Args = m.Process.Args
+			spec.Process.Env = m.Process.Env
+			spec.Process.Cwd = m.Process.Cwd
+			spec.Process.User = rspec.User{UID: m.Process.UID, GID: m.Process.GID}
+			haveProcess = true
+		}
+		spec.Mounts = nil
+		for _, mt := range m.Mounts {
+			spec.Mounts = append(spec.Mounts, rspec.Mount{Destination: mt.Destination, Type: mt.Type, Source: mt.Source, Options: mt.Options})
+		}
+		a := spec.Annotations
+		for k, v := range m.Labels {
+			a[k] = v
+		}
+		a[annotation.Reference] = m.Source.Reference
+		a[annotation.Digest] = m.Source.Digest
+		a[annotation.SourceDigest] = m.Source.SourceDigest
+		if len(m.Volumes) > 0 {
+			a[annotation.Volumes] = strings.Join(m.Volumes, ",")
+		}
+		if len(m.ExposedPorts) > 0 {
+			a[annotationExposedPorts] = strings.Join(m.ExposedPorts, ",")
+		}
+		if parts := strings.Split(m.Source.Platform, "/"); len(parts) >= 2 {
+			a[annotationOS], a[annotationArch] = parts[0], parts[1]
+			if len(parts) > 2 {
+				a[annotationVariant] = parts[2]
+			}
+		}
+		// A conventional name whose version is a date came from the
+		// image's creation time, which the manifest does not keep: give
+		// it back, so convert names the template the same. (Any version
+		// convert prefers, from options, labels or the tag, still wins.)
+		name := m.Template.File
+		if name == "" {
+			name = filepath.Base(file)
+		}
+		if c, ok := convert.CompressionFromName(name); ok {
+			name = strings.TrimSuffix(name, c.Suffix())
+		}
+		if parts := strings.Split(name, "_"); len(parts) == 3 && dateVersion.MatchString(parts[1]) {
+			if t, err := time.Parse("20060102", parts[1]); err == nil {
+				a[annotationCreated] = t.UTC().Format(time.RFC3339)
+			}
+		}
+	}
+	if c := s.conf; c != nil {
+		spec.Hostname = c.Hostname
+		for _, o := range c.Raw {
+			if o.Key == "lxc.signal.halt" {
+				spec.Annotations[lxc.AnnotationStopSignal] = o.Value
+			}
+		}
+		if s.manifest == nil {
+			if c.Entrypoint != "" {
+				spec.Process.Args = lxc.SplitCommand(c.Entrypoint)
+				spec.Process.Env = c.Env
+				haveProcess = true
+				for _, o := range c.Raw {
+					switch o.Key {
+					case "lxc.init.cwd":
+						spec.Process.Cwd = o.Value
+					case "lxc.init.uid":
+						fmt.Sscan(o.Value, &spec.Process.User.UID)
+					case "lxc.init.gid":
+						fmt.Sscan(o.Value, &spec.Process.User.GID)
+					}
+				}
+			}
+			spec.Mounts = append(spec.Mounts, confMounts(c)...)
+		}
+		if spec.Annotations[annotationArch] == "" && c.Arch != "" {
+			if a, v, err := ociArch(c.Arch); err == nil {
+				spec.Annotations[annotationArch] = a
+				if v != "" {
+					spec.Annotations[annotationVariant] = v
+				}
+			}
+		}
+	}
+	for k, v := range spec.Annotations {
+		if v == "" {
+			delete(spec.Annotations, k)
+		}
+	}
+	if !haveProcess {
+		spec.Process.Args = facts.defaultArgs()
+	}
+	if spec.Annotations[annotationArch] == "" && facts.arch != "" {
+		spec.Annotations[annotationArch] = facts.arch
+		if facts.variant != "" {
+			spec.Annotations[annotationVariant] = facts.variant
+		}
+	}
+	return spec, haveProcess
+}
+
+// confMounts turns a CT config's bind mount points and tmpfs mount
+// entries back into runtime-spec mounts.
+func confMounts(c *lxc.Config) []rspec.Mount {
+	var out []rspec.Mount
+	for _, mp := range c.MountPoints {
+		if !mp.IsBind() {
+			continue // storage-backed: nothing a bundle can name
+		}
+		opts := []string{"rbind"}
+		if mp.RO {
+			opts = append(opts, "ro")
+		}
+		out = append(out, rspec.Mount{Type: "bind", Source: mp.Volume, Destination: mp.Path, Options: opts})
+	}
+	for _, o := range c.Raw {
+		if o.Key != "lxc.mount.entry" {
+			continue
+		}
+		f := strings.Fields(o.Value)
+		if len(f) < 4 || f[2] != "tmpfs" {
+			continue
+		}
+		var opts []string
+		for _, x := range strings.Split(f[3], ",") {
+			if x != "create=dir" && x != "" {
+				opts = append(opts, x)
+			}
+		}
+		out = append(out, rspec.Mount{Type: "tmpfs", Source: "tmpfs", Destination: "/" + strings.TrimPrefix(f[1], "/"), Options: opts})
+	}
+	return out
+}
+
+// convertFlags are the convert flags that give the template's bytes again,
+// from the options its manifest records.
+func (s *sidecars) convertFlags() []string {
+	if s.manifest == nil {
+		return nil
+	}
+	o := s.manifest.Options
+	var out []string
+	if o.Compression != "" && o.Compression != string(convert.Zstd) {
+		out = append(out, "--compression", o.Compression)
+	}
+	if o.Level != 0 && o.Level != convert.Compression(firstNonEmpty(o.Compression, string(convert.Zstd))).DefaultLevel() {
+		out = append(out, "--level", fmt.Sprint(o.Level))
+	}
+	if o.Privileged {
+		out = append(out, "--privileged")
+	}
+	if o.SquashHighIDs {
+		out = append(out, "--squash-high-ids")
+	}
+	if o.Name != "" {
+		out = append(out, "--name", o.Name)
+	}
+	if o.Version != "" {
+		out = append(out, "--version", o.Version)
+	}
+	return out
+}
+
+func firstNonEmpty(s ...string) string {
+	for _, x := range s {
+		if x != "" {
+			return x
+		}
+	}
+	return ""
+}
