@@ -143,7 +143,12 @@ func run(argv []string, stdout, stderr *os.File) int {
 	if err != nil {
 		status, msg := exitFailure, err.Error()
 		var ue usageError
+		var reported interface{ ExitStatus() int }
 		switch {
+		case errors.As(err, &reported):
+			// The command printed its own report (check: 1 for failures,
+			// 3 for warnings only); nothing more goes to stderr.
+			status = reported.ExitStatus()
 		case errors.As(err, &ue):
 			status = exitUsage
 			fmt.Fprintf(stderr, "nexcage %s: %s\nusage: %s\nRun 'nexcage %s --help' for details.\n", c.name, ue.msg, usageLine(c), c.name)
@@ -206,7 +211,7 @@ commands:
 	}
 	fmt.Fprint(w, `
 Run 'nexcage <command> --help' for a command's flags.
-Exit status: 0 success, 1 failure, 2 usage error.
+Exit status: 0 success, 1 failure, 2 usage error, 3 warnings only (check).
 `)
 }
 

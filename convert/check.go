@@ -1,0 +1,948 @@
+package convert
+
+import (
+	"archive/tar"
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"net/http"
+	"os"
+	"path"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strings"
+	"testing/fstest"
+
+	"github.com/klauspost/compress/gzip"
+	"github.com/klauspost/compress/zstd"
+	rspec "github.com/opencontainers/runtime-spec/specs-go"
+	"github.com/ulikunitz/xz"
+	"github.com/xeipuuv/gojsonschema"
+
+	"github.com/nexcage/nexcage/internal/atomicfile"
+	"github.com/nexcage/nexcage/internal/progress"
+	"github.com/nexcage/nexcage/internal/tartree"
+	"github.com/nexcage/nexcage/lxc"
+)
+
+// Statuses of a CheckResult.
+const (
+	CheckOK   = "ok"
+	CheckWarn = "warn"
+	CheckFail = "fail"
+)
+
+// CheckResult is the outcome of one check; rootfs and pct have the same
+// shape, so `nexcage check` renders every check alike.
+type CheckResult struct {
+	Status string `json:"status"` // CheckOK, CheckWarn or CheckFail
+	Check  string `json:"check"`  // what was checked
+	Target string `json:"target"`
+	Cause  string `json:"cause"` // what is wrong (for a repair: what was wrong)
+	Fix    string `json:"fix"`   // what to do (for a repair: what was done)
+	// Repaired says --repair fixed the problem (the status is then ok).
+	Repaired bool `json:"repaired"`
+}
+
+// CheckOptions configure the checks of templates, bundles and output
+// directories.
+type CheckOptions struct {
+	// Repair removes leftovers of interrupted writes.
+	Repair bool
+	// InUse reports whether a running process still has path (or something
+	// below it) open; such a temporary name is being written, not left
+	// over. Nil means nothing is in use.
+	InUse func(path string) bool
+}
+
+type checkList struct {
+	target string
+	out    []CheckResult
+}
+
+func (c *checkList) ok(check string) {
+	c.out = append(c.out, CheckResult{Status: CheckOK, Check: check, Target: c.target})
+}
+
+func (c *checkList) warn(check, cause, fix string) {
+	c.out = append(c.out, CheckResult{Status: CheckWarn, Check: check, Target: c.target, Cause: cause, Fix: fix})
+}
+
+func (c *checkList) fail(check, cause, fix string) {
+	c.out = append(c.out, CheckResult{Status: CheckFail, Check: check, Target: c.target, Cause: cause, Fix: fix})
+}
+
+const rebuildFix = "rebuild it with nexcage (build --force, or convert)"
+
+// CheckTemplate verifies a template the way PVE will use it: it
+// decompresses to the end and is a valid tar; every member is "./"-
+// prefixed, unique, stays inside the root and is no device node; owners
+// fit an unprivileged container unless the template is privileged-only;
+// the .json sidecar's sha256 and size match and the .conf parses with
+// only keys PVE accepts; it has /sbin (or is unmanaged); and the OS PVE
+// will detect is the ostype recorded. Temporary names a killed writer
+// left beside it are reported (removed with Repair). Problems are
+// results; the error is only for a cancelled context.
+func CheckTemplate(ctx context.Context, file string, opts CheckOptions) ([]CheckResult, error) {
+	return checkTemplate(ctx, file, opts, true)
+}
+
+func checkTemplate(ctx context.Context, file string, opts CheckOptions, ownLeftovers bool) ([]CheckResult, error) {
+	c := &checkList{target: file}
+	comp, ok := CompressionFromName(file)
+	if !ok {
+		c.fail("template name", filepath.Base(file)+" does not end in .tar.zst, .tar.gz or .tar.xz", "PVE refuses other names: rename it")
+		return c.out, nil
+	}
+	confPath, jsonPath := Sidecars(file)
+	var mine []string
+	for _, p := range []string{file, confPath, jsonPath} {
+		mine = append(mine, "."+filepath.Base(p)+atomicfile.TempMarker)
+	}
+	tail := func() []CheckResult {
+		if !ownLeftovers {
+			return c.out
+		}
+		return append(c.out, checkLeftovers(filepath.Dir(file), func(name string) bool {
+			for _, m := range mine {
+				if strings.HasPrefix(name, m) {
+					return true
+				}
+			}
+			return false
+		}, file, "the template's directory", opts)...)
+	}
+	fi, err := os.Stat(file)
+	switch {
+	case err != nil:
+		c.fail("template file", err.Error(), "give the path of a template file")
+		return tail(), nil
+	case !fi.Mode().IsRegular():
+		c.fail("template file", file+" is not a regular file", "give the path of a template file")
+		return tail(), nil
+	}
+
+	meta, metaErr := readSidecarJSON(jsonPath)
+	conf, confRaw, confErr := readSidecarConf(confPath)
+	sc, err := scanTemplate(ctx, file, comp)
+	if err != nil {
+		return nil, err
+	}
+	privileged := false
+	switch {
+	case meta != nil:
+		privileged = meta.Privileged
+	case conf != nil:
+		privileged = rePrivilegedConf.MatchString(confRaw)
+	}
+
+	// The archive.
+	if sc.streamErr != nil {
+		c.fail(fmt.Sprintf("decompresses (%s) to the end", comp), fmt.Sprintf("%v, after %s of the file", sc.streamErr, progress.HumanBytes(sc.readAt)),
+			"the file is truncated or damaged: copy it again, or "+rebuildFix)
+	} else {
+		c.ok(fmt.Sprintf("decompresses (%s) to the end", comp))
+		if sc.tarErr != nil {
+			c.fail("is a valid tar", fmt.Sprintf("%v after %d members (last %q)", sc.tarErr, sc.members, sc.last), rebuildFix)
+		} else {
+			c.ok(fmt.Sprintf("is a valid tar: %d members, %s", sc.members, progress.HumanBytes(sc.tarBytes)))
+		}
+	}
+	complete := sc.streamErr == nil && sc.tarErr == nil
+	// member checks: problems are reported even when the stream broke;
+	// "ok" only when every member was seen.
+	memberCheck := func(check string, bad []string, status, cause, fix string) {
+		switch {
+		case len(bad) > 0 && status == CheckFail:
+			c.fail(check, fmt.Sprintf(cause, len(bad), shortList(bad)), fix)
+		case len(bad) > 0:
+			c.warn(check, fmt.Sprintf(cause, len(bad), shortList(bad)), fix)
+		case complete:
+			c.ok(check)
+		}
+	}
+	names := append(append([]string{}, sc.unprefixed...), sc.duplicates...)
+	if sc.first != "./" && sc.members > 0 {
+		names = append([]string{fmt.Sprintf("%q comes first, not \"./\"", sc.first)}, names...)
+	}
+	memberCheck("member names are ./-prefixed, ./ first, and unique", names, CheckFail,
+		"%d problem(s): %s (PVE's anchored --exclude ./dev/* misses unprefixed names, and --skip-old-files keeps only the first of a duplicate)", rebuildFix)
+	memberCheck("no member escapes the root", sc.escapes, CheckFail,
+		"%d member(s) climb out or are absolute: %s", "do not use this template; "+rebuildFix)
+	memberCheck("hard link targets come before their links", sc.linkOrder, CheckFail,
+		"%d hard link(s) point at a member not seen before: %s (tar cannot create them)", rebuildFix)
+	var outside, inDev []string
+	for _, d := range sc.devices {
+		if strings.HasPrefix(d, "/dev/") {
+			inDev = append(inDev, d)
+		} else {
+			outside = append(outside, d)
+		}
+	}
+	devStatus, devCause := CheckFail, "%d device node(s) outside /dev: %s (an unprivileged container cannot create them: PVE's extraction fails)"
+	if privileged {
+		devStatus, devCause = CheckWarn, "%d device node(s) outside /dev: %s (created in this privileged-only container)"
+	}
+	if len(outside) == 0 && len(inDev) > 0 {
+		c.warn("no device nodes", fmt.Sprintf("%d device node(s) in /dev: %s (PVE skips them: --exclude ./dev/*)", len(inDev), shortList(inDev)), rebuildFix+": it keeps /dev empty")
+	} else {
+		memberCheck("no device nodes", outside, devStatus, devCause, rebuildFix+": it drops device nodes")
+	}
+	switch {
+	case len(sc.highIDs) > 0 && privileged:
+		c.ok(fmt.Sprintf("owners above 65535 on %d path(s): a privileged-only template", len(sc.highIDs)))
+	default:
+		memberCheck("owners within 0..65535", sc.highIDs, CheckFail,
+			"%d path(s) owned by ids an unprivileged container cannot map (PVE's extraction fails): %s",
+			"rebuild with --squash-high-ids, or with --privileged for a privileged-only template")
+	}
+
+	// The sidecars.
+	jsonCheck := "sidecar " + filepath.Base(jsonPath) + ": size and sha256 match"
+	switch {
+	case metaErr != nil:
+		c.fail(jsonCheck, metaErr.Error(), rebuildFix+" to write it again")
+	case meta == nil && conf == nil:
+		c.ok("no sidecars (.json, .conf): not built by nexcage; only the archive was checked")
+	case meta == nil:
+		c.warn(jsonCheck, filepath.Base(jsonPath)+" is missing: the size and sha256 cannot be verified", rebuildFix+" to get it back")
+	default:
+		var bad []string
+		if meta.Template.Size != sc.size {
+			bad = append(bad, fmt.Sprintf("the file is %d bytes, the sidecar says %d", sc.size, meta.Template.Size))
+		}
+		if meta.Template.SHA256 != sc.sha256 {
+			bad = append(bad, fmt.Sprintf("the file's sha256 is %s, the sidecar says %s", sc.sha256, meta.Template.SHA256))
+		}
+		switch {
+		case len(bad) > 0:
+			c.fail(jsonCheck, strings.Join(bad, "; "), "the template or its sidecar changed after the build (a partial copy?): copy both again, or "+rebuildFix)
+		case meta.Template.File != "" && meta.Template.File != filepath.Base(file):
+			c.warn(jsonCheck, fmt.Sprintf("they match, but the sidecar describes %s", meta.Template.File), "rename the template back, or "+rebuildFix+" under the new name")
+		default:
+			c.ok(jsonCheck)
+		}
+	}
+	confCheck := "sidecar " + filepath.Base(confPath) + ": parses, with only keys PVE accepts"
+	switch {
+	case confErr != nil:
+		c.fail(confCheck, confErr.Error(), "PVE refuses the whole config: fix that line, or "+rebuildFix)
+	case conf == nil && meta != nil:
+		c.warn(confCheck, filepath.Base(confPath)+" is missing: deploy cannot know the ostype, arch and process", rebuildFix+" to get it back")
+	case conf != nil:
+		if problems := confProblems(conf, meta); len(problems) > 0 {
+			c.fail(confCheck, strings.Join(problems, "; "), rebuildFix)
+		} else {
+			c.ok(confCheck)
+		}
+	}
+
+	// What PVE does with the rootfs.
+	if !complete {
+		return tail(), nil
+	}
+	c.checkOS(sc.tree, meta, conf)
+	return tail(), nil
+}
+
+// rePrivilegedConf finds "unprivileged: 0" (a privileged-only template)
+// in a .conf when there is no .json to say so.
+var rePrivilegedConf = regexp.MustCompile(`(?m)^unprivileged:\s*0\s*$`)
+
+// recordedOSType is the ostype the sidecars say PVE should see, and which
+// file says it. Application images are recorded unmanaged on purpose, so
+// for them the OS nexcage detected at build time is compared.
+func recordedOSType(meta *Metadata, conf *lxc.Config) (ostype, source string) {
+	switch {
+	case meta != nil && meta.Application:
+		return meta.OS.OSType, "the .json's os.ostype (the .conf says unmanaged: an application container)"
+	case conf != nil && conf.OSType != "":
+		return conf.OSType, "the .conf"
+	case meta != nil:
+		return meta.OSType, "the .json"
+	}
+	return "", ""
+}
+
+func (c *checkList) checkOS(tree *tartree.Tree, meta *Metadata, conf *lxc.Config) {
+	detected := DetectOS(tree)
+	recorded, source := recordedOSType(meta, conf)
+	effective := recorded // what the container is created with
+	if meta != nil && meta.Application {
+		effective = "unmanaged"
+	}
+	if conf != nil && conf.OSType != "" {
+		effective = conf.OSType
+	}
+
+	sbin, _ := tree.Resolve("sbin")
+	switch {
+	case sbin != nil && sbin.Type == tar.TypeDir:
+		c.ok("has /sbin")
+	case effective == "unmanaged":
+		c.ok("no /sbin, which an unmanaged container does not need")
+	default:
+		c.fail("has /sbin", fmt.Sprintf("there is no /sbin, but the container is created as ostype %s: PVE boots /sbin/init and its %s setup expects a complete system", orUnset(effective), orUnset(effective)),
+			"rebuild from a complete OS image, or record ostype unmanaged (application images are, automatically)")
+	}
+
+	const check = "the OS PVE detects matches the recorded ostype"
+	what := detected.OSType
+	if detected.ID != "" {
+		what = fmt.Sprintf("%s (os-release ID %q)", detected.OSType, detected.ID)
+	}
+	switch {
+	case recorded == "":
+		if detected.OSType == "unmanaged" && detected.ID != "" {
+			c.warn(check, detected.Why, "create the container with --ostype unmanaged")
+		} else {
+			c.ok(fmt.Sprintf("PVE detects ostype %s (nothing recorded to compare)", what))
+		}
+	case recorded != detected.OSType:
+		why := ""
+		if detected.Why != "" {
+			why = ": " + detected.Why
+		}
+		c.fail(check, fmt.Sprintf("PVE detects %s%s, but %s records %s", what, why, source, recorded),
+			"the sidecars belong to another template, or the rootfs changed: "+rebuildFix)
+	default:
+		c.ok(fmt.Sprintf("PVE detects ostype %s, as recorded", what))
+	}
+
+	arch := ""
+	switch {
+	case conf != nil && conf.Arch != "":
+		arch = conf.Arch
+	case meta != nil:
+		arch = meta.Arch
+	}
+	if elfArch := ArchFromELF(tree); elfArch != "" && arch != "" {
+		if elfArch != arch {
+			c.fail("architecture matches /bin/sh", fmt.Sprintf("/bin/sh is an %s binary, the sidecars say %s", elfArch, arch), rebuildFix+" for the right --platform")
+		} else {
+			c.ok("architecture " + arch + " matches /bin/sh")
+		}
+	}
+}
+
+func orUnset(s string) string {
+	if s == "" {
+		return "(unset)"
+	}
+	return s
+}
+
+// pveArchs and pveOSTypes are the values PVE's --arch and --ostype take.
+var pveArchs = map[string]bool{"amd64": true, "i386": true, "arm64": true, "armhf": true, "riscv32": true, "riscv64": true}
+
+func validOSType(s string) bool {
+	if s == "unmanaged" {
+		return true
+	}
+	for _, t := range pveTypes {
+		if t == s {
+			return true
+		}
+	}
+	return false
+}
+
+// confProblems are values PVE would refuse and disagreements with the
+// .json (lxc.Parse has already refused unknown keys).
+func confProblems(conf *lxc.Config, meta *Metadata) []string {
+	var out []string
+	if conf.Arch != "" && !pveArchs[conf.Arch] {
+		out = append(out, fmt.Sprintf("arch %q is not one PVE knows", conf.Arch))
+	}
+	if conf.OSType != "" && !validOSType(conf.OSType) {
+		out = append(out, fmt.Sprintf("ostype %q is not one PVE knows", conf.OSType))
+	}
+	if meta != nil {
+		if meta.Arch != "" && conf.Arch != "" && meta.Arch != conf.Arch {
+			out = append(out, fmt.Sprintf("arch %s, but the .json says %s", conf.Arch, meta.Arch))
+		}
+		if meta.Privileged && conf.Unprivileged {
+			out = append(out, "unprivileged: 1, but the .json says the template is privileged-only")
+		}
+	}
+	return out
+}
+
+// readSidecarJSON returns nil, nil when there is no sidecar.
+func readSidecarJSON(p string) (*Metadata, error) {
+	raw, err := os.ReadFile(p)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var m Metadata
+	if err := json.Unmarshal(raw, &m); err != nil {
+		return nil, fmt.Errorf("%s is not a nexcage manifest: %s", filepath.Base(p), jsonErrorAt(raw, err))
+	}
+	if m.Template.SHA256 == "" {
+		return nil, fmt.Errorf("%s records no template sha256: it is not a nexcage manifest", filepath.Base(p))
+	}
+	return &m, nil
+}
+
+func readSidecarConf(p string) (*lxc.Config, string, error) {
+	raw, err := os.ReadFile(p)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, "", nil
+	}
+	if err != nil {
+		return nil, "", err
+	}
+	c, err := lxc.Parse(string(raw))
+	if err != nil {
+		return nil, "", err
+	}
+	return c, string(raw), nil
+}
+
+// shortList shows the first few items of a long list.
+func shortList(items []string) string {
+	if len(items) <= 5 {
+		return strings.Join(items, ", ")
+	}
+	return strings.Join(items[:5], ", ") + fmt.Sprintf(" and %d more", len(items)-5)
+}
+
+// templateScan is what one pass over a template found.
+type templateScan struct {
+	size     int64  // bytes of the file
+	sha256   string // of the whole file
+	readAt   int64  // compressed bytes read when the stream broke
+	tarBytes int64  // uncompressed bytes
+
+	streamErr error // decompression failed
+	tarErr    error // the tar is malformed
+
+	members     int
+	first, last string
+	unprefixed  []string
+	duplicates  []string
+	escapes     []string
+	linkOrder   []string
+	devices     []string
+	highIDs     []string
+	tree        *tartree.Tree
+}
+
+// scanTemplate reads the whole file once: hashing it, decompressing it,
+// and building a tree of the members' headers (with the few small files
+// OS detection reads) the way PVE's tar will see them.
+func scanTemplate(ctx context.Context, file string, comp Compression) (*templateScan, error) {
+	f, err := os.Open(file)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	sc := &templateScan{tree: tartree.New()}
+	h := sha256.New()
+	raw := &checkCounter{r: io.TeeReader(checkCtxReader{ctx, f}, h)}
+	defer func() {
+		// Hash what the decompressor did not read, for the sidecar check
+		// (not after Ctrl-C: the result is thrown away then).
+		if ctx.Err() == nil {
+			io.Copy(io.Discard, checkCtxReader{ctx, raw})
+		}
+		sc.size = raw.n
+		sc.sha256 = hex.EncodeToString(h.Sum(nil))
+	}()
+	zr, err := templateReader(raw, comp)
+	if err != nil {
+		sc.streamErr, sc.readAt = err, raw.n
+		return sc, nil
+	}
+	defer zr.Close()
+	rec := &errRecorder{r: zr}
+	plain := &checkCounter{r: rec}
+	tr := tar.NewReader(plain)
+	seen := map[string]bool{}
+	for {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		hdr, err := tr.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			sc.setErr(rec, raw, err)
+			return sc, nil
+		}
+		if err := sc.member(hdr, tr, seen); err != nil {
+			sc.setErr(rec, raw, err)
+			return sc, nil
+		}
+	}
+	// Decompress to the very end: a damaged last frame or checksum shows
+	// only there.
+	if _, err := io.Copy(io.Discard, plain); err != nil {
+		sc.setErr(rec, raw, err)
+	}
+	sc.tarBytes = plain.n
+	if ctx.Err() != nil {
+		return nil, ctx.Err()
+	}
+	return sc, nil
+}
+
+func (sc *templateScan) setErr(rec *errRecorder, raw *checkCounter, err error) {
+	if rec.err != nil {
+		sc.streamErr, sc.readAt = rec.err, raw.n
+		return
+	}
+	sc.tarErr = err
+}
+
+// member records one tar header.
+func (sc *templateScan) member(hdr *tar.Header, tr *tar.Reader, seen map[string]bool) error {
+	sc.members++
+	name := hdr.Name
+	if sc.members == 1 {
+		sc.first = name
+	}
+	sc.last = name
+	shown := "/" + strings.TrimPrefix(strings.TrimPrefix(name, "."), "/")
+	if !strings.HasPrefix(name, "./") {
+		sc.unprefixed = append(sc.unprefixed, fmt.Sprintf("%q has no ./ prefix", name))
+	}
+	clean, ok := memberPath(name)
+	if !ok {
+		sc.escapes = append(sc.escapes, fmt.Sprintf("%q", name))
+		return nil
+	}
+	if seen[clean] {
+		sc.duplicates = append(sc.duplicates, fmt.Sprintf("%s appears more than once", shown))
+	}
+	seen[clean] = true
+	if hdr.Uid > maxUnprivilegedID || hdr.Gid > maxUnprivilegedID {
+		sc.highIDs = append(sc.highIDs, fmt.Sprintf("%s (%d:%d)", shown, hdr.Uid, hdr.Gid))
+	}
+	n := &tartree.Node{Type: hdr.Typeflag, Mode: hdr.Mode & 0o7777, UID: hdr.Uid, GID: hdr.Gid, ModTime: hdr.ModTime, Linkname: hdr.Linkname, Devmajor: hdr.Devmajor, Devminor: hdr.Devminor}
+	switch hdr.Typeflag {
+	case tar.TypeChar, tar.TypeBlock:
+		sc.devices = append(sc.devices, shown)
+	case tar.TypeLink:
+		target, ok := memberPath(hdr.Linkname)
+		switch {
+		case !ok:
+			sc.escapes = append(sc.escapes, fmt.Sprintf("%s is a hard link to %q", shown, hdr.Linkname))
+			return nil
+		case !seen[target] || target == clean:
+			sc.linkOrder = append(sc.linkOrder, fmt.Sprintf("%s -> %s", shown, hdr.Linkname))
+			return nil
+		}
+		if t := sc.tree.Get(target); t != nil {
+			cp := *t
+			n = &cp
+		}
+	case tar.TypeDir, tar.TypeSymlink, tar.TypeFifo:
+	default: // regular files, and anything tar extracts as one
+		n.Type, n.Size = tar.TypeReg, hdr.Size
+		if keep := keepContent(clean); keep > 0 {
+			b, err := io.ReadAll(io.LimitReader(tr, keep))
+			if err != nil {
+				return err
+			}
+			n.Open = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(b)), nil }
+		} else {
+			n.Open = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(nil)), nil }
+		}
+	}
+	sc.tree.Put(clean, n)
+	return nil
+}
+
+// memberPath cleans a member name; false when it is absolute or has a
+// ".." part (GNU tar refuses those, and they could climb out).
+func memberPath(name string) (string, bool) {
+	if strings.HasPrefix(name, "/") {
+		return "", false
+	}
+	for _, part := range strings.Split(name, "/") {
+		if part == ".." {
+			return "", false
+		}
+	}
+	return path.Clean("./" + name), true
+}
+
+// keepContent is how much of a file OS and architecture detection read:
+// os-release and lsb-release, and the ELF header of what /bin/sh may be.
+func keepContent(p string) int64 {
+	switch base := path.Base(p); {
+	case base == "os-release" || base == "lsb-release":
+		return 64 << 10
+	case strings.HasPrefix(p, "bin/") || strings.HasPrefix(p, "usr/bin/"):
+		return 64
+	}
+	return 0
+}
+
+// checkCtxReader stops reading a large file promptly on Ctrl-C.
+type checkCtxReader struct {
+	ctx context.Context
+	r   io.Reader
+}
+
+func (c checkCtxReader) Read(p []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return c.r.Read(p)
+}
+
+type checkCounter struct {
+	r io.Reader
+	n int64
+}
+
+func (c *checkCounter) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += int64(n)
+	return n, err
+}
+
+// errRecorder remembers the decompressor's first error, to tell a broken
+// stream from a broken tar.
+type errRecorder struct {
+	r   io.Reader
+	err error
+}
+
+func (e *errRecorder) Read(p []byte) (int, error) {
+	n, err := e.r.Read(p)
+	if err != nil && err != io.EOF && e.err == nil {
+		e.err = err
+	}
+	return n, err
+}
+
+type zstdReadCloser struct{ *zstd.Decoder }
+
+func (z zstdReadCloser) Close() error { z.Decoder.Close(); return nil }
+
+func templateReader(r io.Reader, c Compression) (io.ReadCloser, error) {
+	switch c {
+	case Gzip:
+		return gzip.NewReader(r)
+	case XZ:
+		zr, err := xz.NewReader(r)
+		if err != nil {
+			return nil, err
+		}
+		return io.NopCloser(zr), nil
+	}
+	zr, err := zstd.NewReader(r, zstd.WithDecoderConcurrency(1))
+	if err != nil {
+		return nil, err
+	}
+	return zstdReadCloser{zr}, nil
+}
+
+// checkLeftovers reports temporary names in dir (not below it) that match:
+// what a killed writer left. With Repair they are removed, except those a
+// running process still has open.
+func checkLeftovers(dir string, match func(string) bool, target, where string, opts CheckOptions) []CheckResult {
+	ents, _ := os.ReadDir(dir)
+	var out []CheckResult
+	for _, e := range ents {
+		if !match(e.Name()) {
+			continue
+		}
+		p := filepath.Join(dir, e.Name())
+		check := "leftover " + e.Name()
+		if opts.InUse != nil && opts.InUse(p) {
+			out = append(out, CheckResult{Status: CheckOK, Check: check + ": being written by a running process, left alone", Target: target})
+			continue
+		}
+		kind := "file"
+		if e.IsDir() {
+			kind = "directory"
+		}
+		cause := fmt.Sprintf("temporary %s of an interrupted write (%s)", kind, progress.HumanBytes(leftoverSize(p)))
+		if !opts.Repair {
+			out = append(out, CheckResult{Status: CheckWarn, Check: check, Target: target, Cause: cause, Fix: "`nexcage check --repair " + target + "` removes it"})
+			continue
+		}
+		if err := removeLeftover(p); err != nil {
+			out = append(out, CheckResult{Status: CheckFail, Check: check, Target: target, Cause: cause + "; removing it failed: " + err.Error(), Fix: "remove " + p + " by hand"})
+			continue
+		}
+		out = append(out, CheckResult{Status: CheckOK, Check: check, Target: target, Cause: cause, Fix: "removed it", Repaired: true})
+	}
+	if len(out) == 0 {
+		out = append(out, CheckResult{Status: CheckOK, Check: "no leftovers of interrupted writes in " + where, Target: target})
+	}
+	return out
+}
+
+func leftoverSize(p string) int64 {
+	var n int64
+	filepath.WalkDir(p, func(_ string, d fs.DirEntry, err error) error {
+		if err == nil && d.Type().IsRegular() {
+			if fi, err := d.Info(); err == nil {
+				n += fi.Size()
+			}
+		}
+		return nil
+	})
+	return n
+}
+
+// removeLeftover removes a tree, also a rootless unpack's read-only directories.
+func removeLeftover(p string) error {
+	if err := os.RemoveAll(p); err == nil {
+		return nil
+	}
+	filepath.WalkDir(p, func(q string, d fs.DirEntry, err error) error {
+		if err == nil && d.IsDir() {
+			os.Chmod(q, 0o700)
+		}
+		return nil
+	})
+	return os.RemoveAll(p)
+}
+
+// CheckBundle verifies an OCI runtime bundle as convert will read it:
+// config.json parses and is valid against the runtime-spec schema, the
+// root path exists, and every mount, the hostname and the process map to a
+// PVE CT config by convert's rules. Temporary bundles a killed unpack left
+// beside it are reported (removed with Repair).
+func CheckBundle(ctx context.Context, dir string, opts CheckOptions) ([]CheckResult, error) {
+	return checkBundle(ctx, dir, opts, true)
+}
+
+func checkBundle(ctx context.Context, dir string, opts CheckOptions, ownLeftovers bool) ([]CheckResult, error) {
+	c := &checkList{target: dir}
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return nil, err
+	}
+	if fi, err := os.Stat(abs); err == nil && !fi.IsDir() {
+		abs = filepath.Dir(abs) // the config.json itself
+	}
+	tail := func() []CheckResult {
+		if !ownLeftovers {
+			return c.out
+		}
+		return append(c.out, CheckLeftovers(abs, dir, opts)...)
+	}
+	configPath := filepath.Join(abs, "config.json")
+	raw, err := os.ReadFile(configPath)
+	if err != nil {
+		c.fail("config.json", err.Error(), bundleHelp)
+		return tail(), nil
+	}
+	var syntax any
+	if err := json.Unmarshal(raw, &syntax); err != nil {
+		c.fail("config.json parses", jsonErrorAt(raw, err), "fix the JSON there")
+		return tail(), nil
+	}
+	c.ok("config.json parses")
+	schemaCheck := "config.json is valid against the runtime-spec " + rspec.Version + " schema"
+	errs, err := validateRuntimeSpec(raw)
+	switch {
+	case err != nil:
+		c.fail(schemaCheck, err.Error(), "report this as a nexcage bug")
+	case len(errs) > 0:
+		c.fail(schemaCheck, fmt.Sprintf("%d error(s): %s", len(errs), shortList(errs)), "fix those fields (the OCI runtime spec's config.md says what they take)")
+	default:
+		c.ok(schemaCheck)
+	}
+	var spec rspec.Spec
+	if err := json.Unmarshal(raw, &spec); err != nil {
+		if len(errs) == 0 {
+			c.fail(schemaCheck, jsonErrorAt(raw, err), "fix that field")
+		}
+		return tail(), nil // nothing more can be read from it
+	}
+
+	rootPath := "rootfs"
+	if spec.Root != nil && spec.Root.Path != "" {
+		rootPath = spec.Root.Path
+	}
+	if !filepath.IsAbs(rootPath) {
+		rootPath = filepath.Join(abs, rootPath)
+	}
+	var tree *tartree.Tree
+	fi, err := os.Stat(rootPath)
+	switch {
+	case err != nil:
+		var pe *fs.PathError
+		if errors.As(err, &pe) {
+			err = pe.Err
+		}
+		c.fail("root path exists", fmt.Sprintf("root.path %s: %v", rootPath, err), "point root.path (relative to the bundle) at the rootfs directory, or unpack the image again")
+	case !fi.IsDir():
+		c.fail("root path exists", rootPath+" is not a directory", "point root.path at the rootfs directory")
+	default:
+		b := &Bundle{Dir: abs, ConfigPath: configPath, Rootfs: rootPath, Spec: &spec}
+		if tree, err = TreeFromDir(rootPath, b.idMap()); err != nil {
+			c.fail("root path exists", "the rootfs cannot be read: "+err.Error(), "check its permissions (run as root for a root-owned bundle)")
+			tree = nil
+		} else {
+			c.ok("root path " + rootPath + " exists")
+		}
+	}
+
+	// Mounts, hostname and process, by convert's rules.
+	forLXC := specForLXC(&spec)
+	mountsOnly := *forLXC
+	mountsOnly.Hostname = ""
+	if cfg, err := lxc.FromSpec(&mountsOnly, true); err != nil {
+		c.fail("every mount maps to PVE", err.Error(), "make bind sources absolute and clean, or drop or change the mount")
+	} else {
+		c.ok(fmt.Sprintf("every mount maps to PVE: %s", mountSummary(len(spec.Mounts), cfg)))
+	}
+	if forLXC.Hostname != "" && !lxc.ValidDNSName(forLXC.Hostname) {
+		c.fail("hostname is a DNS name", fmt.Sprintf("%q is not a valid DNS name, which PVE requires", forLXC.Hostname), "fix config.json's hostname")
+	}
+	if tree != nil {
+		var args []string
+		if spec.Process != nil {
+			args = spec.Process.Args
+		}
+		system := lxc.IsSystemContainer(args, hasInit(tree))
+		noMounts := *forLXC
+		noMounts.Mounts, noMounts.Hostname = nil, ""
+		cfg, err := lxc.FromSpec(&noMounts, system)
+		switch {
+		case err != nil:
+			c.fail("process maps to PVE", err.Error(), "fix process in config.json")
+		case system:
+			c.ok("process: a system container (PVE boots /sbin/init)")
+		case len(args) == 0:
+			c.warn("process maps to PVE", "config.json has no process.args and the rootfs has no /sbin/init: the container has nothing to run", "set process.args in config.json")
+		default:
+			if n, _ := tree.Resolve(strings.TrimPrefix(args[0], "/")); strings.HasPrefix(args[0], "/") && n == nil {
+				c.fail("process maps to PVE", fmt.Sprintf("the entrypoint %s does not exist in the rootfs", args[0]), "fix process.args in config.json")
+			} else {
+				c.ok("process: an application container, entrypoint " + cfg.Entrypoint)
+			}
+		}
+		var high []string
+		tree.Walk(func(p string, n *tartree.Node) error {
+			if n.UID > maxUnprivilegedID || n.GID > maxUnprivilegedID {
+				high = append(high, fmt.Sprintf("/%s (%d:%d)", strings.TrimPrefix(p, "."), n.UID, n.GID))
+			}
+			return nil
+		})
+		if len(high) > 0 {
+			c.warn("owners within 0..65535", fmt.Sprintf("%d path(s) owned by ids an unprivileged container cannot map: %s", len(high), shortList(high)),
+				"convert it with --squash-high-ids, or with --privileged for a privileged-only template")
+		} else {
+			c.ok("owners within 0..65535")
+		}
+	}
+	if ctx.Err() != nil {
+		return nil, ctx.Err()
+	}
+	return tail(), nil
+}
+
+func mountSummary(n int, cfg *lxc.Config) string {
+	entries := 0
+	for _, r := range cfg.Raw {
+		if r.Key == "lxc.mount.entry" {
+			entries++
+		}
+	}
+	if n == 0 {
+		return "no mounts"
+	}
+	return fmt.Sprintf("%d mount(s): %d mount point(s), %d lxc.mount.entry, the rest provided by LXC or image volumes", n, len(cfg.MountPoints), entries)
+}
+
+// CheckLeftovers reports the temporary names a killed writer of path (a
+// bundle, a template or anything written atomically) left beside it, and
+// removes them with Repair; target names path in the results.
+func CheckLeftovers(path, target string, opts CheckOptions) []CheckResult {
+	prefix := "." + filepath.Base(filepath.Clean(path)) + atomicfile.TempMarker
+	return checkLeftovers(filepath.Dir(filepath.Clean(path)), func(n string) bool { return strings.HasPrefix(n, prefix) },
+		target, "the directory of "+filepath.Base(path), opts)
+}
+
+// CheckDir checks what nexcage writes into a directory: every template in
+// it, every bundle directly below it, and the temporary names of killed
+// writers (removed with Repair).
+func CheckDir(ctx context.Context, dir string, opts CheckOptions) ([]CheckResult, error) {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return []CheckResult{{Status: CheckFail, Check: "directory", Target: dir, Cause: err.Error(), Fix: "give a template, a bundle, a store, a directory or a Proxmox storage id"}}, nil
+	}
+	out := checkLeftovers(dir, atomicfile.IsTemp, dir, "the directory", opts)
+	for _, e := range ents {
+		p := filepath.Join(dir, e.Name())
+		if atomicfile.IsTemp(e.Name()) {
+			continue
+		}
+		var res []CheckResult
+		switch _, isTemplate := CompressionFromName(e.Name()); {
+		case isTemplate && e.Type().IsRegular():
+			res, err = checkTemplate(ctx, p, opts, false)
+		case e.IsDir():
+			if _, serr := os.Stat(filepath.Join(p, "config.json")); serr == nil {
+				res, err = checkBundle(ctx, p, opts, false)
+			}
+		}
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, res...)
+	}
+	return out, nil
+}
+
+// validateRuntimeSpec checks config.json against the runtime-spec JSON
+// schema, with the validator the runtime-spec project itself uses.
+func validateRuntimeSpec(raw []byte) ([]string, error) {
+	files := fstest.MapFS{}
+	for name, s := range runtimeSpecSchema {
+		files[name] = &fstest.MapFile{Data: []byte(s)}
+	}
+	schema, err := gojsonschema.NewSchema(gojsonschema.NewReferenceLoaderFileSystem("file:///config-schema.json", http.FS(files)))
+	if err != nil {
+		return nil, fmt.Errorf("load the runtime-spec schema: %w", err)
+	}
+	res, err := schema.Validate(gojsonschema.NewBytesLoader(raw))
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, e := range res.Errors() {
+		out = append(out, e.String())
+	}
+	sort.Strings(out)
+	return out, nil
+}
+
+// runtimeSpecSchema is config.json's JSON schema from the runtime-spec
+// module's schema/ directory (the files config-schema.json needs), each
+// compacted with encoding/json.Compact. TestRuntimeSpecSchema proves it is
+// the schema of the runtime-spec version in go.mod.
+var runtimeSpecSchema = map[string]string{
+	"config-schema.json":  `{"description":"Open Container Initiative Runtime Specification Container Configuration Schema","$schema":"http://json-schema.org/draft-04/schema#","type":"object","properties":{"ociVersion":{"$ref":"defs.json#/definitions/ociVersion"},"hooks":{"type":"object","properties":{"prestart":{"$ref":"defs.json#/definitions/ArrayOfHooks"},"createRuntime":{"$ref":"defs.json#/definitions/ArrayOfHooks"},"createContainer":{"$ref":"defs.json#/definitions/ArrayOfHooks"},"startContainer":{"$ref":"defs.json#/definitions/ArrayOfHooks"},"poststart":{"$ref":"defs.json#/definitions/ArrayOfHooks"},"poststop":{"$ref":"defs.json#/definitions/ArrayOfHooks"}}},"annotations":{"$ref":"defs.json#/definitions/annotations"},"hostname":{"type":"string"},"domainname":{"type":"string"},"mounts":{"type":"array","items":{"$ref":"defs.json#/definitions/Mount"}},"root":{"description":"Configures the container's root filesystem.","type":"object","required":["path"],"properties":{"path":{"$ref":"defs.json#/definitions/FilePath"},"readonly":{"type":"boolean"}}},"process":{"type":"object","required":["cwd"],"properties":{"args":{"$ref":"defs.json#/definitions/ArrayOfStrings"},"commandLine":{"type":"string"},"consoleSize":{"type":"object","required":["height","width"],"properties":{"height":{"$ref":"defs.json#/definitions/uint64"},"width":{"$ref":"defs.json#/definitions/uint64"}}},"cwd":{"type":"string"},"env":{"$ref":"defs.json#/definitions/Env"},"terminal":{"type":"boolean"},"user":{"type":"object","properties":{"uid":{"$ref":"defs.json#/definitions/UID"},"gid":{"$ref":"defs.json#/definitions/GID"},"umask":{"$ref":"defs.json#/definitions/Umask"},"additionalGids":{"$ref":"defs.json#/definitions/ArrayOfGIDs"},"username":{"type":"string"}}},"capabilities":{"type":"object","properties":{"bounding":{"$ref":"defs.json#/definitions/ArrayOfStrings"},"permitted":{"$ref":"defs.json#/definitions/ArrayOfStrings"},"effective":{"$ref":"defs.json#/definitions/ArrayOfStrings"},"inheritable":{"$ref":"defs.json#/definitions/ArrayOfStrings"},"ambient":{"$ref":"defs.json#/definitions/ArrayOfStrings"}}},"apparmorProfile":{"type":"string"},"oomScoreAdj":{"type":"integer"},"selinuxLabel":{"type":"string"},"ioPriority":{"type":"object","required":["class"],"properties":{"class":{"type":"string","enum":["IOPRIO_CLASS_RT","IOPRIO_CLASS_BE","IOPRIO_CLASS_IDLE"]},"priority":{"$ref":"defs.json#/definitions/int32"}}},"noNewPrivileges":{"type":"boolean"},"scheduler":{"type":"object","required":["policy"],"properties":{"policy":{"$ref":"defs-linux.json#/definitions/SchedulerPolicy"},"nice":{"$ref":"defs.json#/definitions/int32"},"priority":{"$ref":"defs.json#/definitions/int32"},"flags":{"type":"array","items":{"$ref":"defs-linux.json#/definitions/SchedulerFlag"}},"runtime":{"$ref":"defs.json#/definitions/uint64"},"deadline":{"$ref":"defs.json#/definitions/uint64"},"period":{"$ref":"defs.json#/definitions/uint64"}}},"rlimits":{"type":"array","items":{"type":"object","required":["type","soft","hard"],"properties":{"hard":{"$ref":"defs.json#/definitions/uint64"},"soft":{"$ref":"defs.json#/definitions/uint64"},"type":{"type":"string","pattern":"^RLIMIT_[A-Z]+$"}}}},"execCPUAffinity":{"type":"object","properties":{"initial":{"type":"string","pattern":"^[0-9, -]*$"},"final":{"type":"string","pattern":"^[0-9, -]*$"}}}}},"linux":{"$ref":"config-linux.json#/linux"},"solaris":{"$ref":"config-solaris.json#/solaris"},"windows":{"$ref":"config-windows.json#/windows"},"vm":{"$ref":"config-vm.json#/vm"},"zos":{"$ref":"config-zos.json#/zos"}},"required":["ociVersion"]}`,
+	"defs.json":           `{"description":"Definitions used throughout the Open Container Initiative Runtime Specification","definitions":{"int8":{"type":"integer","minimum":-128,"maximum":127},"int16":{"type":"integer","minimum":-32768,"maximum":32767},"int32":{"type":"integer","minimum":-2147483648,"maximum":2147483647},"int64":{"type":"integer","minimum":-9223372036854775808,"maximum":9223372036854775807},"uint8":{"type":"integer","minimum":0,"maximum":255},"uint16":{"type":"integer","minimum":0,"maximum":65535},"uint32":{"type":"integer","minimum":0,"maximum":4294967295},"uint64":{"type":"integer","minimum":0,"maximum":18446744073709551615},"percent":{"type":"integer","minimum":0,"maximum":100},"mapStringString":{"type":"object","patternProperties":{".{1,}":{"type":"string"}}},"UID":{"$ref":"#/definitions/uint32"},"GID":{"$ref":"#/definitions/uint32"},"Umask":{"$ref":"#/definitions/uint32"},"ArrayOfGIDs":{"type":"array","items":{"$ref":"#/definitions/GID"}},"ArrayOfStrings":{"type":"array","items":{"type":"string"}},"FilePath":{"type":"string"},"Env":{"$ref":"#/definitions/ArrayOfStrings"},"Hook":{"type":"object","properties":{"path":{"$ref":"#/definitions/FilePath"},"args":{"$ref":"#/definitions/ArrayOfStrings"},"env":{"$ref":"#/definitions/Env"},"timeout":{"type":"integer","minimum":1}},"required":["path"]},"ArrayOfHooks":{"type":"array","items":{"$ref":"#/definitions/Hook"}},"IDMapping":{"type":"object","properties":{"containerID":{"$ref":"#/definitions/uint32"},"hostID":{"$ref":"#/definitions/uint32"},"size":{"$ref":"#/definitions/uint32"}},"required":["containerID","hostID","size"]},"Mount":{"type":"object","properties":{"source":{"$ref":"#/definitions/FilePath"},"destination":{"$ref":"#/definitions/FilePath"},"options":{"$ref":"#/definitions/ArrayOfStrings"},"type":{"type":"string"},"uidMappings":{"type":"array","items":{"$ref":"#/definitions/IDMapping"}},"gidMappings":{"type":"array","items":{"$ref":"#/definitions/IDMapping"}}},"required":["destination"]},"ociVersion":{"description":"The version of Open Container Initiative Runtime Specification that the document complies with","type":"string"},"annotations":{"$ref":"#/definitions/mapStringString"}}}`,
+	"config-linux.json":   `{"linux":{"description":"Linux platform-specific configurations","type":"object","properties":{"devices":{"type":"array","items":{"$ref":"defs-linux.json#/definitions/Device"}},"uidMappings":{"type":"array","items":{"$ref":"defs.json#/definitions/IDMapping"}},"gidMappings":{"type":"array","items":{"$ref":"defs.json#/definitions/IDMapping"}},"namespaces":{"type":"array","items":{"anyOf":[{"$ref":"defs-linux.json#/definitions/NamespaceReference"}]}},"resources":{"type":"object","properties":{"unified":{"$ref":"defs.json#/definitions/mapStringString"},"devices":{"type":"array","items":{"$ref":"defs-linux.json#/definitions/DeviceCgroup"}},"pids":{"type":"object","properties":{"limit":{"$ref":"defs.json#/definitions/int64"}},"required":["limit"]},"blockIO":{"type":"object","properties":{"weight":{"$ref":"defs-linux.json#/definitions/weight"},"leafWeight":{"$ref":"defs-linux.json#/definitions/weight"},"throttleReadBpsDevice":{"type":"array","items":{"$ref":"defs-linux.json#/definitions/blockIODeviceThrottle"}},"throttleWriteBpsDevice":{"type":"array","items":{"$ref":"defs-linux.json#/definitions/blockIODeviceThrottle"}},"throttleReadIOPSDevice":{"type":"array","items":{"$ref":"defs-linux.json#/definitions/blockIODeviceThrottle"}},"throttleWriteIOPSDevice":{"type":"array","items":{"$ref":"defs-linux.json#/definitions/blockIODeviceThrottle"}},"weightDevice":{"type":"array","items":{"$ref":"defs-linux.json#/definitions/blockIODeviceWeight"}}}},"cpu":{"type":"object","properties":{"cpus":{"type":"string"},"mems":{"type":"string"},"period":{"$ref":"defs.json#/definitions/uint64"},"quota":{"$ref":"defs.json#/definitions/int64"},"burst":{"$ref":"defs.json#/definitions/uint64"},"realtimePeriod":{"$ref":"defs.json#/definitions/uint64"},"realtimeRuntime":{"$ref":"defs.json#/definitions/int64"},"shares":{"$ref":"defs.json#/definitions/uint64"},"idle":{"$ref":"defs.json#/definitions/int64"}}},"hugepageLimits":{"type":"array","items":{"type":"object","properties":{"pageSize":{"type":"string","pattern":"^[1-9][0-9]*[KMG]B$"},"limit":{"$ref":"defs.json#/definitions/uint64"}},"required":["pageSize","limit"]}},"memory":{"type":"object","properties":{"kernel":{"$ref":"defs.json#/definitions/int64"},"kernelTCP":{"$ref":"defs.json#/definitions/int64"},"limit":{"$ref":"defs.json#/definitions/int64"},"reservation":{"$ref":"defs.json#/definitions/int64"},"swap":{"$ref":"defs.json#/definitions/int64"},"swappiness":{"$ref":"defs.json#/definitions/uint64"},"disableOOMKiller":{"type":"boolean"},"useHierarchy":{"type":"boolean"},"checkBeforeUpdate":{"type":"boolean"}}},"network":{"type":"object","properties":{"classID":{"$ref":"defs.json#/definitions/uint32"},"priorities":{"type":"array","items":{"$ref":"defs-linux.json#/definitions/NetworkInterfacePriority"}}}},"rdma":{"type":"object","additionalProperties":{"$ref":"defs-linux.json#/definitions/Rdma"}}}},"cgroupsPath":{"type":"string"},"rootfsPropagation":{"$ref":"defs-linux.json#/definitions/RootfsPropagation"},"seccomp":{"type":"object","properties":{"defaultAction":{"$ref":"defs-linux.json#/definitions/SeccompAction"},"defaultErrnoRet":{"$ref":"defs.json#/definitions/uint32"},"flags":{"type":"array","items":{"$ref":"defs-linux.json#/definitions/SeccompFlag"}},"listenerPath":{"type":"string"},"listenerMetadata":{"type":"string"},"architectures":{"type":"array","items":{"$ref":"defs-linux.json#/definitions/SeccompArch"}},"syscalls":{"type":"array","items":{"$ref":"defs-linux.json#/definitions/Syscall"}}},"required":["defaultAction"]},"sysctl":{"$ref":"defs.json#/definitions/mapStringString"},"maskedPaths":{"$ref":"defs.json#/definitions/ArrayOfStrings"},"readonlyPaths":{"$ref":"defs.json#/definitions/ArrayOfStrings"},"mountLabel":{"type":"string"},"intelRdt":{"type":"object","properties":{"closID":{"type":"string"},"l3CacheSchema":{"type":"string"},"memBwSchema":{"type":"string","pattern":"^MB:[^\\n]*$"},"enableCMT":{"type":"boolean"},"enableMBM":{"type":"boolean"}}},"personality":{"type":"object","$ref":"defs-linux.json#/definitions/Personality"},"timeOffsets":{"type":"object","properties":{"boottime":{"$ref":"defs-linux.json#/definitions/TimeOffsets"},"monotonic":{"$ref":"defs-linux.json#/definitions/TimeOffsets"}}}}}}`,
+	"defs-linux.json":     `{"definitions":{"PersonalityDomain":{"type":"string","enum":["LINUX","LINUX32"]},"Personality":{"type":"object","properties":{"domain":{"$ref":"#/definitions/PersonalityDomain"},"flags":{"$ref":"defs.json#/definitions/ArrayOfStrings"}}},"RootfsPropagation":{"type":"string","enum":["private","shared","slave","unbindable"]},"SeccompArch":{"type":"string","enum":["SCMP_ARCH_X86","SCMP_ARCH_X86_64","SCMP_ARCH_X32","SCMP_ARCH_ARM","SCMP_ARCH_AARCH64","SCMP_ARCH_LOONGARCH64","SCMP_ARCH_M68K","SCMP_ARCH_MIPS","SCMP_ARCH_MIPS64","SCMP_ARCH_MIPS64N32","SCMP_ARCH_MIPSEL","SCMP_ARCH_MIPSEL64","SCMP_ARCH_MIPSEL64N32","SCMP_ARCH_PPC","SCMP_ARCH_PPC64","SCMP_ARCH_PPC64LE","SCMP_ARCH_S390","SCMP_ARCH_S390X","SCMP_ARCH_SH","SCMP_ARCH_SHEB","SCMP_ARCH_PARISC","SCMP_ARCH_PARISC64","SCMP_ARCH_RISCV64"]},"SeccompAction":{"type":"string","enum":["SCMP_ACT_KILL","SCMP_ACT_KILL_PROCESS","SCMP_ACT_KILL_THREAD","SCMP_ACT_TRAP","SCMP_ACT_ERRNO","SCMP_ACT_TRACE","SCMP_ACT_ALLOW","SCMP_ACT_LOG","SCMP_ACT_NOTIFY"]},"SeccompFlag":{"type":"string","enum":["SECCOMP_FILTER_FLAG_TSYNC","SECCOMP_FILTER_FLAG_LOG","SECCOMP_FILTER_FLAG_SPEC_ALLOW","SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV"]},"SeccompOperators":{"type":"string","enum":["SCMP_CMP_NE","SCMP_CMP_LT","SCMP_CMP_LE","SCMP_CMP_EQ","SCMP_CMP_GE","SCMP_CMP_GT","SCMP_CMP_MASKED_EQ"]},"SyscallArg":{"type":"object","properties":{"index":{"$ref":"defs.json#/definitions/uint32"},"value":{"$ref":"defs.json#/definitions/uint64"},"valueTwo":{"$ref":"defs.json#/definitions/uint64"},"op":{"$ref":"#/definitions/SeccompOperators"}},"required":["index","value","op"]},"Syscall":{"type":"object","properties":{"names":{"type":"array","items":{"type":"string"},"minItems":1},"action":{"$ref":"#/definitions/SeccompAction"},"errnoRet":{"$ref":"defs.json#/definitions/uint32"},"args":{"type":"array","items":{"$ref":"#/definitions/SyscallArg"}}},"required":["names","action"]},"Major":{"description":"major device number","$ref":"defs.json#/definitions/int64"},"Minor":{"description":"minor device number","$ref":"defs.json#/definitions/int64"},"FileMode":{"description":"File permissions mode (typically an octal value)","type":"integer","minimum":0,"maximum":512},"FileType":{"description":"Type of a block or special character device","type":"string","pattern":"^[cbup]$"},"Device":{"type":"object","required":["type","path"],"properties":{"type":{"$ref":"#/definitions/FileType"},"path":{"$ref":"defs.json#/definitions/FilePath"},"fileMode":{"$ref":"#/definitions/FileMode"},"major":{"$ref":"#/definitions/Major"},"minor":{"$ref":"#/definitions/Minor"},"uid":{"$ref":"defs.json#/definitions/UID"},"gid":{"$ref":"defs.json#/definitions/GID"}}},"weight":{"$ref":"defs.json#/definitions/uint16"},"blockIODevice":{"type":"object","properties":{"major":{"$ref":"#/definitions/Major"},"minor":{"$ref":"#/definitions/Minor"}},"required":["major","minor"]},"blockIODeviceWeight":{"type":"object","allOf":[{"$ref":"#/definitions/blockIODevice"},{"type":"object","properties":{"weight":{"$ref":"#/definitions/weight"},"leafWeight":{"$ref":"#/definitions/weight"}}}]},"blockIODeviceThrottle":{"allOf":[{"$ref":"#/definitions/blockIODevice"},{"type":"object","properties":{"rate":{"$ref":"defs.json#/definitions/uint64"}}}]},"DeviceCgroup":{"type":"object","properties":{"allow":{"type":"boolean"},"type":{"type":"string"},"major":{"$ref":"#/definitions/Major"},"minor":{"$ref":"#/definitions/Minor"},"access":{"type":"string"}},"required":["allow"]},"NetworkInterfacePriority":{"type":"object","properties":{"name":{"type":"string"},"priority":{"$ref":"defs.json#/definitions/uint32"}},"required":["name","priority"]},"Rdma":{"type":"object","properties":{"hcaHandles":{"$ref":"defs.json#/definitions/uint32"},"hcaObjects":{"$ref":"defs.json#/definitions/uint32"}}},"NamespaceType":{"type":"string","enum":["mount","pid","network","uts","ipc","user","cgroup","time"]},"NamespaceReference":{"type":"object","properties":{"type":{"$ref":"#/definitions/NamespaceType"},"path":{"$ref":"defs.json#/definitions/FilePath"}},"required":["type"]},"TimeOffsets":{"type":"object","properties":{"secs":{"$ref":"defs.json#/definitions/int64"},"nanosecs":{"$ref":"defs.json#/definitions/uint32"}}},"SchedulerPolicy":{"type":"string","enum":["SCHED_OTHER","SCHED_FIFO","SCHED_RR","SCHED_BATCH","SCHED_ISO","SCHED_IDLE","SCHED_DEADLINE"]},"SchedulerFlag":{"type":"string","enum":["SCHED_FLAG_RESET_ON_FORK","SCHED_FLAG_RECLAIM","SCHED_FLAG_DL_OVERRUN","SCHED_FLAG_KEEP_POLICY","SCHED_FLAG_KEEP_PARAMS","SCHED_FLAG_UTIL_CLAMP_MIN","SCHED_FLAG_UTIL_CLAMP_MAX"]}}}`,
+	"config-solaris.json": `{"solaris":{"description":"Solaris platform-specific configurations","type":"object","properties":{"milestone":{"type":"string"},"limitpriv":{"type":"string"},"maxShmMemory":{"type":"string"},"cappedCPU":{"type":"object","properties":{"ncpus":{"type":"string"}}},"cappedMemory":{"type":"object","properties":{"physical":{"type":"string"},"swap":{"type":"string"}}},"anet":{"type":"array","items":{"type":"object","properties":{"linkname":{"type":"string"},"lowerLink":{"type":"string"},"allowedAddress":{"type":"string"},"configureAllowedAddress":{"type":"string"},"defrouter":{"type":"string"},"macAddress":{"type":"string"},"linkProtection":{"type":"string"}}}}}}}`,
+	"config-windows.json": `{"windows":{"description":"Windows platform-specific configurations","type":"object","properties":{"layerFolders":{"type":"array","items":{"$ref":"defs.json#/definitions/FilePath"},"minItems":1},"devices":{"type":"array","items":{"$ref":"defs-windows.json#/definitions/Device"}},"resources":{"type":"object","properties":{"memory":{"type":"object","properties":{"limit":{"$ref":"defs.json#/definitions/uint64"}}},"cpu":{"type":"object","properties":{"count":{"$ref":"defs.json#/definitions/uint64"},"shares":{"$ref":"defs.json#/definitions/uint16"},"maximum":{"$ref":"defs.json#/definitions/uint16"},"affinity":{"type":"object","properties":{"mask":{"$ref":"defs.json#/definitions/uint64"},"group":{"$ref":"defs.json#/definitions/uint32"}}}}},"storage":{"type":"object","properties":{"iops":{"$ref":"defs.json#/definitions/uint64"},"bps":{"$ref":"defs.json#/definitions/uint64"},"sandboxSize":{"$ref":"defs.json#/definitions/uint64"}}}}},"network":{"type":"object","properties":{"endpointList":{"$ref":"defs.json#/definitions/ArrayOfStrings"},"allowUnqualifiedDNSQuery":{"type":"boolean"},"DNSSearchList":{"$ref":"defs.json#/definitions/ArrayOfStrings"},"networkSharedContainerName":{"type":"string"},"networkNamespace":{"type":"string"}}},"credentialSpec":{"type":"object"},"servicing":{"type":"boolean"},"ignoreFlushesDuringBoot":{"type":"boolean"},"hyperv":{"type":"object","properties":{"utilityVMPath":{"type":"string"}}}},"required":["layerFolders"]}}`,
+	"defs-windows.json":   `{"definitions":{"Device":{"type":"object","properties":{"id":{"type":"string"},"idType":{"type":"string","enum":["class"]}},"required":["id","idType"]}}}`,
+	"config-vm.json":      `{"vm":{"description":"configuration for virtual-machine-based containers","type":"object","required":["kernel"],"properties":{"hypervisor":{"description":"hypervisor config used by VM-based containers","type":"object","required":["path"],"properties":{"path":{"$ref":"defs.json#/definitions/FilePath"},"parameters":{"$ref":"defs.json#/definitions/ArrayOfStrings"}}},"kernel":{"description":"kernel config used by VM-based containers","type":"object","required":["path"],"properties":{"path":{"$ref":"defs.json#/definitions/FilePath"},"parameters":{"$ref":"defs.json#/definitions/ArrayOfStrings"},"initrd":{"$ref":"defs.json#/definitions/FilePath"}}},"image":{"description":"root image config used by VM-based containers","type":"object","required":["path","format"],"properties":{"path":{"$ref":"defs.json#/definitions/FilePath"},"format":{"$ref":"defs-vm.json#/definitions/RootImageFormat"}}}}}}`,
+	"defs-vm.json":        `{"definitions":{"RootImageFormat":{"type":"string","enum":["raw","qcow2","vdi","vmdk","vhd"]}}}`,
+	"config-zos.json":     `{"zos":{"description":"z/OS platform-specific configurations","type":"object","properties":{"namespaces":{"type":"array","items":{"anyOf":[{"$ref":"defs-zos.json#/definitions/NamespaceReference"}]}}}}}`,
+	"defs-zos.json":       `{"definitions":{"NamespaceType":{"type":"string","enum":["mount","pid","uts","ipc"]},"NamespaceReference":{"type":"object","properties":{"type":{"$ref":"#/definitions/NamespaceType"},"path":{"$ref":"defs.json#/definitions/FilePath"}},"required":["type"]}}}`,
+}
