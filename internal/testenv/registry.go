@@ -164,6 +164,18 @@ func (r *registryProc) waitReady(ctx context.Context, addr string) error {
 		if err := probeV2(ctx, client, url); err == nil {
 			// Serving a 200 is not proof it is ours: if our bind failed and
 			// someone else answers on the port, our process is exiting.
+			// Where the kernel can tell who holds the listening socket, ask
+			// it rather than guess from timing.
+			if _, p, err := net.SplitHostPort(addr); err == nil {
+				port, _ := strconv.Atoi(p)
+				if ours, known := listensOn(r.cmd.Process.Pid, port); known {
+					if ours {
+						return nil
+					}
+					lastErr = fmt.Errorf("%s answers, but from another process", url)
+					goto wait
+				}
+			}
 			select {
 			case <-r.done:
 				return fmt.Errorf("exited right after %s answered (port taken by another server?): %v", url, r.waitErr)
@@ -173,6 +185,7 @@ func (r *registryProc) waitReady(ctx context.Context, addr string) error {
 		} else {
 			lastErr = err
 		}
+	wait:
 		select {
 		case <-ctx.Done():
 			return fmt.Errorf("not ready after %v: last probe: %v", registryReadyTimeout, lastErr)
