@@ -14,8 +14,6 @@ import (
 	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/nexcage/nexcage/internal/atomicfile"
-	"github.com/nexcage/nexcage/internal/errkind"
 )
 
 // meta is what a rootfs entry carries besides its content: the attributes
@@ -210,57 +208,6 @@ func (w *writer) warnings() []string {
 // exists and --force was not given.
 var ErrBundleExists = errors.New("bundle exists")
 
-// checkBundleTarget refuses a target that is not an empty directory unless
-// forced; replace says an existing directory must be swapped.
-func checkBundleTarget(bundle string, force bool) (replace bool, err error) {
-	fi, err := os.Lstat(bundle)
-	if errors.Is(err, os.ErrNotExist) {
-		return false, nil
-	}
-	if err != nil {
-		return false, err
-	}
-	if !fi.IsDir() {
-		return false, errkind.Errorf(ErrBundleExists, "bundle path %s exists and is not a directory: choose another path", bundle)
-	}
-	entries, err := os.ReadDir(bundle)
-	if err != nil {
-		return false, err
-	}
-	if len(entries) == 0 {
-		return true, nil
-	}
-	if !force {
-		return false, errkind.Errorf(ErrBundleExists, "bundle directory %s is not empty: choose a new directory, or pass --force to replace its contents", bundle)
-	}
-	return true, nil
-}
-
-// putInPlace renames the finished bundle over the target. An existing
-// bundle is moved aside first, so at no moment is there a partial one.
-func putInPlace(tmp, bundle string, replace bool) error {
-	if !replace {
-		return os.Rename(tmp, bundle)
-	}
-	old, err := atomicfile.TempDir(bundle)
-	if err != nil {
-		return err
-	}
-	if err := os.Rename(bundle, filepath.Join(old, "old")); err != nil {
-		os.Remove(old)
-		return fmt.Errorf("move the old bundle %s aside: %w", bundle, err)
-	}
-	if err := os.Rename(tmp, bundle); err != nil {
-		os.Rename(filepath.Join(old, "old"), bundle)
-		os.Remove(old)
-		return fmt.Errorf("put bundle %s in place: %w", bundle, err)
-	}
-	if err := removeAll(old); err != nil {
-		return fmt.Errorf("remove the replaced bundle at %s: %w", old, err)
-	}
-	return nil
-}
-
 // removeAll is os.RemoveAll that also removes what an ordinary user made
 // read-only in a rootless rootfs (0555 directories): it gives the caller's
 // own directories write permission and tries again.
@@ -275,28 +222,6 @@ func removeAll(dir string) error {
 		return nil
 	})
 	return os.RemoveAll(dir)
-}
-
-// mkdirAllTracked is os.MkdirAll that returns the topmost directory it
-// created ("" if none), so a failure can remove exactly that.
-func mkdirAllTracked(dir string) (string, error) {
-	top := ""
-	for d := dir; ; d = filepath.Dir(d) {
-		if _, err := os.Lstat(d); err == nil {
-			break
-		}
-		top = d
-		if filepath.Dir(d) == d {
-			break
-		}
-	}
-	return top, os.MkdirAll(dir, 0o755)
-}
-
-// within reports whether p is dir or below it.
-func within(p, dir string) bool {
-	rel, err := filepath.Rel(dir, p)
-	return err == nil && rel != ".." && !strings.HasPrefix(rel, "../")
 }
 
 // readXattrs returns the xattrs of p that keep says to keep.

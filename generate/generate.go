@@ -200,10 +200,10 @@ func Bundle(ctx context.Context, bundle string, opts Options) (res *Result, err 
 		if src, err = checkRootfsSource(opts.Rootfs); err != nil {
 			return nil, err
 		}
-		if within(bundle, src) {
+		if atomicfile.Within(bundle, src) {
 			return nil, fmt.Errorf("bundle %s is inside the rootfs %s: choose a bundle directory outside the rootfs", bundle, src)
 		}
-		if within(src, bundle) {
+		if atomicfile.Within(src, bundle) {
 			return nil, fmt.Errorf("the rootfs %s is inside the bundle %s, which generate replaces: for a rootfs already in place, write its config.json with `nexcage generate spec %s`", src, bundle, bundle)
 		}
 		if opts.Link {
@@ -223,17 +223,17 @@ func Bundle(ctx context.Context, bundle string, opts Options) (res *Result, err 
 		case !fi.Mode().IsRegular():
 			return nil, fmt.Errorf("template %s is not a file: give the path of a .tar.zst, .tar.gz or .tar.xz template", src)
 		}
-		if within(src, bundle) {
+		if atomicfile.Within(src, bundle) {
 			return nil, fmt.Errorf("the template %s is inside the bundle %s, which --force would replace: choose another bundle directory", src, bundle)
 		}
 	}
 	res.Source = src
 
-	replace, err := checkBundleTarget(bundle, opts.Force)
+	replace, err := atomicfile.CheckDirTarget(bundle, opts.Force, ErrBundleExists)
 	if err != nil {
 		return nil, err
 	}
-	createdParent, err := mkdirAllTracked(filepath.Dir(bundle))
+	createdParent, err := atomicfile.MkdirAllTracked(filepath.Dir(bundle))
 	if err != nil {
 		return nil, fmt.Errorf("create the parent of bundle %s: %w", bundle, err)
 	}
@@ -341,7 +341,7 @@ func Bundle(ctx context.Context, bundle string, opts Options) (res *Result, err 
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	if err := putInPlace(tmp, bundle, replace); err != nil {
+	if err := atomicfile.ReplaceDir(tmp, bundle, replace, removeAll); err != nil {
 		return nil, err
 	}
 	res.Process = spec.Process.Args

@@ -82,11 +82,11 @@ func (s *Store) Unpack(ctx context.Context, img Image, bundle string, opts Unpac
 	if err != nil {
 		return res, err
 	}
-	replace, err := checkBundleTarget(bundle, opts.Force)
+	replace, err := atomicfile.CheckDirTarget(bundle, opts.Force, ErrBundleExists)
 	if err != nil {
 		return res, err
 	}
-	if within(s.Dir, bundle) || within(bundle, s.Dir) {
+	if atomicfile.Within(s.Dir, bundle) || atomicfile.Within(bundle, s.Dir) {
 		return res, fmt.Errorf("bundle %s and the image store %s overlap: unpacking there would destroy the store; choose a bundle path outside it", bundle, s.Dir)
 	}
 	manifest, err := s.ociManifest(img.Digest)
@@ -101,7 +101,7 @@ func (s *Store) Unpack(ctx context.Context, img Image, bundle string, opts Unpac
 		return res, fmt.Errorf("image %s: the config lists %d diff_ids for %d layers: the image is corrupt", img.Ref, len(config.RootFS.DiffIDs), len(manifest.Layers))
 	}
 
-	createdParent, err := mkdirAllTracked(filepath.Dir(bundle))
+	createdParent, err := atomicfile.MkdirAllTracked(filepath.Dir(bundle))
 	if err != nil {
 		return res, fmt.Errorf("create the parent of bundle %s: %w", bundle, err)
 	}
@@ -186,7 +186,7 @@ func (s *Store) Unpack(ctx context.Context, img Image, bundle string, opts Unpac
 	if err := ctx.Err(); err != nil {
 		return res, err
 	}
-	if err := putBundleInPlace(tmp, bundle, replace, fs); err != nil {
+	if err := atomicfile.ReplaceDir(tmp, bundle, replace, fs.RemoveAll); err != nil {
 		return res, err
 	}
 	return UnpackResult{
@@ -199,80 +199,6 @@ func (s *Store) Unpack(ctx context.Context, img Image, bundle string, opts Unpac
 		Entries:  u.entries,
 		Warnings: warnings,
 	}, nil
-}
-
-// within reports whether p is dir or below it.
-func within(p, dir string) bool {
-	rel, err := filepath.Rel(dir, p)
-	return err == nil && rel != ".." && !strings.HasPrefix(rel, "../")
-}
-
-// mkdirAllTracked is os.MkdirAll that returns the topmost directory it
-// created ("" if none), so a failure can remove exactly that.
-func mkdirAllTracked(dir string) (string, error) {
-	top := ""
-	for d := dir; ; d = filepath.Dir(d) {
-		if _, err := os.Lstat(d); err == nil {
-			break
-		}
-		top = d
-		if filepath.Dir(d) == d {
-			break
-		}
-	}
-	return top, os.MkdirAll(dir, 0o755)
-}
-
-// checkBundleTarget refuses to unpack over something that is not an empty
-// directory unless forced; replace says an existing bundle must be swapped.
-func checkBundleTarget(bundle string, force bool) (replace bool, err error) {
-	fi, err := os.Lstat(bundle)
-	if errors.Is(err, os.ErrNotExist) {
-		return false, nil
-	}
-	if err != nil {
-		return false, err
-	}
-	if !fi.IsDir() {
-		return false, errkind.Errorf(ErrBundleExists, "bundle path %s exists and is not a directory: choose another path", bundle)
-	}
-	entries, err := os.ReadDir(bundle)
-	if err != nil {
-		return false, err
-	}
-	if len(entries) == 0 {
-		return true, nil
-	}
-	if !force {
-		return false, errkind.Errorf(ErrBundleExists, "bundle directory %s is not empty: choose a new directory, or pass --force to replace its contents", bundle)
-	}
-	return true, nil
-}
-
-// putBundleInPlace renames the finished bundle over the target. An existing
-// bundle is first moved aside, so at no moment is there a partial one.
-func putBundleInPlace(tmp, bundle string, replace bool, fs fseval.FsEval) error {
-	if !replace {
-		return os.Rename(tmp, bundle)
-	}
-	old, err := atomicfile.TempDir(bundle)
-	if err != nil {
-		return err
-	}
-	if err := os.Rename(bundle, filepath.Join(old, "old")); err != nil {
-		os.Remove(old)
-		return fmt.Errorf("move the old bundle %s aside: %w", bundle, err)
-	}
-	if err := os.Rename(tmp, bundle); err != nil {
-		// Put the old one back: the caller asked for a replacement, not a loss.
-		os.Rename(filepath.Join(old, "old"), bundle)
-		os.Remove(old)
-		return fmt.Errorf("put bundle %s in place: %w", bundle, err)
-	}
-	if err := fs.RemoveAll(old); err != nil {
-		return fmt.Errorf("remove the replaced bundle at %s: %w", old, err)
-	}
-	return nil
 }
 
 // RemoveBundle deletes a bundle; as an ordinary user it also removes
