@@ -13,7 +13,6 @@ import (
 	rootlesscontainers "github.com/rootless-containers/proto/go-proto"
 	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/proto"
-
 )
 
 // meta is what a rootfs entry carries besides its content: the attributes
