@@ -2,6 +2,8 @@ package rootfs
 
 import (
 	"github.com/nexcage/nexcage/internal/errkind"
+	"net"
+	"syscall"
 
 	"archive/tar"
 	"context"
@@ -115,7 +117,24 @@ func remoteOptions(ctx context.Context, opts SourceOptions) ([]remote.Option, *h
 		remote.WithAuthFromKeychain(kc),
 		remote.WithTransport(t),
 		remote.WithUserAgent("nexcage"),
+		remote.WithRetryPredicate(retryable),
 	}, t
+}
+
+// retryable is go-containerregistry's default retry rule, except that a
+// timeout is final: --timeout says how long to wait for a hung registry,
+// once, not once per attempt, scheme and request.
+func retryable(err error) bool {
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return false
+	}
+	var te interface{ Temporary() bool }
+	if errors.As(err, &te) && te.Temporary() {
+		return true
+	}
+	return errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) || errors.Is(err, syscall.EPIPE) ||
+		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, net.ErrClosed)
 }
 
 func openRegistry(ctx context.Context, ref Ref, opts SourceOptions) (_ *source, err error) {

@@ -512,7 +512,14 @@ func quoteName(name string) string {
 	return fmt.Sprintf("%q", name)
 }
 
+// pathMax is Linux's PATH_MAX: no longer name can be created, or
+// extracted by PVE's tar.
+const pathMax = 4096
+
 func cleanEntryName(name string) (string, error) {
+	if len(name) >= pathMax {
+		return "", errkind.Errorf(ErrHostileLayer, "entry %s is %d bytes long, more than Linux's PATH_MAX (%d): no file system can hold it", quoteName(name), len(name), pathMax)
+	}
 	if strings.HasPrefix(name, "/") {
 		return "", errkind.Errorf(ErrHostileLayer, "entry %s has an absolute name: layer members must be relative to the root", quoteName(name))
 	}

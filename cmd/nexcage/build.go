@@ -133,7 +133,11 @@ func buildOne(ctx context.Context, e *env, store *rootfs.Store, ref rootfs.Ref, 
 		return res, true, err
 	}
 	var f *rootfs.Flattened
-	fopts := rootfs.FlattenOptions{Progress: e.progress}
+	limit, err := parseSize(e.maxLayerSize)
+	if err != nil {
+		return nil, false, err
+	}
+	fopts := rootfs.FlattenOptions{Progress: e.progress, MaxLayerSize: limit}
 	if img, stored, err := store.Find(ref, so.Platform); err == nil && stored && e.pull != "always" {
 		e.progress.Step("using %s (%s) from the store", ref, img.Platform)
 		f, err = store.Flatten(ctx, img, fopts)
@@ -175,7 +179,11 @@ func buildStaged(ctx context.Context, e *env, store *rootfs.Store, img rootfs.Im
 		return nil, err
 	}
 	defer rootfs.RemoveBundle(work)
-	ures, err := store.Unpack(ctx, img, filepath.Join(work, "bundle"), rootfs.UnpackOptions{Rootless: os.Geteuid() != 0, Progress: e.progress})
+	limit, err := parseSize(e.maxLayerSize)
+	if err != nil {
+		return nil, err
+	}
+	ures, err := store.Unpack(ctx, img, filepath.Join(work, "bundle"), rootfs.UnpackOptions{Rootless: os.Geteuid() != 0, Progress: e.progress, MaxLayerSize: limit})
 	if err != nil {
 		return nil, err
 	}

@@ -45,22 +45,23 @@ func register(c *command) { commands[c.name] = c }
 
 // opts are the values of every flag; each command registers the ones it uses.
 type opts struct {
-	json, quiet bool
-	store       string
-	platform    string
-	insecure    bool
-	timeout     string
-	force       bool
-	pull        string
-	verbose     bool
-	conv        convertFlags
-	jobs        int
-	staged      bool
-	deploy      deployFlags
-	deployAfter bool
-	createName  string
-	createImage string
-	containers  bool
+	json, quiet  bool
+	store        string
+	platform     string
+	insecure     bool
+	timeout      string
+	force        bool
+	pull         string
+	verbose      bool
+	conv         convertFlags
+	jobs         int
+	staged       bool
+	deploy       deployFlags
+	deployAfter  bool
+	maxLayerSize string
+	createName   string
+	createImage  string
+	containers   bool
 }
 
 // env is what a command runs with.

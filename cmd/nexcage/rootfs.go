@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"strconv"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -38,6 +40,7 @@ xattr. A non-empty BUNDLE is refused unless --force.`,
 			imageFlags(fs, o)
 			fs.StringVar(&o.pull, "pull", "missing", "when to pull: missing (not in the store yet), always, never")
 			fs.BoolVar(&o.force, "force", false, "replace a non-empty BUNDLE")
+			fs.StringVar(&o.maxLayerSize, "max-layer-size", "64G", "refuse a layer that unpacks to more file content than this (a decompression bomb)")
 		},
 		run: runUnpack,
 	})
@@ -176,10 +179,15 @@ func runUnpack(ctx context.Context, e *env, args []string) (any, error) {
 	if err != nil {
 		return nil, err
 	}
+	limit, err := parseSize(e.maxLayerSize)
+	if err != nil {
+		return nil, err
+	}
 	res, err := store.Unpack(ctx, img, args[1], rootfs.UnpackOptions{
-		Force:    e.force,
-		Rootless: os.Geteuid() != 0,
-		Progress: e.progress,
+		MaxLayerSize: limit,
+		Force:        e.force,
+		Rootless:     os.Geteuid() != 0,
+		Progress:     e.progress,
 	})
 	if err != nil {
 		return nil, err
@@ -255,4 +263,30 @@ func listContainers(ctx context.Context, e *env) (any, error) {
 		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\n", c.Name, c.VMID, c.Node, c.Status, c.Template, shortDigest(c.Digest))
 	}
 	return nil, tw.Flush()
+}
+
+// parseSize reads a byte count with an optional K, M, G or T suffix.
+func parseSize(s string) (int64, error) {
+	if s == "" {
+		return 0, nil
+	}
+	mult := int64(1)
+	switch strings.ToUpper(s[len(s)-1:]) {
+	case "K":
+		mult = 1 << 10
+	case "M":
+		mult = 1 << 20
+	case "G":
+		mult = 1 << 30
+	case "T":
+		mult = 1 << 40
+	}
+	if mult != 1 {
+		s = s[:len(s)-1]
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || n <= 0 {
+		return 0, usagef("--max-layer-size %q is not a size: write e.g. 64G or 500M", s)
+	}
+	return n * mult, nil
 }

@@ -1,0 +1,262 @@
+package main
+
+import (
+	"archive/tar"
+	"bytes"
+	"compress/gzip"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/static"
+	"github.com/google/go-containerregistry/pkg/v1/types"
+
+	"github.com/nexcage/nexcage/internal/atomicfile"
+	"github.com/nexcage/nexcage/internal/fstree"
+	"github.com/nexcage/nexcage/internal/testenv"
+	"github.com/nexcage/nexcage/internal/testimage"
+)
+
+// TestBrokenAndHostileInput runs the real binary on each broken or
+// hostile input: the exit status and the words of the message are fixed,
+// nothing changes outside the output directory and the store, and no
+// partial output is left.
+func TestBrokenAndHostileInput(t *testing.T) {
+	bin := nexcageBinary(t)
+	cases, err := testimage.Corpus()
+	if err != nil {
+		t.Fatal(err)
+	}
+	byName := map[string]testimage.Case{}
+	for _, c := range cases {
+		byName[c.Name] = c
+	}
+	hostile, err := testimage.Hostile()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// layoutOf writes an image as an OCI layout and returns its reference;
+	// blob lets a case break one of its files.
+	layoutOf := func(t *testing.T, img v1.Image) (string, func(kind string) string) {
+		dir := filepath.Join(t.TempDir(), "layout")
+		if err := testimage.WriteLayout(dir, "x", testimage.Case{Image: img}); err != nil {
+			t.Fatal(err)
+		}
+		blob := func(kind string) string {
+			m, _ := img.Manifest()
+			d := m.Layers[len(m.Layers)-1].Digest
+			if kind == "config" {
+				d = m.Config.Digest
+			}
+			return filepath.Join(dir, "blobs", d.Algorithm, d.Hex)
+		}
+		return "oci:" + dir + ":x", blob
+	}
+	build := func(ref string, extra ...string) []string {
+		return append([]string{"build", "-q", "--name", "x", ref}, extra...)
+	}
+
+	for _, tc := range []struct {
+		name   string
+		args   func(t *testing.T) []string
+		status int
+		words  []string
+	}{
+		{"corrupt blob", func(t *testing.T) []string {
+			ref, blob := layoutOf(t, byName["modes"].Image)
+			b, _ := os.ReadFile(blob("layer"))
+			b[len(b)/2] ^= 0xff
+			os.WriteFile(blob("layer"), b, 0o644)
+			return build(ref)
+		}, 1, []string{"hashes to", "corrupt"}},
+		{"truncated blob", func(t *testing.T) []string {
+			ref, blob := layoutOf(t, byName["modes"].Image)
+			os.Truncate(blob("layer"), 20)
+			return build(ref)
+		}, 1, []string{"layer 2"}},
+		{"missing blob", func(t *testing.T) []string {
+			ref, blob := layoutOf(t, byName["modes"].Image)
+			os.Remove(blob("layer"))
+			return build(ref)
+		}, 1, []string{"layer 2", "sha256:"}},
+		{"diff_id mismatch", func(t *testing.T) []string {
+			img := byName["modes"].Image
+			cf, _ := img.ConfigFile()
+			cf = cf.DeepCopy()
+			cf.RootFS.DiffIDs[1] = v1.Hash{Algorithm: "sha256", Hex: strings.Repeat("0", 64)}
+			bad, err := mutate.ConfigFile(img, cf)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ref, _ := layoutOf(t, bad)
+			return build(ref)
+		}, 1, []string{"diff_id", "corrupt"}},
+		{"dotdot entry", func(t *testing.T) []string { ref, _ := layoutOf(t, hostile["dotdot"]); return build(ref) }, 1, []string{`"../escape" climbs out of the root`}},
+		{"absolute entry", func(t *testing.T) []string { ref, _ := layoutOf(t, hostile["absolute"]); return build(ref) }, 1, []string{"absolute name"}},
+		{"symlink escape", func(t *testing.T) []string { ref, _ := layoutOf(t, hostile["symlink-escape"]); return build(ref) }, 1, []string{"symlink that points outside the root"}},
+		{"hardlink escape", func(t *testing.T) []string { ref, _ := layoutOf(t, hostile["hardlink-escape"]); return build(ref) }, 1, []string{"points outside the root"}},
+		{"staged unpack of a hostile layer", func(t *testing.T) []string {
+			ref, _ := layoutOf(t, hostile["symlink-escape"])
+			return []string{"unpack", "-q", ref, "bundle"}
+		}, 1, []string{"outside the root"}},
+		{"sparse claim", func(t *testing.T) []string {
+			ref, _ := layoutOf(t, layerImage(t, sparseLayer(t)))
+			return build(ref, "--max-layer-size", "1G")
+		}, 1, []string{"decompression bomb", "--max-layer-size"}},
+		{"gzip bomb", func(t *testing.T) []string {
+			ref, _ := layoutOf(t, layerImage(t, zerosGzipLayer(t, 64<<20)))
+			return build(ref, "--max-layer-size", "16M")
+		}, 1, []string{"more than 16.0 MiB", "decompression bomb"}},
+		{"name over PATH_MAX", func(t *testing.T) []string {
+			l, err := testimage.Layer([]testimage.Entry{testimage.File(strings.Repeat("d/", 2100)+"f", 0o644, "x")}, testimage.Gzip)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ref, _ := layoutOf(t, layerImage(t, l))
+			return build(ref)
+		}, 1, []string{"PATH_MAX"}},
+		{"config.json not JSON", func(t *testing.T) []string {
+			d := t.TempDir()
+			os.WriteFile(filepath.Join(d, "config.json"), []byte("{\n oops"), 0o644)
+			return []string{"convert", d}
+		}, 1, []string{"not a valid OCI runtime config", "line 2"}},
+		{"hung registry", func(t *testing.T) []string {
+			l, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { l.Close() })
+			go func() { // accept and never answer
+				for {
+					c, err := l.Accept()
+					if err != nil {
+						return
+					}
+					t.Cleanup(func() { c.Close() })
+				}
+			}()
+			return build(l.Addr().String()+"/app:1", "--timeout", "1s")
+		}, 1, []string{"did not answer in time", "--timeout"}},
+		{"full disk", func(t *testing.T) []string {
+			testenv.RequireRoot(t)
+			out := filepath.Join(t.TempDir(), "small")
+			os.Mkdir(out, 0o755)
+			if err := syscall.Mount("tmpfs", out, "tmpfs", 0, "size=1m"); err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { syscall.Unmount(out, 0) })
+			ref, _ := layoutOf(t, byName["alpine-amd64"].Image)
+			return []string{"build", "-q", "--name", "x", ref, "-o", out + "/"}
+		}, 1, []string{"no space left on device", "free space in"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			work := t.TempDir()
+			args := tc.args(t)
+			hasOut := false
+			for _, a := range args {
+				hasOut = hasOut || a == "-o"
+			}
+			if !hasOut && args[0] == "build" {
+				args = append(args, "-o", filepath.Join(work, "out")+"/")
+			}
+			before, _ := fstree.Snapshot(work, fstree.Options{})
+			env := append(os.Environ(), "HOME="+work, "NEXCAGE_STORE="+filepath.Join(work, "store"), "TMPDIR="+work)
+			cmd := newCmd(bin, args, env, work)
+			var stderr bytes.Buffer
+			cmd.Stderr = &stderr
+			start := time.Now()
+			err := cmd.Run()
+			code := 0
+			if err != nil {
+				code = cmd.ProcessState.ExitCode()
+			}
+			if code != tc.status {
+				t.Fatalf("exit %d, want %d\n%s", code, tc.status, stderr.String())
+			}
+			for _, w := range tc.words {
+				if !strings.Contains(stderr.String(), w) {
+					t.Errorf("stderr lacks %q:\n%s", w, stderr.String())
+				}
+			}
+			if strings.Contains(stderr.String(), "goroutine ") || strings.Contains(stderr.String(), "panic") {
+				t.Errorf("a Go stack reached the user:\n%s", stderr.String())
+			}
+			if took := time.Since(start); took > 60*time.Second {
+				t.Errorf("took %s", took)
+			}
+			// Nothing outside the store and the output directory changed,
+			// and no partial output was left anywhere.
+			after, _ := fstree.Snapshot(work, fstree.Options{})
+			for _, d := range fstree.Diff(before, after) {
+				if !strings.HasPrefix(d, "store") && !strings.HasPrefix(d, "out") && !strings.HasPrefix(d, "leakcheck") {
+					t.Errorf("changed outside the output: %s", d)
+				}
+			}
+			filepath.Walk(work, func(p string, fi os.FileInfo, err error) error {
+				if err == nil && (atomicfile.IsTemp(p) || strings.HasPrefix(fi.Name(), "nexcage-")) {
+					t.Errorf("left behind: %s", p)
+				}
+				return nil
+			})
+			if entries, _ := os.ReadDir(filepath.Join(work, "out")); len(entries) != 0 {
+				t.Errorf("partial output: %v", entries)
+			}
+		})
+	}
+}
+
+// layerImage is a one-layer linux/amd64 image.
+func layerImage(t *testing.T, l v1.Layer) v1.Image {
+	t.Helper()
+	img, err := testimage.Image([]v1.Layer{l}, v1.Config{Entrypoint: []string{"/x"}}, v1.Platform{OS: "linux", Architecture: "amd64"}, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return img
+}
+
+// sparseLayer holds a 10 GiB sparse file written by GNU tar.
+func sparseLayer(t *testing.T) v1.Layer {
+	t.Helper()
+	tarTool := testenv.RequireTool(t, "tar")
+	dir := t.TempDir()
+	f, err := os.Create(filepath.Join(dir, "huge"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Truncate(10 << 30)
+	f.Close()
+	out := filepath.Join(t.TempDir(), "l.tar")
+	testenv.Run(t, tarTool, "--sparse", "--format=pax", "-cf", out, "-C", dir, "huge")
+	raw, _ := os.ReadFile(out)
+	return static.NewLayer(raw, types.OCIUncompressedLayer)
+}
+
+// zerosGzipLayer is a small gzip layer holding one file of n zero bytes.
+func zerosGzipLayer(t *testing.T, n int64) v1.Layer {
+	t.Helper()
+	var b bytes.Buffer
+	zw, _ := gzip.NewWriterLevel(&b, gzip.BestCompression)
+	tw := tar.NewWriter(zw)
+	tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: "zeros", Mode: 0o644, Size: n})
+	zero := make([]byte, 1<<20)
+	for left := n; left > 0; left -= int64(len(zero)) {
+		tw.Write(zero[:min(int64(len(zero)), left)])
+	}
+	tw.Close()
+	zw.Close()
+	return static.NewLayer(b.Bytes(), types.OCILayer)
+}
+
+func newCmd(bin string, args, env []string, dir string) *exec.Cmd {
+	cmd := exec.Command(bin, args...)
+	cmd.Env, cmd.Dir = env, dir
+	return cmd
+}
