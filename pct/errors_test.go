@@ -7,6 +7,8 @@ import (
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/nexcage/nexcage/internal/testenv"
 )
 
 // PVE's messages (proxmox.md §4) map to typed errors that name the
@@ -62,6 +64,7 @@ func TestShellQuote(t *testing.T) {
 // AppendRaw writes into the main section, never a snapshot's, and
 // concurrent writers do not lose each other's lines.
 func TestAppendRawUnderLock(t *testing.T) {
+	testenv.CheckLeaks(t) // every lock file is closed again
 	root := t.TempDir()
 	conf := filepath.Join(root, "etc/pve/lxc/100.conf")
 	os.MkdirAll(filepath.Dir(conf), 0o755)
