@@ -672,12 +672,12 @@ func checkLeftovers(dir string, match func(string) bool, target, where string, o
 		if e.IsDir() {
 			kind = "directory"
 		}
-		cause := fmt.Sprintf("temporary %s of an interrupted write (%s)", kind, progress.HumanBytes(leftoverSize(p)))
+		cause := fmt.Sprintf("temporary %s of an interrupted write (%s)", kind, progress.HumanBytes(atomicfile.TreeSize(p)))
 		if !opts.Repair {
 			out = append(out, CheckResult{Status: CheckWarn, Check: check, Target: target, Cause: cause, Fix: "`nexcage check --repair " + target + "` removes it"})
 			continue
 		}
-		if err := removeLeftover(p); err != nil {
+		if err := atomicfile.RemoveTree(p); err != nil {
 			out = append(out, CheckResult{Status: CheckFail, Check: check, Target: target, Cause: cause + "; removing it failed: " + err.Error(), Fix: "remove " + p + " by hand"})
 			continue
 		}
@@ -687,33 +687,6 @@ func checkLeftovers(dir string, match func(string) bool, target, where string, o
 		out = append(out, CheckResult{Status: CheckOK, Check: "no leftovers of interrupted writes in " + where, Target: target})
 	}
 	return out
-}
-
-func leftoverSize(p string) int64 {
-	var n int64
-	filepath.WalkDir(p, func(_ string, d fs.DirEntry, err error) error {
-		if err == nil && d.Type().IsRegular() {
-			if fi, err := d.Info(); err == nil {
-				n += fi.Size()
-			}
-		}
-		return nil
-	})
-	return n
-}
-
-// removeLeftover removes a tree, also a rootless unpack's read-only directories.
-func removeLeftover(p string) error {
-	if err := os.RemoveAll(p); err == nil {
-		return nil
-	}
-	filepath.WalkDir(p, func(q string, d fs.DirEntry, err error) error {
-		if err == nil && d.IsDir() {
-			os.Chmod(q, 0o700)
-		}
-		return nil
-	})
-	return os.RemoveAll(p)
 }
 
 // CheckBundle verifies an OCI runtime bundle as convert will read it:

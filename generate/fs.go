@@ -3,7 +3,6 @@ package generate
 import (
 	"errors"
 	"fmt"
-	"io/fs"
 	"os"
 	"path/filepath"
 	"sort"
@@ -206,22 +205,6 @@ func (w *writer) warnings() []string {
 // ErrBundleExists means BUNDLE (or, for generate spec, its config.json)
 // exists and --force was not given.
 var ErrBundleExists = errors.New("bundle exists")
-
-// removeAll is os.RemoveAll that also removes what an ordinary user made
-// read-only in a rootless rootfs (0555 directories): it gives the caller's
-// own directories write permission and tries again.
-func removeAll(dir string) error {
-	if err := os.RemoveAll(dir); err == nil || os.Geteuid() == 0 {
-		return err
-	}
-	filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
-		if d != nil && d.IsDir() {
-			os.Chmod(p, 0o700)
-		}
-		return nil
-	})
-	return os.RemoveAll(dir)
-}
 
 // readXattrs returns the xattrs of p that keep says to keep.
 func readXattrs(p string, keep func(string) bool) (map[string]string, error) {

@@ -246,7 +246,7 @@ func Bundle(ctx context.Context, bundle string, opts Options) (res *Result, err 
 	}
 	defer func() {
 		if err != nil {
-			removeAll(tmp)
+			atomicfile.RemoveTree(tmp)
 			if createdParent != "" {
 				os.RemoveAll(createdParent)
 			}
@@ -341,7 +341,7 @@ func Bundle(ctx context.Context, bundle string, opts Options) (res *Result, err 
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	if err := atomicfile.ReplaceDir(tmp, bundle, replace, removeAll); err != nil {
+	if err := atomicfile.ReplaceDir(tmp, bundle, replace, atomicfile.RemoveTree); err != nil {
 		return nil, err
 	}
 	res.Process = spec.Process.Args

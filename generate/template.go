@@ -9,6 +9,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"github.com/nexcage/nexcage/internal/atomicfile"
 	"io"
 	"os"
 	"path"
@@ -260,7 +261,7 @@ func (w *writer) member(hdr *tar.Header, r io.Reader, buf []byte) error {
 			w.entries++
 			return nil
 		}
-		if err := removeAll(p); err != nil {
+		if err := atomicfile.RemoveTree(p); err != nil {
 			return err
 		}
 		for d := range w.dirs {

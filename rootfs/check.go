@@ -455,12 +455,12 @@ func checkLeftovers(dir string, match func(string) bool, deep bool, target, wher
 			out = append(out, CheckResult{Status: CheckOK, Check: check + ": being written by a running process, left alone", Target: target})
 			continue
 		}
-		cause := fmt.Sprintf("temporary %s of an interrupted write (%s)", leftoverKind(p), progress.HumanBytes(leftoverSize(p)))
+		cause := fmt.Sprintf("temporary %s of an interrupted write (%s)", leftoverKind(p), progress.HumanBytes(atomicfile.TreeSize(p)))
 		if !opts.Repair {
 			out = append(out, CheckResult{Status: CheckWarn, Check: check, Target: target, Cause: cause, Fix: "`nexcage check --repair " + target + "` removes it"})
 			continue
 		}
-		if err := removeLeftover(p); err != nil {
+		if err := atomicfile.RemoveTree(p); err != nil {
 			out = append(out, CheckResult{Status: CheckFail, Check: check, Target: target, Cause: cause + "; removing it failed: " + err.Error(), Fix: "remove " + p + " by hand"})
 			continue
 		}
@@ -474,35 +474,6 @@ func leftoverKind(p string) string {
 		return "directory"
 	}
 	return "file"
-}
-
-// leftoverSize is the size of a file or a tree.
-func leftoverSize(p string) int64 {
-	var n int64
-	filepath.WalkDir(p, func(_ string, d fs.DirEntry, err error) error {
-		if err == nil && d.Type().IsRegular() {
-			if fi, err := d.Info(); err == nil {
-				n += fi.Size()
-			}
-		}
-		return nil
-	})
-	return n
-}
-
-// removeLeftover removes a tree, also one an ordinary user's rootless
-// unpack left with read-only directories.
-func removeLeftover(p string) error {
-	if err := os.RemoveAll(p); err == nil {
-		return nil
-	}
-	filepath.WalkDir(p, func(q string, d fs.DirEntry, err error) error {
-		if err == nil && d.IsDir() {
-			os.Chmod(q, 0o700)
-		}
-		return nil
-	})
-	return os.RemoveAll(p)
 }
 
 // tempDirPrefixes name the scratch directories nexcage makes in the system
