@@ -513,34 +513,58 @@ func Deploy(ctx context.Context, h *Host, p *Plan, keepFailed bool) (*Result, er
 }
 
 func upload(u *Upload) error {
-	if err := os.MkdirAll(filepath.Dir(u.To), 0o755); err != nil {
-		return newError(ErrStorage, "template-storage", fmt.Sprintf("cannot create %s: %v", filepath.Dir(u.To), err), "check the template storage's path")
+	dir := filepath.Dir(u.To)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return newError(ErrStorage, "template-storage", fmt.Sprintf("cannot create %s: %v", dir, err), "check the template storage's path")
+	}
+	// Every file is copied under a temporary name before any is put in
+	// place: a failed copy (a full storage, say) then leaves neither a
+	// template without its sidecars nor an older template beside the new
+	// one's sidecars.
+	var staged []*atomicfile.File
+	defer func() {
+		for _, f := range staged {
+			f.Abort()
+		}
+	}()
+	for _, from := range append(append([]string(nil), u.Sidecars...), u.From) {
+		to := filepath.Join(dir, filepath.Base(from))
+		if from == u.From {
+			to = u.To
+		}
+		f, err := stageCopy(from, to)
+		if err != nil {
+			return err
+		}
+		staged = append(staged, f)
 	}
 	// Sidecars first: a template without its sidecars would look like one
 	// nexcage did not build.
-	for _, sc := range u.Sidecars {
-		if err := copyFile(sc, filepath.Join(filepath.Dir(u.To), filepath.Base(sc))); err != nil {
-			return err
+	for _, f := range staged {
+		if err := f.Commit(); err != nil {
+			return newError(ErrStorage, "template-storage", err.Error(), "check the template storage's permissions and free space")
 		}
 	}
-	return copyFile(u.From, u.To)
+	return nil
 }
 
-func copyFile(from, to string) error {
+// stageCopy copies from into a temporary file beside to, left for the
+// caller to commit or abort.
+func stageCopy(from, to string) (*atomicfile.File, error) {
 	in, err := os.Open(from)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer in.Close()
 	out, err := atomicfile.Create(to, 0o644)
 	if err != nil {
-		return newError(ErrStorage, "template-storage", err.Error(), "check the template storage's permissions and free space")
+		return nil, newError(ErrStorage, "template-storage", err.Error(), "check the template storage's permissions and free space")
 	}
-	defer out.Abort()
 	if _, err := io.Copy(out, in); err != nil {
-		return newError(ErrStorage, "template-storage", fmt.Sprintf("copy %s to %s: %v", from, to, err), "check free space in the template storage")
+		out.Abort()
+		return nil, newError(ErrStorage, "template-storage", fmt.Sprintf("copy %s to %s: %v", from, to, err), "check free space in the template storage")
 	}
-	return out.Commit()
+	return out, nil
 }
 
 func contains(list []string, s string) bool {

@@ -4,17 +4,25 @@ import (
 	"archive/tar"
 	"bytes"
 	"compress/gzip"
+	"io"
+	"log"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/registry"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/static"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
@@ -27,7 +35,8 @@ import (
 // TestBrokenAndHostileInput runs the real binary on each broken or
 // hostile input: the exit status and the words of the message are fixed,
 // nothing changes outside the output directory and the store, and no
-// partial output is left.
+// partial output is left. A row with status 0 is an input that must be
+// coped with (a flaky registry): its template and sidecars must be there.
 func TestBrokenAndHostileInput(t *testing.T) {
 	bin := nexcageBinary(t)
 	cases, err := testimage.Corpus()
@@ -144,6 +153,12 @@ func TestBrokenAndHostileInput(t *testing.T) {
 			}()
 			return build(l.Addr().String()+"/app:1", "--timeout", "1s")
 		}, 1, []string{"did not answer in time", "--timeout"}},
+		// Not a refusal: the registry fails each blob once with a 500, the
+		// pull retries, and the build succeeds. Status 0 makes the harness
+		// check that the template and its sidecars were written.
+		{"registry returns 500 then 200 (retried)", func(t *testing.T) []string {
+			return build(flakyRegistry(t, byName["modes"].Image) + "/flaky:1")
+		}, 0, nil},
 		{"full disk", func(t *testing.T) []string {
 			testenv.RequireRoot(t)
 			out := filepath.Join(t.TempDir(), "small")
@@ -205,8 +220,22 @@ func TestBrokenAndHostileInput(t *testing.T) {
 				}
 				return nil
 			})
-			if entries, _ := os.ReadDir(filepath.Join(work, "out")); len(entries) != 0 {
-				t.Errorf("partial output: %v", entries)
+			entries, _ := os.ReadDir(filepath.Join(work, "out"))
+			if tc.status != 0 {
+				if len(entries) != 0 {
+					t.Errorf("partial output: %v", entries)
+				}
+				return
+			}
+			// A success: one template, with its .conf and .json.
+			var names []string
+			for _, e := range entries {
+				names = append(names, e.Name())
+			}
+			if len(names) != 3 || !strings.HasSuffix(names[2], ".tar.zst") ||
+				names[0] != strings.TrimSuffix(names[2], ".tar.zst")+".conf" ||
+				names[1] != strings.TrimSuffix(names[2], ".tar.zst")+".json" {
+				t.Errorf("output %v, want a template with its .conf and .json", names)
 			}
 		})
 	}
@@ -259,4 +288,72 @@ func newCmd(bin string, args, env []string, dir string) *exec.Cmd {
 	cmd := exec.Command(bin, args...)
 	cmd.Env, cmd.Dir = env, dir
 	return cmd
+}
+
+// flakyRegistry serves img as flaky:1 from an in-process registry that
+// answers the first request for each blob with a 500 and passes the
+// following ones through. It returns the registry's host:port, and fails
+// the test at its end unless 500s were served and each blob was then
+// served again: otherwise a passing build proves nothing about retries.
+func flakyRegistry(t *testing.T, img v1.Image) string {
+	t.Helper()
+	inner := registry.New(registry.Logger(log.New(io.Discard, "", 0)))
+	var (
+		mu     sync.Mutex
+		armed  bool
+		failed = map[string]bool{} // blob paths answered with a 500
+		served = map[string]int{}  // and then passed through
+	)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.Contains(r.URL.Path, "/blobs/sha256:") {
+			mu.Lock()
+			first := armed && !failed[r.URL.Path]
+			if first {
+				failed[r.URL.Path] = true
+			} else if armed {
+				served[r.URL.Path]++
+			}
+			mu.Unlock()
+			if first {
+				http.Error(w, "flaky registry: try again", http.StatusInternalServerError)
+				return
+			}
+		}
+		inner.ServeHTTP(w, r)
+	}))
+	t.Cleanup(srv.Close)
+	host := strings.TrimPrefix(srv.URL, "http://")
+	ref, err := name.ParseReference(host + "/flaky:1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A transport of its own, closed after the push, so the push leaves no
+	// connections behind; the push itself is not failed.
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	defer tr.CloseIdleConnections()
+	if err := remote.Write(ref, img, remote.WithTransport(tr)); err != nil {
+		t.Fatalf("push %s: %v", ref, err)
+	}
+	mu.Lock()
+	armed = true
+	mu.Unlock()
+	m, err := img.Manifest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		mu.Lock()
+		defer mu.Unlock()
+		// The config and every layer: each must have failed once and
+		// then been served.
+		if want := len(m.Layers) + 1; len(failed) != want {
+			t.Errorf("the registry failed %d blob(s) with a 500, want %d (config and layers): %v", len(failed), want, failed)
+		}
+		for p := range failed {
+			if served[p] == 0 {
+				t.Errorf("%s failed with a 500 and was never asked for again", p)
+			}
+		}
+	})
+	return host
 }

@@ -1,0 +1,379 @@
+package pct_test
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+
+	"github.com/nexcage/nexcage/convert"
+	"github.com/nexcage/nexcage/internal/pvetest"
+	"github.com/nexcage/nexcage/internal/testenv"
+	"github.com/nexcage/nexcage/internal/testimage"
+	"github.com/nexcage/nexcage/lxc"
+	"github.com/nexcage/nexcage/pct"
+	"github.com/nexcage/nexcage/rootfs"
+)
+
+// recorder is the host's Runner with every command it was asked to run
+// written down, so a test can tell which PVE commands a deploy reached.
+type recorder struct {
+	inner pct.Runner
+	mu    sync.Mutex
+	calls []string
+}
+
+func (r *recorder) Run(ctx context.Context, argv []string) (string, string, int, error) {
+	r.mu.Lock()
+	r.calls = append(r.calls, strings.Join(argv, " "))
+	r.mu.Unlock()
+	return r.inner.Run(ctx, argv)
+}
+
+// ran lists the commands run that start with prefix ("pct create").
+func (r *recorder) ran(prefix string) []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []string
+	for _, c := range r.calls {
+		if c == prefix || strings.HasPrefix(c, prefix+" ") {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+// changes lists the commands run that change the host: everything but
+// pveversion and the read-only pvesh get and pvesm path.
+func (r *recorder) changes() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []string
+	for _, c := range r.calls {
+		if c != "pveversion" && !strings.HasPrefix(c, "pvesh get ") && !strings.HasPrefix(c, "pvesm path ") {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+// deployHost makes the stand-in cluster this process's PVE, as `nexcage
+// deploy` finds it (PATH, NEXCAGE_PVE_ROOT), and returns the host with a
+// recording runner. Call it after testenv.CheckLeaks, so that the
+// stand-in's files are counted too.
+func deployHost(t *testing.T) (*pvetest.StandIn, *pct.Host, *recorder) {
+	t.Helper()
+	// CheckLeaks gave the test a private TMPDIR, made 0700 by MkdirTemp;
+	// the stand-in's root lives in it, and a container's mapped root (uid
+	// 100000) must get through every directory down to its rootfs.
+	if err := os.Chmod(os.TempDir(), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	s := pvetest.NewStandIn(t)
+	t.Setenv("PATH", s.BinDir+":"+os.Getenv("PATH"))
+	t.Setenv("NEXCAGE_PVE_ROOT", s.Root)
+	t.Setenv("PVE_VERSION", "")
+	t.Setenv("PVE_NODE", "")
+	h := pct.NewHost()
+	if h.Root != s.Root {
+		t.Fatalf("NewHost's root is %s, want the stand-in's %s", h.Root, s.Root)
+	}
+	rec := &recorder{inner: h.Runner}
+	h.Runner = rec
+	return s, h, rec
+}
+
+// buildAlpineTemplate builds the real Alpine minirootfs into a template in
+// dir the way `nexcage pull`, `unpack` and `convert` do, and returns a
+// function that loads it as `nexcage deploy` does (a fresh value each
+// time, so a test may change its config).
+func buildAlpineTemplate(t *testing.T, dir string) func() *pct.Template {
+	t.Helper()
+	ctx := context.Background()
+	img, err := testimage.Alpine("amd64")
+	if err != nil {
+		t.Fatal(err)
+	}
+	layoutDir := filepath.Join(dir, "layout")
+	if err := testimage.WriteLayout(layoutDir, "alpine", testimage.Case{Name: "alpine", Image: img}); err != nil {
+		t.Fatal(err)
+	}
+	store, err := rootfs.OpenStore(filepath.Join(dir, "store"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref, err := rootfs.ParseRef("oci:" + layoutDir + ":alpine")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pulled, err := store.Pull(ctx, ref, rootfs.PullOptions{SourceOptions: rootfs.SourceOptions{Platform: rootfs.Platform{OS: "linux", Architecture: "amd64"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	unpacked, err := store.Unpack(ctx, pulled, filepath.Join(dir, "bundle"), rootfs.UnpackOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rootfs.RemoveBundle(unpacked.Bundle)
+	b, err := convert.LoadBundle(unpacked.Bundle)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := convert.Convert(ctx, b, convert.Options{Output: filepath.Join(dir, "out") + "/", Name: "alpine", Version: "1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return func() *pct.Template {
+		raw, err := os.ReadFile(res.Config)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, err := lxc.Parse(string(raw))
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := res.Metadata
+		return &pct.Template{
+			File: res.Template, Config: c, Privileged: m.Privileged, Volumes: m.Volumes,
+			SHA256: m.Template.SHA256, Sidecars: []string{res.Config, res.Manifest},
+			Image: m.Source.Reference, Digest: m.Source.SourceDigest,
+		}
+	}
+}
+
+// noCT checks that the stand-in has no trace of a container: no config,
+// not in pct list, no LXC directory, no rootfs volume.
+func noCT(t *testing.T, s *pvetest.StandIn, vmid int) {
+	t.Helper()
+	if _, err := os.Stat(s.ConfigPath("pve", vmid)); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("CT %d's config is still there (%v)", vmid, err)
+	}
+	if out, _, _ := s.Run(t, "pct", "list"); regexp.MustCompile(`(?m)^` + strconv.Itoa(vmid) + `\s`).MatchString(out) {
+		t.Errorf("pct list still shows CT %d:\n%s", vmid, out)
+	}
+	if _, err := os.Stat(s.Path("var/lib/lxc/" + strconv.Itoa(vmid))); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("CT %d's LXC directory is still there (%v)", vmid, err)
+	}
+	if ents, _ := os.ReadDir(s.Path("var/lib/pvesim/local-lvm")); len(ents) != 0 {
+		t.Errorf("volumes left on local-lvm: %v", names(ents))
+	}
+}
+
+func names(ents []os.DirEntry) []string {
+	var out []string
+	for _, e := range ents {
+		out = append(out, e.Name())
+	}
+	return out
+}
+
+// wantKind checks that err is a *pct.Error of the kind (errors.Is) and
+// that its message holds each of words.
+func wantKind(t *testing.T, err, kind error, words ...string) *pct.Error {
+	t.Helper()
+	var pe *pct.Error
+	if !errors.As(err, &pe) || !errors.Is(err, kind) {
+		t.Fatalf("error %v (%T), want a *pct.Error of kind %q", err, err, kind)
+	}
+	for _, w := range words {
+		if !strings.Contains(err.Error(), w) {
+			t.Errorf("error %q lacks %q", err, w)
+		}
+	}
+	return pe
+}
+
+// TestDeployLeaks runs MakePlan and Deploy in this process against the PVE
+// stand-in, on success and on each failure path, and checks every time that
+// no file descriptor stays open and nothing is left in the temporary
+// directory (the stand-in's own files included), besides what the path
+// must do or leave undone.
+func TestDeployLeaks(t *testing.T) {
+	testenv.RequireRoot(t)
+	template := buildAlpineTemplate(t, t.TempDir())
+	ctx := context.Background()
+	tmplName := filepath.Base(template().File)
+	volid := "local:vztmpl/" + tmplName
+
+	t.Run("success", func(t *testing.T) {
+		testenv.CheckLeaks(t)
+		s, h, rec := deployHost(t)
+		p, err := pct.MakePlan(ctx, h, template(), pct.Options{Hostname: "web", Memory: 256, Start: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		res, err := pct.Deploy(ctx, h, p, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.VMID != 100 || res.VolID != volid || !res.Uploaded || !res.Started {
+			t.Errorf("result %+v, want CT 100 from %s, uploaded and started", res, volid)
+		}
+		for _, f := range []string{tmplName, strings.TrimSuffix(tmplName, ".tar.zst") + ".conf", strings.TrimSuffix(tmplName, ".tar.zst") + ".json"} {
+			if _, err := os.Stat(filepath.Join(s.TemplateDir("local"), f)); err != nil {
+				t.Errorf("not uploaded: %v", err)
+			}
+		}
+		conf, err := os.ReadFile(s.ConfigPath("pve", 100))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, want := range []string{"hostname: web\n", "memory: 256\n", "#nexcage: template=" + volid} {
+			if !strings.Contains(string(conf), want) {
+				t.Errorf("CT config lacks %q:\n%s", want, conf)
+			}
+		}
+		if out, _, _ := s.Run(t, "pct", "status", "100"); strings.TrimSpace(out) != "status: running" {
+			t.Errorf("pct status 100: %q, want running", out)
+		}
+		if got := rec.ran("pct destroy"); len(got) != 0 {
+			t.Errorf("a successful deploy destroyed something: %v", got)
+		}
+	})
+
+	// Refused by the flags alone: not one PVE command runs.
+	t.Run("refused before any command", func(t *testing.T) {
+		testenv.CheckLeaks(t)
+		s, h, rec := deployHost(t)
+		_, err := pct.MakePlan(ctx, h, template(), pct.Options{Hostname: "bad_name"})
+		if pe := wantKind(t, err, pct.ErrInvalidArgument, `--hostname "bad_name" is not a valid DNS name`); pe.Param != "hostname" {
+			t.Errorf("param %q, want hostname", pe.Param)
+		}
+		if len(rec.calls) != 0 {
+			t.Errorf("commands ran before the refusal: %v", rec.calls)
+		}
+		if ents, _ := os.ReadDir(s.TemplateDir("local")); len(ents) != 0 {
+			t.Errorf("template storage changed: %v", names(ents))
+		}
+	})
+
+	// A storage that does not exist: refused after the read-only queries,
+	// before anything on the host changes.
+	t.Run("missing storage", func(t *testing.T) {
+		testenv.CheckLeaks(t)
+		s, h, rec := deployHost(t)
+		_, err := pct.MakePlan(ctx, h, template(), pct.Options{Storage: "nope"})
+		if pe := wantKind(t, err, pct.ErrNotFound, "storage 'nope' (--storage) does not exist", "local-lvm"); pe.Param != "storage" {
+			t.Errorf("param %q, want storage", pe.Param)
+		}
+		if len(rec.ran("pvesh get /storage")) != 1 {
+			t.Errorf("the storages were not asked for: %v", rec.calls)
+		}
+		if c := rec.changes(); len(c) != 0 {
+			t.Errorf("commands that change the host ran: %v", c)
+		}
+		if ents, _ := os.ReadDir(s.TemplateDir("local")); len(ents) != 0 {
+			t.Errorf("template storage changed: %v", names(ents))
+		}
+		noCT(t, s, 100)
+	})
+
+	// The template storage fills up during the upload: Deploy fails before
+	// pct create, and the partly written template is removed.
+	t.Run("upload fails on a full template storage", func(t *testing.T) {
+		testenv.CheckLeaks(t)
+		s, h, rec := deployHost(t)
+		dir := s.TemplateDir("local")
+		if err := syscall.Mount("tmpfs", dir, "tmpfs", 0, "size=256k"); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { syscall.Unmount(dir, syscall.MNT_DETACH) })
+		p, err := pct.MakePlan(ctx, h, template(), pct.Options{Hostname: "full"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if p.Upload == nil || p.Upload.Skip {
+			t.Fatalf("the plan does not upload: %+v", p.Upload)
+		}
+		_, err = pct.Deploy(ctx, h, p, false)
+		wantKind(t, err, pct.ErrStorage, "no space left on device", "check free space in the template storage")
+		if c := rec.changes(); len(c) != 0 {
+			t.Errorf("PVE commands that change the host ran after a failed upload: %v", c)
+		}
+		ents, _ := os.ReadDir(dir)
+		for _, e := range ents {
+			t.Errorf("a failed upload left %s in the template storage (the template, its sidecars and temporary files must all go)", e.Name())
+		}
+		noCT(t, s, 100)
+	})
+
+	// pct create itself fails (PVE refuses a parameter): nothing to undo,
+	// no destroy, no container; the uploaded template stays for the next
+	// try.
+	t.Run("pct create fails", func(t *testing.T) {
+		testenv.CheckLeaks(t)
+		s, h, rec := deployHost(t)
+		p, err := pct.MakePlan(ctx, h, template(), pct.Options{Hostname: "refused", Extra: []string{"--onboot", "maybe"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = pct.Deploy(ctx, h, p, false)
+		if pe := wantKind(t, err, pct.ErrInvalidArgument, "--onboot"); pe.Param != "onboot" || !strings.Contains(pe.Raw, "$ pct create 100 ") {
+			t.Errorf("param %q, raw %q: want onboot from pct create 100", pe.Param, pe.Raw)
+		}
+		if len(rec.ran("pct create 100")) != 1 {
+			t.Errorf("pct create did not run once: %v", rec.calls)
+		}
+		if got := rec.ran("pct destroy"); len(got) != 0 {
+			t.Errorf("destroyed a container that was never made: %v", got)
+		}
+		noCT(t, s, 100)
+		if _, err := os.Stat(filepath.Join(s.TemplateDir("local"), tmplName)); err != nil {
+			t.Errorf("the uploaded template is gone: %v", err)
+		}
+	})
+
+	// A step after the create fails (LXC refuses to start: a raw mount
+	// entry's source does not exist): the container is destroyed again.
+	brokenTemplate := func() *pct.Template {
+		tm := template()
+		tm.Config.Raw = append(tm.Config.Raw, lxc.Option{Key: "lxc.mount.entry", Value: "/nonexistent/src srv none bind,create=dir 0 0"})
+		return tm
+	}
+	t.Run("start fails and is rolled back", func(t *testing.T) {
+		testenv.CheckLeaks(t)
+		s, h, rec := deployHost(t)
+		p, err := pct.MakePlan(ctx, h, brokenTemplate(), pct.Options{Hostname: "broken", Start: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		res, err := pct.Deploy(ctx, h, p, false)
+		if err == nil {
+			t.Fatalf("deploy succeeded (%+v); LXC should have refused the mount entry", res)
+		}
+		wantKind(t, err, pct.ErrFailed, "CT 100 was destroyed again: nothing was left behind")
+		var order []string
+		for _, c := range rec.calls {
+			if strings.HasPrefix(c, "pct ") {
+				order = append(order, strings.Join(strings.Fields(c)[:3], " "))
+			}
+		}
+		if want := "pct create 100,pct start 100,pct destroy 100"; strings.Join(order, ",") != want {
+			t.Errorf("pct commands %v, want %s", order, want)
+		}
+		noCT(t, s, 100)
+	})
+
+	t.Run("start fails with keep-failed", func(t *testing.T) {
+		testenv.CheckLeaks(t)
+		s, h, rec := deployHost(t)
+		p, err := pct.MakePlan(ctx, h, brokenTemplate(), pct.Options{Hostname: "broken", Start: true, KeepFailed: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = pct.Deploy(ctx, h, p, true)
+		wantKind(t, err, pct.ErrFailed, "CT 100 was kept as it is, because of --keep-failed", "pct destroy 100 --purge")
+		if got := rec.ran("pct destroy"); len(got) != 0 {
+			t.Errorf("--keep-failed destroyed the container: %v", got)
+		}
+		if out, _, _ := s.Run(t, "pct", "list"); !regexp.MustCompile(`(?m)^100 +stopped +broken`).MatchString(out) {
+			t.Errorf("pct list does not show the kept CT 100 stopped:\n%s", out)
+		}
+	})
+}
