@@ -6,9 +6,11 @@ import (
 	"runtime"
 	"strings"
 
-	"github.com/klauspost/compress/zstd"
 	"github.com/klauspost/pgzip"
 	"github.com/ulikunitz/xz"
+
+	"github.com/nexcage/nexcage/internal/tartree"
+	"github.com/nexcage/nexcage/internal/zframe"
 )
 
 // Compression is a template compression PVE reads (proxmox.md §1).
@@ -82,9 +84,9 @@ func checkLevel(c Compression, level int) error {
 }
 
 // compressor wraps w. Output must depend only on the input and the options,
-// never on the machine: zstd compresses fixed-size slices of the tar as
-// independent frames on all cores (concatenated frames are one valid zstd
-// stream, as pzstd writes), and gzip's parallel blocks have a fixed size.
+// never on the machine: zstd compresses slices of the tar cut as
+// internal/zframe says as independent frames on all cores, and gzip's
+// parallel blocks have a fixed size.
 func compressor(w io.Writer, c Compression, level int) (io.WriteCloser, error) {
 	if level == 0 {
 		level = c.DefaultLevel()
@@ -109,30 +111,23 @@ func compressor(w io.Writer, c Compression, level int) (io.WriteCloser, error) {
 	return nil, fmt.Errorf("unknown compression %q", c)
 }
 
-// frameSize is the tar slice compressed as one zstd frame: large enough
-// that splitting costs well under 1% of ratio, small enough that
-// workers x 2 slices in flight keep memory flat whatever the rootfs size.
-const frameSize = 4 << 20
-
-// frameWriter compresses frames in parallel and writes them in order.
+// frameWriter compresses frames in parallel and writes them in order, cut
+// where internal/zframe says, reusing frames compressed ahead of time.
 type frameWriter struct {
 	w       io.Writer
-	enc     *zstd.Encoder
+	enc     *zframe.Encoder
 	buf     []byte
 	pending chan chan []byte // results in submission order
 	done    chan error       // the writer goroutine's outcome
 	err     error
 	free    chan []byte
+	// drop is how many more raw bytes to discard: their frames were
+	// queued by reuse.
+	drop int64
 }
 
 func newFrameWriter(w io.Writer, level, workers int) (*frameWriter, error) {
-	enc, err := zstd.NewWriter(nil,
-		zstd.WithEncoderLevel(zstd.EncoderLevelFromZstd(level)),
-		zstd.WithEncoderConcurrency(workers),
-		// A frame never refers back past its own start, so a window
-		// larger than a frame is memory for nothing.
-		zstd.WithWindowSize(frameSize),
-		zstd.WithEncoderCRC(true))
+	enc, err := zframe.NewEncoder(level)
 	if err != nil {
 		return nil, err
 	}
@@ -152,7 +147,7 @@ func (fw *frameWriter) newBuf() []byte {
 	case b := <-fw.free:
 		return b[:0]
 	default:
-		return make([]byte, 0, frameSize)
+		return make([]byte, 0, zframe.FrameSize)
 	}
 }
 
@@ -167,11 +162,13 @@ func (fw *frameWriter) drain(pending chan chan []byte) {
 		if err == nil {
 			_, err = fw.w.Write(out)
 		}
+		zframe.Release(out)
 	}
 	fw.done <- err
 }
 
-func (fw *frameWriter) flushFrame() {
+// cut ends the current frame here.
+func (fw *frameWriter) cut() {
 	if len(fw.buf) == 0 {
 		return
 	}
@@ -179,7 +176,7 @@ func (fw *frameWriter) flushFrame() {
 	res := make(chan []byte, 1)
 	fw.pending <- res // blocks when workers frames are in flight: bounded memory
 	go func() {
-		out := fw.enc.EncodeAll(in, make([]byte, 0, len(in)/2))
+		out := fw.enc.Frame(in)
 		select {
 		case fw.free <- in:
 		default:
@@ -189,17 +186,39 @@ func (fw *frameWriter) flushFrame() {
 	fw.buf = fw.newBuf()
 }
 
+// reuse queues c's frames for the size content bytes written next, which
+// are then dropped. It declines frames made with other settings.
+func (fw *frameWriter) reuse(c *tartree.Compressed, size int64) (bool, error) {
+	if c == nil || c.Key != fw.enc.Key || int64(len(c.Frames)) != (size+zframe.FrameSize-1)/zframe.FrameSize {
+		return false, nil
+	}
+	fw.cut()
+	for i := range c.Frames {
+		b, err := zframe.ReadFrame(c, i)
+		if err != nil {
+			return false, err
+		}
+		res := make(chan []byte, 1)
+		res <- b
+		fw.pending <- res
+	}
+	fw.drop = size
+	return true, nil
+}
+
 func (fw *frameWriter) Write(p []byte) (int, error) {
 	n := len(p)
+	if fw.drop > 0 {
+		d := min(int64(len(p)), fw.drop)
+		fw.drop -= d
+		p = p[d:]
+	}
 	for len(p) > 0 {
-		room := frameSize - len(fw.buf)
-		if room > len(p) {
-			room = len(p)
-		}
+		room := min(zframe.FrameSize-len(fw.buf), len(p))
 		fw.buf = append(fw.buf, p[:room]...)
 		p = p[room:]
-		if len(fw.buf) == frameSize {
-			fw.flushFrame()
+		if len(fw.buf) == zframe.FrameSize {
+			fw.cut()
 		}
 	}
 	return n, nil
@@ -210,10 +229,9 @@ func (fw *frameWriter) Close() error {
 	if fw.pending == nil {
 		return fw.err
 	}
-	fw.flushFrame()
+	fw.cut()
 	close(fw.pending)
 	fw.pending = nil
 	fw.err = <-fw.done
-	fw.enc.Close()
 	return fw.err
 }

@@ -6,13 +6,15 @@ import (
 	"testing"
 
 	"github.com/klauspost/compress/zstd"
+
+	"github.com/nexcage/nexcage/internal/zframe"
 )
 
 // TestFrameWriterRoundTrips covers empty, tiny, one-frame and multi-frame
 // inputs, many times over: a tiny input is closed before the writer's
 // goroutine may have started, which once deadlocked.
 func TestFrameWriterRoundTrips(t *testing.T) {
-	big := make([]byte, 3*frameSize+12345)
+	big := make([]byte, 3*zframe.FrameSize+12345)
 	rng := rand.NewChaCha8([32]byte{7})
 	for i := range big {
 		big[i] = byte('a' + rng.Uint64()%4) // compressible
@@ -20,8 +22,8 @@ func TestFrameWriterRoundTrips(t *testing.T) {
 	dec, _ := zstd.NewReader(nil)
 	defer dec.Close()
 	for round := 0; round < 200; round++ {
-		for _, in := range [][]byte{nil, []byte("x"), big[:frameSize], big} {
-			if round > 0 && len(in) >= frameSize {
+		for _, in := range [][]byte{nil, []byte("x"), big[:zframe.FrameSize], big} {
+			if round > 0 && len(in) >= zframe.FrameSize {
 				continue // the big ones once are enough
 			}
 			var out bytes.Buffer

@@ -201,6 +201,17 @@ func makePlan(tree *tartree.Tree, spec *runtimeSpec, src Source, opts Options, r
 	return p, nil
 }
 
+// PrecompressLevel is the zstd level a template for opts is written at, or
+// 0 when it will not be zstd: given to rootfs.FlattenOptions, it has large
+// files compressed while the layers are read, for Write to reuse.
+func PrecompressLevel(opts Options) int {
+	p := &plan{opts: opts}
+	if err := p.chooseOutput(); err != nil || p.compression != Zstd {
+		return 0
+	}
+	return p.opts.Level
+}
+
 // chooseOutput settles the compression and whether Output names a file or
 // a directory.
 func (p *plan) chooseOutput() error {
@@ -375,7 +386,8 @@ func (p *plan) write(ctx context.Context, tree *tartree.Tree, rep progress.Repor
 	}
 	bar := rep.Bytes("template "+string(p.compression), contentSize(tree))
 	raw := &countWriter{w: zw, progress: bar}
-	if err := WriteTar(ctx, raw, tree, p.opts.SourceDateEpoch); err != nil {
+	fr, _ := zw.(framer)
+	if err := writeTar(ctx, raw, fr, tree, p.opts.SourceDateEpoch); err != nil {
 		zw.Close()
 		bar.Done("failed")
 		return nil, p.writeError(err)

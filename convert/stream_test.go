@@ -1,6 +1,7 @@
 package convert_test
 
 import (
+	"archive/tar"
 	"bytes"
 	"context"
 	"os"
@@ -8,8 +9,10 @@ import (
 	"testing"
 
 	"github.com/nexcage/nexcage/convert"
+	"github.com/nexcage/nexcage/internal/tartree"
 	"github.com/nexcage/nexcage/internal/testenv"
 	"github.com/nexcage/nexcage/internal/testimage"
+	"github.com/nexcage/nexcage/internal/zframe"
 	"github.com/nexcage/nexcage/rootfs"
 )
 
@@ -24,31 +27,66 @@ func TestStreamingEqualsStaged(t *testing.T) {
 		t.Run(c.Name, func(t *testing.T) {
 			opts := convert.Options{Privileged: true, ToolVersion: "test"}
 			staged := convertTo(t, unpack(t, c, false), t.TempDir(), opts)
-
 			s, img := storeCase(t, c)
-			f, err := s.Flatten(context.Background(), img, rootfs.FlattenOptions{})
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer f.Close()
-			opts.Output = t.TempDir() + "/"
-			streamed, err := convert.Write(context.Background(), f.Tree, f.Spec, opts)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if filepath.Base(streamed.Template) != filepath.Base(staged.Template) {
-				t.Errorf("names differ: %s vs %s", filepath.Base(streamed.Template), filepath.Base(staged.Template))
-			}
-			if !bytes.Equal(readFile(t, streamed.Template), readFile(t, staged.Template)) {
-				diffMembers(t, staged.Template, streamed.Template)
-			}
-			if a, b := normalise(string(readFile(t, staged.Config))), normalise(string(readFile(t, streamed.Config))); a != b {
-				t.Errorf("conf differs:\nstaged:\n%s\nstreamed:\n%s", a, b)
-			}
-			if a, b := normalise(string(readFile(t, staged.Manifest))), normalise(string(readFile(t, streamed.Manifest))); a != b {
-				t.Errorf("manifest differs:\nstaged:\n%s\nstreamed:\n%s", a, b)
+			// As build runs it: large files compressed while the layers
+			// are read; and without, as for a gzip or xz template.
+			for _, level := range []int{convert.PrecompressLevel(opts), 0} {
+				f, err := s.Flatten(context.Background(), img, rootfs.FlattenOptions{PrecompressLevel: level})
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer f.Close()
+				if level != 0 {
+					checkPrecompressed(t, c, f.Tree)
+				}
+				opts.Output = t.TempDir() + "/"
+				streamed, err := convert.Write(context.Background(), f.Tree, f.Spec, opts)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if filepath.Base(streamed.Template) != filepath.Base(staged.Template) {
+					t.Errorf("names differ: %s vs %s", filepath.Base(streamed.Template), filepath.Base(staged.Template))
+				}
+				if !bytes.Equal(readFile(t, streamed.Template), readFile(t, staged.Template)) {
+					t.Errorf("precompress level %d:", level)
+					diffMembers(t, staged.Template, streamed.Template)
+				}
+				if a, b := normalise(string(readFile(t, staged.Config))), normalise(string(readFile(t, streamed.Config))); a != b {
+					t.Errorf("conf differs:\nstaged:\n%s\nstreamed:\n%s", a, b)
+				}
+				if a, b := normalise(string(readFile(t, staged.Manifest))), normalise(string(readFile(t, streamed.Manifest))); a != b {
+					t.Errorf("manifest differs:\nstaged:\n%s\nstreamed:\n%s", a, b)
+				}
 			}
 		})
+	}
+}
+
+// checkPrecompressed proves the precompressed path was taken where it
+// should be, and that a file kept only as frames still reads back.
+func checkPrecompressed(t *testing.T, c testimage.Case, tree *tartree.Tree) {
+	t.Helper()
+	framed := 0
+	tree.Walk(func(p string, n *tartree.Node) error {
+		if n.Compressed != nil {
+			framed++
+		}
+		if n.Type == tar.TypeReg && zframe.OwnFrames(n.Size) && n.Compressed == nil {
+			t.Errorf("%s (%d bytes) was not compressed ahead", p, n.Size)
+		}
+		return nil
+	})
+	for _, e := range c.Expect {
+		if !zframe.OwnFrames(int64(len(e.Body))) {
+			continue
+		}
+		got, err := tree.ReadFile(e.Path, 1<<30)
+		if err != nil || string(got) != e.Body {
+			t.Errorf("%s read back from its frames: %d bytes, %v; want the %d bytes it had", e.Path, len(got), err, len(e.Body))
+		}
+	}
+	if c.Name == "large-files" && framed == 0 {
+		t.Error("no file was compressed ahead: the test proves nothing")
 	}
 }
 

@@ -4,9 +4,11 @@ import (
 	"archive/tar"
 	"context"
 	"fmt"
-	"github.com/nexcage/nexcage/internal/tartree"
 	"io"
 	"time"
+
+	"github.com/nexcage/nexcage/internal/tartree"
+	"github.com/nexcage/nexcage/internal/zframe"
 )
 
 // WriteTar serialises a tree as a template archive: PAX, members "./"-
@@ -15,6 +17,19 @@ import (
 // member of a hard link group carrying the content, xattrs as
 // SCHILY.xattr records. mtimes later than clamp (when non-zero) are clamped.
 func WriteTar(ctx context.Context, w io.Writer, t *tartree.Tree, clamp time.Time) error {
+	return writeTar(ctx, w, nil, t, clamp)
+}
+
+// framer is a compressor that cuts frames where the archive asks: around
+// large files' contents, whose frames it may already have.
+type framer interface {
+	cut()
+	reuse(c *tartree.Compressed, size int64) (bool, error)
+}
+
+// writeTar is WriteTar telling fr, the compressor below w, where large
+// files' contents begin and end.
+func writeTar(ctx context.Context, w io.Writer, fr framer, t *tartree.Tree, clamp time.Time) error {
 	tw := tar.NewWriter(w)
 	first := map[uint64]string{} // inode -> member name that carries the content
 	buf := make([]byte, 1<<20)
@@ -66,12 +81,40 @@ func WriteTar(ctx context.Context, w io.Writer, t *tartree.Tree, clamp time.Time
 		if n.Type != tar.TypeReg || n.Size == 0 {
 			return nil
 		}
+		if fr != nil && zframe.OwnFrames(n.Size) {
+			return copyFramed(tw, fr, n, name, buf)
+		}
 		return copyContent(tw, n, name, buf)
 	})
 	if err != nil {
 		return err
 	}
 	return tw.Close()
+}
+
+// copyFramed writes a large file's content as frames of its own, reusing
+// the ones compressed ahead: the tar writer is then fed zeros, which fr
+// drops, only to keep its count.
+func copyFramed(tw *tar.Writer, fr framer, n *tartree.Node, name string, buf []byte) error {
+	fr.cut()
+	reused, err := fr.reuse(n.Compressed, n.Size)
+	if err != nil {
+		return fmt.Errorf("%s: %w", name, err)
+	}
+	if reused {
+		clear(buf)
+		for left := n.Size; left > 0; {
+			k := min(left, int64(len(buf)))
+			if _, err := tw.Write(buf[:k]); err != nil {
+				return fmt.Errorf("%s: %w", name, err)
+			}
+			left -= k
+		}
+	} else if err := copyContent(tw, n, name, buf); err != nil {
+		return err
+	}
+	fr.cut()
+	return nil
 }
 
 // copyContent writes exactly n.Size bytes: a file that changed size since

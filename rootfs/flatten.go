@@ -10,6 +10,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"time"
@@ -24,6 +25,7 @@ import (
 	"github.com/nexcage/nexcage/internal/errkind"
 	"github.com/nexcage/nexcage/internal/progress"
 	"github.com/nexcage/nexcage/internal/tartree"
+	"github.com/nexcage/nexcage/internal/zframe"
 )
 
 // FlattenOptions configure Flatten.
@@ -38,6 +40,10 @@ type FlattenOptions struct {
 	// (default DefaultMaxLayerSize): a few KiB of gzip, or one sparse
 	// entry, can claim terabytes.
 	MaxLayerSize int64
+	// PrecompressLevel, when not 0, compresses large files' zstd frames
+	// (see internal/zframe) at this level while the layers are read, for a
+	// zstd template writer to reuse.
+	PrecompressLevel int
 }
 
 // DefaultMaxLayerSize is far above any real layer.
@@ -57,10 +63,14 @@ type Flattened struct {
 	dir     string
 	spills  []*os.File
 	maxSize int64
+	pre     *zframe.Precompressor
 }
 
 // Close removes the spill files.
 func (f *Flattened) Close() error {
+	if f.pre != nil {
+		f.pre.Close()
+	}
 	for _, s := range f.spills {
 		if s != nil {
 			s.Close()
@@ -73,6 +83,8 @@ func (f *Flattened) Close() error {
 type layerEntry struct {
 	hdr    tar.Header
 	offset int64 // in the layer's spill file, for regular files
+	// compressed is the content's frames, when compressed ahead.
+	compressed *tartree.Compressed
 }
 
 // Flatten computes the rootfs an unpack of img would produce, without
@@ -108,6 +120,9 @@ func (s *Store) Flatten(ctx context.Context, img Image, opts FlattenOptions) (_ 
 			f.Close()
 		}
 	}()
+	if err := f.precompress(opts.PrecompressLevel); err != nil {
+		return nil, err
+	}
 
 	rep.Step("flattening %s (%d layers)", img.Ref, len(manifest.Layers))
 	open := func(i int) (io.ReadCloser, error) {
@@ -130,6 +145,11 @@ func (s *Store) Flatten(ctx context.Context, img Image, opts FlattenOptions) (_ 
 
 // finish applies the layers' entries in order and derives config.json.
 func (s *Store) finish(ctx context.Context, f *Flattened, entries [][]layerEntry, manifest ispec.Manifest, config ispec.Image) error {
+	if f.pre != nil {
+		if err := f.pre.Wait(); err != nil {
+			return err
+		}
+	}
 	fl := newFlattener()
 	for i, es := range entries {
 		spill := f.spills[i]
@@ -161,6 +181,10 @@ func (s *Store) PullFlatten(ctx context.Context, ref Ref, popts PullOptions, fop
 		return Image{}, nil, fmt.Errorf("create a temporary directory for the layers: %w", err)
 	}
 	f := &Flattened{dir: dir, maxSize: fopts.MaxLayerSize}
+	if err := f.precompress(fopts.PrecompressLevel); err != nil {
+		f.Close()
+		return Image{}, nil, err
+	}
 
 	type plan struct {
 		layers []ispec.Descriptor
@@ -241,6 +265,16 @@ func (s *Store) PullFlatten(ctx context.Context, ref Ref, popts PullOptions, fop
 	return r.img, f, nil
 }
 
+// precompress starts compressing large files' frames as layers are read.
+func (f *Flattened) precompress(level int) error {
+	if level == 0 {
+		return nil
+	}
+	var err error
+	f.pre, err = zframe.NewPrecompressor(level, runtime.GOMAXPROCS(0), f.dir)
+	return err
+}
+
 // readLayers decompresses layers in parallel, spilling file contents and
 // collecting headers; entries are applied in layer order afterwards.
 func readLayers(ctx context.Context, f *Flattened, layers []ispec.Descriptor, diffIDs []digest.Digest, open func(int) (io.ReadCloser, error), jobs int, rep progress.Reporter) ([][]layerEntry, error) {
@@ -269,7 +303,7 @@ func readLayers(ctx context.Context, f *Flattened, layers []ispec.Descriptor, di
 			var es []layerEntry
 			var spill *os.File
 			if err == nil {
-				es, spill, err = readLayer(ctx, in, f.dir, i, l, diffIDs[i], f.maxSize, c)
+				es, spill, err = readLayer(ctx, in, f.dir, i, l, diffIDs[i], f.maxSize, f.pre, c)
 				in.Close()
 			}
 			f.spills[i] = spill
@@ -297,7 +331,7 @@ func readLayers(ctx context.Context, f *Flattened, layers []ispec.Descriptor, di
 	return out, nil
 }
 
-func readLayer(ctx context.Context, blob io.Reader, dir string, i int, d ispec.Descriptor, diffID digest.Digest, limit int64, c progress.Counter) ([]layerEntry, *os.File, error) {
+func readLayer(ctx context.Context, blob io.Reader, dir string, i int, d ispec.Descriptor, diffID digest.Digest, limit int64, pre *zframe.Precompressor, c progress.Counter) ([]layerEntry, *os.File, error) {
 	if limit <= 0 {
 		limit = DefaultMaxLayerSize
 	}
@@ -321,9 +355,13 @@ func readLayer(ctx context.Context, blob io.Reader, dir string, i int, d ispec.D
 	defer raw.Close()
 	digester := digest.SHA256.Digester()
 	tr := tar.NewReader(io.TeeReader(raw, digester.Hash()))
-	w := bufio.NewWriterSize(spill, 1<<20)
-	var offset int64
+	// Hidden behind a plain Writer, the file cannot take over bufio's
+	// ReadFrom: it would copy each entry through a fresh 32 KiB buffer
+	// and a write(2) per 32 KiB.
+	w := bufio.NewWriterSize(struct{ io.Writer }{spill}, 1<<20)
+	var offset, content int64
 	var out []layerEntry
+	copyBuf := make([]byte, 256<<10)
 	for {
 		if err := ctx.Err(); err != nil {
 			return nil, spill, err
@@ -341,15 +379,32 @@ func readLayer(ctx context.Context, blob io.Reader, dir string, i int, d ispec.D
 		e := layerEntry{hdr: *hdr, offset: offset}
 		if hdr.Typeflag == tar.TypeReg || hdr.Typeflag == tar.TypeRegA {
 			e.hdr.Typeflag = tar.TypeReg
-			n, err := io.Copy(w, io.LimitReader(tr, limit-offset+1))
-			if offset+n > limit {
+			// A large file compressed ahead is kept only compressed.
+			var dst io.Writer = w
+			var frames *zframe.FileWriter
+			if pre != nil && zframe.OwnFrames(hdr.Size) && hdr.Size <= limit-content {
+				frames = pre.File(hdr.Size)
+				dst = frames
+			}
+			n, err := io.CopyBuffer(dst, io.LimitReader(tr, limit-content+1), copyBuf)
+			if frames != nil {
+				// Closed whatever happened: it holds a buffer the other
+				// layers' frames need.
+				if c := frames.Close(); n == hdr.Size {
+					e.compressed = c
+				}
+			}
+			if content+n > limit {
 				return nil, spill, errkind.Errorf(ErrTooLarge, "the layer unpacks to more than %s of file content (entry %s claims %d bytes): refusing what looks like a decompression bomb; if the image is genuine, raise the limit with --max-layer-size", progress.HumanBytes(limit), quoteName(hdr.Name), hdr.Size)
 			}
 			if err != nil {
 				return nil, spill, errkind.Errorf(errCorruptBlob, "entry %s: %v: the stored blob is corrupt; pull the image again", quoteName(hdr.Name), err)
 			}
 			e.hdr.Size = n
-			offset += n
+			content += n
+			if frames == nil {
+				offset += n
+			}
 		}
 		out = append(out, e)
 	}
@@ -464,6 +519,10 @@ func (fl *flattener) apply(e layerEntry, spill *os.File) error {
 		off, size := e.offset, hdr.Size
 		n.Size = size
 		n.Open = func() (io.ReadCloser, error) { return io.NopCloser(io.NewSectionReader(spill, off, size)), nil }
+		if c := e.compressed; c != nil {
+			n.Open = func() (io.ReadCloser, error) { return zframe.Open(c) }
+			n.Compressed = c
+		}
 	case tar.TypeDir, tar.TypeSymlink, tar.TypeChar, tar.TypeBlock, tar.TypeFifo:
 		n = fl.node(hdr)
 	default:

@@ -72,7 +72,7 @@ func FuzzFlatten(f *testing.F) {
 		for i, raw := range [][]byte{layer1, layer2} {
 			d := ispec.Descriptor{MediaType: ispec.MediaTypeImageLayer, Digest: digest.FromBytes(raw), Size: int64(len(raw))}
 			// A small limit: sparse entries can claim terabytes.
-			entries, spill, err := readLayer(context.Background(), bytes.NewReader(raw), spillDir, i, d, digest.FromBytes(raw), 1<<20, progress.Discard.Bytes("", 0))
+			entries, spill, err := readLayer(context.Background(), bytes.NewReader(raw), spillDir, i, d, digest.FromBytes(raw), 1<<20, nil, progress.Discard.Bytes("", 0))
 			if spill != nil {
 				defer spill.Close()
 			}

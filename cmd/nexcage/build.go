@@ -22,6 +22,9 @@ type buildResult struct {
 	Result   *convert.Result `json:"result,omitempty"`
 	Error    string          `json:"error,omitempty"`
 	Seconds  float64         `json:"seconds"`
+	// Stages is where the time went: "flatten" (pull and read the layers,
+	// or unpack with --staged) and "write" (the template and sidecars).
+	Stages map[string]float64 `json:"stage_seconds,omitempty"`
 }
 
 func runBuild(ctx context.Context, e *env, args []string) (any, error) {
@@ -64,8 +67,9 @@ func runBuild(ctx context.Context, e *env, args []string) (any, error) {
 			sem <- struct{}{}
 			defer func() { <-sem }()
 			start := time.Now()
-			res, fresh, err := buildOne(ctx, e, store, ref, so, opts)
-			results[i] = buildResult{Image: ref.String(), UpToDate: !fresh && err == nil, Result: res, Seconds: time.Since(start).Seconds()}
+			stages := map[string]float64{}
+			res, fresh, err := buildOne(ctx, e, store, ref, so, opts, stages)
+			results[i] = buildResult{Image: ref.String(), UpToDate: !fresh && err == nil, Result: res, Seconds: time.Since(start).Seconds(), Stages: stages}
 			if err != nil {
 				results[i].Error = err.Error()
 			}
@@ -114,8 +118,8 @@ func runBuild(ctx context.Context, e *env, args []string) (any, error) {
 }
 
 // buildOne builds one image unless its template is up to date; fresh says
-// whether anything was written.
-func buildOne(ctx context.Context, e *env, store *rootfs.Store, ref rootfs.Ref, so rootfs.SourceOptions, opts convert.Options) (*convert.Result, bool, error) {
+// whether anything was written. It records each stage's seconds in stages.
+func buildOne(ctx context.Context, e *env, store *rootfs.Store, ref rootfs.Ref, so rootfs.SourceOptions, opts convert.Options, stages map[string]float64) (*convert.Result, bool, error) {
 	if !e.force {
 		if digest, err := currentDigest(ctx, e, store, ref, so); err == nil {
 			if res, ok := convert.UpToDate(opts, ref.String(), digest); ok {
@@ -129,7 +133,7 @@ func buildOne(ctx context.Context, e *env, store *rootfs.Store, ref rootfs.Ref, 
 		if err != nil {
 			return nil, false, err
 		}
-		res, err := buildStaged(ctx, e, store, img, opts)
+		res, err := buildStaged(ctx, e, store, img, opts, stages)
 		return res, true, err
 	}
 	var f *rootfs.Flattened
@@ -137,7 +141,10 @@ func buildOne(ctx context.Context, e *env, store *rootfs.Store, ref rootfs.Ref, 
 	if err != nil {
 		return nil, false, err
 	}
-	fopts := rootfs.FlattenOptions{Progress: e.progress, MaxLayerSize: limit}
+	start := time.Now()
+	// A zstd template's large files are compressed while the layers are
+	// still being read, on cores that would otherwise wait for inflate.
+	fopts := rootfs.FlattenOptions{Progress: e.progress, MaxLayerSize: limit, PrecompressLevel: convert.PrecompressLevel(opts)}
 	if img, stored, err := store.Find(ref, so.Platform); err == nil && stored && e.pull != "always" {
 		e.progress.Step("using %s (%s) from the store", ref, img.Platform)
 		f, err = store.Flatten(ctx, img, fopts)
@@ -155,7 +162,10 @@ func buildOne(ctx context.Context, e *env, store *rootfs.Store, ref rootfs.Ref, 
 		}
 	}
 	defer f.Close()
+	stages["flatten"] = time.Since(start).Seconds()
+	start = time.Now()
 	res, err := convert.Write(ctx, f.Tree, f.Spec, opts)
+	stages["write"] = time.Since(start).Seconds()
 	return res, true, err
 }
 
@@ -173,7 +183,7 @@ func currentDigest(ctx context.Context, e *env, store *rootfs.Store, ref rootfs.
 	return rootfs.Resolve(ctx, ref, so)
 }
 
-func buildStaged(ctx context.Context, e *env, store *rootfs.Store, img rootfs.Image, opts convert.Options) (*convert.Result, error) {
+func buildStaged(ctx context.Context, e *env, store *rootfs.Store, img rootfs.Image, opts convert.Options, stages map[string]float64) (*convert.Result, error) {
 	work, err := os.MkdirTemp("", "nexcage-build-")
 	if err != nil {
 		return nil, err
@@ -183,15 +193,20 @@ func buildStaged(ctx context.Context, e *env, store *rootfs.Store, img rootfs.Im
 	if err != nil {
 		return nil, err
 	}
+	start := time.Now()
 	ures, err := store.Unpack(ctx, img, filepath.Join(work, "bundle"), rootfs.UnpackOptions{Rootless: os.Geteuid() != 0, Progress: e.progress, MaxLayerSize: limit})
 	if err != nil {
 		return nil, err
 	}
+	stages["flatten"] = time.Since(start).Seconds()
+	start = time.Now()
 	b, err := convert.LoadBundle(ures.Bundle)
 	if err != nil {
 		return nil, err
 	}
-	return convert.Convert(ctx, b, opts)
+	res, err := convert.Convert(ctx, b, opts)
+	stages["write"] = time.Since(start).Seconds()
+	return res, err
 }
 
 func printSummary(e *env, results []buildResult) {

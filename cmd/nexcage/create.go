@@ -101,7 +101,7 @@ func buildForCreate(ctx context.Context, e *env, image string) (string, error) {
 		dir = filepath.Join(filepath.Dir(store.Dir), "templates")
 	}
 	opts := convert.Options{Output: dir + "/", ToolVersion: nexcageVersion(), Progress: e.progress}
-	res, _, err := buildOne(ctx, e, store, ref, so, opts)
+	res, _, err := buildOne(ctx, e, store, ref, so, opts, map[string]float64{})
 	if err != nil {
 		return "", err
 	}

@@ -7,6 +7,7 @@ package atomicfile
 
 import (
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -23,6 +24,30 @@ type File struct {
 	*os.File
 	target string
 	done   bool
+	// written and queued count bytes written and bytes whose writeback
+	// has been started.
+	written, queued int64
+}
+
+// writebackChunk is how much is written before its writeback starts: a
+// large file then goes to disk while it is being written, and Commit's
+// fsync waits for the last chunk only, not for the whole file.
+const writebackChunk = 8 << 20
+
+// Write writes p, starting the writeback of each full chunk.
+func (f *File) Write(p []byte) (int, error) {
+	n, err := f.File.Write(p)
+	f.written += int64(n)
+	if f.written-f.queued >= writebackChunk {
+		startWriteback(f.File, f.queued, f.written-f.queued)
+		f.queued = f.written
+	}
+	return n, err
+}
+
+// ReadFrom goes through Write, so the writeback starts as it should.
+func (f *File) ReadFrom(r io.Reader) (int64, error) {
+	return io.Copy(struct{ io.Writer }{f}, r)
 }
 
 // Create opens a temporary file beside target with mode perm.

@@ -30,9 +30,23 @@ type Node struct {
 	Inode uint64
 	// Open returns the content of a regular file.
 	Open func() (io.ReadCloser, error)
+	// Compressed, when set, is the content already compressed as the
+	// template writer would compress it (see internal/zframe).
+	Compressed *Compressed
 
 	children map[string]*Node
 }
+
+// Compressed is a file's content as compressed frames, frame i at
+// Frames[i] in From. Key names the compressor settings that made them.
+type Compressed struct {
+	Key    string
+	Frames []Extent
+	From   io.ReaderAt
+}
+
+// Extent is a byte range.
+type Extent struct{ Off, Len int64 }
 
 // Tree is a rootfs: the root directory node and everything below it.
 type Tree struct {

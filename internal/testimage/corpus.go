@@ -235,6 +235,36 @@ func specs() []spec {
 			},
 		},
 		{
+			name: "large-files",
+			about: "files around the 1 MiB from which a zstd template gives a file frames of its own, one spanning two 4 MiB frames and hard-linked, " +
+				"an upper layer replacing one and deleting another, with small files between them",
+			layers: [][]Entry{
+				{
+					Dir("big/", 0o755),
+					File("big/a-small", 0o644, "before the large files\n"),
+					File("big/frames", 0o644, largeBody(1, 4<<20+5)),
+					File("big/just-below", 0o644, largeBody(2, 1<<20-1)),
+					File("big/m-small", 0o644, "between the large files\n"),
+					File("big/just-at", 0o755, largeBody(3, 1<<20)),
+					File("big/replaced", 0o644, largeBody(4, 2<<20)),
+					File("big/deleted", 0o644, largeBody(5, 1<<20+7)),
+					Hardlink("big/z-link", "big/frames"),
+				},
+				{
+					File("big/replaced", 0o600, largeBody(6, 3<<19)),
+					Whiteout("big/deleted"),
+				},
+			},
+			expect: []Expect{
+				{Path: "big/frames", Type: tar.TypeReg, Body: largeBody(1, 4<<20+5)},
+				{Path: "big/z-link", Type: tar.TypeReg, SameAs: "big/frames"},
+				{Path: "big/just-below", Type: tar.TypeReg, Body: largeBody(2, 1<<20-1)},
+				{Path: "big/just-at", Type: tar.TypeReg, Body: largeBody(3, 1<<20), Mode: 0o755},
+				{Path: "big/replaced", Type: tar.TypeReg, Body: largeBody(6, 3<<19), Mode: 0o600},
+				{Path: "big/deleted", Absent: true},
+			},
+		},
+		{
 			name:  "hardlink-lower",
 			about: "upper layer hard-links to a file from a lower layer; a three-member hard link group within one layer, one member in a subdirectory",
 			layers: [][]Entry{
@@ -555,4 +585,14 @@ func multiarch() (v1.ImageIndex, error) {
 		}
 	}
 	return imageIndex(images, platforms), nil
+}
+
+// largeBody is n bytes of compressible text that differs with seed.
+func largeBody(seed, n int) string {
+	var b strings.Builder
+	b.Grow(n + 64)
+	for i := 0; b.Len() < n; i++ {
+		fmt.Fprintf(&b, "%d line %d of a large file %x\n", seed, i, (i*2654435761+seed)%1000003)
+	}
+	return b.String()[:n]
 }
