@@ -191,7 +191,7 @@ func (s *Store) PullFlatten(ctx context.Context, ref Ref, popts PullOptions, fop
 		config ispec.Image
 	}
 	planned := make(chan plan, 1)
-	var readers []*io.PipeReader
+	var readers []*layerPipe
 	var sinks []*teeSink
 	popts.onPlan = func(layers []v1.Descriptor, rawConfig []byte) error {
 		var p plan
@@ -203,9 +203,9 @@ func (s *Store) PullFlatten(ctx context.Context, ref Ref, popts PullOptions, fop
 		}
 		for _, l := range layers {
 			p.layers = append(p.layers, ispec.Descriptor{MediaType: string(l.MediaType), Digest: digest.Digest(l.Digest.String()), Size: l.Size})
-			pr, pw := io.Pipe()
-			readers = append(readers, pr)
-			sinks = append(sinks, newTeeSink(pw))
+			pipe := newLayerPipe()
+			readers = append(readers, pipe)
+			sinks = append(sinks, newTeeSink(pipe))
 		}
 		f.spills = make([]*os.File, len(layers))
 		planned <- p

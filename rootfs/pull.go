@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 	"os"
 	"strconv"
@@ -203,7 +204,7 @@ func (s *Store) fetchLayers(ctx context.Context, ref Ref, layers []v1.Layer, des
 			if tee != nil {
 				sink = tee(i)
 			}
-			if err := s.fetchBlob(ctx, layers[i], descs[i], label, attempts, sink, rep); err != nil {
+			if err := s.fetchBlob(ctx, layers[i], descs[i], label, attempts, sink, ref.Transport == TransportDocker, rep); err != nil {
 				once.Do(func() {
 					firstErr = fmt.Errorf("pull %s: layer %d (%s): %w", ref, i+1, descs[i].Digest, err)
 					cancel()
@@ -222,7 +223,7 @@ func (s *Store) fetchLayers(ctx context.Context, ref Ref, layers []v1.Layer, des
 // failures; a digest mismatch is never retried: the source is wrong. A
 // sink, when given, gets the layer's bytes as they arrive (or from the
 // store, when the blob is there already).
-func (s *Store) fetchBlob(ctx context.Context, l v1.Layer, d v1.Descriptor, label string, attempts int, sink *teeSink, rep progress.Reporter) error {
+func (s *Store) fetchBlob(ctx context.Context, l v1.Layer, d v1.Descriptor, label string, attempts int, sink *teeSink, sourceVerifies bool, rep progress.Reporter) error {
 	if s.hasBlob(d.Digest, d.Size) {
 		rep.Bytes(label, d.Size).Done("already stored")
 		sink.copyFrom(s.BlobPath(d.Digest))
@@ -231,7 +232,7 @@ func (s *Store) fetchBlob(ctx context.Context, l v1.Layer, d v1.Descriptor, labe
 	var err error
 	for attempt := 1; attempt <= attempts; attempt++ {
 		c := rep.Bytes(label, d.Size)
-		err = s.fetchOnce(ctx, l, d, c, sink)
+		err = s.fetchOnce(ctx, l, d, c, sink, sourceVerifies)
 		if err == nil {
 			c.Done("done")
 			sink.close(nil)
@@ -255,7 +256,7 @@ func (s *Store) fetchBlob(ctx context.Context, l v1.Layer, d v1.Descriptor, labe
 	return err
 }
 
-func (s *Store) fetchOnce(ctx context.Context, l v1.Layer, d v1.Descriptor, c progress.Counter, sink *teeSink) error {
+func (s *Store) fetchOnce(ctx context.Context, l v1.Layer, d v1.Descriptor, c progress.Counter, sink *teeSink, sourceVerifies bool) error {
 	rc, err := l.Compressed()
 	if err != nil {
 		return err
@@ -265,7 +266,7 @@ func (s *Store) fetchOnce(ctx context.Context, l v1.Layer, d v1.Descriptor, c pr
 	if sink != nil {
 		r = io.TeeReader(r, sink)
 	}
-	_, err = s.putBlob(ctx, d.Digest, d.Size, r)
+	_, err = s.putBlob(ctx, d.Digest, d.Size, r, sourceVerifies)
 	// go-containerregistry verifies registry blobs as it reads them; its
 	// error type is internal, so recognise it by its words.
 	if err != nil && !errors.Is(err, ErrDigestMismatch) && strings.Contains(err.Error(), "error verifying") {
@@ -280,13 +281,13 @@ var errPartialStream = errors.New("the layer download was restarted")
 // writes never fail: if the reader gives up, the pull goes on regardless,
 // and the flattening falls back to reading the stored blob.
 type teeSink struct {
-	w      *io.PipeWriter
+	w      *layerPipe
 	mu     sync.Mutex
 	broken bool
 	closed bool
 }
 
-func newTeeSink(w *io.PipeWriter) *teeSink { return &teeSink{w: w} }
+func newTeeSink(w *layerPipe) *teeSink { return &teeSink{w: w} }
 
 func (t *teeSink) Write(p []byte) (int, error) {
 	t.mu.Lock()
@@ -309,7 +310,7 @@ func (t *teeSink) close(err error) {
 	defer t.mu.Unlock()
 	if !t.closed {
 		t.closed = true
-		t.w.CloseWithError(err)
+		t.w.CloseWrite(err)
 	}
 }
 
@@ -329,8 +330,11 @@ func (t *teeSink) copyFrom(path string) {
 }
 
 // putBlob writes r into the store under want, verifying the digest (and the
-// size when known) before the blob becomes visible.
-func (s *Store) putBlob(ctx context.Context, want v1.Hash, size int64, r io.Reader) (v1.Hash, error) {
+// size when known) before the blob becomes visible. sourceVerifies says r
+// fails at its end unless its bytes hash to want (go-containerregistry's
+// registry blobs do): hashing them again would only cost a build a tenth
+// of a second of CPU on a large image.
+func (s *Store) putBlob(ctx context.Context, want v1.Hash, size int64, r io.Reader, sourceVerifies bool) (v1.Hash, error) {
 	if want.Algorithm != "sha256" {
 		return v1.Hash{}, fmt.Errorf("unsupported digest algorithm %q: nexcage verifies sha256 blobs", want.Algorithm)
 	}
@@ -339,12 +343,20 @@ func (s *Store) putBlob(ctx context.Context, want v1.Hash, size int64, r io.Read
 		return v1.Hash{}, err
 	}
 	defer f.Abort()
-	h := sha256.New()
-	n, err := io.Copy(io.MultiWriter(f, h), ctxReader{ctx, r})
+	var h hash.Hash
+	var w io.Writer = f
+	if !sourceVerifies {
+		h = sha256.New()
+		w = io.MultiWriter(f, h)
+	}
+	n, err := io.Copy(w, ctxReader{ctx, r})
 	if err != nil {
 		return v1.Hash{}, err
 	}
-	got := v1.Hash{Algorithm: "sha256", Hex: hex.EncodeToString(h.Sum(nil))}
+	got := want
+	if h != nil {
+		got = v1.Hash{Algorithm: "sha256", Hex: hex.EncodeToString(h.Sum(nil))}
+	}
 	if got != want {
 		return v1.Hash{}, errkind.Errorf(ErrDigestMismatch, "the blob hashes to %s, not %s: the source is corrupt or was changed during the pull", got, want)
 	}
