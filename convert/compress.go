@@ -120,7 +120,6 @@ type frameWriter struct {
 	pending chan chan []byte // results in submission order
 	done    chan error       // the writer goroutine's outcome
 	err     error
-	free    chan []byte
 	// drop is how many more raw bytes to discard: their frames were
 	// queued by reuse.
 	drop int64
@@ -135,21 +134,12 @@ func newFrameWriter(w io.Writer, level, workers int) (*frameWriter, error) {
 		w: w, enc: enc,
 		pending: make(chan chan []byte, workers),
 		done:    make(chan error, 1),
-		free:    make(chan []byte, workers+1),
 	}
-	fw.buf = fw.newBuf()
+	fw.buf = zframe.Buffer()
 	go fw.drain(fw.pending)
 	return fw, nil
 }
 
-func (fw *frameWriter) newBuf() []byte {
-	select {
-	case b := <-fw.free:
-		return b[:0]
-	default:
-		return make([]byte, 0, zframe.FrameSize)
-	}
-}
 
 // drain writes finished frames in order; after a write error it keeps
 // receiving so that no compressing goroutine blocks forever. It takes the
@@ -177,13 +167,10 @@ func (fw *frameWriter) cut() {
 	fw.pending <- res // blocks when workers frames are in flight: bounded memory
 	go func() {
 		out := fw.enc.Frame(in)
-		select {
-		case fw.free <- in:
-		default:
-		}
+		zframe.PutBuffer(in)
 		res <- out
 	}()
-	fw.buf = fw.newBuf()
+	fw.buf = zframe.Buffer()
 }
 
 // reuse queues c's frames for the size content bytes written next, which
@@ -230,6 +217,8 @@ func (fw *frameWriter) Close() error {
 		return fw.err
 	}
 	fw.cut()
+	zframe.PutBuffer(fw.buf)
+	fw.buf = nil
 	close(fw.pending)
 	fw.pending = nil
 	fw.err = <-fw.done

@@ -339,7 +339,7 @@ func readLayer(ctx context.Context, blob io.Reader, dir string, i int, d ispec.D
 	if err != nil {
 		return nil, nil, err
 	}
-	in := io.Reader(&countingReader{r: bufio.NewReaderSize(blob, 1<<20), c: c})
+	in := io.Reader(&countingReader{r: bufio.NewReaderSize(blob, 256<<10), c: c})
 	var raw io.ReadCloser
 	if strings.HasSuffix(d.MediaType, "+gzip") {
 		// pgzip decompresses ahead in its own goroutine, so inflating

@@ -11,6 +11,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"runtime/pprof"
 	"runtime/trace"
 	"sort"
@@ -89,7 +90,16 @@ type failedWith struct {
 
 func (f *failedWith) Error() string { return f.err.Error() }
 
-func main() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) }
+func main() {
+	// A build's heap is mostly byte buffers, which the collector scans in
+	// no time: collecting at half the default growth keeps peak RSS well
+	// under the 150 MiB goal on the make bench image at no measurable
+	// cost in time. GOGC, when set, still decides.
+	if os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(50)
+	}
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
 
 func run(argv []string, stdout, stderr *os.File) int {
 	if len(argv) == 0 {

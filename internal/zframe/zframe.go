@@ -52,7 +52,25 @@ var (
 	encodersMu sync.Mutex
 	encoders   = map[int]*zstd.Encoder{}
 	outputs    sync.Pool
+	inputs     sync.Pool
 )
+
+// Buffer returns an empty buffer of FrameSize capacity for a frame's input;
+// PutBuffer takes it back. The layer reader and the template writer run
+// one after the other and share these.
+func Buffer() []byte {
+	if b, ok := inputs.Get().([]byte); ok {
+		return b[:0]
+	}
+	return make([]byte, 0, FrameSize)
+}
+
+// PutBuffer returns a buffer from Buffer.
+func PutBuffer(b []byte) {
+	if cap(b) == FrameSize {
+		inputs.Put(b[:0]) //nolint:staticcheck // a slice header per frame is noise
+	}
+}
 
 // encoder is the one encoder configuration every frame is compressed with:
 // the same input gives the same frame whoever compresses it. One encoder
@@ -110,7 +128,7 @@ func Release(frame []byte) { outputs.Put(frame[:0]) } //nolint:staticcheck // a 
 type Precompressor struct {
 	enc     *Encoder
 	file    *os.File
-	buffers chan []byte // free input buffers: bounds memory and queues work
+	tokens  chan struct{} // one per input buffer in use: bounds memory and queues work
 	wg      sync.WaitGroup
 
 	mu   sync.Mutex
@@ -130,10 +148,7 @@ func NewPrecompressor(level, workers int, dir string) (*Precompressor, error) {
 	if err != nil {
 		return nil, fmt.Errorf("create a temporary file for compressed frames: %w", err)
 	}
-	p := &Precompressor{enc: enc, file: f, buffers: make(chan []byte, workers+1)}
-	for range workers + 1 {
-		p.buffers <- nil
-	}
+	p := &Precompressor{enc: enc, file: f, tokens: make(chan struct{}, workers+1)}
 	return p, nil
 }
 
@@ -157,11 +172,8 @@ func (w *FileWriter) Write(b []byte) (int, error) {
 	n := len(b)
 	for len(b) > 0 {
 		if w.buf == nil {
-			w.buf = <-w.p.buffers
-			if w.buf == nil {
-				w.buf = make([]byte, 0, FrameSize)
-			}
-			w.buf = w.buf[:0]
+			w.p.tokens <- struct{}{}
+			w.buf = Buffer()
 		}
 		room := min(FrameSize-len(w.buf), len(b))
 		w.buf = append(w.buf, b[:room]...)
@@ -179,7 +191,7 @@ func (w *FileWriter) Close() *tartree.Compressed {
 	if w.buf != nil && len(w.buf) > 0 {
 		w.submit()
 	} else if w.buf != nil {
-		w.p.buffers <- w.buf
+		w.p.release(w.buf)
 		w.buf = nil
 	}
 	if w.i != len(w.c.Frames) {
@@ -195,7 +207,7 @@ func (w *FileWriter) submit() {
 	w.buf = nil
 	w.i++
 	if i >= len(c.Frames) {
-		w.p.buffers <- in
+		w.p.release(in)
 		return
 	}
 	p := w.p
@@ -203,7 +215,7 @@ func (w *FileWriter) submit() {
 	go func() {
 		defer p.wg.Done()
 		out := p.enc.Frame(in)
-		p.buffers <- in
+		p.release(in)
 		defer Release(out)
 		p.mu.Lock()
 		defer p.mu.Unlock()
@@ -217,6 +229,11 @@ func (w *FileWriter) submit() {
 		c.Frames[i] = tartree.Extent{Off: p.size, Len: int64(len(out))}
 		p.size += int64(len(out))
 	}()
+}
+
+func (p *Precompressor) release(buf []byte) {
+	PutBuffer(buf)
+	<-p.tokens
 }
 
 // Wait returns once every submitted frame is stored.
