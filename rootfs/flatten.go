@@ -125,7 +125,7 @@ func (s *Store) Flatten(ctx context.Context, img Image, opts FlattenOptions) (_ 
 	}
 
 	rep.Step("flattening %s (%d layers)", img.Ref, len(manifest.Layers))
-	open := func(i int) (io.ReadCloser, error) {
+	open := func(_ context.Context, i int) (io.ReadCloser, error) {
 		d := manifest.Layers[i].Digest
 		f, err := os.Open(filepath.Join(s.Dir, "blobs", d.Algorithm().String(), d.Encoded()))
 		if err != nil {
@@ -233,10 +233,17 @@ func (s *Store) PullFlatten(ctx context.Context, ref Ref, popts PullOptions, fop
 		os.RemoveAll(dir)
 		return Image{}, nil, r.err // the pull failed before any layer
 	}
-	open := func(i int) (io.ReadCloser, error) { return readers[i], nil }
-	// Every layer reads at once: each is throttled by its download, and a
-	// reader waiting for a slot while its download waits for it would
-	// deadlock the pull.
+	// A layer's reader starts with its download, and the download keeps
+	// its slot until the reader is done (see fetchLayers): only as many
+	// layers as download at once hold buffers, whatever the layer count.
+	open := func(ctx context.Context, i int) (io.ReadCloser, error) {
+		if err := readers[i].waitStarted(ctx); err != nil {
+			return nil, err
+		}
+		return readers[i], nil
+	}
+	// Every reader waits at once: a reader waiting for a slot while its
+	// download waits for it would deadlock the pull.
 	entries, readErr := readLayers(ctx, f, p.layers, p.config.RootFS.DiffIDs, open, len(p.layers), progress.Discard)
 	for _, r := range readers {
 		r.CloseWithError(errors.New("the layer reader stopped")) // unblock the pull
@@ -277,7 +284,7 @@ func (f *Flattened) precompress(level int) error {
 
 // readLayers decompresses layers in parallel, spilling file contents and
 // collecting headers; entries are applied in layer order afterwards.
-func readLayers(ctx context.Context, f *Flattened, layers []ispec.Descriptor, diffIDs []digest.Digest, open func(int) (io.ReadCloser, error), jobs int, rep progress.Reporter) ([][]layerEntry, error) {
+func readLayers(ctx context.Context, f *Flattened, layers []ispec.Descriptor, diffIDs []digest.Digest, open func(context.Context, int) (io.ReadCloser, error), jobs int, rep progress.Reporter) ([][]layerEntry, error) {
 	if jobs <= 0 {
 		jobs = 2
 	}
@@ -299,7 +306,7 @@ func readLayers(ctx context.Context, f *Flattened, layers []ispec.Descriptor, di
 			}
 			defer func() { <-sem }()
 			c := rep.Bytes(fmt.Sprintf("layer %d/%d %s", i+1, len(layers), l.Digest.Encoded()[:12]), l.Size)
-			in, err := open(i)
+			in, err := open(ctx, i)
 			var es []layerEntry
 			var spill *os.File
 			if err == nil {

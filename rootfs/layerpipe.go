@@ -1,6 +1,7 @@
 package rootfs
 
 import (
+	"context"
 	"io"
 	"sync"
 )
@@ -23,18 +24,44 @@ type layerPipe struct {
 	start, n int
 	werr     error // the writer closed: io.EOF, or why it stopped
 	rerr     error // the reader closed
+	// started closes at the first write or any close; finished when the
+	// reader closes.
+	started, finished chan struct{}
 }
 
 func newLayerPipe() *layerPipe {
-	p := &layerPipe{}
+	p := &layerPipe{started: make(chan struct{}), finished: make(chan struct{})}
 	p.readable.L, p.writable.L = &p.mu, &p.mu
 	return p
 }
+
+// markStarted must be called with mu held.
+func (p *layerPipe) markStarted() {
+	select {
+	case <-p.started:
+	default:
+		close(p.started)
+	}
+}
+
+// waitStarted returns once the download has begun (or ended).
+func (p *layerPipe) waitStarted(ctx context.Context) error {
+	select {
+	case <-p.started:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// consumed is closed once the reader is done with the pipe.
+func (p *layerPipe) consumed() <-chan struct{} { return p.finished }
 
 // Write blocks while the buffer is full; it fails once the reader closed.
 func (p *layerPipe) Write(b []byte) (int, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	p.markStarted()
 	written := 0
 	for len(b) > 0 {
 		for p.rerr == nil && p.werr == nil && p.n == len(p.ring) && p.ring != nil {
@@ -93,6 +120,7 @@ func (p *layerPipe) CloseWrite(err error) {
 	if p.werr == nil {
 		p.werr = err
 	}
+	p.markStarted()
 	p.readable.Broadcast()
 }
 
@@ -106,7 +134,9 @@ func (p *layerPipe) CloseWithError(err error) error {
 	}
 	if p.rerr == nil {
 		p.rerr = err
+		close(p.finished)
 	}
+	p.markStarted()
 	p.ring, p.n = nil, 0
 	p.writable.Broadcast()
 	p.readable.Broadcast()

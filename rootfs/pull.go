@@ -198,12 +198,17 @@ func (s *Store) fetchLayers(ctx context.Context, ref Ref, layers []v1.Layer, des
 			case <-ctx.Done():
 				return
 			}
-			defer func() { <-sem }()
-			label := fmt.Sprintf("layer %d/%d %s", i+1, len(layers), descs[i].Digest.Hex[:12])
 			var sink *teeSink
 			if tee != nil {
 				sink = tee(i)
 			}
+			defer func() {
+				// The slot is the reader's too: layers in flight,
+				// and their buffers, stay as few as the downloads.
+				sink.waitConsumed(ctx)
+				<-sem
+			}()
+			label := fmt.Sprintf("layer %d/%d %s", i+1, len(layers), descs[i].Digest.Hex[:12])
 			if err := s.fetchBlob(ctx, layers[i], descs[i], label, attempts, sink, ref.Transport == TransportDocker, rep); err != nil {
 				once.Do(func() {
 					firstErr = fmt.Errorf("pull %s: layer %d (%s): %w", ref, i+1, descs[i].Digest, err)
@@ -311,6 +316,17 @@ func (t *teeSink) close(err error) {
 	if !t.closed {
 		t.closed = true
 		t.w.CloseWrite(err)
+	}
+}
+
+// waitConsumed returns once the reader is done with the layer.
+func (t *teeSink) waitConsumed(ctx context.Context) {
+	if t == nil {
+		return
+	}
+	select {
+	case <-t.w.consumed():
+	case <-ctx.Done():
 	}
 }
 

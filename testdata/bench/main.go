@@ -1,9 +1,10 @@
-// Command bench assembles the benchmark image of `make bench` from gzip
+// Command bench assembles the benchmark images of `make bench` from gzip
 // layer files (their bytes are used as they are) into an OCI layout tagged
-// "bench".
+// "bench". With -data, the image is data only: no command to run.
 package main
 
 import (
+	"flag"
 	"fmt"
 	"os"
 
@@ -16,17 +17,19 @@ import (
 )
 
 func main() {
-	if len(os.Args) < 3 {
-		fmt.Fprintln(os.Stderr, "usage: bench LAYOUT_DIR LAYER.tar.gz...")
+	data := flag.Bool("data", false, "no command: the layers hold no shell")
+	flag.Parse()
+	if flag.NArg() < 2 {
+		fmt.Fprintln(os.Stderr, "usage: bench [-data] LAYOUT_DIR LAYER.tar.gz...")
 		os.Exit(2)
 	}
-	if err := run(os.Args[1], os.Args[2:]); err != nil {
+	if err := run(flag.Arg(0), flag.Args()[1:], *data); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
 	}
 }
 
-func run(dir string, layerFiles []string) error {
+func run(dir string, layerFiles []string, data bool) error {
 	img := mutate.MediaType(empty.Image, types.OCIManifestSchema1)
 	img = mutate.ConfigMediaType(img, types.OCIConfigJSON)
 	for _, f := range layerFiles {
@@ -44,7 +47,9 @@ func run(dir string, layerFiles []string) error {
 	}
 	cf = cf.DeepCopy()
 	cf.OS, cf.Architecture = "linux", "amd64"
-	cf.Config.Cmd = []string{"/bin/bash"}
+	if !data {
+		cf.Config.Cmd = []string{"/bin/bash"}
+	}
 	cf.Config.Env = []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
 	if img, err = mutate.ConfigFile(img, cf); err != nil {
 		return err
