@@ -140,7 +140,6 @@ func newFrameWriter(w io.Writer, level, workers int) (*frameWriter, error) {
 	return fw, nil
 }
 
-
 // drain writes finished frames in order; after a write error it keeps
 // receiving so that no compressing goroutine blocks forever. It takes the
 // channel as an argument: Close clears the field, possibly before this

@@ -126,10 +126,10 @@ func Release(frame []byte) { outputs.Put(frame[:0]) } //nolint:staticcheck // a 
 // Precompressor compresses large files' frames in the background as their
 // content streams past, into one temporary file.
 type Precompressor struct {
-	enc     *Encoder
-	file    *os.File
-	tokens  chan struct{} // one per input buffer in use: bounds memory and queues work
-	wg      sync.WaitGroup
+	enc    *Encoder
+	file   *os.File
+	tokens chan struct{} // one per input buffer in use: bounds memory and queues work
+	wg     sync.WaitGroup
 
 	mu   sync.Mutex
 	size int64 // of file
