@@ -13,7 +13,7 @@ set -euo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 work="${BENCH_DIR:-$repo/build/bench}"
-runs="${BENCH_RUNS:-3}"
+runs="${BENCH_RUNS:-5}"
 extra_files="${BENCH_EXTRA_FILES:-3000}"
 
 if [[ "$(id -u)" -ne 0 ]]; then
