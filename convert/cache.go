@@ -13,9 +13,11 @@ import (
 // the same options, where opts would write one: the file -o names, or any
 // template in the -o directory. Nothing is read but sidecars and one stat,
 // so a factory's no-op rebuild costs next to nothing. The template itself
-// is not rehashed here; `nexcage check` does that.
-func UpToDate(opts Options, reference, sourceDigest string) (*Result, bool) {
-	if reference == "" || sourceDigest == "" {
+// is not rehashed here; `nexcage check` does that. sourceDigest is called
+// only when a template of this reference and these options is there: a
+// first build does not ask the registry for a digest it does not need.
+func UpToDate(opts Options, reference string, sourceDigest func() (string, error)) (*Result, bool) {
+	if reference == "" {
 		return nil, false
 	}
 	p := &plan{opts: opts}
@@ -30,6 +32,7 @@ func UpToDate(opts Options, reference, sourceDigest string) (*Result, bool) {
 	} else {
 		candidates = []string{strings.TrimSuffix(p.target, p.compression.Suffix()) + ".json"}
 	}
+	digest, asked := "", false
 	for _, c := range candidates {
 		raw, err := os.ReadFile(c)
 		if err != nil {
@@ -39,7 +42,16 @@ func UpToDate(opts Options, reference, sourceDigest string) (*Result, bool) {
 		if json.Unmarshal(raw, &m) != nil {
 			continue
 		}
-		if m.Source.Reference != reference || m.Source.SourceDigest != sourceDigest || m.Options != want {
+		if m.Source.Reference != reference || m.Options != want {
+			continue
+		}
+		if !asked {
+			asked = true
+			if digest, err = sourceDigest(); err != nil {
+				return nil, false
+			}
+		}
+		if digest == "" || m.Source.SourceDigest != digest {
 			continue
 		}
 		tmpl := filepath.Join(filepath.Dir(c), m.Template.File)

@@ -121,11 +121,10 @@ func runBuild(ctx context.Context, e *env, args []string) (any, error) {
 // whether anything was written. It records each stage's seconds in stages.
 func buildOne(ctx context.Context, e *env, store *rootfs.Store, ref rootfs.Ref, so rootfs.SourceOptions, opts convert.Options, stages map[string]float64) (*convert.Result, bool, error) {
 	if !e.force {
-		if digest, err := currentDigest(ctx, e, store, ref, so); err == nil {
-			if res, ok := convert.UpToDate(opts, ref.String(), digest); ok {
-				e.progress.Step("%s: up to date", ref)
-				return res, false, nil
-			}
+		digest := func() (string, error) { return currentDigest(ctx, e, store, ref, so) }
+		if res, ok := convert.UpToDate(opts, ref.String(), digest); ok {
+			e.progress.Step("%s: up to date", ref)
+			return res, false, nil
 		}
 	}
 	if e.staged {
