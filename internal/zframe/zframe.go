@@ -136,8 +136,9 @@ type Precompressor struct {
 	err  error
 }
 
-// NewPrecompressor stores frames in a new file in dir, compressing with
-// workers goroutines.
+// NewPrecompressor stores frames in a new file in dir, compressing up to
+// workers+1 frames at once (one more than the cores, so a core never waits
+// for the reader to fill the next frame).
 func NewPrecompressor(level, workers int, dir string) (*Precompressor, error) {
 	workers = max(workers, 1)
 	enc, err := NewEncoder(level)
