@@ -1,12 +1,12 @@
 package convert
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
-	"strings"
 
 	rspec "github.com/opencontainers/runtime-spec/specs-go"
 )
@@ -83,7 +83,13 @@ func LoadBundle(arg string) (*Bundle, error) {
 	return b, nil
 }
 
-// jsonErrorAt says where in the file a JSON error is, as line:column.
+// jsonErrorAt says where in the file a JSON error is, as a 1-based line
+// and column (columns count bytes, as the Go toolchain's positions do).
+// encoding/json's Offset is the number of bytes read when the error was
+// found, so the byte at fault is the one before it: the offending byte of a
+// syntax error (the last byte, for unexpected end of input), the last byte
+// of a scalar or the opening bracket of an array or object for a type
+// error.
 func jsonErrorAt(raw []byte, err error) string {
 	var se *json.SyntaxError
 	var te *json.UnmarshalTypeError
@@ -96,9 +102,10 @@ func jsonErrorAt(raw []byte, err error) string {
 	default:
 		return err.Error()
 	}
-	before := raw[:min(int(off), len(raw))]
-	line := strings.Count(string(before), "\n") + 1
-	col := len(before) - strings.LastIndex(string(before), "\n")
+	at := max(min(int(off), len(raw))-1, 0)
+	before := raw[:at]
+	line := bytes.Count(before, []byte("\n")) + 1
+	col := at - bytes.LastIndexByte(before, '\n')
 	return fmt.Sprintf("line %d, column %d: %v", line, col, err)
 }
 

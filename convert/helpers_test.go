@@ -3,73 +3,35 @@ package convert_test
 import (
 	"context"
 	"os"
-	"path/filepath"
-	"sync"
 	"testing"
 
 	"github.com/nexcage/nexcage/convert"
+	"github.com/nexcage/nexcage/internal/testbundle"
 	"github.com/nexcage/nexcage/internal/testimage"
 	"github.com/nexcage/nexcage/rootfs"
 )
 
-var (
-	corpusOnce sync.Once
-	corpus     []testimage.Case
-	corpusErr  error
-)
-
 func cases(t testing.TB) []testimage.Case {
 	t.Helper()
-	corpusOnce.Do(func() { corpus, corpusErr = testimage.Corpus() })
-	if corpusErr != nil {
-		t.Fatal(corpusErr)
-	}
-	return corpus
+	return testbundle.Cases(t)
 }
 
 func corpusCase(t testing.TB, name string) testimage.Case {
 	t.Helper()
-	for _, c := range cases(t) {
-		if c.Name == name {
-			return c
-		}
-	}
-	t.Fatalf("no corpus case %q", name)
-	return testimage.Case{}
+	return testbundle.Case(t, name)
+}
+
+// storeCase puts a case in a fresh store and returns the stored image.
+func storeCase(t testing.TB, c testimage.Case) (*rootfs.Store, rootfs.Image) {
+	t.Helper()
+	return testbundle.Store(t, c, c.Name)
 }
 
 // unpack stores a case and unpacks it into a fresh bundle, the way
 // `nexcage unpack` would.
 func unpack(t testing.TB, c testimage.Case, rootless bool) *convert.Bundle {
 	t.Helper()
-	dir := t.TempDir()
-	if err := testimage.WriteLayout(filepath.Join(dir, "layout"), c.Name, c); err != nil {
-		t.Fatal(err)
-	}
-	s, err := rootfs.OpenStore(filepath.Join(dir, "store"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ref, err := rootfs.ParseRef("oci:" + filepath.Join(dir, "layout") + ":" + c.Name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	plat := rootfs.Platform{OS: "linux", Architecture: "amd64"}
-	if c.Image != nil {
-		if cfg, err := c.Image.ConfigFile(); err == nil && cfg.Architecture != "" {
-			plat = rootfs.Platform{OS: cfg.OS, Architecture: cfg.Architecture, Variant: cfg.Variant}
-		}
-	}
-	img, err := s.Pull(context.Background(), ref, rootfs.PullOptions{SourceOptions: rootfs.SourceOptions{Platform: plat}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	res, err := s.Unpack(context.Background(), img, filepath.Join(dir, "bundle"), rootfs.UnpackOptions{Rootless: rootless})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { rootfs.RemoveBundle(res.Bundle) })
-	b, err := convert.LoadBundle(res.Bundle)
+	b, err := convert.LoadBundle(testbundle.Unpack(t, c, rootfs.UnpackOptions{Rootless: rootless}))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -90,31 +90,6 @@ func checkPrecompressed(t *testing.T, c testimage.Case, tree *tartree.Tree) {
 	}
 }
 
-// storeCase puts a case in a fresh store and returns the stored image.
-func storeCase(t testing.TB, c testimage.Case) (*rootfs.Store, rootfs.Image) {
-	t.Helper()
-	dir := t.TempDir()
-	if err := testimage.WriteLayout(filepath.Join(dir, "layout"), c.Name, c); err != nil {
-		t.Fatal(err)
-	}
-	s, err := rootfs.OpenStore(filepath.Join(dir, "store"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ref, _ := rootfs.ParseRef("oci:" + filepath.Join(dir, "layout") + ":" + c.Name)
-	plat := rootfs.Platform{OS: "linux", Architecture: "amd64"}
-	if c.Image != nil {
-		if cfg, err := c.Image.ConfigFile(); err == nil && cfg.Architecture != "" {
-			plat = rootfs.Platform{OS: cfg.OS, Architecture: cfg.Architecture, Variant: cfg.Variant}
-		}
-	}
-	img, err := s.Pull(context.Background(), ref, rootfs.PullOptions{SourceOptions: rootfs.SourceOptions{Platform: plat}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return s, img
-}
-
 // diffMembers reports the first members where two templates differ.
 func diffMembers(t *testing.T, want, got string) {
 	t.Helper()

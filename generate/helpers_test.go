@@ -18,68 +18,19 @@ import (
 
 	"github.com/nexcage/nexcage/convert"
 	"github.com/nexcage/nexcage/generate"
+	"github.com/nexcage/nexcage/internal/testbundle"
 	"github.com/nexcage/nexcage/internal/testimage"
 	"github.com/nexcage/nexcage/rootfs"
 )
 
-var (
-	corpusOnce sync.Once
-	corpus     []testimage.Case
-	corpusErr  error
-)
-
 func cases(t testing.TB) []testimage.Case {
 	t.Helper()
-	corpusOnce.Do(func() { corpus, corpusErr = testimage.Corpus() })
-	if corpusErr != nil {
-		t.Fatal(corpusErr)
-	}
-	return corpus
+	return testbundle.Cases(t)
 }
 
 func corpusCase(t testing.TB, name string) testimage.Case {
 	t.Helper()
-	for _, c := range cases(t) {
-		if c.Name == name {
-			return c
-		}
-	}
-	t.Fatalf("no corpus case %q", name)
-	return testimage.Case{}
-}
-
-// storeCase puts a case in a fresh store and returns the stored image.
-func storeCase(t testing.TB, c testimage.Case) (*rootfs.Store, rootfs.Image) {
-	t.Helper()
-	return storeCaseAs(t, c, c.Name)
-}
-
-// storeCaseAs stores a case under the tag tag.
-func storeCaseAs(t testing.TB, c testimage.Case, tag string) (*rootfs.Store, rootfs.Image) {
-	t.Helper()
-	dir := t.TempDir()
-	if err := testimage.WriteLayout(filepath.Join(dir, "layout"), tag, c); err != nil {
-		t.Fatal(err)
-	}
-	s, err := rootfs.OpenStore(filepath.Join(dir, "store"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ref, err := rootfs.ParseRef("oci:" + filepath.Join(dir, "layout") + ":" + tag)
-	if err != nil {
-		t.Fatal(err)
-	}
-	plat := rootfs.Platform{OS: "linux", Architecture: "amd64"}
-	if c.Image != nil {
-		if cfg, err := c.Image.ConfigFile(); err == nil && cfg.Architecture != "" {
-			plat = rootfs.Platform{OS: cfg.OS, Architecture: cfg.Architecture, Variant: cfg.Variant}
-		}
-	}
-	img, err := s.Pull(context.Background(), ref, rootfs.PullOptions{SourceOptions: rootfs.SourceOptions{Platform: plat}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return s, img
+	return testbundle.Case(t, name)
 }
 
 // build is `nexcage build`: the case's layers flattened straight into a
@@ -91,7 +42,7 @@ func build(t testing.TB, c testimage.Case, opts convert.Options) *convert.Result
 
 func buildAs(t testing.TB, c testimage.Case, tag string, opts convert.Options) *convert.Result {
 	t.Helper()
-	s, img := storeCaseAs(t, c, tag)
+	s, img := testbundle.Store(t, c, tag)
 	f, err := s.Flatten(context.Background(), img, rootfs.FlattenOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -108,13 +59,7 @@ func buildAs(t testing.TB, c testimage.Case, tag string, opts convert.Options) *
 // unpack is `nexcage unpack` as root into a fresh bundle.
 func unpack(t testing.TB, c testimage.Case) string {
 	t.Helper()
-	s, img := storeCase(t, c)
-	res, err := s.Unpack(context.Background(), img, filepath.Join(t.TempDir(), "bundle"), rootfs.UnpackOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { rootfs.RemoveBundle(res.Bundle) })
-	return res.Bundle
+	return testbundle.Unpack(t, c, rootfs.UnpackOptions{})
 }
 
 // convertBundle is `nexcage convert BUNDLE -o DIR/`.

@@ -1,0 +1,86 @@
+// Package testbundle puts testimage corpus cases through a rootfs store
+// for tests: it stores a case the way `nexcage pull` does and unpacks it
+// the way `nexcage unpack` does.
+//
+// It lives apart from testimage because it needs rootfs, whose own tests
+// import testimage.
+package testbundle
+
+import (
+	"context"
+	"path/filepath"
+	"sync"
+	"testing"
+
+	"github.com/nexcage/nexcage/internal/testimage"
+	"github.com/nexcage/nexcage/rootfs"
+)
+
+var corpus = sync.OnceValues(testimage.Corpus)
+
+// Cases returns every corpus case, built once per test binary.
+func Cases(t testing.TB) []testimage.Case {
+	t.Helper()
+	cases, err := corpus()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cases
+}
+
+// Case returns the corpus case called name.
+func Case(t testing.TB, name string) testimage.Case {
+	t.Helper()
+	for _, c := range Cases(t) {
+		if c.Name == name {
+			return c
+		}
+	}
+	t.Fatalf("no corpus case %q", name)
+	return testimage.Case{}
+}
+
+// Store writes c to an OCI layout tagged tag in a fresh directory, opens a
+// fresh store beside it and pulls the case into it for the platform its
+// image config names (linux/amd64 for an index or an image that names
+// none). It returns the store and the stored image.
+func Store(t testing.TB, c testimage.Case, tag string) (*rootfs.Store, rootfs.Image) {
+	t.Helper()
+	dir := t.TempDir()
+	if err := testimage.WriteLayout(filepath.Join(dir, "layout"), tag, c); err != nil {
+		t.Fatal(err)
+	}
+	s, err := rootfs.OpenStore(filepath.Join(dir, "store"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref, err := rootfs.ParseRef("oci:" + filepath.Join(dir, "layout") + ":" + tag)
+	if err != nil {
+		t.Fatal(err)
+	}
+	plat := rootfs.Platform{OS: "linux", Architecture: "amd64"}
+	if c.Image != nil {
+		if cfg, err := c.Image.ConfigFile(); err == nil && cfg.Architecture != "" {
+			plat = rootfs.Platform{OS: cfg.OS, Architecture: cfg.Architecture, Variant: cfg.Variant}
+		}
+	}
+	img, err := s.Pull(context.Background(), ref, rootfs.PullOptions{SourceOptions: rootfs.SourceOptions{Platform: plat}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s, img
+}
+
+// Unpack stores c under its name and unpacks it with opts into a fresh
+// bundle, which is removed when the test ends. It returns the bundle
+// directory.
+func Unpack(t testing.TB, c testimage.Case, opts rootfs.UnpackOptions) string {
+	t.Helper()
+	s, img := Store(t, c, c.Name)
+	res, err := s.Unpack(context.Background(), img, filepath.Join(t.TempDir(), "bundle"), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { rootfs.RemoveBundle(res.Bundle) })
+	return res.Bundle
+}
