@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"embed"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -18,7 +19,6 @@ import (
 	"regexp"
 	"sort"
 	"strings"
-	"testing/fstest"
 
 	"github.com/klauspost/compress/gzip"
 	"github.com/klauspost/compress/zstd"
@@ -27,56 +27,27 @@ import (
 	"github.com/xeipuuv/gojsonschema"
 
 	"github.com/nexcage/nexcage/internal/atomicfile"
+	"github.com/nexcage/nexcage/internal/health"
 	"github.com/nexcage/nexcage/internal/progress"
 	"github.com/nexcage/nexcage/internal/tartree"
 	"github.com/nexcage/nexcage/lxc"
 )
 
-// Statuses of a CheckResult.
-const (
-	CheckOK   = "ok"
-	CheckWarn = "warn"
-	CheckFail = "fail"
-)
-
-// CheckResult is the outcome of one check; rootfs and pct have the same
-// shape, so `nexcage check` renders every check alike.
-type CheckResult struct {
-	Status string `json:"status"` // CheckOK, CheckWarn or CheckFail
-	Check  string `json:"check"`  // what was checked
-	Target string `json:"target"`
-	Cause  string `json:"cause"` // what is wrong (for a repair: what was wrong)
-	Fix    string `json:"fix"`   // what to do (for a repair: what was done)
-	// Repaired says --repair fixed the problem (the status is then ok).
-	Repaired bool `json:"repaired"`
-}
-
-// CheckOptions configure the checks of templates, bundles and output
-// directories.
-type CheckOptions struct {
-	// Repair removes leftovers of interrupted writes.
-	Repair bool
-	// InUse reports whether a running process still has path (or something
-	// below it) open; such a temporary name is being written, not left
-	// over. Nil means nothing is in use.
-	InUse func(path string) bool
-}
-
 type checkList struct {
 	target string
-	out    []CheckResult
+	out    []health.Result
 }
 
 func (c *checkList) ok(check string) {
-	c.out = append(c.out, CheckResult{Status: CheckOK, Check: check, Target: c.target})
+	c.out = append(c.out, health.Result{Status: health.OK, Check: check, Target: c.target})
 }
 
 func (c *checkList) warn(check, cause, fix string) {
-	c.out = append(c.out, CheckResult{Status: CheckWarn, Check: check, Target: c.target, Cause: cause, Fix: fix})
+	c.out = append(c.out, health.Result{Status: health.Warn, Check: check, Target: c.target, Cause: cause, Fix: fix})
 }
 
 func (c *checkList) fail(check, cause, fix string) {
-	c.out = append(c.out, CheckResult{Status: CheckFail, Check: check, Target: c.target, Cause: cause, Fix: fix})
+	c.out = append(c.out, health.Result{Status: health.Fail, Check: check, Target: c.target, Cause: cause, Fix: fix})
 }
 
 const rebuildFix = "rebuild it with nexcage (build --force, or convert)"
@@ -90,11 +61,11 @@ const rebuildFix = "rebuild it with nexcage (build --force, or convert)"
 // will detect is the ostype recorded. Temporary names a killed writer
 // left beside it are reported (removed with Repair). Problems are
 // results; the error is only for a cancelled context.
-func CheckTemplate(ctx context.Context, file string, opts CheckOptions) ([]CheckResult, error) {
+func CheckTemplate(ctx context.Context, file string, opts health.Options) ([]health.Result, error) {
 	return checkTemplate(ctx, file, opts, true)
 }
 
-func checkTemplate(ctx context.Context, file string, opts CheckOptions, ownLeftovers bool) ([]CheckResult, error) {
+func checkTemplate(ctx context.Context, file string, opts health.Options, ownLeftovers bool) ([]health.Result, error) {
 	c := &checkList{target: file}
 	comp, ok := CompressionFromName(file)
 	if !ok {
@@ -106,18 +77,18 @@ func checkTemplate(ctx context.Context, file string, opts CheckOptions, ownLefto
 	for _, p := range []string{file, confPath, jsonPath} {
 		mine = append(mine, "."+filepath.Base(p)+atomicfile.TempMarker)
 	}
-	tail := func() []CheckResult {
+	tail := func() []health.Result {
 		if !ownLeftovers {
 			return c.out
 		}
-		return append(c.out, checkLeftovers(filepath.Dir(file), func(name string) bool {
+		return append(c.out, health.Leftovers(filepath.Dir(file), func(name string) bool {
 			for _, m := range mine {
 				if strings.HasPrefix(name, m) {
 					return true
 				}
 			}
 			return false
-		}, file, "the template's directory", opts)...)
+		}, false, file, "the template's directory", opts)...)
 	}
 	fi, err := os.Stat(file)
 	switch {
@@ -160,7 +131,7 @@ func checkTemplate(ctx context.Context, file string, opts CheckOptions, ownLefto
 	// "ok" only when every member was seen.
 	memberCheck := func(check string, bad []string, status, cause, fix string) {
 		switch {
-		case len(bad) > 0 && status == CheckFail:
+		case len(bad) > 0 && status == health.Fail:
 			c.fail(check, fmt.Sprintf(cause, len(bad), shortList(bad)), fix)
 		case len(bad) > 0:
 			c.warn(check, fmt.Sprintf(cause, len(bad), shortList(bad)), fix)
@@ -172,11 +143,11 @@ func checkTemplate(ctx context.Context, file string, opts CheckOptions, ownLefto
 	if sc.first != "./" && sc.members > 0 {
 		names = append([]string{fmt.Sprintf("%q comes first, not \"./\"", sc.first)}, names...)
 	}
-	memberCheck("member names are ./-prefixed, ./ first, and unique", names, CheckFail,
+	memberCheck("member names are ./-prefixed, ./ first, and unique", names, health.Fail,
 		"%d problem(s): %s (PVE's anchored --exclude ./dev/* misses unprefixed names, and --skip-old-files keeps only the first of a duplicate)", rebuildFix)
-	memberCheck("no member escapes the root", sc.escapes, CheckFail,
+	memberCheck("no member escapes the root", sc.escapes, health.Fail,
 		"%d member(s) climb out or are absolute: %s", "do not use this template; "+rebuildFix)
-	memberCheck("hard link targets come before their links", sc.linkOrder, CheckFail,
+	memberCheck("hard link targets come before their links", sc.linkOrder, health.Fail,
 		"%d hard link(s) point at a member not seen before: %s (tar cannot create them)", rebuildFix)
 	var outside, inDev []string
 	for _, d := range sc.devices {
@@ -186,9 +157,9 @@ func checkTemplate(ctx context.Context, file string, opts CheckOptions, ownLefto
 			outside = append(outside, d)
 		}
 	}
-	devStatus, devCause := CheckFail, "%d device node(s) outside /dev: %s (an unprivileged container cannot create them: PVE's extraction fails)"
+	devStatus, devCause := health.Fail, "%d device node(s) outside /dev: %s (an unprivileged container cannot create them: PVE's extraction fails)"
 	if privileged {
-		devStatus, devCause = CheckWarn, "%d device node(s) outside /dev: %s (created in this privileged-only container)"
+		devStatus, devCause = health.Warn, "%d device node(s) outside /dev: %s (created in this privileged-only container)"
 	}
 	if len(outside) == 0 && len(inDev) > 0 {
 		c.warn("no device nodes", fmt.Sprintf("%d device node(s) in /dev: %s (PVE skips them: --exclude ./dev/*)", len(inDev), shortList(inDev)), rebuildFix+": it keeps /dev empty")
@@ -199,7 +170,7 @@ func checkTemplate(ctx context.Context, file string, opts CheckOptions, ownLefto
 	case len(sc.highIDs) > 0 && privileged:
 		c.ok(fmt.Sprintf("owners above 65535 on %d path(s): a privileged-only template", len(sc.highIDs)))
 	default:
-		memberCheck("owners within 0..65535", sc.highIDs, CheckFail,
+		memberCheck("owners within 0..65535", sc.highIDs, health.Fail,
 			"%d path(s) owned by ids an unprivileged container cannot map (PVE's extraction fails): %s",
 			"rebuild with --squash-high-ids, or with --privileged for a privileged-only template")
 	}
@@ -652,53 +623,16 @@ func templateReader(r io.Reader, c Compression) (io.ReadCloser, error) {
 	return zstdReadCloser{zr}, nil
 }
 
-// checkLeftovers reports temporary names in dir (not below it) that match:
-// what a killed writer left. With Repair they are removed, except those a
-// running process still has open.
-func checkLeftovers(dir string, match func(string) bool, target, where string, opts CheckOptions) []CheckResult {
-	ents, _ := os.ReadDir(dir)
-	var out []CheckResult
-	for _, e := range ents {
-		if !match(e.Name()) {
-			continue
-		}
-		p := filepath.Join(dir, e.Name())
-		check := "leftover " + e.Name()
-		if opts.InUse != nil && opts.InUse(p) {
-			out = append(out, CheckResult{Status: CheckOK, Check: check + ": being written by a running process, left alone", Target: target})
-			continue
-		}
-		kind := "file"
-		if e.IsDir() {
-			kind = "directory"
-		}
-		cause := fmt.Sprintf("temporary %s of an interrupted write (%s)", kind, progress.HumanBytes(atomicfile.TreeSize(p)))
-		if !opts.Repair {
-			out = append(out, CheckResult{Status: CheckWarn, Check: check, Target: target, Cause: cause, Fix: "`nexcage check --repair " + target + "` removes it"})
-			continue
-		}
-		if err := atomicfile.RemoveTree(p); err != nil {
-			out = append(out, CheckResult{Status: CheckFail, Check: check, Target: target, Cause: cause + "; removing it failed: " + err.Error(), Fix: "remove " + p + " by hand"})
-			continue
-		}
-		out = append(out, CheckResult{Status: CheckOK, Check: check, Target: target, Cause: cause, Fix: "removed it", Repaired: true})
-	}
-	if len(out) == 0 {
-		out = append(out, CheckResult{Status: CheckOK, Check: "no leftovers of interrupted writes in " + where, Target: target})
-	}
-	return out
-}
-
 // CheckBundle verifies an OCI runtime bundle as convert will read it:
 // config.json parses and is valid against the runtime-spec schema, the
 // root path exists, and every mount, the hostname and the process map to a
 // PVE CT config by convert's rules. Temporary bundles a killed unpack left
 // beside it are reported (removed with Repair).
-func CheckBundle(ctx context.Context, dir string, opts CheckOptions) ([]CheckResult, error) {
+func CheckBundle(ctx context.Context, dir string, opts health.Options) ([]health.Result, error) {
 	return checkBundle(ctx, dir, opts, true)
 }
 
-func checkBundle(ctx context.Context, dir string, opts CheckOptions, ownLeftovers bool) ([]CheckResult, error) {
+func checkBundle(ctx context.Context, dir string, opts health.Options, ownLeftovers bool) ([]health.Result, error) {
 	c := &checkList{target: dir}
 	abs, err := filepath.Abs(dir)
 	if err != nil {
@@ -707,7 +641,7 @@ func checkBundle(ctx context.Context, dir string, opts CheckOptions, ownLeftover
 	if fi, err := os.Stat(abs); err == nil && !fi.IsDir() {
 		abs = filepath.Dir(abs) // the config.json itself
 	}
-	tail := func() []CheckResult {
+	tail := func() []health.Result {
 		if !ownLeftovers {
 			return c.out
 		}
@@ -842,27 +776,27 @@ func mountSummary(n int, cfg *lxc.Config) string {
 // CheckLeftovers reports the temporary names a killed writer of path (a
 // bundle, a template or anything written atomically) left beside it, and
 // removes them with Repair; target names path in the results.
-func CheckLeftovers(path, target string, opts CheckOptions) []CheckResult {
+func CheckLeftovers(path, target string, opts health.Options) []health.Result {
 	prefix := "." + filepath.Base(filepath.Clean(path)) + atomicfile.TempMarker
-	return checkLeftovers(filepath.Dir(filepath.Clean(path)), func(n string) bool { return strings.HasPrefix(n, prefix) },
-		target, "the directory of "+filepath.Base(path), opts)
+	return health.Leftovers(filepath.Dir(filepath.Clean(path)), func(n string) bool { return strings.HasPrefix(n, prefix) },
+		false, target, "the directory of "+filepath.Base(path), opts)
 }
 
 // CheckDir checks what nexcage writes into a directory: every template in
 // it, every bundle directly below it, and the temporary names of killed
 // writers (removed with Repair).
-func CheckDir(ctx context.Context, dir string, opts CheckOptions) ([]CheckResult, error) {
+func CheckDir(ctx context.Context, dir string, opts health.Options) ([]health.Result, error) {
 	ents, err := os.ReadDir(dir)
 	if err != nil {
-		return []CheckResult{{Status: CheckFail, Check: "directory", Target: dir, Cause: err.Error(), Fix: "give a template, a bundle, a store, a directory or a Proxmox storage id"}}, nil
+		return []health.Result{{Status: health.Fail, Check: "directory", Target: dir, Cause: err.Error(), Fix: "give a template, a bundle, a store, a directory or a Proxmox storage id"}}, nil
 	}
-	out := checkLeftovers(dir, atomicfile.IsTemp, dir, "the directory", opts)
+	out := health.Leftovers(dir, atomicfile.IsTemp, false, dir, "the directory", opts)
 	for _, e := range ents {
 		p := filepath.Join(dir, e.Name())
 		if atomicfile.IsTemp(e.Name()) {
 			continue
 		}
-		var res []CheckResult
+		var res []health.Result
 		switch _, isTemplate := CompressionFromName(e.Name()); {
 		case isTemplate && e.Type().IsRegular():
 			res, err = checkTemplate(ctx, p, opts, false)
@@ -879,12 +813,21 @@ func CheckDir(ctx context.Context, dir string, opts CheckOptions) ([]CheckResult
 	return out, nil
 }
 
+// runtimeSpecSchema is config.json's JSON schema: config-schema.json and
+// the files it refers to, from the runtime-spec module's schema/
+// directory (v1.2.1, Apache-2.0; see schema/README.md).
+// TestRuntimeSpecSchema proves they are the files of the runtime-spec
+// version in go.mod.
+//
+//go:embed schema/*.json
+var runtimeSpecSchema embed.FS
+
 // validateRuntimeSpec checks config.json against the runtime-spec JSON
 // schema, with the validator the runtime-spec project itself uses.
 func validateRuntimeSpec(raw []byte) ([]string, error) {
-	files := fstest.MapFS{}
-	for name, s := range runtimeSpecSchema {
-		files[name] = &fstest.MapFile{Data: []byte(s)}
+	files, err := fs.Sub(runtimeSpecSchema, "schema")
+	if err != nil {
+		return nil, err
 	}
 	schema, err := gojsonschema.NewSchema(gojsonschema.NewReferenceLoaderFileSystem("file:///config-schema.json", http.FS(files)))
 	if err != nil {
@@ -900,22 +843,4 @@ func validateRuntimeSpec(raw []byte) ([]string, error) {
 	}
 	sort.Strings(out)
 	return out, nil
-}
-
-// runtimeSpecSchema is config.json's JSON schema from the runtime-spec
-// module's schema/ directory (the files config-schema.json needs), each
-// compacted with encoding/json.Compact. TestRuntimeSpecSchema proves it is
-// the schema of the runtime-spec version in go.mod.
-var runtimeSpecSchema = map[string]string{
-	"config-schema.json":  `{"description":"Open Container Initiative Runtime Specification Container Configuration Schema","$schema":"http://json-schema.org/draft-04/schema#","type":"object","properties":{"ociVersion":{"$ref":"defs.json#/definitions/ociVersion"},"hooks":{"type":"object","properties":{"prestart":{"$ref":"defs.json#/definitions/ArrayOfHooks"},"createRuntime":{"$ref":"defs.json#/definitions/ArrayOfHooks"},"createContainer":{"$ref":"defs.json#/definitions/ArrayOfHooks"},"startContainer":{"$ref":"defs.json#/definitions/ArrayOfHooks"},"poststart":{"$ref":"defs.json#/definitions/ArrayOfHooks"},"poststop":{"$ref":"defs.json#/definitions/ArrayOfHooks"}}},"annotations":{"$ref":"defs.json#/definitions/annotations"},"hostname":{"type":"string"},"domainname":{"type":"string"},"mounts":{"type":"array","items":{"$ref":"defs.json#/definitions/Mount"}},"root":{"description":"Configures the container's root filesystem.","type":"object","required":["path"],"properties":{"path":{"$ref":"defs.json#/definitions/FilePath"},"readonly":{"type":"boolean"}}},"process":{"type":"object","required":["cwd"],"properties":{"args":{"$ref":"defs.json#/definitions/ArrayOfStrings"},"commandLine":{"type":"string"},"consoleSize":{"type":"object","required":["height","width"],"properties":{"height":{"$ref":"defs.json#/definitions/uint64"},"width":{"$ref":"defs.json#/definitions/uint64"}}},"cwd":{"type":"string"},"env":{"$ref":"defs.json#/definitions/Env"},"terminal":{"type":"boolean"},"user":{"type":"object","properties":{"uid":{"$ref":"defs.json#/definitions/UID"},"gid":{"$ref":"defs.json#/definitions/GID"},"umask":{"$ref":"defs.json#/definitions/Umask"},"additionalGids":{"$ref":"defs.json#/definitions/ArrayOfGIDs"},"username":{"type":"string"}}},"capabilities":{"type":"object","properties":{"bounding":{"$ref":"defs.json#/definitions/ArrayOfStrings"},"permitted":{"$ref":"defs.json#/definitions/ArrayOfStrings"},"effective":{"$ref":"defs.json#/definitions/ArrayOfStrings"},"inheritable":{"$ref":"defs.json#/definitions/ArrayOfStrings"},"ambient":{"$ref":"defs.json#/definitions/ArrayOfStrings"}}},"apparmorProfile":{"type":"string"},"oomScoreAdj":{"type":"integer"},"selinuxLabel":{"type":"string"},"ioPriority":{"type":"object","required":["class"],"properties":{"class":{"type":"string","enum":["IOPRIO_CLASS_RT","IOPRIO_CLASS_BE","IOPRIO_CLASS_IDLE"]},"priority":{"$ref":"defs.json#/definitions/int32"}}},"noNewPrivileges":{"type":"boolean"},"scheduler":{"type":"object","required":["policy"],"properties":{"policy":{"$ref":"defs-linux.json#/definitions/SchedulerPolicy"},"nice":{"$ref":"defs.json#/definitions/int32"},"priority":{"$ref":"defs.json#/definitions/int32"},"flags":{"type":"array","items":{"$ref":"defs-linux.json#/definitions/SchedulerFlag"}},"runtime":{"$ref":"defs.json#/definitions/uint64"},"deadline":{"$ref":"defs.json#/definitions/uint64"},"period":{"$ref":"defs.json#/definitions/uint64"}}},"rlimits":{"type":"array","items":{"type":"object","required":["type","soft","hard"],"properties":{"hard":{"$ref":"defs.json#/definitions/uint64"},"soft":{"$ref":"defs.json#/definitions/uint64"},"type":{"type":"string","pattern":"^RLIMIT_[A-Z]+$"}}}},"execCPUAffinity":{"type":"object","properties":{"initial":{"type":"string","pattern":"^[0-9, -]*$"},"final":{"type":"string","pattern":"^[0-9, -]*$"}}}}},"linux":{"$ref":"config-linux.json#/linux"},"solaris":{"$ref":"config-solaris.json#/solaris"},"windows":{"$ref":"config-windows.json#/windows"},"vm":{"$ref":"config-vm.json#/vm"},"zos":{"$ref":"config-zos.json#/zos"}},"required":["ociVersion"]}`,
-	"defs.json":           `{"description":"Definitions used throughout the Open Container Initiative Runtime Specification","definitions":{"int8":{"type":"integer","minimum":-128,"maximum":127},"int16":{"type":"integer","minimum":-32768,"maximum":32767},"int32":{"type":"integer","minimum":-2147483648,"maximum":2147483647},"int64":{"type":"integer","minimum":-9223372036854775808,"maximum":9223372036854775807},"uint8":{"type":"integer","minimum":0,"maximum":255},"uint16":{"type":"integer","minimum":0,"maximum":65535},"uint32":{"type":"integer","minimum":0,"maximum":4294967295},"uint64":{"type":"integer","minimum":0,"maximum":18446744073709551615},"percent":{"type":"integer","minimum":0,"maximum":100},"mapStringString":{"type":"object","patternProperties":{".{1,}":{"type":"string"}}},"UID":{"$ref":"#/definitions/uint32"},"GID":{"$ref":"#/definitions/uint32"},"Umask":{"$ref":"#/definitions/uint32"},"ArrayOfGIDs":{"type":"array","items":{"$ref":"#/definitions/GID"}},"ArrayOfStrings":{"type":"array","items":{"type":"string"}},"FilePath":{"type":"string"},"Env":{"$ref":"#/definitions/ArrayOfStrings"},"Hook":{"type":"object","properties":{"path":{"$ref":"#/definitions/FilePath"},"args":{"$ref":"#/definitions/ArrayOfStrings"},"env":{"$ref":"#/definitions/Env"},"timeout":{"type":"integer","minimum":1}},"required":["path"]},"ArrayOfHooks":{"type":"array","items":{"$ref":"#/definitions/Hook"}},"IDMapping":{"type":"object","properties":{"containerID":{"$ref":"#/definitions/uint32"},"hostID":{"$ref":"#/definitions/uint32"},"size":{"$ref":"#/definitions/uint32"}},"required":["containerID","hostID","size"]},"Mount":{"type":"object","properties":{"source":{"$ref":"#/definitions/FilePath"},"destination":{"$ref":"#/definitions/FilePath"},"options":{"$ref":"#/definitions/ArrayOfStrings"},"type":{"type":"string"},"uidMappings":{"type":"array","items":{"$ref":"#/definitions/IDMapping"}},"gidMappings":{"type":"array","items":{"$ref":"#/definitions/IDMapping"}}},"required":["destination"]},"ociVersion":{"description":"The version of Open Container Initiative Runtime Specification that the document complies with","type":"string"},"annotations":{"$ref":"#/definitions/mapStringString"}}}`,
-	"config-linux.json":   `{"linux":{"description":"Linux platform-specific configurations","type":"object","properties":{"devices":{"type":"array","items":{"$ref":"defs-linux.json#/definitions/Device"}},"uidMappings":{"type":"array","items":{"$ref":"defs.json#/definitions/IDMapping"}},"gidMappings":{"type":"array","items":{"$ref":"defs.json#/definitions/IDMapping"}},"namespaces":{"type":"array","items":{"anyOf":[{"$ref":"defs-linux.json#/definitions/NamespaceReference"}]}},"resources":{"type":"object","properties":{"unified":{"$ref":"defs.json#/definitions/mapStringString"},"devices":{"type":"array","items":{"$ref":"defs-linux.json#/definitions/DeviceCgroup"}},"pids":{"type":"object","properties":{"limit":{"$ref":"defs.json#/definitions/int64"}},"required":["limit"]},"blockIO":{"type":"object","properties":{"weight":{"$ref":"defs-linux.json#/definitions/weight"},"leafWeight":{"$ref":"defs-linux.json#/definitions/weight"},"throttleReadBpsDevice":{"type":"array","items":{"$ref":"defs-linux.json#/definitions/blockIODeviceThrottle"}},"throttleWriteBpsDevice":{"type":"array","items":{"$ref":"defs-linux.json#/definitions/blockIODeviceThrottle"}},"throttleReadIOPSDevice":{"type":"array","items":{"$ref":"defs-linux.json#/definitions/blockIODeviceThrottle"}},"throttleWriteIOPSDevice":{"type":"array","items":{"$ref":"defs-linux.json#/definitions/blockIODeviceThrottle"}},"weightDevice":{"type":"array","items":{"$ref":"defs-linux.json#/definitions/blockIODeviceWeight"}}}},"cpu":{"type":"object","properties":{"cpus":{"type":"string"},"mems":{"type":"string"},"period":{"$ref":"defs.json#/definitions/uint64"},"quota":{"$ref":"defs.json#/definitions/int64"},"burst":{"$ref":"defs.json#/definitions/uint64"},"realtimePeriod":{"$ref":"defs.json#/definitions/uint64"},"realtimeRuntime":{"$ref":"defs.json#/definitions/int64"},"shares":{"$ref":"defs.json#/definitions/uint64"},"idle":{"$ref":"defs.json#/definitions/int64"}}},"hugepageLimits":{"type":"array","items":{"type":"object","properties":{"pageSize":{"type":"string","pattern":"^[1-9][0-9]*[KMG]B$"},"limit":{"$ref":"defs.json#/definitions/uint64"}},"required":["pageSize","limit"]}},"memory":{"type":"object","properties":{"kernel":{"$ref":"defs.json#/definitions/int64"},"kernelTCP":{"$ref":"defs.json#/definitions/int64"},"limit":{"$ref":"defs.json#/definitions/int64"},"reservation":{"$ref":"defs.json#/definitions/int64"},"swap":{"$ref":"defs.json#/definitions/int64"},"swappiness":{"$ref":"defs.json#/definitions/uint64"},"disableOOMKiller":{"type":"boolean"},"useHierarchy":{"type":"boolean"},"checkBeforeUpdate":{"type":"boolean"}}},"network":{"type":"object","properties":{"classID":{"$ref":"defs.json#/definitions/uint32"},"priorities":{"type":"array","items":{"$ref":"defs-linux.json#/definitions/NetworkInterfacePriority"}}}},"rdma":{"type":"object","additionalProperties":{"$ref":"defs-linux.json#/definitions/Rdma"}}}},"cgroupsPath":{"type":"string"},"rootfsPropagation":{"$ref":"defs-linux.json#/definitions/RootfsPropagation"},"seccomp":{"type":"object","properties":{"defaultAction":{"$ref":"defs-linux.json#/definitions/SeccompAction"},"defaultErrnoRet":{"$ref":"defs.json#/definitions/uint32"},"flags":{"type":"array","items":{"$ref":"defs-linux.json#/definitions/SeccompFlag"}},"listenerPath":{"type":"string"},"listenerMetadata":{"type":"string"},"architectures":{"type":"array","items":{"$ref":"defs-linux.json#/definitions/SeccompArch"}},"syscalls":{"type":"array","items":{"$ref":"defs-linux.json#/definitions/Syscall"}}},"required":["defaultAction"]},"sysctl":{"$ref":"defs.json#/definitions/mapStringString"},"maskedPaths":{"$ref":"defs.json#/definitions/ArrayOfStrings"},"readonlyPaths":{"$ref":"defs.json#/definitions/ArrayOfStrings"},"mountLabel":{"type":"string"},"intelRdt":{"type":"object","properties":{"closID":{"type":"string"},"l3CacheSchema":{"type":"string"},"memBwSchema":{"type":"string","pattern":"^MB:[^\\n]*$"},"enableCMT":{"type":"boolean"},"enableMBM":{"type":"boolean"}}},"personality":{"type":"object","$ref":"defs-linux.json#/definitions/Personality"},"timeOffsets":{"type":"object","properties":{"boottime":{"$ref":"defs-linux.json#/definitions/TimeOffsets"},"monotonic":{"$ref":"defs-linux.json#/definitions/TimeOffsets"}}}}}}`,
-	"defs-linux.json":     `{"definitions":{"PersonalityDomain":{"type":"string","enum":["LINUX","LINUX32"]},"Personality":{"type":"object","properties":{"domain":{"$ref":"#/definitions/PersonalityDomain"},"flags":{"$ref":"defs.json#/definitions/ArrayOfStrings"}}},"RootfsPropagation":{"type":"string","enum":["private","shared","slave","unbindable"]},"SeccompArch":{"type":"string","enum":["SCMP_ARCH_X86","SCMP_ARCH_X86_64","SCMP_ARCH_X32","SCMP_ARCH_ARM","SCMP_ARCH_AARCH64","SCMP_ARCH_LOONGARCH64","SCMP_ARCH_M68K","SCMP_ARCH_MIPS","SCMP_ARCH_MIPS64","SCMP_ARCH_MIPS64N32","SCMP_ARCH_MIPSEL","SCMP_ARCH_MIPSEL64","SCMP_ARCH_MIPSEL64N32","SCMP_ARCH_PPC","SCMP_ARCH_PPC64","SCMP_ARCH_PPC64LE","SCMP_ARCH_S390","SCMP_ARCH_S390X","SCMP_ARCH_SH","SCMP_ARCH_SHEB","SCMP_ARCH_PARISC","SCMP_ARCH_PARISC64","SCMP_ARCH_RISCV64"]},"SeccompAction":{"type":"string","enum":["SCMP_ACT_KILL","SCMP_ACT_KILL_PROCESS","SCMP_ACT_KILL_THREAD","SCMP_ACT_TRAP","SCMP_ACT_ERRNO","SCMP_ACT_TRACE","SCMP_ACT_ALLOW","SCMP_ACT_LOG","SCMP_ACT_NOTIFY"]},"SeccompFlag":{"type":"string","enum":["SECCOMP_FILTER_FLAG_TSYNC","SECCOMP_FILTER_FLAG_LOG","SECCOMP_FILTER_FLAG_SPEC_ALLOW","SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV"]},"SeccompOperators":{"type":"string","enum":["SCMP_CMP_NE","SCMP_CMP_LT","SCMP_CMP_LE","SCMP_CMP_EQ","SCMP_CMP_GE","SCMP_CMP_GT","SCMP_CMP_MASKED_EQ"]},"SyscallArg":{"type":"object","properties":{"index":{"$ref":"defs.json#/definitions/uint32"},"value":{"$ref":"defs.json#/definitions/uint64"},"valueTwo":{"$ref":"defs.json#/definitions/uint64"},"op":{"$ref":"#/definitions/SeccompOperators"}},"required":["index","value","op"]},"Syscall":{"type":"object","properties":{"names":{"type":"array","items":{"type":"string"},"minItems":1},"action":{"$ref":"#/definitions/SeccompAction"},"errnoRet":{"$ref":"defs.json#/definitions/uint32"},"args":{"type":"array","items":{"$ref":"#/definitions/SyscallArg"}}},"required":["names","action"]},"Major":{"description":"major device number","$ref":"defs.json#/definitions/int64"},"Minor":{"description":"minor device number","$ref":"defs.json#/definitions/int64"},"FileMode":{"description":"File permissions mode (typically an octal value)","type":"integer","minimum":0,"maximum":512},"FileType":{"description":"Type of a block or special character device","type":"string","pattern":"^[cbup]$"},"Device":{"type":"object","required":["type","path"],"properties":{"type":{"$ref":"#/definitions/FileType"},"path":{"$ref":"defs.json#/definitions/FilePath"},"fileMode":{"$ref":"#/definitions/FileMode"},"major":{"$ref":"#/definitions/Major"},"minor":{"$ref":"#/definitions/Minor"},"uid":{"$ref":"defs.json#/definitions/UID"},"gid":{"$ref":"defs.json#/definitions/GID"}}},"weight":{"$ref":"defs.json#/definitions/uint16"},"blockIODevice":{"type":"object","properties":{"major":{"$ref":"#/definitions/Major"},"minor":{"$ref":"#/definitions/Minor"}},"required":["major","minor"]},"blockIODeviceWeight":{"type":"object","allOf":[{"$ref":"#/definitions/blockIODevice"},{"type":"object","properties":{"weight":{"$ref":"#/definitions/weight"},"leafWeight":{"$ref":"#/definitions/weight"}}}]},"blockIODeviceThrottle":{"allOf":[{"$ref":"#/definitions/blockIODevice"},{"type":"object","properties":{"rate":{"$ref":"defs.json#/definitions/uint64"}}}]},"DeviceCgroup":{"type":"object","properties":{"allow":{"type":"boolean"},"type":{"type":"string"},"major":{"$ref":"#/definitions/Major"},"minor":{"$ref":"#/definitions/Minor"},"access":{"type":"string"}},"required":["allow"]},"NetworkInterfacePriority":{"type":"object","properties":{"name":{"type":"string"},"priority":{"$ref":"defs.json#/definitions/uint32"}},"required":["name","priority"]},"Rdma":{"type":"object","properties":{"hcaHandles":{"$ref":"defs.json#/definitions/uint32"},"hcaObjects":{"$ref":"defs.json#/definitions/uint32"}}},"NamespaceType":{"type":"string","enum":["mount","pid","network","uts","ipc","user","cgroup","time"]},"NamespaceReference":{"type":"object","properties":{"type":{"$ref":"#/definitions/NamespaceType"},"path":{"$ref":"defs.json#/definitions/FilePath"}},"required":["type"]},"TimeOffsets":{"type":"object","properties":{"secs":{"$ref":"defs.json#/definitions/int64"},"nanosecs":{"$ref":"defs.json#/definitions/uint32"}}},"SchedulerPolicy":{"type":"string","enum":["SCHED_OTHER","SCHED_FIFO","SCHED_RR","SCHED_BATCH","SCHED_ISO","SCHED_IDLE","SCHED_DEADLINE"]},"SchedulerFlag":{"type":"string","enum":["SCHED_FLAG_RESET_ON_FORK","SCHED_FLAG_RECLAIM","SCHED_FLAG_DL_OVERRUN","SCHED_FLAG_KEEP_POLICY","SCHED_FLAG_KEEP_PARAMS","SCHED_FLAG_UTIL_CLAMP_MIN","SCHED_FLAG_UTIL_CLAMP_MAX"]}}}`,
-	"config-solaris.json": `{"solaris":{"description":"Solaris platform-specific configurations","type":"object","properties":{"milestone":{"type":"string"},"limitpriv":{"type":"string"},"maxShmMemory":{"type":"string"},"cappedCPU":{"type":"object","properties":{"ncpus":{"type":"string"}}},"cappedMemory":{"type":"object","properties":{"physical":{"type":"string"},"swap":{"type":"string"}}},"anet":{"type":"array","items":{"type":"object","properties":{"linkname":{"type":"string"},"lowerLink":{"type":"string"},"allowedAddress":{"type":"string"},"configureAllowedAddress":{"type":"string"},"defrouter":{"type":"string"},"macAddress":{"type":"string"},"linkProtection":{"type":"string"}}}}}}}`,
-	"config-windows.json": `{"windows":{"description":"Windows platform-specific configurations","type":"object","properties":{"layerFolders":{"type":"array","items":{"$ref":"defs.json#/definitions/FilePath"},"minItems":1},"devices":{"type":"array","items":{"$ref":"defs-windows.json#/definitions/Device"}},"resources":{"type":"object","properties":{"memory":{"type":"object","properties":{"limit":{"$ref":"defs.json#/definitions/uint64"}}},"cpu":{"type":"object","properties":{"count":{"$ref":"defs.json#/definitions/uint64"},"shares":{"$ref":"defs.json#/definitions/uint16"},"maximum":{"$ref":"defs.json#/definitions/uint16"},"affinity":{"type":"object","properties":{"mask":{"$ref":"defs.json#/definitions/uint64"},"group":{"$ref":"defs.json#/definitions/uint32"}}}}},"storage":{"type":"object","properties":{"iops":{"$ref":"defs.json#/definitions/uint64"},"bps":{"$ref":"defs.json#/definitions/uint64"},"sandboxSize":{"$ref":"defs.json#/definitions/uint64"}}}}},"network":{"type":"object","properties":{"endpointList":{"$ref":"defs.json#/definitions/ArrayOfStrings"},"allowUnqualifiedDNSQuery":{"type":"boolean"},"DNSSearchList":{"$ref":"defs.json#/definitions/ArrayOfStrings"},"networkSharedContainerName":{"type":"string"},"networkNamespace":{"type":"string"}}},"credentialSpec":{"type":"object"},"servicing":{"type":"boolean"},"ignoreFlushesDuringBoot":{"type":"boolean"},"hyperv":{"type":"object","properties":{"utilityVMPath":{"type":"string"}}}},"required":["layerFolders"]}}`,
-	"defs-windows.json":   `{"definitions":{"Device":{"type":"object","properties":{"id":{"type":"string"},"idType":{"type":"string","enum":["class"]}},"required":["id","idType"]}}}`,
-	"config-vm.json":      `{"vm":{"description":"configuration for virtual-machine-based containers","type":"object","required":["kernel"],"properties":{"hypervisor":{"description":"hypervisor config used by VM-based containers","type":"object","required":["path"],"properties":{"path":{"$ref":"defs.json#/definitions/FilePath"},"parameters":{"$ref":"defs.json#/definitions/ArrayOfStrings"}}},"kernel":{"description":"kernel config used by VM-based containers","type":"object","required":["path"],"properties":{"path":{"$ref":"defs.json#/definitions/FilePath"},"parameters":{"$ref":"defs.json#/definitions/ArrayOfStrings"},"initrd":{"$ref":"defs.json#/definitions/FilePath"}}},"image":{"description":"root image config used by VM-based containers","type":"object","required":["path","format"],"properties":{"path":{"$ref":"defs.json#/definitions/FilePath"},"format":{"$ref":"defs-vm.json#/definitions/RootImageFormat"}}}}}}`,
-	"defs-vm.json":        `{"definitions":{"RootImageFormat":{"type":"string","enum":["raw","qcow2","vdi","vmdk","vhd"]}}}`,
-	"config-zos.json":     `{"zos":{"description":"z/OS platform-specific configurations","type":"object","properties":{"namespaces":{"type":"array","items":{"anyOf":[{"$ref":"defs-zos.json#/definitions/NamespaceReference"}]}}}}}`,
-	"defs-zos.json":       `{"definitions":{"NamespaceType":{"type":"string","enum":["mount","pid","uts","ipc"]},"NamespaceReference":{"type":"object","properties":{"type":{"$ref":"#/definitions/NamespaceType"},"path":{"$ref":"defs.json#/definitions/FilePath"}},"required":["type"]}}}`,
 }

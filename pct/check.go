@@ -15,36 +15,8 @@ import (
 	"strings"
 
 	"github.com/nexcage/nexcage/internal/atomicfile"
+	"github.com/nexcage/nexcage/internal/health"
 )
-
-// Statuses of a CheckResult.
-const (
-	CheckOK   = "ok"
-	CheckWarn = "warn"
-	CheckFail = "fail"
-)
-
-// CheckResult is the outcome of one check; rootfs and convert have the
-// same shape, so `nexcage check` renders every check alike.
-type CheckResult struct {
-	Status string `json:"status"` // CheckOK, CheckWarn or CheckFail
-	Check  string `json:"check"`  // what was checked
-	Target string `json:"target"`
-	Cause  string `json:"cause"` // what is wrong (for a repair: what was wrong)
-	Fix    string `json:"fix"`   // what to do (for a repair: what was done)
-	// Repaired says --repair fixed the problem (the status is then ok).
-	Repaired bool `json:"repaired"`
-}
-
-// CheckOptions configure a storage check.
-type CheckOptions struct {
-	// Repair removes partial uploads, and the sidecars an interrupted
-	// upload left without their template.
-	Repair bool
-	// InUse reports whether a running process still has path open (an
-	// upload in progress); nil means nothing is.
-	InUse func(path string) bool
-}
 
 // Tools are the PVE commands nexcage runs.
 var Tools = []string{"pct", "pvesm", "pvesh", "pveversion"}
@@ -90,12 +62,12 @@ func (p HostPaths) orDefault() HostPaths {
 
 const hostTarget = "host"
 
-func hostOK(check string) CheckResult {
-	return CheckResult{Status: CheckOK, Check: check, Target: hostTarget}
+func hostOK(check string) health.Result {
+	return health.Result{Status: health.OK, Check: check, Target: hostTarget}
 }
 
-func hostProblem(status, check, cause, fix string) CheckResult {
-	return CheckResult{Status: status, Check: check, Target: hostTarget, Cause: cause, Fix: fix}
+func hostProblem(status, check, cause, fix string) health.Result {
+	return health.Result{Status: status, Check: check, Target: hostTarget, Cause: cause, Fix: fix}
 }
 
 // CheckHost checks what deploying on this machine needs: PVE's tools and
@@ -103,17 +75,17 @@ func hostProblem(status, check, cause, fix string) CheckResult {
 // kernel's user namespaces that unprivileged containers need. Off a
 // Proxmox host it says so (deploy is unavailable) and the id and user
 // namespace checks only warn.
-func (h *Host) CheckHost(ctx context.Context, paths HostPaths) []CheckResult {
+func (h *Host) CheckHost(ctx context.Context, paths HostPaths) []health.Result {
 	paths = paths.orDefault()
-	var out []CheckResult
+	var out []health.Result
 	found, missing := FindTools()
 	pve := len(missing) == 0
 	switch {
 	case len(found) == 0:
-		out = append(out, hostProblem(CheckWarn, "PVE tools (pct, pvesm, pvesh, pveversion)", "not a Proxmox host: deploy unavailable (build, convert, unpack and pull work)",
+		out = append(out, hostProblem(health.Warn, "PVE tools (pct, pvesm, pvesh, pveversion)", "not a Proxmox host: deploy unavailable (build, convert, unpack and pull work)",
 			"run deploy and create on a Proxmox VE host (its pve-manager package provides these tools)"))
 	case len(missing) > 0:
-		out = append(out, hostProblem(CheckFail, "PVE tools (pct, pvesm, pvesh, pveversion)", strings.Join(missing, ", ")+" not found in PATH (found: "+strings.Join(toolNames(found), ", ")+")",
+		out = append(out, hostProblem(health.Fail, "PVE tools (pct, pvesm, pvesh, pveversion)", strings.Join(missing, ", ")+" not found in PATH (found: "+strings.Join(toolNames(found), ", ")+")",
 			"reinstall pve-manager and pve-container, or fix PATH (they live in /usr/sbin)"))
 	default:
 		out = append(out, hostOK(fmt.Sprintf("PVE tools: pct, pvesm, pvesh and pveversion in %s", filepath.Dir(found["pct"]))))
@@ -126,12 +98,12 @@ func (h *Host) CheckHost(ctx context.Context, paths HostPaths) []CheckResult {
 
 var reContainerVersion = regexp.MustCompile(`(?m)^pve-container: (\d+)\.(\d+)(\S*)`)
 
-func (h *Host) checkVersions(ctx context.Context) []CheckResult {
+func (h *Host) checkVersions(ctx context.Context) []health.Result {
 	v, err := h.Version(ctx)
 	if err != nil {
-		return []CheckResult{hostProblem(CheckFail, "Proxmox VE version", "pveversion: "+err.Error(), "check the installation: `pveversion -v`")}
+		return []health.Result{hostProblem(health.Fail, "Proxmox VE version", "pveversion: "+err.Error(), "check the installation: `pveversion -v`")}
 	}
-	var out []CheckResult
+	var out []health.Result
 	container := ""
 	if verbose, err := h.run(ctx, "pveversion", "-v"); err == nil {
 		if m := reContainerVersion.FindStringSubmatch(verbose); m != nil {
@@ -139,7 +111,7 @@ func (h *Host) checkVersions(ctx context.Context) []CheckResult {
 			maj, _ := strconv.Atoi(m[1])
 			min, _ := strconv.Atoi(m[2])
 			if maj < 6 || maj == 6 && min < 1 {
-				out = append(out, hostProblem(CheckWarn, "pve-container "+container+": lxc.init.uid/lxc.init.gid",
+				out = append(out, hostProblem(health.Warn, "pve-container "+container+": lxc.init.uid/lxc.init.gid",
 					"pve-container before 6.1 does not know the lxc.init.uid and lxc.init.gid keys: PVE refuses the config of a container whose template sets them (an image with a non-root USER)",
 					"upgrade pve-container to 6.1 or later (apt update && apt full-upgrade)"))
 			}
@@ -150,9 +122,9 @@ func (h *Host) checkVersions(ctx context.Context) []CheckResult {
 		name += " (pve-container " + container + ")"
 	}
 	if v.AppContainers() {
-		out = append([]CheckResult{hostOK(name + ": application containers (entrypoint, env, cmode) supported")}, out...)
+		out = append([]health.Result{hostOK(name + ": application containers (entrypoint, env, cmode) supported")}, out...)
 	} else {
-		out = append([]CheckResult{hostProblem(CheckWarn, name+": application containers",
+		out = append([]health.Result{hostProblem(health.Warn, name+": application containers",
 			"PVE before 9.1 has no entrypoint, env and cmode options: deploy writes lxc.init.cmd and lxc.environment lines instead, and plain .tar (OCI) templates are refused",
 			"upgrade to Proxmox VE 9.1 or later")}, out...)
 	}
@@ -161,11 +133,11 @@ func (h *Host) checkVersions(ctx context.Context) []CheckResult {
 
 // checkIDRanges looks for root's subordinate id ranges: PVE maps an
 // unprivileged container's ids 0..65535 to 100000..165535.
-func checkIDRanges(paths HostPaths, pve bool) []CheckResult {
+func checkIDRanges(paths HostPaths, pve bool) []health.Result {
 	const base, size = 100000, 65536
-	status := CheckWarn
+	status := health.Warn
 	if pve {
-		status = CheckFail
+		status = health.Fail
 	}
 	var bad []string
 	for _, f := range []string{paths.Subuid, paths.Subgid} {
@@ -194,13 +166,13 @@ func checkIDRanges(paths HostPaths, pve bool) []CheckResult {
 	}
 	check := fmt.Sprintf("%s and %s give root %d:%d for unprivileged containers", paths.Subuid, paths.Subgid, base, size)
 	if len(bad) == 0 {
-		return []CheckResult{hostOK(check)}
+		return []health.Result{hostOK(check)}
 	}
 	cause := strings.Join(bad, "; ")
 	if !pve {
 		cause += " (this matters only on a Proxmox host)"
 	}
-	return []CheckResult{hostProblem(status, check, cause, fmt.Sprintf("add the line root:%d:%d to %s and %s", base, size, paths.Subuid, paths.Subgid))}
+	return []health.Result{hostProblem(status, check, cause, fmt.Sprintf("add the line root:%d:%d to %s and %s", base, size, paths.Subuid, paths.Subgid))}
 }
 
 // readSubIDs parses /etc/subuid: "name:start:count" lines, by name (uid 0
@@ -237,11 +209,11 @@ func readSubIDs(p string) (map[string][][2]int64, error) {
 
 // checkUserNamespaces reads the kernel's user namespace limits:
 // unprivileged containers live in one.
-func checkUserNamespaces(paths HostPaths, pve bool) CheckResult {
+func checkUserNamespaces(paths HostPaths, pve bool) health.Result {
 	const check = "kernel user namespaces"
-	status := CheckWarn
+	status := health.Warn
 	if pve {
-		status = CheckFail
+		status = health.Fail
 	}
 	raw, err := os.ReadFile(filepath.Join(paths.Proc, "sys/user/max_user_namespaces"))
 	if err != nil {
@@ -312,13 +284,13 @@ func readStoredSidecar(p string) (*storedSidecar, error) {
 // interrupted deploy) and sidecars left without their template are
 // listed, and removed with Repair. The error is only for a cancelled
 // context.
-func (h *Host) CheckStorage(ctx context.Context, id string, opts CheckOptions) ([]CheckResult, error) {
-	r := func(status, check, cause, fix string) CheckResult {
-		return CheckResult{Status: status, Check: check, Target: id, Cause: cause, Fix: fix}
+func (h *Host) CheckStorage(ctx context.Context, id string, opts health.Options) ([]health.Result, error) {
+	r := func(status, check, cause, fix string) health.Result {
+		return health.Result{Status: status, Check: check, Target: id, Cause: cause, Fix: fix}
 	}
 	storages, err := h.Storages(ctx)
 	if err != nil {
-		return []CheckResult{r(CheckFail, "storage "+id, err.Error(), "run nexcage check as root on the Proxmox host")}, nil
+		return []health.Result{r(health.Fail, "storage "+id, err.Error(), "run nexcage check as root on the Proxmox host")}, nil
 	}
 	var st *Storage
 	var names []string
@@ -330,30 +302,30 @@ func (h *Host) CheckStorage(ctx context.Context, id string, opts CheckOptions) (
 	}
 	switch {
 	case st == nil:
-		return []CheckResult{r(CheckFail, "storage "+id, fmt.Sprintf("storage '%s' does not exist", id), "name one of: "+strings.Join(names, ", "))}, nil
+		return []health.Result{r(health.Fail, "storage "+id, fmt.Sprintf("storage '%s' does not exist", id), "name one of: "+strings.Join(names, ", "))}, nil
 	case st.Disable != 0:
-		return []CheckResult{r(CheckWarn, "storage "+id, "the storage is disabled: its templates were not checked", "enable it (pvesm set "+id+" --disable 0)")}, nil
+		return []health.Result{r(health.Warn, "storage "+id, "the storage is disabled: its templates were not checked", "enable it (pvesm set "+id+" --disable 0)")}, nil
 	case !st.Holds("vztmpl"):
-		return []CheckResult{r(CheckOK, fmt.Sprintf("storage %s holds no templates (content %s)", id, st.Content), "", "")}, nil
+		return []health.Result{r(health.OK, fmt.Sprintf("storage %s holds no templates (content %s)", id, st.Content), "", "")}, nil
 	}
 	probe, err := h.TemplatePath(ctx, id+":vztmpl/nexcage-check.tar.zst")
 	if err != nil {
-		return []CheckResult{r(CheckFail, "storage "+id+": template directory", err.Error(), "check the storage with `pvesm status`")}, nil
+		return []health.Result{r(health.Fail, "storage "+id+": template directory", err.Error(), "check the storage with `pvesm status`")}, nil
 	}
 	dir := filepath.Dir(probe)
 	ents, err := os.ReadDir(dir)
 	if errors.Is(err, os.ErrNotExist) {
-		return []CheckResult{r(CheckOK, "storage "+id+": no templates yet ("+dir+" does not exist)", "", "")}, nil
+		return []health.Result{r(health.OK, "storage "+id+": no templates yet ("+dir+" does not exist)", "", "")}, nil
 	}
 	if err != nil {
-		return []CheckResult{r(CheckFail, "storage "+id+": template directory "+dir, err.Error(), "run nexcage check as root")}, nil
+		return []health.Result{r(health.Fail, "storage "+id+": template directory "+dir, err.Error(), "run nexcage check as root")}, nil
 	}
 	present := map[string]bool{}
 	for _, e := range ents {
 		present[e.Name()] = true
 	}
 
-	var out []CheckResult
+	var out []health.Result
 	var partial []string
 	checked, foreign := 0, 0
 	for _, e := range ents {
@@ -371,7 +343,7 @@ func (h *Host) CheckStorage(ctx context.Context, id string, opts CheckOptions) (
 			}
 			check := "template " + name + " matches its sidecar"
 			if err != nil {
-				out = append(out, r(CheckFail, check, err.Error(), "upload it again with `nexcage deploy --replace-template LOCAL_FILE`"))
+				out = append(out, r(health.Fail, check, err.Error(), "upload it again with `nexcage deploy --replace-template LOCAL_FILE`"))
 				continue
 			}
 			checked++
@@ -388,10 +360,10 @@ func (h *Host) CheckStorage(ctx context.Context, id string, opts CheckOptions) (
 				bad = append(bad, fmt.Sprintf("its sha256 is %s, the sidecar says %s", sum, sc.Template.SHA256))
 			}
 			if len(bad) > 0 {
-				out = append(out, r(CheckFail, check, strings.Join(bad, "; "),
+				out = append(out, r(health.Fail, check, strings.Join(bad, "; "),
 					"the file changed after nexcage uploaded it: upload it again (`nexcage deploy --replace-template LOCAL_FILE`), or remove it and its sidecars"))
 			} else {
-				out = append(out, r(CheckOK, check, "", ""))
+				out = append(out, r(health.OK, check, "", ""))
 			}
 		case strings.HasSuffix(name, ".json") && e.Type().IsRegular():
 			sc, err := readStoredSidecar(p)
@@ -405,46 +377,45 @@ func (h *Host) CheckStorage(ctx context.Context, id string, opts CheckOptions) (
 		out = append(out, checkPartialUpload(dir, name, id, opts))
 	}
 	if len(partial) == 0 {
-		out = append(out, r(CheckOK, "no partial uploads in "+dir, "", ""))
+		out = append(out, r(health.OK, "no partial uploads in "+dir, "", ""))
 	}
-	out = append(out, r(CheckOK, fmt.Sprintf("storage %s: %d template(s) built by nexcage checked, %d other(s) without a sidecar not checked", id, checked, foreign), "", ""))
+	out = append(out, r(health.OK, fmt.Sprintf("storage %s: %d template(s) built by nexcage checked, %d other(s) without a sidecar not checked", id, checked, foreign), "", ""))
 	return out, nil
 }
 
-func checkPartialUpload(dir, name, id string, opts CheckOptions) CheckResult {
+// checkPartialUpload reports a temporary name an interrupted deploy left
+// while uploading a template, and removes it with Repair.
+func checkPartialUpload(dir, name, id string, opts health.Options) health.Result {
 	p := filepath.Join(dir, name)
-	check := "partial upload " + name
-	if opts.InUse != nil && opts.InUse(p) {
-		return CheckResult{Status: CheckOK, Check: check + ": being uploaded by a running process, left alone", Target: id}
-	}
 	size := int64(0)
 	if fi, err := os.Lstat(p); err == nil {
 		size = fi.Size()
 	}
-	cause := fmt.Sprintf("%d bytes of an interrupted upload (nexcage deploy was killed)", size)
-	if !opts.Repair {
-		return CheckResult{Status: CheckWarn, Check: check, Target: id, Cause: cause, Fix: "`nexcage check --repair " + id + "` removes it; deploy the template again"}
-	}
-	if err := os.RemoveAll(p); err != nil {
-		return CheckResult{Status: CheckFail, Check: check, Target: id, Cause: cause + "; removing it failed: " + err.Error(), Fix: "remove " + p + " as root"}
-	}
-	return CheckResult{Status: CheckOK, Check: check, Target: id, Cause: cause, Fix: "removed it", Repaired: true}
+	return health.Leftover{
+		Path:   p,
+		Target: id,
+		Check:  "partial upload " + name,
+		Cause:  fmt.Sprintf("%d bytes of an interrupted upload (nexcage deploy was killed)", size),
+		Busy:   ": being uploaded by a running process, left alone",
+		Fix:    "`nexcage check --repair " + id + "` removes it; deploy the template again",
+		ByHand: "remove " + p + " as root",
+	}.Judge(opts)
 }
 
 // checkOrphanSidecar reports a .json (and .conf) whose template is not there: deploy
 // uploads the sidecars first, so an interrupted upload leaves them.
-func checkOrphanSidecar(dir, name, template, id string, opts CheckOptions) CheckResult {
+func checkOrphanSidecar(dir, name, template, id string, opts health.Options) health.Result {
 	check := "sidecar " + name
 	cause := "its template " + template + " is not in the storage (an interrupted upload?)"
 	conf := strings.TrimSuffix(name, ".json") + ".conf"
 	if !opts.Repair {
-		return CheckResult{Status: CheckWarn, Check: check, Target: id, Cause: cause,
+		return health.Result{Status: health.Warn, Check: check, Target: id, Cause: cause,
 			Fix: "deploy the template again, or `nexcage check --repair " + id + "` removes " + name + " and " + conf}
 	}
 	for _, n := range []string{conf, name} {
 		if err := os.Remove(filepath.Join(dir, n)); err != nil && !errors.Is(err, os.ErrNotExist) {
-			return CheckResult{Status: CheckFail, Check: check, Target: id, Cause: cause + "; removing it failed: " + err.Error(), Fix: "remove it as root"}
+			return health.Result{Status: health.Fail, Check: check, Target: id, Cause: cause + "; removing it failed: " + err.Error(), Fix: "remove it as root"}
 		}
 	}
-	return CheckResult{Status: CheckOK, Check: check, Target: id, Cause: cause, Fix: "removed " + name + " and " + conf, Repaired: true}
+	return health.Result{Status: health.OK, Check: check, Target: id, Cause: cause, Fix: "removed " + name + " and " + conf, Repaired: true}
 }

@@ -11,42 +11,10 @@ import (
 	"testing"
 
 	"github.com/nexcage/nexcage/internal/atomicfile"
+	"github.com/nexcage/nexcage/internal/health"
+	"github.com/nexcage/nexcage/internal/health/healthtest"
 	"github.com/nexcage/nexcage/internal/pvetest"
 )
-
-func resultFor(t *testing.T, res []CheckResult, substr string) CheckResult {
-	t.Helper()
-	var found []CheckResult
-	for _, r := range res {
-		if strings.Contains(r.Check, substr) {
-			found = append(found, r)
-		}
-	}
-	if len(found) != 1 {
-		t.Fatalf("%d results for %q in:\n%s", len(found), substr, dumpResults(res))
-	}
-	return found[0]
-}
-
-func dumpResults(res []CheckResult) string {
-	var b strings.Builder
-	for _, r := range res {
-		b.WriteString(r.Status + "  " + r.Check + ": " + r.Cause + "; " + r.Fix + "\n")
-	}
-	return b.String()
-}
-
-func wantResult(t *testing.T, res []CheckResult, substr, status, causePart string) CheckResult {
-	t.Helper()
-	r := resultFor(t, res, substr)
-	if r.Status != status || !strings.Contains(r.Cause, causePart) {
-		t.Errorf("%q: got %s %q, want %s with %q\n%s", substr, r.Status, r.Cause, status, causePart, dumpResults(res))
-	}
-	if status != CheckOK && r.Fix == "" {
-		t.Errorf("%q: no fix", substr)
-	}
-	return r
-}
 
 // hostFiles writes subuid, subgid and a /proc with the given contents
 // ("" leaves a file out).
@@ -74,11 +42,11 @@ func hostFiles(t *testing.T, subid, maxNS, usernsClone string) HostPaths {
 func TestCheckHostOffPVE(t *testing.T) {
 	t.Setenv("PATH", t.TempDir())
 	res := NewHost().CheckHost(context.Background(), hostFiles(t, "", "0", ""))
-	wantResult(t, res, "PVE tools", CheckWarn, "not a Proxmox host: deploy unavailable")
-	wantResult(t, res, "give root 100000:65536", CheckWarn, "does not exist (this matters only on a Proxmox host)")
-	wantResult(t, res, "kernel user namespaces", CheckWarn, "max_user_namespaces is 0")
+	healthtest.Want(t, res, "PVE tools", health.Warn, "not a Proxmox host: deploy unavailable")
+	healthtest.Want(t, res, "give root 100000:65536", health.Warn, "does not exist (this matters only on a Proxmox host)")
+	healthtest.Want(t, res, "kernel user namespaces", health.Warn, "max_user_namespaces is 0")
 	for _, r := range res {
-		if r.Status == CheckFail {
+		if r.Status == health.Fail {
 			t.Errorf("off PVE nothing fails: %+v", r)
 		}
 	}
@@ -91,16 +59,16 @@ func TestCheckIDRanges(t *testing.T) {
 		status      string
 		cause       string
 	}{
-		{"pve default", "root:100000:65536\n", true, CheckOK, ""},
-		{"uid 0, larger range", "alice:165536:65536\n0:90000:200000\n", true, CheckOK, ""},
-		{"too small", "root:100000:1000\n", true, CheckFail, "gives root 100000:1000, which does not cover 100000:65536"},
-		{"elsewhere", "root:200000:65536\n", false, CheckWarn, "gives root 200000:65536"},
-		{"none for root", "alice:100000:65536\n", true, CheckFail, "gives root none"},
+		{"pve default", "root:100000:65536\n", true, health.OK, ""},
+		{"uid 0, larger range", "alice:165536:65536\n0:90000:200000\n", true, health.OK, ""},
+		{"too small", "root:100000:1000\n", true, health.Fail, "gives root 100000:1000, which does not cover 100000:65536"},
+		{"elsewhere", "root:200000:65536\n", false, health.Warn, "gives root 200000:65536"},
+		{"none for root", "alice:100000:65536\n", true, health.Fail, "gives root none"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			res := checkIDRanges(hostFiles(t, tc.subid, "1", "").orDefault(), tc.pve)
-			r := wantResult(t, res, "give root 100000:65536", tc.status, tc.cause)
-			if tc.status != CheckOK && !strings.Contains(r.Fix, "add the line root:100000:65536") {
+			r := healthtest.Want(t, res, "give root 100000:65536", tc.status, tc.cause)
+			if tc.status != health.OK && !strings.Contains(r.Fix, "add the line root:100000:65536") {
 				t.Errorf("fix: %s", r.Fix)
 			}
 		})
@@ -109,15 +77,15 @@ func TestCheckIDRanges(t *testing.T) {
 
 func TestCheckUserNamespaces(t *testing.T) {
 	r := checkUserNamespaces(hostFiles(t, "", "15000", "0").orDefault(), true)
-	if r.Status != CheckOK || !strings.Contains(r.Check, "up to 15000; only root may create them") {
+	if r.Status != health.OK || !strings.Contains(r.Check, "up to 15000; only root may create them") {
 		t.Errorf("%+v", r)
 	}
 	r = checkUserNamespaces(hostFiles(t, "", "0", "").orDefault(), true)
-	if r.Status != CheckFail || !strings.Contains(r.Fix, "sysctl -w user.max_user_namespaces") {
+	if r.Status != health.Fail || !strings.Contains(r.Fix, "sysctl -w user.max_user_namespaces") {
 		t.Errorf("%+v", r)
 	}
 	r = checkUserNamespaces(hostFiles(t, "", "", "").orDefault(), true)
-	if r.Status != CheckFail || !strings.Contains(r.Cause, "no user namespaces") {
+	if r.Status != health.Fail || !strings.Contains(r.Cause, "no user namespaces") {
 		t.Errorf("%+v", r)
 	}
 }
@@ -136,24 +104,24 @@ func TestCheckHostPVE(t *testing.T) {
 	s := standIn(t)
 	paths := hostFiles(t, "root:100000:65536\n", "15000", "")
 	res := NewHost().CheckHost(context.Background(), paths)
-	wantResult(t, res, "PVE tools: pct, pvesm, pvesh and pveversion in "+s.BinDir, CheckOK, "")
-	wantResult(t, res, "Proxmox VE 9.1 (pve-container 6.0.18): application containers (entrypoint, env, cmode) supported", CheckOK, "")
-	wantResult(t, res, "lxc.init.uid/lxc.init.gid", CheckWarn, "pve-container before 6.1")
+	healthtest.Want(t, res, "PVE tools: pct, pvesm, pvesh and pveversion in "+s.BinDir, health.OK, "")
+	healthtest.Want(t, res, "Proxmox VE 9.1 (pve-container 6.0.18): application containers (entrypoint, env, cmode) supported", health.OK, "")
+	healthtest.Want(t, res, "lxc.init.uid/lxc.init.gid", health.Warn, "pve-container before 6.1")
 
 	t.Setenv("PVE_VERSION", "8.4.1")
 	res = NewHost().CheckHost(context.Background(), paths)
-	wantResult(t, res, "Proxmox VE 8.4 (pve-container 5.3.3): application containers", CheckWarn, "PVE before 9.1")
+	healthtest.Want(t, res, "Proxmox VE 8.4 (pve-container 5.3.3): application containers", health.Warn, "PVE before 9.1")
 
 	// On a Proxmox host a missing id range is a failure.
 	res = NewHost().CheckHost(context.Background(), hostFiles(t, "", "15000", ""))
-	wantResult(t, res, "give root 100000:65536", CheckFail, "does not exist")
+	healthtest.Want(t, res, "give root 100000:65536", health.Fail, "does not exist")
 
 	// Some tools but not all: a broken installation.
 	partial := t.TempDir()
 	os.Symlink(filepath.Join(s.BinDir, "pveversion"), filepath.Join(partial, "pveversion"))
 	t.Setenv("PATH", partial)
 	res = NewHost().CheckHost(context.Background(), paths)
-	wantResult(t, res, "PVE tools", CheckFail, "pct, pvesm, pvesh not found in PATH (found: pveversion)")
+	healthtest.Want(t, res, "PVE tools", health.Fail, "pct, pvesm, pvesh not found in PATH (found: pveversion)")
 }
 
 // putTemplate writes a template file with a .json sidecar as deploy
@@ -178,7 +146,7 @@ func TestCheckStorage(t *testing.T) {
 	h := NewHost()
 	ctx := context.Background()
 	dir := s.TemplateDir("local")
-	check := func(opts CheckOptions) []CheckResult {
+	check := func(opts health.Options) []health.Result {
 		t.Helper()
 		res, err := h.CheckStorage(ctx, "local", opts)
 		if err != nil {
@@ -189,15 +157,15 @@ func TestCheckStorage(t *testing.T) {
 
 	putTemplate(t, dir, "good.tar.zst", "a template", false)
 	os.WriteFile(filepath.Join(dir, "debian-12-standard_12.7-1_amd64.tar.zst"), []byte("not ours"), 0o644)
-	res := check(CheckOptions{})
-	wantResult(t, res, "template good.tar.zst matches its sidecar", CheckOK, "")
-	wantResult(t, res, "1 template(s) built by nexcage checked, 1 other(s) without a sidecar not checked", CheckOK, "")
-	wantResult(t, res, "no partial uploads", CheckOK, "")
+	res := check(health.Options{})
+	healthtest.Want(t, res, "template good.tar.zst matches its sidecar", health.OK, "")
+	healthtest.Want(t, res, "1 template(s) built by nexcage checked, 1 other(s) without a sidecar not checked", health.OK, "")
+	healthtest.Want(t, res, "no partial uploads", health.OK, "")
 
 	// A sidecar with a wrong sha256.
 	putTemplate(t, dir, "bad.tar.zst", "another template", true)
-	res = check(CheckOptions{Repair: true})
-	r := wantResult(t, res, "template bad.tar.zst matches its sidecar", CheckFail, "the sidecar says "+strings.Repeat("0", 64))
+	res = check(health.Options{Repair: true})
+	r := healthtest.Want(t, res, "template bad.tar.zst matches its sidecar", health.Fail, "the sidecar says "+strings.Repeat("0", 64))
 	if !strings.Contains(r.Fix, "--replace-template") {
 		t.Errorf("fix: %s", r.Fix)
 	}
@@ -216,19 +184,19 @@ func TestCheckStorage(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer live.Abort()
-	res = check(CheckOptions{})
-	wantResult(t, res, "partial upload "+filepath.Base(partial.Name()), CheckWarn, "5 bytes of an interrupted upload")
-	wantResult(t, res, "sidecar bad.json", CheckWarn, "its template bad.tar.zst is not in the storage")
+	res = check(health.Options{})
+	healthtest.Want(t, res, "partial upload "+filepath.Base(partial.Name()), health.Warn, "5 bytes of an interrupted upload")
+	healthtest.Want(t, res, "sidecar bad.json", health.Warn, "its template bad.tar.zst is not in the storage")
 
 	inUse := func(p string) bool { return p == live.Name() }
-	res = check(CheckOptions{Repair: true, InUse: inUse})
-	if r := resultFor(t, res, "partial upload "+filepath.Base(partial.Name())); !r.Repaired {
+	res = check(health.Options{Repair: true, InUse: inUse})
+	if r := healthtest.Find(t, res, "partial upload "+filepath.Base(partial.Name())); !r.Repaired {
 		t.Errorf("not repaired: %+v", r)
 	}
-	if r := resultFor(t, res, "partial upload "+filepath.Base(live.Name())); r.Repaired || r.Status != CheckOK || !strings.Contains(r.Check, "left alone") {
+	if r := healthtest.Find(t, res, "partial upload "+filepath.Base(live.Name())); r.Repaired || r.Status != health.OK || !strings.Contains(r.Check, "left alone") {
 		t.Errorf("in use: %+v", r)
 	}
-	if r := resultFor(t, res, "sidecar bad.json"); !r.Repaired || r.Fix != "removed bad.json and bad.conf" {
+	if r := healthtest.Find(t, res, "sidecar bad.json"); !r.Repaired || r.Fix != "removed bad.json and bad.conf" {
 		t.Errorf("orphan: %+v", r)
 	}
 	for _, gone := range []string{partial.Name(), filepath.Join(dir, "bad.json"), filepath.Join(dir, "bad.conf")} {
@@ -248,15 +216,15 @@ func TestCheckStorageKinds(t *testing.T) {
 	standIn(t)
 	h := NewHost()
 	for _, tc := range []struct{ id, status, check, cause string }{
-		{"local-lvm", CheckOK, "storage local-lvm holds no templates (content rootdir,images)", ""},
-		{"offline", CheckWarn, "storage offline", "the storage is disabled"},
-		{"nope", CheckFail, "storage nope", "storage 'nope' does not exist"},
+		{"local-lvm", health.OK, "storage local-lvm holds no templates (content rootdir,images)", ""},
+		{"offline", health.Warn, "storage offline", "the storage is disabled"},
+		{"nope", health.Fail, "storage nope", "storage 'nope' does not exist"},
 	} {
-		res, err := h.CheckStorage(context.Background(), tc.id, CheckOptions{})
+		res, err := h.CheckStorage(context.Background(), tc.id, health.Options{})
 		if err != nil {
 			t.Fatal(err)
 		}
-		wantResult(t, res, tc.check, tc.status, tc.cause)
+		healthtest.Want(t, res, tc.check, tc.status, tc.cause)
 	}
 	ids, err := h.StorageIDs(context.Background())
 	if err != nil || !strings.Contains(strings.Join(ids, ","), "local,local-lvm") {

@@ -11,51 +11,17 @@ import (
 	"fmt"
 	"hash"
 	"io"
-	"io/fs"
 	"os"
 	"path/filepath"
-	"sort"
 	"strings"
 	"syscall"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
 	"github.com/nexcage/nexcage/internal/atomicfile"
+	"github.com/nexcage/nexcage/internal/health"
 	"github.com/nexcage/nexcage/internal/progress"
 )
-
-// Statuses of a CheckResult.
-const (
-	CheckOK   = "ok"
-	CheckWarn = "warn"
-	CheckFail = "fail"
-)
-
-// CheckResult is the outcome of one check. rootfs, convert and pct each
-// have a type of this exact shape, so `nexcage check` renders them alike:
-// "STATUS  TARGET: CHECK[: CAUSE; FIX]".
-type CheckResult struct {
-	Status string `json:"status"` // CheckOK, CheckWarn or CheckFail
-	Check  string `json:"check"`  // what was checked
-	Target string `json:"target"`
-	Cause  string `json:"cause"` // for warn and fail: what is wrong; for a repair: what was wrong
-	Fix    string `json:"fix"`   // for warn and fail: what to do; for a repair: what was done
-	// Repaired says --repair fixed the problem (the status is then ok).
-	Repaired bool `json:"repaired"`
-}
-
-// CheckOptions configure the store's checks.
-type CheckOptions struct {
-	// Repair deletes corrupt blobs and leftovers of interrupted writes and
-	// drops index entries whose blobs are gone.
-	Repair bool
-	// InUse reports whether a running process still has path (or, for a
-	// directory, something below it) open: a temporary name that is being
-	// written is not a leftover. Nil means nothing is in use.
-	InUse func(path string) bool
-}
-
-func (o CheckOptions) inUse(p string) bool { return o.InUse != nil && o.InUse(p) }
 
 // Check verifies the store: leftovers of interrupted writes, the layout
 // files, every blob against its digest, and every index entry's manifest,
@@ -63,18 +29,18 @@ func (o CheckOptions) inUse(p string) bool { return o.InUse != nil && o.InUse(p)
 // for a cancelled context. With Repair, corrupt blobs and leftovers are
 // deleted and index entries whose blobs are gone are dropped under the
 // store's lock (the image is pulled again on next use).
-func (s *Store) Check(ctx context.Context, opts CheckOptions) ([]CheckResult, error) {
+func (s *Store) Check(ctx context.Context, opts health.Options) ([]health.Result, error) {
 	c := &storeCheck{s: s, opts: opts, target: s.Dir}
 	fi, err := os.Stat(s.Dir)
 	switch {
 	case errors.Is(err, os.ErrNotExist):
-		return []CheckResult{c.ok("image store: none yet (the first pull creates it)")}, nil
+		return []health.Result{c.ok("image store: none yet (the first pull creates it)")}, nil
 	case err != nil:
-		return []CheckResult{c.fail("image store", err.Error(), "check the path and its permissions (--store, NEXCAGE_STORE)")}, nil
+		return []health.Result{c.fail("image store", err.Error(), "check the path and its permissions (--store, NEXCAGE_STORE)")}, nil
 	case !fi.IsDir():
-		return []CheckResult{c.fail("image store", s.Dir+" is not a directory", "point --store or NEXCAGE_STORE at the store directory")}, nil
+		return []health.Result{c.fail("image store", s.Dir+" is not a directory", "point --store or NEXCAGE_STORE at the store directory")}, nil
 	}
-	c.out = append(c.out, checkLeftovers(s.Dir, atomicfile.IsTemp, true, c.target, "the store", opts)...)
+	c.out = append(c.out, health.Leftovers(s.Dir, atomicfile.IsTemp, true, c.target, "the store", opts)...)
 	c.layoutFile()
 	im := c.index()
 	if err := c.blobs(ctx); err != nil {
@@ -88,23 +54,23 @@ func (s *Store) Check(ctx context.Context, opts CheckOptions) ([]CheckResult, er
 
 type storeCheck struct {
 	s      *Store
-	opts   CheckOptions
+	opts   health.Options
 	target string
-	out    []CheckResult
+	out    []health.Result
 	// bad holds the blobs that are corrupt (and, with Repair, deleted).
 	bad map[v1.Hash]bool
 }
 
-func (c *storeCheck) ok(check string) CheckResult {
-	return CheckResult{Status: CheckOK, Check: check, Target: c.target}
+func (c *storeCheck) ok(check string) health.Result {
+	return health.Result{Status: health.OK, Check: check, Target: c.target}
 }
 
-func (c *storeCheck) fail(check, cause, fix string) CheckResult {
-	return CheckResult{Status: CheckFail, Check: check, Target: c.target, Cause: cause, Fix: fix}
+func (c *storeCheck) fail(check, cause, fix string) health.Result {
+	return health.Result{Status: health.Fail, Check: check, Target: c.target, Cause: cause, Fix: fix}
 }
 
-func (c *storeCheck) repaired(check, cause, done string) CheckResult {
-	return CheckResult{Status: CheckOK, Check: check, Target: c.target, Cause: cause, Fix: done, Repaired: true}
+func (c *storeCheck) repaired(check, cause, done string) health.Result {
+	return health.Result{Status: health.OK, Check: check, Target: c.target, Cause: cause, Fix: done, Repaired: true}
 }
 
 // repairHint is the fix for problems --repair solves.
@@ -186,7 +152,7 @@ func (c *storeCheck) blobs(ctx context.Context) error {
 			h := v1.Hash{Algorithm: a.Name(), Hex: e.Name()}
 			check := "blob " + shortHash(h)
 			if newHash == nil || !validHex(e.Name(), newHash().Size()) || !e.Type().IsRegular() {
-				c.out = append(c.out, CheckResult{Status: CheckWarn, Check: "blobs/" + a.Name() + "/" + e.Name(), Target: c.target,
+				c.out = append(c.out, health.Result{Status: health.Warn, Check: "blobs/" + a.Name() + "/" + e.Name(), Target: c.target,
 					Cause: "not a blob nexcage can verify (unknown algorithm, bad name or not a regular file)", Fix: "remove it if nothing else uses this layout"})
 				continue
 			}
@@ -422,60 +388,6 @@ func (c *storeCheck) dropEntries(keys map[string]bool) (map[string]bool, error) 
 	return dropped, c.s.writeIndex(im)
 }
 
-// checkLeftovers reports the temporary names in dir that match (below it too
-// when deep), which a killed writer left behind; with Repair they are
-// removed, except those a running process still has open.
-func checkLeftovers(dir string, match func(string) bool, deep bool, target, where string, opts CheckOptions) []CheckResult {
-	var found []string
-	filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return nil
-		}
-		if p != dir && match(d.Name()) {
-			found = append(found, p)
-			if d.IsDir() {
-				return filepath.SkipDir
-			}
-			return nil
-		}
-		if d.IsDir() && p != dir && !deep {
-			return filepath.SkipDir
-		}
-		return nil
-	})
-	sort.Strings(found)
-	if len(found) == 0 {
-		return []CheckResult{{Status: CheckOK, Check: "no leftovers of interrupted writes in " + where, Target: target}}
-	}
-	var out []CheckResult
-	for _, p := range found {
-		rel, _ := filepath.Rel(dir, p)
-		check := "leftover " + rel
-		if opts.inUse(p) {
-			out = append(out, CheckResult{Status: CheckOK, Check: check + ": being written by a running process, left alone", Target: target})
-			continue
-		}
-		cause := fmt.Sprintf("temporary %s of an interrupted write (%s)", leftoverKind(p), progress.HumanBytes(atomicfile.TreeSize(p)))
-		if !opts.Repair {
-			out = append(out, CheckResult{Status: CheckWarn, Check: check, Target: target, Cause: cause, Fix: "`nexcage check --repair " + target + "` removes it"})
-			continue
-		}
-		if err := atomicfile.RemoveTree(p); err != nil {
-			out = append(out, CheckResult{Status: CheckFail, Check: check, Target: target, Cause: cause + "; removing it failed: " + err.Error(), Fix: "remove " + p + " by hand"})
-			continue
-		}
-		out = append(out, CheckResult{Status: CheckOK, Check: check, Target: target, Cause: cause, Fix: "removed it", Repaired: true})
-	}
-	return out
-}
-
-func leftoverKind(p string) string {
-	if fi, err := os.Lstat(p); err == nil && fi.IsDir() {
-		return "directory"
-	}
-	return "file"
-}
-
 // tempDirPrefixes name the scratch directories nexcage makes in the system
 // temporary directory: layer spills of build (flatten), extracted
 // oci-archive sources, and the staged build's work directory.
@@ -484,7 +396,7 @@ var tempDirPrefixes = []string{"nexcage-flatten-", "nexcage-oci-archive-", "nexc
 // CheckTempDir reports scratch directories that killed nexcage runs left
 // in the temporary directory dir (the ones no running process has open);
 // with Repair it removes them.
-func CheckTempDir(dir string, opts CheckOptions) []CheckResult {
+func CheckTempDir(dir string, opts health.Options) []health.Result {
 	match := func(name string) bool {
 		for _, p := range tempDirPrefixes {
 			if strings.HasPrefix(name, p) {
@@ -493,5 +405,5 @@ func CheckTempDir(dir string, opts CheckOptions) []CheckResult {
 		}
 		return false
 	}
-	return checkLeftovers(dir, match, false, dir, "the temporary directory", opts)
+	return health.Leftovers(dir, match, false, dir, "the temporary directory", opts)
 }

@@ -10,6 +10,8 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
 	"github.com/nexcage/nexcage/internal/atomicfile"
+	"github.com/nexcage/nexcage/internal/health"
+	"github.com/nexcage/nexcage/internal/health/healthtest"
 	"github.com/nexcage/nexcage/internal/testenv"
 )
 
@@ -25,45 +27,13 @@ func pulledStore(t *testing.T) (*Store, Ref, Image) {
 	return s, ref, img
 }
 
-func checkStore(t *testing.T, s *Store, opts CheckOptions) []CheckResult {
+func checkStore(t *testing.T, s *Store, opts health.Options) []health.Result {
 	t.Helper()
 	res, err := s.Check(context.Background(), opts)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return res
-}
-
-// result returns the one result whose check contains substr.
-func result(t *testing.T, res []CheckResult, substr string) CheckResult {
-	t.Helper()
-	var found []CheckResult
-	for _, r := range res {
-		if strings.Contains(r.Check, substr) {
-			found = append(found, r)
-		}
-	}
-	if len(found) != 1 {
-		t.Fatalf("%d results for %q in:\n%s", len(found), substr, dump(res))
-	}
-	return found[0]
-}
-
-func dump(res []CheckResult) string {
-	var b strings.Builder
-	for _, r := range res {
-		b.WriteString(r.Status + "  " + r.Check + ": " + r.Cause + "; " + r.Fix + "\n")
-	}
-	return b.String()
-}
-
-func allOK(t *testing.T, res []CheckResult) {
-	t.Helper()
-	for _, r := range res {
-		if r.Status != CheckOK {
-			t.Fatalf("not all ok:\n%s", dump(res))
-		}
-	}
 }
 
 // layerBlob is the path of the image's first layer blob.
@@ -80,21 +50,21 @@ func layerBlob(t *testing.T, s *Store, img Image) (string, v1.Hash) {
 func TestCheckStoreSound(t *testing.T) {
 	testenv.CheckLeaks(t)
 	s, _, img := pulledStore(t)
-	res := checkStore(t, s, CheckOptions{})
-	allOK(t, res)
-	result(t, res, "blobs: ")
-	r := result(t, res, "image "+img.Ref)
+	res := checkStore(t, s, health.Options{})
+	healthtest.AllOK(t, res)
+	healthtest.Find(t, res, "blobs: ")
+	r := healthtest.Find(t, res, "image "+img.Ref)
 	if !strings.Contains(r.Check, "present and intact") {
 		t.Errorf("image line: %s", r.Check)
 	}
-	result(t, res, "no leftovers")
+	healthtest.Find(t, res, "no leftovers")
 }
 
 func TestCheckStoreNone(t *testing.T) {
 	s := &Store{Dir: filepath.Join(t.TempDir(), "nothing")}
-	res := checkStore(t, s, CheckOptions{Repair: true})
-	allOK(t, res)
-	result(t, res, "none yet")
+	res := checkStore(t, s, health.Options{Repair: true})
+	healthtest.AllOK(t, res)
+	healthtest.Find(t, res, "none yet")
 	if _, err := os.Stat(s.Dir); err == nil {
 		t.Error("check created a store")
 	}
@@ -115,26 +85,26 @@ func TestCheckStoreCorruptBlob(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	res := checkStore(t, s, CheckOptions{})
-	blob := result(t, res, "blob "+shortHash(h))
-	if blob.Status != CheckFail || !strings.Contains(blob.Cause, "corrupt") || !strings.Contains(blob.Fix, "--repair") {
+	res := checkStore(t, s, health.Options{})
+	blob := healthtest.Find(t, res, "blob "+shortHash(h))
+	if blob.Status != health.Fail || !strings.Contains(blob.Cause, "corrupt") || !strings.Contains(blob.Fix, "--repair") {
 		t.Errorf("blob: %+v", blob)
 	}
-	im := result(t, res, "image "+img.Ref)
-	if im.Status != CheckFail || !strings.Contains(im.Cause, "layer 1 "+h.String()+" is corrupt") {
+	im := healthtest.Find(t, res, "image "+img.Ref)
+	if im.Status != health.Fail || !strings.Contains(im.Cause, "layer 1 "+h.String()+" is corrupt") {
 		t.Errorf("image: %+v", im)
 	}
 	if _, err := os.Stat(p); err != nil {
 		t.Fatal("check without --repair deleted the blob")
 	}
 
-	res = checkStore(t, s, CheckOptions{Repair: true})
-	blob = result(t, res, "blob "+shortHash(h))
-	if blob.Status != CheckOK || !blob.Repaired || blob.Fix != "deleted it" {
+	res = checkStore(t, s, health.Options{Repair: true})
+	blob = healthtest.Find(t, res, "blob "+shortHash(h))
+	if blob.Status != health.OK || !blob.Repaired || blob.Fix != "deleted it" {
 		t.Errorf("repaired blob: %+v", blob)
 	}
-	im = result(t, res, "image "+img.Ref)
-	if im.Status != CheckOK || !im.Repaired || !strings.Contains(im.Fix, "dropped the index entry") {
+	im = healthtest.Find(t, res, "image "+img.Ref)
+	if im.Status != health.OK || !im.Repaired || !strings.Contains(im.Fix, "dropped the index entry") {
 		t.Errorf("repaired image: %+v", im)
 	}
 	if _, err := os.Stat(p); err == nil {
@@ -143,14 +113,14 @@ func TestCheckStoreCorruptBlob(t *testing.T) {
 	if imgs, _ := s.List(); len(imgs) != 0 {
 		t.Errorf("index still lists %v", imgs)
 	}
-	allOK(t, checkStore(t, s, CheckOptions{}))
+	healthtest.AllOK(t, checkStore(t, s, health.Options{}))
 
 	if _, err := s.Pull(context.Background(), ref, PullOptions{SourceOptions: amd64()}); err != nil {
 		t.Fatal(err)
 	}
-	res = checkStore(t, s, CheckOptions{})
-	allOK(t, res)
-	result(t, res, "image "+img.Ref)
+	res = checkStore(t, s, health.Options{})
+	healthtest.AllOK(t, res)
+	healthtest.Find(t, res, "image "+img.Ref)
 }
 
 // A missing config blob: the entry fails; --repair drops it.
@@ -164,11 +134,11 @@ func TestCheckStoreMissingBlob(t *testing.T) {
 	if err := os.Remove(s.BlobPath(cfg)); err != nil {
 		t.Fatal(err)
 	}
-	im := result(t, checkStore(t, s, CheckOptions{}), "image "+img.Ref)
-	if im.Status != CheckFail || !strings.Contains(im.Cause, "the config "+cfg.String()+" is missing") {
+	im := healthtest.Find(t, checkStore(t, s, health.Options{}), "image "+img.Ref)
+	if im.Status != health.Fail || !strings.Contains(im.Cause, "the config "+cfg.String()+" is missing") {
 		t.Errorf("image: %+v", im)
 	}
-	im = result(t, checkStore(t, s, CheckOptions{Repair: true}), "image "+img.Ref)
+	im = healthtest.Find(t, checkStore(t, s, health.Options{Repair: true}), "image "+img.Ref)
 	if !im.Repaired {
 		t.Errorf("not repaired: %+v", im)
 	}
@@ -197,52 +167,52 @@ func TestCheckStoreLeftovers(t *testing.T) {
 	idx.File.Close()
 	rel, _ := filepath.Rel(s.Dir, f.Name())
 
-	res := checkStore(t, s, CheckOptions{})
-	r := result(t, res, "leftover "+rel)
-	if r.Status != CheckWarn || !strings.Contains(r.Cause, "interrupted write (11 B)") || !strings.Contains(r.Fix, "nexcage check --repair "+s.Dir) {
+	res := checkStore(t, s, health.Options{})
+	r := healthtest.Find(t, res, "leftover "+rel)
+	if r.Status != health.Warn || !strings.Contains(r.Cause, "interrupted write (11 B)") || !strings.Contains(r.Fix, "nexcage check --repair "+s.Dir) {
 		t.Errorf("leftover: %+v", r)
 	}
-	result(t, res, "leftover .index.json"+atomicfile.TempMarker)
+	healthtest.Find(t, res, "leftover .index.json"+atomicfile.TempMarker)
 	// The leftover is not taken for a blob.
-	result(t, res, "blobs: ")
+	healthtest.Find(t, res, "blobs: ")
 
 	writing := func(p string) bool { return p == f.Name() }
-	res = checkStore(t, s, CheckOptions{Repair: true, InUse: writing})
-	r = result(t, res, "leftover "+rel)
-	if r.Status != CheckOK || r.Repaired || !strings.Contains(r.Check, "left alone") {
+	res = checkStore(t, s, health.Options{Repair: true, InUse: writing})
+	r = healthtest.Find(t, res, "leftover "+rel)
+	if r.Status != health.OK || r.Repaired || !strings.Contains(r.Check, "left alone") {
 		t.Errorf("in use: %+v", r)
 	}
-	if !result(t, res, "leftover .index.json").Repaired {
+	if !healthtest.Find(t, res, "leftover .index.json").Repaired {
 		t.Error("the index leftover was not removed")
 	}
 	if _, err := os.Stat(f.Name()); err != nil {
 		t.Fatal("a file in use was removed")
 	}
 
-	r = result(t, checkStore(t, s, CheckOptions{Repair: true}), "leftover "+rel)
+	r = healthtest.Find(t, checkStore(t, s, health.Options{Repair: true}), "leftover "+rel)
 	if !r.Repaired || r.Fix != "removed it" {
 		t.Errorf("repaired: %+v", r)
 	}
 	noLeftovers(t, s.Dir)
-	allOK(t, checkStore(t, s, CheckOptions{}))
+	healthtest.AllOK(t, checkStore(t, s, health.Options{}))
 }
 
 func TestCheckStoreLayoutFiles(t *testing.T) {
 	s, _, _ := pulledStore(t)
 	os.WriteFile(filepath.Join(s.Dir, "oci-layout"), []byte("garbage"), 0o644)
-	r := result(t, checkStore(t, s, CheckOptions{}), "oci-layout")
-	if r.Status != CheckFail || !strings.Contains(r.Cause, "not an OCI layout file") {
+	r := healthtest.Find(t, checkStore(t, s, health.Options{}), "oci-layout")
+	if r.Status != health.Fail || !strings.Contains(r.Cause, "not an OCI layout file") {
 		t.Errorf("oci-layout: %+v", r)
 	}
-	r = result(t, checkStore(t, s, CheckOptions{Repair: true}), "oci-layout")
+	r = healthtest.Find(t, checkStore(t, s, health.Options{Repair: true}), "oci-layout")
 	if !r.Repaired {
 		t.Errorf("oci-layout not repaired: %+v", r)
 	}
-	allOK(t, checkStore(t, s, CheckOptions{}))
+	healthtest.AllOK(t, checkStore(t, s, health.Options{}))
 
 	os.WriteFile(filepath.Join(s.Dir, "index.json"), []byte("{"), 0o644)
-	r = result(t, checkStore(t, s, CheckOptions{Repair: true}), "index.json")
-	if r.Status != CheckFail || !strings.Contains(r.Cause, "corrupt") || !strings.Contains(r.Fix, "move index.json aside") {
+	r = healthtest.Find(t, checkStore(t, s, health.Options{Repair: true}), "index.json")
+	if r.Status != health.Fail || !strings.Contains(r.Cause, "corrupt") || !strings.Contains(r.Fix, "move index.json aside") {
 		t.Errorf("index.json: %+v", r)
 	}
 }
@@ -258,15 +228,15 @@ func TestCheckTempDir(t *testing.T) {
 	other := filepath.Join(tmp, "nexcage-pve-9")
 	os.Mkdir(other, 0o755)
 
-	res := CheckTempDir(tmp, CheckOptions{})
-	r := result(t, res, "leftover nexcage-flatten-123")
-	if r.Status != CheckWarn || !strings.Contains(r.Cause, "temporary directory of an interrupted write (4.0 KiB)") {
+	res := CheckTempDir(tmp, health.Options{})
+	r := healthtest.Find(t, res, "leftover nexcage-flatten-123")
+	if r.Status != health.Warn || !strings.Contains(r.Cause, "temporary directory of an interrupted write (4.0 KiB)") {
 		t.Errorf("spill: %+v", r)
 	}
 	if len(res) != 1 {
-		t.Errorf("more than the spill directory:\n%s", dump(res))
+		t.Errorf("more than the spill directory:\n%s", healthtest.Dump(res))
 	}
-	r = result(t, CheckTempDir(tmp, CheckOptions{Repair: true}), "leftover nexcage-flatten-123")
+	r = healthtest.Find(t, CheckTempDir(tmp, health.Options{Repair: true}), "leftover nexcage-flatten-123")
 	if !r.Repaired {
 		t.Errorf("not repaired: %+v", r)
 	}
@@ -276,5 +246,5 @@ func TestCheckTempDir(t *testing.T) {
 	if _, err := os.Stat(other); err != nil {
 		t.Error("an unrelated directory was removed")
 	}
-	allOK(t, CheckTempDir(tmp, CheckOptions{}))
+	healthtest.AllOK(t, CheckTempDir(tmp, health.Options{}))
 }

@@ -16,6 +16,7 @@ import (
 
 	"github.com/nexcage/nexcage/convert"
 	"github.com/nexcage/nexcage/internal/atomicfile"
+	"github.com/nexcage/nexcage/internal/health"
 	"github.com/nexcage/nexcage/internal/progress"
 	"github.com/nexcage/nexcage/pct"
 	"github.com/nexcage/nexcage/rootfs"
@@ -41,9 +42,7 @@ drops store index entries whose blobs are gone (pulled again on next use).
 Exit status: 0 all ok (also after repairs), 1 any failure, 3 warnings only.`,
 		flags: func(fs *pflag.FlagSet, o *opts) {
 			storeFlag(fs, o)
-			// --repair lives in opts.force: main.go's opts has no field of
-			// its own for it.
-			fs.BoolVar(&o.force, "repair", false, "delete corrupt blobs and leftovers of interrupted writes, drop broken store entries")
+			fs.BoolVar(&o.repair, "repair", false, "delete corrupt blobs and leftovers of interrupted writes, drop broken store entries")
 		},
 		run: runCheck,
 	})
@@ -52,19 +51,8 @@ Exit status: 0 all ok (also after repairs), 1 any failure, 3 warnings only.`,
 // Exit status of check when something warned but nothing failed.
 const exitWarnings = 3
 
-// checkResult is one check's outcome: rootfs.CheckResult,
-// convert.CheckResult and pct.CheckResult have this exact shape.
-type checkResult struct {
-	Status   string `json:"status"`
-	Check    string `json:"check"`
-	Target   string `json:"target"`
-	Cause    string `json:"cause"`
-	Fix      string `json:"fix"`
-	Repaired bool   `json:"repaired"`
-}
-
-// line renders a result: "STATUS  TARGET: CHECK[: CAUSE; FIX]".
-func (r checkResult) line() string {
+// checkLine renders a result: "STATUS  TARGET: CHECK[: CAUSE; FIX]".
+func checkLine(r health.Result) string {
 	s := fmt.Sprintf("%-4s  %s: %s", r.Status, r.Target, r.Check)
 	if r.Cause == "" && r.Fix == "" {
 		return s
@@ -81,11 +69,11 @@ func (r checkResult) line() string {
 
 // checkReport is check's result object (--json).
 type checkReport struct {
-	OK         bool          `json:"ok"`
-	Status     string        `json:"status"` // the worst status
-	ExitStatus int           `json:"exit_status"`
-	Repaired   int           `json:"repaired"`
-	Checks     []checkResult `json:"checks"`
+	OK         bool            `json:"ok"`
+	Status     string          `json:"status"` // the worst status
+	ExitStatus int             `json:"exit_status"`
+	Repaired   int             `json:"repaired"`
+	Checks     []health.Result `json:"checks"`
 }
 
 // checkOutcome is returned when not every check is ok: the report is
@@ -102,8 +90,8 @@ func (c *checkOutcome) Unwrap() error   { return c.failedWith }
 
 func runCheck(ctx context.Context, e *env, args []string) (any, error) {
 	open := &openFiles{}
-	repair := e.force
-	var results []checkResult
+	repair := e.repair
+	var results []health.Result
 	if len(args) == 0 {
 		args = []string{"host"}
 	}
@@ -116,20 +104,20 @@ func runCheck(ctx context.Context, e *env, args []string) (any, error) {
 		for _, r := range rs {
 			results = append(results, r)
 			if !e.json {
-				fmt.Fprintln(e.stdout, r.line())
+				fmt.Fprintln(e.stdout, checkLine(r))
 			}
 		}
 	}
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	rep := checkReport{OK: true, Status: rootfs.CheckOK, Checks: results}
+	rep := checkReport{OK: true, Status: health.OK, Checks: results}
 	fails, warns := 0, 0
 	for _, r := range results {
 		switch r.Status {
-		case rootfs.CheckFail:
+		case health.Fail:
 			fails++
-		case rootfs.CheckWarn:
+		case health.Warn:
 			warns++
 		}
 		if r.Repaired {
@@ -138,10 +126,10 @@ func runCheck(ctx context.Context, e *env, args []string) (any, error) {
 	}
 	switch {
 	case fails > 0:
-		rep.OK, rep.Status, rep.ExitStatus = false, rootfs.CheckFail, exitFailure
+		rep.OK, rep.Status, rep.ExitStatus = false, health.Fail, exitFailure
 		return nil, &checkOutcome{exitFailure, &failedWith{result: rep, err: fmt.Errorf("%d check(s) failed, %d warned", fails, warns)}}
 	case warns > 0:
-		rep.OK, rep.Status, rep.ExitStatus = false, rootfs.CheckWarn, exitWarnings
+		rep.OK, rep.Status, rep.ExitStatus = false, health.Warn, exitWarnings
 		return nil, &checkOutcome{exitWarnings, &failedWith{result: rep, err: fmt.Errorf("%d check(s) warned", warns)}}
 	}
 	if e.json {
@@ -151,8 +139,8 @@ func runCheck(ctx context.Context, e *env, args []string) (any, error) {
 }
 
 // checkTarget works out what arg is and checks it.
-func checkTarget(ctx context.Context, e *env, arg string, repair bool, inUse func(string) bool) ([]checkResult, error) {
-	copts := convert.CheckOptions{Repair: repair, InUse: inUse}
+func checkTarget(ctx context.Context, e *env, arg string, repair bool, inUse func(string) bool) ([]health.Result, error) {
+	copts := health.Options{Repair: repair, InUse: inUse}
 	switch arg {
 	case "host":
 		return checkHost(ctx, e, repair, inUse)
@@ -164,8 +152,7 @@ func checkTarget(ctx context.Context, e *env, arg string, repair bool, inUse fun
 		return checkStore(ctx, dir, repair, inUse)
 	}
 	if _, ok := convert.CompressionFromName(arg); ok {
-		res, err := convert.CheckTemplate(ctx, arg, copts)
-		return fromConvert(res), err
+		return convert.CheckTemplate(ctx, arg, copts)
 	}
 	// A bare word naming one of the cluster's storages is that storage
 	// (write ./NAME for a directory of that name).
@@ -174,8 +161,7 @@ func checkTarget(ctx context.Context, e *env, arg string, repair bool, inUse fun
 		h := pct.NewHost()
 		ids, err := h.StorageIDs(ctx)
 		if err == nil && contains(ids, arg) {
-			res, err := h.CheckStorage(ctx, arg, pct.CheckOptions{Repair: repair, InUse: inUse})
-			return fromPct(res), err
+			return h.CheckStorage(ctx, arg, copts)
 		}
 		storagesErr = err
 	}
@@ -186,31 +172,28 @@ func checkTarget(ctx context.Context, e *env, arg string, repair bool, inUse fun
 		if storagesErr != nil {
 			cause += ", and it cannot be a Proxmox storage id either: listing the storages failed: " + storagesErr.Error()
 		}
-		out := []checkResult{{Status: rootfs.CheckFail, Check: "target", Target: arg, Cause: cause,
+		out := []health.Result{{Status: health.Fail, Check: "target", Target: arg, Cause: cause,
 			Fix: "give a template, a bundle, a store (or \"store\"), a directory or a Proxmox storage id"}}
 		// A killed writer may have left temporaries of it beside it.
-		for _, r := range fromConvert(convert.CheckLeftovers(arg, arg, copts)) {
-			if r.Status != rootfs.CheckOK || r.Repaired {
+		for _, r := range convert.CheckLeftovers(arg, arg, copts) {
+			if r.Status != health.OK || r.Repaired {
 				out = append(out, r)
 			}
 		}
 		return out, nil
 	case err != nil:
-		return []checkResult{{Status: rootfs.CheckFail, Check: "target", Target: arg, Cause: err.Error(), Fix: "check the path and its permissions"}}, nil
+		return []health.Result{{Status: health.Fail, Check: "target", Target: arg, Cause: err.Error(), Fix: "check the path and its permissions"}}, nil
 	case !fi.IsDir() && filepath.Base(arg) == "config.json":
-		res, err := convert.CheckBundle(ctx, arg, copts)
-		return fromConvert(res), err
+		return convert.CheckBundle(ctx, arg, copts)
 	case !fi.IsDir():
-		return []checkResult{{Status: rootfs.CheckFail, Check: "target", Target: arg, Cause: arg + " is not a template, a bundle, a store or a directory",
+		return []health.Result{{Status: health.Fail, Check: "target", Target: arg, Cause: arg + " is not a template, a bundle, a store or a directory",
 			Fix: "templates end in .tar.zst, .tar.gz or .tar.xz"}}, nil
 	case exists(filepath.Join(arg, "config.json")):
-		res, err := convert.CheckBundle(ctx, arg, copts)
-		return fromConvert(res), err
+		return convert.CheckBundle(ctx, arg, copts)
 	case exists(filepath.Join(arg, "oci-layout")) && exists(filepath.Join(arg, "index.json")):
 		return checkStore(ctx, arg, repair, inUse)
 	}
-	res, err := convert.CheckDir(ctx, arg, copts)
-	return fromConvert(res), err
+	return convert.CheckDir(ctx, arg, copts)
 }
 
 func exists(p string) bool {
@@ -239,45 +222,20 @@ func storeDir(e *env) (string, error) {
 }
 
 // checkStore checks a store without creating one where there is none.
-func checkStore(ctx context.Context, dir string, repair bool, inUse func(string) bool) ([]checkResult, error) {
+func checkStore(ctx context.Context, dir string, repair bool, inUse func(string) bool) ([]health.Result, error) {
 	abs, err := filepath.Abs(dir)
 	if err != nil {
 		return nil, err
 	}
-	res, err := (&rootfs.Store{Dir: abs}).Check(ctx, rootfs.CheckOptions{Repair: repair, InUse: inUse})
-	return fromRootfs(res), err
-}
-
-func fromRootfs(in []rootfs.CheckResult) []checkResult {
-	out := make([]checkResult, len(in))
-	for i, r := range in {
-		out[i] = checkResult(r)
-	}
-	return out
-}
-
-func fromConvert(in []convert.CheckResult) []checkResult {
-	out := make([]checkResult, len(in))
-	for i, r := range in {
-		out[i] = checkResult(r)
-	}
-	return out
-}
-
-func fromPct(in []pct.CheckResult) []checkResult {
-	out := make([]checkResult, len(in))
-	for i, r := range in {
-		out[i] = checkResult(r)
-	}
-	return out
+	return (&rootfs.Store{Dir: abs}).Check(ctx, health.Options{Repair: repair, InUse: inUse})
 }
 
 // checkHost checks this machine: root, PVE (pct's checks), and the
 // directories every stage writes to against the largest stored image.
-func checkHost(ctx context.Context, e *env, repair bool, inUse func(string) bool) ([]checkResult, error) {
+func checkHost(ctx context.Context, e *env, repair bool, inUse func(string) bool) ([]health.Result, error) {
 	pve := pct.IsPVEHost()
-	out := []checkResult{rootLine(pve)}
-	out = append(out, fromPct(pct.NewHost().CheckHost(ctx, pct.HostPaths{}))...)
+	out := []health.Result{rootLine(pve)}
+	out = append(out, pct.NewHost().CheckHost(ctx, pct.HostPaths{})...)
 
 	store, err := storeDir(e)
 	if err != nil {
@@ -299,18 +257,18 @@ func checkHost(ctx context.Context, e *env, repair bool, inUse func(string) bool
 		dirLine("temporary directory "+tmp, tmp, 3*largest, "build's spill of its uncompressed layers", "TMPDIR"),
 		dirLine("template directory "+templates, templates, largest, "a template of it", "NEXCAGE_TEMPLATES or -o"),
 	)
-	out = append(out, fromRootfs(rootfs.CheckTempDir(tmp, rootfs.CheckOptions{Repair: repair, InUse: inUse}))...)
+	out = append(out, rootfs.CheckTempDir(tmp, health.Options{Repair: repair, InUse: inUse})...)
 	return out, ctx.Err()
 }
 
-func rootLine(pve bool) checkResult {
-	r := checkResult{Status: rootfs.CheckOK, Target: "host"}
+func rootLine(pve bool) health.Result {
+	r := health.Result{Status: health.OK, Target: "host"}
 	uid := os.Geteuid()
 	switch {
 	case uid == 0:
 		r.Check = "running as root: every stage available"
 	case pve:
-		r.Status, r.Check = rootfs.CheckWarn, fmt.Sprintf("running as uid %d", uid)
+		r.Status, r.Check = health.Warn, fmt.Sprintf("running as uid %d", uid)
 		r.Cause = "PVE's tools refuse to run without root: deploy, create, list --containers and storage checks are unavailable; unpack is rootless"
 		r.Fix = "run nexcage as root on the Proxmox host"
 	default:
@@ -326,8 +284,8 @@ const (
 
 // dirLine checks that dir (or, while it does not exist, the directory it
 // will be created in) is writable and has room for need bytes.
-func dirLine(label, dir string, need int64, forWhat, setting string) checkResult {
-	r := checkResult{Status: rootfs.CheckOK, Target: "host", Check: label}
+func dirLine(label, dir string, need int64, forWhat, setting string) health.Result {
+	r := health.Result{Status: health.OK, Target: "host", Check: label}
 	at, note := dir, ""
 	for {
 		if _, err := os.Stat(at); err == nil || filepath.Dir(at) == at {
@@ -336,10 +294,10 @@ func dirLine(label, dir string, need int64, forWhat, setting string) checkResult
 		at, note = filepath.Dir(at), " (not there yet: measured at "+filepath.Dir(at)+")"
 	}
 	var problems []string
-	worst := rootfs.CheckOK
+	worst := health.OK
 	bad := func(status, msg string) {
 		problems = append(problems, msg)
-		if status == rootfs.CheckFail || worst == rootfs.CheckOK {
+		if status == health.Fail || worst == health.OK {
 			worst = status
 		}
 	}
@@ -348,25 +306,25 @@ func dirLine(label, dir string, need int64, forWhat, setting string) checkResult
 		if errors.As(err, &pe) {
 			err = pe.Err
 		}
-		bad(rootfs.CheckFail, "not writable: "+err.Error())
+		bad(health.Fail, "not writable: "+err.Error())
 	} else {
 		f.Abort()
 	}
 	var st syscall.Statfs_t
 	if err := syscall.Statfs(at, &st); err != nil {
-		bad(rootfs.CheckFail, "cannot read the file system's free space: "+err.Error())
+		bad(health.Fail, "cannot read the file system's free space: "+err.Error())
 	} else {
 		free := int64(st.Bavail) * st.Bsize
 		switch {
 		case free < need:
-			bad(rootfs.CheckFail, fmt.Sprintf("%s free, but %s needs about %s", progress.HumanBytes(free), forWhat, progress.HumanBytes(need)))
+			bad(health.Fail, fmt.Sprintf("%s free, but %s needs about %s", progress.HumanBytes(free), forWhat, progress.HumanBytes(need)))
 		case free < minFree:
-			bad(rootfs.CheckWarn, fmt.Sprintf("only %s free", progress.HumanBytes(free)))
+			bad(health.Warn, fmt.Sprintf("only %s free", progress.HumanBytes(free)))
 		}
 		if st.Files > 0 && st.Ffree < minInodes {
-			status := rootfs.CheckWarn
+			status := health.Warn
 			if st.Ffree == 0 {
-				status = rootfs.CheckFail
+				status = health.Fail
 			}
 			bad(status, fmt.Sprintf("only %d inodes free (an unpacked image needs one per file)", st.Ffree))
 		}

@@ -53,6 +53,7 @@ type opts struct {
 	insecure     bool
 	timeout      string
 	force        bool
+	repair       bool // check --repair
 	pull         string
 	verbose      bool
 	conv         convertFlags
