@@ -31,8 +31,10 @@ type File struct {
 
 // writebackChunk is how much is written before its writeback starts: a
 // large file then goes to disk while it is being written, and Commit's
-// fsync waits for the last chunk only, not for the whole file.
-const writebackChunk = 8 << 20
+// fsync waits for the last chunk only, not for the whole file. At 8 MiB
+// the template's fsync still took 60 ms at the end of a build (one chunk
+// at this disk's speed); sync_file_range per MiB costs nothing to speak of.
+const writebackChunk = 1 << 20
 
 // Write writes p, starting the writeback of each full chunk.
 func (f *File) Write(p []byte) (int, error) {
