@@ -186,6 +186,30 @@ func (w *FileWriter) Write(b []byte) (int, error) {
 	return n, nil
 }
 
+// ReadFrom reads content straight into the frame buffers, saving the copy
+// through an intermediate buffer that io.Copy would make.
+func (w *FileWriter) ReadFrom(r io.Reader) (int64, error) {
+	var total int64
+	for {
+		if w.buf == nil {
+			w.p.tokens <- struct{}{}
+			w.buf = Buffer()
+		}
+		n, err := r.Read(w.buf[len(w.buf):FrameSize])
+		w.buf = w.buf[:len(w.buf)+n]
+		total += int64(n)
+		if len(w.buf) == FrameSize {
+			w.submit()
+		}
+		if err == io.EOF {
+			return total, nil
+		}
+		if err != nil {
+			return total, err
+		}
+	}
+}
+
 // Close submits the last partial frame and returns where the frames will
 // be; they are complete once Precompressor.Wait returns without error.
 func (w *FileWriter) Close() *tartree.Compressed {
