@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"github.com/nexcage/nexcage/internal/tartree"
+	"github.com/nexcage/nexcage/internal/xattrs"
 	"io"
 	"io/fs"
 	"os"
@@ -115,11 +116,11 @@ func nodeFromDisk(p string, ids IDMap) (*tartree.Node, error) {
 	default:
 		return nil, nil
 	}
-	xattrs, err := readXattrs(p)
+	attrs, err := xattrs.Read(p, func(name string) bool { return keepXattr(name) || name == rootlesscontainers.Keyname })
 	if err != nil {
 		return nil, err
 	}
-	for k, v := range xattrs {
+	for k, v := range attrs {
 		if k == rootlesscontainers.Keyname && ids.Rootless {
 			var res rootlesscontainers.Resource
 			if err := proto.Unmarshal([]byte(v), &res); err != nil {
@@ -161,36 +162,4 @@ func openForRead(p string) (io.ReadCloser, error) {
 	f, err = os.Open(p)
 	os.Chmod(p, fi.Mode()&(fs.ModePerm|fs.ModeSetuid|fs.ModeSetgid|fs.ModeSticky))
 	return f, err
-}
-
-func readXattrs(p string) (map[string]string, error) {
-	size, err := unix.Llistxattr(p, nil)
-	if errors.Is(err, unix.ENOTSUP) || size == 0 {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("list xattrs: %w", err)
-	}
-	buf := make([]byte, size)
-	size, err = unix.Llistxattr(p, buf)
-	if err != nil {
-		return nil, fmt.Errorf("list xattrs: %w", err)
-	}
-	out := map[string]string{}
-	for _, name := range strings.Split(string(buf[:size]), "\x00") {
-		if name == "" || !(keepXattr(name) || name == rootlesscontainers.Keyname) {
-			continue
-		}
-		vsize, err := unix.Lgetxattr(p, name, nil)
-		if err != nil {
-			return nil, fmt.Errorf("read xattr %s: %w", name, err)
-		}
-		val := make([]byte, vsize)
-		vsize, err = unix.Lgetxattr(p, name, val)
-		if err != nil {
-			return nil, fmt.Errorf("read xattr %s: %w", name, err)
-		}
-		out[name] = string(val[:vsize])
-	}
-	return out, nil
 }

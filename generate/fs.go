@@ -206,45 +206,6 @@ func (w *writer) warnings() []string {
 // exists and --force was not given.
 var ErrBundleExists = errors.New("bundle exists")
 
-// readXattrs returns the xattrs of p that keep says to keep.
-func readXattrs(p string, keep func(string) bool) (map[string]string, error) {
-	size, err := unix.Llistxattr(p, nil)
-	if errors.Is(err, unix.ENOTSUP) || size == 0 {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("list xattrs: %w", err)
-	}
-	buf := make([]byte, size)
-	size, err = unix.Llistxattr(p, buf)
-	if err != nil {
-		return nil, fmt.Errorf("list xattrs: %w", err)
-	}
-	var out map[string]string
-	for _, name := range strings.Split(string(buf[:size]), "\x00") {
-		if name == "" || !keep(name) {
-			continue
-		}
-		vsize, err := unix.Lgetxattr(p, name, nil)
-		if errors.Is(err, unix.ENODATA) {
-			continue
-		}
-		if err != nil {
-			return nil, fmt.Errorf("read xattr %s: %w", name, err)
-		}
-		val := make([]byte, vsize)
-		vsize, err = unix.Lgetxattr(p, name, val)
-		if err != nil {
-			return nil, fmt.Errorf("read xattr %s: %w", name, err)
-		}
-		if out == nil {
-			out = map[string]string{}
-		}
-		out[name] = string(val[:vsize])
-	}
-	return out, nil
-}
-
 // resolveIn follows rel inside root the way the container sees it:
 // absolute symlink targets start at root and ".." stops at root. It
 // returns the resolved slash path ("." for root) or "" when the path does

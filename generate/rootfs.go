@@ -14,6 +14,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/nexcage/nexcage/internal/progress"
+	"github.com/nexcage/nexcage/internal/xattrs"
 )
 
 // copyTree copies the directory src into w.root with every attribute a
@@ -55,11 +56,11 @@ func (w *writer) copyTree(ctx context.Context, src string, rep progress.Reporter
 		if w.rootless {
 			keep = func(n string) bool { return keepXattr(n) || n == rootlesscontainers.Keyname }
 		}
-		xattrs, err := readXattrs(p, keep)
+		attrs, err := xattrs.Read(p, keep)
 		if err != nil {
 			return fmt.Errorf("%s: %w", p, err)
 		}
-		m.xattrs = xattrs
+		m.xattrs = attrs
 		if w.rootless {
 			// The caller's ids stand for root; an owner recorded by an
 			// earlier rootless unpack is the real one.
@@ -69,7 +70,7 @@ func (w *writer) copyTree(ctx context.Context, src string, rep progress.Reporter
 			if m.gid == gid {
 				m.gid = 0
 			}
-			if v, ok := xattrs[rootlesscontainers.Keyname]; ok {
+			if v, ok := attrs[rootlesscontainers.Keyname]; ok {
 				var res rootlesscontainers.Resource
 				if proto.Unmarshal([]byte(v), &res) == nil {
 					if res.Uid != rootlesscontainers.NoopID {
