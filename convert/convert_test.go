@@ -7,8 +7,6 @@ import (
 	"encoding/json"
 	"errors"
 	"flag"
-	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -17,10 +15,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/klauspost/compress/zstd"
 	rspec "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/nexcage/nexcage/convert"
+	"github.com/nexcage/nexcage/internal/testbundle"
 	"github.com/nexcage/nexcage/internal/testenv"
 	"github.com/nexcage/nexcage/lxc"
 )
@@ -58,7 +56,7 @@ func TestSourceDateEpochClampsMtimes(t *testing.T) {
 	epoch := time.Unix(1700000000, 0)
 	res := convertTo(t, b, t.TempDir(), convert.Options{SourceDateEpoch: epoch})
 	later := 0
-	for _, h := range members(t, res.Template) {
+	for _, h := range testbundle.Members(t, res.Template) {
 		if h.ModTime.After(epoch) {
 			t.Fatalf("%s has mtime %s, after SOURCE_DATE_EPOCH", h.Name, h.ModTime)
 		}
@@ -82,7 +80,7 @@ func TestTemplateFormat(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			b := unpack(t, corpusCase(t, name), false)
 			res := convertTo(t, b, t.TempDir(), convert.Options{})
-			hdrs := members(t, res.Template)
+			hdrs := testbundle.Members(t, res.Template)
 			if hdrs[0].Name != "./" || hdrs[0].Typeflag != tar.TypeDir {
 				t.Fatalf("first member %q, want ./", hdrs[0].Name)
 			}
@@ -151,32 +149,6 @@ func parentOf(name string) string {
 		return "./"
 	}
 	return n[:i+1]
-}
-
-func members(t testing.TB, template string) []*tar.Header {
-	t.Helper()
-	f, err := os.Open(template)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	zr, err := zstd.NewReader(f)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer zr.Close()
-	tr := tar.NewReader(zr)
-	var out []*tar.Header
-	for {
-		h, err := tr.Next()
-		if err == io.EOF {
-			return out
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		out = append(out, h)
-	}
 }
 
 // TestRootlessBundleGivesTheSameTemplate: owners restored from
@@ -375,7 +347,7 @@ func TestHighIDsNeedAChoice(t *testing.T) {
 		t.Error("a --privileged template is not marked privileged-only")
 	}
 	squashed := convertTo(t, b, t.TempDir(), convert.Options{SquashHighIDs: true})
-	for _, h := range members(t, squashed.Template) {
+	for _, h := range testbundle.Members(t, squashed.Template) {
 		if h.Uid > 65535 || h.Gid > 65535 {
 			t.Errorf("%s kept id %d:%d", h.Name, h.Uid, h.Gid)
 		}
@@ -403,8 +375,4 @@ func TestFailedConvertKeepsTheOldTemplate(t *testing.T) {
 	if got := entries(t, out); len(got) != 3 {
 		t.Fatalf("output dir holds %v, want only the template and its two sidecars", got)
 	}
-}
-
-func describe(h *tar.Header) string {
-	return fmt.Sprintf("%s type=%c mode=%o %d:%d size=%d mtime=%d link=%q pax=%v", h.Name, h.Typeflag, h.Mode, h.Uid, h.Gid, h.Size, h.ModTime.UnixNano(), h.Linkname, h.PAXRecords)
 }

@@ -4,12 +4,12 @@ import (
 	"archive/tar"
 	"bytes"
 	"context"
-	"os"
 	"path/filepath"
 	"testing"
 
 	"github.com/nexcage/nexcage/convert"
 	"github.com/nexcage/nexcage/internal/tartree"
+	"github.com/nexcage/nexcage/internal/testbundle"
 	"github.com/nexcage/nexcage/internal/testenv"
 	"github.com/nexcage/nexcage/internal/testimage"
 	"github.com/nexcage/nexcage/internal/zframe"
@@ -49,7 +49,7 @@ func TestStreamingEqualsStaged(t *testing.T) {
 				}
 				if !bytes.Equal(readFile(t, streamed.Template), readFile(t, staged.Template)) {
 					t.Errorf("precompress level %d:", level)
-					diffMembers(t, staged.Template, streamed.Template)
+					testbundle.DiffMembers(t, staged.Template, streamed.Template)
 				}
 				if a, b := normalise(string(readFile(t, staged.Config))), normalise(string(readFile(t, streamed.Config))); a != b {
 					t.Errorf("conf differs:\nstaged:\n%s\nstreamed:\n%s", a, b)
@@ -88,30 +88,4 @@ func checkPrecompressed(t *testing.T, c testimage.Case, tree *tartree.Tree) {
 	if c.Name == "large-files" && framed == 0 {
 		t.Error("no file was compressed ahead: the test proves nothing")
 	}
-}
-
-// diffMembers reports the first members where two templates differ.
-func diffMembers(t *testing.T, want, got string) {
-	t.Helper()
-	a, b := members(t, want), members(t, got)
-	shown := 0
-	for i := 0; i < len(a) || i < len(b); i++ {
-		var x, y string
-		if i < len(a) {
-			x = describe(a[i])
-		}
-		if i < len(b) {
-			y = describe(b[i])
-		}
-		if x != y {
-			t.Errorf("member %d: staged %s\n            streamed %s", i, x, y)
-			if shown++; shown > 8 {
-				break
-			}
-		}
-	}
-	if shown == 0 {
-		t.Error("templates differ in content bytes")
-	}
-	os.Stderr.Sync()
 }

@@ -1,11 +1,9 @@
 package generate_test
 
 import (
-	"archive/tar"
 	"bytes"
 	"context"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -13,7 +11,6 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/klauspost/compress/zstd"
 	"github.com/xeipuuv/gojsonschema"
 
 	"github.com/nexcage/nexcage/convert"
@@ -106,71 +103,13 @@ func sameTemplate(t *testing.T, want, got *convert.Result) {
 		t.Errorf("template names differ: %s, want %s", filepath.Base(got.Template), filepath.Base(want.Template))
 	}
 	if !bytes.Equal(readFile(t, want.Template), readFile(t, got.Template)) {
-		diffMembers(t, want.Template, got.Template)
+		testbundle.DiffMembers(t, want.Template, got.Template)
 	}
 	for _, f := range [][2]string{{want.Config, got.Config}, {want.Manifest, got.Manifest}} {
 		a, b := string(readFile(t, f[0])), string(readFile(t, f[1]))
 		if a != b {
 			t.Errorf("%s differs:\nwant:\n%s\ngot:\n%s", filepath.Base(f[0]), a, b)
 		}
-	}
-}
-
-func members(t testing.TB, template string) []*tar.Header {
-	t.Helper()
-	f, err := os.Open(template)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	var r io.Reader = f
-	if strings.HasSuffix(template, ".tar.zst") {
-		zr, err := zstd.NewReader(f)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer zr.Close()
-		r = zr
-	}
-	tr := tar.NewReader(r)
-	var out []*tar.Header
-	for {
-		h, err := tr.Next()
-		if err == io.EOF {
-			return out
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		out = append(out, h)
-	}
-}
-
-func describe(h *tar.Header) string {
-	return fmt.Sprintf("%s type=%c mode=%o %d:%d size=%d mtime=%d link=%q pax=%v", h.Name, h.Typeflag, h.Mode, h.Uid, h.Gid, h.Size, h.ModTime.UnixNano(), h.Linkname, h.PAXRecords)
-}
-
-func diffMembers(t *testing.T, want, got string) {
-	t.Helper()
-	a, b := members(t, want), members(t, got)
-	shown := 0
-	for i := 0; i < len(a) || i < len(b); i++ {
-		var x, y string
-		if i < len(a) {
-			x = describe(a[i])
-		}
-		if i < len(b) {
-			y = describe(b[i])
-		}
-		if x != y {
-			t.Errorf("member %d:\n  want %s\n  got  %s", i, x, y)
-			if shown++; shown > 8 {
-				break
-			}
-		}
-	}
-	if shown == 0 {
-		t.Error("templates differ in content bytes")
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 
 	"github.com/nexcage/nexcage/convert"
 	"github.com/nexcage/nexcage/generate"
+	"github.com/nexcage/nexcage/internal/testbundle"
 	"github.com/nexcage/nexcage/internal/testenv"
 )
 
@@ -101,7 +102,7 @@ func TestTemplateWithoutManifest(t *testing.T) {
 	}
 	again := convertBundle(t, bundle, opts)
 	if again.Metadata.Template.SHA256 != built.Metadata.Template.SHA256 {
-		diffMembers(t, built.Template, again.Template)
+		testbundle.DiffMembers(t, built.Template, again.Template)
 	}
 	conf := string(readFile(t, again.Config))
 	for _, line := range []string{"entrypoint: /app/run.sh sleep infinity", "lxc.init.cwd: /app", "lxc.init.uid: 1000", "lxc.environment.runtime: GREETING=hello world", "lxc.signal.halt: SIGTERM"} {
@@ -125,7 +126,7 @@ func TestTemplateWithoutSidecars(t *testing.T) {
 	validateConfig(t, filepath.Join(bundle, "config.json"))
 	again := convertBundle(t, bundle, convert.Options{Name: "alpine", ToolVersion: "test"})
 	if again.Metadata.Template.SHA256 != built.Metadata.Template.SHA256 {
-		diffMembers(t, built.Template, again.Template)
+		testbundle.DiffMembers(t, built.Template, again.Template)
 	}
 	if conf := string(readFile(t, again.Config)); !strings.Contains(conf, "hostname: box\n") || strings.Contains(conf, "entrypoint") {
 		t.Errorf("the conf of a system container with --hostname box:\n%s", conf)
