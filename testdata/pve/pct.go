@@ -70,18 +70,28 @@ func pctMain(h *Host, args []string) error {
 	}
 }
 
+// parsePositional is parseCLI for a command taking exactly n positional
+// arguments, with PVE's usage errors when there are fewer or more.
+func parsePositional(args []string, s *schema, v version, errs *paramError, usage string, n int) (*cliArgs, error) {
+	a, err := parseCLI(args, s, v, errs)
+	if err != nil {
+		return nil, fmt.Errorf("%v\n%s", err, usage)
+	}
+	if len(a.pos) < n {
+		return nil, cliError("not enough arguments", usage)
+	}
+	if len(a.pos) > n || len(a.rest) > 0 {
+		return nil, cliError("too many arguments", usage)
+	}
+	return a, nil
+}
+
 // pctVMIDCommand parses "<vmid> [OPTIONS]" and runs fn.
 func pctVMIDCommand(h *Host, args []string, usage string, opts map[string]*param, fn func(int, *cliArgs) error) error {
 	errs := newParamError(usage)
-	a, err := parseCLI(args, &schema{fixed: opts}, h.Version, errs)
+	a, err := parsePositional(args, &schema{fixed: opts}, h.Version, errs, usage, 1)
 	if err != nil {
-		return fmt.Errorf("%v\n%s", err, usage)
-	}
-	if len(a.pos) < 1 {
-		return cliError("not enough arguments", usage)
-	}
-	if len(a.pos) > 1 || len(a.rest) > 0 {
-		return cliError("too many arguments", usage)
+		return err
 	}
 	vmid := parseVMID(errs, a.pos[0], h.Version)
 	if err := errs.orNil(); err != nil {
@@ -93,15 +103,9 @@ func pctVMIDCommand(h *Host, args []string, usage string, opts map[string]*param
 func pctCreate(h *Host, args []string) error {
 	const usage = "pct create <vmid> <ostemplate> [OPTIONS]"
 	errs := newParamError(usage)
-	a, err := parseCLI(args, createSchema(), h.Version, errs)
+	a, err := parsePositional(args, createSchema(), h.Version, errs, usage, 2)
 	if err != nil {
-		return fmt.Errorf("%v\n%s", err, usage)
-	}
-	if len(a.pos) < 2 {
-		return cliError("not enough arguments", usage)
-	}
-	if len(a.pos) > 2 || len(a.rest) > 0 {
-		return cliError("too many arguments", usage)
+		return err
 	}
 	vmid := parseVMID(errs, a.pos[0], h.Version)
 	check(errs, "ostemplate", a.pos[1], &param{typ: tString, maxLength: 255}, h.Version)
@@ -346,15 +350,9 @@ func pctSet(h *Host, args []string) error {
 // setCT runs update_vm for "<vmid> [OPTIONS]" on h.Node.
 func (h *Host) setCT(args []string, usage string) error {
 	errs := newParamError(usage)
-	a, err := parseCLI(args, setSchema(), h.Version, errs)
+	a, err := parsePositional(args, setSchema(), h.Version, errs, usage, 1)
 	if err != nil {
-		return fmt.Errorf("%v\n%s", err, usage)
-	}
-	if len(a.pos) < 1 {
-		return cliError("not enough arguments", usage)
-	}
-	if len(a.pos) > 1 || len(a.rest) > 0 {
-		return cliError("too many arguments", usage)
+		return err
 	}
 	vmid := parseVMID(errs, a.pos[0], h.Version)
 	deletes := splitList(a.opts["delete"])
