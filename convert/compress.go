@@ -123,6 +123,8 @@ type frameWriter struct {
 	// drop is how many more raw bytes to discard: their frames were
 	// queued by reuse.
 	drop int64
+	// reused counts the raw bytes whose frames were compressed ahead.
+	reused int64
 }
 
 func newFrameWriter(w io.Writer, level, workers int) (*frameWriter, error) {
@@ -189,6 +191,7 @@ func (fw *frameWriter) reuse(c *tartree.Compressed, size int64) (bool, error) {
 		fw.pending <- res
 	}
 	fw.drop = size
+	fw.reused += size
 	return true, nil
 }
 

@@ -63,6 +63,10 @@ type Result struct {
 	Config   string   `json:"config"`
 	Manifest string   `json:"manifest"`
 	Metadata Metadata `json:"metadata"`
+	// Precompressed is how many bytes of the archive were compressed
+	// before it was written, while build read the layers (see
+	// internal/zframe); the rest was compressed by the writer.
+	Precompressed int64 `json:"precompressed_bytes,omitempty"`
 }
 
 // Source identifies where a rootfs came from, for the manifest and for
@@ -427,7 +431,11 @@ func (p *plan) write(ctx context.Context, tree *tartree.Tree, rep progress.Repor
 			return nil, err
 		}
 	}
-	return &Result{Template: p.target, Config: base + ".conf", Manifest: base + ".json", Metadata: p.meta}, nil
+	res = &Result{Template: p.target, Config: base + ".conf", Manifest: base + ".json", Metadata: p.meta}
+	if fw, ok := zw.(*frameWriter); ok {
+		res.Precompressed = fw.reused
+	}
+	return res, nil
 }
 
 func (p *plan) writeError(err error) error {

@@ -4,8 +4,13 @@ import (
 	"archive/tar"
 	"bytes"
 	"context"
+	"io"
+	"os"
 	"path/filepath"
 	"testing"
+	"time"
+
+	"github.com/klauspost/compress/zstd"
 
 	"github.com/nexcage/nexcage/convert"
 	"github.com/nexcage/nexcage/internal/tartree"
@@ -88,4 +93,80 @@ func checkPrecompressed(t *testing.T, c testimage.Case, tree *tartree.Tree) {
 	if c.Name == "large-files" && framed == 0 {
 		t.Error("no file was compressed ahead: the test proves nothing")
 	}
+}
+
+// TestRunsReused proves build compresses most of a template while it reads
+// the layers, and that the writer uses a run compressed ahead only where
+// the archive holds exactly its members: with the mtime clamp, and with a
+// clamp the runs were not made for, the template is still the staged one.
+func TestRunsReused(t *testing.T) {
+	testenv.CheckLeaks(t)
+	testenv.RequireRoot(t)
+	var c testimage.Case
+	for _, k := range cases(t) {
+		if k.Name == "runs" {
+			c = k
+		}
+	}
+	s, img := storeCase(t, c)
+	bundle := unpack(t, c, false)
+	clamp := time.Unix(1577836800, 0) // 2020, before most of the case's mtimes
+	for _, v := range []struct {
+		name              string
+		writer, flattener time.Time
+		most              bool // most of the archive must be reused
+	}{
+		{"no clamp", time.Time{}, time.Time{}, true},
+		{"clamp", clamp, clamp, true},
+		{"runs made without the clamp", clamp, time.Time{}, false},
+	} {
+		t.Run(v.name, func(t *testing.T) {
+			opts := convert.Options{Privileged: true, ToolVersion: "test", SourceDateEpoch: v.writer}
+			staged := convertTo(t, bundle, t.TempDir(), opts)
+			f, err := s.Flatten(context.Background(), img, rootfs.FlattenOptions{PrecompressLevel: convert.PrecompressLevel(opts), Clamp: v.flattener})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer f.Close()
+			if len(f.Tree.Runs) < 3 {
+				t.Fatalf("%d runs compressed ahead: the case no longer has the cuts this test needs", len(f.Tree.Runs))
+			}
+			opts.Output = t.TempDir() + "/"
+			streamed, err := convert.Write(context.Background(), f.Tree, f.Spec, opts)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(readFile(t, streamed.Template), readFile(t, staged.Template)) {
+				testbundle.DiffMembers(t, staged.Template, streamed.Template)
+			}
+			archive := tarLength(t, streamed.Template)
+			large := int64(1<<20 + 3 + 509) // d20/f40 and its padding, whose frames are its own
+			t.Logf("%d of %d archive bytes compressed ahead", streamed.Precompressed, archive)
+			switch {
+			case v.most && streamed.Precompressed < archive/2:
+				t.Errorf("%d of %d archive bytes were compressed ahead; want most", streamed.Precompressed, archive)
+			case !v.most && streamed.Precompressed > large:
+				t.Errorf("%d archive bytes were compressed ahead for headers the writer clamps differently; want only the large file's %d", streamed.Precompressed, large)
+			}
+		})
+	}
+}
+
+func tarLength(t *testing.T, template string) int64 {
+	t.Helper()
+	f, err := os.Open(template)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	dec, err := zstd.NewReader(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dec.Close()
+	n, err := io.Copy(io.Discard, dec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
 }

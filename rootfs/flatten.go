@@ -44,6 +44,9 @@ type FlattenOptions struct {
 	// (see internal/zframe) at this level while the layers are read, for a
 	// zstd template writer to reuse.
 	PrecompressLevel int
+	// Clamp is the template's mtime clamp (convert.Options'
+	// SourceDateEpoch), which runs compressed ahead must apply too.
+	Clamp time.Time
 }
 
 // DefaultMaxLayerSize is far above any real layer.
@@ -64,6 +67,7 @@ type Flattened struct {
 	spills  []*os.File
 	maxSize int64
 	pre     *zframe.Precompressor
+	clamp   time.Time
 }
 
 // Close removes the spill files.
@@ -81,8 +85,8 @@ func (f *Flattened) Close() error {
 
 // layerEntry is one tar member with where its content went.
 type layerEntry struct {
-	hdr    tar.Header
-	offset int64 // in the layer's spill file, for regular files
+	hdr tar.Header
+	src tartree.Section // the content of a regular file: spilled, or in a run
 	// compressed is the content's frames, when compressed ahead.
 	compressed *tartree.Compressed
 }
@@ -114,7 +118,7 @@ func (s *Store) Flatten(ctx context.Context, img Image, opts FlattenOptions) (_ 
 	if err != nil {
 		return nil, fmt.Errorf("create a temporary directory for the layers: %w", err)
 	}
-	f := &Flattened{Image: img, dir: dir, spills: make([]*os.File, len(manifest.Layers)), maxSize: opts.MaxLayerSize}
+	f := &Flattened{Image: img, dir: dir, spills: make([]*os.File, len(manifest.Layers)), maxSize: opts.MaxLayerSize, clamp: opts.Clamp}
 	defer func() {
 		if err != nil {
 			f.Close()
@@ -144,23 +148,28 @@ func (s *Store) Flatten(ctx context.Context, img Image, opts FlattenOptions) (_ 
 }
 
 // finish applies the layers' entries in order and derives config.json.
-func (s *Store) finish(ctx context.Context, f *Flattened, entries [][]layerEntry, manifest ispec.Manifest, config ispec.Image) error {
+func (s *Store) finish(ctx context.Context, f *Flattened, layers []layerRead, manifest ispec.Manifest, config ispec.Image) error {
 	if f.pre != nil {
 		if err := f.pre.Wait(); err != nil {
 			return err
 		}
 	}
 	fl := newFlattener()
-	for i, es := range entries {
-		spill := f.spills[i]
-		for _, e := range es {
-			if err := fl.apply(e, spill); err != nil {
+	for i, l := range layers {
+		for _, e := range l.entries {
+			if err := fl.apply(e); err != nil {
 				return fmt.Errorf("flatten %s: layer %d (%s): %w", f.Image.Ref, i+1, manifest.Layers[i].Digest, err)
 			}
 		}
 		fl.endLayer()
 	}
 	f.Tree = fl.tree
+	f.Tree.Runs = map[string][]*tartree.Run{}
+	for _, l := range layers {
+		for p, runs := range l.runs {
+			f.Tree.Runs[p] = append(f.Tree.Runs[p], runs...)
+		}
+	}
 	var err error
 	f.Spec, err = s.runtimeSpec(ctx, f, manifest, config, f.Image)
 	return err
@@ -180,7 +189,7 @@ func (s *Store) PullFlatten(ctx context.Context, ref Ref, popts PullOptions, fop
 	if err != nil {
 		return Image{}, nil, fmt.Errorf("create a temporary directory for the layers: %w", err)
 	}
-	f := &Flattened{dir: dir, maxSize: fopts.MaxLayerSize}
+	f := &Flattened{dir: dir, maxSize: fopts.MaxLayerSize, clamp: fopts.Clamp}
 	if err := f.precompress(fopts.PrecompressLevel); err != nil {
 		f.Close()
 		return Image{}, nil, err
@@ -282,15 +291,22 @@ func (f *Flattened) precompress(level int) error {
 	return err
 }
 
+// layerRead is what reading a layer gives: its entries, to apply in layer
+// order afterwards, and the runs compressed ahead, by first member.
+type layerRead struct {
+	entries []layerEntry
+	runs    map[string][]*tartree.Run
+}
+
 // readLayers decompresses layers in parallel, spilling file contents and
-// collecting headers; entries are applied in layer order afterwards.
-func readLayers(ctx context.Context, f *Flattened, layers []ispec.Descriptor, diffIDs []digest.Digest, open func(context.Context, int) (io.ReadCloser, error), jobs int, rep progress.Reporter) ([][]layerEntry, error) {
+// collecting headers.
+func readLayers(ctx context.Context, f *Flattened, layers []ispec.Descriptor, diffIDs []digest.Digest, open func(context.Context, int) (io.ReadCloser, error), jobs int, rep progress.Reporter) ([]layerRead, error) {
 	if jobs <= 0 {
 		jobs = 2
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	out := make([][]layerEntry, len(layers))
+	out := make([]layerRead, len(layers))
 	errs := make([]error, len(layers))
 	sem := make(chan struct{}, jobs)
 	var wg sync.WaitGroup
@@ -307,10 +323,11 @@ func readLayers(ctx context.Context, f *Flattened, layers []ispec.Descriptor, di
 			defer func() { <-sem }()
 			c := rep.Bytes(fmt.Sprintf("layer %d/%d %s", i+1, len(layers), l.Digest.Encoded()[:12]), l.Size)
 			in, err := open(ctx, i)
-			var es []layerEntry
+			var read layerRead
 			var spill *os.File
 			if err == nil {
-				es, spill, err = readLayer(ctx, in, f.dir, i, l, diffIDs[i], f.maxSize, f.pre, c)
+				sp := newSpeculator(f.pre, f.clamp, i == 0)
+				read, spill, err = readLayer(ctx, in, f.dir, i, l, diffIDs[i], f.maxSize, f.pre, sp, c)
 				in.Close()
 			}
 			f.spills[i] = spill
@@ -321,7 +338,7 @@ func readLayers(ctx context.Context, f *Flattened, layers []ispec.Descriptor, di
 				return
 			}
 			c.Done("read")
-			out[i] = es
+			out[i] = read
 		}()
 	}
 	wg.Wait()
@@ -338,14 +355,21 @@ func readLayers(ctx context.Context, f *Flattened, layers []ispec.Descriptor, di
 	return out, nil
 }
 
-func readLayer(ctx context.Context, blob io.Reader, dir string, i int, d ispec.Descriptor, diffID digest.Digest, limit int64, pre *zframe.Precompressor, c progress.Counter) ([]layerEntry, *os.File, error) {
+func readLayer(ctx context.Context, blob io.Reader, dir string, i int, d ispec.Descriptor, diffID digest.Digest, limit int64, pre *zframe.Precompressor, sp *speculator, c progress.Counter) (layerRead, *os.File, error) {
+	var none layerRead
 	if limit <= 0 {
 		limit = DefaultMaxLayerSize
 	}
 	spill, err := os.Create(filepath.Join(dir, fmt.Sprintf("layer-%d", i)))
 	if err != nil {
-		return nil, nil, err
+		return none, nil, err
 	}
+	// A run left open holds a buffer the other layers may be waiting for.
+	defer func() {
+		if sp != nil {
+			sp.abort()
+		}
+	}()
 	in := io.Reader(&countingReader{r: bufio.NewReaderSize(blob, 256<<10), c: c})
 	var raw io.ReadCloser
 	if strings.HasSuffix(d.MediaType, "+gzip") {
@@ -353,11 +377,11 @@ func readLayer(ctx context.Context, blob io.Reader, dir string, i int, d ispec.D
 		// overlaps with parsing and spilling.
 		zr, err := pgzip.NewReaderN(in, 1<<20, 4)
 		if err != nil {
-			return nil, spill, errkind.Errorf(errCorruptBlob, "the layer is not valid gzip (%v): the stored blob is corrupt; pull the image again", err)
+			return none, spill, errkind.Errorf(errCorruptBlob, "the layer is not valid gzip (%v): the stored blob is corrupt; pull the image again", err)
 		}
 		raw = zr
 	} else if raw, err = decompress(in, d.MediaType); err != nil {
-		return nil, spill, err
+		return none, spill, err
 	}
 	defer raw.Close()
 	digester := digest.SHA256.Digester()
@@ -371,27 +395,37 @@ func readLayer(ctx context.Context, blob io.Reader, dir string, i int, d ispec.D
 	copyBuf := make([]byte, 256<<10)
 	for {
 		if err := ctx.Err(); err != nil {
-			return nil, spill, err
+			return none, spill, err
 		}
 		hdr, err := tr.Next()
 		if err == io.EOF {
 			break
 		}
 		if err != nil {
-			return nil, spill, errkind.Errorf(errCorruptBlob, "the layer is not a valid tar stream (%v): the stored blob is corrupt; pull the image again", err)
+			return none, spill, errkind.Errorf(errCorruptBlob, "the layer is not a valid tar stream (%v): the stored blob is corrupt; pull the image again", err)
 		}
-		if _, err := cleanEntryName(hdr.Name); err != nil {
-			return nil, spill, err
+		clean, err := cleanEntryName(hdr.Name)
+		if err != nil {
+			return none, spill, err
 		}
-		e := layerEntry{hdr: *hdr, offset: offset}
+		e := layerEntry{hdr: *hdr}
+		run, src := sp.member(hdr, clean, tartree.Section{From: spill, Off: offset})
+		e.src = src
 		if hdr.Typeflag == tar.TypeReg || hdr.Typeflag == tar.TypeRegA {
 			e.hdr.Typeflag = tar.TypeReg
-			// A large file compressed ahead is kept only compressed.
+			// A large file compressed ahead is kept only compressed, and
+			// so is one in a run that keeps what it is given.
 			var dst io.Writer = w
 			var frames *zframe.FileWriter
-			if pre != nil && zframe.OwnFrames(hdr.Size) && hdr.Size <= limit-content {
+			spilled := true
+			switch {
+			case pre != nil && zframe.OwnFrames(hdr.Size) && hdr.Size <= limit-content:
 				frames = pre.File(hdr.Size)
-				dst = frames
+				dst, spilled = frames, false
+			case run != nil && run.Holds():
+				dst, spilled = run, false
+			case run != nil:
+				dst = io.MultiWriter(w, run)
 			}
 			n, err := io.CopyBuffer(dst, io.LimitReader(tr, limit-content+1), copyBuf)
 			if frames != nil {
@@ -402,29 +436,32 @@ func readLayer(ctx context.Context, blob io.Reader, dir string, i int, d ispec.D
 				}
 			}
 			if content+n > limit {
-				return nil, spill, errkind.Errorf(ErrTooLarge, "the layer unpacks to more than %s of file content (entry %s claims %d bytes): refusing what looks like a decompression bomb; if the image is genuine, raise the limit with --max-layer-size", progress.HumanBytes(limit), quoteName(hdr.Name), hdr.Size)
+				return none, spill, errkind.Errorf(ErrTooLarge, "the layer unpacks to more than %s of file content (entry %s claims %d bytes): refusing what looks like a decompression bomb; if the image is genuine, raise the limit with --max-layer-size", progress.HumanBytes(limit), quoteName(hdr.Name), hdr.Size)
 			}
 			if err != nil {
-				return nil, spill, errkind.Errorf(errCorruptBlob, "entry %s: %v: the stored blob is corrupt; pull the image again", quoteName(hdr.Name), err)
+				return none, spill, errkind.Errorf(errCorruptBlob, "entry %s: %v: the stored blob is corrupt; pull the image again", quoteName(hdr.Name), err)
 			}
 			e.hdr.Size = n
 			content += n
-			if frames == nil {
+			if run != nil {
+				run.Pad(n)
+			}
+			if spilled {
 				offset += n
 			}
 		}
 		out = append(out, e)
 	}
 	if _, err := io.Copy(io.Discard, io.TeeReader(raw, digester.Hash())); err != nil {
-		return nil, spill, errkind.Errorf(errCorruptBlob, "read the rest of the layer: %v: the stored blob is corrupt; pull the image again", err)
+		return none, spill, errkind.Errorf(errCorruptBlob, "read the rest of the layer: %v: the stored blob is corrupt; pull the image again", err)
 	}
 	if got := digester.Digest(); got != diffID {
-		return nil, spill, errkind.Errorf(ErrDigestMismatch, "the uncompressed layer hashes to %s, but the image config says its diff_id is %s: the stored blob is corrupt; pull the image again", got, diffID)
+		return none, spill, errkind.Errorf(ErrDigestMismatch, "the uncompressed layer hashes to %s, but the image config says its diff_id is %s: the stored blob is corrupt; pull the image again", got, diffID)
 	}
 	if err := w.Flush(); err != nil {
-		return nil, spill, fmt.Errorf("spill layer contents to %s: %w", dir, err)
+		return none, spill, fmt.Errorf("spill layer contents to %s: %w", dir, err)
 	}
-	return out, spill, nil
+	return layerRead{entries: out, runs: sp.finish()}, spill, nil
 }
 
 // runtimeSpec generates config.json as Unpack does, from a minimal rootfs
@@ -471,7 +508,7 @@ func (fl *flattener) endLayer() { fl.upper = map[string]bool{} }
 
 var epoch = time.Unix(0, 0)
 
-func (fl *flattener) apply(e layerEntry, spill *os.File) error {
+func (fl *flattener) apply(e layerEntry) error {
 	hdr := &e.hdr
 	clean, err := cleanEntryName(hdr.Name)
 	if err != nil {
@@ -522,16 +559,18 @@ func (fl *flattener) apply(e layerEntry, spill *os.File) error {
 			return err
 		}
 	case tar.TypeReg:
-		n = fl.node(hdr)
-		off, size := e.offset, hdr.Size
+		n = nodeFor(hdr)
+		src, size := e.src, hdr.Size
 		n.Size = size
-		n.Open = func() (io.ReadCloser, error) { return io.NopCloser(io.NewSectionReader(spill, off, size)), nil }
+		n.Source = src
+		n.Open = func() (io.ReadCloser, error) { return io.NopCloser(io.NewSectionReader(src.From, src.Off, size)), nil }
 		if c := e.compressed; c != nil {
-			n.Open = func() (io.ReadCloser, error) { return zframe.Open(c) }
+			n.Source = tartree.Section{}
+			n.Open = func() (io.ReadCloser, error) { return zframe.Open(c, size) }
 			n.Compressed = c
 		}
 	case tar.TypeDir, tar.TypeSymlink, tar.TypeChar, tar.TypeBlock, tar.TypeFifo:
-		n = fl.node(hdr)
+		n = nodeFor(hdr)
 	default:
 		return fmt.Errorf("entry %s has tar type %q, which no container rootfs uses", quoteName(hdr.Name), hdr.Typeflag)
 	}
@@ -543,8 +582,9 @@ func (fl *flattener) apply(e layerEntry, spill *os.File) error {
 	return nil
 }
 
-// node makes the node a header describes, with the xattrs a template keeps.
-func (fl *flattener) node(hdr *tar.Header) *tartree.Node {
+// nodeFor makes the node a header describes, with the xattrs a template
+// keeps.
+func nodeFor(hdr *tar.Header) *tartree.Node {
 	n := &tartree.Node{
 		Type:     hdr.Typeflag,
 		Mode:     hdr.Mode & 0o7777,

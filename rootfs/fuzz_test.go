@@ -72,7 +72,7 @@ func FuzzFlatten(f *testing.F) {
 		for i, raw := range [][]byte{layer1, layer2} {
 			d := ispec.Descriptor{MediaType: ispec.MediaTypeImageLayer, Digest: digest.FromBytes(raw), Size: int64(len(raw))}
 			// A small limit: sparse entries can claim terabytes.
-			entries, spill, err := readLayer(context.Background(), bytes.NewReader(raw), spillDir, i, d, digest.FromBytes(raw), 1<<20, nil, progress.Discard.Bytes("", 0))
+			read, spill, err := readLayer(context.Background(), bytes.NewReader(raw), spillDir, i, d, digest.FromBytes(raw), 1<<20, nil, nil, progress.Discard.Bytes("", 0))
 			if spill != nil {
 				defer spill.Close()
 			}
@@ -82,8 +82,8 @@ func FuzzFlatten(f *testing.F) {
 				}
 				return
 			}
-			for _, e := range entries {
-				if err := fl.apply(e, spill); err != nil {
+			for _, e := range read.entries {
+				if err := fl.apply(e); err != nil {
 					if err.Error() == "" || (errors.Is(err, ErrHostileLayer) && !strings.Contains(err.Error(), "entry")) {
 						t.Fatalf("unhelpful error %q", err)
 					}

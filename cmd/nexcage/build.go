@@ -143,7 +143,7 @@ func buildOne(ctx context.Context, e *env, store *rootfs.Store, ref rootfs.Ref, 
 	start := time.Now()
 	// A zstd template's large files are compressed while the layers are
 	// still being read, on cores that would otherwise wait for inflate.
-	fopts := rootfs.FlattenOptions{Progress: e.progress, MaxLayerSize: limit, PrecompressLevel: convert.PrecompressLevel(opts)}
+	fopts := rootfs.FlattenOptions{Progress: e.progress, MaxLayerSize: limit, PrecompressLevel: convert.PrecompressLevel(opts), Clamp: opts.SourceDateEpoch}
 	if img, stored, err := store.Find(ref, so.Platform); err == nil && stored && e.pull != "always" {
 		e.progress.Step("using %s (%s) from the store", ref, img.Platform)
 		f, err = store.Flatten(ctx, img, fopts)

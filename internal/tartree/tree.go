@@ -33,6 +33,10 @@ type Node struct {
 	// Compressed, when set, is the content already compressed as the
 	// template writer would compress it (see internal/zframe).
 	Compressed *Compressed
+	// Source is where Open reads the content from, when that is a range of
+	// a file: archive bytes prepared from it ahead of time (a Run) are
+	// reused only for the node whose content is this very range.
+	Source Section
 
 	children map[string]*Node
 }
@@ -48,9 +52,19 @@ type Compressed struct {
 // Extent is a byte range.
 type Extent struct{ Off, Len int64 }
 
+// Section is the content of a regular file stored at Off in From.
+type Section struct {
+	From io.ReaderAt
+	Off  int64
+}
+
 // Tree is a rootfs: the root directory node and everything below it.
 type Tree struct {
 	Root *Node
+	// Runs are stretches of the archive compressed ahead of time, by the
+	// path of their first member (see internal/zframe); the writer uses
+	// one only where the archive turns out to hold exactly its members.
+	Runs map[string][]*Run
 }
 
 // New returns a tree holding only a root directory.

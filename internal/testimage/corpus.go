@@ -4,7 +4,9 @@ import (
 	"archive/tar"
 	"encoding/binary"
 	"fmt"
+	"slices"
 	"strings"
+	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 )
@@ -525,6 +527,12 @@ func Corpus() ([]Case, error) {
 		})
 	}
 
+	runs, err := runsCase()
+	if err != nil {
+		return nil, err
+	}
+	cases = append(cases, runs)
+
 	multi, err := multiarch()
 	if err != nil {
 		return nil, err
@@ -585,6 +593,86 @@ func multiarch() (v1.ImageIndex, error) {
 		}
 	}
 	return imageIndex(images, platforms), nil
+}
+
+// runsCase is a lowest layer as image builders write them: the root
+// first, every member in archive order, thousands of small files with a
+// large one, links and symlinks among them, so that a zstd template has
+// many cuts between runs (see internal/zframe). An upper layer touches a
+// few places: the runs there must be compressed again, the others reused.
+func runsCase() (Case, error) {
+	lower := []Entry{Dir("./", 0o755)}
+	lower = append(lower, baseEntries()[:5]...) // bin/ and etc/, before the d* directories
+	var expect []Expect
+	for d := range 40 {
+		dir := fmt.Sprintf("d%02d/", d)
+		lower = append(lower, Dir(dir, 0o755))
+		for f := range 80 {
+			name := fmt.Sprintf("%sf%02d", dir, f)
+			switch {
+			case d == 20 && f == 40:
+				lower = append(lower, File(name, 0o644, largeBody(d, 1<<20+3)))
+			case f == 70:
+				lower = append(lower, Hardlink(name, dir+"f01"))
+			case f == 75:
+				lower = append(lower, Symlink(name, "f02"))
+			default:
+				e := File(name, 0o644, largeBody(d*100+f, 100+(d*131+f*977)%6000))
+				e.Hdr.ModTime = runsMtime // for a clamp to change
+				lower = append(lower, e)
+			}
+		}
+	}
+	// A /dev, which a template must have: the writer adds none.
+	lower = append(lower, Dir("dev/", 0o755))
+	lower = append(lower, baseEntries()[5:]...)
+	// Archive order: bytewise, '/' before any other byte.
+	key := func(e Entry) string { return strings.ReplaceAll(strings.TrimSuffix(e.Hdr.Name, "/"), "/", "\x00") }
+	slices.SortStableFunc(lower[1:], func(a, b Entry) int { return strings.Compare(key(a), key(b)) })
+	sameHeader := File("d18/f06", 0o644, strings.Repeat("y", 100+(18*131+6*977)%6000))
+	sameHeader.Hdr.ModTime = runsMtime
+	// Every change but one falls between the same two cuts (d02/f79 and
+	// d15/f17, see zframe.CutBefore), so the runs elsewhere hold. The
+	// other, alone between d17/f46 and d20/f40, changes only a content.
+	upper := []Entry{
+		Dir("d10/", 0o750), // new metadata for a directory
+		File("d10/f05", 0o600, "replaced by the upper layer\n"),
+		Dir("d11/new/", 0o755),
+		File("d11/new/added", 0o644, "added by the upper layer\n"),
+		Whiteout("d12/f10"),
+		Hardlink("d13/link-to-lower", "d13/f03"),
+		sameHeader,
+	}
+	img, err := Image([]v1.Layer{mustLayer(lower), mustLayer(upper)}, caseConfig("runs"), hostPlatform, false)
+	if err != nil {
+		return Case{}, fmt.Errorf("testimage: case runs: %w", err)
+	}
+	expect = append(expect,
+		Expect{Path: "d10", Type: tar.TypeDir, Mode: 0o750},
+		Expect{Path: "d10/f05", Type: tar.TypeReg, Body: "replaced by the upper layer\n", Mode: 0o600},
+		Expect{Path: "d18/f06", Type: tar.TypeReg, Body: string(sameHeader.Body)},
+		Expect{Path: "d11/new/added", Type: tar.TypeReg, Body: "added by the upper layer\n"},
+		Expect{Path: "d12/f10", Absent: true},
+		Expect{Path: "d13/link-to-lower", Type: tar.TypeReg, SameAs: "d13/f03"},
+		Expect{Path: "d07/f70", Type: tar.TypeReg, SameAs: "d07/f01"},
+		Expect{Path: "d20/f40", Type: tar.TypeReg, Body: largeBody(20, 1<<20+3)},
+		Expect{Path: "d39/f79", Type: tar.TypeReg, Body: largeBody(3979, 100+(39*131+79*977)%6000)},
+	)
+	return Case{
+		Name: "runs", Image: img, Compression: Gzip, Expect: expect,
+		About: "a lowest layer of 3,200 files in archive order, root first, with hard links, symlinks and a large file; an upper layer changing a directory's mode, replacing, adding and deleting files",
+	}, nil
+}
+
+// runsMtime is the mtime of most of runsCase's files: 2023-11-14.
+var runsMtime = time.Unix(1700000000, 0)
+
+func mustLayer(entries []Entry) v1.Layer {
+	l, err := Layer(entries, Gzip)
+	if err != nil {
+		panic(err)
+	}
+	return l
 }
 
 // largeBody is n bytes of compressible text that differs with seed.

@@ -1,22 +1,32 @@
-// Package zframe fixes how a zstd template is cut into frames, so that the
-// compressed bytes of a large file depend on that file's content alone.
+// Package zframe fixes how a zstd template is cut into frames, so that
+// stretches of the archive can be compressed before the archive around
+// them is known.
 //
 // A template is a sequence of independent zstd frames (concatenated frames
 // are one valid zstd stream, as pzstd writes). The tar stream is cut:
-//   - before and after the content of every regular file of at least
-//     ContentThreshold bytes, and inside that content every FrameSize bytes
-//     from its start;
-//   - elsewhere every FrameSize bytes.
+//   - before the header of every member whose path CutBefore picks: about
+//     one member in CutEvery, chosen by its name alone;
+//   - before the content of every regular file of at least
+//     ContentThreshold bytes, and after that content and its padding; inside
+//     that content every FrameSize bytes from its start;
+//   - elsewhere every FrameSize bytes from the last cut.
 //
-// So a large file's frames can be compressed as soon as its bytes are
-// known, long before the archive around it is: build compresses them while
-// the layers are still downloading and decompressing, on the cores that
-// would otherwise wait, and the writer later copies them in place. Output
-// is the same bytes whichever path compressed a frame.
+// So a large file's frames depend on its bytes alone, and the frames from
+// one cut before a member up to the next cut depend only on the members in
+// between. build compresses both while the layers are still downloading
+// and decompressing, on the cores that would otherwise wait: large files
+// as they stream past, and runs of a layer's members in the hope that the
+// final archive holds them unchanged (it does wherever no upper layer
+// touched them, and the layer is in archive order). The writer copies the
+// frames in place where that hope holds and compresses the rest itself.
+// Output is the same bytes whichever path compressed a frame.
 package zframe
 
 import (
+	"crypto/sha256"
 	"fmt"
+	"hash"
+	"hash/fnv"
 	"io"
 	"os"
 	"runtime"
@@ -39,6 +49,27 @@ const FrameSize = 4 << 20
 // 256 KiB costs 3.5%, and from 64 KiB 8.7%: the small files between them
 // end up in tiny frames.
 const ContentThreshold = 1 << 20
+
+// CutEvery is how many members, on average, share a run between two cuts
+// CutBefore picks. Runs of that length keep most frames near FrameSize:
+// the cuts cost 0.4% of ratio on the make bench image (90.92 MB against
+// 90.57 MB, still below zstd -3 of the same tar), and a member an upper
+// layer changes costs the reuse of one run only. Cutting every 128
+// members would cost about three times as much.
+const CutEvery = 512
+
+// CutBefore reports whether the archive is cut before the member at tree
+// path p (slash-separated, without "./"). It depends on the name alone, so
+// a layer reader knows the cuts an archive will have wherever it holds the
+// layer's members.
+func CutBefore(p string) bool {
+	h := fnv.New32a()
+	h.Write([]byte(p))
+	return h.Sum32()%CutEvery == 0
+}
+
+// Pad is the zero padding tar writes after size bytes of content.
+func Pad(size int64) int64 { return -size & 511 }
 
 // OwnFrames reports whether a regular file of size bytes gets frames of
 // its own.
@@ -134,6 +165,16 @@ type Precompressor struct {
 	mu   sync.Mutex
 	size int64 // of file
 	err  error
+
+	// decodeMu guards the decoder of content kept only in runs, and the
+	// frame it decompressed last.
+	decodeMu sync.Mutex
+	dec      *zstd.Decoder
+	decoded  struct {
+		c   *tartree.Compressed
+		i   int
+		raw []byte
+	}
 }
 
 // NewPrecompressor stores frames in a new file in dir, compressing up to
@@ -157,15 +198,17 @@ func NewPrecompressor(level, workers int, dir string) (*Precompressor, error) {
 // passes its content through Write, in order, and Close.
 func (p *Precompressor) File(size int64) *FileWriter {
 	n := (size + FrameSize - 1) / FrameSize
-	return &FileWriter{p: p, c: &tartree.Compressed{Key: p.enc.Key, From: p.file, Frames: make([]tartree.Extent, n)}}
+	return &FileWriter{p: p, size: size, c: &tartree.Compressed{Key: p.enc.Key, From: p.file, Frames: make([]tartree.Extent, n)}}
 }
 
 // FileWriter cuts one file's content into frames.
 type FileWriter struct {
-	p   *Precompressor
-	c   *tartree.Compressed
-	buf []byte
-	i   int
+	p    *Precompressor
+	c    *tartree.Compressed
+	size int64
+	n    int64
+	buf  []byte
+	i    int
 }
 
 // Write takes content; it blocks while every buffer is being compressed.
@@ -179,6 +222,7 @@ func (w *FileWriter) Write(b []byte) (int, error) {
 		room := min(FrameSize-len(w.buf), len(b))
 		w.buf = append(w.buf, b[:room]...)
 		b = b[room:]
+		w.n += int64(room)
 		if len(w.buf) == FrameSize {
 			w.submit()
 		}
@@ -189,17 +233,24 @@ func (w *FileWriter) Write(b []byte) (int, error) {
 // ReadFrom reads content straight into the frame buffers, saving the copy
 // through an intermediate buffer that io.Copy would make.
 func (w *FileWriter) ReadFrom(r io.Reader) (int64, error) {
+	n, err := readFrames(r, &w.buf, w.p, w.submit)
+	w.n += n
+	return n, err
+}
+
+// readFrames reads r to its end into frame buffers taken from p, handing
+// each full one to full.
+func readFrames(r io.Reader, buf *[]byte, p *Precompressor, full func()) (int64, error) {
 	var total int64
 	for {
-		if w.buf == nil {
-			w.p.tokens <- struct{}{}
-			w.buf = Buffer()
+		if *buf == nil {
+			*buf = p.buffer(true)
 		}
-		n, err := r.Read(w.buf[len(w.buf):FrameSize])
-		w.buf = w.buf[:len(w.buf)+n]
+		n, err := r.Read((*buf)[len(*buf):FrameSize])
+		*buf = (*buf)[:len(*buf)+n]
 		total += int64(n)
-		if len(w.buf) == FrameSize {
-			w.submit()
+		if len(*buf) == FrameSize {
+			full()
 		}
 		if err == io.EOF {
 			return total, nil
@@ -210,9 +261,14 @@ func (w *FileWriter) ReadFrom(r io.Reader) (int64, error) {
 	}
 }
 
-// Close submits the last partial frame and returns where the frames will
-// be; they are complete once Precompressor.Wait returns without error.
+// Close submits the last partial frame, which ends with the content's tar
+// padding, and returns where the frames will be; they are complete once
+// Precompressor.Wait returns without error.
 func (w *FileWriter) Close() *tartree.Compressed {
+	if w.n == w.size && w.buf != nil {
+		// FrameSize is a multiple of the tar block: the padding fits.
+		w.buf = append(w.buf, make([]byte, Pad(w.size))...)
+	}
 	if w.buf != nil && len(w.buf) > 0 {
 		w.submit()
 	} else if w.buf != nil {
@@ -235,7 +291,11 @@ func (w *FileWriter) submit() {
 		w.p.release(in)
 		return
 	}
-	p := w.p
+	w.p.compress(in, c, i)
+}
+
+// compress stores in's frame as c.Frames[i], in the background.
+func (p *Precompressor) compress(in []byte, c *tartree.Compressed, i int) {
 	p.wg.Add(1)
 	go func() {
 		defer p.wg.Done()
@@ -256,6 +316,219 @@ func (w *FileWriter) submit() {
 	}()
 }
 
+// buffer takes an input buffer, waiting for one when wait is set, else
+// returning nil when all are in use.
+func (p *Precompressor) buffer(wait bool) []byte {
+	if wait {
+		p.tokens <- struct{}{}
+		return Buffer()
+	}
+	select {
+	case p.tokens <- struct{}{}:
+		return Buffer()
+	default:
+		return nil
+	}
+}
+
+// Run starts a run of archive members at a cut (see the package comment).
+// A run that waits takes input buffers as File does; one that does not
+// gives up when they are all in use, so that a guess that may well be
+// wasted never holds up the layers it is made from.
+func (p *Precompressor) Run(wait bool) *RunWriter {
+	return &RunWriter{p: p, wait: wait, h: sha256.New(),
+		run: &tartree.Run{Compressed: tartree.Compressed{Key: p.enc.Key, From: p.file}}}
+}
+
+// RunWriter serialises a run's members, as the template writer would,
+// into frames.
+type RunWriter struct {
+	p      *Precompressor
+	wait   bool
+	run    *tartree.Run
+	h      hash.Hash
+	buf    []byte
+	failed bool
+	ended  bool
+	reader *runReader
+}
+
+// Header adds a member with its encoded header (tartree.EncodeHeader).
+func (w *RunWriter) Header(b []byte) {
+	if w.failed {
+		return
+	}
+	w.run.Count++
+	w.h.Write(b)
+	w.Write(b)
+}
+
+// Content records where the content written next comes from.
+func (w *RunWriter) Content(src tartree.Section) {
+	if !w.failed {
+		w.run.Sources = append(w.run.Sources, src)
+	}
+}
+
+// Pad writes the padding after size bytes of content.
+func (w *RunWriter) Pad(size int64) {
+	var zeros [512]byte
+	w.Write(zeros[:Pad(size)])
+}
+
+// Write adds archive bytes; it never fails, but a run that gave up
+// ignores them.
+func (w *RunWriter) Write(b []byte) (int, error) {
+	n := len(b)
+	for len(b) > 0 && !w.failed {
+		if w.buf == nil {
+			if w.buf = w.p.buffer(w.wait); w.buf == nil {
+				w.Abort()
+				break
+			}
+		}
+		room := min(FrameSize-len(w.buf), len(b))
+		w.buf = append(w.buf, b[:room]...)
+		b = b[room:]
+		w.run.Raw += int64(room)
+		if len(w.buf) == FrameSize {
+			w.submit()
+		}
+	}
+	return n, nil
+}
+
+// Holds reports whether content written to the run can be read back from
+// it (see ReadFrom): a run that waits for buffers never gives up.
+func (w *RunWriter) Holds() bool { return w.wait && !w.failed && !w.ended }
+
+// ReadFrom reads content straight into the frame buffers of a run that
+// Holds, and returns where to read it back: the content is then kept only
+// compressed.
+func (w *RunWriter) ReadFrom(r io.Reader) (int64, error) {
+	n, err := readFrames(r, &w.buf, w.p, w.submit)
+	w.run.Raw += n
+	return n, err
+}
+
+// Section is where the run's next byte will be read back from, once the
+// run has ended and Precompressor.Wait has returned.
+func (w *RunWriter) Section() tartree.Section {
+	if w.reader == nil {
+		w.reader = &runReader{p: w.p, c: &w.run.Compressed}
+	}
+	return tartree.Section{From: w.reader, Off: w.run.Raw}
+}
+
+func (w *RunWriter) submit() {
+	in := w.buf
+	w.buf = nil
+	w.p.mu.Lock()
+	// Under the lock: compress's goroutines index Frames.
+	w.run.Frames = append(w.run.Frames, tartree.Extent{})
+	i := len(w.run.Frames) - 1
+	w.p.mu.Unlock()
+	w.p.compress(in, &w.run.Compressed, i)
+}
+
+// End closes the run at a cut; its frames are complete once
+// Precompressor.Wait returns without error. It returns nil if the run
+// gave up.
+func (w *RunWriter) End(end tartree.RunEnd) *tartree.Run {
+	if end == tartree.EndOfArchive {
+		var zeros [1024]byte // tar's two end-of-archive blocks
+		w.Write(zeros[:])
+	}
+	if w.failed || w.ended {
+		return nil
+	}
+	w.close()
+	w.run.End = end
+	w.h.Sum(w.run.Headers[:0])
+	return w.run
+}
+
+// close submits the last frame.
+func (w *RunWriter) close() {
+	w.ended = true
+	if len(w.buf) > 0 {
+		w.submit()
+	} else if w.buf != nil {
+		w.p.release(w.buf)
+		w.buf = nil
+	}
+}
+
+// Abort gives the run up. The frames of a run that Holds are kept: they
+// are the only copy of the content read into them.
+func (w *RunWriter) Abort() {
+	if w.Holds() {
+		w.close()
+		return
+	}
+	if w.buf != nil {
+		w.p.release(w.buf)
+		w.buf = nil
+	}
+	w.failed = true
+}
+
+// runReader reads a run's archive bytes back from its frames.
+type runReader struct {
+	p *Precompressor
+	c *tartree.Compressed
+}
+
+// ReadAt decompresses the frames that hold [off, off+len(b)): frame i
+// holds the FrameSize bytes from i*FrameSize. The last frame decompressed
+// is kept, as the writer reads a run's files in order.
+func (r *runReader) ReadAt(b []byte, off int64) (int, error) {
+	p := r.p
+	p.decodeMu.Lock()
+	defer p.decodeMu.Unlock()
+	n := 0
+	for n < len(b) {
+		i := int((off + int64(n)) / FrameSize)
+		if i >= len(r.c.Frames) {
+			return n, io.EOF
+		}
+		if p.decoded.c != r.c || p.decoded.i != i {
+			if err := p.decode(r.c, i); err != nil {
+				return n, err
+			}
+		}
+		at := off + int64(n) - int64(i)*FrameSize
+		if at >= int64(len(p.decoded.raw)) {
+			return n, io.EOF
+		}
+		n += copy(b[n:], p.decoded.raw[at:])
+	}
+	return n, nil
+}
+
+// decode decompresses frame i of c into p.decoded.
+func (p *Precompressor) decode(c *tartree.Compressed, i int) error {
+	if p.dec == nil {
+		dec, err := zstd.NewReader(nil, zstd.WithDecoderConcurrency(1))
+		if err != nil {
+			return err
+		}
+		p.dec = dec
+	}
+	frame, err := ReadFrame(c, i)
+	if err != nil {
+		return err
+	}
+	p.decoded.c = nil
+	raw, err := p.dec.DecodeAll(frame, p.decoded.raw[:0])
+	Release(frame)
+	if err != nil {
+		return fmt.Errorf("read back compressed content: %w", err)
+	}
+	p.decoded.c, p.decoded.i, p.decoded.raw = c, i, raw
+	return nil
+}
+
 func (p *Precompressor) release(buf []byte) {
 	PutBuffer(buf)
 	<-p.tokens
@@ -272,13 +545,17 @@ func (p *Precompressor) Wait() error {
 // Close waits for the workers and removes the frames file.
 func (p *Precompressor) Close() error {
 	p.wg.Wait()
+	if p.dec != nil {
+		p.dec.Close()
+	}
 	p.file.Close()
 	return os.Remove(p.file.Name())
 }
 
-// Open decompresses c: the content of a file whose raw bytes were never
-// kept, for the rare reader other than the template writer.
-func Open(c *tartree.Compressed) (io.ReadCloser, error) {
+// Open decompresses c, a file of size bytes: the content of a file whose
+// raw bytes were never kept, for the rare reader other than the template
+// writer.
+func Open(c *tartree.Compressed, size int64) (io.ReadCloser, error) {
 	parts := make([]io.Reader, len(c.Frames))
 	for i, e := range c.Frames {
 		parts[i] = io.NewSectionReader(c.From, e.Off, e.Len)
@@ -287,13 +564,21 @@ func Open(c *tartree.Compressed) (io.ReadCloser, error) {
 	if err != nil {
 		return nil, err
 	}
-	return dec.IOReadCloser(), nil
+	rc := dec.IOReadCloser()
+	return struct {
+		io.Reader
+		io.Closer
+	}{io.LimitReader(rc, size), rc}, nil // without the tar padding
 }
 
-// ReadFrame reads frame i of c.
+// ReadFrame reads frame i of c into a buffer Release takes back.
 func ReadFrame(c *tartree.Compressed, i int) ([]byte, error) {
 	e := c.Frames[i]
-	b := make([]byte, e.Len)
+	b, _ := outputs.Get().([]byte)
+	if int64(cap(b)) < e.Len {
+		b = make([]byte, e.Len)
+	}
+	b = b[:e.Len]
 	if _, err := c.From.ReadAt(b, e.Off); err != nil && !(err == io.EOF && e.Len == 0) {
 		return nil, fmt.Errorf("read a compressed frame: %w", err)
 	}

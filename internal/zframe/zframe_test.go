@@ -9,6 +9,8 @@ import (
 	"testing/iotest"
 
 	"go.uber.org/goleak"
+
+	"github.com/nexcage/nexcage/internal/tartree"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -34,7 +36,7 @@ func TestPrecompressedFramesAreTheWritersFrames(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, size := range []int{ContentThreshold, 2*FrameSize + 12345, FrameSize} {
+	for _, size := range []int{ContentThreshold, 2*FrameSize + 12345, FrameSize, ContentThreshold + 1} {
 		in := content(size)
 		w := p.File(int64(size))
 		if size%2 == 0 {
@@ -59,13 +61,15 @@ func TestPrecompressedFramesAreTheWritersFrames(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			want := enc.Frame(in[i*FrameSize : min((i+1)*FrameSize, size)])
+			// The last frame ends with the tar padding.
+			padded := append(in[:size:size], make([]byte, Pad(int64(size)))...)
+			want := enc.Frame(padded[i*FrameSize : min((i+1)*FrameSize, len(padded))])
 			if !bytes.Equal(got, want) {
 				t.Errorf("%d bytes: frame %d differs from the writer's", size, i)
 			}
 			Release(want)
 		}
-		rc, err := Open(c)
+		rc, err := Open(c, int64(size))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -108,5 +112,90 @@ func TestShortContentGivesNoFrames(t *testing.T) {
 	}
 	if err := p.Wait(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// A run's frames are the writer's frames of the same archive bytes, and
+// content read into a run that keeps it reads back from them.
+func TestRunFramesAreTheWritersFrames(t *testing.T) {
+	p, err := NewPrecompressor(3, 2, t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	enc, err := NewEncoder(3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := p.Run(true)
+	var raw []byte
+	var at []tartree.Section
+	bodies := [][]byte{content(700), content(FrameSize - 100), content(5 << 20), nil, content(1)}
+	for i, body := range bodies {
+		hdr := bytes.Repeat([]byte{byte('A' + i)}, 512)
+		w.Header(hdr)
+		raw = append(raw, hdr...)
+		at = append(at, w.Section())
+		w.Content(at[i])
+		if n, err := w.ReadFrom(iotest.HalfReader(bytes.NewReader(body))); err != nil || n != int64(len(body)) {
+			t.Fatalf("ReadFrom took %d of %d bytes: %v", n, len(body), err)
+		}
+		w.Pad(int64(len(body)))
+		raw = append(raw, body...)
+		raw = append(raw, make([]byte, Pad(int64(len(body))))...)
+	}
+	r := w.End(tartree.EndOfArchive)
+	raw = append(raw, make([]byte, 1024)...)
+	if err := p.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	if r == nil || r.Count != len(bodies) || r.Raw != int64(len(raw)) || len(r.Sources) != len(bodies) {
+		t.Fatalf("run %+v; want %d members, %d bytes", r, len(bodies), len(raw))
+	}
+	if len(r.Frames) != (len(raw)+FrameSize-1)/FrameSize {
+		t.Fatalf("%d frames for %d bytes", len(r.Frames), len(raw))
+	}
+	for i := range r.Frames {
+		got, err := ReadFrame(&r.Compressed, i)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := enc.Frame(raw[i*FrameSize : min((i+1)*FrameSize, len(raw))]); !bytes.Equal(got, want) {
+			t.Errorf("frame %d differs from the writer's", i)
+		}
+	}
+	for i, body := range bodies {
+		back := make([]byte, len(body))
+		if n, err := at[i].From.ReadAt(back, at[i].Off); n != len(body) || (err != nil && err != io.EOF) || !bytes.Equal(back, body) {
+			t.Errorf("member %d: %d of %d bytes read back (%v)", i, n, len(body), err)
+		}
+	}
+}
+
+// A run that does not wait gives up when every buffer is taken, and gives
+// its own back: a guess never holds up the content that must be kept.
+func TestRunGivesUpWithoutBuffers(t *testing.T) {
+	p, err := NewPrecompressor(3, 1, t.TempDir()) // two buffers
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	a, b := p.Run(false), p.Run(false)
+	a.Header(make([]byte, 512))
+	b.Header(make([]byte, 512))
+	c := p.Run(false)
+	c.Header(make([]byte, 512))
+	if c.Holds() || c.End(tartree.BeforeCut) != nil {
+		t.Fatal("a run without a buffer went on")
+	}
+	if a.End(tartree.BeforeCut) == nil {
+		t.Fatal("a run with a buffer gave up")
+	}
+	b.Abort()
+	if err := p.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(p.tokens); n != 0 {
+		t.Errorf("%d buffers still taken", n)
 	}
 }
