@@ -2,6 +2,7 @@ package convert
 
 import (
 	"fmt"
+	"hash"
 	"io"
 	"runtime"
 	"strings"
@@ -83,18 +84,21 @@ func checkLevel(c Compression, level int) error {
 	return nil
 }
 
-// compressor wraps w. Output must depend only on the input and the options,
-// never on the machine: zstd compresses slices of the tar cut as
-// internal/zframe says as independent frames on all cores, and gzip's
-// parallel blocks have a fixed size.
-func compressor(w io.Writer, c Compression, level int) (io.WriteCloser, error) {
+// compressor wraps w, and hashes what it writes to w into sum. Output must
+// depend only on the input and the options, never on the machine: zstd
+// compresses slices of the tar cut as internal/zframe says as independent
+// frames on all cores, and gzip's parallel blocks have a fixed size.
+func compressor(w io.Writer, sum hash.Hash, c Compression, level int) (io.WriteCloser, error) {
 	if level == 0 {
 		level = c.DefaultLevel()
 	}
 	workers := runtime.GOMAXPROCS(0)
+	if c != Zstd {
+		w = io.MultiWriter(w, sum)
+	}
 	switch c {
 	case Zstd:
-		return newFrameWriter(w, level, workers)
+		return newFrameWriter(w, sum, level, workers)
 	case Gzip:
 		zw, err := pgzip.NewWriterLevel(w, level)
 		if err != nil {
@@ -115,25 +119,23 @@ func compressor(w io.Writer, c Compression, level int) (io.WriteCloser, error) {
 // where internal/zframe says, reusing frames compressed ahead of time.
 type frameWriter struct {
 	w       io.Writer
+	sum     hash.Hash // of what is written to w, hashed beside the writes
 	enc     *zframe.Encoder
 	buf     []byte
 	pending chan chan []byte // results in submission order
 	done    chan error       // the writer goroutine's outcome
 	err     error
-	// drop is how many more raw bytes to discard: their frames were
-	// queued by reuse.
-	drop int64
 	// reused counts the raw bytes whose frames were compressed ahead.
 	reused int64
 }
 
-func newFrameWriter(w io.Writer, level, workers int) (*frameWriter, error) {
+func newFrameWriter(w io.Writer, sum hash.Hash, level, workers int) (*frameWriter, error) {
 	enc, err := zframe.NewEncoder(level)
 	if err != nil {
 		return nil, err
 	}
 	fw := &frameWriter{
-		w: w, enc: enc,
+		w: w, sum: sum, enc: enc,
 		pending: make(chan chan []byte, workers),
 		done:    make(chan error, 1),
 	}
@@ -147,14 +149,29 @@ func newFrameWriter(w io.Writer, level, workers int) (*frameWriter, error) {
 // channel as an argument: Close clears the field, possibly before this
 // goroutine has even started.
 func (fw *frameWriter) drain(pending chan chan []byte) {
+	// The hash runs beside the writes: once every frame is precompressed,
+	// writing and hashing the template are what is left.
+	hashed := make(chan []byte, cap(pending))
+	hashDone := make(chan struct{})
+	go func() {
+		for out := range hashed {
+			if fw.sum != nil {
+				fw.sum.Write(out)
+			}
+			zframe.Release(out)
+		}
+		close(hashDone)
+	}()
 	var err error
 	for res := range pending {
 		out := <-res
 		if err == nil {
 			_, err = fw.w.Write(out)
 		}
-		zframe.Release(out)
+		hashed <- out
 	}
+	close(hashed)
+	<-hashDone
 	fw.done <- err
 }
 
@@ -174,8 +191,8 @@ func (fw *frameWriter) cut() {
 	fw.buf = zframe.Buffer()
 }
 
-// reuse queues c's frames for the size content bytes written next, which
-// are then dropped. It declines frames made with other settings.
+// reuse queues c's frames for the next size raw bytes, which are then not
+// written. It declines frames made with other settings.
 func (fw *frameWriter) reuse(c *tartree.Compressed, size int64) (bool, error) {
 	if c == nil || c.Key != fw.enc.Key || int64(len(c.Frames)) != (size+zframe.FrameSize-1)/zframe.FrameSize {
 		return false, nil
@@ -190,18 +207,12 @@ func (fw *frameWriter) reuse(c *tartree.Compressed, size int64) (bool, error) {
 		res <- b
 		fw.pending <- res
 	}
-	fw.drop = size
 	fw.reused += size
 	return true, nil
 }
 
 func (fw *frameWriter) Write(p []byte) (int, error) {
 	n := len(p)
-	if fw.drop > 0 {
-		d := min(int64(len(p)), fw.drop)
-		fw.drop -= d
-		p = p[d:]
-	}
 	for len(p) > 0 {
 		room := min(zframe.FrameSize-len(fw.buf), len(p))
 		fw.buf = append(fw.buf, p[:room]...)

@@ -2,6 +2,7 @@ package convert
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"math/rand/v2"
 	"testing"
 
@@ -27,7 +28,8 @@ func TestFrameWriterRoundTrips(t *testing.T) {
 				continue // the big ones once are enough
 			}
 			var out bytes.Buffer
-			fw, err := newFrameWriter(&out, 3, 2)
+			sum := sha256.New()
+			fw, err := newFrameWriter(&out, sum, 3, 2)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -43,6 +45,9 @@ func TestFrameWriterRoundTrips(t *testing.T) {
 			got, err := dec.DecodeAll(out.Bytes(), nil)
 			if err != nil || !bytes.Equal(got, in) {
 				t.Fatalf("round %d, %d bytes: round trip failed (%v)", round, len(in), err)
+			}
+			if want := sha256.Sum256(out.Bytes()); !bytes.Equal(sum.Sum(nil), want[:]) {
+				t.Fatalf("round %d, %d bytes: the hash is not the output's", round, len(in))
 			}
 		}
 	}

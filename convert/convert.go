@@ -383,15 +383,15 @@ func (p *plan) write(ctx context.Context, tree *tartree.Tree, rep progress.Repor
 	}
 	defer tmpl.Abort()
 	h := sha256.New()
-	counted := &countWriter{w: io.MultiWriter(tmpl, h)}
-	zw, err := compressor(counted, p.compression, p.opts.Level)
+	counted := &countWriter{w: tmpl}
+	zw, err := compressor(counted, h, p.compression, p.opts.Level)
 	if err != nil {
 		return nil, err
 	}
 	bar := rep.Bytes("template "+string(p.compression), contentSize(tree))
 	raw := &countWriter{w: zw, progress: bar}
 	fr, _ := zw.(framer)
-	if err := writeTar(ctx, raw, fr, tree, p.opts.SourceDateEpoch); err != nil {
+	if err := writeTar(ctx, raw, fr, raw.skip, tree, p.opts.SourceDateEpoch); err != nil {
 		zw.Close()
 		bar.Done("failed")
 		return nil, p.writeError(err)
@@ -456,11 +456,16 @@ type countWriter struct {
 
 func (c *countWriter) Write(b []byte) (int, error) {
 	n, err := c.w.Write(b)
-	c.n += int64(n)
-	if c.progress != nil {
-		c.progress.Add(n)
-	}
+	c.skip(int64(n))
 	return n, err
+}
+
+// skip counts bytes that were not written through c.
+func (c *countWriter) skip(n int64) {
+	c.n += n
+	if c.progress != nil {
+		c.progress.Add(int(n))
+	}
 }
 
 // contentSize is about the tar's size, for the progress bar's total.

@@ -41,6 +41,9 @@ func TestStreamingEqualsStaged(t *testing.T) {
 					t.Fatal(err)
 				}
 				defer f.Close()
+				if level == 0 {
+					checkSerialisation(t, f.Tree)
+				}
 				if level != 0 {
 					checkPrecompressed(t, c, f.Tree)
 				}
@@ -64,6 +67,21 @@ func TestStreamingEqualsStaged(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// checkSerialisation proves the writer's tar bytes are archive/tar's.
+func checkSerialisation(t *testing.T, tree *tartree.Tree) {
+	t.Helper()
+	var got, want bytes.Buffer
+	if err := convert.WriteTar(context.Background(), &got, tree, time.Time{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := convert.RefWriteTar(context.Background(), &want, tree, time.Time{}); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got.Bytes(), want.Bytes()) {
+		t.Errorf("WriteTar gives %d bytes that differ from archive/tar's %d", got.Len(), want.Len())
 	}
 }
 

@@ -19,12 +19,12 @@ import (
 // member of a hard link group carrying the content, xattrs as
 // SCHILY.xattr records. mtimes later than clamp (when non-zero) are clamped.
 func WriteTar(ctx context.Context, w io.Writer, t *tartree.Tree, clamp time.Time) error {
-	return writeTar(ctx, w, nil, t, clamp)
+	return writeTar(ctx, w, nil, nil, t, clamp)
 }
 
 // framer is a compressor that cuts frames where the archive asks (see
-// internal/zframe), and takes frames compressed ahead for the bytes that
-// follow a cut.
+// internal/zframe), and takes frames compressed ahead for the size bytes
+// that follow a cut, which are then not written to it.
 type framer interface {
 	cut()
 	reuse(c *tartree.Compressed, size int64) (bool, error)
@@ -33,9 +33,9 @@ type framer interface {
 // writeTar is WriteTar telling fr, the compressor below w, where the
 // archive is cut into frames (see internal/zframe), and reusing the frames
 // compressed ahead: large files' contents, and runs of members that turn
-// out to be exactly the members here.
-func writeTar(ctx context.Context, w io.Writer, fr framer, t *tartree.Tree, clamp time.Time) error {
-	tw := tar.NewWriter(w)
+// out to be exactly the members here. The bytes of reused frames are not
+// written to w; skipped is told how many there were.
+func writeTar(ctx context.Context, w io.Writer, fr framer, skipped func(int64), t *tartree.Tree, clamp time.Time) error {
 	var members []member
 	t.Walk(func(p string, n *tartree.Node) error {
 		members = append(members, member{p, n})
@@ -43,50 +43,58 @@ func writeTar(ctx context.Context, w io.Writer, fr framer, t *tartree.Tree, clam
 	})
 	links := linker{first: map[uint64]string{}}
 	buf := make([]byte, 1<<20)
-	// Members before reusedTo are in a run whose frames were queued: the
-	// writer still feeds their bytes, which fr drops, only for its count.
-	reusedTo := 0
+	// Members before reusedTo are in a run whose frames were queued; the
+	// content of the last one follows the run when it stops before it.
+	reusedTo, contentAfterRun, endInRun := 0, false, false
 	afterLarge := false
 	for i, m := range members {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
 		if fr != nil && (i == 0 || afterLarge || zframe.CutBefore(m.path)) {
-			if err := tw.Flush(); err != nil {
-				return err
-			}
 			fr.cut()
 			if i >= reusedTo {
-				k, err := reuseRun(fr, members, i, t.Runs[m.path], &links, clamp)
+				r, err := reuseRun(fr, members, i, t.Runs[m.path], &links, clamp)
 				if err != nil {
 					return err
 				}
-				reusedTo = i + k
+				if r != nil {
+					skipped(r.Raw)
+					reusedTo, contentAfterRun, endInRun = i+r.Count, r.End == tartree.BeforeContent, r.End == tartree.EndOfArchive
+				}
 			}
 		}
 		afterLarge = false
 		hdr := links.header(m.path, m.node, clamp, nil)
-		if err := tw.WriteHeader(hdr); err != nil {
-			return fmt.Errorf("%s: %w", hdr.Name, err)
+		inRun := i < reusedTo
+		if !inRun {
+			b, err := tartree.EncodeHeader(hdr)
+			if err != nil {
+				return fmt.Errorf("%s: %w", hdr.Name, err)
+			}
+			if _, err := w.Write(b); err != nil {
+				return err
+			}
 		}
-		if hdr.Typeflag != tar.TypeReg || hdr.Size == 0 {
+		if hdr.Typeflag != tar.TypeReg || hdr.Size == 0 || inRun && !(i == reusedTo-1 && contentAfterRun) {
 			continue
 		}
 		var err error
-		switch {
-		case fr != nil && zframe.OwnFrames(hdr.Size):
-			err = copyFramed(tw, fr, m.node, hdr.Name, buf)
+		if fr != nil && zframe.OwnFrames(hdr.Size) {
+			err = copyFramed(w, fr, skipped, m.node, hdr.Name, buf)
 			afterLarge = true
-		case i < reusedTo:
-			err = writeDropped(tw, hdr.Size)
-		default:
-			err = copyContent(tw, m.node, hdr.Name, buf)
+		} else {
+			err = copyContent(w, m.node, hdr.Name, buf)
 		}
 		if err != nil {
 			return err
 		}
 	}
-	return tw.Close()
+	if endInRun {
+		return nil
+	}
+	_, err := w.Write(zeros[:1024]) // tar's two end-of-archive blocks
+	return err
 }
 
 type member struct {
@@ -119,8 +127,8 @@ func (l *linker) header(p string, n *tartree.Node, clamp time.Time, pending map[
 // reuseRun looks for a run compressed ahead that holds exactly the members
 // from members[i] on: the same headers, contents read from the same
 // places, and a cut after it here too. It queues the first that does and
-// returns how many members it holds, or 0.
-func reuseRun(fr framer, members []member, i int, runs []*tartree.Run, links *linker, clamp time.Time) (int, error) {
+// returns it, or nil.
+func reuseRun(fr framer, members []member, i int, runs []*tartree.Run, links *linker, clamp time.Time) (*tartree.Run, error) {
 	for _, r := range runs {
 		end := i + r.Count
 		switch {
@@ -135,11 +143,14 @@ func reuseRun(fr framer, members []member, i int, runs []*tartree.Run, links *li
 			continue
 		}
 		reused, err := fr.reuse(&r.Compressed, r.Raw)
-		if err != nil || reused {
-			return r.Count, err
+		if err != nil {
+			return nil, err
+		}
+		if reused {
+			return r, nil
 		}
 	}
-	return 0, nil
+	return nil, nil
 }
 
 func runHolds(r *tartree.Run, ms []member, links *linker, clamp time.Time) bool {
@@ -175,59 +186,43 @@ func runHolds(r *tartree.Run, ms []member, links *linker, clamp time.Time) bool 
 	return beforeContent == (r.End == tartree.BeforeContent) && len(sources) == 0 && bytes.Equal(h.Sum(nil), r.Headers[:])
 }
 
-// zeros stand for content whose frames were queued: fr drops them.
-var zeros [64 << 10]byte
+// zeros is tar padding.
+var zeros [1024]byte
 
-// writeDropped feeds size bytes of content whose frames were queued.
-func writeDropped(tw *tar.Writer, size int64) error {
-	for left := size; left > 0; {
-		k := min(left, int64(len(zeros)))
-		if _, err := tw.Write(zeros[:k]); err != nil {
-			return err
-		}
-		left -= k
-	}
-	return nil
-}
-
-// copyFramed writes a large file's content as frames of its own, reusing
-// the ones compressed ahead: the tar writer is then fed zeros, which fr
-// drops, only to keep its count.
-func copyFramed(tw *tar.Writer, fr framer, n *tartree.Node, name string, buf []byte) error {
+// copyFramed writes a large file's content and padding as frames of their
+// own, reusing the ones compressed ahead.
+func copyFramed(w io.Writer, fr framer, skipped func(int64), n *tartree.Node, name string, buf []byte) error {
 	fr.cut()
-	reused, err := fr.reuse(n.Compressed, n.Size+zframe.Pad(n.Size))
+	size := n.Size + zframe.Pad(n.Size)
+	reused, err := fr.reuse(n.Compressed, size)
 	if err != nil {
 		return fmt.Errorf("%s: %w", name, err)
 	}
 	if reused {
-		err = writeDropped(tw, n.Size)
-	} else {
-		err = copyContent(tw, n, name, buf)
-	}
-	if err == nil {
-		err = tw.Flush() // the padding ends the content's last frame
-	}
-	if err != nil {
-		return fmt.Errorf("%s: %w", name, err)
+		skipped(size)
+	} else if err := copyContent(w, n, name, buf); err != nil {
+		return err
 	}
 	fr.cut()
 	return nil
 }
 
-// copyContent writes exactly n.Size bytes: a file that changed size since
-// it was listed would otherwise corrupt the archive.
-func copyContent(tw *tar.Writer, n *tartree.Node, name string, buf []byte) error {
+// copyContent writes exactly n.Size bytes and the padding after them: a
+// file that changed size since it was listed would otherwise corrupt the
+// archive.
+func copyContent(w io.Writer, n *tartree.Node, name string, buf []byte) error {
 	rc, err := n.Open()
 	if err != nil {
 		return fmt.Errorf("%s: %w", name, err)
 	}
 	defer rc.Close()
-	written, err := io.CopyBuffer(tw, io.LimitReader(rc, n.Size), buf)
+	written, err := io.CopyBuffer(w, io.LimitReader(rc, n.Size), buf)
 	if err != nil {
 		return fmt.Errorf("%s: %w", name, err)
 	}
 	if written != n.Size {
 		return fmt.Errorf("%s: the file shrank from %d to %d bytes while it was being read: is something changing the rootfs?", name, n.Size, written)
 	}
-	return nil
+	_, err = w.Write(zeros[:zframe.Pad(n.Size)])
+	return err
 }
