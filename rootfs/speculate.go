@@ -91,7 +91,14 @@ func (s *speculator) add(hdr *tar.Header, clean string) *zframe.RunWriter {
 		n = nodeFor(hdr)
 	}
 	large := linkTo == "" && n.Type == tar.TypeReg && zframe.OwnFrames(n.Size)
-	if clean == "." || zframe.CutBefore(clean) || s.prevLarge {
+	switch {
+	case clean == "." && !s.wait:
+		// The archive starts with the root, then the lowest layer's
+		// members: an upper layer's root is followed by its own only
+		// when nothing is below it, and images of many layers each
+		// starting with "./" would compress all of them for nothing.
+		s.end(tartree.BeforeCut)
+	case clean == "." || zframe.CutBefore(clean) || s.prevLarge:
 		s.end(tartree.BeforeCut)
 		s.run, s.first = s.pre.Run(s.wait), clean
 	}
