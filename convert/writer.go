@@ -43,6 +43,7 @@ func writeTar(ctx context.Context, w io.Writer, fr framer, skipped func(int64), 
 	})
 	links := linker{first: map[uint64]string{}}
 	buf := make([]byte, 1<<20)
+	var encoded []byte // a member's header, the buffer reused
 	// Members before reusedTo are in a run whose frames were queued; the
 	// content of the last one follows the run when it stops before it.
 	reusedTo, contentAfterRun, endInRun := 0, false, false
@@ -68,11 +69,11 @@ func writeTar(ctx context.Context, w io.Writer, fr framer, skipped func(int64), 
 		hdr := links.header(m.path, m.node, clamp, nil)
 		inRun := i < reusedTo
 		if !inRun {
-			b, err := tartree.EncodeHeader(hdr)
-			if err != nil {
+			var err error
+			if encoded, err = tartree.AppendHeader(encoded[:0], hdr); err != nil {
 				return fmt.Errorf("%s: %w", hdr.Name, err)
 			}
-			if _, err := w.Write(b); err != nil {
+			if _, err := w.Write(encoded); err != nil {
 				return err
 			}
 		}
@@ -158,10 +159,11 @@ func runHolds(r *tartree.Run, ms []member, links *linker, clamp time.Time) bool 
 	pending := map[uint64]string{}
 	sources := r.Sources
 	beforeContent := false
+	var b []byte
 	for j, m := range ms {
 		hdr := links.header(m.path, m.node, clamp, pending)
-		b, err := tartree.EncodeHeader(hdr)
-		if err != nil {
+		var err error
+		if b, err = tartree.AppendHeader(b[:0], hdr); err != nil {
 			return false
 		}
 		h.Write(b)

@@ -28,6 +28,7 @@ type speculator struct {
 	stopped   bool              // the layer is not in archive order
 	files     map[string]*tartree.Node
 	runs      map[string][]*tartree.Run
+	header    []byte // the last member's, its buffer reused
 }
 
 // newSpeculator returns nil when nothing is precompressed. The lowest
@@ -106,12 +107,13 @@ func (s *speculator) add(hdr *tar.Header, clean string) *zframe.RunWriter {
 	if s.run == nil {
 		return nil
 	}
-	b, err := tartree.EncodeHeader(tartree.Header(clean, n, s.clamp, linkTo))
+	var err error
+	s.header, err = tartree.AppendHeader(s.header[:0], tartree.Header(clean, n, s.clamp, linkTo))
 	if err != nil {
 		s.abort()
 		return nil
 	}
-	s.run.Header(b)
+	s.run.Header(s.header)
 	if large {
 		s.end(tartree.BeforeContent)
 		return nil

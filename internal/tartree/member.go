@@ -53,12 +53,13 @@ func Header(p string, n *Node, clamp time.Time, linkTo string) *tar.Header {
 	return hdr
 }
 
-// EncodeHeader returns the bytes a tar.Writer writes for hdr (its PAX
-// records included), which depend on hdr alone.
-func EncodeHeader(hdr *tar.Header) ([]byte, error) {
-	var b bytes.Buffer
-	if err := tar.NewWriter(&b).WriteHeader(hdr); err != nil {
-		return nil, err
+// AppendHeader appends to dst the bytes a tar.Writer writes for hdr (its
+// PAX records included), which depend on hdr alone. Passing the last
+// result back as dst[:0] saves growing a buffer for every member.
+func AppendHeader(dst []byte, hdr *tar.Header) ([]byte, error) {
+	b := bytes.NewBuffer(dst)
+	if err := tar.NewWriter(b).WriteHeader(hdr); err != nil {
+		return dst, err
 	}
 	return b.Bytes(), nil
 }

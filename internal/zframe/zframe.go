@@ -353,7 +353,7 @@ type RunWriter struct {
 	reader *runReader
 }
 
-// Header adds a member with its encoded header (tartree.EncodeHeader).
+// Header adds a member with its encoded header (tartree.AppendHeader).
 func (w *RunWriter) Header(b []byte) {
 	if w.failed {
 		return
