@@ -66,21 +66,30 @@ func writeTar(ctx context.Context, w io.Writer, fr framer, skipped func(int64), 
 			}
 		}
 		afterLarge = false
-		hdr := links.header(m.path, m.node, clamp, nil)
-		inRun := i < reusedTo
-		if !inRun {
-			var err error
-			if encoded, err = tartree.AppendHeader(encoded[:0], hdr); err != nil {
-				return fmt.Errorf("%s: %w", hdr.Name, err)
+		if i < reusedTo {
+			// Its header, and its content unless the run stops before
+			// it, are in the run's frames: only the link bookkeeping is
+			// left to do.
+			links.link(m.path, m.node, nil)
+			if i == reusedTo-1 && contentAfterRun {
+				if err := copyFramed(w, fr, skipped, m.node, tartree.MemberName(m.path, m.node), buf); err != nil {
+					return err
+				}
+				afterLarge = true
 			}
-			if _, err := w.Write(encoded); err != nil {
-				return err
-			}
-		}
-		if hdr.Typeflag != tar.TypeReg || hdr.Size == 0 || inRun && !(i == reusedTo-1 && contentAfterRun) {
 			continue
 		}
+		hdr := links.header(m.path, m.node, clamp, nil)
 		var err error
+		if encoded, err = tartree.AppendHeader(encoded[:0], hdr); err != nil {
+			return fmt.Errorf("%s: %w", hdr.Name, err)
+		}
+		if _, err := w.Write(encoded); err != nil {
+			return err
+		}
+		if hdr.Typeflag != tar.TypeReg || hdr.Size == 0 {
+			continue
+		}
 		if fr != nil && zframe.OwnFrames(hdr.Size) {
 			err = copyFramed(w, fr, skipped, m.node, hdr.Name, buf)
 			afterLarge = true
@@ -110,6 +119,12 @@ type linker struct{ first map[uint64]string }
 // header is the member header of n at p. With pending set, the members
 // seen are recorded there instead, for a look ahead.
 func (l *linker) header(p string, n *tartree.Node, clamp time.Time, pending map[uint64]string) *tar.Header {
+	return tartree.Header(p, n, clamp, l.link(p, n, pending))
+}
+
+// link returns the member n's content is already in, or "" when this
+// member carries it, and records which that is.
+func (l *linker) link(p string, n *tartree.Node, pending map[uint64]string) string {
 	linkTo := ""
 	if n.Type == tar.TypeReg && n.Inode != 0 {
 		if target, ok := l.first[n.Inode]; ok {
@@ -122,7 +137,7 @@ func (l *linker) header(p string, n *tartree.Node, clamp time.Time, pending map[
 			l.first[n.Inode] = tartree.MemberName(p, n)
 		}
 	}
-	return tartree.Header(p, n, clamp, linkTo)
+	return linkTo
 }
 
 // reuseRun looks for a run compressed ahead that holds exactly the members

@@ -2,6 +2,8 @@ package zframe
 
 import (
 	"bytes"
+	"fmt"
+	"hash/fnv"
 	"io"
 	"math/rand/v2"
 	"os"
@@ -197,5 +199,26 @@ func TestRunGivesUpWithoutBuffers(t *testing.T) {
 	}
 	if n := len(p.tokens); n != 0 {
 		t.Errorf("%d buffers still taken", n)
+	}
+}
+
+// CutBefore is FNV-1a of the path: the frame layout, and so every
+// template's bytes, must not change with how it is computed.
+func TestCutBeforeIsFNV1a(t *testing.T) {
+	cuts := 0
+	for i := range 20000 {
+		p := fmt.Sprintf("usr/share/d%d/f%d", i%97, i)
+		h := fnv.New32a()
+		h.Write([]byte(p))
+		want := h.Sum32()%CutEvery == 0
+		if CutBefore(p) != want {
+			t.Fatalf("CutBefore(%q) = %v, FNV-1a says %v", p, !want, want)
+		}
+		if want {
+			cuts++
+		}
+	}
+	if cuts == 0 {
+		t.Fatal("no path was cut before: the test compares nothing")
 	}
 }
