@@ -23,7 +23,7 @@ deps:
 # Every test, including the end-to-end ones against a real registry process,
 # umoci and LXC.
 test: deps
-	gofmt -l . | tee /dev/stderr | (! read _)
+	@out=$$(gofmt -l .); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 	$(TEST_ENV) $(GO) test -race -count=1 -timeout 45m ./...
 

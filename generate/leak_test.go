@@ -7,7 +7,7 @@ import (
 	"os"
 	"testing"
 
-	"go.uber.org/goleak"
+	"github.com/nexcage/nexcage/internal/testenv"
 )
 
 // TestMain fails the package's tests if any goroutine outlives them (a
@@ -25,5 +25,5 @@ func TestMain(m *testing.M) {
 		json.NewEncoder(os.Stdout).Encode(res)
 		os.Exit(0)
 	}
-	goleak.VerifyTestMain(m)
+	testenv.Main(m)
 }

@@ -3,8 +3,9 @@ package rootfs
 import (
 	"testing"
 
-	"go.uber.org/goleak"
+	"github.com/nexcage/nexcage/internal/testenv"
 )
 
-// TestMain fails the package's tests if any goroutine outlives them.
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+// TestMain fails the package's tests if any goroutine outlives them or a
+// temporary file is left behind.
+func TestMain(m *testing.M) { testenv.Main(m) }

@@ -42,6 +42,7 @@ func nexcageBinary(t *testing.T) string {
 			binErr = err
 			return
 		}
+		testenv.AtExit(func() { os.RemoveAll(dir) })
 		os.Chmod(dir, 0o755)
 		binPath = filepath.Join(dir, "nexcage")
 		out, err := exec.Command(goTool, "build", "-o", binPath, ".").CombinedOutput()

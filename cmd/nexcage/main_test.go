@@ -2,7 +2,6 @@ package main
 
 import (
 	"errors"
-	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -17,7 +16,6 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/layout"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"github.com/rogpeppe/go-internal/testscript"
-	"go.uber.org/goleak"
 
 	"github.com/nexcage/nexcage/internal/testenv"
 	"github.com/nexcage/nexcage/internal/testimage"
@@ -29,20 +27,11 @@ func TestMain(m *testing.M) {
 	})
 }
 
-// leakChecked fails the run if goroutines outlive the tests, like
-// goleak.VerifyTestMain, inside testscript's own TestMain.
+// leakChecked runs the tests through testenv.RunMain (a private TMPDIR
+// that must end empty, no goroutine left) inside testscript's own TestMain.
 type leakChecked struct{ m *testing.M }
 
-func (l leakChecked) Run() int {
-	code := l.m.Run()
-	if code == 0 {
-		if err := goleak.Find(); err != nil {
-			fmt.Fprintf(os.Stderr, "goroutines leaked: %v\n", err)
-			return 1
-		}
-	}
-	return code
-}
+func (l leakChecked) Run() int { return testenv.RunMain(l.m) }
 
 // TestScripts runs the CLI scripts of testdata/script against the real
 // binary, a real docker-registry process and skopeo.

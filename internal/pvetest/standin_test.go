@@ -26,7 +26,7 @@ import (
 // rootfs -cf - .` writes them (proxmox.md §2).
 func alpineTemplate(t *testing.T, s *pvetest.StandIn) string {
 	t.Helper()
-	dir, err := testimage.SharedImagesDir()
+	dir, err := testimage.ImagesDir()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,9 +2,8 @@ package testenv
 
 import (
 	"testing"
-
-	"go.uber.org/goleak"
 )
 
-// TestMain fails the package's tests if any goroutine outlives them.
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+// TestMain fails the package's tests if any goroutine outlives them or a
+// temporary file is left behind.
+func TestMain(m *testing.M) { Main(m) }

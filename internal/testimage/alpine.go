@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 
@@ -16,11 +17,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/types"
 )
 
-// SharedImagesEnv overrides where SharedImagesDir looks.
-const SharedImagesEnv = "NEXCAGE_SHARED_IMAGES"
-
 // alpineTarballs maps the architectures Alpine accepts to their minirootfs
-// in the shared images directory and the platform it is published as.
+// in the images directory and the platform it is published as.
 var alpineTarballs = map[string]struct {
 	file     string
 	platform v1.Platform
@@ -30,46 +28,20 @@ var alpineTarballs = map[string]struct {
 	"arm64": {"alpine-minirootfs-3.20.3-aarch64.tar.gz", v1.Platform{OS: "linux", Architecture: "arm64", Variant: "v8"}, "aarch64"},
 }
 
-// SharedImagesDir finds the shared/images directory holding the Alpine
-// minirootfs tarballs and their SHA256SUMS. NEXCAGE_SHARED_IMAGES wins when
-// set. Otherwise, for each ancestor D of the working directory (tests run in
-// their package directory), D/shared/images and D/../shared/images are
-// tried: locally the repo is /work/main beside /work/shared, and CI clones
-// the repo elsewhere with shared/ next to the clone.
-func SharedImagesDir() (string, error) {
-	if dir := os.Getenv(SharedImagesEnv); dir != "" {
-		if !hasSums(dir) {
-			return "", fmt.Errorf("testimage: %s=%q has no SHA256SUMS file: point it at the directory holding the Alpine minirootfs tarballs", SharedImagesEnv, dir)
-		}
-		return filepath.Abs(dir)
+// ImagesDir is the repository's testdata/images directory, which holds the
+// Alpine minirootfs tarballs and their SHA256SUMS. It is found from this
+// source file's own path, fixed at compile time, so it never depends on the
+// working directory and never looks outside the repository.
+func ImagesDir() (string, error) {
+	_, file, _, ok := runtime.Caller(0)
+	if !ok || !filepath.IsAbs(file) {
+		return "", fmt.Errorf("testimage: cannot locate the repository from %q (built with -trimpath?): run the tests from a checkout with go test", file)
 	}
-
-	cwd, err := os.Getwd()
-	if err != nil {
-		return "", fmt.Errorf("testimage: finding shared images: %w", err)
+	dir := filepath.Join(filepath.Dir(file), "..", "..", "testdata", "images")
+	if !hasSums(dir) {
+		return "", fmt.Errorf("testimage: %s has no SHA256SUMS: the test images are missing from this checkout (git checkout -- testdata/images)", dir)
 	}
-	var tried []string
-	seen := map[string]bool{}
-	for d := cwd; ; d = filepath.Dir(d) {
-		for _, cand := range []string{
-			filepath.Join(d, "shared", "images"),
-			filepath.Join(d, "..", "shared", "images"),
-		} {
-			if seen[cand] {
-				continue
-			}
-			seen[cand] = true
-			tried = append(tried, cand)
-			if hasSums(cand) {
-				return cand, nil
-			}
-		}
-		if filepath.Dir(d) == d {
-			break
-		}
-	}
-	return "", fmt.Errorf("testimage: no shared/images directory with SHA256SUMS found from %s; set %s or put shared/images beside the repository (tried %s)",
-		cwd, SharedImagesEnv, strings.Join(tried, ", "))
+	return dir, nil
 }
 
 func hasSums(dir string) bool {
@@ -79,7 +51,7 @@ func hasSums(dir string) bool {
 
 // Alpine returns the real Alpine 3.20.3 minirootfs for arch "amd64" or
 // "arm64" as a one-layer gzip OCI image. The layer blob is the tarball's
-// bytes as-is, read from SharedImagesDir on demand (never copied), so the
+// bytes as-is, read from ImagesDir on demand (never copied), so the
 // layer digest is the SHA256SUMS entry; a mismatch is reported rather than
 // served, since a swapped or truncated tarball would make every test using
 // it misleading.
@@ -121,7 +93,7 @@ func alpineLayer(arch string) (v1.Layer, error) {
 	if !ok {
 		return nil, fmt.Errorf("testimage: no Alpine tarball for arch %q (have amd64, arm64)", arch)
 	}
-	dir, err := SharedImagesDir()
+	dir, err := ImagesDir()
 	if err != nil {
 		return nil, err
 	}

@@ -554,9 +554,8 @@ func TestImageConfig(t *testing.T) {
 	}
 }
 
-func TestSharedImagesDir(t *testing.T) {
-	t.Setenv(SharedImagesEnv, "")
-	dir, err := SharedImagesDir()
+func TestImagesDir(t *testing.T) {
+	dir, err := ImagesDir()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -565,56 +564,20 @@ func TestSharedImagesDir(t *testing.T) {
 			t.Error(err)
 		}
 	}
-
-	// CI layout: the clone is somewhere else with shared/ beside it, and
-	// the test runs deep inside the clone.
-	ci := t.TempDir()
-	shared := filepath.Join(ci, "shared", "images")
-	pkg := filepath.Join(ci, "nexcage", "internal", "testimage")
-	for _, d := range []string{shared, pkg} {
-		if err := os.MkdirAll(d, 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := os.WriteFile(filepath.Join(shared, "SHA256SUMS"), nil, 0o644); err != nil {
+	// The images are the repository's own, whatever the working directory.
+	want, err := filepath.Abs(filepath.Join("..", "..", "testdata", "images"))
+	if err != nil {
 		t.Fatal(err)
 	}
-	t.Chdir(pkg)
-	if got, err := SharedImagesDir(); err != nil || got != shared {
-		t.Errorf("CI layout: got %q, %v; want %q", got, err, shared)
-	}
-
-	// The environment wins over the walk.
-	t.Setenv(SharedImagesEnv, dir)
-	if got, err := SharedImagesDir(); err != nil || got != dir {
-		t.Errorf("env: got %q, %v; want %q", got, err, dir)
-	}
-	t.Setenv(SharedImagesEnv, filepath.Join(ci, "nexcage"))
-	if _, err := SharedImagesDir(); err == nil || !strings.Contains(err.Error(), SharedImagesEnv) {
-		t.Errorf("bad env: err %v", err)
-	}
-
-	// Nothing to find: the error lists what was tried.
-	t.Setenv(SharedImagesEnv, "")
-	lost := filepath.Join(t.TempDir(), "a", "b")
-	if err := os.MkdirAll(lost, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	t.Chdir(lost)
-	_, err = SharedImagesDir()
-	if err == nil {
-		// Only possible if / or an ancestor of TMPDIR really has one.
-		t.Skip("a shared/images exists above the temp dir")
-	}
-	for _, p := range []string{filepath.Join(lost, "shared", "images"), filepath.Join(filepath.Dir(lost), "shared", "images")} {
-		if !strings.Contains(err.Error(), p) {
-			t.Errorf("error does not name %s: %v", p, err)
-		}
+	t.Chdir(t.TempDir())
+	got, err := ImagesDir()
+	if err != nil || filepath.Clean(got) != want {
+		t.Errorf("from elsewhere: got %q, %v; want %q", got, err, want)
 	}
 }
 
 func TestAlpine(t *testing.T) {
-	dir, err := SharedImagesDir()
+	dir, err := ImagesDir()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -6,11 +6,11 @@ import (
 	"path/filepath"
 	"testing"
 
-	"go.uber.org/goleak"
+	"github.com/nexcage/nexcage/internal/testenv"
 	"golang.org/x/sys/unix"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) { testenv.Main(m) }
 
 func TestReadKeepsWhatKeepAccepts(t *testing.T) {
 	p := filepath.Join(t.TempDir(), "f")

@@ -10,12 +10,12 @@ import (
 	"testing"
 	"testing/iotest"
 
-	"go.uber.org/goleak"
+	"github.com/nexcage/nexcage/internal/testenv"
 
 	"github.com/nexcage/nexcage/internal/tartree"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) { testenv.Main(m) }
 
 func content(n int) []byte {
 	b := make([]byte, n)

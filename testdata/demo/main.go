@@ -1,5 +1,5 @@
 // Command demo writes the demo image that `make demo` runs nexcage on: the
-// real Alpine minirootfs from ../shared/images plus a small application
+// real Alpine minirootfs from testdata/images plus a small application
 // layer, as an OCI layout tagged "demo". No registry or network needed.
 package main
 

@@ -1,0 +1,66 @@
+package testenv
+
+import (
+	"fmt"
+	"os"
+	"sync"
+	"testing"
+
+	"go.uber.org/goleak"
+)
+
+// Main runs a package's tests with a temporary directory of their own and
+// fails the run if anything is left in it afterwards (a test binary, a
+// spill file, a half-written bundle) or if a goroutine outlives the tests.
+// Every package's TestMain calls it, so no test run leaves files behind in
+// the machine's TMPDIR.
+func Main(m *testing.M) { os.Exit(RunMain(m)) }
+
+// RunMain is Main for a TestMain that must do more around the run (one
+// that hands m to testscript); it returns the exit code.
+func RunMain(m interface{ Run() int }) int {
+	tmp, err := os.MkdirTemp("", "nexcage-tests-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "testenv:", err)
+		return 1
+	}
+	// Like /tmp: tests run commands as other users, who write here too.
+	if err := os.Chmod(tmp, 0o1777); err != nil {
+		fmt.Fprintln(os.Stderr, "testenv:", err)
+		return 1
+	}
+	defer os.RemoveAll(tmp)
+	os.Setenv("TMPDIR", tmp)
+
+	code := m.Run()
+	for _, cleanup := range mainCleanups {
+		cleanup()
+	}
+	if code != 0 {
+		return code
+	}
+	if err := goleak.Find(); err != nil {
+		fmt.Fprintf(os.Stderr, "goroutines leaked: %v\n", err)
+		return 1
+	}
+	left, _ := os.ReadDir(tmp)
+	for _, e := range left {
+		fmt.Fprintf(os.Stderr, "temporary file left behind by the tests: %s\n", e.Name())
+		code = 1
+	}
+	return code
+}
+
+var (
+	mainCleanupsMu sync.Mutex
+	mainCleanups   []func()
+)
+
+// AtExit registers f to run once all of the package's tests have ended,
+// before Main checks the temporary directory: for what tests share for the
+// whole run (a binary built once).
+func AtExit(f func()) {
+	mainCleanupsMu.Lock()
+	defer mainCleanupsMu.Unlock()
+	mainCleanups = append(mainCleanups, f)
+}
