@@ -29,7 +29,7 @@ deploy's flags work here.`,
 			fs.StringVar(&o.createName, "name", "", "container name (its hostname); required")
 			fs.StringVar(&o.createImage, "image", "", "template or image reference; required")
 			imageFlags(fs, o)
-			fs.StringVar(&o.pull, "pull", "missing", "when to pull an image: missing, always, never")
+			pullFlag(fs, o)
 			registerDeployFlags(fs, &o.deploy)
 			fs.BoolVarP(&o.verbose, "verbose", "v", false, "show PVE's own output with errors")
 		},
