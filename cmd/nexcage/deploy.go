@@ -30,7 +30,7 @@ type deployFlags struct {
 
 func registerDeployFlags(fs *pflag.FlagSet, d *deployFlags) {
 	intVar(fs, &d.vmid, "vmid", "", 0, 100, 999999999, false, "a VMID is a whole number from 100 to 999999999", "container id (default: the next free one, pvesh get /cluster/nextid)")
-	fs.StringVar(&d.hostname, "hostname", "", "container hostname (default: the template's, else CT<vmid>)")
+	checkedVar(fs, &d.hostname, "hostname", "", checkHostname, "container hostname (default: the template's, else CT<vmid>)")
 	fs.StringVar(&d.storage, "storage", "local-lvm", "storage for the rootfs and image volumes")
 	intVar(fs, &d.rootfsSize, "rootfs-size", "", 8, 1, 1<<20, false, "--rootfs-size is a whole number of GiB, at least 1", "rootfs size in GiB")
 	fs.StringVar(&d.templateStorage, "template-storage", "local", "storage to upload a local template to")
@@ -43,12 +43,27 @@ func registerDeployFlags(fs *pflag.FlagSet, d *deployFlags) {
 	fs.StringVar(&d.features, "features", "", "container features, e.g. nesting=1,keyctl=1")
 	fs.StringArrayVar(&d.mounts, "mount", nil, "bind mount SRC:DEST[:ro] (repeatable)")
 	intVar(fs, &d.volumeSize, "volume-size", "", 8, 1, 1<<20, false, "--volume-size is a whole number of GiB, at least 1", "GiB of storage for each image VOLUME")
-	fs.StringVar(&d.password, "password", "", "root password (at least 5 characters)")
+	checkedVar(fs, &d.password, "password", "", checkPassword, "root password (at least 5 characters)")
 	fs.StringVar(&d.sshKeys, "ssh-public-keys", "", "file of SSH public keys for root")
 	fs.BoolVar(&d.start, "start", false, "start the container after creating it")
 	fs.StringVar(&d.node, "node", "", "create on this node of the cluster (through pvesh)")
 	fs.BoolVar(&d.dryRun, "dry-run", false, "print the plan (commands and resulting config) and change nothing")
 	fs.BoolVar(&d.keepFailed, "keep-failed", false, "keep a container whose set-up failed after it was created, instead of destroying it")
+}
+
+func checkHostname(s string) error {
+	if !lxc.ValidDNSName(s) {
+		return badValuef("%q is not a valid DNS name, which PVE requires; use letters, digits and '-', in dot-separated labels of at most 63 characters", s)
+	}
+	return nil
+}
+
+// checkPassword never repeats the password: messages end up in logs.
+func checkPassword(s string) error {
+	if len(s) < 5 {
+		return badValuef("the password is shorter than 5 characters, PVE's minimum")
+	}
+	return nil
 }
 
 func init() {

@@ -86,7 +86,9 @@ func openStore(e *env) (*rootfs.Store, error) {
 			return nil, err
 		}
 	}
-	return rootfs.OpenStore(dir)
+	// Not created here: list must not make one, and pull makes it only
+	// once its source answered.
+	return rootfs.StoreAt(dir)
 }
 
 func sourceOptions(e *env) (rootfs.SourceOptions, error) {
@@ -225,9 +227,13 @@ func runList(ctx context.Context, e *env, args []string) (any, error) {
 		imgs = []rootfs.Image{}
 	}
 	if e.json {
-		return map[string]any{"store": store.Dir, "images": imgs}, nil
+		return map[string]any{"store": store.Dir, "exists": store.Exists(), "images": imgs}, nil
 	}
 	if len(imgs) == 0 {
+		if !store.Exists() {
+			fmt.Fprintf(e.stdout, "no images in %s (there is no store yet: the first pull creates it)\n", store.Dir)
+			return nil, nil
+		}
 		fmt.Fprintf(e.stdout, "no images in %s\n", store.Dir)
 		return nil, nil
 	}
