@@ -181,7 +181,7 @@ func currentDigest(ctx context.Context, e *env, store *rootfs.Store, ref rootfs.
 func buildStaged(ctx context.Context, e *env, store *rootfs.Store, img rootfs.Image, opts convert.Options, stages map[string]float64) (*convert.Result, error) {
 	work, err := os.MkdirTemp("", "nexcage-build-")
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("cannot create a temporary directory for --staged (%w): set TMPDIR to a writable directory", err)
 	}
 	defer rootfs.RemoveBundle(work)
 	limit, err := parseSize(e.maxLayerSize)

@@ -95,6 +95,8 @@ func TestFlagValuesAreUsageErrors(t *testing.T) {
 		{[]string{"deploy", "--mount", "justone", "t.tar.zst"}, []string{`--mount: "justone" is not a bind mount; write SRC:DEST or SRC:DEST:ro`}},
 		{[]string{"build", "--force=maybe", missing}, []string{`--force: "maybe" is not true or false`}},
 		{[]string{"list", "--json=2"}, []string{`--json: "2" is not true or false`}},
+		{[]string{"list", "--store", "/dev/null"}, []string{`--store: "/dev/null" is a file, not a store directory`}},
+		{[]string{"pull", "--store", "/dev/null", missing}, []string{`--store: "/dev/null" is a file`}},
 	} {
 		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
 			status, _, stderr := runCLI(t, tc.args...)

@@ -86,6 +86,12 @@ func openStore(e *env) (*rootfs.Store, error) {
 			return nil, err
 		}
 	}
+	if fi, err := os.Stat(dir); err == nil && !fi.IsDir() {
+		if e.store == "" {
+			return nil, fmt.Errorf("the store %s (NEXCAGE_STORE, or the default) is a file, not a directory: choose another with --store", dir)
+		}
+		return nil, usagef("--store: %q is a file, not a store directory", dir)
+	}
 	// Not created here: list must not make one, and pull makes it only
 	// once its source answered.
 	return rootfs.StoreAt(dir)
