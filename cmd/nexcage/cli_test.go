@@ -145,6 +145,7 @@ func TestDidYouMean(t *testing.T) {
 		{[]string{"build", "--compresion", "zstd", "x"}, "unknown flag: --compresion; did you mean --compression?"},
 		{[]string{"deploy", "--vmdi", "100", "t"}, "unknown flag: --vmdi; did you mean --vmid?"},
 		{[]string{"build", "--templateversion", "1", "x"}, "did you mean --template-version?"},
+		{[]string{"--verison"}, `unknown command "--verison"; did you mean --version?`},
 		{[]string{"frobnicate"}, ""},
 		{[]string{"pull", "--no-such-flag", "x"}, ""},
 	} {

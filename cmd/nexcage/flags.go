@@ -272,9 +272,12 @@ func noteDeprecated(fs *pflag.FlagSet, c *command, w io.Writer) {
 
 // didYouMeanCommand is "; did you mean build?" for a mistyped command.
 func didYouMeanCommand(typed string) string {
-	names := make([]string, 0, len(commands))
-	for n := range commands {
-		names = append(names, n)
+	names := []string{"--help", "--version"} // what run takes before a command
+	if !strings.HasPrefix(typed, "-") {
+		names = names[:0]
+		for n := range commands {
+			names = append(names, n)
+		}
 	}
 	if s := suggest(typed, names); s != "" {
 		return fmt.Sprintf("; did you mean %s?", s)
