@@ -52,6 +52,8 @@ func TestFlagValuesAreUsageErrors(t *testing.T) {
 		// anything else is a file, whose suffix must fit the format.
 		{[]string{"convert", "-o", "x.tar", "bundle"}, []string{`-o: "x.tar" is not a template name`, ".tar.zst, .tar.gz or .tar.xz", "end a directory with /"}},
 		{[]string{"build", "-o", "x.tar", missing}, []string{`-o: "x.tar" is not a template name`, ".tar.zst, .tar.gz or .tar.xz"}},
+		{[]string{"convert", "-o", "X.TAR.ZST", "bundle"}, []string{`-o: "X.TAR.ZST" is not a template name`, "in lower case"}},
+		{[]string{"convert", "-o", "x.tgz", "bundle"}, []string{`-o: "x.tgz" is not a template name`, "refuses .tgz"}},
 		{[]string{"build", "-o", notADir, missing}, []string{`-o: "` + notADir + `" is not a template name`, "end a directory with /"}},
 		{[]string{"convert", "-o", notADir, "bundle"}, []string{`-o: "` + notADir + `" is not a template name`, "end a directory with /"}},
 		{[]string{"build", "-o", notADir, missing, missing}, []string{`-o: "` + notADir + `" is not a directory, and 2 images need one`, "end it with /"}},

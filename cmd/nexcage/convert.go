@@ -237,8 +237,10 @@ func checkOutput(cf convertFlags, images int) error {
 	if !dir {
 		fromName, ok := convert.CompressionFromName(out)
 		switch {
-		case !ok:
-			return usagef("-o: %q is not a template name; a template ends in .tar.zst, .tar.gz or .tar.xz (PVE refuses other names); end a directory with /", out)
+		case !ok || !strings.HasSuffix(out, fromName.Suffix()):
+			// Lower case only: the sidecars are named by cutting the
+			// suffix off, and deploy, check and generate look for them so.
+			return usagef("-o: %q is not a template name; a template ends in .tar.zst, .tar.gz or .tar.xz, in lower case (PVE refuses .tgz and other names); end a directory with /", out)
 		case comp != "" && comp != fromName:
 			return usagef("-o: %q ends in %s but --compression is %s; make them agree", out, fromName.Suffix(), comp)
 		}
