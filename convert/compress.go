@@ -23,6 +23,11 @@ const (
 	XZ   Compression = "xz"
 )
 
+// Compressions are the compressions PVE reads, in the order nexcage
+// prefers them: what ParseCompression accepts (besides the zst and gz
+// spellings) and what the command line offers.
+var Compressions = []Compression{Zstd, Gzip, XZ}
+
 // Suffix is the template file suffix PVE recognises for c.
 func (c Compression) Suffix() string {
 	switch c {
@@ -55,13 +60,29 @@ func ParseCompression(s string) (Compression, error) {
 	case XZ:
 		return XZ, nil
 	}
-	return "", fmt.Errorf("compression %q is not one PVE reads: use zstd, gzip or xz", s)
+	return "", fmt.Errorf("compression %q is not one PVE reads: use %s", s, orList(Compressions))
+}
+
+// orList renders a set of values as "a, b or c" for an error message.
+func orList[T ~string](vs []T) string {
+	var b strings.Builder
+	for i, v := range vs {
+		switch {
+		case i == 0:
+		case i == len(vs)-1:
+			b.WriteString(" or ")
+		default:
+			b.WriteString(", ")
+		}
+		b.WriteString(string(v))
+	}
+	return b.String()
 }
 
 // CompressionFromName infers the compression from a template file name.
 func CompressionFromName(name string) (Compression, bool) {
 	lower := strings.ToLower(name)
-	for _, c := range []Compression{Zstd, Gzip, XZ} {
+	for _, c := range Compressions {
 		if strings.HasSuffix(lower, c.Suffix()) {
 			return c, true
 		}

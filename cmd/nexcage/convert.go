@@ -124,12 +124,11 @@ func runConvert(ctx context.Context, e *env, args []string) (any, error) {
 	if len(args) != 1 {
 		return nil, usagef("convert takes one BUNDLE (or IMAGE with --format oci-archive), got %d arguments", len(args))
 	}
-	switch e.conv.format {
-	case "template":
-	case "oci-archive":
+	if err := outputFormats.check("format", e.conv.format); err != nil {
+		return nil, err
+	}
+	if e.conv.format == "oci-archive" {
 		return exportOCIArchive(ctx, e, args[0])
-	default:
-		return nil, usagef("--format %q: use template or oci-archive", e.conv.format)
 	}
 	opts, err := convertOptions(e)
 	if err != nil {

@@ -89,7 +89,7 @@ func deployOptions(d deployFlags) (pct.Options, error) {
 		v := false
 		o.Unprivileged = &v
 	default:
-		return o, usagef("--unprivileged %q: use 1 or 0", d.unprivileged)
+		return o, unprivilegedValues.check("unprivileged", d.unprivileged)
 	}
 	for _, m := range d.mounts {
 		parts := strings.Split(m, ":")

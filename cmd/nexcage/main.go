@@ -109,6 +109,8 @@ func run(argv []string, stdout, stderr *os.File) int {
 	}
 	name := argv[0]
 	switch name {
+	case completeCommand:
+		return runComplete(argv[1:], stdout)
 	case "-h", "--help", "help":
 		if name == "help" && len(argv) > 1 {
 			if c, ok := commands[argv[1]]; ok {

@@ -132,10 +132,10 @@ func runPull(ctx context.Context, e *env, args []string) (any, error) {
 // imageArgs parses what every command taking an IMAGE needs, before
 // anything touches the disk.
 func imageArgs(e *env, image string) (rootfs.Ref, rootfs.SourceOptions, error) {
-	switch e.pull {
-	case "", "missing", "always", "never":
-	default:
-		return rootfs.Ref{}, rootfs.SourceOptions{}, usagef("--pull %q: use missing, always or never", e.pull)
+	if e.pull != "" {
+		if err := pullPolicies.check("pull", e.pull); err != nil {
+			return rootfs.Ref{}, rootfs.SourceOptions{}, err
+		}
 	}
 	ref, err := parseImageArg(image)
 	if err != nil {
