@@ -167,7 +167,9 @@ func TestFlagValuesAreWhatValidationTakes(t *testing.T) {
 		flag string
 		args func(v string) []string
 	}{
-		{"pull", func(v string) []string { return []string{"unpack", "--pull", v, "oci:" + missing + ":x", filepath.Join(tmp, "b")} }},
+		{"pull", func(v string) []string {
+			return []string{"unpack", "--pull", v, "oci:" + missing + ":x", filepath.Join(tmp, "b")}
+		}},
 		{"format", func(v string) []string { return []string{"convert", "--format", v, "oci:" + missing + ":x"} }},
 		{"compression", func(v string) []string { return []string{"convert", "--compression", v, missing} }},
 		{"unprivileged", func(v string) []string { return []string{"deploy", "--unprivileged", v, missing + ".tar.zst"} }},
