@@ -23,11 +23,6 @@ const (
 	XZ   Compression = "xz"
 )
 
-// Compressions are the compressions PVE reads, in the order nexcage
-// prefers them: what ParseCompression accepts (besides the zst and gz
-// spellings) and what the command line offers.
-var Compressions = []Compression{Zstd, Gzip, XZ}
-
 // Suffix is the template file suffix PVE recognises for c.
 func (c Compression) Suffix() string {
 	switch c {
@@ -60,29 +55,13 @@ func ParseCompression(s string) (Compression, error) {
 	case XZ:
 		return XZ, nil
 	}
-	return "", fmt.Errorf("compression %q is not one PVE reads: use %s", s, orList(Compressions))
-}
-
-// orList renders a set of values as "a, b or c" for an error message.
-func orList[T ~string](vs []T) string {
-	var b strings.Builder
-	for i, v := range vs {
-		switch {
-		case i == 0:
-		case i == len(vs)-1:
-			b.WriteString(" or ")
-		default:
-			b.WriteString(", ")
-		}
-		b.WriteString(string(v))
-	}
-	return b.String()
+	return "", fmt.Errorf("compression %q is not one PVE reads: use zstd, gzip or xz", s)
 }
 
 // CompressionFromName infers the compression from a template file name.
 func CompressionFromName(name string) (Compression, bool) {
 	lower := strings.ToLower(name)
-	for _, c := range Compressions {
+	for _, c := range []Compression{Zstd, Gzip, XZ} {
 		if strings.HasSuffix(lower, c.Suffix()) {
 			return c, true
 		}
@@ -93,12 +72,17 @@ func CompressionFromName(name string) (Compression, bool) {
 	return "", false
 }
 
+// Levels is the range of compression levels c takes.
+func (c Compression) Levels() (lo, hi int) {
+	if c == Zstd {
+		return 1, 22
+	}
+	return 1, 9
+}
+
 // checkLevel validates a level for c (0 means the default).
 func checkLevel(c Compression, level int) error {
-	lo, hi := 1, 9
-	if c == Zstd {
-		hi = 22
-	}
+	lo, hi := c.Levels()
 	if level != 0 && (level < lo || level > hi) {
 		return fmt.Errorf("--level %d is out of range for %s: use %d to %d", level, c, lo, hi)
 	}

@@ -25,7 +25,7 @@ func init() {
 		summary: "print a shell completion script for bash, zsh or fish",
 		help: `Writes a script to stdout that completes nexcage's commands, each
 command's flags, the values of flags that take one of a fixed set
-(` + enumFlagList() + `) and file and
+(--arch, --compression, --format, --pull, --unprivileged) and file and
 directory names. The script asks the nexcage binary it completes for the
 candidates, so it always matches that binary's commands and flags.
 
@@ -42,16 +42,6 @@ candidates, so it always matches that binary's commands and flags.
       /usr/share/fish/vendor_completions.d/nexcage.fish)`,
 		run: runCompletion,
 	})
-}
-
-// enumFlagList names the flags with a fixed set of values, for the help.
-func enumFlagList() string {
-	names := make([]string, 0, len(flagValues))
-	for n := range flagValues {
-		names = append(names, "--"+n)
-	}
-	sort.Strings(names)
-	return strings.Join(names, ", ")
 }
 
 func runCompletion(_ context.Context, e *env, args []string) (any, error) {
@@ -236,7 +226,7 @@ func repeatable(f *pflag.Flag) bool {
 // flagValueCandidates are the values of flag f; prefix is "--name=" when
 // the value is in the same word, and candidates then carry it.
 func flagValueCandidates(f *pflag.Flag, prefix, value string) ([]candidate, pathKind) {
-	if vs, ok := flagValues[f.Name]; ok {
+	if vs := flagValueSet(f); vs != nil {
 		var cs []candidate
 		for _, v := range vs {
 			cs = append(cs, candidate{prefix + v, ""})

@@ -102,17 +102,21 @@ func TestCompleteWords(t *testing.T) {
 	}
 }
 
-// TestFlagValueSets keeps the value sets honest: each set belongs to a
-// flag that exists, and the flag's help names every value it offers.
-func TestFlagValueSets(t *testing.T) {
-	seen := map[string]bool{}
+// enumFlags are the flags with a fixed set of values, by name, with the
+// set; a name means the same set in every command that has it.
+func enumFlags(t *testing.T) map[string]valueSet {
+	t.Helper()
+	sets := map[string]valueSet{}
 	for _, c := range visibleCommands() {
 		for _, f := range docFlags(c) {
-			vs, ok := flagValues[f.Name]
-			if !ok {
+			vs := flagValueSet(f)
+			if vs == nil {
 				continue
 			}
-			seen[f.Name] = true
+			if old, ok := sets[f.Name]; ok && !slices.Equal(old, vs) {
+				t.Errorf("--%s takes %q in one command and %q in %s", f.Name, old, vs, c.name)
+			}
+			sets[f.Name] = vs
 			for _, v := range vs {
 				if !strings.Contains(f.Usage, v) {
 					t.Errorf("nexcage %s --%s: help %q does not name the value %q it completes", c.name, f.Name, f.Usage, v)
@@ -120,10 +124,27 @@ func TestFlagValueSets(t *testing.T) {
 			}
 		}
 	}
-	for n := range flagValues {
-		if !seen[n] {
-			t.Errorf("value set for --%s, which no command has", n)
+	return sets
+}
+
+// TestFlagValueSets keeps the value sets honest: the flags the task names
+// have one, every help names the values, the completion command's help
+// lists exactly those flags, and the path and argument tables name flags
+// and commands that exist.
+func TestFlagValueSets(t *testing.T) {
+	sets := enumFlags(t)
+	var names []string
+	for n := range sets {
+		names = append(names, "--"+n)
+	}
+	sort.Strings(names)
+	for _, want := range []string{"--compression", "--format", "--pull", "--unprivileged", "--arch"} {
+		if !slices.Contains(names, want) {
+			t.Errorf("%s has no value set: got sets for %q", want, names)
 		}
+	}
+	if list := "(" + strings.Join(names, ", ") + ")"; !strings.Contains(oneLine(commands["completion"].help), list) {
+		t.Errorf("completion's help does not list the flags with fixed values %s", list)
 	}
 	for n := range flagPaths {
 		found := false
@@ -143,9 +164,10 @@ func TestFlagValueSets(t *testing.T) {
 
 // TestFlagValuesAreWhatValidationTakes runs the binary with every value
 // completion offers: none is a usage error, and a value outside the set
-// is one (exit 2) whose message lists exactly the set.
+// is one (exit 2) whose message names every value of the set.
 func TestFlagValuesAreWhatValidationTakes(t *testing.T) {
 	bin := nexcageBinary(t)
+	sets := enumFlags(t)
 	tmp := t.TempDir()
 	store := filepath.Join(tmp, "store")
 	missing := filepath.Join(tmp, "missing")
@@ -163,31 +185,35 @@ func TestFlagValuesAreWhatValidationTakes(t *testing.T) {
 		}
 		return 0, stderr.String()
 	}
-	for _, tc := range []struct {
-		flag string
-		args func(v string) []string
-	}{
-		{"pull", func(v string) []string {
+	cases := map[string]func(v string) []string{
+		"pull": func(v string) []string {
 			return []string{"unpack", "--pull", v, "oci:" + missing + ":x", filepath.Join(tmp, "b")}
-		}},
-		{"format", func(v string) []string { return []string{"convert", "--format", v, "oci:" + missing + ":x"} }},
-		{"compression", func(v string) []string { return []string{"convert", "--compression", v, missing} }},
-		{"unprivileged", func(v string) []string { return []string{"deploy", "--unprivileged", v, missing + ".tar.zst"} }},
-		{"arch", func(v string) []string { return []string{"generate", "spec", "--force", "--arch", v, tmp} }},
-	} {
-		set := flagValues[tc.flag]
-		if len(set) == 0 {
-			t.Fatalf("no value set for --%s", tc.flag)
+		},
+		"format":       func(v string) []string { return []string{"convert", "--format", v, "oci:" + missing + ":x"} },
+		"compression":  func(v string) []string { return []string{"convert", "--compression", v, missing} },
+		"unprivileged": func(v string) []string { return []string{"deploy", "--unprivileged", v, missing + ".tar.zst"} },
+		"arch":         func(v string) []string { return []string{"generate", "spec", "--force", "--arch", v, tmp} },
+	}
+	for flag, set := range sets {
+		args, ok := cases[flag]
+		if !ok {
+			t.Errorf("--%s has a value set but no case here", flag)
+			continue
 		}
 		for _, v := range set {
-			status, stderr := runBin(tc.args(v)...)
-			if status == exitUsage || strings.Contains(stderr, set.String()) {
-				t.Errorf("--%s %s, a completed value, is refused (exit %d): %s", tc.flag, v, status, stderr)
+			status, stderr := runBin(args(v)...)
+			if status == exitUsage || strings.Contains(stderr, "--"+flag+":") {
+				t.Errorf("--%s %s, a completed value, is refused (exit %d): %s", flag, v, status, stderr)
 			}
 		}
-		status, stderr := runBin(tc.args("bogus")...)
-		if status != exitUsage || !strings.Contains(stderr, set.String()) {
-			t.Errorf("--%s bogus: exit %d, want %d and the message to list %q:\n%s", tc.flag, status, exitUsage, set.String(), stderr)
+		status, stderr := runBin(args("bogus")...)
+		if status != exitUsage {
+			t.Errorf("--%s bogus: exit %d, want %d:\n%s", flag, status, exitUsage, stderr)
+		}
+		for _, v := range set {
+			if !strings.Contains(stderr, v) {
+				t.Errorf("--%s bogus: the message does not offer %q:\n%s", flag, v, stderr)
+			}
 		}
 	}
 }

@@ -3,23 +3,13 @@ package main
 import (
 	"strings"
 
-	"github.com/nexcage/nexcage/convert"
+	"github.com/spf13/pflag"
+
 	"github.com/nexcage/nexcage/generate"
 )
 
-// valueSet is the fixed set of values a flag or argument takes. One set
-// serves the validation (what is accepted, what the error lists), the
-// shell completion and the generated docs, so they cannot drift apart.
+// valueSet is a fixed set of values of a flag or an argument.
 type valueSet []string
-
-func (v valueSet) has(s string) bool {
-	for _, x := range v {
-		if x == s {
-			return true
-		}
-	}
-	return false
-}
 
 // String renders the set as "a, b or c" for messages.
 func (v valueSet) String() string {
@@ -29,41 +19,25 @@ func (v valueSet) String() string {
 	return strings.Join(v[:len(v)-1], ", ") + " or " + v[len(v)-1]
 }
 
-// check is the usage error for a value outside the set.
-func (v valueSet) check(flag, s string) error {
-	if v.has(s) {
-		return nil
-	}
-	return usagef("--%s %q: use %s", flag, s, v)
+// shells are what `nexcage completion` writes a script for.
+var shells = valueSet{"bash", "zsh", "fish"}
+
+// libraryValues are the value sets of flags a library validates (it also
+// takes other spellings, x86_64 for amd64): the library's list is the
+// one source.
+var libraryValues = map[string]valueSet{
+	"arch": valueSet(generate.Archs),
 }
 
-var (
-	pullPolicies  = valueSet{"missing", "always", "never"}
-	outputFormats = valueSet{"template", "oci-archive"}
-	// unprivilegedValues are the canonical spellings; true and false are
-	// accepted as well but not offered.
-	unprivilegedValues = valueSet{"1", "0"}
-	shells             = valueSet{"bash", "zsh", "fish"}
-)
-
-// flagValues maps a flag name to its values, for every flag with a fixed
-// set. The same name means the same set in every command that has it.
-// compression and arch are validated by their packages (which also take
-// other spellings: zst, x86_64, ...); their lists are the packages' own.
-var flagValues = map[string]valueSet{
-	"pull":         pullPolicies,
-	"format":       outputFormats,
-	"unprivileged": unprivilegedValues,
-	"compression":  compressionNames(),
-	"arch":         valueSet(generate.Archs),
-}
-
-func compressionNames() valueSet {
-	v := make(valueSet, len(convert.Compressions))
-	for i, c := range convert.Compressions {
-		v[i] = string(c)
+// flagValueSet is the fixed set of values flag f takes, nil for a free
+// one. For an enumValue flag (--pull, --format, --compression,
+// --unprivileged) the set is the very list its Set validates against, so
+// what completion offers and what parsing accepts cannot drift apart.
+func flagValueSet(f *pflag.Flag) valueSet {
+	if ev, ok := f.Value.(*enumValue); ok {
+		return valueSet(ev.values)
 	}
-	return v
+	return libraryValues[f.Name]
 }
 
 // pathKind says what a flag's or an argument's value names on disk, for

@@ -117,7 +117,7 @@ func run(argv []string, stdout, stderr *os.File) int {
 				printCommandHelp(stdout, c, newFlagSet(c, &opts{}))
 				return exitOK
 			}
-			fmt.Fprintf(stderr, "nexcage: unknown command %q\n", argv[1])
+			fmt.Fprintf(stderr, "nexcage: unknown command %q%s\n", argv[1], didYouMeanCommand(argv[1]))
 			printTopHelp(stderr)
 			return exitUsage
 		}
@@ -128,7 +128,7 @@ func run(argv []string, stdout, stderr *os.File) int {
 	}
 	c, ok := commands[name]
 	if !ok {
-		fmt.Fprintf(stderr, "nexcage: unknown command %q\n", name)
+		fmt.Fprintf(stderr, "nexcage: unknown command %q%s\n", name, didYouMeanCommand(name))
 		printTopHelp(stderr)
 		return exitUsage
 	}
@@ -139,9 +139,10 @@ func run(argv []string, stdout, stderr *os.File) int {
 			printCommandHelp(stdout, c, fs)
 			return exitOK
 		}
-		fmt.Fprintf(stderr, "nexcage %s: %v\nusage: %s\nRun 'nexcage %s --help' for details.\n", c.name, err, usageLine(c), c.name)
+		fmt.Fprintf(stderr, "nexcage %s: %s\nusage: %s\nRun 'nexcage %s --help' for details.\n", c.name, flagError(fs, err), usageLine(c), c.name)
 		return exitUsage
 	}
+	noteDeprecated(fs, c, stderr)
 	e.progress = progress.New(stderr, e.quiet || e.json)
 
 	ctx, stop := signalContext()
