@@ -373,7 +373,47 @@ _nexcage
 			t.Errorf("zsh: %q completes to %q, want %q", tc.words, got, tc.want)
 		}
 	}
+
+	fpath := t.TempDir()
+	b, _ := os.ReadFile(script)
+	if err := os.WriteFile(filepath.Join(fpath, "_nexcage"), b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(zsh, "-f", "-c", zshTerminal, "zsh", fpath, files)
+	cmd.Env = env
+	if out, err := cmd.CombinedOutput(); err != nil || !strings.HasSuffix(string(out), "OK\n") {
+		t.Errorf("zsh on a terminal: %v\n%q", err, out)
+	}
 }
+
+// zshTerminal drives an interactive zsh on a pseudo-terminal (zsh/zpty):
+// compinit loads _nexcage from fpath as a zsh user's setup would, and Tab
+// goes through the real completion system.
+const zshTerminal = `
+zmodload zsh/zpty || exit 9
+zpty z 'zsh -f -i'
+out=""
+waitfor() {
+	local deadline=$((SECONDS + 20)) chunk
+	while ((SECONDS < deadline)); do
+		while zpty -rt z chunk; do out+=$chunk; done
+		[[ $out == *$1* ]] && { out=""; return 0 }
+		sleep 0.1
+	done
+	print -r -- "no $1 in: $out"
+	exit 1
+}
+zpty -w z "PS1='> '; fpath=($1 \$fpath); autoload -U compinit; compinit -u -D; print RE''ADY"
+waitfor READY
+zpty -w -n z $'nexcage build --comp\t'
+waitfor --compression
+zpty -w -n z $'\C-unexcage convert --format=o\t'
+waitfor --format=oci-archive
+zpty -w -n z $'\C-ucd '$2$'\n'
+zpty -w -n z $'nexcage generate --rootfs di\t'
+waitfor dirA
+print OK
+`
 
 // TestFishCompletion checks the fish script's syntax, then asks fish
 // itself what it completes (complete -C runs the completion machinery
