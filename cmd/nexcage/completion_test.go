@@ -2,13 +2,18 @@ package main
 
 import (
 	"bytes"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
 	"sort"
 	"strings"
+	"sync"
+	"syscall"
 	"testing"
+	"time"
+	"unsafe"
 
 	"github.com/nexcage/nexcage/generate"
 	"github.com/nexcage/nexcage/internal/testenv"
@@ -321,6 +326,117 @@ func TestBashCompletion(t *testing.T) {
 	}
 }
 
+// TestBashCompletionOnTerminal types into an interactive bash on a
+// pseudo-terminal, so readline itself splits the words (--flag=value
+// included) and applies the replies: what a user sees on Tab.
+func TestBashCompletionOnTerminal(t *testing.T) {
+	bash := testenv.RequireTool(t, "bash")
+	bin, env, files := completionEnv(t)
+	script := completionScript(t, bin, "bash")
+	term := startOnPTY(t, append(env, "TERM=dumb"), bash, "--norc", "--noprofile", "-i")
+	term.send("PS1='> '; source " + script + "; cd " + files + "; echo RE''ADY\n")
+	term.waitFor("READY")
+	for _, tc := range []struct{ typed, want string }{
+		{"nexcage bu\t", "nexcage build "},
+		{"nexcage build --comp\t", "nexcage build --compression "},
+		{"nexcage build --compression \t\t", "gzip  xz    zstd"},
+		{"nexcage build --compression=\t\t", "gzip  xz    zstd"},
+		{"nexcage convert --format=oci\t", "nexcage convert --format=oci-archive "},
+		{"nexcage generate --rootfs \t", "nexcage generate --rootfs dirA/"},
+		{"nexcage build -o fi\t", "nexcage build -o fileB "},
+	} {
+		term.send("\x15" + tc.typed) // ^U: a fresh line
+		term.waitFor(tc.want)
+	}
+}
+
+// pty is a process on a pseudo-terminal and what it has written to it.
+type pty struct {
+	t      *testing.T
+	master *os.File
+	mu     sync.Mutex
+	out    bytes.Buffer
+}
+
+// startOnPTY runs name on a new pseudo-terminal as its controlling
+// terminal, as a login shell would be.
+func startOnPTY(t *testing.T, env []string, name string, args ...string) *pty {
+	t.Helper()
+	master, err := os.OpenFile("/dev/ptmx", os.O_RDWR|syscall.O_NOCTTY, 0)
+	if err != nil {
+		t.Skipf("no pseudo-terminals here: %v", err)
+	}
+	var unlock int32
+	var n uint32
+	if _, _, e := syscall.Syscall(syscall.SYS_IOCTL, master.Fd(), syscall.TIOCSPTLCK, uintptr(unsafe.Pointer(&unlock))); e != 0 {
+		t.Fatal(e)
+	}
+	if _, _, e := syscall.Syscall(syscall.SYS_IOCTL, master.Fd(), syscall.TIOCGPTN, uintptr(unsafe.Pointer(&n))); e != 0 {
+		t.Fatal(e)
+	}
+	slave, err := os.OpenFile(fmt.Sprintf("/dev/pts/%d", n), os.O_RDWR|syscall.O_NOCTTY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(name, args...)
+	cmd.Env = env
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = slave, slave, slave
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true, Ctty: 0}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	slave.Close()
+	p := &pty{t: t, master: master}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		buf := make([]byte, 4096)
+		for {
+			n, err := master.Read(buf)
+			p.mu.Lock()
+			p.out.Write(buf[:n])
+			p.mu.Unlock()
+			if err != nil {
+				return
+			}
+		}
+	}()
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+		master.Close()
+		<-done
+	})
+	return p
+}
+
+func (p *pty) send(s string) {
+	if _, err := p.master.WriteString(s); err != nil {
+		p.t.Fatal(err)
+	}
+}
+
+// waitFor waits until s appears in the output, then forgets the output
+// up to it.
+func (p *pty) waitFor(s string) {
+	p.t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		p.mu.Lock()
+		out := p.out.String()
+		if i := strings.Index(out, s); i >= 0 {
+			p.out.Next(i + len(s))
+			p.mu.Unlock()
+			return
+		}
+		p.mu.Unlock()
+		if time.Now().After(deadline) {
+			p.t.Fatalf("the terminal never showed %q; it shows:\n%q", s, out)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
 // TestZshCompletion checks the zsh script's syntax, then runs its function
 // with stand-ins for the completion system's _describe, _files and
 // compset (outside a completion widget zsh has none), which print what
@@ -374,46 +490,26 @@ _nexcage
 		}
 	}
 
+	// Then the real completion system: compinit loads _nexcage from
+	// fpath as a zsh user's setup does, and Tab goes through it.
 	fpath := t.TempDir()
 	b, _ := os.ReadFile(script)
 	if err := os.WriteFile(filepath.Join(fpath, "_nexcage"), b, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(zsh, "-f", "-c", zshTerminal, "zsh", fpath, files)
-	cmd.Env = env
-	if out, err := cmd.CombinedOutput(); err != nil || !strings.HasSuffix(string(out), "OK\n") {
-		t.Errorf("zsh on a terminal: %v\n%q", err, out)
+	term := startOnPTY(t, append(env, "TERM=dumb"), zsh, "-f", "-i")
+	term.send("PS1='> '; fpath=(" + fpath + " $fpath); autoload -U compinit; compinit -u -D; cd " + files + "; print RE''ADY\n")
+	term.waitFor("READY")
+	for _, tc := range []struct{ typed, want string }{
+		{"nexcage build --comp\t", "--compression"},
+		{"nexcage build --compression \t", "zstd"},
+		{"nexcage convert --format=o\t", "--format=oci-archive"},
+		{"nexcage generate --rootfs di\t", "dirA/"},
+	} {
+		term.send("\x15" + tc.typed)
+		term.waitFor(tc.want)
 	}
 }
-
-// zshTerminal drives an interactive zsh on a pseudo-terminal (zsh/zpty):
-// compinit loads _nexcage from fpath as a zsh user's setup would, and Tab
-// goes through the real completion system.
-const zshTerminal = `
-zmodload zsh/zpty || exit 9
-zpty z 'zsh -f -i'
-out=""
-waitfor() {
-	local deadline=$((SECONDS + 20)) chunk
-	while ((SECONDS < deadline)); do
-		while zpty -rt z chunk; do out+=$chunk; done
-		[[ $out == *$1* ]] && { out=""; return 0 }
-		sleep 0.1
-	done
-	print -r -- "no $1 in: $out"
-	exit 1
-}
-zpty -w z "PS1='> '; fpath=($1 \$fpath); autoload -U compinit; compinit -u -D; print RE''ADY"
-waitfor READY
-zpty -w -n z $'nexcage build --comp\t'
-waitfor --compression
-zpty -w -n z $'\C-unexcage convert --format=o\t'
-waitfor --format=oci-archive
-zpty -w -n z $'\C-ucd '$2$'\n'
-zpty -w -n z $'nexcage generate --rootfs di\t'
-waitfor dirA
-print OK
-`
 
 // TestFishCompletion checks the fish script's syntax, then asks fish
 // itself what it completes (complete -C runs the completion machinery
