@@ -9,7 +9,7 @@ LDFLAGS  := -s -w -X main.version=$(VERSION)
 TEST_ENV := NEXCAGE_REQUIRE_TOOLS=1 $(if $(filter 0,$(shell id -u)),NEXCAGE_REQUIRE_ROOT=1)
 DEMO_DIR := build/demo
 
-.PHONY: all build deps test test-short demo bench fuzz soak clean
+.PHONY: all build deps test test-short docs demo bench fuzz soak clean
 
 all: build
 
@@ -30,6 +30,12 @@ test: deps
 # Unit tests only: what a quick edit-compile-test loop needs.
 test-short:
 	$(GO) test -short ./...
+
+# The command reference (docs/commands/*.md) and the man pages
+# (docs/man/*.1), generated from the command table; TestGeneratedDocs fails
+# when they are stale.
+docs:
+	$(GO) test ./cmd/nexcage -count=1 -run '^TestGeneratedDocs$$' -update
 
 # The main job on a demo image built locally from the Alpine minirootfs:
 # no registry and no network needed.

@@ -24,6 +24,10 @@ tools=(
 	"tar:tar"
 	"debootstrap:debootstrap"
 	"/usr/bin/time:time"
+	"mandoc:mandoc"
+	"groff:groff-base"
+	"zsh:zsh"
+	"fish:fish"
 )
 
 # lxc-usernsexec -m u:0:100000:65536 is refused unless root owns that range.

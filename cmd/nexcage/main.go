@@ -109,6 +109,8 @@ func run(argv []string, stdout, stderr *os.File) int {
 	}
 	name := argv[0]
 	switch name {
+	case completeCommand:
+		return runComplete(argv[1:], stdout)
 	case "-h", "--help", "help":
 		if name == "help" && len(argv) > 1 {
 			if c, ok := commands[argv[1]]; ok {
@@ -227,7 +229,7 @@ commands:
 	}
 	sort.Strings(names)
 	for _, n := range names {
-		fmt.Fprintf(w, "  %-9s %s\n", n, commands[n].summary)
+		fmt.Fprintf(w, "  %-10s %s\n", n, commands[n].summary)
 	}
 	fmt.Fprint(w, `
 Run 'nexcage <command> --help' for a command's flags.

@@ -59,6 +59,10 @@ var toolPackages = map[string]string{
 	"tar":             "tar",
 	"debootstrap":     "debootstrap",
 	"time":            "time",
+	"mandoc":          "mandoc",
+	"groff":           "groff-base",
+	"zsh":             "zsh",
+	"fish":            "fish",
 }
 
 // sbinDirs are searched after PATH because a non-root user's PATH usually
