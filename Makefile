@@ -9,7 +9,7 @@ LDFLAGS  := -s -w -X main.version=$(VERSION)
 TEST_ENV := NEXCAGE_REQUIRE_TOOLS=1 $(if $(filter 0,$(shell id -u)),NEXCAGE_REQUIRE_ROOT=1)
 DEMO_DIR := build/demo
 
-.PHONY: all build deps test test-short demo bench fuzz soak clean install uninstall deb
+.PHONY: all build deps test test-short demo bench fuzz soak clean
 
 all: build
 
@@ -50,6 +50,8 @@ clean:
 # `make && sudo make install`: installs bin/nexcage as built (building it only
 # when absent, since root's PATH often lacks Go), the man pages from docs/man
 # and the bash, zsh and fish completions. DESTDIR stages for packagers.
+# (A .PHONY line of their own: merges with other edits of the main one.)
+.PHONY: install uninstall deb
 PREFIX  ?= /usr/local
 install: $(if $(wildcard $(BIN)),,build)
 	DESTDIR='$(DESTDIR)' PREFIX='$(PREFIX)' BIN='$(BIN)' scripts/install.sh
