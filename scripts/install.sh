@@ -83,6 +83,9 @@ for shell in bash zsh fish; do
 	fi
 	[[ -s "$work/completion.$shell" ]] || die "'$COMPLETION_BIN completion $shell' printed nothing"
 done
+# compinit autoloads a file from fpath only when its first line says so.
+[[ "$(head -n1 "$work/completion.zsh")" == "#compdef nexcage"* ]] ||
+	die "'$COMPLETION_BIN completion zsh' does not start with '#compdef nexcage': zsh would not load it"
 
 for page in "${man_pages[@]}"; do
 	[[ -s "$page" ]] || die "man page $page is empty"

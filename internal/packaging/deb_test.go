@@ -146,7 +146,13 @@ func TestDebContents(t *testing.T) {
 				t.Errorf("versions differ between architectures: %s and %s", version, f["Version"])
 			}
 
-			files, bin := contents(t, c.deb)
+			files, bin, texts := contents(t, c.deb)
+			if z := texts["/usr/share/zsh/vendor-completions/_nexcage"]; !bytes.HasPrefix(z, []byte("#compdef nexcage")) {
+				t.Errorf("zsh completion does not start with #compdef nexcage, so compinit would not load it: %.60q", z)
+			}
+			if !bytes.Contains(texts["/usr/share/doc/nexcage/copyright"], []byte("Files: vendor/github.com/spf13/pflag/*")) {
+				t.Errorf("copyright names no linked module (pflag): the notices of static dependencies must ship")
+			}
 			var paths []string
 			for p := range files {
 				paths = append(paths, p)
@@ -221,7 +227,7 @@ func TestDebInstallInChroot(t *testing.T) {
 	}
 	amd64, _ := buildDebs(t)
 	pages := manPages(t)
-	files, _ := contents(t, amd64)
+	files, _, _ := contents(t, amd64)
 
 	base := chrootBase(t, debootstrap)
 	root := unpackChroot(t, base)
@@ -454,8 +460,9 @@ func fields(t *testing.T, deb string) map[string]string {
 }
 
 // contents lists a package's files as dpkg installs them (absolute paths,
-// directories without a trailing slash) and returns the binary's bytes.
-func contents(t *testing.T, deb string) (map[string]*tar.Header, []byte) {
+// directories without a trailing slash) and returns the binary's bytes and
+// the other plain files' text.
+func contents(t *testing.T, deb string) (map[string]*tar.Header, []byte, map[string][]byte) {
 	t.Helper()
 	cmd := exec.Command("dpkg-deb", "--fsys-tarfile", deb)
 	var stderr bytes.Buffer
@@ -465,6 +472,7 @@ func contents(t *testing.T, deb string) (map[string]*tar.Header, []byte) {
 		t.Fatalf("dpkg-deb --fsys-tarfile %s: %v\n%s", deb, err, stderr.String())
 	}
 	files := map[string]*tar.Header{}
+	texts := map[string][]byte{}
 	var bin []byte
 	tr := tar.NewReader(bytes.NewReader(out))
 	for {
@@ -496,12 +504,16 @@ func contents(t *testing.T, deb string) (map[string]*tar.Header, []byte) {
 				t.Errorf("%s is gzipped with name %q and time %v: not reproducible", p, z.Name, z.ModTime)
 			}
 			z.Close()
+		case h.Typeflag == tar.TypeReg:
+			if texts[p], err = io.ReadAll(tr); err != nil {
+				t.Fatal(err)
+			}
 		}
 	}
 	if bin == nil {
 		t.Fatalf("%s holds no /usr/bin/nexcage", deb)
 	}
-	return files, bin
+	return files, bin, texts
 }
 
 // manPages are where docs/man/*.1 must end up; the pages are generated
