@@ -53,6 +53,22 @@ demo: build deps
 clean:
 	rm -rf bin build
 
+# `make && sudo make install`: installs bin/nexcage as built (building it only
+# when absent, since root's PATH often lacks Go), the man pages from docs/man
+# and the bash, zsh and fish completions. DESTDIR stages for packagers.
+# (A .PHONY line of their own: merges with other edits of the main one.)
+.PHONY: install uninstall deb
+PREFIX  ?= /usr/local
+install: $(if $(wildcard $(BIN)),,build)
+	DESTDIR='$(DESTDIR)' PREFIX='$(PREFIX)' BIN='$(BIN)' scripts/install.sh
+
+uninstall:
+	DESTDIR='$(DESTDIR)' PREFIX='$(PREFIX)' scripts/install.sh --uninstall
+
+# build/deb/nexcage_VERSION_{amd64,arm64}.deb for Proxmox VE hosts.
+deb:
+	GO='$(GO)' VERSION='$(VERSION)' OUT=build/deb scripts/deb.sh
+
 # Speed and memory against the skopeo + umoci + tar | zstd pipeline and the
 # decompress+recompress floor, on a Debian image made once with debootstrap
 # (root; see scripts/bench.sh). Then the Go micro-benchmarks.

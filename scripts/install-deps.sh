@@ -23,6 +23,8 @@ tools=(
 	"xz:xz-utils"
 	"tar:tar"
 	"debootstrap:debootstrap"
+	"dpkg-deb:dpkg"
+	"lintian:lintian"
 	"/usr/bin/time:time"
 	"mandoc:mandoc"
 	"groff:groff-base"

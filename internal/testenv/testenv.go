@@ -58,6 +58,8 @@ var toolPackages = map[string]string{
 	"xz":              "xz-utils",
 	"tar":             "tar",
 	"debootstrap":     "debootstrap",
+	"dpkg-deb":        "dpkg",
+	"lintian":         "lintian",
 	"time":            "time",
 	"mandoc":          "mandoc",
 	"groff":           "groff-base",
