@@ -189,7 +189,11 @@ func (r *Root) Utimes(p string, ts []unix.Timespec) error {
 		return err
 	}
 	if p == "." {
-		return r.err("utimes", p, errors.New("the root itself"))
+		// The root itself: the caller's directory, reached by its name.
+		if err := unix.UtimesNanoAt(unix.AT_FDCWD, r.dir, ts, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+			return r.err("utimes", p, err)
+		}
+		return nil
 	}
 	pfd, base, err := r.parent(p)
 	if err != nil {
