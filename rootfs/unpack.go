@@ -661,15 +661,24 @@ func (u *unpacker) checkParents(entry, rel string) (string, []string, error) {
 		created = append(created, p)
 		return nil
 	}})
-	switch {
-	case errors.Is(err, saferoot.ErrEscape):
-		return "", nil, errkind.Errorf(ErrHostileLayer, "entry %s is written through a symlink that points outside the root", quoteName(entry))
-	case errors.Is(err, saferoot.ErrLoop):
-		return "", nil, errkind.Errorf(ErrHostileLayer, "entry %s: too many levels of symbolic links", quoteName(entry))
-	case err != nil:
-		return "", nil, err
+	if err != nil {
+		return "", nil, entryResolveError(entry, err)
 	}
 	return resolved, created, nil
+}
+
+// entryResolveError words a saferoot refusal for the layer entry that
+// met it.
+func entryResolveError(entry string, err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, saferoot.ErrEscape):
+		return errkind.Errorf(ErrHostileLayer, "entry %s is written through a symlink that points outside the root", quoteName(entry))
+	case errors.Is(err, saferoot.ErrLoop), errors.Is(err, saferoot.ErrTooLong):
+		return errkind.Errorf(ErrHostileLayer, "entry %s: %v", quoteName(entry), err)
+	}
+	return err
 }
 
 // lookup is the rootfs on disk as checkParents sees it, with the

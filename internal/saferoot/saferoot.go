@@ -12,7 +12,10 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"os"
+	"path/filepath"
 	"strings"
+	"syscall"
 )
 
 // ErrEscape means a symlink's target climbs above the root with "..".
@@ -20,6 +23,13 @@ var ErrEscape = errors.New("symlink points outside the root")
 
 // ErrLoop means more than MaxHops symlinks were followed.
 var ErrLoop = errors.New("too many levels of symbolic links")
+
+// ErrTooLong means a symlink's target is longer than PATH_MAX: no file
+// system holds one, and following it could not end well.
+var ErrTooLong = errors.New("symlink target longer than PATH_MAX")
+
+// pathMax is Linux's PATH_MAX.
+const pathMax = 4096
 
 // MaxHops is the symlink limit, Linux's MAXSYMLINKS.
 const MaxHops = 40
@@ -52,9 +62,10 @@ type Options struct {
 	// try are hostile.
 	Clamp bool
 	// Missing is called, in order, with each missing component of the
-	// resolved path (nothing below a missing directory exists, so the rest
-	// is resolved as text until a ".." climbs back). It may create them.
-	// Without it, a missing component fails with fs.ErrNotExist.
+	// resolved path once it is resolved (nothing below a missing directory
+	// exists, so the rest is resolved as text until a ".." climbs back, as
+	// umoci's SecureJoin does). It may create them. Without it, a missing
+	// component fails with fs.ErrNotExist, as in the kernel.
 	Missing func(p string) error
 }
 
@@ -99,6 +110,9 @@ func Resolve(rel string, look Lookup, o Options) (string, error) {
 			if hops++; hops > MaxHops {
 				return "", ErrLoop
 			}
+			if len(target) >= pathMax {
+				return "", ErrTooLong
+			}
 			if strings.HasPrefix(target, "/") {
 				resolved = resolved[:0]
 				missingFrom = -1
@@ -106,14 +120,15 @@ func Resolve(rel string, look Lookup, o Options) (string, error) {
 			pending = append(strings.Split(target, "/"), pending...)
 			continue
 		case Missing:
+			if o.Missing == nil {
+				// As the kernel: "missing/.." fails too.
+				return "", &fs.PathError{Op: "resolve", Path: rel, Err: fs.ErrNotExist}
+			}
 			missingFrom = len(resolved)
 		}
 		resolved = append(resolved, c)
 	}
 	if missingFrom >= 0 {
-		if o.Missing == nil {
-			return "", &fs.PathError{Op: "resolve", Path: rel, Err: fs.ErrNotExist}
-		}
 		for i := missingFrom; i < len(resolved); i++ {
 			if err := o.Missing(strings.Join(resolved[:i+1], "/")); err != nil {
 				return "", err
@@ -124,6 +139,29 @@ func Resolve(rel string, look Lookup, o Options) (string, error) {
 		return ".", nil
 	}
 	return strings.Join(resolved, "/"), nil
+}
+
+// DirLookup is a Lookup over the directory dir by path name, for callers
+// that write the tree by path themselves. The directories above p are the
+// ones Resolve resolved, so no symlink is on the way; p itself is not
+// followed.
+func DirLookup(dir string) Lookup {
+	return func(p string) (Kind, string, error) {
+		full := filepath.Join(dir, p)
+		fi, err := os.Lstat(full)
+		switch {
+		case errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ENOTDIR):
+			return Missing, "", nil
+		case err != nil:
+			return Missing, "", err
+		case fi.IsDir():
+			return Dir, "", nil
+		case fi.Mode()&fs.ModeSymlink != 0:
+			t, err := os.Readlink(full)
+			return Symlink, t, err
+		}
+		return Other, "", nil
+	}
 }
 
 // clean checks a path handed to Root: relative, no "." or ".." component.

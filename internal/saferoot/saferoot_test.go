@@ -189,3 +189,19 @@ func TestReadFileStaysInRoot(t *testing.T) {
 		t.Error("the size limit was not applied")
 	}
 }
+
+func TestResolveWithoutMissingFailsAtOnce(t *testing.T) {
+	tree := mapLookup(map[string]string{"etc": "dir"})
+	// The kernel fails "nope/../etc" at "nope"; so does a lookup-only
+	// resolution, while an extractor's (with Missing) goes on as text.
+	if _, err := Resolve("nope/../etc", tree, Options{}); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("nope/../etc: %v, want ErrNotExist", err)
+	}
+	if got, err := Resolve("nope/../etc", tree, Options{Missing: func(string) error { return nil }}); err != nil || got != "etc" {
+		t.Errorf("nope/../etc with Missing: %q, %v", got, err)
+	}
+	long := mapLookup(map[string]string{"l": "-> " + strings.Repeat("a/", 3000)})
+	if _, err := Resolve("l", long, Options{Missing: func(string) error { return nil }}); !errors.Is(err, ErrTooLong) {
+		t.Errorf("a symlink target over PATH_MAX: %v, want ErrTooLong", err)
+	}
+}
