@@ -193,6 +193,11 @@ func (s *Store) Unpack(ctx context.Context, img Image, bundle string, opts Unpac
 		rep.Warn("%s", w)
 		warnings = append(warnings, w)
 	}
+	if u.fakeLeft > 0 {
+		w := fmt.Sprintf("rootless unpack: %d device node(s) in read-only directories were left as empty files", u.fakeLeft)
+		rep.Warn("%s", w)
+		warnings = append(warnings, w)
+	}
 
 	// umoci reads the account files by their host path, following a
 	// symlink to the host's /etc/passwd; give it copies read inside the
@@ -371,6 +376,7 @@ type unpacker struct {
 	fakeDevs map[string]struct{}
 	devices  int
 	firstDev string
+	fakeLeft int
 	entries  int
 }
 
@@ -602,6 +608,10 @@ func (u *unpacker) dropFakeDevices() error {
 		if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENOTDIR) || errors.Is(err, unix.ELOOP) {
 			continue // removed or replaced by a later layer
 		}
+		if errors.Is(err, unix.EACCES) || errors.Is(err, unix.EPERM) {
+			u.fakeLeft++ // in a directory a rootless unpack may not write
+			continue
+		}
 		if err != nil {
 			return err
 		}
@@ -688,6 +698,12 @@ func (u *unpacker) lookup(p string) (saferoot.Kind, string, error) {
 		return saferoot.Dir, "", nil
 	}
 	k, target, err := u.r.Lookup(p)
+	if errors.Is(err, unix.EACCES) {
+		// A rootless unpack below a directory its owner may not search
+		// (mode 0600): umoci's rootless evaluator gets in, the check cannot
+		// look. Taken as missing, as umoci's SecureJoin does.
+		return saferoot.Missing, "", nil
+	}
 	switch k {
 	case saferoot.Dir:
 		u.safeDirs[p] = struct{}{}
