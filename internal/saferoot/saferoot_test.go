@@ -205,3 +205,42 @@ func TestResolveWithoutMissingFailsAtOnce(t *testing.T) {
 		t.Errorf("a symlink target over PATH_MAX: %v, want ErrTooLong", err)
 	}
 }
+
+// FuzzResolve: whatever the symlinks say, the result is a clean path
+// inside the root (no "..", no leading "/", no empty component), and
+// Missing is called only with prefixes of it.
+func FuzzResolve(f *testing.F) {
+	f.Add("a=../../x;b=/a/c;c=b", "b/c/../d", true)
+	f.Add("l=nonexist/../../../tmp", "l/x", false)
+	f.Add("a=a", "a", false)
+	f.Fuzz(func(t *testing.T, links, p string, clamp bool) {
+		tree := map[string]string{}
+		for _, l := range strings.Split(links, ";") {
+			if name, target, ok := strings.Cut(l, "="); ok && name != "" && !strings.ContainsAny(name, "/") && name != "." && name != ".." {
+				tree[name] = "-> " + target
+			}
+		}
+		tree["d"] = "dir"
+		var missing []string
+		got, err := Resolve(p, mapLookup(tree), Options{Clamp: clamp, Missing: func(m string) error { missing = append(missing, m); return nil }})
+		if err != nil {
+			if clamp && errors.Is(err, ErrEscape) {
+				t.Fatalf("clamped resolution refused an escape: %q", p)
+			}
+			return
+		}
+		if got == "." {
+			return
+		}
+		for _, c := range strings.Split(got, "/") {
+			if c == "" || c == "." || c == ".." {
+				t.Fatalf("Resolve(%q) = %q: not a clean path in the root", p, got)
+			}
+		}
+		for _, m := range missing {
+			if got != m && !strings.HasPrefix(got, m+"/") {
+				t.Fatalf("Missing(%q) for a result %q", m, got)
+			}
+		}
+	})
+}
