@@ -12,6 +12,8 @@ import (
 	rootlesscontainers "github.com/rootless-containers/proto/go-proto"
 	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/proto"
+
+	"github.com/nexcage/nexcage/internal/saferoot"
 )
 
 // meta is what a rootfs entry carries besides its content: the attributes
@@ -162,10 +164,15 @@ func (w *writer) finishDirs() error {
 		}
 		return paths[i] < paths[j]
 	})
+	lookup := saferoot.DirLookup(w.root)
 	for _, rel := range paths {
-		p := filepath.Join(w.root, rel)
-		if fi, err := os.Lstat(p); err != nil || !fi.IsDir() {
-			continue // replaced by a later entry
+		// Replaced by a later entry, or now reached through a symlink
+		// (which the chmod would follow): not the directory recorded.
+		if r, err := saferoot.Resolve(rel, lookup, saferoot.Options{}); err != nil || r != rel {
+			continue
+		}
+		if fi, err := os.Lstat(filepath.Join(w.root, rel)); err != nil || !fi.IsDir() {
+			continue
 		}
 		if err := w.apply(rel, w.dirs[rel], false); err != nil {
 			return err
@@ -211,44 +218,9 @@ var ErrBundleExists = errors.New("bundle exists")
 // returns the resolved slash path ("." for root) or "" when the path does
 // not exist.
 func resolveIn(root, rel string) string {
-	pending := strings.Split(filepath.ToSlash(rel), "/")
-	var resolved []string
-	for hops := 0; len(pending) > 0; {
-		c := pending[0]
-		pending = pending[1:]
-		switch c {
-		case "", ".":
-			continue
-		case "..":
-			if len(resolved) > 0 {
-				resolved = resolved[:len(resolved)-1]
-			}
-			continue
-		}
-		next := append(append([]string(nil), resolved...), c)
-		p := filepath.Join(append([]string{root}, next...)...)
-		fi, err := os.Lstat(p)
-		if err != nil {
-			return ""
-		}
-		if fi.Mode()&os.ModeSymlink == 0 {
-			resolved = next
-			continue
-		}
-		if hops++; hops > 40 {
-			return ""
-		}
-		target, err := os.Readlink(p)
-		if err != nil {
-			return ""
-		}
-		if strings.HasPrefix(target, "/") {
-			resolved = nil
-		}
-		pending = append(strings.Split(target, "/"), pending...)
+	r, err := saferoot.Resolve(filepath.ToSlash(rel), saferoot.DirLookup(root), saferoot.Options{Clamp: true})
+	if err != nil {
+		return ""
 	}
-	if len(resolved) == 0 {
-		return "."
-	}
-	return strings.Join(resolved, "/")
+	return r
 }

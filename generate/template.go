@@ -28,6 +28,7 @@ import (
 	"github.com/nexcage/nexcage/internal/annotation"
 	"github.com/nexcage/nexcage/internal/errkind"
 	"github.com/nexcage/nexcage/internal/progress"
+	"github.com/nexcage/nexcage/internal/saferoot"
 	"github.com/nexcage/nexcage/lxc"
 )
 
@@ -346,59 +347,30 @@ func (w *writer) parentDir(member, rel string) (string, error) {
 	if rel == "." || rel == "" {
 		return ".", nil
 	}
-	pending := strings.Split(rel, "/")
-	var resolved []string
-	hops := 0
-	for len(pending) > 0 {
-		c := pending[0]
-		pending = pending[1:]
-		switch c {
-		case "", ".":
-			continue
-		case "..":
-			if len(resolved) == 0 {
-				return "", errkind.Errorf(ErrUnsafeMember, "member %s is written through a symlink that points outside the root", quoteName(member))
-			}
-			resolved = resolved[:len(resolved)-1]
-			continue
+	disk := saferoot.DirLookup(w.root)
+	lookup := func(rp string) (saferoot.Kind, string, error) {
+		k, target, err := disk(rp)
+		if err == nil && k == saferoot.Other {
+			return k, "", errkind.Errorf(ErrCorruptTemplate, "member %s: /%s is not a directory", quoteName(member), rp)
 		}
-		next := append(append([]string(nil), resolved...), c)
-		rp := strings.Join(next, "/")
-		p := filepath.Join(w.root, rp)
-		fi, err := os.Lstat(p)
-		switch {
-		case errors.Is(err, os.ErrNotExist):
-			// A missing parent: tar makes it. It gets fixed metadata
-			// (0755, root, mtime 0) unless a member for it follows.
-			if err := os.Mkdir(p, 0o700); err != nil {
-				return "", err
-			}
-			w.dirs[rp] = meta{mode: 0o755, mtime: time.Unix(0, 0)}
-			resolved = next
-		case err != nil:
-			return "", err
-		case fi.IsDir():
-			resolved = next
-		case fi.Mode()&os.ModeSymlink != 0:
-			if hops++; hops > 40 {
-				return "", errkind.Errorf(ErrUnsafeMember, "member %s: too many levels of symbolic links", quoteName(member))
-			}
-			target, err := os.Readlink(p)
-			if err != nil {
-				return "", err
-			}
-			if strings.HasPrefix(target, "/") {
-				resolved = nil
-			}
-			pending = append(strings.Split(target, "/"), pending...)
-		default:
-			return "", errkind.Errorf(ErrCorruptTemplate, "member %s: /%s is not a directory", quoteName(member), rp)
+		return k, target, err
+	}
+	resolved, err := saferoot.Resolve(rel, lookup, saferoot.Options{Missing: func(rp string) error {
+		// A missing parent: tar makes it. It gets fixed metadata (0755,
+		// root, mtime 0) unless a member for it follows.
+		if err := os.Mkdir(filepath.Join(w.root, rp), 0o700); err != nil {
+			return err
 		}
+		w.dirs[rp] = meta{mode: 0o755, mtime: time.Unix(0, 0)}
+		return nil
+	}})
+	switch {
+	case errors.Is(err, saferoot.ErrEscape):
+		return "", errkind.Errorf(ErrUnsafeMember, "member %s is written through a symlink that points outside the root", quoteName(member))
+	case errors.Is(err, saferoot.ErrLoop), errors.Is(err, saferoot.ErrTooLong):
+		return "", errkind.Errorf(ErrUnsafeMember, "member %s: %v", quoteName(member), err)
 	}
-	if len(resolved) == 0 {
-		return ".", nil
-	}
-	return strings.Join(resolved, "/"), nil
+	return resolved, err
 }
 
 // sidecars are a template's .conf and .json, when they exist.

@@ -17,10 +17,12 @@ import (
 	"syscall"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"golang.org/x/sys/unix"
 
 	"github.com/nexcage/nexcage/internal/atomicfile"
 	"github.com/nexcage/nexcage/internal/health"
 	"github.com/nexcage/nexcage/internal/progress"
+	"github.com/nexcage/nexcage/internal/saferoot"
 )
 
 // Check verifies the store: leftovers of interrupted writes, the layout
@@ -46,7 +48,7 @@ func (s *Store) Check(ctx context.Context, opts health.Options) ([]health.Result
 	if err := c.blobs(ctx); err != nil {
 		return nil, err
 	}
-	if im != nil {
+	if im != nil && !c.blobsRefused {
 		c.images(im)
 	}
 	return c.out, nil
@@ -59,6 +61,9 @@ type storeCheck struct {
 	out    []health.Result
 	// bad holds the blobs that are corrupt (and, with Repair, deleted).
 	bad map[v1.Hash]bool
+	// blobsRefused: blobs/ is a symlink, so no blob, and no index entry
+	// needing one, is judged (or repaired).
+	blobsRefused bool
 }
 
 func (c *storeCheck) ok(check string) health.Result {
@@ -125,9 +130,26 @@ var checkHashes = map[string]func() hash.Hash{"sha256": sha256.New, "sha512": sh
 
 // blobs hashes every blob. A corrupt blob is a failure of its own line;
 // the good ones share one line.
+//
+// Blobs are read and deleted relative to a descriptor of the store, never
+// through a symlink: a store whose blobs/ (or a blob) is a symlink would
+// otherwise have --repair delete files outside it.
 func (c *storeCheck) blobs(ctx context.Context) error {
 	c.bad = map[v1.Hash]bool{}
 	root := filepath.Join(c.s.Dir, "blobs")
+	if fi, err := os.Lstat(root); err == nil && fi.Mode()&os.ModeSymlink != 0 {
+		target, _ := os.Readlink(root)
+		c.out = append(c.out, c.fail("blobs", fmt.Sprintf("%s is a symlink (to %s), not a directory: nexcage follows no symlink inside a store, so no blob or image was checked or repaired", root, target),
+			"replace the symlink by the directory itself, or point --store at the real store"))
+		c.blobsRefused = true
+		return nil
+	}
+	store, err := saferoot.Open(c.s.Dir)
+	if err != nil {
+		c.out = append(c.out, c.fail("blobs", err.Error(), "check the store's permissions"))
+		return nil
+	}
+	defer store.Close()
 	algs, err := os.ReadDir(root)
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
 		c.out = append(c.out, c.fail("blobs", err.Error(), "check the store's permissions"))
@@ -157,7 +179,8 @@ func (c *storeCheck) blobs(ctx context.Context) error {
 				continue
 			}
 			p := filepath.Join(dir, e.Name())
-			n, sum, ino, err := hashFile(ctx, p, newHash)
+			rel := "blobs/" + a.Name() + "/" + e.Name()
+			n, sum, ino, err := hashFile(ctx, store, rel, newHash)
 			if err != nil {
 				if ctx.Err() != nil {
 					return ctx.Err()
@@ -178,7 +201,7 @@ func (c *storeCheck) blobs(ctx context.Context) error {
 			}
 			// A pull may have replaced the file since it was hashed (it
 			// renames a verified blob over it): delete only what was read.
-			removed, err := removeIfSame(p, ino)
+			removed, err := removeIfSame(store, rel, ino)
 			switch {
 			case err != nil:
 				c.out = append(c.out, c.fail(check, cause+"; deleting it failed: "+err.Error(), "delete "+p+" by hand"))
@@ -209,8 +232,8 @@ func shortHash(h v1.Hash) string {
 	return h.String()
 }
 
-func hashFile(ctx context.Context, p string, newHash func() hash.Hash) (int64, string, uint64, error) {
-	f, err := os.Open(p)
+func hashFile(ctx context.Context, store *saferoot.Root, rel string, newHash func() hash.Hash) (int64, string, uint64, error) {
+	f, err := store.OpenFile(rel, syscall.O_RDONLY)
 	if err != nil {
 		return 0, "", 0, err
 	}
@@ -229,16 +252,9 @@ func hashFile(ctx context.Context, p string, newHash func() hash.Hash) (int64, s
 	return n, hex.EncodeToString(h.Sum(nil)), ino, nil
 }
 
-// removeIfSame deletes p if it is still the file (inode) that was read.
-func removeIfSame(p string, ino uint64) (bool, error) {
-	fi, err := os.Lstat(p)
-	if err != nil {
-		return false, err
-	}
-	if st, ok := fi.Sys().(*syscall.Stat_t); ok && ino != 0 && st.Ino != ino {
-		return false, nil
-	}
-	return true, os.Remove(p)
+// removeIfSame deletes rel if it is still the file (inode) that was read.
+func removeIfSame(store *saferoot.Root, rel string, ino uint64) (bool, error) {
+	return store.RemoveFile(rel, func(st *unix.Stat_t) bool { return ino == 0 || st.Ino == ino })
 }
 
 // entryNeeds is an index entry and the blobs it cannot do without.

@@ -248,3 +248,51 @@ func TestCheckTempDir(t *testing.T) {
 	}
 	healthtest.AllOK(t, CheckTempDir(tmp, health.Options{}))
 }
+
+// TestCheckRefusesSymlinkedBlobs (issue 15 finding 8): a store whose
+// blobs/ is a symlink, or one whose blob is, has --repair delete nothing
+// outside the store, and says why it checked nothing there.
+func TestCheckRefusesSymlinkedBlobs(t *testing.T) {
+	testenv.CheckLeaks(t)
+	corrupt := strings.Repeat("ab", 32) // a name that is no digest of its content
+	t.Run("blobs directory", func(t *testing.T) {
+		outside := t.TempDir()
+		testenv.VictimFile(t, filepath.Join(outside, "sha256", corrupt), "not the blob its name says\n")
+		s, _, _ := pulledStore(t)
+		os.Rename(filepath.Join(s.Dir, "blobs"), filepath.Join(t.TempDir(), "real-blobs"))
+		if err := os.Symlink(outside, filepath.Join(s.Dir, "blobs")); err != nil {
+			t.Fatal(err)
+		}
+		res := checkStore(t, s, health.Options{Repair: true})
+		var r health.Result
+		for _, x := range res {
+			if x.Check == "blobs" {
+				r = x
+			}
+			if x.Repaired {
+				t.Errorf("repaired a store it refused to check: %+v", x)
+			}
+		}
+		if r.Status != health.Fail || !strings.Contains(r.Cause, "is a symlink") || !strings.Contains(r.Fix, "replace the symlink") {
+			t.Errorf("blobs/ as a symlink: %+v, want a failure saying so\n%s", r, healthtest.Dump(res))
+		}
+	})
+	t.Run("blob algorithm directory", func(t *testing.T) {
+		outside := t.TempDir()
+		testenv.VictimFile(t, filepath.Join(outside, corrupt), "not the blob its name says\n")
+		s, _, _ := pulledStore(t)
+		if err := os.Symlink(outside, filepath.Join(s.Dir, "blobs", "sha512")); err != nil {
+			t.Fatal(err)
+		}
+		checkStore(t, s, health.Options{Repair: true})
+	})
+	t.Run("blob", func(t *testing.T) {
+		victim := filepath.Join(t.TempDir(), "victim")
+		testenv.VictimFile(t, victim, "not the blob its name says\n")
+		s, _, _ := pulledStore(t)
+		if err := os.Symlink(victim, filepath.Join(s.Dir, "blobs", "sha256", corrupt)); err != nil {
+			t.Fatal(err)
+		}
+		checkStore(t, s, health.Options{Repair: true})
+	})
+}

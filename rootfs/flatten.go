@@ -24,6 +24,7 @@ import (
 
 	"github.com/nexcage/nexcage/internal/errkind"
 	"github.com/nexcage/nexcage/internal/progress"
+	"github.com/nexcage/nexcage/internal/saferoot"
 	"github.com/nexcage/nexcage/internal/tartree"
 	"github.com/nexcage/nexcage/internal/zframe"
 )
@@ -666,46 +667,27 @@ func (fl *flattener) hardlink(hdr *tar.Header) (*tartree.Node, error) {
 // directories in the way, when create) made into directories. Relative
 // symlinks climbing above the root are refused, as Unpack refuses them.
 func (fl *flattener) resolveDir(entry, rel string, create bool) (string, error) {
-	pending := strings.Split(strings.Trim(filepath.Clean("/"+rel), "/"), "/")
-	var resolved []string
-	hops := 0
-	for len(pending) > 0 {
-		c := pending[0]
-		pending = pending[1:]
-		switch c {
-		case "", ".":
-			continue
-		case "..":
-			if len(resolved) == 0 {
-				return "", errkind.Errorf(ErrHostileLayer, "entry %s is written through a symlink that points outside the root", quoteName(entry))
-			}
-			resolved = resolved[:len(resolved)-1]
-			continue
+	o := saferoot.Options{Missing: func(string) error { return nil }}
+	if create {
+		// Missing, or a non-directory umoci's mkdirAll removes: an
+		// implicit directory with fixed metadata (see normalise).
+		o.Missing = func(p string) error {
+			fl.tree.Put(p, &tartree.Node{Type: tar.TypeDir, Mode: 0o755, ModTime: epoch})
+			return nil
 		}
-		next := strings.Join(append(resolved, c), "/")
-		n := fl.tree.Get(next)
-		switch {
-		case n != nil && n.Type == tar.TypeSymlink:
-			if hops++; hops > 40 {
-				return "", errkind.Errorf(ErrHostileLayer, "entry %s: too many levels of symbolic links", quoteName(entry))
-			}
-			if strings.HasPrefix(n.Linkname, "/") {
-				resolved = nil
-			}
-			pending = append(strings.Split(n.Linkname, "/"), pending...)
-			continue
-		case n != nil && n.Type == tar.TypeDir:
-		case create:
-			// Missing, or a non-directory umoci's mkdirAll removes: an
-			// implicit directory with fixed metadata (see normalise).
-			fl.tree.Put(next, &tartree.Node{Type: tar.TypeDir, Mode: 0o755, ModTime: epoch})
-		}
-		resolved = append(resolved, c)
 	}
-	if len(resolved) == 0 {
-		return ".", nil
+	resolved, err := saferoot.Resolve(rel, fl.lookup, o)
+	return resolved, entryResolveError(entry, err)
+}
+
+// lookup is the tree as resolveDir sees it: a non-directory in the way is
+// replaced (or, without create, leads nowhere), as if missing.
+func (fl *flattener) lookup(p string) (saferoot.Kind, string, error) {
+	k, target, err := fl.tree.Lookup(p)
+	if k == saferoot.Other {
+		k = saferoot.Missing
 	}
-	return strings.Join(resolved, "/"), nil
+	return k, target, err
 }
 
 // whiteout removes p unless this layer wrote it; a directory this layer

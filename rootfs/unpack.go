@@ -31,6 +31,7 @@ import (
 	"github.com/nexcage/nexcage/internal/annotation"
 	"github.com/nexcage/nexcage/internal/atomicfile"
 	"github.com/nexcage/nexcage/internal/progress"
+	"github.com/nexcage/nexcage/internal/saferoot"
 )
 
 // UnpackOptions configure Unpack.
@@ -149,13 +150,22 @@ func (s *Store) Unpack(ctx context.Context, img Image, bundle string, opts Unpac
 
 	restoreLog := routeUmociLog(rep)
 	defer restoreLog()
+	// Every path nexcage itself touches in the rootfs goes through r: what
+	// the layers leave there (symlinks to the host) cannot redirect it.
+	r, err := saferoot.Open(rootfsDir)
+	if err != nil {
+		return res, err
+	}
+	defer r.Close()
 	u := &unpacker{
 		limit:    opts.MaxLayerSize,
 		root:     rootfsDir,
+		r:        r,
 		mapOpts:  mapOpts,
 		rootless: opts.Rootless,
 		safeDirs: map[string]struct{}{},
 		implicit: map[string]struct{}{},
+		fakeDevs: map[string]struct{}{},
 	}
 	rep.Step("unpacking %s into %s", img.Ref, bundle)
 	for i, l := range manifest.Layers {
@@ -170,17 +180,37 @@ func (s *Store) Unpack(ctx context.Context, img Image, bundle string, opts Unpac
 		}
 		c.Done("unpacked")
 	}
+	if err := u.dropFakeDevices(); err != nil {
+		return res, fmt.Errorf("unpack %s: %w", img.Ref, err)
+	}
 	if err := u.normalise(); err != nil {
 		return res, fmt.Errorf("unpack %s: %w", img.Ref, err)
 	}
 	var warnings []string
 	if u.devices > 0 {
-		w := fmt.Sprintf("rootless unpack: %d device node(s) were written as empty files, since only root can create them; run as root to keep them (templates drop them anyway: PVE creates /dev itself)", u.devices)
+		// Worded as build's warning: both now drop them.
+		w := fmt.Sprintf("rootless unpack: %d device node(s) were not created (e.g. /%s): only root can create them; run as root to keep them (templates drop them anyway: PVE creates /dev itself)", u.devices, u.firstDev)
+		rep.Warn("%s", w)
+		warnings = append(warnings, w)
+	}
+	if u.fakeLeft > 0 {
+		w := fmt.Sprintf("rootless unpack: %d device node(s) in read-only directories were left as empty files", u.fakeLeft)
 		rep.Warn("%s", w)
 		warnings = append(warnings, w)
 	}
 
-	if err := s.writeRuntimeConfig(ctx, filepath.Join(tmp, "config.json"), rootfsDir, manifest, mapOpts, imageAnnotations(img, config)); err != nil {
+	// umoci reads the account files by their host path, following a
+	// symlink to the host's /etc/passwd; give it copies read inside the
+	// rootfs, as build gives it copies from its tree.
+	accounts := filepath.Join(tmp, ".nexcage-accounts")
+	mini, err := accountFiles(r, filepath.Join(accounts, layer.RootfsName))
+	if err == nil {
+		err = s.writeRuntimeConfig(ctx, filepath.Join(tmp, "config.json"), mini, manifest, mapOpts, imageAnnotations(img, config))
+	}
+	if rerr := os.RemoveAll(accounts); err == nil {
+		err = rerr
+	}
+	if err != nil {
 		return res, fmt.Errorf("unpack %s: %w", img.Ref, err)
 	}
 	if err := ctx.Err(); err != nil {
@@ -304,10 +334,32 @@ func imageAnnotations(img Image, config ispec.Image) map[string]string {
 	}
 }
 
+// accountFiles writes dir/etc/passwd and dir/etc/group with the rootfs's
+// account files, resolved the way the container resolves them (symlinks
+// followed inside the rootfs only), and returns dir: a rootfs holding only
+// what umoci's user lookup reads. A file that is missing, escapes, or is
+// not a regular file is left out, as if the image had none.
+func accountFiles(r *saferoot.Root, dir string) (string, error) {
+	if err := os.MkdirAll(filepath.Join(dir, "etc"), 0o755); err != nil {
+		return "", err
+	}
+	for _, name := range []string{"passwd", "group"} {
+		b, err := r.ReadFile("etc/"+name, 16<<20)
+		if err != nil {
+			continue
+		}
+		if err := os.WriteFile(filepath.Join(dir, "etc", name), b, 0o644); err != nil {
+			return "", err
+		}
+	}
+	return dir, nil
+}
+
 // unpacker applies layers to one rootfs, refusing hostile entries before
 // umoci sees them.
 type unpacker struct {
 	root     string
+	r        *saferoot.Root
 	mapOpts  layer.MapOptions
 	rootless bool
 	// safeDirs caches paths known to be real directories (not symlinks), so
@@ -318,7 +370,13 @@ type unpacker struct {
 	// lacks its parents; umoci gives them the umask's mode and the current
 	// time, which normalise sets to fixed values.
 	implicit map[string]struct{}
+	// fakeDevs holds the paths where a rootless unpack's umoci wrote an
+	// empty file for a device node (or a hard link to one): build drops
+	// device nodes, so the unpack deletes them at the end.
+	fakeDevs map[string]struct{}
 	devices  int
+	firstDev string
+	fakeLeft int
 	entries  int
 }
 
@@ -358,8 +416,8 @@ func (u *unpacker) layer(ctx context.Context, s *Store, d ispec.Descriptor, diff
 		if err != nil {
 			return err
 		}
-		if u.rootless && (hdr.Typeflag == tar.TypeChar || hdr.Typeflag == tar.TypeBlock) {
-			u.devices++
+		if u.rootless {
+			u.trackFakeDevice(hdr, keep)
 		}
 		// A sparse entry's size is what it unpacks to, whatever the layer's
 		// size: check before a byte is written.
@@ -426,30 +484,30 @@ func decompress(r io.Reader, mt string) (io.ReadCloser, error) {
 // and its author should hear about it rather than get a silently different
 // tree. Absolute symlink targets are read as the container reads them,
 // relative to the rootfs: /var/run -> /run is normal in real images.
-func (u *unpacker) check(hdr *tar.Header) (keptTimes, error) {
+func (u *unpacker) check(hdr *tar.Header) (checked, error) {
 	clean, err := cleanEntryName(hdr.Name)
 	if err != nil {
-		return keptTimes{}, err
+		return checked{}, err
 	}
 	base := filepath.Base(clean)
 	if target, isWhiteout := strings.CutPrefix(base, ".wh."); isWhiteout {
 		// ".wh.." would delete the parent directory, ".wh..." the one
 		// above it: outside the rootfs when the entry is at its top.
 		if target == "" || target == "." || target == ".." {
-			return keptTimes{}, errkind.Errorf(ErrHostileLayer, "entry %s is a whiteout of %q, which would delete a directory instead of a file in it", quoteName(hdr.Name), target)
+			return checked{}, errkind.Errorf(ErrHostileLayer, "entry %s is a whiteout of %q, which would delete a directory instead of a file in it", quoteName(hdr.Name), target)
 		}
 		clear(u.safeDirs) // the tree is about to shrink under cached paths
 	} else if _, cached := u.safeDirs[clean]; cached && hdr.Typeflag != tar.TypeDir {
 		clear(u.safeDirs) // a cached directory is being replaced
 	}
 	if clean == "." && hdr.Typeflag != tar.TypeDir {
-		return keptTimes{}, errkind.Errorf(ErrHostileLayer, "entry %s would replace the root directory with a non-directory", quoteName(hdr.Name))
+		return checked{}, errkind.Errorf(ErrHostileLayer, "entry %s would replace the root directory with a non-directory", quoteName(hdr.Name))
 	}
 	parent, created, err := u.checkParents(hdr.Name, filepath.Dir(clean))
 	if err != nil {
-		return keptTimes{}, err
+		return checked{}, err
 	}
-	var keep keptTimes
+	keep := checked{path: joinRel(parent, base)}
 	if !strings.HasPrefix(base, ".wh.") {
 		for _, d := range created {
 			u.implicit[d] = struct{}{}
@@ -458,7 +516,7 @@ func (u *unpacker) check(hdr *tar.Header) (keptTimes, error) {
 			// Creating the first missing directory bumps its existing
 			// parent's mtime to "now"; umoci restores only the entry's own
 			// parent. Keep the existing one's time as it was.
-			keep = keepTimes(filepath.Join(u.root, filepath.Dir(created[0])))
+			keep.keptTimes = u.keepTimes(filepath.Dir(created[0]))
 		}
 		if hdr.Typeflag == tar.TypeDir {
 			delete(u.implicit, filepath.Join(parent, base))
@@ -467,40 +525,107 @@ func (u *unpacker) check(hdr *tar.Header) (keptTimes, error) {
 	if hdr.Typeflag == tar.TypeLink {
 		target, err := cleanEntryName(hdr.Linkname)
 		if err != nil {
-			return keptTimes{}, errkind.Errorf(ErrHostileLayer, "hard link %s -> %s points outside the root", quoteName(hdr.Name), quoteName(hdr.Linkname))
+			return checked{}, errkind.Errorf(ErrHostileLayer, "hard link %s -> %s points outside the root", quoteName(hdr.Name), quoteName(hdr.Linkname))
 		}
 		// link(2) does not follow a symlink in the last component, so only
 		// the target's directories matter.
-		if _, _, err := u.checkParents(hdr.Name, filepath.Dir(target)); err != nil {
-			return keptTimes{}, err
+		tparent, _, err := u.checkParents(hdr.Name, filepath.Dir(target))
+		if err != nil {
+			return checked{}, err
 		}
+		keep.linkTarget = joinRel(tparent, filepath.Base(target))
 	}
 	return keep, nil
 }
 
+// checked is what check learnt of an entry: where it lands, where a hard
+// link's target is (both resolved), and a directory's times to restore.
+type checked struct {
+	keptTimes
+	path, linkTarget string
+}
+
+func joinRel(dir, name string) string {
+	if dir == "." || dir == "" {
+		return name
+	}
+	return dir + "/" + name
+}
+
 // keptTimes remembers a directory's times to put them back.
 type keptTimes struct {
-	path string
+	r    *saferoot.Root
+	path string // resolved, relative to the rootfs
 	ts   []unix.Timespec
 }
 
-func keepTimes(p string) keptTimes {
-	var st unix.Stat_t
-	if err := unix.Lstat(p, &st); err != nil {
+func (u *unpacker) keepTimes(p string) keptTimes {
+	st, err := u.r.Lstat(p)
+	if err != nil {
 		return keptTimes{}
 	}
-	return keptTimes{p, []unix.Timespec{st.Atim, st.Mtim}}
+	return keptTimes{u.r, p, []unix.Timespec{st.Atim, st.Mtim}}
 }
 
 func (k keptTimes) restore() error {
 	if k.path == "" {
 		return nil
 	}
-	err := unix.UtimesNanoAt(unix.AT_FDCWD, k.path, k.ts, unix.AT_SYMLINK_NOFOLLOW)
-	if errors.Is(err, unix.ENOENT) {
+	err := k.r.Utimes(k.path, k.ts)
+	if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENOTDIR) || errors.Is(err, unix.ELOOP) {
 		return nil // the entry replaced it
 	}
 	return err
+}
+
+// trackFakeDevice follows which paths hold umoci's empty stand-ins for
+// device nodes in a rootless unpack: a device entry (or a hard link to
+// one) makes one, any other entry at the path replaces it.
+func (u *unpacker) trackFakeDevice(hdr *tar.Header, c checked) {
+	_, linksDev := u.fakeDevs[c.linkTarget]
+	switch {
+	case hdr.Typeflag == tar.TypeChar || hdr.Typeflag == tar.TypeBlock || (hdr.Typeflag == tar.TypeLink && linksDev):
+		u.fakeDevs[c.path] = struct{}{}
+	case !strings.HasPrefix(filepath.Base(c.path), ".wh."):
+		delete(u.fakeDevs, c.path)
+	}
+}
+
+// dropFakeDevices deletes the stand-ins that are still there, keeping
+// their directories' times, so a rootless unpack holds what build's
+// template holds: no device node at all.
+func (u *unpacker) dropFakeDevices() error {
+	paths := make([]string, 0, len(u.fakeDevs))
+	for p := range u.fakeDevs {
+		paths = append(paths, p)
+	}
+	sort.Strings(paths)
+	for _, p := range paths {
+		keep := u.keepTimes(filepath.Dir(p))
+		removed, err := u.r.RemoveFile(p, func(st *unix.Stat_t) bool {
+			return st.Mode&unix.S_IFMT == unix.S_IFREG && st.Size == 0
+		})
+		if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENOTDIR) || errors.Is(err, unix.ELOOP) {
+			continue // removed or replaced by a later layer
+		}
+		if errors.Is(err, unix.EACCES) || errors.Is(err, unix.EPERM) {
+			u.fakeLeft++ // in a directory a rootless unpack may not write
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		if !removed {
+			continue
+		}
+		if u.devices++; u.firstDev == "" {
+			u.firstDev = p
+		}
+		if err := keep.restore(); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // quoteName quotes an entry name for a message, shortening names that
@@ -530,11 +655,10 @@ func cleanEntryName(name string) (string, error) {
 	return clean, nil
 }
 
-// checkParents walks rel inside the rootfs the way the kernel would,
-// following symlinks, and fails if a relative link climbs above the root.
-// Past a missing component the rest is resolved as text: the extractor
-// would create it, and a ".." from a symlink must still not climb out. It
-// returns the resolved path and the directories that do not exist yet.
+// checkParents resolves the directory rel inside the rootfs as umoci's
+// SecureJoin will, following symlinks, and fails if a relative link climbs
+// above the root. It returns the resolved path and the directories that do
+// not exist yet: the extractor creates them (a file in the way is replaced).
 func (u *unpacker) checkParents(entry, rel string) (string, []string, error) {
 	if rel == "." || rel == "" {
 		return ".", nil, nil
@@ -542,77 +666,68 @@ func (u *unpacker) checkParents(entry, rel string) (string, []string, error) {
 	if _, ok := u.safeDirs[rel]; ok {
 		return rel, nil, nil
 	}
-	pending := strings.Split(rel, "/")
-	var resolved, created []string
-	hops := 0
-	missing := false
-	for len(pending) > 0 {
-		c := pending[0]
-		pending = pending[1:]
-		switch c {
-		case "", ".":
-			continue
-		case "..":
-			if len(resolved) == 0 {
-				return "", nil, errkind.Errorf(ErrHostileLayer, "entry %s is written through a symlink that points outside the root", quoteName(entry))
-			}
-			resolved = resolved[:len(resolved)-1]
-			continue
-		}
-		next := filepath.Join(append(resolved, c)...)
-		if _, ok := u.safeDirs[next]; ok || missing {
-			resolved = append(resolved, c)
-			if missing {
-				created = append(created, next)
-			}
-			continue
-		}
-		fi, err := os.Lstat(filepath.Join(u.root, next))
-		if err != nil || (!fi.IsDir() && fi.Mode()&os.ModeSymlink == 0) {
-			// Missing, or a file the extractor replaces with a directory.
-			missing = true
-			resolved = append(resolved, c)
-			created = append(created, next)
-			continue
-		}
-		if fi.IsDir() {
-			u.safeDirs[next] = struct{}{}
-			resolved = append(resolved, c)
-			continue
-		}
-		if hops++; hops > 40 {
-			return "", nil, errkind.Errorf(ErrHostileLayer, "entry %s: too many levels of symbolic links", quoteName(entry))
-		}
-		target, err := os.Readlink(filepath.Join(u.root, next))
-		if err != nil {
-			return "", nil, err
-		}
-		if strings.HasPrefix(target, "/") {
-			resolved = nil
-		}
-		pending = append(strings.Split(target, "/"), pending...)
+	var created []string
+	resolved, err := saferoot.Resolve(rel, u.lookup, saferoot.Options{Missing: func(p string) error {
+		created = append(created, p)
+		return nil
+	}})
+	if err != nil {
+		return "", nil, entryResolveError(entry, err)
 	}
-	if len(resolved) == 0 {
-		return ".", created, nil
+	return resolved, created, nil
+}
+
+// entryResolveError words a saferoot refusal for the layer entry that
+// met it.
+func entryResolveError(entry string, err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, saferoot.ErrEscape):
+		return errkind.Errorf(ErrHostileLayer, "entry %s is written through a symlink that points outside the root", quoteName(entry))
+	case errors.Is(err, saferoot.ErrLoop), errors.Is(err, saferoot.ErrTooLong):
+		return errkind.Errorf(ErrHostileLayer, "entry %s: %v", quoteName(entry), err)
 	}
-	return filepath.Join(resolved...), created, nil
+	return err
+}
+
+// lookup is the rootfs on disk as checkParents sees it, with the
+// directories already seen cached.
+func (u *unpacker) lookup(p string) (saferoot.Kind, string, error) {
+	if _, ok := u.safeDirs[p]; ok {
+		return saferoot.Dir, "", nil
+	}
+	k, target, err := u.r.Lookup(p)
+	if errors.Is(err, unix.EACCES) {
+		// A rootless unpack below a directory its owner may not search
+		// (mode 0600): umoci's rootless evaluator gets in, the check cannot
+		// look. Taken as missing, as umoci's SecureJoin does.
+		return saferoot.Missing, "", nil
+	}
+	switch k {
+	case saferoot.Dir:
+		u.safeDirs[p] = struct{}{}
+	case saferoot.Other:
+		k = saferoot.Missing // the extractor replaces it with a directory
+	}
+	return k, target, err
 }
 
 // normalise gives directories the extractor created implicitly fixed
 // metadata (0755, root, mtime 0) instead of the umask and the clock, so an
 // unpack is reproducible and matches the streaming flattener.
+//
+// A later entry may have replaced one of these directories, or one above
+// it, by a symlink, perhaps to the host: each is opened without following
+// any symlink, and skipped when it is no longer a directory at that path.
 func (u *unpacker) normalise() error {
 	epoch := []unix.Timespec{{}, {}}
 	for d := range u.implicit {
-		p := filepath.Join(u.root, d)
-		fi, err := os.Lstat(p)
-		if err != nil || !fi.IsDir() {
+		err := u.r.SetDir(d, 0o755, epoch)
+		if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENOTDIR) || errors.Is(err, unix.ELOOP) {
 			continue // removed or replaced by a later entry
 		}
-		if err := os.Chmod(p, 0o755); err != nil {
-			return err
-		}
-		if err := unix.UtimesNanoAt(unix.AT_FDCWD, p, epoch, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		if err != nil {
 			return err
 		}
 	}

@@ -272,7 +272,7 @@ func rootLine(pve bool) health.Result {
 		r.Cause = "PVE's tools refuse to run without root: deploy, create, list --containers and storage checks are unavailable; unpack is rootless"
 		r.Fix = "run nexcage as root on the Proxmox host"
 	default:
-		r.Check = fmt.Sprintf("running as uid %d: pull, build and convert need no root; unpack is rootless (other owners kept in the user.rootlesscontainers xattr, device nodes as empty files)", uid)
+		r.Check = fmt.Sprintf("running as uid %d: pull, build and convert need no root; unpack is rootless (other owners kept in the user.rootlesscontainers xattr, device nodes left out)", uid)
 	}
 	return r
 }

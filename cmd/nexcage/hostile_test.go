@@ -115,6 +115,46 @@ func TestBrokenAndHostileInput(t *testing.T) {
 			ref, _ := layoutOf(t, hostile["symlink-escape"])
 			return []string{"unpack", "-q", ref, "bundle"}
 		}, 1, []string{"outside the root"}},
+		// Issue 15 finding 1: implicit directories fixed up through a
+		// symlink a later entry put in their place. The build succeeds (a
+		// symlink to /anywhere is a valid image); the host must not change.
+		{"staged build: implicit directory replaced by an absolute symlink to the host", func(t *testing.T) []string {
+			img, err := testimage.ImplicitDirToHost(testenv.VictimDir(t, "v"), "v", true, false)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ref, _ := layoutOf(t, img)
+			return build(ref, "--staged")
+		}, 0, nil},
+		{"staged build: implicit directory replaced by a climbing symlink to the host", func(t *testing.T) []string {
+			img, err := testimage.ImplicitDirToHost(testenv.VictimDir(t, "v"), "v", false, true)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ref, _ := layoutOf(t, img)
+			return build(ref, "--staged")
+		}, 0, nil},
+		// Finding 3: /etc/passwd and /etc/group symlinked to host files.
+		// Inside the rootfs they point at nothing, so the user is unknown:
+		// the staged and the streaming build both refuse, and neither
+		// reads the host's uid 4242.
+		{"staged build: account files symlinked to the host", func(t *testing.T) []string {
+			return build(hostAccountsImage(t, layoutOf), "--staged")
+		}, 1, []string{`"hostuser"`, "unable to find user"}},
+		{"streaming build: account files symlinked to the host", func(t *testing.T) []string {
+			return build(hostAccountsImage(t, layoutOf))
+		}, 1, []string{`"hostuser"`, "unable to find user"}},
+		// Finding 8: --repair must not delete through a store's symlinks.
+		{"check --repair of a store whose blobs/ is a symlink", func(t *testing.T) []string {
+			outside := t.TempDir()
+			testenv.VictimFile(t, filepath.Join(outside, "sha256", strings.Repeat("ab", 32)), "not the blob its name says\n")
+			store := filepath.Join(t.TempDir(), "store")
+			os.Mkdir(store, 0o755)
+			os.WriteFile(filepath.Join(store, "oci-layout"), []byte(`{"imageLayoutVersion":"1.0.0"}`), 0o644)
+			os.WriteFile(filepath.Join(store, "index.json"), []byte(`{"schemaVersion":2,"manifests":[]}`), 0o644)
+			os.Symlink(outside, filepath.Join(store, "blobs"))
+			return []string{"check", "--repair", store}
+		}, 1, nil}, // the refusal is a result line on stdout; TestCheckRefusesSymlinkedBlobs reads it
 		{"sparse claim", func(t *testing.T) []string {
 			ref, _ := layoutOf(t, layerImage(t, sparseLayer(t)))
 			return build(ref, "--max-layer-size", "1G")
@@ -239,6 +279,22 @@ func TestBrokenAndHostileInput(t *testing.T) {
 			}
 		})
 	}
+}
+
+// hostAccountsImage stores an image whose /etc/passwd and /etc/group are
+// symlinks to host files naming "hostuser" (uid 4242), its User.
+func hostAccountsImage(t *testing.T, layoutOf func(*testing.T, v1.Image) (string, func(string) string)) string {
+	t.Helper()
+	host := t.TempDir()
+	passwd, group := filepath.Join(host, "passwd"), filepath.Join(host, "group")
+	testenv.VictimFile(t, passwd, "hostuser:x:4242:4242:host:/host-home:/bin/sh\n")
+	testenv.VictimFile(t, group, "hostgroup:x:4242:\nwheel:x:4343:hostuser\n")
+	img, err := testimage.AccountFilesToHost(passwd, group, "hostuser")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref, _ := layoutOf(t, img)
+	return ref
 }
 
 // layerImage is a one-layer linux/amd64 image.

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"archive/tar"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -10,6 +12,7 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/layout"
+	"github.com/klauspost/compress/zstd"
 	"golang.org/x/sys/unix"
 
 	"github.com/nexcage/nexcage/internal/testenv"
@@ -84,7 +87,57 @@ func TestRootlessUnpackAsOrdinaryUser(t *testing.T) {
 		t.Errorf("%s has no user.rootlesscontainers xattr recording owner 1000: %v", f, err)
 	}
 
-	if out := unpack("devices"); !strings.Contains(out, "device node(s) were written as empty files") {
+	if out := unpack("devices"); !strings.Contains(out, "2 device node(s) were not created") {
 		t.Errorf("a rootless unpack of device nodes did not say they were lost:\n%s", out)
+	}
+	// Issue 15 finding 11c: the template converted from that bundle holds
+	// what build's holds, no device nodes (not empty 0666 stand-ins), and
+	// still the fifo.
+	outDir := filepath.Join(work, "out")
+	cmd := exec.Command(setpriv, "--reuid=65534", "--regid=65534", "--clear-groups",
+		bin, "convert", "-q", filepath.Join(work, "devices"), "-o", outDir+"/")
+	cmd.Env = []string{"HOME=" + work, "PATH=/usr/bin:/bin"}
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("rootless convert: %v\n%s", err, out)
+	}
+	tpls, _ := filepath.Glob(filepath.Join(outDir, "*.tar.zst"))
+	if len(tpls) != 1 {
+		t.Fatalf("templates %v, want one", tpls)
+	}
+	members := templateMembers(t, tpls[0])
+	for _, m := range []string{"./devices/null", "./devices/loop0"} {
+		if _, ok := members[m]; ok {
+			t.Errorf("the template holds %s (type %q): build drops device nodes", m, members[m])
+		}
+	}
+	if members["./devices/fifo"] != tar.TypeFifo {
+		t.Errorf("the template lost the fifo: %q", members["./devices/fifo"])
+	}
+}
+
+// templateMembers lists a .tar.zst template's members and their types.
+func templateMembers(t *testing.T, path string) map[string]byte {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	zr, err := zstd.NewReader(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer zr.Close()
+	out := map[string]byte{}
+	tr := tar.NewReader(zr)
+	for {
+		hdr, err := tr.Next()
+		if err == io.EOF {
+			return out
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		out[hdr.Name] = hdr.Typeflag
 	}
 }

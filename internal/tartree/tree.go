@@ -12,6 +12,8 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/nexcage/nexcage/internal/saferoot"
 )
 
 // Node is one path of the final tree.
@@ -137,43 +139,25 @@ func (t *Tree) Remove(p string) {
 // targets start at the rootfs, and ".." never leaves it. It returns the node
 // and its resolved path, or nil when the path does not exist.
 func (t *Tree) Resolve(p string) (*Node, string) {
-	pending := strings.Split(cleanRel(p), "/")
-	var resolved []string
-	hops := 0
-	for len(pending) > 0 {
-		part := pending[0]
-		pending = pending[1:]
-		switch part {
-		case ".", "":
-			continue
-		case "..":
-			if len(resolved) > 0 {
-				resolved = resolved[:len(resolved)-1]
-			}
-			continue
-		}
-		cur := append(resolved, part)
-		n := t.Get(strings.Join(cur, "/"))
-		if n == nil {
-			return nil, ""
-		}
-		if n.Type == tar.TypeSymlink {
-			if hops++; hops > 40 {
-				return nil, ""
-			}
-			if strings.HasPrefix(n.Linkname, "/") {
-				resolved = nil
-			}
-			pending = append(strings.Split(n.Linkname, "/"), pending...)
-			continue
-		}
-		resolved = cur
+	rp, err := saferoot.Resolve(cleanRel(p), t.Lookup, saferoot.Options{Clamp: true})
+	if err != nil {
+		return nil, ""
 	}
-	if len(resolved) == 0 {
-		return t.Root, "."
-	}
-	rp := strings.Join(resolved, "/")
 	return t.Get(rp), rp
+}
+
+// Lookup is the tree as saferoot.Resolve walks it.
+func (t *Tree) Lookup(p string) (saferoot.Kind, string, error) {
+	n := t.Get(p)
+	switch {
+	case n == nil:
+		return saferoot.Missing, "", nil
+	case n.Type == tar.TypeSymlink:
+		return saferoot.Symlink, n.Linkname, nil
+	case n.Type == tar.TypeDir:
+		return saferoot.Dir, "", nil
+	}
+	return saferoot.Other, "", nil
 }
 
 // ReadFile reads a regular file, following symlinks inside the tree.
