@@ -23,6 +23,7 @@ type deployFlags struct {
 	unprivileged                                      string
 	mounts                                            []string
 	start, dryRun, keepFailed, replaceTemplate        bool
+	allowRawLXC                                       bool
 }
 
 func registerDeployFlags(fs *pflag.FlagSet, d *deployFlags) {
@@ -46,6 +47,7 @@ func registerDeployFlags(fs *pflag.FlagSet, d *deployFlags) {
 	fs.StringVar(&d.node, "node", "", "create on this node of the cluster (through pvesh)")
 	fs.BoolVar(&d.dryRun, "dry-run", false, "print the plan (commands and resulting config) and change nothing")
 	fs.BoolVar(&d.keepFailed, "keep-failed", false, "keep a container whose set-up failed after it was created, instead of destroying it")
+	fs.BoolVar(&d.allowRawLXC, "allow-raw-lxc", false, "deploy a template whose .conf has lines nexcage does not write, dropping those lines (with a warning)")
 }
 
 func init() {
@@ -102,7 +104,7 @@ func deployOptions(d deployFlags) (pct.Options, error) {
 }
 
 // loadTemplate reads what deploy needs to know about a template.
-func loadTemplate(ctx context.Context, h *pct.Host, arg string) (*pct.Template, error) {
+func loadTemplate(ctx context.Context, e *env, h *pct.Host, arg string) (*pct.Template, error) {
 	t := &pct.Template{}
 	file := arg
 	if strings.Contains(arg, ":") && strings.Contains(arg, "vztmpl/") && !strings.HasPrefix(arg, "/") {
@@ -124,13 +126,25 @@ func loadTemplate(ctx context.Context, h *pct.Host, arg string) (*pct.Template, 
 		file = abs
 	}
 	confPath, jsonPath := convert.Sidecars(file)
-	if raw, err := os.ReadFile(confPath); err == nil {
-		c, err := lxc.Parse(string(raw))
-		if err != nil {
-			return nil, fmt.Errorf("the template's config %s does not parse: %w", confPath, err)
+	if raw, err := lxc.ReadConfig(confPath); err == nil {
+		// The .conf is data from whoever made the template, never
+		// configuration to trust: only the lines convert writes pass.
+		c, err := lxc.ParseTemplateConfig(raw)
+		var unsafe *lxc.UnsafeConfigError
+		switch {
+		case errors.As(err, &unsafe) && e.deploy.allowRawLXC:
+			for _, l := range unsafe.Lines {
+				fmt.Fprintf(e.stderr, "warning: %s: dropped %s\n", confPath, l)
+			}
+		case unsafe != nil:
+			return nil, fmt.Errorf("the template's config %s has lines nexcage does not write, which a template may not set: %w; remove them, or pass --allow-raw-lxc to deploy without them", confPath, err)
+		case err != nil:
+			return nil, fmt.Errorf("the template's config %s cannot be read: %w", confPath, err)
 		}
 		t.Config = c
 		t.Sidecars = append(t.Sidecars, confPath)
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("the template's config %s cannot be read: %w", confPath, err)
 	}
 	if m, err := convert.ReadManifest(jsonPath); err == nil {
 		t.Privileged, t.Volumes, t.SHA256 = m.Privileged, m.Volumes, m.Template.SHA256
@@ -150,7 +164,7 @@ func deployTemplate(ctx context.Context, e *env, arg string) (any, error) {
 		return nil, err
 	}
 	h := pct.NewHost()
-	t, err := loadTemplate(ctx, h, arg)
+	t, err := loadTemplate(ctx, e, h, arg)
 	if err != nil {
 		return nil, pctError(e, err)
 	}
