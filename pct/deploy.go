@@ -277,11 +277,11 @@ func validateFlags(t *Template, o Options) error {
 		if err := lxc.CheckBindSource(m.Source); err != nil {
 			return newError(ErrInvalidArgument, "mount", "--mount source "+err.Error(), "write --mount /host/dir:/ct/dir[:ro]")
 		}
-		if err := checkHostDir(m.Source, "--mount "+m.Source); err != nil {
-			return err
-		}
 		if _, err := lxc.CheckContainerPath(m.Dest); err != nil {
 			return newError(ErrInvalidArgument, "mount", fmt.Sprintf("--mount %s: the destination %v", m.Source, err), "write --mount /host/dir:/ct/dir[:ro]")
+		}
+		if err := checkHostDir(m.Source, "--mount "+m.Source); err != nil {
+			return err
 		}
 	}
 	// What a template asks for was written by whoever made the template:
@@ -292,11 +292,11 @@ func validateFlags(t *Template, o Options) error {
 			if err := lxc.CheckTemplateBindSource(m.Volume); err != nil {
 				return newError(ErrInvalidArgument, "template", what+": the source "+err.Error(), "remove it from the template's .conf and bind the directory with --mount")
 			}
-			if err := checkHostDir(m.Volume, what+" "+m.Volume); err != nil {
-				return err
-			}
 			if _, err := lxc.CheckContainerPath(m.Path); err != nil {
 				return newError(ErrInvalidArgument, "template", what+": mp= "+err.Error(), "remove it from the template's .conf")
+			}
+			if err := checkHostDir(m.Volume, what+" "+m.Volume); err != nil {
+				return err
 			}
 		}
 		for _, r := range t.Config.Raw {
