@@ -116,3 +116,26 @@ func bigEnvImage(t *testing.T, n int) v1.Image {
 	}
 	return out
 }
+
+// volumeImage is the Alpine image with one more VOLUME.
+func volumeImage(t *testing.T, vol string) v1.Image {
+	t.Helper()
+	img, err := testimage.Alpine("amd64")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cf, err := img.ConfigFile()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cf = cf.DeepCopy()
+	if cf.Config.Volumes == nil {
+		cf.Config.Volumes = map[string]struct{}{}
+	}
+	cf.Config.Volumes[vol] = struct{}{}
+	out, err := mutate.ConfigFile(img, cf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}

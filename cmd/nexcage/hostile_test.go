@@ -211,6 +211,19 @@ func TestBrokenAndHostileInput(t *testing.T) {
 		{"bundle bind of /etc/pve", func(t *testing.T) []string {
 			return []string{"check", hostileBundle(t, `[{"destination": "/pve", "type": "bind", "source": "/etc/pve"}]`)}
 		}, 1, nil},
+		// Finding 7: an image VOLUME becomes an mpN's mp=.
+		{"image VOLUME with a newline", func(t *testing.T) []string {
+			ref, _ := layoutOf(t, volumeImage(t, "/data\nlxc.hook.pre-start: /x"))
+			return build(ref)
+		}, 1, []string{"image volume", "control character"}},
+		{"relative image VOLUME", func(t *testing.T) []string {
+			ref, _ := layoutOf(t, volumeImage(t, "data"))
+			return build(ref)
+		}, 1, []string{"image volume", "not an absolute path"}},
+		{"image VOLUME on /", func(t *testing.T) []string {
+			ref, _ := layoutOf(t, volumeImage(t, "/"))
+			return build(ref)
+		}, 1, []string{"image volume", "the container's root"}},
 		// Finding 11b: convert never writes a .conf deploy and check
 		// cannot read.
 		{"environment over what a CT config holds", func(t *testing.T) []string {
