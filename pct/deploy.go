@@ -310,6 +310,11 @@ func validateFlags(t *Template, o Options) error {
 			return newError(ErrInvalidArgument, "template", "the template's image volume "+err.Error(), "rebuild it from an image whose VOLUMEs are absolute, clean paths")
 		}
 	}
+	if o.Unprivileged == nil && t.Privileged {
+		// Whoever wrote the .json chose that: a privileged container's
+		// root is the host's root but for AppArmor, so the user must ask.
+		return newError(ErrInvalidArgument, "unprivileged", "the template is privileged-only (its .json says so), and a privileged container's root is root on the host", "deploy it privileged only if you trust the template, with --unprivileged=0")
+	}
 	if o.Unprivileged != nil && *o.Unprivileged && t.Privileged {
 		return newError(ErrInvalidArgument, "unprivileged", "the template is privileged-only (it keeps ids above 65535, which an unprivileged container cannot map)", "deploy with --unprivileged=false, or rebuild it with --squash-high-ids")
 	}

@@ -66,6 +66,9 @@ func TestMakePlanRefusesHostileTemplates(t *testing.T) {
 		{"volume injecting a property", func(tm *pct.Template, _ *pct.Options) {
 			tm.Volumes = []string{"/data,backup=1"}
 		}, []string{"image volume", "comma"}},
+		{"privileged-only by its .json", func(tm *pct.Template, _ *pct.Options) {
+			tm.Privileged = true
+		}, []string{"privileged-only", "--unprivileged=0"}},
 		{"--mount /", func(_ *pct.Template, o *pct.Options) {
 			o.Mounts = []pct.BindMount{{Source: "/", Dest: "/host"}}
 		}, []string{"--mount source", "the host's root directory"}},

@@ -163,6 +163,11 @@ func deployTemplate(ctx context.Context, e *env, arg string) (any, error) {
 	if err != nil {
 		return nil, err
 	}
+	if e.conv.privileged && o.Unprivileged == nil {
+		// build --privileged --deploy: the user asked for it just now.
+		v := false
+		o.Unprivileged = &v
+	}
 	h := pct.NewHost()
 	t, err := loadTemplate(ctx, e, h, arg)
 	if err != nil {
