@@ -1,9 +1,11 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -24,6 +26,7 @@ type deployFlags struct {
 	mounts                                            []string
 	start, dryRun, keepFailed, replaceTemplate        bool
 	allowRawLXC                                       bool
+	passwordFile                                      string
 }
 
 func registerDeployFlags(fs *pflag.FlagSet, d *deployFlags) {
@@ -41,7 +44,8 @@ func registerDeployFlags(fs *pflag.FlagSet, d *deployFlags) {
 	fs.StringVar(&d.features, "features", "", "container features, e.g. nesting=1,keyctl=1")
 	fs.StringArrayVar(&d.mounts, "mount", nil, "bind mount SRC:DEST[:ro] (repeatable)")
 	fs.IntVar(&d.volumeSize, "volume-size", 8, "GiB of storage for each image VOLUME")
-	fs.StringVar(&d.password, "password", "", "root password (at least 5 characters)")
+	fs.StringVar(&d.password, "password", "", "root password (at least 5 characters; every user sees it in the process list: prefer --password-file)")
+	fs.StringVar(&d.passwordFile, "password-file", "", "file whose first line is the root password, - for standard input")
 	fs.StringVar(&d.sshKeys, "ssh-public-keys", "", "file of SSH public keys for root")
 	fs.BoolVar(&d.start, "start", false, "start the container after creating it")
 	fs.StringVar(&d.node, "node", "", "create on this node of the cluster (through pvesh)")
@@ -82,6 +86,16 @@ func deployOptions(d deployFlags) (pct.Options, error) {
 		Memory: d.memory, Swap: d.swap, Cores: d.cores, Net0: d.net0, Features: d.features,
 		VolumeSize: d.volumeSize, Password: d.password, SSHKeysFile: d.sshKeys, Start: d.start, KeepFailed: d.keepFailed,
 	}
+	if d.passwordFile != "" {
+		if d.password != "" {
+			return o, usagef("--password and --password-file exclude each other")
+		}
+		pw, err := readPasswordFile(d.passwordFile)
+		if err != nil {
+			return o, err
+		}
+		o.Password = pw
+	}
 	switch d.unprivileged {
 	case "":
 	case "1", "true":
@@ -101,6 +115,27 @@ func deployOptions(d deployFlags) (pct.Options, error) {
 		o.Mounts = append(o.Mounts, pct.BindMount{Source: parts[0], Dest: parts[1], RO: len(parts) == 3})
 	}
 	return o, nil
+}
+
+// readPasswordFile reads the first line of a file, or of stdin for "-".
+func readPasswordFile(name string) (string, error) {
+	f := os.Stdin
+	if name != "-" {
+		var err error
+		if f, err = os.Open(name); err != nil {
+			return "", fmt.Errorf("--password-file: %w", err)
+		}
+		defer f.Close()
+	}
+	line, err := bufio.NewReader(io.LimitReader(f, 4096)).ReadString('\n')
+	if err != nil && err != io.EOF {
+		return "", fmt.Errorf("--password-file %s: %w", name, err)
+	}
+	line = strings.TrimRight(line, "\r\n")
+	if line == "" {
+		return "", fmt.Errorf("--password-file %s: the first line is empty", name)
+	}
+	return line, nil
 }
 
 // loadTemplate reads what deploy needs to know about a template.
