@@ -9,7 +9,7 @@ LDFLAGS  := -s -w -X main.version=$(VERSION)
 TEST_ENV := NEXCAGE_REQUIRE_TOOLS=1 $(if $(filter 0,$(shell id -u)),NEXCAGE_REQUIRE_ROOT=1)
 DEMO_DIR := build/demo
 
-.PHONY: all build deps test test-short demo bench fuzz soak clean
+.PHONY: all build deps test test-short docs demo bench fuzz soak clean
 
 all: build
 
@@ -31,6 +31,12 @@ test: deps
 test-short:
 	$(GO) test -short ./...
 
+# The command reference (docs/commands/*.md) and the man pages
+# (docs/man/*.1), generated from the command table; TestGeneratedDocs fails
+# when they are stale.
+docs:
+	$(GO) test ./cmd/nexcage -count=1 -run '^TestGeneratedDocs$$' -update
+
 # The main job on a demo image built locally from the Alpine minirootfs:
 # no registry and no network needed.
 demo: build deps
@@ -46,6 +52,22 @@ demo: build deps
 
 clean:
 	rm -rf bin build
+
+# `make && sudo make install`: installs bin/nexcage as built (building it only
+# when absent, since root's PATH often lacks Go), the man pages from docs/man
+# and the bash, zsh and fish completions. DESTDIR stages for packagers.
+# (A .PHONY line of their own: merges with other edits of the main one.)
+.PHONY: install uninstall deb
+PREFIX  ?= /usr/local
+install: $(if $(wildcard $(BIN)),,build)
+	DESTDIR='$(DESTDIR)' PREFIX='$(PREFIX)' BIN='$(BIN)' scripts/install.sh
+
+uninstall:
+	DESTDIR='$(DESTDIR)' PREFIX='$(PREFIX)' scripts/install.sh --uninstall
+
+# build/deb/nexcage_VERSION_{amd64,arm64}.deb for Proxmox VE hosts.
+deb:
+	GO='$(GO)' VERSION='$(VERSION)' OUT=build/deb scripts/deb.sh
 
 # Speed and memory against the skopeo + umoci + tar | zstd pipeline and the
 # decompress+recompress floor, on a Debian image made once with debootstrap

@@ -72,12 +72,17 @@ func CompressionFromName(name string) (Compression, bool) {
 	return "", false
 }
 
+// Levels is the range of compression levels c takes.
+func (c Compression) Levels() (lo, hi int) {
+	if c == Zstd {
+		return 1, 22
+	}
+	return 1, 9
+}
+
 // checkLevel validates a level for c (0 means the default).
 func checkLevel(c Compression, level int) error {
-	lo, hi := 1, 9
-	if c == Zstd {
-		hi = 22
-	}
+	lo, hi := c.Levels()
 	if level != 0 && (level < lo || level > hi) {
 		return fmt.Errorf("--level %d is out of range for %s: use %d to %d", level, c, lo, hi)
 	}

@@ -177,7 +177,7 @@ func (p *plan) templateName(spec *rspec.Spec, src Source) (string, error) {
 	name := firstNonEmpty(p.opts.Name, refName, spec.Annotations[annotationTitle])
 	version := firstNonEmpty(p.opts.Version, spec.Annotations[annotationVersion], refVersion, createdDate(spec.Annotations[annotationCreated]))
 	if name == "" {
-		return "", fmt.Errorf("cannot name the template: the bundle does not say which image it came from; pass --name (and --version), or -o FILE")
+		return "", fmt.Errorf("cannot name the template: the bundle does not say which image it came from; pass --name (and --template-version), or -o FILE")
 	}
 	if version == "" {
 		version = "1"
@@ -192,7 +192,7 @@ func (p *plan) templateName(spec *rspec.Spec, src Source) (string, error) {
 	parts := []string{osPart + "-" + nameComponent(name), nameComponent(version), p.arch}
 	for _, part := range parts {
 		if part == "" || strings.HasPrefix(part, "-") {
-			return "", fmt.Errorf("cannot build a template name from name %q and version %q: pass --name and --version with letters or digits", name, version)
+			return "", fmt.Errorf("cannot build a template name from name %q and version %q: pass --name and --template-version with letters or digits", name, version)
 		}
 	}
 	return strings.Join(parts, "_") + p.compression.Suffix(), nil

@@ -36,7 +36,7 @@ func TestTemplateRoundTrip(t *testing.T) {
 }
 
 // TestTemplateRoundTripOptions: other compressions, an unprivileged
-// template with squashed ids, and a name given with --name and --version.
+// template with squashed ids, and a name given with --name and --template-version.
 func TestTemplateRoundTripOptions(t *testing.T) {
 	testenv.RequireRoot(t)
 	for _, tc := range []struct {
@@ -50,7 +50,7 @@ func TestTemplateRoundTripOptions(t *testing.T) {
 		t.Run(tc.name+"-"+string(tc.opts.Compression), func(t *testing.T) {
 			built := build(t, corpusCase(t, tc.name), tc.opts)
 			bundle, res := fromTemplate(t, built.Template, generate.Options{})
-			want := map[string]string{"alpine-app": "--compression gzip", "alpine-amd64": "--compression xz --level 2", "ids": "--squash-high-ids --name web --version 2.1"}[tc.name]
+			want := map[string]string{"alpine-app": "--compression gzip", "alpine-amd64": "--compression xz --level 2", "ids": "--squash-high-ids --name web --template-version 2.1"}[tc.name]
 			if got := strings.Join(res.ConvertFlags, " "); got != want {
 				t.Errorf("convert flags %q, want %q", got, want)
 			}

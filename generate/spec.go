@@ -335,6 +335,10 @@ func parseCPUs(s string) (int64, error) {
 	return int64(math.Round(v * cpuPeriod)), nil
 }
 
+// Archs are the architectures Proxmox VE runs, by their PVE/Debian names:
+// what --arch accepts (besides the OCI and uname spellings ociArch maps).
+var Archs = []string{"amd64", "arm64", "i386", "armhf", "riscv64"}
+
 // ociArch maps an architecture given as PVE/Debian or OCI names to the
 // OCI architecture and variant the image annotations use.
 func ociArch(s string) (string, string, error) {
@@ -350,7 +354,7 @@ func ociArch(s string) (string, string, error) {
 	case "riscv64":
 		return "riscv64", "", nil
 	}
-	return "", "", fmt.Errorf("not an architecture Proxmox VE runs: use amd64, arm64, i386, armhf or riscv64")
+	return "", "", fmt.Errorf("not an architecture Proxmox VE runs: use %s or %s", strings.Join(Archs[:len(Archs)-1], ", "), Archs[len(Archs)-1])
 }
 
 const defaultPath = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"

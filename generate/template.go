@@ -600,7 +600,7 @@ func (s *sidecars) convertFlags() []string {
 		out = append(out, "--name", o.Name)
 	}
 	if o.Version != "" {
-		out = append(out, "--version", o.Version)
+		out = append(out, "--template-version", o.Version)
 	}
 	return out
 }

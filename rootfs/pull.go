@@ -95,6 +95,11 @@ func (s *Store) Pull(ctx context.Context, ref Ref, opts PullOptions) (Image, err
 	if ref.Transport == TransportDocker {
 		attempts = 3
 	}
+	// Created only now that the source has answered: a pull of a
+	// mistyped name leaves no empty store behind.
+	if err := s.create(); err != nil {
+		return Image{}, err
+	}
 	if err := s.fetchLayers(ctx, ref, layers, srcManifest.Layers, opts.Jobs, attempts, opts.tee, rep); err != nil {
 		return Image{}, err
 	}

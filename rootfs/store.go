@@ -48,32 +48,60 @@ func DefaultStoreDir() (string, error) {
 
 // OpenStore opens the layout at dir, creating it when absent.
 func OpenStore(dir string) (*Store, error) {
+	s, err := StoreAt(dir)
+	if err != nil {
+		return nil, err
+	}
+	return s, s.create()
+}
+
+// StoreAt is the store at dir, not created yet if it does not exist:
+// reading a store that was never created finds no images, and the first
+// Pull creates it once its source has answered. So listing, or a pull
+// that fails before anything is fetched, leaves no empty store behind.
+func StoreAt(dir string) (*Store, error) {
 	abs, err := filepath.Abs(dir)
 	if err != nil {
 		return nil, err
 	}
-	s := &Store{Dir: abs}
+	return &Store{Dir: abs}, nil
+}
+
+// create makes the layout's directories and files where they are missing.
+func (s *Store) create() error {
+	abs := s.Dir
 	if err := os.MkdirAll(filepath.Join(abs, "blobs", "sha256"), 0o755); err != nil {
-		return nil, fmt.Errorf("create the image store %s: %w: choose another with --store or NEXCAGE_STORE", abs, err)
+		return fmt.Errorf("create the image store %s: %w: choose another with --store or NEXCAGE_STORE", abs, err)
 	}
 	if _, err := os.Stat(filepath.Join(abs, "oci-layout")); errors.Is(err, os.ErrNotExist) {
 		if err := atomicfile.WriteFile(filepath.Join(abs, "oci-layout"), []byte(`{"imageLayoutVersion":"1.0.0"}`), 0o644); err != nil {
-			return nil, err
+			return err
 		}
 	}
 	if _, err := os.Stat(filepath.Join(abs, "index.json")); errors.Is(err, os.ErrNotExist) {
 		unlock, err := s.lock()
 		if err != nil {
-			return nil, err
+			return err
 		}
 		defer unlock()
 		if _, err := os.Stat(filepath.Join(abs, "index.json")); errors.Is(err, os.ErrNotExist) {
 			if err := s.writeIndex(&v1.IndexManifest{SchemaVersion: 2, MediaType: types.OCIImageIndex}); err != nil {
-				return nil, err
+				return err
 			}
 		}
 	}
-	return s, nil
+	return nil
+}
+
+// Exists reports whether the store was created: it has its oci-layout or
+// index.json file.
+func (s *Store) Exists() bool {
+	for _, f := range []string{"index.json", "oci-layout"} {
+		if _, err := os.Lstat(filepath.Join(s.Dir, f)); err == nil {
+			return true
+		}
+	}
+	return false
 }
 
 // lock serialises index.json updates between processes sharing the store.
@@ -95,6 +123,11 @@ func (s *Store) lock() (func(), error) {
 
 func (s *Store) readIndex() (*v1.IndexManifest, error) {
 	f, err := os.Open(filepath.Join(s.Dir, "index.json"))
+	if errors.Is(err, os.ErrNotExist) && !s.Exists() {
+		// Never created (StoreAt): no images yet. A store with its
+		// oci-layout but no index.json is damaged, and says so.
+		return &v1.IndexManifest{SchemaVersion: 2, MediaType: types.OCIImageIndex}, nil
+	}
 	if err != nil {
 		return nil, fmt.Errorf("read the store index: %w", err)
 	}

@@ -23,7 +23,28 @@ tools=(
 	"xz:xz-utils"
 	"tar:tar"
 	"debootstrap:debootstrap"
+	"dpkg-deb:dpkg"
+	"lintian:lintian"
 	"/usr/bin/time:time"
+	"mandoc:mandoc"
+	"man:man-db"
+	"groff:groff-base"
+	"zsh:zsh"
+	"fish:fish"
+)
+
+# The Debian Perl modules Proxmox VE's own code loads, for the tests that
+# ask it (NEXCAGE_PVE_ORACLE, see internal/pveoracle): installed only when
+# that variable names an oracle, as .ci/run does.
+oracle_pkgs=(
+	perl libanyevent-perl libclone-perl libcrypt-openssl-random-perl libcrypt-openssl-rsa-perl
+	libdevel-cycle-perl libfilesys-df-perl libhttp-daemon-perl libhttp-message-perl
+	libio-stringy-perl libjson-perl libjson-xs-perl liblinux-inotify2-perl libmime-base32-perl
+	libnet-dbus-perl libnet-ip-perl libnet-ldap-perl libnet-ssleay-perl libnetaddr-ip-perl
+	libstring-shellquote-perl libtimedate-perl liburi-perl libwww-perl libyaml-libyaml-perl
+	libcrypt-ssleay-perl libdigest-hmac-perl libuuid-perl libfile-chdir-perl libposix-strptime-perl
+	libxml-libxml-perl libauthen-pam-perl librrds-perl libio-multiplex-perl libnet-subnet-perl
+	libclass-methodmaker-perl libterm-readline-gnu-perl libtest-mockmodule-perl
 )
 
 # lxc-usernsexec -m u:0:100000:65536 is refused unless root owns that range.
@@ -61,6 +82,13 @@ scan() {
 		done
 		((seen)) || missing_pkgs+=("$pkg")
 	done
+	if [[ -n "${NEXCAGE_PVE_ORACLE:-}" ]]; then
+		for pkg in "${oracle_pkgs[@]}"; do
+			[[ "$(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null)" == "install ok installed" ]] && continue
+			missing_cmds+=("Perl module package $pkg (for $NEXCAGE_PVE_ORACLE)")
+			missing_pkgs+=("$pkg")
+		done
+	fi
 }
 
 missing_subid=()

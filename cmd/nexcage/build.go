@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 	"text/tabwriter"
 	"time"
@@ -31,11 +30,8 @@ func runBuild(ctx context.Context, e *env, args []string) (any, error) {
 	if len(args) == 0 {
 		return nil, usagef("build takes at least one IMAGE")
 	}
-	if e.jobs < 1 {
-		return nil, usagef("--jobs must be at least 1")
-	}
-	if len(args) > 1 && e.conv.output != "" && !strings.HasSuffix(e.conv.output, "/") && !isDir(e.conv.output) {
-		return nil, usagef("-o %s: with several images, -o must be a directory (end it with /)", e.conv.output)
+	if err := checkOutput(e.conv, len(args)); err != nil {
+		return nil, err
 	}
 	refs := make([]rootfs.Ref, len(args))
 	var so rootfs.SourceOptions
@@ -185,7 +181,7 @@ func currentDigest(ctx context.Context, e *env, store *rootfs.Store, ref rootfs.
 func buildStaged(ctx context.Context, e *env, store *rootfs.Store, img rootfs.Image, opts convert.Options, stages map[string]float64) (*convert.Result, error) {
 	work, err := os.MkdirTemp("", "nexcage-build-")
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("cannot create a temporary directory for --staged (%w): set TMPDIR to a writable directory", err)
 	}
 	defer rootfs.RemoveBundle(work)
 	limit, err := parseSize(e.maxLayerSize)

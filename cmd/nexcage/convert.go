@@ -22,12 +22,23 @@ type convertFlags struct {
 	privileged, squash                         bool
 }
 
+// compressionValues are what --compression accepts (zst and gz are
+// taken as zstd and gzip too); formatValues are convert --format's.
+var (
+	compressionValues = []string{string(convert.Zstd), string(convert.Gzip), string(convert.XZ)}
+	formatValues      = []string{"template", "oci-archive"}
+)
+
 func registerConvertFlags(fs *pflag.FlagSet, cf *convertFlags) {
-	fs.StringVarP(&cf.output, "output", "o", "", "template file (.tar.zst, .tar.gz, .tar.xz), or a directory for the conventional name (default: current directory)")
-	fs.StringVar(&cf.compression, "compression", "", "zstd, gzip or xz (default: from -o's suffix, else zstd)")
-	fs.IntVar(&cf.level, "level", 0, "compression level (default: zstd 3, gzip 6, xz 6)")
+	fs.StringVarP(&cf.output, "output", "o", "", "template file (.tar.zst, .tar.gz, .tar.xz), or a directory for the conventional name: one that exists, or any path ending in / (default: current directory)")
+	enumVar(fs, &cf.compression, "compression", "", compressionValues, map[string]string{"zst": "zstd", "gz": "gzip"}, "zstd, gzip or xz (default: from -o's suffix, else zstd)")
+	intVar(fs, &cf.level, "level", "", 0, 1, 22, true, "a level is 1 to 22 for zstd, 1 to 9 for gzip and xz", "compression level (default: zstd 3, gzip 6, xz 6)")
 	fs.StringVar(&cf.name, "name", "", "name part of the conventional template name (default: the image's name)")
-	fs.StringVar(&cf.version, "version", "", "version part of the conventional template name (default: the image's version label or tag)")
+	fs.StringVar(&cf.version, "template-version", "", "version part of the conventional template name (default: the image's version label or tag)")
+	// --version was this flag's name until it collided with nexcage's own
+	// --version; scripts using it keep working, with a note on stderr.
+	fs.StringVar(&cf.version, "version", "", "deprecated spelling of --template-version")
+	fs.MarkHidden("version")
 	fs.BoolVar(&cf.privileged, "privileged", false, "make a privileged-only template, keeping ids above 65535")
 	fs.BoolVar(&cf.squash, "squash-high-ids", false, "give files owned by ids above 65535 to 65534 (nobody), so the template works unprivileged")
 }
@@ -48,7 +59,7 @@ With --format oci-archive the argument is an IMAGE instead, written as the
 uncompressed OCI archive that PVE 9.1 imports natively.`,
 		flags: func(fs *pflag.FlagSet, o *opts) {
 			registerConvertFlags(fs, &o.conv)
-			fs.StringVar(&o.conv.format, "format", "template", "template, or oci-archive (argument is then an IMAGE)")
+			enumVar(fs, &o.conv.format, "format", "template", formatValues, nil, "template, or oci-archive (argument is then an IMAGE)")
 			imageFlags(fs, o)
 		},
 		run: runConvert,
@@ -68,12 +79,12 @@ depends on it). --force rebuilds. With several images, -o is a directory,
 the exit status is 1 if any failed.`,
 		flags: func(fs *pflag.FlagSet, o *opts) {
 			imageFlags(fs, o)
-			fs.StringVar(&o.pull, "pull", "missing", "when to pull: missing (not in the store yet), always, never")
+			pullFlag(fs, o)
 			registerConvertFlags(fs, &o.conv)
 			fs.BoolVar(&o.force, "force", false, "rebuild even when the template is up to date")
-			fs.IntVarP(&o.jobs, "jobs", "j", 1, "build this many images at once")
+			intVar(fs, &o.jobs, "jobs", "j", 1, 1, 1024, false, "--jobs is a number of builds at once, from 1 to 1024", "build this many images at once")
 			fs.BoolVar(&o.staged, "staged", false, "unpack to a temporary bundle and convert it (the reference path; slower)")
-			fs.StringVar(&o.maxLayerSize, "max-layer-size", "64G", "refuse a layer that unpacks to more file content than this (a decompression bomb)")
+			maxLayerSizeFlag(fs, o)
 			fs.BoolVar(&o.deployAfter, "deploy", false, "deploy the template on this Proxmox host afterwards (deploy's flags apply)")
 			registerDeployFlags(fs, &o.deploy)
 			fs.BoolVarP(&o.verbose, "verbose", "v", false, "show PVE's own output with errors")
@@ -89,13 +100,7 @@ func convertOptions(e *env) (convert.Options, error) {
 		Privileged: cf.privileged, SquashHighIDs: cf.squash,
 		ToolVersion: nexcageVersion(), Progress: e.progress,
 	}
-	if cf.compression != "" {
-		c, err := convert.ParseCompression(cf.compression)
-		if err != nil {
-			return o, usagef("--compression: %v", err)
-		}
-		o.Compression = c
-	}
+	o.Compression = convert.Compression(cf.compression)
 	if cf.privileged && cf.squash {
 		return o, usagef("--privileged and --squash-high-ids exclude each other")
 	}
@@ -124,12 +129,11 @@ func runConvert(ctx context.Context, e *env, args []string) (any, error) {
 	if len(args) != 1 {
 		return nil, usagef("convert takes one BUNDLE (or IMAGE with --format oci-archive), got %d arguments", len(args))
 	}
-	switch e.conv.format {
-	case "template":
-	case "oci-archive":
+	if e.conv.format == "oci-archive" {
 		return exportOCIArchive(ctx, e, args[0])
-	default:
-		return nil, usagef("--format %q: use template or oci-archive", e.conv.format)
+	}
+	if err := checkOutput(e.conv, 1); err != nil {
+		return nil, err
 	}
 	opts, err := convertOptions(e)
 	if err != nil {
@@ -169,6 +173,9 @@ func exportOCIArchive(ctx context.Context, e *env, image string) (any, error) {
 	if cf.compression != "" || cf.level != 0 || cf.privileged || cf.squash {
 		return nil, usagef("--format oci-archive writes an uncompressed OCI archive: --compression, --level, --privileged and --squash-high-ids do not apply")
 	}
+	if err := checkOutput(cf, 1); err != nil {
+		return nil, err
+	}
 	ref, so, err := imageArgs(e, image)
 	if err != nil {
 		return nil, err
@@ -182,13 +189,11 @@ func exportOCIArchive(ctx context.Context, e *env, image string) (any, error) {
 		return nil, err
 	}
 	target := cf.output
-	if target == "" || strings.HasSuffix(target, "/") || isDir(target) {
+	if outputIsDir(target) {
 		name := firstNonEmpty(cf.name, ref.ShortName())
 		version := firstNonEmpty(cf.version, ref.Version(), "latest")
 		arch := strings.Split(img.Platform, "/")[1]
 		target = filepath.Join(target, fmt.Sprintf("%s_%s_%s.tar", name, version, arch))
-	} else if !strings.HasSuffix(target, ".tar") {
-		return nil, usagef("-o %s: PVE imports an OCI archive only from a plain .tar file", target)
 	}
 	epoch, err := sourceDateEpoch()
 	if err != nil {
@@ -203,6 +208,51 @@ func exportOCIArchive(ctx context.Context, e *env, image string) (any, error) {
 		fmt.Fprintf(e.stdout, "%s\n  OCI archive of %s (%s), %s\n", abs, img.Ref, img.Platform, progress.HumanBytes(size))
 	}
 	return map[string]any{"archive": abs, "image": img, "size": size}, nil
+}
+
+// outputIsDir is the one rule every command applies to -o: it names a
+// directory when it is empty (the current one), ends in / or is an
+// existing directory; anything else is a file name.
+func outputIsDir(out string) bool {
+	return out == "" || strings.HasSuffix(out, "/") || isDir(out)
+}
+
+// checkOutput refuses, before anything is read or written, an -o that
+// cannot be written: a file name with the wrong suffix for the format, a
+// suffix that contradicts --compression, a --level the compression does
+// not take, or a file name for several images.
+func checkOutput(cf convertFlags, images int) error {
+	out := cf.output
+	dir := outputIsDir(out)
+	if !dir && images > 1 {
+		return usagef("-o: %q is not a directory, and %d images need one; end it with / (or create the directory first)", out, images)
+	}
+	if cf.format == "oci-archive" {
+		if !dir && !strings.HasSuffix(out, ".tar") {
+			return usagef("-o: %q is not an OCI archive name; PVE imports an OCI archive only from a plain .tar file, so end the name in .tar, or end a directory with /", out)
+		}
+		return nil
+	}
+	comp := convert.Compression(cf.compression)
+	if !dir {
+		fromName, ok := convert.CompressionFromName(out)
+		switch {
+		case !ok || !strings.HasSuffix(out, fromName.Suffix()):
+			// Lower case only: the sidecars are named by cutting the
+			// suffix off, and deploy, check and generate look for them so.
+			return usagef("-o: %q is not a template name; a template ends in .tar.zst, .tar.gz or .tar.xz, in lower case (PVE refuses .tgz and other names); end a directory with /", out)
+		case comp != "" && comp != fromName:
+			return usagef("-o: %q ends in %s but --compression is %s; make them agree", out, fromName.Suffix(), comp)
+		}
+		comp = fromName
+	}
+	if comp == "" {
+		comp = convert.Zstd
+	}
+	if lo, hi := comp.Levels(); cf.level != 0 && (cf.level < lo || cf.level > hi) {
+		return usagef("--level: %d is out of range for %s; use %d to %d", cf.level, comp, lo, hi)
+	}
+	return nil
 }
 
 func isDir(p string) bool {

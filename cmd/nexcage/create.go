@@ -29,7 +29,7 @@ deploy's flags work here.`,
 			fs.StringVar(&o.createName, "name", "", "container name (its hostname); required")
 			fs.StringVar(&o.createImage, "image", "", "template or image reference; required")
 			imageFlags(fs, o)
-			fs.StringVar(&o.pull, "pull", "missing", "when to pull an image: missing, always, never")
+			pullFlag(fs, o)
 			registerDeployFlags(fs, &o.deploy)
 			fs.BoolVarP(&o.verbose, "verbose", "v", false, "show PVE's own output with errors")
 		},
@@ -48,7 +48,7 @@ func runCreate(ctx context.Context, e *env, args []string) (any, error) {
 	case e.createImage == "":
 		return nil, usagef("--image is required: a template file, STORAGE:vztmpl/FILE or an image reference")
 	case !lxc.ValidDNSName(e.createName):
-		return nil, usagef("--name %q is not a valid DNS name, which PVE requires for a hostname", e.createName)
+		return nil, usagef("--name: %s", checkHostname(e.createName))
 	case e.deploy.hostname != "" && e.deploy.hostname != e.createName:
 		return nil, usagef("--hostname and --name differ: with create, --name is the hostname")
 	}

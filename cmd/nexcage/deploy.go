@@ -17,6 +17,9 @@ import (
 	"github.com/nexcage/nexcage/pct"
 )
 
+// unprivilegedValues are what --unprivileged accepts (true and false too).
+var unprivilegedValues = []string{"1", "0"}
+
 // deployFlags are deploy's flags; build --deploy and create share them.
 type deployFlags struct {
 	vmid, memory, swap, cores, rootfsSize, volumeSize int
@@ -30,21 +33,21 @@ type deployFlags struct {
 }
 
 func registerDeployFlags(fs *pflag.FlagSet, d *deployFlags) {
-	fs.IntVar(&d.vmid, "vmid", 0, "container id (default: the next free one, pvesh get /cluster/nextid)")
-	fs.StringVar(&d.hostname, "hostname", "", "container hostname (default: the template's, else CT<vmid>)")
+	intVar(fs, &d.vmid, "vmid", "", 0, 100, 999999999, false, "a VMID is a whole number from 100 to 999999999", "container id (default: the next free one, pvesh get /cluster/nextid)")
+	checkedVar(fs, &d.hostname, "hostname", "", checkHostname, "container hostname (default: the template's, else CT<vmid>)")
 	fs.StringVar(&d.storage, "storage", "local-lvm", "storage for the rootfs and image volumes")
-	fs.IntVar(&d.rootfsSize, "rootfs-size", 8, "rootfs size in GiB")
+	intVar(fs, &d.rootfsSize, "rootfs-size", "", 8, 1, 1<<20, false, "--rootfs-size is a whole number of GiB, at least 1", "rootfs size in GiB")
 	fs.StringVar(&d.templateStorage, "template-storage", "local", "storage to upload a local template to")
 	fs.BoolVar(&d.replaceTemplate, "replace-template", false, "overwrite a different template of the same name in the template storage")
-	fs.IntVar(&d.memory, "memory", 0, "memory in MiB (default: PVE's, 512)")
-	fs.IntVar(&d.swap, "swap", 0, "swap in MiB (default: PVE's, 512)")
-	fs.IntVar(&d.cores, "cores", 0, "CPU cores (default: all)")
+	intVar(fs, &d.memory, "memory", "", 0, 16, 1<<30, true, "--memory is a whole number of MiB, at least 16 (PVE's minimum)", "memory in MiB (default: PVE's, 512)")
+	intVar(fs, &d.swap, "swap", "", 0, 0, 1<<30, true, "--swap is a whole number of MiB, 0 or more", "swap in MiB (default: PVE's, 512)")
+	intVar(fs, &d.cores, "cores", "", 0, 1, 8192, true, "--cores is a whole number from 1 to 8192", "CPU cores (default: all)")
 	fs.StringVar(&d.net0, "net0", "name=eth0,bridge=vmbr0,ip=dhcp", "first network interface, in pct's syntax")
-	fs.StringVar(&d.unprivileged, "unprivileged", "", "1 or 0 (default: from the template: unprivileged unless it is privileged-only)")
+	enumVar(fs, &d.unprivileged, "unprivileged", "", unprivilegedValues, map[string]string{"true": "1", "false": "0"}, "1 or 0 (default: from the template: unprivileged unless it is privileged-only)")
 	fs.StringVar(&d.features, "features", "", "container features, e.g. nesting=1,keyctl=1")
 	fs.StringArrayVar(&d.mounts, "mount", nil, "bind mount SRC:DEST[:ro] (repeatable)")
-	fs.IntVar(&d.volumeSize, "volume-size", 8, "GiB of storage for each image VOLUME")
-	fs.StringVar(&d.password, "password", "", "root password (at least 5 characters; every user sees it in the process list: prefer --password-file)")
+	intVar(fs, &d.volumeSize, "volume-size", "", 8, 1, 1<<20, false, "--volume-size is a whole number of GiB, at least 1", "GiB of storage for each image VOLUME")
+	checkedVar(fs, &d.password, "password", "", checkPassword, "root password (at least 5 characters; every user sees it in the process list: prefer --password-file)")
 	fs.StringVar(&d.passwordFile, "password-file", "", "file whose first line is the root password, - for standard input")
 	fs.StringVar(&d.sshKeys, "ssh-public-keys", "", "file of SSH public keys for root")
 	fs.BoolVar(&d.start, "start", false, "start the container after creating it")
@@ -52,6 +55,21 @@ func registerDeployFlags(fs *pflag.FlagSet, d *deployFlags) {
 	fs.BoolVar(&d.dryRun, "dry-run", false, "print the plan (commands and resulting config) and change nothing")
 	fs.BoolVar(&d.keepFailed, "keep-failed", false, "keep a container whose set-up failed after it was created, instead of destroying it")
 	fs.BoolVar(&d.allowRawLXC, "allow-raw-lxc", false, "deploy a template whose .conf has lines nexcage does not write, dropping those lines (with a warning)")
+}
+
+func checkHostname(s string) error {
+	if !lxc.ValidDNSName(s) {
+		return badValuef("%q is not a valid DNS name, which PVE requires; use letters, digits and '-', in dot-separated labels of at most 63 characters", s)
+	}
+	return nil
+}
+
+// checkPassword never repeats the password: messages end up in logs.
+func checkPassword(s string) error {
+	if len(s) < 5 {
+		return badValuef("the password is shorter than 5 characters, PVE's minimum")
+	}
+	return nil
 }
 
 func init() {
@@ -96,21 +114,14 @@ func deployOptions(d deployFlags) (pct.Options, error) {
 		}
 		o.Password = pw
 	}
-	switch d.unprivileged {
-	case "":
-	case "1", "true":
-		v := true
+	if d.unprivileged != "" {
+		v := d.unprivileged == "1"
 		o.Unprivileged = &v
-	case "0", "false":
-		v := false
-		o.Unprivileged = &v
-	default:
-		return o, usagef("--unprivileged %q: use 1 or 0", d.unprivileged)
 	}
 	for _, m := range d.mounts {
 		parts := strings.Split(m, ":")
 		if len(parts) < 2 || len(parts) > 3 || (len(parts) == 3 && parts[2] != "ro") {
-			return o, usagef("--mount %q: write SRC:DEST or SRC:DEST:ro", m)
+			return o, usagef("--mount: %q is not a bind mount; write SRC:DEST or SRC:DEST:ro", m)
 		}
 		o.Mounts = append(o.Mounts, pct.BindMount{Source: parts[0], Dest: parts[1], RO: len(parts) == 3})
 	}

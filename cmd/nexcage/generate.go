@@ -117,6 +117,10 @@ func runGenerate(ctx context.Context, e *env, args []string) (any, error) {
 	}
 	var fe *generate.FlagError
 	if errors.As(err, &fe) {
+		if fe.Flag != "" && fe.Value != "" {
+			// The shape of every other bad flag value's message.
+			return nil, usagef("--%s: %q: %s", fe.Flag, fe.Value, fe.Msg)
+		}
 		return nil, usagef("%s", fe.Error())
 	}
 	if err != nil {

@@ -32,7 +32,7 @@ func hostileDeploy(t *testing.T, bin string, edit func(conf, manifest string, ma
 		t.Fatal(err)
 	}
 	out := filepath.Join(dir, "t")
-	cmd := exec.Command(bin, "build", "-q", "oci:"+filepath.Join(dir, "layout")+":alpine", "-o", out+"/", "--name", "alpine", "--version", "1")
+	cmd := exec.Command(bin, "build", "-q", "oci:"+filepath.Join(dir, "layout")+":alpine", "-o", out+"/", "--name", "alpine", "--template-version", "1")
 	cmd.Env = append(os.Environ(), "NEXCAGE_STORE="+filepath.Join(dir, "store"), "HOME="+dir)
 	if b, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("build: %v\n%s", err, b)

@@ -109,13 +109,15 @@ func run(argv []string, stdout, stderr *os.File) int {
 	}
 	name := argv[0]
 	switch name {
+	case completeCommand:
+		return runComplete(argv[1:], stdout)
 	case "-h", "--help", "help":
 		if name == "help" && len(argv) > 1 {
 			if c, ok := commands[argv[1]]; ok {
 				printCommandHelp(stdout, c, newFlagSet(c, &opts{}))
 				return exitOK
 			}
-			fmt.Fprintf(stderr, "nexcage: unknown command %q\n", argv[1])
+			fmt.Fprintf(stderr, "nexcage: unknown command %q%s\n", argv[1], didYouMeanCommand(argv[1]))
 			printTopHelp(stderr)
 			return exitUsage
 		}
@@ -126,7 +128,7 @@ func run(argv []string, stdout, stderr *os.File) int {
 	}
 	c, ok := commands[name]
 	if !ok {
-		fmt.Fprintf(stderr, "nexcage: unknown command %q\n", name)
+		fmt.Fprintf(stderr, "nexcage: unknown command %q%s\n", name, didYouMeanCommand(name))
 		printTopHelp(stderr)
 		return exitUsage
 	}
@@ -137,9 +139,10 @@ func run(argv []string, stdout, stderr *os.File) int {
 			printCommandHelp(stdout, c, fs)
 			return exitOK
 		}
-		fmt.Fprintf(stderr, "nexcage %s: %v\nusage: %s\nRun 'nexcage %s --help' for details.\n", c.name, err, usageLine(c), c.name)
+		fmt.Fprintf(stderr, "nexcage %s: %s\nusage: %s\nRun 'nexcage %s --help' for details.\n", c.name, flagError(fs, err), usageLine(c), c.name)
 		return exitUsage
 	}
+	noteDeprecated(fs, c, stderr)
 	e.progress = progress.New(stderr, e.quiet || e.json)
 
 	ctx, stop := signalContext()
@@ -226,7 +229,7 @@ commands:
 	}
 	sort.Strings(names)
 	for _, n := range names {
-		fmt.Fprintf(w, "  %-9s %s\n", n, commands[n].summary)
+		fmt.Fprintf(w, "  %-10s %s\n", n, commands[n].summary)
 	}
 	fmt.Fprint(w, `
 Run 'nexcage <command> --help' for a command's flags.

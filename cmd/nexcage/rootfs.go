@@ -4,8 +4,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"strconv"
-	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -38,9 +36,9 @@ stand for root and other owners are kept in the user.rootlesscontainers
 xattr. A non-empty BUNDLE is refused unless --force.`,
 		flags: func(fs *pflag.FlagSet, o *opts) {
 			imageFlags(fs, o)
-			fs.StringVar(&o.pull, "pull", "missing", "when to pull: missing (not in the store yet), always, never")
+			pullFlag(fs, o)
 			fs.BoolVar(&o.force, "force", false, "replace a non-empty BUNDLE")
-			fs.StringVar(&o.maxLayerSize, "max-layer-size", "64G", "refuse a layer that unpacks to more file content than this (a decompression bomb)")
+			maxLayerSizeFlag(fs, o)
 		},
 		run: runUnpack,
 	})
@@ -64,9 +62,20 @@ func storeFlag(fs *pflag.FlagSet, o *opts) {
 
 func imageFlags(fs *pflag.FlagSet, o *opts) {
 	storeFlag(fs, o)
-	fs.StringVar(&o.platform, "platform", "", "os/arch[/variant] to pull from a multi-platform image (default: this machine's, "+rootfs.HostPlatform().String()+")")
+	checkedVar(fs, &o.platform, "platform", "", checkPlatform, "os/arch[/variant] to pull from a multi-platform image (default: this machine's, "+rootfs.HostPlatform().String()+")")
 	fs.BoolVar(&o.insecure, "insecure", false, "allow plain HTTP and unverified TLS for registries not on loopback")
-	fs.StringVar(&o.timeout, "timeout", "2m", "give up on a registry that sends no answer for this long")
+	checkedVar(fs, &o.timeout, "timeout", "2m", checkDuration, "give up on a registry that sends no answer for this long")
+}
+
+// pullValues are what --pull accepts.
+var pullValues = []string{"missing", "always", "never"}
+
+func pullFlag(fs *pflag.FlagSet, o *opts) {
+	enumVar(fs, &o.pull, "pull", "missing", pullValues, nil, "when to pull: missing (not in the store yet), always, never")
+}
+
+func maxLayerSizeFlag(fs *pflag.FlagSet, o *opts) {
+	checkedVar(fs, &o.maxLayerSize, "max-layer-size", "64G", checkSize, "refuse a layer that unpacks to more file content than this (a decompression bomb)")
 }
 
 func openStore(e *env) (*rootfs.Store, error) {
@@ -77,7 +86,15 @@ func openStore(e *env) (*rootfs.Store, error) {
 			return nil, err
 		}
 	}
-	return rootfs.OpenStore(dir)
+	if fi, err := os.Stat(dir); err == nil && !fi.IsDir() {
+		if e.store == "" {
+			return nil, fmt.Errorf("the store %s (NEXCAGE_STORE, or the default) is a file, not a directory: choose another with --store", dir)
+		}
+		return nil, usagef("--store: %q is a file, not a store directory", dir)
+	}
+	// Not created here: list must not make one, and pull makes it only
+	// once its source answered.
+	return rootfs.StoreAt(dir)
 }
 
 func sourceOptions(e *env) (rootfs.SourceOptions, error) {
@@ -92,7 +109,7 @@ func sourceOptions(e *env) (rootfs.SourceOptions, error) {
 	if e.timeout != "" {
 		d, err := time.ParseDuration(e.timeout)
 		if err != nil || d <= 0 {
-			return so, usagef("--timeout %q is not a positive duration: write e.g. 30s or 5m", e.timeout)
+			return so, usagef("--timeout: %v", checkDuration(e.timeout))
 		}
 		so.Timeout = d
 	}
@@ -132,11 +149,6 @@ func runPull(ctx context.Context, e *env, args []string) (any, error) {
 // imageArgs parses what every command taking an IMAGE needs, before
 // anything touches the disk.
 func imageArgs(e *env, image string) (rootfs.Ref, rootfs.SourceOptions, error) {
-	switch e.pull {
-	case "", "missing", "always", "never":
-	default:
-		return rootfs.Ref{}, rootfs.SourceOptions{}, usagef("--pull %q: use missing, always or never", e.pull)
-	}
 	ref, err := parseImageArg(image)
 	if err != nil {
 		return ref, rootfs.SourceOptions{}, err
@@ -221,9 +233,13 @@ func runList(ctx context.Context, e *env, args []string) (any, error) {
 		imgs = []rootfs.Image{}
 	}
 	if e.json {
-		return map[string]any{"store": store.Dir, "images": imgs}, nil
+		return map[string]any{"store": store.Dir, "exists": store.Exists(), "images": imgs}, nil
 	}
 	if len(imgs) == 0 {
+		if !store.Exists() {
+			fmt.Fprintf(e.stdout, "no images in %s (there is no store yet: the first pull creates it)\n", store.Dir)
+			return nil, nil
+		}
 		fmt.Fprintf(e.stdout, "no images in %s\n", store.Dir)
 		return nil, nil
 	}
@@ -263,30 +279,4 @@ func listContainers(ctx context.Context, e *env) (any, error) {
 		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\n", c.Name, c.VMID, c.Node, c.Status, c.Template, shortDigest(c.Digest))
 	}
 	return nil, tw.Flush()
-}
-
-// parseSize reads a byte count with an optional K, M, G or T suffix.
-func parseSize(s string) (int64, error) {
-	if s == "" {
-		return 0, nil
-	}
-	mult := int64(1)
-	switch strings.ToUpper(s[len(s)-1:]) {
-	case "K":
-		mult = 1 << 10
-	case "M":
-		mult = 1 << 20
-	case "G":
-		mult = 1 << 30
-	case "T":
-		mult = 1 << 40
-	}
-	if mult != 1 {
-		s = s[:len(s)-1]
-	}
-	n, err := strconv.ParseInt(s, 10, 64)
-	if err != nil || n <= 0 {
-		return 0, usagef("--max-layer-size %q is not a size: write e.g. 64G or 500M", s)
-	}
-	return n * mult, nil
 }

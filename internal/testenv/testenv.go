@@ -58,7 +58,13 @@ var toolPackages = map[string]string{
 	"xz":              "xz-utils",
 	"tar":             "tar",
 	"debootstrap":     "debootstrap",
+	"dpkg-deb":        "dpkg",
+	"lintian":         "lintian",
 	"time":            "time",
+	"mandoc":          "mandoc",
+	"groff":           "groff-base",
+	"zsh":             "zsh",
+	"fish":            "fish",
 }
 
 // sbinDirs are searched after PATH because a non-root user's PATH usually

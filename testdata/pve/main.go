@@ -8,7 +8,7 @@
 // configs, config locks) and does the container work with the real tools
 // underneath: PVE's own tar command for extraction and LXC for running
 // containers (see internal/pvetest). Messages and exit statuses are PVE's,
-// as documented in shared/docs/proxmox.md, because nexcage maps them to its
+// as documented in docs/proxmox.md, because nexcage maps them to its
 // own errors.
 package main
 
