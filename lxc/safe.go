@@ -303,6 +303,10 @@ func CheckContainerPath(p string) (string, error) {
 		return "", &PathError{p, "is not an absolute path"}
 	case hasControl(p) || strings.ContainsAny(p, ", \t="):
 		return "", &PathError{p, "contains a comma, '=', a blank or a control character, which a PVE property string cannot hold"}
+	case strings.Contains(p, "\\"):
+		// LXC reads mount entries with getmntent, which turns \012,
+		// \040 and the like into newlines and blanks.
+		return "", &PathError{p, "contains a backslash, which an LXC mount entry would decode as an escape"}
 	case hasDotDot(p) || strings.Contains(p+"/", "/./"):
 		return "", &PathError{p, "contains '.' or '..' parts"}
 	}

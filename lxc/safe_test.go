@@ -34,6 +34,7 @@ func TestParseTemplateConfigRefusesWhatNexcageDoesNotWrite(t *testing.T) {
 		{"lxc.mount.entry: tmpfs ../../etc tmpfs size=1m 0 0", "not a clean path"},
 		{"lxc.mount.entry: tmpfs /srv tmpfs size=1m 0 0", "not a clean path"},
 		{"lxc.mount.entry: tmpfs . tmpfs size=1m 0 0", "not a clean path"},
+		{`lxc.mount.entry: tmpfs srv\012x tmpfs size=1m 0 0`, "not a clean path"},
 		{"mp0: /,mp=/host", `"/" is the host's root directory`},
 		{"mp0: /etc/pve,mp=/pve", "is in /etc/pve"},
 		{"mp0: /etc/pve/priv,mp=/pve", "is in /etc/pve"},
@@ -142,7 +143,7 @@ func TestCheckContainerPath(t *testing.T) {
 			t.Errorf("CheckContainerPath(%q) = %q, %v; want %q", in, got, err, want)
 		}
 	}
-	for _, bad := range []string{"data", "", "/", "/data\nmp1: /", "/a,mp=/etc", "/a=b", "/a b", "/a/../etc", "/a/./b", "/x\x7f"} {
+	for _, bad := range []string{"data", "", "/", "/data\nmp1: /", "/a,mp=/etc", "/a=b", "/a b", "/a/../etc", "/a/./b", "/x\x7f", `/a\012b`} {
 		if _, err := CheckContainerPath(bad); err == nil {
 			t.Errorf("CheckContainerPath(%q) accepted", bad)
 		}
