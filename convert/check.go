@@ -57,7 +57,7 @@ const rebuildFix = "rebuild it with nexcage (build --force, or convert)"
 // prefixed, unique, stays inside the root and is no device node; owners
 // fit an unprivileged container unless the template is privileged-only;
 // the .json sidecar's sha256 and size match and the .conf parses with
-// only keys PVE accepts; it has /sbin (or is unmanaged); and the OS PVE
+// only the lines nexcage writes (lxc.ParseTemplateConfig); it has /sbin (or is unmanaged); and the OS PVE
 // will detect is the ostype recorded. Temporary names a killed writer
 // left beside it are reported (removed with Repair). Problems are
 // results; the error is only for a cancelled context.
@@ -201,10 +201,13 @@ func checkTemplate(ctx context.Context, file string, opts health.Options, ownLef
 			c.ok(jsonCheck)
 		}
 	}
-	confCheck := "sidecar " + filepath.Base(confPath) + ": parses, with only keys PVE accepts"
+	confCheck := "sidecar " + filepath.Base(confPath) + ": parses, with only lines nexcage writes"
+	var unsafe *lxc.UnsafeConfigError
 	switch {
+	case errors.As(confErr, &unsafe):
+		c.fail(confCheck, confErr.Error(), "deploy refuses it: a template's .conf may hold only what nexcage writes (raw lxc.* keys could run commands or lift confinement on the host): remove those lines, or "+rebuildFix)
 	case confErr != nil:
-		c.fail(confCheck, confErr.Error(), "PVE refuses the whole config: fix that line, or "+rebuildFix)
+		c.fail(confCheck, confErr.Error(), "fix the file, or "+rebuildFix)
 	case conf == nil && meta != nil:
 		c.warn(confCheck, filepath.Base(confPath)+" is missing: deploy cannot know the ostype, arch and process", rebuildFix+" to get it back")
 	case conf != nil:
@@ -365,19 +368,18 @@ func readSidecarJSON(p string) (*Metadata, error) {
 	return &m, nil
 }
 
+// readSidecarConf reads the .conf as deploy does; the lines it accepts
+// come back with an *lxc.UnsafeConfigError for the others.
 func readSidecarConf(p string) (*lxc.Config, string, error) {
-	raw, err := os.ReadFile(p)
+	raw, err := lxc.ReadConfig(p)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, "", nil
 	}
 	if err != nil {
 		return nil, "", err
 	}
-	c, err := lxc.Parse(string(raw))
-	if err != nil {
-		return nil, "", err
-	}
-	return c, string(raw), nil
+	c, err := lxc.ParseTemplateConfig(raw)
+	return c, raw, err
 }
 
 // shortList shows the first few items of a long list.

@@ -137,15 +137,25 @@ func TestCheckTemplateWrongSidecarSHA(t *testing.T) {
 	healthtest.Want(t, checkTemplate(t, res.Template, health.Options{}), "size and sha256 match", health.Fail, "is not a nexcage manifest")
 }
 
-// The sidecar .conf must parse with keys PVE accepts, and agree with
-// the .json.
+// The sidecar .conf must hold only the lines nexcage writes, and agree
+// with the .json.
 func TestCheckTemplateConf(t *testing.T) {
 	res := alpineTemplate(t)
 	orig := readFile(t, res.Config)
 	for _, tc := range []struct{ name, conf, cause string }{
-		{"unknown key", string(orig) + "frobnicate: 1\n", `unknown key "frobnicate"`},
-		{"rootfs key", string(orig) + "lxc.rootfs.path: /x\n", "lxc.rootfs.path is refused by PVE"},
+		{"unknown key", string(orig) + "frobnicate: 1\n", `key frobnicate is not one nexcage writes`},
+		{"rootfs key", string(orig) + "lxc.rootfs.path: /x\n", "raw key lxc.rootfs.path is not one nexcage writes"},
 		{"bad arch", strings.Replace(string(orig), "arch: amd64", "arch: sparc", 1), `arch "sparc" is not one PVE knows`},
+		// Finding 2 of issue 15: keys PVE accepts that give whoever
+		// wrote the .conf root on the host are failures, each line named.
+		{"hook", string(orig) + "lxc.hook.pre-start: /bin/sh -c 'id > /tmp/pwned'\n", "raw key lxc.hook.pre-start is not one nexcage writes"},
+		{"apparmor", string(orig) + "lxc.apparmor.profile: unconfined\n", "raw key lxc.apparmor.profile"},
+		{"cap.drop", string(orig) + "lxc.cap.drop:\n", "raw key lxc.cap.drop"},
+		{"host root bind", string(orig) + "mp0: /,mp=/host\n", `"/" is the host's root directory`},
+		{"pve bind", string(orig) + "mp0: /etc/pve,mp=/host\n", `is in /etc/pve`},
+		{"tmpfs bind option", string(orig) + "lxc.mount.entry: tmpfs srv tmpfs size=1m,bind,create=dir 0 0\n", `tmpfs option "bind" is not accepted`},
+		{"bind entry", string(orig) + "lxc.mount.entry: /etc etc none rbind,create=dir 0 0\n", "only tmpfs mounts"},
+		{"features", string(orig) + "features: nesting=1\n", "key features is not one nexcage writes"},
 		{"arch disagrees", strings.Replace(string(orig), "arch: amd64", "arch: arm64", 1), "arch arm64, but the .json says amd64"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

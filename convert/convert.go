@@ -145,6 +145,9 @@ func makePlan(tree *tartree.Tree, spec *runtimeSpec, src Source, opts Options, r
 	if err := p.chooseOutput(); err != nil {
 		return nil, err
 	}
+	if err := checkVolumes(spec); err != nil {
+		return nil, err
+	}
 	if err := prepareTree(tree, spec, opts, rep); err != nil {
 		return nil, err
 	}
@@ -202,6 +205,11 @@ func makePlan(tree *tartree.Tree, spec *runtimeSpec, src Source, opts Options, r
 		}
 	}
 	p.meta = p.metadata(spec, src)
+	// deploy and check read at most lxc.MaxConfigSize (what PVE's cluster
+	// filesystem stores): a bigger .conf would be a template nothing can use.
+	if n := len(p.config.Render()); n > lxc.MaxConfigSize {
+		return nil, fmt.Errorf("the container config would be %s, over the %s PVE stores for a CT config (a very large environment value in config.json?): shrink process.env", progress.HumanBytes(int64(n)), progress.HumanBytes(lxc.MaxConfigSize))
+	}
 	return p, nil
 }
 
@@ -366,8 +374,25 @@ func volumes(spec *runtimeSpec) []string {
 		return nil
 	}
 	out := strings.Split(v, ",")
+	for i, x := range out {
+		if c, err := lxc.CheckContainerPath(x); err == nil {
+			out[i] = c
+		}
+	}
 	sort.Strings(out)
 	return out
+}
+
+// checkVolumes refuses image VOLUMEs that deploy could not turn into an
+// mpN's mp= (checkVolumes runs before anything else uses them): each
+// becomes storage mounted at that path.
+func checkVolumes(spec *runtimeSpec) error {
+	for _, v := range volumes(spec) {
+		if _, err := lxc.CheckContainerPath(v); err != nil {
+			return fmt.Errorf("image volume %w: fix the image's VOLUME (or the %s annotation)", err, annotation.Volumes)
+		}
+	}
+	return nil
 }
 
 // write produces the three files under temporary names and renames them

@@ -4,7 +4,6 @@
 package lxc
 
 import (
-	"bufio"
 	"fmt"
 	"sort"
 	"strconv"
@@ -159,12 +158,11 @@ func (e *ParseError) Error() string {
 func Parse(text string) (*Config, error) {
 	c := &Config{}
 	var desc []string
-	sc := bufio.NewScanner(strings.NewReader(text))
-	sc.Buffer(make([]byte, 64*1024), 1<<20)
-	n := 0
-	for sc.Scan() {
-		n++
-		line := strings.ReplaceAll(sc.Text(), "\r", "")
+	// No line-length limit: a long environment value is one line, and the
+	// whole config is bounded instead (MaxConfigSize, by its readers).
+	for i, l := range strings.Split(text, "\n") {
+		n := i + 1
+		line := strings.ReplaceAll(l, "\r", "")
 		trimmed := strings.TrimSpace(line)
 		switch {
 		case trimmed == "":
@@ -182,9 +180,6 @@ func Parse(text string) (*Config, error) {
 		if err := c.set(key, value); err != nil {
 			return nil, &ParseError{n, line, err.Error()}
 		}
-	}
-	if err := sc.Err(); err != nil {
-		return nil, err
 	}
 	return c.finish(desc), nil
 }

@@ -99,7 +99,7 @@ func TestFromSpecMapsMounts(t *testing.T) {
 			{Destination: "/dev/shm", Type: "tmpfs", Source: "shm"},
 			{Destination: "/sys/fs/cgroup", Type: "cgroup", Source: "cgroup"},
 			{Destination: "/data", Type: "bind", Source: "/srv/data", Options: []string{"rbind", "ro"}},
-			{Destination: "/cache", Source: "/var/cache/app", Options: []string{"bind"}},
+			{Destination: "/cache", Source: "/srv/cache/app", Options: []string{"bind"}},
 			{Destination: "/run", Type: "tmpfs", Source: "tmpfs", Options: []string{"size=64m", "mode=755"}},
 		},
 		Annotations: map[string]string{AnnotationStopSignal: "SIGQUIT"},
@@ -108,7 +108,7 @@ func TestFromSpecMapsMounts(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	wantMP := []MountPoint{{Index: 0, Volume: "/srv/data", Path: "/data", RO: true}, {Index: 1, Volume: "/var/cache/app", Path: "/cache"}}
+	wantMP := []MountPoint{{Index: 0, Volume: "/srv/data", Path: "/data", RO: true}, {Index: 1, Volume: "/srv/cache/app", Path: "/cache"}}
 	if !reflect.DeepEqual(c.MountPoints, wantMP) {
 		t.Errorf("mount points %+v, want %+v", c.MountPoints, wantMP)
 	}

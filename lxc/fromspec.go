@@ -86,7 +86,7 @@ func FromSpec(spec *rspec.Spec, system bool) (*Config, error) {
 	c.Cmode = "console"
 	for i, e := range p.Env {
 		k, v, ok := strings.Cut(e, "=")
-		if !ok || k == "" {
+		if !ok || k == "" || strings.ContainsAny(k, " \t") {
 			return nil, fmt.Errorf("process.env[%d] %q is not NAME=VALUE", i, e)
 		}
 		if hasControl(k) || hasControl(v) {
@@ -126,9 +126,13 @@ func mapMounts(c *Config, mounts []rspec.Mount) error {
 		}
 		dest := path.Clean(m.Destination)
 		bind := m.Type == "bind" || hasOption(m.Options, "bind") || hasOption(m.Options, "rbind")
-		switch {
-		case lxcProvidedTypes[m.Type] || lxcProvided[dest]:
+		if lxcProvidedTypes[m.Type] || lxcProvided[dest] {
 			continue // LXC mounts these itself (umoci's rootless config binds /sys)
+		}
+		if _, err := CheckContainerPath(m.Destination); err != nil {
+			return &MountError{i, "destination", err.Error()}
+		}
+		switch {
 		case bind:
 			if !path.IsAbs(m.Source) {
 				return &MountError{i, "source", fmt.Sprintf("bind source %q is relative: PVE bind mounts need an absolute host path", m.Source)}
@@ -139,13 +143,21 @@ func mapMounts(c *Config, mounts []rspec.Mount) error {
 			if strings.ContainsAny(m.Source, ", \t") || hasControl(m.Source) {
 				return &MountError{i, "source", fmt.Sprintf("bind source %q contains a comma, a blank or a control character, which PVE cannot express", m.Source)}
 			}
+			// The same checks deploy applies to a template's bind mounts:
+			// whoever wrote the bundle chose this host path.
+			if err := CheckTemplateBindSource(m.Source); err != nil {
+				return &MountError{i, "source", "bind source " + err.Error()}
+			}
 			if mp > 255 {
 				return &MountError{i, "destination", "more than 256 bind mounts: PVE allows mp0 to mp255"}
 			}
 			c.MountPoints = append(c.MountPoints, MountPoint{Index: mp, Volume: m.Source, Path: dest, RO: hasOption(m.Options, "ro")})
 			mp++
 		case m.Type == "tmpfs":
-			opts := filterOptions(m.Options)
+			opts, err := tmpfsOptions(m.Options)
+			if err != nil {
+				return &MountError{i, "options", err.Error()}
+			}
 			opts = append(opts, "create=dir")
 			c.Raw = append(c.Raw, Option{"lxc.mount.entry", fmt.Sprintf("tmpfs %s tmpfs %s 0 0", strings.TrimPrefix(dest, "/"), strings.Join(opts, ","))})
 		default:
@@ -155,18 +167,24 @@ func mapMounts(c *Config, mounts []rspec.Mount) error {
 	return nil
 }
 
-// filterOptions keeps the mount options LXC's tmpfs understands, sorted for
-// a stable config.
-func filterOptions(opts []string) []string {
+// tmpfsOptions keeps a tmpfs mount's options, sorted for a stable config:
+// each must be on tmpfs's allow-list (an option smuggling a comma, such as
+// "size=1m,bind", is one unknown option). Private propagation is LXC's
+// default and is dropped.
+func tmpfsOptions(opts []string) ([]string, error) {
 	var out []string
 	for _, o := range opts {
-		if o == "" || o == "bind" || o == "rbind" || strings.ContainsAny(o, " \t") || hasControl(o) {
+		switch o {
+		case "", "private", "rprivate":
 			continue
+		}
+		if err := checkTmpfsOption(o); err != nil {
+			return nil, err
 		}
 		out = append(out, o)
 	}
 	sort.Strings(out)
-	return out
+	return out, nil
 }
 
 func hasOption(opts []string, o string) bool {

@@ -53,6 +53,11 @@ func FuzzFromSpec(f *testing.F) {
 		if _, err := Parse(c.Render()); err != nil {
 			t.Fatalf("FromSpec made a config PVE would refuse: %v\n%s", err, c.Render())
 		}
+		// Deploy reads a template's .conf as untrusted: whatever convert
+		// writes must pass.
+		if _, err := ParseTemplateConfig(c.Render()); err != nil {
+			t.Fatalf("FromSpec made a config deploy refuses: %v\n%s", err, c.Render())
+		}
 	})
 }
 

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -78,6 +77,9 @@ type Plan struct {
 	Raw      []string   // raw lxc.* lines for the config file
 	Start    []string   // pct start argv, or nil
 	Config   lxc.Config // the container config that results
+	// password goes to pct create's standard input, never into argv, a
+	// listing or a result.
+	password string
 }
 
 // Upload copies a local template, and its .conf and .json sidecars when
@@ -100,6 +102,9 @@ func (p *Plan) Commands() []string {
 		}
 	}
 	out = append(out, ShellQuote(p.createArgv(p.VMID)))
+	if p.password != "" {
+		out = append(out, "# --password= has pct read the root password from its standard input (not shown)")
+	}
 	if p.Set != nil {
 		out = append(out, ShellQuote(p.setArgv(p.VMID)))
 	}
@@ -231,6 +236,7 @@ func MakePlan(ctx context.Context, h *Host, t *Template, o Options) (*Plan, erro
 		return nil, err
 	}
 	p.Raw = rawLines(p, t)
+	p.password = o.Password
 	p.Start = nil
 	if o.Start {
 		p.Start = p.startArgv(p.VMID)
@@ -254,30 +260,84 @@ func validateFlags(t *Template, o Options) error {
 	if o.Password != "" && len(o.Password) < 5 {
 		return newError(ErrInvalidArgument, "password", "--password is shorter than 5 characters", paramFix["password"])
 	}
+	if strings.ContainsAny(o.Password, "\n\r\x00") {
+		return newError(ErrInvalidArgument, "password", "--password contains a line break or NUL, which pct cannot read from its standard input", "choose another password")
+	}
+	if o.Password != "" && o.Node != "" {
+		// pvesh has no way to read it from stdin: it would be in argv on
+		// this host and, proxied, in the ssh command line to the node.
+		return newError(ErrInvalidArgument, "password", "--password cannot be passed to another node (pvesh would take it on its command line, visible in the process list)", "use --ssh-public-keys, or run the deploy on that node without --node")
+	}
 	if o.SSHKeysFile != "" {
 		if _, err := os.Stat(o.SSHKeysFile); err != nil {
 			return newError(ErrNotFound, "ssh-public-keys", fmt.Sprintf("--ssh-public-keys %s cannot be read (%v)", o.SSHKeysFile, err), "give a file of OpenSSH public keys")
 		}
 	}
 	for _, m := range o.Mounts {
-		if !path.IsAbs(m.Source) || m.Source != path.Clean(m.Source) || strings.Contains(m.Source, "/./") || hasDotDot(m.Source) {
-			return newError(ErrInvalidArgument, "mount", fmt.Sprintf("--mount %s: the source must be an absolute, clean host path (no '.', '..' or '//')", m.Source), "write --mount /host/dir:/ct/dir[:ro]")
+		if err := lxc.CheckBindSource(m.Source); err != nil {
+			return newError(ErrInvalidArgument, "mount", "--mount source "+err.Error(), "write --mount /host/dir:/ct/dir[:ro]")
 		}
-		fi, err := os.Lstat(m.Source)
-		switch {
-		case err != nil:
-			return newError(ErrNotFound, "mount", fmt.Sprintf("--mount %s: the host directory does not exist", m.Source), "create it first, or fix the path")
-		case fi.Mode()&os.ModeSymlink != 0:
-			return newError(ErrInvalidArgument, "mount", fmt.Sprintf("--mount %s is a symlink, which PVE refuses as a bind source", m.Source), "name the real directory")
-		case !fi.IsDir():
-			return newError(ErrInvalidArgument, "mount", fmt.Sprintf("--mount %s is not a directory", m.Source), "bind-mount a directory")
+		if _, err := lxc.CheckContainerPath(m.Dest); err != nil {
+			return newError(ErrInvalidArgument, "mount", fmt.Sprintf("--mount %s: the destination %v", m.Source, err), "write --mount /host/dir:/ct/dir[:ro]")
 		}
-		if !path.IsAbs(m.Dest) || hasDotDot(m.Dest) || strings.ContainsAny(m.Dest+m.Source, ", \t") {
-			return newError(ErrInvalidArgument, "mount", fmt.Sprintf("--mount %s:%s: the destination must be an absolute path without '..', commas or blanks", m.Source, m.Dest), "write --mount /host/dir:/ct/dir[:ro]")
+		if err := checkHostDir(m.Source, "--mount "+m.Source); err != nil {
+			return err
 		}
+	}
+	// What a template asks for was written by whoever made the template:
+	// the checks --mount gets, and no host system directory.
+	if t.Config != nil {
+		for _, m := range t.Config.MountPoints {
+			what := fmt.Sprintf("the template's %s", m.Key())
+			if err := lxc.CheckTemplateBindSource(m.Volume); err != nil {
+				return newError(ErrInvalidArgument, "template", what+": the source "+err.Error(), "remove it from the template's .conf and bind the directory with --mount")
+			}
+			if _, err := lxc.CheckContainerPath(m.Path); err != nil {
+				return newError(ErrInvalidArgument, "template", what+": mp= "+err.Error(), "remove it from the template's .conf")
+			}
+			if err := checkHostDir(m.Volume, what+" "+m.Volume); err != nil {
+				return err
+			}
+		}
+		for _, r := range t.Config.Raw {
+			if err := lxc.CheckTemplateLine(r.Key, r.Value); err != nil {
+				return newError(ErrInvalidArgument, "template", fmt.Sprintf("the template's %s: %v", r.Key, err), "remove it from the template's .conf")
+			}
+		}
+	}
+	for _, v := range t.Volumes {
+		if _, err := lxc.CheckContainerPath(v); err != nil {
+			return newError(ErrInvalidArgument, "template", "the template's image volume "+err.Error(), "rebuild it from an image whose VOLUMEs are absolute, clean paths")
+		}
+	}
+	if o.Unprivileged == nil && t.Privileged {
+		// Whoever wrote the .json chose that: a privileged container's
+		// root is the host's root but for AppArmor, so the user must ask.
+		return newError(ErrInvalidArgument, "unprivileged", "the template is privileged-only (its .json says so), and a privileged container's root is root on the host", "deploy it privileged only if you trust the template, with --unprivileged=0")
 	}
 	if o.Unprivileged != nil && *o.Unprivileged && t.Privileged {
 		return newError(ErrInvalidArgument, "unprivileged", "the template is privileged-only (it keeps ids above 65535, which an unprivileged container cannot map)", "deploy with --unprivileged=false, or rebuild it with --squash-high-ids")
+	}
+	return nil
+}
+
+// checkHostDir is what PVE checks of a bind mount's host directory when
+// the container starts (an existing directory, reached without a
+// symlink), done before anything changes; the real path must pass
+// CheckBindSource too.
+func checkHostDir(p, what string) error {
+	fi, err := os.Lstat(p)
+	switch {
+	case err != nil:
+		return newError(ErrNotFound, "mount", what+": the host directory does not exist", "create it first, or fix the path")
+	case fi.Mode()&os.ModeSymlink != 0:
+		return newError(ErrInvalidArgument, "mount", what+" is a symlink, which PVE refuses as a bind source", "name the real directory")
+	case !fi.IsDir():
+		return newError(ErrInvalidArgument, "mount", what+" is not a directory", "bind-mount a directory")
+	}
+	real, err := filepath.EvalSymlinks(p)
+	if err != nil || real != p {
+		return newError(ErrInvalidArgument, "mount", fmt.Sprintf("%s: a symlink on the way leads to %s, which PVE refuses as a bind source", what, real), "name the real directory")
 	}
 	return nil
 }
@@ -387,7 +447,11 @@ func createOptions(p *Plan, t *Template, o Options, rootStorage string) []string
 	add("ostype", c.OSType)
 	add("arch", c.Arch)
 	add("unprivileged", map[bool]string{true: "1", false: "0"}[c.Unprivileged])
-	add("password", o.Password)
+	if o.Password != "" {
+		// pct's interactive parameter: with an empty value it reads
+		// the password (twice) from its standard input.
+		a = append(a, "--password=")
+	}
 	add("ssh-public-keys", o.SSHKeysFile)
 	add("description", c.Description)
 	if p.Version.AppContainers() {
@@ -470,7 +534,11 @@ func Deploy(ctx context.Context, h *Host, p *Plan, keepFailed bool) (*Result, er
 	}
 	var err error
 	for attempt := 0; ; attempt++ {
-		_, err = h.run(ctx, p.createArgv(p.VMID)...)
+		stdin := ""
+		if p.password != "" {
+			stdin = p.password + "\n" + p.password + "\n"
+		}
+		_, err = h.runInput(ctx, stdin, p.createArgv(p.VMID)...)
 		// The next free VMID is not reserved: another create may take it
 		// between nextid and ours.
 		if err != nil && errors.Is(err, ErrAlreadyExists) && p.autoVMID && attempt < 5 {
@@ -590,13 +658,4 @@ func orDefault(v, d int) int {
 		return d
 	}
 	return v
-}
-
-func hasDotDot(p string) bool {
-	for _, part := range strings.Split(p, "/") {
-		if part == ".." {
-			return true
-		}
-	}
-	return false
 }

@@ -36,6 +36,15 @@ func (r *recorder) Run(ctx context.Context, argv []string) (string, string, int,
 	return r.inner.Run(ctx, argv)
 }
 
+// RunInput is Run for a command given a standard input (pct create's
+// password): the argv is recorded, the input is not.
+func (r *recorder) RunInput(ctx context.Context, argv []string, stdin string) (string, string, int, error) {
+	r.mu.Lock()
+	r.calls = append(r.calls, strings.Join(argv, " "))
+	r.mu.Unlock()
+	return r.inner.(pct.InputRunner).RunInput(ctx, argv, stdin)
+}
+
 // ran lists the commands run that start with prefix ("pct create").
 func (r *recorder) ran(prefix string) []string {
 	r.mu.Lock()
@@ -134,7 +143,8 @@ func buildAlpineTemplate(t *testing.T, dir string) func() *pct.Template {
 		if err != nil {
 			t.Fatal(err)
 		}
-		c, err := lxc.Parse(string(raw))
+		// As deploy reads it: convert's own .conf passes the allow-list.
+		c, err := lxc.ParseTemplateConfig(string(raw))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -329,23 +339,27 @@ func TestDeployLeaks(t *testing.T) {
 		}
 	})
 
-	// A step after the create fails (LXC refuses to start: a raw mount
-	// entry's source does not exist): the container is destroyed again.
-	brokenTemplate := func() *pct.Template {
-		tm := template()
-		tm.Config.Raw = append(tm.Config.Raw, lxc.Option{Key: "lxc.mount.entry", Value: "/nonexistent/src srv none bind,create=dir 0 0"})
-		return tm
+	// A step after the create fails (LXC refuses to start: the container's
+	// mapped root cannot reach a bind mount's source, in a directory only
+	// the host's root may enter): the container is destroyed again.
+	unreachable := func(t *testing.T, s *pvetest.StandIn) []pct.BindMount {
+		src := s.Path("srv/private/data")
+		if err := os.MkdirAll(src, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		os.Chmod(filepath.Dir(src), 0o700)
+		return []pct.BindMount{{Source: src, Dest: "/srv"}}
 	}
 	t.Run("start fails and is rolled back", func(t *testing.T) {
 		testenv.CheckLeaks(t)
 		s, h, rec := deployHost(t)
-		p, err := pct.MakePlan(ctx, h, brokenTemplate(), pct.Options{Hostname: "broken", Start: true})
+		p, err := pct.MakePlan(ctx, h, template(), pct.Options{Hostname: "broken", Start: true, Mounts: unreachable(t, s)})
 		if err != nil {
 			t.Fatal(err)
 		}
 		res, err := pct.Deploy(ctx, h, p, false)
 		if err == nil {
-			t.Fatalf("deploy succeeded (%+v); LXC should have refused the mount entry", res)
+			t.Fatalf("deploy succeeded (%+v); LXC should have refused the bind mount", res)
 		}
 		wantKind(t, err, pct.ErrFailed, "CT 100 was destroyed again: nothing was left behind")
 		var order []string
@@ -354,7 +368,7 @@ func TestDeployLeaks(t *testing.T) {
 				order = append(order, strings.Join(strings.Fields(c)[:3], " "))
 			}
 		}
-		if want := "pct create 100,pct start 100,pct destroy 100"; strings.Join(order, ",") != want {
+		if want := "pct create 100,pct set 100,pct start 100,pct destroy 100"; strings.Join(order, ",") != want {
 			t.Errorf("pct commands %v, want %s", order, want)
 		}
 		noCT(t, s, 100)
@@ -363,7 +377,7 @@ func TestDeployLeaks(t *testing.T) {
 	t.Run("start fails with keep-failed", func(t *testing.T) {
 		testenv.CheckLeaks(t)
 		s, h, rec := deployHost(t)
-		p, err := pct.MakePlan(ctx, h, brokenTemplate(), pct.Options{Hostname: "broken", Start: true, KeepFailed: true})
+		p, err := pct.MakePlan(ctx, h, template(), pct.Options{Hostname: "broken", Start: true, KeepFailed: true, Mounts: unreachable(t, s)})
 		if err != nil {
 			t.Fatal(err)
 		}

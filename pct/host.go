@@ -23,12 +23,25 @@ type Runner interface {
 	Run(ctx context.Context, argv []string) (stdout, stderr string, code int, err error)
 }
 
+// InputRunner is a Runner that can also give a command its standard
+// input: a secret such as the root password travels there, never in argv,
+// which every user of the host can read in the process list.
+type InputRunner interface {
+	Runner
+	RunInput(ctx context.Context, argv []string, stdin string) (stdout, stderr string, code int, err error)
+}
+
 // ExecRunner runs commands as processes, with a timeout each.
 type ExecRunner struct {
 	Timeout time.Duration // default 10 minutes (template extraction can take long)
 }
 
 func (r ExecRunner) Run(ctx context.Context, argv []string) (string, string, int, error) {
+	return r.RunInput(ctx, argv, "")
+}
+
+// RunInput runs argv with stdin as its standard input (none when empty).
+func (r ExecRunner) RunInput(ctx context.Context, argv []string, stdin string) (string, string, int, error) {
 	timeout := r.Timeout
 	if timeout == 0 {
 		timeout = 10 * time.Minute
@@ -38,6 +51,9 @@ func (r ExecRunner) Run(ctx context.Context, argv []string) (string, string, int
 	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
+	if stdin != "" {
+		cmd.Stdin = strings.NewReader(stdin)
+	}
 	err := cmd.Run()
 	var ee *exec.ExitError
 	switch {
@@ -72,7 +88,21 @@ func NewHost() *Host {
 
 // run runs argv and maps a failure to an *Error.
 func (h *Host) run(ctx context.Context, argv ...string) (string, error) {
-	out, errs, code, err := h.Runner.Run(ctx, argv)
+	return h.runInput(ctx, "", argv...)
+}
+
+// runInput is run with stdin as the command's standard input.
+func (h *Host) runInput(ctx context.Context, stdin string, argv ...string) (string, error) {
+	var out, errs string
+	var code int
+	var err error
+	if stdin == "" {
+		out, errs, code, err = h.Runner.Run(ctx, argv)
+	} else if ir, ok := h.Runner.(InputRunner); ok {
+		out, errs, code, err = ir.RunInput(ctx, argv, stdin)
+	} else {
+		return "", fmt.Errorf("%T cannot give %s its standard input", h.Runner, argv[0])
+	}
 	if err != nil {
 		return "", err
 	}

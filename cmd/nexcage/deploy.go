@@ -1,9 +1,11 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -26,6 +28,8 @@ type deployFlags struct {
 	unprivileged                                      string
 	mounts                                            []string
 	start, dryRun, keepFailed, replaceTemplate        bool
+	allowRawLXC                                       bool
+	passwordFile                                      string
 }
 
 func registerDeployFlags(fs *pflag.FlagSet, d *deployFlags) {
@@ -43,12 +47,14 @@ func registerDeployFlags(fs *pflag.FlagSet, d *deployFlags) {
 	fs.StringVar(&d.features, "features", "", "container features, e.g. nesting=1,keyctl=1")
 	fs.StringArrayVar(&d.mounts, "mount", nil, "bind mount SRC:DEST[:ro] (repeatable)")
 	intVar(fs, &d.volumeSize, "volume-size", "", 8, 1, 1<<20, false, "--volume-size is a whole number of GiB, at least 1", "GiB of storage for each image VOLUME")
-	checkedVar(fs, &d.password, "password", "", checkPassword, "root password (at least 5 characters)")
+	checkedVar(fs, &d.password, "password", "", checkPassword, "root password (at least 5 characters; every user sees it in the process list: prefer --password-file)")
+	fs.StringVar(&d.passwordFile, "password-file", "", "file whose first line is the root password, - for standard input")
 	fs.StringVar(&d.sshKeys, "ssh-public-keys", "", "file of SSH public keys for root")
 	fs.BoolVar(&d.start, "start", false, "start the container after creating it")
 	fs.StringVar(&d.node, "node", "", "create on this node of the cluster (through pvesh)")
 	fs.BoolVar(&d.dryRun, "dry-run", false, "print the plan (commands and resulting config) and change nothing")
 	fs.BoolVar(&d.keepFailed, "keep-failed", false, "keep a container whose set-up failed after it was created, instead of destroying it")
+	fs.BoolVar(&d.allowRawLXC, "allow-raw-lxc", false, "deploy a template whose .conf has lines nexcage does not write, dropping those lines (with a warning)")
 }
 
 func checkHostname(s string) error {
@@ -98,6 +104,16 @@ func deployOptions(d deployFlags) (pct.Options, error) {
 		Memory: d.memory, Swap: d.swap, Cores: d.cores, Net0: d.net0, Features: d.features,
 		VolumeSize: d.volumeSize, Password: d.password, SSHKeysFile: d.sshKeys, Start: d.start, KeepFailed: d.keepFailed,
 	}
+	if d.passwordFile != "" {
+		if d.password != "" {
+			return o, usagef("--password and --password-file exclude each other")
+		}
+		pw, err := readPasswordFile(d.passwordFile)
+		if err != nil {
+			return o, err
+		}
+		o.Password = pw
+	}
 	if d.unprivileged != "" {
 		v := d.unprivileged == "1"
 		o.Unprivileged = &v
@@ -112,8 +128,29 @@ func deployOptions(d deployFlags) (pct.Options, error) {
 	return o, nil
 }
 
+// readPasswordFile reads the first line of a file, or of stdin for "-".
+func readPasswordFile(name string) (string, error) {
+	f := os.Stdin
+	if name != "-" {
+		var err error
+		if f, err = os.Open(name); err != nil {
+			return "", fmt.Errorf("--password-file: %w", err)
+		}
+		defer f.Close()
+	}
+	line, err := bufio.NewReader(io.LimitReader(f, 4096)).ReadString('\n')
+	if err != nil && err != io.EOF {
+		return "", fmt.Errorf("--password-file %s: %w", name, err)
+	}
+	line = strings.TrimRight(line, "\r\n")
+	if line == "" {
+		return "", fmt.Errorf("--password-file %s: the first line is empty", name)
+	}
+	return line, nil
+}
+
 // loadTemplate reads what deploy needs to know about a template.
-func loadTemplate(ctx context.Context, h *pct.Host, arg string) (*pct.Template, error) {
+func loadTemplate(ctx context.Context, e *env, h *pct.Host, arg string) (*pct.Template, error) {
 	t := &pct.Template{}
 	file := arg
 	if strings.Contains(arg, ":") && strings.Contains(arg, "vztmpl/") && !strings.HasPrefix(arg, "/") {
@@ -135,13 +172,25 @@ func loadTemplate(ctx context.Context, h *pct.Host, arg string) (*pct.Template, 
 		file = abs
 	}
 	confPath, jsonPath := convert.Sidecars(file)
-	if raw, err := os.ReadFile(confPath); err == nil {
-		c, err := lxc.Parse(string(raw))
-		if err != nil {
-			return nil, fmt.Errorf("the template's config %s does not parse: %w", confPath, err)
+	if raw, err := lxc.ReadConfig(confPath); err == nil {
+		// The .conf is data from whoever made the template, never
+		// configuration to trust: only the lines convert writes pass.
+		c, err := lxc.ParseTemplateConfig(raw)
+		var unsafe *lxc.UnsafeConfigError
+		switch {
+		case errors.As(err, &unsafe) && e.deploy.allowRawLXC:
+			for _, l := range unsafe.Lines {
+				fmt.Fprintf(e.stderr, "warning: %s: dropped %s\n", confPath, l)
+			}
+		case unsafe != nil:
+			return nil, fmt.Errorf("the template's config %s has lines nexcage does not write, which a template may not set: %w; remove them, or pass --allow-raw-lxc to deploy without them", confPath, err)
+		case err != nil:
+			return nil, fmt.Errorf("the template's config %s cannot be read: %w", confPath, err)
 		}
 		t.Config = c
 		t.Sidecars = append(t.Sidecars, confPath)
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("the template's config %s cannot be read: %w", confPath, err)
 	}
 	if m, err := convert.ReadManifest(jsonPath); err == nil {
 		t.Privileged, t.Volumes, t.SHA256 = m.Privileged, m.Volumes, m.Template.SHA256
@@ -160,8 +209,13 @@ func deployTemplate(ctx context.Context, e *env, arg string) (any, error) {
 	if err != nil {
 		return nil, err
 	}
+	if e.conv.privileged && o.Unprivileged == nil {
+		// build --privileged --deploy: the user asked for it just now.
+		v := false
+		o.Unprivileged = &v
+	}
 	h := pct.NewHost()
-	t, err := loadTemplate(ctx, h, arg)
+	t, err := loadTemplate(ctx, e, h, arg)
 	if err != nil {
 		return nil, pctError(e, err)
 	}

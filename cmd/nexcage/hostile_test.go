@@ -199,6 +199,77 @@ func TestBrokenAndHostileInput(t *testing.T) {
 		{"registry returns 500 then 200 (retried)", func(t *testing.T) []string {
 			return build(flakyRegistry(t, byName["modes"].Image) + "/flaky:1")
 		}, 0, nil},
+		// Issue 15: a template's sidecars are data from whoever made
+		// the template. Each deploy runs against a PVE stand-in with
+		// --start; hostileDeploy fails the test if a hook ran or a
+		// container was made.
+		{"template .conf with a pre-start hook", func(t *testing.T) []string {
+			return []string{"deploy", "--start", hostileDeploy(t, bin, appendConf("lxc.hook.pre-start: /bin/sh -c 'touch MARKER'"))}
+		}, 1, []string{`line 5 "lxc.hook.pre-start: /bin/sh -c 'touch `, "raw key lxc.hook.pre-start is not one nexcage writes", "--allow-raw-lxc"}},
+		{"template .conf with AppArmor off", func(t *testing.T) []string {
+			return []string{"deploy", "--start", hostileDeploy(t, bin, appendConf("lxc.apparmor.profile: unconfined"))}
+		}, 1, []string{`"lxc.apparmor.profile: unconfined": raw key lxc.apparmor.profile`}},
+		{"template .conf with an empty lxc.cap.drop", func(t *testing.T) []string {
+			return []string{"deploy", "--start", hostileDeploy(t, bin, appendConf("lxc.cap.drop:"))}
+		}, 1, []string{`"lxc.cap.drop:": raw key lxc.cap.drop`}},
+		{"template .conf with an autodev hook, LXC-style", func(t *testing.T) []string {
+			return []string{"deploy", "--start", hostileDeploy(t, bin, appendConf("lxc.hook.autodev = /bin/sh -c 'touch MARKER'"))}
+		}, 1, []string{"raw key lxc.hook.autodev"}},
+		{"template .conf binding the host's /", func(t *testing.T) []string {
+			return []string{"deploy", "--start", hostileDeploy(t, bin, appendConf("mp0: /,mp=/host"))}
+		}, 1, []string{`"mp0: /,mp=/host": "/" is the host's root directory`}},
+		{"template .conf binding /etc/pve", func(t *testing.T) []string {
+			return []string{"deploy", "--start", hostileDeploy(t, bin, appendConf("mp0: /etc/pve,mp=/pve"))}
+		}, 1, []string{`is in /etc/pve`}},
+		{"template .conf with a tmpfs made a bind", func(t *testing.T) []string {
+			return []string{"deploy", "--start", hostileDeploy(t, bin, appendConf("lxc.mount.entry: tmpfs srv tmpfs size=1m,bind,create=dir 0 0"))}
+		}, 1, []string{`tmpfs option "bind" is not accepted`}},
+		{"template .conf with a bind mount entry", func(t *testing.T) []string {
+			return []string{"deploy", "--start", hostileDeploy(t, bin, appendConf("lxc.mount.entry: / host none rbind,create=dir 0 0"))}
+		}, 1, []string{"only tmpfs mounts"}},
+		{"check of a template .conf with a hook", func(t *testing.T) []string {
+			return []string{"check", hostileDeploy(t, bin, appendConf("lxc.hook.pre-start: /bin/sh -c 'touch MARKER'"))}
+		}, 1, nil},
+		{"image volume with a newline", func(t *testing.T) []string {
+			return []string{"deploy", "--start", hostileDeploy(t, bin, setVolumes("/data\nmp1: /"))}
+		}, 1, []string{"image volume", "control character"}},
+		{"relative image volume", func(t *testing.T) []string {
+			return []string{"deploy", "--start", hostileDeploy(t, bin, setVolumes("data"))}
+		}, 1, []string{"image volume", "not an absolute path"}},
+		{"--mount destination with a newline", func(t *testing.T) []string {
+			return []string{"deploy", "--start", hostileDeploy(t, bin, func(_, _, _ string) {}), "--mount", "/srv:/data\nlxc.hook.pre-start=x"}
+		}, 1, []string{"control character"}},
+		{"--mount of the host's /", func(t *testing.T) []string {
+			return []string{"deploy", "--start", hostileDeploy(t, bin, func(_, _, _ string) {}), "--mount", "/:/host"}
+		}, 1, []string{`--mount source "/" is the host's root directory`}},
+		{"bundle tmpfs with a smuggled bind option", func(t *testing.T) []string {
+			return []string{"check", hostileBundle(t, `[{"destination": "/srv", "type": "tmpfs", "source": "tmpfs", "options": ["size=1m,bind"]}]`)}
+		}, 1, nil},
+		{"bundle tmpfs on /", func(t *testing.T) []string {
+			return []string{"check", hostileBundle(t, `[{"destination": "/", "type": "tmpfs", "source": "tmpfs"}]`)}
+		}, 1, nil},
+		{"bundle bind of /etc/pve", func(t *testing.T) []string {
+			return []string{"check", hostileBundle(t, `[{"destination": "/pve", "type": "bind", "source": "/etc/pve"}]`)}
+		}, 1, nil},
+		// Finding 7: an image VOLUME becomes an mpN's mp=.
+		{"image VOLUME with a newline", func(t *testing.T) []string {
+			ref, _ := layoutOf(t, volumeImage(t, "/data\nlxc.hook.pre-start: /x"))
+			return build(ref)
+		}, 1, []string{"image volume", "control character"}},
+		{"relative image VOLUME", func(t *testing.T) []string {
+			ref, _ := layoutOf(t, volumeImage(t, "data"))
+			return build(ref)
+		}, 1, []string{"image volume", "not an absolute path"}},
+		{"image VOLUME on /", func(t *testing.T) []string {
+			ref, _ := layoutOf(t, volumeImage(t, "/"))
+			return build(ref)
+		}, 1, []string{"image volume", "the container's root"}},
+		// Finding 11b: convert never writes a .conf deploy and check
+		// cannot read.
+		{"environment over what a CT config holds", func(t *testing.T) []string {
+			ref, _ := layoutOf(t, bigEnvImage(t, 3<<19))
+			return build(ref)
+		}, 1, []string{"over the 1.0 MiB PVE stores for a CT config"}},
 		{"full disk", func(t *testing.T) []string {
 			testenv.RequireRoot(t)
 			out := filepath.Join(t.TempDir(), "small")

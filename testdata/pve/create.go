@@ -25,6 +25,7 @@ type createReq struct {
 	ostemplate string
 	opts       map[string]string // checked options, booleans as 0/1
 	sshKeys    string            // the keys themselves (pct reads the file)
+	password   string            // root's password, set in the rootfs
 	usage      string            // appended to parameter errors (pct only)
 	out        io.Writer         // task output
 	warn       io.Writer         // task warnings
@@ -308,6 +309,11 @@ func (h *Host) createWorker(r *createReq, archive string, mps map[string]mpValue
 	}
 	if err := root.setupRootfs(conf, ostype, r.sshKeys, true); err != nil {
 		return err
+	}
+	if ostype != "unmanaged" && r.password != "" {
+		if err := root.setRootPassword(r.password); err != nil {
+			return err
+		}
 	}
 	// set some defaults
 	if conf.keys["hostname"] == "" {

@@ -3,11 +3,13 @@ package main
 // pct: PVE::CLI::pct, for the containers of the local node.
 
 import (
+	"bufio"
 	"context"
 	"crypto/sha1"
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -102,6 +104,10 @@ func pctVMIDCommand(h *Host, args []string, usage string, opts map[string]*param
 
 func pctCreate(h *Host, args []string) error {
 	const usage = "pct create <vmid> <ostemplate> [OPTIONS]"
+	args, err := interactivePassword(args, os.Stdin)
+	if err != nil {
+		return err
+	}
 	errs := newParamError(usage)
 	a, err := parsePositional(args, createSchema(), h.Version, errs, usage, 2)
 	if err != nil {
@@ -124,7 +130,7 @@ func pctCreate(h *Host, args []string) error {
 	}
 	return h.createCT(&createReq{
 		node: h.Node, vmid: vmid, ostemplate: a.pos[1], opts: a.opts, sshKeys: keys,
-		usage: usage, out: os.Stdout, warn: os.Stderr,
+		password: a.opts["password"], usage: usage, out: os.Stdout, warn: os.Stderr,
 	})
 }
 
@@ -474,4 +480,49 @@ func (h *Host) setCT(args []string, usage string) error {
 		}
 	}
 	return h.writeConfig(h.Node, vmid, conf)
+}
+
+// interactivePassword is pct's pve-password parameter mapping
+// (PVE::CLIHandler's standard mapping, an "interactive" one): Getopt takes
+// --password with an optional value, and an empty one ("--password=", or a
+// bare --password before another option or at the end) has
+// PVE::PTY::get_confirmed_password read it twice from stdin, a line each
+// when stdin is not a terminal. The value then takes the schema's checks.
+func interactivePassword(args []string, stdin io.Reader) ([]string, error) {
+	out := append([]string(nil), args...)
+	var rd *bufio.Reader
+	line := func() (string, error) {
+		if rd == nil {
+			rd = bufio.NewReader(stdin)
+		}
+		l, err := rd.ReadString('\n')
+		if err != nil && l == "" {
+			return "", errors.New("EOF while reading password")
+		}
+		return strings.TrimSuffix(l, "\n"), nil
+	}
+	for i, a := range out {
+		if a == "--" {
+			break
+		}
+		name := strings.TrimLeft(a, "-")
+		empty := name == "password=" ||
+			(name == "password" && (i+1 == len(out) || strings.HasPrefix(out[i+1], "-")))
+		if !strings.HasPrefix(a, "-") || !empty {
+			continue
+		}
+		pw1, err := line()
+		if err != nil {
+			return nil, err
+		}
+		pw2, err := line()
+		if err != nil {
+			return nil, err
+		}
+		if pw1 != pw2 {
+			return nil, errors.New("passwords do not match")
+		}
+		out[i] = "--password=" + pw1
+	}
+	return out, nil
 }

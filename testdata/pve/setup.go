@@ -15,11 +15,13 @@ import (
 	"io"
 	"net"
 	"os"
+	"os/exec"
 	"path"
 	"regexp"
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -547,4 +549,42 @@ func (r *rootfs) setupNetwork(c *ctConf, ostype string) error {
 		}
 	}
 	return r.write("/etc/network/interfaces", []byte(b.String()), 0o644)
+}
+
+// setRootPassword is set_user_password for root with a password given: a
+// SHA-512 crypt hash (openssl's, as PVE's crypt() with a "$6$" salt) in
+// /etc/shadow, with the day of the change, or in /etc/passwd without one.
+func (r *rootfs) setRootPassword(pw string) error {
+	cmd := exec.Command("openssl", "passwd", "-6", "-stdin")
+	cmd.Stdin = strings.NewReader(pw + "\n")
+	out, err := cmd.Output()
+	if err != nil {
+		return fmt.Errorf("crypt: %v", err)
+	}
+	hash := strings.TrimSpace(string(out))
+	file, shadow := "/etc/passwd", r.isFile("/etc/shadow")
+	if shadow {
+		file = "/etc/shadow"
+	}
+	old, err := r.read(file, 1<<20)
+	if err != nil {
+		return nil // no such file: PVE leaves it alone
+	}
+	lines := strings.SplitAfter(string(old), "\n")
+	for i, l := range lines {
+		f := strings.SplitN(l, ":", 4)
+		if len(f) < 3 || f[0] != "root" {
+			continue
+		}
+		f[1] = hash
+		if shadow {
+			f[2] = strconv.FormatInt(time.Now().Unix()/86400, 10)
+		}
+		lines[i] = strings.Join(f, ":")
+	}
+	perm := uint32(0o640)
+	if fi, err := r.stat(file); err == nil {
+		perm = uint32(fi.Mode().Perm())
+	}
+	return r.write(file, []byte(strings.Join(lines, "")), perm)
 }
