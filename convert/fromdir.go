@@ -105,6 +105,9 @@ func nodeFromDisk(p string, ids IDMap) (*tartree.Node, error) {
 		}
 		n.Linkname = target
 		n.Mode = 0o777
+		if st.Nlink > 1 {
+			n.Inode = st.Ino // GNU tar links hard-linked symlinks too
+		}
 	case syscall.S_IFCHR, syscall.S_IFBLK:
 		n.Type = tar.TypeChar
 		if st.Mode&syscall.S_IFMT == syscall.S_IFBLK {

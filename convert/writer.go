@@ -126,7 +126,9 @@ func (l *linker) header(p string, n *tartree.Node, clamp time.Time, pending map[
 // member carries it, and records which that is.
 func (l *linker) link(p string, n *tartree.Node, pending map[uint64]string) string {
 	linkTo := ""
-	if n.Type == tar.TypeReg && n.Inode != 0 {
+	// As GNU tar: regular files and symlinks are linked, fifos and
+	// devices are not (see Node.Inode).
+	if (n.Type == tar.TypeReg || n.Type == tar.TypeSymlink) && n.Inode != 0 {
 		if target, ok := l.first[n.Inode]; ok {
 			linkTo = target
 		} else if target, ok := pending[n.Inode]; ok {

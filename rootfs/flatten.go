@@ -652,7 +652,9 @@ func (fl *flattener) hardlink(hdr *tar.Header) (*tartree.Node, error) {
 		return nil, fmt.Errorf("hard link %s -> %s: the target is a directory", quoteName(hdr.Name), quoteName(hdr.Linkname))
 	}
 	n := *t
-	if t.Type == tar.TypeReg {
+	// Symlinks are linked too: the layer made one inode, umoci keeps it,
+	// and GNU tar of the unpacked rootfs (PVE's reference) links them.
+	if t.Type == tar.TypeReg || t.Type == tar.TypeSymlink {
 		if t.Inode == 0 {
 			fl.nextInode++
 			t.Inode = fl.nextInode

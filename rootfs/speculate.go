@@ -90,6 +90,9 @@ func (s *speculator) add(hdr *tar.Header, clean string) *zframe.RunWriter {
 		s.files[clean] = n
 	default:
 		n = nodeFor(hdr)
+		if hdr.Typeflag == tar.TypeSymlink {
+			s.files[clean] = n // hard links to symlinks stay links too
+		}
 	}
 	large := linkTo == "" && n.Type == tar.TypeReg && zframe.OwnFrames(n.Size)
 	switch {

@@ -71,7 +71,9 @@ func Snapshot(root string, o Options) (Tree, error) {
 			return fmt.Errorf("%s: %w", rel, err)
 		}
 		t[rel] = e
-		if e.Type == "file" {
+		// Hard-linked symlinks are one inode too, and GNU tar (so PVE's
+		// templates) keeps them linked; fifos and devices it does not.
+		if e.Type == "file" || e.Type == "symlink" {
 			inodes[e.inode] = append(inodes[e.inode], rel)
 		}
 		return nil

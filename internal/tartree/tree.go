@@ -28,7 +28,9 @@ type Node struct {
 	Devminor int64
 	// Xattrs are the ones a template keeps (user.*, security.capability).
 	Xattrs map[string]string
-	// Inode groups hard links: nodes sharing a non-zero Inode are one file.
+	// Inode groups hard links: regular files or symlinks sharing a
+	// non-zero Inode are one file, written as one member and hard links
+	// to it (GNU tar links no other type).
 	Inode uint64
 	// Open returns the content of a regular file.
 	Open func() (io.ReadCloser, error)

@@ -290,6 +290,32 @@ func specs() []spec {
 			},
 		},
 		{
+			name: "hardlink-symlink",
+			about: "hard links to symlinks (one inode, nlink 2, as buildah and podman layers have them): within a layer, one whose name " +
+				"sorts before its target's (so the template's first member of the group is the link's name), and one in an upper layer to a lower layer's symlink",
+			layers: [][]Entry{
+				{
+					Dir("srv/", 0o755),
+					Dir("srv/hl/", 0o755),
+					File("srv/hl/target", 0o644, "what the symlinks point at\n"),
+					Symlink("srv/hl/hardlink-to-symlink", "target"),
+					Hardlink("srv/hl/rel-link", "srv/hl/hardlink-to-symlink"),
+					Symlink("srv/hl/zz-abs", "/srv/hl/target"),
+					Hardlink("srv/hl/aa-first", "srv/hl/zz-abs"),
+				},
+				{
+					Dir("srv/upper/", 0o755),
+					Hardlink("srv/upper/to-lower-symlink", "srv/hl/hardlink-to-symlink"),
+				},
+			},
+			expect: []Expect{
+				{Path: "srv/hl/hardlink-to-symlink", Type: tar.TypeSymlink, Target: "target"},
+				{Path: "srv/hl/rel-link", Type: tar.TypeSymlink, Target: "target", SameAs: "srv/hl/hardlink-to-symlink"},
+				{Path: "srv/hl/aa-first", Type: tar.TypeSymlink, Target: "/srv/hl/target", SameAs: "srv/hl/zz-abs"},
+				{Path: "srv/upper/to-lower-symlink", Type: tar.TypeSymlink, Target: "target", SameAs: "srv/hl/hardlink-to-symlink"},
+			},
+		},
+		{
 			name:     "devices",
 			about:    "character device 1:3 (like /dev/null), block device 7:0 (like /dev/loop0) and a fifo",
 			rootOnly: true,
