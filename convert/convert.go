@@ -190,11 +190,13 @@ func makePlan(tree *tartree.Tree, spec *runtimeSpec, src Source, opts Options, r
 		}
 	}
 
-	name, err := p.templateName(spec, src)
-	if err != nil {
-		return nil, err
-	}
+	// Only a directory output needs a name made up: an explicit file is
+	// named, whatever the bundle records.
 	if p.target == "" || strings.HasSuffix(p.target, string(os.PathSeparator)) {
+		name, err := p.templateName(spec, src)
+		if err != nil {
+			return nil, err
+		}
 		p.target = filepath.Join(p.target, name)
 	}
 	p.config.Description = "nexcage template " + filepath.Base(p.target)

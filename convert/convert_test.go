@@ -376,3 +376,42 @@ func TestFailedConvertKeepsTheOldTemplate(t *testing.T) {
 		t.Fatalf("output dir holds %v, want only the template and its two sidecars", got)
 	}
 }
+
+// TestUnnamedBundleToFile: a bundle recording no image (as from generate
+// --rootfs) converts to an explicit file; only a directory output needs
+// the name the bundle cannot give.
+func TestUnnamedBundleToFile(t *testing.T) {
+	good := unpack(t, corpusCase(t, "modes"), false)
+	d := t.TempDir()
+	spec := *good.Spec
+	spec.Annotations = map[string]string{}
+	for k, v := range good.Spec.Annotations {
+		if k == "org.opencontainers.image.architecture" || k == "org.opencontainers.image.os" {
+			spec.Annotations[k] = v // what generate --rootfs records
+		}
+	}
+	spec.Root = &rspec.Root{Path: good.Rootfs}
+	raw, _ := json.Marshal(spec)
+	if err := os.WriteFile(filepath.Join(d, "config.json"), raw, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	b, err := convert.LoadBundle(d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(t.TempDir(), "mine.tar.zst")
+	res, err := convert.Convert(context.Background(), b, convert.Options{Output: out})
+	if err != nil {
+		t.Fatalf("convert -o FILE: %v", err)
+	}
+	if res.Template != out {
+		t.Errorf("template written to %s, want %s", res.Template, out)
+	}
+	if _, err := os.Stat(filepath.Join(filepath.Dir(out), "mine.conf")); err != nil {
+		t.Errorf("no .conf beside the template: %v", err)
+	}
+	_, err = convert.Convert(context.Background(), b, convert.Options{Output: t.TempDir() + "/"})
+	if err == nil || !strings.Contains(err.Error(), "cannot name the template") {
+		t.Errorf("a directory output without a name: %v, want it refused for want of a name", err)
+	}
+}
