@@ -231,12 +231,10 @@ func checkTemplate(ctx context.Context, file string, opts health.Options, ownLef
 var rePrivilegedConf = regexp.MustCompile(`(?m)^unprivileged:\s*0\s*$`)
 
 // recordedOSType is the ostype the sidecars say PVE should see, and which
-// file says it. Application images are recorded unmanaged on purpose, so
-// for them the OS nexcage detected at build time is compared.
+// file says it. (An application container created unmanaged, as recorded,
+// is checkOS's own case.)
 func recordedOSType(meta *Metadata, conf *lxc.Config) (ostype, source string) {
 	switch {
-	case meta != nil && meta.Application:
-		return meta.OS.OSType, "the .json's os.ostype (the .conf says unmanaged: an application container)"
 	case conf != nil && conf.OSType != "":
 		return conf.OSType, "the .conf"
 	case meta != nil:
@@ -273,6 +271,16 @@ func (c *checkList) checkOS(tree *tartree.Tree, meta *Metadata, conf *lxc.Config
 		what = fmt.Sprintf("%s (os-release ID %q)", detected.OSType, detected.ID)
 	}
 	switch {
+	case meta != nil && meta.Application && effective == "unmanaged":
+		// PVE creates it unmanaged and detects nothing: what is left to
+		// check is that the .json describes this rootfs.
+		const appCheck = "the rootfs's OS matches the one the .json records"
+		if meta.OS.OSType != detected.OSType {
+			c.fail(appCheck, fmt.Sprintf("the rootfs is %s, but the .json's os.ostype records %s", what, orUnset(meta.OS.OSType)),
+				"the sidecars belong to another template, or the rootfs changed: "+rebuildFix)
+		} else {
+			c.ok(fmt.Sprintf("ostype unmanaged, as the .conf records for an application container: PVE runs no OS setup (the rootfs is %s, as the .json records)", what))
+		}
 	case recorded == "":
 		if detected.OSType == "unmanaged" && detected.ID != "" {
 			c.warn(check, detected.Why, "create the container with --ostype unmanaged")
