@@ -76,6 +76,9 @@ type Source struct {
 	Digest       string `json:"digest,omitempty"`
 	SourceDigest string `json:"source_digest,omitempty"`
 	Platform     string `json:"platform,omitempty"`
+	// Name is the image name the layout or archive records (podman's
+	// localhost/app:tag), which names the template before the path does.
+	Name string `json:"name,omitempty"`
 }
 
 // Convert writes the template, NAME.conf and NAME.json for a bundle.
@@ -93,7 +96,7 @@ func Convert(ctx context.Context, b *Bundle, opts Options) (*Result, error) {
 }
 
 func sourceFromAnnotations(a map[string]string) Source {
-	s := Source{Reference: a[annotation.Reference], Digest: a[annotation.Digest], SourceDigest: a[annotation.SourceDigest]}
+	s := Source{Reference: a[annotation.Reference], Digest: a[annotation.Digest], SourceDigest: a[annotation.SourceDigest], Name: a[annotation.Name]}
 	if a[annotationOS] != "" && a[annotationArch] != "" {
 		s.Platform = a[annotationOS] + "/" + a[annotationArch]
 		if a[annotationVariant] != "" {

@@ -174,6 +174,11 @@ func nameComponent(s string) string {
 // (proxmox.md §1).
 func (p *plan) templateName(spec *rspec.Spec, src Source) (string, error) {
 	refName, refVersion := refNameVersion(src.Reference)
+	if n, v := imageNameVersion(src.Name); n != "" {
+		// What the archive says the image is called, rather than what
+		// its file happens to be called.
+		refName, refVersion = n, v
+	}
 	name := firstNonEmpty(p.opts.Name, refName, spec.Annotations[annotationTitle])
 	version := firstNonEmpty(p.opts.Version, spec.Annotations[annotationVersion], refVersion, createdDate(spec.Annotations[annotationCreated]))
 	if name == "" {
@@ -230,6 +235,20 @@ func refNameVersion(ref string) (string, string) {
 		tag = ""
 	}
 	return name, tag
+}
+
+// imageNameVersion takes the repository base name and tag from an image
+// name (localhost/app:1.0, docker.io/library/alpine:3.20).
+func imageNameVersion(n string) (string, string) {
+	n, _, _ = strings.Cut(n, "@")
+	tag := ""
+	if i := strings.LastIndex(n, ":"); i >= 0 && !strings.Contains(n[i+1:], "/") {
+		n, tag = n[:i], n[i+1:]
+	}
+	if tag == "latest" {
+		tag = ""
+	}
+	return n[strings.LastIndex(n, "/")+1:], tag
 }
 
 func createdDate(s string) string {

@@ -435,6 +435,9 @@ func (s *sidecars) spec(facts rootfsFacts, file string) (*rspec.Spec, bool) {
 		a[annotation.Reference] = m.Source.Reference
 		a[annotation.Digest] = m.Source.Digest
 		a[annotation.SourceDigest] = m.Source.SourceDigest
+		if m.Source.Name != "" {
+			a[annotation.Name] = m.Source.Name
+		}
 		if len(m.Volumes) > 0 {
 			a[annotation.Volumes] = strings.Join(m.Volumes, ",")
 		}

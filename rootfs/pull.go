@@ -132,6 +132,9 @@ func (s *Store) Pull(ctx context.Context, ref Ref, opts PullOptions) (Image, err
 		annotationPulled:       time.Now().UTC().Format(time.RFC3339),
 		annotationSize:         strconv.FormatInt(total, 10),
 	}
+	if src.name != "" {
+		manifestDesc.Annotations[annotationName] = src.name
+	}
 	if err := s.record(manifestDesc); err != nil {
 		return Image{}, err
 	}

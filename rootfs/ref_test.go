@@ -82,3 +82,23 @@ func TestPlatform(t *testing.T) {
 		}
 	}
 }
+
+// The name an OCI index records for an image: containerd's annotation,
+// or a ref.name that is a whole name; a bare tag or junk is no name.
+func TestRecordedName(t *testing.T) {
+	for _, tc := range []struct {
+		ann  map[string]string
+		want string
+	}{
+		{map[string]string{"org.opencontainers.image.ref.name": "localhost/rw-highid:oci"}, "localhost/rw-highid:oci"},
+		{map[string]string{"org.opencontainers.image.ref.name": "3.20", "io.containerd.image.name": "docker.io/library/alpine:3.20"}, "docker.io/library/alpine:3.20"},
+		{map[string]string{"org.opencontainers.image.ref.name": "v2"}, ""},
+		{map[string]string{"org.opencontainers.image.ref.name": "../../etc:x y"}, ""},
+		{map[string]string{"io.containerd.image.name": "UPPER/Case:1"}, ""},
+		{nil, ""},
+	} {
+		if got := recordedName(tc.ann); got != tc.want {
+			t.Errorf("recordedName(%v) = %q, want %q", tc.ann, got, tc.want)
+		}
+	}
+}

@@ -54,7 +54,9 @@ type source struct {
 	img      v1.Image
 	digest   v1.Hash // manifest digest as the source has it
 	platform Platform
-	cleanup  func()
+	// name is the image name the layout or archive records, if any.
+	name    string
+	cleanup func()
 }
 
 func (s *source) Close() {
@@ -243,7 +245,31 @@ func registryError(ref Ref, r name.Reference, err error) error {
 	return fmt.Errorf("pull %s: %w", ref, err)
 }
 
-const refNameAnnotation = "org.opencontainers.image.ref.name"
+const (
+	refNameAnnotation        = "org.opencontainers.image.ref.name"
+	containerdNameAnnotation = "io.containerd.image.name"
+)
+
+// recordedName is the image name a layout's index records for an entry:
+// containerd's io.containerd.image.name, or a ref.name that is a whole
+// name (podman and buildah write localhost/app:tag) rather than a bare tag.
+// Names that are no valid image name are ignored: the index is input.
+func recordedName(a map[string]string) string {
+	for _, n := range []string{a[containerdNameAnnotation], a[refNameAnnotation]} {
+		if validName(n) {
+			return n
+		}
+	}
+	return ""
+}
+
+func validName(n string) bool {
+	if n == "" || len(n) > 255 || !strings.ContainsAny(n, "/:") {
+		return false
+	}
+	_, err := name.NewTag(n, name.WeakValidation)
+	return err == nil
+}
 
 func openLayout(ref Ref, dir string, want Platform) (*source, error) {
 	if _, err := os.Stat(filepath.Join(dir, "index.json")); err != nil {
@@ -281,7 +307,7 @@ func openLayout(ref Ref, dir string, want Platform) (*source, error) {
 		return nil, fmt.Errorf("%s: the layout holds %d images: name one as %s:TAG (tags: %s)", ref, len(found), ref.Name, listOrNone(tags))
 	}
 	d := found[0]
-	src := &source{ref: ref}
+	src := &source{ref: ref, name: recordedName(d.Annotations)}
 	switch {
 	case d.MediaType.IsIndex():
 		child, err := idx.ImageIndex(d.Digest)
@@ -418,7 +444,13 @@ func openDockerArchive(ref Ref, want Platform) (*source, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &source{ref: ref, img: img, digest: digest, platform: plat}, nil
+	src := &source{ref: ref, img: img, digest: digest, platform: plat}
+	if ref.Tag != "" {
+		src.name = ref.Tag
+	} else if m, err := tarball.LoadManifest(func() (io.ReadCloser, error) { return os.Open(ref.Name) }); err == nil && len(m) == 1 && len(m[0].RepoTags) > 0 && validName(m[0].RepoTags[0]) {
+		src.name = m[0].RepoTags[0] // what `docker save` and `podman save` record
+	}
+	return src, nil
 }
 
 // Resolve returns the manifest digest the source has for ref on the

@@ -23,6 +23,7 @@ const (
 	annotationSourceDigest = "io.nexcage.source-digest"
 	annotationPulled       = "io.nexcage.pulled"
 	annotationSize         = "io.nexcage.size"
+	annotationName         = "io.nexcage.name"
 )
 
 // Store is the content-addressed OCI image layout every stage reads from.
@@ -154,12 +155,15 @@ func (s *Store) BlobPath(h v1.Hash) string {
 
 // Image is a stored image: one platform of one reference.
 type Image struct {
-	Ref          string    `json:"reference"`
-	Digest       string    `json:"digest"`
-	SourceDigest string    `json:"source_digest,omitempty"`
-	Platform     string    `json:"platform"`
-	Size         int64     `json:"size"`
-	Pulled       time.Time `json:"pulled"`
+	Ref          string `json:"reference"`
+	Digest       string `json:"digest"`
+	SourceDigest string `json:"source_digest,omitempty"`
+	// Name is the image name a local layout or archive records for the
+	// image (localhost/app:tag), when there is one.
+	Name     string    `json:"name,omitempty"`
+	Platform string    `json:"platform"`
+	Size     int64     `json:"size"`
+	Pulled   time.Time `json:"pulled"`
 }
 
 func imageFromDescriptor(d v1.Descriptor) Image {
@@ -167,6 +171,7 @@ func imageFromDescriptor(d v1.Descriptor) Image {
 		Ref:          d.Annotations[refNameAnnotation],
 		Digest:       d.Digest.String(),
 		SourceDigest: d.Annotations[annotationSourceDigest],
+		Name:         d.Annotations[annotationName],
 		Platform:     platformOf(d.Platform).String(),
 	}
 	img.Size, _ = strconv.ParseInt(d.Annotations[annotationSize], 10, 64)

@@ -326,12 +326,16 @@ func imageAnnotations(img Image, config ispec.Image) map[string]string {
 		vols = append(vols, v)
 	}
 	sort.Strings(vols)
-	return map[string]string{
+	a := map[string]string{
 		annotation.Reference:    img.Ref,
 		annotation.Digest:       img.Digest,
 		annotation.SourceDigest: img.SourceDigest,
 		annotation.Volumes:      strings.Join(vols, ","),
 	}
+	if img.Name != "" {
+		a[annotation.Name] = img.Name
+	}
+	return a
 }
 
 // accountFiles writes dir/etc/passwd and dir/etc/group with the rootfs's

@@ -7,6 +7,9 @@ const (
 	Reference    = "io.nexcage.image.reference"
 	Digest       = "io.nexcage.image.digest"
 	SourceDigest = "io.nexcage.image.source-digest"
+	// Name is the image name a local layout or archive records for the
+	// image (podman's localhost/app:tag), when the reference gives none.
+	Name = "io.nexcage.image.name"
 	// Volumes is the image's VOLUME list, sorted and comma-separated.
 	Volumes = "io.nexcage.image.volumes"
 )
