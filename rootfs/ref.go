@@ -101,6 +101,10 @@ func (r Ref) String() string {
 	}
 }
 
+// Local reports whether the image is a layout or an archive on this
+// machine, which is cheap to read again, rather than in a registry.
+func (r Ref) Local() bool { return r.Transport != TransportDocker }
+
 // ShortName is the image's repository base name without tag ("alpine" for
 // docker://docker.io/library/alpine:3.20), used to name templates.
 func (r Ref) ShortName() string {

@@ -116,17 +116,30 @@ func runBuild(ctx context.Context, e *env, args []string) (any, error) {
 // buildOne builds one image unless its template is up to date; fresh says
 // whether anything was written. It records each stage's seconds in stages.
 func buildOne(ctx context.Context, e *env, store *rootfs.Store, ref rootfs.Ref, so rootfs.SourceOptions, opts convert.Options, stages map[string]float64) (*convert.Result, bool, error) {
+	// Looked up once: for a local source it reads the source's digest.
+	var img rootfs.Image
+	stored := false
+	if e.pull != "always" {
+		var err error
+		if img, stored, err = storedImage(ctx, e, store, ref, so); err != nil {
+			return nil, false, err
+		}
+	}
 	if !e.force {
-		digest := func() (string, error) { return currentDigest(ctx, e, store, ref, so) }
+		digest := func() (string, error) { return currentDigest(ctx, e, ref, so, img, stored) }
 		if res, ok := convert.UpToDate(opts, ref.String(), digest); ok {
 			e.progress.Step("%s: up to date", ref)
 			return res, false, nil
 		}
 	}
 	if e.staged {
-		img, err := ensureImage(ctx, e, store, ref, so)
-		if err != nil {
-			return nil, false, err
+		var err error
+		if !stored {
+			if img, err = pullMissing(ctx, e, store, ref, so); err != nil {
+				return nil, false, err
+			}
+		} else {
+			e.progress.Step("using %s (%s) from the store", ref, img.Platform)
 		}
 		res, err := buildStaged(ctx, e, store, img, opts, stages)
 		return res, true, err
@@ -140,7 +153,7 @@ func buildOne(ctx context.Context, e *env, store *rootfs.Store, ref rootfs.Ref, 
 	// A zstd template's large files are compressed while the layers are
 	// still being read, on cores that would otherwise wait for inflate.
 	fopts := rootfs.FlattenOptions{Progress: e.progress, MaxLayerSize: limit, PrecompressLevel: convert.PrecompressLevel(opts), Clamp: opts.SourceDateEpoch}
-	if img, stored, err := store.Find(ref, so.Platform); err == nil && stored && e.pull != "always" {
+	if stored {
 		e.progress.Step("using %s (%s) from the store", ref, img.Platform)
 		f, err = store.Flatten(ctx, img, fopts)
 		if err != nil {
@@ -164,16 +177,14 @@ func buildOne(ctx context.Context, e *env, store *rootfs.Store, ref rootfs.Ref, 
 	return res, true, err
 }
 
-// currentDigest is the digest a build would use now: the store's when the
-// pull policy will not look further, else the source's.
-func currentDigest(ctx context.Context, e *env, store *rootfs.Store, ref rootfs.Ref, so rootfs.SourceOptions) (string, error) {
-	if e.pull != "always" {
-		if img, ok, err := store.Find(ref, so.Platform); err == nil && ok {
-			return img.SourceDigest, nil
-		}
-		if e.pull == "never" {
-			return "", rootfs.ErrNotFound
-		}
+// currentDigest is the digest a build would use now: the stored image's
+// when the pull policy lets it stand (see storedImage), else the source's.
+func currentDigest(ctx context.Context, e *env, ref rootfs.Ref, so rootfs.SourceOptions, img rootfs.Image, stored bool) (string, error) {
+	switch {
+	case stored:
+		return img.SourceDigest, nil
+	case e.pull == "never":
+		return "", rootfs.ErrNotFound
 	}
 	return rootfs.Resolve(ctx, ref, so)
 }

@@ -2,8 +2,10 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -160,7 +162,7 @@ func imageArgs(e *env, image string) (rootfs.Ref, rootfs.SourceOptions, error) {
 // ensureImage returns the stored image for ref, pulling it as --pull says.
 func ensureImage(ctx context.Context, e *env, store *rootfs.Store, ref rootfs.Ref, so rootfs.SourceOptions) (rootfs.Image, error) {
 	if e.pull != "always" {
-		img, ok, err := store.Find(ref, so.Platform)
+		img, ok, err := storedImage(ctx, e, store, ref, so)
 		if err != nil {
 			return img, err
 		}
@@ -168,11 +170,47 @@ func ensureImage(ctx context.Context, e *env, store *rootfs.Store, ref rootfs.Re
 			e.progress.Step("using %s (%s) from the store", ref, img.Platform)
 			return img, nil
 		}
-		if e.pull == "never" {
-			return img, fmt.Errorf("%w: %s (%s) is not in the store %s and --pull never forbids fetching it: run `nexcage pull` first", rootfs.ErrNotFound, ref, so.Platform, store.Dir)
-		}
+	}
+	return pullMissing(ctx, e, store, ref, so)
+}
+
+// pullMissing pulls an image the store has not got (or not as the source
+// now has it), unless --pull never forbids it.
+func pullMissing(ctx context.Context, e *env, store *rootfs.Store, ref rootfs.Ref, so rootfs.SourceOptions) (rootfs.Image, error) {
+	if e.pull == "never" {
+		return rootfs.Image{}, fmt.Errorf("%w: %s (%s) is not in the store %s and --pull never forbids fetching it: run `nexcage pull` first", rootfs.ErrNotFound, ref, so.Platform, store.Dir)
 	}
 	return store.Pull(ctx, ref, rootfs.PullOptions{SourceOptions: so, Progress: e.progress})
+}
+
+// storedImage finds ref in the store, ok only when the pull policy lets
+// the stored copy stand for it. Under --pull missing a local layout or
+// archive, cheap to read again, is checked every time: rewritten under the
+// same tag, it is a new image, and the stored one is stale.
+func storedImage(ctx context.Context, e *env, store *rootfs.Store, ref rootfs.Ref, so rootfs.SourceOptions) (rootfs.Image, bool, error) {
+	img, ok, err := store.Find(ref, so.Platform)
+	if err != nil || !ok || e.pull != "missing" || !ref.Local() {
+		return img, ok, err
+	}
+	now, err := rootfs.Resolve(ctx, ref, so)
+	if err != nil {
+		if errors.Is(err, rootfs.ErrNotFound) {
+			return img, true, nil // the source is gone: the stored copy is all there is
+		}
+		return img, false, err
+	}
+	if now != img.SourceDigest {
+		e.progress.Step("%s changed since it was stored (%s, now %s): reading it again", ref, short(img.SourceDigest), short(now))
+		return img, false, nil
+	}
+	return img, true, nil
+}
+
+func short(digest string) string {
+	if _, hex, ok := strings.Cut(digest, ":"); ok && len(hex) > 12 {
+		return hex[:12]
+	}
+	return digest
 }
 
 func runUnpack(ctx context.Context, e *env, args []string) (any, error) {
