@@ -158,7 +158,7 @@ func TestRootlessBundleGivesTheSameTemplate(t *testing.T) {
 	testenv.RequireRoot(t)
 	// "ids" is left out: it has a symlink owned by 1000, and Linux allows
 	// no user.* xattr on a symlink to record that in a rootless unpack.
-	for _, name := range []string{"modes", "alpine-amd64", "hardlink-lower", "xattrs"} {
+	for _, name := range []string{"modes", "alpine-amd64", "hardlink-lower", "hardlink-symlink", "xattrs"} {
 		c := corpusCase(t, name)
 		root := convertTo(t, unpack(t, c, false), t.TempDir(), convert.Options{SquashHighIDs: true})
 		rootless := convertTo(t, unpack(t, c, true), t.TempDir(), convert.Options{SquashHighIDs: true})

@@ -3,6 +3,7 @@ package convert_test
 import (
 	"archive/tar"
 	"bytes"
+	"context"
 	"fmt"
 	"io"
 	"os"
@@ -13,6 +14,8 @@ import (
 	"github.com/klauspost/compress/zstd"
 
 	"github.com/nexcage/nexcage/convert"
+	"github.com/nexcage/nexcage/internal/health"
+	"github.com/nexcage/nexcage/internal/health/healthtest"
 	"github.com/nexcage/nexcage/internal/testenv"
 )
 
@@ -57,6 +60,14 @@ func TestTemplateMatchesGNUTar(t *testing.T) {
 			})
 			if g, w := strings.Join(got, "\n"), strings.Join(want, "\n"); g != w {
 				t.Errorf("template members differ from GNU tar's:\n%s", lineDiff(want, got))
+			}
+			if c.Name == "hardlink-symlink" {
+				// Links to symlinks are links like any other to check.
+				out, err := convert.CheckTemplate(context.Background(), res.Template, health.Options{})
+				if err != nil {
+					t.Fatal(err)
+				}
+				healthtest.AllOK(t, out)
 			}
 		})
 	}
