@@ -73,7 +73,7 @@ func imageFlags(fs *pflag.FlagSet, o *opts) {
 var pullValues = []string{"missing", "always", "never"}
 
 func pullFlag(fs *pflag.FlagSet, o *opts) {
-	enumVar(fs, &o.pull, "pull", "missing", pullValues, nil, "when to pull: missing (not in the store yet), always, never")
+	enumVar(fs, &o.pull, "pull", "missing", pullValues, nil, "when to pull: missing (not in the store yet, or a local layout or archive that changed), always, never")
 }
 
 func maxLayerSizeFlag(fs *pflag.FlagSet, o *opts) {
