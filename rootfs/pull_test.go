@@ -389,3 +389,50 @@ func tarDir(t testing.TB, src, dst string) {
 		t.Fatal(fmt.Errorf("close %s: %w", dst, err))
 	}
 }
+
+// Resolve reads an oci-archive's metadata only (its layers, here one over
+// the size it copies out, are skipped) and still gives the digest a pull
+// records, so a build can check a local archive every time.
+func TestResolveLocalSources(t *testing.T) {
+	defer func(old int64) { resolveMaxBlob = old }(resolveMaxBlob)
+	resolveMaxBlob = 64 << 10 // under the Alpine layer, over every JSON blob
+	dir := t.TempDir()
+	c := corpusCase(t, "alpine-amd64")
+	layoutRef := writeLayout(t, filepath.Join(dir, "layout"), "v1", c)
+	archive := filepath.Join(dir, "img.tar")
+	tarDir(t, filepath.Join(dir, "layout"), archive)
+	archiveRef, _ := ParseRef("oci-archive:" + archive + ":v1")
+	s := newStore(t)
+	for _, ref := range []Ref{layoutRef, archiveRef} {
+		img, err := s.Pull(context.Background(), ref, PullOptions{SourceOptions: amd64()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := Resolve(context.Background(), ref, amd64())
+		if err != nil {
+			t.Fatalf("resolve %s: %v", ref, err)
+		}
+		if got != img.SourceDigest {
+			t.Errorf("resolve %s = %s, the pull recorded %s", ref, got, img.SourceDigest)
+		}
+		// Without Resolve's fallback to reading everything.
+		src, err := openSourceLimit(context.Background(), ref, amd64(), resolveMaxBlob)
+		if err != nil {
+			t.Fatalf("%s, metadata only: %v", ref, err)
+		}
+		if src.digest.String() != img.SourceDigest {
+			t.Errorf("%s, metadata only: %s, the pull recorded %s", ref, src.digest, img.SourceDigest)
+		}
+		src.Close()
+	}
+	big := false
+	filepath.Walk(filepath.Join(dir, "layout", "blobs"), func(_ string, fi os.FileInfo, err error) error {
+		if err == nil && fi.Size() > resolveMaxBlob {
+			big = true
+		}
+		return nil
+	})
+	if !big {
+		t.Error("no blob over the size Resolve copies out: the test proves nothing")
+	}
+}

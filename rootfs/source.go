@@ -66,6 +66,13 @@ func (s *source) Close() {
 }
 
 func openSource(ctx context.Context, ref Ref, opts SourceOptions) (*source, error) {
+	return openSourceLimit(ctx, ref, opts, 0)
+}
+
+// openSourceLimit is openSource reading, of an oci-archive, only the blobs
+// up to maxBlob bytes when maxBlob > 0: indexes, manifests and configs,
+// enough for the digest and platform, without copying the layers out.
+func openSourceLimit(ctx context.Context, ref Ref, opts SourceOptions, maxBlob int64) (*source, error) {
 	if opts.Platform.OS == "" {
 		opts.Platform = HostPlatform()
 	}
@@ -75,7 +82,7 @@ func openSource(ctx context.Context, ref Ref, opts SourceOptions) (*source, erro
 	case TransportOCI:
 		return openLayout(ref, ref.Name, opts.Platform)
 	case TransportOCIArchive:
-		dir, err := extractOCIArchive(ctx, ref.Name)
+		dir, err := extractOCIArchive(ctx, ref.Name, maxBlob)
 		if err != nil {
 			return nil, err
 		}
@@ -348,9 +355,10 @@ func listOrNone(s []string) string {
 }
 
 // extractOCIArchive unpacks an oci-archive (a tar of an OCI layout) into a
-// temporary directory. Only plain files and directories with clean relative
-// names are accepted: an archive is input, not a place to trust.
-func extractOCIArchive(ctx context.Context, file string) (dir string, err error) {
+// temporary directory; with maxBlob > 0, files larger than that are left
+// out. Only plain files and directories with clean relative names are
+// accepted: an archive is input, not a place to trust.
+func extractOCIArchive(ctx context.Context, file string, maxBlob int64) (dir string, err error) {
 	f, err := os.Open(file)
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {
@@ -394,6 +402,9 @@ func extractOCIArchive(ctx context.Context, file string) (dir string, err error)
 				return "", err
 			}
 		case tar.TypeReg:
+			if maxBlob > 0 && hdr.Size > maxBlob {
+				continue
+			}
 			if err := os.MkdirAll(filepath.Dir(target), 0o755); err != nil {
 				return "", err
 			}
@@ -453,11 +464,18 @@ func openDockerArchive(ref Ref, want Platform) (*source, error) {
 	return src, nil
 }
 
+// resolveMaxBlob is the largest oci-archive member Resolve copies out:
+// indexes, manifests and configs are small, and layers need not be read.
+var resolveMaxBlob int64 = 4 << 20
+
 // Resolve returns the manifest digest the source has for ref on the
 // requested platform, without storing anything: what a build cache
 // compares with the digest a template was built from.
 func Resolve(ctx context.Context, ref Ref, opts SourceOptions) (string, error) {
-	src, err := openSource(ctx, ref, opts)
+	src, err := openSourceLimit(ctx, ref, opts, resolveMaxBlob)
+	if err != nil && ref.Transport == TransportOCIArchive {
+		src, err = openSource(ctx, ref, opts) // a config over the limit, say
+	}
 	if err != nil {
 		return "", err
 	}
