@@ -23,7 +23,7 @@ import (
 // layer shapes real builders produce that a hand-made layer may not: users
 // made by adduser, setuid and setgid modes, a fifo, names with blanks,
 // quotes, unicode and over 100 bytes, ids above 65535, a hard link whose
-// target is in a lower layer, whiteouts, a directory removed and made
+// target is in a lower layer, a hard link to a symlink (issue 16 item 1), whiteouts, a directory removed and made
 // again (opaque), a file turned into a directory and back, xattrs and a
 // file capability (from extra.tar: busybox has no setfattr), a multi-stage
 // COPY --from with --chown, and a VOLUME the rootfs lacks.
@@ -46,7 +46,7 @@ RUN set -e; ln /srv/hl/a /srv/hl/b; ln /srv/hl/a "/srv/odd/link with space"; \
     rm /srv/gone; rm -rf /srv/opaque; mkdir /srv/opaque; echo new > /srv/opaque/new; \
     rm /srv/swap/file2dir; mkdir /srv/swap/file2dir; echo in > /srv/swap/file2dir/x; \
     rm -rf /srv/swap/dir2file; echo now-a-file > /srv/swap/dir2file; \
-    ln -s ../hl/a /srv/odd/sym; chown -R 200000:200000 /srv/shared; chmod 2775 /srv/shared
+    ln -s ../hl/a /srv/odd/sym; ln /srv/odd/sym /srv/odd/sym-hardlink; chown -R 200000:200000 /srv/shared; chmod 2775 /srv/shared
 COPY --from=builder --chown=1500:1500 /xa /opt/xa
 VOLUME /srv/vol-missing
 CMD ["/bin/sh", "-c", "sleep infinity"]
@@ -97,6 +97,9 @@ func e2eExtraTar(t *testing.T, file string) {
 // unpack, tar of umoci's rootfs. The one allowed difference is the image's
 // VOLUME, which nexcage adds as a directory.
 func TestBuildahImagesMatchUmoci(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds a real image with buildah (about 30s): not with -short")
+	}
 	testenv.RequireRoot(t) // buildah's chroot RUN, and owners kept by umoci and tar
 	buildah := testenv.RequireTool(t, "buildah")
 	skopeo := testenv.RequireTool(t, "skopeo")
@@ -173,10 +176,14 @@ func TestBuildahImagesMatchUmoci(t *testing.T) {
 	testenv.Run(t, umoci, "unpack", "--image", refLayout+":e2e", bundle)
 	testenv.Run(t, tarTool, "--numeric-owner", "--xattrs", "--xattrs-include=*", "--sort=name", "-C", filepath.Join(bundle, "rootfs"), "-cf", refTar, ".")
 
-	snap := func(template string) fstree.Tree {
+	// The mapped root of an unprivileged extraction must reach its
+	// rootfs, as under /var/lib/lxc on a PVE host.
+	os.Chmod(work, 0o755)
+	os.Chmod(filepath.Dir(work), 0o755)
+	snap := func(template string, unprivileged bool) fstree.Tree {
 		t.Helper()
 		root := filepath.Join(work, "extract-"+filepath.Base(template))
-		if _, err := pvetest.Extract(context.Background(), template, root, false); err != nil {
+		if _, err := pvetest.Extract(context.Background(), template, root, unprivileged); err != nil {
 			t.Fatal(err)
 		}
 		s, err := fstree.Snapshot(root, fstree.Options{
@@ -194,7 +201,7 @@ func TestBuildahImagesMatchUmoci(t *testing.T) {
 		delete(s, ".")
 		return s
 	}
-	want, got := snap(refTar), snap(filepath.Join(out, "oci.tar.zst"))
+	want, got := snap(refTar, false), snap(filepath.Join(out, "oci.tar.zst"), false)
 
 	// The comparison proves something only if buildah made the shapes.
 	shapes := map[string]func(e *fstree.Entry) bool{
@@ -202,6 +209,7 @@ func TestBuildahImagesMatchUmoci(t *testing.T) {
 		// buildah's layer of the two \`ln\`s holds the new names but not the
 		// unchanged lower a: they are a hard link group of their own.
 		"srv/hl/b":                              func(e *fstree.Entry) bool { return len(e.Group) == 1 && e.Mode&0o4000 != 0 },
+		"srv/odd/sym-hardlink":                  func(e *fstree.Entry) bool { return e.Type == "symlink" && len(e.Group) == 1 },
 		"srv/fifo":                              func(e *fstree.Entry) bool { return e.Type == "fifo" },
 		"srv/high":                              func(e *fstree.Entry) bool { return e.UID == 200000 && e.GID == 200001 },
 		"srv/shared":                            func(e *fstree.Entry) bool { return e.UID == 200000 && e.Mode&0o2000 != 0 },
@@ -236,4 +244,44 @@ func TestBuildahImagesMatchUmoci(t *testing.T) {
 	for _, d := range fstree.Diff(want, got) {
 		t.Error(d)
 	}
+
+	// Unprivileged, as PVE creates CTs by default: --squash-high-ids, and
+	// extracted through lxc-usernsexec. The reference, shifted by PVE's
+	// map with ids above 65535 squashed, must come out.
+	testenv.RequireTool(t, "lxc-usernsexec")
+	unpriv := filepath.Join(out, "unprivileged.tar.zst")
+	if code, stdout, stderr := runCLI(t, "build", "-q", "--squash-high-ids", "--store", store, "-o", unpriv, "oci:"+layoutDir+":e2e"); code != 0 {
+		t.Fatalf("nexcage build --squash-high-ids: exit %d\n%s%s", code, stdout, stderr)
+	}
+	got = snap(unpriv, true)
+	delete(got, "srv/vol-missing")
+	for _, e := range want {
+		e.UID, e.GID = shiftID(e.UID), shiftID(e.GID)
+	}
+	for _, e := range got {
+		// A capability written inside a user namespace is stored as v3,
+		// carrying the namespace's root; the capabilities must match.
+		if v, ok := e.Xattrs["security.capability"]; ok {
+			e.Xattrs["security.capability"] = capAsV2(v)
+		}
+	}
+	for _, d := range fstree.Diff(want, got) {
+		t.Error("unprivileged: " + d)
+	}
+}
+
+func shiftID(id uint32) uint32 {
+	if id > 65535 {
+		id = 65534
+	}
+	return id + pvetest.IDMapBase
+}
+
+func capAsV2(v string) string {
+	b := []byte(v)
+	if len(b) != 24 || binary.LittleEndian.Uint32(b)>>24 != 3 {
+		return v
+	}
+	binary.LittleEndian.PutUint32(b, binary.LittleEndian.Uint32(b)&0x00ffffff|2<<24)
+	return string(b[:20])
 }
