@@ -147,13 +147,13 @@ func run(argv []string, stdout, stderr *os.File) int {
 		fmt.Fprintf(stderr, "nexcage %s: %s\nusage: %s\nRun 'nexcage %s --help' for details.\n", c.name, flagError(fs, err), usageLine(c), c.name)
 		return exitUsage
 	}
-	noteDeprecated(fs, c, stderr)
 	base := progress.Discard
 	if !e.json {
 		base = progress.New(stderr, e.quiet)
 	}
 	e.warnings = progress.Record(base)
 	e.progress = e.warnings
+	noteDeprecated(fs, e.progress)
 
 	ctx, stop := signalContext()
 	defer stop()

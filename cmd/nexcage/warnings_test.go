@@ -140,6 +140,12 @@ func TestWarningsSurviveQuietAndJSON(t *testing.T) {
 		t.Errorf("build --json warnings %q, want the dropped device nodes", ws)
 	}
 
+	// cmd's own warnings take the same path: an old flag spelling.
+	code, stdout, stderr = runCLI(t, "build", "--json", "--version", "8", "--store", store, "oci:"+dir+":dev", "-o", out+"/dep/")
+	if ws := jsonWarnings(t, jsonResult(t, stdout)); code != 0 || stderr != "" || !hasWarning(ws, "warning: --version is now --template-version") {
+		t.Errorf("build --json --version: exit %d, stderr %q, warnings %q: want the note in the array", code, stderr, ws)
+	}
+
 	// A failure after the warning: the {"ok": false} object keeps it.
 	code, stdout, stderr = runCLI(t, "build", "--json", "--store", store, "oci:"+dir+":high", "-o", out+"/high/")
 	m = jsonResult(t, stdout)
