@@ -146,6 +146,15 @@ func TestWarningsSurviveQuietAndJSON(t *testing.T) {
 		t.Errorf("build --json --version: exit %d, stderr %q, warnings %q: want the note in the array", code, stderr, ws)
 	}
 
+	// Several images at once: one array, each warning naming its image.
+	code, stdout, stderr = runCLI(t, "build", "--json", "--store", store, "oci:"+dir+":dev", "oci:"+dir+":high", "--squash-high-ids", "-o", out+"/batch/")
+	ws := jsonWarnings(t, jsonResult(t, stdout))
+	for _, tag := range []string{"dev", "high"} {
+		if !hasWarning(ws, "warning: oci:"+dir+":"+tag+": dropped 2 device node(s) outside /dev") {
+			t.Errorf("batch build --json: exit %d, stderr %q, warnings %q: want the %s image's warning naming it", code, stderr, ws, tag)
+		}
+	}
+
 	// A failure after the warning: the {"ok": false} object keeps it.
 	code, stdout, stderr = runCLI(t, "build", "--json", "--store", store, "oci:"+dir+":high", "-o", out+"/high/")
 	m = jsonResult(t, stdout)

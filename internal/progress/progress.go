@@ -75,6 +75,19 @@ func (warnOnly) Step(string, ...any)               {}
 func (w warnOnly) Warn(format string, args ...any) { w.r.Warn(format, args...) }
 func (warnOnly) Bytes(string, int64) Counter       { return nopCounter{} }
 
+// WarnPrefix is r with prefix before each warning: several builds share
+// one stderr and one warnings array, and each warning must name its image.
+func WarnPrefix(r Reporter, prefix string) Reporter { return warnPrefix{r, prefix} }
+
+type warnPrefix struct {
+	Reporter
+	prefix string
+}
+
+func (w warnPrefix) Warn(format string, args ...any) {
+	w.Reporter.Warn("%s%s", w.prefix, fmt.Sprintf(format, args...))
+}
+
 // Recorder passes everything on to its Reporter and keeps each warning, in
 // the order given, for a result object (--json) that must carry them.
 type Recorder struct {
