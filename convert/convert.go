@@ -67,6 +67,10 @@ type Result struct {
 	// before it was written, while build read the layers (see
 	// internal/zframe); the rest was compressed by the writer.
 	Precompressed int64 `json:"precompressed_bytes,omitempty"`
+	// AddedVolumeDirs are the image's volumes the rootfs lacked, added to
+	// the template as empty directories (root:root 0755) so that PVE
+	// and LXC have a mount point, as docker and podman create them.
+	AddedVolumeDirs []string `json:"added_volume_dirs,omitempty"`
 }
 
 // Source identifies where a rootfs came from, for the manifest and for
@@ -116,6 +120,8 @@ type plan struct {
 	system      bool
 	config      *lxc.Config
 	meta        Metadata
+	// addedVolumes are the volume directories prepareTree added.
+	addedVolumes []string
 }
 
 // Write turns a tree plus its runtime config into a template and sidecars.
@@ -136,6 +142,7 @@ func Write(ctx context.Context, tree *tartree.Tree, spec *runtimeSpec, opts Opti
 	if err != nil {
 		return nil, err
 	}
+	res.AddedVolumeDirs = p.addedVolumes
 	rep.Step("wrote %s (%s, sha256 %s)", res.Template, progress.HumanBytes(res.Metadata.Template.Size), res.Metadata.Template.SHA256[:12])
 	return res, nil
 }
@@ -151,7 +158,8 @@ func makePlan(tree *tartree.Tree, spec *runtimeSpec, src Source, opts Options, r
 	if err := checkVolumes(spec); err != nil {
 		return nil, err
 	}
-	if err := prepareTree(tree, spec, opts, rep); err != nil {
+	var err error
+	if p.addedVolumes, err = prepareTree(tree, spec, opts, rep); err != nil {
 		return nil, err
 	}
 
@@ -163,7 +171,6 @@ func makePlan(tree *tartree.Tree, spec *runtimeSpec, src Source, opts Options, r
 	if arch == "" {
 		return nil, fmt.Errorf("cannot tell the rootfs's architecture: config.json has no %s annotation and /bin/sh is not an ELF binary; set the annotation (nexcage unpack does)", annotationArch)
 	}
-	var err error
 	if p.arch, err = DebianArch(arch, variant); err != nil {
 		return nil, err
 	}
@@ -277,10 +284,12 @@ func (p *plan) chooseOutput() error {
 }
 
 // prepareTree applies what a template must be: /dev empty, no device
-// nodes, image volumes present as directories, ids mappable.
-func prepareTree(tree *tartree.Tree, spec *runtimeSpec, opts Options, rep progress.Reporter) error {
+// nodes, image volumes present as directories, ids mappable. It returns
+// the volume directories it added (absolute container paths), each also
+// announced on rep: the template then holds a directory the image did not.
+func prepareTree(tree *tartree.Tree, spec *runtimeSpec, opts Options, rep progress.Reporter) (added []string, err error) {
 	if tree.Root.Type != tar.TypeDir {
-		return fmt.Errorf("the rootfs root is not a directory")
+		return nil, fmt.Errorf("the rootfs root is not a directory")
 	}
 	if dev := tree.Get("dev"); dev != nil && dev.Type == tar.TypeDir {
 		dev.ClearChildren()
@@ -307,13 +316,15 @@ func prepareTree(tree *tartree.Tree, spec *runtimeSpec, opts Options, rep progre
 		}
 		if n, _ := tree.Resolve(rel); n != nil {
 			if n.Type != tar.TypeDir {
-				return fmt.Errorf("image volume %s is not a directory in the rootfs: fix the image's VOLUME or the file at that path", v)
+				return nil, fmt.Errorf("image volume %s is not a directory in the rootfs: fix the image's VOLUME or the file at that path", v)
 			}
 			continue
 		}
 		tree.Put(rel, &tartree.Node{Type: tar.TypeDir, Mode: 0o755, ModTime: tree.Root.ModTime})
+		added = append(added, "/"+rel)
+		rep.Step("image volume /%s is not in the rootfs: added as an empty directory (root:root 0755) to mount it on", rel)
 	}
-	return checkIDs(tree, opts)
+	return added, checkIDs(tree, opts)
 }
 
 func checkIDs(tree *tartree.Tree, opts Options) error {

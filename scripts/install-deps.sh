@@ -13,6 +13,7 @@ tools=(
 	"docker-registry:docker-registry"
 	"skopeo:skopeo"
 	"umoci:umoci"
+	"buildah:buildah"
 	"lxc-start:lxc"
 	"lxc-usernsexec:lxc"
 	"lxc-attach:lxc"

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/nexcage/nexcage/convert"
+	"github.com/nexcage/nexcage/internal/progress"
 	"github.com/nexcage/nexcage/rootfs"
 )
 
@@ -64,7 +65,13 @@ func runBuild(ctx context.Context, e *env, args []string) (any, error) {
 			defer func() { <-sem }()
 			start := time.Now()
 			stages := map[string]float64{}
-			res, fresh, err := buildOne(ctx, e, store, ref, so, opts, stages)
+			be, o := e, opts
+			if len(refs) > 1 {
+				c := *e
+				c.progress = progress.WarnPrefix(e.progress, ref.String()+": ")
+				be, o.Progress = &c, c.progress
+			}
+			res, fresh, err := buildOne(ctx, be, store, ref, so, o, stages)
 			results[i] = buildResult{Image: ref.String(), UpToDate: !fresh && err == nil, Result: res, Seconds: time.Since(start).Seconds(), Stages: stages}
 			if err != nil {
 				results[i].Error = err.Error()

@@ -270,7 +270,7 @@ func TestTemplateVersionFlag(t *testing.T) {
 	if status != exitOK || !strings.Contains(stdout, "-app_8_") {
 		t.Fatalf("--version: exit %d, stdout %q, stderr %q", status, stdout, stderr)
 	}
-	if want := "nexcage build: --version is now --template-version"; !strings.HasPrefix(stderr, want) || strings.Count(stderr, "\n") != 1 {
+	if want := "warning: --version is now --template-version"; !strings.HasPrefix(stderr, want) || strings.Count(stderr, "\n") != 1 {
 		t.Errorf("--version: stderr %q, want one line starting %q", stderr, want)
 	}
 

@@ -180,7 +180,7 @@ func loadTemplate(ctx context.Context, e *env, h *pct.Host, arg string) (*pct.Te
 		switch {
 		case errors.As(err, &unsafe) && e.deploy.allowRawLXC:
 			for _, l := range unsafe.Lines {
-				fmt.Fprintf(e.stderr, "warning: %s: dropped %s\n", confPath, l)
+				e.progress.Warn("%s: dropped %s", confPath, l)
 			}
 		case unsafe != nil:
 			return nil, fmt.Errorf("the template's config %s has lines nexcage does not write, which a template may not set: %w; remove them, or pass --allow-raw-lxc to deploy without them", confPath, err)

@@ -3,7 +3,6 @@ package main
 import (
 	"errors"
 	"fmt"
-	"io"
 	"math"
 	"sort"
 	"strconv"
@@ -12,6 +11,7 @@ import (
 
 	"github.com/spf13/pflag"
 
+	"github.com/nexcage/nexcage/internal/progress"
 	"github.com/nexcage/nexcage/rootfs"
 )
 
@@ -261,11 +261,11 @@ var deprecatedFlags = map[string]string{
 	"version": "template-version",
 }
 
-// noteDeprecated prints one line on stderr for each old spelling used.
-func noteDeprecated(fs *pflag.FlagSet, c *command, w io.Writer) {
+// noteDeprecated warns once for each old spelling used.
+func noteDeprecated(fs *pflag.FlagSet, rep progress.Reporter) {
 	for old, now := range deprecatedFlags {
 		if f := fs.Lookup(old); f != nil && f.Changed {
-			fmt.Fprintf(w, "nexcage %s: --%s is now --%s; the old spelling will go away\n", c.name, old, now)
+			rep.Warn("--%s is now --%s; the old spelling will go away", old, now)
 		}
 	}
 }

@@ -4,6 +4,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -71,8 +72,12 @@ type opts struct {
 type env struct {
 	opts
 	stdout, stderr io.Writer
-	progress       progress.Reporter
-	cmd            *command
+	// progress is the Recorder below, so every warning a library reports
+	// reaches the user: stderr in text mode (also with -q), the result's
+	// "warnings" array with --json.
+	progress progress.Reporter
+	warnings *progress.Recorder
+	cmd      *command
 }
 
 // usageError is a mistake in the command line: exit 2 and the usage line.
@@ -142,8 +147,13 @@ func run(argv []string, stdout, stderr *os.File) int {
 		fmt.Fprintf(stderr, "nexcage %s: %s\nusage: %s\nRun 'nexcage %s --help' for details.\n", c.name, flagError(fs, err), usageLine(c), c.name)
 		return exitUsage
 	}
-	noteDeprecated(fs, c, stderr)
-	e.progress = progress.New(stderr, e.quiet || e.json)
+	base := progress.Discard
+	if !e.json {
+		base = progress.New(stderr, e.quiet)
+	}
+	e.warnings = progress.Record(base)
+	e.progress = e.warnings
+	noteDeprecated(fs, e.progress)
 
 	ctx, stop := signalContext()
 	defer stop()
@@ -183,15 +193,15 @@ func run(argv []string, stdout, stderr *os.File) int {
 		if e.json {
 			var fw *failedWith
 			if errors.As(err, &fw) {
-				writeJSON(stdout, fw.result)
+				writeResult(stdout, stderr, fw.result, e.warnings.Warnings())
 			} else {
-				writeJSON(stdout, map[string]any{"ok": false, "command": c.name, "error": msg, "exit_status": status})
+				writeResult(stdout, stderr, map[string]any{"ok": false, "command": c.name, "error": msg, "exit_status": status}, e.warnings.Warnings())
 			}
 		}
 		return status
 	}
-	if e.json && result != nil {
-		writeJSON(stdout, result)
+	if e.json {
+		writeResult(stdout, stderr, result, e.warnings.Warnings())
 	}
 	return exitOK
 }
@@ -243,6 +253,74 @@ func printCommandHelp(w io.Writer, c *command, fs *pflag.FlagSet) {
 		fmt.Fprintf(w, "\n%s\n", strings.TrimSpace(c.help))
 	}
 	fmt.Fprintf(w, "\nflags:\n%s", fs.FlagUsages())
+}
+
+// writeResult prints a command's --json result with every warning the
+// command reported as its "warnings" array of strings, last, after the
+// result's own keys (a library result's own "warnings" key, which repeats
+// what was reported, is replaced). A result that is not an object, or
+// none at all, cannot carry them: they go to stderr then, never nowhere.
+func writeResult(stdout, stderr io.Writer, v any, warnings []string) {
+	if v != nil {
+		if obj, err := withWarnings(v, warnings); err == nil {
+			var out bytes.Buffer
+			if json.Indent(&out, obj, "", "  ") == nil {
+				out.WriteByte('\n')
+				stdout.Write(out.Bytes())
+				return
+			}
+		}
+		writeJSON(stdout, v)
+	}
+	for _, w := range warnings {
+		fmt.Fprintf(stderr, "warning: %s\n", w)
+	}
+}
+
+var errNotObject = errors.New("not a JSON object")
+
+// withWarnings re-encodes v as a JSON object with a "warnings" key, keeping
+// the order of its other keys.
+func withWarnings(v any, warnings []string) ([]byte, error) {
+	raw, err := json.Marshal(v)
+	if err != nil {
+		return nil, err
+	}
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
+		return nil, errNotObject
+	}
+	var out bytes.Buffer
+	out.WriteByte('{')
+	for dec.More() {
+		t, err := dec.Token()
+		if err != nil {
+			return nil, err
+		}
+		var val json.RawMessage
+		if err := dec.Decode(&val); err != nil {
+			return nil, err
+		}
+		if t == "warnings" {
+			continue
+		}
+		k, _ := json.Marshal(t)
+		out.Write(k)
+		out.WriteByte(':')
+		out.Write(val)
+		out.WriteByte(',')
+	}
+	if warnings == nil {
+		warnings = []string{}
+	}
+	w, err := json.Marshal(warnings)
+	if err != nil {
+		return nil, err
+	}
+	out.WriteString(`"warnings":`)
+	out.Write(w)
+	out.WriteByte('}')
+	return out.Bytes(), nil
 }
 
 func writeJSON(w io.Writer, v any) {

@@ -1,6 +1,7 @@
 // Package progress reports what a long command is doing: redrawn bars on a
 // terminal, one plain line per step otherwise (logs and CI stay readable),
-// nothing at all with -q.
+// only warnings with -q. A Recorder keeps every warning as data, so a
+// command can put them in its result.
 package progress
 
 import (
@@ -33,12 +34,13 @@ type Counter interface {
 	Done(note string)
 }
 
-// New picks the reporter for w: nothing when quiet, bars on a terminal,
-// plain lines elsewhere.
+// New picks the reporter for w: only warnings when quiet (quiet hides
+// progress, never what the user should know), bars on a terminal, plain
+// lines elsewhere.
 func New(w *os.File, quiet bool) Reporter {
 	switch {
 	case quiet:
-		return Discard
+		return warnOnly{&lines{w: w}}
 	case IsTerminal(w):
 		return newBars(w)
 	default:
@@ -65,6 +67,54 @@ type nopCounter struct{}
 
 func (nopCounter) Add(int)     {}
 func (nopCounter) Done(string) {}
+
+// warnOnly passes on warnings and nothing else.
+type warnOnly struct{ r Reporter }
+
+func (warnOnly) Step(string, ...any)               {}
+func (w warnOnly) Warn(format string, args ...any) { w.r.Warn(format, args...) }
+func (warnOnly) Bytes(string, int64) Counter       { return nopCounter{} }
+
+// WarnPrefix is r with prefix before each warning: several builds share
+// one stderr and one warnings array, and each warning must name its image.
+func WarnPrefix(r Reporter, prefix string) Reporter { return warnPrefix{r, prefix} }
+
+type warnPrefix struct {
+	Reporter
+	prefix string
+}
+
+func (w warnPrefix) Warn(format string, args ...any) {
+	w.Reporter.Warn("%s%s", w.prefix, fmt.Sprintf(format, args...))
+}
+
+// Recorder passes everything on to its Reporter and keeps each warning, in
+// the order given, for a result object (--json) that must carry them.
+type Recorder struct {
+	Reporter
+	mu   sync.Mutex
+	list []string
+}
+
+// Record wraps r in a Recorder.
+func Record(r Reporter) *Recorder { return &Recorder{Reporter: r} }
+
+// Warn keeps the warning and passes it on.
+func (r *Recorder) Warn(format string, args ...any) {
+	msg := fmt.Sprintf(format, args...)
+	r.mu.Lock()
+	r.list = append(r.list, msg)
+	r.mu.Unlock()
+	r.Reporter.Warn("%s", msg)
+}
+
+// Warnings returns the warnings so far, never nil (an empty JSON array
+// says "none" more plainly than a missing key).
+func (r *Recorder) Warnings() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]string{}, r.list...)
+}
 
 // lines writes one line per step and per finished item.
 type lines struct {

@@ -52,3 +52,25 @@ func TestHumanBytes(t *testing.T) {
 		}
 	}
 }
+
+// TestQuietKeepsWarningsAndRecorderKeepsThem: -q hides steps and byte
+// counters but never a warning, and a Recorder keeps every warning, in
+// order and with its image's prefix, while passing it on.
+func TestQuietKeepsWarningsAndRecorderKeepsThem(t *testing.T) {
+	var buf bytes.Buffer
+	quiet := warnOnly{&lines{w: &buf}}
+	rec := Record(quiet)
+	if ws := rec.Warnings(); ws == nil || len(ws) != 0 {
+		t.Errorf("no warnings yet: %#v, want an empty non-nil list", ws)
+	}
+	rec.Step("pulling %s", "x")
+	rec.Bytes("layer", 10).Done("done")
+	rec.Warn("dropped %d", 2)
+	WarnPrefix(rec, "img: ").Warn("retrying")
+	if got, want := buf.String(), "warning: dropped 2\nwarning: img: retrying\n"; got != want {
+		t.Errorf("quiet output %q, want %q", got, want)
+	}
+	if ws := rec.Warnings(); len(ws) != 2 || ws[0] != "dropped 2" || ws[1] != "img: retrying" {
+		t.Errorf("recorded %q", ws)
+	}
+}

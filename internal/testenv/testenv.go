@@ -44,6 +44,7 @@ var toolPackages = map[string]string{
 	"docker-registry": "docker-registry",
 	"skopeo":          "skopeo",
 	"umoci":           "umoci",
+	"buildah":         "buildah",
 	"lxc-start":       "lxc",
 	"lxc-usernsexec":  "lxc",
 	"lxc-attach":      "lxc",
