@@ -23,6 +23,7 @@ import (
 	"github.com/opencontainers/umoci/oci/layer"
 
 	"github.com/nexcage/nexcage/internal/errkind"
+	"github.com/nexcage/nexcage/internal/limits"
 	"github.com/nexcage/nexcage/internal/progress"
 	"github.com/nexcage/nexcage/internal/tartree"
 	"github.com/nexcage/nexcage/internal/zframe"
@@ -47,6 +48,10 @@ type FlattenOptions struct {
 	// Clamp is the template's mtime clamp (convert.Options'
 	// SourceDateEpoch), which runs compressed ahead must apply too.
 	Clamp time.Time
+	// MaxEntries bounds the members of all the image's layers together
+	// (default DefaultMaxEntries): each costs memory until the tree is
+	// written.
+	MaxEntries int64
 }
 
 // DefaultMaxLayerSize is far above any real layer.
@@ -66,6 +71,7 @@ type Flattened struct {
 	dir     string
 	spills  []*os.File
 	maxSize int64
+	budget  *entryBudget
 	pre     *zframe.Precompressor
 	clamp   time.Time
 }
@@ -118,7 +124,7 @@ func (s *Store) Flatten(ctx context.Context, img Image, opts FlattenOptions) (_ 
 	if err != nil {
 		return nil, fmt.Errorf("create a temporary directory for the layers: %w", err)
 	}
-	f := &Flattened{Image: img, dir: dir, spills: make([]*os.File, len(manifest.Layers)), maxSize: opts.MaxLayerSize, clamp: opts.Clamp}
+	f := &Flattened{Image: img, dir: dir, spills: make([]*os.File, len(manifest.Layers)), maxSize: opts.MaxLayerSize, clamp: opts.Clamp, budget: newEntryBudget(opts.MaxEntries, dir)}
 	defer func() {
 		if err != nil {
 			f.Close()
@@ -189,7 +195,7 @@ func (s *Store) PullFlatten(ctx context.Context, ref Ref, popts PullOptions, fop
 	if err != nil {
 		return Image{}, nil, fmt.Errorf("create a temporary directory for the layers: %w", err)
 	}
-	f := &Flattened{dir: dir, maxSize: fopts.MaxLayerSize, clamp: fopts.Clamp}
+	f := &Flattened{dir: dir, maxSize: fopts.MaxLayerSize, clamp: fopts.Clamp, budget: newEntryBudget(fopts.MaxEntries, dir)}
 	if err := f.precompress(fopts.PrecompressLevel); err != nil {
 		f.Close()
 		return Image{}, nil, err
@@ -327,7 +333,7 @@ func readLayers(ctx context.Context, f *Flattened, layers []ispec.Descriptor, di
 			var spill *os.File
 			if err == nil {
 				sp := newSpeculator(f.pre, f.clamp, i == 0)
-				read, spill, err = readLayer(ctx, in, f.dir, i, l, diffIDs[i], f.maxSize, f.pre, sp, c)
+				read, spill, err = readLayer(ctx, in, f.dir, i, l, diffIDs[i], f.maxSize, f.budget, f.pre, sp, c)
 				in.Close()
 			}
 			f.spills[i] = spill
@@ -355,7 +361,7 @@ func readLayers(ctx context.Context, f *Flattened, layers []ispec.Descriptor, di
 	return out, nil
 }
 
-func readLayer(ctx context.Context, blob io.Reader, dir string, i int, d ispec.Descriptor, diffID digest.Digest, limit int64, pre *zframe.Precompressor, sp *speculator, c progress.Counter) (layerRead, *os.File, error) {
+func readLayer(ctx context.Context, blob io.Reader, dir string, i int, d ispec.Descriptor, diffID digest.Digest, limit int64, budget *entryBudget, pre *zframe.Precompressor, sp *speculator, c progress.Counter) (layerRead, *os.File, error) {
 	var none layerRead
 	if limit <= 0 {
 		limit = DefaultMaxLayerSize
@@ -408,11 +414,22 @@ func readLayer(ctx context.Context, blob io.Reader, dir string, i int, d ispec.D
 		if err != nil {
 			return none, spill, err
 		}
+		if err := budget.add(hdr.Name); err != nil {
+			return none, spill, err
+		}
+		if err := checkLinkTarget(hdr); err != nil {
+			return none, spill, err
+		}
 		e := layerEntry{hdr: *hdr}
 		run, src := sp.member(hdr, clean, tartree.Section{From: spill, Off: offset})
 		e.src = src
 		if hdr.Typeflag == tar.TypeReg || hdr.Typeflag == tar.TypeRegA {
 			e.hdr.Typeflag = tar.TypeReg
+			// A sparse entry claims its size in a few bytes: check the
+			// disk can take it before writing any.
+			if err := budget.reserve(min(hdr.Size, limit-content+1), hdr.Name); err != nil {
+				return none, spill, err
+			}
 			// A large file compressed ahead is kept only compressed, and
 			// so is one in a run that keeps what it is given.
 			var dst io.Writer = w
@@ -436,7 +453,7 @@ func readLayer(ctx context.Context, blob io.Reader, dir string, i int, d ispec.D
 				}
 			}
 			if content+n > limit {
-				return none, spill, errkind.Errorf(ErrTooLarge, "the layer unpacks to more than %s of file content (entry %s claims %d bytes): refusing what looks like a decompression bomb; if the image is genuine, raise the limit with --max-layer-size", progress.HumanBytes(limit), quoteName(hdr.Name), hdr.Size)
+				return none, spill, limits.Errorf(ErrTooLarge, limits.LayerSize, content+n, limit, "the layer unpacks to more than %s of file content (entry %s claims %d bytes): refusing what looks like a decompression bomb", progress.HumanBytes(limit), quoteName(hdr.Name), hdr.Size)
 			}
 			if err != nil {
 				return none, spill, errkind.Errorf(errCorruptBlob, "entry %s: %v: the stored blob is corrupt; pull the image again", quoteName(hdr.Name), err)
@@ -493,6 +510,12 @@ type flattener struct {
 	// upper holds the resolved paths this layer wrote and their ancestors:
 	// a whiteout in the same layer must spare them.
 	upper map[string]bool
+	// cleaned holds the directories a whiteout in this layer has already
+	// emptied of everything lower layers put there: anything in them now
+	// is this layer's, so another whiteout of them, or of one of their
+	// ancestors, need not look inside again. Without it a whiteout
+	// repeated N times over N entries costs N².
+	cleaned map[string]bool
 	// inodes numbers hard link groups.
 	nextInode uint64
 }
@@ -501,10 +524,13 @@ func newFlattener() *flattener {
 	t := tartree.New()
 	// As Unpack makes the root: 0755, root-owned, mtime 0.
 	t.Root.ModTime = time.Unix(0, 0)
-	return &flattener{tree: t, upper: map[string]bool{}}
+	return &flattener{tree: t, upper: map[string]bool{}, cleaned: map[string]bool{}}
 }
 
-func (fl *flattener) endLayer() { fl.upper = map[string]bool{} }
+func (fl *flattener) endLayer() {
+	fl.upper = map[string]bool{}
+	fl.cleaned = map[string]bool{}
+}
 
 var epoch = time.Unix(0, 0)
 
@@ -512,6 +538,9 @@ func (fl *flattener) apply(e layerEntry) error {
 	hdr := &e.hdr
 	clean, err := cleanEntryName(hdr.Name)
 	if err != nil {
+		return err
+	}
+	if err := checkLinkTarget(hdr); err != nil {
 		return err
 	}
 	dirPart, base := filepath.Split(clean)
@@ -665,10 +694,17 @@ func (fl *flattener) hardlink(hdr *tar.Header) (*tartree.Node, error) {
 // symlinks followed inside the root, missing components (and non-
 // directories in the way, when create) made into directories. Relative
 // symlinks climbing above the root are refused, as Unpack refuses them.
+//
+// Each component costs one lookup in its parent's node, not a walk from
+// the root, and the resolved path is bounded by PATH_MAX and the links
+// followed by Linux's 40: a symlink of thousands of components, or a
+// chain of them, costs what the kernel would let it cost.
 func (fl *flattener) resolveDir(entry, rel string, create bool) (string, error) {
 	pending := strings.Split(strings.Trim(filepath.Clean("/"+rel), "/"), "/")
 	var resolved []string
-	hops := 0
+	// nodes[i] is the node resolved[:i] names (nil past a missing one).
+	nodes := []*tartree.Node{fl.tree.Root}
+	length, hops := 0, 0
 	for len(pending) > 0 {
 		c := pending[0]
 		pending = pending[1:]
@@ -679,18 +715,19 @@ func (fl *flattener) resolveDir(entry, rel string, create bool) (string, error) 
 			if len(resolved) == 0 {
 				return "", errkind.Errorf(ErrHostileLayer, "entry %s is written through a symlink that points outside the root", quoteName(entry))
 			}
-			resolved = resolved[:len(resolved)-1]
+			length -= len(resolved[len(resolved)-1]) + 1
+			resolved, nodes = resolved[:len(resolved)-1], nodes[:len(nodes)-1]
 			continue
 		}
-		next := strings.Join(append(resolved, c), "/")
-		n := fl.tree.Get(next)
+		parent := nodes[len(nodes)-1]
+		n := parent.Child(c)
 		switch {
 		case n != nil && n.Type == tar.TypeSymlink:
-			if hops++; hops > 40 {
-				return "", errkind.Errorf(ErrHostileLayer, "entry %s: too many levels of symbolic links", quoteName(entry))
+			if hops++; hops > maxSymlinkHops {
+				return "", limits.Errorf(ErrHostileLayer, limits.SymlinkHops, int64(hops), maxSymlinkHops, "entry %s: too many levels of symbolic links", quoteName(entry))
 			}
 			if strings.HasPrefix(n.Linkname, "/") {
-				resolved = nil
+				resolved, nodes, length = resolved[:0], nodes[:1], 0
 			}
 			pending = append(strings.Split(n.Linkname, "/"), pending...)
 			continue
@@ -698,9 +735,13 @@ func (fl *flattener) resolveDir(entry, rel string, create bool) (string, error) 
 		case create:
 			// Missing, or a non-directory umoci's mkdirAll removes: an
 			// implicit directory with fixed metadata (see normalise).
-			fl.tree.Put(next, &tartree.Node{Type: tar.TypeDir, Mode: 0o755, ModTime: epoch})
+			n = &tartree.Node{Type: tar.TypeDir, Mode: 0o755, ModTime: epoch}
+			parent.SetChild(c, n)
 		}
-		resolved = append(resolved, c)
+		if length += len(c) + 1; length >= pathMax {
+			return "", limits.Errorf(ErrHostileLayer, limits.PathLength, int64(length), pathMax-1, "entry %s resolves through symlinks to a path longer than Linux's PATH_MAX (%d)", quoteName(entry), pathMax)
+		}
+		resolved, nodes = append(resolved, c), append(nodes, n)
 	}
 	if len(resolved) == 0 {
 		return ".", nil
@@ -719,16 +760,19 @@ func (fl *flattener) whiteout(p string, opaque bool) {
 		fl.tree.Remove(p)
 		return
 	}
-	if n.Type != tar.TypeDir {
+	if n.Type != tar.TypeDir || fl.cleaned[p] {
 		return
 	}
+	fl.cleaned[p] = true
 	for _, name := range n.Children() {
 		fl.whiteout(join(p, name), false)
 	}
 }
 
+// markUpper marks p and its ancestors; an upper path's ancestors are
+// upper already, so each path is marked once per layer.
 func (fl *flattener) markUpper(p string) {
-	for {
+	for !fl.upper[p] {
 		fl.upper[p] = true
 		if p == "." {
 			return

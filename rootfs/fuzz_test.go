@@ -14,6 +14,7 @@ import (
 	ispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/nexcage/nexcage/internal/progress"
+	"github.com/nexcage/nexcage/internal/testenv"
 )
 
 func FuzzParseRef(f *testing.F) {
@@ -21,6 +22,7 @@ func FuzzParseRef(f *testing.F) {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
+		defer testenv.Timed(t)()
 		r, err := ParseRef(s)
 		if err != nil {
 			if err.Error() == "" {
@@ -65,14 +67,16 @@ func FuzzFlatten(f *testing.F) {
 	f.Add(tarOf(reg("f"), tar.Header{Name: "h", Typeflag: tar.TypeLink, Linkname: "f"}), tarOf(tar.Header{Name: "f", Typeflag: tar.TypeDir, Mode: 0o700}))
 	f.Add(tarOf(reg("../x"), reg("/abs")), tarOf(reg(".wh..."), reg("./")))
 	f.Fuzz(func(t *testing.T, layer1, layer2 []byte) {
+		defer testenv.Timed(t)()
 		work := t.TempDir()
 		spillDir := filepath.Join(work, "spill")
 		os.Mkdir(spillDir, 0o755)
 		fl := newFlattener()
+		budget := newEntryBudget(1<<16, spillDir)
 		for i, raw := range [][]byte{layer1, layer2} {
 			d := ispec.Descriptor{MediaType: ispec.MediaTypeImageLayer, Digest: digest.FromBytes(raw), Size: int64(len(raw))}
 			// A small limit: sparse entries can claim terabytes.
-			read, spill, err := readLayer(context.Background(), bytes.NewReader(raw), spillDir, i, d, digest.FromBytes(raw), 1<<20, nil, nil, progress.Discard.Bytes("", 0))
+			read, spill, err := readLayer(context.Background(), bytes.NewReader(raw), spillDir, i, d, digest.FromBytes(raw), 1<<20, budget, nil, nil, progress.Discard.Bytes("", 0))
 			if spill != nil {
 				defer spill.Close()
 			}

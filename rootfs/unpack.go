@@ -30,6 +30,7 @@ import (
 
 	"github.com/nexcage/nexcage/internal/annotation"
 	"github.com/nexcage/nexcage/internal/atomicfile"
+	"github.com/nexcage/nexcage/internal/limits"
 	"github.com/nexcage/nexcage/internal/progress"
 )
 
@@ -44,6 +45,9 @@ type UnpackOptions struct {
 	// MaxLayerSize bounds the file content one layer may unpack to
 	// (default DefaultMaxLayerSize), as for Flatten.
 	MaxLayerSize int64
+	// MaxEntries bounds the members of all the image's layers together
+	// (default DefaultMaxEntries), as for Flatten.
+	MaxEntries int64
 }
 
 // UnpackResult says what Unpack wrote.
@@ -151,6 +155,7 @@ func (s *Store) Unpack(ctx context.Context, img Image, bundle string, opts Unpac
 	defer restoreLog()
 	u := &unpacker{
 		limit:    opts.MaxLayerSize,
+		budget:   newEntryBudget(opts.MaxEntries, rootfsDir),
 		root:     rootfsDir,
 		mapOpts:  mapOpts,
 		rootless: opts.Rootless,
@@ -320,6 +325,11 @@ type unpacker struct {
 	implicit map[string]struct{}
 	devices  int
 	entries  int
+	budget   *entryBudget
+	// whited holds the paths this layer's whiteouts have already cleared
+	// of lower layers' files: umoci walks a whiteout's whole target each
+	// time, so N repeats over N files would cost N² (see skipWhiteout).
+	whited *pathSet
 }
 
 func (u *unpacker) layer(ctx context.Context, s *Store, d ispec.Descriptor, diffID digest.Digest, c progress.Counter) error {
@@ -337,6 +347,7 @@ func (u *unpacker) layer(ctx context.Context, s *Store, d ispec.Descriptor, diff
 	// the paths this layer wrote so whiteouts spare them, and that memory
 	// must not leak into the next layer's whiteouts.
 	extract := layer.NewTarExtractor(&layer.UnpackOptions{OnDiskFormat: layer.DirRootfs{MapOptions: u.mapOpts}})
+	u.whited = &pathSet{}
 	limit, written := u.limit, int64(0)
 	if limit <= 0 {
 		limit = DefaultMaxLayerSize
@@ -354,9 +365,16 @@ func (u *unpacker) layer(ctx context.Context, s *Store, d ispec.Descriptor, diff
 		if err != nil {
 			return errkind.Errorf(errCorruptBlob, "the layer is not a valid tar stream (%v)", err)
 		}
-		keep, err := u.check(hdr)
+		if err := u.budget.add(hdr.Name); err != nil {
+			return err
+		}
+		keep, skip, err := u.check(hdr)
 		if err != nil {
 			return err
+		}
+		if skip {
+			u.entries++
+			continue
 		}
 		if u.rootless && (hdr.Typeflag == tar.TypeChar || hdr.Typeflag == tar.TypeBlock) {
 			u.devices++
@@ -365,7 +383,10 @@ func (u *unpacker) layer(ctx context.Context, s *Store, d ispec.Descriptor, diff
 		// size: check before a byte is written.
 		if hdr.Typeflag == tar.TypeReg {
 			if written += hdr.Size; written > limit {
-				return errkind.Errorf(ErrTooLarge, "the layer unpacks to more than %s of file content (entry %s claims %d bytes): refusing what looks like a decompression bomb; if the image is genuine, raise the limit", progress.HumanBytes(limit), quoteName(hdr.Name), hdr.Size)
+				return limits.Errorf(ErrTooLarge, limits.LayerSize, written, limit, "the layer unpacks to more than %s of file content (entry %s claims %d bytes): refusing what looks like a decompression bomb", progress.HumanBytes(limit), quoteName(hdr.Name), hdr.Size)
+			}
+			if err := u.budget.reserve(hdr.Size, hdr.Name); err != nil {
+				return err
 			}
 		}
 		name := hdr.Name
@@ -426,28 +447,40 @@ func decompress(r io.Reader, mt string) (io.ReadCloser, error) {
 // and its author should hear about it rather than get a silently different
 // tree. Absolute symlink targets are read as the container reads them,
 // relative to the rootfs: /var/run -> /run is normal in real images.
-func (u *unpacker) check(hdr *tar.Header) (keptTimes, error) {
+//
+// skip says the entry is a whiteout this layer has already applied, which
+// the caller leaves out (see whited).
+func (u *unpacker) check(hdr *tar.Header) (_ keptTimes, skip bool, _ error) {
 	clean, err := cleanEntryName(hdr.Name)
 	if err != nil {
-		return keptTimes{}, err
+		return keptTimes{}, false, err
+	}
+	if err := checkLinkTarget(hdr); err != nil {
+		return keptTimes{}, false, err
 	}
 	base := filepath.Base(clean)
-	if target, isWhiteout := strings.CutPrefix(base, ".wh."); isWhiteout {
+	target, isWhiteout := strings.CutPrefix(base, ".wh.")
+	if isWhiteout {
 		// ".wh.." would delete the parent directory, ".wh..." the one
 		// above it: outside the rootfs when the entry is at its top.
 		if target == "" || target == "." || target == ".." {
-			return keptTimes{}, errkind.Errorf(ErrHostileLayer, "entry %s is a whiteout of %q, which would delete a directory instead of a file in it", quoteName(hdr.Name), target)
+			return keptTimes{}, false, errkind.Errorf(ErrHostileLayer, "entry %s is a whiteout of %q, which would delete a directory instead of a file in it", quoteName(hdr.Name), target)
 		}
-		clear(u.safeDirs) // the tree is about to shrink under cached paths
 	} else if _, cached := u.safeDirs[clean]; cached && hdr.Typeflag != tar.TypeDir {
 		clear(u.safeDirs) // a cached directory is being replaced
 	}
 	if clean == "." && hdr.Typeflag != tar.TypeDir {
-		return keptTimes{}, errkind.Errorf(ErrHostileLayer, "entry %s would replace the root directory with a non-directory", quoteName(hdr.Name))
+		return keptTimes{}, false, errkind.Errorf(ErrHostileLayer, "entry %s would replace the root directory with a non-directory", quoteName(hdr.Name))
 	}
 	parent, created, err := u.checkParents(hdr.Name, filepath.Dir(clean))
 	if err != nil {
-		return keptTimes{}, err
+		return keptTimes{}, false, err
+	}
+	if isWhiteout {
+		if u.whited.applied(parent, target) {
+			return keptTimes{}, true, nil
+		}
+		clear(u.safeDirs) // the tree is about to shrink under cached paths
 	}
 	var keep keptTimes
 	if !strings.HasPrefix(base, ".wh.") {
@@ -467,15 +500,15 @@ func (u *unpacker) check(hdr *tar.Header) (keptTimes, error) {
 	if hdr.Typeflag == tar.TypeLink {
 		target, err := cleanEntryName(hdr.Linkname)
 		if err != nil {
-			return keptTimes{}, errkind.Errorf(ErrHostileLayer, "hard link %s -> %s points outside the root", quoteName(hdr.Name), quoteName(hdr.Linkname))
+			return keptTimes{}, false, errkind.Errorf(ErrHostileLayer, "hard link %s -> %s points outside the root", quoteName(hdr.Name), quoteName(hdr.Linkname))
 		}
 		// link(2) does not follow a symlink in the last component, so only
 		// the target's directories matter.
 		if _, _, err := u.checkParents(hdr.Name, filepath.Dir(target)); err != nil {
-			return keptTimes{}, err
+			return keptTimes{}, false, err
 		}
 	}
-	return keep, nil
+	return keep, false, nil
 }
 
 // keptTimes remembers a directory's times to put them back.
@@ -518,7 +551,7 @@ const pathMax = 4096
 
 func cleanEntryName(name string) (string, error) {
 	if len(name) >= pathMax {
-		return "", errkind.Errorf(ErrHostileLayer, "entry %s is %d bytes long, more than Linux's PATH_MAX (%d): no file system can hold it", quoteName(name), len(name), pathMax)
+		return "", limits.Errorf(ErrHostileLayer, limits.PathLength, int64(len(name)), pathMax-1, "entry %s is %d bytes long, more than Linux's PATH_MAX (%d): no file system can hold it", quoteName(name), len(name), pathMax)
 	}
 	if strings.HasPrefix(name, "/") {
 		return "", errkind.Errorf(ErrHostileLayer, "entry %s has an absolute name: layer members must be relative to the root", quoteName(name))
@@ -526,6 +559,9 @@ func cleanEntryName(name string) (string, error) {
 	clean := filepath.Clean(name)
 	if clean == ".." || strings.HasPrefix(clean, "../") {
 		return "", errkind.Errorf(ErrHostileLayer, "entry %s climbs out of the root with '..'", quoteName(name))
+	}
+	if err := checkComponents(name, clean); err != nil {
+		return "", err
 	}
 	return clean, nil
 }
@@ -544,7 +580,7 @@ func (u *unpacker) checkParents(entry, rel string) (string, []string, error) {
 	}
 	pending := strings.Split(rel, "/")
 	var resolved, created []string
-	hops := 0
+	hops, length := 0, 0
 	missing := false
 	for len(pending) > 0 {
 		c := pending[0]
@@ -556,8 +592,12 @@ func (u *unpacker) checkParents(entry, rel string) (string, []string, error) {
 			if len(resolved) == 0 {
 				return "", nil, errkind.Errorf(ErrHostileLayer, "entry %s is written through a symlink that points outside the root", quoteName(entry))
 			}
+			length -= len(resolved[len(resolved)-1]) + 1
 			resolved = resolved[:len(resolved)-1]
 			continue
+		}
+		if length += len(c) + 1; length >= pathMax {
+			return "", nil, limits.Errorf(ErrHostileLayer, limits.PathLength, int64(length), pathMax-1, "entry %s resolves through symlinks to a path longer than Linux's PATH_MAX (%d)", quoteName(entry), pathMax)
 		}
 		next := filepath.Join(append(resolved, c)...)
 		if _, ok := u.safeDirs[next]; ok || missing {
@@ -580,15 +620,16 @@ func (u *unpacker) checkParents(entry, rel string) (string, []string, error) {
 			resolved = append(resolved, c)
 			continue
 		}
-		if hops++; hops > 40 {
-			return "", nil, errkind.Errorf(ErrHostileLayer, "entry %s: too many levels of symbolic links", quoteName(entry))
+		if hops++; hops > maxSymlinkHops {
+			return "", nil, limits.Errorf(ErrHostileLayer, limits.SymlinkHops, int64(hops), maxSymlinkHops, "entry %s: too many levels of symbolic links", quoteName(entry))
 		}
 		target, err := os.Readlink(filepath.Join(u.root, next))
 		if err != nil {
 			return "", nil, err
 		}
+		length -= len(c) + 1 // the link is replaced by its target
 		if strings.HasPrefix(target, "/") {
-			resolved = nil
+			resolved, length = nil, 0
 		}
 		pending = append(strings.Split(target, "/"), pending...)
 	}
