@@ -22,11 +22,9 @@ const (
 	// node_modules-heavy apps) hold a few hundred thousand.
 	DefaultMaxEntries = 1 << 20
 
-	// MaxMetadataSize bounds a manifest, index or image config, as
-	// containerd bounds manifests: a real one is a few KiB, and a sparse
-	// file can claim gigabytes that would be read whole before the JSON
-	// parser fails.
-	MaxMetadataSize = 4 << 20
+	// MaxMetadataSize bounds a manifest, index or image config (see
+	// limits.MaxMetadata).
+	MaxMetadataSize = limits.MaxMetadata
 
 	// nameMax is Linux's NAME_MAX: no path component can be longer.
 	nameMax = 255

@@ -2,6 +2,8 @@ package rootfs
 
 import (
 	"github.com/nexcage/nexcage/internal/errkind"
+	"github.com/nexcage/nexcage/internal/limits"
+	"github.com/nexcage/nexcage/internal/progress"
 	"net"
 	"syscall"
 
@@ -55,6 +57,9 @@ type source struct {
 	digest   v1.Hash // manifest digest as the source has it
 	platform Platform
 	cleanup  func()
+	// layout is the OCI layout directory the image is read from, if any:
+	// its blobs' sizes on disk are checked before they are read whole.
+	layout string
 }
 
 func (s *source) Close() {
@@ -182,7 +187,7 @@ func openRegistry(ctx context.Context, ref Ref, opts SourceOptions) (_ *source, 
 			return nil, registryError(ref, r, err)
 		}
 		src.digest = desc.Digest
-		if src.platform, err = checkImagePlatform(ref, src.img, opts.Platform); err != nil {
+		if src.platform, err = checkImagePlatform(src, src.img, opts.Platform); err != nil {
 			return nil, err
 		}
 	default:
@@ -194,7 +199,11 @@ func openRegistry(ctx context.Context, ref Ref, opts SourceOptions) (_ *source, 
 // checkImagePlatform refuses a single-platform image built for another
 // machine: unpacked, it would fail at its first exec with "exec format
 // error", far from the cause.
-func checkImagePlatform(ref Ref, img v1.Image, want Platform) (Platform, error) {
+func checkImagePlatform(src *source, img v1.Image, want Platform) (Platform, error) {
+	ref := src.ref
+	if err := src.checkConfig(img); err != nil {
+		return Platform{}, err
+	}
 	cfg, err := img.ConfigFile()
 	if err != nil {
 		return Platform{}, fmt.Errorf("read the config of %s: %w", ref, err)
@@ -246,11 +255,13 @@ func registryError(ref Ref, r name.Reference, err error) error {
 const refNameAnnotation = "org.opencontainers.image.ref.name"
 
 func openLayout(ref Ref, dir string, want Platform) (*source, error) {
-	if _, err := os.Stat(filepath.Join(dir, "index.json")); err != nil {
+	if fi, err := os.Stat(filepath.Join(dir, "index.json")); err != nil {
 		if errors.Is(err, os.ErrNotExist) {
 			return nil, errkind.Errorf(ErrNotFound, "%s: %s is not an OCI image layout (it has no index.json): point at the directory that holds oci-layout, index.json and blobs/", ref, dir)
 		}
 		return nil, fmt.Errorf("%s: %w", ref, err)
+	} else if fi.Size() > MaxMetadataSize {
+		return nil, limits.Errorf(nil, limits.MetadataSize, fi.Size(), MaxMetadataSize, "%s: index.json is %s, more than %s, the most nexcage reads of an index: refusing it unread", ref, progress.HumanBytes(fi.Size()), progress.HumanBytes(MaxMetadataSize))
 	}
 	idx, err := layout.ImageIndexFromPath(dir)
 	if err != nil {
@@ -281,7 +292,10 @@ func openLayout(ref Ref, dir string, want Platform) (*source, error) {
 		return nil, fmt.Errorf("%s: the layout holds %d images: name one as %s:TAG (tags: %s)", ref, len(found), ref.Name, listOrNone(tags))
 	}
 	d := found[0]
-	src := &source{ref: ref}
+	src := &source{ref: ref, layout: dir}
+	if err := src.checkMetadata(d, "the manifest"); err != nil {
+		return nil, err
+	}
 	switch {
 	case d.MediaType.IsIndex():
 		child, err := idx.ImageIndex(d.Digest)
@@ -296,6 +310,9 @@ func openLayout(ref Ref, dir string, want Platform) (*source, error) {
 		if err != nil {
 			return nil, errkind.Errorf(ErrPlatform, "%w", err)
 		}
+		if err := src.checkMetadata(pd, "the manifest"); err != nil {
+			return nil, err
+		}
 		if src.img, err = child.Image(pd.Digest); err != nil {
 			return nil, fmt.Errorf("%s: %w", ref, err)
 		}
@@ -305,7 +322,7 @@ func openLayout(ref Ref, dir string, want Platform) (*source, error) {
 			return nil, fmt.Errorf("%s: %w", ref, err)
 		}
 		src.digest = d.Digest
-		if src.platform, err = checkImagePlatform(ref, src.img, want); err != nil {
+		if src.platform, err = checkImagePlatform(src, src.img, want); err != nil {
 			return nil, err
 		}
 	default:
@@ -333,10 +350,18 @@ func extractOCIArchive(ctx context.Context, file string) (dir string, err error)
 		return "", fmt.Errorf("oci-archive %s: %w", file, err)
 	}
 	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return "", fmt.Errorf("oci-archive %s: %w", file, err)
+	}
 	dir, err = os.MkdirTemp("", "nexcage-oci-archive-")
 	if err != nil {
 		return "", err
 	}
+	// What is extracted is bounded by the archive's own size (only a
+	// sparse member claims more) and by the free space where it goes.
+	var total int64
+	disk := &limits.Disk{Dir: dir}
 	defer func() {
 		if err != nil {
 			os.RemoveAll(dir)
@@ -368,6 +393,12 @@ func extractOCIArchive(ctx context.Context, file string) (dir string, err error)
 				return "", err
 			}
 		case tar.TypeReg:
+			if total += hdr.Size; total > fi.Size() {
+				return "", archiveClaims(file, "oci-archive", hdr.Name, total, fi.Size())
+			}
+			if err := disk.Reserve(hdr.Size, fmt.Sprintf("oci-archive %s: member %s", file, quoteName(hdr.Name))); err != nil {
+				return "", err
+			}
 			if err := os.MkdirAll(filepath.Dir(target), 0o755); err != nil {
 				return "", err
 			}
@@ -396,6 +427,11 @@ func openDockerArchive(ref Ref, want Platform) (*source, error) {
 		}
 		return nil, fmt.Errorf("docker-archive %s: %w", ref.Name, err)
 	}
+	// go-containerregistry reads the archive's JSON members whole and
+	// hashes its layers from end to end: check what they claim first.
+	if err := scanDockerArchive(ref.Name); err != nil {
+		return nil, err
+	}
 	var tag *name.Tag
 	if ref.Tag != "" {
 		t, err := name.NewTag(ref.Tag, name.WeakValidation)
@@ -414,11 +450,11 @@ func openDockerArchive(ref Ref, want Platform) (*source, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", ref, err)
 	}
-	plat, err := checkImagePlatform(ref, img, want)
-	if err != nil {
+	src := &source{ref: ref, img: img, digest: digest}
+	if src.platform, err = checkImagePlatform(src, img, want); err != nil {
 		return nil, err
 	}
-	return &source{ref: ref, img: img, digest: digest, platform: plat}, nil
+	return src, nil
 }
 
 // Resolve returns the manifest digest the source has for ref on the

@@ -232,7 +232,10 @@ func (s *Store) ociManifest(digestStr string) (ispec.Manifest, error) {
 	if err != nil {
 		return m, fmt.Errorf("bad manifest digest %q: %w", digestStr, err)
 	}
-	b, err := os.ReadFile(filepath.Join(s.Dir, "blobs", d.Algorithm().String(), d.Encoded()))
+	b, err := limits.ReadFile(filepath.Join(s.Dir, "blobs", d.Algorithm().String(), d.Encoded()), MaxMetadataSize, "manifest "+d.String())
+	if _, over := limits.As(err); over {
+		return m, err
+	}
 	if err != nil {
 		return m, fmt.Errorf("manifest %s is missing from the store %s: pull the image again", d, s.Dir)
 	}
@@ -247,7 +250,10 @@ func (s *Store) ociManifest(digestStr string) (ispec.Manifest, error) {
 
 func (s *Store) imageConfig(m ispec.Manifest) (ispec.Image, error) {
 	var img ispec.Image
-	b, err := os.ReadFile(filepath.Join(s.Dir, "blobs", m.Config.Digest.Algorithm().String(), m.Config.Digest.Encoded()))
+	b, err := limits.ReadFile(filepath.Join(s.Dir, "blobs", m.Config.Digest.Algorithm().String(), m.Config.Digest.Encoded()), MaxMetadataSize, "image config "+m.Config.Digest.String())
+	if _, over := limits.As(err); over {
+		return img, err
+	}
 	if err != nil {
 		return img, fmt.Errorf("image config %s is missing from the store %s: pull the image again", m.Config.Digest, s.Dir)
 	}

@@ -74,6 +74,7 @@ the exit status is 1 if any failed.`,
 			fs.IntVarP(&o.jobs, "jobs", "j", 1, "build this many images at once")
 			fs.BoolVar(&o.staged, "staged", false, "unpack to a temporary bundle and convert it (the reference path; slower)")
 			fs.StringVar(&o.maxLayerSize, "max-layer-size", "64G", "refuse a layer that unpacks to more file content than this (a decompression bomb)")
+			limitFlags(fs, o)
 			fs.BoolVar(&o.deployAfter, "deploy", false, "deploy the template on this Proxmox host afterwards (deploy's flags apply)")
 			registerDeployFlags(fs, &o.deploy)
 			fs.BoolVarP(&o.verbose, "verbose", "v", false, "show PVE's own output with errors")

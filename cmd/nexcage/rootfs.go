@@ -41,6 +41,7 @@ xattr. A non-empty BUNDLE is refused unless --force.`,
 			fs.StringVar(&o.pull, "pull", "missing", "when to pull: missing (not in the store yet), always, never")
 			fs.BoolVar(&o.force, "force", false, "replace a non-empty BUNDLE")
 			fs.StringVar(&o.maxLayerSize, "max-layer-size", "64G", "refuse a layer that unpacks to more file content than this (a decompression bomb)")
+			limitFlags(fs, o)
 		},
 		run: runUnpack,
 	})
@@ -185,6 +186,7 @@ func runUnpack(ctx context.Context, e *env, args []string) (any, error) {
 	}
 	res, err := store.Unpack(ctx, img, args[1], rootfs.UnpackOptions{
 		MaxLayerSize: limit,
+		MaxEntries:   e.maxEntries,
 		Force:        e.force,
 		Rootless:     os.Geteuid() != 0,
 		Progress:     e.progress,

@@ -27,6 +27,12 @@ const (
 	SymlinkHops  = "symlink hops"    // symlinks followed resolving one path
 )
 
+// MaxMetadata bounds a manifest, index, image or runtime config, or a
+// sidecar, as containerd bounds manifests: real ones are a few KiB, and a
+// sparse file can claim gigabytes that would be read whole before the
+// JSON parser fails.
+const MaxMetadata = 4 << 20
+
 // Error is a refusal of input over a limit. Value is what the input has
 // or claims (at least that much: reading stops just past Max).
 type Error struct {
@@ -68,7 +74,7 @@ func ReadAll(r io.Reader, max int64, what string) ([]byte, error) {
 		return nil, err
 	}
 	if int64(len(b)) > max {
-		return nil, Errorf(nil, MetadataSize, int64(len(b)), max, "%s is larger than %s, the most a manifest, index or config may be: refusing it unread", what, progress.HumanBytes(max))
+		return nil, Errorf(nil, MetadataSize, int64(len(b)), max, "%s is larger than %s, the most nexcage reads of a manifest, config or other metadata: refusing the rest unread", what, progress.HumanBytes(max))
 	}
 	return b, nil
 }
@@ -82,7 +88,7 @@ func ReadFile(path string, max int64, what string) ([]byte, error) {
 	}
 	defer f.Close()
 	if fi, err := f.Stat(); err == nil && fi.Mode().IsRegular() && fi.Size() > max {
-		return nil, Errorf(nil, MetadataSize, fi.Size(), max, "%s is %s, more than %s, the most a manifest, index or config may be: refusing it unread", what, progress.HumanBytes(fi.Size()), progress.HumanBytes(max))
+		return nil, Errorf(nil, MetadataSize, fi.Size(), max, "%s is %s, more than %s, the most nexcage reads of a manifest, config or other metadata: refusing it unread", what, progress.HumanBytes(fi.Size()), progress.HumanBytes(max))
 	}
 	return ReadAll(f, max, what)
 }
