@@ -354,19 +354,20 @@ func extractOCIArchive(ctx context.Context, file string) (dir string, err error)
 	if err != nil {
 		return "", fmt.Errorf("oci-archive %s: %w", file, err)
 	}
-	dir, err = os.MkdirTemp("", "nexcage-oci-archive-")
+	tmp, err := os.MkdirTemp("", "nexcage-oci-archive-")
 	if err != nil {
 		return "", err
 	}
+	dir = tmp
+	defer func() {
+		if err != nil {
+			os.RemoveAll(tmp) // dir is "" by the time an error returns
+		}
+	}()
 	// What is extracted is bounded by the archive's own size (only a
 	// sparse member claims more) and by the free space where it goes.
 	var total int64
 	disk := &limits.Disk{Dir: dir}
-	defer func() {
-		if err != nil {
-			os.RemoveAll(dir)
-		}
-	}()
 	tr := tar.NewReader(f)
 	for {
 		if err := ctx.Err(); err != nil {
