@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"iter"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -162,7 +163,7 @@ func (s *Store) finish(ctx context.Context, f *Flattened, layers []layerRead, ma
 	}
 	fl := newFlattener()
 	for i, l := range layers {
-		for _, e := range l.entries {
+		for e := range l.entries.all() {
 			if err := fl.apply(e); err != nil {
 				return fmt.Errorf("flatten %s: layer %d (%s): %w", f.Image.Ref, i+1, manifest.Layers[i].Digest, err)
 			}
@@ -300,8 +301,35 @@ func (f *Flattened) precompress(level int) error {
 // layerRead is what reading a layer gives: its entries, to apply in layer
 // order afterwards, and the runs compressed ahead, by first member.
 type layerRead struct {
-	entries []layerEntry
+	entries entryList
 	runs    map[string][]*tartree.Run
+}
+
+// entryList holds a layer's entries in fixed-size chunks: a slice grown
+// by append would, at a million entries, copy hundreds of MB at each
+// doubling and briefly hold both copies.
+type entryList struct{ chunks [][]layerEntry }
+
+const entryChunk = 4096
+
+func (l *entryList) add(e layerEntry) {
+	if n := len(l.chunks); n == 0 || len(l.chunks[n-1]) == entryChunk {
+		l.chunks = append(l.chunks, make([]layerEntry, 0, entryChunk))
+	}
+	last := &l.chunks[len(l.chunks)-1]
+	*last = append(*last, e)
+}
+
+func (l *entryList) all() iter.Seq[layerEntry] {
+	return func(yield func(layerEntry) bool) {
+		for _, c := range l.chunks {
+			for _, e := range c {
+				if !yield(e) {
+					return
+				}
+			}
+		}
+	}
 }
 
 // readLayers decompresses layers in parallel, spilling file contents and
@@ -397,7 +425,7 @@ func readLayer(ctx context.Context, blob io.Reader, dir string, i int, d ispec.D
 	// and a write(2) per 32 KiB.
 	w := bufio.NewWriterSize(struct{ io.Writer }{spill}, 1<<20)
 	var offset, content int64
-	var out []layerEntry
+	var out entryList
 	copyBuf := make([]byte, 256<<10)
 	for {
 		if err := ctx.Err(); err != nil {
@@ -467,7 +495,7 @@ func readLayer(ctx context.Context, blob io.Reader, dir string, i int, d ispec.D
 				offset += n
 			}
 		}
-		out = append(out, e)
+		out.add(e)
 	}
 	if _, err := io.Copy(io.Discard, io.TeeReader(raw, digester.Hash())); err != nil {
 		return none, spill, errkind.Errorf(errCorruptBlob, "read the rest of the layer: %v: the stored blob is corrupt; pull the image again", err)

@@ -86,7 +86,7 @@ func FuzzFlatten(f *testing.F) {
 				}
 				return
 			}
-			for _, e := range read.entries {
+			for e := range read.entries.all() {
 				if err := fl.apply(e); err != nil {
 					if err.Error() == "" || (errors.Is(err, ErrHostileLayer) && !strings.Contains(err.Error(), "entry")) {
 						t.Fatalf("unhelpful error %q", err)
