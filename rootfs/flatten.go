@@ -261,6 +261,9 @@ func (s *Store) PullFlatten(ctx context.Context, ref Ref, popts PullOptions, fop
 	// Every reader waits at once: a reader waiting for a slot while its
 	// download waits for it would deadlock the pull.
 	entries, readErr := readLayers(ctx, f, p.layers, p.config.RootFS.DiffIDs, open, len(p.layers), progress.Discard)
+	if readErr != nil {
+		readErr = fmt.Errorf("flatten %s: %w", ref, readErr)
+	}
 	for _, r := range readers {
 		r.CloseWithError(errors.New("the layer reader stopped")) // unblock the pull
 	}
@@ -280,6 +283,11 @@ func (s *Store) PullFlatten(ctx context.Context, ref Ref, popts PullOptions, fop
 		f.Close()
 		if ctx.Err() != nil {
 			return r.img, nil, ctx.Err()
+		}
+		// Reading the stored layers again would refuse them again, after
+		// as much work.
+		if _, over := limits.As(readErr); over || errors.Is(readErr, ErrHostileLayer) {
+			return r.img, nil, readErr
 		}
 		f2, err := s.Flatten(ctx, r.img, fopts)
 		return r.img, f2, err
