@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -66,6 +67,16 @@ func FuzzFlatten(f *testing.F) {
 	f.Add(tarOf(tar.Header{Name: "l", Typeflag: tar.TypeSymlink, Linkname: "../../.."}, reg("l/x")), []byte{})
 	f.Add(tarOf(reg("f"), tar.Header{Name: "h", Typeflag: tar.TypeLink, Linkname: "f"}), tarOf(tar.Header{Name: "f", Typeflag: tar.TypeDir, Mode: 0o700}))
 	f.Add(tarOf(reg("../x"), reg("/abs")), tarOf(reg(".wh..."), reg("./")))
+	// Issue 15's blow-ups, small enough to run every time and each slower
+	// than a second before the fix: a symlink of 8000 components written
+	// through, and an opaque whiteout repeated 3000 times over as many
+	// files (both quadratic then).
+	f.Add(tarOf(tar.Header{Name: "l", Typeflag: tar.TypeSymlink, Linkname: strings.Repeat("a/", 8000)}, reg("l/x")), []byte{})
+	var opaque []tar.Header
+	for i := range 3000 {
+		opaque = append(opaque, reg(fmt.Sprintf("d/f%d", i)), reg("d/.wh..wh..opq"))
+	}
+	f.Add(tarOf(reg("d/lower")), tarOf(opaque...))
 	f.Fuzz(func(t *testing.T, layer1, layer2 []byte) {
 		defer testenv.Timed(t)()
 		work := t.TempDir()
