@@ -8,7 +8,17 @@ import (
 
 // FuzzInputTime is the most one fuzz input may take: far above what any
 // body needs on a small input, far below what would stall the fuzzer.
-const FuzzInputTime = time.Second
+// Under the race detector (make test runs the seeds so) it is ten times
+// that.
+var FuzzInputTime = Slowdown(time.Second)
+
+// Slowdown scales a time bound for the race detector.
+func Slowdown(d time.Duration) time.Duration {
+	if RaceEnabled {
+		return 10 * d
+	}
+	return d
+}
 
 // Timed bounds one fuzz input's run: call it first in the body as
 // defer testenv.Timed(t)(). An input slower than FuzzInputTime fails, so
