@@ -176,6 +176,9 @@ func openRegistry(ctx context.Context, ref Ref, opts SourceOptions) (_ *source, 
 		if err != nil {
 			return nil, errkind.Errorf(ErrPlatform, "%w", err)
 		}
+		if err := src.checkMetadata(d, "the manifest"); err != nil {
+			return nil, err
+		}
 		if src.img, err = idx.Image(d.Digest); err != nil {
 			return nil, registryError(ref, r, err)
 		}
