@@ -57,7 +57,7 @@ func (b *entryBudget) add(name string) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.n++; b.n > b.max {
-		return limits.Errorf(nil, limits.Entries, b.n, b.max, "the image's layers hold more than %d entries (at %s): refusing what would take a file system's worth of memory to flatten", b.max, quoteName(name))
+		return limits.Errorf(nil, limits.Entries, b.n, b.max, "the image's layers hold more than %d entries (at %s): refusing it, since every entry costs memory and real images hold far fewer", b.max, quoteName(name))
 	}
 	return nil
 }
