@@ -371,7 +371,7 @@ func repeatedOpaque(n int) []testimage.Entry {
 
 // sparseArchive writes img as an oci-archive (or a docker-archive) with
 // a 4 GiB sparse member added by GNU tar: a few KiB that extract, or
-// hash, to 8 GiB.
+// hash, to 4 GiB.
 func sparseArchive(t *testing.T, img v1.Image, docker bool) string {
 	t.Helper()
 	tarTool := testenv.RequireTool(t, "tar")
