@@ -174,6 +174,16 @@ func TestBrokenAndHostileInput(t *testing.T) {
 			ref, _ := layoutOf(t, entriesImage(t, repeatedOpaque(2000)...))
 			return build(ref, "--staged")
 		}, 0, nil},
+		{"3000 files 1000 directories deep", func(t *testing.T) []string {
+			bounded = true
+			es := []testimage.Entry{testimage.File("x", 0o755, "#!/bin/sh\n")}
+			deep := strings.Repeat("n/", 1000)
+			for i := range 3000 {
+				es = append(es, testimage.File(fmt.Sprintf("%sf%d", deep, i), 0o644, ""))
+			}
+			ref, _ := layoutOf(t, entriesImage(t, es...))
+			return build(ref)
+		}, 0, nil},
 		{"more entries than --max-entries", func(t *testing.T) []string {
 			bounded = true
 			var es []testimage.Entry
