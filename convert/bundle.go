@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 
 	rspec "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/nexcage/nexcage/internal/limits"
 )
 
 // Annotations umoci derives from the image config.
@@ -50,7 +52,7 @@ func LoadBundle(arg string) (*Bundle, error) {
 	case !fi.IsDir():
 		b.Dir, b.ConfigPath = filepath.Dir(abs), abs
 	}
-	raw, err := os.ReadFile(b.ConfigPath)
+	raw, err := limits.ReadFile(b.ConfigPath, limits.MaxMetadata, b.ConfigPath)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, fmt.Errorf("no OCI bundle at %s: tried %s, which does not exist; %s", arg, b.ConfigPath, bundleHelp)
 	}

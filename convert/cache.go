@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+
+	"github.com/nexcage/nexcage/internal/limits"
 )
 
 // UpToDate finds a template already built from the same source digest with
@@ -34,7 +36,7 @@ func UpToDate(opts Options, reference string, sourceDigest func() (string, error
 	}
 	digest, asked := "", false
 	for _, c := range candidates {
-		raw, err := os.ReadFile(c)
+		raw, err := limits.ReadFile(c, limits.MaxMetadata, c)
 		if err != nil {
 			continue
 		}
@@ -87,7 +89,7 @@ func Sidecars(template string) (conf, manifest string) {
 
 // ReadManifest reads a template's .json sidecar.
 func ReadManifest(path string) (*Metadata, error) {
-	raw, err := os.ReadFile(path)
+	raw, err := limits.ReadFile(path, limits.MaxMetadata, path)
 	if err != nil {
 		return nil, err
 	}

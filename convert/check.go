@@ -28,6 +28,7 @@ import (
 
 	"github.com/nexcage/nexcage/internal/atomicfile"
 	"github.com/nexcage/nexcage/internal/health"
+	"github.com/nexcage/nexcage/internal/limits"
 	"github.com/nexcage/nexcage/internal/progress"
 	"github.com/nexcage/nexcage/internal/tartree"
 	"github.com/nexcage/nexcage/lxc"
@@ -359,7 +360,7 @@ func confProblems(conf *lxc.Config, meta *Metadata) []string {
 
 // readSidecarJSON returns nil, nil when there is no sidecar.
 func readSidecarJSON(p string) (*Metadata, error) {
-	raw, err := os.ReadFile(p)
+	raw, err := limits.ReadFile(p, limits.MaxMetadata, p)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, nil
 	}
@@ -658,7 +659,7 @@ func checkBundle(ctx context.Context, dir string, opts health.Options, ownLeftov
 		return append(c.out, CheckLeftovers(abs, dir, opts)...)
 	}
 	configPath := filepath.Join(abs, "config.json")
-	raw, err := os.ReadFile(configPath)
+	raw, err := limits.ReadFile(configPath, limits.MaxMetadata, configPath)
 	if err != nil {
 		c.fail("config.json", err.Error(), bundleHelp)
 		return tail(), nil

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/nexcage/nexcage/internal/tartree"
+	"github.com/nexcage/nexcage/internal/testenv"
 )
 
 // FuzzWriteTar writes trees with odd names, modes and ids: no panic, the
@@ -19,6 +20,7 @@ func FuzzWriteTar(f *testing.F) {
 	f.Add("a/b/c", "x y", "café/日本", int64(0o4755), 100000, 65534, "target")
 	f.Add("..", ".", "", int64(-1), -5, 0, "")
 	f.Fuzz(func(t *testing.T, p1, p2, p3 string, mode int64, uid, gid int, link string) {
+		defer testenv.Timed(t)()
 		tree := tartree.New()
 		for i, p := range []string{p1, p2, p3} {
 			n := &tartree.Node{Type: tar.TypeReg, Mode: mode & 0o7777, UID: uid, GID: gid, ModTime: time.Unix(1, 0), Size: int64(len(p)), Open: func() (io.ReadCloser, error) { return io.NopCloser(strings.NewReader(p)), nil }}

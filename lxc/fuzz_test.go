@@ -6,6 +6,8 @@ import (
 	"testing"
 
 	rspec "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/nexcage/nexcage/internal/testenv"
 )
 
 // FuzzParseRender: whatever parses renders to a config that parses to the
@@ -15,6 +17,7 @@ func FuzzParseRender(f *testing.F) {
 	f.Add("#desc\nmemory: 512\nnet0: name=eth0\n[snap]\narch: x\n")
 	f.Add("lxc.cgroup2.devices.allow = c 1:3 rwm\n")
 	f.Fuzz(func(t *testing.T, text string) {
+		defer testenv.Timed(t)()
 		c, err := Parse(text)
 		if err != nil {
 			if err.Error() == "" {
@@ -39,6 +42,7 @@ func FuzzFromSpec(f *testing.F) {
 	f.Add(`{"process":{"args":["/bin/app","x y"],"env":["A=1"],"cwd":"/srv","user":{"uid":1}},"mounts":[{"destination":"/d","type":"bind","source":"/s","options":["ro"]},{"destination":"/t","type":"tmpfs"}]}`, false)
 	f.Add(`{"mounts":[{"destination":"rel","type":"bind","source":"x"}]}`, true)
 	f.Fuzz(func(t *testing.T, raw string, system bool) {
+		defer testenv.Timed(t)()
 		var spec rspec.Spec
 		if json.Unmarshal([]byte(raw), &spec) != nil {
 			return
@@ -64,6 +68,7 @@ func FuzzFromSpec(f *testing.F) {
 func FuzzJoinSplitCommand(f *testing.F) {
 	f.Add("/bin/sh", "-c", "echo 'hi'")
 	f.Fuzz(func(t *testing.T, a, b, c string) {
+		defer testenv.Timed(t)()
 		args := []string{a, b, c}
 		line, err := JoinCommand(args)
 		if err != nil {

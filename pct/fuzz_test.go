@@ -1,6 +1,10 @@
 package pct
 
-import "testing"
+import (
+	"testing"
+
+	"github.com/nexcage/nexcage/internal/testenv"
+)
 
 // FuzzMapError: any output of a failed PVE command maps to a typed error
 // with a message, never a panic.
@@ -14,6 +18,7 @@ func FuzzMapError(f *testing.F) {
 		f.Add(s, 255)
 	}
 	f.Fuzz(func(t *testing.T, stderr string, code int) {
+		defer testenv.Timed(t)()
 		e := MapError([]string{"pct", "create"}, stderr, code)
 		if e == nil || e.Kind == nil || e.Error() == "" {
 			t.Fatalf("%q mapped to %#v", stderr, e)

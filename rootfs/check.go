@@ -21,6 +21,7 @@ import (
 
 	"github.com/nexcage/nexcage/internal/atomicfile"
 	"github.com/nexcage/nexcage/internal/health"
+	"github.com/nexcage/nexcage/internal/limits"
 	"github.com/nexcage/nexcage/internal/progress"
 	"github.com/nexcage/nexcage/internal/saferoot"
 )
@@ -269,7 +270,7 @@ func (c *storeCheck) needs(d v1.Descriptor) entryNeeds {
 	if !c.present(d) {
 		return n
 	}
-	b, err := os.ReadFile(c.s.BlobPath(d.Digest))
+	b, err := limits.ReadFile(c.s.BlobPath(d.Digest), MaxMetadataSize, "the manifest")
 	if err != nil {
 		n.why = err.Error()
 		return n

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"iter"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -23,6 +24,7 @@ import (
 	"github.com/opencontainers/umoci/oci/layer"
 
 	"github.com/nexcage/nexcage/internal/errkind"
+	"github.com/nexcage/nexcage/internal/limits"
 	"github.com/nexcage/nexcage/internal/progress"
 	"github.com/nexcage/nexcage/internal/saferoot"
 	"github.com/nexcage/nexcage/internal/tartree"
@@ -48,6 +50,10 @@ type FlattenOptions struct {
 	// Clamp is the template's mtime clamp (convert.Options'
 	// SourceDateEpoch), which runs compressed ahead must apply too.
 	Clamp time.Time
+	// MaxEntries bounds the members of all the image's layers together
+	// (default DefaultMaxEntries): each costs memory until the tree is
+	// written.
+	MaxEntries int64
 }
 
 // DefaultMaxLayerSize is far above any real layer.
@@ -67,6 +73,7 @@ type Flattened struct {
 	dir     string
 	spills  []*os.File
 	maxSize int64
+	budget  *entryBudget
 	pre     *zframe.Precompressor
 	clamp   time.Time
 }
@@ -119,7 +126,7 @@ func (s *Store) Flatten(ctx context.Context, img Image, opts FlattenOptions) (_ 
 	if err != nil {
 		return nil, fmt.Errorf("create a temporary directory for the layers: %w", err)
 	}
-	f := &Flattened{Image: img, dir: dir, spills: make([]*os.File, len(manifest.Layers)), maxSize: opts.MaxLayerSize, clamp: opts.Clamp}
+	f := &Flattened{Image: img, dir: dir, spills: make([]*os.File, len(manifest.Layers)), maxSize: opts.MaxLayerSize, clamp: opts.Clamp, budget: newEntryBudget(opts.MaxEntries, dir)}
 	defer func() {
 		if err != nil {
 			f.Close()
@@ -157,7 +164,7 @@ func (s *Store) finish(ctx context.Context, f *Flattened, layers []layerRead, ma
 	}
 	fl := newFlattener()
 	for i, l := range layers {
-		for _, e := range l.entries {
+		for e := range l.entries.all() {
 			if err := fl.apply(e); err != nil {
 				return fmt.Errorf("flatten %s: layer %d (%s): %w", f.Image.Ref, i+1, manifest.Layers[i].Digest, err)
 			}
@@ -190,7 +197,7 @@ func (s *Store) PullFlatten(ctx context.Context, ref Ref, popts PullOptions, fop
 	if err != nil {
 		return Image{}, nil, fmt.Errorf("create a temporary directory for the layers: %w", err)
 	}
-	f := &Flattened{dir: dir, maxSize: fopts.MaxLayerSize, clamp: fopts.Clamp}
+	f := &Flattened{dir: dir, maxSize: fopts.MaxLayerSize, clamp: fopts.Clamp, budget: newEntryBudget(fopts.MaxEntries, dir)}
 	if err := f.precompress(fopts.PrecompressLevel); err != nil {
 		f.Close()
 		return Image{}, nil, err
@@ -255,6 +262,9 @@ func (s *Store) PullFlatten(ctx context.Context, ref Ref, popts PullOptions, fop
 	// Every reader waits at once: a reader waiting for a slot while its
 	// download waits for it would deadlock the pull.
 	entries, readErr := readLayers(ctx, f, p.layers, p.config.RootFS.DiffIDs, open, len(p.layers), progress.Discard)
+	if readErr != nil {
+		readErr = fmt.Errorf("flatten %s: %w", ref, readErr)
+	}
 	for _, r := range readers {
 		r.CloseWithError(errors.New("the layer reader stopped")) // unblock the pull
 	}
@@ -274,6 +284,11 @@ func (s *Store) PullFlatten(ctx context.Context, ref Ref, popts PullOptions, fop
 		f.Close()
 		if ctx.Err() != nil {
 			return r.img, nil, ctx.Err()
+		}
+		// Reading the stored layers again would refuse them again, after
+		// as much work.
+		if _, over := limits.As(readErr); over || errors.Is(readErr, ErrHostileLayer) {
+			return r.img, nil, readErr
 		}
 		f2, err := s.Flatten(ctx, r.img, fopts)
 		return r.img, f2, err
@@ -295,8 +310,35 @@ func (f *Flattened) precompress(level int) error {
 // layerRead is what reading a layer gives: its entries, to apply in layer
 // order afterwards, and the runs compressed ahead, by first member.
 type layerRead struct {
-	entries []layerEntry
+	entries entryList
 	runs    map[string][]*tartree.Run
+}
+
+// entryList holds a layer's entries in fixed-size chunks: a slice grown
+// by append would, at a million entries, copy hundreds of MB at each
+// doubling and briefly hold both copies.
+type entryList struct{ chunks [][]layerEntry }
+
+const entryChunk = 4096
+
+func (l *entryList) add(e layerEntry) {
+	if n := len(l.chunks); n == 0 || len(l.chunks[n-1]) == entryChunk {
+		l.chunks = append(l.chunks, make([]layerEntry, 0, entryChunk))
+	}
+	last := &l.chunks[len(l.chunks)-1]
+	*last = append(*last, e)
+}
+
+func (l *entryList) all() iter.Seq[layerEntry] {
+	return func(yield func(layerEntry) bool) {
+		for _, c := range l.chunks {
+			for _, e := range c {
+				if !yield(e) {
+					return
+				}
+			}
+		}
+	}
 }
 
 // readLayers decompresses layers in parallel, spilling file contents and
@@ -328,7 +370,7 @@ func readLayers(ctx context.Context, f *Flattened, layers []ispec.Descriptor, di
 			var spill *os.File
 			if err == nil {
 				sp := newSpeculator(f.pre, f.clamp, i == 0)
-				read, spill, err = readLayer(ctx, in, f.dir, i, l, diffIDs[i], f.maxSize, f.pre, sp, c)
+				read, spill, err = readLayer(ctx, in, f.dir, i, l, diffIDs[i], f.maxSize, f.budget, f.pre, sp, c)
 				in.Close()
 			}
 			f.spills[i] = spill
@@ -356,7 +398,7 @@ func readLayers(ctx context.Context, f *Flattened, layers []ispec.Descriptor, di
 	return out, nil
 }
 
-func readLayer(ctx context.Context, blob io.Reader, dir string, i int, d ispec.Descriptor, diffID digest.Digest, limit int64, pre *zframe.Precompressor, sp *speculator, c progress.Counter) (layerRead, *os.File, error) {
+func readLayer(ctx context.Context, blob io.Reader, dir string, i int, d ispec.Descriptor, diffID digest.Digest, limit int64, budget *entryBudget, pre *zframe.Precompressor, sp *speculator, c progress.Counter) (layerRead, *os.File, error) {
 	var none layerRead
 	if limit <= 0 {
 		limit = DefaultMaxLayerSize
@@ -392,7 +434,7 @@ func readLayer(ctx context.Context, blob io.Reader, dir string, i int, d ispec.D
 	// and a write(2) per 32 KiB.
 	w := bufio.NewWriterSize(struct{ io.Writer }{spill}, 1<<20)
 	var offset, content int64
-	var out []layerEntry
+	var out entryList
 	copyBuf := make([]byte, 256<<10)
 	for {
 		if err := ctx.Err(); err != nil {
@@ -409,11 +451,22 @@ func readLayer(ctx context.Context, blob io.Reader, dir string, i int, d ispec.D
 		if err != nil {
 			return none, spill, err
 		}
+		if err := budget.add(hdr.Name); err != nil {
+			return none, spill, err
+		}
+		if err := checkLinkTarget(hdr); err != nil {
+			return none, spill, err
+		}
 		e := layerEntry{hdr: *hdr}
 		run, src := sp.member(hdr, clean, tartree.Section{From: spill, Off: offset})
 		e.src = src
 		if hdr.Typeflag == tar.TypeReg || hdr.Typeflag == tar.TypeRegA {
 			e.hdr.Typeflag = tar.TypeReg
+			// A sparse entry claims its size in a few bytes: check the
+			// disk can take it before writing any.
+			if err := budget.reserve(min(hdr.Size, limit-content+1), hdr.Name); err != nil {
+				return none, spill, err
+			}
 			// A large file compressed ahead is kept only compressed, and
 			// so is one in a run that keeps what it is given.
 			var dst io.Writer = w
@@ -437,7 +490,7 @@ func readLayer(ctx context.Context, blob io.Reader, dir string, i int, d ispec.D
 				}
 			}
 			if content+n > limit {
-				return none, spill, errkind.Errorf(ErrTooLarge, "the layer unpacks to more than %s of file content (entry %s claims %d bytes): refusing what looks like a decompression bomb; if the image is genuine, raise the limit with --max-layer-size", progress.HumanBytes(limit), quoteName(hdr.Name), hdr.Size)
+				return none, spill, limits.Errorf(ErrTooLarge, limits.LayerSize, content+n, limit, "the layer unpacks to more than %s of file content (entry %s claims %d bytes): refusing what looks like a decompression bomb", progress.HumanBytes(limit), quoteName(hdr.Name), hdr.Size)
 			}
 			if err != nil {
 				return none, spill, errkind.Errorf(errCorruptBlob, "entry %s: %v: the stored blob is corrupt; pull the image again", quoteName(hdr.Name), err)
@@ -451,7 +504,7 @@ func readLayer(ctx context.Context, blob io.Reader, dir string, i int, d ispec.D
 				offset += n
 			}
 		}
-		out = append(out, e)
+		out.add(e)
 	}
 	if _, err := io.Copy(io.Discard, io.TeeReader(raw, digester.Hash())); err != nil {
 		return none, spill, errkind.Errorf(errCorruptBlob, "read the rest of the layer: %v: the stored blob is corrupt; pull the image again", err)
@@ -494,6 +547,12 @@ type flattener struct {
 	// upper holds the resolved paths this layer wrote and their ancestors:
 	// a whiteout in the same layer must spare them.
 	upper map[string]bool
+	// cleaned holds the directories a whiteout in this layer has already
+	// emptied of everything lower layers put there: anything in them now
+	// is this layer's, so another whiteout of them, or of one of their
+	// ancestors, need not look inside again. Without it a whiteout
+	// repeated N times over N entries costs N².
+	cleaned map[string]bool
 	// inodes numbers hard link groups.
 	nextInode uint64
 }
@@ -502,10 +561,13 @@ func newFlattener() *flattener {
 	t := tartree.New()
 	// As Unpack makes the root: 0755, root-owned, mtime 0.
 	t.Root.ModTime = time.Unix(0, 0)
-	return &flattener{tree: t, upper: map[string]bool{}}
+	return &flattener{tree: t, upper: map[string]bool{}, cleaned: map[string]bool{}}
 }
 
-func (fl *flattener) endLayer() { fl.upper = map[string]bool{} }
+func (fl *flattener) endLayer() {
+	fl.upper = map[string]bool{}
+	fl.cleaned = map[string]bool{}
+}
 
 var epoch = time.Unix(0, 0)
 
@@ -513,6 +575,9 @@ func (fl *flattener) apply(e layerEntry) error {
 	hdr := &e.hdr
 	clean, err := cleanEntryName(hdr.Name)
 	if err != nil {
+		return err
+	}
+	if err := checkLinkTarget(hdr); err != nil {
 		return err
 	}
 	dirPart, base := filepath.Split(clean)
@@ -668,6 +733,11 @@ func (fl *flattener) hardlink(hdr *tar.Header) (*tartree.Node, error) {
 // symlinks followed inside the root, missing components (and non-
 // directories in the way, when create) made into directories. Relative
 // symlinks climbing above the root are refused, as Unpack refuses them.
+//
+// Each component costs one lookup in its parent's node, not a walk from
+// the root, and the resolved path is bounded by PATH_MAX and the links
+// followed by Linux's 40: a symlink of thousands of components, or a
+// chain of them, costs what the kernel would let it cost.
 func (fl *flattener) resolveDir(entry, rel string, create bool) (string, error) {
 	o := saferoot.Options{Missing: func(string) error { return nil }}
 	if create {
@@ -703,16 +773,19 @@ func (fl *flattener) whiteout(p string, opaque bool) {
 		fl.tree.Remove(p)
 		return
 	}
-	if n.Type != tar.TypeDir {
+	if n.Type != tar.TypeDir || fl.cleaned[p] {
 		return
 	}
+	fl.cleaned[p] = true
 	for _, name := range n.Children() {
 		fl.whiteout(join(p, name), false)
 	}
 }
 
+// markUpper marks p and its ancestors; an upper path's ancestors are
+// upper already, so each path is marked once per layer.
 func (fl *flattener) markUpper(p string) {
-	for {
+	for !fl.upper[p] {
 		fl.upper[p] = true
 		if p == "." {
 			return

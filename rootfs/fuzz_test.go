@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -14,6 +15,7 @@ import (
 	ispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/nexcage/nexcage/internal/progress"
+	"github.com/nexcage/nexcage/internal/testenv"
 )
 
 func FuzzParseRef(f *testing.F) {
@@ -21,6 +23,7 @@ func FuzzParseRef(f *testing.F) {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
+		defer testenv.Timed(t)()
 		r, err := ParseRef(s)
 		if err != nil {
 			if err.Error() == "" {
@@ -64,15 +67,27 @@ func FuzzFlatten(f *testing.F) {
 	f.Add(tarOf(tar.Header{Name: "l", Typeflag: tar.TypeSymlink, Linkname: "../../.."}, reg("l/x")), []byte{})
 	f.Add(tarOf(reg("f"), tar.Header{Name: "h", Typeflag: tar.TypeLink, Linkname: "f"}), tarOf(tar.Header{Name: "f", Typeflag: tar.TypeDir, Mode: 0o700}))
 	f.Add(tarOf(reg("../x"), reg("/abs")), tarOf(reg(".wh..."), reg("./")))
+	// Issue 15's blow-ups, small enough to run every time and each slower
+	// than a second before the fix: a symlink of 8000 components written
+	// through, and an opaque whiteout repeated 3000 times over as many
+	// files (both quadratic then).
+	f.Add(tarOf(tar.Header{Name: "l", Typeflag: tar.TypeSymlink, Linkname: strings.Repeat("a/", 8000)}, reg("l/x")), []byte{})
+	var opaque []tar.Header
+	for i := range 3000 {
+		opaque = append(opaque, reg(fmt.Sprintf("d/f%d", i)), reg("d/.wh..wh..opq"))
+	}
+	f.Add(tarOf(reg("d/lower")), tarOf(opaque...))
 	f.Fuzz(func(t *testing.T, layer1, layer2 []byte) {
+		defer testenv.Timed(t)()
 		work := t.TempDir()
 		spillDir := filepath.Join(work, "spill")
 		os.Mkdir(spillDir, 0o755)
 		fl := newFlattener()
+		budget := newEntryBudget(1<<16, spillDir)
 		for i, raw := range [][]byte{layer1, layer2} {
 			d := ispec.Descriptor{MediaType: ispec.MediaTypeImageLayer, Digest: digest.FromBytes(raw), Size: int64(len(raw))}
 			// A small limit: sparse entries can claim terabytes.
-			read, spill, err := readLayer(context.Background(), bytes.NewReader(raw), spillDir, i, d, digest.FromBytes(raw), 1<<20, nil, nil, progress.Discard.Bytes("", 0))
+			read, spill, err := readLayer(context.Background(), bytes.NewReader(raw), spillDir, i, d, digest.FromBytes(raw), 1<<20, budget, nil, nil, progress.Discard.Bytes("", 0))
 			if spill != nil {
 				defer spill.Close()
 			}
@@ -82,7 +97,7 @@ func FuzzFlatten(f *testing.F) {
 				}
 				return
 			}
-			for _, e := range read.entries {
+			for e := range read.entries.all() {
 				if err := fl.apply(e); err != nil {
 					if err.Error() == "" || (errors.Is(err, ErrHostileLayer) && !strings.Contains(err.Error(), "entry")) {
 						t.Fatalf("unhelpful error %q", err)

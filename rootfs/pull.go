@@ -12,6 +12,7 @@ import (
 	"hash"
 	"io"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -21,6 +22,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
 	"github.com/nexcage/nexcage/internal/atomicfile"
+	"github.com/nexcage/nexcage/internal/limits"
 	"github.com/nexcage/nexcage/internal/progress"
 )
 
@@ -79,6 +81,9 @@ func (s *Store) Pull(ctx context.Context, ref Ref, opts PullOptions) (Image, err
 		}
 		ociLayers[i] = v1.Descriptor{MediaType: mt, Size: d.Size, Digest: d.Digest, Annotations: d.Annotations, URLs: d.URLs}
 		total += d.Size
+	}
+	if err := src.checkConfig(src.img); err != nil {
+		return Image{}, err
 	}
 	rawConfig, err := src.img.RawConfigFile()
 	if err != nil {
@@ -373,9 +378,22 @@ func (s *Store) putBlob(ctx context.Context, want v1.Hash, size int64, r io.Read
 		h = sha256.New()
 		w = io.MultiWriter(f, h)
 	}
-	n, err := io.Copy(w, ctxReader{ctx, r})
+	// Never more than the manifest says: a blob is refused as soon as it
+	// runs past its size, not after filling the disk. The store's file
+	// system must hold it too.
+	in := io.Reader(ctxReader{ctx, r})
+	if size >= 0 {
+		if err := (&limits.Disk{Dir: filepath.Dir(s.BlobPath(want))}).Reserve(size, "the blob "+want.String()); err != nil {
+			return v1.Hash{}, err
+		}
+		in = io.LimitReader(in, size+1)
+	}
+	n, err := io.Copy(w, in)
 	if err != nil {
 		return v1.Hash{}, err
+	}
+	if size >= 0 && n > size {
+		return v1.Hash{}, limits.Errorf(ErrDigestMismatch, limits.BlobSize, n, size, "the blob is larger than the %d bytes the manifest says: the source is corrupt; refusing it before reading the rest", size)
 	}
 	got := want
 	if h != nil {

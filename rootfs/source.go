@@ -2,6 +2,8 @@ package rootfs
 
 import (
 	"github.com/nexcage/nexcage/internal/errkind"
+	"github.com/nexcage/nexcage/internal/limits"
+	"github.com/nexcage/nexcage/internal/progress"
 	"net"
 	"syscall"
 
@@ -57,6 +59,9 @@ type source struct {
 	// name is the image name the layout or archive records, if any.
 	name    string
 	cleanup func()
+	// layout is the OCI layout directory the image is read from, if any:
+	// its blobs' sizes on disk are checked before they are read whole.
+	layout string
 }
 
 func (s *source) Close() {
@@ -180,6 +185,9 @@ func openRegistry(ctx context.Context, ref Ref, opts SourceOptions) (_ *source, 
 		if err != nil {
 			return nil, errkind.Errorf(ErrPlatform, "%w", err)
 		}
+		if err := src.checkMetadata(d, "the manifest"); err != nil {
+			return nil, err
+		}
 		if src.img, err = idx.Image(d.Digest); err != nil {
 			return nil, registryError(ref, r, err)
 		}
@@ -191,7 +199,7 @@ func openRegistry(ctx context.Context, ref Ref, opts SourceOptions) (_ *source, 
 			return nil, registryError(ref, r, err)
 		}
 		src.digest = desc.Digest
-		if src.platform, err = checkImagePlatform(ref, src.img, opts.Platform); err != nil {
+		if src.platform, err = checkImagePlatform(src, src.img, opts.Platform); err != nil {
 			return nil, err
 		}
 	default:
@@ -203,7 +211,11 @@ func openRegistry(ctx context.Context, ref Ref, opts SourceOptions) (_ *source, 
 // checkImagePlatform refuses a single-platform image built for another
 // machine: unpacked, it would fail at its first exec with "exec format
 // error", far from the cause.
-func checkImagePlatform(ref Ref, img v1.Image, want Platform) (Platform, error) {
+func checkImagePlatform(src *source, img v1.Image, want Platform) (Platform, error) {
+	ref := src.ref
+	if err := src.checkConfig(img); err != nil {
+		return Platform{}, err
+	}
 	cfg, err := img.ConfigFile()
 	if err != nil {
 		return Platform{}, fmt.Errorf("read the config of %s: %w", ref, err)
@@ -279,11 +291,13 @@ func validName(n string) bool {
 }
 
 func openLayout(ref Ref, dir string, want Platform) (*source, error) {
-	if _, err := os.Stat(filepath.Join(dir, "index.json")); err != nil {
+	if fi, err := os.Stat(filepath.Join(dir, "index.json")); err != nil {
 		if errors.Is(err, os.ErrNotExist) {
 			return nil, errkind.Errorf(ErrNotFound, "%s: %s is not an OCI image layout (it has no index.json): point at the directory that holds oci-layout, index.json and blobs/", ref, dir)
 		}
 		return nil, fmt.Errorf("%s: %w", ref, err)
+	} else if fi.Size() > MaxMetadataSize {
+		return nil, limits.Errorf(nil, limits.MetadataSize, fi.Size(), MaxMetadataSize, "%s: index.json is %s, more than %s, the most nexcage reads of an index: refusing it unread", ref, progress.HumanBytes(fi.Size()), progress.HumanBytes(MaxMetadataSize))
 	}
 	idx, err := layout.ImageIndexFromPath(dir)
 	if err != nil {
@@ -314,7 +328,10 @@ func openLayout(ref Ref, dir string, want Platform) (*source, error) {
 		return nil, fmt.Errorf("%s: the layout holds %d images: name one as %s:TAG (tags: %s)", ref, len(found), ref.Name, listOrNone(tags))
 	}
 	d := found[0]
-	src := &source{ref: ref, name: recordedName(d.Annotations)}
+	src := &source{ref: ref, name: recordedName(d.Annotations), layout: dir}
+	if err := src.checkMetadata(d, "the manifest"); err != nil {
+		return nil, err
+	}
 	switch {
 	case d.MediaType.IsIndex():
 		child, err := idx.ImageIndex(d.Digest)
@@ -329,6 +346,9 @@ func openLayout(ref Ref, dir string, want Platform) (*source, error) {
 		if err != nil {
 			return nil, errkind.Errorf(ErrPlatform, "%w", err)
 		}
+		if err := src.checkMetadata(pd, "the manifest"); err != nil {
+			return nil, err
+		}
 		if src.img, err = child.Image(pd.Digest); err != nil {
 			return nil, fmt.Errorf("%s: %w", ref, err)
 		}
@@ -338,7 +358,7 @@ func openLayout(ref Ref, dir string, want Platform) (*source, error) {
 			return nil, fmt.Errorf("%s: %w", ref, err)
 		}
 		src.digest = d.Digest
-		if src.platform, err = checkImagePlatform(ref, src.img, want); err != nil {
+		if src.platform, err = checkImagePlatform(src, src.img, want); err != nil {
 			return nil, err
 		}
 	default:
@@ -367,15 +387,24 @@ func extractOCIArchive(ctx context.Context, file string, maxBlob int64) (dir str
 		return "", fmt.Errorf("oci-archive %s: %w", file, err)
 	}
 	defer f.Close()
-	dir, err = os.MkdirTemp("", "nexcage-oci-archive-")
+	fi, err := f.Stat()
+	if err != nil {
+		return "", fmt.Errorf("oci-archive %s: %w", file, err)
+	}
+	tmp, err := os.MkdirTemp("", "nexcage-oci-archive-")
 	if err != nil {
 		return "", err
 	}
+	dir = tmp
 	defer func() {
 		if err != nil {
-			os.RemoveAll(dir)
+			os.RemoveAll(tmp) // dir is "" by the time an error returns
 		}
 	}()
+	// What is extracted is bounded by the archive's own size (only a
+	// sparse member claims more) and by the free space where it goes.
+	var total int64
+	disk := &limits.Disk{Dir: dir}
 	tr := tar.NewReader(f)
 	for {
 		if err := ctx.Err(); err != nil {
@@ -402,8 +431,14 @@ func extractOCIArchive(ctx context.Context, file string, maxBlob int64) (dir str
 				return "", err
 			}
 		case tar.TypeReg:
+			if total += hdr.Size; total > fi.Size() {
+				return "", archiveClaims(file, "oci-archive", hdr.Name, total, fi.Size())
+			}
 			if maxBlob > 0 && hdr.Size > maxBlob {
 				continue
+			}
+			if err := disk.Reserve(hdr.Size, fmt.Sprintf("oci-archive %s: member %s", file, quoteName(hdr.Name))); err != nil {
+				return "", err
 			}
 			if err := os.MkdirAll(filepath.Dir(target), 0o755); err != nil {
 				return "", err
@@ -433,6 +468,11 @@ func openDockerArchive(ref Ref, want Platform) (*source, error) {
 		}
 		return nil, fmt.Errorf("docker-archive %s: %w", ref.Name, err)
 	}
+	// go-containerregistry reads the archive's JSON members whole and
+	// hashes its layers from end to end: check what they claim first.
+	if err := scanDockerArchive(ref.Name); err != nil {
+		return nil, err
+	}
 	var tag *name.Tag
 	if ref.Tag != "" {
 		t, err := name.NewTag(ref.Tag, name.WeakValidation)
@@ -451,11 +491,10 @@ func openDockerArchive(ref Ref, want Platform) (*source, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", ref, err)
 	}
-	plat, err := checkImagePlatform(ref, img, want)
-	if err != nil {
+	src := &source{ref: ref, img: img, digest: digest}
+	if src.platform, err = checkImagePlatform(src, img, want); err != nil {
 		return nil, err
 	}
-	src := &source{ref: ref, img: img, digest: digest, platform: plat}
 	if ref.Tag != "" {
 		src.name = ref.Tag
 	} else if m, err := tarball.LoadManifest(func() (io.ReadCloser, error) { return os.Open(ref.Name) }); err == nil && len(m) == 1 && len(m[0].RepoTags) > 0 && validName(m[0].RepoTags[0]) {

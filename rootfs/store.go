@@ -1,6 +1,7 @@
 package rootfs
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -15,6 +16,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
 	"github.com/nexcage/nexcage/internal/atomicfile"
+	"github.com/nexcage/nexcage/internal/limits"
 )
 
 // Annotations nexcage keeps on the store's index entries. The reference is
@@ -122,8 +124,13 @@ func (s *Store) lock() (func(), error) {
 	}, nil
 }
 
+// maxStoreIndexSize bounds the store's own index.json: about half a KiB
+// per image, so room for a hundred thousand.
+const maxStoreIndexSize = 64 << 20
+
 func (s *Store) readIndex() (*v1.IndexManifest, error) {
-	f, err := os.Open(filepath.Join(s.Dir, "index.json"))
+	p := filepath.Join(s.Dir, "index.json")
+	b, err := limits.ReadFile(p, maxStoreIndexSize, "the store index "+p)
 	if errors.Is(err, os.ErrNotExist) && !s.Exists() {
 		// Never created (StoreAt): no images yet. A store with its
 		// oci-layout but no index.json is damaged, and says so.
@@ -132,10 +139,9 @@ func (s *Store) readIndex() (*v1.IndexManifest, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read the store index: %w", err)
 	}
-	defer f.Close()
-	im, err := v1.ParseIndexManifest(f)
+	im, err := v1.ParseIndexManifest(bytes.NewReader(b))
 	if err != nil {
-		return nil, fmt.Errorf("the store index %s is corrupt (%v): move it aside and pull your images again (their blobs are reused)", f.Name(), err)
+		return nil, fmt.Errorf("the store index %s is corrupt (%v): move it aside and pull your images again (their blobs are reused)", p, err)
 	}
 	return im, nil
 }

@@ -30,6 +30,7 @@ import (
 
 	"github.com/nexcage/nexcage/internal/annotation"
 	"github.com/nexcage/nexcage/internal/atomicfile"
+	"github.com/nexcage/nexcage/internal/limits"
 	"github.com/nexcage/nexcage/internal/progress"
 	"github.com/nexcage/nexcage/internal/saferoot"
 )
@@ -45,6 +46,9 @@ type UnpackOptions struct {
 	// MaxLayerSize bounds the file content one layer may unpack to
 	// (default DefaultMaxLayerSize), as for Flatten.
 	MaxLayerSize int64
+	// MaxEntries bounds the members of all the image's layers together
+	// (default DefaultMaxEntries), as for Flatten.
+	MaxEntries int64
 }
 
 // UnpackResult says what Unpack wrote.
@@ -159,6 +163,7 @@ func (s *Store) Unpack(ctx context.Context, img Image, bundle string, opts Unpac
 	defer r.Close()
 	u := &unpacker{
 		limit:    opts.MaxLayerSize,
+		budget:   newEntryBudget(opts.MaxEntries, rootfsDir),
 		root:     rootfsDir,
 		r:        r,
 		mapOpts:  mapOpts,
@@ -257,7 +262,10 @@ func (s *Store) ociManifest(digestStr string) (ispec.Manifest, error) {
 	if err != nil {
 		return m, fmt.Errorf("bad manifest digest %q: %w", digestStr, err)
 	}
-	b, err := os.ReadFile(filepath.Join(s.Dir, "blobs", d.Algorithm().String(), d.Encoded()))
+	b, err := limits.ReadFile(filepath.Join(s.Dir, "blobs", d.Algorithm().String(), d.Encoded()), MaxMetadataSize, "manifest "+d.String())
+	if _, over := limits.As(err); over {
+		return m, err
+	}
 	if err != nil {
 		return m, fmt.Errorf("manifest %s is missing from the store %s: pull the image again", d, s.Dir)
 	}
@@ -272,7 +280,10 @@ func (s *Store) ociManifest(digestStr string) (ispec.Manifest, error) {
 
 func (s *Store) imageConfig(m ispec.Manifest) (ispec.Image, error) {
 	var img ispec.Image
-	b, err := os.ReadFile(filepath.Join(s.Dir, "blobs", m.Config.Digest.Algorithm().String(), m.Config.Digest.Encoded()))
+	b, err := limits.ReadFile(filepath.Join(s.Dir, "blobs", m.Config.Digest.Algorithm().String(), m.Config.Digest.Encoded()), MaxMetadataSize, "image config "+m.Config.Digest.String())
+	if _, over := limits.As(err); over {
+		return img, err
+	}
 	if err != nil {
 		return img, fmt.Errorf("image config %s is missing from the store %s: pull the image again", m.Config.Digest, s.Dir)
 	}
@@ -382,6 +393,11 @@ type unpacker struct {
 	firstDev string
 	fakeLeft int
 	entries  int
+	budget   *entryBudget
+	// whited holds the paths this layer's whiteouts have already cleared
+	// of lower layers' files: umoci walks a whiteout's whole target each
+	// time, so N repeats over N files would cost N² (see skipWhiteout).
+	whited *pathSet
 }
 
 func (u *unpacker) layer(ctx context.Context, s *Store, d ispec.Descriptor, diffID digest.Digest, c progress.Counter) error {
@@ -399,6 +415,7 @@ func (u *unpacker) layer(ctx context.Context, s *Store, d ispec.Descriptor, diff
 	// the paths this layer wrote so whiteouts spare them, and that memory
 	// must not leak into the next layer's whiteouts.
 	extract := layer.NewTarExtractor(&layer.UnpackOptions{OnDiskFormat: layer.DirRootfs{MapOptions: u.mapOpts}})
+	u.whited = &pathSet{}
 	limit, written := u.limit, int64(0)
 	if limit <= 0 {
 		limit = DefaultMaxLayerSize
@@ -416,9 +433,16 @@ func (u *unpacker) layer(ctx context.Context, s *Store, d ispec.Descriptor, diff
 		if err != nil {
 			return errkind.Errorf(errCorruptBlob, "the layer is not a valid tar stream (%v)", err)
 		}
-		keep, err := u.check(hdr)
+		if err := u.budget.add(hdr.Name); err != nil {
+			return err
+		}
+		keep, skip, err := u.check(hdr)
 		if err != nil {
 			return err
+		}
+		if skip {
+			u.entries++
+			continue
 		}
 		if u.rootless {
 			u.trackFakeDevice(hdr, keep)
@@ -427,7 +451,10 @@ func (u *unpacker) layer(ctx context.Context, s *Store, d ispec.Descriptor, diff
 		// size: check before a byte is written.
 		if hdr.Typeflag == tar.TypeReg {
 			if written += hdr.Size; written > limit {
-				return errkind.Errorf(ErrTooLarge, "the layer unpacks to more than %s of file content (entry %s claims %d bytes): refusing what looks like a decompression bomb; if the image is genuine, raise the limit", progress.HumanBytes(limit), quoteName(hdr.Name), hdr.Size)
+				return limits.Errorf(ErrTooLarge, limits.LayerSize, written, limit, "the layer unpacks to more than %s of file content (entry %s claims %d bytes): refusing what looks like a decompression bomb", progress.HumanBytes(limit), quoteName(hdr.Name), hdr.Size)
+			}
+			if err := u.budget.reserve(hdr.Size, hdr.Name); err != nil {
+				return err
 			}
 		}
 		name := hdr.Name
@@ -488,28 +515,40 @@ func decompress(r io.Reader, mt string) (io.ReadCloser, error) {
 // and its author should hear about it rather than get a silently different
 // tree. Absolute symlink targets are read as the container reads them,
 // relative to the rootfs: /var/run -> /run is normal in real images.
-func (u *unpacker) check(hdr *tar.Header) (checked, error) {
+//
+// skip says the entry is a whiteout this layer has already applied, which
+// the caller leaves out (see whited).
+func (u *unpacker) check(hdr *tar.Header) (_ checked, skip bool, _ error) {
 	clean, err := cleanEntryName(hdr.Name)
 	if err != nil {
-		return checked{}, err
+		return checked{}, false, err
+	}
+	if err := checkLinkTarget(hdr); err != nil {
+		return checked{}, false, err
 	}
 	base := filepath.Base(clean)
-	if target, isWhiteout := strings.CutPrefix(base, ".wh."); isWhiteout {
+	target, isWhiteout := strings.CutPrefix(base, ".wh.")
+	if isWhiteout {
 		// ".wh.." would delete the parent directory, ".wh..." the one
 		// above it: outside the rootfs when the entry is at its top.
 		if target == "" || target == "." || target == ".." {
-			return checked{}, errkind.Errorf(ErrHostileLayer, "entry %s is a whiteout of %q, which would delete a directory instead of a file in it", quoteName(hdr.Name), target)
+			return checked{}, false, errkind.Errorf(ErrHostileLayer, "entry %s is a whiteout of %q, which would delete a directory instead of a file in it", quoteName(hdr.Name), target)
 		}
-		clear(u.safeDirs) // the tree is about to shrink under cached paths
 	} else if _, cached := u.safeDirs[clean]; cached && hdr.Typeflag != tar.TypeDir {
 		clear(u.safeDirs) // a cached directory is being replaced
 	}
 	if clean == "." && hdr.Typeflag != tar.TypeDir {
-		return checked{}, errkind.Errorf(ErrHostileLayer, "entry %s would replace the root directory with a non-directory", quoteName(hdr.Name))
+		return checked{}, false, errkind.Errorf(ErrHostileLayer, "entry %s would replace the root directory with a non-directory", quoteName(hdr.Name))
 	}
 	parent, created, err := u.checkParents(hdr.Name, filepath.Dir(clean))
 	if err != nil {
-		return checked{}, err
+		return checked{}, false, err
+	}
+	if isWhiteout {
+		if u.whited.applied(parent, target) {
+			return checked{}, true, nil
+		}
+		clear(u.safeDirs) // the tree is about to shrink under cached paths
 	}
 	keep := checked{path: joinRel(parent, base)}
 	if !strings.HasPrefix(base, ".wh.") {
@@ -529,17 +568,17 @@ func (u *unpacker) check(hdr *tar.Header) (checked, error) {
 	if hdr.Typeflag == tar.TypeLink {
 		target, err := cleanEntryName(hdr.Linkname)
 		if err != nil {
-			return checked{}, errkind.Errorf(ErrHostileLayer, "hard link %s -> %s points outside the root", quoteName(hdr.Name), quoteName(hdr.Linkname))
+			return checked{}, false, errkind.Errorf(ErrHostileLayer, "hard link %s -> %s points outside the root", quoteName(hdr.Name), quoteName(hdr.Linkname))
 		}
 		// link(2) does not follow a symlink in the last component, so only
 		// the target's directories matter.
 		tparent, _, err := u.checkParents(hdr.Name, filepath.Dir(target))
 		if err != nil {
-			return checked{}, err
+			return checked{}, false, err
 		}
 		keep.linkTarget = joinRel(tparent, filepath.Base(target))
 	}
-	return keep, nil
+	return keep, false, nil
 }
 
 // checked is what check learnt of an entry: where it lands, where a hard
@@ -647,7 +686,7 @@ const pathMax = 4096
 
 func cleanEntryName(name string) (string, error) {
 	if len(name) >= pathMax {
-		return "", errkind.Errorf(ErrHostileLayer, "entry %s is %d bytes long, more than Linux's PATH_MAX (%d): no file system can hold it", quoteName(name), len(name), pathMax)
+		return "", limits.Errorf(ErrHostileLayer, limits.PathLength, int64(len(name)), pathMax-1, "entry %s is %d bytes long, more than Linux's PATH_MAX (%d): no file system can hold it", quoteName(name), len(name), pathMax)
 	}
 	if strings.HasPrefix(name, "/") {
 		return "", errkind.Errorf(ErrHostileLayer, "entry %s has an absolute name: layer members must be relative to the root", quoteName(name))
@@ -655,6 +694,9 @@ func cleanEntryName(name string) (string, error) {
 	clean := filepath.Clean(name)
 	if clean == ".." || strings.HasPrefix(clean, "../") {
 		return "", errkind.Errorf(ErrHostileLayer, "entry %s climbs out of the root with '..'", quoteName(name))
+	}
+	if err := checkComponents(name, clean); err != nil {
+		return "", err
 	}
 	return clean, nil
 }

@@ -74,7 +74,7 @@ func runBuild(ctx context.Context, e *env, args []string) (any, error) {
 			res, fresh, err := buildOne(ctx, be, store, ref, so, o, stages)
 			results[i] = buildResult{Image: ref.String(), UpToDate: !fresh && err == nil, Result: res, Seconds: time.Since(start).Seconds(), Stages: stages}
 			if err != nil {
-				results[i].Error = err.Error()
+				results[i].Error = limitHint(err).Error()
 			}
 		}()
 	}
@@ -159,7 +159,7 @@ func buildOne(ctx context.Context, e *env, store *rootfs.Store, ref rootfs.Ref, 
 	start := time.Now()
 	// A zstd template's large files are compressed while the layers are
 	// still being read, on cores that would otherwise wait for inflate.
-	fopts := rootfs.FlattenOptions{Progress: e.progress, MaxLayerSize: limit, PrecompressLevel: convert.PrecompressLevel(opts), Clamp: opts.SourceDateEpoch}
+	fopts := rootfs.FlattenOptions{Progress: e.progress, MaxLayerSize: limit, MaxEntries: e.maxEntries, PrecompressLevel: convert.PrecompressLevel(opts), Clamp: opts.SourceDateEpoch}
 	if stored {
 		e.progress.Step("using %s (%s) from the store", ref, img.Platform)
 		f, err = store.Flatten(ctx, img, fopts)
@@ -207,7 +207,7 @@ func buildStaged(ctx context.Context, e *env, store *rootfs.Store, img rootfs.Im
 		return nil, err
 	}
 	start := time.Now()
-	ures, err := store.Unpack(ctx, img, filepath.Join(work, "bundle"), rootfs.UnpackOptions{Rootless: os.Geteuid() != 0, Progress: e.progress, MaxLayerSize: limit})
+	ures, err := store.Unpack(ctx, img, filepath.Join(work, "bundle"), rootfs.UnpackOptions{Rootless: os.Geteuid() != 0, Progress: e.progress, MaxLayerSize: limit, MaxEntries: e.maxEntries})
 	if err != nil {
 		return nil, err
 	}

@@ -85,6 +85,7 @@ the exit status is 1 if any failed.`,
 			intVar(fs, &o.jobs, "jobs", "j", 1, 1, 1024, false, "--jobs is a number of builds at once, from 1 to 1024", "build this many images at once")
 			fs.BoolVar(&o.staged, "staged", false, "unpack to a temporary bundle and convert it (the reference path; slower)")
 			maxLayerSizeFlag(fs, o)
+			limitFlags(fs, o)
 			fs.BoolVar(&o.deployAfter, "deploy", false, "deploy the template on this Proxmox host afterwards (deploy's flags apply)")
 			registerDeployFlags(fs, &o.deploy)
 			fs.BoolVarP(&o.verbose, "verbose", "v", false, "show PVE's own output with errors")

@@ -4,6 +4,8 @@ import (
 	"archive/tar"
 	"bytes"
 	"compress/gzip"
+	"encoding/json"
+	"fmt"
 	"io"
 	"log"
 	"net"
@@ -24,6 +26,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/static"
+	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
 	"github.com/nexcage/nexcage/internal/atomicfile"
@@ -68,6 +71,11 @@ func TestBrokenAndHostileInput(t *testing.T) {
 		}
 		return "oci:" + dir + ":x", blob
 	}
+	// A row's args may set these: bounded rows are tiny inputs that once
+	// cost minutes or gigabytes, which must now end in seconds and modest
+	// memory; extraEnv overrides the environment (TMPDIR).
+	var bounded bool
+	var extraEnv []string
 	build := func(ref string, extra ...string) []string {
 		return append([]string{"build", "-q", "--name", "x", ref}, extra...)
 	}
@@ -171,6 +179,101 @@ func TestBrokenAndHostileInput(t *testing.T) {
 			ref, _ := layoutOf(t, layerImage(t, l))
 			return build(ref)
 		}, 1, []string{"PATH_MAX"}},
+		// Issue 15: tiny inputs that cost unbounded time, memory or disk.
+		{"symlink target of 8000 components", func(t *testing.T) []string {
+			bounded = true
+			ref, _ := layoutOf(t, entriesImage(t, testimage.Symlink("l", strings.Repeat("a/", 8000)), testimage.File("l/x", 0o644, "x")))
+			return build(ref)
+		}, 1, []string{"symlink to a 16000-byte target", "path length limit"}},
+		{"staged unpack of a symlink target of 8000 components", func(t *testing.T) []string {
+			bounded = true
+			ref, _ := layoutOf(t, entriesImage(t, testimage.Symlink("l", strings.Repeat("a/", 8000)), testimage.File("l/x", 0o644, "x")))
+			return []string{"unpack", "-q", ref, "bundle"}
+		}, 1, []string{"symlink to a 16000-byte target"}},
+		{"symlink chain resolving past PATH_MAX", func(t *testing.T) []string {
+			bounded = true
+			// Each link is legal; followed in turn they name a path
+			// longer than the kernel would resolve.
+			var es []testimage.Entry
+			for i := range 4 {
+				es = append(es, testimage.Symlink(fmt.Sprintf("l%d", i+1), fmt.Sprintf("l%d/", i)+strings.Repeat("b/", 1000)))
+			}
+			es = append(es, testimage.Dir("l0", 0o755), testimage.File("l4/x", 0o644, "x"))
+			ref, _ := layoutOf(t, entriesImage(t, es...))
+			return build(ref)
+		}, 1, []string{"longer than Linux's PATH_MAX"}},
+		{"opaque whiteout repeated 5000 times", func(t *testing.T) []string {
+			bounded = true
+			ref, _ := layoutOf(t, entriesImage(t, repeatedOpaque(5000)...))
+			return build(ref)
+		}, 0, nil},
+		// Fewer: umoci's extraction alone takes seconds for 5000 files on a
+		// loaded machine. Before the fix, 2000 took over 30 s.
+		{"staged build of an opaque whiteout repeated 2000 times", func(t *testing.T) []string {
+			bounded = true
+			ref, _ := layoutOf(t, entriesImage(t, repeatedOpaque(2000)...))
+			return build(ref, "--staged")
+		}, 0, nil},
+		{"3000 files 1000 directories deep", func(t *testing.T) []string {
+			bounded = true
+			es := []testimage.Entry{testimage.File("x", 0o755, "#!/bin/sh\n")}
+			deep := strings.Repeat("n/", 1000)
+			for i := range 3000 {
+				es = append(es, testimage.File(fmt.Sprintf("%sf%d", deep, i), 0o644, ""))
+			}
+			ref, _ := layoutOf(t, entriesImage(t, es...))
+			return build(ref)
+		}, 0, nil},
+		{"more entries than --max-entries", func(t *testing.T) []string {
+			bounded = true
+			var es []testimage.Entry
+			for i := range 3000 {
+				es = append(es, testimage.File(fmt.Sprintf("f%d", i), 0o644, ""))
+			}
+			ref, _ := layoutOf(t, entriesImage(t, es...))
+			return build(ref, "--max-entries", "2000")
+		}, 1, []string{"more than 2000 entries", "--max-entries"}},
+		{"name component over NAME_MAX", func(t *testing.T) []string {
+			bounded = true
+			ref, _ := layoutOf(t, entriesImage(t, testimage.File("d/"+strings.Repeat("n", 300), 0o644, "x")))
+			return build(ref)
+		}, 1, []string{"300-byte name component", "NAME_MAX"}},
+		{"3 GiB sparse config blob", func(t *testing.T) []string {
+			bounded = true
+			ref, blob := layoutOf(t, byName["modes"].Image)
+			os.Truncate(blob("config"), 3<<30) // apparent size only
+			return build(ref)
+		}, 1, []string{"image config", "more than 4.0 MiB", "metadata size limit"}},
+		{"8 GiB sparse layer whose manifest says a few hundred bytes", func(t *testing.T) []string {
+			bounded = true
+			ref, blob := layoutOf(t, byName["modes"].Image)
+			os.Truncate(blob("layer"), 8<<30)
+			return build(ref)
+		}, 1, []string{"larger than the", "the manifest says"}},
+		{"oci-archive with a sparse member", func(t *testing.T) []string {
+			bounded = true
+			return build("oci-archive:" + sparseArchive(t, byName["modes"].Image, false))
+		}, 1, []string{"sparse member", "archive size limit"}},
+		{"docker-archive with a sparse member", func(t *testing.T) []string {
+			bounded = true
+			return build("docker-archive:" + sparseArchive(t, byName["modes"].Image, true))
+		}, 1, []string{"sparse member", "archive size limit"}},
+		{"sparse layer larger than the free space of TMPDIR", func(t *testing.T) []string {
+			bounded = true
+			testenv.RequireRoot(t)
+			tmp := smallTmpfs(t)
+			ref, _ := layoutOf(t, layerImage(t, sparseLayer(t)))
+			// No --max-layer-size: 10 GiB is under the default.
+			extraEnv = []string{"TMPDIR=" + tmp}
+			return build(ref)
+		}, 1, []string{"free disk space", "needs 10.0 GiB"}},
+		{"staged unpack of a sparse layer larger than the free space", func(t *testing.T) []string {
+			bounded = true
+			testenv.RequireRoot(t)
+			tmp := smallTmpfs(t)
+			ref, _ := layoutOf(t, layerImage(t, sparseLayer(t)))
+			return []string{"unpack", "-q", ref, tmp + "/bundle"}
+		}, 1, []string{"free disk space", "needs 10.0 GiB"}},
 		{"config.json not JSON", func(t *testing.T) []string {
 			d := t.TempDir()
 			os.WriteFile(filepath.Join(d, "config.json"), []byte("{\n oops"), 0o644)
@@ -284,6 +387,7 @@ func TestBrokenAndHostileInput(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			work := t.TempDir()
+			bounded, extraEnv = false, nil
 			args := tc.args(t)
 			hasOut := false
 			for _, a := range args {
@@ -294,6 +398,7 @@ func TestBrokenAndHostileInput(t *testing.T) {
 			}
 			before, _ := fstree.Snapshot(work, fstree.Options{})
 			env := append(os.Environ(), "HOME="+work, "NEXCAGE_STORE="+filepath.Join(work, "store"), "TMPDIR="+work)
+			env = append(env, extraEnv...)
 			cmd := newCmd(bin, args, env, work)
 			var stderr bytes.Buffer
 			cmd.Stderr = &stderr
@@ -314,8 +419,21 @@ func TestBrokenAndHostileInput(t *testing.T) {
 			if strings.Contains(stderr.String(), "goroutine ") || strings.Contains(stderr.String(), "panic") {
 				t.Errorf("a Go stack reached the user:\n%s", stderr.String())
 			}
-			if took := time.Since(start); took > 60*time.Second {
+			took := time.Since(start)
+			if took > 60*time.Second {
 				t.Errorf("took %s", took)
+			}
+			if bounded {
+				// Generous ceilings: the fixed code takes well under a
+				// second and under 100 MB on these.
+				rss := cmd.ProcessState.SysUsage().(*syscall.Rusage).Maxrss << 10
+				t.Logf("took %s, peak RSS %d MB", took.Round(time.Millisecond), rss>>20)
+				if took > 10*time.Second {
+					t.Errorf("took %s on a tiny input, want < 10s", took)
+				}
+				if rss > 300<<20 {
+					t.Errorf("peak RSS %d MB on a tiny input, want < 300 MB", rss>>20)
+				}
 			}
 			// Nothing outside the store and the output directory changed,
 			// and no partial output was left anywhere.
@@ -332,7 +450,7 @@ func TestBrokenAndHostileInput(t *testing.T) {
 				return nil
 			})
 			entries, _ := os.ReadDir(filepath.Join(work, "out"))
-			if tc.status != 0 {
+			if tc.status != 0 || args[0] != "build" {
 				if len(entries) != 0 {
 					t.Errorf("partial output: %v", entries)
 				}
@@ -366,6 +484,95 @@ func hostAccountsImage(t *testing.T, layoutOf func(*testing.T, v1.Image) (string
 	}
 	ref, _ := layoutOf(t, img)
 	return ref
+}
+
+// entriesImage is a one-layer linux/amd64 image of hand-made entries.
+func entriesImage(t *testing.T, es ...testimage.Entry) v1.Image {
+	t.Helper()
+	l, err := testimage.Layer(es, testimage.Gzip)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return layerImage(t, l)
+}
+
+// repeatedOpaque is n files in d and the opaque whiteout of d n times:
+// each whiteout used to walk everything in d again, N² in all.
+func repeatedOpaque(n int) []testimage.Entry {
+	es := []testimage.Entry{testimage.File("x", 0o755, "#!/bin/sh\n"), testimage.Dir("d", 0o755)}
+	for i := range n {
+		es = append(es, testimage.File(fmt.Sprintf("d/f%d", i), 0o644, ""), testimage.OpaqueWhiteout("d"))
+	}
+	return es
+}
+
+// sparseArchive writes img as an oci-archive (or a docker-archive) with
+// a 4 GiB sparse member added by GNU tar: a few KiB that extract, or
+// hash, to 4 GiB.
+func sparseArchive(t *testing.T, img v1.Image, docker bool) string {
+	t.Helper()
+	tarTool := testenv.RequireTool(t, "tar")
+	out := filepath.Join(t.TempDir(), "archive.tar")
+	huge := t.TempDir()
+	f, err := os.Create(filepath.Join(huge, "huge"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Truncate(4 << 30)
+	f.Close()
+	if docker {
+		// Written, unpacked and packed again with the member: GNU tar
+		// appends (-r) nothing sparse.
+		tag, err := name.NewTag("x:1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		plain := filepath.Join(t.TempDir(), "plain.tar")
+		if err := tarball.WriteToFile(plain, tag, img); err != nil {
+			t.Fatal(err)
+		}
+		testenv.Run(t, tarTool, "-xf", plain, "-C", huge)
+		// The image's own last layer grows a 4 GiB hole: the archive
+		// still names it, and reading it hashes and stores 4 GiB.
+		os.Remove(filepath.Join(huge, "huge"))
+		var m []struct{ Layers []string }
+		raw, _ := os.ReadFile(filepath.Join(huge, "manifest.json"))
+		if err := json.Unmarshal(raw, &m); err != nil || len(m) != 1 || len(m[0].Layers) == 0 {
+			t.Fatalf("manifest.json of the docker archive: %v", err)
+		}
+		if err := os.Truncate(filepath.Join(huge, m[0].Layers[len(m[0].Layers)-1]), 4<<30); err != nil {
+			t.Fatal(err)
+		}
+		names, _ := filepath.Glob(filepath.Join(huge, "*"))
+		args := []string{"--sparse", "--format=pax", "-cf", out, "-C", huge}
+		for _, n := range names {
+			args = append(args, filepath.Base(n))
+		}
+		testenv.Run(t, tarTool, args...)
+	} else {
+		dir := filepath.Join(t.TempDir(), "layout")
+		if err := testimage.WriteLayout(dir, "x", testimage.Case{Image: img}); err != nil {
+			t.Fatal(err)
+		}
+		os.Rename(filepath.Join(huge, "huge"), filepath.Join(dir, "blobs", "huge"))
+		testenv.Run(t, tarTool, "--sparse", "--format=pax", "-cf", out, "-C", dir, ".")
+	}
+	if fi, err := os.Stat(out); err != nil || fi.Size() > 1<<20 {
+		t.Fatalf("the archive is not small (%v): tar did not write the member sparse", err)
+	}
+	return out
+}
+
+// smallTmpfs mounts a 32 MiB tmpfs for the test: a disk that fills.
+func smallTmpfs(t *testing.T) string {
+	t.Helper()
+	dir := filepath.Join(t.TempDir(), "small")
+	os.Mkdir(dir, 0o755)
+	if err := syscall.Mount("tmpfs", dir, "tmpfs", 0, "size=32m"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { syscall.Unmount(dir, syscall.MNT_DETACH) })
+	return dir
 }
 
 // layerImage is a one-layer linux/amd64 image.

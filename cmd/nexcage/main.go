@@ -63,6 +63,7 @@ type opts struct {
 	deploy       deployFlags
 	deployAfter  bool
 	maxLayerSize string
+	maxEntries   int64
 	createName   string
 	createImage  string
 	containers   bool
@@ -188,6 +189,8 @@ func run(argv []string, stdout, stderr *os.File) int {
 			status, msg = 128+interrupted(ctx), "interrupted; nothing was left half-written"
 			fmt.Fprintf(stderr, "nexcage %s: %s\n", c.name, msg)
 		default:
+			err = limitHint(err)
+			msg = err.Error()
 			fmt.Fprintf(stderr, "nexcage %s: error: %v\n", c.name, err)
 		}
 		if e.json {

@@ -41,6 +41,7 @@ xattr. A non-empty BUNDLE is refused unless --force.`,
 			pullFlag(fs, o)
 			fs.BoolVar(&o.force, "force", false, "replace a non-empty BUNDLE")
 			maxLayerSizeFlag(fs, o)
+			limitFlags(fs, o)
 		},
 		run: runUnpack,
 	})
@@ -235,6 +236,7 @@ func runUnpack(ctx context.Context, e *env, args []string) (any, error) {
 	}
 	res, err := store.Unpack(ctx, img, args[1], rootfs.UnpackOptions{
 		MaxLayerSize: limit,
+		MaxEntries:   e.maxEntries,
 		Force:        e.force,
 		Rootless:     os.Geteuid() != 0,
 		Progress:     e.progress,

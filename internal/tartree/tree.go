@@ -227,3 +227,21 @@ func cleanRel(p string) string {
 	}
 	return p[1:]
 }
+
+// Child returns a directory's entry name, or nil when n is not a
+// directory or has no such entry: resolvers walk the tree one component
+// at a time with it instead of from the root for every prefix.
+func (n *Node) Child(name string) *Node {
+	if n == nil || n.Type != tar.TypeDir {
+		return nil
+	}
+	return n.children[name]
+}
+
+// SetChild makes c directory n's entry name, replacing what was there.
+func (n *Node) SetChild(name string, c *Node) {
+	if c.Type == tar.TypeDir && c.children == nil {
+		c.children = map[string]*Node{}
+	}
+	n.children[name] = c
+}

@@ -194,6 +194,54 @@ func specs() []spec {
 			},
 		},
 		{
+			name: "whiteouts-repeated",
+			about: "whiteouts repeated in one layer, nested under an opaque one, and before and after the entries they must spare: " +
+				"an unpacker may skip one only when it has nothing left to do",
+			layers: [][]Entry{
+				{
+					Dir("rw/", 0o755),
+					File("rw/a", 0o644, "lower\n"),
+					Dir("rw/sub/", 0o755),
+					File("rw/sub/b", 0o644, "lower\n"),
+					Dir("rw/sub/deep/", 0o755),
+					File("rw/sub/deep/c", 0o644, "lower\n"),
+					Dir("rw/gone/", 0o755),
+					File("rw/gone/x", 0o644, "lower\n"),
+					File("rw/file", 0o644, "lower\n"),
+					Dir("ox/", 0o755),
+					File("ox/y", 0o644, "lower\n"),
+				},
+				{
+					OpaqueWhiteout("rw/sub"),
+					File("rw/sub/new1", 0o644, "upper\n"),
+					OpaqueWhiteout("rw/sub"),
+					OpaqueWhiteout("rw/sub/deep"),
+					File("rw/sub/deep/d", 0o644, "upper\n"),
+					OpaqueWhiteout("rw/sub/deep"),
+					OpaqueWhiteout("rw"),
+					Whiteout("rw/sub"),
+					Whiteout("rw/file"),
+					File("rw/file", 0o600, "upper\n"),
+					Whiteout("rw/file"),
+					// An opaque whiteout keeps the directory; a plain one
+					// after it must still delete it.
+					OpaqueWhiteout("ox"),
+					Whiteout("ox"),
+					OpaqueWhiteout("ox"),
+				},
+			},
+			expect: []Expect{
+				{Path: "rw/sub/new1", Type: tar.TypeReg, Body: "upper\n"},
+				{Path: "rw/sub/deep/d", Type: tar.TypeReg, Body: "upper\n"},
+				{Path: "rw/sub/b", Absent: true},
+				{Path: "rw/sub/deep/c", Absent: true},
+				{Path: "rw/a", Absent: true},
+				{Path: "rw/gone", Absent: true},
+				{Path: "rw/file", Type: tar.TypeReg, Body: "upper\n", Mode: 0o600},
+				{Path: "ox", Absent: true},
+			},
+		},
+		{
 			name: "type-changes",
 			about: "an upper entry of another type replaces the lower one with no whiteout: file->dir, dir->file, " +
 				"symlink->file, file->symlink, dir->symlink, and symlink->dir (which must not write through the old link)",
