@@ -19,7 +19,10 @@ func TestDeployScripts(t *testing.T) {
 	registry := testenv.Registry(t)
 	var mu sync.Mutex // NewStandIn registers cleanups on t from parallel scripts
 	testscript.Run(t, testscript.Params{
-		Dir:                 filepath.Join("..", "..", "testdata", "script", "deploy"),
+		Dir: filepath.Join("..", "..", "testdata", "script", "deploy"),
+		// testscript removes its own work root only after every script has
+		// run, which a -run filter prevents: t.TempDir always goes.
+		WorkdirRoot:         t.TempDir(),
 		RequireExplicitExec: true,
 		Setup: func(e *testscript.Env) error {
 			mu.Lock()
