@@ -67,7 +67,7 @@ func runBuild(ctx context.Context, e *env, args []string) (any, error) {
 			res, fresh, err := buildOne(ctx, e, store, ref, so, opts, stages)
 			results[i] = buildResult{Image: ref.String(), UpToDate: !fresh && err == nil, Result: res, Seconds: time.Since(start).Seconds(), Stages: stages}
 			if err != nil {
-				results[i].Error = err.Error()
+				results[i].Error = processHint(err).Error()
 			}
 		}()
 	}
