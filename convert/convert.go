@@ -178,6 +178,9 @@ func makePlan(tree *tartree.Tree, spec *runtimeSpec, src Source, opts Options, r
 		args = spec.Process.Args
 	}
 	p.system = lxc.IsSystemContainer(args, hasInit(tree))
+	if p.system {
+		dropUmociTerm(spec, opts.Process)
+	}
 	if p.config, err = lxc.FromSpec(specForLXC(spec), p.system); err != nil {
 		if !opts.Process.IsZero() {
 			return nil, fmt.Errorf("the process (the image's, with the overrides): %w", err)

@@ -225,3 +225,17 @@ func entrypointNote(c *lxc.Config, args []string, rep progress.Reporter) {
 		rep.Step("the shell script of process.args holds both kinds of quotes and blanks, which LXC's init command cannot carry as they are: the entrypoint runs it through eval, with each ' made by printf")
 	}
 }
+
+// dropUmociTerm removes the TERM=xterm umoci puts in every config.json
+// from a system container's environment: its init gets PVE's TERM=linux
+// ("some init scripts expect a linux terminal"), as with PVE's own OCI
+// import, which applies the image's Env only. An --env TERM=... stays.
+func dropUmociTerm(spec *runtimeSpec, ov *ProcessOverrides) {
+	if spec.Process == nil {
+		return
+	}
+	if ov != nil && slices.ContainsFunc(ov.Env, func(e string) bool { return strings.HasPrefix(e, "TERM=") }) {
+		return
+	}
+	spec.Process.Env = slices.DeleteFunc(spec.Process.Env, func(e string) bool { return e == "TERM=xterm" })
+}
