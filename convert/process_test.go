@@ -181,3 +181,31 @@ func TestOverrides(t *testing.T) {
 		t.Errorf("--cmd without a recorded entrypoint: %v", err)
 	}
 }
+
+// TestArgvConfs: the entrypoint of the argv and shell-form cases reads
+// back (as PVE and LXC 6 read it) as the image's argv, or for the
+// shell-form script an eval of it, and PVE's own code accepts the .conf.
+// Before: the shell-form case failed with "argument 2 contains both kinds
+// of quotes", and the argv case's line lost its outer quotes in LXC.
+func TestArgvConfs(t *testing.T) {
+	rootless := os.Geteuid() != 0
+	res := convertTo(t, unpack(t, corpusCase(t, "alpine-argv"), rootless), t.TempDir(), convert.Options{})
+	want := append([]string{"/opt/my app/run"}, testimage.ArgvHazards...)
+	if got := lxc.SplitCommand(readConf(t, res).Entrypoint); !reflect.DeepEqual(got, want) {
+		t.Errorf("argv: got %q\nwant %q", got, want)
+	}
+	if !reflect.DeepEqual(res.Metadata.Process.Args, want) {
+		t.Errorf("the manifest's args %q", res.Metadata.Process.Args)
+	}
+	checkPVE(t, res)
+
+	res = convertTo(t, unpack(t, corpusCase(t, "alpine-shell-form"), rootless), t.TempDir(), convert.Options{})
+	got := lxc.SplitCommand(readConf(t, res).Entrypoint)
+	if len(got) != 3 || got[0] != "/bin/sh" || got[1] != "-c" || !strings.HasPrefix(got[2], `eval "`) || strings.Contains(got[2], "'") {
+		t.Errorf("shell form: %q", got)
+	}
+	if !reflect.DeepEqual(res.Metadata.Process.Args, []string{"/bin/sh", "-c", testimage.ShellFormScript}) {
+		t.Errorf("the manifest's args %q, want the image's", res.Metadata.Process.Args)
+	}
+	checkPVE(t, res)
+}
