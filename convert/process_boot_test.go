@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
@@ -30,10 +31,16 @@ func pid1Argv(t *testing.T, c interface {
 // ships. LXC 5 (Debian 12's) splits lxc.init.cmd at every space and
 // knows no quotes at all (lxccontainer.c split_init_cmd); LXC 6 uses
 // lxc_string_split_quoted, the splitter nexcage's quoting is made for.
-// Put an LXC 6 build first in PATH (and its lib in LD_LIBRARY_PATH) to
-// run these tests on a host with LXC 5.
+// On a host with LXC 5, NEXCAGE_LXC_PREFIX names an LXC 6 install prefix
+// (meson --prefix, seccomp on) whose tools these tests then use.
 func requireLXC6(t *testing.T) {
 	t.Helper()
+	if prefix := os.Getenv("NEXCAGE_LXC_PREFIX"); prefix != "" {
+		t.Setenv("PATH", filepath.Join(prefix, "bin")+string(os.PathListSeparator)+os.Getenv("PATH"))
+		libs, _ := filepath.Glob(filepath.Join(prefix, "lib*", "*-linux-gnu"))
+		libs = append(libs, filepath.Join(prefix, "lib"))
+		t.Setenv("LD_LIBRARY_PATH", strings.Join(libs, string(os.PathListSeparator)))
+	}
 	testenv.RequireTool(t, "lxc-start")
 	out, err := exec.Command("lxc-start", "--version").Output()
 	if err != nil {
@@ -41,7 +48,7 @@ func requireLXC6(t *testing.T) {
 	}
 	v := strings.TrimSpace(string(out))
 	if major, _, _ := strings.Cut(v, "."); major != "" && strings.Trim(major, "012345") == "" && len(major) == 1 {
-		t.Skipf("lxc-start is LXC %s, which splits lxc.init.cmd at spaces without quotes; PVE 9 runs LXC 6 (put an LXC 6 build first in PATH)", v)
+		t.Skipf("lxc-start is LXC %s, which splits lxc.init.cmd at spaces without quotes; PVE 9 runs LXC 6: set NEXCAGE_LXC_PREFIX to an LXC 6 install", v)
 	}
 }
 
