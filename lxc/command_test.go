@@ -2,6 +2,7 @@ package lxc
 
 import (
 	"errors"
+	"os/exec"
 	"reflect"
 	"strings"
 	"testing"
@@ -111,6 +112,36 @@ func TestFromSpecEnv(t *testing.T) {
 		}
 		if _, err := FromSpec(spec("OK=1", e), true); err == nil {
 			t.Errorf("%q accepted for a system container", e)
+		}
+	}
+}
+
+// TestEvalScriptRunsTheSame: the rewritten script prints what the
+// original does, run by this host's /bin/sh with the same $0 and
+// arguments.
+func TestEvalScriptRunsTheSame(t *testing.T) {
+	if _, err := exec.LookPath("sh"); err != nil {
+		t.Skip("no sh on this host")
+	}
+	for _, script := range []string{
+		`echo "it's running" && echo '$HOME "q"'`,
+		`printf '%s|' "$0" "$@" 'a\tb' "x\\y" \' \" ; echo`,
+		`for a in "$@"; do echo "[$a]" 'lit ` + "`" + `x` + "`" + `'; done`,
+		`f() { echo "'$1'"; }; f "a b"; echo $((1+2)) '!'`,
+	} {
+		run := func(s string) string {
+			out, err := exec.Command("sh", "-c", s, "name", "arg 1", "it's").CombinedOutput()
+			if err != nil {
+				t.Fatalf("sh -c %q: %v\n%s", s, err, out)
+			}
+			return string(out)
+		}
+		ev := evalScript(script)
+		if strings.Contains(ev, "'") {
+			t.Errorf("%q still holds a single quote", ev)
+		}
+		if want, got := run(script), run(ev); got != want {
+			t.Errorf("%q:\n original %q\n eval     %q", script, want, got)
 		}
 	}
 }
