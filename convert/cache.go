@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"reflect"
 	"sort"
 	"strings"
 
@@ -44,7 +45,7 @@ func UpToDate(opts Options, reference string, sourceDigest func() (string, error
 		if json.Unmarshal(raw, &m) != nil {
 			continue
 		}
-		if m.Source.Reference != reference || m.Options != want {
+		if m.Source.Reference != reference || !reflect.DeepEqual(m.Options, want) {
 			continue
 		}
 		if !asked {

@@ -43,6 +43,8 @@ type Options struct {
 	// 65535; SquashHighIDs maps those ids to 65534 instead.
 	Privileged    bool
 	SquashHighIDs bool
+	// Process overrides the image's process (nil: the image's).
+	Process *ProcessOverrides
 	// SourceDateEpoch clamps mtimes (SOURCE_DATE_EPOCH); zero = no clamp.
 	SourceDateEpoch time.Time
 	// ToolVersion is recorded in the manifest.
@@ -178,14 +180,24 @@ func makePlan(tree *tartree.Tree, spec *runtimeSpec, src Source, opts Options, r
 		rep.Step("ostype unmanaged: %s", p.os.Why)
 	}
 
+	if spec, err = processSpec(tree, spec, opts, rep); err != nil {
+		return nil, err
+	}
 	var args []string
 	if spec.Process != nil {
 		args = spec.Process.Args
 	}
 	p.system = lxc.IsSystemContainer(args, hasInit(tree))
-	if p.config, err = lxc.FromSpec(specForLXC(spec), p.system); err != nil {
-		return nil, fmt.Errorf("config.json: %w", err)
+	if p.system {
+		dropUmociTerm(spec, opts.Process)
 	}
+	if p.config, err = lxc.FromSpec(specForLXC(spec), p.system); err != nil {
+		if !opts.Process.IsZero() {
+			return nil, fmt.Errorf("the process (the image's, with the overrides): %w", err)
+		}
+		return nil, fmt.Errorf("the image's process (config.json): %w", err)
+	}
+	entrypointNote(p.config, args, rep)
 	p.config.Arch = p.arch
 	p.config.OSType = p.os.OSType
 	p.config.Unprivileged = !opts.Privileged

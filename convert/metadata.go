@@ -69,6 +69,9 @@ type BuildOptions struct {
 	SourceDateEpoch int64  `json:"source_date_epoch,omitempty"`
 	Name            string `json:"name,omitempty"`
 	Version         string `json:"version,omitempty"`
+	// Process is nil without overrides, so manifests written before
+	// overrides existed still compare equal.
+	Process *ProcessOverrides `json:"process,omitempty"`
 }
 
 func (p *plan) metadata(spec *rspec.Spec, src Source) Metadata {
@@ -133,6 +136,9 @@ func (p *plan) buildOptions() BuildOptions {
 		Compression: string(p.compression), Level: p.opts.Level,
 		Privileged: p.opts.Privileged, SquashHighIDs: p.opts.SquashHighIDs,
 		Name: p.opts.Name, Version: p.opts.Version,
+	}
+	if !p.opts.Process.IsZero() {
+		o.Process = p.opts.Process
 	}
 	if !p.opts.SourceDateEpoch.IsZero() {
 		o.SourceDateEpoch = p.opts.SourceDateEpoch.Unix()

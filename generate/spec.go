@@ -104,7 +104,7 @@ func (f SpecFlags) parse() (*overrides, error) {
 	case len(f.Args) > 0:
 		o.args = f.Args
 	case f.Cmd != "":
-		o.args = lxc.SplitCommand(f.Cmd)
+		o.args = lxc.SplitWords(f.Cmd)
 		if len(o.args) == 0 {
 			return nil, flagErr("cmd", f.Cmd, "the command line is empty: write e.g. --cmd '/usr/bin/app --port 80'")
 		}

@@ -122,9 +122,11 @@ func TestFromSpecMapsMounts(t *testing.T) {
 	if c.Entrypoint != "/srv/run 'a b'" || c.Cmode != "console" || c.Hostname != "web" || len(c.Env) != 1 {
 		t.Errorf("process mapping wrong: %+v", c)
 	}
-	// A system container keeps mounts but gets no entrypoint.
+	// A system container keeps mounts, environment, user, working
+	// directory and stop signal, as PVE's OCI import does, but not the
+	// entrypoint: PVE boots its default init.
 	sys, err := FromSpec(spec, true)
-	if err != nil || sys.Entrypoint != "" || len(sys.MountPoints) != 2 || len(sys.Raw) != 1 {
+	if err != nil || sys.Entrypoint != "" || sys.Cmode != "" || len(sys.MountPoints) != 2 || !reflect.DeepEqual(sys.Raw, wantRaw) || !reflect.DeepEqual(sys.Env, c.Env) {
 		t.Errorf("system container mapping %+v, %v", sys, err)
 	}
 }

@@ -57,9 +57,44 @@ func IsSystemContainer(args []string, rootfsHasInit bool) bool {
 	return len(args) == 1 && shells[args[0]] && rootfsHasInit
 }
 
+// EnvError names an environment variable no CT config can carry.
+type EnvError struct {
+	Index int
+	Name  string
+	Msg   string
+}
+
+func (e *EnvError) Error() string {
+	if e.Name == "" {
+		return fmt.Sprintf("process.env[%d] %s", e.Index, e.Msg)
+	}
+	return fmt.Sprintf("process.env[%d] (%s) %s", e.Index, e.Name, e.Msg)
+}
+
+// CheckEnv checks one NAME=VALUE for a lxc.environment.runtime line.
+func CheckEnv(i int, e string) error {
+	k, v, ok := strings.Cut(e, "=")
+	if !ok || k == "" || strings.ContainsAny(k, " \t") {
+		return &EnvError{i, "", fmt.Sprintf("%q is not NAME=VALUE", e)}
+	}
+	if hasControl(k) || hasControl(v) {
+		return &EnvError{i, k, "contains control characters, which PVE refuses"}
+	}
+	// PVE's config parser and LXC's both trim blanks off the end of a
+	// line, and neither has a quoting for them: the variable would
+	// arrive shorter than the image says.
+	if strings.TrimRight(v, " \t") != v {
+		return &EnvError{i, k, "ends in a blank, which PVE and LXC both trim off a config line (no quoting keeps it)"}
+	}
+	return nil
+}
+
 // FromSpec maps a bundle's runtime config to a CT config: hostname,
-// mounts, and for application containers the entrypoint, environment,
-// working directory, user and stop signal.
+// mounts, the environment, working directory, user and stop signal, and
+// for application containers the entrypoint. A system container keeps
+// PVE's default init, but gets the rest as PVE's own OCI import gives it
+// (PVE::LXC::Create::restore_oci_archive applies Env, User, WorkingDir
+// and StopSignal whatever the command).
 func FromSpec(spec *rspec.Spec, system bool) (*Config, error) {
 	c := &Config{}
 	if spec.Hostname != "" {
@@ -71,26 +106,24 @@ func FromSpec(spec *rspec.Spec, system bool) (*Config, error) {
 	if err := mapMounts(c, spec.Mounts); err != nil {
 		return nil, err
 	}
-	if system || spec.Process == nil {
+	if spec.Process == nil {
 		return c, nil
 	}
 	p := spec.Process
-	if len(p.Args) == 0 {
-		return nil, fmt.Errorf("process.args is empty: an application container needs a command to run")
-	}
-	ep, err := JoinCommand(p.Args)
-	if err != nil {
-		return nil, fmt.Errorf("process.args: %w", err)
-	}
-	c.Entrypoint = ep
-	c.Cmode = "console"
-	for i, e := range p.Env {
-		k, v, ok := strings.Cut(e, "=")
-		if !ok || k == "" || strings.ContainsAny(k, " \t") {
-			return nil, fmt.Errorf("process.env[%d] %q is not NAME=VALUE", i, e)
+	if !system {
+		if len(p.Args) == 0 {
+			return nil, fmt.Errorf("process.args is empty: an application container needs a command to run")
 		}
-		if hasControl(k) || hasControl(v) {
-			return nil, fmt.Errorf("process.env[%d] (%s) contains control characters, which PVE refuses", i, k)
+		ep, _, err := InitCommand(p.Args)
+		if err != nil {
+			return nil, fmt.Errorf("process.args: %w", err)
+		}
+		c.Entrypoint = ep
+		c.Cmode = "console"
+	}
+	for i, e := range p.Env {
+		if err := CheckEnv(i, e); err != nil {
+			return nil, err
 		}
 		c.Env = append(c.Env, e)
 	}
@@ -212,64 +245,6 @@ func hasControl(s string) bool {
 		}
 	}
 	return false
-}
-
-// JoinCommand renders argv as an entrypoint line that LXC splits back into
-// the same argv: it honours single and double quotes, not backslashes.
-func JoinCommand(args []string) (string, error) {
-	parts := make([]string, len(args))
-	for i, a := range args {
-		if hasControl(a) {
-			return "", fmt.Errorf("argument %d contains control characters, which PVE refuses", i)
-		}
-		switch {
-		case a != "" && !strings.ContainsAny(a, " \t'\"\\$`|&;<>(){}*?[]#~"):
-			parts[i] = a
-		case !strings.Contains(a, "'"):
-			parts[i] = "'" + a + "'"
-		case !strings.Contains(a, `"`):
-			parts[i] = `"` + a + `"`
-		default:
-			return "", fmt.Errorf("argument %d contains both kinds of quotes, which an LXC init command cannot express", i)
-		}
-	}
-	return strings.Join(parts, " "), nil
-}
-
-// SplitCommand is JoinCommand's inverse, as LXC splits lxc.init.cmd. It
-// works on bytes: quotes and blanks are ASCII, and arguments need not be
-// valid UTF-8.
-func SplitCommand(s string) []string {
-	var out []string
-	var cur []byte
-	inArg := false
-	var quote byte
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		switch {
-		case quote != 0:
-			if c == quote {
-				quote = 0
-			} else {
-				cur = append(cur, c)
-			}
-		case c == '\'' || c == '"':
-			quote, inArg = c, true
-		case c == ' ' || c == '\t':
-			if inArg {
-				out = append(out, string(cur))
-				cur = cur[:0]
-				inArg = false
-			}
-		default:
-			cur = append(cur, c)
-			inArg = true
-		}
-	}
-	if inArg {
-		out = append(out, string(cur))
-	}
-	return out
 }
 
 // ValidDNSName is PVE's check for hostnames.

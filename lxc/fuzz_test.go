@@ -3,6 +3,7 @@ package lxc
 import (
 	"encoding/json"
 	"reflect"
+	"strings"
 	"testing"
 
 	rspec "github.com/opencontainers/runtime-spec/specs-go"
@@ -75,6 +76,29 @@ func FuzzJoinSplitCommand(f *testing.F) {
 			return
 		}
 		if got := SplitCommand(line); !reflect.DeepEqual(got, args) {
+			t.Fatalf("%q -> %q -> %q", args, line, got)
+		}
+	})
+}
+
+// FuzzInitCommand: a shell script InitCommand rewrites reads back as an
+// eval with no single quote, every other argument unchanged.
+func FuzzInitCommand(f *testing.F) {
+	f.Add(`echo "it's" && run`, "x")
+	f.Fuzz(func(t *testing.T, script, extra string) {
+		args := []string{"/bin/sh", "-c", script, extra}
+		line, rewritten, err := InitCommand(args)
+		if err != nil {
+			return
+		}
+		got := SplitCommand(line)
+		if !rewritten {
+			if !reflect.DeepEqual(got, args) {
+				t.Fatalf("%q -> %q -> %q", args, line, got)
+			}
+			return
+		}
+		if len(got) != 4 || got[0] != args[0] || got[1] != args[1] || got[3] != extra || strings.Contains(got[2], "'") || !strings.HasPrefix(got[2], `eval "`) {
 			t.Fatalf("%q -> %q -> %q", args, line, got)
 		}
 	})

@@ -337,11 +337,14 @@ func imageAnnotations(img Image, config ispec.Image) map[string]string {
 		vols = append(vols, v)
 	}
 	sort.Strings(vols)
+	// process.args is Entrypoint+Cmd; convert's --cmd replaces only Cmd.
+	ep, _ := json.Marshal(append([]string{}, config.Config.Entrypoint...))
 	a := map[string]string{
 		annotation.Reference:    img.Ref,
 		annotation.Digest:       img.Digest,
 		annotation.SourceDigest: img.SourceDigest,
 		annotation.Volumes:      strings.Join(vols, ","),
+		annotation.Entrypoint:   string(ep),
 	}
 	if img.Name != "" {
 		a[annotation.Name] = img.Name

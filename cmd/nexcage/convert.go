@@ -20,6 +20,7 @@ type convertFlags struct {
 	output, compression, name, version, format string
 	level                                      int
 	privileged, squash                         bool
+	process                                    processFlags
 }
 
 // compressionValues are what --compression accepts (zst and gz are
@@ -40,7 +41,8 @@ func registerConvertFlags(fs *pflag.FlagSet, cf *convertFlags) {
 	fs.StringVar(&cf.version, "version", "", "deprecated spelling of --template-version")
 	fs.MarkHidden("version")
 	fs.BoolVar(&cf.privileged, "privileged", false, "make a privileged-only template, keeping ids above 65535")
-	fs.BoolVar(&cf.squash, "squash-high-ids", false, "give files owned by ids above 65535 to 65534 (nobody), so the template works unprivileged")
+	fs.BoolVar(&cf.squash, "squash-high-ids", false, "give files and the process user with ids above 65535 to 65534 (nobody), so the template works unprivileged")
+	registerProcessFlags(fs, &cf.process)
 }
 
 func init() {
@@ -110,6 +112,9 @@ func convertOptions(e *env) (convert.Options, error) {
 		return o, err
 	}
 	o.SourceDateEpoch = epoch
+	if o.Process, err = cf.process.overrides(); err != nil {
+		return o, err
+	}
 	return o, nil
 }
 
@@ -146,7 +151,7 @@ func runConvert(ctx context.Context, e *env, args []string) (any, error) {
 	}
 	res, err := convert.Convert(ctx, b, opts)
 	if err != nil {
-		return nil, err
+		return nil, processHint(err)
 	}
 	printResult(e, res)
 	return res, nil
@@ -173,6 +178,9 @@ func exportOCIArchive(ctx context.Context, e *env, image string) (any, error) {
 	cf := e.conv
 	if cf.compression != "" || cf.level != 0 || cf.privileged || cf.squash {
 		return nil, usagef("--format oci-archive writes an uncompressed OCI archive: --compression, --level, --privileged and --squash-high-ids do not apply")
+	}
+	if p := cf.process; p.entrypoint.set || p.cmd.set || p.env != nil || p.user != "" || p.workdir != "" {
+		return nil, usagef("--format oci-archive writes the image as it is: --entrypoint, --cmd, --env, --user and --workdir do not apply")
 	}
 	if err := checkOutput(cf, 1); err != nil {
 		return nil, err

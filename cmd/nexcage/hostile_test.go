@@ -306,9 +306,11 @@ func TestBrokenAndHostileInput(t *testing.T) {
 		// the template. Each deploy runs against a PVE stand-in with
 		// --start; hostileDeploy fails the test if a hook ran or a
 		// container was made.
+		// Line 7: the system template's .conf holds 6 lines before it (its
+		// environment is kept, as PVE's own OCI import keeps it).
 		{"template .conf with a pre-start hook", func(t *testing.T) []string {
 			return []string{"deploy", "--start", hostileDeploy(t, bin, appendConf("lxc.hook.pre-start: /bin/sh -c 'touch MARKER'"))}
-		}, 1, []string{`line 5 "lxc.hook.pre-start: /bin/sh -c 'touch `, "raw key lxc.hook.pre-start is not one nexcage writes", "--allow-raw-lxc"}},
+		}, 1, []string{`line 7 "lxc.hook.pre-start: /bin/sh -c 'touch `, "raw key lxc.hook.pre-start is not one nexcage writes", "--allow-raw-lxc"}},
 		{"template .conf with AppArmor off", func(t *testing.T) []string {
 			return []string{"deploy", "--start", hostileDeploy(t, bin, appendConf("lxc.apparmor.profile: unconfined"))}
 		}, 1, []string{`"lxc.apparmor.profile: unconfined": raw key lxc.apparmor.profile`}},

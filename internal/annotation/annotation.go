@@ -12,4 +12,8 @@ const (
 	Name = "io.nexcage.image.name"
 	// Volumes is the image's VOLUME list, sorted and comma-separated.
 	Volumes = "io.nexcage.image.volumes"
+	// Entrypoint is the image's Entrypoint as a JSON array ("[]" for
+	// none): process.args is Entrypoint+Cmd, and replacing only Cmd needs
+	// the split. Untrusted: used only when it is a prefix of process.args.
+	Entrypoint = "io.nexcage.image.entrypoint"
 )

@@ -190,7 +190,11 @@ func alpineCorpus() ([]Case, error) {
 		return nil, err
 	}
 
-	return []Case{
+	process, err := processCases(alpineExpect)
+	if err != nil {
+		return nil, err
+	}
+	return append([]Case{
 		{
 			Name: "alpine-amd64", Image: plain, Compression: Gzip,
 			About:  "the real Alpine 3.20.3 x86_64 minirootfs, layer blob byte-identical to the release tarball",
@@ -203,5 +207,5 @@ func alpineCorpus() ([]Case, error) {
 			Expect: append(append([]Expect(nil), alpineExpect...),
 				Expect{Path: "app/run.sh", Type: tar.TypeReg, Mode: 0o755, Body: "#!/bin/sh\necho \"hello from app: $GREETING\"\nexec \"$@\"\n"}),
 		},
-	}, nil
+	}, process...), nil
 }

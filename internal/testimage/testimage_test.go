@@ -84,11 +84,12 @@ func TestCorpusShape(t *testing.T) {
 		"whiteouts", "opaque", "type-changes", "hardlink-lower", "devices", "modes", "xattrs", "ids",
 		"longnames", "duplicate", "no-parents", "dot-prefixed", "symlinks", "docker-v2s2", "zstd",
 		"uncompressed", "multiarch", "alpine-amd64", "alpine-app",
+		"alpine-argv", "alpine-shell-form", "alpine-highid-user", "alpine-system",
 	}
 	var got []string
 	// Names become image tags and file names: lower-case tag grammar, no '/'.
 	tagSafe := regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,127}$`)
-	rootOnly := map[string]bool{"devices": true, "xattrs": true, "ids": true}
+	rootOnly := map[string]bool{"devices": true, "xattrs": true, "ids": true, "alpine-highid-user": true}
 	for _, c := range cases {
 		got = append(got, c.Name)
 		if !tagSafe.MatchString(c.Name) {

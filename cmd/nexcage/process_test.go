@@ -1,0 +1,83 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/nexcage/nexcage/internal/testimage"
+	"github.com/nexcage/nexcage/lxc"
+)
+
+func alpineAppLayout(t *testing.T) string {
+	t.Helper()
+	cases, err := testimage.Corpus()
+	if err != nil {
+		t.Fatal(err)
+	}
+	layout := filepath.Join(t.TempDir(), "layout")
+	for _, c := range cases {
+		if c.Name == "alpine-app" {
+			if err := testimage.WriteLayout(layout, "app", c); err != nil {
+				t.Fatal(err)
+			}
+			return "oci:" + layout + ":app"
+		}
+	}
+	t.Fatal("no alpine-app case")
+	return ""
+}
+
+// TestProcessOverrideFlags: build's --entrypoint, --cmd, --env, --user and
+// --workdir reach the .conf with docker's semantics, and the up-to-date
+// check tells builds with other overrides apart.
+func TestProcessOverrideFlags(t *testing.T) {
+	t.Setenv("NEXCAGE_STORE", filepath.Join(t.TempDir(), "store"))
+	t.Setenv("H16C_FROM_ENV", "from nexcage")
+	ref := alpineAppLayout(t)
+	out := t.TempDir() + "/"
+	args := []string{"build", "-q", "-o", out, "--entrypoint", "/bin/sleep", "--cmd", "1000",
+		"--env", "APP_MODE=prod", "--env", "H16C_FROM_ENV", "--user", "nobody", "--workdir", "/tmp", ref}
+	status, stdout, stderr := runCLI(t, args...)
+	if status != exitOK {
+		t.Fatalf("build: exit %d\n%s%s", status, stdout, stderr)
+	}
+	confs, _ := filepath.Glob(out + "*.conf")
+	if len(confs) != 1 {
+		t.Fatalf("confs %v", confs)
+	}
+	raw, _ := os.ReadFile(confs[0])
+	c, err := lxc.Parse(string(raw))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"entrypoint: /bin/sleep 1000", "lxc.environment.runtime: APP_MODE=prod", "lxc.environment.runtime: H16C_FROM_ENV=from nexcage", "lxc.init.uid: 65534", "lxc.init.cwd: /tmp"} {
+		if !strings.Contains(string(raw), want+"\n") {
+			t.Errorf("the .conf lacks %q:\n%s", want, raw)
+		}
+	}
+	if strings.Contains(string(raw), "APP_MODE=test") || c.Entrypoint == "" {
+		t.Errorf("the image's APP_MODE survived, or no entrypoint:\n%s", raw)
+	}
+	if status, stdout, _ := runCLI(t, args...); status != exitOK || !strings.Contains(stdout, "up to date") {
+		t.Errorf("the same overrides again: exit %d, %q, want up to date", status, stdout)
+	}
+	args[len(args)-2] = "/srv"
+	if status, stdout, _ := runCLI(t, args...); status != exitOK || strings.Contains(stdout, "up to date") {
+		t.Errorf("another --workdir: exit %d, %q, want a rebuild", status, stdout)
+	}
+
+	for _, bad := range [][]string{
+		{"--env", "H16C_UNSET_VARIABLE"},
+		{"--env", "TRAIL=x "},
+		{"--entrypoint", "[not json"},
+		{"--workdir", "relative"},
+		{"--cmd", `["x", "both ' and \" blank"]`},
+	} {
+		status, _, stderr := runCLI(t, append(append([]string{"build", "-q", "-o", t.TempDir() + "/"}, bad...), ref)...)
+		if status != exitUsage || !strings.Contains(stderr, bad[0]) {
+			t.Errorf("%q: exit %d, stderr %q; want a usage error naming the flag", bad, status, stderr)
+		}
+	}
+}
