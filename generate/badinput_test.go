@@ -6,6 +6,7 @@ import (
 	"compress/gzip"
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/nexcage/nexcage/convert"
 	"github.com/nexcage/nexcage/generate"
+	"github.com/nexcage/nexcage/internal/limits"
 	"github.com/nexcage/nexcage/internal/testenv"
 )
 
@@ -89,19 +91,27 @@ func writeTemplate(t testing.TB, name string, content []byte) string {
 // TestTemplateRefusesUnsafeMembers: a member that would land outside the
 // bundle is refused, naming it; nothing is written, anywhere.
 func TestTemplateRefusesUnsafeMembers(t *testing.T) {
+	chain := []member{dirM("./"), dirM("./c0/")}
+	for i := 1; i <= 41; i++ {
+		chain = append(chain, symlinkM(fmt.Sprintf("./c%d", i), fmt.Sprintf("c%d", i-1)))
+	}
 	for _, tc := range []struct {
 		name    string
 		members []member
 		want    string
+		limit   string // the limits.Error's, for a refusal over the kernel's bounds
 	}{
-		{"dotdot", []member{dirM("./"), fileM("./../escape", "x")}, `member "./../escape" contains '..'`},
-		{"absolute", []member{dirM("./"), fileM("/escape", "x")}, `member "/escape" has an absolute name`},
-		{"symlink", []member{dirM("./"), symlinkM("./up", "../../.."), fileM("./up/escape", "x")}, `member "./up/escape" is written through a symlink that points outside the root`},
-		{"symlink-chain", []member{dirM("./"), dirM("./a/"), symlinkM("./a/b", ".."), symlinkM("./c", "a/b/.."), fileM("./c/escape", "x")}, `member "./c/escape" is written through a symlink that points outside the root`},
-		{"hardlink", []member{dirM("./"), hardlinkM("./passwd", "../../../../etc/passwd")}, `hard link "./passwd" -> "../../../../etc/passwd" points outside the root`},
-		{"hardlink-absolute", []member{dirM("./"), hardlinkM("./passwd", "/etc/passwd")}, `hard link "./passwd" -> "/etc/passwd" points outside the root`},
-		{"hardlink-through-symlink", []member{dirM("./"), symlinkM("./up", "../.."), hardlinkM("./passwd", "./up/etc/passwd")}, `member "./passwd" is written through a symlink that points outside the root`},
-		{"root-replaced", []member{fileM(".", "")}, `would replace the root directory`},
+		{"dotdot", []member{dirM("./"), fileM("./../escape", "x")}, `member "./../escape" contains '..'`, ""},
+		{"absolute", []member{dirM("./"), fileM("/escape", "x")}, `member "/escape" has an absolute name`, ""},
+		{"symlink", []member{dirM("./"), symlinkM("./up", "../../.."), fileM("./up/escape", "x")}, `member "./up/escape" is written through a symlink that points outside the root`, ""},
+		{"symlink-chain", []member{dirM("./"), dirM("./a/"), symlinkM("./a/b", ".."), symlinkM("./c", "a/b/.."), fileM("./c/escape", "x")}, `member "./c/escape" is written through a symlink that points outside the root`, ""},
+		{"hardlink", []member{dirM("./"), hardlinkM("./passwd", "../../../../etc/passwd")}, `hard link "./passwd" -> "../../../../etc/passwd" points outside the root`, ""},
+		{"hardlink-absolute", []member{dirM("./"), hardlinkM("./passwd", "/etc/passwd")}, `hard link "./passwd" -> "/etc/passwd" points outside the root`, ""},
+		{"hardlink-through-symlink", []member{dirM("./"), symlinkM("./up", "../.."), hardlinkM("./passwd", "./up/etc/passwd")}, `member "./passwd" is written through a symlink that points outside the root`, ""},
+		{"root-replaced", []member{fileM(".", "")}, `would replace the root directory`, ""},
+		{"41-links", append(chain, fileM("./c41/x", "x")), `member "./c41/x": too many levels of symbolic links`, limits.SymlinkHops},
+		{"links-past-PATH_MAX", []member{dirM("./"), dirM("./b/"), symlinkM("./l1", "b/"+strings.Repeat("b/", 1500)), symlinkM("./l2", "l1/"+strings.Repeat("b/", 1500)), fileM("./l2/x", "x")},
+			`member "./l2/x": resolves through symlinks to a path longer than PATH_MAX`, limits.PathLength},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			tmpl := writeTemplate(t, "evil.tar.zst", zstdOf(t, tarOf(t, tc.members...)))
@@ -112,6 +122,9 @@ func TestTemplateRefusesUnsafeMembers(t *testing.T) {
 			}
 			if !errors.Is(err, generate.ErrUnsafeMember) {
 				t.Errorf("errors.Is(err, ErrUnsafeMember) is false for %v", err)
+			}
+			if le, ok := limits.As(err); tc.limit != "" && (!ok || le.Limit != tc.limit || le.Value <= le.Max) {
+				t.Errorf("err = %#v, want a limits.Error on %s", err, tc.limit)
 			}
 			if l := leftovers(t, out); len(l) != 0 {
 				t.Errorf("left behind: %v", l)

@@ -168,7 +168,7 @@ func (w *writer) finishDirs() error {
 	for _, rel := range paths {
 		// Replaced by a later entry, or now reached through a symlink
 		// (which the chmod would follow): not the directory recorded.
-		if r, err := saferoot.Resolve(rel, lookup, saferoot.Options{}); err != nil || r != rel {
+		if r, _, err := saferoot.Resolve(rel, lookup, saferoot.Options[string]{}); err != nil || r != rel {
 			continue
 		}
 		if fi, err := os.Lstat(filepath.Join(w.root, rel)); err != nil || !fi.IsDir() {
@@ -218,7 +218,7 @@ var ErrBundleExists = errors.New("bundle exists")
 // returns the resolved slash path ("." for root) or "" when the path does
 // not exist.
 func resolveIn(root, rel string) string {
-	r, err := saferoot.Resolve(filepath.ToSlash(rel), saferoot.DirLookup(root), saferoot.Options{Clamp: true})
+	r, _, err := saferoot.Resolve(filepath.ToSlash(rel), saferoot.DirLookup(root), saferoot.Options[string]{Clamp: true})
 	if err != nil {
 		return ""
 	}

@@ -27,6 +27,7 @@ import (
 	"github.com/nexcage/nexcage/convert"
 	"github.com/nexcage/nexcage/internal/annotation"
 	"github.com/nexcage/nexcage/internal/errkind"
+	"github.com/nexcage/nexcage/internal/limits"
 	"github.com/nexcage/nexcage/internal/progress"
 	"github.com/nexcage/nexcage/internal/saferoot"
 	"github.com/nexcage/nexcage/lxc"
@@ -348,27 +349,31 @@ func (w *writer) parentDir(member, rel string) (string, error) {
 		return ".", nil
 	}
 	disk := saferoot.DirLookup(w.root)
-	lookup := func(rp string) (saferoot.Kind, string, error) {
+	lookup := saferoot.Lookup(func(rp string) (saferoot.Kind, string, error) {
 		k, target, err := disk(rp)
 		if err == nil && k == saferoot.Other {
 			return k, "", errkind.Errorf(ErrCorruptTemplate, "member %s: /%s is not a directory", quoteName(member), rp)
 		}
 		return k, target, err
-	}
-	resolved, err := saferoot.Resolve(rel, lookup, saferoot.Options{Missing: func(rp string) error {
+	})
+	resolved, _, err := saferoot.Resolve(rel, lookup, saferoot.Options[string]{Missing: func(dir, name string) (string, error) {
 		// A missing parent: tar makes it. It gets fixed metadata (0755,
 		// root, mtime 0) unless a member for it follows.
+		rp := saferoot.Join(dir, name)
 		if err := os.Mkdir(filepath.Join(w.root, rp), 0o700); err != nil {
-			return err
+			return "", err
 		}
 		w.dirs[rp] = meta{mode: 0o755, mtime: time.Unix(0, 0)}
-		return nil
+		return rp, nil
 	}})
+	le, over := limits.As(err)
 	switch {
 	case errors.Is(err, saferoot.ErrEscape):
 		return "", errkind.Errorf(ErrUnsafeMember, "member %s is written through a symlink that points outside the root", quoteName(member))
-	case errors.Is(err, saferoot.ErrLoop), errors.Is(err, saferoot.ErrTooLong):
-		return "", errkind.Errorf(ErrUnsafeMember, "member %s: %v", quoteName(member), err)
+	case over:
+		// Over the kernel's bounds (40 links, PATH_MAX): still a refusal
+		// of this member, typed by the limit for the command line.
+		return "", limits.Errorf(ErrUnsafeMember, le.Limit, le.Value, le.Max, "member %s: %v", quoteName(member), le.Msg)
 	}
 	return resolved, err
 }

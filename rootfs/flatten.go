@@ -588,7 +588,7 @@ func (fl *flattener) apply(e layerEntry) error {
 		if t == "" || t == "." || t == ".." {
 			return errkind.Errorf(ErrHostileLayer, "entry %s is a whiteout of %q, which would delete a directory instead of a file in it", quoteName(hdr.Name), t)
 		}
-		parent, err := fl.resolveDir(hdr.Name, dirPart, false)
+		parent, _, err := fl.resolveDir(hdr.Name, dirPart, false)
 		if err != nil {
 			return err
 		}
@@ -607,12 +607,12 @@ func (fl *flattener) apply(e layerEntry) error {
 		fl.markUpper(".")
 		return nil
 	}
-	parent, err := fl.resolveDir(hdr.Name, dirPart, true)
+	parent, dir, err := fl.resolveDir(hdr.Name, dirPart, true)
 	if err != nil {
 		return err
 	}
 	p := join(parent, base)
-	existing := fl.tree.Get(p)
+	existing := dir.Child(base)
 	if hdr.Typeflag == tar.TypeDir && existing != nil && existing.Type == tar.TypeDir {
 		fl.setDirMeta(existing, hdr) // a directory over a directory keeps its contents
 		fl.markUpper(p)
@@ -640,10 +640,8 @@ func (fl *flattener) apply(e layerEntry) error {
 	default:
 		return fmt.Errorf("entry %s has tar type %q, which no container rootfs uses", quoteName(hdr.Name), hdr.Typeflag)
 	}
-	if existing != nil {
-		fl.tree.Remove(p) // a replaced path loses what was there, contents too
-	}
-	fl.tree.Put(p, n)
+	// A replaced path loses what was there, contents too.
+	dir.SetChild(base, n)
 	fl.markUpper(p)
 	return nil
 }
@@ -705,11 +703,11 @@ func (fl *flattener) hardlink(hdr *tar.Header) (*tartree.Node, error) {
 		return nil, errkind.Errorf(ErrHostileLayer, "hard link %s -> %s points outside the root", quoteName(hdr.Name), quoteName(hdr.Linkname))
 	}
 	tdir, tbase := filepath.Split(target)
-	parent, err := fl.resolveDir(hdr.Name, tdir, false)
+	_, dir, err := fl.resolveDir(hdr.Name, tdir, false)
 	if err != nil {
 		return nil, err
 	}
-	t := fl.tree.Get(join(parent, tbase))
+	t := dir.Child(tbase)
 	if t == nil {
 		return nil, fmt.Errorf("hard link %s -> %s: the target does not exist", quoteName(hdr.Name), quoteName(hdr.Linkname))
 	}
@@ -733,33 +731,39 @@ func (fl *flattener) hardlink(hdr *tar.Header) (*tartree.Node, error) {
 // symlinks followed inside the root, missing components (and non-
 // directories in the way, when create) made into directories. Relative
 // symlinks climbing above the root are refused, as Unpack refuses them.
+// It returns the resolved path and its node (nil when it is missing and
+// not create).
 //
-// Each component costs one lookup in its parent's node, not a walk from
-// the root, and the resolved path is bounded by PATH_MAX and the links
-// followed by Linux's 40: a symlink of thousands of components, or a
-// chain of them, costs what the kernel would let it cost.
-func (fl *flattener) resolveDir(entry, rel string, create bool) (string, error) {
-	o := saferoot.Options{Missing: func(string) error { return nil }}
+// saferoot.Resolve walks the tree node by node (one lookup in the
+// parent's entries per component, not a walk from the root) and bounds
+// the resolved path by PATH_MAX and the links followed by Linux's 40: a
+// symlink of thousands of components, or a chain of them, costs what the
+// kernel would let it cost.
+func (fl *flattener) resolveDir(entry, rel string, create bool) (string, *tartree.Node, error) {
+	o := saferoot.Options[*tartree.Node]{Missing: func(*tartree.Node, string) (*tartree.Node, error) { return nil, nil }}
 	if create {
 		// Missing, or a non-directory umoci's mkdirAll removes: an
 		// implicit directory with fixed metadata (see normalise).
-		o.Missing = func(p string) error {
-			fl.tree.Put(p, &tartree.Node{Type: tar.TypeDir, Mode: 0o755, ModTime: epoch})
-			return nil
+		o.Missing = func(dir *tartree.Node, name string) (*tartree.Node, error) {
+			n := &tartree.Node{Type: tar.TypeDir, Mode: 0o755, ModTime: epoch}
+			dir.SetChild(name, n)
+			return n, nil
 		}
 	}
-	resolved, err := saferoot.Resolve(rel, fl.lookup, o)
-	return resolved, entryResolveError(entry, err)
+	resolved, n, err := saferoot.Resolve(rel, saferoot.Walker[*tartree.Node](dirWalker{fl.tree.Walker()}), o)
+	return resolved, n, entryResolveError(entry, err)
 }
 
-// lookup is the tree as resolveDir sees it: a non-directory in the way is
-// replaced (or, without create, leads nowhere), as if missing.
-func (fl *flattener) lookup(p string) (saferoot.Kind, string, error) {
-	k, target, err := fl.tree.Lookup(p)
+// dirWalker is the tree as resolveDir sees it: a non-directory in the way
+// is replaced (or, without create, leads nowhere), as if missing.
+type dirWalker struct{ tartree.Walker }
+
+func (w dirWalker) Child(dir *tartree.Node, name string) (*tartree.Node, saferoot.Kind, string, error) {
+	n, k, target, err := w.Walker.Child(dir, name)
 	if k == saferoot.Other {
 		k = saferoot.Missing
 	}
-	return k, target, err
+	return n, k, target, err
 }
 
 // whiteout removes p unless this layer wrote it; a directory this layer

@@ -28,9 +28,6 @@ const (
 
 	// nameMax is Linux's NAME_MAX: no path component can be longer.
 	nameMax = 255
-	// maxSymlinkHops is Linux's limit on symlinks followed resolving one
-	// path (ELOOP past it).
-	maxSymlinkHops = 40
 )
 
 // entryBudget counts the members of an image's layers, read in parallel,

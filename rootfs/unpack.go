@@ -685,7 +685,7 @@ func quoteName(name string) string {
 
 // pathMax is Linux's PATH_MAX: no longer name can be created, or
 // extracted by PVE's tar.
-const pathMax = 4096
+const pathMax = saferoot.PathMax
 
 func cleanEntryName(name string) (string, error) {
 	if len(name) >= pathMax {
@@ -716,9 +716,10 @@ func (u *unpacker) checkParents(entry, rel string) (string, []string, error) {
 		return rel, nil, nil
 	}
 	var created []string
-	resolved, err := saferoot.Resolve(rel, u.lookup, saferoot.Options{Missing: func(p string) error {
+	resolved, _, err := saferoot.Resolve(rel, saferoot.Lookup(u.lookup), saferoot.Options[string]{Missing: func(dir, name string) (string, error) {
+		p := saferoot.Join(dir, name)
 		created = append(created, p)
-		return nil
+		return p, nil
 	}})
 	if err != nil {
 		return "", nil, entryResolveError(entry, err)
@@ -727,15 +728,22 @@ func (u *unpacker) checkParents(entry, rel string) (string, []string, error) {
 }
 
 // entryResolveError words a saferoot refusal for the layer entry that
-// met it.
+// met it; refusals over the kernel's bounds stay LimitErrors.
 func entryResolveError(entry string, err error) error {
+	le, over := limits.As(err)
 	switch {
 	case err == nil:
 		return nil
 	case errors.Is(err, saferoot.ErrEscape):
 		return errkind.Errorf(ErrHostileLayer, "entry %s is written through a symlink that points outside the root", quoteName(entry))
-	case errors.Is(err, saferoot.ErrLoop), errors.Is(err, saferoot.ErrTooLong):
-		return errkind.Errorf(ErrHostileLayer, "entry %s: %v", quoteName(entry), err)
+	case !over:
+		return err
+	case errors.Is(err, saferoot.ErrLoop):
+		return limits.Errorf(ErrHostileLayer, le.Limit, le.Value, le.Max, "entry %s: too many levels of symbolic links", quoteName(entry))
+	case errors.Is(err, saferoot.ErrPathTooLong):
+		return limits.Errorf(ErrHostileLayer, le.Limit, le.Value, le.Max, "entry %s resolves through symlinks to a path longer than Linux's PATH_MAX (%d)", quoteName(entry), saferoot.PathMax)
+	case errors.Is(err, saferoot.ErrTooLong):
+		return limits.Errorf(ErrHostileLayer, le.Limit, le.Value, le.Max, "entry %s is written through a symlink to a %d-byte target, more than Linux's limit of %d bytes", quoteName(entry), le.Value, le.Max)
 	}
 	return err
 }

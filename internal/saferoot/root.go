@@ -124,7 +124,7 @@ func (r *Root) Lstat(p string) (unix.Stat_t, error) {
 	return st, nil
 }
 
-// Lookup is a Lookup over the directory on disk: a path that does not
+// Lookup is the directory on disk as a Lookup: a path that does not
 // exist, or whose parent is not a directory, is Missing.
 func (r *Root) Lookup(p string) (Kind, string, error) {
 	st, err := r.Lstat(p)
@@ -256,7 +256,7 @@ func (r *Root) RemoveFile(p string, remove func(st *unix.Stat_t) bool) (bool, er
 // there), never out of it. A FIFO, device or directory is refused rather
 // than opened, and more than limit bytes is an error.
 func (r *Root) ReadFile(p string, limit int64) ([]byte, error) {
-	resolved, err := Resolve(p, r.Lookup, Options{Clamp: true})
+	resolved, _, err := Resolve(p, Lookup(r.Lookup), Options[string]{Clamp: true})
 	if err != nil {
 		return nil, err
 	}

@@ -2,7 +2,7 @@
 // rootfs, an image store) without ever leaving it. Resolve is the one
 // symlink resolver nexcage has: the unpacker, the flattener, the template
 // writer and the in-memory tree all walk paths with it, each giving it a
-// Lookup over its own view of the tree. Root applies it to a directory on
+// Walker over its own view of the tree (nodes, or paths on disk). Root applies it to a directory on
 // disk, with every operation relative to a descriptor of the root and no
 // symlink followed by the kernel: what a hostile layer left behind cannot
 // redirect a chmod, a read or a delete to the host.
@@ -16,25 +16,35 @@ import (
 	"path/filepath"
 	"strings"
 	"syscall"
+
+	"github.com/nexcage/nexcage/internal/limits"
 )
 
 // ErrEscape means a symlink's target climbs above the root with "..".
 var ErrEscape = errors.New("symlink points outside the root")
 
-// ErrLoop means more than MaxHops symlinks were followed.
+// ErrLoop means more than MaxHops symlinks were followed. Resolve returns
+// it inside a *limits.Error on limits.SymlinkHops.
 var ErrLoop = errors.New("too many levels of symbolic links")
 
 // ErrTooLong means a symlink's target is longer than PATH_MAX: no file
-// system holds one, and following it could not end well.
+// system holds one, and following it could not end well. Resolve returns
+// it inside a *limits.Error on limits.PathLength.
 var ErrTooLong = errors.New("symlink target longer than PATH_MAX")
 
-// pathMax is Linux's PATH_MAX.
-const pathMax = 4096
+// ErrPathTooLong means the resolved path, symlinks followed, is longer
+// than PATH_MAX: each link may be legal, their chain names a path the
+// kernel would refuse (ENAMETOOLONG). Resolve returns it inside a
+// *limits.Error on limits.PathLength.
+var ErrPathTooLong = errors.New("resolves through symlinks to a path longer than PATH_MAX")
+
+// PathMax is Linux's PATH_MAX, the terminating NUL included.
+const PathMax = 4096
 
 // MaxHops is the symlink limit, Linux's MAXSYMLINKS.
 const MaxHops = 40
 
-// Kind is what a Lookup found at a path.
+// Kind is what a Walker found at a name.
 type Kind uint8
 
 const (
@@ -42,41 +52,93 @@ const (
 	Missing Kind = iota
 	// Dir is a directory.
 	Dir
-	// Symlink is a symbolic link; Lookup returns its target.
+	// Symlink is a symbolic link; the Walker returns its target.
 	Symlink
 	// Other is any other file.
 	Other
 )
 
+// Walker is a tree as Resolve walks it: one directory entry at a time,
+// from the handle (a node, a path, ...) of the directory holding it, so
+// that each component costs one lookup in the caller's structure rather
+// than a walk from the root.
+type Walker[N any] interface {
+	// Root is the handle of the root directory.
+	Root() N
+	// Child reports the entry name of the directory dir (a handle Root,
+	// Child or Options.Missing returned for a directory) without
+	// following a symlink there: its handle, kind and, for a symlink, its
+	// target. It may map kinds to suit its caller (a file where a
+	// directory is needed reported as Missing when the caller replaces
+	// it), or fail.
+	Child(dir N, name string) (n N, k Kind, target string, err error)
+}
+
 // Lookup reports what is at the slash path p (relative to the root, every
 // directory above it already resolved) without following a symlink at p.
-// It may map kinds to suit its caller (a file where a directory is needed
-// reported as Missing when the caller replaces it), or fail.
+// It is a Walker whose handles are the resolved slash paths ("." for the
+// root), for trees reached by path: a directory on disk.
 type Lookup func(p string) (k Kind, target string, err error)
 
+// Root is the root's path, ".".
+func (Lookup) Root() string { return "." }
+
+// Child looks up Join(dir, name).
+func (l Lookup) Child(dir, name string) (string, Kind, string, error) {
+	p := Join(dir, name)
+	k, target, err := l(p)
+	return p, k, target, err
+}
+
+// Join is the slash path of name in the resolved directory dir.
+func Join(dir, name string) string {
+	if dir == "." || dir == "" {
+		return name
+	}
+	return dir + "/" + name
+}
+
 // Options tune Resolve.
-type Options struct {
+type Options[N any] struct {
 	// Clamp keeps ".." at the root there, as the kernel does in a chroot
 	// and as a container sees its rootfs. Without it, a symlink that
 	// climbs above the root is refused with ErrEscape: image layers that
 	// try are hostile.
 	Clamp bool
-	// Missing is called, in order, with each missing component of the
-	// resolved path once it is resolved (nothing below a missing directory
-	// exists, so the rest is resolved as text until a ".." climbs back, as
-	// umoci's SecureJoin does). It may create them. Without it, a missing
-	// component fails with fs.ErrNotExist, as in the kernel.
-	Missing func(p string) error
+	// Missing is called, in order, for each missing component of the
+	// resolved path once the whole path is resolved (nothing below a
+	// missing directory exists, so the rest is resolved as text until a
+	// ".." climbs back, as umoci's SecureJoin does), with the handle of
+	// the directory above it, the one the previous call returned for a
+	// missing one. It may create the directory and return its handle; the
+	// walk goes on from there. Without it, a missing component fails with
+	// fs.ErrNotExist, as in the kernel.
+	Missing func(dir N, name string) (N, error)
 }
 
 // Resolve resolves rel (slash-separated; a leading "/" means the root) the
 // way a process chrooted into the root would, following every symlink,
 // the last component's too: absolute targets start again at the root.
-// It returns the resolved slash path, "." for the root itself.
-func Resolve(rel string, look Lookup, o Options) (string, error) {
+// It returns the resolved slash path ("." for the root itself) and its
+// handle (the zero N for a missing component Options.Missing did not
+// make).
+//
+// Each component costs one Child call: the handles of the resolved
+// directories are kept on a stack that ".." pops. The work is bounded as
+// the kernel bounds it: at most MaxHops symlinks, each target and the
+// resolved path shorter than PathMax, refused with a *limits.Error
+// wrapping ErrLoop, ErrTooLong or ErrPathTooLong.
+func Resolve[N any](rel string, w Walker[N], o Options[N]) (string, N, error) {
+	var zero N
 	pending := strings.Split(rel, "/")
-	resolved := make([]string, 0, len(pending))
-	missingFrom := -1 // index in resolved of the first missing component
+	// names[i] is the i-th resolved component, kinds[i] its kind and
+	// nodes[i+1] its handle; nodes[0] is the root.
+	names := make([]string, 0, len(pending))
+	kinds := make([]Kind, 0, len(pending))
+	nodes := make([]N, 1, len(pending)+1)
+	nodes[0] = w.Root()
+	missingFrom := -1 // index in names of the first missing component
+	length := 0       // of "/" + the resolved path
 	hops := 0
 	for len(pending) > 0 {
 		c := pending[0]
@@ -85,60 +147,68 @@ func Resolve(rel string, look Lookup, o Options) (string, error) {
 		case "", ".":
 			continue
 		case "..":
-			if len(resolved) == 0 {
+			if len(names) == 0 {
 				if o.Clamp {
 					continue
 				}
-				return "", ErrEscape
+				return "", zero, ErrEscape
 			}
-			resolved = resolved[:len(resolved)-1]
-			if len(resolved) <= missingFrom {
+			length -= len(names[len(names)-1]) + 1
+			names, kinds, nodes = names[:len(names)-1], kinds[:len(kinds)-1], nodes[:len(nodes)-1]
+			if len(names) <= missingFrom {
 				missingFrom = -1
 			}
 			continue
 		}
-		if missingFrom >= 0 {
-			resolved = append(resolved, c)
-			continue
+		n, k := zero, Missing
+		// Below a missing directory or a non-directory nothing exists.
+		if missingFrom < 0 && (len(kinds) == 0 || kinds[len(kinds)-1] == Dir) {
+			var target string
+			var err error
+			n, k, target, err = w.Child(nodes[len(nodes)-1], c)
+			if err != nil {
+				return "", zero, err
+			}
+			if k == Symlink {
+				if hops++; hops > MaxHops {
+					return "", zero, &limits.Error{Limit: limits.SymlinkHops, Value: int64(hops), Max: MaxHops, Msg: ErrLoop.Error(), Kind: ErrLoop}
+				}
+				if len(target) >= PathMax {
+					return "", zero, &limits.Error{Limit: limits.PathLength, Value: int64(len(target)), Max: PathMax - 1, Msg: ErrTooLong.Error(), Kind: ErrTooLong}
+				}
+				if strings.HasPrefix(target, "/") {
+					names, kinds, nodes = names[:0], kinds[:0], nodes[:1]
+					missingFrom, length = -1, 0
+				}
+				pending = append(strings.Split(target, "/"), pending...)
+				continue
+			}
 		}
-		k, target, err := look(strings.Join(append(resolved, c), "/"))
-		if err != nil {
-			return "", err
-		}
-		switch k {
-		case Symlink:
-			if hops++; hops > MaxHops {
-				return "", ErrLoop
-			}
-			if len(target) >= pathMax {
-				return "", ErrTooLong
-			}
-			if strings.HasPrefix(target, "/") {
-				resolved = resolved[:0]
-				missingFrom = -1
-			}
-			pending = append(strings.Split(target, "/"), pending...)
-			continue
-		case Missing:
+		if k == Missing && missingFrom < 0 {
 			if o.Missing == nil {
 				// As the kernel: "missing/.." fails too.
-				return "", &fs.PathError{Op: "resolve", Path: rel, Err: fs.ErrNotExist}
+				return "", zero, &fs.PathError{Op: "resolve", Path: rel, Err: fs.ErrNotExist}
 			}
-			missingFrom = len(resolved)
+			missingFrom = len(names)
 		}
-		resolved = append(resolved, c)
+		if length += len(c) + 1; length >= PathMax {
+			return "", zero, &limits.Error{Limit: limits.PathLength, Value: int64(length), Max: PathMax - 1, Msg: ErrPathTooLong.Error(), Kind: ErrPathTooLong}
+		}
+		names, kinds, nodes = append(names, c), append(kinds, k), append(nodes, n)
 	}
 	if missingFrom >= 0 {
-		for i := missingFrom; i < len(resolved); i++ {
-			if err := o.Missing(strings.Join(resolved[:i+1], "/")); err != nil {
-				return "", err
+		for i := missingFrom; i < len(names); i++ {
+			n, err := o.Missing(nodes[i], names[i])
+			if err != nil {
+				return "", zero, err
 			}
+			nodes[i+1], kinds[i] = n, Dir
 		}
 	}
-	if len(resolved) == 0 {
-		return ".", nil
+	if len(names) == 0 {
+		return ".", nodes[0], nil
 	}
-	return strings.Join(resolved, "/"), nil
+	return strings.Join(names, "/"), nodes[len(nodes)-1], nil
 }
 
 // DirLookup is a Lookup over the directory dir by path name, for callers

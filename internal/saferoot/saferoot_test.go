@@ -2,12 +2,15 @@ package saferoot
 
 import (
 	"errors"
+	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/nexcage/nexcage/internal/limits"
 
 	"golang.org/x/sys/unix"
 )
@@ -57,7 +60,7 @@ func TestResolve(t *testing.T) {
 		{in: ".", want: "."},
 	} {
 		var missing []string
-		got, err := Resolve(tc.in, tree, Options{Clamp: tc.clamp, Missing: func(p string) error { missing = append(missing, p); return nil }})
+		got, _, err := Resolve(tc.in, tree, Options[string]{Clamp: tc.clamp, Missing: record(&missing)})
 		if tc.err != nil {
 			if !errors.Is(err, tc.err) {
 				t.Errorf("Resolve(%q) = %q, %v; want %v", tc.in, got, err, tc.err)
@@ -72,11 +75,11 @@ func TestResolve(t *testing.T) {
 		}
 	}
 	var missing []string
-	if got, err := Resolve("abs/a/b", tree, Options{Missing: func(p string) error { missing = append(missing, p); return nil }}); err != nil || got != "tmp/a/b" ||
+	if got, _, err := Resolve("abs/a/b", tree, Options[string]{Missing: record(&missing)}); err != nil || got != "tmp/a/b" ||
 		strings.Join(missing, " ") != "tmp tmp/a tmp/a/b" {
 		t.Errorf("Resolve(abs/a/b) = %q, %v, missing %v", got, err, missing)
 	}
-	if _, err := Resolve("etc/nope", tree, Options{}); !errors.Is(err, fs.ErrNotExist) {
+	if _, _, err := Resolve("etc/nope", tree, Options[string]{}); !errors.Is(err, fs.ErrNotExist) {
 		t.Errorf("a missing path without Missing: %v, want ErrNotExist", err)
 	}
 }
@@ -194,14 +197,14 @@ func TestResolveWithoutMissingFailsAtOnce(t *testing.T) {
 	tree := mapLookup(map[string]string{"etc": "dir"})
 	// The kernel fails "nope/../etc" at "nope"; so does a lookup-only
 	// resolution, while an extractor's (with Missing) goes on as text.
-	if _, err := Resolve("nope/../etc", tree, Options{}); !errors.Is(err, fs.ErrNotExist) {
+	if _, _, err := Resolve("nope/../etc", tree, Options[string]{}); !errors.Is(err, fs.ErrNotExist) {
 		t.Errorf("nope/../etc: %v, want ErrNotExist", err)
 	}
-	if got, err := Resolve("nope/../etc", tree, Options{Missing: func(string) error { return nil }}); err != nil || got != "etc" {
+	if got, _, err := Resolve("nope/../etc", tree, Options[string]{Missing: record(new([]string))}); err != nil || got != "etc" {
 		t.Errorf("nope/../etc with Missing: %q, %v", got, err)
 	}
 	long := mapLookup(map[string]string{"l": "-> " + strings.Repeat("a/", 3000)})
-	if _, err := Resolve("l", long, Options{Missing: func(string) error { return nil }}); !errors.Is(err, ErrTooLong) {
+	if _, _, err := Resolve("l", long, Options[string]{Missing: record(new([]string))}); !errors.Is(err, ErrTooLong) {
 		t.Errorf("a symlink target over PATH_MAX: %v, want ErrTooLong", err)
 	}
 }
@@ -222,7 +225,7 @@ func FuzzResolve(f *testing.F) {
 		}
 		tree["d"] = "dir"
 		var missing []string
-		got, err := Resolve(p, mapLookup(tree), Options{Clamp: clamp, Missing: func(m string) error { missing = append(missing, m); return nil }})
+		got, _, err := Resolve(p, mapLookup(tree), Options[string]{Clamp: clamp, Missing: record(&missing)})
 		if err != nil {
 			if clamp && errors.Is(err, ErrEscape) {
 				t.Fatalf("clamped resolution refused an escape: %q", p)
@@ -243,4 +246,125 @@ func FuzzResolve(f *testing.F) {
 			}
 		}
 	})
+}
+
+// record is a Missing for a Lookup walker that notes each path it is
+// asked to make.
+func record(missing *[]string) func(dir, name string) (string, error) {
+	return func(dir, name string) (string, error) {
+		p := Join(dir, name)
+		*missing = append(*missing, p)
+		return p, nil
+	}
+}
+
+func TestResolveBoundsItsWork(t *testing.T) {
+	chain := map[string]string{"c0": "dir"}
+	for i := 1; i <= MaxHops+1; i++ {
+		chain[fmt.Sprintf("c%d", i)] = fmt.Sprintf("-> c%d", i-1)
+	}
+	// Each target is legal; followed in turn they name 6000 bytes.
+	growing := map[string]string{"b": "dir",
+		"l1": "-> b/" + strings.Repeat("b/", 1500), "l2": "-> l1/" + strings.Repeat("b/", 1500)}
+	for _, tc := range []struct {
+		name, path string
+		tree       map[string]string
+		limit      string
+		err        error
+	}{
+		{"41 links in a chain", "c41/x", chain, limits.SymlinkHops, ErrLoop},
+		{"40 links in a chain", "c40/x", chain, "", nil},
+		{"links resolving past PATH_MAX", "l2/x", growing, limits.PathLength, ErrPathTooLong},
+		{"a target over PATH_MAX", "l", map[string]string{"l": "-> " + strings.Repeat("a/", 3000)}, limits.PathLength, ErrTooLong},
+		// PATH_MAX counts the NUL, and the root's "/" in front.
+		{"a missing path of 4095 bytes", strings.Repeat("d/", 2047) + "d", nil, limits.PathLength, ErrPathTooLong},
+		{"a missing path of 4094 bytes", strings.Repeat("d/", 2046) + "dd", nil, "", nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, _, err := Resolve(tc.path, mapLookup(tc.tree), Options[string]{Missing: record(new([]string))})
+			if tc.err == nil {
+				if err != nil {
+					t.Fatalf("Resolve: %v", err)
+				}
+				return
+			}
+			le, ok := limits.As(err)
+			if !errors.Is(err, tc.err) || !ok || le.Limit != tc.limit || le.Value <= le.Max {
+				t.Fatalf("Resolve: %#v, want a limits.Error on %s wrapping %v, its value over its max", err, tc.limit, tc.err)
+			}
+		})
+	}
+}
+
+// node is a tree of handles: a directory's entries, or a symlink's target.
+type node struct {
+	kids   map[string]*node
+	target string // a symlink's
+	file   bool
+}
+
+// countingWalker walks nodes and counts Child calls.
+type countingWalker struct {
+	root  *node
+	calls int
+}
+
+func (w *countingWalker) Root() *node { return w.root }
+
+func (w *countingWalker) Child(dir *node, name string) (*node, Kind, string, error) {
+	w.calls++
+	n := dir.kids[name]
+	switch {
+	case n == nil:
+		return nil, Missing, "", nil
+	case n.kids != nil:
+		return n, Dir, "", nil
+	case n.file:
+		return n, Other, "", nil
+	}
+	return n, Symlink, n.target, nil
+}
+
+// TestResolveWalksHandles: each component costs one Child call on its
+// parent's handle (a lookup from the root for every prefix made 1000
+// directories deep cost 1000² per path), ".." returns to the parent's
+// handle, and Missing is given the handle it made for the one above.
+func TestResolveWalksHandles(t *testing.T) {
+	root := &node{kids: map[string]*node{}}
+	n := root
+	for range 1000 {
+		next := &node{kids: map[string]*node{}}
+		n.kids["d"] = next
+		n = next
+	}
+	deep := n
+	deep.kids["up"] = &node{target: "../d"}
+	deep.kids["f"] = &node{file: true}
+	w := &countingWalker{root: root}
+	p := strings.Repeat("d/", 1000) + "up/x/y"
+	var made []*node
+	got, h, err := Resolve(p, Walker[*node](w), Options[*node]{Missing: func(dir *node, name string) (*node, error) {
+		c := &node{kids: map[string]*node{}}
+		dir.kids[name] = c
+		made = append(made, c)
+		return c, nil
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := strings.Repeat("d/", 1000) + "x/y"; got != want {
+		t.Errorf("Resolve = %q…, want %q…", got[len(got)-20:], want[len(want)-20:])
+	}
+	// 1000 directories, the link, "d" after its "..", then x (missing).
+	if w.calls != 1003 {
+		t.Errorf("%d Child calls for a path of 1003 components", w.calls)
+	}
+	if len(made) != 2 || deep.kids["x"] != made[0] || made[0].kids["y"] != made[1] || h != made[1] {
+		t.Errorf("Missing did not make x/y below the deep directory, each from the one before")
+	}
+	// Below a file nothing exists, without asking the walker.
+	w.calls = 0
+	if _, _, err := Resolve(strings.Repeat("d/", 1000)+"f/z", Walker[*node](w), Options[*node]{}); !errors.Is(err, fs.ErrNotExist) || w.calls != 1001 {
+		t.Errorf("a path below a file: %v after %d calls", err, w.calls)
+	}
 }

@@ -141,25 +141,36 @@ func (t *Tree) Remove(p string) {
 // targets start at the rootfs, and ".." never leaves it. It returns the node
 // and its resolved path, or nil when the path does not exist.
 func (t *Tree) Resolve(p string) (*Node, string) {
-	rp, err := saferoot.Resolve(cleanRel(p), t.Lookup, saferoot.Options{Clamp: true})
+	rp, n, err := saferoot.Resolve(cleanRel(p), t.Walker(), saferoot.Options[*Node]{Clamp: true})
 	if err != nil {
 		return nil, ""
 	}
-	return t.Get(rp), rp
+	return n, rp
 }
 
-// Lookup is the tree as saferoot.Resolve walks it.
-func (t *Tree) Lookup(p string) (saferoot.Kind, string, error) {
-	n := t.Get(p)
+// Walker is a tree as saferoot.Resolve walks it, node by node: each
+// component costs one lookup in its parent's entries.
+type Walker struct{ t *Tree }
+
+// Walker is t as saferoot.Resolve walks it.
+func (t *Tree) Walker() Walker { return Walker{t} }
+
+// Root is the tree's root node.
+func (w Walker) Root() *Node { return w.t.Root }
+
+// Child is dir's entry name and its kind, nil and saferoot.Missing when
+// there is none.
+func (Walker) Child(dir *Node, name string) (*Node, saferoot.Kind, string, error) {
+	n := dir.Child(name)
 	switch {
 	case n == nil:
-		return saferoot.Missing, "", nil
+		return nil, saferoot.Missing, "", nil
 	case n.Type == tar.TypeSymlink:
-		return saferoot.Symlink, n.Linkname, nil
+		return n, saferoot.Symlink, n.Linkname, nil
 	case n.Type == tar.TypeDir:
-		return saferoot.Dir, "", nil
+		return n, saferoot.Dir, "", nil
 	}
-	return saferoot.Other, "", nil
+	return n, saferoot.Other, "", nil
 }
 
 // ReadFile reads a regular file, following symlinks inside the tree.
