@@ -459,3 +459,89 @@ func RawKeyNames() []string {
 	sort.Strings(out)
 	return out
 }
+
+// ReleaseError is a config line a pve-container release cannot parse and
+// for which no translation keeps its meaning.
+type ReleaseError struct {
+	Key, Value string
+	Have, Need PVEContainer
+	Why        string // when the key exists but this use of it is unsafe
+}
+
+func (e *ReleaseError) Error() string {
+	if e.Why != "" {
+		return fmt.Sprintf("%s: %s %s; pve-container %s has no safer way (it needs %s or later)", e.Key, e.Value, e.Why, e.Have, e.Need)
+	}
+	return fmt.Sprintf("%s: %s needs pve-container %s or later, this PVE has %s", e.Key, e.Value, e.Need, e.Have)
+}
+
+// hookDangerRE are environment names that change what a program on the
+// host does (the dynamic loader, perl, python, shells). Plain
+// lxc.environment also reaches LXC's hooks, which PVE runs as root on the
+// host, so such a variable from an image never goes there.
+var hookDangerRE = regexp.MustCompile(`^(LD_|PERL|PYTHON|BASH_FUNC_|MALLOC_|GLIBC_|GCONV_PATH$|BASH_ENV$|ENV$|IFS$|SHELLOPTS$|NLSPATH$|LOCPATH$|HOSTALIASES$|RES_OPTIONS$)`)
+
+// initUserKeys are the raw keys that run the entrypoint as a user.
+var initUserKeys = []string{"lxc.init.uid", "lxc.init.gid", "lxc.init.groups"}
+
+// For returns the config as pve-container v must be given it. A config
+// nexcage writes is for the newest PVE; for an older one:
+//   - before 6.0.18 (PVE 9.0) the entrypoint becomes lxc.init.cmd and the
+//     environment lxc.environment lines (LXC applies both to init);
+//   - an env name PVE's env pattern refuses (APP.MODE, my-var) is kept as
+//     an lxc.environment line on every release, never lost;
+//   - before 6.1.0, lxc.init.uid/gid/groups are a *ReleaseError, or, with
+//     asRoot, dropped: the entrypoint then runs as root.
+//
+// Every other line must be one v parses, or For returns a *ReleaseError.
+func (c Config) For(v PVEContainer, asRoot bool) (Config, error) {
+	out := c
+	out.Env = nil
+	out.Raw = nil
+	var pre []Option
+	if c.Entrypoint != "" && !v.AppContainers() {
+		pre = append(pre, Option{"lxc.init.cmd", c.Entrypoint})
+		out.Entrypoint = ""
+	}
+	for _, e := range c.Env {
+		name, _, _ := strings.Cut(e, "=")
+		if v.AppContainers() && ValidEnvName(name) {
+			out.Env = append(out.Env, e)
+		} else {
+			if hookDangerRE.MatchString(name) {
+				return Config{}, &ReleaseError{Key: "env", Value: name, Have: v, Need: PVE91,
+					Why: "would become an lxc.environment line, which LXC also gives the hooks PVE runs as root on the host"}
+			}
+			pre = append(pre, Option{"lxc.environment", e})
+		}
+	}
+	for _, r := range c.Raw {
+		if !v.InitUser() && contains(initUserKeys, r.Key) {
+			if asRoot {
+				continue
+			}
+			return Config{}, &ReleaseError{Key: r.Key, Value: r.Value, Have: v, Need: PVEContainer{6, 1, 0}}
+		}
+		if err := CheckRawKeyFor(r.Key, v); err != nil {
+			need := PVE91
+			if contains(initUserKeys, r.Key) {
+				need = PVEContainer{6, 1, 0}
+			}
+			return Config{}, &ReleaseError{Key: r.Key, Value: r.Value, Have: v, Need: need}
+		}
+		out.Raw = append(out.Raw, r)
+	}
+	out.Raw = append(pre, out.Raw...)
+	out.MountPoints = append([]MountPoint(nil), c.MountPoints...)
+	out.Options = append([]Option(nil), c.Options...)
+	return out, nil
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}

@@ -65,7 +65,7 @@ func (r *recorder) changes() []string {
 	defer r.mu.Unlock()
 	var out []string
 	for _, c := range r.calls {
-		if c != "pveversion" && !strings.HasPrefix(c, "pvesh get ") && !strings.HasPrefix(c, "pvesm path ") {
+		if c != "pveversion" && c != "pveversion -v" && !strings.HasPrefix(c, "pvesh get ") && !strings.HasPrefix(c, "pvesm path ") {
 			out = append(out, c)
 		}
 	}

@@ -6,6 +6,7 @@ package main
 
 import (
 	"fmt"
+	"github.com/nexcage/nexcage/lxc"
 	"net"
 	"regexp"
 	"sort"
@@ -430,6 +431,26 @@ var (
 	}}
 )
 
+// envList is confdesc's env pattern: NAME=VALUE, NUL-separated.
+func envList(s string) error {
+	for _, e := range strings.Split(s, "\x00") {
+		if lxc.CheckEnvVar(e) != nil {
+			return fmt.Errorf("value does not match the regex pattern")
+		}
+	}
+	return nil
+}
+
+// noControl is confdesc's entrypoint pattern.
+func noControl(s string) error {
+	for _, r := range s {
+		if r < 0x20 && r != '\t' || r == 0x7f {
+			return fmt.Errorf("value does not match the regex pattern")
+		}
+	}
+	return nil
+}
+
 func patternErr(pattern, s string) error {
 	if !regexp.MustCompile(pattern).MatchString(s) {
 		return fmt.Errorf("value does not match the regex pattern")
@@ -455,16 +476,18 @@ var archs = []string{"amd64", "i386", "arm64", "armhf", "riscv32", "riscv64"}
 // configProps are the CT config keys settable by create and set.
 func configProps() map[string]*param {
 	return map[string]*param{
-		"arch":         {typ: tString, enum: archs},
-		"cmode":        {typ: tString, enum: []string{"shell", "console", "tty"}},
-		"console":      boolean,
-		"cores":        {typ: tInteger, min: num(1), max: num(8192)},
-		"cpulimit":     {typ: tNumber, min: num(0), max: num(8192)},
-		"cpuunits":     {typ: tInteger, min: num(0), max: num(500000)},
-		"debug":        boolean,
-		"description":  {typ: tString, maxLength: 8192},
-		"entrypoint":   {typ: tString, since91: true},
-		"env":          {typ: tString, since91: true, list: true},
+		"arch":        {typ: tString, enum: archs},
+		"cmode":       {typ: tString, enum: []string{"shell", "console", "tty"}},
+		"console":     boolean,
+		"cores":       {typ: tInteger, min: num(1), max: num(8192)},
+		"cpulimit":    {typ: tNumber, min: num(0), max: num(8192)},
+		"cpuunits":    {typ: tInteger, min: num(0), max: num(500000)},
+		"debug":       boolean,
+		"description": {typ: tString, maxLength: 8192},
+		"entrypoint":  {typ: tString, since91: true, format: noControl},
+		// Not a "-list" format: pct's get_options keeps only the last of
+		// repeated --env options, and so does the stand-in.
+		"env":          {typ: tString, since91: true, format: envList},
 		"features":     {typ: tString, sub: featuresFormat},
 		"hookscript":   str,
 		"hostname":     {typ: tString, maxLength: 255, format: dnsName},

@@ -165,8 +165,10 @@ func (h *Host) startCT(node string, vmid int) error {
 	if err != nil {
 		return err
 	}
-	// The config must be one PVE accepts, raw lxc.* keys included.
-	lc, err := lxc.Parse(string(raw))
+	// The config must be one this PVE release accepts, raw lxc.* keys
+	// included: lxc.ParseFor's verdicts are proven equal to PVE's own
+	// (lxc TestConfigModelAgreesWithPVE).
+	lc, err := lxc.ParseFor(string(raw), h.Version.container())
 	if err != nil {
 		var pe *lxc.ParseError
 		if errors.As(err, &pe) {
