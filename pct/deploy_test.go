@@ -13,6 +13,7 @@ import (
 	"testing"
 
 	"github.com/nexcage/nexcage/convert"
+	"github.com/nexcage/nexcage/internal/pveoracle"
 	"github.com/nexcage/nexcage/internal/pvetest"
 	"github.com/nexcage/nexcage/internal/testenv"
 	"github.com/nexcage/nexcage/internal/testimage"
@@ -27,13 +28,32 @@ type recorder struct {
 	inner pct.Runner
 	mu    sync.Mutex
 	calls []string
+	// argvs are the pct/pvesh create, set and start calls with the
+	// stand-in's verdict, for PVE's own CLI to judge (checkArgvs).
+	argvs []judged
+}
+
+type judged struct {
+	argv   []string
+	ok     bool
+	stderr string
+}
+
+func (r *recorder) note(argv []string, stderr string, code int) {
+	if len(argv) > 1 && (argv[0] == "pct" || argv[0] == "pvesh") && (argv[1] == "create" || argv[1] == "set" || argv[1] == "start") {
+		r.mu.Lock()
+		r.argvs = append(r.argvs, judged{append([]string(nil), argv...), code == 0, stderr})
+		r.mu.Unlock()
+	}
 }
 
 func (r *recorder) Run(ctx context.Context, argv []string) (string, string, int, error) {
 	r.mu.Lock()
 	r.calls = append(r.calls, strings.Join(argv, " "))
 	r.mu.Unlock()
-	return r.inner.Run(ctx, argv)
+	out, stderr, code, err := r.inner.Run(ctx, argv)
+	r.note(argv, stderr, code)
+	return out, stderr, code, err
 }
 
 // RunInput is Run for a command given a standard input (pct create's
@@ -42,7 +62,35 @@ func (r *recorder) RunInput(ctx context.Context, argv []string, stdin string) (s
 	r.mu.Lock()
 	r.calls = append(r.calls, strings.Join(argv, " "))
 	r.mu.Unlock()
-	return r.inner.(pct.InputRunner).RunInput(ctx, argv, stdin)
+	out, stderr, code, err := r.inner.(pct.InputRunner).RunInput(ctx, argv, stdin)
+	r.note(argv, stderr, code)
+	return out, stderr, code, err
+}
+
+// checkArgvs has PVE's own CLI (of the stand-in's default version, 9.1)
+// judge every create, set and start the test ran, when the oracle is
+// there: what the stand-in accepted PVE must accept, and what it refused
+// as a parameter error PVE must refuse.
+func (r *recorder) checkArgvs(t *testing.T) {
+	if os.Getenv(pveoracle.Env) == "" {
+		return
+	}
+	o := pveoracle.Require(t)
+	v, _ := pveoracle.ByPVE("9.1")
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, j := range r.argvs {
+		if !j.ok && !strings.HasPrefix(j.stderr, "400 ") {
+			continue
+		}
+		rejected, out := o.RejectsArgv(t, v, j.argv...)
+		if j.ok && rejected {
+			t.Errorf("the stand-in accepted %q, PVE 9.1's own CLI refuses it:\n%s", j.argv, out)
+		}
+		if !j.ok && !rejected {
+			t.Errorf("the stand-in refused %q (%s), PVE 9.1's own CLI accepts it", j.argv, j.stderr)
+		}
+	}
 }
 
 // ran lists the commands run that start with prefix ("pct create").
@@ -95,6 +143,7 @@ func deployHost(t *testing.T) (*pvetest.StandIn, *pct.Host, *recorder) {
 	}
 	rec := &recorder{inner: h.Runner}
 	h.Runner = rec
+	t.Cleanup(func() { rec.checkArgvs(t) })
 	return s, h, rec
 }
 
