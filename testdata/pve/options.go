@@ -119,8 +119,9 @@ type param struct {
 	// list options may be repeated on the command line; PVE joins the
 	// values with NUL ("-list" formats).
 	list bool
-	// since91 parameters exist from PVE 9.1 on only.
-	since91 bool
+	// since91 parameters exist from PVE 9.1 on only, since92 ones from
+	// 9.2 (pve-container 6.1) on.
+	since91, since92 bool
 }
 
 func num(x float64) *float64 { return &x }
@@ -258,7 +259,7 @@ func checkPropString(errs *paramError, path, value string, ps *propString, v ver
 			k, val = ps.defaultKey, part
 		}
 		p := ps.props[k]
-		if p != nil && p.since91 && !v.appContainers() {
+		if p != nil && (p.since91 && !v.appContainers() || p.since92 && !v.atLeast(9, 2)) {
 			p = nil
 		}
 		if p == nil {
@@ -412,13 +413,15 @@ var (
 		"ro":           boolean,
 		"shared":       boolean,
 		"mountoptions": str,
+		"idmap":        {typ: tString, since92: true},
 	}
 	rootfsFormat = &propString{defaultKey: "volume", props: rootfsProps, required: []string{"volume"}}
 	mpFormat     = &propString{
 		defaultKey: "volume",
 		props: merge(rootfsProps, map[string]*param{
-			"mp":     {typ: tString, format: mpPath},
-			"backup": boolean,
+			"mp":        {typ: tString, format: mpPath},
+			"backup":    boolean,
+			"keepattrs": {typ: tBoolean, since92: true},
 		}),
 		required: []string{"volume", "mp"},
 	}
