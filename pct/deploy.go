@@ -244,11 +244,15 @@ func MakePlan(ctx context.Context, h *Host, t *Template, o Options) (*Plan, erro
 	if merged.MountPoints, err = mountPoints(t, o, rootStorage); err != nil {
 		return nil, err
 	}
+	appDefaults(&merged)
 	// The template's .conf is for the newest PVE: translate it to what
 	// this host's pve-container parses, so that what the preview shows is
 	// what is written.
 	if p.Config, err = merged.For(p.Container, o.RunAsRoot); err != nil {
 		return nil, releaseError(err, p.Container)
+	}
+	if isApp(merged) {
+		hostManagedNetwork(&p.Config, p.Container)
 	}
 	p.Create = createOptions(p, o)
 	p.Set = mountOptions(p.Config.MountPoints)
@@ -482,6 +486,44 @@ func createOptions(p *Plan, o Options) []string {
 	// The variables are written as PVE itself stores them instead, one
 	// lxc.environment.runtime line each (rawLines).
 	return append(a, o.Extra...)
+}
+
+// isApp reports an application container: an entrypoint other than
+// /sbin/init, as PVE's OCI import tells them apart.
+func isApp(c lxc.Config) bool {
+	args := lxc.SplitCommand(c.Entrypoint)
+	return len(args) > 0 && args[0] != "/sbin/init"
+}
+
+// appDefaults gives an application container the stop signal PVE's own
+// OCI import gives it when the image names none: SIGTERM, which apps
+// handle, where LXC's default SIGPWR kills most of them uncleanly.
+func appDefaults(c *lxc.Config) {
+	if !isApp(*c) {
+		return
+	}
+	for _, r := range c.Raw {
+		if r.Key == "lxc.signal.halt" {
+			return
+		}
+	}
+	c.Raw = append(append([]lxc.Option(nil), c.Raw...), lxc.Option{Key: "lxc.signal.halt", Value: "SIGTERM"})
+}
+
+// hostManagedNetwork does what PVE's own OCI import does for an
+// application container (an entrypoint other than /sbin/init): no init
+// inside configures the network, so every netN without a host-managed
+// setting gets host-managed=1 and the host configures it (DHCP included).
+// PVE before 9.1 has no such option.
+func hostManagedNetwork(c *lxc.Config, v lxc.PVEContainer) {
+	if !v.AppContainers() {
+		return
+	}
+	for i, opt := range c.Options {
+		if strings.HasPrefix(opt.Key, "net") && !strings.Contains(","+opt.Value, ",host-managed=") {
+			c.Options[i].Value += ",host-managed=1"
+		}
+	}
 }
 
 // mountPoints are the container's mpN: binds from the template's config

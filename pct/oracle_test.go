@@ -128,7 +128,15 @@ func TestDeployPlansPassPVE(t *testing.T) {
 					t.Errorf("the preview has %d mount points, want %d:\n%s", len(got.MountPoints), len(sc.opts.Mounts)+len(tp.Volumes), p.Config.Render())
 				}
 				if tp.Config == nil || tp.Config.Entrypoint == "" {
+					if strings.Contains(p.Config.Render(), "host-managed") {
+						t.Errorf("a system container got a host-managed network:\n%s", p.Config.Render())
+					}
 					return
+				}
+				// As PVE's own OCI import: the host manages an application
+				// container's network, from 9.1 on (9.0 has no such option).
+				if hm := strings.Contains(p.Config.Render(), "\nnet0: name=eth0,bridge=vmbr0,ip=dhcp,host-managed=1\n"); hm != (v.PVE != "9.0") {
+					t.Errorf("PVE %s: host-managed=1 on net0 is %v:\n%s", v.PVE, hm, p.Config.Render())
 				}
 				// Every variable reaches the config, once.
 				var have []string
@@ -140,6 +148,9 @@ func TestDeployPlansPassPVE(t *testing.T) {
 				}
 				if strings.Join(sorted(have), "\n") != strings.Join(sorted(allEnv), "\n") {
 					t.Errorf("environment in the config:\n%s\nwant:\n%s", strings.Join(have, "\n"), strings.Join(allEnv, "\n"))
+				}
+				if !strings.Contains(p.Config.Render(), "\nlxc.signal.halt: SIGTERM\n") {
+					t.Errorf("no stop signal:\n%s", p.Config.Render())
 				}
 				for _, a := range p.Create {
 					if a == "--env" {
@@ -206,5 +217,35 @@ func TestDeployRefusesHookDangerousEnvOnPVE90(t *testing.T) {
 	p, err := pct.MakePlan(context.Background(), pct.OfflineHost(pct.Version{Major: 9, Minor: 1}, ""), planTemplate(t, conf), pct.Options{})
 	if err != nil || !strings.Contains(p.Config.Render(), "lxc.environment.runtime: LD_PRELOAD=/x.so") {
 		t.Errorf("PVE 9.1 keeps it inside the container (runtime only): %v", err)
+	}
+}
+
+// TestDeployAppDefaultsAsPVEImport: an application container whose image
+// names no stop signal gets SIGTERM, as PVE's own OCI import writes; a
+// system container keeps LXC's default.
+func TestDeployAppDefaultsAsPVEImport(t *testing.T) {
+	ctx := context.Background()
+	h := pct.OfflineHost(pct.Version{Major: 9, Minor: 2}, "")
+	app := strings.Replace(appTemplateConf, "lxc.signal.halt: SIGTERM\n", "", 1)
+	p, err := pct.MakePlan(ctx, h, planTemplate(t, app), pct.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Count(p.Config.Render(), "lxc.signal.halt: SIGTERM\n"); got != 1 {
+		t.Errorf("app container: %d SIGTERM stop signals, want 1:\n%s", got, p.Config.Render())
+	}
+	p, err = pct.MakePlan(ctx, h, planTemplate(t, strings.Replace(appTemplateConf, "SIGTERM", "SIGQUIT", 1)), pct.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := p.Config.Render(); !strings.Contains(r, "lxc.signal.halt: SIGQUIT\n") || strings.Contains(r, "SIGTERM") {
+		t.Errorf("the image's stop signal is not kept alone:\n%s", r)
+	}
+	p, err = pct.MakePlan(ctx, h, planTemplate(t, "arch: amd64\nostype: alpine\nunprivileged: 1\n"), pct.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(p.Config.Render(), "lxc.signal.halt") || strings.Contains(p.Config.Render(), "host-managed") {
+		t.Errorf("a system container got app defaults:\n%s", p.Config.Render())
 	}
 }
