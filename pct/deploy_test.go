@@ -11,6 +11,7 @@ import (
 	"sync"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/nexcage/nexcage/convert"
 	"github.com/nexcage/nexcage/internal/pveoracle"
@@ -439,4 +440,82 @@ func TestDeployLeaks(t *testing.T) {
 			t.Errorf("pct list does not show the kept CT 100 stopped:\n%s", out)
 		}
 	})
+}
+
+// TestDeployAppBootsWithEverything deploys an application container
+// through the stand-in on real LXC, as PVE 9.2 (pve-container 6.1), and
+// checks from inside what it gets: every environment variable (names PVE's
+// env pattern refuses included), its user, its working directory; and that
+// `pct shutdown` delivers SIGTERM (the default stop signal deploy writes)
+// to its entrypoint.
+func TestDeployAppBootsWithEverything(t *testing.T) {
+	testenv.RequireRoot(t)
+	testenv.RequireTool(t, "lxc-start")
+	template := buildAlpineTemplate(t, t.TempDir())
+	ctx := context.Background()
+	testenv.CheckLeaks(t)
+	s, h, _ := deployHost(t)
+	t.Setenv("PVE_VERSION", "9.2.0")
+	tp := template()
+	// What convert writes for an image with this config (FromSpec), here
+	// on the real Alpine rootfs: the entrypoint traps SIGTERM to leave a
+	// mark, and writes its environment, ids and directory where the test
+	// reads them after the shutdown.
+	// (A script file, put in the rootfs before the start: lxc.init.cmd's
+	// quoting is another test's subject.)
+	tp.Config.Entrypoint = "/bin/sh /entry.sh"
+	tp.Config.Cmode = "console"
+	tp.Config.OSType = "unmanaged"
+	tp.Config.Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "TERM=xterm", "HOME=/tmp", "GREETING=hello world"}
+	tp.Config.Raw = append(tp.Config.Raw,
+		lxc.Option{Key: "lxc.environment", Value: "APP.MODE=prod"}, lxc.Option{Key: "lxc.environment", Value: "my-var=1"},
+		lxc.Option{Key: "lxc.init.cwd", Value: "/tmp"}, lxc.Option{Key: "lxc.init.uid", Value: "1000"}, lxc.Option{Key: "lxc.init.gid", Value: "1000"})
+	p, err := pct.MakePlan(ctx, h, tp, pct.Options{Hostname: "app"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.Container != lxc.PVE92 {
+		t.Fatalf("planned for pve-container %s, want %s (PVE_VERSION=9.2.0)", p.Container, lxc.PVE92)
+	}
+	if _, err := pct.Deploy(ctx, h, p, false); err != nil {
+		t.Fatal(err)
+	}
+	rootfs := s.Path("var/lib/lxc/100/rootfs")
+	script := "env > /tmp/env; id -u > /tmp/uid; pwd > /tmp/cwd\ntrap 'echo term > /tmp/got-term; exit 0' TERM\nwhile true; do sleep 1; done\n"
+	if err := os.WriteFile(filepath.Join(rootfs, "entry.sh"), []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	// Through h: its commands see PVE_VERSION=9.2.0 (s.Env predates it).
+	if _, err := h.Run(ctx, "pct", "start", "100"); err != nil {
+		t.Fatal(err)
+	}
+	read := func(name string) string {
+		b, _ := os.ReadFile(filepath.Join(rootfs, name))
+		return string(b)
+	}
+	// The entrypoint writes its files right after it starts.
+	for i := 0; i < 50 && read("tmp/cwd") == ""; i++ {
+		time.Sleep(100 * time.Millisecond)
+	}
+	env := read("tmp/env")
+	for _, want := range []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "TERM=xterm", "HOME=/tmp", "GREETING=hello world", "APP.MODE=prod", "my-var=1"} {
+		if !strings.Contains(env, want+"\n") {
+			t.Errorf("the entrypoint's environment lacks %s:\n%s", want, env)
+		}
+	}
+	if got := strings.TrimSpace(read("tmp/uid")); got != "1000" {
+		t.Errorf("the entrypoint runs as uid %q, want 1000", got)
+	}
+	if got := strings.TrimSpace(read("tmp/cwd")); got != "/tmp" {
+		t.Errorf("the entrypoint runs in %q, want /tmp", got)
+	}
+	if _, err := h.Run(ctx, "pct", "shutdown", "100", "--timeout", "20"); err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.TrimSpace(read("tmp/got-term")); got != "term" {
+		t.Errorf("pct shutdown did not deliver SIGTERM to the entrypoint (mark %q)", got)
+	}
+	if _, err := h.Run(ctx, "pct", "destroy", "100", "--purge"); err != nil {
+		t.Error(err)
+	}
 }
