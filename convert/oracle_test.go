@@ -1,12 +1,14 @@
 package convert_test
 
 import (
+	"os"
 	"path/filepath"
 	"testing"
 
 	"github.com/nexcage/nexcage/convert"
 	"github.com/nexcage/nexcage/internal/pveoracle"
 	"github.com/nexcage/nexcage/internal/testenv"
+	"github.com/nexcage/nexcage/lxc"
 )
 
 // TestCorpusConfsPassPVE converts every corpus image and has Proxmox's own
@@ -26,6 +28,37 @@ func TestCorpusConfsPassPVE(t *testing.T) {
 	if len(confs) == 0 {
 		t.Fatal("no corpus image converted")
 	}
+	// A template's .conf is written for the newest PVE and judged as it
+	// is; for an older one, deploy translates it (lxc.Config.For): the
+	// translation is what that PVE must accept.
 	o.CheckConf(t, pveoracle.Latest, confs...)
-	t.Logf("PVE %s accepts the .conf of %d corpus images (%s ...)", pveoracle.Latest.PVE, len(confs), filepath.Base(confs[0]))
+	for _, v := range pveoracle.Versions[:len(pveoracle.Versions)-1] {
+		var translated []string
+		for _, f := range confs {
+			raw, err := os.ReadFile(f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			c, err := lxc.Parse(string(raw))
+			if err != nil {
+				t.Fatalf("%s: %v", f, err)
+			}
+			// RunAsRoot: before PVE 9.2 deploy refuses lxc.init.uid
+			// unless asked to run as root (pct TestDeployRefusesUserBeforePVE92).
+			tc, err := c.For(releases[v.PVE], true)
+			if err != nil {
+				t.Errorf("%s for PVE %s: %v", filepath.Base(f), v.PVE, err)
+				continue
+			}
+			out := filepath.Join(t.TempDir(), filepath.Base(f))
+			if err := os.WriteFile(out, []byte(tc.Render()), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			translated = append(translated, out)
+		}
+		o.CheckConf(t, v, translated...)
+	}
+	t.Logf("PVE %s accepts the .conf of %d corpus images (%s ...), and each older PVE deploy's translation of it", pveoracle.Latest.PVE, len(confs), filepath.Base(confs[0]))
 }
+
+var releases = map[string]lxc.PVEContainer{"9.0": lxc.PVE90, "9.1": lxc.PVE91, "9.2": lxc.PVE92}

@@ -5,6 +5,7 @@ package lxc
 
 import (
 	"fmt"
+	"regexp"
 	"sort"
 	"strconv"
 	"strings"
@@ -152,10 +153,15 @@ func (e *ParseError) Error() string {
 	return fmt.Sprintf("line %d: %s (%q)", e.Line, e.Msg, e.Text)
 }
 
-// Parse reads the main section of a CT config. Snapshot sections
-// ("[name]") end it. Keys PVE does not know, and raw lxc.* keys it refuses,
-// are errors, as they make PVE refuse the whole file.
-func Parse(text string) (*Config, error) {
+// Parse reads the main section of a CT config as the newest PVE nexcage
+// knows (LatestPVE) would; ParseFor names the release.
+func Parse(text string) (*Config, error) { return ParseFor(text, LatestPVE) }
+
+// ParseFor reads the main section of a CT config. Snapshot sections
+// ("[name]") end it. A line pve-container v does not parse (an unknown
+// key, a raw lxc.* key not on its list, a value its schema rejects) is an
+// error, as PVE refuses the whole file.
+func ParseFor(text string, v PVEContainer) (*Config, error) {
 	c := &Config{}
 	var desc []string
 	// No line-length limit: a long environment value is one line, and the
@@ -163,21 +169,20 @@ func Parse(text string) (*Config, error) {
 	for i, l := range strings.Split(text, "\n") {
 		n := i + 1
 		line := strings.ReplaceAll(l, "\r", "")
-		trimmed := strings.TrimSpace(line)
 		switch {
-		case trimmed == "":
+		case strings.TrimSpace(line) == "":
 			continue
-		case strings.HasPrefix(trimmed, "["):
+		case strings.HasPrefix(line, "["):
 			return c.finish(desc), nil
 		case strings.HasPrefix(line, "#"):
 			desc = append(desc, strings.TrimPrefix(line, "#"))
 			continue
 		}
-		key, value, err := splitLine(trimmed)
+		key, value, err := splitLine(line)
 		if err != nil {
 			return nil, &ParseError{n, line, err.Error()}
 		}
-		if err := c.set(key, value); err != nil {
+		if err := c.set(key, value, v); err != nil {
 			return nil, &ParseError{n, line, err.Error()}
 		}
 	}
@@ -189,31 +194,51 @@ func (c *Config) finish(desc []string) *Config {
 	return c
 }
 
+// parse_pct_config's line patterns: a raw LXC key may also be written
+// LXC-style, "key = value"; a PVE key is lower-case letters and '_' with
+// an optional index, directly followed by ':' and a value.
+var (
+	rawLineRE = regexp.MustCompile(`^(lxc\.[a-z0-9_\-.]+)(?::|\s*=)\s*(.*?)\s*$`)
+	keyLineRE = regexp.MustCompile(`^([a-z][a-z_]*\d*):\s*(.+?)\s*$`)
+)
+
 func splitLine(line string) (string, string, error) {
-	// Raw LXC keys may also be written LXC-style, "key = value".
-	if strings.HasPrefix(line, "lxc.") {
-		if k, v, ok := strings.Cut(line, "="); ok && !strings.Contains(k, ":") {
-			return strings.TrimSpace(k), strings.TrimSpace(v), nil
-		}
+	if m := rawLineRE.FindStringSubmatch(line); m != nil {
+		return m[1], m[2], nil
 	}
-	k, v, ok := strings.Cut(line, ":")
-	if !ok {
-		return "", "", fmt.Errorf("not a \"key: value\" line")
+	if m := keyLineRE.FindStringSubmatch(line); m != nil {
+		return m[1], m[2], nil
 	}
-	return strings.TrimSpace(k), strings.TrimSpace(v), nil
+	return "", "", fmt.Errorf("not a \"key: value\" line PVE parses")
 }
 
-func (c *Config) set(key, value string) error {
+func (c *Config) set(key, value string, v PVEContainer) error {
 	if strings.HasPrefix(key, "lxc.") {
-		if err := CheckRawKey(key); err != nil {
+		if err := CheckRawKeyFor(key, v); err != nil {
 			return err
 		}
 		if key == envKey {
+			// PVE reads these lines into its env key, which its schema
+			// then checks.
+			if err := CheckEnvVar(value); err != nil {
+				return err
+			}
 			c.Env = append(c.Env, value)
 		} else {
 			c.Raw = append(c.Raw, Option{key, value})
 		}
 		return nil
+	}
+	if prefix, idx := splitIndex(key); prefix == "mp" && idx >= 0 {
+		m, err := parseMountPoint(idx, value, v)
+		if err != nil {
+			return err
+		}
+		c.MountPoints = append(c.MountPoints, m)
+		return nil
+	}
+	if err := CheckKeyFor(key, value, v); err != nil {
+		return err
 	}
 	switch key {
 	case "arch":
@@ -223,109 +248,62 @@ func (c *Config) set(key, value string) error {
 	case "hostname":
 		c.Hostname = value
 	case "unprivileged":
-		c.Unprivileged = value == "1"
+		c.Unprivileged = isTrue(value)
 	case "cmode":
 		c.Cmode = value
 	case "entrypoint":
 		c.Entrypoint = value
 	default:
-		prefix, idx := splitIndex(key)
-		if prefix == "mp" && idx >= 0 {
-			m, err := ParseMountPoint(idx, value)
-			if err != nil {
-				return err
-			}
-			c.MountPoints = append(c.MountPoints, m)
-			return nil
-		}
-		if !knownKey(key) {
-			return fmt.Errorf("unknown key %q: PVE refuses the whole config", key)
-		}
 		c.Options = append(c.Options, Option{key, value})
 	}
 	return nil
 }
 
-// ParseMountPoint parses the value of an mpN key.
+// ParseMountPoint parses the value of an mpN key (as LatestPVE does).
 func ParseMountPoint(idx int, value string) (MountPoint, error) {
+	return parseMountPoint(idx, value, LatestPVE)
+}
+
+func parseMountPoint(idx int, value string, v PVEContainer) (MountPoint, error) {
 	m := MountPoint{Index: idx}
 	if idx > 255 {
 		return m, fmt.Errorf("mp%d: PVE allows mp0 to mp255", idx)
 	}
+	if !strings.Contains(value, "mp=") || strings.HasPrefix(value, "mp=") {
+		return m, fmt.Errorf("mp%d: needs a volume and mp=PATH", idx)
+	}
+	if err := mpSpec.validate(value, v); err != nil {
+		return m, fmt.Errorf("mp%d: %v", idx, err)
+	}
 	for i, part := range strings.Split(value, ",") {
-		k, v, hasEq := strings.Cut(part, "=")
-		if i == 0 && (!hasEq || k == "volume") {
-			if !hasEq {
-				v = part
-			}
-			m.Volume = v
-			continue
+		k, val, hasEq := strings.Cut(part, "=")
+		if i == 0 && !hasEq {
+			k, val = "volume", part
 		}
 		switch k {
 		case "mp":
-			m.Path = v
+			m.Path = val
 		case "ro":
-			m.RO = v == "1"
+			m.RO = isTrue(val)
 		case "backup":
-			b := v == "1"
+			b := isTrue(val)
 			m.Backup = &b
 		case "volume":
-			m.Volume = v
-		case "acl", "quota", "replicate", "shared", "size", "mountoptions":
-			// Accepted by PVE; nexcage does not act on them.
-		default:
-			return m, fmt.Errorf("mp%d: unknown property %q", idx, k)
+			m.Volume = val
 		}
-	}
-	if m.Volume == "" || m.Path == "" {
-		return m, fmt.Errorf("mp%d: needs a volume and mp=PATH", idx)
+		// Other properties PVE accepts (acl, quota, size, idmap, ...):
+		// nexcage does not act on them.
 	}
 	return m, nil
 }
 
-// knownKeys are the PVE keys of a CT config's main section (pve-container
-// PVE::LXC::Config's confdesc), other than the typed ones.
-var knownKeys = map[string]bool{
-	"cores": true, "cpulimit": true, "cpuunits": true, "memory": true, "swap": true,
-	"rootfs": true, "onboot": true, "startup": true, "template": true, "console": true,
-	"tty": true, "description": true, "nameserver": true, "searchdomain": true,
-	"timezone": true, "protection": true, "features": true, "hookscript": true,
-	"tags": true, "lock": true, "digest": true, "parent": true, "snaptime": true,
-	"debug": true, "env": true, "pool": true,
-}
-
-var indexedKeys = map[string]int{"net": 31, "mp": 255, "unused": 255, "dev": 255}
-
-func knownKey(k string) bool {
-	if knownKeys[k] {
+func isTrue(s string) bool {
+	switch strings.ToLower(s) {
+	case "1", "true", "yes", "on":
 		return true
 	}
-	p, n := splitIndex(k)
-	max, ok := indexedKeys[p]
-	return ok && n >= 0 && n <= max
+	return false
 }
 
-// rawKeyPrefixes are the lxc.* keys PVE accepts in a CT config
-// (proxmox.md §5, pve-container's valid_lxc_conf_keys). lxc.rootfs.* is
-// deliberately absent: PVE manages the rootfs itself.
-var rawKeyPrefixes = []string{
-	"lxc.init.cmd", "lxc.init.cwd", "lxc.init.uid", "lxc.init.gid",
-	"lxc.environment", "lxc.mount.entry", "lxc.mount.auto", "lxc.mount.fstab",
-	"lxc.signal.", "lxc.cap.drop", "lxc.cap.keep", "lxc.apparmor.", "lxc.seccomp.",
-	"lxc.idmap", "lxc.cgroup.", "lxc.cgroup2.", "lxc.prlimit.", "lxc.hook.",
-	"lxc.log.", "lxc.start.", "lxc.group", "lxc.sysctl.", "lxc.console.",
-	"lxc.tty.", "lxc.pty.", "lxc.autodev", "lxc.apparmor",
-}
-
-// CheckRawKey returns an error for a raw key PVE refuses.
-func CheckRawKey(key string) error {
-	if strings.HasPrefix(key, "lxc.rootfs") {
-		return fmt.Errorf("%s is refused by PVE: it manages the rootfs itself (use mpN or lxc.mount.entry for extra mounts)", key)
-	}
-	for _, p := range rawKeyPrefixes {
-		if key == p || strings.HasPrefix(key, p) {
-			return nil
-		}
-	}
-	return fmt.Errorf("raw key %s is not one PVE accepts: PVE refuses the whole config", key)
-}
+// CheckRawKey returns an error for a raw key the newest PVE refuses.
+func CheckRawKey(key string) error { return CheckRawKeyFor(key, LatestPVE) }

@@ -125,6 +125,12 @@ func FromSpec(spec *rspec.Spec, system bool) (*Config, error) {
 		if err := CheckEnv(i, e); err != nil {
 			return nil, err
 		}
+		if !ValidEnvName(k) {
+			// PVE's env pattern refuses the name (APP.MODE, my-var):
+			// a plain lxc.environment line keeps it (see Config.For).
+			c.Raw = append(c.Raw, Option{"lxc.environment", e})
+			continue
+		}
 		c.Env = append(c.Env, e)
 	}
 	if p.Cwd != "" && p.Cwd != "/" {

@@ -122,10 +122,10 @@ func (h *Host) checkVersions(ctx context.Context) []health.Result {
 		name += " (pve-container " + container + ")"
 	}
 	if v.AppContainers() {
-		out = append([]health.Result{hostOK(name + ": application containers (entrypoint, env, cmode) supported")}, out...)
+		out = append([]health.Result{hostOK(name + ": application containers (entrypoint, env) supported")}, out...)
 	} else {
 		out = append([]health.Result{hostProblem(health.Warn, name+": application containers",
-			"PVE before 9.1 has no entrypoint, env and cmode options: deploy writes lxc.init.cmd and lxc.environment lines instead, and plain .tar (OCI) templates are refused",
+			"PVE before 9.1 has no entrypoint and env options (cmode it has): deploy writes lxc.init.cmd and lxc.environment lines instead, and plain .tar (OCI) templates are refused",
 			"upgrade to Proxmox VE 9.1 or later")}, out...)
 	}
 	return out

@@ -105,7 +105,7 @@ func TestCheckHostPVE(t *testing.T) {
 	paths := hostFiles(t, "root:100000:65536\n", "15000", "")
 	res := NewHost().CheckHost(context.Background(), paths)
 	healthtest.Want(t, res, "PVE tools: pct, pvesm, pvesh and pveversion in "+s.BinDir, health.OK, "")
-	healthtest.Want(t, res, "Proxmox VE 9.1 (pve-container 6.0.18): application containers (entrypoint, env, cmode) supported", health.OK, "")
+	healthtest.Want(t, res, "Proxmox VE 9.1 (pve-container 6.0.18): application containers (entrypoint, env) supported", health.OK, "")
 	healthtest.Want(t, res, "lxc.init.uid/lxc.init.gid", health.Warn, "pve-container before 6.1")
 
 	t.Setenv("PVE_VERSION", "8.4.1")

@@ -47,7 +47,8 @@ type Options struct {
 	RootfsSize      int    // GiB (default 8)
 	TemplateStorage string // default local
 	ReplaceTemplate bool
-	Memory, Swap    int // MiB; 0 = PVE's default
+	Memory          int  // MiB; 0 = PVE's default
+	Swap            *int // MiB; nil = PVE's default (0 is no swap)
 	Cores           int
 	Net0            string
 	Unprivileged    *bool // nil: from the template
@@ -58,7 +59,11 @@ type Options struct {
 	SSHKeysFile     string
 	Start           bool
 	KeepFailed      bool
-	Description     string
+	// RunAsRoot deploys an image whose entrypoint runs as a user
+	// (lxc.init.uid/gid) on a PVE before 9.2, whose pve-container refuses
+	// those keys, by running it as root instead.
+	RunAsRoot   bool
+	Description string
 	// Extra are more "--opt value" pairs for pct create (tests, niche
 	// options); flags above win.
 	Extra []string
@@ -70,13 +75,16 @@ type Plan struct {
 	autoVMID bool
 	Node     string
 	Version  Version
-	VolID    string
-	Upload   *Upload    // nil when the template is already there
-	Create   []string   // pct create (or pvesh create) argv, without the VMID filled in for retries
-	Set      []string   // pct set argv for mount points, or nil
-	Raw      []string   // raw lxc.* lines for the config file
-	Start    []string   // pct start argv, or nil
-	Config   lxc.Config // the container config that results
+	// Container is the host's pve-container release: it decides what the
+	// config may hold.
+	Container lxc.PVEContainer
+	VolID     string
+	Upload    *Upload    // nil when the template is already there
+	Create    []string   // pct create (or pvesh create) argv, without the VMID filled in for retries
+	Set       []string   // pct set argv for mount points, or nil
+	Raw       []string   // raw lxc.* lines for the config file, environment first
+	Start     []string   // pct start argv, or nil
+	Config    lxc.Config // the container config that results
 	// password goes to pct create's standard input, never into argv, a
 	// listing or a result.
 	password string
@@ -166,6 +174,9 @@ func MakePlan(ctx context.Context, h *Host, t *Template, o Options) (*Plan, erro
 	if p.Version, err = h.Version(ctx); err != nil {
 		return nil, err
 	}
+	if p.Container, err = h.ContainerVersion(ctx, p.Version); err != nil {
+		return nil, err
+	}
 	storages, err := h.Storages(ctx)
 	if err != nil {
 		return nil, err
@@ -228,14 +239,24 @@ func MakePlan(ctx context.Context, h *Host, t *Template, o Options) (*Plan, erro
 		p.autoVMID = true
 	}
 
-	p.Config = mergedConfig(t, o, rootStorage)
-	p.Config.Description = describe(p.Config.Description, Marker{Template: p.VolID, Image: t.Image, Digest: t.Digest})
-	p.Create = createOptions(p, t, o, rootStorage)
-	p.Set, err = mountOptions(storages, t, o, rootStorage)
-	if err != nil {
+	merged := mergedConfig(t, o, rootStorage)
+	merged.Description = describe(merged.Description, Marker{Template: p.VolID, Image: t.Image, Digest: t.Digest})
+	if merged.MountPoints, err = mountPoints(t, o, rootStorage); err != nil {
 		return nil, err
 	}
-	p.Raw = rawLines(p, t)
+	appDefaults(&merged)
+	// The template's .conf is for the newest PVE: translate it to what
+	// this host's pve-container parses, so that what the preview shows is
+	// what is written.
+	if p.Config, err = merged.For(p.Container, o.RunAsRoot); err != nil {
+		return nil, releaseError(err, p.Container)
+	}
+	if isApp(merged) {
+		hostManagedNetwork(&p.Config, p.Container)
+	}
+	p.Create = createOptions(p, o)
+	p.Set = mountOptions(p.Config.MountPoints)
+	p.Raw = rawLines(p.Config)
 	p.password = o.Password
 	p.Start = nil
 	if o.Start {
@@ -423,7 +444,10 @@ func mergedConfig(t *Template, o Options, rootStorage string) lxc.Config {
 		}
 	}
 	add("memory", strconv.Itoa(o.Memory))
-	add("swap", strconv.Itoa(o.Swap))
+	if o.Swap != nil {
+		// 0 is a value here (no swap), not "unset".
+		c.Options = append(c.Options, lxc.Option{Key: "swap", Value: strconv.Itoa(*o.Swap)})
+	}
 	add("cores", strconv.Itoa(o.Cores))
 	add("net0", firstNonEmpty(o.Net0, "name=eth0,bridge=vmbr0,ip=dhcp"))
 	add("rootfs", fmt.Sprintf("%s:%d", rootStorage, orDefault(o.RootfsSize, 8)))
@@ -432,7 +456,7 @@ func mergedConfig(t *Template, o Options, rootStorage string) lxc.Config {
 	return c
 }
 
-func createOptions(p *Plan, t *Template, o Options, rootStorage string) []string {
+func createOptions(p *Plan, o Options) []string {
 	c := p.Config
 	var a []string
 	add := func(k, v string) {
@@ -454,21 +478,57 @@ func createOptions(p *Plan, t *Template, o Options, rootStorage string) []string
 	}
 	add("ssh-public-keys", o.SSHKeysFile)
 	add("description", c.Description)
-	if p.Version.AppContainers() {
-		add("entrypoint", c.Entrypoint)
-		add("cmode", c.Cmode)
-		// PVE's env is a NUL-separated list; an argv cannot hold NUL, so
-		// the CLI takes the option once per variable and joins them.
-		for _, e := range c.Env {
-			add("env", e)
-		}
-	}
+	// Empty on a PVE without the key: For made it lxc.init.cmd.
+	add("entrypoint", c.Entrypoint)
+	add("cmode", c.Cmode)
+	// No --env: PVE's env is one NUL-separated value, which an argv
+	// cannot hold, and pct keeps only the last of repeated --env options.
+	// The variables are written as PVE itself stores them instead, one
+	// lxc.environment.runtime line each (rawLines).
 	return append(a, o.Extra...)
 }
 
-// mountOptions are the mpN options set after the create: binds from the
-// template's config and --mount, then a storage volume per image VOLUME.
-func mountOptions(storages []Storage, t *Template, o Options, rootStorage string) ([]string, error) {
+// isApp reports an application container: an entrypoint other than
+// /sbin/init, as PVE's OCI import tells them apart.
+func isApp(c lxc.Config) bool {
+	args := lxc.SplitCommand(c.Entrypoint)
+	return len(args) > 0 && args[0] != "/sbin/init"
+}
+
+// appDefaults gives an application container the stop signal PVE's own
+// OCI import gives it when the image names none: SIGTERM, which apps
+// handle, where LXC's default SIGPWR kills most of them uncleanly.
+func appDefaults(c *lxc.Config) {
+	if !isApp(*c) {
+		return
+	}
+	for _, r := range c.Raw {
+		if r.Key == "lxc.signal.halt" {
+			return
+		}
+	}
+	c.Raw = append(append([]lxc.Option(nil), c.Raw...), lxc.Option{Key: "lxc.signal.halt", Value: "SIGTERM"})
+}
+
+// hostManagedNetwork does what PVE's own OCI import does for an
+// application container (an entrypoint other than /sbin/init): no init
+// inside configures the network, so every netN without a host-managed
+// setting gets host-managed=1 and the host configures it (DHCP included).
+// PVE before 9.1 has no such option.
+func hostManagedNetwork(c *lxc.Config, v lxc.PVEContainer) {
+	if !v.AppContainers() {
+		return
+	}
+	for i, opt := range c.Options {
+		if strings.HasPrefix(opt.Key, "net") && !strings.Contains(","+opt.Value, ",host-managed=") {
+			c.Options[i].Value += ",host-managed=1"
+		}
+	}
+}
+
+// mountPoints are the container's mpN: binds from the template's config
+// and --mount, then a storage volume per image VOLUME, numbered from 0.
+func mountPoints(t *Template, o Options, rootStorage string) ([]lxc.MountPoint, error) {
 	var mps []lxc.MountPoint
 	if t.Config != nil {
 		mps = append(mps, t.Config.MountPoints...)
@@ -479,37 +539,58 @@ func mountOptions(storages []Storage, t *Template, o Options, rootStorage string
 	for _, v := range t.Volumes {
 		mps = append(mps, lxc.MountPoint{Volume: fmt.Sprintf("%s:%d", rootStorage, orDefault(o.VolumeSize, 8)), Path: v})
 	}
-	if len(mps) == 0 {
-		return nil, nil
-	}
 	if len(mps) > 256 {
 		return nil, newError(ErrInvalidArgument, "mount", fmt.Sprintf("%d mount points: PVE allows mp0 to mp255", len(mps)), "drop some --mount flags")
 	}
-	var a []string
-	for i, m := range mps {
-		m.Index = i
-		a = append(a, "--"+m.Key(), m.Value())
+	for i := range mps {
+		mps[i].Index = i
 	}
-	return a, nil
+	return mps, nil
 }
 
-// rawLines are the raw LXC keys for the config file: the template's, and
-// on PVE before 9.1 the entrypoint and environment as LXC keys.
-func rawLines(p *Plan, t *Template) []string {
-	c := p.Config
+// mountOptions are the mpN options of the pct set after the create.
+func mountOptions(mps []lxc.MountPoint) []string {
+	if len(mps) == 0 {
+		return nil
+	}
+	var a []string
+	for _, m := range mps {
+		a = append(a, "--"+m.Key(), m.Value())
+	}
+	return a
+}
+
+// rawLines are the lines appended to the config file, in the order
+// Config.Render shows them: the environment as PVE stores it
+// (lxc.environment.runtime), then the other raw LXC keys.
+func rawLines(c lxc.Config) []string {
 	var out []string
-	if !p.Version.AppContainers() {
-		if c.Entrypoint != "" {
-			out = append(out, "lxc.init.cmd: "+c.Entrypoint)
-		}
-		for _, e := range c.Env {
-			out = append(out, "lxc.environment: "+e)
-		}
+	for _, e := range c.Env {
+		out = append(out, "lxc.environment.runtime: "+e)
 	}
 	for _, r := range c.Raw {
 		out = append(out, r.Key+": "+r.Value)
 	}
 	return out
+}
+
+// releaseError names what the host's PVE cannot take and the way out.
+func releaseError(err error, have lxc.PVEContainer) error {
+	var re *lxc.ReleaseError
+	if !errors.As(err, &re) {
+		return err
+	}
+	switch re.Key {
+	case "lxc.init.uid", "lxc.init.gid", "lxc.init.groups":
+		return newError(ErrInvalidArgument, "run-as-root",
+			fmt.Sprintf("the template runs its entrypoint as a user (%s: %s), and pve-container %s refuses %s: PVE knows it from pve-container 6.1.0 (PVE 9.2) on", re.Key, re.Value, have, re.Key),
+			"upgrade the host to PVE 9.2 or later, or deploy with --run-as-root to run the entrypoint as root")
+	case "env":
+		return newError(ErrInvalidArgument, "template",
+			fmt.Sprintf("the image's environment variable %s cannot be passed on pve-container %s: %s", re.Value, have, re.Why),
+			"upgrade the host to PVE 9.1 or later (which keeps it inside the container), or rebuild the image without it")
+	}
+	return newError(ErrInvalidArgument, "template", fmt.Sprintf("the template's config holds %s, which pve-container %s refuses (%v)", re.Key, have, err), "upgrade the host's PVE")
 }
 
 // Result is what a deploy did.
@@ -658,4 +739,17 @@ func orDefault(v, d int) int {
 		return d
 	}
 	return v
+}
+
+// Argvs are the PVE commands the plan runs, in order (create, set,
+// start), each as an argv.
+func (p *Plan) Argvs() [][]string {
+	out := [][]string{p.createArgv(p.VMID)}
+	if p.Set != nil {
+		out = append(out, p.setArgv(p.VMID))
+	}
+	if p.Start != nil {
+		out = append(out, p.startArgv(p.VMID))
+	}
+	return out
 }

@@ -11,8 +11,10 @@ import (
 	"sync"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/nexcage/nexcage/convert"
+	"github.com/nexcage/nexcage/internal/pveoracle"
 	"github.com/nexcage/nexcage/internal/pvetest"
 	"github.com/nexcage/nexcage/internal/testenv"
 	"github.com/nexcage/nexcage/internal/testimage"
@@ -27,13 +29,32 @@ type recorder struct {
 	inner pct.Runner
 	mu    sync.Mutex
 	calls []string
+	// argvs are the pct/pvesh create, set and start calls with the
+	// stand-in's verdict, for PVE's own CLI to judge (checkArgvs).
+	argvs []judged
+}
+
+type judged struct {
+	argv   []string
+	ok     bool
+	stderr string
+}
+
+func (r *recorder) note(argv []string, stderr string, code int) {
+	if len(argv) > 1 && (argv[0] == "pct" || argv[0] == "pvesh") && (argv[1] == "create" || argv[1] == "set" || argv[1] == "start") {
+		r.mu.Lock()
+		r.argvs = append(r.argvs, judged{append([]string(nil), argv...), code == 0, stderr})
+		r.mu.Unlock()
+	}
 }
 
 func (r *recorder) Run(ctx context.Context, argv []string) (string, string, int, error) {
 	r.mu.Lock()
 	r.calls = append(r.calls, strings.Join(argv, " "))
 	r.mu.Unlock()
-	return r.inner.Run(ctx, argv)
+	out, stderr, code, err := r.inner.Run(ctx, argv)
+	r.note(argv, stderr, code)
+	return out, stderr, code, err
 }
 
 // RunInput is Run for a command given a standard input (pct create's
@@ -42,7 +63,35 @@ func (r *recorder) RunInput(ctx context.Context, argv []string, stdin string) (s
 	r.mu.Lock()
 	r.calls = append(r.calls, strings.Join(argv, " "))
 	r.mu.Unlock()
-	return r.inner.(pct.InputRunner).RunInput(ctx, argv, stdin)
+	out, stderr, code, err := r.inner.(pct.InputRunner).RunInput(ctx, argv, stdin)
+	r.note(argv, stderr, code)
+	return out, stderr, code, err
+}
+
+// checkArgvs has PVE's own CLI (of the stand-in's default version, 9.1)
+// judge every create, set and start the test ran, when the oracle is
+// there: what the stand-in accepted PVE must accept, and what it refused
+// as a parameter error PVE must refuse.
+func (r *recorder) checkArgvs(t *testing.T) {
+	if os.Getenv(pveoracle.Env) == "" {
+		return
+	}
+	o := pveoracle.Require(t)
+	v, _ := pveoracle.ByPVE("9.1")
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, j := range r.argvs {
+		if !j.ok && !strings.HasPrefix(j.stderr, "400 ") {
+			continue
+		}
+		rejected, out := o.RejectsArgv(t, v, j.argv...)
+		if j.ok && rejected {
+			t.Errorf("the stand-in accepted %q, PVE 9.1's own CLI refuses it:\n%s", j.argv, out)
+		}
+		if !j.ok && !rejected {
+			t.Errorf("the stand-in refused %q (%s), PVE 9.1's own CLI accepts it", j.argv, j.stderr)
+		}
+	}
 }
 
 // ran lists the commands run that start with prefix ("pct create").
@@ -65,7 +114,7 @@ func (r *recorder) changes() []string {
 	defer r.mu.Unlock()
 	var out []string
 	for _, c := range r.calls {
-		if c != "pveversion" && !strings.HasPrefix(c, "pvesh get ") && !strings.HasPrefix(c, "pvesm path ") {
+		if c != "pveversion" && c != "pveversion -v" && !strings.HasPrefix(c, "pvesh get ") && !strings.HasPrefix(c, "pvesm path ") {
 			out = append(out, c)
 		}
 	}
@@ -95,6 +144,7 @@ func deployHost(t *testing.T) (*pvetest.StandIn, *pct.Host, *recorder) {
 	}
 	rec := &recorder{inner: h.Runner}
 	h.Runner = rec
+	t.Cleanup(func() { rec.checkArgvs(t) })
 	return s, h, rec
 }
 
@@ -390,4 +440,82 @@ func TestDeployLeaks(t *testing.T) {
 			t.Errorf("pct list does not show the kept CT 100 stopped:\n%s", out)
 		}
 	})
+}
+
+// TestDeployAppBootsWithEverything deploys an application container
+// through the stand-in on real LXC, as PVE 9.2 (pve-container 6.1), and
+// checks from inside what it gets: every environment variable (names PVE's
+// env pattern refuses included), its user, its working directory; and that
+// `pct shutdown` delivers SIGTERM (the default stop signal deploy writes)
+// to its entrypoint.
+func TestDeployAppBootsWithEverything(t *testing.T) {
+	testenv.RequireRoot(t)
+	testenv.RequireTool(t, "lxc-start")
+	template := buildAlpineTemplate(t, t.TempDir())
+	ctx := context.Background()
+	testenv.CheckLeaks(t)
+	s, h, _ := deployHost(t)
+	t.Setenv("PVE_VERSION", "9.2.0")
+	tp := template()
+	// What convert writes for an image with this config (FromSpec), here
+	// on the real Alpine rootfs: the entrypoint traps SIGTERM to leave a
+	// mark, and writes its environment, ids and directory where the test
+	// reads them after the shutdown.
+	// (A script file, put in the rootfs before the start: lxc.init.cmd's
+	// quoting is another test's subject.)
+	tp.Config.Entrypoint = "/bin/sh /entry.sh"
+	tp.Config.Cmode = "console"
+	tp.Config.OSType = "unmanaged"
+	tp.Config.Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "TERM=xterm", "HOME=/tmp", "GREETING=hello world"}
+	tp.Config.Raw = append(tp.Config.Raw,
+		lxc.Option{Key: "lxc.environment", Value: "APP.MODE=prod"}, lxc.Option{Key: "lxc.environment", Value: "my-var=1"},
+		lxc.Option{Key: "lxc.init.cwd", Value: "/tmp"}, lxc.Option{Key: "lxc.init.uid", Value: "1000"}, lxc.Option{Key: "lxc.init.gid", Value: "1000"})
+	p, err := pct.MakePlan(ctx, h, tp, pct.Options{Hostname: "app"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.Container != lxc.PVE92 {
+		t.Fatalf("planned for pve-container %s, want %s (PVE_VERSION=9.2.0)", p.Container, lxc.PVE92)
+	}
+	if _, err := pct.Deploy(ctx, h, p, false); err != nil {
+		t.Fatal(err)
+	}
+	rootfs := s.Path("var/lib/lxc/100/rootfs")
+	script := "env > /tmp/env; id -u > /tmp/uid; pwd > /tmp/cwd\ntrap 'echo term > /tmp/got-term; exit 0' TERM\nwhile true; do sleep 1; done\n"
+	if err := os.WriteFile(filepath.Join(rootfs, "entry.sh"), []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	// Through h: its commands see PVE_VERSION=9.2.0 (s.Env predates it).
+	if _, err := h.Run(ctx, "pct", "start", "100"); err != nil {
+		t.Fatal(err)
+	}
+	read := func(name string) string {
+		b, _ := os.ReadFile(filepath.Join(rootfs, name))
+		return string(b)
+	}
+	// The entrypoint writes its files right after it starts.
+	for i := 0; i < 50 && read("tmp/cwd") == ""; i++ {
+		time.Sleep(100 * time.Millisecond)
+	}
+	env := read("tmp/env")
+	for _, want := range []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "TERM=xterm", "HOME=/tmp", "GREETING=hello world", "APP.MODE=prod", "my-var=1"} {
+		if !strings.Contains(env, want+"\n") {
+			t.Errorf("the entrypoint's environment lacks %s:\n%s", want, env)
+		}
+	}
+	if got := strings.TrimSpace(read("tmp/uid")); got != "1000" {
+		t.Errorf("the entrypoint runs as uid %q, want 1000", got)
+	}
+	if got := strings.TrimSpace(read("tmp/cwd")); got != "/tmp" {
+		t.Errorf("the entrypoint runs in %q, want /tmp", got)
+	}
+	if _, err := h.Run(ctx, "pct", "shutdown", "100", "--timeout", "20"); err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.TrimSpace(read("tmp/got-term")); got != "term" {
+		t.Errorf("pct shutdown did not deliver SIGTERM to the entrypoint (mark %q)", got)
+	}
+	if _, err := h.Run(ctx, "pct", "destroy", "100", "--purge"); err != nil {
+		t.Error(err)
+	}
 }

@@ -30,6 +30,23 @@ type deployFlags struct {
 	start, dryRun, keepFailed, replaceTemplate        bool
 	allowRawLXC                                       bool
 	passwordFile                                      string
+	swapSet, runAsRoot                                bool
+	pveVersion                                        string
+}
+
+// setInt is an int flag that records whether it was given: --swap 0 is
+// a value (no swap), not "PVE's default".
+type setInt struct {
+	intValue
+	set *bool
+}
+
+func (v *setInt) Set(s string) error {
+	if err := v.intValue.Set(s); err != nil {
+		return err
+	}
+	*v.set = true
+	return nil
 }
 
 func registerDeployFlags(fs *pflag.FlagSet, d *deployFlags) {
@@ -40,7 +57,9 @@ func registerDeployFlags(fs *pflag.FlagSet, d *deployFlags) {
 	fs.StringVar(&d.templateStorage, "template-storage", "local", "storage to upload a local template to")
 	fs.BoolVar(&d.replaceTemplate, "replace-template", false, "overwrite a different template of the same name in the template storage")
 	intVar(fs, &d.memory, "memory", "", 0, 16, 1<<30, true, "--memory is a whole number of MiB, at least 16 (PVE's minimum)", "memory in MiB (default: PVE's, 512)")
-	intVar(fs, &d.swap, "swap", "", 0, 0, 1<<30, true, "--swap is a whole number of MiB, 0 or more", "swap in MiB (default: PVE's, 512)")
+	fs.Var(&setInt{intValue{p: &d.swap, min: 0, max: 1 << 30, zeroOK: true, what: "--swap is a whole number of MiB, 0 or more"}, &d.swapSet}, "swap", "swap in MiB, 0 for none (default: PVE's, 512)")
+	fs.BoolVar(&d.runAsRoot, "run-as-root", false, "on PVE before 9.2 (pve-container < 6.1), which cannot run an entrypoint as the image's user, run it as root instead of refusing")
+	fs.StringVar(&d.pveVersion, "pve-version", "", "with --dry-run: plan for this PVE version (9.0, 9.1, 9.2) without a Proxmox host")
 	intVar(fs, &d.cores, "cores", "", 0, 1, 8192, true, "--cores is a whole number from 1 to 8192", "CPU cores (default: all)")
 	fs.StringVar(&d.net0, "net0", "name=eth0,bridge=vmbr0,ip=dhcp", "first network interface, in pct's syntax")
 	enumVar(fs, &d.unprivileged, "unprivileged", "", unprivilegedValues, map[string]string{"true": "1", "false": "0"}, "1 or 0 (default: from the template: unprivileged unless it is privileged-only)")
@@ -101,8 +120,12 @@ func deployOptions(d deployFlags) (pct.Options, error) {
 	o := pct.Options{
 		VMID: d.vmid, Node: d.node, Hostname: d.hostname, Storage: d.storage, RootfsSize: d.rootfsSize,
 		TemplateStorage: d.templateStorage, ReplaceTemplate: d.replaceTemplate,
-		Memory: d.memory, Swap: d.swap, Cores: d.cores, Net0: d.net0, Features: d.features,
+		Memory: d.memory, Cores: d.cores, RunAsRoot: d.runAsRoot, Net0: d.net0, Features: d.features,
 		VolumeSize: d.volumeSize, Password: d.password, SSHKeysFile: d.sshKeys, Start: d.start, KeepFailed: d.keepFailed,
+	}
+	if d.swapSet {
+		swap := d.swap
+		o.Swap = &swap
 	}
 	if d.passwordFile != "" {
 		if d.password != "" {
@@ -215,6 +238,16 @@ func deployTemplate(ctx context.Context, e *env, arg string) (any, error) {
 		o.Unprivileged = &v
 	}
 	h := pct.NewHost()
+	if e.deploy.pveVersion != "" {
+		if !e.deploy.dryRun {
+			return nil, usagef("--pve-version plans without a Proxmox host, so it needs --dry-run")
+		}
+		v, err := pct.ParseVersion(e.deploy.pveVersion)
+		if err != nil {
+			return nil, err
+		}
+		h = pct.OfflineHost(v, e.deploy.node)
+	}
 	t, err := loadTemplate(ctx, e, h, arg)
 	if err != nil {
 		return nil, pctError(e, err)
@@ -225,13 +258,13 @@ func deployTemplate(ctx context.Context, e *env, arg string) (any, error) {
 	}
 	if e.deploy.dryRun {
 		if !e.json {
-			fmt.Fprintf(e.stdout, "# plan for CT %d (PVE %s); nothing was changed\n", plan.VMID, plan.Version)
+			fmt.Fprintf(e.stdout, "# plan for CT %d (PVE %s, pve-container %s); nothing was changed\n", plan.VMID, plan.Version, plan.Container)
 			for _, c := range plan.Commands() {
 				fmt.Fprintln(e.stdout, c)
 			}
 			fmt.Fprintf(e.stdout, "# resulting config:\n%s", plan.Config.Render())
 		}
-		return map[string]any{"dry_run": true, "vmid": plan.VMID, "commands": plan.Commands(), "config": plan.Config.Render()}, nil
+		return map[string]any{"dry_run": true, "vmid": plan.VMID, "pve": plan.Version.String(), "pve_container": plan.Container.String(), "commands": plan.Commands(), "config": plan.Config.Render()}, nil
 	}
 	e.progress.Step("creating CT %d from %s", plan.VMID, plan.VolID)
 	res, err := pct.Deploy(ctx, h, plan, e.deploy.keepFailed)

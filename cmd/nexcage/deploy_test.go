@@ -1,12 +1,16 @@
 package main
 
 import (
+	"encoding/json"
+	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 
 	"github.com/rogpeppe/go-internal/testscript"
 
+	"github.com/nexcage/nexcage/internal/pveoracle"
 	"github.com/nexcage/nexcage/internal/pvetest"
 	"github.com/nexcage/nexcage/internal/testenv"
 )
@@ -17,6 +21,7 @@ import (
 func TestDeployScripts(t *testing.T) {
 	testenv.RequireRoot(t)
 	registry := testenv.Registry(t)
+	argvLogs := checkStandInArgvs(t)
 	var mu sync.Mutex // NewStandIn registers cleanups on t from parallel scripts
 	testscript.Run(t, testscript.Params{
 		Dir: filepath.Join("..", "..", "testdata", "script", "deploy"),
@@ -34,6 +39,9 @@ func TestDeployScripts(t *testing.T) {
 			e.Setenv("NEXCAGE_STORE", filepath.Join(e.WorkDir, "store"))
 			e.Setenv("HOME", e.WorkDir)
 			e.Setenv("REGISTRY", registry)
+			if argvLogs != "" {
+				e.Setenv("NEXCAGE_PVE_ARGV_LOG", filepath.Join(argvLogs, filepath.Base(e.WorkDir)+".jsonl"))
+			}
 			return nil
 		},
 		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){
@@ -41,4 +49,59 @@ func TestDeployScripts(t *testing.T) {
 			"mkimage": cmdMkimage,
 		},
 	})
+}
+
+// checkStandInArgvs has PVE's own CLI judge, once every script has run,
+// each pct/pvesh create, set and start argv the scripts ran through the
+// stand-in, for the PVE version it played: one the stand-in accepted must
+// pass PVE's, and one it refused as a parameter error ("400 ...") must be
+// refused by PVE's too. It returns the folder the stand-in logs argvs to,
+// or "" without the oracle (the check then does not run, and says why).
+func checkStandInArgvs(t *testing.T) string {
+	if os.Getenv(pveoracle.Env) == "" {
+		t.Logf("%s is not set: the argvs the deploy scripts run are not checked against PVE's own CLI", pveoracle.Env)
+		return ""
+	}
+	o := pveoracle.Require(t)
+	dir := t.TempDir()
+	t.Cleanup(func() {
+		files, _ := filepath.Glob(filepath.Join(dir, "*.jsonl"))
+		checked := 0
+		for _, f := range files {
+			raw, err := os.ReadFile(f)
+			if err != nil {
+				t.Error(err)
+				continue
+			}
+			for _, line := range strings.Split(strings.TrimSpace(string(raw)), "\n") {
+				var rec struct {
+					PVE   string   `json:"pve"`
+					Argv  []string `json:"argv"`
+					OK    bool     `json:"ok"`
+					Error string   `json:"error"`
+				}
+				if err := json.Unmarshal([]byte(line), &rec); err != nil {
+					t.Errorf("%s: %v", f, err)
+					continue
+				}
+				v, known := pveoracle.ByPVE(rec.PVE)
+				if !known || (!rec.OK && !strings.HasPrefix(rec.Error, "400 ")) {
+					continue // no oracle for that PVE, or not a parameter error
+				}
+				rejected, out := o.RejectsArgv(t, v, rec.Argv...)
+				checked++
+				switch {
+				case rec.OK && rejected:
+					t.Errorf("%s: the stand-in (PVE %s) accepted %q, PVE's own CLI refuses it:\n%s", filepath.Base(f), rec.PVE, rec.Argv, out)
+				case !rec.OK && !rejected:
+					t.Errorf("%s: the stand-in (PVE %s) refused %q (%s), PVE's own CLI accepts it", filepath.Base(f), rec.PVE, rec.Argv, rec.Error)
+				}
+			}
+		}
+		if checked == 0 {
+			t.Error("no pct/pvesh argv of the deploy scripts was checked against PVE's CLI: is the stand-in logging?")
+		}
+		t.Logf("PVE's own CLI judged %d argvs of the deploy scripts as the stand-in did", checked)
+	})
+	return dir
 }

@@ -7,6 +7,7 @@
 package pveoracle
 
 import (
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -103,4 +104,142 @@ func (o *Oracle) Rejects(t testing.TB, v Version, files ...string) (bool, string
 	t.Helper()
 	out, ok := o.run(t, v, files...)
 	return !ok, out
+}
+
+// Verdict is what PVE says of one config line.
+type Verdict struct {
+	Line     string
+	Accepted bool
+	Output   string // PVE's messages (REJECTED: ...) when refused
+}
+
+// LineVerdicts has PVE version v judge each line on its own, as the only
+// line of a CT config: one file per line, all in one run of the oracle.
+func (o *Oracle) LineVerdicts(t testing.TB, v Version, lines []string) []Verdict {
+	t.Helper()
+	dir := t.TempDir()
+	files := make([]string, len(lines))
+	for i, l := range lines {
+		files[i] = filepath.Join(dir, fmt.Sprintf("%04d.conf", i))
+		if err := os.WriteFile(files[i], []byte(l+"\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	out, _ := o.run(t, v, files...)
+	// Each file's messages follow its "== FILE" header.
+	sections := map[string]string{}
+	cur := ""
+	for _, l := range strings.Split(out, "\n") {
+		if h, ok := strings.CutPrefix(l, "== "); ok {
+			cur = h
+			continue
+		}
+		if cur != "" && strings.Contains(l, "REJECTED:") {
+			sections[cur] += strings.TrimSpace(l) + "\n"
+		}
+	}
+	res := make([]Verdict, len(lines))
+	for i, l := range lines {
+		msg := sections[files[i]]
+		res[i] = Verdict{Line: l, Accepted: msg == "", Output: msg}
+	}
+	return res
+}
+
+// pctArgv turns a pvesh call of deploy's into the pct call that reaches
+// the same API method with the same parameters (validate-conf.pl only
+// runs pct's CLI layer); pct argvs are returned as they are.
+func pctArgv(argv []string) ([]string, error) {
+	// --password= has pct read the password from its standard input,
+	// which the oracle does not have: the option is left out.
+	var kept []string
+	for _, a := range argv {
+		if a != "--password=" {
+			kept = append(kept, a)
+		}
+	}
+	argv = kept
+	if len(argv) < 3 || argv[0] != "pvesh" {
+		return argv, nil
+	}
+	path := strings.Split(strings.Trim(argv[2], "/"), "/")
+	rest := argv[3:]
+	take := func(opt string) (string, bool) {
+		for i := 0; i+1 < len(rest); i++ {
+			if rest[i] == "--"+opt {
+				v := rest[i+1]
+				rest = append(append([]string(nil), rest[:i]...), rest[i+2:]...)
+				return v, true
+			}
+		}
+		return "", false
+	}
+	switch {
+	case argv[1] == "create" && len(path) == 3 && path[0] == "nodes" && path[2] == "lxc":
+		vmid, ok1 := take("vmid")
+		tmpl, ok2 := take("ostemplate")
+		if !ok1 || !ok2 {
+			return nil, fmt.Errorf("pvesh create /nodes/N/lxc without --vmid or --ostemplate")
+		}
+		return append([]string{"pct", "create", vmid, tmpl}, rest...), nil
+	case argv[1] == "set" && len(path) == 5 && path[2] == "lxc" && path[4] == "config":
+		return append([]string{"pct", "set", path[3]}, rest...), nil
+	case argv[1] == "create" && len(path) == 6 && path[4] == "status" && path[5] == "start":
+		return append([]string{"pct", "start", path[3]}, rest...), nil
+	case argv[1] == "delete" && len(path) == 4 && path[2] == "lxc":
+		return append([]string{"pct", "destroy", path[3]}, rest...), nil
+	}
+	return nil, fmt.Errorf("no pct equivalent known for %s", strings.Join(argv, " "))
+}
+
+// CheckArgv fails the test if PVE version v's pct CLI (option parsing,
+// the API method's schema, mount point parsing) rejects the argv, or
+// keeps only one value of an option given several times. A pvesh argv is
+// checked as the pct call reaching the same API method.
+func (o *Oracle) CheckArgv(t testing.TB, v Version, argv ...string) {
+	t.Helper()
+	pa, err := pctArgv(argv)
+	if err != nil {
+		t.Errorf("PVE %s: %v", v.PVE, err)
+		return
+	}
+	if out, ok := o.run(t, v, append([]string{"--argv"}, pa...)...); !ok {
+		t.Errorf("PVE %s (pve-container in %s) rejects %q:\n%s", v.PVE, v.Src, argv, out)
+	}
+}
+
+// RejectsArgv reports whether PVE version v rejects the argv (or loses a
+// repeated option's values), with the oracle's output.
+func (o *Oracle) RejectsArgv(t testing.TB, v Version, argv ...string) (bool, string) {
+	t.Helper()
+	pa, err := pctArgv(argv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, ok := o.run(t, v, append([]string{"--argv"}, pa...)...)
+	return !ok, out
+}
+
+// CheckPlan fails the test if PVE version v rejects anything in a
+// `deploy --dry-run --json` plan: its pct commands, the raw lines it
+// appends, and the resulting config.
+func (o *Oracle) CheckPlan(t testing.TB, v Version, planJSON []byte) {
+	t.Helper()
+	f := filepath.Join(t.TempDir(), "plan.json")
+	if err := os.WriteFile(f, planJSON, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out, ok := o.run(t, v, "--dry-run", f); !ok {
+		t.Errorf("PVE %s (pve-container in %s) rejects the plan:\n%s\nplan: %s", v.PVE, v.Src, out, planJSON)
+	}
+}
+
+// ByPVE returns the oracle's version for a PVE major.minor, or false.
+func ByPVE(pve string) (Version, bool) {
+	for _, v := range Versions {
+		if v.PVE == pve {
+			return v, true
+		}
+	}
+	return Version{}, false
 }

@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -223,6 +224,17 @@ func (c *Container) Stop(ctx context.Context) error {
 		return nil
 	}
 	_, err := c.run(ctx, 30*time.Second, "lxc-stop", "-k")
+	return err
+}
+
+// Shutdown stops the container cleanly, as `pct shutdown` does: LXC sends
+// init the config's lxc.signal.halt (SIGPWR by default) and waits up to
+// timeout for it to exit, then kills it.
+func (c *Container) Shutdown(ctx context.Context, timeout time.Duration) error {
+	if c.State(ctx) == "STOPPED" {
+		return nil
+	}
+	_, err := c.run(ctx, timeout+30*time.Second, "lxc-stop", "-t", strconv.Itoa(int(timeout.Seconds())))
 	return err
 }
 

@@ -346,7 +346,13 @@ func TestStandInCluster(t *testing.T) {
 	conf = readConfig(t, s, "pve", 102)
 	wantLines(t, "CT 102 config", conf, "#two", "#lines", "mp0: "+hostDir+",mp=/data",
 		"mp1: local-lvm:vm-102-disk-1,mp=/vol,size=512M",
-		"lxc.environment.runtime: FOO=bar", "lxc.environment.runtime: GREETING=hello world")
+		"lxc.environment.runtime: GREETING=hello world")
+	// pct's option parser keeps only the last of repeated --env options
+	// (PVE's own CLI, run by validate-conf.pl, says so): so does the
+	// stand-in, so no test can pass by relying on repeated --env.
+	if strings.Contains(conf, "FOO=bar") {
+		t.Errorf("CT 102 config kept the first of two --env options; PVE keeps only the last:\n%s", conf)
+	}
 	if !strings.HasPrefix(conf, "#two\n#lines\n") {
 		t.Errorf("description is not leading the config:\n%s", conf)
 	}

@@ -13,6 +13,7 @@
 package main
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -51,13 +52,46 @@ func main() {
 	if err != nil {
 		die(err.Error())
 	}
-	if err := run(h, os.Args[1:]); err != nil {
+	err = run(h, os.Args[1:])
+	logArgv(h, name, err)
+	if err != nil {
 		var ee *exitError
 		if errors.As(err, &ee) {
 			os.Exit(ee.code)
 		}
 		die(err.Error())
 	}
+}
+
+// logArgv records a pct or pvesh call that changes a container, and
+// whether the stand-in accepted it, in $NEXCAGE_PVE_ARGV_LOG (one JSON
+// object a line): the tests have PVE's own CLI judge the same argv, for
+// the PVE version the stand-in played (cmd/nexcage TestDeployScripts).
+func logArgv(h *Host, name string, err error) {
+	file := os.Getenv("NEXCAGE_PVE_ARGV_LOG")
+	args := os.Args[1:]
+	if file == "" || len(args) == 0 || (name != "pct" && name != "pvesh") {
+		return
+	}
+	switch args[0] {
+	case "create", "set", "start":
+	default:
+		return
+	}
+	msg := ""
+	if err != nil {
+		msg = err.Error()
+	}
+	line, _ := json.Marshal(map[string]any{
+		"pve": fmt.Sprintf("%d.%d", h.Version.major, h.Version.minor), "argv": append([]string{name}, args...),
+		"ok": err == nil, "error": msg,
+	})
+	f, ferr := os.OpenFile(file, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
+	if ferr != nil {
+		return
+	}
+	defer f.Close()
+	f.Write(append(line, '\n'))
 }
 
 // die prints a message the way Perl's die does in PVE's CLI (one line,

@@ -6,6 +6,7 @@ package main
 
 import (
 	"fmt"
+	"github.com/nexcage/nexcage/lxc"
 	"net"
 	"regexp"
 	"sort"
@@ -118,8 +119,9 @@ type param struct {
 	// list options may be repeated on the command line; PVE joins the
 	// values with NUL ("-list" formats).
 	list bool
-	// since91 parameters exist from PVE 9.1 on only.
-	since91 bool
+	// since91 parameters exist from PVE 9.1 on only, since92 ones from
+	// 9.2 (pve-container 6.1) on.
+	since91, since92 bool
 }
 
 func num(x float64) *float64 { return &x }
@@ -257,7 +259,7 @@ func checkPropString(errs *paramError, path, value string, ps *propString, v ver
 			k, val = ps.defaultKey, part
 		}
 		p := ps.props[k]
-		if p != nil && p.since91 && !v.appContainers() {
+		if p != nil && (p.since91 && !v.appContainers() || p.since92 && !v.atLeast(9, 2)) {
 			p = nil
 		}
 		if p == nil {
@@ -411,13 +413,15 @@ var (
 		"ro":           boolean,
 		"shared":       boolean,
 		"mountoptions": str,
+		"idmap":        {typ: tString, since92: true},
 	}
 	rootfsFormat = &propString{defaultKey: "volume", props: rootfsProps, required: []string{"volume"}}
 	mpFormat     = &propString{
 		defaultKey: "volume",
 		props: merge(rootfsProps, map[string]*param{
-			"mp":     {typ: tString, format: mpPath},
-			"backup": boolean,
+			"mp":        {typ: tString, format: mpPath},
+			"backup":    boolean,
+			"keepattrs": {typ: tBoolean, since92: true},
 		}),
 		required: []string{"volume", "mp"},
 	}
@@ -429,6 +433,26 @@ var (
 		"order": {typ: tInteger, min: num(0)}, "up": {typ: tInteger, min: num(0)}, "down": {typ: tInteger, min: num(0)},
 	}}
 )
+
+// envList is confdesc's env pattern: NAME=VALUE, NUL-separated.
+func envList(s string) error {
+	for _, e := range strings.Split(s, "\x00") {
+		if lxc.CheckEnvVar(e) != nil {
+			return fmt.Errorf("value does not match the regex pattern")
+		}
+	}
+	return nil
+}
+
+// noControl is confdesc's entrypoint pattern.
+func noControl(s string) error {
+	for _, r := range s {
+		if r < 0x20 && r != '\t' || r == 0x7f {
+			return fmt.Errorf("value does not match the regex pattern")
+		}
+	}
+	return nil
+}
 
 func patternErr(pattern, s string) error {
 	if !regexp.MustCompile(pattern).MatchString(s) {
@@ -455,16 +479,18 @@ var archs = []string{"amd64", "i386", "arm64", "armhf", "riscv32", "riscv64"}
 // configProps are the CT config keys settable by create and set.
 func configProps() map[string]*param {
 	return map[string]*param{
-		"arch":         {typ: tString, enum: archs},
-		"cmode":        {typ: tString, enum: []string{"shell", "console", "tty"}},
-		"console":      boolean,
-		"cores":        {typ: tInteger, min: num(1), max: num(8192)},
-		"cpulimit":     {typ: tNumber, min: num(0), max: num(8192)},
-		"cpuunits":     {typ: tInteger, min: num(0), max: num(500000)},
-		"debug":        boolean,
-		"description":  {typ: tString, maxLength: 8192},
-		"entrypoint":   {typ: tString, since91: true},
-		"env":          {typ: tString, since91: true, list: true},
+		"arch":        {typ: tString, enum: archs},
+		"cmode":       {typ: tString, enum: []string{"shell", "console", "tty"}},
+		"console":     boolean,
+		"cores":       {typ: tInteger, min: num(1), max: num(8192)},
+		"cpulimit":    {typ: tNumber, min: num(0), max: num(8192)},
+		"cpuunits":    {typ: tInteger, min: num(0), max: num(500000)},
+		"debug":       boolean,
+		"description": {typ: tString, maxLength: 8192},
+		"entrypoint":  {typ: tString, since91: true, format: noControl},
+		// Not a "-list" format: pct's get_options keeps only the last of
+		// repeated --env options, and so does the stand-in.
+		"env":          {typ: tString, since91: true, format: envList},
 		"features":     {typ: tString, sub: featuresFormat},
 		"hookscript":   str,
 		"hostname":     {typ: tString, maxLength: 255, format: dnsName},

@@ -16,6 +16,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/nexcage/nexcage/internal/pvetest"
 	"github.com/nexcage/nexcage/lxc"
@@ -36,7 +37,16 @@ func pctMain(h *Host, args []string) error {
 	case "stop", "shutdown":
 		opts := map[string]*param{"skiplock": boolean, "timeout": {typ: tInteger, min: num(0)}, "forceStop": boolean, "overrule-shutdown": boolean}
 		return pctVMIDCommand(h, args, "pct "+cmd+" <vmid> [OPTIONS]", opts, func(vmid int, a *cliArgs) error {
-			return h.stopCT(vmid, a.opts["skiplock"] == "1")
+			timeout := -1 // stop kills at once
+			if cmd == "shutdown" {
+				// A clean shutdown: init gets lxc.signal.halt and 60
+				// seconds (--timeout), as PVE's vm_shutdown.
+				timeout = 60
+				if t, ok := a.opts["timeout"]; ok {
+					timeout, _ = strconv.Atoi(t)
+				}
+			}
+			return h.stopCT(vmid, a.opts["skiplock"] == "1", timeout)
 		})
 	case "status":
 		return pctVMIDCommand(h, args, "pct status <vmid> [OPTIONS]", map[string]*param{"verbose": boolean}, func(vmid int, _ *cliArgs) error {
@@ -165,8 +175,10 @@ func (h *Host) startCT(node string, vmid int) error {
 	if err != nil {
 		return err
 	}
-	// The config must be one PVE accepts, raw lxc.* keys included.
-	lc, err := lxc.Parse(string(raw))
+	// The config must be one this PVE release accepts, raw lxc.* keys
+	// included: lxc.ParseFor's verdicts are proven equal to PVE's own
+	// (lxc TestConfigModelAgreesWithPVE).
+	lc, err := lxc.ParseFor(string(raw), h.Version.container())
 	if err != nil {
 		var pe *lxc.ParseError
 		if errors.As(err, &pe) {
@@ -210,7 +222,7 @@ func (h *Host) startCT(node string, vmid int) error {
 }
 
 // stopCT is vm_stop: an immediate stop.
-func (h *Host) stopCT(vmid int, skiplock bool) error {
+func (h *Host) stopCT(vmid int, skiplock bool, timeout int) error {
 	conf, err := h.loadConfig(vmid)
 	if err != nil {
 		return err
@@ -222,6 +234,9 @@ func (h *Host) stopCT(vmid int, skiplock bool) error {
 	}
 	if !h.running(vmid) {
 		return fmt.Errorf("CT %d not running", vmid)
+	}
+	if timeout >= 0 {
+		return h.container(vmid).Shutdown(context.Background(), time.Duration(timeout)*time.Second)
 	}
 	return h.container(vmid).Stop(context.Background())
 }

@@ -117,7 +117,11 @@ func pveshCT(h *Host, cmd, node, vmidArg, action string, args []string) error {
 	case action == "start":
 		task, err = "vzstart", on.startCT(node, vmid)
 	default:
-		task, err = "vz"+action, on.stopCT(vmid, a.opts["skiplock"] == "1")
+		timeout := -1
+		if action == "shutdown" {
+			timeout = 60
+		}
+		task, err = "vz"+action, on.stopCT(vmid, a.opts["skiplock"] == "1", timeout)
 	}
 	if err != nil {
 		return err

@@ -9,6 +9,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"github.com/nexcage/nexcage/lxc"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -90,6 +91,8 @@ func (v version) appContainers() bool { return v.atLeast(9, 1) }
 // pve-manager version.
 func (v version) containerVersion() string {
 	switch {
+	case v.atLeast(9, 2):
+		return "6.1.10"
 	case v.atLeast(9, 1):
 		return "6.0.18"
 	case v.major >= 9:
@@ -97,6 +100,12 @@ func (v version) containerVersion() string {
 	default:
 		return "5.3.3"
 	}
+}
+
+// container is containerVersion as the release lxc.ParseFor judges by.
+func (v version) container() lxc.PVEContainer {
+	c, _ := lxc.ParsePVEContainer(v.containerVersion())
+	return c
 }
 
 // ---- cluster ----
