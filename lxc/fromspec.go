@@ -125,7 +125,7 @@ func FromSpec(spec *rspec.Spec, system bool) (*Config, error) {
 		if err := CheckEnv(i, e); err != nil {
 			return nil, err
 		}
-		if !ValidEnvName(k) {
+		if k, _, _ := strings.Cut(e, "="); !ValidEnvName(k) {
 			// PVE's env pattern refuses the name (APP.MODE, my-var):
 			// a plain lxc.environment line keeps it (see Config.For).
 			c.Raw = append(c.Raw, Option{"lxc.environment", e})
