@@ -248,7 +248,9 @@ func (c *checkList) checkOS(tree *tartree.Tree, meta *Metadata, conf *lxc.Config
 	detected := DetectOS(tree)
 	recorded, source := recordedOSType(meta, conf)
 	effective := recorded // what the container is created with
-	if meta != nil && meta.Application {
+	if meta != nil && meta.Application && (conf == nil || conf.OSType == "") {
+		// Before nexcage kept the detected ostype (as PVE's OCI import
+		// does), an application container's .conf said unmanaged.
 		effective = "unmanaged"
 	}
 	if conf != nil && conf.OSType != "" {
@@ -261,6 +263,8 @@ func (c *checkList) checkOS(tree *tartree.Tree, meta *Metadata, conf *lxc.Config
 		c.ok("has /sbin")
 	case effective == "unmanaged":
 		c.ok("no /sbin, which an unmanaged container does not need")
+	case meta != nil && meta.Application:
+		c.ok("no /sbin, which an application container (PVE never boots /sbin/init) does not need")
 	default:
 		c.fail("has /sbin", fmt.Sprintf("there is no /sbin, but the container is created as ostype %s: PVE boots /sbin/init and its %s setup expects a complete system", orUnset(effective), orUnset(effective)),
 			"rebuild from a complete OS image, or record ostype unmanaged (application images are, automatically)")

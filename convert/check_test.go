@@ -60,45 +60,29 @@ func TestCheckTemplateSound(t *testing.T) {
 	}
 }
 
-// An application image is recorded unmanaged on purpose: the OS check
-// compares with what nexcage detected at build time.
+// An application image keeps the ostype PVE detects, as PVE's own OCI
+// import does (restore_oci_archive, then PVE::LXC::Setup's detection), and
+// check compares it with the rootfs like any other.
 func TestCheckTemplateApplication(t *testing.T) {
 	res := convertTo(t, unpack(t, corpusCase(t, "alpine-app"), false), t.TempDir(), convert.Options{})
-	if res.Metadata.OSType != "unmanaged" {
-		t.Fatalf("ostype %s", res.Metadata.OSType)
+	if res.Metadata.OSType != "alpine" || !strings.Contains(string(readFile(t, res.Config)), "\nostype: alpine\n") {
+		t.Fatalf("ostype %s, .conf:\n%s", res.Metadata.OSType, readFile(t, res.Config))
 	}
 	out := checkTemplate(t, res.Template, health.Options{})
 	healthtest.AllOK(t, out)
-	healthtest.Find(t, out, `ostype unmanaged, as the .conf records for an application container: PVE runs no OS setup (the rootfs is alpine (os-release ID "alpine"), as the .json records)`)
+	healthtest.Find(t, out, `PVE detects ostype alpine (os-release ID "alpine"), as recorded`)
 }
 
 // check must not contradict the .conf: an application template's .conf
-// says ostype unmanaged, so no line may claim PVE detects alpine "as
-// recorded". A .json whose OS is not the rootfs's still fails.
+// whose ostype is not the rootfs's fails, as a system template's does.
 func TestCheckApplicationOSAgreesWithConf(t *testing.T) {
 	res := convertTo(t, unpack(t, corpusCase(t, "alpine-app"), false), t.TempDir(), convert.Options{})
-	if !strings.Contains(string(readFile(t, res.Config)), "\nostype: unmanaged\n") {
-		t.Fatalf("the application template's .conf does not say ostype unmanaged:\n%s", readFile(t, res.Config))
+	conf := strings.Replace(string(readFile(t, res.Config)), "\nostype: alpine\n", "\nostype: debian\n", 1)
+	if err := os.WriteFile(res.Config, []byte(conf), 0o644); err != nil {
+		t.Fatal(err)
 	}
 	out := checkTemplate(t, res.Template, health.Options{})
-	for _, r := range out {
-		if strings.Contains(r.Check, "ostype alpine") || (strings.Contains(r.Check, "PVE detects") && strings.Contains(r.Check, "as recorded")) {
-			t.Errorf("%q contradicts the .conf's ostype unmanaged", r.Check)
-		}
-	}
-	healthtest.Want(t, out, "ostype unmanaged, as the .conf records", health.OK, "")
-
-	var meta map[string]any
-	if err := json.Unmarshal(readFile(t, res.Manifest), &meta); err != nil {
-		t.Fatal(err)
-	}
-	meta["os"].(map[string]any)["ostype"] = "debian"
-	raw, _ := json.Marshal(meta)
-	if err := os.WriteFile(res.Manifest, raw, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	out = checkTemplate(t, res.Template, health.Options{})
-	healthtest.Want(t, out, "the rootfs's OS matches the one the .json records", health.Fail, `the rootfs is alpine (os-release ID "alpine"), but the .json's os.ostype records debian`)
+	healthtest.Want(t, out, "the OS PVE detects matches the recorded ostype", health.Fail, `PVE detects alpine (os-release ID "alpine"), but the .conf records debian`)
 }
 
 // A privileged-only template keeps high ids: that is not a failure.

@@ -199,13 +199,11 @@ func makePlan(tree *tartree.Tree, spec *runtimeSpec, src Source, opts Options, r
 	}
 	entrypointNote(p.config, args, rep)
 	p.config.Arch = p.arch
+	// An application container keeps the detected ostype too, as PVE's
+	// own OCI import does (the OS setup then writes /etc/resolv.conf and
+	// /etc/hosts, which an app with a host-managed network needs).
 	p.config.OSType = p.os.OSType
 	p.config.Unprivileged = !opts.Privileged
-	if !p.system && p.os.OSType != "unmanaged" {
-		// PVE's OS setup would rewrite network files of an application
-		// image it does not boot; application containers are unmanaged.
-		p.config.OSType = "unmanaged"
-	}
 	if p.config.Entrypoint != "" {
 		if n, _ := tree.Resolve(strings.TrimPrefix(args[0], "/")); strings.HasPrefix(args[0], "/") && n == nil {
 			return nil, fmt.Errorf("the entrypoint %s does not exist in the rootfs: fix process.args in config.json", args[0])

@@ -49,6 +49,8 @@ type Process struct {
 	Cwd  string   `json:"cwd"`
 	UID  uint32   `json:"uid"`
 	GID  uint32   `json:"gid"`
+	// Groups are the supplementary groups (process.user.additionalGids).
+	Groups []uint32 `json:"groups,omitempty"`
 }
 
 // Mount is a bundle mount and what it became in the CT config.
@@ -97,7 +99,7 @@ func (p *plan) metadata(spec *rspec.Spec, src Source) Metadata {
 		sort.Strings(m.ExposedPorts)
 	}
 	if pr := spec.Process; pr != nil {
-		m.Process = &Process{Args: pr.Args, Env: pr.Env, Cwd: pr.Cwd, UID: pr.User.UID, GID: pr.User.GID}
+		m.Process = &Process{Args: pr.Args, Env: pr.Env, Cwd: pr.Cwd, UID: pr.User.UID, GID: pr.User.GID, Groups: pr.User.AdditionalGids}
 	}
 	labels := map[string]string{}
 	for k, v := range spec.Annotations {

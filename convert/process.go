@@ -60,6 +60,7 @@ func processSpec(tree *tartree.Tree, spec *runtimeSpec, opts Options, rep progre
 		p := *spec.Process
 		p.Args = slices.Clone(p.Args)
 		p.Env = slices.Clone(p.Env)
+		p.User.AdditionalGids = slices.Clone(p.User.AdditionalGids)
 		out.Process = &p
 	}
 	if ov := opts.Process; !ov.IsZero() {
@@ -71,6 +72,17 @@ func processSpec(tree *tartree.Tree, spec *runtimeSpec, opts Options, rep progre
 		}
 	}
 	p := out.Process
+	if p != nil && !opts.Privileged {
+		// A supplementary group an unprivileged container cannot map would
+		// make LXC's setgroups fail at start: it is left out, and said.
+		p.User.AdditionalGids = slices.DeleteFunc(p.User.AdditionalGids, func(g uint32) bool {
+			if g > maxUnprivilegedID {
+				rep.Warn("the process user's supplementary group %d is above 65535, which an unprivileged container cannot map: left out", g)
+				return true
+			}
+			return false
+		})
+	}
 	if p == nil || opts.Privileged || (p.User.UID <= maxUnprivilegedID && p.User.GID <= maxUnprivilegedID) {
 		return &out, nil
 	}
@@ -161,10 +173,13 @@ func resolveUser(tree *tartree.Tree, s string) (rspec.User, error) {
 		return rspec.User{}, errkind.Errorf(ErrOverride, "user %q is not USER[:GROUP]", s)
 	}
 	var u rspec.User
+	name := us
 	uid, err := strconv.ParseUint(us, 10, 32)
 	if err == nil {
 		u.UID = uint32(uid)
+		name = ""
 		if f, ok := lookupAccount(tree, "etc/passwd", func(f []string) bool { return f[2] == us }); ok && len(f) > 3 {
+			name = f[0]
 			if g, err := strconv.ParseUint(f[3], 10, 32); err == nil {
 				u.GID = uint32(g)
 			}
@@ -182,6 +197,9 @@ func resolveUser(tree *tartree.Tree, s string) (rspec.User, error) {
 		u.UID, u.GID = uint32(uid), uint32(gid)
 	}
 	if !hasGroup {
+		// Only the implicit form gets the user's supplementary groups, as
+		// with docker and PVE's OCI import (resolve_oci_user).
+		u.AdditionalGids = supplementaryGroups(tree, name)
 		return u, nil
 	}
 	if gid, err := strconv.ParseUint(gs, 10, 32); err == nil {
@@ -198,6 +216,24 @@ func resolveUser(tree *tartree.Tree, s string) (rspec.User, error) {
 	}
 	u.GID = uint32(gid)
 	return u, nil
+}
+
+// supplementaryGroups are the gids of the /etc/group lines that list name
+// as a member, in file order.
+func supplementaryGroups(tree *tartree.Tree, name string) []uint32 {
+	if name == "" {
+		return nil
+	}
+	var gids []uint32
+	lookupAccount(tree, "etc/group", func(f []string) bool {
+		if len(f) > 3 && slices.Contains(strings.Split(f[3], ","), name) {
+			if g, err := strconv.ParseUint(f[2], 10, 32); err == nil {
+				gids = append(gids, uint32(g))
+			}
+		}
+		return false
+	})
+	return gids
 }
 
 // lookupAccount finds the first line of an account file (at least three

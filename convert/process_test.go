@@ -209,3 +209,17 @@ func TestArgvConfs(t *testing.T) {
 	}
 	checkPVE(t, res)
 }
+
+// --user resolves supplementary groups as PVE's import and docker do:
+// for a user named or found by uid in /etc/passwd without a group, not
+// for USER:GROUP.
+func TestUserOverrideGroups(t *testing.T) {
+	b := unpack(t, corpusCase(t, "alpine-named-user"), os.Geteuid() != 0)
+	for _, tc := range []struct{ user, want string }{{"1000", "10,18"}, {"app", "10,18"}, {"app:audio", ""}, {"root", ""}} {
+		res := convertTo(t, b, t.TempDir(), convert.Options{Process: &convert.ProcessOverrides{User: tc.user}})
+		got := strings.Join(raw(readConf(t, res), "lxc.init.groups"), ";")
+		if got != tc.want {
+			t.Errorf("--user %s: lxc.init.groups %q, want %q", tc.user, got, tc.want)
+		}
+	}
+}

@@ -426,7 +426,7 @@ func (s *sidecars) spec(facts rootfsFacts, file string) (*rspec.Spec, bool) {
 			spec.Process.Args = m.Process.Args
 			spec.Process.Env = m.Process.Env
 			spec.Process.Cwd = m.Process.Cwd
-			spec.Process.User = rspec.User{UID: m.Process.UID, GID: m.Process.GID}
+			spec.Process.User = rspec.User{UID: m.Process.UID, GID: m.Process.GID, AdditionalGids: m.Process.Groups}
 			haveProcess = true
 		}
 		spec.Mounts = nil
@@ -492,6 +492,13 @@ func (s *sidecars) spec(facts rootfsFacts, file string) (*rspec.Spec, bool) {
 						fmt.Sscan(o.Value, &spec.Process.User.UID)
 					case "lxc.init.gid":
 						fmt.Sscan(o.Value, &spec.Process.User.GID)
+					case "lxc.init.groups":
+						for _, g := range strings.Split(o.Value, ",") {
+							var gid uint32
+							if _, err := fmt.Sscan(g, &gid); err == nil {
+								spec.Process.User.AdditionalGids = append(spec.Process.User.AdditionalGids, gid)
+							}
+						}
 					}
 				}
 			}

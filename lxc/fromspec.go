@@ -145,6 +145,18 @@ func FromSpec(spec *rspec.Spec, system bool) (*Config, error) {
 	if p.User.GID != 0 {
 		c.Raw = append(c.Raw, Option{"lxc.init.gid", strconv.FormatUint(uint64(p.User.GID), 10)})
 	}
+	if !system && p.User.UID != 0 && len(p.User.AdditionalGids) > 0 {
+		// umoci resolved a named user's supplementary groups from the
+		// rootfs's /etc/group, as PVE's OCI import does (resolve_oci_user):
+		// LXC takes them comma-separated. Not for root, which needs none
+		// (and umoci resolves an image without USER as root, with root's
+		// groups), nor for a system container, whose init sets its own.
+		gids := make([]string, len(p.User.AdditionalGids))
+		for i, g := range p.User.AdditionalGids {
+			gids[i] = strconv.FormatUint(uint64(g), 10)
+		}
+		c.Raw = append(c.Raw, Option{"lxc.init.groups", strings.Join(gids, ",")})
+	}
 	if sig := spec.Annotations[AnnotationStopSignal]; sig != "" {
 		if hasControl(sig) || strings.ContainsAny(sig, " \t") {
 			return nil, fmt.Errorf("stop signal %q is not a signal name", sig)

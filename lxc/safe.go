@@ -173,6 +173,12 @@ func vetTemplateLine(key, value string) error {
 		if _, err := strconv.ParseUint(value, 10, 32); err != nil {
 			return fmt.Errorf("%q is not a numeric id", value)
 		}
+	case "lxc.init.groups":
+		for _, g := range strings.Split(value, ",") {
+			if _, err := strconv.ParseUint(g, 10, 32); err != nil {
+				return fmt.Errorf("%q is not a comma-separated list of numeric group ids", value)
+			}
+		}
 	case "lxc.signal.halt":
 		if value == "" || strings.ContainsAny(value, " \t") {
 			return fmt.Errorf("%q is not a signal name", value)

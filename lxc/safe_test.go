@@ -55,6 +55,8 @@ func TestParseTemplateConfigRefusesWhatNexcageDoesNotWrite(t *testing.T) {
 		{"hostname: a_b", "not a valid DNS name"},
 		{"cmode: rawshell", "cmode"},
 		{"lxc.init.uid: -1", "not a numeric id"},
+		{"lxc.init.groups: 10,wheel", "numeric group ids"},
+		{"lxc.init.groups:", "numeric group ids"},
 		{"lxc.init.cwd: srv", "not an absolute path"},
 		{"lxc.environment.runtime: NOEQUALS", "not NAME=VALUE"},
 		{"not a key value line", "not a \"key: value\" line"},
@@ -85,7 +87,7 @@ func TestParseTemplateConfigRefusesWhatNexcageDoesNotWrite(t *testing.T) {
 func TestParseTemplateConfigAcceptsNexcageOutput(t *testing.T) {
 	spec := &rspec.Spec{
 		Hostname: "web",
-		Process:  &rspec.Process{Args: []string{"/srv/run", "a b"}, Env: []string{"A=1", "B=x=y z"}, Cwd: "/srv", User: rspec.User{UID: 1000, GID: 100}},
+		Process:  &rspec.Process{Args: []string{"/srv/run", "a b"}, Env: []string{"A=1", "B=x=y z"}, Cwd: "/srv", User: rspec.User{UID: 1000, GID: 100, AdditionalGids: []uint32{10, 18}}},
 		Mounts: []rspec.Mount{
 			{Destination: "/data", Type: "bind", Source: "/srv/data", Options: []string{"rbind", "ro"}},
 			{Destination: "/run", Type: "tmpfs", Source: "tmpfs", Options: []string{"size=64m", "mode=1777", "nosuid", "nodev", "noexec", "rprivate", "uid=5", "gid=6"}},
@@ -98,6 +100,9 @@ func TestParseTemplateConfigAcceptsNexcageOutput(t *testing.T) {
 	}
 	c.Arch, c.OSType, c.Unprivileged, c.Description = "amd64", "unmanaged", true, "nexcage template x\nfrom docker://x"
 	text := c.Render()
+	if !strings.Contains(text, "\nlxc.init.groups: 10,18\n") {
+		t.Errorf("no lxc.init.groups for the supplementary groups:\n%s", text)
+	}
 	back, err := ParseTemplateConfig(text)
 	if err != nil {
 		t.Fatalf("convert's own config refused: %v\n%s", err, text)
@@ -174,5 +179,26 @@ func TestConfigSize(t *testing.T) {
 	}
 	if c, err := ParseTemplateConfig(text); err != nil || len(c.Env) != 1 {
 		t.Errorf("a config just under the limit: %v", err)
+	}
+}
+
+// lxc.init.groups only for a non-root user of an application container:
+// umoci gives an image without USER root's groups, and a system
+// container's init sets its own.
+func TestFromSpecGroupsOnlyForAppUser(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		uid    uint32
+		system bool
+		want   bool
+	}{{"app user", 1000, false, true}, {"app root", 0, false, false}, {"system user", 1000, true, false}} {
+		spec := &rspec.Spec{Process: &rspec.Process{Args: []string{"/srv/run"}, Cwd: "/", User: rspec.User{UID: tc.uid, AdditionalGids: []uint32{10, 18}}}}
+		c, err := FromSpec(spec, tc.system)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := strings.Contains(c.Render(), "lxc.init.groups: 10,18\n"); got != tc.want {
+			t.Errorf("%s: lxc.init.groups written %v, want %v:\n%s", tc.name, got, tc.want, c.Render())
+		}
 	}
 }

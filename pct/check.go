@@ -112,7 +112,7 @@ func (h *Host) checkVersions(ctx context.Context) []health.Result {
 			min, _ := strconv.Atoi(m[2])
 			if maj < 6 || maj == 6 && min < 1 {
 				out = append(out, hostProblem(health.Warn, "pve-container "+container+": lxc.init.uid/lxc.init.gid",
-					"pve-container before 6.1 does not know the lxc.init.uid and lxc.init.gid keys: PVE refuses the config of a container whose template sets them (an image with a non-root USER)",
+					"pve-container before 6.1 does not know the lxc.init.uid, lxc.init.gid and lxc.init.groups keys: PVE refuses the config of a container whose template sets them (an image with a non-root USER)",
 					"upgrade pve-container to 6.1 or later (apt update && apt full-upgrade)"))
 			}
 		}

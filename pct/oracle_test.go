@@ -32,6 +32,7 @@ lxc.environment: my-var=1
 lxc.init.cwd: /app
 lxc.init.uid: 1000
 lxc.init.gid: 1000
+lxc.init.groups: 10,18
 lxc.signal.halt: SIGTERM
 `
 
@@ -191,16 +192,16 @@ func TestDeployRefusesUserBeforePVE92(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if strings.Contains(p.Config.Render(), "lxc.init.uid") {
-			t.Errorf("PVE %s with RunAsRoot: the config still sets a user:\n%s", pve, p.Config.Render())
+		if r := p.Config.Render(); strings.Contains(r, "lxc.init.uid") || strings.Contains(r, "lxc.init.groups") {
+			t.Errorf("PVE %s with RunAsRoot: the config still sets a user or groups:\n%s", pve, r)
 		}
 	}
 	p, err := pct.MakePlan(ctx, pct.OfflineHost(pct.Version{Major: 9, Minor: 2}, ""), planTemplate(t, appTemplateConf), pct.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(p.Config.Render(), "lxc.init.uid: 1000\n") {
-		t.Errorf("PVE 9.2 lost the user:\n%s", p.Config.Render())
+	if r := p.Config.Render(); !strings.Contains(r, "lxc.init.uid: 1000\n") || !strings.Contains(r, "lxc.init.groups: 10,18\n") {
+		t.Errorf("PVE 9.2 lost the user or its groups:\n%s", r)
 	}
 }
 

@@ -243,3 +243,51 @@ func ByPVE(pve string) (Version, bool) {
 	}
 	return Version{}, false
 }
+
+// OCIMap runs pve-oci-map.pl: PVE version v's own OCI import
+// (archive_is_oci_format and restore_oci_archive, user resolution
+// included) on an uncompressed OCI archive, and returns the CT config it
+// would write (write_pct_config), for an unprivileged container or not.
+func (o *Oracle) OCIMap(t testing.TB, v Version, archive string, unprivileged bool) string {
+	t.Helper()
+	unpriv := "0"
+	if unprivileged {
+		unpriv = "1"
+	}
+	// The import reads the archive inside a user namespace (as the
+	// container's root, 100000 when unprivileged): it must be readable
+	// there, which a test's 0700 temporary folder is not. The script uses
+	// /tmp for its rootfs too.
+	dir, err := os.MkdirTemp("/tmp", "pve-oci-map-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	readable := filepath.Join(dir, "image.tar")
+	raw, err := os.ReadFile(archive)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(readable, raw, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("perl", filepath.Join(o.dir, "pve-oci-map.pl"), readable, unpriv)
+	cmd.Dir = o.dir
+	cmd.Env = append(os.Environ(), "PVE_CONTAINER_SRC="+filepath.Join(o.dir, v.Src))
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("pve-oci-map.pl for PVE %s on %s: %v\n%s", v.PVE, archive, err, out)
+	}
+	if !strings.Contains(string(out), "archive_is_oci_format: 1\n") {
+		t.Fatalf("PVE %s does not take %s for an OCI archive:\n%s", v.PVE, archive, out)
+	}
+	const marker = "---- CT config as PVE writes it (write_pct_config):\n"
+	_, conf, ok := strings.Cut(string(out), marker)
+	if !ok {
+		t.Fatalf("pve-oci-map.pl printed no config:\n%s", out)
+	}
+	return conf
+}

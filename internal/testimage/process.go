@@ -42,6 +42,13 @@ func EnvBlanks() (v1.Image, error) {
 	}, alpineTarballs["amd64"].platform, false)
 }
 
+// NamedUserPasswd and NamedUserGroup are alpine-named-user's account
+// files: user app is 1000:1000 and a member of wheel (10) and audio (18).
+const (
+	NamedUserPasswd = "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000:app:/home/app:/bin/sh\n"
+	NamedUserGroup  = "root:x:0:root\nwheel:x:10:root,app\naudio:x:18:app\napp:x:1000:\n"
+)
+
 // processCases are Alpine images whose config exercises how the image's
 // process is mapped into the CT config; convert's boot tests start them.
 func processCases(alpineExpect []Expect) ([]Case, error) {
@@ -90,6 +97,13 @@ func processCases(alpineExpect []Expect) ([]Case, error) {
 		v1.Config{User: "100000:100000", Cmd: []string{"sleep", "infinity"}, Env: []string{pathEnv}},
 		with(Expect{Path: "home/app", Type: tar.TypeDir, Mode: 0o750, Owner: "100000:100000"},
 			Expect{Path: "home/app/data", Type: tar.TypeReg, Body: "app data\n", Owner: "100000:100000"})); err != nil {
+		return nil, err
+	}
+	if err := add("alpine-named-user", "USER app (a name, no group): uid, gid and the supplementary groups wheel and audio come from the image's /etc/passwd and /etc/group; no StopSignal",
+		false,
+		[]Entry{File("etc/passwd", 0o644, NamedUserPasswd), File("etc/group", 0o644, NamedUserGroup), Dir("home/", 0o755), Dir("home/app/", 0o755).Owner(1000, 1000)},
+		v1.Config{User: "app", Cmd: []string{"sleep", "infinity"}, Env: []string{pathEnv}, WorkingDir: "/home/app"},
+		with(Expect{Path: "home/app", Type: tar.TypeDir, Mode: 0o755, Owner: "1000:1000"})); err != nil {
 		return nil, err
 	}
 	if err := add("alpine-system", "a system container: CMD /sbin/init with Env container=lxc and StopSignal SIGRTMIN+3, which PVE's own OCI import applies",

@@ -84,7 +84,7 @@ func TestCorpusShape(t *testing.T) {
 		"whiteouts", "opaque", "type-changes", "hardlink-lower", "devices", "modes", "xattrs", "ids",
 		"longnames", "duplicate", "no-parents", "dot-prefixed", "symlinks", "docker-v2s2", "zstd",
 		"uncompressed", "multiarch", "alpine-amd64", "alpine-app",
-		"alpine-argv", "alpine-shell-form", "alpine-highid-user", "alpine-system",
+		"alpine-argv", "alpine-shell-form", "alpine-highid-user", "alpine-named-user", "alpine-system",
 	}
 	var got []string
 	// Names become image tags and file names: lower-case tag grammar, no '/'.
