@@ -104,7 +104,10 @@ func (f SpecFlags) parse() (*overrides, error) {
 	case len(f.Args) > 0:
 		o.args = f.Args
 	case f.Cmd != "":
-		o.args = lxc.SplitWords(f.Cmd)
+		var err error
+		if o.args, err = lxc.SplitWordsStrict(f.Cmd); err != nil {
+			return nil, flagErr("cmd", f.Cmd, "%v: close it, or give the arguments with --args", err)
+		}
 		if len(o.args) == 0 {
 			return nil, flagErr("cmd", f.Cmd, "the command line is empty: write e.g. --cmd '/usr/bin/app --port 80'")
 		}

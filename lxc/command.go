@@ -1,6 +1,7 @@
 package lxc
 
 import (
+	"errors"
 	"fmt"
 	"path"
 	"strings"
@@ -168,7 +169,27 @@ func SplitCommand(s string) []string {
 
 // SplitWords is lxc_string_split_quoted alone: a command line as a person
 // writes it, without the outer-quote stripping of LXC's config parser.
+// Like LXC, it drops a word whose quote is never closed.
 func SplitWords(s string) []string {
+	out, _ := splitWords(s)
+	return out
+}
+
+// ErrUnclosedQuote is a command line with a quote that is never closed:
+// LXC would silently drop the rest of the line.
+var ErrUnclosedQuote = errors.New("a quote is never closed")
+
+// SplitWordsStrict splits a command line a person typed (a flag's value)
+// as SplitWords does, but refuses one that LXC would cut short.
+func SplitWordsStrict(s string) ([]string, error) {
+	out, unclosed := splitWords(s)
+	if unclosed {
+		return nil, ErrUnclosedQuote
+	}
+	return out, nil
+}
+
+func splitWords(s string) (_ []string, unclosed bool) {
 	out := []string{}
 	state := byte(' ')
 	start := 0
@@ -200,8 +221,9 @@ func SplitWords(s string) []string {
 	if state == 'a' {
 		out = append(out, s[start:])
 	}
+	unclosed = state == '\'' || state == '"'
 	if len(out) == 0 {
-		return nil
+		return nil, unclosed
 	}
-	return out
+	return out, unclosed
 }

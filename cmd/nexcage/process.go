@@ -61,7 +61,9 @@ func (pf *processFlags) overrides() (*convert.ProcessOverrides, error) {
 			if err := json.Unmarshal([]byte(v), &args); err != nil {
 				return nil, usagef("--cmd %s: not a JSON array of strings (%v)", pf.cmd.v, err)
 			}
-		} else if w := lxc.SplitWords(pf.cmd.v); w != nil {
+		} else if w, err := lxc.SplitWordsStrict(pf.cmd.v); err != nil {
+			return nil, usagef("--cmd: %q: %v; close it, or give a JSON array", pf.cmd.v, err)
+		} else if w != nil {
 			args = w
 		}
 		o.Cmd = &args

@@ -74,6 +74,7 @@ func TestProcessOverrideFlags(t *testing.T) {
 		{"--entrypoint", "[not json"},
 		{"--workdir", "relative"},
 		{"--cmd", `["x", "both ' and \" blank"]`},
+		{"--cmd", "echo 'hello world"}, // LXC would run "echo" alone
 	} {
 		status, _, stderr := runCLI(t, append(append([]string{"build", "-q", "-o", t.TempDir() + "/"}, bad...), ref)...)
 		if status != exitUsage || !strings.Contains(stderr, bad[0]) {
