@@ -80,7 +80,8 @@ bench: deps
 # testdata/fuzz/ as regression seeds that go test then always runs.
 FUZZTIME ?= 60s
 FUZZ_TARGETS := rootfs:FuzzParseRef rootfs:FuzzFlatten lxc:FuzzParseRender lxc:FuzzFromSpec \
-	lxc:FuzzJoinSplitCommand pct:FuzzMapError convert:FuzzWriteTar
+	lxc:FuzzJoinSplitCommand lxc:FuzzInitCommand pct:FuzzMapError convert:FuzzWriteTar \
+	internal/saferoot:FuzzResolve
 fuzz:
 	@for t in $(FUZZ_TARGETS); do \
 		pkg=$${t%%:*}; name=$${t#*:}; echo "== $$pkg $$name"; \

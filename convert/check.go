@@ -288,7 +288,7 @@ func (c *checkList) checkOS(tree *tartree.Tree, meta *Metadata, conf *lxc.Config
 		}
 	case recorded == "":
 		if detected.OSType == "unmanaged" && detected.ID != "" {
-			c.warn(check, detected.Why, "create the container with --ostype unmanaged")
+			c.warn(check, detected.Why, "keep the .conf, which records ostype unmanaged, beside the template ("+rebuildFix+" to write one), or give pct create --ostype unmanaged yourself")
 		} else {
 			c.ok(fmt.Sprintf("PVE detects ostype %s (nothing recorded to compare)", what))
 		}

@@ -304,6 +304,3 @@ func isTrue(s string) bool {
 	}
 	return false
 }
-
-// CheckRawKey returns an error for a raw key the newest PVE refuses.
-func CheckRawKey(key string) error { return CheckRawKeyFor(key, LatestPVE) }

@@ -77,8 +77,10 @@ func CheckEnv(i int, e string) error {
 	if !ok || k == "" || strings.ContainsAny(k, " \t") {
 		return &EnvError{i, "", fmt.Sprintf("%q is not NAME=VALUE", e)}
 	}
-	if hasControl(k) || hasControl(v) {
-		return &EnvError{i, k, "contains control characters, which PVE refuses"}
+	// The value takes what PVE's env pattern takes (CheckEnvVar): no
+	// control characters but tab.
+	if hasControl(k) || controlRE.MatchString(v) {
+		return &EnvError{i, k, "contains control characters (other than tab), which PVE refuses"}
 	}
 	// PVE's config parser and LXC's both trim blanks off the end of a
 	// line, and neither has a quoting for them: the variable would

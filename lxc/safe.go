@@ -125,7 +125,11 @@ var templateEnvNameRE = regexp.MustCompile(`^[A-Za-z0-9_.-]+$`)
 // vetTemplateLine is the allow-list of a template's .conf: exactly the
 // keys FromSpec and convert produce.
 func vetTemplateLine(key, value string) error {
-	if hasControl(key) || hasControl(value) {
+	ctl := hasControl(value)
+	if key == envKey || key == "lxc.environment" {
+		ctl = controlRE.MatchString(value) // a tab, as CheckEnv lets through
+	}
+	if hasControl(key) || ctl {
 		return errors.New("contains control characters")
 	}
 	switch key {

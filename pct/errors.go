@@ -129,7 +129,7 @@ func mapMessage(stderr string) *Error {
 	}
 	switch {
 	case reDetectOS.MatchString(text):
-		return newError(ErrFailed, "ostype", "PVE cannot detect the template's OS distribution", "deploy with --ostype unmanaged (nexcage sets it for templates it marked unmanaged)")
+		return newError(ErrFailed, "ostype", "PVE cannot detect the template's OS distribution", "deploy the template with the .conf nexcage wrote beside it, which records ostype unmanaged for a rootfs PVE cannot set up (rebuild it with nexcage if the .conf is gone)")
 	case reNoFreeVMID.MatchString(text):
 		return newError(ErrFailed, "vmid", "no free VMID left in the cluster", "destroy unused containers or give --vmid")
 	case reRootfsNotSet.MatchString(text):

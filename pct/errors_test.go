@@ -31,7 +31,7 @@ func TestMapError(t *testing.T) {
 			ErrInvalidArgument, "hostname,memory,password", []string{"--hostname: invalid format", "--memory", "--password", "16 MiB", "5 characters"}},
 		{"please run as root\n", ErrPermission, "", []string{"root"}},
 		{"no such cluster node 'pve9'\n", ErrNotFound, "node", []string{"pve9"}},
-		{"unable to create CT 100 - unable to detect OS distribution\n", ErrFailed, "ostype", []string{"--ostype unmanaged"}},
+		{"unable to create CT 100 - unable to detect OS distribution\n", ErrFailed, "ostype", []string{"records ostype unmanaged", "the .conf"}},
 		{"unable to get any free VMID in range [100, 1000000]\n", ErrFailed, "vmid", nil},
 		{"mount points configured, but 'rootfs' not set - aborting\n", ErrInvalidArgument, "rootfs", nil},
 		{"unable to parse directory volume name 'vztmpl/x.img'\n", ErrInvalidArgument, "ostemplate", []string{".tar.zst"}},

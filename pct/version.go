@@ -30,16 +30,39 @@ func (h *Host) ContainerVersion(ctx context.Context, v Version) (lxc.PVEContaine
 	return ContainerFor(v), nil
 }
 
-// ContainerFor is the pve-container release a PVE version shipped with
-// (its first release, for one nexcage does not know).
-func ContainerFor(v Version) lxc.PVEContainer {
-	switch {
-	case v.Major > 9 || v.Major == 9 && v.Minor >= 2:
-		return lxc.PVE92
-	case v.Major == 9 && v.Minor == 1:
-		return lxc.PVE91
+// knownVersions are the PVE versions nexcage knows, oldest first, with
+// the pve-container release each shipped with: the one table both
+// ContainerFor and the CLI's --pve-version read.
+var knownVersions = []struct {
+	pve       Version
+	container lxc.PVEContainer
+}{
+	{Version{9, 0}, lxc.PVE90},
+	{Version{9, 1}, lxc.PVE91},
+	{Version{9, 2}, lxc.PVE92},
+}
+
+// KnownVersions are the PVE versions nexcage knows ("9.0", ...), oldest
+// first.
+func KnownVersions() []string {
+	var vs []string
+	for _, k := range knownVersions {
+		vs = append(vs, k.pve.String())
 	}
-	return lxc.PVE90
+	return vs
+}
+
+// ContainerFor is the pve-container release a PVE version shipped with:
+// for one nexcage does not know, that of the newest known version not
+// after it (the oldest known for an older one).
+func ContainerFor(v Version) lxc.PVEContainer {
+	c := knownVersions[0].container
+	for _, k := range knownVersions {
+		if v.Major > k.pve.Major || v.Major == k.pve.Major && v.Minor >= k.pve.Minor {
+			c = k.container
+		}
+	}
+	return c
 }
 
 // ParseVersion reads a "9.1" (or "9.1.2") PVE version.

@@ -34,6 +34,22 @@ func runBuild(ctx context.Context, e *env, args []string) (any, error) {
 	if err := checkOutput(e.conv, len(args)); err != nil {
 		return nil, err
 	}
+	if e.deployAfter {
+		if len(args) > 1 {
+			return nil, usagef("--deploy deploys one template: build one IMAGE with it, got %d", len(args))
+		}
+		// Before the build, which may take long: a mistake in the deploy
+		// flags is a usage error now, not after the template is written.
+		if _, err := checkDeployFlags(e); err != nil {
+			return nil, err
+		}
+	} else {
+		for _, name := range deployOnlyFlags() {
+			if e.flags != nil && e.flags.Changed(name) {
+				return nil, usagef("--%s needs --deploy", name)
+			}
+		}
+	}
 	refs := make([]rootfs.Ref, len(args))
 	var so rootfs.SourceOptions
 	for i, a := range args {
@@ -74,7 +90,7 @@ func runBuild(ctx context.Context, e *env, args []string) (any, error) {
 			res, fresh, err := buildOne(ctx, be, store, ref, so, o, stages)
 			results[i] = buildResult{Image: ref.String(), UpToDate: !fresh && err == nil, Result: res, Seconds: time.Since(start).Seconds(), Stages: stages}
 			if err != nil {
-				results[i].Error = processHint(limitHint(err)).Error()
+				results[i].Error = processHint(limitHint(be, err)).Error()
 			}
 		}()
 	}

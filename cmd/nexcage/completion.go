@@ -25,8 +25,8 @@ func init() {
 		summary: "print a shell completion script for bash, zsh or fish",
 		help: `Writes a script to stdout that completes nexcage's commands, each
 command's flags, the values of flags that take one of a fixed set
-(--arch, --compression, --format, --pull, --unprivileged) and file and
-directory names. The script asks the nexcage binary it completes for the
+(--arch, --compression, --format, --pull, --pve-version,
+--unprivileged) and file and directory names. The script asks the nexcage binary it completes for the
 candidates, so it always matches that binary's commands and flags.
 
   bash

@@ -17,6 +17,7 @@ import (
 
 	"github.com/nexcage/nexcage/generate"
 	"github.com/nexcage/nexcage/internal/testenv"
+	"github.com/nexcage/nexcage/pct"
 )
 
 func candidateValues(cs []candidate) []string {
@@ -56,6 +57,7 @@ func TestCompleteWords(t *testing.T) {
 		{words: []string{"create", "--pull", "a"}, want: []string{"always"}},
 		{words: []string{"convert", "--format", ""}, want: []string{"template", "oci-archive"}},
 		{words: []string{"deploy", "--unprivileged", ""}, want: []string{"1", "0"}},
+		{words: []string{"deploy", "--pve-version", ""}, want: pct.KnownVersions()},
 		{words: []string{"generate", "--arch", ""}, want: generate.Archs},
 		{words: []string{"build", "-o", ""}, path: anyPath},
 		{words: []string{"build", "-qo", ""}, path: anyPath},
@@ -143,7 +145,7 @@ func TestFlagValueSets(t *testing.T) {
 		names = append(names, "--"+n)
 	}
 	sort.Strings(names)
-	for _, want := range []string{"--compression", "--format", "--pull", "--unprivileged", "--arch"} {
+	for _, want := range []string{"--compression", "--format", "--pull", "--unprivileged", "--pve-version", "--arch"} {
 		if !slices.Contains(names, want) {
 			t.Errorf("%s has no value set: got sets for %q", want, names)
 		}
@@ -197,7 +199,10 @@ func TestFlagValuesAreWhatValidationTakes(t *testing.T) {
 		"format":       func(v string) []string { return []string{"convert", "--format", v, "oci:" + missing + ":x"} },
 		"compression":  func(v string) []string { return []string{"convert", "--compression", v, missing} },
 		"unprivileged": func(v string) []string { return []string{"deploy", "--unprivileged", v, missing + ".tar.zst"} },
-		"arch":         func(v string) []string { return []string{"generate", "spec", "--force", "--arch", v, tmp} },
+		"pve-version": func(v string) []string {
+			return []string{"deploy", "--dry-run", "--pve-version", v, missing + ".tar.zst"}
+		},
+		"arch": func(v string) []string { return []string{"generate", "spec", "--force", "--arch", v, tmp} },
 	}
 	for flag, set := range sets {
 		args, ok := cases[flag]

@@ -88,7 +88,7 @@ the exit status is 1 if any failed.`,
 			fs.BoolVar(&o.staged, "staged", false, "unpack to a temporary bundle and convert it (the reference path; slower)")
 			maxLayerSizeFlag(fs, o)
 			limitFlags(fs, o)
-			fs.BoolVar(&o.deployAfter, "deploy", false, "deploy the template on this Proxmox host afterwards (deploy's flags apply)")
+			fs.BoolVar(&o.deployAfter, "deploy", false, "deploy the template on this Proxmox host afterwards (one IMAGE; deploy's flags are taken only with --deploy)")
 			registerDeployFlags(fs, &o.deploy)
 			fs.BoolVarP(&o.verbose, "verbose", "v", false, "show PVE's own output with errors")
 		},

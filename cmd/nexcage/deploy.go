@@ -59,7 +59,7 @@ func registerDeployFlags(fs *pflag.FlagSet, d *deployFlags) {
 	intVar(fs, &d.memory, "memory", "", 0, 16, 1<<30, true, "--memory is a whole number of MiB, at least 16 (PVE's minimum)", "memory in MiB (default: PVE's, 512)")
 	fs.Var(&setInt{intValue{p: &d.swap, min: 0, max: 1 << 30, zeroOK: true, what: "--swap is a whole number of MiB, 0 or more"}, &d.swapSet}, "swap", "swap in MiB, 0 for none (default: PVE's, 512)")
 	fs.BoolVar(&d.runAsRoot, "run-as-root", false, "on PVE before 9.2 (pve-container < 6.1), which cannot run an entrypoint as the image's user, run it as root instead of refusing")
-	fs.StringVar(&d.pveVersion, "pve-version", "", "with --dry-run: plan for this PVE version (9.0, 9.1, 9.2) without a Proxmox host")
+	enumVar(fs, &d.pveVersion, "pve-version", "", pct.KnownVersions(), nil, "with --dry-run: plan for this PVE version ("+valueSet(pct.KnownVersions()).String()+") without a Proxmox host")
 	intVar(fs, &d.cores, "cores", "", 0, 1, 8192, true, "--cores is a whole number from 1 to 8192", "CPU cores (default: all)")
 	fs.StringVar(&d.net0, "net0", "name=eth0,bridge=vmbr0,ip=dhcp", "first network interface, in pct's syntax")
 	enumVar(fs, &d.unprivileged, "unprivileged", "", unprivilegedValues, map[string]string{"true": "1", "false": "0"}, "1 or 0 (default: from the template: unprivileged unless it is privileged-only)")
@@ -113,6 +113,33 @@ func runDeploy(ctx context.Context, e *env, args []string) (any, error) {
 		return nil, usagef("deploy takes one TEMPLATE, got %d arguments", len(args))
 	}
 	return deployTemplate(ctx, e, args[0])
+}
+
+// checkDeployFlags checks the deploy flags and turns them into pct
+// options, once: build --deploy calls it before building, so a mistake
+// in them is a usage error before a long build, not after it.
+func checkDeployFlags(e *env) (pct.Options, error) {
+	if e.deployOpts != nil {
+		return *e.deployOpts, nil
+	}
+	if e.deploy.pveVersion != "" && !e.deploy.dryRun {
+		return pct.Options{}, usagef("--pve-version plans without a Proxmox host, so it needs --dry-run")
+	}
+	o, err := deployOptions(e.deploy)
+	if err != nil {
+		return o, err
+	}
+	e.deployOpts = &o
+	return o, nil
+}
+
+// deployOnlyFlags are the flags build takes only with --deploy.
+func deployOnlyFlags() []string {
+	fs := pflag.NewFlagSet("deploy", pflag.ContinueOnError)
+	registerDeployFlags(fs, &deployFlags{})
+	var names []string
+	fs.VisitAll(func(f *pflag.Flag) { names = append(names, f.Name) })
+	return names
 }
 
 // deployOptions turns the flags into pct options.
@@ -228,7 +255,7 @@ func loadTemplate(ctx context.Context, e *env, h *pct.Host, arg string) (*pct.Te
 
 // deployTemplate plans and runs a deploy.
 func deployTemplate(ctx context.Context, e *env, arg string) (any, error) {
-	o, err := deployOptions(e.deploy)
+	o, err := checkDeployFlags(e)
 	if err != nil {
 		return nil, err
 	}
@@ -239,9 +266,6 @@ func deployTemplate(ctx context.Context, e *env, arg string) (any, error) {
 	}
 	h := pct.NewHost()
 	if e.deploy.pveVersion != "" {
-		if !e.deploy.dryRun {
-			return nil, usagef("--pve-version plans without a Proxmox host, so it needs --dry-run")
-		}
 		v, err := pct.ParseVersion(e.deploy.pveVersion)
 		if err != nil {
 			return nil, err

@@ -90,6 +90,32 @@ func intVar(fs *pflag.FlagSet, p *int, name, short string, def, min, max int, ze
 	fs.VarP(&intValue{p: p, min: min, max: max, zeroOK: zeroOK, what: what}, name, short, usage)
 }
 
+// int64Value is an int64 flag with a range (a count of entries).
+type int64Value struct {
+	p        *int64
+	min, max int64
+	what     string
+}
+
+func (v *int64Value) String() string { return strconv.FormatInt(*v.p, 10) }
+func (v *int64Value) Type() string   { return "int" }
+func (v *int64Value) Set(s string) error {
+	n, err := strconv.ParseInt(strings.TrimSpace(s), 10, 64)
+	if err != nil {
+		return badValuef("%q is not a whole number; %s", s, v.what)
+	}
+	if n < v.min || n > v.max {
+		return badValuef("%d is out of range; %s", n, v.what)
+	}
+	*v.p = n
+	return nil
+}
+
+func int64Var(fs *pflag.FlagSet, p *int64, name string, def, min, max int64, what, usage string) {
+	*p = def
+	fs.Var(&int64Value{p: p, min: min, max: max, what: what}, name, usage)
+}
+
 // checkedString is a string flag whose value must pass check (a size, a
 // duration, a platform); the command still parses the string itself.
 type checkedString struct {

@@ -31,7 +31,7 @@ var libraryValues = map[string]valueSet{
 
 // flagValueSet is the fixed set of values flag f takes, nil for a free
 // one. For an enumValue flag (--pull, --format, --compression,
-// --unprivileged) the set is the very list its Set validates against, so
+// --unprivileged, --pve-version) the set is the very list its Set validates against, so
 // what completion offers and what parsing accepts cannot drift apart.
 func flagValueSet(f *pflag.Flag) valueSet {
 	if ev, ok := f.Value.(*enumValue); ok {

@@ -71,10 +71,10 @@ bundle of that name.`,
 			fs.BoolVar(&o.force, "force", false, "replace a non-empty BUNDLE (generate spec: an existing config.json)")
 			s := &genFlags.spec
 			fs.StringArrayVar(&s.Args, "args", nil, "one argument of the process, repeated for each: --args /usr/bin/app --args --port --args 80")
-			fs.StringVar(&s.Cmd, "cmd", "", "the process as one shell-quoted command line: --cmd '/usr/bin/app --name \"my app\"'")
+			fs.StringVar(&s.Cmd, "cmd", "", "the process as one command line, split as LXC splits lxc.init.cmd, not as a shell does: at blanks, a word that starts with ' or \" runs to the same quote, no escapes (use --args otherwise): --cmd '/usr/bin/app --name \"my app\"'")
 			fs.StringArrayVar(&s.Env, "env", nil, "NAME=VALUE in the process environment (repeatable; replaces NAME)")
 			fs.StringVar(&s.Cwd, "cwd", "", "working directory of the process (absolute)")
-			fs.StringVar(&s.User, "user", "", "UID[:GID] the process runs as, numeric (GID defaults to 0)")
+			fs.StringVar(&s.User, "user", "", "UID[:GID] the process runs as, numbers only: no user names (GID defaults to 0)")
 			fs.StringVar(&s.Hostname, "hostname", "", "the container's hostname")
 			fs.StringArrayVar(&s.Mounts, "mount", nil, "type=bind,src=/host/dir,dst=/in/ct[,ro] or type=tmpfs,dst=/run[,size=64m][,mode=1777] (repeatable)")
 			fs.StringVar(&s.Memory, "memory", "", "memory limit: bytes, or a number with k, m, g (e.g. 512m)")

@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"math"
 	"strings"
 
 	"github.com/spf13/pflag"
@@ -12,7 +13,7 @@ import (
 
 // limitFlags registers the bounds on hostile input a user may raise.
 func limitFlags(fs *pflag.FlagSet, o *opts) {
-	fs.Int64Var(&o.maxEntries, "max-entries", rootfs.DefaultMaxEntries, "refuse an image whose layers hold more entries than this, all layers together (each costs memory)")
+	int64Var(fs, &o.maxEntries, "max-entries", rootfs.DefaultMaxEntries, 1, math.MaxInt64, "--max-entries is a number of entries, at least 1", "refuse an image whose layers hold more entries than this, all layers together (each costs memory)")
 }
 
 // limitFlag is the flag raising each limit; limits without one are the
@@ -22,8 +23,10 @@ var limitFlag = map[string]string{
 	limits.LayerSize: "--max-layer-size",
 }
 
-// limitHint adds to a refusal over a limit what the user can do about it.
-func limitHint(err error) error {
+// limitHint adds to a refusal over a limit what the user can do about it:
+// the flag that raises it when the running command has that flag, else
+// build's (a create or convert of a stored image reads what build writes).
+func limitHint(e *env, err error) error {
 	le, ok := limits.As(err)
 	if !ok {
 		return err
@@ -34,7 +37,11 @@ func limitHint(err error) error {
 		if strings.Contains(err.Error(), flag) {
 			return err
 		}
-		hint = fmt.Sprintf("%s limit; if the image is genuine, raise it with %s", le.Limit, flag)
+		if e != nil && e.flags != nil && e.flags.Lookup(strings.TrimPrefix(flag, "--")) != nil {
+			hint = fmt.Sprintf("%s limit; if the image is genuine, raise it with %s", le.Limit, flag)
+		} else {
+			hint = fmt.Sprintf("%s limit; if the image is genuine, run `nexcage build %s N IMAGE` first, which raises it", le.Limit, flag)
+		}
 	case le.Limit == limits.FreeSpace:
 		hint = "free disk space; free some, or point TMPDIR (and --store) at a larger file system"
 	default:

@@ -22,6 +22,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/nexcage/nexcage/internal/progress"
+	"github.com/nexcage/nexcage/pct"
 )
 
 // Exit statuses scripts rely on.
@@ -79,6 +80,11 @@ type env struct {
 	progress progress.Reporter
 	warnings *progress.Recorder
 	cmd      *command
+	// flags is the parsed command line, for rules between flags.
+	flags *pflag.FlagSet
+	// deployOpts are the deploy flags once checked (checkDeployFlags), so
+	// a --password-file - is read once.
+	deployOpts *pct.Options
 }
 
 // usageError is a mistake in the command line: exit 2 and the usage line.
@@ -140,6 +146,7 @@ func run(argv []string, stdout, stderr *os.File) int {
 	}
 	e := &env{stdout: stdout, stderr: stderr, cmd: c}
 	fs := newFlagSet(c, &e.opts)
+	e.flags = fs
 	if err := fs.Parse(argv[1:]); err != nil {
 		if errors.Is(err, pflag.ErrHelp) {
 			printCommandHelp(stdout, c, fs)
@@ -189,7 +196,7 @@ func run(argv []string, stdout, stderr *os.File) int {
 			status, msg = 128+interrupted(ctx), "interrupted; nothing was left half-written"
 			fmt.Fprintf(stderr, "nexcage %s: %s\n", c.name, msg)
 		default:
-			err = limitHint(err)
+			err = limitHint(e, err)
 			msg = err.Error()
 			fmt.Fprintf(stderr, "nexcage %s: error: %v\n", c.name, err)
 		}

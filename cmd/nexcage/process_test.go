@@ -3,6 +3,7 @@ package main
 import (
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -80,5 +81,37 @@ func TestProcessOverrideFlags(t *testing.T) {
 		if status != exitUsage || !strings.Contains(stderr, bad[0]) {
 			t.Errorf("%q: exit %d, stderr %q; want a usage error naming the flag", bad, status, stderr)
 		}
+	}
+}
+
+// TestEnvTab: a tab inside an --env value, which PVE's env pattern
+// takes, builds, and the template's .conf is one deploy reads; another
+// control character is a usage error.
+func TestEnvTab(t *testing.T) {
+	t.Setenv("NEXCAGE_STORE", filepath.Join(t.TempDir(), "store"))
+	ref := alpineAppLayout(t)
+	out := t.TempDir() + "/"
+	status, stdout, stderr := runCLI(t, "build", "-q", "-o", out, "--env", "A=x\ty", ref)
+	if status != exitOK {
+		t.Fatalf("build --env 'A=x<TAB>y': exit %d\n%s%s", status, stdout, stderr)
+	}
+	confs, _ := filepath.Glob(out + "*.conf")
+	if len(confs) != 1 {
+		t.Fatalf("confs %v", confs)
+	}
+	raw, _ := os.ReadFile(confs[0])
+	if !strings.Contains(string(raw), "lxc.environment.runtime: A=x\ty\n") {
+		t.Errorf("the .conf lacks A=x<TAB>y:\n%s", raw)
+	}
+	c, err := lxc.ParseTemplateConfig(string(raw))
+	if err != nil {
+		t.Fatalf("deploy would refuse the .conf: %v", err)
+	}
+	if !slices.Contains(c.Env, "A=x\ty") {
+		t.Errorf("the parsed env %q lacks A=x<TAB>y", c.Env)
+	}
+	status, _, stderr = runCLI(t, "build", "-q", "-o", t.TempDir()+"/", "--env", "A=x\x01y", ref)
+	if status != exitUsage || !strings.Contains(stderr, "control characters") {
+		t.Errorf("--env with \\x01: exit %d, stderr %q; want a usage error", status, stderr)
 	}
 }

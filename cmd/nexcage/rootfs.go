@@ -190,7 +190,9 @@ func pullMissing(ctx context.Context, e *env, store *rootfs.Store, ref rootfs.Re
 // same tag, it is a new image, and the stored one is stale.
 func storedImage(ctx context.Context, e *env, store *rootfs.Store, ref rootfs.Ref, so rootfs.SourceOptions) (rootfs.Image, bool, error) {
 	img, ok, err := store.Find(ref, so.Platform)
-	if err != nil || !ok || e.pull != "missing" || !ref.Local() {
+	// A command without --pull (convert --format oci-archive) has the
+	// default policy, missing: a local source that changed is read again.
+	if err != nil || !ok || (e.pull != "missing" && e.pull != "") || !ref.Local() {
 		return img, ok, err
 	}
 	now, err := rootfs.Resolve(ctx, ref, so)

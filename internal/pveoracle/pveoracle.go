@@ -46,7 +46,7 @@ func Require(t testing.TB) *Oracle {
 	t.Helper()
 	dir := os.Getenv(Env)
 	if dir == "" {
-		t.Skipf("%s is not set: Proxmox's own code cannot judge this output here (make test sets it when ../shared/pve-oracle exists; CI requires it)", Env)
+		t.Skipf("%s is not set: Proxmox's own code cannot judge this output here (CI's .ci/run sets it; set %s=DIR to run these)", Env, Env)
 	}
 	abs, err := filepath.Abs(dir)
 	if err != nil {

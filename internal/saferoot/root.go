@@ -35,9 +35,6 @@ func Open(dir string) (*Root, error) {
 // Close releases the root's descriptor.
 func (r *Root) Close() error { return unix.Close(r.fd) }
 
-// Name is the directory the root was opened at.
-func (r *Root) Name() string { return r.dir }
-
 func (r *Root) err(op, p string, err error) error {
 	return &fs.PathError{Op: op, Path: path.Join(r.dir, p), Err: err}
 }
