@@ -119,7 +119,6 @@ var pveOSTypes = map[string]bool{
 	"archlinux": true, "alpine": true, "gentoo": true, "nixos": true, "unmanaged": true,
 }
 
-
 // vetTemplateLine is the allow-list of a template's .conf: exactly the
 // keys FromSpec and convert produce.
 func vetTemplateLine(key, value string) error {
