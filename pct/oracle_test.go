@@ -278,3 +278,42 @@ func TestDeployAppDefaultsAsPVEImport(t *testing.T) {
 		t.Errorf("a system container got app defaults:\n%s", p.Config.Render())
 	}
 }
+
+// TestDeployRefusesTemplateBindMounts: a template's .conf chooses a host
+// directory (another CT's disks, an NFS export) that would be bound
+// read-write without the user asking. Deploy refuses it, naming the line
+// and the fix; repeating it with --mount makes it the user's own choice;
+// --allow-template-mounts applies it with a warning.
+func TestDeployRefusesTemplateBindMounts(t *testing.T) {
+	ctx := context.Background()
+	h := pct.OfflineHost(pct.Version{Major: 9, Minor: 2}, "")
+	// Not under /tmp, which no template may bind at all: a directory like
+	// /mnt/pve/nfs, which it could.
+	if err := os.MkdirAll("/srv", 0o755); err != nil {
+		t.Fatal(err)
+	}
+	dir, err := os.MkdirTemp("/srv", "nexcage-test-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	conf := "arch: amd64\nostype: alpine\nunprivileged: 1\nmp0: " + dir + ",mp=/srv/x\n"
+	_, err = pct.MakePlan(ctx, h, planTemplate(t, conf), pct.Options{})
+	if err == nil || !strings.Contains(err.Error(), "mp0") || !strings.Contains(err.Error(), dir) || !strings.Contains(err.Error(), "--mount "+dir+":/srv/x") || !strings.Contains(err.Error(), "--allow-template-mounts") {
+		t.Errorf("template bind mount: %v, want a refusal naming mp0, %s, --mount and --allow-template-mounts", err, dir)
+	}
+	p, err := pct.MakePlan(ctx, h, planTemplate(t, conf), pct.Options{Mounts: []pct.BindMount{{Source: dir, Dest: "/srv/x"}}})
+	if err != nil {
+		t.Fatalf("--mount repeating it: %v", err)
+	}
+	if got := strings.Count(p.Config.Render(), dir+",mp=/srv/x"); got != 1 || len(p.Warnings) != 0 {
+		t.Errorf("--mount repeating it: %d mount points of it, warnings %q, want 1 and none:\n%s", got, p.Warnings, p.Config.Render())
+	}
+	p, err = pct.MakePlan(ctx, h, planTemplate(t, conf), pct.Options{AllowTemplateMounts: true})
+	if err != nil {
+		t.Fatalf("--allow-template-mounts: %v", err)
+	}
+	if !strings.Contains(p.Config.Render(), dir+",mp=/srv/x") || !strings.Contains(strings.Join(p.Warnings, "\n"), dir) {
+		t.Errorf("--allow-template-mounts: mount missing or no warning naming %s (%q):\n%s", dir, p.Warnings, p.Config.Render())
+	}
+}
