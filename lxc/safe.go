@@ -87,7 +87,13 @@ lines:
 			// Parse; deploy never reads past it.
 			break lines
 		case strings.HasPrefix(line, "#"):
-			kept.WriteString(line + "\n")
+			// A comment becomes the container's description: one that
+			// looks like nexcage's ownership marker would claim a
+			// template and image it is not, and control characters
+			// would reach the terminal through --dry-run's preview.
+			if !strings.Contains(line, "nexcage:") && !hasControl(line) {
+				kept.WriteString(line + "\n")
+			}
 			continue
 		}
 		key, value, err := splitLine(trimmed)
