@@ -214,8 +214,16 @@ func checkTemplate(ctx context.Context, file string, opts health.Options, ownLef
 	case conf != nil:
 		if problems := confProblems(conf, meta); len(problems) > 0 {
 			c.fail(confCheck, strings.Join(problems, "; "), rebuildFix)
-		} else {
+		} else if !hasBind(conf) {
 			c.ok(confCheck)
+		}
+		// Whoever made the template chose these host directories: deploy
+		// binds one only when the user asks for it.
+		for _, m := range conf.MountPoints {
+			if m.IsBind() {
+				c.warn(confCheck, fmt.Sprintf("%s: %s asks for host directory %s (at %s in the container)", m.Key(), m.Value(), m.Volume, m.Path),
+					"deploy refuses it unless you bind it yourself with --mount "+m.Volume+":"+m.Path+", or pass --allow-template-mounts")
+			}
 		}
 	}
 
@@ -379,6 +387,15 @@ func readSidecarJSON(p string) (*Metadata, error) {
 		return nil, fmt.Errorf("%s records no template sha256: it is not a nexcage manifest", filepath.Base(p))
 	}
 	return &m, nil
+}
+
+func hasBind(c *lxc.Config) bool {
+	for _, m := range c.MountPoints {
+		if m.IsBind() {
+			return true
+		}
+	}
+	return false
 }
 
 // readSidecarConf reads the .conf as deploy does; the lines it accepts

@@ -169,6 +169,10 @@ func TestCheckTemplateConf(t *testing.T) {
 		{"tmpfs bind option", string(orig) + "lxc.mount.entry: tmpfs srv tmpfs size=1m,bind,create=dir 0 0\n", `tmpfs option "bind" is not accepted`},
 		{"bind entry", string(orig) + "lxc.mount.entry: /etc etc none rbind,create=dir 0 0\n", "only tmpfs mounts"},
 		{"features", string(orig) + "features: nesting=1\n", "key features is not one nexcage writes"},
+		// Plain lxc.environment reaches the hooks PVE runs as root on the
+		// host; a name PVE's env pattern refuses has no other way.
+		{"plain environment", string(orig) + "lxc.environment: APP.MODE=prod\n", "raw key lxc.environment is not one nexcage writes"},
+		{"env name PVE refuses", string(orig) + "lxc.environment.runtime: APP.MODE=prod\n", "env pattern"},
 		{"arch disagrees", strings.Replace(string(orig), "arch: amd64", "arch: arm64", 1), "arch arm64, but the .json says amd64"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -178,6 +182,16 @@ func TestCheckTemplateConf(t *testing.T) {
 	}
 	os.Remove(res.Config)
 	healthtest.Want(t, checkTemplate(t, res.Template, health.Options{}), filepath.Base(res.Config)+": parses", health.Warn, "is missing")
+}
+
+// TestCheckTemplateConfBindMountWarns: a bind mount in the .conf names a
+// host directory whoever made the template chose; check says so, and that
+// deploy needs the user to ask for it.
+func TestCheckTemplateConfBindMountWarns(t *testing.T) {
+	res := alpineTemplate(t)
+	orig := readFile(t, res.Config)
+	os.WriteFile(res.Config, append(orig, "mp0: /rpool/data,mp=/x\n"...), 0o644)
+	healthtest.Want(t, checkTemplate(t, res.Template, health.Options{}), filepath.Base(res.Config)+": parses", health.Warn, "asks for host directory /rpool/data")
 }
 
 // member is one tar entry of a hand-made template.

@@ -1,6 +1,7 @@
 package convert_test
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
 	"testing"
@@ -42,6 +43,17 @@ func TestCorpusConfsPassPVE(t *testing.T) {
 			c, err := lxc.Parse(string(raw))
 			if err != nil {
 				t.Fatalf("%s: %v", f, err)
+			}
+			// Before PVE 9.1 the environment could only be plain
+			// lxc.environment, which reaches the host's hooks: For
+			// refuses it, and deploy --drop-env leaves it out.
+			if !releases[v.PVE].AppContainers() && len(c.Env) > 0 {
+				var ee *lxc.EnvReleaseError
+				if _, err := c.For(releases[v.PVE], true); !errors.As(err, &ee) {
+					t.Errorf("%s for PVE %s: %v, want an EnvReleaseError", filepath.Base(f), v.PVE, err)
+				}
+				dropped, _ := c.DropEnv()
+				c = &dropped
 			}
 			// RunAsRoot: before PVE 9.2 deploy refuses lxc.init.uid
 			// unless asked to run as root (pct TestDeployRefusesUserBeforePVE92).

@@ -65,11 +65,20 @@ type EnvError struct {
 }
 
 func (e *EnvError) Error() string {
+	if e.Index < 0 {
+		return fmt.Sprintf("environment variable %s %s", e.Name, e.Msg)
+	}
 	if e.Name == "" {
 		return fmt.Sprintf("process.env[%d] %s", e.Index, e.Msg)
 	}
 	return fmt.Sprintf("process.env[%d] (%s) %s", e.Index, e.Name, e.Msg)
 }
+
+// envNameMsg is why a name PVE's env pattern refuses (APP.MODE, my-var)
+// is refused: lxc.environment.runtime does not take it (the oracle's
+// pve-container 6.0.18 and later reject it), and plain lxc.environment
+// would also reach the hooks PVE runs as root on the host.
+const envNameMsg = "has a name PVE's env pattern (letters, digits, '_') refuses, and the only other way, plain lxc.environment, also reaches the hooks PVE runs as root on the host"
 
 // CheckEnv checks one NAME=VALUE for a lxc.environment.runtime line.
 func CheckEnv(i int, e string) error {
@@ -128,10 +137,7 @@ func FromSpec(spec *rspec.Spec, system bool) (*Config, error) {
 			return nil, err
 		}
 		if k, _, _ := strings.Cut(e, "="); !ValidEnvName(k) {
-			// PVE's env pattern refuses the name (APP.MODE, my-var):
-			// a plain lxc.environment line keeps it (see Config.For).
-			c.Raw = append(c.Raw, Option{"lxc.environment", e})
-			continue
+			return nil, &EnvError{i, k, envNameMsg}
 		}
 		c.Env = append(c.Env, e)
 	}

@@ -475,21 +475,59 @@ func (e *ReleaseError) Error() string {
 	return fmt.Sprintf("%s: %s needs pve-container %s or later, this PVE has %s", e.Key, e.Value, e.Need, e.Have)
 }
 
-// hookDangerRE are environment names that change what a program on the
-// host does (the dynamic loader, perl, python, shells). Plain
-// lxc.environment also reaches LXC's hooks, which PVE runs as root on the
-// host, so such a variable from an image never goes there.
-var hookDangerRE = regexp.MustCompile(`^(LD_|PERL|PYTHON|BASH_FUNC_|MALLOC_|GLIBC_|GCONV_PATH$|BASH_ENV$|ENV$|IFS$|SHELLOPTS$|NLSPATH$|LOCPATH$|HOSTALIASES$|RES_OPTIONS$)`)
+// EnvReleaseError is an image environment a pve-container release can
+// only write as plain lxc.environment lines. LXC (5 and later) gives those
+// to the hooks too, which PVE runs as root on the host: any variable there
+// (PATH, HOME, TMPDIR, LD_PRELOAD, ...) changes what the host runs, so no
+// image variable ever goes there. pve-container 6.0.18 (PVE 9.1) adds
+// lxc.environment.runtime, which reaches only the container.
+type EnvReleaseError struct {
+	Names []string
+	Have  PVEContainer
+}
+
+func (e *EnvReleaseError) Error() string {
+	return fmt.Sprintf("pve-container %s has only plain lxc.environment, which LXC also gives the hooks PVE runs as root on the host, so the image's environment (%s) cannot be passed; it needs pve-container %s (PVE 9.1) or later", e.Have, strings.Join(e.Names, ", "), PVE91)
+}
+
+// envNames are the names of c's environment, wherever it is kept.
+func (c Config) envNames() []string {
+	var out []string
+	for _, e := range c.Env {
+		k, _, _ := strings.Cut(e, "=")
+		out = append(out, k)
+	}
+	for _, r := range c.Raw {
+		if r.Key == "lxc.environment" {
+			k, _, _ := strings.Cut(r.Value, "=")
+			out = append(out, k)
+		}
+	}
+	return out
+}
+
+// DropEnv returns c without its environment, and the names it dropped.
+func (c Config) DropEnv() (Config, []string) {
+	names := c.envNames()
+	out := c
+	out.Env = nil
+	out.Raw = nil
+	for _, r := range c.Raw {
+		if r.Key != "lxc.environment" {
+			out.Raw = append(out.Raw, r)
+		}
+	}
+	return out, names
+}
 
 // initUserKeys are the raw keys that run the entrypoint as a user.
 var initUserKeys = []string{"lxc.init.uid", "lxc.init.gid", "lxc.init.groups"}
 
 // For returns the config as pve-container v must be given it. A config
 // nexcage writes is for the newest PVE; for an older one:
-//   - before 6.0.18 (PVE 9.0) the entrypoint becomes lxc.init.cmd and the
-//     environment lxc.environment lines (LXC applies both to init);
-//   - an env name PVE's env pattern refuses (APP.MODE, my-var) is kept as
-//     an lxc.environment line on every release, never lost;
+//   - before 6.0.18 (PVE 9.0) the entrypoint becomes lxc.init.cmd (LXC
+//     applies it to init); an environment is an *EnvReleaseError (see
+//     DropEnv), never plain lxc.environment;
 //   - before 6.1.0, lxc.init.uid/gid/groups are a *ReleaseError, or, with
 //     asRoot, dropped: the entrypoint then runs as root.
 //
@@ -503,19 +541,21 @@ func (c Config) For(v PVEContainer, asRoot bool) (Config, error) {
 		pre = append(pre, Option{"lxc.init.cmd", c.Entrypoint})
 		out.Entrypoint = ""
 	}
+	if names := c.envNames(); len(names) > 0 && !v.AppContainers() {
+		return Config{}, &EnvReleaseError{Names: names, Have: v}
+	}
 	for _, e := range c.Env {
-		name, _, _ := strings.Cut(e, "=")
-		if v.AppContainers() && ValidEnvName(name) {
-			out.Env = append(out.Env, e)
-		} else {
-			if hookDangerRE.MatchString(name) {
-				return Config{}, &ReleaseError{Key: "env", Value: name, Have: v, Need: PVE91,
-					Why: "would become an lxc.environment line, which LXC also gives the hooks PVE runs as root on the host"}
-			}
-			pre = append(pre, Option{"lxc.environment", e})
+		if name, _, _ := strings.Cut(e, "="); !ValidEnvName(name) {
+			return Config{}, &EnvError{Index: -1, Name: name, Msg: envNameMsg}
 		}
+		out.Env = append(out.Env, e)
 	}
 	for _, r := range c.Raw {
+		if r.Key == "lxc.environment" {
+			// Plain lxc.environment reaches the hooks on every release.
+			k, _, _ := strings.Cut(r.Value, "=")
+			return Config{}, &EnvError{Index: -1, Name: k, Msg: envNameMsg}
+		}
 		if !v.InitUser() && contains(initUserKeys, r.Key) {
 			if asRoot {
 				continue

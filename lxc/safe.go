@@ -6,7 +6,6 @@ import (
 	"io"
 	"os"
 	"path"
-	"regexp"
 	"strconv"
 	"strings"
 )
@@ -88,7 +87,13 @@ lines:
 			// Parse; deploy never reads past it.
 			break lines
 		case strings.HasPrefix(line, "#"):
-			kept.WriteString(line + "\n")
+			// A comment becomes the container's description: one that
+			// looks like nexcage's ownership marker would claim a
+			// template and image it is not, and control characters
+			// would reach the terminal through --dry-run's preview.
+			if !strings.Contains(line, "nexcage:") && !hasControl(line) {
+				kept.WriteString(line + "\n")
+			}
 			continue
 		}
 		key, value, err := splitLine(trimmed)
@@ -119,8 +124,6 @@ var pveOSTypes = map[string]bool{
 	"debian": true, "devuan": true, "ubuntu": true, "centos": true, "fedora": true, "opensuse": true,
 	"archlinux": true, "alpine": true, "gentoo": true, "nixos": true, "unmanaged": true,
 }
-
-var templateEnvNameRE = regexp.MustCompile(`^[A-Za-z0-9_.-]+$`)
 
 // vetTemplateLine is the allow-list of a template's .conf: exactly the
 // keys FromSpec and convert produce.
@@ -160,14 +163,8 @@ func vetTemplateLine(key, value string) error {
 	case envKey:
 		if k, _, ok := strings.Cut(value, "="); !ok || k == "" || strings.ContainsAny(k, " \t") {
 			return fmt.Errorf("%q is not NAME=VALUE", value)
-		}
-	case "lxc.environment":
-		// Only what FromSpec writes there: a variable whose name PVE's env
-		// pattern refuses. Plain lxc.environment also reaches LXC's hooks,
-		// run as root on the host, so no name a host program reads.
-		k, _, ok := strings.Cut(value, "=")
-		if !ok || ValidEnvName(k) || !templateEnvNameRE.MatchString(k) || hookDangerRE.MatchString(k) {
-			return fmt.Errorf("%q is not a NAME=VALUE whose NAME has a '.' or '-' (other variables belong in lxc.environment.runtime)", value)
+		} else if !ValidEnvName(k) {
+			return fmt.Errorf("%q: %s", k, envNameMsg)
 		}
 	case "lxc.init.cwd":
 		if !path.IsAbs(value) {

@@ -62,8 +62,15 @@ type Options struct {
 	// RunAsRoot deploys an image whose entrypoint runs as a user
 	// (lxc.init.uid/gid) on a PVE before 9.2, whose pve-container refuses
 	// those keys, by running it as root instead.
-	RunAsRoot   bool
-	Description string
+	RunAsRoot bool
+	// DropEnv deploys an image with an environment to a PVE before 9.1,
+	// which could only pass it as plain lxc.environment (reaching the
+	// hooks PVE runs as root on the host), without that environment.
+	DropEnv bool
+	// AllowTemplateMounts applies the bind mounts a template's .conf asks
+	// for; without it deploy refuses them unless --mount repeats them.
+	AllowTemplateMounts bool
+	Description         string
 	// Extra are more "--opt value" pairs for pct create (tests, niche
 	// options); flags above win.
 	Extra []string
@@ -85,6 +92,9 @@ type Plan struct {
 	Raw       []string   // raw lxc.* lines for the config file, environment first
 	Start     []string   // pct start argv, or nil
 	Config    lxc.Config // the container config that results
+	// Warnings are what the plan does that the user should hear about:
+	// dropped environment variables, template bind mounts applied.
+	Warnings []string
 	// password goes to pct create's standard input, never into argv, a
 	// listing or a result.
 	password string
@@ -240,11 +250,29 @@ func MakePlan(ctx context.Context, h *Host, t *Template, o Options) (*Plan, erro
 	}
 
 	merged := mergedConfig(t, o, rootStorage)
+	for k, v := range map[string]string{"template": p.VolID, "image reference": t.Image, "digest": t.Digest} {
+		if !markerValueOK(v) {
+			return nil, newError(ErrInvalidArgument, "template", fmt.Sprintf("the template's %s %q has blanks or control characters, which would forge the container's ownership marker", k, v), "rebuild the template")
+		}
+	}
 	merged.Description = describe(merged.Description, Marker{Template: p.VolID, Image: t.Image, Digest: t.Digest})
 	if merged.MountPoints, err = mountPoints(t, o, rootStorage); err != nil {
 		return nil, err
 	}
 	appDefaults(&merged)
+	if o.DropEnv && !p.Container.AppContainers() {
+		var dropped []string
+		if merged, dropped = merged.DropEnv(); len(dropped) > 0 {
+			p.Warnings = append(p.Warnings, fmt.Sprintf("pve-container %s can pass the environment only to the host's hooks too: dropped the image's %s", p.Container, strings.Join(dropped, ", ")))
+		}
+	}
+	if t.Config != nil && o.AllowTemplateMounts {
+		for _, m := range t.Config.MountPoints {
+			if !userRepeats(o, m) {
+				p.Warnings = append(p.Warnings, fmt.Sprintf("the template's %s: %s binds host directory %s into the container at %s", m.Key(), m.Value(), m.Volume, m.Path))
+			}
+		}
+	}
 	// The template's .conf is for the newest PVE: translate it to what
 	// this host's pve-container parses, so that what the preview shows is
 	// what is written.
@@ -318,6 +346,12 @@ func validateFlags(t *Template, o Options) error {
 			}
 			if err := checkHostDir(m.Volume, what+" "+m.Volume); err != nil {
 				return err
+			}
+			// Whoever made the template chose the host directory (another
+			// CT's disks, a shared NFS export): only the user binds one.
+			if !o.AllowTemplateMounts && !userRepeats(o, m) {
+				return newError(ErrInvalidArgument, "template", fmt.Sprintf("%s: %s asks to bind host directory %s into the container at %s", what, m.Value(), m.Volume, m.Path),
+					fmt.Sprintf("bind it yourself with --mount %s:%s%s, or pass --allow-template-mounts", m.Volume, m.Path, map[bool]string{true: ":ro"}[m.RO]))
 			}
 		}
 		for _, r := range t.Config.Raw {
@@ -531,7 +565,11 @@ func hostManagedNetwork(c *lxc.Config, v lxc.PVEContainer) {
 func mountPoints(t *Template, o Options, rootStorage string) ([]lxc.MountPoint, error) {
 	var mps []lxc.MountPoint
 	if t.Config != nil {
-		mps = append(mps, t.Config.MountPoints...)
+		for _, m := range t.Config.MountPoints {
+			if !userRepeats(o, m) { // else --mount below adds it
+				mps = append(mps, m)
+			}
+		}
 	}
 	for _, m := range o.Mounts {
 		mps = append(mps, lxc.MountPoint{Volume: m.Source, Path: m.Dest, RO: m.RO})
@@ -546,6 +584,17 @@ func mountPoints(t *Template, o Options, rootStorage string) ([]lxc.MountPoint, 
 		mps[i].Index = i
 	}
 	return mps, nil
+}
+
+// userRepeats reports whether a --mount asks for the template's bind
+// mount m: same host directory and container path.
+func userRepeats(o Options, m lxc.MountPoint) bool {
+	for _, u := range o.Mounts {
+		if filepath.Clean(u.Source) == filepath.Clean(m.Volume) && filepath.Clean(u.Dest) == filepath.Clean(m.Path) {
+			return true
+		}
+	}
+	return false
 }
 
 // mountOptions are the mpN options of the pct set after the create.
@@ -576,6 +625,16 @@ func rawLines(c lxc.Config) []string {
 
 // releaseError names what the host's PVE cannot take and the way out.
 func releaseError(err error, have lxc.PVEContainer) error {
+	var ee *lxc.EnvReleaseError
+	if errors.As(err, &ee) {
+		return newError(ErrInvalidArgument, "drop-env",
+			fmt.Sprintf("the image sets environment variables (%s), and pve-container %s (PVE 9.0) can pass them only as plain lxc.environment, which LXC also gives the hooks PVE runs as root on the host: PVE 9.1 (pve-container 6.0.18) adds lxc.environment.runtime, which keeps them inside the container", strings.Join(ee.Names, ", "), have),
+			"upgrade the host to PVE 9.1 or later, or deploy with --drop-env to create the container without the image's environment")
+	}
+	var ne *lxc.EnvError
+	if errors.As(err, &ne) {
+		return newError(ErrInvalidArgument, "template", "the template's "+ne.Error(), "rebuild the template giving the variable a name of letters, digits and '_' (--env)")
+	}
 	var re *lxc.ReleaseError
 	if !errors.As(err, &re) {
 		return err
@@ -585,10 +644,6 @@ func releaseError(err error, have lxc.PVEContainer) error {
 		return newError(ErrInvalidArgument, "run-as-root",
 			fmt.Sprintf("the template runs its entrypoint as a user (%s: %s), and pve-container %s refuses %s: PVE knows it from pve-container 6.1.0 (PVE 9.2) on", re.Key, re.Value, have, re.Key),
 			"upgrade the host to PVE 9.2 or later, or deploy with --run-as-root to run the entrypoint as root")
-	case "env":
-		return newError(ErrInvalidArgument, "template",
-			fmt.Sprintf("the image's environment variable %s cannot be passed on pve-container %s: %s", re.Value, have, re.Why),
-			"upgrade the host to PVE 9.1 or later (which keeps it inside the container), or rebuild the image without it")
 	}
 	return newError(ErrInvalidArgument, "template", fmt.Sprintf("the template's config holds %s, which pve-container %s refuses (%v)", re.Key, have, err), "upgrade the host's PVE")
 }

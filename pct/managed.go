@@ -7,6 +7,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"unicode"
 
 	"github.com/nexcage/nexcage/lxc"
 )
@@ -33,8 +34,12 @@ func (m Marker) line() string {
 	return s
 }
 
+// parseMarker reads the last marker line: nexcage appends its own after
+// whatever description the template brought.
 func parseMarker(description string) (Marker, bool) {
-	for _, l := range strings.Split(description, "\n") {
+	lines := strings.Split(description, "\n")
+	for i := len(lines) - 1; i >= 0; i-- {
+		l := lines[i]
 		rest, ok := strings.CutPrefix(strings.TrimSpace(l), markerPrefix)
 		if !ok {
 			continue
@@ -110,6 +115,12 @@ func (h *Host) FindByName(ctx context.Context, name string) (*Resource, error) {
 }
 
 // describe adds nexcage's marker to a description.
+// markerValueOK reports whether v can be a marker value: blanks would
+// let it inject another key= field, control characters reach terminals.
+func markerValueOK(v string) bool {
+	return !strings.ContainsFunc(v, func(r rune) bool { return unicode.IsSpace(r) || unicode.IsControl(r) })
+}
+
 func describe(description string, m Marker) string {
 	if description == "" {
 		return m.line()

@@ -15,8 +15,8 @@ import (
 )
 
 // appTemplateConf is the .conf convert writes for an application image
-// with a user, a working directory, a stop signal, environment variables
-// PVE's env pattern accepts and two it refuses, and a bind mount.
+// with a user, a working directory, a stop signal and environment
+// variables.
 const appTemplateConf = `arch: amd64
 cmode: console
 entrypoint: /app/run.sh 'sleep infinity'
@@ -27,8 +27,6 @@ lxc.environment.runtime: PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:
 lxc.environment.runtime: TERM=xterm
 lxc.environment.runtime: HOME=/app
 lxc.environment.runtime: GREETING=hello world
-lxc.environment: APP.MODE=prod
-lxc.environment: my-var=1
 lxc.init.cwd: /app
 lxc.init.uid: 1000
 lxc.init.gid: 1000
@@ -78,7 +76,7 @@ func TestDeployPlansPassPVE(t *testing.T) {
 	o := pveoracle.Require(t)
 	ctx := context.Background()
 	bind := t.TempDir()
-	allEnv := []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "TERM=xterm", "HOME=/app", "GREETING=hello world", "APP.MODE=prod", "my-var=1"}
+	allEnv := []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "TERM=xterm", "HOME=/app", "GREETING=hello world"}
 	scenarios := []struct {
 		name string
 		tmpl func(t *testing.T) *pct.Template
@@ -88,9 +86,9 @@ func TestDeployPlansPassPVE(t *testing.T) {
 			return planTemplate(t, "arch: amd64\nhostname: web\nostype: alpine\nunprivileged: 1\n")
 		}, pct.Options{Memory: 256, Swap: intp(0), Cores: 2, Start: true}},
 		{"application container", func(t *testing.T) *pct.Template { return planTemplate(t, appTemplateConf, "/data") },
-			pct.Options{Hostname: "app", Mounts: []pct.BindMount{{Source: bind, Dest: "/srv/data", RO: true}}, Swap: intp(0), RunAsRoot: true, Start: true}},
+			pct.Options{Hostname: "app", Mounts: []pct.BindMount{{Source: bind, Dest: "/srv/data", RO: true}}, Swap: intp(0), RunAsRoot: true, DropEnv: true, Start: true}},
 		{"application container on another node", func(t *testing.T) *pct.Template { return planTemplate(t, appTemplateConf) },
-			pct.Options{Node: "pve2", RunAsRoot: true, Features: "nesting=1", Password: ""}},
+			pct.Options{Node: "pve2", RunAsRoot: true, DropEnv: true, Features: "nesting=1", Password: ""}},
 		{"no template config", func(t *testing.T) *pct.Template { return planTemplate(t, "") },
 			pct.Options{VMID: 123, Unprivileged: new(bool), SSHKeysFile: "/dev/null"}},
 	}
@@ -147,8 +145,20 @@ func TestDeployPlansPassPVE(t *testing.T) {
 						have = append(have, r.Value)
 					}
 				}
-				if strings.Join(sorted(have), "\n") != strings.Join(sorted(allEnv), "\n") {
-					t.Errorf("environment in the config:\n%s\nwant:\n%s", strings.Join(have, "\n"), strings.Join(allEnv, "\n"))
+				want := allEnv
+				if v.PVE == "9.0" {
+					// --drop-env: plain lxc.environment would reach the
+					// host's hooks; the user hears what was left out.
+					want = nil
+					if w := strings.Join(p.Warnings, "\n"); !strings.Contains(w, "PATH, TERM, HOME, GREETING") {
+						t.Errorf("PVE 9.0 --drop-env: warnings %q do not name the dropped variables", p.Warnings)
+					}
+				}
+				if strings.Contains(p.Config.Render(), "lxc.environment:") {
+					t.Errorf("plain lxc.environment, which reaches the host's hooks:\n%s", p.Config.Render())
+				}
+				if strings.Join(sorted(have), "\n") != strings.Join(sorted(want), "\n") {
+					t.Errorf("environment in the config:\n%s\nwant:\n%s", strings.Join(have, "\n"), strings.Join(want, "\n"))
 				}
 				if !strings.Contains(p.Config.Render(), "\nlxc.signal.halt: SIGTERM\n") {
 					t.Errorf("no stop signal:\n%s", p.Config.Render())
@@ -183,12 +193,13 @@ func TestDeployRefusesUserBeforePVE92(t *testing.T) {
 	ctx := context.Background()
 	for _, pve := range []string{"9.0", "9.1"} {
 		pv, _ := pct.ParseVersion(pve)
-		_, err := pct.MakePlan(ctx, pct.OfflineHost(pv, ""), planTemplate(t, appTemplateConf), pct.Options{})
+		// DropEnv: 9.0 refuses the environment first (TestDeployRefusesHookDangerousEnvOnPVE90).
+		_, err := pct.MakePlan(ctx, pct.OfflineHost(pv, ""), planTemplate(t, appTemplateConf), pct.Options{DropEnv: true})
 		var pe *pct.Error
 		if !errors.As(err, &pe) || pe.Param != "run-as-root" || !strings.Contains(err.Error(), "lxc.init.uid: 1000") || !strings.Contains(err.Error(), "6.1.0 (PVE 9.2)") {
 			t.Errorf("PVE %s: %v, want a refusal naming lxc.init.uid 1000, pve-container 6.1.0 and --run-as-root", pve, err)
 		}
-		p, err := pct.MakePlan(ctx, pct.OfflineHost(pv, ""), planTemplate(t, appTemplateConf), pct.Options{RunAsRoot: true})
+		p, err := pct.MakePlan(ctx, pct.OfflineHost(pv, ""), planTemplate(t, appTemplateConf), pct.Options{RunAsRoot: true, DropEnv: true})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -207,17 +218,34 @@ func TestDeployRefusesUserBeforePVE92(t *testing.T) {
 
 // TestDeployRefusesHookDangerousEnvOnPVE90: before PVE 9.1 the
 // environment can only be plain lxc.environment, which LXC also gives the
-// hooks PVE runs as root on the host; an image's LD_PRELOAD never goes
-// there.
+// hooks PVE runs as root on the host. Any image variable there changes
+// what the host runs (PATH naming the image's binaries, not only
+// LD_PRELOAD), so deploy refuses every one, naming PVE 9.1, unless
+// --drop-env leaves them out with a warning.
 func TestDeployRefusesHookDangerousEnvOnPVE90(t *testing.T) {
-	conf := "arch: amd64\ncmode: console\nentrypoint: /app\nostype: unmanaged\nunprivileged: 1\nlxc.environment.runtime: LD_PRELOAD=/x.so\n"
-	_, err := pct.MakePlan(context.Background(), pct.OfflineHost(pct.Version{Major: 9, Minor: 0}, ""), planTemplate(t, conf), pct.Options{})
-	if err == nil || !strings.Contains(err.Error(), "LD_PRELOAD") {
-		t.Errorf("PVE 9.0: %v, want a refusal naming LD_PRELOAD", err)
-	}
-	p, err := pct.MakePlan(context.Background(), pct.OfflineHost(pct.Version{Major: 9, Minor: 1}, ""), planTemplate(t, conf), pct.Options{})
-	if err != nil || !strings.Contains(p.Config.Render(), "lxc.environment.runtime: LD_PRELOAD=/x.so") {
-		t.Errorf("PVE 9.1 keeps it inside the container (runtime only): %v", err)
+	ctx := context.Background()
+	h90 := pct.OfflineHost(pct.Version{Major: 9, Minor: 0}, "")
+	for _, env := range []string{"PATH=/var/lib/lxc/100/rootfs/usr/bin:/usr/bin", "HOME=/x", "TMPDIR=/x", "IFS=/", "BASH_ENV=/x", "ENV=/x", "LD_PRELOAD=/x.so", "GREETING=hi"} {
+		name, _, _ := strings.Cut(env, "=")
+		conf := "arch: amd64\ncmode: console\nentrypoint: /app\nostype: unmanaged\nunprivileged: 1\nlxc.environment.runtime: " + env + "\n"
+		_, err := pct.MakePlan(ctx, h90, planTemplate(t, conf), pct.Options{})
+		if err == nil || !strings.Contains(err.Error(), name) || !strings.Contains(err.Error(), "PVE 9.1") || !strings.Contains(err.Error(), "6.0.18") {
+			t.Errorf("PVE 9.0, %s: %v, want a refusal naming it and PVE 9.1 (pve-container 6.0.18)", name, err)
+		}
+		p, err := pct.MakePlan(ctx, h90, planTemplate(t, conf), pct.Options{DropEnv: true})
+		if err != nil {
+			t.Fatalf("PVE 9.0 --drop-env: %v", err)
+		}
+		if r := p.Config.Render(); strings.Contains(r, name+"=") {
+			t.Errorf("PVE 9.0 --drop-env kept %s:\n%s", name, r)
+		}
+		if !strings.Contains(strings.Join(p.Warnings, "\n"), name) {
+			t.Errorf("PVE 9.0 --drop-env: warnings %q do not name %s", p.Warnings, name)
+		}
+		p, err = pct.MakePlan(ctx, pct.OfflineHost(pct.Version{Major: 9, Minor: 1}, ""), planTemplate(t, conf), pct.Options{})
+		if err != nil || !strings.Contains(p.Config.Render(), "lxc.environment.runtime: "+env) {
+			t.Errorf("PVE 9.1 keeps %s inside the container (runtime only): %v", name, err)
+		}
 	}
 }
 
@@ -248,5 +276,44 @@ func TestDeployAppDefaultsAsPVEImport(t *testing.T) {
 	}
 	if strings.Contains(p.Config.Render(), "lxc.signal.halt") || strings.Contains(p.Config.Render(), "host-managed") {
 		t.Errorf("a system container got app defaults:\n%s", p.Config.Render())
+	}
+}
+
+// TestDeployRefusesTemplateBindMounts: a template's .conf chooses a host
+// directory (another CT's disks, an NFS export) that would be bound
+// read-write without the user asking. Deploy refuses it, naming the line
+// and the fix; repeating it with --mount makes it the user's own choice;
+// --allow-template-mounts applies it with a warning.
+func TestDeployRefusesTemplateBindMounts(t *testing.T) {
+	ctx := context.Background()
+	h := pct.OfflineHost(pct.Version{Major: 9, Minor: 2}, "")
+	// Not under /tmp, which no template may bind at all: a directory like
+	// /mnt/pve/nfs, which it could.
+	if err := os.MkdirAll("/srv", 0o755); err != nil {
+		t.Fatal(err)
+	}
+	dir, err := os.MkdirTemp("/srv", "nexcage-test-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	conf := "arch: amd64\nostype: alpine\nunprivileged: 1\nmp0: " + dir + ",mp=/srv/x\n"
+	_, err = pct.MakePlan(ctx, h, planTemplate(t, conf), pct.Options{})
+	if err == nil || !strings.Contains(err.Error(), "mp0") || !strings.Contains(err.Error(), dir) || !strings.Contains(err.Error(), "--mount "+dir+":/srv/x") || !strings.Contains(err.Error(), "--allow-template-mounts") {
+		t.Errorf("template bind mount: %v, want a refusal naming mp0, %s, --mount and --allow-template-mounts", err, dir)
+	}
+	p, err := pct.MakePlan(ctx, h, planTemplate(t, conf), pct.Options{Mounts: []pct.BindMount{{Source: dir, Dest: "/srv/x"}}})
+	if err != nil {
+		t.Fatalf("--mount repeating it: %v", err)
+	}
+	if got := strings.Count(p.Config.Render(), dir+",mp=/srv/x"); got != 1 || len(p.Warnings) != 0 {
+		t.Errorf("--mount repeating it: %d mount points of it, warnings %q, want 1 and none:\n%s", got, p.Warnings, p.Config.Render())
+	}
+	p, err = pct.MakePlan(ctx, h, planTemplate(t, conf), pct.Options{AllowTemplateMounts: true})
+	if err != nil {
+		t.Fatalf("--allow-template-mounts: %v", err)
+	}
+	if !strings.Contains(p.Config.Render(), dir+",mp=/srv/x") || !strings.Contains(strings.Join(p.Warnings, "\n"), dir) {
+		t.Errorf("--allow-template-mounts: mount missing or no warning naming %s (%q):\n%s", dir, p.Warnings, p.Config.Render())
 	}
 }

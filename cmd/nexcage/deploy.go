@@ -31,6 +31,7 @@ type deployFlags struct {
 	allowRawLXC                                       bool
 	passwordFile                                      string
 	swapSet, runAsRoot                                bool
+	dropEnv, allowTemplateMounts                      bool
 	pveVersion                                        string
 }
 
@@ -58,6 +59,8 @@ func registerDeployFlags(fs *pflag.FlagSet, d *deployFlags) {
 	fs.BoolVar(&d.replaceTemplate, "replace-template", false, "overwrite a different template of the same name in the template storage")
 	intVar(fs, &d.memory, "memory", "", 0, 16, 1<<30, true, "--memory is a whole number of MiB, at least 16 (PVE's minimum)", "memory in MiB (default: PVE's, 512)")
 	fs.Var(&setInt{intValue{p: &d.swap, min: 0, max: 1 << 30, zeroOK: true, what: "--swap is a whole number of MiB, 0 or more"}, &d.swapSet}, "swap", "swap in MiB, 0 for none (default: PVE's, 512)")
+	fs.BoolVar(&d.dropEnv, "drop-env", false, "on PVE 9.0 (pve-container < 6.0.18), which could pass the image's environment only to the host's hooks too, create the container without it (with a warning naming each variable) instead of refusing")
+	fs.BoolVar(&d.allowTemplateMounts, "allow-template-mounts", false, "apply the bind mounts of host directories the template's .conf asks for (with a warning for each) instead of refusing; --mount SRC:DEST accepts one by repeating it")
 	fs.BoolVar(&d.runAsRoot, "run-as-root", false, "on PVE before 9.2 (pve-container < 6.1), which cannot run an entrypoint as the image's user, run it as root instead of refusing")
 	enumVar(fs, &d.pveVersion, "pve-version", "", pct.KnownVersions(), nil, "with --dry-run: plan for this PVE version ("+valueSet(pct.KnownVersions()).String()+") without a Proxmox host")
 	intVar(fs, &d.cores, "cores", "", 0, 1, 8192, true, "--cores is a whole number from 1 to 8192", "CPU cores (default: all)")
@@ -147,7 +150,7 @@ func deployOptions(d deployFlags) (pct.Options, error) {
 	o := pct.Options{
 		VMID: d.vmid, Node: d.node, Hostname: d.hostname, Storage: d.storage, RootfsSize: d.rootfsSize,
 		TemplateStorage: d.templateStorage, ReplaceTemplate: d.replaceTemplate,
-		Memory: d.memory, Cores: d.cores, RunAsRoot: d.runAsRoot, Net0: d.net0, Features: d.features,
+		Memory: d.memory, Cores: d.cores, RunAsRoot: d.runAsRoot, DropEnv: d.dropEnv, AllowTemplateMounts: d.allowTemplateMounts, Net0: d.net0, Features: d.features,
 		VolumeSize: d.volumeSize, Password: d.password, SSHKeysFile: d.sshKeys, Start: d.start, KeepFailed: d.keepFailed,
 	}
 	if d.swapSet {
@@ -178,6 +181,9 @@ func deployOptions(d deployFlags) (pct.Options, error) {
 	return o, nil
 }
 
+// maxPasswordLine is the longest password --password-file takes.
+const maxPasswordLine = 4096
+
 // readPasswordFile reads the first line of a file, or of stdin for "-".
 func readPasswordFile(name string) (string, error) {
 	f := os.Stdin
@@ -188,9 +194,13 @@ func readPasswordFile(name string) (string, error) {
 		}
 		defer f.Close()
 	}
-	line, err := bufio.NewReader(io.LimitReader(f, 4096)).ReadString('\n')
+	line, err := bufio.NewReader(io.LimitReader(f, maxPasswordLine+1)).ReadString('\n')
 	if err != nil && err != io.EOF {
 		return "", fmt.Errorf("--password-file %s: %w", name, err)
+	}
+	if len(strings.TrimRight(line, "\r\n")) > maxPasswordLine {
+		// Cutting it would set a password the user never chose.
+		return "", fmt.Errorf("--password-file %s: the first line is longer than %d bytes", name, maxPasswordLine)
 	}
 	line = strings.TrimRight(line, "\r\n")
 	if line == "" {
@@ -279,6 +289,9 @@ func deployTemplate(ctx context.Context, e *env, arg string) (any, error) {
 	plan, err := pct.MakePlan(ctx, h, t, o)
 	if err != nil {
 		return nil, pctError(e, err)
+	}
+	for _, w := range plan.Warnings {
+		e.progress.Warn("%s", w)
 	}
 	if e.deploy.dryRun {
 		if !e.json {

@@ -129,6 +129,13 @@ func processHint(err error) error {
 	switch {
 	case errors.As(err, &ce):
 		return fmt.Errorf("%w; give the process another way with --entrypoint and --cmd", err)
+	case errors.As(err, &ee) && ee.Name != "" && !lxc.ValidEnvName(ee.Name):
+		return fmt.Errorf("%w; rebuild the image without it, or give its value a name of letters, digits and '_' with --env (e.g. --env %s=VALUE)", err, strings.Map(func(r rune) rune {
+			if r == '.' || r == '-' {
+				return '_'
+			}
+			return r
+		}, ee.Name))
 	case errors.As(err, &ee) && ee.Name != "":
 		return fmt.Errorf("%w; set it with --env %s=VALUE", err, ee.Name)
 	}
