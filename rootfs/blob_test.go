@@ -15,6 +15,8 @@ import (
 	"github.com/opencontainers/go-digest"
 	ispec "github.com/opencontainers/image-spec/specs-go/v1"
 
+	"github.com/nexcage/nexcage/internal/health"
+	"github.com/nexcage/nexcage/internal/health/healthtest"
 	"github.com/nexcage/nexcage/internal/testenv"
 	"github.com/nexcage/nexcage/internal/testimage"
 )
@@ -185,5 +187,89 @@ func TestStoreLockNoFollow(t *testing.T) {
 	if unlock, err := s.lock(); err == nil {
 		unlock()
 		t.Error("locked a FIFO")
+	}
+}
+
+// TestUnpackRefusesDirReplacedThroughSymlink: d is cached (by d/a) as a safe
+// directory, then replaced through l -> . by a symlink climbing out; a
+// write to d/f must be refused by unpack as build's flattener refuses it.
+func TestUnpackRefusesDirReplacedThroughSymlink(t *testing.T) {
+	testenv.CheckLeaks(t)
+	s := newStore(t)
+	l, err := testimage.Layer([]testimage.Entry{
+		testimage.Dir("d/", 0o755),
+		testimage.File("d/a", 0o644, "a"), // caches d as a safe directory
+		testimage.Symlink("l", "."),
+		testimage.Symlink("l/d", "../.."),
+		testimage.File("d/f", 0o644, "x"),
+	}, testimage.Gzip)
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, err := testimage.Image([]v1.Layer{l}, v1.Config{Entrypoint: []string{"/f"}}, v1.Platform{OS: "linux", Architecture: "amd64"}, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stored := pullCase(t, s, testimage.Case{Name: "replaced", Image: img})
+	f, ferr := s.Flatten(context.Background(), stored, FlattenOptions{})
+	if f != nil {
+		f.Close()
+	}
+	_, uerr := s.Unpack(context.Background(), stored, filepath.Join(t.TempDir(), "b"), UnpackOptions{})
+	if ferr == nil {
+		t.Fatal("the flattener accepted d/f through a climbing symlink")
+	}
+	if !errors.Is(uerr, ErrHostileLayer) {
+		t.Errorf("unpack: %v, want ErrHostileLayer as build: %v", uerr, ferr)
+	}
+}
+
+// TestCheckStoreHostileBlobs: store check neither follows a blob symlinked
+// out of the store nor hangs on a FIFO blob: both are reported.
+func TestCheckStoreHostileBlobs(t *testing.T) {
+	testenv.CheckLeaks(t)
+	for _, tc := range []struct {
+		name string
+		make func(p string) error
+	}{
+		{"symlink out of the store", func(p string) error {
+			outside := filepath.Join(t.TempDir(), "copy")
+			b, err := os.ReadFile(p)
+			if err == nil {
+				err = os.WriteFile(outside, b, 0o644)
+			}
+			if err == nil {
+				err = os.Remove(p)
+			}
+			if err == nil {
+				err = os.Symlink(outside, p)
+			}
+			return err
+		}},
+		{"FIFO", func(p string) error {
+			if err := os.Remove(p); err != nil {
+				return err
+			}
+			return syscall.Mkfifo(p, 0o644)
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s, _, img := pulledStore(t)
+			p, _ := layerBlob(t, s, img)
+			if err := tc.make(p); err != nil {
+				t.Fatal(err)
+			}
+			done := make(chan []health.Result, 1)
+			go func() { done <- checkStore(t, s, health.Options{}) }()
+			select {
+			case res := <-done:
+				r := healthtest.Find(t, res, "image "+img.Ref)
+				if r.Status == health.OK {
+					t.Errorf("the image's layer is %s, yet: %+v", tc.name, r)
+				}
+			case <-time.After(20 * time.Second):
+				t.Fatal("store check hangs")
+			}
+		})
 	}
 }
