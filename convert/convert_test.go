@@ -278,6 +278,15 @@ func TestConvertRefusesBadInput(t *testing.T) {
 			want: []string{"].type", "nfs"}},
 		{name: "dotdot destination", setup: mutated(good, rspec.Mount{Destination: "/a/../etc", Type: "tmpfs"}),
 			want: []string{"].destination", ".."}},
+		// LXC creates a missing tmpfs mount point before pivot_root,
+		// following the rootfs's symlinks on the host: refused, not left
+		// to LXC (the .conf no longer says create=dir).
+		{name: "tmpfs through a symlink", setup: func(t *testing.T) string {
+			if err := os.Symlink("/etc", filepath.Join(good.Rootfs, "hostlink")); err != nil && !os.IsExist(err) {
+				t.Fatal(err)
+			}
+			return mutated(good, rspec.Mount{Destination: "/hostlink/x", Type: "tmpfs", Source: "tmpfs"})(t)
+		}, want: []string{"tmpfs mount /hostlink/x goes through the symlink /hostlink"}},
 		{name: "bad suffix", setup: func(t *testing.T) string { return good.Dir }, opts: convert.Options{Output: "x.tar"},
 			want: []string{"must end in .tar.zst, .tar.gz or .tar.xz"}},
 		{name: "suffix and compression disagree", setup: func(t *testing.T) string { return good.Dir },
