@@ -12,6 +12,7 @@ import (
 
 	"github.com/nexcage/nexcage/internal/errkind"
 	"github.com/nexcage/nexcage/internal/limits"
+	"github.com/nexcage/nexcage/internal/progress"
 	"github.com/nexcage/nexcage/internal/saferoot"
 )
 
@@ -101,13 +102,22 @@ func (b *sizedBlob) Close() error { return b.f.Close() }
 
 // readBlob reads a metadata blob (manifest, config) of at most max bytes.
 func (s *Store) readBlob(d digest.Digest, size, max int64, what string) ([]byte, error) {
-	f, err := s.openBlobFile(d, size)
+	f, err := s.openBlobFile(d, -1)
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
-	if fi, err := f.Stat(); err == nil && fi.Size() > max {
-		return nil, limits.Errorf(nil, limits.MetadataSize, fi.Size(), max, "%s is %d bytes, more than the %d nexcage reads of a manifest, config or other metadata: refusing it unread", what, fi.Size(), max)
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	// The cap first: it is what a user can raise, and a sparse file can
+	// claim terabytes whatever its descriptor says.
+	if fi.Size() > max {
+		return nil, limits.Errorf(nil, limits.MetadataSize, fi.Size(), max, "%s is %s, more than %s, the most nexcage reads of a manifest, config or other metadata: refusing it unread", what, progress.HumanBytes(fi.Size()), progress.HumanBytes(max))
+	}
+	if size >= 0 && fi.Size() != size {
+		return nil, errkind.Errorf(errCorruptBlob, "blob %s in the store %s is %d bytes, not the %d its descriptor says", d, s.Dir, fi.Size(), size)
 	}
 	return limits.ReadAll(f, max, what)
 }
