@@ -197,6 +197,9 @@ func makePlan(tree *tartree.Tree, spec *runtimeSpec, src Source, opts Options, r
 		}
 		return nil, fmt.Errorf("the image's process (config.json): %w", err)
 	}
+	if err := tmpfsDirs(tree, p.config, rep); err != nil {
+		return nil, err
+	}
 	entrypointNote(p.config, args, rep)
 	p.config.Arch = p.arch
 	// An application container keeps the detected ostype too, as PVE's
@@ -527,4 +530,43 @@ func contentSize(t *tartree.Tree) int64 {
 		return nil
 	})
 	return total
+}
+
+// tmpfsDirs makes each tmpfs mount's destination a real directory in the
+// rootfs. LXC mounts these before pivot_root, and creating a missing
+// destination there (create=dir) follows the rootfs's symlinks on the
+// host: run -> /etc/x would make a directory on the host. So the template
+// carries the directory itself, and a destination reached through a
+// symlink is refused.
+func tmpfsDirs(tree *tartree.Tree, c *lxc.Config, rep progress.Reporter) error {
+	for _, o := range c.Raw {
+		if o.Key != "lxc.mount.entry" {
+			continue
+		}
+		f := strings.Fields(o.Value)
+		if len(f) < 3 || f[0] != "tmpfs" || f[2] != "tmpfs" {
+			continue
+		}
+		rel := strings.Trim(path.Clean("/"+f[1]), "/")
+		if rel == "" {
+			continue
+		}
+		parts := strings.Split(rel, "/")
+		for i := range parts {
+			sub := strings.Join(parts[:i+1], "/")
+			n := tree.Get(sub)
+			switch {
+			case n == nil:
+				tree.Put(sub, &tartree.Node{Type: tar.TypeDir, Mode: 0o755, ModTime: tree.Root.ModTime})
+				if i == len(parts)-1 {
+					rep.Step("tmpfs mount point /%s is not in the rootfs: added as an empty directory (root:root 0755)", rel)
+				}
+			case n.Type == tar.TypeSymlink:
+				return fmt.Errorf("tmpfs mount /%s goes through the symlink /%s in the rootfs: LXC would follow it on the host to create the mount point; make /%s a directory or mount the tmpfs elsewhere", rel, sub, sub)
+			case n.Type != tar.TypeDir:
+				return fmt.Errorf("tmpfs mount /%s: /%s is not a directory in the rootfs", rel, sub)
+			}
+		}
+	}
+	return nil
 }

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/klauspost/compress/zstd"
 	rspec "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/nexcage/nexcage/convert"
@@ -278,6 +279,15 @@ func TestConvertRefusesBadInput(t *testing.T) {
 			want: []string{"].type", "nfs"}},
 		{name: "dotdot destination", setup: mutated(good, rspec.Mount{Destination: "/a/../etc", Type: "tmpfs"}),
 			want: []string{"].destination", ".."}},
+		// LXC creates a missing tmpfs mount point before pivot_root,
+		// following the rootfs's symlinks on the host: refused, not left
+		// to LXC (the .conf no longer says create=dir).
+		{name: "tmpfs through a symlink", setup: func(t *testing.T) string {
+			if err := os.Symlink("/etc", filepath.Join(good.Rootfs, "hostlink")); err != nil && !os.IsExist(err) {
+				t.Fatal(err)
+			}
+			return mutated(good, rspec.Mount{Destination: "/hostlink/x", Type: "tmpfs", Source: "tmpfs"})(t)
+		}, want: []string{"tmpfs mount /hostlink/x goes through the symlink /hostlink"}},
 		{name: "bad suffix", setup: func(t *testing.T) string { return good.Dir }, opts: convert.Options{Output: "x.tar"},
 			want: []string{"must end in .tar.zst, .tar.gz or .tar.xz"}},
 		{name: "suffix and compression disagree", setup: func(t *testing.T) string { return good.Dir },
@@ -413,5 +423,34 @@ func TestUnnamedBundleToFile(t *testing.T) {
 	_, err = convert.Convert(context.Background(), b, convert.Options{Output: t.TempDir() + "/"})
 	if err == nil || !strings.Contains(err.Error(), "cannot name the template") {
 		t.Errorf("a directory output without a name: %v, want it refused for want of a name", err)
+	}
+}
+
+// TestTmpfsMountPointInTemplate: a tmpfs destination the rootfs lacks is
+// carried by the template as a directory, since the .conf no longer asks
+// LXC to create it (create=dir follows symlinks on the host).
+func TestTmpfsMountPointInTemplate(t *testing.T) {
+	testenv.CheckLeaks(t)
+	b := appBundle(t) // tmpfs on /run/app, which alpine-app lacks
+	if _, err := os.Lstat(filepath.Join(b.Rootfs, "run", "app")); err == nil {
+		t.Fatal("the fixture already has /run/app")
+	}
+	res := convertTo(t, b, t.TempDir(), convert.Options{})
+	if strings.Contains(string(readFile(t, res.Config)), "create=dir") {
+		t.Error("the .conf still asks LXC to create=dir")
+	}
+	f, err := os.Open(res.Template)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	zr, err := zstd.NewReader(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer zr.Close()
+	members := tarMembers(t, zr, func(h *tar.Header) bool { return h.Name == "./run/app/" || h.Name == "./run/app" })
+	if len(members) != 1 || !strings.Contains(members[0], "\t5 ") {
+		t.Errorf("template members for /run/app: %q, want one directory", members)
 	}
 }

@@ -57,7 +57,7 @@ func TestSpecIsValidAndConverts(t *testing.T) {
 				conf := c.Render()
 				for _, want := range []string{
 					"entrypoint: /usr/bin/app --name 'my app'\n", "hostname: web-1\n", "mp0: /srv/data,mp=/data,ro=1\n",
-					"mp1: /srv/logs,mp=/var/log/app\n", "lxc.mount.entry: tmpfs run/app tmpfs mode=1777,nodev,nosuid,size=64m,create=dir 0 0\n",
+					"mp1: /srv/logs,mp=/var/log/app\n", "lxc.mount.entry: tmpfs run/app tmpfs mode=1777,nodev,nosuid,size=64m 0 0\n",
 					"lxc.environment.runtime: PATH=/bin\n", "lxc.environment.runtime: MODE=prod\n", "lxc.init.cwd: /srv/app\n",
 					"lxc.init.uid: 1000\n", "lxc.init.gid: 100\n",
 				} {

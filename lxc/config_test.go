@@ -26,7 +26,7 @@ func TestRenderIsPVESyntaxAndParsesBack(t *testing.T) {
 			{Index: 2, Volume: "/srv/logs", Path: "/logs"},
 		},
 		Options: []Option{{"memory", "512"}, {"net0", "name=eth0,bridge=vmbr0,ip=dhcp"}},
-		Raw:     []Option{{"lxc.init.cwd", "/srv"}, {"lxc.mount.entry", "tmpfs run tmpfs mode=755,create=dir 0 0"}},
+		Raw:     []Option{{"lxc.init.cwd", "/srv"}, {"lxc.mount.entry", "tmpfs run tmpfs mode=755 0 0"}},
 	}
 	want := `#built by nexcage
 #from docker://x
@@ -44,7 +44,7 @@ unprivileged: 1
 lxc.environment.runtime: PATH=/usr/bin:/bin
 lxc.environment.runtime: GREETING=hello world
 lxc.init.cwd: /srv
-lxc.mount.entry: tmpfs run tmpfs mode=755,create=dir 0 0
+lxc.mount.entry: tmpfs run tmpfs mode=755 0 0
 `
 	got := c.Render()
 	if got != want {
@@ -113,7 +113,7 @@ func TestFromSpecMapsMounts(t *testing.T) {
 		t.Errorf("mount points %+v, want %+v", c.MountPoints, wantMP)
 	}
 	wantRaw := []Option{
-		{"lxc.mount.entry", "tmpfs run tmpfs mode=755,size=64m,create=dir 0 0"},
+		{"lxc.mount.entry", "tmpfs run tmpfs mode=755,size=64m 0 0"},
 		{"lxc.init.cwd", "/srv"}, {"lxc.init.uid", "1000"}, {"lxc.init.gid", "100"}, {"lxc.signal.halt", "SIGQUIT"},
 	}
 	if !reflect.DeepEqual(c.Raw, wantRaw) {

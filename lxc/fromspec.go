@@ -217,7 +217,12 @@ func mapMounts(c *Config, mounts []rspec.Mount) error {
 			if err != nil {
 				return &MountError{i, "options", err.Error()}
 			}
-			opts = append(opts, "create=dir")
+			// No create=dir: LXC would create a missing mount point
+			// before pivot_root, following the rootfs's symlinks on the
+			// host. convert puts the directory in the rootfs instead.
+			if len(opts) == 0 {
+				opts = []string{"rw"} // the entry needs an options field
+			}
 			c.Raw = append(c.Raw, Option{"lxc.mount.entry", fmt.Sprintf("tmpfs %s tmpfs %s 0 0", strings.TrimPrefix(dest, "/"), strings.Join(opts, ","))})
 		default:
 			return &MountError{i, "type", fmt.Sprintf("mount type %q cannot be mapped: nexcage maps bind and tmpfs mounts (proc, sysfs, devpts, mqueue and cgroup come from LXC)", m.Type)}

@@ -238,9 +238,6 @@ func vetTmpfsEntry(value string) error {
 		return fmt.Errorf("tmpfs destination %q is not a clean path relative to the container's root", f[1])
 	}
 	for _, o := range strings.Split(f[3], ",") {
-		if o == "create=dir" {
-			continue
-		}
 		if err := checkTmpfsOption(o); err != nil {
 			return err
 		}

@@ -29,6 +29,9 @@ func TestParseTemplateConfigRefusesWhatNexcageDoesNotWrite(t *testing.T) {
 		{"lxc.mount.entry: /etc/pve etc/pve none bind,create=dir 0 0", "only tmpfs mounts"},
 		{"lxc.mount.entry: tmpfs srv tmpfs size=1m,bind,create=dir 0 0", `tmpfs option "bind"`},
 		{"lxc.mount.entry: tmpfs srv tmpfs rbind,rw,create=dir 0 0", `tmpfs option "rbind"`},
+		// LXC's create=dir follows the rootfs's symlinks on the host
+		// before pivot_root: convert puts the mount point in the rootfs.
+		{"lxc.mount.entry: tmpfs srv tmpfs size=1m,create=dir 0 0", `tmpfs option "create=dir"`},
 		{"lxc.mount.entry: tmpfs srv tmpfs move 0 0", `tmpfs option "move"`},
 		{"lxc.mount.entry: tmpfs srv tmpfs shared 0 0", `tmpfs option "shared"`},
 		{"lxc.mount.entry: tmpfs ../../etc tmpfs size=1m 0 0", "not a clean path"},

@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/opencontainers/go-digest"
 	"hash"
 	"io"
 	"os"
@@ -21,7 +22,6 @@ import (
 
 	"github.com/nexcage/nexcage/internal/atomicfile"
 	"github.com/nexcage/nexcage/internal/health"
-	"github.com/nexcage/nexcage/internal/limits"
 	"github.com/nexcage/nexcage/internal/progress"
 	"github.com/nexcage/nexcage/internal/saferoot"
 )
@@ -234,16 +234,23 @@ func shortHash(h v1.Hash) string {
 }
 
 func hashFile(ctx context.Context, store *saferoot.Root, rel string, newHash func() hash.Hash) (int64, string, uint64, error) {
-	f, err := store.OpenFile(rel, syscall.O_RDONLY)
+	// O_NONBLOCK: a FIFO swapped in after the listing must not hang the
+	// check on open; only a regular file is read.
+	f, err := store.OpenFile(rel, syscall.O_RDONLY|syscall.O_NONBLOCK)
 	if err != nil {
 		return 0, "", 0, err
 	}
 	defer f.Close()
 	var ino uint64
-	if fi, err := f.Stat(); err == nil {
-		if st, ok := fi.Sys().(*syscall.Stat_t); ok {
-			ino = st.Ino
-		}
+	fi, err := f.Stat()
+	if err != nil {
+		return 0, "", 0, err
+	}
+	if !fi.Mode().IsRegular() {
+		return 0, "", 0, fmt.Errorf("%s is not a regular file (%s)", rel, fi.Mode().Type())
+	}
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		ino = st.Ino
 	}
 	h := newHash()
 	n, err := io.Copy(h, ctxReader{ctx, f})
@@ -270,7 +277,7 @@ func (c *storeCheck) needs(d v1.Descriptor) entryNeeds {
 	if !c.present(d) {
 		return n
 	}
-	b, err := limits.ReadFile(c.s.BlobPath(d.Digest), MaxMetadataSize, "the manifest")
+	b, err := c.s.readBlob(digest.Digest(d.Digest.String()), -1, MaxMetadataSize, "the manifest")
 	if err != nil {
 		n.why = err.Error()
 		return n
@@ -291,8 +298,16 @@ func (c *storeCheck) present(d v1.Descriptor) bool {
 	if c.bad[d.Digest] {
 		return false
 	}
-	fi, err := os.Stat(c.s.BlobPath(d.Digest))
-	return err == nil && fi.Mode().IsRegular() && (d.Size <= 0 || fi.Size() == d.Size)
+	size := d.Size
+	if size <= 0 {
+		size = -1
+	}
+	f, err := c.s.openBlobFile(digest.Digest(d.Digest.String()), size)
+	if err != nil {
+		return false
+	}
+	f.Close()
+	return true
 }
 
 // missing lists what an entry lacks, in words.
@@ -318,8 +333,13 @@ func (c *storeCheck) missing(n entryNeeds) []string {
 			if c.opts.Repair {
 				state = "was corrupt and is deleted"
 			}
-		} else if fi, err := os.Stat(c.s.BlobPath(b.Digest)); err == nil && b.Size > 0 && fi.Size() != b.Size {
-			state = fmt.Sprintf("is %d bytes, not %d", fi.Size(), b.Size)
+		} else if f, err := c.s.openBlobFile(digest.Digest(b.Digest.String()), -1); err == nil {
+			if fi, err := f.Stat(); err == nil && b.Size > 0 && fi.Size() != b.Size {
+				state = fmt.Sprintf("is %d bytes, not %d", fi.Size(), b.Size)
+			}
+			f.Close()
+		} else if !errors.Is(err, os.ErrNotExist) {
+			state = "is unreadable: " + err.Error()
 		}
 		out = append(out, fmt.Sprintf("%s %s %s", what, b.Digest, state))
 	}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/opencontainers/go-digest"
 	"io"
 	"os"
 	"sort"
@@ -31,7 +32,7 @@ func (s *Store) ExportOCIArchive(ctx context.Context, img Image, target string, 
 	if err != nil {
 		return 0, err
 	}
-	mfi, err := os.Stat(s.BlobPath(h))
+	mfi, err := s.blobInfo(digest.Digest(img.Digest))
 	if err != nil {
 		return 0, err
 	}
@@ -89,8 +90,7 @@ func (s *Store) ExportOCIArchive(ctx context.Context, img Image, target string, 
 		if err := ctx.Err(); err != nil {
 			return 0, err
 		}
-		bh, _ := v1.NewHash(d)
-		if err := copyBlob(tw, s.BlobPath(bh), "blobs/sha256/"+bh.Hex, mtime, file); err != nil {
+		if err := s.copyBlob(tw, digest.Digest(d), file); err != nil {
 			return 0, fmt.Errorf("export %s: blob %s: %w", img.Ref, d, err)
 		}
 	}
@@ -100,11 +100,22 @@ func (s *Store) ExportOCIArchive(ctx context.Context, img Image, target string, 
 	return cw.n, f.Commit()
 }
 
-func copyBlob(tw *tar.Writer, p, name string, mtime time.Time, file func(string, int64) *tar.Header) error {
-	bf, err := os.Open(p)
+// blobInfo stats a blob as openBlobFile opens it.
+func (s *Store) blobInfo(d digest.Digest) (os.FileInfo, error) {
+	f, err := s.openBlobFile(d, -1)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return f.Stat()
+}
+
+func (s *Store) copyBlob(tw *tar.Writer, d digest.Digest, file func(string, int64) *tar.Header) error {
+	bf, err := s.openBlobFile(d, -1)
 	if err != nil {
 		return fmt.Errorf("missing from the store: pull the image again (%w)", err)
 	}
+	name := "blobs/" + d.Algorithm().String() + "/" + d.Encoded()
 	defer bf.Close()
 	fi, err := bf.Stat()
 	if err != nil {

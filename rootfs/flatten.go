@@ -139,9 +139,9 @@ func (s *Store) Flatten(ctx context.Context, img Image, opts FlattenOptions) (_ 
 	rep.Step("flattening %s (%d layers)", img.Ref, len(manifest.Layers))
 	open := func(_ context.Context, i int) (io.ReadCloser, error) {
 		d := manifest.Layers[i].Digest
-		f, err := os.Open(filepath.Join(s.Dir, "blobs", d.Algorithm().String(), d.Encoded()))
+		f, err := s.OpenBlob(d, manifest.Layers[i].Size)
 		if err != nil {
-			return nil, fmt.Errorf("the layer blob is missing from the store %s: pull the image again", s.Dir)
+			return nil, blobMissing(err, "the layer blob", s)
 		}
 		return f, nil
 	}
@@ -364,7 +364,7 @@ func readLayers(ctx context.Context, f *Flattened, layers []ispec.Descriptor, di
 				return
 			}
 			defer func() { <-sem }()
-			c := rep.Bytes(fmt.Sprintf("layer %d/%d %s", i+1, len(layers), l.Digest.Encoded()[:12]), l.Size)
+			c := rep.Bytes(fmt.Sprintf("layer %d/%d %s", i+1, len(layers), shortDigest(l.Digest)), l.Size)
 			in, err := open(ctx, i)
 			var read layerRead
 			var spill *os.File

@@ -2,6 +2,7 @@ package rootfs
 
 import (
 	"github.com/nexcage/nexcage/internal/errkind"
+	"github.com/opencontainers/go-digest"
 
 	"context"
 	"crypto/sha256"
@@ -221,7 +222,7 @@ func (s *Store) fetchLayers(ctx context.Context, ref Ref, layers []v1.Layer, des
 				sink.waitConsumed(ctx)
 				<-sem
 			}()
-			label := fmt.Sprintf("layer %d/%d %s", i+1, len(layers), descs[i].Digest.Hex[:12])
+			label := fmt.Sprintf("layer %d/%d %s", i+1, len(layers), shortDigest(digest.Digest(descs[i].Digest.String())))
 			if err := s.fetchBlob(ctx, layers[i], descs[i], label, attempts, sink, ref.Transport == TransportDocker, rep); err != nil {
 				once.Do(func() {
 					firstErr = fmt.Errorf("pull %s: layer %d (%s): %w", ref, i+1, descs[i].Digest, err)
@@ -424,14 +425,12 @@ func (s *Store) putBytes(b []byte) (v1.Descriptor, error) {
 // file: a size check alone would keep serving a corrupt blob forever, and
 // a pull is exactly when a user expects damage to be repaired.
 func (s *Store) hasBlob(h v1.Hash, size int64) bool {
-	f, err := os.Open(s.BlobPath(h))
+	// The store is not trusted: no symlink, no FIFO, the exact size.
+	f, err := s.openBlobFile(digest.Digest(h.String()), size)
 	if err != nil {
 		return false
 	}
 	defer f.Close()
-	if fi, err := f.Stat(); err != nil || fi.Size() != size {
-		return false
-	}
 	sum := sha256.New()
 	if _, err := io.Copy(sum, f); err != nil {
 		return false

@@ -110,9 +110,19 @@ func (s *Store) Exists() bool {
 // lock serialises index.json updates between processes sharing the store.
 // Blobs need no lock: they are written under temporary names and renamed.
 func (s *Store) lock() (func(), error) {
-	f, err := os.OpenFile(filepath.Join(s.Dir, ".nexcage.lock"), os.O_CREATE|os.O_RDWR, 0o644)
+	// O_NOFOLLOW: a hostile store's lock symlink must not make us create
+	// a file elsewhere (an empty /etc/nologin, as root).
+	p := filepath.Join(s.Dir, ".nexcage.lock")
+	f, err := os.OpenFile(p, os.O_CREATE|os.O_RDWR|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0o644)
+	if errors.Is(err, syscall.ELOOP) {
+		return nil, fmt.Errorf("lock the image store %s: %s is a symlink, not a lock file: remove it", s.Dir, p)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("lock the image store %s: %w", s.Dir, err)
+	}
+	if fi, err := f.Stat(); err != nil || !fi.Mode().IsRegular() {
+		f.Close()
+		return nil, fmt.Errorf("lock the image store %s: %s is not a regular file: remove it", s.Dir, p)
 	}
 	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
 		f.Close()

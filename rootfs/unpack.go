@@ -174,7 +174,7 @@ func (s *Store) Unpack(ctx context.Context, img Image, bundle string, opts Unpac
 	}
 	rep.Step("unpacking %s into %s", img.Ref, bundle)
 	for i, l := range manifest.Layers {
-		label := fmt.Sprintf("layer %d/%d %s", i+1, len(manifest.Layers), l.Digest.Encoded()[:12])
+		label := fmt.Sprintf("layer %d/%d %s", i+1, len(manifest.Layers), shortDigest(l.Digest))
 		c := rep.Bytes(label, l.Size)
 		if err := u.layer(ctx, s, l, config.RootFS.DiffIDs[i], c); err != nil {
 			c.Done("failed")
@@ -262,12 +262,12 @@ func (s *Store) ociManifest(digestStr string) (ispec.Manifest, error) {
 	if err != nil {
 		return m, fmt.Errorf("bad manifest digest %q: %w", digestStr, err)
 	}
-	b, err := limits.ReadFile(filepath.Join(s.Dir, "blobs", d.Algorithm().String(), d.Encoded()), MaxMetadataSize, "manifest "+d.String())
+	b, err := s.readBlob(d, -1, MaxMetadataSize, "manifest "+d.String())
 	if _, over := limits.As(err); over {
 		return m, err
 	}
 	if err != nil {
-		return m, fmt.Errorf("manifest %s is missing from the store %s: pull the image again", d, s.Dir)
+		return m, blobMissing(err, "manifest "+d.String(), s)
 	}
 	if digest.FromBytes(b) != d {
 		return m, errkind.Errorf(ErrDigestMismatch, "manifest %s in the store %s is corrupt: pull the image again (nexcage pull replaces corrupt blobs)", d, s.Dir)
@@ -280,12 +280,12 @@ func (s *Store) ociManifest(digestStr string) (ispec.Manifest, error) {
 
 func (s *Store) imageConfig(m ispec.Manifest) (ispec.Image, error) {
 	var img ispec.Image
-	b, err := limits.ReadFile(filepath.Join(s.Dir, "blobs", m.Config.Digest.Algorithm().String(), m.Config.Digest.Encoded()), MaxMetadataSize, "image config "+m.Config.Digest.String())
+	b, err := s.readBlob(m.Config.Digest, m.Config.Size, MaxMetadataSize, "image config "+m.Config.Digest.String())
 	if _, over := limits.As(err); over {
 		return img, err
 	}
 	if err != nil {
-		return img, fmt.Errorf("image config %s is missing from the store %s: pull the image again", m.Config.Digest, s.Dir)
+		return img, blobMissing(err, "image config "+m.Config.Digest.String(), s)
 	}
 	if digest.FromBytes(b) != m.Config.Digest {
 		return img, errkind.Errorf(ErrDigestMismatch, "image config %s in the store %s is corrupt: pull the image again (nexcage pull replaces corrupt blobs)", m.Config.Digest, s.Dir)
@@ -404,9 +404,9 @@ type unpacker struct {
 }
 
 func (u *unpacker) layer(ctx context.Context, s *Store, d ispec.Descriptor, diffID digest.Digest, c progress.Counter) error {
-	f, err := os.Open(filepath.Join(s.Dir, "blobs", d.Digest.Algorithm().String(), d.Digest.Encoded()))
+	f, err := s.OpenBlob(d.Digest, d.Size)
 	if err != nil {
-		return fmt.Errorf("the layer blob is missing from the store %s: pull the image again", s.Dir)
+		return blobMissing(err, "the layer blob", s)
 	}
 	defer f.Close()
 	raw, err := decompress(&countingReader{r: bufio.NewReaderSize(f, 1<<20), c: c}, d.MediaType)
@@ -537,8 +537,11 @@ func (u *unpacker) check(hdr *tar.Header) (_ checked, skip bool, _ error) {
 		if target == "" || target == "." || target == ".." {
 			return checked{}, false, errkind.Errorf(ErrHostileLayer, "entry %s is a whiteout of %q, which would delete a directory instead of a file in it", quoteName(hdr.Name), target)
 		}
-	} else if _, cached := u.safeDirs[clean]; cached && hdr.Typeflag != tar.TypeDir {
-		clear(u.safeDirs) // a cached directory is being replaced
+	} else if hdr.Typeflag != tar.TypeDir {
+		// Any non-directory may replace a cached directory, and not only
+		// under its cached name: through a symlink (l -> . then l/d) it
+		// replaces d, which must be checked again.
+		clear(u.safeDirs)
 	}
 	if clean == "." && hdr.Typeflag != tar.TypeDir {
 		return checked{}, false, errkind.Errorf(ErrHostileLayer, "entry %s would replace the root directory with a non-directory", quoteName(hdr.Name))
