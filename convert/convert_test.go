@@ -15,7 +15,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/klauspost/compress/zstd"
 	rspec "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/nexcage/nexcage/convert"
@@ -439,17 +438,7 @@ func TestTmpfsMountPointInTemplate(t *testing.T) {
 	if strings.Contains(string(readFile(t, res.Config)), "create=dir") {
 		t.Error("the .conf still asks LXC to create=dir")
 	}
-	f, err := os.Open(res.Template)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	zr, err := zstd.NewReader(f)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer zr.Close()
-	members := tarMembers(t, zr, func(h *tar.Header) bool { return h.Name == "./run/app/" || h.Name == "./run/app" })
+	members := tarMembers(testbundle.Members(t, res.Template), func(h *tar.Header) bool { return h.Name == "./run/app/" || h.Name == "./run/app" })
 	if len(members) != 1 || !strings.Contains(members[0], "\t5 ") {
 		t.Errorf("template members for /run/app: %q, want one directory", members)
 	}

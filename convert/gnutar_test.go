@@ -2,20 +2,17 @@ package convert_test
 
 import (
 	"archive/tar"
-	"bytes"
 	"context"
 	"fmt"
-	"io"
-	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
-
-	"github.com/klauspost/compress/zstd"
 
 	"github.com/nexcage/nexcage/convert"
 	"github.com/nexcage/nexcage/internal/health"
 	"github.com/nexcage/nexcage/internal/health/healthtest"
+	"github.com/nexcage/nexcage/internal/testbundle"
 	"github.com/nexcage/nexcage/internal/testenv"
 )
 
@@ -33,28 +30,18 @@ func TestTemplateMatchesGNUTar(t *testing.T) {
 		t.Run(c.Name, func(t *testing.T) {
 			b := unpack(t, c, false)
 			res := convertTo(t, b, t.TempDir(), convert.Options{Privileged: true})
-			ref, err := exec.Command("tar", "--sort=name", "--numeric-owner", "--format=pax", "-C", b.Rootfs, "-cf", "-", ".").Output()
-			if err != nil {
-				t.Fatalf("GNU tar: %v", err)
+			ref := filepath.Join(t.TempDir(), "ref.tar")
+			if out, err := exec.Command("tar", "--sort=name", "--numeric-owner", "--format=pax", "-C", b.Rootfs, "-cf", ref, ".").CombinedOutput(); err != nil {
+				t.Fatalf("GNU tar: %v\n%s", err, out)
 			}
-			want := tarMembers(t, bytes.NewReader(ref), func(h *tar.Header) bool {
+			want := tarMembers(testbundle.Members(t, ref), func(h *tar.Header) bool {
 				return !strings.HasPrefix(h.Name, "./dev/") && h.Typeflag != tar.TypeChar && h.Typeflag != tar.TypeBlock
 			})
-			f, err := os.Open(res.Template)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer f.Close()
-			zr, err := zstd.NewReader(f)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer zr.Close()
 			wantSet := map[string]bool{}
 			for _, m := range want {
 				wantSet[strings.SplitN(m, "\t", 2)[0]] = true
 			}
-			got := tarMembers(t, zr, func(h *tar.Header) bool {
+			got := tarMembers(testbundle.Members(t, res.Template), func(h *tar.Header) bool {
 				// What convert adds: /dev and volume directories.
 				return h.Typeflag != tar.TypeDir || wantSet[h.Name]
 			})
@@ -73,25 +60,16 @@ func TestTemplateMatchesGNUTar(t *testing.T) {
 	}
 }
 
-// tarMembers lists an archive's members that keep accepts, one line each
-// with what the comparison covers.
-func tarMembers(t *testing.T, r io.Reader, keep func(*tar.Header) bool) []string {
-	t.Helper()
-	tr := tar.NewReader(r)
+// tarMembers lists the members that keep accepts, one line each with
+// what the comparison covers.
+func tarMembers(hs []*tar.Header, keep func(*tar.Header) bool) []string {
 	var out []string
-	for {
-		h, err := tr.Next()
-		if err == io.EOF {
-			return out
+	for _, h := range hs {
+		if keep(h) {
+			out = append(out, fmt.Sprintf("%s\t%c link=%q mode=%o %d:%d size=%d", h.Name, h.Typeflag, h.Linkname, h.Mode, h.Uid, h.Gid, h.Size))
 		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		if !keep(h) {
-			continue
-		}
-		out = append(out, fmt.Sprintf("%s\t%c link=%q mode=%o %d:%d size=%d", h.Name, h.Typeflag, h.Linkname, h.Mode, h.Uid, h.Gid, h.Size))
 	}
+	return out
 }
 
 // lineDiff shows the lines only one side has, marked - (want) and + (got).

@@ -2,7 +2,6 @@ package main
 
 import (
 	"archive/tar"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -12,9 +11,9 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/layout"
-	"github.com/klauspost/compress/zstd"
 	"golang.org/x/sys/unix"
 
+	"github.com/nexcage/nexcage/internal/testbundle"
 	"github.com/nexcage/nexcage/internal/testenv"
 	"github.com/nexcage/nexcage/internal/testimage"
 )
@@ -115,29 +114,12 @@ func TestRootlessUnpackAsOrdinaryUser(t *testing.T) {
 	}
 }
 
-// templateMembers lists a .tar.zst template's members and their types.
+// templateMembers lists a template's members and their types.
 func templateMembers(t *testing.T, path string) map[string]byte {
 	t.Helper()
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	zr, err := zstd.NewReader(f)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer zr.Close()
 	out := map[string]byte{}
-	tr := tar.NewReader(zr)
-	for {
-		hdr, err := tr.Next()
-		if err == io.EOF {
-			return out
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		out[hdr.Name] = hdr.Typeflag
+	for _, h := range testbundle.Members(t, path) {
+		out[h.Name] = h.Typeflag
 	}
+	return out
 }
