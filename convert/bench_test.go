@@ -8,8 +8,8 @@ import (
 	"time"
 
 	"github.com/nexcage/nexcage/convert"
-	"github.com/nexcage/nexcage/internal/tartree"
 	"github.com/nexcage/nexcage/rootfs"
+	"github.com/nexcage/nexcage/tartree"
 )
 
 // benchTree flattens Alpine once; the benchmarks then time the writer.

@@ -26,12 +26,12 @@ import (
 	"github.com/ulikunitz/xz"
 	"github.com/xeipuuv/gojsonschema"
 
+	"github.com/nexcage/nexcage/health"
 	"github.com/nexcage/nexcage/internal/atomicfile"
-	"github.com/nexcage/nexcage/internal/health"
 	"github.com/nexcage/nexcage/internal/limits"
-	"github.com/nexcage/nexcage/internal/progress"
-	"github.com/nexcage/nexcage/internal/tartree"
 	"github.com/nexcage/nexcage/lxc"
+	"github.com/nexcage/nexcage/progress"
+	"github.com/nexcage/nexcage/tartree"
 )
 
 type checkList struct {

@@ -19,9 +19,9 @@ import (
 	"github.com/klauspost/compress/zstd"
 
 	"github.com/nexcage/nexcage/convert"
+	"github.com/nexcage/nexcage/health"
 	"github.com/nexcage/nexcage/internal/atomicfile"
-	"github.com/nexcage/nexcage/internal/health"
-	"github.com/nexcage/nexcage/internal/health/healthtest"
+	"github.com/nexcage/nexcage/internal/healthtest"
 	"github.com/nexcage/nexcage/internal/testenv"
 )
 

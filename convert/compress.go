@@ -10,8 +10,8 @@ import (
 	"github.com/klauspost/pgzip"
 	"github.com/ulikunitz/xz"
 
-	"github.com/nexcage/nexcage/internal/tartree"
 	"github.com/nexcage/nexcage/internal/zframe"
+	"github.com/nexcage/nexcage/tartree"
 )
 
 // Compression is a template compression PVE reads (proxmox.md §1).

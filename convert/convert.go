@@ -6,7 +6,7 @@ package convert
 import (
 	"github.com/nexcage/nexcage/internal/annotation"
 	"github.com/nexcage/nexcage/internal/errkind"
-	"github.com/nexcage/nexcage/internal/tartree"
+	"github.com/nexcage/nexcage/tartree"
 
 	"archive/tar"
 	"context"
@@ -25,8 +25,8 @@ import (
 	"time"
 
 	"github.com/nexcage/nexcage/internal/atomicfile"
-	"github.com/nexcage/nexcage/internal/progress"
 	"github.com/nexcage/nexcage/lxc"
+	"github.com/nexcage/nexcage/progress"
 )
 
 // Options control a conversion. The zero value converts to a zstd template

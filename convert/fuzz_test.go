@@ -9,8 +9,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nexcage/nexcage/internal/tartree"
 	"github.com/nexcage/nexcage/internal/testenv"
+	"github.com/nexcage/nexcage/tartree"
 )
 
 // FuzzWriteTar writes trees with odd names, modes and ids: no panic, the

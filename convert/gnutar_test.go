@@ -10,8 +10,8 @@ import (
 	"testing"
 
 	"github.com/nexcage/nexcage/convert"
-	"github.com/nexcage/nexcage/internal/health"
-	"github.com/nexcage/nexcage/internal/health/healthtest"
+	"github.com/nexcage/nexcage/health"
+	"github.com/nexcage/nexcage/internal/healthtest"
 	"github.com/nexcage/nexcage/internal/testbundle"
 	"github.com/nexcage/nexcage/internal/testenv"
 )

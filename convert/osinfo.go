@@ -7,7 +7,7 @@ import (
 	"debug/elf"
 	"encoding/binary"
 	"fmt"
-	"github.com/nexcage/nexcage/internal/tartree"
+	"github.com/nexcage/nexcage/tartree"
 	"strings"
 )
 

@@ -15,9 +15,9 @@ import (
 
 	"github.com/nexcage/nexcage/internal/annotation"
 	"github.com/nexcage/nexcage/internal/errkind"
-	"github.com/nexcage/nexcage/internal/progress"
-	"github.com/nexcage/nexcage/internal/tartree"
 	"github.com/nexcage/nexcage/lxc"
+	"github.com/nexcage/nexcage/progress"
+	"github.com/nexcage/nexcage/tartree"
 )
 
 // ProcessOverrides replace parts of the image's process, as docker's and

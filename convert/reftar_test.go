@@ -6,7 +6,7 @@ import (
 	"io"
 	"time"
 
-	"github.com/nexcage/nexcage/internal/tartree"
+	"github.com/nexcage/nexcage/tartree"
 )
 
 // RefWriteTar is WriteTar as archive/tar's Writer serialises the same

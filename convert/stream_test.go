@@ -13,12 +13,12 @@ import (
 	"github.com/klauspost/compress/zstd"
 
 	"github.com/nexcage/nexcage/convert"
-	"github.com/nexcage/nexcage/internal/tartree"
 	"github.com/nexcage/nexcage/internal/testbundle"
 	"github.com/nexcage/nexcage/internal/testenv"
 	"github.com/nexcage/nexcage/internal/testimage"
 	"github.com/nexcage/nexcage/internal/zframe"
 	"github.com/nexcage/nexcage/rootfs"
+	"github.com/nexcage/nexcage/tartree"
 )
 
 // TestStreamingEqualsStaged is build's contract: flattening the layers

@@ -9,8 +9,8 @@ import (
 	"io"
 	"time"
 
-	"github.com/nexcage/nexcage/internal/tartree"
 	"github.com/nexcage/nexcage/internal/zframe"
+	"github.com/nexcage/nexcage/tartree"
 )
 
 // WriteTar serialises a tree as a template archive: PAX, members "./"-

@@ -18,7 +18,7 @@ import (
 
 	"github.com/nexcage/nexcage/internal/atomicfile"
 	"github.com/nexcage/nexcage/internal/errkind"
-	"github.com/nexcage/nexcage/internal/progress"
+	"github.com/nexcage/nexcage/progress"
 )
 
 // Options configure Bundle and Spec.

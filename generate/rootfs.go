@@ -13,8 +13,8 @@ import (
 	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/nexcage/nexcage/internal/progress"
 	"github.com/nexcage/nexcage/internal/xattrs"
+	"github.com/nexcage/nexcage/progress"
 )
 
 // copyTree copies the directory src into w.root with every attribute a

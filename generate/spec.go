@@ -16,8 +16,8 @@ import (
 	rspec "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/nexcage/nexcage/convert"
-	"github.com/nexcage/nexcage/internal/tartree"
 	"github.com/nexcage/nexcage/lxc"
+	"github.com/nexcage/nexcage/tartree"
 )
 
 // SpecFlags are the process and container settings of `nexcage generate`

@@ -28,9 +28,9 @@ import (
 	"github.com/nexcage/nexcage/internal/annotation"
 	"github.com/nexcage/nexcage/internal/errkind"
 	"github.com/nexcage/nexcage/internal/limits"
-	"github.com/nexcage/nexcage/internal/progress"
 	"github.com/nexcage/nexcage/internal/saferoot"
 	"github.com/nexcage/nexcage/lxc"
+	"github.com/nexcage/nexcage/progress"
 )
 
 // ErrUnsafeMember marks a template member that would land outside the

@@ -14,8 +14,8 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/nexcage/nexcage/health"
 	"github.com/nexcage/nexcage/internal/atomicfile"
-	"github.com/nexcage/nexcage/internal/health"
 )
 
 // Tools are the PVE commands nexcage runs.

@@ -10,9 +10,9 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/nexcage/nexcage/health"
 	"github.com/nexcage/nexcage/internal/atomicfile"
-	"github.com/nexcage/nexcage/internal/health"
-	"github.com/nexcage/nexcage/internal/health/healthtest"
+	"github.com/nexcage/nexcage/internal/healthtest"
 	"github.com/nexcage/nexcage/internal/pvetest"
 )
 

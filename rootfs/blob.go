@@ -12,8 +12,8 @@ import (
 
 	"github.com/nexcage/nexcage/internal/errkind"
 	"github.com/nexcage/nexcage/internal/limits"
-	"github.com/nexcage/nexcage/internal/progress"
 	"github.com/nexcage/nexcage/internal/saferoot"
+	"github.com/nexcage/nexcage/progress"
 )
 
 // validBlobDigest refuses a digest that could not name a blob file: the

@@ -15,8 +15,8 @@ import (
 	"github.com/opencontainers/go-digest"
 	ispec "github.com/opencontainers/image-spec/specs-go/v1"
 
-	"github.com/nexcage/nexcage/internal/health"
-	"github.com/nexcage/nexcage/internal/health/healthtest"
+	"github.com/nexcage/nexcage/health"
+	"github.com/nexcage/nexcage/internal/healthtest"
 	"github.com/nexcage/nexcage/internal/testenv"
 	"github.com/nexcage/nexcage/internal/testimage"
 )

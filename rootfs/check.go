@@ -20,10 +20,10 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"golang.org/x/sys/unix"
 
+	"github.com/nexcage/nexcage/health"
 	"github.com/nexcage/nexcage/internal/atomicfile"
-	"github.com/nexcage/nexcage/internal/health"
-	"github.com/nexcage/nexcage/internal/progress"
 	"github.com/nexcage/nexcage/internal/saferoot"
+	"github.com/nexcage/nexcage/progress"
 )
 
 // Check verifies the store: leftovers of interrupted writes, the layout

@@ -9,9 +9,9 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
+	"github.com/nexcage/nexcage/health"
 	"github.com/nexcage/nexcage/internal/atomicfile"
-	"github.com/nexcage/nexcage/internal/health"
-	"github.com/nexcage/nexcage/internal/health/healthtest"
+	"github.com/nexcage/nexcage/internal/healthtest"
 	"github.com/nexcage/nexcage/internal/testenv"
 )
 

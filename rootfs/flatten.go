@@ -25,10 +25,10 @@ import (
 
 	"github.com/nexcage/nexcage/internal/errkind"
 	"github.com/nexcage/nexcage/internal/limits"
-	"github.com/nexcage/nexcage/internal/progress"
 	"github.com/nexcage/nexcage/internal/saferoot"
-	"github.com/nexcage/nexcage/internal/tartree"
 	"github.com/nexcage/nexcage/internal/zframe"
+	"github.com/nexcage/nexcage/progress"
+	"github.com/nexcage/nexcage/tartree"
 )
 
 // FlattenOptions configure Flatten.

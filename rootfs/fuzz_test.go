@@ -14,8 +14,8 @@ import (
 	"github.com/opencontainers/go-digest"
 	ispec "github.com/opencontainers/image-spec/specs-go/v1"
 
-	"github.com/nexcage/nexcage/internal/progress"
 	"github.com/nexcage/nexcage/internal/testenv"
+	"github.com/nexcage/nexcage/progress"
 )
 
 func FuzzParseRef(f *testing.F) {

@@ -17,8 +17,8 @@ import (
 	ispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/nexcage/nexcage/internal/limits"
-	"github.com/nexcage/nexcage/internal/progress"
 	"github.com/nexcage/nexcage/internal/testenv"
+	"github.com/nexcage/nexcage/progress"
 )
 
 // flattenRaw reads and applies uncompressed layers as Flatten does, with

@@ -24,7 +24,7 @@ import (
 
 	"github.com/nexcage/nexcage/internal/atomicfile"
 	"github.com/nexcage/nexcage/internal/limits"
-	"github.com/nexcage/nexcage/internal/progress"
+	"github.com/nexcage/nexcage/progress"
 )
 
 // PullOptions configure Pull.

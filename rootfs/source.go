@@ -3,7 +3,7 @@ package rootfs
 import (
 	"github.com/nexcage/nexcage/internal/errkind"
 	"github.com/nexcage/nexcage/internal/limits"
-	"github.com/nexcage/nexcage/internal/progress"
+	"github.com/nexcage/nexcage/progress"
 	"net"
 	"syscall"
 

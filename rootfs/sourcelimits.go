@@ -12,7 +12,7 @@ import (
 
 	"github.com/nexcage/nexcage/internal/errkind"
 	"github.com/nexcage/nexcage/internal/limits"
-	"github.com/nexcage/nexcage/internal/progress"
+	"github.com/nexcage/nexcage/progress"
 )
 
 // checkMetadata refuses a manifest, index or config blob over

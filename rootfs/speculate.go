@@ -6,8 +6,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/nexcage/nexcage/internal/tartree"
 	"github.com/nexcage/nexcage/internal/zframe"
+	"github.com/nexcage/nexcage/tartree"
 )
 
 // speculator compresses runs of a layer's members (see internal/zframe)

@@ -31,8 +31,8 @@ import (
 	"github.com/nexcage/nexcage/internal/annotation"
 	"github.com/nexcage/nexcage/internal/atomicfile"
 	"github.com/nexcage/nexcage/internal/limits"
-	"github.com/nexcage/nexcage/internal/progress"
 	"github.com/nexcage/nexcage/internal/saferoot"
+	"github.com/nexcage/nexcage/progress"
 )
 
 // UnpackOptions configure Unpack.

@@ -19,9 +19,9 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/nexcage/nexcage/internal/fstree"
-	"github.com/nexcage/nexcage/internal/progress"
 	"github.com/nexcage/nexcage/internal/testenv"
 	"github.com/nexcage/nexcage/internal/testimage"
+	"github.com/nexcage/nexcage/progress"
 )
 
 // pullCase stores a corpus case from an OCI layout.

@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/nexcage/nexcage/convert"
-	"github.com/nexcage/nexcage/internal/progress"
+	"github.com/nexcage/nexcage/progress"
 	"github.com/nexcage/nexcage/rootfs"
 )
 

@@ -15,10 +15,10 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/nexcage/nexcage/convert"
+	"github.com/nexcage/nexcage/health"
 	"github.com/nexcage/nexcage/internal/atomicfile"
-	"github.com/nexcage/nexcage/internal/health"
-	"github.com/nexcage/nexcage/internal/progress"
 	"github.com/nexcage/nexcage/pct"
+	"github.com/nexcage/nexcage/progress"
 	"github.com/nexcage/nexcage/rootfs"
 )
 

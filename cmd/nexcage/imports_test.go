@@ -28,12 +28,12 @@ var stageImports = map[string][]string{
 // testSupport are the internal packages only tests may import; they alone
 // among internal packages may import a stage.
 var testSupport = map[string][]string{
-	"internal/testenv":           nil,
-	"internal/testimage":         nil,
-	"internal/fstree":            nil,
-	"internal/health/healthtest": nil,
-	"internal/pvetest":           {"lxc"},
-	"internal/testbundle":        {"rootfs"},
+	"internal/testenv":    nil,
+	"internal/testimage":  nil,
+	"internal/fstree":     nil,
+	"internal/healthtest": nil,
+	"internal/pvetest":    {"lxc"},
+	"internal/testbundle": {"rootfs"},
 }
 
 // TestAllowedImports holds the non-test code to the import rules of

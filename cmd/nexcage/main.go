@@ -21,8 +21,8 @@ import (
 
 	"github.com/spf13/pflag"
 
-	"github.com/nexcage/nexcage/internal/progress"
 	"github.com/nexcage/nexcage/pct"
+	"github.com/nexcage/nexcage/progress"
 )
 
 // Exit statuses scripts rely on.

@@ -11,8 +11,8 @@ import (
 
 	"github.com/spf13/pflag"
 
-	"github.com/nexcage/nexcage/internal/progress"
 	"github.com/nexcage/nexcage/pct"
+	"github.com/nexcage/nexcage/progress"
 	"github.com/nexcage/nexcage/rootfs"
 )
 

@@ -9,7 +9,7 @@ import (
 	"io"
 	"os"
 
-	"github.com/nexcage/nexcage/internal/progress"
+	"github.com/nexcage/nexcage/progress"
 
 	"golang.org/x/sys/unix"
 )

@@ -33,7 +33,7 @@ import (
 
 	"github.com/klauspost/compress/zstd"
 
-	"github.com/nexcage/nexcage/internal/tartree"
+	"github.com/nexcage/nexcage/tartree"
 )
 
 // FrameSize is the most tar bytes one frame holds: large enough that

@@ -12,7 +12,7 @@ import (
 
 	"github.com/nexcage/nexcage/internal/testenv"
 
-	"github.com/nexcage/nexcage/internal/tartree"
+	"github.com/nexcage/nexcage/tartree"
 )
 
 func TestMain(m *testing.M) { testenv.Main(m) }

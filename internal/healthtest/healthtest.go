@@ -6,7 +6,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/nexcage/nexcage/internal/health"
+	"github.com/nexcage/nexcage/health"
 )
 
 // Find returns the one result whose check contains substr, and fails the

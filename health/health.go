@@ -14,7 +14,7 @@ import (
 	"sort"
 
 	"github.com/nexcage/nexcage/internal/atomicfile"
-	"github.com/nexcage/nexcage/internal/progress"
+	"github.com/nexcage/nexcage/progress"
 )
 
 // Statuses of a Result.
