@@ -4,6 +4,7 @@
 //   - Build and BuildAll: an image reference → a Proxmox VE template with
 //     its .conf and .json sidecars, pulling as a rootfs.PullPolicy says
 //     and skipping a template that is up to date;
+//   - Unpack: an image → an OCI runtime bundle, pulling as the policy says;
 //   - Deploy: a template file or volume id → a container on a PVE host,
 //     validated first and undone on failure;
 //   - Create: a named container from a template or an image, built first

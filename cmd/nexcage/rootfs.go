@@ -11,6 +11,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/nexcage/nexcage/pct"
+	"github.com/nexcage/nexcage/pipeline"
 	"github.com/nexcage/nexcage/progress"
 	"github.com/nexcage/nexcage/rootfs"
 )
@@ -179,7 +180,11 @@ func runUnpack(ctx context.Context, e *env, args []string) (any, error) {
 	if len(args) != 2 {
 		return nil, usagef("unpack takes IMAGE and BUNDLE, got %d arguments", len(args))
 	}
-	ref, so, err := imageArgs(e, args[0])
+	_, so, err := imageArgs(e, args[0])
+	if err != nil {
+		return nil, err
+	}
+	limit, err := parseSize(e.maxLayerSize)
 	if err != nil {
 		return nil, err
 	}
@@ -187,23 +192,12 @@ func runUnpack(ctx context.Context, e *env, args []string) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	img, err := store.Get(ctx, ref, rootfs.GetOptions{SourceOptions: so, Pull: rootfs.PullPolicy(e.pull), Progress: e.progress})
-	if err != nil {
-		return nil, notStoredHint(err)
-	}
-	limit, err := parseSize(e.maxLayerSize)
-	if err != nil {
-		return nil, err
-	}
-	res, err := store.Unpack(ctx, img, args[1], rootfs.UnpackOptions{
-		MaxLayerSize: limit,
-		MaxEntries:   e.maxEntries,
-		Force:        e.force,
-		Rootless:     os.Geteuid() != 0,
-		Progress:     e.progress,
+	img, res, err := pipeline.Unpack(ctx, store, args[0], args[1], pipeline.UnpackOptions{
+		Source: so, Pull: rootfs.PullPolicy(e.pull),
+		Unpack: rootfs.UnpackOptions{MaxLayerSize: limit, MaxEntries: e.maxEntries, Force: e.force, Rootless: os.Geteuid() != 0, Progress: e.progress},
 	})
 	if err != nil {
-		return nil, err
+		return nil, notStoredHint(err)
 	}
 	if !e.json {
 		mode := "as root"
