@@ -189,21 +189,12 @@ func buildAlpineTemplate(t *testing.T, dir string) func() *pct.Template {
 		t.Fatal(err)
 	}
 	return func() *pct.Template {
-		raw, err := os.ReadFile(res.Config)
-		if err != nil {
-			t.Fatal(err)
-		}
 		// As deploy reads it: convert's own .conf passes the allow-list.
-		c, err := lxc.ParseTemplateConfig(string(raw))
+		tpl, err := pct.LoadTemplate(ctx, pct.NewHost(), res.Template, pct.LoadOptions{})
 		if err != nil {
 			t.Fatal(err)
 		}
-		m := res.Metadata
-		return &pct.Template{
-			File: res.Template, Config: c, Privileged: m.Privileged, Volumes: m.Volumes,
-			SHA256: m.Template.SHA256, Sidecars: []string{res.Config, res.Manifest},
-			Image: m.Source.Reference, Digest: m.Source.SourceDigest,
-		}
+		return tpl
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"strings"
 
 	"github.com/opencontainers/go-digest"
 	"golang.org/x/sys/unix"
@@ -132,9 +133,14 @@ func blobMissing(err error, what string, s *Store) error {
 }
 
 // shortDigest is a digest's first 12 hex digits for progress labels,
-// whole when shorter (a hostile "sha256:ab" is not validated yet there).
+// whole when shorter (a hostile "sha256:ab" is not validated yet there,
+// and a stored image may record no source digest at all).
 func shortDigest(d digest.Digest) string {
-	e := d.Encoded()
+	// Not d.Encoded(): it panics on a string without an algorithm.
+	e := string(d)
+	if _, hex, ok := strings.Cut(e, ":"); ok {
+		e = hex
+	}
 	if len(e) > 12 {
 		return e[:12]
 	}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -12,6 +11,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/nexcage/nexcage/convert"
+	"github.com/nexcage/nexcage/pipeline"
 	"github.com/nexcage/nexcage/progress"
 )
 
@@ -185,7 +185,11 @@ func exportOCIArchive(ctx context.Context, e *env, image string) (any, error) {
 	if err := checkOutput(cf, 1); err != nil {
 		return nil, err
 	}
-	ref, so, err := imageArgs(e, image)
+	_, so, err := imageArgs(e, image)
+	if err != nil {
+		return nil, err
+	}
+	epoch, err := sourceDateEpoch()
 	if err != nil {
 		return nil, err
 	}
@@ -193,37 +197,18 @@ func exportOCIArchive(ctx context.Context, e *env, image string) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	img, err := ensureImage(ctx, e, store, ref, so)
+	// Without --pull: the default policy, under which a local source
+	// that changed is read again.
+	res, err := pipeline.ExportOCIArchive(ctx, store, image, pipeline.ExportOptions{
+		Source: so, Output: cf.output, Name: cf.name, Version: cf.version, MTime: epoch, Progress: e.progress,
+	})
 	if err != nil {
 		return nil, err
 	}
-	target := cf.output
-	if outputIsDir(target) {
-		name := firstNonEmpty(cf.name, ref.ShortName())
-		version := firstNonEmpty(cf.version, ref.Version(), "latest")
-		arch := strings.Split(img.Platform, "/")[1]
-		target = filepath.Join(target, fmt.Sprintf("%s_%s_%s.tar", name, version, arch))
-	}
-	epoch, err := sourceDateEpoch()
-	if err != nil {
-		return nil, err
-	}
-	size, err := store.ExportOCIArchive(ctx, img, target, epoch)
-	if err != nil {
-		return nil, err
-	}
-	abs, _ := filepath.Abs(target)
 	if !e.json {
-		fmt.Fprintf(e.stdout, "%s\n  OCI archive of %s (%s), %s\n", abs, img.Ref, img.Platform, progress.HumanBytes(size))
+		fmt.Fprintf(e.stdout, "%s\n  OCI archive of %s (%s), %s\n", res.Archive, res.Image.Ref, res.Image.Platform, progress.HumanBytes(res.Size))
 	}
-	return map[string]any{"archive": abs, "image": img, "size": size}, nil
-}
-
-// outputIsDir is the one rule every command applies to -o: it names a
-// directory when it is empty (the current one), ends in / or is an
-// existing directory; anything else is a file name.
-func outputIsDir(out string) bool {
-	return out == "" || strings.HasSuffix(out, "/") || isDir(out)
+	return map[string]any{"archive": res.Archive, "image": res.Image, "size": res.Size}, nil
 }
 
 // checkOutput refuses, before anything is read or written, an -o that
@@ -232,7 +217,7 @@ func outputIsDir(out string) bool {
 // not take, or a file name for several images.
 func checkOutput(cf convertFlags, images int) error {
 	out := cf.output
-	dir := outputIsDir(out)
+	dir := pipeline.OutputIsDir(out)
 	if !dir && images > 1 {
 		return usagef("-o: %q is not a directory, and %d images need one; end it with / (or create the directory first)", out, images)
 	}
@@ -262,18 +247,4 @@ func checkOutput(cf convertFlags, images int) error {
 		return usagef("--level: %d is out of range for %s; use %d to %d", cf.level, comp, lo, hi)
 	}
 	return nil
-}
-
-func isDir(p string) bool {
-	fi, err := os.Stat(p)
-	return err == nil && fi.IsDir()
-}
-
-func firstNonEmpty(s ...string) string {
-	for _, x := range s {
-		if x != "" {
-			return x
-		}
-	}
-	return ""
 }

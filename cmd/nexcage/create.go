@@ -2,9 +2,8 @@ package main
 
 import (
 	"context"
-	"fmt"
+	"errors"
 	"os"
-	"path/filepath"
 	"strings"
 
 	"github.com/spf13/pflag"
@@ -12,6 +11,8 @@ import (
 	"github.com/nexcage/nexcage/convert"
 	"github.com/nexcage/nexcage/lxc"
 	"github.com/nexcage/nexcage/pct"
+	"github.com/nexcage/nexcage/pipeline"
+	"github.com/nexcage/nexcage/rootfs"
 )
 
 func init() {
@@ -54,56 +55,37 @@ func runCreate(ctx context.Context, e *env, args []string) (any, error) {
 	}
 	e.deploy.hostname = e.createName
 
-	// The name is the identity: refuse before anything is built or changed.
-	h := pct.NewHost()
-	if r, err := h.FindByName(ctx, e.createName); err != nil {
-		return nil, pctError(e, err)
-	} else if r != nil {
-		return nil, &pct.Error{Kind: pct.ErrAlreadyExists, Param: "name", Msg: fmt.Sprintf("a container named %s already exists (CT %d on node '%s')", e.createName, r.VMID, r.Node), Fix: "choose another --name, or remove it with `pct destroy " + fmt.Sprint(r.VMID) + " --purge`"}
+	o, err := deployOpts(e)
+	if err != nil {
+		return nil, err
 	}
-
-	template := e.createImage
-	if !isTemplateArg(template) {
-		built, err := buildForCreate(ctx, e, template)
+	co := pipeline.CreateOptions{Name: e.createName, Image: e.createImage, TemplateDir: os.Getenv("NEXCAGE_TEMPLATES"), Deploy: o}
+	var store *rootfs.Store
+	if !pipeline.IsTemplate(e.createImage) {
+		// An image is built first: what build would refuse is a usage
+		// error before anything on the host is asked.
+		_, so, err := imageArgs(e, e.createImage)
 		if err != nil {
 			return nil, err
 		}
-		template = built
+		if co.Build, err = buildOptions(e, so); err != nil {
+			return nil, err
+		}
+		co.Build.Convert = convert.Options{ToolVersion: nexcageVersion(), Progress: e.progress}
+		if store, err = openStore(e); err != nil {
+			return nil, err
+		}
 	}
-	return deployTemplate(ctx, e, template)
-}
-
-// isTemplateArg tells templates (a volume id, or a local template file)
-// from image references.
-func isTemplateArg(s string) bool {
-	if strings.Contains(s, ":vztmpl/") {
-		return true
-	}
-	if _, ok := convert.CompressionFromName(s); ok {
-		return true
-	}
-	return false
-}
-
-// buildForCreate builds an image into the template cache (a no-op when
-// the template there is up to date) and returns the template's path.
-func buildForCreate(ctx context.Context, e *env, image string) (string, error) {
-	ref, so, err := imageArgs(e, image)
+	res, err := pipeline.Create(ctx, store, co)
 	if err != nil {
-		return "", err
+		var pe *pct.Error
+		if errors.As(err, &pe) && pe.Param == "name" && errors.Is(err, pct.ErrAlreadyExists) {
+			// The name is the identity: the fix names the flag.
+			c := *pe
+			c.Fix = strings.Replace(c.Fix, "choose another name", "choose another --name", 1)
+			err = &c
+		}
+		return nil, deployError(e, err)
 	}
-	store, err := openStore(e)
-	if err != nil {
-		return "", err
-	}
-	dir := os.Getenv("NEXCAGE_TEMPLATES")
-	if dir == "" {
-		dir = filepath.Join(filepath.Dir(store.Dir), "templates")
-	}
-	opts := convert.Options{Output: dir + "/", ToolVersion: nexcageVersion(), Progress: e.progress}
-	res, _, err := buildOne(ctx, e, store, ref, so, opts, map[string]float64{})
-	if err != nil {
-		return "", err
-	}
-	return res.Template, nil
+	return printDeploy(e, res), nil
 }

@@ -7,14 +7,13 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"strings"
 
 	"github.com/spf13/pflag"
 
-	"github.com/nexcage/nexcage/convert"
 	"github.com/nexcage/nexcage/lxc"
 	"github.com/nexcage/nexcage/pct"
+	"github.com/nexcage/nexcage/pipeline"
 )
 
 // unprivilegedValues are what --unprivileged accepts (true and false too).
@@ -209,91 +208,46 @@ func readPasswordFile(name string) (string, error) {
 	return line, nil
 }
 
-// loadTemplate reads what deploy needs to know about a template.
-func loadTemplate(ctx context.Context, e *env, h *pct.Host, arg string) (*pct.Template, error) {
-	t := &pct.Template{}
-	file := arg
-	if strings.Contains(arg, ":") && strings.Contains(arg, "vztmpl/") && !strings.HasPrefix(arg, "/") {
-		t.VolID = arg
-		p, err := h.TemplatePath(ctx, arg)
-		if err != nil {
-			return nil, err
-		}
-		file = p
-	} else {
-		abs, err := filepath.Abs(arg)
-		if err != nil {
-			return nil, err
-		}
-		if _, err := os.Stat(abs); err != nil {
-			return nil, &pct.Error{Kind: pct.ErrNotFound, Param: "template", Msg: fmt.Sprintf("template %s does not exist", abs), Fix: "build it first (nexcage build IMAGE -o DIR/) or give STORAGE:vztmpl/FILE"}
-		}
-		t.File = abs
-		file = abs
-	}
-	confPath, jsonPath := convert.Sidecars(file)
-	if raw, err := lxc.ReadConfig(confPath); err == nil {
-		// The .conf is data from whoever made the template, never
-		// configuration to trust: only the lines convert writes pass.
-		c, err := lxc.ParseTemplateConfig(raw)
-		var unsafe *lxc.UnsafeConfigError
-		switch {
-		case errors.As(err, &unsafe) && e.deploy.allowRawLXC:
-			for _, l := range unsafe.Lines {
-				e.progress.Warn("%s: dropped %s", confPath, l)
-			}
-		case unsafe != nil:
-			return nil, fmt.Errorf("the template's config %s has lines nexcage does not write, which a template may not set: %w; remove them, or pass --allow-raw-lxc to deploy without them", confPath, err)
-		case err != nil:
-			return nil, fmt.Errorf("the template's config %s cannot be read: %w", confPath, err)
-		}
-		t.Config = c
-		t.Sidecars = append(t.Sidecars, confPath)
-	} else if !errors.Is(err, os.ErrNotExist) {
-		return nil, fmt.Errorf("the template's config %s cannot be read: %w", confPath, err)
-	}
-	if m, err := convert.ReadManifest(jsonPath); err == nil {
-		t.Privileged, t.Volumes, t.SHA256 = m.Privileged, m.Volumes, m.Template.SHA256
-		t.Image, t.Digest = m.Source.Reference, m.Source.SourceDigest
-		t.Sidecars = append(t.Sidecars, jsonPath)
-	}
-	if t.VolID != "" {
-		t.Sidecars = nil // already beside it on the host
-	}
-	return t, nil
-}
-
-// deployTemplate plans and runs a deploy.
-func deployTemplate(ctx context.Context, e *env, arg string) (any, error) {
+// deployOpts are the pipeline's deploy options from the deploy flags.
+func deployOpts(e *env) (pipeline.DeployOptions, error) {
 	o, err := checkDeployFlags(e)
 	if err != nil {
-		return nil, err
+		return pipeline.DeployOptions{}, err
 	}
 	if e.conv.privileged && o.Unprivileged == nil {
 		// build --privileged --deploy: the user asked for it just now.
 		v := false
 		o.Unprivileged = &v
 	}
-	h := pct.NewHost()
+	d := pipeline.DeployOptions{Options: o, AllowRawLXC: e.deploy.allowRawLXC, DryRun: e.deploy.dryRun, Progress: e.progress}
 	if e.deploy.pveVersion != "" {
 		v, err := pct.ParseVersion(e.deploy.pveVersion)
 		if err != nil {
-			return nil, err
+			return d, err
 		}
-		h = pct.OfflineHost(v, e.deploy.node)
+		d.Host = pct.OfflineHost(v, e.deploy.node)
 	}
-	t, err := loadTemplate(ctx, e, h, arg)
+	return d, nil
+}
+
+// deployTemplate deploys a template as the deploy flags say.
+func deployTemplate(ctx context.Context, e *env, arg string) (any, error) {
+	o, err := deployOpts(e)
 	if err != nil {
-		return nil, pctError(e, err)
+		return nil, err
 	}
-	plan, err := pct.MakePlan(ctx, h, t, o)
+	res, err := pipeline.Deploy(ctx, arg, o)
 	if err != nil {
-		return nil, pctError(e, err)
+		return nil, deployError(e, err)
 	}
-	for _, w := range plan.Warnings {
-		e.progress.Warn("%s", w)
-	}
-	if e.deploy.dryRun {
+	return printDeploy(e, res), nil
+}
+
+// printDeploy prints a deploy's plan (--dry-run) or what it did, and
+// returns the --json result.
+func printDeploy(e *env, r *pipeline.DeployResult) any {
+	plan := r.Plan
+	if r.Result == nil {
 		if !e.json {
 			fmt.Fprintf(e.stdout, "# plan for CT %d (PVE %s, pve-container %s); nothing was changed\n", plan.VMID, plan.Version, plan.Container)
 			for _, c := range plan.Commands() {
@@ -301,13 +255,9 @@ func deployTemplate(ctx context.Context, e *env, arg string) (any, error) {
 			}
 			fmt.Fprintf(e.stdout, "# resulting config:\n%s", plan.Config.Render())
 		}
-		return map[string]any{"dry_run": true, "vmid": plan.VMID, "pve": plan.Version.String(), "pve_container": plan.Container.String(), "commands": plan.Commands(), "config": plan.Config.Render()}, nil
+		return map[string]any{"dry_run": true, "vmid": plan.VMID, "pve": plan.Version.String(), "pve_container": plan.Container.String(), "commands": plan.Commands(), "config": plan.Config.Render()}
 	}
-	e.progress.Step("creating CT %d from %s", plan.VMID, plan.VolID)
-	res, err := pct.Deploy(ctx, h, plan, e.deploy.keepFailed)
-	if err != nil {
-		return nil, pctError(e, err)
-	}
+	res := r.Result
 	if !e.json {
 		state := "created"
 		if res.Started {
@@ -315,7 +265,24 @@ func deployTemplate(ctx context.Context, e *env, arg string) (any, error) {
 		}
 		fmt.Fprintf(e.stdout, "CT %d %s from %s\n", res.VMID, state, res.VolID)
 	}
-	return res, nil
+	return res
+}
+
+// deployError adds to a deploy's failure what the command line does
+// about it: the flag that allows a template's raw lines, how to make a
+// missing template, and (pctError) PVE's own output with --verbose.
+func deployError(e *env, err error) error {
+	var tce *pct.TemplateConfigError
+	var pe *pct.Error
+	switch {
+	case errors.As(err, &tce) && tce.Unsafe != nil:
+		return &hinted{err: err, msg: err.Error() + ", or pass --allow-raw-lxc to deploy without them"}
+	case errors.As(err, &pe) && pe.Param == "template" && errors.Is(err, pct.ErrNotFound):
+		c := *pe
+		c.Fix = "build it first (nexcage build IMAGE -o DIR/) or give STORAGE:vztmpl/FILE"
+		return pctError(e, &c)
+	}
+	return pctError(e, notStoredHint(err))
 }
 
 // pctError adds PVE's raw output with --verbose.

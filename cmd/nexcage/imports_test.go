@@ -22,7 +22,11 @@ var stageImports = map[string][]string{
 	"lxc":      nil,
 	"convert":  {"lxc"},
 	"generate": {"convert", "lxc"},
-	"pct":      {"lxc"},
+	// pct reads the template's sidecars through convert until the
+	// template package owns the format (issue #18).
+	"pct": {"convert", "lxc"},
+	// pipeline chains the stages: it alone may import every one.
+	"pipeline": {"rootfs", "convert", "template", "generate", "pct", "lxc"},
 }
 
 // testSupport are the internal packages only tests may import; they alone

@@ -5,13 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/pflag"
 
 	"github.com/nexcage/nexcage/pct"
+	"github.com/nexcage/nexcage/pipeline"
 	"github.com/nexcage/nexcage/progress"
 	"github.com/nexcage/nexcage/rootfs"
 )
@@ -70,11 +70,17 @@ func imageFlags(fs *pflag.FlagSet, o *opts) {
 	checkedVar(fs, &o.timeout, "timeout", "2m", checkDuration, "give up on a registry that sends no answer for this long")
 }
 
-// pullValues are what --pull accepts.
-var pullValues = []string{"missing", "always", "never"}
+// pullValues are what --pull accepts: rootfs's policies.
+var pullValues = func() []string {
+	var v []string
+	for _, p := range rootfs.PullPolicies {
+		v = append(v, string(p))
+	}
+	return v
+}()
 
 func pullFlag(fs *pflag.FlagSet, o *opts) {
-	enumVar(fs, &o.pull, "pull", "missing", pullValues, nil, "when to pull: missing (not in the store yet, or a local layout or archive that changed), always, never")
+	enumVar(fs, &o.pull, "pull", string(rootfs.PullMissing), pullValues, nil, "when to pull: missing (not in the store yet, or a local layout or archive that changed), always, never")
 }
 
 func maxLayerSizeFlag(fs *pflag.FlagSet, o *opts) {
@@ -160,75 +166,21 @@ func imageArgs(e *env, image string) (rootfs.Ref, rootfs.SourceOptions, error) {
 	return ref, so, err
 }
 
-// ensureImage returns the stored image for ref, pulling it as --pull says.
-func ensureImage(ctx context.Context, e *env, store *rootfs.Store, ref rootfs.Ref, so rootfs.SourceOptions) (rootfs.Image, error) {
-	if e.pull != "always" {
-		img, ok, err := storedImage(ctx, e, store, ref, so)
-		if err != nil {
-			return img, err
-		}
-		if ok {
-			e.progress.Step("using %s (%s) from the store", ref, img.Platform)
-			return img, nil
-		}
+// notStoredHint words the store's refusal under --pull never the way the
+// command line fixes it.
+func notStoredHint(err error) error {
+	var ns *rootfs.NotStoredError
+	if !errors.As(err, &ns) {
+		return err
 	}
-	return pullMissing(ctx, e, store, ref, so)
-}
-
-// pullMissing pulls an image the store has not got (or not as the source
-// now has it), unless --pull never forbids it.
-func pullMissing(ctx context.Context, e *env, store *rootfs.Store, ref rootfs.Ref, so rootfs.SourceOptions) (rootfs.Image, error) {
-	if e.pull == "never" {
-		return rootfs.Image{}, fmt.Errorf("%w: %s (%s) is not in the store %s and --pull never forbids fetching it: run `nexcage pull` first", rootfs.ErrNotFound, ref, so.Platform, store.Dir)
-	}
-	return store.Pull(ctx, ref, rootfs.PullOptions{SourceOptions: so, Progress: e.progress})
-}
-
-// storedImage finds ref in the store, ok only when the pull policy lets
-// the stored copy stand for it. Under --pull missing a local layout or
-// archive, cheap to read again, is checked every time: rewritten under the
-// same tag, it is a new image, and the stored one is stale.
-func storedImage(ctx context.Context, e *env, store *rootfs.Store, ref rootfs.Ref, so rootfs.SourceOptions) (rootfs.Image, bool, error) {
-	img, ok, err := store.Find(ref, so.Platform)
-	// A command without --pull (convert --format oci-archive) has the
-	// default policy, missing: a local source that changed is read again.
-	if err != nil || !ok || (e.pull != "missing" && e.pull != "") || !ref.Local() {
-		return img, ok, err
-	}
-	now, err := rootfs.Resolve(ctx, ref, so)
-	if err != nil {
-		if errors.Is(err, rootfs.ErrNotFound) {
-			return img, true, nil // the source is gone: the stored copy is all there is
-		}
-		return img, false, err
-	}
-	if now != img.SourceDigest {
-		e.progress.Step("%s changed since it was stored (%s, now %s): reading it again", ref, short(img.SourceDigest), short(now))
-		return img, false, nil
-	}
-	return img, true, nil
-}
-
-func short(digest string) string {
-	if _, hex, ok := strings.Cut(digest, ":"); ok && len(hex) > 12 {
-		return hex[:12]
-	}
-	return digest
+	return &hinted{err: err, msg: fmt.Sprintf("%v: %s (%s) is not in the store %s and --pull never forbids fetching it: run `nexcage pull` first", rootfs.ErrNotFound, ns.Ref, ns.Platform, ns.Store)}
 }
 
 func runUnpack(ctx context.Context, e *env, args []string) (any, error) {
 	if len(args) != 2 {
 		return nil, usagef("unpack takes IMAGE and BUNDLE, got %d arguments", len(args))
 	}
-	ref, so, err := imageArgs(e, args[0])
-	if err != nil {
-		return nil, err
-	}
-	store, err := openStore(e)
-	if err != nil {
-		return nil, err
-	}
-	img, err := ensureImage(ctx, e, store, ref, so)
+	_, so, err := imageArgs(e, args[0])
 	if err != nil {
 		return nil, err
 	}
@@ -236,15 +188,16 @@ func runUnpack(ctx context.Context, e *env, args []string) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	res, err := store.Unpack(ctx, img, args[1], rootfs.UnpackOptions{
-		MaxLayerSize: limit,
-		MaxEntries:   e.maxEntries,
-		Force:        e.force,
-		Rootless:     os.Geteuid() != 0,
-		Progress:     e.progress,
-	})
+	store, err := openStore(e)
 	if err != nil {
 		return nil, err
+	}
+	img, res, err := pipeline.Unpack(ctx, store, args[0], args[1], pipeline.UnpackOptions{
+		Source: so, Pull: rootfs.PullPolicy(e.pull),
+		Unpack: rootfs.UnpackOptions{MaxLayerSize: limit, MaxEntries: e.maxEntries, Force: e.force, Rootless: os.Geteuid() != 0, Progress: e.progress},
+	})
+	if err != nil {
+		return nil, notStoredHint(err)
 	}
 	if !e.json {
 		mode := "as root"
