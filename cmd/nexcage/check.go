@@ -20,6 +20,7 @@ import (
 	"github.com/nexcage/nexcage/pct"
 	"github.com/nexcage/nexcage/progress"
 	"github.com/nexcage/nexcage/rootfs"
+	"github.com/nexcage/nexcage/template"
 )
 
 func init() {
@@ -151,7 +152,7 @@ func checkTarget(ctx context.Context, e *env, arg string, repair bool, inUse fun
 		}
 		return checkStore(ctx, dir, repair, inUse)
 	}
-	if _, ok := convert.CompressionFromName(arg); ok {
+	if _, ok := template.CompressionFromName(arg); ok {
 		return convert.CheckTemplate(ctx, arg, copts)
 	}
 	// A bare word naming one of the cluster's storages is that storage

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"os"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/nexcage/nexcage/convert"
 	"github.com/nexcage/nexcage/progress"
+	"github.com/nexcage/nexcage/template"
 )
 
 // convertFlags are shared by convert and build.
@@ -26,7 +28,7 @@ type convertFlags struct {
 // compressionValues are what --compression accepts (zst and gz are
 // taken as zstd and gzip too); formatValues are convert --format's.
 var (
-	compressionValues = []string{string(convert.Zstd), string(convert.Gzip), string(convert.XZ)}
+	compressionValues = []string{string(template.Zstd), string(template.Gzip), string(template.XZ)}
 	formatValues      = []string{"template", "oci-archive"}
 )
 
@@ -103,7 +105,7 @@ func convertOptions(e *env) (convert.Options, error) {
 		Privileged: cf.privileged, SquashHighIDs: cf.squash,
 		ToolVersion: nexcageVersion(), Progress: e.progress,
 	}
-	o.Compression = convert.Compression(cf.compression)
+	o.Compression = template.Compression(cf.compression)
 	if cf.privileged && cf.squash {
 		return o, usagef("--privileged and --squash-high-ids exclude each other")
 	}
@@ -199,8 +201,8 @@ func exportOCIArchive(ctx context.Context, e *env, image string) (any, error) {
 	}
 	target := cf.output
 	if outputIsDir(target) {
-		name := firstNonEmpty(cf.name, ref.ShortName())
-		version := firstNonEmpty(cf.version, ref.Version(), "latest")
+		name := cmp.Or(cf.name, ref.ShortName())
+		version := cmp.Or(cf.version, ref.Version(), "latest")
 		arch := strings.Split(img.Platform, "/")[1]
 		target = filepath.Join(target, fmt.Sprintf("%s_%s_%s.tar", name, version, arch))
 	}
@@ -242,9 +244,9 @@ func checkOutput(cf convertFlags, images int) error {
 		}
 		return nil
 	}
-	comp := convert.Compression(cf.compression)
+	comp := template.Compression(cf.compression)
 	if !dir {
-		fromName, ok := convert.CompressionFromName(out)
+		fromName, ok := template.CompressionFromName(out)
 		switch {
 		case !ok || !strings.HasSuffix(out, fromName.Suffix()):
 			// Lower case only: the sidecars are named by cutting the
@@ -256,7 +258,7 @@ func checkOutput(cf convertFlags, images int) error {
 		comp = fromName
 	}
 	if comp == "" {
-		comp = convert.Zstd
+		comp = template.Zstd
 	}
 	if lo, hi := comp.Levels(); cf.level != 0 && (cf.level < lo || cf.level > hi) {
 		return usagef("--level: %d is out of range for %s; use %d to %d", cf.level, comp, lo, hi)
@@ -267,13 +269,4 @@ func checkOutput(cf convertFlags, images int) error {
 func isDir(p string) bool {
 	fi, err := os.Stat(p)
 	return err == nil && fi.IsDir()
-}
-
-func firstNonEmpty(s ...string) string {
-	for _, x := range s {
-		if x != "" {
-			return x
-		}
-	}
-	return ""
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/nexcage/nexcage/convert"
 	"github.com/nexcage/nexcage/lxc"
 	"github.com/nexcage/nexcage/pct"
+	"github.com/nexcage/nexcage/template"
 )
 
 func init() {
@@ -79,7 +80,7 @@ func isTemplateArg(s string) bool {
 	if strings.Contains(s, ":vztmpl/") {
 		return true
 	}
-	if _, ok := convert.CompressionFromName(s); ok {
+	if _, ok := template.CompressionFromName(s); ok {
 		return true
 	}
 	return false

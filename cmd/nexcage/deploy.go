@@ -12,9 +12,9 @@ import (
 
 	"github.com/spf13/pflag"
 
-	"github.com/nexcage/nexcage/convert"
 	"github.com/nexcage/nexcage/lxc"
 	"github.com/nexcage/nexcage/pct"
+	"github.com/nexcage/nexcage/template"
 )
 
 // unprivilegedValues are what --unprivileged accepts (true and false too).
@@ -231,7 +231,7 @@ func loadTemplate(ctx context.Context, e *env, h *pct.Host, arg string) (*pct.Te
 		t.File = abs
 		file = abs
 	}
-	confPath, jsonPath := convert.Sidecars(file)
+	confPath, jsonPath := template.SidecarPaths(file)
 	if raw, err := lxc.ReadConfig(confPath); err == nil {
 		// The .conf is data from whoever made the template, never
 		// configuration to trust: only the lines convert writes pass.
@@ -252,7 +252,7 @@ func loadTemplate(ctx context.Context, e *env, h *pct.Host, arg string) (*pct.Te
 	} else if !errors.Is(err, os.ErrNotExist) {
 		return nil, fmt.Errorf("the template's config %s cannot be read: %w", confPath, err)
 	}
-	if m, err := convert.ReadManifest(jsonPath); err == nil {
+	if m, err := template.ReadSidecar(jsonPath); err == nil {
 		t.Privileged, t.Volumes, t.SHA256 = m.Privileged, m.Volumes, m.Template.SHA256
 		t.Image, t.Digest = m.Source.Reference, m.Source.SourceDigest
 		t.Sidecars = append(t.Sidecars, jsonPath)

@@ -20,9 +20,10 @@ const modulePath = "github.com/nexcage/nexcage"
 var stageImports = map[string][]string{
 	"rootfs":   nil,
 	"lxc":      nil,
-	"convert":  {"lxc"},
-	"generate": {"convert", "lxc"},
-	"pct":      {"lxc"},
+	"convert":  {"template", "lxc"},
+	"generate": {"template", "lxc"},
+	"pct":      {"template", "lxc"},
+	"template": nil,
 }
 
 // testSupport are the internal packages only tests may import; they alone
