@@ -85,13 +85,15 @@ func Name(p NameParts) (string, error) {
 	if v := osVersion(p.OSVersion); v != "" {
 		osPart += "-" + nameComponent(v)
 	}
-	parts := []string{osPart + "-" + nameComponent(name), nameComponent(version), p.Arch}
-	for _, part := range parts {
+	namePart, versionPart := nameComponent(name), nameComponent(version)
+	for _, part := range []string{namePart, versionPart, p.Arch} {
+		// A name of only unsafe characters is empty once made safe;
+		// checked before the os prefix hides that.
 		if part == "" || strings.HasPrefix(part, "-") {
 			return "", &NameError{Name: name, Version: version, Arch: p.Arch}
 		}
 	}
-	return strings.Join(parts, "_") + p.Compression.Suffix(), nil
+	return osPart + "-" + namePart + "_" + versionPart + "_" + p.Arch + p.Compression.Suffix(), nil
 }
 
 var unsafeNameChars = regexp.MustCompile(`[^A-Za-z0-9.+-]+`)

@@ -128,10 +128,13 @@ func (o *ProcessOverrides) IsZero() bool {
 // file (NAME.tar.zst → NAME.conf, NAME.json; a plain NAME.tar too).
 func SidecarPaths(file string) (conf, json string) {
 	base := file
-	if c, ok := CompressionFromName(file); ok {
-		base = file[:len(file)-len(c.Suffix())]
-	} else {
-		base = strings.TrimSuffix(file, ".tar")
+	lower := strings.ToLower(file)
+	// The suffixes CompressionFromName knows, and a plain tar's.
+	for _, suffix := range []string{Zstd.Suffix(), Gzip.Suffix(), XZ.Suffix(), ".tgz", ".tar"} {
+		if strings.HasSuffix(lower, suffix) {
+			base = file[:len(file)-len(suffix)]
+			break
+		}
 	}
 	return base + ".conf", base + ".json"
 }
