@@ -4,13 +4,17 @@ import (
 	"bytes"
 	"debug/elf"
 	"encoding/binary"
-	"fmt"
+	"errors"
 
+	"github.com/nexcage/nexcage/internal/errkind"
 	"github.com/nexcage/nexcage/tartree"
 )
 
+// ErrArch marks an architecture Proxmox VE cannot run.
+var ErrArch = errors.New("architecture PVE cannot run")
+
 // DebianArch maps an OCI architecture (and variant) to the Debian name PVE
-// uses in template names and --arch.
+// uses in template names and its arch setting; others are an ErrArch.
 func DebianArch(arch, variant string) (string, error) {
 	switch arch {
 	case "amd64", "arm64", "i386", "riscv64", "armhf":
@@ -22,7 +26,7 @@ func DebianArch(arch, variant string) (string, error) {
 			return "armhf", nil
 		}
 	}
-	return "", fmt.Errorf("architecture %s%s cannot run on Proxmox VE (it knows amd64, i386, arm64, armhf, riscv64)", arch, map[bool]string{true: "/" + variant, false: ""}[variant != ""])
+	return "", errkind.Errorf(ErrArch, "architecture %s%s cannot run on Proxmox VE (it knows amd64, i386, arm64, armhf, riscv64)", arch, map[bool]string{true: "/" + variant, false: ""}[variant != ""])
 }
 
 // ArchFromELF reads the machine of /bin/sh, as PVE does when --arch is not

@@ -45,6 +45,7 @@ type NameError struct {
 	Name, Version, Arch string
 }
 
+// Error says which parts could not be used.
 func (e *NameError) Error() string {
 	return fmt.Sprintf("cannot build a template name from name %q, version %q and arch %q: each needs letters or digits", e.Name, e.Version, e.Arch)
 }

@@ -143,10 +143,10 @@ func SidecarPaths(file string) (conf, json string) {
 // not JSON, not of the sidecar's shape, or recording no template sha256.
 var ErrNotSidecar = errors.New("not a nexcage sidecar")
 
-// ReadSidecar reads a template's .json sidecar. The file is untrusted: it
-// must be a regular file of at most limits.MaxMetadata bytes (a
-// *limits.Error otherwise), and ErrNotSidecar marks one that does not
-// parse or records no template sha256. A missing file gives an error
+// ReadSidecar reads a template's .json sidecar. The file is untrusted: a
+// file that is not regular, does not parse or records no template sha256
+// is an ErrNotSidecar, and one larger than nexcage reads of any metadata
+// (4 MiB) is refused unread. A missing file gives an error
 // errors.Is(err, fs.ErrNotExist) recognises.
 func ReadSidecar(path string) (*Sidecar, error) {
 	fi, err := os.Stat(path)

@@ -27,6 +27,7 @@ type FormatError struct {
 	Err         error
 }
 
+// Error says which compression the header claimed and why it was refused.
 func (e *FormatError) Error() string { return fmt.Sprintf("not valid %s (%v)", e.Compression, e.Err) }
 
 // Unwrap returns the decompressor's error.

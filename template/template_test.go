@@ -389,7 +389,7 @@ func TestDebianArch(t *testing.T) {
 		}
 	}
 	for _, tc := range [][2]string{{"arm", "v5"}, {"s390x", ""}, {"ppc64le", ""}, {"", ""}} {
-		if got, err := template.DebianArch(tc[0], tc[1]); err == nil {
+		if got, err := template.DebianArch(tc[0], tc[1]); !errors.Is(err, template.ErrArch) {
 			t.Errorf("DebianArch(%s, %s) = %q: PVE cannot run it", tc[0], tc[1], got)
 		}
 	}
