@@ -1,7 +1,6 @@
 package convert
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -10,6 +9,7 @@ import (
 
 	rspec "github.com/opencontainers/runtime-spec/specs-go"
 
+	"github.com/nexcage/nexcage/internal/jsonerr"
 	"github.com/nexcage/nexcage/internal/limits"
 )
 
@@ -61,7 +61,7 @@ func LoadBundle(arg string) (*Bundle, error) {
 	}
 	var spec rspec.Spec
 	if err := json.Unmarshal(raw, &spec); err != nil {
-		return nil, fmt.Errorf("%s is not a valid OCI runtime config: %s", b.ConfigPath, jsonErrorAt(raw, err))
+		return nil, fmt.Errorf("%s is not a valid OCI runtime config: %s", b.ConfigPath, jsonerr.At(raw, err))
 	}
 	b.Spec = &spec
 	rootPath := "rootfs"
@@ -83,32 +83,6 @@ func LoadBundle(arg string) (*Bundle, error) {
 	}
 	b.Rootfs = rootPath
 	return b, nil
-}
-
-// jsonErrorAt says where in the file a JSON error is, as a 1-based line
-// and column (columns count bytes, as the Go toolchain's positions do).
-// encoding/json's Offset is the number of bytes read when the error was
-// found, so the byte at fault is the one before it: the offending byte of a
-// syntax error (the last byte, for unexpected end of input), the last byte
-// of a scalar or the opening bracket of an array or object for a type
-// error.
-func jsonErrorAt(raw []byte, err error) string {
-	var se *json.SyntaxError
-	var te *json.UnmarshalTypeError
-	var off int64
-	switch {
-	case errors.As(err, &se):
-		off = se.Offset
-	case errors.As(err, &te):
-		off = te.Offset
-	default:
-		return err.Error()
-	}
-	at := max(min(int(off), len(raw))-1, 0)
-	before := raw[:at]
-	line := bytes.Count(before, []byte("\n")) + 1
-	col := at - bytes.LastIndexByte(before, '\n')
-	return fmt.Sprintf("line %d, column %d: %v", line, col, err)
 }
 
 // idMap is the owner translation for this bundle's rootfs: umoci records

@@ -1,15 +1,13 @@
 package convert
 
 import (
-	"encoding/json"
-	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
 	"sort"
 	"strings"
 
-	"github.com/nexcage/nexcage/internal/limits"
+	"github.com/nexcage/nexcage/template"
 )
 
 // UpToDate finds a template already built from the same source digest with
@@ -27,7 +25,7 @@ func UpToDate(opts Options, reference string, sourceDigest func() (string, error
 	if err := p.chooseOutput(); err != nil {
 		return nil, false
 	}
-	want := p.buildOptions()
+	want := p.recipe()
 	var candidates []string
 	if strings.HasSuffix(p.target, string(os.PathSeparator)) {
 		candidates, _ = filepath.Glob(filepath.Join(p.target, "*.json"))
@@ -37,15 +35,11 @@ func UpToDate(opts Options, reference string, sourceDigest func() (string, error
 	}
 	digest, asked := "", false
 	for _, c := range candidates {
-		raw, err := limits.ReadFile(c, limits.MaxMetadata, c)
+		m, err := template.ReadSidecar(c)
 		if err != nil {
 			continue
 		}
-		var m Metadata
-		if json.Unmarshal(raw, &m) != nil {
-			continue
-		}
-		if m.Source.Reference != reference || !reflect.DeepEqual(m.Options, want) {
+		if m.Source.Reference != reference || !reflect.DeepEqual(m.Recipe, want) {
 			continue
 		}
 		if !asked {
@@ -66,7 +60,7 @@ func UpToDate(opts Options, reference string, sourceDigest func() (string, error
 		if !strings.HasSuffix(p.target, string(os.PathSeparator)) && tmpl != p.target {
 			continue
 		}
-		return &Result{Template: tmpl, Config: base + ".conf", Manifest: c, Metadata: m}, true
+		return &Result{Template: tmpl, Config: base + ".conf", Manifest: c, Metadata: *m}, true
 	}
 	return nil, false
 }
@@ -74,29 +68,4 @@ func UpToDate(opts Options, reference string, sourceDigest func() (string, error
 func exists(p string) bool {
 	_, err := os.Stat(p)
 	return err == nil
-}
-
-// Sidecars returns the .conf and .json paths that belong to a template
-// file (NAME.tar.zst → NAME.conf, NAME.json).
-func Sidecars(template string) (conf, manifest string) {
-	base := template
-	if c, ok := CompressionFromName(template); ok {
-		base = template[:len(template)-len(c.Suffix())]
-	} else {
-		base = strings.TrimSuffix(template, ".tar")
-	}
-	return base + ".conf", base + ".json"
-}
-
-// ReadManifest reads a template's .json sidecar.
-func ReadManifest(path string) (*Metadata, error) {
-	raw, err := limits.ReadFile(path, limits.MaxMetadata, path)
-	if err != nil {
-		return nil, err
-	}
-	var m Metadata
-	if err := json.Unmarshal(raw, &m); err != nil {
-		return nil, fmt.Errorf("%s is not a nexcage manifest: %w", path, err)
-	}
-	return &m, nil
 }

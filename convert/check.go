@@ -20,18 +20,17 @@ import (
 	"sort"
 	"strings"
 
-	"github.com/klauspost/compress/gzip"
-	"github.com/klauspost/compress/zstd"
 	rspec "github.com/opencontainers/runtime-spec/specs-go"
-	"github.com/ulikunitz/xz"
 	"github.com/xeipuuv/gojsonschema"
 
 	"github.com/nexcage/nexcage/health"
 	"github.com/nexcage/nexcage/internal/atomicfile"
+	"github.com/nexcage/nexcage/internal/jsonerr"
 	"github.com/nexcage/nexcage/internal/limits"
 	"github.com/nexcage/nexcage/lxc"
 	"github.com/nexcage/nexcage/progress"
 	"github.com/nexcage/nexcage/tartree"
+	"github.com/nexcage/nexcage/template"
 )
 
 type checkList struct {
@@ -68,171 +67,222 @@ func CheckTemplate(ctx context.Context, file string, opts health.Options) ([]hea
 
 func checkTemplate(ctx context.Context, file string, opts health.Options, ownLeftovers bool) ([]health.Result, error) {
 	c := &checkList{target: file}
-	comp, ok := CompressionFromName(file)
+	comp, ok := template.CompressionFromName(file)
 	if !ok {
 		c.fail("template name", filepath.Base(file)+" does not end in .tar.zst, .tar.gz or .tar.xz", "PVE refuses other names: rename it")
 		return c.out, nil
 	}
-	confPath, jsonPath := Sidecars(file)
-	var mine []string
-	for _, p := range []string{file, confPath, jsonPath} {
-		mine = append(mine, "."+filepath.Base(p)+atomicfile.TempMarker)
-	}
+	confPath, jsonPath := template.SidecarPaths(file)
 	tail := func() []health.Result {
 		if !ownLeftovers {
 			return c.out
 		}
-		return append(c.out, health.Leftovers(filepath.Dir(file), func(name string) bool {
-			for _, m := range mine {
-				if strings.HasPrefix(name, m) {
-					return true
-				}
-			}
-			return false
-		}, false, file, "the template's directory", opts)...)
+		return append(c.out, templateLeftovers(opts, file, confPath, jsonPath)...)
 	}
-	fi, err := os.Stat(file)
-	switch {
-	case err != nil:
-		c.fail("template file", err.Error(), "give the path of a template file")
-		return tail(), nil
-	case !fi.Mode().IsRegular():
-		c.fail("template file", file+" is not a regular file", "give the path of a template file")
+	if !c.checkFile(file) {
 		return tail(), nil
 	}
-
 	meta, metaErr := readSidecarJSON(jsonPath)
 	conf, confRaw, confErr := readSidecarConf(confPath)
 	sc, err := scanTemplate(ctx, file, comp)
 	if err != nil {
 		return nil, err
 	}
-	privileged := false
+	privileged := privilegedOnly(meta, conf, confRaw)
+	complete := c.checkArchive(sc, comp)
+	c.checkMembers(sc, complete, privileged)
+	c.checkSidecarJSON(file, jsonPath, sc, meta, metaErr, conf)
+	c.checkSidecarConf(confPath, conf, confErr, meta)
+	// What PVE does with the rootfs: only a rootfs seen whole can say.
+	if complete {
+		c.checkOS(sc.tree, meta, conf)
+	}
+	return tail(), nil
+}
+
+// templateLeftovers reports the temporary names a killed writer of the
+// template or its sidecars left beside them (removed with Repair).
+func templateLeftovers(opts health.Options, file string, paths ...string) []health.Result {
+	var mine []string
+	for _, p := range append([]string{file}, paths...) {
+		mine = append(mine, "."+filepath.Base(p)+atomicfile.TempMarker)
+	}
+	return health.Leftovers(filepath.Dir(file), func(name string) bool {
+		for _, m := range mine {
+			if strings.HasPrefix(name, m) {
+				return true
+			}
+		}
+		return false
+	}, false, file, "the template's directory", opts)
+}
+
+// checkFile says whether file is a regular file, failing the check when
+// it is not.
+func (c *checkList) checkFile(file string) bool {
+	fi, err := os.Stat(file)
+	switch {
+	case err != nil:
+		c.fail("template file", err.Error(), "give the path of a template file")
+		return false
+	case !fi.Mode().IsRegular():
+		c.fail("template file", file+" is not a regular file", "give the path of a template file")
+		return false
+	}
+	return true
+}
+
+// privilegedOnly says whether the sidecars mark the template
+// privileged-only: the .json when there is one, else the .conf.
+func privilegedOnly(meta *template.Sidecar, conf *lxc.Config, confRaw string) bool {
 	switch {
 	case meta != nil:
-		privileged = meta.Privileged
+		return meta.Privileged
 	case conf != nil:
-		privileged = rePrivilegedConf.MatchString(confRaw)
+		return rePrivilegedConf.MatchString(confRaw)
 	}
+	return false
+}
 
-	// The archive.
+// checkArchive reports whether the file decompresses to the end and is a
+// valid tar, and returns true when both hold: every member was seen.
+func (c *checkList) checkArchive(sc *templateScan, comp template.Compression) bool {
 	if sc.streamErr != nil {
 		c.fail(fmt.Sprintf("decompresses (%s) to the end", comp), fmt.Sprintf("%v, after %s of the file", sc.streamErr, progress.HumanBytes(sc.readAt)),
 			"the file is truncated or damaged: copy it again, or "+rebuildFix)
-	} else {
-		c.ok(fmt.Sprintf("decompresses (%s) to the end", comp))
-		if sc.tarErr != nil {
-			c.fail("is a valid tar", fmt.Sprintf("%v after %d members (last %q)", sc.tarErr, sc.members, sc.last), rebuildFix)
-		} else {
-			c.ok(fmt.Sprintf("is a valid tar: %d members, %s", sc.members, progress.HumanBytes(sc.tarBytes)))
-		}
+		return false
 	}
-	complete := sc.streamErr == nil && sc.tarErr == nil
-	// member checks: problems are reported even when the stream broke;
-	// "ok" only when every member was seen.
-	memberCheck := func(check string, bad []string, status, cause, fix string) {
-		switch {
-		case len(bad) > 0 && status == health.Fail:
-			c.fail(check, fmt.Sprintf(cause, len(bad), shortList(bad)), fix)
-		case len(bad) > 0:
-			c.warn(check, fmt.Sprintf(cause, len(bad), shortList(bad)), fix)
-		case complete:
-			c.ok(check)
-		}
+	c.ok(fmt.Sprintf("decompresses (%s) to the end", comp))
+	if sc.tarErr != nil {
+		c.fail("is a valid tar", fmt.Sprintf("%v after %d members (last %q)", sc.tarErr, sc.members, sc.last), rebuildFix)
+		return false
 	}
+	c.ok(fmt.Sprintf("is a valid tar: %d members, %s", sc.members, progress.HumanBytes(sc.tarBytes)))
+	return true
+}
+
+// memberCheck reports the members found bad: problems are reported even
+// when the stream broke; "ok" only when every member was seen (complete).
+func (c *checkList) memberCheck(complete bool, check string, bad []string, status, cause, fix string) {
+	switch {
+	case len(bad) > 0 && status == health.Fail:
+		c.fail(check, fmt.Sprintf(cause, len(bad), shortList(bad)), fix)
+	case len(bad) > 0:
+		c.warn(check, fmt.Sprintf(cause, len(bad), shortList(bad)), fix)
+	case complete:
+		c.ok(check)
+	}
+}
+
+// checkMembers reports what the scan found wrong with the members' names,
+// links, device nodes and owners, as PVE's extraction would meet them.
+func (c *checkList) checkMembers(sc *templateScan, complete, privileged bool) {
 	names := append(append([]string{}, sc.unprefixed...), sc.duplicates...)
 	if sc.first != "./" && sc.members > 0 {
 		names = append([]string{fmt.Sprintf("%q comes first, not \"./\"", sc.first)}, names...)
 	}
-	memberCheck("member names are ./-prefixed, ./ first, and unique", names, health.Fail,
+	c.memberCheck(complete, "member names are ./-prefixed, ./ first, and unique", names, health.Fail,
 		"%d problem(s): %s (PVE's anchored --exclude ./dev/* misses unprefixed names, and --skip-old-files keeps only the first of a duplicate)", rebuildFix)
-	memberCheck("no member escapes the root", sc.escapes, health.Fail,
+	c.memberCheck(complete, "no member escapes the root", sc.escapes, health.Fail,
 		"%d member(s) climb out or are absolute: %s", "do not use this template; "+rebuildFix)
-	memberCheck("hard link targets come before their links", sc.linkOrder, health.Fail,
+	c.memberCheck(complete, "hard link targets come before their links", sc.linkOrder, health.Fail,
 		"%d hard link(s) point at a member not seen before: %s (tar cannot create them)", rebuildFix)
+	c.checkDevices(sc.devices, complete, privileged)
+	if len(sc.highIDs) > 0 && privileged {
+		c.ok(fmt.Sprintf("owners above 65535 on %d path(s): a privileged-only template", len(sc.highIDs)))
+		return
+	}
+	c.memberCheck(complete, "owners within 0..65535", sc.highIDs, health.Fail,
+		"%d path(s) owned by ids an unprivileged container cannot map (PVE's extraction fails): %s",
+		"rebuild with --squash-high-ids, or with --privileged for a privileged-only template")
+}
+
+// checkDevices reports device nodes: in /dev PVE skips them, elsewhere an
+// unprivileged container cannot create them.
+func (c *checkList) checkDevices(devices []string, complete, privileged bool) {
 	var outside, inDev []string
-	for _, d := range sc.devices {
+	for _, d := range devices {
 		if strings.HasPrefix(d, "/dev/") {
 			inDev = append(inDev, d)
 		} else {
 			outside = append(outside, d)
 		}
 	}
-	devStatus, devCause := health.Fail, "%d device node(s) outside /dev: %s (an unprivileged container cannot create them: PVE's extraction fails)"
-	if privileged {
-		devStatus, devCause = health.Warn, "%d device node(s) outside /dev: %s (created in this privileged-only container)"
-	}
 	if len(outside) == 0 && len(inDev) > 0 {
 		c.warn("no device nodes", fmt.Sprintf("%d device node(s) in /dev: %s (PVE skips them: --exclude ./dev/*)", len(inDev), shortList(inDev)), rebuildFix+": it keeps /dev empty")
-	} else {
-		memberCheck("no device nodes", outside, devStatus, devCause, rebuildFix+": it drops device nodes")
+		return
 	}
-	switch {
-	case len(sc.highIDs) > 0 && privileged:
-		c.ok(fmt.Sprintf("owners above 65535 on %d path(s): a privileged-only template", len(sc.highIDs)))
-	default:
-		memberCheck("owners within 0..65535", sc.highIDs, health.Fail,
-			"%d path(s) owned by ids an unprivileged container cannot map (PVE's extraction fails): %s",
-			"rebuild with --squash-high-ids, or with --privileged for a privileged-only template")
+	status, cause := health.Fail, "%d device node(s) outside /dev: %s (an unprivileged container cannot create them: PVE's extraction fails)"
+	if privileged {
+		status, cause = health.Warn, "%d device node(s) outside /dev: %s (created in this privileged-only container)"
 	}
+	c.memberCheck(complete, "no device nodes", outside, status, cause, rebuildFix+": it drops device nodes")
+}
 
-	// The sidecars.
-	jsonCheck := "sidecar " + filepath.Base(jsonPath) + ": size and sha256 match"
+// checkSidecarJSON compares the .json sidecar's size and sha256 with the
+// file's.
+func (c *checkList) checkSidecarJSON(file, jsonPath string, sc *templateScan, meta *template.Sidecar, metaErr error, conf *lxc.Config) {
+	check := "sidecar " + filepath.Base(jsonPath) + ": size and sha256 match"
 	switch {
 	case metaErr != nil:
-		c.fail(jsonCheck, metaErr.Error(), rebuildFix+" to write it again")
+		c.fail(check, metaErr.Error(), rebuildFix+" to write it again")
+		return
 	case meta == nil && conf == nil:
 		c.ok("no sidecars (.json, .conf): not built by nexcage; only the archive was checked")
+		return
 	case meta == nil:
-		c.warn(jsonCheck, filepath.Base(jsonPath)+" is missing: the size and sha256 cannot be verified", rebuildFix+" to get it back")
-	default:
-		var bad []string
-		if meta.Template.Size != sc.size {
-			bad = append(bad, fmt.Sprintf("the file is %d bytes, the sidecar says %d", sc.size, meta.Template.Size))
-		}
-		if meta.Template.SHA256 != sc.sha256 {
-			bad = append(bad, fmt.Sprintf("the file's sha256 is %s, the sidecar says %s", sc.sha256, meta.Template.SHA256))
-		}
-		switch {
-		case len(bad) > 0:
-			c.fail(jsonCheck, strings.Join(bad, "; "), "the template or its sidecar changed after the build (a partial copy?): copy both again, or "+rebuildFix)
-		case meta.Template.File != "" && meta.Template.File != filepath.Base(file):
-			c.warn(jsonCheck, fmt.Sprintf("they match, but the sidecar describes %s", meta.Template.File), "rename the template back, or "+rebuildFix+" under the new name")
-		default:
-			c.ok(jsonCheck)
-		}
+		c.warn(check, filepath.Base(jsonPath)+" is missing: the size and sha256 cannot be verified", rebuildFix+" to get it back")
+		return
 	}
-	confCheck := "sidecar " + filepath.Base(confPath) + ": parses, with only lines nexcage writes"
+	var bad []string
+	if meta.Template.Size != sc.size {
+		bad = append(bad, fmt.Sprintf("the file is %d bytes, the sidecar says %d", sc.size, meta.Template.Size))
+	}
+	if meta.Template.SHA256 != sc.sha256 {
+		bad = append(bad, fmt.Sprintf("the file's sha256 is %s, the sidecar says %s", sc.sha256, meta.Template.SHA256))
+	}
+	switch {
+	case len(bad) > 0:
+		c.fail(check, strings.Join(bad, "; "), "the template or its sidecar changed after the build (a partial copy?): copy both again, or "+rebuildFix)
+	case meta.Template.File != "" && meta.Template.File != filepath.Base(file):
+		c.warn(check, fmt.Sprintf("they match, but the sidecar describes %s", meta.Template.File), "rename the template back, or "+rebuildFix+" under the new name")
+	default:
+		c.ok(check)
+	}
+}
+
+// checkSidecarConf checks the .conf sidecar as deploy reads it: only the
+// lines nexcage writes, values PVE takes, agreeing with the .json; host
+// directories it asks for are warned about.
+func (c *checkList) checkSidecarConf(confPath string, conf *lxc.Config, confErr error, meta *template.Sidecar) {
+	check := "sidecar " + filepath.Base(confPath) + ": parses, with only lines nexcage writes"
 	var unsafe *lxc.UnsafeConfigError
 	switch {
 	case errors.As(confErr, &unsafe):
-		c.fail(confCheck, confErr.Error(), "deploy refuses it: a template's .conf may hold only what nexcage writes (raw lxc.* keys could run commands or lift confinement on the host): remove those lines, or "+rebuildFix)
+		c.fail(check, confErr.Error(), "deploy refuses it: a template's .conf may hold only what nexcage writes (raw lxc.* keys could run commands or lift confinement on the host): remove those lines, or "+rebuildFix)
+		return
 	case confErr != nil:
-		c.fail(confCheck, confErr.Error(), "fix the file, or "+rebuildFix)
+		c.fail(check, confErr.Error(), "fix the file, or "+rebuildFix)
+		return
 	case conf == nil && meta != nil:
-		c.warn(confCheck, filepath.Base(confPath)+" is missing: deploy cannot know the ostype, arch and process", rebuildFix+" to get it back")
-	case conf != nil:
-		if problems := confProblems(conf, meta); len(problems) > 0 {
-			c.fail(confCheck, strings.Join(problems, "; "), rebuildFix)
-		} else if !hasBind(conf) {
-			c.ok(confCheck)
-		}
-		// Whoever made the template chose these host directories: deploy
-		// binds one only when the user asks for it.
-		for _, m := range conf.MountPoints {
-			if m.IsBind() {
-				c.warn(confCheck, fmt.Sprintf("%s: %s asks for host directory %s (at %s in the container)", m.Key(), m.Value(), m.Volume, m.Path),
-					"deploy refuses it unless you bind it yourself with --mount "+m.Volume+":"+m.Path+", or pass --allow-template-mounts")
-			}
+		c.warn(check, filepath.Base(confPath)+" is missing: deploy cannot know the ostype, arch and process", rebuildFix+" to get it back")
+		return
+	case conf == nil:
+		return
+	}
+	if problems := confProblems(conf, meta); len(problems) > 0 {
+		c.fail(check, strings.Join(problems, "; "), rebuildFix)
+	} else if !hasBind(conf) {
+		c.ok(check)
+	}
+	// Whoever made the template chose these host directories: deploy
+	// binds one only when the user asks for it.
+	for _, m := range conf.MountPoints {
+		if m.IsBind() {
+			c.warn(check, fmt.Sprintf("%s: %s asks for host directory %s (at %s in the container)", m.Key(), m.Value(), m.Volume, m.Path),
+				"deploy refuses it unless you bind it yourself with --mount "+m.Volume+":"+m.Path+", or pass --allow-template-mounts")
 		}
 	}
-
-	// What PVE does with the rootfs.
-	if !complete {
-		return tail(), nil
-	}
-	c.checkOS(sc.tree, meta, conf)
-	return tail(), nil
 }
 
 // rePrivilegedConf finds "unprivileged: 0" (a privileged-only template)
@@ -242,7 +292,7 @@ var rePrivilegedConf = regexp.MustCompile(`(?m)^unprivileged:\s*0\s*$`)
 // recordedOSType is the ostype the sidecars say PVE should see, and which
 // file says it. (An application container created unmanaged, as recorded,
 // is checkOS's own case.)
-func recordedOSType(meta *Metadata, conf *lxc.Config) (ostype, source string) {
+func recordedOSType(meta *template.Sidecar, conf *lxc.Config) (ostype, source string) {
 	switch {
 	case conf != nil && conf.OSType != "":
 		return conf.OSType, "the .conf"
@@ -252,7 +302,7 @@ func recordedOSType(meta *Metadata, conf *lxc.Config) (ostype, source string) {
 	return "", ""
 }
 
-func (c *checkList) checkOS(tree *tartree.Tree, meta *Metadata, conf *lxc.Config) {
+func (c *checkList) checkOS(tree *tartree.Tree, meta *template.Sidecar, conf *lxc.Config) {
 	detected := DetectOS(tree)
 	recorded, source := recordedOSType(meta, conf)
 	effective := recorded // what the container is created with
@@ -318,7 +368,7 @@ func (c *checkList) checkOS(tree *tartree.Tree, meta *Metadata, conf *lxc.Config
 	case meta != nil:
 		arch = meta.Arch
 	}
-	if elfArch := ArchFromELF(tree); elfArch != "" && arch != "" {
+	if elfArch := template.ArchFromELF(tree); elfArch != "" && arch != "" {
 		if elfArch != arch {
 			c.fail("architecture matches /bin/sh", fmt.Sprintf("/bin/sh is an %s binary, the sidecars say %s", elfArch, arch), rebuildFix+" for the right --platform")
 		} else {
@@ -351,7 +401,7 @@ func validOSType(s string) bool {
 
 // confProblems are values PVE would refuse and disagreements with the
 // .json (lxc.Parse has already refused unknown keys).
-func confProblems(conf *lxc.Config, meta *Metadata) []string {
+func confProblems(conf *lxc.Config, meta *template.Sidecar) []string {
 	var out []string
 	if conf.Arch != "" && !pveArchs[conf.Arch] {
 		out = append(out, fmt.Sprintf("arch %q is not one PVE knows", conf.Arch))
@@ -371,22 +421,12 @@ func confProblems(conf *lxc.Config, meta *Metadata) []string {
 }
 
 // readSidecarJSON returns nil, nil when there is no sidecar.
-func readSidecarJSON(p string) (*Metadata, error) {
-	raw, err := limits.ReadFile(p, limits.MaxMetadata, p)
+func readSidecarJSON(p string) (*template.Sidecar, error) {
+	m, err := template.ReadSidecar(p)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, nil
 	}
-	if err != nil {
-		return nil, err
-	}
-	var m Metadata
-	if err := json.Unmarshal(raw, &m); err != nil {
-		return nil, fmt.Errorf("%s is not a nexcage manifest: %s", filepath.Base(p), jsonErrorAt(raw, err))
-	}
-	if m.Template.SHA256 == "" {
-		return nil, fmt.Errorf("%s records no template sha256: it is not a nexcage manifest", filepath.Base(p))
-	}
-	return &m, nil
+	return m, err
 }
 
 func hasBind(c *lxc.Config) bool {
@@ -444,7 +484,7 @@ type templateScan struct {
 // scanTemplate reads the whole file once: hashing it, decompressing it,
 // and building a tree of the members' headers (with the few small files
 // OS detection reads) the way PVE's tar will see them.
-func scanTemplate(ctx context.Context, file string, comp Compression) (*templateScan, error) {
+func scanTemplate(ctx context.Context, file string, comp template.Compression) (*templateScan, error) {
 	f, err := os.Open(file)
 	if err != nil {
 		return nil, err
@@ -462,7 +502,7 @@ func scanTemplate(ctx context.Context, file string, comp Compression) (*template
 		sc.size = raw.n
 		sc.sha256 = hex.EncodeToString(h.Sum(nil))
 	}()
-	zr, err := templateReader(raw, comp)
+	zr, err := template.Decompress(raw, comp)
 	if err != nil {
 		sc.streamErr, sc.readAt = err, raw.n
 		return sc, nil
@@ -633,28 +673,6 @@ func (e *errRecorder) Read(p []byte) (int, error) {
 	return n, err
 }
 
-type zstdReadCloser struct{ *zstd.Decoder }
-
-func (z zstdReadCloser) Close() error { z.Decoder.Close(); return nil }
-
-func templateReader(r io.Reader, c Compression) (io.ReadCloser, error) {
-	switch c {
-	case Gzip:
-		return gzip.NewReader(r)
-	case XZ:
-		zr, err := xz.NewReader(r)
-		if err != nil {
-			return nil, err
-		}
-		return io.NopCloser(zr), nil
-	}
-	zr, err := zstd.NewReader(r, zstd.WithDecoderConcurrency(1))
-	if err != nil {
-		return nil, err
-	}
-	return zstdReadCloser{zr}, nil
-}
-
 // CheckBundle verifies an OCI runtime bundle as convert will read it:
 // config.json parses and is valid against the runtime-spec schema, the
 // root path exists, and every mount, the hostname and the process map to a
@@ -687,7 +705,7 @@ func checkBundle(ctx context.Context, dir string, opts health.Options, ownLeftov
 	}
 	var syntax any
 	if err := json.Unmarshal(raw, &syntax); err != nil {
-		c.fail("config.json parses", jsonErrorAt(raw, err), "fix the JSON there")
+		c.fail("config.json parses", jsonerr.At(raw, err), "fix the JSON there")
 		return tail(), nil
 	}
 	c.ok("config.json parses")
@@ -704,7 +722,7 @@ func checkBundle(ctx context.Context, dir string, opts health.Options, ownLeftov
 	var spec rspec.Spec
 	if err := json.Unmarshal(raw, &spec); err != nil {
 		if len(errs) == 0 {
-			c.fail(schemaCheck, jsonErrorAt(raw, err), "fix that field")
+			c.fail(schemaCheck, jsonerr.At(raw, err), "fix that field")
 		}
 		return tail(), nil // nothing more can be read from it
 	}
@@ -829,7 +847,7 @@ func CheckDir(ctx context.Context, dir string, opts health.Options) ([]health.Re
 			continue
 		}
 		var res []health.Result
-		switch _, isTemplate := CompressionFromName(e.Name()); {
+		switch _, isTemplate := template.CompressionFromName(e.Name()); {
 		case isTemplate && e.Type().IsRegular():
 			res, err = checkTemplate(ctx, p, opts, false)
 		case e.IsDir():

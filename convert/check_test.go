@@ -23,6 +23,7 @@ import (
 	"github.com/nexcage/nexcage/internal/atomicfile"
 	"github.com/nexcage/nexcage/internal/healthtest"
 	"github.com/nexcage/nexcage/internal/testenv"
+	"github.com/nexcage/nexcage/template"
 )
 
 func checkTemplate(t *testing.T, p string, opts health.Options) []health.Result {
@@ -48,7 +49,7 @@ func checkBundle(t *testing.T, p string, opts health.Options) []health.Result {
 func TestCheckTemplateSound(t *testing.T) {
 	testenv.CheckLeaks(t)
 	b := unpack(t, corpusCase(t, "alpine-amd64"), false)
-	for _, comp := range []convert.Compression{convert.Zstd, convert.Gzip, convert.XZ} {
+	for _, comp := range []template.Compression{template.Zstd, template.Gzip, template.XZ} {
 		res := convertTo(t, b, t.TempDir(), convert.Options{Compression: comp})
 		out := checkTemplate(t, res.Template, health.Options{})
 		healthtest.AllOK(t, out)
@@ -240,9 +241,9 @@ func handTemplate(t *testing.T, members []member, conf string, privileged bool) 
 	zw.Close()
 	os.WriteFile(p, buf.Bytes(), 0o644)
 	sum := sha256.Sum256(buf.Bytes())
-	meta := convert.Metadata{
-		Template:   convert.TemplateInfo{File: "hand.tar.zst", SHA256: hex.EncodeToString(sum[:]), Size: int64(buf.Len()), Compression: "zstd"},
-		OS:         convert.OSInfo{ID: "alpine", OSType: "alpine"},
+	meta := template.Sidecar{
+		Template:   template.TemplateInfo{File: "hand.tar.zst", SHA256: hex.EncodeToString(sum[:]), Size: int64(buf.Len()), Compression: "zstd"},
+		OS:         template.OSInfo{ID: "alpine", OSType: "alpine"},
 		OSType:     "alpine",
 		Arch:       "amd64",
 		Privileged: privileged,

@@ -5,83 +5,17 @@ import (
 	"hash"
 	"io"
 	"runtime"
-	"strings"
 
 	"github.com/klauspost/pgzip"
 	"github.com/ulikunitz/xz"
 
 	"github.com/nexcage/nexcage/internal/zframe"
 	"github.com/nexcage/nexcage/tartree"
+	"github.com/nexcage/nexcage/template"
 )
-
-// Compression is a template compression PVE reads (proxmox.md §1).
-type Compression string
-
-const (
-	Zstd Compression = "zstd"
-	Gzip Compression = "gzip"
-	XZ   Compression = "xz"
-)
-
-// Suffix is the template file suffix PVE recognises for c.
-func (c Compression) Suffix() string {
-	switch c {
-	case Gzip:
-		return ".tar.gz"
-	case XZ:
-		return ".tar.xz"
-	}
-	return ".tar.zst"
-}
-
-// DefaultLevel is what `zstd`, `gzip` and `xz` use without a level flag.
-func (c Compression) DefaultLevel() int {
-	switch c {
-	case Gzip:
-		return 6
-	case XZ:
-		return 6
-	}
-	return 3
-}
-
-// ParseCompression accepts zstd, gzip and xz.
-func ParseCompression(s string) (Compression, error) {
-	switch Compression(strings.ToLower(s)) {
-	case Zstd, "zst":
-		return Zstd, nil
-	case Gzip, "gz":
-		return Gzip, nil
-	case XZ:
-		return XZ, nil
-	}
-	return "", fmt.Errorf("compression %q is not one PVE reads: use zstd, gzip or xz", s)
-}
-
-// CompressionFromName infers the compression from a template file name.
-func CompressionFromName(name string) (Compression, bool) {
-	lower := strings.ToLower(name)
-	for _, c := range []Compression{Zstd, Gzip, XZ} {
-		if strings.HasSuffix(lower, c.Suffix()) {
-			return c, true
-		}
-	}
-	if strings.HasSuffix(lower, ".tgz") {
-		return Gzip, true
-	}
-	return "", false
-}
-
-// Levels is the range of compression levels c takes.
-func (c Compression) Levels() (lo, hi int) {
-	if c == Zstd {
-		return 1, 22
-	}
-	return 1, 9
-}
 
 // checkLevel validates a level for c (0 means the default).
-func checkLevel(c Compression, level int) error {
+func checkLevel(c template.Compression, level int) error {
 	lo, hi := c.Levels()
 	if level != 0 && (level < lo || level > hi) {
 		return fmt.Errorf("--level %d is out of range for %s: use %d to %d", level, c, lo, hi)
@@ -93,18 +27,18 @@ func checkLevel(c Compression, level int) error {
 // depend only on the input and the options, never on the machine: zstd
 // compresses slices of the tar cut as internal/zframe says as independent
 // frames on all cores, and gzip's parallel blocks have a fixed size.
-func compressor(w io.Writer, sum hash.Hash, c Compression, level int) (io.WriteCloser, error) {
+func compressor(w io.Writer, sum hash.Hash, c template.Compression, level int) (io.WriteCloser, error) {
 	if level == 0 {
 		level = c.DefaultLevel()
 	}
 	workers := runtime.GOMAXPROCS(0)
-	if c != Zstd {
+	if c != template.Zstd {
 		w = io.MultiWriter(w, sum)
 	}
 	switch c {
-	case Zstd:
+	case template.Zstd:
 		return newFrameWriter(w, sum, level, workers)
-	case Gzip:
+	case template.Gzip:
 		zw, err := pgzip.NewWriterLevel(w, level)
 		if err != nil {
 			return nil, err
@@ -113,7 +47,7 @@ func compressor(w io.Writer, sum hash.Hash, c Compression, level int) (io.WriteC
 			return nil, err
 		}
 		return zw, nil
-	case XZ:
+	case template.XZ:
 		cfg := xz.WriterConfig{DictCap: 1 << (18 + level)}
 		return cfg.NewWriter(w)
 	}

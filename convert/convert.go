@@ -7,6 +7,7 @@ import (
 	"github.com/nexcage/nexcage/internal/annotation"
 	"github.com/nexcage/nexcage/internal/errkind"
 	"github.com/nexcage/nexcage/tartree"
+	"github.com/nexcage/nexcage/template"
 
 	"archive/tar"
 	"context"
@@ -35,16 +36,16 @@ type Options struct {
 	// Output is the template file, or a directory (existing, or ending in
 	// "/") to write the conventionally named template into.
 	Output      string
-	Compression Compression // "" = from Output's suffix, else zstd
-	Level       int         // 0 = the compressor's default
-	Name        string      // overrides the name part of the conventional name
-	Version     string      // overrides the version part
+	Compression template.Compression // "" = from Output's suffix, else zstd
+	Level       int                  // 0 = the compressor's default
+	Name        string               // overrides the name part of the conventional name
+	Version     string               // overrides the version part
 	// Privileged marks the template privileged-only and keeps ids above
 	// 65535; SquashHighIDs maps those ids to 65534 instead.
 	Privileged    bool
 	SquashHighIDs bool
 	// Process overrides the image's process (nil: the image's).
-	Process *ProcessOverrides
+	Process *template.ProcessOverrides
 	// SourceDateEpoch clamps mtimes (SOURCE_DATE_EPOCH); zero = no clamp.
 	SourceDateEpoch time.Time
 	// ToolVersion is recorded in the manifest.
@@ -61,10 +62,10 @@ const maxUnprivilegedID = 65535
 
 // Result says what was written.
 type Result struct {
-	Template string   `json:"template"`
-	Config   string   `json:"config"`
-	Manifest string   `json:"manifest"`
-	Metadata Metadata `json:"metadata"`
+	Template string           `json:"template"`
+	Config   string           `json:"config"`
+	Manifest string           `json:"manifest"`
+	Metadata template.Sidecar `json:"metadata"`
 	// Precompressed is how many bytes of the archive were compressed
 	// before it was written, while build read the layers (see
 	// internal/zframe); the rest was compressed by the writer.
@@ -73,18 +74,6 @@ type Result struct {
 	// the template as empty directories (root:root 0755) so that PVE
 	// and LXC have a mount point, as docker and podman create them.
 	AddedVolumeDirs []string `json:"added_volume_dirs,omitempty"`
-}
-
-// Source identifies where a rootfs came from, for the manifest and for
-// naming.
-type Source struct {
-	Reference    string `json:"reference,omitempty"`
-	Digest       string `json:"digest,omitempty"`
-	SourceDigest string `json:"source_digest,omitempty"`
-	Platform     string `json:"platform,omitempty"`
-	// Name is the image name the layout or archive records (podman's
-	// localhost/app:tag), which names the template before the path does.
-	Name string `json:"name,omitempty"`
 }
 
 // Convert writes the template, NAME.conf and NAME.json for a bundle.
@@ -101,8 +90,8 @@ func Convert(ctx context.Context, b *Bundle, opts Options) (*Result, error) {
 	return Write(ctx, tree, b.Spec, opts)
 }
 
-func sourceFromAnnotations(a map[string]string) Source {
-	s := Source{Reference: a[annotation.Reference], Digest: a[annotation.Digest], SourceDigest: a[annotation.SourceDigest], Name: a[annotation.Name]}
+func sourceFromAnnotations(a map[string]string) template.Source {
+	s := template.Source{Reference: a[annotation.Reference], Digest: a[annotation.Digest], SourceDigest: a[annotation.SourceDigest], Name: a[annotation.Name]}
 	if a[annotationOS] != "" && a[annotationArch] != "" {
 		s.Platform = a[annotationOS] + "/" + a[annotationArch]
 		if a[annotationVariant] != "" {
@@ -115,13 +104,13 @@ func sourceFromAnnotations(a map[string]string) Source {
 // plan is everything decided about a template before a byte is written.
 type plan struct {
 	opts        Options
-	compression Compression
+	compression template.Compression
 	target      string
-	os          OSInfo
+	os          template.OSInfo
 	arch        string
 	system      bool
 	config      *lxc.Config
-	meta        Metadata
+	meta        template.Sidecar
 	// addedVolumes are the volume directories prepareTree added.
 	addedVolumes []string
 }
@@ -149,7 +138,7 @@ func Write(ctx context.Context, tree *tartree.Tree, spec *runtimeSpec, opts Opti
 	return res, nil
 }
 
-func makePlan(tree *tartree.Tree, spec *runtimeSpec, src Source, opts Options, rep progress.Reporter) (*plan, error) {
+func makePlan(tree *tartree.Tree, spec *runtimeSpec, src template.Source, opts Options, rep progress.Reporter) (*plan, error) {
 	if opts.Privileged && opts.SquashHighIDs {
 		return nil, fmt.Errorf("--privileged and --squash-high-ids exclude each other: a privileged template keeps high ids, squashing drops them")
 	}
@@ -168,12 +157,12 @@ func makePlan(tree *tartree.Tree, spec *runtimeSpec, src Source, opts Options, r
 	p.os = DetectOS(tree)
 	arch, variant := spec.Annotations[annotationArch], spec.Annotations[annotationVariant]
 	if arch == "" {
-		arch = ArchFromELF(tree)
+		arch = template.ArchFromELF(tree)
 	}
 	if arch == "" {
 		return nil, fmt.Errorf("cannot tell the rootfs's architecture: config.json has no %s annotation and /bin/sh is not an ELF binary; set the annotation (nexcage unpack does)", annotationArch)
 	}
-	if p.arch, err = DebianArch(arch, variant); err != nil {
+	if p.arch, err = template.DebianArch(arch, variant); err != nil {
 		return nil, err
 	}
 	if p.os.OSType == "unmanaged" && p.os.Why != "" {
@@ -229,7 +218,7 @@ func makePlan(tree *tartree.Tree, spec *runtimeSpec, src Source, opts Options, r
 			p.config.Description += "@" + src.Digest
 		}
 	}
-	p.meta = p.metadata(spec, src)
+	p.meta = p.sidecar(spec, src)
 	// deploy and check read at most lxc.MaxConfigSize (what PVE's cluster
 	// filesystem stores): a bigger .conf would be a template nothing can use.
 	if n := len(p.config.Render()); n > lxc.MaxConfigSize {
@@ -243,7 +232,7 @@ func makePlan(tree *tartree.Tree, spec *runtimeSpec, src Source, opts Options, r
 // files compressed while the layers are read, for Write to reuse.
 func PrecompressLevel(opts Options) int {
 	p := &plan{opts: opts}
-	if err := p.chooseOutput(); err != nil || p.compression != Zstd {
+	if err := p.chooseOutput(); err != nil || p.compression != template.Zstd {
 		return 0
 	}
 	return p.opts.Level
@@ -253,7 +242,7 @@ func PrecompressLevel(opts Options) int {
 // a directory.
 func (p *plan) chooseOutput() error {
 	out := p.opts.Output
-	fromName, hasSuffix := CompressionFromName(out)
+	fromName, hasSuffix := template.CompressionFromName(out)
 	if fi, err := os.Stat(out); out == "" || (err == nil && fi.IsDir()) || strings.HasSuffix(out, "/") {
 		if out != "" && !strings.HasSuffix(out, "/") {
 			out += "/"
@@ -267,7 +256,7 @@ func (p *plan) chooseOutput() error {
 	case p.compression == "" && hasSuffix:
 		p.compression = fromName
 	case p.compression == "":
-		p.compression = Zstd
+		p.compression = template.Zstd
 	case hasSuffix && fromName != p.compression:
 		return fmt.Errorf("-o %s ends in %s but --compression is %s: make them agree", out, fromName.Suffix(), p.compression)
 	}

@@ -21,6 +21,7 @@ import (
 	"github.com/nexcage/nexcage/internal/testbundle"
 	"github.com/nexcage/nexcage/internal/testenv"
 	"github.com/nexcage/nexcage/lxc"
+	"github.com/nexcage/nexcage/template"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files")
@@ -42,7 +43,7 @@ func TestConvertIsDeterministic(t *testing.T) {
 	if !bytes.Equal(readFile(t, a.Manifest), readFile(t, c.Manifest)) || !bytes.Equal(readFile(t, a.Config), readFile(t, c.Config)) {
 		t.Fatal("sidecars differ")
 	}
-	for _, comp := range []convert.Compression{convert.Gzip, convert.XZ} {
+	for _, comp := range []template.Compression{template.Gzip, template.XZ} {
 		x := convertTo(t, b, t.TempDir(), convert.Options{Compression: comp})
 		y := convertTo(t, b, t.TempDir(), convert.Options{Compression: comp})
 		if x.Metadata.Template.SHA256 != y.Metadata.Template.SHA256 || !strings.HasSuffix(x.Template, comp.Suffix()) {
@@ -68,8 +69,8 @@ func TestSourceDateEpochClampsMtimes(t *testing.T) {
 	if later == 0 {
 		t.Fatal("no mtime was clamped; the test image has no files after the epoch")
 	}
-	if res.Metadata.Options.SourceDateEpoch != epoch.Unix() {
-		t.Errorf("the manifest does not record the epoch: %+v", res.Metadata.Options)
+	if res.Metadata.Recipe.SourceDateEpoch != epoch.Unix() {
+		t.Errorf("the manifest does not record the epoch: %+v", res.Metadata.Recipe)
 	}
 }
 
@@ -290,7 +291,7 @@ func TestConvertRefusesBadInput(t *testing.T) {
 		{name: "bad suffix", setup: func(t *testing.T) string { return good.Dir }, opts: convert.Options{Output: "x.tar"},
 			want: []string{"must end in .tar.zst, .tar.gz or .tar.xz"}},
 		{name: "suffix and compression disagree", setup: func(t *testing.T) string { return good.Dir },
-			opts: convert.Options{Output: "x.tar.gz", Compression: convert.Zstd}, want: []string{"make them agree"}},
+			opts: convert.Options{Output: "x.tar.gz", Compression: template.Zstd}, want: []string{"make them agree"}},
 		{name: "level out of range", setup: func(t *testing.T) string { return good.Dir },
 			opts: convert.Options{Level: 30}, want: []string{"--level 30 is out of range"}},
 	} {

@@ -12,6 +12,7 @@ import (
 	"github.com/nexcage/nexcage/convert"
 	"github.com/nexcage/nexcage/internal/testenv"
 	"github.com/nexcage/nexcage/rootfs"
+	"github.com/nexcage/nexcage/template"
 )
 
 // digestsFile pins the exact bytes the streaming build writes for every
@@ -27,7 +28,7 @@ func TestTemplateBytesArePinned(t *testing.T) {
 		for _, comp := range []string{"zstd", "gzip", "xz"} {
 			opts := convert.Options{Privileged: true, ToolVersion: "test", Output: t.TempDir() + "/"}
 			var err error
-			if opts.Compression, err = convert.ParseCompression(comp); err != nil {
+			if opts.Compression, err = template.ParseCompression(comp); err != nil {
 				t.Fatal(err)
 			}
 			f, err := s.Flatten(context.Background(), img, rootfs.FlattenOptions{PrecompressLevel: convert.PrecompressLevel(opts)})

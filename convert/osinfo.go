@@ -4,23 +4,12 @@ import (
 	"archive/tar"
 	"bufio"
 	"bytes"
-	"debug/elf"
-	"encoding/binary"
 	"fmt"
-	"github.com/nexcage/nexcage/tartree"
 	"strings"
-)
 
-// OSInfo is what PVE will see in the rootfs (proxmox.md §3).
-type OSInfo struct {
-	ID        string `json:"id,omitempty"`         // os-release ID
-	VersionID string `json:"version_id,omitempty"` // os-release VERSION_ID
-	// OSType is the ostype PVE will use: a distribution it manages, or
-	// "unmanaged" when it would refuse the image or there is no OS at all.
-	OSType string `json:"ostype"`
-	// Why explains an unmanaged OSType.
-	Why string `json:"why,omitempty"`
-}
+	"github.com/nexcage/nexcage/tartree"
+	"github.com/nexcage/nexcage/template"
+)
 
 // pveTypes maps os-release IDs to the ostype PVE::LXC::Setup picks.
 var pveTypes = map[string]string{
@@ -44,7 +33,7 @@ var markerFiles = []struct{ path, ostype string }{
 }
 
 // DetectOS reads os-release the way PVE does and says what PVE will do.
-func DetectOS(t *tartree.Tree) OSInfo {
+func DetectOS(t *tartree.Tree) template.OSInfo {
 	var raw []byte
 	for _, p := range []string{"etc/os-release", "usr/lib/os-release"} {
 		if b, err := t.ReadFile(p, 64<<10); err == nil {
@@ -53,10 +42,10 @@ func DetectOS(t *tartree.Tree) OSInfo {
 		}
 	}
 	if raw == nil {
-		return OSInfo{OSType: "unmanaged", Why: "the rootfs has no /etc/os-release: PVE falls back to unmanaged"}
+		return template.OSInfo{OSType: "unmanaged", Why: "the rootfs has no /etc/os-release: PVE falls back to unmanaged"}
 	}
 	fields := parseOSRelease(raw)
-	info := OSInfo{ID: fields["ID"], VersionID: fields["VERSION_ID"]}
+	info := template.OSInfo{ID: fields["ID"], VersionID: fields["VERSION_ID"]}
 	ostype, known := pveTypes[info.ID]
 	if !known {
 		for _, m := range markerFiles {
@@ -108,52 +97,6 @@ func parseOSRelease(b []byte) map[string]string {
 		out[strings.TrimSpace(k)] = v
 	}
 	return out
-}
-
-// DebianArch maps an OCI architecture (and variant) to the Debian name PVE
-// uses in template names and --arch.
-func DebianArch(arch, variant string) (string, error) {
-	switch arch {
-	case "amd64", "arm64", "i386", "riscv64", "armhf":
-		return arch, nil
-	case "386":
-		return "i386", nil
-	case "arm":
-		if variant == "" || variant == "v7" || variant == "v6" {
-			return "armhf", nil
-		}
-	}
-	return "", fmt.Errorf("architecture %s%s cannot run on Proxmox VE (it knows amd64, i386, arm64, armhf, riscv64)", arch, map[bool]string{true: "/" + variant, false: ""}[variant != ""])
-}
-
-// ArchFromELF reads the machine of /bin/sh, as PVE does when --arch is not
-// given; "" when there is no readable ELF shell.
-func ArchFromELF(t *tartree.Tree) string {
-	b, err := t.ReadFile("bin/sh", 64)
-	if err != nil || len(b) < 20 {
-		return ""
-	}
-	// The machine field is all we need: offset 18, in the file's byte order.
-	if !bytes.HasPrefix(b, []byte("\x7fELF")) {
-		return ""
-	}
-	var order binary.ByteOrder = binary.LittleEndian
-	if b[5] == 2 {
-		order = binary.BigEndian
-	}
-	switch elf.Machine(order.Uint16(b[18:20])) {
-	case elf.EM_X86_64:
-		return "amd64"
-	case elf.EM_AARCH64:
-		return "arm64"
-	case elf.EM_386:
-		return "i386"
-	case elf.EM_ARM:
-		return "armhf"
-	case elf.EM_RISCV:
-		return "riscv64"
-	}
-	return ""
 }
 
 // hasInit reports whether the rootfs can boot as a system container.

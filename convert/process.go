@@ -18,34 +18,8 @@ import (
 	"github.com/nexcage/nexcage/lxc"
 	"github.com/nexcage/nexcage/progress"
 	"github.com/nexcage/nexcage/tartree"
+	"github.com/nexcage/nexcage/template"
 )
-
-// ProcessOverrides replace parts of the image's process, as docker's and
-// podman's run flags do. The zero value changes nothing. They are recorded
-// in the manifest's options, so a template built with others is not up to
-// date.
-type ProcessOverrides struct {
-	// Entrypoint replaces the image's Entrypoint and drops its Cmd (as
-	// docker run --entrypoint does) unless Cmd is set too. nil: the
-	// image's.
-	Entrypoint *[]string `json:"entrypoint,omitempty"`
-	// Cmd replaces the image's Cmd, after the entrypoint. nil: the image's.
-	Cmd *[]string `json:"cmd,omitempty"`
-	// Env are NAME=VALUE pairs, each replacing the image's variable of that
-	// name or added after them, in order.
-	Env []string `json:"env,omitempty"`
-	// User is NAME|UID[:GROUP|GID]; names are looked up in the rootfs's
-	// /etc/passwd and /etc/group, and a user without a group gets its
-	// primary group (0 for a uid /etc/passwd does not list).
-	User string `json:"user,omitempty"`
-	// Workdir is the absolute working directory.
-	Workdir string `json:"workdir,omitempty"`
-}
-
-// IsZero reports whether o overrides nothing.
-func (o *ProcessOverrides) IsZero() bool {
-	return o == nil || o.Entrypoint == nil && o.Cmd == nil && len(o.Env) == 0 && o.User == "" && o.Workdir == ""
-}
 
 // ErrOverride is an override that cannot apply to this image.
 var ErrOverride = errors.New("process override")
@@ -100,7 +74,7 @@ func processSpec(tree *tartree.Tree, spec *runtimeSpec, opts Options, rep progre
 	return &out, nil
 }
 
-func applyOverrides(tree *tartree.Tree, spec *runtimeSpec, p *rspec.Process, ov *ProcessOverrides) error {
+func applyOverrides(tree *tartree.Tree, spec *runtimeSpec, p *rspec.Process, ov *template.ProcessOverrides) error {
 	switch {
 	case ov.Entrypoint != nil:
 		args := slices.Clone(*ov.Entrypoint)
@@ -266,7 +240,7 @@ func entrypointNote(c *lxc.Config, args []string, rep progress.Reporter) {
 // from a system container's environment: its init gets PVE's TERM=linux
 // ("some init scripts expect a linux terminal"), as with PVE's own OCI
 // import, which applies the image's Env only. An --env TERM=... stays.
-func dropUmociTerm(spec *runtimeSpec, ov *ProcessOverrides) {
+func dropUmociTerm(spec *runtimeSpec, ov *template.ProcessOverrides) {
 	if spec.Process == nil {
 		return
 	}

@@ -15,6 +15,7 @@ import (
 	"github.com/nexcage/nexcage/internal/testimage"
 	"github.com/nexcage/nexcage/lxc"
 	"github.com/nexcage/nexcage/rootfs"
+	"github.com/nexcage/nexcage/template"
 )
 
 func readConf(t *testing.T, res *convert.Result) *lxc.Config {
@@ -70,11 +71,11 @@ func TestSquashHighIDsMapsTheProcessUser(t *testing.T) {
 	}
 	// Files fine, process not: the process alone is named.
 	app := unpack(t, corpusCase(t, "alpine-app"), false)
-	_, err = convert.Convert(context.Background(), app, convert.Options{Output: t.TempDir() + "/", Process: &convert.ProcessOverrides{User: "70000:0"}})
+	_, err = convert.Convert(context.Background(), app, convert.Options{Output: t.TempDir() + "/", Process: &template.ProcessOverrides{User: "70000:0"}})
 	if !errors.Is(err, convert.ErrHighIDs) || !strings.Contains(err.Error(), "process runs as 70000:0") {
 		t.Errorf("process user 70000: %v", err)
 	}
-	res = convertTo(t, app, t.TempDir(), convert.Options{Privileged: true, Process: &convert.ProcessOverrides{User: "70000:0"}})
+	res = convertTo(t, app, t.TempDir(), convert.Options{Privileged: true, Process: &template.ProcessOverrides{User: "70000:0"}})
 	if got := raw(readConf(t, res), "lxc.init.uid"); !reflect.DeepEqual(got, []string{"70000"}) {
 		t.Errorf("privileged: lxc.init.uid %q, want 70000", got)
 	}
@@ -98,15 +99,15 @@ func TestEnvTrailingBlankRefused(t *testing.T) {
 	if !errors.As(err, &ee) || ee.Name != "TRAIL" {
 		t.Fatalf("err %v, want an EnvError naming TRAIL", err)
 	}
-	res := convertTo(t, b, t.TempDir(), convert.Options{Process: &convert.ProcessOverrides{Env: []string{"TRAIL=value"}}})
+	res := convertTo(t, b, t.TempDir(), convert.Options{Process: &template.ProcessOverrides{Env: []string{"TRAIL=value"}}})
 	conf := readConf(t, res)
 	for _, want := range []string{"LEAD= x", "INNER=a  b", "TRAIL=value"} {
 		if !contains(conf.Env, want) {
 			t.Errorf("env %q lacks %q", conf.Env, want)
 		}
 	}
-	if res.Metadata.Options.Process == nil || !reflect.DeepEqual(res.Metadata.Options.Process.Env, []string{"TRAIL=value"}) {
-		t.Errorf("the manifest does not record the override: %+v", res.Metadata.Options)
+	if res.Metadata.Recipe.Process == nil || !reflect.DeepEqual(res.Metadata.Recipe.Process.Env, []string{"TRAIL=value"}) {
+		t.Errorf("the manifest does not record the override: %+v", res.Metadata.Recipe)
 	}
 	checkPVE(t, res)
 }
@@ -132,32 +133,32 @@ func TestOverrides(t *testing.T) {
 	b := unpack(t, corpusCase(t, "alpine-app"), os.Geteuid() != 0)
 	sl := func(s ...string) *[]string { return &s }
 	for _, tc := range []struct {
-		ov   convert.ProcessOverrides
+		ov   template.ProcessOverrides
 		want string
 	}{
-		{convert.ProcessOverrides{Entrypoint: sl("/bin/sleep")}, "/bin/sleep"},
-		{convert.ProcessOverrides{Entrypoint: sl("/bin/sleep"), Cmd: sl("1000")}, "/bin/sleep 1000"},
-		{convert.ProcessOverrides{Cmd: sl("sleep", "5")}, "/app/run.sh sleep 5"},
-		{convert.ProcessOverrides{Entrypoint: sl(), Cmd: sl("/bin/sh", "-c", `echo "it's"`)}, `/bin/sh -c 'eval "echo \"it$(printf \\047)s\""'`},
+		{template.ProcessOverrides{Entrypoint: sl("/bin/sleep")}, "/bin/sleep"},
+		{template.ProcessOverrides{Entrypoint: sl("/bin/sleep"), Cmd: sl("1000")}, "/bin/sleep 1000"},
+		{template.ProcessOverrides{Cmd: sl("sleep", "5")}, "/app/run.sh sleep 5"},
+		{template.ProcessOverrides{Entrypoint: sl(), Cmd: sl("/bin/sh", "-c", `echo "it's"`)}, `/bin/sh -c 'eval "echo \"it$(printf \\047)s\""'`},
 	} {
 		res := convertTo(t, b, t.TempDir(), convert.Options{Process: &tc.ov})
 		if got := readConf(t, res).Entrypoint; got != tc.want {
 			t.Errorf("%+v: entrypoint %q, want %q", tc.ov, got, tc.want)
 		}
 	}
-	res := convertTo(t, b, t.TempDir(), convert.Options{Process: &convert.ProcessOverrides{User: "nobody", Workdir: "/tmp", Env: []string{"APP_MODE=prod", "NEW=1"}}})
+	res := convertTo(t, b, t.TempDir(), convert.Options{Process: &template.ProcessOverrides{User: "nobody", Workdir: "/tmp", Env: []string{"APP_MODE=prod", "NEW=1"}}})
 	c := readConf(t, res)
 	if !reflect.DeepEqual(raw(c, "lxc.init.uid"), []string{"65534"}) || !reflect.DeepEqual(raw(c, "lxc.init.cwd"), []string{"/tmp"}) ||
 		!contains(c.Env, "APP_MODE=prod") || contains(c.Env, "APP_MODE=test") || !contains(c.Env, "NEW=1") {
 		t.Errorf("user/workdir/env overrides: %+v", c)
 	}
-	if m := res.Metadata; m.Process.Cwd != "/tmp" || m.Options.Process.User != "nobody" {
-		t.Errorf("manifest: process %+v, options %+v", m.Process, m.Options)
+	if m := res.Metadata; m.Process.Cwd != "/tmp" || m.Recipe.Process.User != "nobody" {
+		t.Errorf("manifest: process %+v, options %+v", m.Process, m.Recipe)
 	}
 
 	// The up-to-date check: same overrides up to date, others not.
 	out := t.TempDir() + "/"
-	opts := convert.Options{Output: out, Process: &convert.ProcessOverrides{Cmd: sl("sleep", "5")}}
+	opts := convert.Options{Output: out, Process: &template.ProcessOverrides{Cmd: sl("sleep", "5")}}
 	built, err := convert.Convert(context.Background(), b, opts)
 	if err != nil {
 		t.Fatal(err)
@@ -166,7 +167,7 @@ func TestOverrides(t *testing.T) {
 	if _, ok := convert.UpToDate(opts, built.Metadata.Source.Reference, digest); !ok {
 		t.Error("same overrides: not up to date")
 	}
-	opts.Process = &convert.ProcessOverrides{Cmd: sl("sleep", "6")}
+	opts.Process = &template.ProcessOverrides{Cmd: sl("sleep", "6")}
 	if _, ok := convert.UpToDate(opts, built.Metadata.Source.Reference, digest); ok {
 		t.Error("another --cmd: up to date")
 	}
@@ -177,7 +178,7 @@ func TestOverrides(t *testing.T) {
 
 	// --cmd alone needs the recorded entrypoint.
 	delete(b.Spec.Annotations, "io.nexcage.image.entrypoint")
-	if _, err := convert.Convert(context.Background(), b, convert.Options{Output: t.TempDir() + "/", Process: &convert.ProcessOverrides{Cmd: sl("x")}}); !errors.Is(err, convert.ErrOverride) {
+	if _, err := convert.Convert(context.Background(), b, convert.Options{Output: t.TempDir() + "/", Process: &template.ProcessOverrides{Cmd: sl("x")}}); !errors.Is(err, convert.ErrOverride) {
 		t.Errorf("--cmd without a recorded entrypoint: %v", err)
 	}
 }
@@ -216,7 +217,7 @@ func TestArgvConfs(t *testing.T) {
 func TestUserOverrideGroups(t *testing.T) {
 	b := unpack(t, corpusCase(t, "alpine-named-user"), os.Geteuid() != 0)
 	for _, tc := range []struct{ user, want string }{{"1000", "10,18"}, {"app", "10,18"}, {"app:audio", ""}, {"root", ""}} {
-		res := convertTo(t, b, t.TempDir(), convert.Options{Process: &convert.ProcessOverrides{User: tc.user}})
+		res := convertTo(t, b, t.TempDir(), convert.Options{Process: &template.ProcessOverrides{User: tc.user}})
 		got := strings.Join(raw(readConf(t, res), "lxc.init.groups"), ";")
 		if got != tc.want {
 			t.Errorf("--user %s: lxc.init.groups %q, want %q", tc.user, got, tc.want)

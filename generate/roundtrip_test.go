@@ -10,6 +10,7 @@ import (
 	"github.com/nexcage/nexcage/generate"
 	"github.com/nexcage/nexcage/internal/testbundle"
 	"github.com/nexcage/nexcage/internal/testenv"
+	"github.com/nexcage/nexcage/template"
 )
 
 // TestTemplateRoundTrip is the proof: for every image of the
@@ -43,8 +44,8 @@ func TestTemplateRoundTripOptions(t *testing.T) {
 		name string
 		opts convert.Options
 	}{
-		{"alpine-app", convert.Options{Compression: convert.Gzip, ToolVersion: "test"}},
-		{"alpine-amd64", convert.Options{Compression: convert.XZ, Level: 2, ToolVersion: "test"}},
+		{"alpine-app", convert.Options{Compression: template.Gzip, ToolVersion: "test"}},
+		{"alpine-amd64", convert.Options{Compression: template.XZ, Level: 2, ToolVersion: "test"}},
 		{"ids", convert.Options{SquashHighIDs: true, Name: "web", Version: "2.1", ToolVersion: "test"}},
 	} {
 		t.Run(tc.name+"-"+string(tc.opts.Compression), func(t *testing.T) {

@@ -15,9 +15,9 @@ import (
 
 	rspec "github.com/opencontainers/runtime-spec/specs-go"
 
-	"github.com/nexcage/nexcage/convert"
 	"github.com/nexcage/nexcage/lxc"
 	"github.com/nexcage/nexcage/tartree"
+	"github.com/nexcage/nexcage/template"
 )
 
 // SpecFlags are the process and container settings of `nexcage generate`
@@ -525,7 +525,7 @@ func inspect(root string) rootfsFacts {
 	f.hasSh = true
 	t := tartree.New()
 	t.Put("bin/sh", &tartree.Node{Type: tar.TypeReg, Mode: 0o755, Open: func() (io.ReadCloser, error) { return os.Open(p) }})
-	if a := convert.ArchFromELF(t); a != "" {
+	if a := template.ArchFromELF(t); a != "" {
 		f.arch, f.variant, _ = ociArch(a)
 	}
 	return f

@@ -2,8 +2,7 @@ package generate
 
 import (
 	"archive/tar"
-	"bufio"
-	"bytes"
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -18,19 +17,16 @@ import (
 	"strings"
 	"time"
 
-	"github.com/klauspost/compress/gzip"
-	"github.com/klauspost/compress/zstd"
 	rspec "github.com/opencontainers/runtime-spec/specs-go"
-	"github.com/ulikunitz/xz"
 	"golang.org/x/sys/unix"
 
-	"github.com/nexcage/nexcage/convert"
 	"github.com/nexcage/nexcage/internal/annotation"
 	"github.com/nexcage/nexcage/internal/errkind"
 	"github.com/nexcage/nexcage/internal/limits"
 	"github.com/nexcage/nexcage/internal/saferoot"
 	"github.com/nexcage/nexcage/lxc"
 	"github.com/nexcage/nexcage/progress"
+	"github.com/nexcage/nexcage/template"
 )
 
 // ErrUnsafeMember marks a template member that would land outside the
@@ -44,36 +40,22 @@ var ErrCorruptTemplate = errors.New("corrupt template")
 
 const templateFix = "build or download the template again"
 
-// openTemplate sniffs the compression from the content (the name may lie)
-// and returns the decompressed tar stream.
+// openTemplate returns the decompressed tar stream of a template, its
+// compression told from the content (the name may lie).
 func openTemplate(file string, r io.Reader) (io.Reader, func(), error) {
-	br := bufio.NewReaderSize(r, 1<<20)
-	head, _ := br.Peek(512)
+	zr, _, err := template.NewTarReader(r)
+	var fe *template.FormatError
 	switch {
-	case bytes.HasPrefix(head, []byte{0x28, 0xb5, 0x2f, 0xfd}):
-		zr, err := zstd.NewReader(br, zstd.WithDecoderConcurrency(1))
-		if err != nil {
-			return nil, nil, err
-		}
-		return zr, zr.Close, nil
-	case bytes.HasPrefix(head, []byte{0x1f, 0x8b}):
-		zr, err := gzip.NewReader(br)
-		if err != nil {
-			return nil, nil, errkind.Errorf(ErrCorruptTemplate, "template %s is not valid gzip (%v): %s", file, err, templateFix)
-		}
-		return zr, func() { zr.Close() }, nil
-	case bytes.HasPrefix(head, []byte{0xfd, '7', 'z', 'X', 'Z', 0x00}):
-		zr, err := xz.NewReader(br)
-		if err != nil {
-			return nil, nil, errkind.Errorf(ErrCorruptTemplate, "template %s is not valid xz (%v): %s", file, err, templateFix)
-		}
-		return zr, func() {}, nil
-	case len(head) == 512 && bytes.HasPrefix(head[257:], []byte("ustar")):
-		return br, func() {}, nil
-	case len(head) == 0:
+	case errors.Is(err, template.ErrEmpty):
 		return nil, nil, errkind.Errorf(ErrCorruptTemplate, "template %s is empty: %s", file, templateFix)
+	case errors.Is(err, template.ErrUnknownFormat):
+		return nil, nil, errkind.Errorf(ErrCorruptTemplate, "%s is not a template: it is neither a zstd, gzip or xz compressed tar nor a plain tar; give a .tar.zst, .tar.gz or .tar.xz template (what nexcage build or convert writes, or a PVE template)", file)
+	case errors.As(err, &fe):
+		return nil, nil, errkind.Errorf(ErrCorruptTemplate, "template %s is %v: %s", file, fe, templateFix)
+	case err != nil:
+		return nil, nil, err
 	}
-	return nil, nil, errkind.Errorf(ErrCorruptTemplate, "%s is not a template: it is neither a zstd, gzip or xz compressed tar nor a plain tar; give a .tar.zst, .tar.gz or .tar.xz template (what nexcage build or convert writes, or a PVE template)", file)
+	return zr, func() { zr.Close() }, nil
 }
 
 // extractStats says what an extraction did.
@@ -382,14 +364,14 @@ func (w *writer) parentDir(member, rel string) (string, error) {
 type sidecars struct {
 	confPath, manifestPath string
 	conf                   *lxc.Config
-	manifest               *convert.Metadata
+	manifest               *template.Sidecar
 }
 
 func readSidecars(file string) (*sidecars, error) {
 	s := &sidecars{}
-	s.confPath, s.manifestPath = convert.Sidecars(file)
+	s.confPath, s.manifestPath = template.SidecarPaths(file)
 	if _, err := os.Stat(s.manifestPath); err == nil {
-		m, err := convert.ReadManifest(s.manifestPath)
+		m, err := template.ReadSidecar(s.manifestPath)
 		if err != nil {
 			return nil, fmt.Errorf("%v: fix it, or move it away to generate from the template alone", err)
 		}
@@ -463,7 +445,7 @@ func (s *sidecars) spec(facts rootfsFacts, file string) (*rspec.Spec, bool) {
 		if name == "" {
 			name = filepath.Base(file)
 		}
-		if c, ok := convert.CompressionFromName(name); ok {
+		if c, ok := template.CompressionFromName(name); ok {
 			name = strings.TrimSuffix(name, c.Suffix())
 		}
 		if parts := strings.Split(name, "_"); len(parts) == 3 && dateVersion.MatchString(parts[1]) {
@@ -569,12 +551,12 @@ func (s *sidecars) convertFlags() []string {
 	if s.manifest == nil {
 		return nil
 	}
-	o := s.manifest.Options
+	o := s.manifest.Recipe
 	var out []string
-	if o.Compression != "" && o.Compression != string(convert.Zstd) {
+	if o.Compression != "" && o.Compression != string(template.Zstd) {
 		out = append(out, "--compression", o.Compression)
 	}
-	if o.Level != 0 && o.Level != convert.Compression(firstNonEmpty(o.Compression, string(convert.Zstd))).DefaultLevel() {
+	if o.Level != 0 && o.Level != template.Compression(cmp.Or(o.Compression, string(template.Zstd))).DefaultLevel() {
 		out = append(out, "--level", fmt.Sprint(o.Level))
 	}
 	if o.Privileged {
@@ -590,13 +572,4 @@ func (s *sidecars) convertFlags() []string {
 		out = append(out, "--template-version", o.Version)
 	}
 	return out
-}
-
-func firstNonEmpty(s ...string) string {
-	for _, x := range s {
-		if x != "" {
-			return x
-		}
-	}
-	return ""
 }

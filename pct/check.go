@@ -3,7 +3,6 @@ package pct
 import (
 	"bufio"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -16,6 +15,7 @@ import (
 
 	"github.com/nexcage/nexcage/health"
 	"github.com/nexcage/nexcage/internal/atomicfile"
+	"github.com/nexcage/nexcage/template"
 )
 
 // Tools are the PVE commands nexcage runs.
@@ -256,28 +256,6 @@ func (h *Host) StorageIDs(ctx context.Context) ([]string, error) {
 
 var reVztmplName = regexp.MustCompile(`(?i)\.tar(\.(gz|xz|zst|bz2))?$`)
 
-// storedSidecar is the part of a template's .json manifest the storage check
-// reads (convert writes it; pct does not import convert).
-type storedSidecar struct {
-	Template struct {
-		File   string `json:"file"`
-		SHA256 string `json:"sha256"`
-		Size   int64  `json:"size"`
-	} `json:"template"`
-}
-
-func readStoredSidecar(p string) (*storedSidecar, error) {
-	raw, err := os.ReadFile(p)
-	if err != nil {
-		return nil, err
-	}
-	var s storedSidecar
-	if err := json.Unmarshal(raw, &s); err != nil || s.Template.SHA256 == "" {
-		return nil, fmt.Errorf("%s is not a nexcage manifest", filepath.Base(p))
-	}
-	return &s, nil
-}
-
 // CheckStorage checks the templates of a PVE storage: those nexcage built
 // (a .json sidecar beside them, as deploy uploads it) must still match
 // their sidecar's size and sha256; partial uploads (temporary names of an
@@ -336,7 +314,7 @@ func (h *Host) CheckStorage(ctx context.Context, id string, opts health.Options)
 			partial = append(partial, name)
 		case reVztmplName.MatchString(name) && e.Type().IsRegular():
 			base := reVztmplName.ReplaceAllString(name, "")
-			sc, err := readStoredSidecar(filepath.Join(dir, base+".json"))
+			sc, err := template.ReadSidecar(filepath.Join(dir, base+".json"))
 			if errors.Is(err, os.ErrNotExist) {
 				foreign++
 				continue
@@ -366,7 +344,7 @@ func (h *Host) CheckStorage(ctx context.Context, id string, opts health.Options)
 				out = append(out, r(health.OK, check, "", ""))
 			}
 		case strings.HasSuffix(name, ".json") && e.Type().IsRegular():
-			sc, err := readStoredSidecar(p)
+			sc, err := template.ReadSidecar(p)
 			if err != nil || sc.Template.File == "" || present[sc.Template.File] {
 				continue
 			}

@@ -8,9 +8,9 @@ import (
 	"path/filepath"
 	"strings"
 
-	"github.com/nexcage/nexcage/convert"
 	"github.com/nexcage/nexcage/lxc"
 	"github.com/nexcage/nexcage/progress"
+	"github.com/nexcage/nexcage/template"
 )
 
 // IsVolumeID reports whether s names a template volume on a PVE storage,
@@ -78,7 +78,7 @@ func LoadTemplate(ctx context.Context, h *Host, fileOrVolID string, opts LoadOpt
 		}
 		t.File, file = abs, abs
 	}
-	confPath, jsonPath := convert.Sidecars(file)
+	confPath, jsonPath := template.SidecarPaths(file)
 	if raw, err := lxc.ReadConfig(confPath); err == nil {
 		c, err := lxc.ParseTemplateConfig(raw)
 		var unsafe *lxc.UnsafeConfigError
@@ -99,7 +99,7 @@ func LoadTemplate(ctx context.Context, h *Host, fileOrVolID string, opts LoadOpt
 	} else if !errors.Is(err, os.ErrNotExist) {
 		return nil, &TemplateConfigError{Path: confPath, Err: err}
 	}
-	if m, err := convert.ReadManifest(jsonPath); err == nil {
+	if m, err := template.ReadSidecar(jsonPath); err == nil {
 		t.Privileged, t.Volumes, t.SHA256 = m.Privileged, m.Volumes, m.Template.SHA256
 		t.Image, t.Digest = m.Source.Reference, m.Source.SourceDigest
 		t.Sidecars = append(t.Sidecars, jsonPath)

@@ -19,6 +19,7 @@ import (
 	"github.com/nexcage/nexcage/pct"
 	"github.com/nexcage/nexcage/progress"
 	"github.com/nexcage/nexcage/rootfs"
+	"github.com/nexcage/nexcage/template"
 )
 
 // CheckOptions configure Check and CheckHost.
@@ -88,7 +89,7 @@ func Check(ctx context.Context, target string, opts CheckOptions) ([]health.Resu
 		}
 		return checkStore(ctx, dir, copts)
 	}
-	if _, ok := convert.CompressionFromName(target); ok {
+	if _, ok := template.CompressionFromName(target); ok {
 		return convert.CheckTemplate(ctx, target, copts)
 	}
 	// A bare word naming one of the cluster's storages is that storage

@@ -5,10 +5,10 @@ import (
 	"fmt"
 	"path/filepath"
 
-	"github.com/nexcage/nexcage/convert"
 	"github.com/nexcage/nexcage/pct"
 	"github.com/nexcage/nexcage/progress"
 	"github.com/nexcage/nexcage/rootfs"
+	"github.com/nexcage/nexcage/template"
 )
 
 // DeployOptions configure Deploy and Create's deploy.
@@ -77,7 +77,7 @@ func IsTemplate(s string) bool {
 	if pct.IsVolumeID(s) {
 		return true
 	}
-	_, ok := convert.CompressionFromName(s)
+	_, ok := template.CompressionFromName(s)
 	return ok
 }
 

@@ -13,6 +13,7 @@ import (
 	"github.com/nexcage/nexcage/convert"
 	"github.com/nexcage/nexcage/pipeline"
 	"github.com/nexcage/nexcage/progress"
+	"github.com/nexcage/nexcage/template"
 )
 
 // convertFlags are shared by convert and build.
@@ -26,7 +27,7 @@ type convertFlags struct {
 // compressionValues are what --compression accepts (zst and gz are
 // taken as zstd and gzip too); formatValues are convert --format's.
 var (
-	compressionValues = []string{string(convert.Zstd), string(convert.Gzip), string(convert.XZ)}
+	compressionValues = []string{string(template.Zstd), string(template.Gzip), string(template.XZ)}
 	formatValues      = []string{"template", "oci-archive"}
 )
 
@@ -103,7 +104,7 @@ func convertOptions(e *env) (convert.Options, error) {
 		Privileged: cf.privileged, SquashHighIDs: cf.squash,
 		ToolVersion: nexcageVersion(), Progress: e.progress,
 	}
-	o.Compression = convert.Compression(cf.compression)
+	o.Compression = template.Compression(cf.compression)
 	if cf.privileged && cf.squash {
 		return o, usagef("--privileged and --squash-high-ids exclude each other")
 	}
@@ -227,9 +228,9 @@ func checkOutput(cf convertFlags, images int) error {
 		}
 		return nil
 	}
-	comp := convert.Compression(cf.compression)
+	comp := template.Compression(cf.compression)
 	if !dir {
-		fromName, ok := convert.CompressionFromName(out)
+		fromName, ok := template.CompressionFromName(out)
 		switch {
 		case !ok || !strings.HasSuffix(out, fromName.Suffix()):
 			// Lower case only: the sidecars are named by cutting the
@@ -241,7 +242,7 @@ func checkOutput(cf convertFlags, images int) error {
 		comp = fromName
 	}
 	if comp == "" {
-		comp = convert.Zstd
+		comp = template.Zstd
 	}
 	if lo, hi := comp.Levels(); cf.level != 0 && (cf.level < lo || cf.level > hi) {
 		return usagef("--level: %d is out of range for %s; use %d to %d", cf.level, comp, lo, hi)

@@ -20,11 +20,10 @@ const modulePath = "github.com/nexcage/nexcage"
 var stageImports = map[string][]string{
 	"rootfs":   nil,
 	"lxc":      nil,
-	"convert":  {"lxc"},
-	"generate": {"convert", "lxc"},
-	// pct reads the template's sidecars through convert until the
-	// template package owns the format (issue #18).
-	"pct": {"convert", "lxc"},
+	"convert":  {"template", "lxc"},
+	"generate": {"template", "lxc"},
+	"pct":      {"template", "lxc"},
+	"template": nil,
 	// pipeline chains the stages: it alone may import every one.
 	"pipeline": {"rootfs", "convert", "template", "generate", "pct", "lxc"},
 }

@@ -9,8 +9,8 @@ import (
 
 	"github.com/spf13/pflag"
 
-	"github.com/nexcage/nexcage/convert"
 	"github.com/nexcage/nexcage/lxc"
+	"github.com/nexcage/nexcage/template"
 )
 
 // processFlags override the image's process on build and convert, the
@@ -42,8 +42,8 @@ func registerProcessFlags(fs *pflag.FlagSet, pf *processFlags) {
 
 // overrides turns the flags into convert's ProcessOverrides, checking
 // each value on its own so an error names its flag.
-func (pf *processFlags) overrides() (*convert.ProcessOverrides, error) {
-	o := &convert.ProcessOverrides{User: pf.user, Workdir: pf.workdir}
+func (pf *processFlags) overrides() (*template.ProcessOverrides, error) {
+	o := &template.ProcessOverrides{User: pf.user, Workdir: pf.workdir}
 	if pf.entrypoint.set {
 		args := []string{}
 		if v := strings.TrimSpace(pf.entrypoint.v); strings.HasPrefix(v, "[") {
