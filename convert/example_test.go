@@ -77,7 +77,7 @@ func ExampleWrite() {
 	defer os.RemoveAll(dir)
 
 	spec := &rspec.Spec{
-		Process: &rspec.Process{Args: []string{"/usr/bin/app"}, Cwd: "/", Env: []string{"PATH=/usr/bin:/bin"}},
+		Process:     &rspec.Process{Args: []string{"/usr/bin/app"}, Cwd: "/", Env: []string{"PATH=/usr/bin:/bin"}},
 		Annotations: map[string]string{"org.opencontainers.image.architecture": "amd64"},
 	}
 	res, err := convert.Write(context.Background(), exampleTree(), spec, convert.Options{
