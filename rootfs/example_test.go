@@ -43,7 +43,11 @@ func ExampleStore_Pull() {
 		log.Fatal(err)
 	}
 	defer os.RemoveAll(dir)
-	layout := alpineLayout(dir) // an OCI layout holding Alpine tagged 3.20
+	// An OCI layout holding Alpine, tagged 3.20.
+	layout := filepath.Join(dir, "layout")
+	if err := testimage.WriteAlpineLayout(layout, "3.20"); err != nil {
+		log.Fatal(err)
+	}
 
 	ctx := context.Background()
 	store, err := rootfs.StoreAt(filepath.Join(dir, "store"))
@@ -75,18 +79,4 @@ func ExampleStore_Pull() {
 	// stored linux/amd64 sha256:dbfd4c7ac54b4b0f87aa7273c5e1f7f9304079804cfeee476b21d811a23e655e
 	// etc/alpine-release: 3.20.3
 	// entrypoint: [/bin/sh]
-}
-
-// alpineLayout writes the Alpine minirootfs of testdata/images as an OCI
-// layout in dir and returns its path.
-func alpineLayout(dir string) string {
-	img, err := testimage.Alpine("amd64")
-	if err != nil {
-		log.Fatal(err)
-	}
-	layout := filepath.Join(dir, "layout")
-	if err := testimage.WriteLayout(layout, "3.20", testimage.Case{Name: "alpine", Image: img}); err != nil {
-		log.Fatal(err)
-	}
-	return layout
 }

@@ -763,13 +763,12 @@ func (w dirWalker) Root() *tartree.Node { return w.t.Root }
 func (dirWalker) Child(dir *tartree.Node, name string) (*tartree.Node, saferoot.Kind, string, error) {
 	n := dir.Child(name)
 	switch {
-	case n == nil:
-		return nil, saferoot.Missing, "", nil
-	case n.Type == tar.TypeSymlink:
+	case n != nil && n.Type == tar.TypeSymlink:
 		return n, saferoot.Symlink, n.Linkname, nil
-	case n.Type == tar.TypeDir:
+	case n != nil && n.Type == tar.TypeDir:
 		return n, saferoot.Dir, "", nil
 	}
+	// Nothing there, or a non-directory in the way.
 	return n, saferoot.Missing, "", nil
 }
 

@@ -131,9 +131,7 @@ func TestPut(t *testing.T) {
 	t.Run("a directory over a directory keeps its entries", func(t *testing.T) {
 		tree := tartree.New()
 		tree.Put("etc/passwd", file("root"))
-		d := dir()
-		d.Mode = 0o700
-		tree.Put("etc", d)
+		tree.Put("etc", &tartree.Node{Type: tar.TypeDir, Mode: 0o700})
 		if tree.Get("etc").Mode != 0o700 || tree.Get("etc/passwd") == nil {
 			t.Fatalf("etc = %+v, passwd = %v: want the new metadata and the old entries", tree.Get("etc"), tree.Get("etc/passwd"))
 		}
@@ -272,77 +270,77 @@ func TestHeader(t *testing.T) {
 // tree the next one carries the content.
 func TestHardLinks(t *testing.T) {
 	linked := func(n *tartree.Node, inode uint64) *tartree.Node { n.Inode = inode; return n }
-	t.Run("the first member carries the content", func(t *testing.T) {
-		tree := tartree.New()
-		body := file("shared")
-		tree.Put("z/last", linked(body, 1))
-		tree.Put("a/first", linked(body, 1))
-		tree.Put("m/middle", linked(file("shared"), 1))
-		tree.Put("solo", linked(file("other"), 0))
-		tree.Put("solo2", linked(file("other"), 0))
-		want := `./ dir
-./a/ dir
-./a/first reg size=6
-./m/ dir
-./m/middle link to ./a/first
-./solo reg size=5
-./solo2 reg size=5
-./z/ dir
-./z/last link to ./a/first
-`
-		if got := describeShort(written(t, tree)); got != want {
-			t.Fatalf("members:\n%s\nwant:\n%s", got, want)
-		}
-	})
-	t.Run("the first member removed, the next carries the content", func(t *testing.T) {
-		tree := tartree.New()
-		tree.Put("a", linked(file("shared"), 1))
-		tree.Put("b", linked(file("shared"), 1))
-		tree.Put("c", linked(file("shared"), 1))
-		tree.Remove("a")
-		want := "./ dir\n./b reg size=6\n./c link to ./b\n"
-		if got := describeShort(written(t, tree)); got != want {
-			t.Fatalf("members:\n%s\nwant:\n%s", got, want)
-		}
-	})
-	t.Run("the first member replaced, the replacement is not in the group", func(t *testing.T) {
-		tree := tartree.New()
-		tree.Put("a", linked(file("shared"), 1))
-		tree.Put("b", linked(file("shared"), 1))
-		tree.Put("a", file("new"))
-		want := "./ dir\n./a reg size=3\n./b reg size=6\n"
-		if got := describeShort(written(t, tree)); got != want {
-			t.Fatalf("members:\n%s\nwant:\n%s", got, want)
-		}
-	})
-	t.Run("symlinks are linked, directories fifos and devices are not", func(t *testing.T) {
-		tree := tartree.New()
-		tree.Put("s1", linked(symlink("t"), 2))
-		tree.Put("s2", linked(symlink("t"), 2))
-		tree.Put("d1", linked(dir(), 3))
-		tree.Put("d2", linked(dir(), 3))
-		fifo := func() *tartree.Node { return &tartree.Node{Type: tar.TypeFifo, Mode: 0o600, ModTime: mtime, Inode: 4} }
-		tree.Put("f1", fifo())
-		tree.Put("f2", fifo())
-		dev := func() *tartree.Node {
-			return &tartree.Node{Type: tar.TypeChar, Mode: 0o600, ModTime: mtime, Devmajor: 1, Devminor: 3, Inode: 5}
-		}
-		tree.Put("c1", dev())
-		tree.Put("c2", dev())
-		want := `./ dir
-./c1 char 1:3
-./c2 char 1:3
-./d1/ dir
-./d2/ dir
-./f1 fifo
-./f2 fifo
-./s1 symlink -> t
-./s2 link to ./s1
-`
-		if got := describeShort(written(t, tree)); got != want {
-			t.Fatalf("members:\n%s\nwant:\n%s", got, want)
-		}
-	})
+	special := func(typ byte, inode uint64) *tartree.Node {
+		return &tartree.Node{Type: typ, Mode: 0o600, ModTime: mtime, Devmajor: 1, Devminor: 3, Inode: inode}
+	}
+	for _, tc := range []struct {
+		name string
+		puts []string // "path inode" pairs, put in this order
+		make func(name string, inode uint64) *tartree.Node
+		then func(*tartree.Tree)
+		want string
+	}{{
+		name: "the first member in canonical order carries the content",
+		puts: []string{"z/last 1", "a/first 1", "m/middle 1", "solo 0", "solo2 0"},
+		want: "./ dir\n./a/ dir\n./a/first reg size=6\n./m/ dir\n./m/middle link to ./a/first\n" +
+			"./solo reg size=6\n./solo2 reg size=6\n./z/ dir\n./z/last link to ./a/first\n",
+	}, {
+		name: "the first member removed, the next carries the content",
+		puts: []string{"a 1", "b 1", "c 1"},
+		then: func(tree *tartree.Tree) { tree.Remove("a") },
+		want: "./ dir\n./b reg size=6\n./c link to ./b\n",
+	}, {
+		name: "the first member replaced, the replacement is not in the group",
+		puts: []string{"a 1", "b 1"},
+		then: func(tree *tartree.Tree) { tree.Put("a", file("new")) },
+		want: "./ dir\n./a reg size=3\n./b reg size=6\n",
+	}, {
+		name: "symlinks are linked",
+		puts: []string{"s1 2", "s2 2"},
+		make: func(string, uint64) *tartree.Node { return symlink("t") },
+		want: "./ dir\n./s1 symlink -> t\n./s2 link to ./s1\n",
+	}, {
+		name: "directories are not linked",
+		puts: []string{"d1 3", "d2 3"},
+		make: func(string, uint64) *tartree.Node { return dir() },
+		want: "./ dir\n./d1/ dir\n./d2/ dir\n",
+	}, {
+		name: "fifos are not linked",
+		puts: []string{"f1 4", "f2 4"},
+		make: func(_ string, inode uint64) *tartree.Node { return special(tar.TypeFifo, inode) },
+		want: "./ dir\n./f1 fifo\n./f2 fifo\n",
+	}, {
+		name: "devices are not linked",
+		puts: []string{"c1 5", "c2 5"},
+		make: func(_ string, inode uint64) *tartree.Node { return special(tar.TypeChar, inode) },
+		want: "./ dir\n./c1 char 1:3\n./c2 char 1:3\n",
+	}} {
+		t.Run(tc.name, func(t *testing.T) {
+			tree := tartree.New()
+			for _, put := range tc.puts {
+				p, inode, _ := strings.Cut(put, " ")
+				n, _ := strconv.ParseUint(inode, 10, 64)
+				node := file("shared")
+				if tc.make != nil {
+					node = tc.make(p, n)
+				}
+				tree.Put(p, linked(node, n))
+			}
+			if tc.then != nil {
+				tc.then(tree)
+			}
+			wantMembers(t, tree, tc.want)
+		})
+	}
+}
+
+// wantMembers fails t unless the archive of tree has these members, as
+// describeShort lists them.
+func wantMembers(t *testing.T, tree *tartree.Tree, want string) {
+	t.Helper()
+	if got := describeShort(written(t, tree)); got != want {
+		t.Fatalf("members:\n%s\nwant:\n%s", got, want)
+	}
 }
 
 // describeShort is one line per member: name, type, and what identifies
@@ -350,24 +348,14 @@ func TestHardLinks(t *testing.T) {
 func describeShort(hdrs []*tar.Header) string {
 	var b strings.Builder
 	for _, h := range hdrs {
-		b.WriteString(h.Name + " ")
-		switch h.Typeflag {
-		case tar.TypeDir:
-			b.WriteString("dir")
-		case tar.TypeReg:
-			b.WriteString("reg size=" + itoa(h.Size))
-		case tar.TypeLink:
-			b.WriteString("link to " + h.Linkname)
-		case tar.TypeSymlink:
-			b.WriteString("symlink -> " + h.Linkname)
-		case tar.TypeFifo:
-			b.WriteString("fifo")
-		case tar.TypeChar:
-			b.WriteString("char " + itoa(h.Devmajor) + ":" + itoa(h.Devminor))
-		default:
-			b.WriteString("type " + string(h.Typeflag))
-		}
-		b.WriteString("\n")
+		b.WriteString(h.Name + " " + map[byte]string{
+			tar.TypeDir:     "dir",
+			tar.TypeReg:     "reg size=" + itoa(h.Size),
+			tar.TypeLink:    "link to " + h.Linkname,
+			tar.TypeSymlink: "symlink -> " + h.Linkname,
+			tar.TypeFifo:    "fifo",
+			tar.TypeChar:    "char " + itoa(h.Devmajor) + ":" + itoa(h.Devminor),
+		}[h.Typeflag] + "\n")
 	}
 	return b.String()
 }
@@ -414,9 +402,7 @@ func TestHardLinksFromLayers(t *testing.T) {
 			t.Fatalf("etc/a %+v and etc/b %+v are not one group", a, b)
 		}
 		want := "./ dir\n./etc/ dir\n./etc/a reg size=3\n./etc/b link to ./etc/a\n"
-		if got := describeShort(written(t, tree)); got != want {
-			t.Fatalf("members:\n%s\nwant:\n%s", got, want)
-		}
+		wantMembers(t, tree, want)
 	})
 	t.Run("link target replaced by a later layer", func(t *testing.T) {
 		tree, err := flattened(t, append(base, testimage.Hardlink("etc/b", "etc/a")),
@@ -425,9 +411,7 @@ func TestHardLinksFromLayers(t *testing.T) {
 			t.Fatal(err)
 		}
 		want := "./ dir\n./etc/ dir\n./etc/a reg size=5\n./etc/b reg size=3\n"
-		if got := describeShort(written(t, tree)); got != want {
-			t.Fatalf("members:\n%s\nwant:\n%s", got, want)
-		}
+		wantMembers(t, tree, want)
 	})
 	t.Run("link target removed by a later layer", func(t *testing.T) {
 		tree, err := flattened(t, append(base, testimage.Hardlink("etc/b", "etc/a")),
@@ -436,9 +420,7 @@ func TestHardLinksFromLayers(t *testing.T) {
 			t.Fatal(err)
 		}
 		want := "./ dir\n./etc/ dir\n./etc/b reg size=3\n"
-		if got := describeShort(written(t, tree)); got != want {
-			t.Fatalf("members:\n%s\nwant:\n%s", got, want)
-		}
+		wantMembers(t, tree, want)
 	})
 	for _, tc := range []struct {
 		name  string

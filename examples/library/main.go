@@ -13,6 +13,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"log"
 	"os"
 	"path/filepath"
 	"sync/atomic"
@@ -23,13 +24,13 @@ import (
 )
 
 func main() {
+	log.SetFlags(0)
+	log.SetPrefix("nexcage-user: ")
 	if len(os.Args) != 4 {
-		fmt.Fprintln(os.Stderr, "usage: nexcage-user IMAGE STORE-DIR OUTPUT-DIR")
-		os.Exit(2)
+		log.Fatal("usage: nexcage-user IMAGE STORE-DIR OUTPUT-DIR")
 	}
 	if err := build(context.Background(), os.Args[1], os.Args[2], os.Args[3]); err != nil {
-		fmt.Fprintln(os.Stderr, "nexcage-user:", err)
-		os.Exit(1)
+		log.Fatal(err)
 	}
 }
 
