@@ -365,15 +365,7 @@ func itoa(n int64) string { return strconv.FormatInt(n, 10) }
 // flattened is the tree rootfs.Flatten makes of an image of these layers.
 func flattened(t *testing.T, layers ...[]testimage.Entry) (*tartree.Tree, error) {
 	t.Helper()
-	var ls []v1.Layer
-	for _, l := range layers {
-		layer, err := testimage.Layer(l, testimage.Gzip)
-		if err != nil {
-			t.Fatal(err)
-		}
-		ls = append(ls, layer)
-	}
-	img, err := testimage.Image(ls, v1.Config{}, v1.Platform{OS: "linux", Architecture: "amd64"}, false)
+	img, err := testimage.Layers(v1.Config{}, testimage.Gzip, layers...)
 	if err != nil {
 		t.Fatal(err)
 	}
