@@ -15,6 +15,8 @@ import (
 	"sort"
 	"strings"
 	"testing"
+
+	"github.com/nexcage/nexcage/internal/testenv"
 )
 
 // TestPublicAPINamesOnlyPublicTypes walks the exported API of every public
@@ -128,7 +130,7 @@ func isPublic(path string) bool {
 // compiler sees, so no source parsing of the module's dependencies.
 func loadPublicPackages(t *testing.T, root string) []*types.Package {
 	t.Helper()
-	cmd := exec.Command("go", "list", "-export", "-deps", "-json=ImportPath,Export,Standard", "./...")
+	cmd := exec.Command(testenv.RequireTool(t, "go"), "list", "-export", "-deps", "-json=ImportPath,Export", "./...")
 	cmd.Dir = root
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
