@@ -67,9 +67,13 @@ func TestAPILeaksFound(t *testing.T) {
 		return n
 	}
 	pkg.Scope().Insert(types.NewFunc(token.NoPos, pkg, "Func", sig(types.NewSlice(hidden))))
+	embedded := types.NewNamed(types.NewTypeName(token.NoPos, pkg, "embedded", nil), types.NewStruct([]*types.Var{
+		types.NewField(token.NoPos, pkg, "Promoted", hidden, false),
+	}, nil), nil)
 	declare("Struct", types.NewStruct([]*types.Var{
 		types.NewField(token.NoPos, pkg, "Field", types.NewMap(types.Typ[types.String], private), false),
 		types.NewField(token.NoPos, pkg, "ok", hidden, false),
+		types.NewField(token.NoPos, pkg, "embedded", embedded, true),
 	}, nil))
 	iface := types.NewInterfaceType([]*types.Func{types.NewFunc(token.NoPos, pkg, "Method", sig(types.NewPointer(hidden)))}, nil)
 	iface.Complete()
@@ -100,6 +104,7 @@ func TestAPILeaksFound(t *testing.T) {
 		"lib.Generic type parameter T mentions internal/secret.Hidden",
 		"lib.Iface.Method mentions internal/secret.Hidden",
 		"lib.Struct.Field mentions unexported lib.private",
+		"lib.Struct.Promoted mentions internal/secret.Hidden",
 		"lib.Var mentions internal/secret.Hidden",
 		"lib.WithMethod.M mentions unexported lib.private",
 	}
@@ -220,11 +225,7 @@ func checkNamed(name string, named *types.Named, report func(string, types.Type)
 	}
 	switch u := named.Underlying().(type) {
 	case *types.Struct:
-		for i := range u.NumFields() {
-			if f := u.Field(i); f.Exported() {
-				report(name+"."+f.Name(), f.Type())
-			}
-		}
+		structFields(name, u, report)
 	case *types.Interface:
 		for i := range u.NumMethods() {
 			if m := u.Method(i); m.Exported() {
@@ -239,6 +240,28 @@ func checkNamed(name string, named *types.Named, report func(string, types.Type)
 	for i := range ms.Len() {
 		if m := ms.At(i).Obj(); m.Exported() {
 			report(name+"."+m.Name(), m.Type())
+		}
+	}
+}
+
+// structFields reports the exported fields of s, with those an embedded
+// unexported struct promotes: a program reads and sets them as its own.
+func structFields(name string, s *types.Struct, report func(string, types.Type)) {
+	for i := range s.NumFields() {
+		f := s.Field(i)
+		if f.Exported() {
+			report(name+"."+f.Name(), f.Type())
+			continue
+		}
+		if !f.Embedded() {
+			continue
+		}
+		t := f.Type()
+		if p, ok := t.(*types.Pointer); ok {
+			t = p.Elem()
+		}
+		if inner, ok := t.Underlying().(*types.Struct); ok {
+			structFields(name, inner, report)
 		}
 	}
 }
