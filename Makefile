@@ -8,6 +8,9 @@ LDFLAGS  := -s -w -X main.version=$(VERSION)
 # CI and `make test` must never skip a test for want of a tool or of root.
 TEST_ENV := NEXCAGE_REQUIRE_TOOLS=1 $(if $(filter 0,$(shell id -u)),NEXCAGE_REQUIRE_ROOT=1)
 DEMO_DIR := build/demo
+# Programs under testdata/ that ./... skips: the PVE stand-in the end-to-end
+# tests run as pct/pvesm/pvesh, the demo image maker and the bench driver.
+VET_EXTRA := ./testdata/pve ./testdata/demo ./testdata/bench
 
 .PHONY: all build deps test test-short docs demo bench fuzz soak clean
 
@@ -24,7 +27,7 @@ deps:
 # umoci and LXC.
 test: deps
 	@out=$$(gofmt -l .); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
-	$(GO) vet ./...
+	$(GO) vet ./... $(VET_EXTRA)
 	$(TEST_ENV) $(GO) test -race -count=1 -timeout 45m ./...
 
 # Unit tests only: what a quick edit-compile-test loop needs.

@@ -1,10 +1,7 @@
 package convert_test
 
 import (
-	"context"
 	"encoding/binary"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 
@@ -14,13 +11,6 @@ import (
 	"github.com/nexcage/nexcage/internal/pvetest"
 	"github.com/nexcage/nexcage/internal/testenv"
 )
-
-// templateXattrs are the xattrs PVE's extraction keeps.
-func templateXattrs(name string) bool {
-	return name == "security.capability" || (strings.HasPrefix(name, "user.") && name != "user.rootlesscontainers")
-}
-
-func underDev(rel string) bool { return strings.HasPrefix(rel, "dev/") }
 
 // TestTemplateExtractsToTheRootfs is the template's contract with PVE:
 // extracting it with PVE's exact tar command gives back the bundle's rootfs
@@ -35,7 +25,7 @@ func TestTemplateExtractsToTheRootfs(t *testing.T) {
 	for _, c := range cases(t) {
 		t.Run(c.Name, func(t *testing.T) {
 			b := unpack(t, c, false)
-			want, err := fstree.Snapshot(b.Rootfs, fstree.Options{Skip: underDev, XattrFilter: templateXattrs, MTime: true})
+			want, err := fstree.Snapshot(b.Rootfs, fstree.TemplateView)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -49,20 +39,8 @@ func TestTemplateExtractsToTheRootfs(t *testing.T) {
 				t.Run(name, func(t *testing.T) {
 					opts := convert.Options{Privileged: !unprivileged, SquashHighIDs: unprivileged}
 					res := convertTo(t, b, t.TempDir(), opts)
-					work := t.TempDir()
-					// The mapped root must be able to reach the rootfs, as
-					// under /var/lib/lxc on a PVE host.
-					os.Chmod(work, 0o755)
-					os.Chmod(filepath.Dir(work), 0o755)
-					root := filepath.Join(work, "rootfs")
-					if _, err := pvetest.Extract(context.Background(), res.Template, root, unprivileged); err != nil {
-						t.Fatal(err)
-					}
-					got, err := fstree.Snapshot(root, fstree.Options{Skip: underDev, XattrFilter: templateXattrs, MTime: true})
-					if err != nil {
-						t.Fatal(err)
-					}
-					expect := expected(want, unprivileged)
+					got := pvetest.ExtractTree(t, res.Template, unprivileged)
+					expect := pvetest.Expected(want, unprivileged)
 					addedDirs(expect, got, b)
 					for _, d := range fstree.Diff(expect, got) {
 						t.Error(d)
@@ -71,27 +49,6 @@ func TestTemplateExtractsToTheRootfs(t *testing.T) {
 			}
 		})
 	}
-}
-
-// expected is the rootfs as it must look after an extraction: owners
-// shifted by the id map and high ids squashed when unprivileged.
-func expected(rootfs fstree.Tree, unprivileged bool) fstree.Tree {
-	out := fstree.Tree{}
-	for p, e := range rootfs {
-		c := *e
-		if unprivileged {
-			c.UID, c.GID = shift(c.UID), shift(c.GID)
-		}
-		out[p] = &c
-	}
-	return out
-}
-
-func shift(id uint32) uint32 {
-	if id > 65535 {
-		id = 65534
-	}
-	return id + pvetest.IDMapBase
 }
 
 // addedDirs expects what convert adds: /dev when the rootfs has none, and

@@ -2,7 +2,6 @@ package convert_test
 
 import (
 	"context"
-	"os"
 	"testing"
 
 	"github.com/nexcage/nexcage/convert"
@@ -11,15 +10,13 @@ import (
 	"github.com/nexcage/nexcage/rootfs"
 )
 
-func cases(t testing.TB) []testimage.Case {
-	t.Helper()
-	return testbundle.Cases(t)
-}
-
-func corpusCase(t testing.TB, name string) testimage.Case {
-	t.Helper()
-	return testbundle.Case(t, name)
-}
+// Convert reads the corpus and files as every stage's tests do.
+var (
+	cases      = testbundle.Cases
+	corpusCase = testbundle.Case
+	readFile   = testbundle.ReadFile
+	entries    = testbundle.DirNames // a directory's names
+)
 
 // storeCase puts a case in a fresh store and returns the stored image.
 func storeCase(t testing.TB, c testimage.Case) (*rootfs.Store, rootfs.Image) {
@@ -47,27 +44,4 @@ func convertTo(t testing.TB, b *convert.Bundle, dir string, opts convert.Options
 		t.Fatal(err)
 	}
 	return res
-}
-
-func readFile(t testing.TB, p string) []byte {
-	t.Helper()
-	b, err := os.ReadFile(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
-}
-
-// entries lists a directory's names.
-func entries(t testing.TB, dir string) []string {
-	t.Helper()
-	des, err := os.ReadDir(dir)
-	if err != nil && !os.IsNotExist(err) {
-		t.Fatal(err)
-	}
-	var out []string
-	for _, d := range des {
-		out = append(out, d.Name())
-	}
-	return out
 }

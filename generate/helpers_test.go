@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -20,15 +19,13 @@ import (
 	"github.com/nexcage/nexcage/rootfs"
 )
 
-func cases(t testing.TB) []testimage.Case {
-	t.Helper()
-	return testbundle.Cases(t)
-}
-
-func corpusCase(t testing.TB, name string) testimage.Case {
-	t.Helper()
-	return testbundle.Case(t, name)
-}
+// Generate's tests share the corpus and file helpers of every stage.
+var (
+	readFile   = testbundle.ReadFile
+	cases      = testbundle.Cases
+	corpusCase = testbundle.Case
+	leftovers  = testbundle.DirNames // what a failed generate left in a directory
+)
 
 // build is `nexcage build`: the case's layers flattened straight into a
 // template in a fresh directory.
@@ -86,15 +83,6 @@ func fromTemplate(t testing.TB, template string, opts generate.Options) (string,
 	return bundle, res
 }
 
-func readFile(t testing.TB, p string) []byte {
-	t.Helper()
-	b, err := os.ReadFile(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
-}
-
 // sameTemplate fails unless two conversions wrote the same three files,
 // naming the first members that differ.
 func sameTemplate(t *testing.T, want, got *convert.Result) {
@@ -146,19 +134,4 @@ func validateConfig(t testing.TB, path string) {
 	for _, e := range res.Errors() {
 		t.Errorf("%s: not valid against the runtime-spec schema: %s", path, e)
 	}
-}
-
-// leftovers lists what is in dir: a failed generate must leave nothing
-// beside the bundle it was asked for.
-func leftovers(t testing.TB, dir string) []string {
-	t.Helper()
-	des, err := os.ReadDir(dir)
-	if err != nil && !os.IsNotExist(err) {
-		t.Fatal(err)
-	}
-	var out []string
-	for _, d := range des {
-		out = append(out, d.Name())
-	}
-	return out
 }

@@ -22,16 +22,9 @@ import (
 	"github.com/nexcage/nexcage/rootfs"
 )
 
-// templateXattrs are the xattrs a template keeps.
-func templateXattrs(name string) bool {
-	return name == "security.capability" || (strings.HasPrefix(name, "user.") && name != "user.rootlesscontainers")
-}
-
-func underDev(rel string) bool { return strings.HasPrefix(rel, "dev/") }
-
 func snapshot(t testing.TB, dir string) fstree.Tree {
 	t.Helper()
-	tree, err := fstree.Snapshot(dir, fstree.Options{Skip: underDev, XattrFilter: templateXattrs, MTime: true})
+	tree, err := fstree.Snapshot(dir, fstree.TemplateView)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -89,22 +82,8 @@ func TestRootfsRoundTripThroughPVE(t *testing.T) {
 			if tmpl.Metadata.Application || tmpl.Metadata.OSType != "alpine" || tmpl.Metadata.Source.Platform != "linux/amd64" {
 				t.Errorf("convert made an application container %v, ostype %s, platform %q: want a system container, alpine, linux/amd64", tmpl.Metadata.Application, tmpl.Metadata.OSType, tmpl.Metadata.Source.Platform)
 			}
-			work := t.TempDir()
-			os.Chmod(work, 0o755)
-			os.Chmod(filepath.Dir(work), 0o755)
-			root := filepath.Join(work, "rootfs")
-			if _, err := pvetest.Extract(context.Background(), tmpl.Template, root, unprivileged); err != nil {
-				t.Fatal(err)
-			}
-			got := snapshot(t, root)
-			expect := fstree.Tree{}
-			for p, e := range want {
-				c := *e
-				if unprivileged {
-					c.UID, c.GID = shift(c.UID), shift(c.GID)
-				}
-				expect[p] = &c
-			}
+			got := pvetest.ExtractTree(t, tmpl.Template, unprivileged)
+			expect := pvetest.Expected(want, unprivileged)
 			// PVE makes the root directory itself and skips the "./"
 			// member: its mtime is "now".
 			expect["."].MTime = got["."].MTime
@@ -118,13 +97,6 @@ func TestRootfsRoundTripThroughPVE(t *testing.T) {
 			}
 		})
 	}
-}
-
-func shift(id uint32) uint32 {
-	if id > 65535 {
-		id = 65534
-	}
-	return id + pvetest.IDMapBase
 }
 
 // capV2 reads a v3 capability (written inside a user namespace) as the v2
@@ -225,12 +197,12 @@ func TestRootfsCopyKeepsEverything(t *testing.T) {
 	testenv.RequireRoot(t)
 	src := oddTree(t, true)
 	bundle, res := fromRootfs(t, src, generate.Options{})
-	want, err := fstree.Snapshot(src, fstree.Options{XattrFilter: templateXattrs, MTime: true})
+	want, err := fstree.Snapshot(src, fstree.Options{XattrFilter: fstree.TemplateXattrs, MTime: true})
 	if err != nil {
 		t.Fatal(err)
 	}
 	delete(want, "var/lib/sock")
-	got, err := fstree.Snapshot(filepath.Join(bundle, "rootfs"), fstree.Options{XattrFilter: templateXattrs, MTime: true})
+	got, err := fstree.Snapshot(filepath.Join(bundle, "rootfs"), fstree.Options{XattrFilter: fstree.TemplateXattrs, MTime: true})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -51,11 +51,7 @@ func withManifest(t *testing.T, s *Store, img Image, edit func(*ispec.Manifest))
 func TestHostileStoreBlobs(t *testing.T) {
 	testenv.CheckLeaks(t)
 	s := newStore(t)
-	l, err := testimage.Layer([]testimage.Entry{testimage.File("f", 0o644, "x")}, testimage.Uncompressed)
-	if err != nil {
-		t.Fatal(err)
-	}
-	vimg, err := testimage.Image([]v1.Layer{l}, v1.Config{Entrypoint: []string{"/f"}}, v1.Platform{OS: "linux", Architecture: "amd64"}, false)
+	vimg, err := testimage.Layers(v1.Config{Entrypoint: []string{"/f"}}, testimage.Uncompressed, []testimage.Entry{testimage.File("f", 0o644, "x")})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -196,17 +192,13 @@ func TestStoreLockNoFollow(t *testing.T) {
 func TestUnpackRefusesDirReplacedThroughSymlink(t *testing.T) {
 	testenv.CheckLeaks(t)
 	s := newStore(t)
-	l, err := testimage.Layer([]testimage.Entry{
+	img, err := testimage.Layers(v1.Config{Entrypoint: []string{"/f"}}, testimage.Gzip, []testimage.Entry{
 		testimage.Dir("d/", 0o755),
 		testimage.File("d/a", 0o644, "a"), // caches d as a safe directory
 		testimage.Symlink("l", "."),
 		testimage.Symlink("l/d", "../.."),
 		testimage.File("d/f", 0o644, "x"),
-	}, testimage.Gzip)
-	if err != nil {
-		t.Fatal(err)
-	}
-	img, err := testimage.Image([]v1.Layer{l}, v1.Config{Entrypoint: []string{"/f"}}, v1.Platform{OS: "linux", Architecture: "amd64"}, false)
+	})
 	if err != nil {
 		t.Fatal(err)
 	}

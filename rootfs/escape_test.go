@@ -58,11 +58,7 @@ func TestUnpackImplicitDirsStayInRoot(t *testing.T) {
 // entries.
 func accountsImage(t *testing.T, user string, etc ...testimage.Entry) v1.Image {
 	t.Helper()
-	l, err := testimage.Layer(append([]testimage.Entry{testimage.Dir("etc/", 0o755)}, etc...), testimage.Gzip)
-	if err != nil {
-		t.Fatal(err)
-	}
-	img, err := testimage.Image([]v1.Layer{l}, v1.Config{User: user, Entrypoint: []string{"/app"}}, v1.Platform{OS: "linux", Architecture: "amd64"}, false)
+	img, err := testimage.Layers(v1.Config{User: user, Entrypoint: []string{"/app"}}, testimage.Gzip, append([]testimage.Entry{testimage.Dir("etc/", 0o755)}, etc...))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -147,26 +143,18 @@ func contains(list []string, s string) bool {
 func TestUnpackRootlessDropsDevices(t *testing.T) {
 	testenv.CheckLeaks(t)
 	s := newStore(t)
-	l1, err := testimage.Layer([]testimage.Entry{
+	img, err := testimage.Layers(v1.Config{}, testimage.Gzip, []testimage.Entry{
 		testimage.Dir("devices/", 0o755),
 		testimage.File("devices/replaced", 0o644, "lower\n"),
 		testimage.CharDev("devices/restored", 0o666, 1, 3),
-	}, testimage.Gzip)
-	if err != nil {
-		t.Fatal(err)
-	}
-	l2, err := testimage.Layer([]testimage.Entry{
+	}, []testimage.Entry{
 		testimage.CharDev("devices/null", 0o666, 1, 3),
 		testimage.BlockDev("devices/loop0", 0o660, 7, 0),
 		testimage.Hardlink("devices/null-link", "devices/null"),
 		testimage.CharDev("devices/replaced", 0o666, 1, 5),
 		testimage.File("devices/restored", 0o644, "a file again\n"),
 		testimage.Fifo("devices/fifo", 0o620),
-	}, testimage.Gzip)
-	if err != nil {
-		t.Fatal(err)
-	}
-	img, err := testimage.Image([]v1.Layer{l1, l2}, v1.Config{}, v1.Platform{OS: "linux", Architecture: "amd64"}, false)
+	})
 	if err != nil {
 		t.Fatal(err)
 	}

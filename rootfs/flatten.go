@@ -750,20 +750,26 @@ func (fl *flattener) resolveDir(entry, rel string, create bool) (string, *tartre
 			return n, nil
 		}
 	}
-	resolved, n, err := saferoot.Resolve(rel, saferoot.Walker[*tartree.Node](dirWalker{fl.tree.Walker()}), o)
+	resolved, n, err := saferoot.Resolve(rel, saferoot.Walker[*tartree.Node](dirWalker{fl.tree}), o)
 	return resolved, n, entryResolveError(entry, err)
 }
 
 // dirWalker is the tree as resolveDir sees it: a non-directory in the way
 // is replaced (or, without create, leads nowhere), as if missing.
-type dirWalker struct{ tartree.Walker }
+type dirWalker struct{ t *tartree.Tree }
 
-func (w dirWalker) Child(dir *tartree.Node, name string) (*tartree.Node, saferoot.Kind, string, error) {
-	n, k, target, err := w.Walker.Child(dir, name)
-	if k == saferoot.Other {
-		k = saferoot.Missing
+func (w dirWalker) Root() *tartree.Node { return w.t.Root }
+
+func (dirWalker) Child(dir *tartree.Node, name string) (*tartree.Node, saferoot.Kind, string, error) {
+	n := dir.Child(name)
+	switch {
+	case n != nil && n.Type == tar.TypeSymlink:
+		return n, saferoot.Symlink, n.Linkname, nil
+	case n != nil && n.Type == tar.TypeDir:
+		return n, saferoot.Dir, "", nil
 	}
-	return n, k, target, err
+	// Nothing there, or a non-directory in the way.
+	return n, saferoot.Missing, "", nil
 }
 
 // whiteout removes p unless this layer wrote it; a directory this layer

@@ -274,6 +274,9 @@ func TestConcurrentPullsShareOneStore(t *testing.T) {
 	noLeftovers(t, s.Dir)
 }
 
+// TestPullFromLayoutAndArchives pulls an image from each local transport
+// (an OCI layout, the same as an oci-archive, a docker-archive with and
+// without its tag) and refuses ambiguous or missing layout references.
 func TestPullFromLayoutAndArchives(t *testing.T) {
 	dir := t.TempDir()
 	c := corpusCase(t, "symlinks")
@@ -296,39 +299,54 @@ func TestPullFromLayoutAndArchives(t *testing.T) {
 
 	s := newStore(t)
 	want := digestOf(t, c.Image)
-	for _, ref := range []Ref{layoutRef, archiveRef} {
-		img, err := s.Pull(context.Background(), ref, PullOptions{SourceOptions: amd64()})
-		if err != nil {
-			t.Fatalf("pull %s: %v", ref, err)
-		}
-		if img.Digest != want {
-			t.Errorf("pull %s stored %s, want %s", ref, img.Digest, want)
-		}
-	}
-	for _, ref := range []Ref{dockerRef, dockerUntagged} {
-		img, err := s.Pull(context.Background(), ref, PullOptions{SourceOptions: amd64()})
-		if err != nil {
-			t.Fatalf("pull %s: %v", ref, err)
-		}
-		if _, err := s.Unpack(context.Background(), img, filepath.Join(t.TempDir(), "b"), UnpackOptions{}); err != nil {
-			t.Fatalf("unpack %s: %v", ref, err)
-		}
+	for _, tc := range []struct {
+		name string
+		ref  Ref
+		// sameImage: the store holds the very image written (a docker
+		// archive holds it converted to Docker's manifest; it must unpack).
+		sameImage bool
+	}{
+		{"oci layout", layoutRef, true},
+		{"oci-archive", archiveRef, true},
+		{"docker-archive tagged", dockerRef, false},
+		{"docker-archive untagged", dockerUntagged, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			img, err := s.Pull(context.Background(), tc.ref, PullOptions{SourceOptions: amd64()})
+			if err != nil {
+				t.Fatalf("pull %s: %v", tc.ref, err)
+			}
+			if tc.sameImage && img.Digest != want {
+				t.Errorf("pull %s stored %s, want %s", tc.ref, img.Digest, want)
+			}
+			if !tc.sameImage {
+				if _, err := s.Unpack(context.Background(), img, filepath.Join(t.TempDir(), "b"), UnpackOptions{}); err != nil {
+					t.Fatalf("unpack %s: %v", tc.ref, err)
+				}
+			}
+		})
 	}
 
-	// An untagged layout reference is ambiguous with two images.
-	ambiguous, _ := ParseRef("oci:" + filepath.Join(dir, "layout"))
-	_, err := s.Pull(context.Background(), ambiguous, PullOptions{SourceOptions: amd64()})
-	if err == nil || !strings.Contains(err.Error(), "v1, v2") {
-		t.Errorf("untagged pull from a two-image layout: %v, want the tags listed", err)
-	}
-	missing, _ := ParseRef("oci:" + filepath.Join(dir, "layout") + ":v9")
-	_, err = s.Pull(context.Background(), missing, PullOptions{SourceOptions: amd64()})
-	if !errors.Is(err, ErrNotFound) || !strings.Contains(err.Error(), "v9") {
-		t.Errorf("missing tag: %v, want ErrNotFound naming v9", err)
-	}
-	nolayout, _ := ParseRef("oci:" + dir + "/nowhere:v1")
-	if _, err = s.Pull(context.Background(), nolayout, PullOptions{SourceOptions: amd64()}); !errors.Is(err, ErrNotFound) {
-		t.Errorf("missing layout: %v, want ErrNotFound", err)
+	for _, tc := range []struct {
+		name, ref string
+		notFound  bool
+		words     string
+	}{
+		// An untagged layout reference is ambiguous with two images.
+		{"untagged, two images in the layout", "oci:" + filepath.Join(dir, "layout"), false, "v1, v2"},
+		{"missing tag", "oci:" + filepath.Join(dir, "layout") + ":v9", true, "v9"},
+		{"missing layout", "oci:" + dir + "/nowhere:v1", true, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ref, err := ParseRef(tc.ref)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, err = s.Pull(context.Background(), ref, PullOptions{SourceOptions: amd64()})
+			if err == nil || (tc.notFound && !errors.Is(err, ErrNotFound)) || !strings.Contains(err.Error(), tc.words) {
+				t.Errorf("pull: %v, want an error (ErrNotFound: %v) saying %q", err, tc.notFound, tc.words)
+			}
+		})
 	}
 }
 

@@ -141,26 +141,21 @@ func (t *Tree) Remove(p string) {
 // targets start at the rootfs, and ".." never leaves it. It returns the node
 // and its resolved path, or nil when the path does not exist.
 func (t *Tree) Resolve(p string) (*Node, string) {
-	rp, n, err := saferoot.Resolve(cleanRel(p), t.Walker(), saferoot.Options[*Node]{Clamp: true})
+	rp, n, err := saferoot.Resolve(cleanRel(p), walker{t}, saferoot.Options[*Node]{Clamp: true})
 	if err != nil {
 		return nil, ""
 	}
 	return n, rp
 }
 
-// Walker is a tree as saferoot.Resolve walks it, node by node: each
-// component costs one lookup in its parent's entries.
-type Walker struct{ t *Tree }
+// walker is a tree as saferoot.Resolve walks it, node by node: each
+// component costs one lookup in its parent's entries. It stays unexported
+// so that the API names no internal type (saferoot.Kind).
+type walker struct{ t *Tree }
 
-// Walker is t as saferoot.Resolve walks it.
-func (t *Tree) Walker() Walker { return Walker{t} }
+func (w walker) Root() *Node { return w.t.Root }
 
-// Root is the tree's root node.
-func (w Walker) Root() *Node { return w.t.Root }
-
-// Child is dir's entry name and its kind, nil and saferoot.Missing when
-// there is none.
-func (Walker) Child(dir *Node, name string) (*Node, saferoot.Kind, string, error) {
+func (walker) Child(dir *Node, name string) (*Node, saferoot.Kind, string, error) {
 	n := dir.Child(name)
 	switch {
 	case n == nil:

@@ -15,6 +15,7 @@ import (
 	"github.com/nexcage/nexcage/internal/atomicfile"
 	"github.com/nexcage/nexcage/internal/fstree"
 	"github.com/nexcage/nexcage/internal/pvetest"
+	"github.com/nexcage/nexcage/internal/testenv"
 	"github.com/nexcage/nexcage/internal/testimage"
 )
 
@@ -23,18 +24,7 @@ func nexcageRun(t *testing.T, env []string, bin string, args ...string) (string,
 	t.Helper()
 	cmd := exec.Command(bin, args...)
 	cmd.Env = env
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	err := cmd.Run()
-	var ee *exec.ExitError
-	switch {
-	case err == nil:
-		return out.String(), errb.String(), 0
-	case errors.As(err, &ee):
-		return out.String(), errb.String(), ee.ExitCode()
-	}
-	t.Fatalf("nexcage %s: %v", strings.Join(args, " "), err)
-	return "", "", 0
+	return testenv.Output(t, cmd)
 }
 
 // nexcageOK runs the binary and fails the test unless it exits 0.

@@ -59,59 +59,64 @@ func TestRootlessUnpackAsOrdinaryUser(t *testing.T) {
 	os.Mkdir(work, 0o755)
 	os.Chown(work, 65534, 65534)
 
-	unpack := func(tag string) string {
-		cmd := exec.Command(setpriv, "--reuid=65534", "--regid=65534", "--clear-groups",
-			bin, "unpack", "--store", filepath.Join(work, "store"), "oci:"+filepath.Join(dir, "layout")+":"+tag, filepath.Join(work, tag))
+	// nobody runs nexcage as uid 65534 with a minimal environment.
+	nobody := func(t *testing.T, args ...string) string {
+		t.Helper()
+		cmd := exec.Command(setpriv, append([]string{"--reuid=65534", "--regid=65534", "--clear-groups", bin}, args...)...)
 		cmd.Env = []string{"HOME=" + work, "PATH=/usr/bin:/bin"}
 		out, err := cmd.CombinedOutput()
 		if err != nil {
-			t.Fatalf("rootless unpack of %s: %v\n%s", tag, err, out)
+			t.Fatalf("rootless nexcage %s: %v\n%s", strings.Join(args, " "), err, out)
 		}
 		return string(out)
 	}
-	out := unpack("ids")
-	if !strings.Contains(out, "rootless") {
-		t.Errorf("output does not say the unpack was rootless:\n%s", out)
-	}
-	f := filepath.Join(work, "ids", "rootfs", "ids", "uid1000")
-	var st syscall.Stat_t
-	if err := syscall.Lstat(f, &st); err != nil {
-		t.Fatal(err)
-	}
-	if st.Uid != 65534 {
-		t.Errorf("%s is owned by %d, want the unpacking user 65534", f, st.Uid)
-	}
-	buf := make([]byte, 256)
-	if n, err := unix.Lgetxattr(f, "user.rootlesscontainers", buf); err != nil || n == 0 {
-		t.Errorf("%s has no user.rootlesscontainers xattr recording owner 1000: %v", f, err)
+	unpack := func(t *testing.T, tag string) string {
+		t.Helper()
+		return nobody(t, "unpack", "--store", filepath.Join(work, "store"), "oci:"+filepath.Join(dir, "layout")+":"+tag, filepath.Join(work, tag))
 	}
 
-	if out := unpack("devices"); !strings.Contains(out, "2 device node(s) were not created") {
-		t.Errorf("a rootless unpack of device nodes did not say they were lost:\n%s", out)
-	}
+	t.Run("foreign owners kept in an xattr", func(t *testing.T) {
+		out := unpack(t, "ids")
+		if !strings.Contains(out, "rootless") {
+			t.Errorf("output does not say the unpack was rootless:\n%s", out)
+		}
+		f := filepath.Join(work, "ids", "rootfs", "ids", "uid1000")
+		var st syscall.Stat_t
+		if err := syscall.Lstat(f, &st); err != nil {
+			t.Fatal(err)
+		}
+		if st.Uid != 65534 {
+			t.Errorf("%s is owned by %d, want the unpacking user 65534", f, st.Uid)
+		}
+		buf := make([]byte, 256)
+		if n, err := unix.Lgetxattr(f, "user.rootlesscontainers", buf); err != nil || n == 0 {
+			t.Errorf("%s has no user.rootlesscontainers xattr recording owner 1000: %v", f, err)
+		}
+	})
+
 	// Issue 15 finding 11c: the template converted from that bundle holds
 	// what build's holds, no device nodes (not empty 0666 stand-ins), and
 	// still the fifo.
-	outDir := filepath.Join(work, "out")
-	cmd := exec.Command(setpriv, "--reuid=65534", "--regid=65534", "--clear-groups",
-		bin, "convert", "-q", filepath.Join(work, "devices"), "-o", outDir+"/")
-	cmd.Env = []string{"HOME=" + work, "PATH=/usr/bin:/bin"}
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("rootless convert: %v\n%s", err, out)
-	}
-	tpls, _ := filepath.Glob(filepath.Join(outDir, "*.tar.zst"))
-	if len(tpls) != 1 {
-		t.Fatalf("templates %v, want one", tpls)
-	}
-	members := templateMembers(t, tpls[0])
-	for _, m := range []string{"./devices/null", "./devices/loop0"} {
-		if _, ok := members[m]; ok {
-			t.Errorf("the template holds %s (type %q): build drops device nodes", m, members[m])
+	t.Run("device nodes dropped, said, and left out of the template", func(t *testing.T) {
+		if out := unpack(t, "devices"); !strings.Contains(out, "2 device node(s) were not created") {
+			t.Errorf("a rootless unpack of device nodes did not say they were lost:\n%s", out)
 		}
-	}
-	if members["./devices/fifo"] != tar.TypeFifo {
-		t.Errorf("the template lost the fifo: %q", members["./devices/fifo"])
-	}
+		outDir := filepath.Join(work, "out")
+		nobody(t, "convert", "-q", filepath.Join(work, "devices"), "-o", outDir+"/")
+		tpls, _ := filepath.Glob(filepath.Join(outDir, "*.tar.zst"))
+		if len(tpls) != 1 {
+			t.Fatalf("templates %v, want one", tpls)
+		}
+		members := templateMembers(t, tpls[0])
+		for _, m := range []string{"./devices/null", "./devices/loop0"} {
+			if _, ok := members[m]; ok {
+				t.Errorf("the template holds %s (type %q): build drops device nodes", m, members[m])
+			}
+		}
+		if members["./devices/fifo"] != tar.TypeFifo {
+			t.Errorf("the template lost the fifo: %q", members["./devices/fifo"])
+		}
+	})
 }
 
 // templateMembers lists a template's members and their types.

@@ -118,69 +118,76 @@ func TestWarningsSurviveQuietAndJSON(t *testing.T) {
 	store := filepath.Join(t.TempDir(), "store")
 	out := t.TempDir()
 
-	code, stdout, stderr := runCLI(t, "build", "--store", store, "oci:"+dir+":dev", "-o", out+"/text/")
-	if code != 0 || !strings.Contains(stderr, devWarning) || !strings.Contains(stderr, "pulling") {
-		t.Fatalf("build: exit %d, want the warning among the progress on stderr:\n%s%s", code, stdout, stderr)
-	}
-
-	code, stdout, stderr = runCLI(t, "build", "-q", "--store", store, "oci:"+dir+":dev", "-o", out+"/quiet/")
-	if code != 0 || !strings.HasPrefix(stderr, devWarning) || strings.Count(stderr, "\n") != 1 {
-		t.Errorf("build -q: exit %d, stderr %q: want the warning alone", code, stderr)
-	}
-
-	code, stdout, stderr = runCLI(t, "build", "--json", "--store", store, "oci:"+dir+":dev", "-o", out+"/json/")
-	if code != 0 || stderr != "" {
-		t.Fatalf("build --json: exit %d, stderr %q: want 0 and nothing on stderr", code, stderr)
-	}
-	if !strings.HasPrefix(stdout, "{\n  \"image\": ") {
-		t.Errorf("build --json no longer starts with the result's own first key:\n%s", stdout)
-	}
-	m := jsonResult(t, stdout)
-	if ws := jsonWarnings(t, m); len(ws) != 1 || !hasWarning(ws, devWarning) {
-		t.Errorf("build --json warnings %q, want the dropped device nodes", ws)
-	}
-
-	// cmd's own warnings take the same path: an old flag spelling.
-	code, stdout, stderr = runCLI(t, "build", "--json", "--version", "8", "--store", store, "oci:"+dir+":dev", "-o", out+"/dep/")
-	if ws := jsonWarnings(t, jsonResult(t, stdout)); code != 0 || stderr != "" || !hasWarning(ws, "warning: --version is now --template-version") {
-		t.Errorf("build --json --version: exit %d, stderr %q, warnings %q: want the note in the array", code, stderr, ws)
-	}
-
-	// Several images at once: one array, each warning naming its image.
-	code, stdout, stderr = runCLI(t, "build", "--json", "--store", store, "oci:"+dir+":dev", "oci:"+dir+":high", "--squash-high-ids", "-o", out+"/batch/")
-	ws := jsonWarnings(t, jsonResult(t, stdout))
-	for _, tag := range []string{"dev", "high"} {
-		if !hasWarning(ws, "warning: oci:"+dir+":"+tag+": dropped 2 device node(s) outside /dev") {
-			t.Errorf("batch build --json: exit %d, stderr %q, warnings %q: want the %s image's warning naming it", code, stderr, ws, tag)
+	t.Run("build", func(t *testing.T) {
+		code, stdout, stderr := runCLI(t, "build", "--store", store, "oci:"+dir+":dev", "-o", out+"/text/")
+		if code != 0 || !strings.Contains(stderr, devWarning) || !strings.Contains(stderr, "pulling") {
+			t.Fatalf("build: exit %d, want the warning among the progress on stderr:\n%s%s", code, stdout, stderr)
 		}
-	}
-
+	})
+	t.Run("build -q", func(t *testing.T) {
+		code, _, stderr := runCLI(t, "build", "-q", "--store", store, "oci:"+dir+":dev", "-o", out+"/quiet/")
+		if code != 0 || !strings.HasPrefix(stderr, devWarning) || strings.Count(stderr, "\n") != 1 {
+			t.Errorf("build -q: exit %d, stderr %q: want the warning alone", code, stderr)
+		}
+	})
+	t.Run("build --json", func(t *testing.T) {
+		code, stdout, stderr := runCLI(t, "build", "--json", "--store", store, "oci:"+dir+":dev", "-o", out+"/json/")
+		if code != 0 || stderr != "" {
+			t.Fatalf("build --json: exit %d, stderr %q: want 0 and nothing on stderr", code, stderr)
+		}
+		if !strings.HasPrefix(stdout, "{\n  \"image\": ") {
+			t.Errorf("build --json no longer starts with the result's own first key:\n%s", stdout)
+		}
+		if ws := jsonWarnings(t, jsonResult(t, stdout)); len(ws) != 1 || !hasWarning(ws, devWarning) {
+			t.Errorf("build --json warnings %q, want the dropped device nodes", ws)
+		}
+	})
+	// cmd's own warnings take the same path: an old flag spelling.
+	t.Run("build --json, cmd's own warning", func(t *testing.T) {
+		code, stdout, stderr := runCLI(t, "build", "--json", "--version", "8", "--store", store, "oci:"+dir+":dev", "-o", out+"/dep/")
+		if ws := jsonWarnings(t, jsonResult(t, stdout)); code != 0 || stderr != "" || !hasWarning(ws, "warning: --version is now --template-version") {
+			t.Errorf("build --json --version: exit %d, stderr %q, warnings %q: want the note in the array", code, stderr, ws)
+		}
+	})
+	// Several images at once: one array, each warning naming its image.
+	t.Run("build --json of several images", func(t *testing.T) {
+		code, stdout, stderr := runCLI(t, "build", "--json", "--store", store, "oci:"+dir+":dev", "oci:"+dir+":high", "--squash-high-ids", "-o", out+"/batch/")
+		ws := jsonWarnings(t, jsonResult(t, stdout))
+		for _, tag := range []string{"dev", "high"} {
+			if !hasWarning(ws, "warning: oci:"+dir+":"+tag+": dropped 2 device node(s) outside /dev") {
+				t.Errorf("batch build --json: exit %d, stderr %q, warnings %q: want the %s image's warning naming it", code, stderr, ws, tag)
+			}
+		}
+	})
 	// A failure after the warning: the {"ok": false} object keeps it.
-	code, stdout, stderr = runCLI(t, "build", "--json", "--store", store, "oci:"+dir+":high", "-o", out+"/high/")
-	m = jsonResult(t, stdout)
-	if code != exitFailure || m["ok"] != false || !hasWarning(jsonWarnings(t, m), devWarning) {
-		t.Errorf("failed build --json: exit %d, result %v: want ok false with the warning", code, m)
-	}
-	if strings.Contains(stderr, "warning:") {
-		t.Errorf("failed build --json printed the warning on stderr too:\n%s", stderr)
-	}
-
+	t.Run("failed build --json", func(t *testing.T) {
+		code, stdout, stderr := runCLI(t, "build", "--json", "--store", store, "oci:"+dir+":high", "-o", out+"/high/")
+		m := jsonResult(t, stdout)
+		if code != exitFailure || m["ok"] != false || !hasWarning(jsonWarnings(t, m), devWarning) {
+			t.Errorf("failed build --json: exit %d, result %v: want ok false with the warning", code, m)
+		}
+		if strings.Contains(stderr, "warning:") {
+			t.Errorf("failed build --json printed the warning on stderr too:\n%s", stderr)
+		}
+	})
 	// unpack then convert: the warning comes from convert reading the
 	// bundle's real device nodes (root only: others cannot create them).
-	if code, _, stderr := runCLI(t, "unpack", "-q", "--store", store, "oci:"+dir+":dev", out+"/bundle"); code != 0 {
-		t.Fatalf("unpack: exit %d\n%s", code, stderr)
-	}
-	code, stdout, stderr = runCLI(t, "convert", "--json", out+"/bundle", "-o", out+"/conv/")
-	if code != 0 || stderr != "" {
-		t.Fatalf("convert --json: exit %d, stderr %q", code, stderr)
-	}
-	if ws := jsonWarnings(t, jsonResult(t, stdout)); isRoot() && !hasWarning(ws, devWarning) {
-		t.Errorf("convert --json warnings %q, want the dropped device nodes", ws)
-	}
-	code, _, stderr = runCLI(t, "convert", "-q", out+"/bundle", "-o", out+"/convq/")
-	if code != 0 || (isRoot() && !strings.HasPrefix(stderr, devWarning)) {
-		t.Errorf("convert -q: exit %d, stderr %q: want the warning", code, stderr)
-	}
+	t.Run("unpack then convert", func(t *testing.T) {
+		if code, _, stderr := runCLI(t, "unpack", "-q", "--store", store, "oci:"+dir+":dev", out+"/bundle"); code != 0 {
+			t.Fatalf("unpack: exit %d\n%s", code, stderr)
+		}
+		code, stdout, stderr := runCLI(t, "convert", "--json", out+"/bundle", "-o", out+"/conv/")
+		if code != 0 || stderr != "" {
+			t.Fatalf("convert --json: exit %d, stderr %q", code, stderr)
+		}
+		if ws := jsonWarnings(t, jsonResult(t, stdout)); isRoot() && !hasWarning(ws, devWarning) {
+			t.Errorf("convert --json warnings %q, want the dropped device nodes", ws)
+		}
+		code, _, stderr = runCLI(t, "convert", "-q", out+"/bundle", "-o", out+"/convq/")
+		if code != 0 || (isRoot() && !strings.HasPrefix(stderr, devWarning)) {
+			t.Errorf("convert -q: exit %d, stderr %q: want the warning", code, stderr)
+		}
+	})
 }
 
 // TestWriteResultNeverDropsWarnings: a result that is not an object, or

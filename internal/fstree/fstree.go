@@ -50,6 +50,21 @@ type Options struct {
 	MTime bool
 }
 
+// TemplateXattrs keeps the xattrs a template keeps, and PVE's extraction
+// restores: user.* (but the rootless bookkeeping) and security.capability.
+func TemplateXattrs(name string) bool {
+	return name == "security.capability" || (strings.HasPrefix(name, "user.") && name != "user.rootlesscontainers")
+}
+
+// TemplateView compares a rootfs with what its template extracts to: what
+// is under /dev left out (a template keeps /dev empty), the xattrs of
+// TemplateXattrs, mtimes.
+var TemplateView = Options{
+	Skip:        func(rel string) bool { return strings.HasPrefix(rel, "dev/") },
+	XattrFilter: TemplateXattrs,
+	MTime:       true,
+}
+
 // Snapshot walks root without following symlinks.
 func Snapshot(root string, o Options) (Tree, error) {
 	t := Tree{}

@@ -1,7 +1,6 @@
 package pvetest
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -176,21 +175,11 @@ func (s *StandIn) Run(t testing.TB, name string, args ...string) (stdout, stderr
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	cmd := s.Command(ctx, name, args...)
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	err := cmd.Run()
-	var ee *exec.ExitError
-	switch {
-	case err == nil:
-	case ctx.Err() != nil:
-		t.Fatalf("%s %s: timed out\nstdout: %s\nstderr: %s", name, strings.Join(args, " "), out.String(), errb.String())
-	case errors.As(err, &ee):
-		code = ee.ExitCode()
-	default:
-		t.Fatalf("%s %s: %v", name, strings.Join(args, " "), err)
+	stdout, stderr, code = testenv.Output(t, s.Command(ctx, name, args...))
+	if ctx.Err() != nil {
+		t.Fatalf("%s %s: timed out\nstdout: %s\nstderr: %s", name, strings.Join(args, " "), stdout, stderr)
 	}
-	return out.String(), errb.String(), code
+	return stdout, stderr, code
 }
 
 // stopAll kills every container under the simulated lxcpath.

@@ -179,231 +179,247 @@ func exists(p string) bool {
 
 // TestStandInCluster deploys the Alpine template on the simulated cluster
 // and checks PVE's behaviour and messages along the way. The steps share
-// state (the containers), so they run in order in one test.
+// state (the containers): they run in order, and the first that fails
+// ends the test.
 func TestStandInCluster(t *testing.T) {
 	s := pvetest.NewStandIn(t)
 	tpl := alpineTemplate(t, s)
-
-	if out := ok(t, s, "pveversion"); !strings.HasPrefix(out, "pve-manager/9.1.2/") {
-		t.Errorf("pveversion = %q", out)
-	}
-	if out := ok(t, s, "pvesh", "get", "/cluster/nextid"); out != "100\n" {
-		t.Errorf("nextid = %q, want 100", out)
-	}
-
-	// Create and boot CT 100.
-	ok(t, s, "pct", "create", "100", tpl, "--hostname", "web", "--rootfs", "local-lvm:1")
-	conf := readConfig(t, s, "pve", 100)
-	wantLines(t, "CT 100 config", conf,
-		"arch: amd64", "ostype: alpine", "hostname: web", "memory: 512", "swap: 512",
-		"rootfs: local-lvm:vm-100-disk-0,size=1G", "unprivileged: 1")
-	if strings.Contains(conf, "lock:") {
-		t.Errorf("config still locked after create:\n%s", conf)
-	}
-	if out := ok(t, s, "pct", "config", "100"); out != conf {
-		t.Errorf("pct config = %q, want the stored main section %q", out, conf)
-	}
-	// The PVE-style view of the config through /etc/pve/lxc.
-	if b, err := os.ReadFile(s.Path("etc/pve/lxc/100.conf")); err != nil || string(b) != conf {
-		t.Errorf("/etc/pve/lxc/100.conf: %v", err)
-	}
-	ok(t, s, "pct", "start", "100")
-	if out := ok(t, s, "pct", "status", "100"); out != "status: running\n" {
-		t.Errorf("pct status = %q", out)
-	}
-	if out := ok(t, s, "pct", "exec", "100", "--", "cat", "/etc/alpine-release"); out != "3.20.3\n" {
-		t.Errorf("alpine-release = %q", out)
-	}
-	// PVE's setup wrote the hostname into the rootfs.
-	if out := ok(t, s, "pct", "exec", "100", "--", "cat", "/etc/hostname"); out != "web\n" {
-		t.Errorf("/etc/hostname = %q", out)
-	}
-	if _, _, code := s.Run(t, "pct", "exec", "100", "--", "sh", "-c", "exit 7"); code != 7 {
-		t.Errorf("pct exec exit status = %d, want the command's 7", code)
-	}
-	list := ok(t, s, "pct", "list")
-	if want := "VMID       Status     Lock         Name                \n" +
-		"100        running                 web                 \n"; list != want {
-		t.Errorf("pct list =\n%q\nwant\n%q", list, want)
-	}
-	fails(t, s, "CT 100 already running\n", "pct", "start", "100")
-
-	// Refusals before the task starts.
-	fails(t, s, "CT 100 already exists on node 'pve'\n", "pct", "create", "100", tpl, "--rootfs", "local-lvm:1")
-	fails(t, s, "400 Parameter verification failed.\n"+
-		"hostname: invalid format - value does not look like a valid DNS name\n"+
-		"memory: value must have a minimum value of 16\n"+
-		"password: value must be at least 5 characters long\n"+
-		"pct create <vmid> <ostemplate> [OPTIONS]\n",
-		"pct", "create", "101", tpl, "--hostname", "bad_name!", "--memory", "8", "--password", "abc", "--rootfs", "local-lvm:1")
-	fails(t, s, "400 Parameter verification failed.\nvmid: value must have a minimum value of 100\npct create <vmid> <ostemplate> [OPTIONS]\n",
-		"pct", "create", "99", tpl)
-	fails(t, s, "400 Parameter verification failed.\nvmid: value must have a maximum value of 999999999\npct create <vmid> <ostemplate> [OPTIONS]\n",
-		"pct", "create", "1000000000", tpl)
-	fails(t, s, "400 Parameter verification failed.\nfrobnicate: property is not defined in schema and the schema does not allow additional properties\npct create <vmid> <ostemplate> [OPTIONS]\n",
-		"pct", "create", "101", tpl, "--frobnicate", "1")
-	fails(t, s, "can't find file 'local:vztmpl/missing.tar.gz'\n", "pct", "create", "101", "local:vztmpl/missing.tar.gz", "--rootfs", "local-lvm:1")
-	fails(t, s, "unable to parse directory volume name 'vztmpl/alpine.zip'\n", "pct", "create", "101", "local:vztmpl/alpine.zip", "--rootfs", "local-lvm:1")
-	fails(t, s, "storage 'nope' does not exist\n", "pct", "create", "101", tpl, "--rootfs", "nope:1")
-	fails(t, s, "storage 'offline' is disabled\n", "pct", "create", "101", tpl, "--rootfs", "offline:1")
-	fails(t, s, "storage 'pve2only' is not available on node 'pve'\n", "pct", "create", "101", tpl, "--rootfs", "pve2only:1")
-	fails(t, s, "mount points configured, but 'rootfs' not set - aborting\n", "pct", "create", "101", tpl, "--mp0", "local-lvm:1,mp=/data")
-	// Without --rootfs the default storage "local" must hold CT volumes.
-	fails(t, s, "400 Parameter verification failed.\nstorage: storage 'local' does not support container directories\npct create <vmid> <ostemplate> [OPTIONS]\n",
-		"pct", "create", "101", tpl)
-	fails(t, s, "unknown command 'pct frobnicate'\n", "pct", "frobnicate", "100")
-	fails(t, s, "Configuration file 'nodes/pve/lxc/555.conf' does not exist\n", "pct", "start", "555")
-	for _, p := range []string{s.ConfigPath("pve", 101), s.Path("var/lib/lxc/101"), s.Path("var/lib/pvesim/local-lvm/vm-101-disk-0")} {
-		if exists(p) {
-			t.Errorf("a refused create left %s behind", p)
+	step := func(name string, f func(t *testing.T)) {
+		t.Helper()
+		if !t.Run(name, f) {
+			t.FailNow()
 		}
 	}
 
-	// The next free VMID, and checking a given one.
-	if out := ok(t, s, "pvesh", "get", "/cluster/nextid"); out != "101\n" {
-		t.Errorf("nextid = %q, want 101", out)
-	}
-	fails(t, s, "400 Parameter verification failed.\nvmid: VM 100 already exists\n", "pvesh", "get", "/cluster/nextid", "--vmid", "100")
-	if out := ok(t, s, "pvesh", "get", "/cluster/nextid", "--vmid", "150"); out != "150\n" {
-		t.Errorf("nextid --vmid 150 = %q", out)
-	}
-	fails(t, s, "No 'get' handler defined for '/frobnicate'\n", "pvesh", "get", "/frobnicate")
+	step("version and next id", func(t *testing.T) {
+		if out := ok(t, s, "pveversion"); !strings.HasPrefix(out, "pve-manager/9.1.2/") {
+			t.Errorf("pveversion = %q", out)
+		}
+		if out := ok(t, s, "pvesh", "get", "/cluster/nextid"); out != "100\n" {
+			t.Errorf("nextid = %q, want 100", out)
+		}
+	})
 
-	// A CT on the other node, through the API.
-	out := ok(t, s, "pvesh", "create", "/nodes/pve2/lxc", "--vmid", "101", "--ostemplate", tpl,
-		"--hostname", "db", "--rootfs", "pve2only:1")
-	lines := strings.Split(strings.TrimSpace(out), "\n")
-	if last := lines[len(lines)-1]; !regexp.MustCompile(`^UPID:pve2:[0-9A-F]{8}:[0-9A-F]{8}:[0-9A-F]{8}:vzcreate:101:root@pam:$`).MatchString(last) {
-		t.Errorf("pvesh create printed %q, want a UPID last", out)
-	}
-	wantLines(t, "CT 101 config", readConfig(t, s, "pve2", 101), "hostname: db", "rootfs: pve2only:vm-101-disk-0,size=1G")
-	fails(t, s, "CT 101 already exists on node 'pve2'\n", "pct", "create", "101", tpl, "--rootfs", "local-lvm:1")
-	fails(t, s, "Configuration file 'nodes/pve/lxc/101.conf' does not exist\n", "pct", "status", "101")
-	fails(t, s, "no such cluster node 'pve3'\n", "pvesh", "create", "/nodes/pve3/lxc", "--vmid", "102", "--ostemplate", tpl)
-	fails(t, s, "400 Parameter verification failed.\nvmid: property is missing and it is not optional\n",
-		"pvesh", "create", "/nodes/pve2/lxc", "--ostemplate", tpl)
+	step("create and boot CT 100", func(t *testing.T) {
+		ok(t, s, "pct", "create", "100", tpl, "--hostname", "web", "--rootfs", "local-lvm:1")
+		conf := readConfig(t, s, "pve", 100)
+		wantLines(t, "CT 100 config", conf,
+			"arch: amd64", "ostype: alpine", "hostname: web", "memory: 512", "swap: 512",
+			"rootfs: local-lvm:vm-100-disk-0,size=1G", "unprivileged: 1")
+		if strings.Contains(conf, "lock:") {
+			t.Errorf("config still locked after create:\n%s", conf)
+		}
+		if out := ok(t, s, "pct", "config", "100"); out != conf {
+			t.Errorf("pct config = %q, want the stored main section %q", out, conf)
+		}
+		// The PVE-style view of the config through /etc/pve/lxc.
+		if b, err := os.ReadFile(s.Path("etc/pve/lxc/100.conf")); err != nil || string(b) != conf {
+			t.Errorf("/etc/pve/lxc/100.conf: %v", err)
+		}
+		ok(t, s, "pct", "start", "100")
+		if out := ok(t, s, "pct", "status", "100"); out != "status: running\n" {
+			t.Errorf("pct status = %q", out)
+		}
+		if out := ok(t, s, "pct", "exec", "100", "--", "cat", "/etc/alpine-release"); out != "3.20.3\n" {
+			t.Errorf("alpine-release = %q", out)
+		}
+		// PVE's setup wrote the hostname into the rootfs.
+		if out := ok(t, s, "pct", "exec", "100", "--", "cat", "/etc/hostname"); out != "web\n" {
+			t.Errorf("/etc/hostname = %q", out)
+		}
+		if _, _, code := s.Run(t, "pct", "exec", "100", "--", "sh", "-c", "exit 7"); code != 7 {
+			t.Errorf("pct exec exit status = %d, want the command's 7", code)
+		}
+		list := ok(t, s, "pct", "list")
+		if want := "VMID       Status     Lock         Name                \n" +
+			"100        running                 web                 \n"; list != want {
+			t.Errorf("pct list =\n%q\nwant\n%q", list, want)
+		}
+		fails(t, s, "CT 100 already running\n", "pct", "start", "100")
+	})
 
-	var res []struct {
-		ID       string `json:"id"`
-		VMID     int    `json:"vmid"`
-		Node     string `json:"node"`
-		Name     string `json:"name"`
-		Status   string `json:"status"`
-		Type     string `json:"type"`
-		Template int    `json:"template"`
-	}
-	out = ok(t, s, "pvesh", "get", "/cluster/resources", "--type", "vm", "--output-format", "json")
-	if err := json.Unmarshal([]byte(out), &res); err != nil {
-		t.Fatalf("resources %q: %v", out, err)
-	}
-	if len(res) != 2 ||
-		res[0].ID != "lxc/100" || res[0].Node != "pve" || res[0].Name != "web" || res[0].Status != "running" || res[0].Type != "lxc" ||
-		res[1].ID != "lxc/101" || res[1].Node != "pve2" || res[1].Name != "db" || res[1].Status != "stopped" {
-		t.Errorf("cluster resources = %+v", res)
-	}
-	if !strings.HasPrefix(out, `[{"id":"lxc/100","vmid":100,"node":"pve","name":"web","status":"running","type":"lxc","template":0}`) {
-		t.Errorf("cluster resources JSON = %s", out)
-	}
-	// pct only reaches the local node; the API reaches CT 101 on pve2.
-	fails(t, s, "Configuration file 'nodes/pve/lxc/101.conf' does not exist\n", "pct", "set", "101", "--memory", "256")
-	ok(t, s, "pvesh", "set", "/nodes/pve2/lxc/101/config", "--memory", "256")
-	wantLines(t, "CT 101 config", readConfig(t, s, "pve2", 101), "memory: 256")
-	ok(t, s, "pvesh", "create", "/nodes/pve2/lxc/101/status/start")
-	if out := ok(t, s, "pvesh", "get", "/nodes/pve2/lxc/101/status/current", "--output-format", "json"); !strings.Contains(out, `"status":"running"`) {
-		t.Errorf("CT 101 status: %s", out)
-	}
-	fails(t, s, "CT 101 is running - destroy failed\n", "pvesh", "delete", "/nodes/pve2/lxc/101")
-	ok(t, s, "pvesh", "create", "/nodes/pve2/lxc/101/status/stop")
-	ok(t, s, "pvesh", "delete", "/nodes/pve2/lxc/101", "--purge")
-	if exists(s.ConfigPath("pve2", 101)) || exists(s.Path("var/lib/pvesim/pve2only/vm-101-disk-0")) {
-		t.Error("pvesh delete left CT 101 behind")
-	}
+	step("refusals before the task starts", func(t *testing.T) {
+		fails(t, s, "CT 100 already exists on node 'pve'\n", "pct", "create", "100", tpl, "--rootfs", "local-lvm:1")
+		fails(t, s, "400 Parameter verification failed.\n"+
+			"hostname: invalid format - value does not look like a valid DNS name\n"+
+			"memory: value must have a minimum value of 16\n"+
+			"password: value must be at least 5 characters long\n"+
+			"pct create <vmid> <ostemplate> [OPTIONS]\n",
+			"pct", "create", "101", tpl, "--hostname", "bad_name!", "--memory", "8", "--password", "abc", "--rootfs", "local-lvm:1")
+		fails(t, s, "400 Parameter verification failed.\nvmid: value must have a minimum value of 100\npct create <vmid> <ostemplate> [OPTIONS]\n",
+			"pct", "create", "99", tpl)
+		fails(t, s, "400 Parameter verification failed.\nvmid: value must have a maximum value of 999999999\npct create <vmid> <ostemplate> [OPTIONS]\n",
+			"pct", "create", "1000000000", tpl)
+		fails(t, s, "400 Parameter verification failed.\nfrobnicate: property is not defined in schema and the schema does not allow additional properties\npct create <vmid> <ostemplate> [OPTIONS]\n",
+			"pct", "create", "101", tpl, "--frobnicate", "1")
+		fails(t, s, "can't find file 'local:vztmpl/missing.tar.gz'\n", "pct", "create", "101", "local:vztmpl/missing.tar.gz", "--rootfs", "local-lvm:1")
+		fails(t, s, "unable to parse directory volume name 'vztmpl/alpine.zip'\n", "pct", "create", "101", "local:vztmpl/alpine.zip", "--rootfs", "local-lvm:1")
+		fails(t, s, "storage 'nope' does not exist\n", "pct", "create", "101", tpl, "--rootfs", "nope:1")
+		fails(t, s, "storage 'offline' is disabled\n", "pct", "create", "101", tpl, "--rootfs", "offline:1")
+		fails(t, s, "storage 'pve2only' is not available on node 'pve'\n", "pct", "create", "101", tpl, "--rootfs", "pve2only:1")
+		fails(t, s, "mount points configured, but 'rootfs' not set - aborting\n", "pct", "create", "101", tpl, "--mp0", "local-lvm:1,mp=/data")
+		// Without --rootfs the default storage "local" must hold CT volumes.
+		fails(t, s, "400 Parameter verification failed.\nstorage: storage 'local' does not support container directories\npct create <vmid> <ostemplate> [OPTIONS]\n",
+			"pct", "create", "101", tpl)
+		fails(t, s, "unknown command 'pct frobnicate'\n", "pct", "frobnicate", "100")
+		fails(t, s, "Configuration file 'nodes/pve/lxc/555.conf' does not exist\n", "pct", "start", "555")
+		for _, p := range []string{s.ConfigPath("pve", 101), s.Path("var/lib/lxc/101"), s.Path("var/lib/pvesim/local-lvm/vm-101-disk-0")} {
+			if exists(p) {
+				t.Errorf("a refused create left %s behind", p)
+			}
+		}
+	})
 
-	out = ok(t, s, "pvesh", "get", "/nodes", "--output-format", "json")
-	if !strings.Contains(out, `{"node":"pve","status":"online"`) || !strings.Contains(out, `{"node":"pve2","status":"online"`) {
-		t.Errorf("nodes = %s", out)
-	}
+	step("the next free VMID, and checking a given one", func(t *testing.T) {
+		if out := ok(t, s, "pvesh", "get", "/cluster/nextid"); out != "101\n" {
+			t.Errorf("nextid = %q, want 101", out)
+		}
+		fails(t, s, "400 Parameter verification failed.\nvmid: VM 100 already exists\n", "pvesh", "get", "/cluster/nextid", "--vmid", "100")
+		if out := ok(t, s, "pvesh", "get", "/cluster/nextid", "--vmid", "150"); out != "150\n" {
+			t.Errorf("nextid --vmid 150 = %q", out)
+		}
+		fails(t, s, "No 'get' handler defined for '/frobnicate'\n", "pvesh", "get", "/frobnicate")
+	})
+
+	step("a CT on the other node, through the API", func(t *testing.T) {
+		out := ok(t, s, "pvesh", "create", "/nodes/pve2/lxc", "--vmid", "101", "--ostemplate", tpl,
+			"--hostname", "db", "--rootfs", "pve2only:1")
+		lines := strings.Split(strings.TrimSpace(out), "\n")
+		if last := lines[len(lines)-1]; !regexp.MustCompile(`^UPID:pve2:[0-9A-F]{8}:[0-9A-F]{8}:[0-9A-F]{8}:vzcreate:101:root@pam:$`).MatchString(last) {
+			t.Errorf("pvesh create printed %q, want a UPID last", out)
+		}
+		wantLines(t, "CT 101 config", readConfig(t, s, "pve2", 101), "hostname: db", "rootfs: pve2only:vm-101-disk-0,size=1G")
+		fails(t, s, "CT 101 already exists on node 'pve2'\n", "pct", "create", "101", tpl, "--rootfs", "local-lvm:1")
+		fails(t, s, "Configuration file 'nodes/pve/lxc/101.conf' does not exist\n", "pct", "status", "101")
+		fails(t, s, "no such cluster node 'pve3'\n", "pvesh", "create", "/nodes/pve3/lxc", "--vmid", "102", "--ostemplate", tpl)
+		fails(t, s, "400 Parameter verification failed.\nvmid: property is missing and it is not optional\n",
+			"pvesh", "create", "/nodes/pve2/lxc", "--ostemplate", tpl)
+
+		var res []struct {
+			ID       string `json:"id"`
+			VMID     int    `json:"vmid"`
+			Node     string `json:"node"`
+			Name     string `json:"name"`
+			Status   string `json:"status"`
+			Type     string `json:"type"`
+			Template int    `json:"template"`
+		}
+		out = ok(t, s, "pvesh", "get", "/cluster/resources", "--type", "vm", "--output-format", "json")
+		if err := json.Unmarshal([]byte(out), &res); err != nil {
+			t.Fatalf("resources %q: %v", out, err)
+		}
+		if len(res) != 2 ||
+			res[0].ID != "lxc/100" || res[0].Node != "pve" || res[0].Name != "web" || res[0].Status != "running" || res[0].Type != "lxc" ||
+			res[1].ID != "lxc/101" || res[1].Node != "pve2" || res[1].Name != "db" || res[1].Status != "stopped" {
+			t.Errorf("cluster resources = %+v", res)
+		}
+		if !strings.HasPrefix(out, `[{"id":"lxc/100","vmid":100,"node":"pve","name":"web","status":"running","type":"lxc","template":0}`) {
+			t.Errorf("cluster resources JSON = %s", out)
+		}
+		// pct only reaches the local node; the API reaches CT 101 on pve2.
+		fails(t, s, "Configuration file 'nodes/pve/lxc/101.conf' does not exist\n", "pct", "set", "101", "--memory", "256")
+		ok(t, s, "pvesh", "set", "/nodes/pve2/lxc/101/config", "--memory", "256")
+		wantLines(t, "CT 101 config", readConfig(t, s, "pve2", 101), "memory: 256")
+		ok(t, s, "pvesh", "create", "/nodes/pve2/lxc/101/status/start")
+		if out := ok(t, s, "pvesh", "get", "/nodes/pve2/lxc/101/status/current", "--output-format", "json"); !strings.Contains(out, `"status":"running"`) {
+			t.Errorf("CT 101 status: %s", out)
+		}
+		fails(t, s, "CT 101 is running - destroy failed\n", "pvesh", "delete", "/nodes/pve2/lxc/101")
+		ok(t, s, "pvesh", "create", "/nodes/pve2/lxc/101/status/stop")
+		ok(t, s, "pvesh", "delete", "/nodes/pve2/lxc/101", "--purge")
+		if exists(s.ConfigPath("pve2", 101)) || exists(s.Path("var/lib/pvesim/pve2only/vm-101-disk-0")) {
+			t.Error("pvesh delete left CT 101 behind")
+		}
+
+		out = ok(t, s, "pvesh", "get", "/nodes", "--output-format", "json")
+		if !strings.Contains(out, `{"node":"pve","status":"online"`) || !strings.Contains(out, `{"node":"pve2","status":"online"`) {
+			t.Errorf("nodes = %s", out)
+		}
+	})
 
 	// Mount points: a host directory and a storage volume, seen from a
 	// running container, plus the runtime environment of PVE 9.1.
-	hostDir := s.Path("srv/x")
-	if err := os.MkdirAll(hostDir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(hostDir, "hello"), []byte("from the host\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	keys := s.Path("root/keys.pub")
-	if err := os.MkdirAll(filepath.Dir(keys), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(keys, []byte("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIDummy test@host\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	ok(t, s, "pct", "create", "102", tpl, "--hostname", "binder", "--rootfs", "local-lvm:1",
-		"--mp0", hostDir+",mp=/data", "--mp1", "local-lvm:0.5,mp=/vol", "--ssh-public-keys", keys,
-		"--env", "FOO=bar", "--env", "GREETING=hello world", "--description", "two\nlines")
-	conf = readConfig(t, s, "pve", 102)
-	wantLines(t, "CT 102 config", conf, "#two", "#lines", "mp0: "+hostDir+",mp=/data",
-		"mp1: local-lvm:vm-102-disk-1,mp=/vol,size=512M",
-		"lxc.environment.runtime: GREETING=hello world")
-	// pct's option parser keeps only the last of repeated --env options
-	// (PVE's own CLI, run by validate-conf.pl, says so): so does the
-	// stand-in, so no test can pass by relying on repeated --env.
-	if strings.Contains(conf, "FOO=bar") {
-		t.Errorf("CT 102 config kept the first of two --env options; PVE keeps only the last:\n%s", conf)
-	}
-	if !strings.HasPrefix(conf, "#two\n#lines\n") {
-		t.Errorf("description is not leading the config:\n%s", conf)
-	}
-	// What nexcage does after pct create: raw lxc.* lines appended under
-	// the config lock. They reach LXC when the CT starts.
-	appendConfig(t, s, 102, "lxc.environment: RAW=yes\n")
-	ok(t, s, "pct", "start", "102")
-	if out := ok(t, s, "pct", "exec", "102", "--", "cat", "/root/.ssh/authorized_keys"); !strings.Contains(out, "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIDummy test@host\n") {
-		t.Errorf("authorized_keys = %q", out)
-	}
-	if out := ok(t, s, "pct", "exec", "102", "--", "cat", "/data/hello"); out != "from the host\n" {
-		t.Errorf("bind mount: /data/hello = %q", out)
-	}
-	ok(t, s, "pct", "exec", "102", "--", "sh", "-c", "echo written > /vol/f")
-	if b, err := os.ReadFile(s.Path("var/lib/pvesim/local-lvm/vm-102-disk-1/f")); err != nil || string(b) != "written\n" {
-		t.Errorf("storage volume: %q, %v", b, err)
-	}
-	if out := ok(t, s, "pct", "exec", "102", "--", "cat", "/proc/1/environ"); !strings.Contains(out, "GREETING=hello world\x00") || !strings.Contains(out, "RAW=yes\x00") {
-		t.Errorf("init's environment lacks GREETING or RAW: %q", out)
-	}
-	ok(t, s, "pct", "stop", "102")
-	fails(t, s, "CT 102 not running\n", "pct", "stop", "102")
-	ok(t, s, "pct", "destroy", "102")
-	for _, p := range []string{s.ConfigPath("pve", 102), s.Path("var/lib/lxc/102"),
-		s.Path("var/lib/pvesim/local-lvm/vm-102-disk-0"), s.Path("var/lib/pvesim/local-lvm/vm-102-disk-1")} {
-		if exists(p) {
-			t.Errorf("destroy left %s behind", p)
+	step("mount points, keys and environment", func(t *testing.T) {
+		hostDir := s.Path("srv/x")
+		if err := os.MkdirAll(hostDir, 0o755); err != nil {
+			t.Fatal(err)
 		}
-	}
-	if _, err := os.Stat(filepath.Join(hostDir, "hello")); err != nil {
-		t.Errorf("destroy touched the bind mount's host directory: %v", err)
-	}
+		if err := os.WriteFile(filepath.Join(hostDir, "hello"), []byte("from the host\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		keys := s.Path("root/keys.pub")
+		if err := os.MkdirAll(filepath.Dir(keys), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(keys, []byte("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIDummy test@host\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		ok(t, s, "pct", "create", "102", tpl, "--hostname", "binder", "--rootfs", "local-lvm:1",
+			"--mp0", hostDir+",mp=/data", "--mp1", "local-lvm:0.5,mp=/vol", "--ssh-public-keys", keys,
+			"--env", "FOO=bar", "--env", "GREETING=hello world", "--description", "two\nlines")
+		conf := readConfig(t, s, "pve", 102)
+		wantLines(t, "CT 102 config", conf, "#two", "#lines", "mp0: "+hostDir+",mp=/data",
+			"mp1: local-lvm:vm-102-disk-1,mp=/vol,size=512M",
+			"lxc.environment.runtime: GREETING=hello world")
+		// pct's option parser keeps only the last of repeated --env options
+		// (PVE's own CLI, run by validate-conf.pl, says so): so does the
+		// stand-in, so no test can pass by relying on repeated --env.
+		if strings.Contains(conf, "FOO=bar") {
+			t.Errorf("CT 102 config kept the first of two --env options; PVE keeps only the last:\n%s", conf)
+		}
+		if !strings.HasPrefix(conf, "#two\n#lines\n") {
+			t.Errorf("description is not leading the config:\n%s", conf)
+		}
+		// What nexcage does after pct create: raw lxc.* lines appended under
+		// the config lock. They reach LXC when the CT starts.
+		appendConfig(t, s, 102, "lxc.environment: RAW=yes\n")
+		ok(t, s, "pct", "start", "102")
+		if out := ok(t, s, "pct", "exec", "102", "--", "cat", "/root/.ssh/authorized_keys"); !strings.Contains(out, "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIDummy test@host\n") {
+			t.Errorf("authorized_keys = %q", out)
+		}
+		if out := ok(t, s, "pct", "exec", "102", "--", "cat", "/data/hello"); out != "from the host\n" {
+			t.Errorf("bind mount: /data/hello = %q", out)
+		}
+		ok(t, s, "pct", "exec", "102", "--", "sh", "-c", "echo written > /vol/f")
+		if b, err := os.ReadFile(s.Path("var/lib/pvesim/local-lvm/vm-102-disk-1/f")); err != nil || string(b) != "written\n" {
+			t.Errorf("storage volume: %q, %v", b, err)
+		}
+		if out := ok(t, s, "pct", "exec", "102", "--", "cat", "/proc/1/environ"); !strings.Contains(out, "GREETING=hello world\x00") || !strings.Contains(out, "RAW=yes\x00") {
+			t.Errorf("init's environment lacks GREETING or RAW: %q", out)
+		}
+		ok(t, s, "pct", "stop", "102")
+		fails(t, s, "CT 102 not running\n", "pct", "stop", "102")
+		ok(t, s, "pct", "destroy", "102")
+		for _, p := range []string{s.ConfigPath("pve", 102), s.Path("var/lib/lxc/102"),
+			s.Path("var/lib/pvesim/local-lvm/vm-102-disk-0"), s.Path("var/lib/pvesim/local-lvm/vm-102-disk-1")} {
+			if exists(p) {
+				t.Errorf("destroy left %s behind", p)
+			}
+		}
+		if _, err := os.Stat(filepath.Join(hostDir, "hello")); err != nil {
+			t.Errorf("destroy touched the bind mount's host directory: %v", err)
+		}
+	})
 
-	// Destroy refuses a running CT, then removes everything.
-	fails(t, s, "CT 100 is running - destroy failed\n", "pct", "destroy", "100", "--purge")
-	ok(t, s, "pct", "stop", "100")
-	if out := ok(t, s, "pct", "status", "100"); out != "status: stopped\n" {
-		t.Errorf("after stop: %q", out)
-	}
-	ok(t, s, "pct", "destroy", "100", "--purge")
-	for _, p := range []string{s.ConfigPath("pve", 100), s.Path("var/lib/lxc/100"), s.Path("var/lib/pvesim/local-lvm/vm-100-disk-0")} {
-		if exists(p) {
-			t.Errorf("destroy left %s behind", p)
+	step("destroy refuses a running CT, then removes everything", func(t *testing.T) {
+		fails(t, s, "CT 100 is running - destroy failed\n", "pct", "destroy", "100", "--purge")
+		ok(t, s, "pct", "stop", "100")
+		if out := ok(t, s, "pct", "status", "100"); out != "status: stopped\n" {
+			t.Errorf("after stop: %q", out)
 		}
-	}
-	if out := ok(t, s, "pvesh", "get", "/cluster/nextid"); out != "100\n" {
-		t.Errorf("nextid after destroy = %q, want 100", out)
-	}
-	if list := ok(t, s, "pct", "list"); strings.Count(list, "\n") != 1 {
-		t.Errorf("pct list after destroy:\n%s", list)
-	}
+		ok(t, s, "pct", "destroy", "100", "--purge")
+		for _, p := range []string{s.ConfigPath("pve", 100), s.Path("var/lib/lxc/100"), s.Path("var/lib/pvesim/local-lvm/vm-100-disk-0")} {
+			if exists(p) {
+				t.Errorf("destroy left %s behind", p)
+			}
+		}
+		if out := ok(t, s, "pvesh", "get", "/cluster/nextid"); out != "100\n" {
+			t.Errorf("nextid after destroy = %q, want 100", out)
+		}
+		if list := ok(t, s, "pct", "list"); strings.Count(list, "\n") != 1 {
+			t.Errorf("pct list after destroy:\n%s", list)
+		}
+	})
 }
 
 // TestStandInFailedCreateCleansUp: a failure inside the task is reported

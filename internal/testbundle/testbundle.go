@@ -8,6 +8,7 @@ package testbundle
 
 import (
 	"context"
+	"os"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -38,6 +39,30 @@ func Case(t testing.TB, name string) testimage.Case {
 	}
 	t.Fatalf("no corpus case %q", name)
 	return testimage.Case{}
+}
+
+// ReadFile reads p, failing t when it cannot.
+func ReadFile(t testing.TB, p string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// DirNames lists the names in dir, none when it does not exist.
+func DirNames(t testing.TB, dir string) []string {
+	t.Helper()
+	des, err := os.ReadDir(dir)
+	if err != nil && !os.IsNotExist(err) {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, d := range des {
+		out = append(out, d.Name())
+	}
+	return out
 }
 
 // Store writes c to an OCI layout tagged tag in a fresh directory, opens a

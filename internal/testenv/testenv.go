@@ -156,6 +156,21 @@ func RunTimeout(t testing.TB, timeout time.Duration, name string, args ...string
 	return out
 }
 
+// Output runs cmd and returns what it wrote on stdout and on stderr and
+// its exit status (-1 when a signal ended it); only a command that could
+// not run at all fails t.
+func Output(t testing.TB, cmd *exec.Cmd) (stdout, stderr string, code int) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	var ee *exec.ExitError
+	if err != nil && !errors.As(err, &ee) {
+		t.Fatalf("%s: %v", quoteCommand(cmd.Path, cmd.Args[1:]), err)
+	}
+	return out.String(), errb.String(), cmd.ProcessState.ExitCode()
+}
+
 // runCmd never calls Fatal, so callers can decide what a failure means.
 func runCmd(t testing.TB, timeout time.Duration, env []string, name string, args ...string) (string, error) {
 	t.Helper()

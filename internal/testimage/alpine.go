@@ -63,6 +63,16 @@ func Alpine(arch string) (v1.Image, error) {
 	return Image([]v1.Layer{layer}, alpineConfig(), alpineTarballs[arch].platform, false)
 }
 
+// WriteAlpineLayout writes Alpine amd64 (see Alpine) to an OCI layout at
+// dir, tagged tag: the image "oci:DIR:TAG" a test pulls like any other.
+func WriteAlpineLayout(dir, tag string) error {
+	img, err := Alpine("amd64")
+	if err != nil {
+		return err
+	}
+	return WriteLayout(dir, tag, Case{Name: "alpine", Image: img})
+}
+
 // AlpineIndex returns an OCI index of Alpine amd64 and arm64.
 func AlpineIndex() (v1.ImageIndex, error) {
 	var images []v1.Image

@@ -625,9 +625,19 @@ func Corpus() ([]Case, error) {
 
 // stackedImage builds baseEntries plus layers, all with compression c.
 func stackedImage(layers [][]Entry, c Compression, cfg v1.Config, docker bool) (v1.Image, error) {
-	all := append([][]Entry{baseEntries()}, layers...)
-	ls := make([]v1.Layer, len(all))
-	for i, entries := range all {
+	return layersImage(append([][]Entry{baseEntries()}, layers...), c, cfg, docker)
+}
+
+// Layers builds a linux/amd64 OCI image of cfg whose layers (bottom
+// first) hold these entries, each compressed with c: a test's own image,
+// not a corpus case.
+func Layers(cfg v1.Config, c Compression, layers ...[]Entry) (v1.Image, error) {
+	return layersImage(layers, c, cfg, false)
+}
+
+func layersImage(layers [][]Entry, c Compression, cfg v1.Config, docker bool) (v1.Image, error) {
+	ls := make([]v1.Layer, len(layers))
+	for i, entries := range layers {
 		l, err := Layer(entries, c)
 		if err != nil {
 			return nil, fmt.Errorf("layer %d: %w", i, err)

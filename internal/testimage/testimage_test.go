@@ -1167,28 +1167,22 @@ func (o *ociLayout) add(ref string, img v1.Image) error {
 	if err != nil {
 		return err
 	}
+	var m []byte
+	blobs := []func() ([]byte, error){img.RawConfigFile, func() ([]byte, error) {
+		m, err = img.RawManifest()
+		return m, err
+	}}
 	for _, l := range layers {
-		b, err := readCloser(l.Compressed)
+		blobs = append(blobs, func() ([]byte, error) { return readCloser(l.Compressed) })
+	}
+	for _, blob := range blobs {
+		b, err := blob()
+		if err == nil {
+			err = o.put(b)
+		}
 		if err != nil {
 			return err
 		}
-		if err := o.put(b); err != nil {
-			return err
-		}
-	}
-	cfg, err := img.RawConfigFile()
-	if err != nil {
-		return err
-	}
-	if err := o.put(cfg); err != nil {
-		return err
-	}
-	m, err := img.RawManifest()
-	if err != nil {
-		return err
-	}
-	if err := o.put(m); err != nil {
-		return err
 	}
 	mt, err := img.MediaType()
 	if err != nil {
