@@ -19,6 +19,7 @@ import (
 	"sync/atomic"
 
 	"github.com/nexcage/nexcage/convert"
+	"github.com/nexcage/nexcage/pipeline"
 	"github.com/nexcage/nexcage/progress"
 	"github.com/nexcage/nexcage/rootfs"
 )
@@ -35,27 +36,22 @@ func main() {
 }
 
 func build(ctx context.Context, image, storeDir, outDir string) error {
-	ref, err := rootfs.ParseRef(image)
-	if err != nil {
-		return err
-	}
 	store, err := rootfs.StoreAt(storeDir)
 	if err != nil {
 		return err
 	}
 	rep := &tally{}
-	// Pull the image into the store and compute its rootfs in memory while
-	// the layers arrive, then write the template and its sidecars.
-	_, flat, err := store.PullFlatten(ctx, ref, rootfs.PullOptions{Progress: rep}, rootfs.FlattenOptions{Progress: rep})
+	// Pull the image into the store (unless it is there), compute its
+	// rootfs in memory while the layers arrive, and write the template and
+	// its sidecars: what `nexcage build` does.
+	res, err := pipeline.Build(ctx, store, image, pipeline.BuildOptions{
+		Convert:  convert.Options{Output: filepath.Clean(outDir) + "/"},
+		Progress: rep,
+	})
 	if err != nil {
 		return err
 	}
-	defer flat.Close()
-	res, err := convert.Write(ctx, flat.Tree, flat.Spec, convert.Options{Output: filepath.Clean(outDir) + "/", Progress: rep})
-	if err != nil {
-		return err
-	}
-	fmt.Printf("template %s\nsidecars %s %s\n", res.Template, res.Config, res.Manifest)
+	fmt.Printf("template %s\nsidecars %s %s\n", res.Result.Template, res.Result.Config, res.Result.Manifest)
 	fmt.Printf("steps %d, items %d, bytes %d, warnings %d\n", rep.steps.Load(), rep.items.Load(), rep.bytes.Load(), rep.warnings.Load())
 	return nil
 }
