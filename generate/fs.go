@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/nexcage/nexcage/internal/atomicfile"
 	"github.com/nexcage/nexcage/internal/saferoot"
 )
 
@@ -209,9 +210,10 @@ func (w *writer) warnings() []string {
 	return out
 }
 
-// ErrBundleExists means BUNDLE (or, for generate spec, its config.json)
-// exists and --force was not given.
-var ErrBundleExists = errors.New("bundle exists")
+// ErrBundleExists means the bundle is a non-empty directory or not a
+// directory (Bundle), or its config.json exists (Spec), and Force was not
+// set. It is rootfs.ErrBundleExists too.
+var ErrBundleExists = atomicfile.ErrExists
 
 // resolveIn follows rel inside root the way the container sees it:
 // absolute symlink targets start at root and ".." stops at root. It

@@ -111,16 +111,9 @@ func (s *Store) Flatten(ctx context.Context, img Image, opts FlattenOptions) (_ 
 	if rep == nil {
 		rep = progress.Discard
 	}
-	manifest, err := s.ociManifest(img.Digest)
+	manifest, config, err := s.manifestAndConfig(img)
 	if err != nil {
 		return nil, err
-	}
-	config, err := s.imageConfig(manifest)
-	if err != nil {
-		return nil, err
-	}
-	if len(config.RootFS.DiffIDs) != len(manifest.Layers) {
-		return nil, fmt.Errorf("image %s: the config lists %d diff_ids for %d layers: the image is corrupt", img.Ref, len(config.RootFS.DiffIDs), len(manifest.Layers))
 	}
 	dir, err := os.MkdirTemp(opts.TempDir, "nexcage-flatten-")
 	if err != nil {
