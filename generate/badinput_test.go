@@ -111,7 +111,7 @@ func TestTemplateRefusesUnsafeMembers(t *testing.T) {
 		{"root-replaced", []member{fileM(".", "")}, `would replace the root directory`, ""},
 		{"41-links", append(chain, fileM("./c41/x", "x")), `member "./c41/x": too many levels of symbolic links`, limits.SymlinkHops},
 		{"links-past-PATH_MAX", []member{dirM("./"), dirM("./b/"), symlinkM("./l1", "b/"+strings.Repeat("b/", 1500)), symlinkM("./l2", "l1/"+strings.Repeat("b/", 1500)), fileM("./l2/x", "x")},
-			`member "./l2/x": resolves through symlinks to a path longer than PATH_MAX`, limits.PathLength},
+			`member "./l2/x" resolves through symlinks to a path longer than Linux's PATH_MAX`, limits.PathLength},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			tmpl := writeTemplate(t, "evil.tar.zst", zstdOf(t, tarOf(t, tc.members...)))

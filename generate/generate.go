@@ -321,10 +321,11 @@ func rootfsSpec(facts rootfsFacts) *rspec.Spec {
 // copyRootfs copies res.Source into tmp/rootfs with every attribute a
 // template keeps.
 func copyRootfs(ctx context.Context, tmp string, res *Result, rep progress.Reporter) (rootfsFacts, error) {
-	w := newWriter(filepath.Join(tmp, "rootfs"), res.Rootless)
-	if err := os.Mkdir(w.root, 0o700); err != nil {
+	w, err := newWriter(filepath.Join(tmp, "rootfs"), res.Rootless)
+	if err != nil {
 		return rootfsFacts{}, err
 	}
+	defer w.close()
 	if err := w.copyTree(ctx, res.Source, rep); err != nil {
 		return rootfsFacts{}, err
 	}
@@ -344,11 +345,12 @@ func extractTemplate(ctx context.Context, tmp string, res *Result, rep progress.
 		return nil, rootfsFacts{}, err
 	}
 	rep.Step("extracting the template %s into %s", src, res.Rootfs)
-	w := newWriter(filepath.Join(tmp, "rootfs"), res.Rootless)
 	// The rootfs directory itself is the template's "./" member.
-	if err := os.Mkdir(w.root, 0o700); err != nil {
+	w, err := newWriter(filepath.Join(tmp, "rootfs"), res.Rootless)
+	if err != nil {
 		return nil, rootfsFacts{}, err
 	}
+	defer w.close()
 	st, err := w.extract(ctx, src, rep)
 	if err != nil {
 		return nil, rootfsFacts{}, err

@@ -120,26 +120,9 @@ func (w *writer) copyTree(ctx context.Context, src string, rep progress.Reporter
 			if err != nil {
 				return err
 			}
-			if err := os.Symlink(target, dst); err != nil {
-				return err
-			}
-			return w.apply(rel, m, true)
-		case unix.S_IFCHR, unix.S_IFBLK:
-			if w.rootless {
-				w.entries--
-				w.skippedDevices++
-				if w.firstSkipped == "" {
-					w.firstSkipped = rel
-				}
-				return nil
-			}
-			if err := unix.Mknod(dst, (st.Mode&unix.S_IFMT)|0o600, int(st.Rdev)); err != nil {
-				return &os.PathError{Op: "mknod", Path: dst, Err: err}
-			}
-		case unix.S_IFIFO:
-			if err := unix.Mkfifo(dst, 0o600); err != nil {
-				return &os.PathError{Op: "mkfifo", Path: dst, Err: err}
-			}
+			return w.symlink(rel, target, m)
+		case unix.S_IFCHR, unix.S_IFBLK, unix.S_IFIFO:
+			return w.special(rel, st.Mode&unix.S_IFMT, st.Rdev, m)
 		default:
 			w.entries--
 			w.skippedSockets++

@@ -8,14 +8,15 @@ import (
 	"math"
 	"os"
 	"path"
-	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
 
 	rspec "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
 
 	"github.com/nexcage/nexcage/convert"
+	"github.com/nexcage/nexcage/internal/saferoot"
 	"github.com/nexcage/nexcage/lxc"
 	"github.com/nexcage/nexcage/tartree"
 )
@@ -549,21 +550,23 @@ type rootfsFacts struct {
 // them (symlinks resolved inside the rootfs), with convert's rules.
 func inspect(root string) rootfsFacts {
 	var f rootfsFacts
-	if r := resolveIn(root, "sbin/init"); r != "" {
-		fi, err := os.Lstat(filepath.Join(root, r))
-		f.hasInit = err == nil && fi.Mode().IsRegular()
-	}
-	sh := resolveIn(root, "bin/sh")
-	if sh == "" {
+	r, err := saferoot.Open(root)
+	if err != nil {
 		return f
 	}
-	p := filepath.Join(root, sh)
-	if fi, err := os.Lstat(p); err != nil || !fi.Mode().IsRegular() {
+	defer r.Close()
+	if _, st, err := r.Stat("sbin/init"); err == nil && st.Mode&unix.S_IFMT == unix.S_IFREG {
+		f.hasInit = true
+	}
+	sh, st, err := r.Stat("bin/sh")
+	if err != nil || st.Mode&unix.S_IFMT != unix.S_IFREG {
 		return f
 	}
 	f.hasSh = true
 	t := tartree.New()
-	t.Put("bin/sh", &tartree.Node{Type: tar.TypeReg, Mode: 0o755, Open: func() (io.ReadCloser, error) { return os.Open(p) }})
+	t.Put("bin/sh", &tartree.Node{Type: tar.TypeReg, Mode: 0o755, Open: func() (io.ReadCloser, error) {
+		return r.OpenFile(sh, unix.O_RDONLY|unix.O_NONBLOCK)
+	}})
 	if a := convert.ArchFromELF(t); a != "" {
 		f.arch, f.variant, _ = ociArch(a)
 	}

@@ -27,7 +27,6 @@ import (
 	"github.com/nexcage/nexcage/convert"
 	"github.com/nexcage/nexcage/internal/annotation"
 	"github.com/nexcage/nexcage/internal/errkind"
-	"github.com/nexcage/nexcage/internal/limits"
 	"github.com/nexcage/nexcage/internal/saferoot"
 	"github.com/nexcage/nexcage/lxc"
 	"github.com/nexcage/nexcage/progress"
@@ -98,7 +97,7 @@ func (w *writer) extract(ctx context.Context, file string, rep progress.Reporter
 	}
 	h := sha256.New()
 	bar := rep.Bytes("extracting "+filepath.Base(file), fi.Size())
-	counted := &countingReader{r: io.TeeReader(f, h), c: bar}
+	counted := &progress.Reader{R: io.TeeReader(f, h), C: bar}
 	raw, closeZ, err := openTemplate(file, counted)
 	if err != nil {
 		bar.Done("failed")
@@ -120,17 +119,6 @@ func (w *writer) extract(ctx context.Context, file string, rep progress.Reporter
 	}
 	bar.Done(fmt.Sprintf("%d entries", w.entries))
 	return &extractStats{sha256: hex.EncodeToString(h.Sum(nil))}, nil
-}
-
-type countingReader struct {
-	r io.Reader
-	c progress.Counter
-}
-
-func (c *countingReader) Read(p []byte) (int, error) {
-	n, err := c.r.Read(p)
-	c.c.Add(n)
-	return n, err
 }
 
 func (w *writer) extractTar(ctx context.Context, file string, r io.Reader) error {
@@ -312,30 +300,13 @@ func (w *writer) member(hdr *tar.Header, r io.Reader, buf []byte) error {
 		// inode it points to.
 		return os.Link(src, p)
 	case tar.TypeSymlink:
-		if err := os.Symlink(hdr.Linkname, p); err != nil {
-			return err
-		}
-		return w.apply(target, m, true)
-	case tar.TypeChar, tar.TypeBlock:
-		if w.rootless {
-			w.entries--
-			w.skippedDevices++
-			if w.firstSkipped == "" {
-				w.firstSkipped = target
-			}
-			return nil
-		}
-		mode := uint32(unix.S_IFCHR)
-		if hdr.Typeflag == tar.TypeBlock {
-			mode = unix.S_IFBLK
-		}
-		if err := unix.Mknod(p, mode|0o600, int(unix.Mkdev(uint32(hdr.Devmajor), uint32(hdr.Devminor)))); err != nil {
-			return &os.PathError{Op: "mknod", Path: p, Err: err}
-		}
+		return w.symlink(target, hdr.Linkname, m)
+	case tar.TypeChar:
+		return w.special(target, unix.S_IFCHR, unix.Mkdev(uint32(hdr.Devmajor), uint32(hdr.Devminor)), m)
+	case tar.TypeBlock:
+		return w.special(target, unix.S_IFBLK, unix.Mkdev(uint32(hdr.Devmajor), uint32(hdr.Devminor)), m)
 	case tar.TypeFifo:
-		if err := unix.Mkfifo(p, 0o600); err != nil {
-			return &os.PathError{Op: "mkfifo", Path: p, Err: err}
-		}
+		return w.special(target, unix.S_IFIFO, 0, m)
 	}
 	return w.apply(target, m, false)
 }
@@ -348,9 +319,8 @@ func (w *writer) parentDir(member, rel string) (string, error) {
 	if rel == "." || rel == "" {
 		return ".", nil
 	}
-	disk := saferoot.DirLookup(w.root)
 	lookup := saferoot.Lookup(func(rp string) (saferoot.Kind, string, error) {
-		k, target, err := disk(rp)
+		k, target, err := w.r.Lookup(rp)
 		if err == nil && k == saferoot.Other {
 			return k, "", errkind.Errorf(ErrCorruptTemplate, "member %s: /%s is not a directory", quoteName(member), rp)
 		}
@@ -360,22 +330,13 @@ func (w *writer) parentDir(member, rel string) (string, error) {
 		// A missing parent: tar makes it. It gets fixed metadata (0755,
 		// root, mtime 0) unless a member for it follows.
 		rp := saferoot.Join(dir, name)
-		if err := os.Mkdir(filepath.Join(w.root, rp), 0o700); err != nil {
+		if err := w.r.Mkdir(rp, 0o700); err != nil {
 			return "", err
 		}
 		w.dirs[rp] = meta{mode: 0o755, mtime: time.Unix(0, 0)}
 		return rp, nil
 	}})
-	le, over := limits.As(err)
-	switch {
-	case errors.Is(err, saferoot.ErrEscape):
-		return "", errkind.Errorf(ErrUnsafeMember, "member %s is written through a symlink that points outside the root", quoteName(member))
-	case over:
-		// Over the kernel's bounds (40 links, PATH_MAX): still a refusal
-		// of this member, typed by the limit for the command line.
-		return "", limits.Errorf(ErrUnsafeMember, le.Limit, le.Value, le.Max, "member %s: %v", quoteName(member), le.Msg)
-	}
-	return resolved, err
+	return resolved, saferoot.Refusal(ErrUnsafeMember, "member "+quoteName(member), err)
 }
 
 // sidecars are a template's .conf and .json, when they exist.

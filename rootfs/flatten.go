@@ -406,7 +406,7 @@ func readLayer(ctx context.Context, blob io.Reader, dir string, i int, d ispec.D
 			sp.abort()
 		}
 	}()
-	in := io.Reader(&countingReader{r: bufio.NewReaderSize(blob, 256<<10), c: c})
+	in := io.Reader(&progress.Reader{R: bufio.NewReaderSize(blob, 256<<10), C: c})
 	var raw io.ReadCloser
 	if strings.HasSuffix(d.MediaType, "+gzip") {
 		// pgzip decompresses ahead in its own goroutine, so inflating

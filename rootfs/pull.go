@@ -281,7 +281,7 @@ func (s *Store) fetchOnce(ctx context.Context, l v1.Layer, d v1.Descriptor, c pr
 		return err
 	}
 	defer rc.Close()
-	var r io.Reader = &countingReader{r: rc, c: c}
+	var r io.Reader = &progress.Reader{R: rc, C: c}
 	if sink != nil {
 		r = io.TeeReader(r, sink)
 	}
@@ -436,17 +436,6 @@ func (s *Store) hasBlob(h v1.Hash, size int64) bool {
 		return false
 	}
 	return hex.EncodeToString(sum.Sum(nil)) == h.Hex
-}
-
-type countingReader struct {
-	r io.Reader
-	c progress.Counter
-}
-
-func (cr *countingReader) Read(p []byte) (int, error) {
-	n, err := cr.r.Read(p)
-	cr.c.Add(n)
-	return n, err
 }
 
 // ctxReader stops a copy promptly on Ctrl-C even when the source is a slow

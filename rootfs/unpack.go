@@ -399,7 +399,7 @@ func (u *unpacker) layer(ctx context.Context, s *Store, d ispec.Descriptor, diff
 		return blobMissing(err, "the layer blob", s)
 	}
 	defer f.Close()
-	raw, err := decompress(&countingReader{r: bufio.NewReaderSize(f, 1<<20), c: c}, d.MediaType)
+	raw, err := decompress(&progress.Reader{R: bufio.NewReaderSize(f, 1<<20), C: c}, d.MediaType)
 	if err != nil {
 		return err
 	}
@@ -723,22 +723,7 @@ func (u *unpacker) checkParents(entry, rel string) (string, []string, error) {
 // entryResolveError words a saferoot refusal for the layer entry that
 // met it; refusals over the kernel's bounds stay LimitErrors.
 func entryResolveError(entry string, err error) error {
-	le, over := limits.As(err)
-	switch {
-	case err == nil:
-		return nil
-	case errors.Is(err, saferoot.ErrEscape):
-		return errkind.Errorf(ErrHostileLayer, "entry %s is written through a symlink that points outside the root", quoteName(entry))
-	case !over:
-		return err
-	case errors.Is(err, saferoot.ErrLoop):
-		return limits.Errorf(ErrHostileLayer, le.Limit, le.Value, le.Max, "entry %s: too many levels of symbolic links", quoteName(entry))
-	case errors.Is(err, saferoot.ErrPathTooLong):
-		return limits.Errorf(ErrHostileLayer, le.Limit, le.Value, le.Max, "entry %s resolves through symlinks to a path longer than Linux's PATH_MAX (%d)", quoteName(entry), saferoot.PathMax)
-	case errors.Is(err, saferoot.ErrTooLong):
-		return limits.Errorf(ErrHostileLayer, le.Limit, le.Value, le.Max, "entry %s is written through a symlink to a %d-byte target, more than Linux's limit of %d bytes", quoteName(entry), le.Value, le.Max)
-	}
-	return err
+	return saferoot.Refusal(ErrHostileLayer, "entry "+quoteName(entry), err)
 }
 
 // lookup is the rootfs on disk as checkParents sees it, with the

@@ -3,13 +3,14 @@ package saferoot
 import (
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"path"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/nexcage/nexcage/internal/limits"
 )
 
 // Root is a directory on disk that paths are resolved and opened in.
@@ -119,6 +120,42 @@ func (r *Root) Lstat(p string) (unix.Stat_t, error) {
 		return st, r.err("lstat", p, err)
 	}
 	return st, nil
+}
+
+// Resolve resolves p as the container sees it: symlinks followed inside
+// the root (absolute ones from the root, ".." stopping there), never out of
+// it. The result holds no symlink: the other methods take it.
+func (r *Root) Resolve(p string) (string, error) {
+	resolved, _, err := Resolve(p, Lookup(r.Lookup), Options[string]{Clamp: true})
+	return resolved, err
+}
+
+// Stat resolves p as Resolve does and stats what it names.
+func (r *Root) Stat(p string) (string, unix.Stat_t, error) {
+	resolved, err := r.Resolve(p)
+	if err != nil {
+		return "", unix.Stat_t{}, err
+	}
+	st, err := r.Lstat(resolved)
+	return resolved, st, err
+}
+
+// Mkdir makes the directory p (its parents resolved, none a symlink) with
+// mode perm, before the umask.
+func (r *Root) Mkdir(p string, perm uint32) error {
+	p, err := clean(p)
+	if err != nil {
+		return err
+	}
+	pfd, base, err := r.parent(p)
+	if err != nil {
+		return r.err("mkdir", p, err)
+	}
+	defer r.release(pfd)
+	if err := unix.Mkdirat(pfd, base, perm); err != nil {
+		return r.err("mkdir", p, err)
+	}
+	return nil
 }
 
 // Lookup is the directory on disk as a Lookup: a path that does not
@@ -251,9 +288,9 @@ func (r *Root) RemoveFile(p string, remove func(st *unix.Stat_t) bool) (bool, er
 // ReadFile reads the regular file at p as the container sees it: symlinks
 // are followed inside the root (absolute ones from the root, ".." stopping
 // there), never out of it. A FIFO, device or directory is refused rather
-// than opened, and more than limit bytes is an error.
+// than opened, and more than limit bytes is a *limits.Error.
 func (r *Root) ReadFile(p string, limit int64) ([]byte, error) {
-	resolved, _, err := Resolve(p, Lookup(r.Lookup), Options[string]{Clamp: true})
+	resolved, err := r.Resolve(p)
 	if err != nil {
 		return nil, err
 	}
@@ -270,12 +307,5 @@ func (r *Root) ReadFile(p string, limit int64) ([]byte, error) {
 	if !fi.Mode().IsRegular() {
 		return nil, r.err("read", resolved, fmt.Errorf("not a regular file (%s)", fi.Mode().Type()))
 	}
-	b, err := io.ReadAll(io.LimitReader(f, limit+1))
-	if err != nil {
-		return nil, err
-	}
-	if int64(len(b)) > limit {
-		return nil, r.err("read", resolved, fmt.Errorf("larger than %d bytes", limit))
-	}
-	return b, nil
+	return limits.ReadAll(f, limit, path.Join(r.dir, resolved))
 }
