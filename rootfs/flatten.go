@@ -13,7 +13,6 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
-	"sync"
 	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -340,53 +339,29 @@ func readLayers(ctx context.Context, f *Flattened, layers []ispec.Descriptor, di
 	if jobs <= 0 {
 		jobs = 2
 	}
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
 	out := make([]layerRead, len(layers))
-	errs := make([]error, len(layers))
-	sem := make(chan struct{}, jobs)
-	var wg sync.WaitGroup
-	for i, l := range layers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			select {
-			case sem <- struct{}{}:
-			case <-ctx.Done():
-				errs[i] = ctx.Err()
-				return
-			}
-			defer func() { <-sem }()
-			c := rep.Bytes(fmt.Sprintf("layer %d/%d %s", i+1, len(layers), shortDigest(l.Digest)), l.Size)
-			in, err := open(ctx, i)
-			var read layerRead
-			var spill *os.File
-			if err == nil {
-				sp := newSpeculator(f.pre, f.clamp, i == 0)
-				read, spill, err = readLayer(ctx, in, f.dir, i, l, diffIDs[i], f.maxSize, f.budget, f.pre, sp, c)
-				in.Close()
-			}
-			f.spills[i] = spill
-			if err != nil {
-				c.Done("failed")
-				errs[i] = fmt.Errorf("layer %d (%s): %w", i+1, l.Digest, err)
-				cancel()
-				return
-			}
-			c.Done("read")
-			out[i] = read
-		}()
-	}
-	wg.Wait()
-	for _, err := range errs {
-		if err != nil && !errors.Is(err, context.Canceled) {
-			return nil, err
+	err := eachLayer(ctx, len(layers), jobs, func(ctx context.Context, i int) error {
+		l := layers[i]
+		c := rep.Bytes(fmt.Sprintf("layer %d/%d %s", i+1, len(layers), shortDigest(l.Digest)), l.Size)
+		in, err := open(ctx, i)
+		var read layerRead
+		var spill *os.File
+		if err == nil {
+			sp := newSpeculator(f.pre, f.clamp, i == 0)
+			read, spill, err = readLayer(ctx, in, f.dir, i, l, diffIDs[i], f.maxSize, f.budget, f.pre, sp, c)
+			in.Close()
 		}
-	}
-	for _, err := range errs {
+		f.spills[i] = spill
 		if err != nil {
-			return nil, err
+			c.Done("failed")
+			return fmt.Errorf("layer %d (%s): %w", i+1, l.Digest, err)
 		}
+		c.Done("read")
+		out[i] = read
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
 	return out, nil
 }
