@@ -204,11 +204,7 @@ func Bundle(ctx context.Context, bundle string, opts Options) (res *Result, err 
 	if err := out.Create(); err != nil {
 		return nil, err
 	}
-	defer func() {
-		if err != nil {
-			err = out.Abort(err)
-		}
-	}()
+	defer out.Cleanup(&err)
 	var spec *rspec.Spec
 	var facts rootfsFacts
 	switch res.From {

@@ -103,11 +103,7 @@ func (s *Store) Unpack(ctx context.Context, img Image, bundle string, opts Unpac
 	if err := out.Create(); err != nil {
 		return res, err
 	}
-	defer func() {
-		if err != nil {
-			err = out.Abort(err)
-		}
-	}()
+	defer out.Cleanup(&err)
 	tmp := out.Path
 	mapOpts := mapOptions(opts.Rootless)
 	rootfsDir := filepath.Join(tmp, layer.RootfsName)

@@ -23,7 +23,8 @@ var ErrExists = errors.New("bundle exists")
 // TempMarker in its name, for `check --repair` to find.
 //
 // The sequence is NewDir (may the target be written?), Create (make the
-// temporary directory), fill Path, then Commit, or Abort on any failure.
+// temporary directory), fill Path, then Commit, or Abort on any failure
+// (defer Cleanup(&err) does it).
 type Dir struct {
 	// Path is the temporary directory to fill, mode 0700 (a bundle may
 	// hold setuid binaries: other users stay out, as umoci does).
@@ -133,6 +134,14 @@ func (d *Dir) Abort(err error) error {
 	}
 	d.removeParent()
 	return err
+}
+
+// Cleanup is Abort for a deferred call in a function whose error result
+// *errp says whether it failed: it aborts (and rewords *errp) only then.
+func (d *Dir) Cleanup(errp *error) {
+	if *errp != nil {
+		*errp = d.Abort(*errp)
+	}
 }
 
 func (d *Dir) removeParent() {

@@ -134,3 +134,31 @@ func dirExists(p string) bool {
 	fi, err := os.Stat(p)
 	return err == nil && fi.IsDir()
 }
+
+// TestDirCleanupOnlyOnFailure: the deferred Cleanup removes the tree
+// when the function fails and leaves a committed one alone.
+func TestDirCleanupOnlyOnFailure(t *testing.T) {
+	root := t.TempDir()
+	build := func(name string, fail bool) (err error) {
+		d, err := NewDir(filepath.Join(root, name), false)
+		if err != nil {
+			return err
+		}
+		if err := d.Create(); err != nil {
+			return err
+		}
+		defer d.Cleanup(&err)
+		os.WriteFile(filepath.Join(d.Path, "f"), nil, 0o644)
+		if fail {
+			return errors.New("failed in " + d.Path)
+		}
+		return d.Commit()
+	}
+	if err := build("bad", true); err == nil || err.Error() != "failed in "+filepath.Join(root, "bad") {
+		t.Errorf("error %v, want it to name the target", err)
+	}
+	if err := build("good", false); err != nil {
+		t.Fatal(err)
+	}
+	assertOnly(t, root, "good")
+}

@@ -285,6 +285,32 @@ func (r *Root) RemoveFile(p string, remove func(st *unix.Stat_t) bool) (bool, er
 	return true, nil
 }
 
+// ErrNotRegular means OpenRegular found a FIFO, a device, a socket or a
+// directory where a regular file was wanted.
+var ErrNotRegular = errors.New("not a regular file")
+
+// OpenRegular opens the regular file p (a resolved path: neither p nor a
+// directory on the way may be a symlink) for reading. A FIFO planted at p
+// does not block the open (O_NONBLOCK); anything but a regular file is
+// refused with ErrNotRegular, its FileInfo returned with the error for the
+// caller's message.
+func (r *Root) OpenRegular(p string) (*os.File, fs.FileInfo, error) {
+	f, err := r.OpenFile(p, unix.O_RDONLY|unix.O_NONBLOCK)
+	if err != nil {
+		return nil, nil, err
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, nil, err
+	}
+	if !fi.Mode().IsRegular() {
+		f.Close()
+		return nil, fi, r.err("open", p, fmt.Errorf("%w (%s)", ErrNotRegular, fi.Mode().Type()))
+	}
+	return f, fi, nil
+}
+
 // ReadFile reads the regular file at p as the container sees it: symlinks
 // are followed inside the root (absolute ones from the root, ".." stopping
 // there), never out of it. A FIFO, device or directory is refused rather
@@ -294,18 +320,10 @@ func (r *Root) ReadFile(p string, limit int64) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	// O_NONBLOCK: opening a FIFO planted at p must not hang.
-	f, err := r.OpenFile(resolved, unix.O_RDONLY|unix.O_NONBLOCK)
+	f, _, err := r.OpenRegular(resolved)
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return nil, err
-	}
-	if !fi.Mode().IsRegular() {
-		return nil, r.err("read", resolved, fmt.Errorf("not a regular file (%s)", fi.Mode().Type()))
-	}
 	return limits.ReadAll(f, limit, path.Join(r.dir, resolved))
 }
