@@ -137,42 +137,12 @@ var envName = regexp.MustCompile(`^[^=\s[:cntrl:]]+$`)
 // value convert could not map is refused here, naming the option.
 func (f SpecOptions) parse() (*overrides, error) {
 	o := &overrides{}
-	if len(f.Args) > 0 && f.Cmd != "" {
-		return nil, conflictErr(FieldArgs, FieldCmd, "both set the process: give one of them")
+	var err error
+	if o.args, err = f.parseProcess(); err != nil {
+		return nil, err
 	}
-	switch {
-	case len(f.Args) > 0:
-		o.args = f.Args
-	case f.Cmd != "":
-		var err error
-		if o.args, err = lxc.SplitWordsStrict(f.Cmd); err != nil {
-			return nil, optErr(FieldCmd, f.Cmd, "%v: close it, or give the arguments one by one", err)
-		}
-		if len(o.args) == 0 {
-			return nil, optErr(FieldCmd, f.Cmd, "the command line is empty: write e.g. '/usr/bin/app --port 80'")
-		}
-	}
-	for i, a := range o.args {
-		if _, err := lxc.JoinCommand([]string{a}); err != nil {
-			field, val := FieldArgs, a
-			if f.Cmd != "" {
-				field, val = FieldCmd, f.Cmd
-			}
-			return nil, optErr(field, val, "argument %d: %s", i, strings.TrimPrefix(err.Error(), "argument 0 "))
-		}
-	}
-	if o.args != nil && o.args[0] == "" {
-		return nil, optErr(FieldArgs, "", "the program (the first argument) is empty")
-	}
-	for _, e := range f.Env {
-		k, _, ok := strings.Cut(e, "=")
-		if !ok || !envName.MatchString(k) {
-			return nil, optErr(FieldEnv, e, "write NAME=VALUE (a name without blanks or '=')")
-		}
-		if hasControl(e) {
-			return nil, optErr(FieldEnv, e, "contains control characters, which PVE refuses")
-		}
-		o.env = append(o.env, e)
+	if o.env, err = parseEnv(f.Env); err != nil {
+		return nil, err
 	}
 	if f.Cwd != "" {
 		if !path.IsAbs(f.Cwd) || hasControl(f.Cwd) {
@@ -227,6 +197,56 @@ func (f SpecOptions) parse() (*overrides, error) {
 		o.arch, o.variant = a, v
 	}
 	return o, nil
+}
+
+// parseProcess checks Args or Cmd: the process's argv, nil when neither
+// is set.
+func (f SpecOptions) parseProcess() ([]string, error) {
+	var args []string
+	if len(f.Args) > 0 && f.Cmd != "" {
+		return nil, conflictErr(FieldArgs, FieldCmd, "both set the process: give one of them")
+	}
+	switch {
+	case len(f.Args) > 0:
+		args = f.Args
+	case f.Cmd != "":
+		var err error
+		if args, err = lxc.SplitWordsStrict(f.Cmd); err != nil {
+			return nil, optErr(FieldCmd, f.Cmd, "%v: close it, or give the arguments one by one", err)
+		}
+		if len(args) == 0 {
+			return nil, optErr(FieldCmd, f.Cmd, "the command line is empty: write e.g. '/usr/bin/app --port 80'")
+		}
+	}
+	for i, a := range args {
+		if _, err := lxc.JoinCommand([]string{a}); err != nil {
+			field, val := FieldArgs, a
+			if f.Cmd != "" {
+				field, val = FieldCmd, f.Cmd
+			}
+			return nil, optErr(field, val, "argument %d: %s", i, strings.TrimPrefix(err.Error(), "argument 0 "))
+		}
+	}
+	if args != nil && args[0] == "" {
+		return nil, optErr(FieldArgs, "", "the program (the first argument) is empty")
+	}
+	return args, nil
+}
+
+// parseEnv checks NAME=VALUE variables.
+func parseEnv(env []string) ([]string, error) {
+	var out []string
+	for _, e := range env {
+		k, _, ok := strings.Cut(e, "=")
+		if !ok || !envName.MatchString(k) {
+			return nil, optErr(FieldEnv, e, "write NAME=VALUE (a name without blanks or '=')")
+		}
+		if hasControl(e) {
+			return nil, optErr(FieldEnv, e, "contains control characters, which PVE refuses")
+		}
+		out = append(out, e)
+	}
+	return out, nil
 }
 
 func hasControl(s string) bool {

@@ -243,24 +243,9 @@ func (w *writer) member(hdr *tar.Header, r io.Reader, buf []byte) error {
 	target := path.Join(parent, path.Base(rel))
 	p := filepath.Join(w.root, target)
 
-	// A later member for an existing path replaces it, as tar does; a
-	// directory over a directory only changes its metadata.
-	if fi, err := os.Lstat(p); err == nil {
-		if fi.IsDir() && hdr.Typeflag == tar.TypeDir {
-			w.dirs[target] = m
-			w.entries++
-			return nil
-		}
-		if err := atomicfile.RemoveTree(p); err != nil {
-			return err
-		}
-		for d := range w.dirs {
-			if d == target || strings.HasPrefix(d, target+"/") {
-				delete(w.dirs, d)
-			}
-		}
+	if done, err := w.replace(target, hdr.Typeflag == tar.TypeDir, m); done || err != nil {
+		return err
 	}
-
 	w.entries++
 	switch hdr.Typeflag {
 	case tar.TypeDir:
@@ -283,22 +268,7 @@ func (w *writer) member(hdr *tar.Header, r io.Reader, buf []byte) error {
 			return err
 		}
 	case tar.TypeLink:
-		lrel, err := memberPath(hdr.Linkname)
-		if err != nil || lrel == "." {
-			return errkind.Errorf(ErrUnsafeMember, "hard link %s -> %s points outside the root", quoteName(hdr.Name), quoteName(hdr.Linkname))
-		}
-		lparent, err := w.parentDir(hdr.Name, path.Dir(lrel))
-		if err != nil {
-			return err
-		}
-		src := filepath.Join(w.root, lparent, path.Base(lrel))
-		fi, err := os.Lstat(src)
-		if err != nil || fi.IsDir() {
-			return errkind.Errorf(ErrCorruptTemplate, "hard link %s -> %s: the target is not a file that an earlier member made", quoteName(hdr.Name), quoteName(hdr.Linkname))
-		}
-		// link(2) copies nothing from the header: a hard link is the
-		// inode it points to.
-		return os.Link(src, p)
+		return w.hardlink(hdr, p)
 	case tar.TypeSymlink:
 		return w.symlink(target, hdr.Linkname, m)
 	case tar.TypeChar:
@@ -309,6 +279,52 @@ func (w *writer) member(hdr *tar.Header, r io.Reader, buf []byte) error {
 		return w.special(target, unix.S_IFIFO, 0, m)
 	}
 	return w.apply(target, m, false)
+}
+
+// replace makes way for a member at target, as tar does: what is there
+// is removed, except that a directory over a directory only changes its
+// metadata, which done reports.
+func (w *writer) replace(target string, dir bool, m meta) (done bool, err error) {
+	p := filepath.Join(w.root, target)
+	fi, err := os.Lstat(p)
+	if err != nil {
+		return false, nil
+	}
+	if fi.IsDir() && dir {
+		w.dirs[target] = m
+		w.entries++
+		return true, nil
+	}
+	if err := atomicfile.RemoveTree(p); err != nil {
+		return false, err
+	}
+	for d := range w.dirs {
+		if d == target || strings.HasPrefix(d, target+"/") {
+			delete(w.dirs, d)
+		}
+	}
+	return false, nil
+}
+
+// hardlink links p to the file an earlier member made, its name resolved
+// inside the root as the member's own.
+func (w *writer) hardlink(hdr *tar.Header, p string) error {
+	lrel, err := memberPath(hdr.Linkname)
+	if err != nil || lrel == "." {
+		return errkind.Errorf(ErrUnsafeMember, "hard link %s -> %s points outside the root", quoteName(hdr.Name), quoteName(hdr.Linkname))
+	}
+	lparent, err := w.parentDir(hdr.Name, path.Dir(lrel))
+	if err != nil {
+		return err
+	}
+	src := filepath.Join(w.root, lparent, path.Base(lrel))
+	fi, err := os.Lstat(src)
+	if err != nil || fi.IsDir() {
+		return errkind.Errorf(ErrCorruptTemplate, "hard link %s -> %s: the target is not a file that an earlier member made", quoteName(hdr.Name), quoteName(hdr.Linkname))
+	}
+	// link(2) copies nothing from the header: a hard link is the inode it
+	// points to.
+	return os.Link(src, p)
 }
 
 // parentDir resolves a member's parent directory inside root the way the
