@@ -275,43 +275,59 @@ func parseUser(s string) (*rspec.User, error) {
 	return u, nil
 }
 
-// parseMount reads type=bind,src=/host,dst=/ct[,ro] and
-// type=tmpfs,dst=/ct[,size=...][,mode=...][,ro], and checks the result
-// with the very rules convert maps mounts by.
-func parseMount(raw string) (rspec.Mount, error) {
-	var typ, src, dst string
-	var ro bool
-	var tmpfsOpts []string
+// mountFields are the fields of a mount option.
+type mountFields struct {
+	typ, src, dst string
+	ro            bool
+	tmpfsOpts     []string
+}
+
+// splitMount reads the comma-separated fields of a mount option, checking
+// each on its own.
+func splitMount(raw string) (mountFields, error) {
+	var f mountFields
 	for _, part := range strings.Split(raw, ",") {
 		k, v, hasValue := strings.Cut(part, "=")
 		switch strings.ToLower(k) {
 		case "type":
-			typ = v
+			f.typ = v
 		case "src", "source":
-			src = v
+			f.src = v
 		case "dst", "destination", "target", "dest":
-			dst = v
+			f.dst = v
 		case "ro", "readonly":
 			if hasValue && v != "1" && v != "true" {
-				return rspec.Mount{}, optErr(FieldMount, raw, "%s takes no value (or 1/true): write ro", k)
+				return f, optErr(FieldMount, raw, "%s takes no value (or 1/true): write ro", k)
 			}
-			ro = true
+			f.ro = true
 		case "size":
 			if !regexp.MustCompile(`^[0-9]+[kKmMgG%]?$`).MatchString(v) {
-				return rspec.Mount{}, optErr(FieldMount, raw, "size=%s: write bytes or a number with k, m, g or %%, e.g. size=64m", v)
+				return f, optErr(FieldMount, raw, "size=%s: write bytes or a number with k, m, g or %%, e.g. size=64m", v)
 			}
-			tmpfsOpts = append(tmpfsOpts, "size="+strings.ToLower(v))
+			f.tmpfsOpts = append(f.tmpfsOpts, "size="+strings.ToLower(v))
 		case "mode":
 			if _, err := strconv.ParseUint(v, 8, 32); err != nil || len(v) > 4 {
-				return rspec.Mount{}, optErr(FieldMount, raw, "mode=%s: write octal permission bits, e.g. mode=1777", v)
+				return f, optErr(FieldMount, raw, "mode=%s: write octal permission bits, e.g. mode=1777", v)
 			}
-			tmpfsOpts = append(tmpfsOpts, "mode="+v)
+			f.tmpfsOpts = append(f.tmpfsOpts, "mode="+v)
 		case "":
-			return rspec.Mount{}, optErr(FieldMount, raw, "empty field: write type=bind,src=/host/dir,dst=/in/container[,ro] or type=tmpfs,dst=/run[,size=64m]")
+			return f, optErr(FieldMount, raw, "empty field: write type=bind,src=/host/dir,dst=/in/container[,ro] or type=tmpfs,dst=/run[,size=64m]")
 		default:
-			return rspec.Mount{}, optErr(FieldMount, raw, "unknown field %q: the fields are type, src, dst, ro, and for tmpfs size and mode", k)
+			return f, optErr(FieldMount, raw, "unknown field %q: the fields are type, src, dst, ro, and for tmpfs size and mode", k)
 		}
 	}
+	return f, nil
+}
+
+// parseMount reads type=bind,src=/host,dst=/ct[,ro] and
+// type=tmpfs,dst=/ct[,size=...][,mode=...][,ro], and checks the result
+// with the very rules convert maps mounts by.
+func parseMount(raw string) (rspec.Mount, error) {
+	f, err := splitMount(raw)
+	if err != nil {
+		return rspec.Mount{}, err
+	}
+	typ, src, dst, ro, tmpfsOpts := f.typ, f.src, f.dst, f.ro, f.tmpfsOpts
 	if dst == "" {
 		return rspec.Mount{}, optErr(FieldMount, raw, "no dst=: say where the mount goes inside the container, e.g. dst=/data")
 	}
