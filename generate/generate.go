@@ -96,7 +96,7 @@ func Spec(ctx context.Context, bundle string, opts Options) (*Result, error) {
 	}
 	config := filepath.Join(bundle, "config.json")
 	if _, err := os.Lstat(config); err == nil && !opts.Force {
-		return nil, errkind.Errorf(ErrBundleExists, "%s already exists: pass --force to replace it, or choose another BUNDLE", config)
+		return nil, errkind.Errorf(ErrBundleExists, "%s already exists", config)
 	}
 	spec := BaseSpec()
 	rootPath := "rootfs"

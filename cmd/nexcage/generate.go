@@ -108,6 +108,9 @@ func runGenerate(ctx context.Context, e *env, args []string) (any, error) {
 		}
 		opts.Spec.RootPath = genFlags.rootfs
 		res, err = generate.Spec(ctx, bundle, opts)
+		if errors.Is(err, generate.ErrBundleExists) {
+			return nil, fmt.Errorf("%w: pass --force to replace it, or choose another BUNDLE", err)
+		}
 	} else {
 		if len(args) != 1 {
 			return nil, usagef("generate takes one BUNDLE after --rootfs DIR or --template FILE (or: generate spec [BUNDLE]), got %d arguments", len(args))
