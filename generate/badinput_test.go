@@ -111,7 +111,7 @@ func TestTemplateRefusesUnsafeMembers(t *testing.T) {
 		{"root-replaced", []member{fileM(".", "")}, `would replace the root directory`, ""},
 		{"41-links", append(chain, fileM("./c41/x", "x")), `member "./c41/x": too many levels of symbolic links`, limits.SymlinkHops},
 		{"links-past-PATH_MAX", []member{dirM("./"), dirM("./b/"), symlinkM("./l1", "b/"+strings.Repeat("b/", 1500)), symlinkM("./l2", "l1/"+strings.Repeat("b/", 1500)), fileM("./l2/x", "x")},
-			`member "./l2/x": resolves through symlinks to a path longer than PATH_MAX`, limits.PathLength},
+			`member "./l2/x" resolves through symlinks to a path longer than Linux's PATH_MAX`, limits.PathLength},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			tmpl := writeTemplate(t, "evil.tar.zst", zstdOf(t, tarOf(t, tc.members...)))
@@ -196,7 +196,7 @@ func TestTemplateRefusesBadFiles(t *testing.T) {
 	}
 	// The intact ones extract, whatever the name says about compression.
 	for name, content := range map[string][]byte{"good.tar.zst": z, "good.tar.gz": gz, "gzip-named.tar.zst": gz, "plain.tar": good} {
-		fromTemplate(t, writeTemplate(t, name, content), generate.Options{Spec: generate.SpecFlags{Arch: "amd64"}})
+		fromTemplate(t, writeTemplate(t, name, content), generate.Options{Spec: generate.SpecOptions{Arch: "amd64"}})
 	}
 }
 
@@ -216,12 +216,12 @@ func TestBadSourcesAndTargets(t *testing.T) {
 		want   string
 		kind   error
 	}{
-		{"rootfs is a file", filepath.Join(dir, "b"), generate.Options{Rootfs: file}, "rootfs " + file + " is not a directory: give the directory that holds the root file system", nil},
+		{"rootfs is a file", filepath.Join(dir, "b"), generate.Options{Rootfs: file}, "rootfs " + file + " is not a directory: give the directory that holds the root file system", generate.ErrRootfsNotDir},
 		{"rootfs missing", filepath.Join(dir, "b"), generate.Options{Rootfs: filepath.Join(dir, "nowhere")}, "does not exist: give the directory", nil},
 		{"template missing", filepath.Join(dir, "b"), generate.Options{Template: filepath.Join(dir, "nowhere.tar.zst")}, "template " + filepath.Join(dir, "nowhere.tar.zst") + " does not exist", nil},
 		{"template is a directory", filepath.Join(dir, "b"), generate.Options{Template: rootfsDir}, "is not a file", nil},
 		{"bundle inside rootfs", filepath.Join(rootfsDir, "b"), generate.Options{Rootfs: rootfsDir}, "is inside the rootfs", nil},
-		{"rootfs inside bundle", dir, generate.Options{Rootfs: rootfsDir, Link: true, Force: true}, "is inside the bundle " + dir + ", which generate replaces: for a rootfs already in place, write its config.json with `nexcage generate spec", nil},
+		{"rootfs inside bundle", dir, generate.Options{Rootfs: rootfsDir, Link: true, Force: true}, "is inside the bundle " + dir + ", which generate replaces: for a rootfs already in place, write its config.json alone (Spec)", nil},
 		{"non-empty bundle", nonEmpty, generate.Options{Rootfs: rootfsDir}, "bundle directory " + nonEmpty + " is not empty: choose a new directory, or pass --force", generate.ErrBundleExists},
 		{"bundle is a file", file, generate.Options{Rootfs: rootfsDir}, "exists and is not a directory", generate.ErrBundleExists},
 	} {

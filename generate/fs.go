@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/nexcage/nexcage/internal/atomicfile"
 	"github.com/nexcage/nexcage/internal/saferoot"
 )
 
@@ -36,7 +37,11 @@ func keepXattr(name string) bool {
 // chown) or rootless (the caller owns everything; other owners go to the
 // user.rootlesscontainers xattr, as umoci writes and convert reads).
 type writer struct {
-	root     string
+	root string
+	// r is root opened: every lookup and directory the writer makes goes
+	// through it, so what a template's symlinks point at cannot redirect
+	// them out of the rootfs.
+	r        *saferoot.Root
 	rootless bool
 	// dirs are applied last, deepest first: a directory's mode may forbid
 	// writing into it, and creating entries changes its mtime.
@@ -54,9 +59,20 @@ type writer struct {
 	bytes          int64
 }
 
-func newWriter(root string, rootless bool) *writer {
-	return &writer{root: root, rootless: rootless, dirs: map[string]meta{}}
+// newWriter makes the directory root, 0700 until finishDirs gives it its
+// mode, and a writer filling it; close releases it.
+func newWriter(root string, rootless bool) (*writer, error) {
+	if err := os.Mkdir(root, 0o700); err != nil {
+		return nil, err
+	}
+	r, err := saferoot.Open(root)
+	if err != nil {
+		return nil, err
+	}
+	return &writer{root: root, r: r, rootless: rootless, dirs: map[string]meta{}}, nil
 }
+
+func (w *writer) close() { w.r.Close() }
 
 // apply sets owner, xattrs, mode and times on a non-directory, in the only
 // order that keeps them all: chown clears setuid bits and file
@@ -76,6 +92,40 @@ func (w *writer) apply(rel string, m meta, symlink bool) error {
 		}
 	}
 	return setTimes(p, rel, m.mtime)
+}
+
+// symlink makes the symlink rel -> target with m's owner, xattrs and
+// time (a symlink has no mode of its own).
+func (w *writer) symlink(rel, target string, m meta) error {
+	if err := os.Symlink(target, filepath.Join(w.root, rel)); err != nil {
+		return err
+	}
+	return w.apply(rel, m, true)
+}
+
+// special makes a device node (typ S_IFCHR or S_IFBLK, number dev) or a
+// FIFO (S_IFIFO) at rel with m. A rootless writer cannot make device
+// nodes: it counts them for one warning and goes on.
+func (w *writer) special(rel string, typ uint32, dev uint64, m meta) error {
+	p := filepath.Join(w.root, rel)
+	if typ == unix.S_IFIFO {
+		if err := unix.Mkfifo(p, 0o600); err != nil {
+			return &os.PathError{Op: "mkfifo", Path: p, Err: err}
+		}
+		return w.apply(rel, m, false)
+	}
+	if w.rootless {
+		w.entries--
+		w.skippedDevices++
+		if w.firstSkipped == "" {
+			w.firstSkipped = rel
+		}
+		return nil
+	}
+	if err := unix.Mknod(p, typ|0o600, int(dev)); err != nil {
+		return &os.PathError{Op: "mknod", Path: p, Err: err}
+	}
+	return w.apply(rel, m, false)
 }
 
 func (w *writer) owner(p, rel string, m meta, symlink bool) error {
@@ -164,7 +214,7 @@ func (w *writer) finishDirs() error {
 		}
 		return paths[i] < paths[j]
 	})
-	lookup := saferoot.DirLookup(w.root)
+	lookup := saferoot.Lookup(w.r.Lookup)
 	for _, rel := range paths {
 		// Replaced by a later entry, or now reached through a symlink
 		// (which the chmod would follow): not the directory recorded.
@@ -209,18 +259,7 @@ func (w *writer) warnings() []string {
 	return out
 }
 
-// ErrBundleExists means BUNDLE (or, for generate spec, its config.json)
-// exists and --force was not given.
-var ErrBundleExists = errors.New("bundle exists")
-
-// resolveIn follows rel inside root the way the container sees it:
-// absolute symlink targets start at root and ".." stops at root. It
-// returns the resolved slash path ("." for root) or "" when the path does
-// not exist.
-func resolveIn(root, rel string) string {
-	r, _, err := saferoot.Resolve(filepath.ToSlash(rel), saferoot.DirLookup(root), saferoot.Options[string]{Clamp: true})
-	if err != nil {
-		return ""
-	}
-	return r
-}
+// ErrBundleExists means the bundle is a non-empty directory or not a
+// directory (Bundle), or its config.json exists (Spec), and Force was not
+// set. It is rootfs.ErrBundleExists too.
+var ErrBundleExists = atomicfile.ErrExists

@@ -32,8 +32,9 @@ type Options struct {
 	// Force replaces a non-empty BUNDLE (Bundle) or an existing
 	// config.json (Spec).
 	Force bool
-	// Spec holds the process and container settings from the flags.
-	Spec     SpecFlags
+	// Spec holds the process and container settings.
+	Spec SpecOptions
+	// Progress receives the steps and byte counts; nil reports nothing.
 	Progress progress.Reporter
 
 	// rootless forces (or, false, forbids) a rootless rootfs; nil: rootless
@@ -46,7 +47,7 @@ type Result struct {
 	Bundle string `json:"bundle"`
 	Config string `json:"config"`
 	// Rootfs is the bundle's rootfs: BUNDLE/rootfs, or the directory
-	// --link names.
+	// Link references.
 	Rootfs string `json:"rootfs"`
 	// From is "spec", "rootfs", "link" or "template".
 	From string `json:"from"`
@@ -61,8 +62,8 @@ type Result struct {
 	Arch string `json:"arch,omitempty"`
 	// Sidecars are the template's .json and .conf that were read.
 	Sidecars []string `json:"sidecars,omitempty"`
-	// ConvertFlags are the convert flags that give the template's bytes
-	// back, from its manifest's options.
+	// ConvertFlags are the `nexcage convert` flags that give the
+	// template's bytes back, from its manifest's options.
 	ConvertFlags []string `json:"convert_flags,omitempty"`
 	Warnings     []string `json:"warnings,omitempty"`
 }
@@ -95,7 +96,7 @@ func Spec(ctx context.Context, bundle string, opts Options) (*Result, error) {
 	}
 	config := filepath.Join(bundle, "config.json")
 	if _, err := os.Lstat(config); err == nil && !opts.Force {
-		return nil, errkind.Errorf(ErrBundleExists, "%s already exists: pass --force to replace it, or choose another BUNDLE", config)
+		return nil, errkind.Errorf(ErrBundleExists, "%s already exists", config)
 	}
 	spec := BaseSpec()
 	rootPath := "rootfs"
@@ -113,11 +114,7 @@ func Spec(ctx context.Context, bundle string, opts Options) (*Result, error) {
 		spec.Process.Args = facts.defaultArgs()
 		setArch(spec, facts, true)
 	}
-	applyOverrides(spec, o)
-	if opts.isRootless() {
-		rootless(spec)
-	}
-	if err := checkConvertible(spec, facts.hasInit); err != nil {
+	if err := finishSpec(spec, o, facts, opts.isRootless()); err != nil {
 		return nil, err
 	}
 	if err := ctx.Err(); err != nil {
@@ -161,6 +158,28 @@ func marshalSpec(spec *rspec.Spec) ([]byte, error) {
 	return append(raw, '\n'), nil
 }
 
+// ErrNoSource means Bundle was given neither Options.Rootfs nor
+// Options.Template.
+var ErrNoSource = errors.New("say what to make the bundle from: a rootfs directory or a template file")
+
+// ErrRootfsNotDir means Options.Rootfs is not a directory.
+var ErrRootfsNotDir = errors.New("rootfs is not a directory")
+
+// SourceInBundleError means the bundle would hold its own source: Bundle
+// replaces the bundle directory whole, the source with it.
+type SourceInBundleError struct {
+	Source, Bundle string
+	// Template says Source is a template file (else a rootfs directory).
+	Template bool
+}
+
+func (e *SourceInBundleError) Error() string {
+	if e.Template {
+		return fmt.Sprintf("the template %s is inside the bundle %s, which a forced generate replaces: choose another bundle directory", e.Source, e.Bundle)
+	}
+	return fmt.Sprintf("the rootfs %s is inside the bundle %s, which generate replaces: for a rootfs already in place, write its config.json alone (Spec)", e.Source, e.Bundle)
+}
+
 // Bundle makes BUNDLE from opts.Rootfs (copied, or referenced with Link)
 // or opts.Template (extracted safely, with process, mounts, hostname and
 // labels from its sidecars). BUNDLE is assembled under a temporary name
@@ -171,177 +190,47 @@ func Bundle(ctx context.Context, bundle string, opts Options) (res *Result, err 
 	if rep == nil {
 		rep = progress.Discard
 	}
-	switch {
-	case opts.Rootfs != "" && opts.Template != "":
-		return nil, flagErr("", "", "--rootfs and --template are two different sources: give one of them")
-	case opts.Rootfs == "" && opts.Template == "":
-		return nil, flagErr("", "", "say what to make the bundle from: --rootfs DIR or --template FILE (or use `generate spec` for config.json alone)")
-	case opts.Link && opts.Rootfs == "":
-		return nil, flagErr("", "", "--link references a --rootfs directory; a template is always extracted")
-	case bundle == "":
-		return nil, flagErr("", "", "give the BUNDLE directory to write")
-	}
-	o, err := opts.Spec.parse()
+	o, err := checkBundleArgs(bundle, opts)
 	if err != nil {
 		return nil, err
 	}
-	if opts.Spec.RootPath != "" {
-		return nil, flagErr("rootfs", opts.Spec.RootPath, "root.path is set by the source: --rootfs names the directory to copy here")
-	}
-	if bundle, err = filepath.Abs(bundle); err != nil {
+	if res, err = bundleSource(bundle, opts); err != nil {
 		return nil, err
 	}
-	isRootless := opts.isRootless()
-	res = &Result{Bundle: bundle, Config: filepath.Join(bundle, "config.json"), Rootfs: filepath.Join(bundle, "rootfs"), Rootless: isRootless}
-
-	var src string
-	if opts.Rootfs != "" {
-		res.From = "rootfs"
-		if src, err = checkRootfsSource(opts.Rootfs); err != nil {
-			return nil, err
-		}
-		if atomicfile.Within(bundle, src) {
-			return nil, fmt.Errorf("bundle %s is inside the rootfs %s: choose a bundle directory outside the rootfs", bundle, src)
-		}
-		if atomicfile.Within(src, bundle) {
-			return nil, fmt.Errorf("the rootfs %s is inside the bundle %s, which generate replaces: for a rootfs already in place, write its config.json with `nexcage generate spec %s`", src, bundle, bundle)
-		}
-		if opts.Link {
-			res.From, res.Rootfs = "link", src
-		}
-	} else {
-		res.From = "template"
-		if src, err = filepath.Abs(opts.Template); err != nil {
-			return nil, err
-		}
-		fi, err := os.Stat(src)
-		switch {
-		case errors.Is(err, os.ErrNotExist):
-			return nil, fmt.Errorf("template %s does not exist: give the path of a .tar.zst, .tar.gz or .tar.xz template", src)
-		case err != nil:
-			return nil, err
-		case !fi.Mode().IsRegular():
-			return nil, fmt.Errorf("template %s is not a file: give the path of a .tar.zst, .tar.gz or .tar.xz template", src)
-		}
-		if atomicfile.Within(src, bundle) {
-			return nil, fmt.Errorf("the template %s is inside the bundle %s, which --force would replace: choose another bundle directory", src, bundle)
-		}
-	}
-	res.Source = src
-
-	replace, err := atomicfile.CheckDirTarget(bundle, opts.Force, ErrBundleExists)
+	out, err := atomicfile.NewDir(res.Bundle, opts.Force)
 	if err != nil {
 		return nil, err
 	}
-	createdParent, err := atomicfile.MkdirAllTracked(filepath.Dir(bundle))
-	if err != nil {
-		return nil, fmt.Errorf("create the parent of bundle %s: %w", bundle, err)
-	}
-	tmp, err := atomicfile.TempDir(bundle)
-	if err != nil {
-		if createdParent != "" {
-			os.RemoveAll(createdParent)
-		}
-		return nil, fmt.Errorf("create bundle %s: %w", bundle, err)
-	}
-	defer func() {
-		if err != nil {
-			atomicfile.RemoveTree(tmp)
-			if createdParent != "" {
-				os.RemoveAll(createdParent)
-			}
-			// Name the bundle the user asked for, not the temporary
-			// directory that no longer exists.
-			err = errkind.Replace(err, tmp, bundle)
-		}
-	}()
-	// A bundle may hold setuid binaries; keep other users out, as umoci does.
-	if err := os.Chmod(tmp, 0o700); err != nil {
+	if err := out.Create(); err != nil {
 		return nil, err
 	}
-
+	defer out.Cleanup(&err)
 	var spec *rspec.Spec
 	var facts rootfsFacts
 	switch res.From {
 	case "link":
-		rep.Step("referencing the rootfs %s from %s", src, bundle)
-		facts = inspect(src)
-		spec = BaseSpec()
-		spec.Root.Path = src
-		spec.Process.Args = facts.defaultArgs()
-		setArch(spec, facts, true)
+		rep.Step("referencing the rootfs %s from %s", res.Source, res.Bundle)
+		facts = inspect(res.Source)
+		spec = rootfsSpec(facts)
+		spec.Root.Path = res.Source
 	case "rootfs":
-		rep.Step("copying the rootfs %s into %s", src, res.Rootfs)
-		w := newWriter(filepath.Join(tmp, "rootfs"), isRootless)
-		if err := os.Mkdir(w.root, 0o700); err != nil {
+		rep.Step("copying the rootfs %s into %s", res.Source, res.Rootfs)
+		if facts, err = copyRootfs(ctx, out.Path, res, rep); err != nil {
 			return nil, err
 		}
-		if err := w.copyTree(ctx, src, rep); err != nil {
-			return nil, err
-		}
-		if err := w.finishDirs(); err != nil {
-			return nil, err
-		}
-		res.Entries, res.Bytes, res.Warnings = w.entries, w.bytes, w.warnings()
-		facts = inspect(w.root)
-		spec = BaseSpec()
-		spec.Process.Args = facts.defaultArgs()
-		setArch(spec, facts, true)
+		spec = rootfsSpec(facts)
 	case "template":
-		sc, err := readSidecars(src)
-		if err != nil {
+		if spec, facts, err = extractTemplate(ctx, out.Path, res, rep); err != nil {
 			return nil, err
 		}
-		rep.Step("extracting the template %s into %s", src, res.Rootfs)
-		w := newWriter(filepath.Join(tmp, "rootfs"), isRootless)
-		// The rootfs directory itself is the template's "./" member.
-		if err := os.Mkdir(w.root, 0o700); err != nil {
-			return nil, err
-		}
-		st, err := w.extract(ctx, src, rep)
-		if err != nil {
-			return nil, err
-		}
-		if _, ok := w.dirs["."]; !ok {
-			w.dirs["."] = meta{mode: 0o755, mtime: time.Unix(0, 0)}
-		}
-		if err := w.finishDirs(); err != nil {
-			return nil, err
-		}
-		res.Entries, res.Bytes, res.Warnings = w.entries, w.bytes, w.warnings()
-		facts = inspect(w.root)
-		spec, _ = sc.spec(facts, src)
-		for _, p := range []string{sc.manifestPath, sc.confPath} {
-			if p != "" {
-				res.Sidecars = append(res.Sidecars, p)
-			}
-		}
-		if m := sc.manifest; m != nil && m.Template.SHA256 != "" && m.Template.SHA256 != st.sha256 {
-			res.Warnings = append(res.Warnings, fmt.Sprintf("%s describes another template (sha256 %s, this one is %s): its process, mounts and labels were used anyway", sc.manifestPath, m.Template.SHA256, st.sha256))
-		}
-		res.ConvertFlags = sc.convertFlags()
 	}
-	applyOverrides(spec, o)
-	if isRootless {
-		rootless(spec)
-	}
-	if err := checkConvertible(spec, facts.hasInit); err != nil {
+	if err := finishSpec(spec, o, facts, res.Rootless); err != nil {
 		return nil, err
 	}
 	for _, w := range res.Warnings {
 		rep.Warn("%s", w)
 	}
-	raw, err := marshalSpec(spec)
-	if err != nil {
-		return nil, err
-	}
-	if err := os.WriteFile(filepath.Join(tmp, "config.json"), raw, 0o644); err != nil {
-		return nil, err
-	}
-	if err := ctx.Err(); err != nil {
-		return nil, err
-	}
-	if err := atomicfile.ReplaceDir(tmp, bundle, replace, atomicfile.RemoveTree); err != nil {
+	if err := writeBundle(ctx, out, spec); err != nil {
 		return nil, err
 	}
 	res.Process = spec.Process.Args
@@ -349,7 +238,168 @@ func Bundle(ctx context.Context, bundle string, opts Options) (res *Result, err 
 	return res, nil
 }
 
-// checkRootfsSource says clearly what is wrong with a --rootfs argument.
+// checkBundleArgs refuses options that do not fit together and parses the
+// spec options, before anything is read or written.
+func checkBundleArgs(bundle string, opts Options) (*overrides, error) {
+	switch {
+	case opts.Rootfs != "" && opts.Template != "":
+		return nil, conflictErr(FieldRootfs, FieldTemplate, "are two different sources: give one of them")
+	case opts.Rootfs == "" && opts.Template == "":
+		return nil, ErrNoSource
+	case opts.Link && opts.Rootfs == "":
+		return nil, &OptionError{Field: FieldLink, Msg: "references a rootfs directory; a template is always extracted"}
+	case bundle == "":
+		return nil, &OptionError{Msg: "give the bundle directory to write"}
+	}
+	o, err := opts.Spec.parse()
+	if err != nil {
+		return nil, err
+	}
+	if opts.Spec.RootPath != "" {
+		return nil, optErr(FieldRootPath, opts.Spec.RootPath, "root.path is set by the source: Rootfs names the directory to copy here")
+	}
+	return o, nil
+}
+
+// bundleSource checks the source (a rootfs directory or a template file)
+// and where it is against the bundle, which is replaced whole, and starts
+// the Result.
+func bundleSource(bundle string, opts Options) (*Result, error) {
+	bundle, err := filepath.Abs(bundle)
+	if err != nil {
+		return nil, err
+	}
+	res := &Result{Bundle: bundle, Config: filepath.Join(bundle, "config.json"), Rootfs: filepath.Join(bundle, "rootfs"), Rootless: opts.isRootless()}
+	if opts.Rootfs != "" {
+		res.From = "rootfs"
+		if res.Source, err = checkRootfsSource(opts.Rootfs); err != nil {
+			return nil, err
+		}
+		if atomicfile.Within(bundle, res.Source) {
+			return nil, fmt.Errorf("bundle %s is inside the rootfs %s: choose a bundle directory outside the rootfs", bundle, res.Source)
+		}
+		if atomicfile.Within(res.Source, bundle) {
+			return nil, &SourceInBundleError{Source: res.Source, Bundle: bundle}
+		}
+		if opts.Link {
+			res.From, res.Rootfs = "link", res.Source
+		}
+		return res, nil
+	}
+	res.From = "template"
+	if res.Source, err = filepath.Abs(opts.Template); err != nil {
+		return nil, err
+	}
+	fi, err := os.Stat(res.Source)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		return nil, fmt.Errorf("template %s does not exist: give the path of a .tar.zst, .tar.gz or .tar.xz template", res.Source)
+	case err != nil:
+		return nil, err
+	case !fi.Mode().IsRegular():
+		return nil, fmt.Errorf("template %s is not a file: give the path of a .tar.zst, .tar.gz or .tar.xz template", res.Source)
+	}
+	if atomicfile.Within(res.Source, bundle) {
+		return nil, &SourceInBundleError{Source: res.Source, Bundle: bundle, Template: true}
+	}
+	return res, nil
+}
+
+// rootfsSpec is the config for a rootfs directory: its /sbin/init or a
+// shell, and its architecture.
+func rootfsSpec(facts rootfsFacts) *rspec.Spec {
+	spec := BaseSpec()
+	spec.Process.Args = facts.defaultArgs()
+	setArch(spec, facts, true)
+	return spec
+}
+
+// copyRootfs copies res.Source into tmp/rootfs with every attribute a
+// template keeps.
+func copyRootfs(ctx context.Context, tmp string, res *Result, rep progress.Reporter) (rootfsFacts, error) {
+	w, err := newWriter(filepath.Join(tmp, "rootfs"), res.Rootless)
+	if err != nil {
+		return rootfsFacts{}, err
+	}
+	defer w.close()
+	if err := w.copyTree(ctx, res.Source, rep); err != nil {
+		return rootfsFacts{}, err
+	}
+	if err := w.finishDirs(); err != nil {
+		return rootfsFacts{}, err
+	}
+	res.Entries, res.Bytes, res.Warnings = w.entries, w.bytes, w.warnings()
+	return inspect(w.root), nil
+}
+
+// extractTemplate extracts the template res.Source into tmp/rootfs and
+// rebuilds its config from its sidecars.
+func extractTemplate(ctx context.Context, tmp string, res *Result, rep progress.Reporter) (*rspec.Spec, rootfsFacts, error) {
+	src := res.Source
+	sc, err := readSidecars(src)
+	if err != nil {
+		return nil, rootfsFacts{}, err
+	}
+	rep.Step("extracting the template %s into %s", src, res.Rootfs)
+	// The rootfs directory itself is the template's "./" member.
+	w, err := newWriter(filepath.Join(tmp, "rootfs"), res.Rootless)
+	if err != nil {
+		return nil, rootfsFacts{}, err
+	}
+	defer w.close()
+	st, err := w.extract(ctx, src, rep)
+	if err != nil {
+		return nil, rootfsFacts{}, err
+	}
+	if _, ok := w.dirs["."]; !ok {
+		w.dirs["."] = meta{mode: 0o755, mtime: time.Unix(0, 0)}
+	}
+	if err := w.finishDirs(); err != nil {
+		return nil, rootfsFacts{}, err
+	}
+	res.Entries, res.Bytes, res.Warnings = w.entries, w.bytes, w.warnings()
+	facts := inspect(w.root)
+	spec, _ := sc.spec(facts, src)
+	for _, p := range []string{sc.manifestPath, sc.confPath} {
+		if p != "" {
+			res.Sidecars = append(res.Sidecars, p)
+		}
+	}
+	if m := sc.manifest; m != nil && m.Template.SHA256 != "" && m.Template.SHA256 != st.sha256 {
+		res.Warnings = append(res.Warnings, fmt.Sprintf("%s describes another template (sha256 %s, this one is %s): its process, mounts and labels were used anyway", sc.manifestPath, m.Template.SHA256, st.sha256))
+	}
+	res.ConvertFlags = sc.convertFlags()
+	return spec, facts, nil
+}
+
+// finishSpec applies the caller's options over what the source said,
+// maps the ids for a rootless bundle, and refuses what convert could not
+// map.
+func finishSpec(spec *rspec.Spec, o *overrides, facts rootfsFacts, isRootless bool) error {
+	applyOverrides(spec, o)
+	if isRootless {
+		rootless(spec)
+	}
+	return checkConvertible(spec, facts.hasInit)
+}
+
+// writeBundle writes config.json into the finished tree and puts the
+// bundle in place.
+func writeBundle(ctx context.Context, out *atomicfile.Dir, spec *rspec.Spec) error {
+	raw, err := marshalSpec(spec)
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(out.Path, "config.json"), raw, 0o644); err != nil {
+		return err
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	return out.Commit()
+}
+
+// checkRootfsSource says clearly what is wrong with a rootfs source.
 func checkRootfsSource(dir string) (string, error) {
 	abs, err := filepath.Abs(dir)
 	if err != nil {
@@ -362,7 +412,7 @@ func checkRootfsSource(dir string) (string, error) {
 	case err != nil:
 		return "", fmt.Errorf("rootfs %s: %w", abs, err)
 	case !fi.IsDir():
-		return "", fmt.Errorf("rootfs %s is not a directory: give the directory that holds the root file system (bin/, etc/, usr/ ...); for a template file use --template", abs)
+		return "", errkind.Errorf(ErrRootfsNotDir, "rootfs %s is not a directory: give the directory that holds the root file system (bin/, etc/, usr/ ...)", abs)
 	}
 	// The real path: a symlinked rootfs is referenced and compared as
 	// what it points to.

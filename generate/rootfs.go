@@ -46,42 +46,9 @@ func (w *writer) copyTree(ctx context.Context, src string, rep progress.Reporter
 		if err := unix.Lstat(p, &st); err != nil {
 			return fmt.Errorf("read the rootfs: %w", err)
 		}
-		m := meta{
-			mode:  st.Mode & 0o7777,
-			uid:   int(st.Uid),
-			gid:   int(st.Gid),
-			mtime: time.Unix(st.Mtim.Sec, st.Mtim.Nsec),
-		}
-		keep := keepXattr
-		if w.rootless {
-			keep = func(n string) bool { return keepXattr(n) || n == rootlesscontainers.Keyname }
-		}
-		attrs, err := xattrs.Read(p, keep)
+		m, err := w.sourceMeta(p, &st, uid, gid)
 		if err != nil {
-			return fmt.Errorf("%s: %w", p, err)
-		}
-		m.xattrs = attrs
-		if w.rootless {
-			// The caller's ids stand for root; an owner recorded by an
-			// earlier rootless unpack is the real one.
-			if m.uid == uid {
-				m.uid = 0
-			}
-			if m.gid == gid {
-				m.gid = 0
-			}
-			if v, ok := attrs[rootlesscontainers.Keyname]; ok {
-				var res rootlesscontainers.Resource
-				if proto.Unmarshal([]byte(v), &res) == nil {
-					if res.Uid != rootlesscontainers.NoopID {
-						m.uid = int(res.Uid)
-					}
-					if res.Gid != rootlesscontainers.NoopID {
-						m.gid = int(res.Gid)
-					}
-				}
-				delete(m.xattrs, rootlesscontainers.Keyname)
-			}
+			return err
 		}
 		dst := filepath.Join(w.root, rel)
 		if rel == "." {
@@ -120,26 +87,9 @@ func (w *writer) copyTree(ctx context.Context, src string, rep progress.Reporter
 			if err != nil {
 				return err
 			}
-			if err := os.Symlink(target, dst); err != nil {
-				return err
-			}
-			return w.apply(rel, m, true)
-		case unix.S_IFCHR, unix.S_IFBLK:
-			if w.rootless {
-				w.entries--
-				w.skippedDevices++
-				if w.firstSkipped == "" {
-					w.firstSkipped = rel
-				}
-				return nil
-			}
-			if err := unix.Mknod(dst, (st.Mode&unix.S_IFMT)|0o600, int(st.Rdev)); err != nil {
-				return &os.PathError{Op: "mknod", Path: dst, Err: err}
-			}
-		case unix.S_IFIFO:
-			if err := unix.Mkfifo(dst, 0o600); err != nil {
-				return &os.PathError{Op: "mkfifo", Path: dst, Err: err}
-			}
+			return w.symlink(rel, target, m)
+		case unix.S_IFCHR, unix.S_IFBLK, unix.S_IFIFO:
+			return w.special(rel, st.Mode&unix.S_IFMT, st.Rdev, m)
 		default:
 			w.entries--
 			w.skippedSockets++
@@ -153,6 +103,50 @@ func (w *writer) copyTree(ctx context.Context, src string, rep progress.Reporter
 	}
 	bar.Done(fmt.Sprintf("%d entries", w.entries))
 	return nil
+}
+
+// sourceMeta is what a template keeps of the file p of a rootfs: mode,
+// owner, mtime and xattrs. In a rootless copy the caller's ids (uid, gid)
+// stand for root, and an owner an earlier rootless unpack recorded in
+// user.rootlesscontainers is the real one.
+func (w *writer) sourceMeta(p string, st *unix.Stat_t, uid, gid int) (meta, error) {
+	m := meta{
+		mode:  st.Mode & 0o7777,
+		uid:   int(st.Uid),
+		gid:   int(st.Gid),
+		mtime: time.Unix(st.Mtim.Sec, st.Mtim.Nsec),
+	}
+	keep := keepXattr
+	if w.rootless {
+		keep = func(n string) bool { return keepXattr(n) || n == rootlesscontainers.Keyname }
+	}
+	attrs, err := xattrs.Read(p, keep)
+	if err != nil {
+		return m, fmt.Errorf("%s: %w", p, err)
+	}
+	m.xattrs = attrs
+	if !w.rootless {
+		return m, nil
+	}
+	if m.uid == uid {
+		m.uid = 0
+	}
+	if m.gid == gid {
+		m.gid = 0
+	}
+	if v, ok := attrs[rootlesscontainers.Keyname]; ok {
+		var res rootlesscontainers.Resource
+		if proto.Unmarshal([]byte(v), &res) == nil {
+			if res.Uid != rootlesscontainers.NoopID {
+				m.uid = int(res.Uid)
+			}
+			if res.Gid != rootlesscontainers.NoopID {
+				m.gid = int(res.Gid)
+			}
+		}
+		delete(m.xattrs, rootlesscontainers.Keyname)
+	}
+	return m, nil
 }
 
 func copyFile(src, dst string) (int64, error) {

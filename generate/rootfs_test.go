@@ -257,7 +257,7 @@ func TestRootfsCopyRootless(t *testing.T) {
 func TestRootfsLink(t *testing.T) {
 	testenv.RequireRoot(t)
 	src := oddTree(t, true)
-	bundle, res := fromRootfs(t, src, generate.Options{Link: true, Spec: generate.SpecFlags{Args: []string{"/bin/sh", "-c", "echo hi"}}})
+	bundle, res := fromRootfs(t, src, generate.Options{Link: true, Spec: generate.SpecOptions{Args: []string{"/bin/sh", "-c", "echo hi"}}})
 	if _, err := os.Lstat(filepath.Join(bundle, "rootfs")); !os.IsNotExist(err) {
 		t.Errorf("--link copied the rootfs: %v", err)
 	}
@@ -266,6 +266,6 @@ func TestRootfsLink(t *testing.T) {
 		t.Errorf("root.path %q, rootfs %q, args %q; want %s and the --args", spec.Root.Path, res.Rootfs, spec.Process.Args, src)
 	}
 	linked := convertBundle(t, bundle, convert.Options{Name: "odd", Privileged: true, ToolVersion: "test"})
-	copied, _ := fromRootfs(t, src, generate.Options{Spec: generate.SpecFlags{Args: []string{"/bin/sh", "-c", "echo hi"}}})
+	copied, _ := fromRootfs(t, src, generate.Options{Spec: generate.SpecOptions{Args: []string{"/bin/sh", "-c", "echo hi"}}})
 	sameTemplate(t, convertBundle(t, copied, convert.Options{Name: "odd", Privileged: true, ToolVersion: "test"}), linked)
 }

@@ -120,7 +120,7 @@ func TestTemplateWithoutSidecars(t *testing.T) {
 	built := build(t, corpusCase(t, "alpine-amd64"), convert.Options{ToolVersion: "test"})
 	os.Remove(built.Manifest)
 	os.Remove(built.Config)
-	bundle, res := fromTemplate(t, built.Template, generate.Options{Spec: generate.SpecFlags{Hostname: "box", Env: []string{"TZ=UTC"}}})
+	bundle, res := fromTemplate(t, built.Template, generate.Options{Spec: generate.SpecOptions{Hostname: "box", Env: []string{"TZ=UTC"}}})
 	if len(res.Sidecars) != 0 || strings.Join(res.Process, " ") != "/sbin/init" || res.Arch != "amd64" {
 		t.Errorf("sidecars %v, process %v, arch %q; want none, /sbin/init (alpine has it), amd64", res.Sidecars, res.Process, res.Arch)
 	}

@@ -8,63 +8,98 @@ import (
 	"math"
 	"os"
 	"path"
-	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
 
 	rspec "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
 
+	"github.com/nexcage/nexcage/internal/saferoot"
 	"github.com/nexcage/nexcage/lxc"
 	"github.com/nexcage/nexcage/tartree"
 	"github.com/nexcage/nexcage/template"
 )
 
-// SpecFlags are the process and container settings of `nexcage generate`
-// as given on the command line; the zero value changes nothing. They
-// override what the rootfs or the template's sidecars say.
-type SpecFlags struct {
-	// Args is the process's argv (--args, repeatable).
+// SpecOptions are the process and container settings a generated
+// config.json gets; the zero value changes nothing. They override what the
+// rootfs or the template's sidecars say. A value convert could not map is
+// refused with an *OptionError naming the field.
+type SpecOptions struct {
+	// Args is the process's argv.
 	Args []string
 	// Cmd is the process as one command line, split as LXC splits
-	// lxc.init.cmd (single and double quotes, no backslashes).
+	// lxc.init.cmd (single and double quotes, no backslashes). Args and
+	// Cmd exclude each other.
 	Cmd string
-	// Env adds or replaces NAME=VALUE variables (--env, repeatable).
+	// Env adds or replaces NAME=VALUE variables.
 	Env []string
+	// Cwd is the process's working directory, absolute.
 	Cwd string
 	// User is UID[:GID], numeric.
 	User     string
 	Hostname string
 	// Mounts are type=bind,src=/host,dst=/ct[,ro] or
-	// type=tmpfs,dst=/ct[,size=64m][,mode=1777][,ro] (--mount, repeatable).
+	// type=tmpfs,dst=/ct[,size=64m][,mode=1777][,ro].
 	Mounts []string
 	// Memory is the memory limit: bytes, or a number with k, m, g or t.
 	Memory string
 	// CPUs is a number of CPUs (a fraction is a share of one).
 	CPUs string
-	// RootPath is root.path for `generate spec` (--rootfs there).
+	// RootPath is root.path for Spec (Bundle sets it from its source).
 	RootPath string
 	// Arch overrides the architecture read from /bin/sh (Debian or OCI
 	// names: amd64, arm64, i386, armhf, riscv64).
 	Arch string
 }
 
-// FlagError is a command-line value nexcage cannot use: a usage error
-// (exit status 2) that names the flag and the fix.
-type FlagError struct {
-	Flag  string // without dashes; "" when the flags do not fit together
+// The option names an *OptionError gives in Field and With: the
+// SpecOptions and Options fields, lower-case.
+const (
+	FieldArgs     = "args"
+	FieldCmd      = "cmd"
+	FieldEnv      = "env"
+	FieldCwd      = "cwd"
+	FieldUser     = "user"
+	FieldHostname = "hostname"
+	FieldMount    = "mount" // one of Mounts
+	FieldMemory   = "memory"
+	FieldCPUs     = "cpus"
+	FieldRootPath = "rootpath"
+	FieldArch     = "arch"
+	FieldRootfs   = "rootfs"
+	FieldTemplate = "template"
+	FieldLink     = "link"
+)
+
+// OptionError is an option value generate cannot use, or two options that
+// do not fit together. Msg says what is wrong and the fix without naming
+// the option, so that a caller names it its own way (a command line names
+// its flag).
+type OptionError struct {
+	// Field is the option at fault (FieldMemory, FieldCmd, ...); "" when
+	// the error is about the options as a whole.
+	Field string
+	// Value is the value refused; "" when the error is not about one
+	// value.
 	Value string
-	Msg   string
+	// With is the other option when two exclude each other: With and
+	// Field are then named together, With first.
+	With string
+	// Msg says what is wrong, and the fix.
+	Msg string
 }
 
-func (e *FlagError) Error() string {
-	if e.Flag == "" {
+func (e *OptionError) Error() string {
+	switch {
+	case e.With != "":
+		return fmt.Sprintf("%s and %s %s", e.With, e.Field, e.Msg)
+	case e.Field == "":
 		return e.Msg
+	case e.Value == "":
+		return fmt.Sprintf("%s: %s", e.Field, e.Msg)
 	}
-	if e.Value == "" {
-		return fmt.Sprintf("--%s: %s", e.Flag, e.Msg)
-	}
-	return fmt.Sprintf("--%s %s: %s", e.Flag, quoteArg(e.Value), e.Msg)
+	return fmt.Sprintf("%s %s: %s", e.Field, quoteArg(e.Value), e.Msg)
 }
 
 func quoteArg(s string) string {
@@ -74,11 +109,16 @@ func quoteArg(s string) string {
 	return s
 }
 
-func flagErr(flag, value, format string, args ...any) error {
-	return &FlagError{Flag: flag, Value: value, Msg: fmt.Sprintf(format, args...)}
+func optErr(field, value, format string, args ...any) error {
+	return &OptionError{Field: field, Value: value, Msg: fmt.Sprintf(format, args...)}
 }
 
-// overrides are SpecFlags checked and parsed.
+// conflictErr says the options with and field exclude each other.
+func conflictErr(with, field, msg string) error {
+	return &OptionError{Field: field, With: with, Msg: msg}
+}
+
+// overrides are SpecOptions checked and parsed.
 type overrides struct {
 	args          []string // nil: unchanged
 	env           []string
@@ -93,50 +133,20 @@ type overrides struct {
 
 var envName = regexp.MustCompile(`^[^=\s[:cntrl:]]+$`)
 
-// parse checks every flag on its own, with convert's rules, so that a
-// value convert could not map is refused here, naming the flag.
-func (f SpecFlags) parse() (*overrides, error) {
+// parse checks every option on its own, with convert's rules, so that a
+// value convert could not map is refused here, naming the option.
+func (f SpecOptions) parse() (*overrides, error) {
 	o := &overrides{}
-	if len(f.Args) > 0 && f.Cmd != "" {
-		return nil, flagErr("cmd", f.Cmd, "--args and --cmd both set the process: give one of them")
+	var err error
+	if o.args, err = f.parseProcess(); err != nil {
+		return nil, err
 	}
-	switch {
-	case len(f.Args) > 0:
-		o.args = f.Args
-	case f.Cmd != "":
-		var err error
-		if o.args, err = lxc.SplitWordsStrict(f.Cmd); err != nil {
-			return nil, flagErr("cmd", f.Cmd, "%v: close it, or give the arguments with --args", err)
-		}
-		if len(o.args) == 0 {
-			return nil, flagErr("cmd", f.Cmd, "the command line is empty: write e.g. --cmd '/usr/bin/app --port 80'")
-		}
-	}
-	for i, a := range o.args {
-		if _, err := lxc.JoinCommand([]string{a}); err != nil {
-			flag, val := "args", a
-			if f.Cmd != "" {
-				flag, val = "cmd", f.Cmd
-			}
-			return nil, flagErr(flag, val, "argument %d: %s", i, strings.TrimPrefix(err.Error(), "argument 0 "))
-		}
-	}
-	if o.args != nil && o.args[0] == "" {
-		return nil, flagErr("args", "", "the program (the first argument) is empty")
-	}
-	for _, e := range f.Env {
-		k, _, ok := strings.Cut(e, "=")
-		if !ok || !envName.MatchString(k) {
-			return nil, flagErr("env", e, "write NAME=VALUE (a name without blanks or '=')")
-		}
-		if hasControl(e) {
-			return nil, flagErr("env", e, "contains control characters, which PVE refuses")
-		}
-		o.env = append(o.env, e)
+	if o.env, err = parseEnv(f.Env); err != nil {
+		return nil, err
 	}
 	if f.Cwd != "" {
 		if !path.IsAbs(f.Cwd) || hasControl(f.Cwd) {
-			return nil, flagErr("cwd", f.Cwd, "the working directory must be an absolute path inside the container, e.g. /app")
+			return nil, optErr(FieldCwd, f.Cwd, "the working directory must be an absolute path inside the container, e.g. /app")
 		}
 		o.cwd = path.Clean(f.Cwd)
 	}
@@ -149,7 +159,7 @@ func (f SpecFlags) parse() (*overrides, error) {
 	}
 	if f.Hostname != "" {
 		if !lxc.ValidDNSName(f.Hostname) {
-			return nil, flagErr("hostname", f.Hostname, "not a valid DNS name, which PVE requires: letters, digits and '-', dot-separated labels of at most 63 characters")
+			return nil, optErr(FieldHostname, f.Hostname, "not a valid DNS name, which PVE requires: letters, digits and '-', dot-separated labels of at most 63 characters")
 		}
 		o.hostname = f.Hostname
 	}
@@ -160,7 +170,7 @@ func (f SpecFlags) parse() (*overrides, error) {
 			return nil, err
 		}
 		if j, dup := seen[m.Destination]; dup {
-			return nil, flagErr("mount", raw, "%s is already the destination of mount %d (%s): give each destination once", m.Destination, j+1, f.Mounts[j])
+			return nil, optErr(FieldMount, raw, "%s is already the destination of mount %d (%s): give each destination once", m.Destination, j+1, f.Mounts[j])
 		}
 		seen[m.Destination] = i
 		o.mounts = append(o.mounts, m)
@@ -182,11 +192,61 @@ func (f SpecFlags) parse() (*overrides, error) {
 	if f.Arch != "" {
 		a, v, err := ociArch(f.Arch)
 		if err != nil {
-			return nil, flagErr("arch", f.Arch, "%v", err)
+			return nil, optErr(FieldArch, f.Arch, "%v", err)
 		}
 		o.arch, o.variant = a, v
 	}
 	return o, nil
+}
+
+// parseProcess checks Args or Cmd: the process's argv, nil when neither
+// is set.
+func (f SpecOptions) parseProcess() ([]string, error) {
+	var args []string
+	if len(f.Args) > 0 && f.Cmd != "" {
+		return nil, conflictErr(FieldArgs, FieldCmd, "both set the process: give one of them")
+	}
+	switch {
+	case len(f.Args) > 0:
+		args = f.Args
+	case f.Cmd != "":
+		var err error
+		if args, err = lxc.SplitWordsStrict(f.Cmd); err != nil {
+			return nil, optErr(FieldCmd, f.Cmd, "%v: close it, or give the arguments one by one", err)
+		}
+		if len(args) == 0 {
+			return nil, optErr(FieldCmd, f.Cmd, "the command line is empty: write e.g. '/usr/bin/app --port 80'")
+		}
+	}
+	for i, a := range args {
+		if _, err := lxc.JoinCommand([]string{a}); err != nil {
+			field, val := FieldArgs, a
+			if f.Cmd != "" {
+				field, val = FieldCmd, f.Cmd
+			}
+			return nil, optErr(field, val, "argument %d: %s", i, strings.TrimPrefix(err.Error(), "argument 0 "))
+		}
+	}
+	if args != nil && args[0] == "" {
+		return nil, optErr(FieldArgs, "", "the program (the first argument) is empty")
+	}
+	return args, nil
+}
+
+// parseEnv checks NAME=VALUE variables.
+func parseEnv(env []string) ([]string, error) {
+	var out []string
+	for _, e := range env {
+		k, _, ok := strings.Cut(e, "=")
+		if !ok || !envName.MatchString(k) {
+			return nil, optErr(FieldEnv, e, "write NAME=VALUE (a name without blanks or '=')")
+		}
+		if hasControl(e) {
+			return nil, optErr(FieldEnv, e, "contains control characters, which PVE refuses")
+		}
+		out = append(out, e)
+	}
+	return out, nil
 }
 
 func hasControl(s string) bool {
@@ -202,98 +262,114 @@ func parseUser(s string) (*rspec.User, error) {
 	us, gs, hasGID := strings.Cut(s, ":")
 	uid, err := strconv.ParseUint(us, 10, 32)
 	if err != nil {
-		return nil, flagErr("user", s, "write numeric UID[:GID], e.g. 1000:1000 (the runtime config holds numbers, not names)")
+		return nil, optErr(FieldUser, s, "write numeric UID[:GID], e.g. 1000:1000 (the runtime config holds numbers, not names)")
 	}
 	u := &rspec.User{UID: uint32(uid)}
 	if hasGID {
 		gid, err := strconv.ParseUint(gs, 10, 32)
 		if err != nil {
-			return nil, flagErr("user", s, "write numeric UID[:GID], e.g. 1000:1000 (the runtime config holds numbers, not names)")
+			return nil, optErr(FieldUser, s, "write numeric UID[:GID], e.g. 1000:1000 (the runtime config holds numbers, not names)")
 		}
 		u.GID = uint32(gid)
 	}
 	return u, nil
 }
 
-// parseMount reads type=bind,src=/host,dst=/ct[,ro] and
-// type=tmpfs,dst=/ct[,size=...][,mode=...][,ro], and checks the result
-// with the very rules convert maps mounts by.
-func parseMount(raw string) (rspec.Mount, error) {
-	var typ, src, dst string
-	var ro bool
-	var tmpfsOpts []string
+// mountFields are the fields of a mount option.
+type mountFields struct {
+	typ, src, dst string
+	ro            bool
+	tmpfsOpts     []string
+}
+
+// splitMount reads the comma-separated fields of a mount option, checking
+// each on its own.
+func splitMount(raw string) (mountFields, error) {
+	var f mountFields
 	for _, part := range strings.Split(raw, ",") {
 		k, v, hasValue := strings.Cut(part, "=")
 		switch strings.ToLower(k) {
 		case "type":
-			typ = v
+			f.typ = v
 		case "src", "source":
-			src = v
+			f.src = v
 		case "dst", "destination", "target", "dest":
-			dst = v
+			f.dst = v
 		case "ro", "readonly":
 			if hasValue && v != "1" && v != "true" {
-				return rspec.Mount{}, flagErr("mount", raw, "%s takes no value (or 1/true): write ro", k)
+				return f, optErr(FieldMount, raw, "%s takes no value (or 1/true): write ro", k)
 			}
-			ro = true
+			f.ro = true
 		case "size":
 			if !regexp.MustCompile(`^[0-9]+[kKmMgG%]?$`).MatchString(v) {
-				return rspec.Mount{}, flagErr("mount", raw, "size=%s: write bytes or a number with k, m, g or %%, e.g. size=64m", v)
+				return f, optErr(FieldMount, raw, "size=%s: write bytes or a number with k, m, g or %%, e.g. size=64m", v)
 			}
-			tmpfsOpts = append(tmpfsOpts, "size="+strings.ToLower(v))
+			f.tmpfsOpts = append(f.tmpfsOpts, "size="+strings.ToLower(v))
 		case "mode":
 			if _, err := strconv.ParseUint(v, 8, 32); err != nil || len(v) > 4 {
-				return rspec.Mount{}, flagErr("mount", raw, "mode=%s: write octal permission bits, e.g. mode=1777", v)
+				return f, optErr(FieldMount, raw, "mode=%s: write octal permission bits, e.g. mode=1777", v)
 			}
-			tmpfsOpts = append(tmpfsOpts, "mode="+v)
+			f.tmpfsOpts = append(f.tmpfsOpts, "mode="+v)
 		case "":
-			return rspec.Mount{}, flagErr("mount", raw, "empty field: write type=bind,src=/host/dir,dst=/in/container[,ro] or type=tmpfs,dst=/run[,size=64m]")
+			return f, optErr(FieldMount, raw, "empty field: write type=bind,src=/host/dir,dst=/in/container[,ro] or type=tmpfs,dst=/run[,size=64m]")
 		default:
-			return rspec.Mount{}, flagErr("mount", raw, "unknown field %q: the fields are type, src, dst, ro, and for tmpfs size and mode", k)
+			return f, optErr(FieldMount, raw, "unknown field %q: the fields are type, src, dst, ro, and for tmpfs size and mode", k)
 		}
 	}
+	return f, nil
+}
+
+// parseMount reads type=bind,src=/host,dst=/ct[,ro] and
+// type=tmpfs,dst=/ct[,size=...][,mode=...][,ro], and checks the result
+// with the very rules convert maps mounts by.
+func parseMount(raw string) (rspec.Mount, error) {
+	f, err := splitMount(raw)
+	if err != nil {
+		return rspec.Mount{}, err
+	}
+	typ, src, dst, ro, tmpfsOpts := f.typ, f.src, f.dst, f.ro, f.tmpfsOpts
 	if dst == "" {
-		return rspec.Mount{}, flagErr("mount", raw, "no dst=: say where the mount goes inside the container, e.g. dst=/data")
+		return rspec.Mount{}, optErr(FieldMount, raw, "no dst=: say where the mount goes inside the container, e.g. dst=/data")
 	}
 	var m rspec.Mount
 	switch typ {
 	case "bind":
 		if src == "" {
-			return rspec.Mount{}, flagErr("mount", raw, "a bind mount needs src=/absolute/host/path")
+			return rspec.Mount{}, optErr(FieldMount, raw, "a bind mount needs src=/absolute/host/path")
 		}
 		if len(tmpfsOpts) > 0 {
-			return rspec.Mount{}, flagErr("mount", raw, "size and mode apply to tmpfs mounts only")
+			return rspec.Mount{}, optErr(FieldMount, raw, "size and mode apply to tmpfs mounts only")
 		}
 		m = rspec.Mount{Type: "bind", Source: src, Destination: dst, Options: []string{"rbind"}}
 	case "tmpfs":
 		if src != "" {
-			return rspec.Mount{}, flagErr("mount", raw, "a tmpfs mount has no src: drop src=%s", src)
+			return rspec.Mount{}, optErr(FieldMount, raw, "a tmpfs mount has no src: drop src=%s", src)
 		}
 		m = rspec.Mount{Type: "tmpfs", Source: "tmpfs", Destination: dst, Options: append([]string{"nosuid", "nodev"}, tmpfsOpts...)}
 	case "":
-		return rspec.Mount{}, flagErr("mount", raw, "no type=: write type=bind or type=tmpfs")
+		return rspec.Mount{}, optErr(FieldMount, raw, "no type=: write type=bind or type=tmpfs")
 	default:
-		return rspec.Mount{}, flagErr("mount", raw, "type %q cannot be mapped to a PVE container: use type=bind (a host directory, becomes mpN) or type=tmpfs (becomes lxc.mount.entry); proc, sysfs, devpts, mqueue and cgroup come from LXC itself", typ)
+		return rspec.Mount{}, optErr(FieldMount, raw, "type %q cannot be mapped to a PVE container: use type=bind (a host directory, becomes mpN) or type=tmpfs (becomes lxc.mount.entry); proc, sysfs, devpts, mqueue and cgroup come from LXC itself", typ)
 	}
 	if ro {
 		m.Options = append(m.Options, "ro")
 	}
 	if strings.Contains("/"+dst+"/", "/../") {
-		return rspec.Mount{}, flagErr("mount", raw, "dst=%s contains '..': write the destination as a clean absolute path inside the container", dst)
+		return rspec.Mount{}, optErr(FieldMount, raw, "dst=%s contains '..': write the destination as a clean absolute path inside the container", dst)
 	}
 	if typ == "bind" && !path.IsAbs(src) {
-		return rspec.Mount{}, flagErr("mount", raw, "src=%s is relative: PVE bind mounts need an absolute host path, e.g. src=$(realpath %s)", src, src)
+		return rspec.Mount{}, optErr(FieldMount, raw, "src=%s is relative: PVE bind mounts need an absolute host path, e.g. src=$(realpath %s)", src, src)
 	}
 	if lxcProvided[path.Clean(dst)] {
-		return rspec.Mount{}, flagErr("mount", raw, "LXC mounts %s itself: choose another destination", path.Clean(dst))
+		return rspec.Mount{}, optErr(FieldMount, raw, "LXC mounts %s itself: choose another destination", path.Clean(dst))
 	}
 	// The rules convert maps mounts by, with its words.
 	if _, err := lxc.FromSpec(&rspec.Spec{Mounts: []rspec.Mount{m}}, true); err != nil {
 		var me *lxc.MountError
 		if errors.As(err, &me) {
-			return rspec.Mount{}, flagErr("mount", raw, "%s", me.Msg)
+			return rspec.Mount{}, optErr(FieldMount, raw, "%s", me.Msg)
 		}
-		return rspec.Mount{}, flagErr("mount", raw, "%v", err)
+		return rspec.Mount{}, optErr(FieldMount, raw, "%v", err)
 	}
 	m.Destination = path.Clean(m.Destination)
 	return m, nil
@@ -310,16 +386,16 @@ var memRe = regexp.MustCompile(`^([0-9]+(?:\.[0-9]+)?)\s*([kKmMgGtT]?)(?:i?[bB])
 func parseMemory(s string) (int64, error) {
 	m := memRe.FindStringSubmatch(strings.TrimSpace(s))
 	if m == nil {
-		return 0, flagErr("memory", s, "write bytes or a number with k, m, g or t (powers of 1024), e.g. --memory 512m")
+		return 0, optErr(FieldMemory, s, "write bytes or a number with k, m, g or t (powers of 1024), e.g. 512m")
 	}
 	v, _ := strconv.ParseFloat(m[1], 64)
 	mult := map[string]float64{"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}[strings.ToLower(m[2])]
 	n := v * mult
 	if n < 4<<20 {
-		return 0, flagErr("memory", s, "less than 4 MiB cannot run a container: write e.g. --memory 512m")
+		return 0, optErr(FieldMemory, s, "less than 4 MiB cannot run a container: write e.g. 512m")
 	}
 	if n > math.MaxInt64/2 {
-		return 0, flagErr("memory", s, "too large")
+		return 0, optErr(FieldMemory, s, "too large")
 	}
 	return int64(n), nil
 }
@@ -330,16 +406,16 @@ const cpuPeriod = 100000
 func parseCPUs(s string) (int64, error) {
 	v, err := strconv.ParseFloat(strings.TrimSpace(s), 64)
 	if err != nil || math.IsNaN(v) || math.IsInf(v, 0) {
-		return 0, flagErr("cpus", s, "write a number of CPUs, e.g. --cpus 2 or --cpus 0.5")
+		return 0, optErr(FieldCPUs, s, "write a number of CPUs, e.g. 2 or 0.5")
 	}
 	if v < 0.01 || v > 8192 {
-		return 0, flagErr("cpus", s, "must be between 0.01 and 8192")
+		return 0, optErr(FieldCPUs, s, "must be between 0.01 and 8192")
 	}
 	return int64(math.Round(v * cpuPeriod)), nil
 }
 
 // Archs are the architectures Proxmox VE runs, by their PVE/Debian names:
-// what --arch accepts (besides the OCI and uname spellings ociArch maps).
+// what SpecOptions.Arch accepts (besides the OCI and uname spellings ociArch maps).
 var Archs = []string{"amd64", "arm64", "i386", "armhf", "riscv64"}
 
 // ociArch maps an architecture given as PVE/Debian or OCI names to the
@@ -510,21 +586,23 @@ type rootfsFacts struct {
 // them (symlinks resolved inside the rootfs), with convert's rules.
 func inspect(root string) rootfsFacts {
 	var f rootfsFacts
-	if r := resolveIn(root, "sbin/init"); r != "" {
-		fi, err := os.Lstat(filepath.Join(root, r))
-		f.hasInit = err == nil && fi.Mode().IsRegular()
-	}
-	sh := resolveIn(root, "bin/sh")
-	if sh == "" {
+	r, err := saferoot.Open(root)
+	if err != nil {
 		return f
 	}
-	p := filepath.Join(root, sh)
-	if fi, err := os.Lstat(p); err != nil || !fi.Mode().IsRegular() {
+	defer r.Close()
+	if _, st, err := r.Stat("sbin/init"); err == nil && st.Mode&unix.S_IFMT == unix.S_IFREG {
+		f.hasInit = true
+	}
+	sh, st, err := r.Stat("bin/sh")
+	if err != nil || st.Mode&unix.S_IFMT != unix.S_IFREG {
 		return f
 	}
 	f.hasSh = true
 	t := tartree.New()
-	t.Put("bin/sh", &tartree.Node{Type: tar.TypeReg, Mode: 0o755, Open: func() (io.ReadCloser, error) { return os.Open(p) }})
+	t.Put("bin/sh", &tartree.Node{Type: tar.TypeReg, Mode: 0o755, Open: func() (io.ReadCloser, error) {
+		return r.OpenFile(sh, unix.O_RDONLY|unix.O_NONBLOCK)
+	}})
 	if a := template.ArchFromELF(t); a != "" {
 		f.arch, f.variant, _ = ociArch(a)
 	}

@@ -19,17 +19,17 @@ import (
 func TestSpecIsValidAndConverts(t *testing.T) {
 	for _, tc := range []struct {
 		name     string
-		flags    generate.SpecFlags
+		flags    generate.SpecOptions
 		rootless bool
 	}{
 		{name: "defaults"},
 		{name: "rootless", rootless: true},
-		{name: "everything", flags: generate.SpecFlags{
+		{name: "everything", flags: generate.SpecOptions{
 			Args: []string{"/usr/bin/app", "--name", "my app"}, Env: []string{"PATH=/bin", "MODE=prod"}, Cwd: "/srv/app",
 			User: "1000:100", Hostname: "web-1", Memory: "512m", CPUs: "1.5", Arch: "arm64",
 			Mounts: []string{"type=bind,src=/srv/data,dst=/data,ro", "type=tmpfs,dst=/run/app,size=64m,mode=1777", "type=bind,source=/srv/logs,target=/var/log/app"},
 		}},
-		{name: "cmd", flags: generate.SpecFlags{Cmd: `/bin/sh -c 'echo "hello world"'`, RootPath: "/srv/rootfs"}},
+		{name: "cmd", flags: generate.SpecOptions{Cmd: `/bin/sh -c 'echo "hello world"'`, RootPath: "/srv/rootfs"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := filepath.Join(t.TempDir(), "bundle")
@@ -103,8 +103,8 @@ func TestSpecRefusesToOverwrite(t *testing.T) {
 	config := filepath.Join(dir, "config.json")
 	os.WriteFile(config, []byte("{}"), 0o644)
 	_, err := generate.Spec(context.Background(), dir, generate.Options{})
-	if err == nil || !errors.Is(err, generate.ErrBundleExists) || !strings.Contains(err.Error(), config+" already exists: pass --force") {
-		t.Fatalf("error %v, want one naming %s and --force", err, config)
+	if err == nil || !errors.Is(err, generate.ErrBundleExists) || !strings.Contains(err.Error(), config+" already exists") || strings.Contains(err.Error(), "--") {
+		t.Fatalf("error %v, want one naming %s and no flag", err, config)
 	}
 	if b, _ := os.ReadFile(config); string(b) != "{}" {
 		t.Error("config.json was changed")
@@ -118,57 +118,64 @@ func TestSpecRefusesToOverwrite(t *testing.T) {
 	}
 }
 
-// TestSpecFlagErrors: a flag convert could not map is a usage error that
-// names the flag and the fix, before anything is written.
-func TestSpecFlagErrors(t *testing.T) {
+// TestSpecOptionErrors: an option convert could not map is an
+// OptionError that names the option (never a command-line flag) and the
+// fix, before anything is written.
+func TestSpecOptionErrors(t *testing.T) {
 	for _, tc := range []struct {
-		flags generate.SpecFlags
+		flags generate.SpecOptions
 		flag  string
 		want  string
 	}{
-		{generate.SpecFlags{Mounts: []string{"type=nfs,src=/srv,dst=/data"}}, "mount", `type "nfs" cannot be mapped to a PVE container: use type=bind`},
-		{generate.SpecFlags{Mounts: []string{"type=bind,src=data,dst=/data"}}, "mount", "src=data is relative: PVE bind mounts need an absolute host path"},
-		{generate.SpecFlags{Mounts: []string{"type=bind,src=/srv,dst=/data/../etc"}}, "mount", "dst=/data/../etc contains '..'"},
-		{generate.SpecFlags{Mounts: []string{"type=bind,src=/srv,dst=data"}}, "mount", `"data" is not an absolute path inside the container`},
-		{generate.SpecFlags{Mounts: []string{"type=bind,src=/srv/a b,dst=/data"}}, "mount", "contains a comma, a blank or a control character"},
-		{generate.SpecFlags{Mounts: []string{"type=bind,src=/srv/./x,dst=/data"}}, "mount", "not a clean path"},
-		{generate.SpecFlags{Mounts: []string{"type=tmpfs,dst=/proc"}}, "mount", "LXC mounts /proc itself"},
-		{generate.SpecFlags{Mounts: []string{"type=tmpfs,src=/x,dst=/run"}}, "mount", "a tmpfs mount has no src"},
-		{generate.SpecFlags{Mounts: []string{"type=bind,dst=/data"}}, "mount", "a bind mount needs src="},
-		{generate.SpecFlags{Mounts: []string{"src=/srv,dst=/data"}}, "mount", "no type=: write type=bind or type=tmpfs"},
-		{generate.SpecFlags{Mounts: []string{"type=bind,src=/srv"}}, "mount", "no dst="},
-		{generate.SpecFlags{Mounts: []string{"type=bind,src=/srv,dst=/data,rw"}}, "mount", `unknown field "rw"`},
-		{generate.SpecFlags{Mounts: []string{"type=tmpfs,dst=/run,size=lots"}}, "mount", "size=lots: write bytes or a number"},
-		{generate.SpecFlags{Mounts: []string{"type=tmpfs,dst=/run", "type=bind,src=/srv,dst=/run"}}, "mount", "/run is already the destination of mount 1"},
-		{generate.SpecFlags{Memory: "lots"}, "memory", "write bytes or a number with k, m, g or t"},
-		{generate.SpecFlags{Memory: "1k"}, "memory", "less than 4 MiB"},
-		{generate.SpecFlags{CPUs: "two"}, "cpus", "write a number of CPUs"},
-		{generate.SpecFlags{CPUs: "0"}, "cpus", "between 0.01 and 8192"},
-		{generate.SpecFlags{User: "www-data"}, "user", "write numeric UID[:GID]"},
-		{generate.SpecFlags{User: "1000:staff"}, "user", "write numeric UID[:GID]"},
-		{generate.SpecFlags{Env: []string{"NOVALUE"}}, "env", "write NAME=VALUE"},
-		{generate.SpecFlags{Env: []string{"A B=c"}}, "env", "write NAME=VALUE"},
-		{generate.SpecFlags{Cwd: "app"}, "cwd", "must be an absolute path"},
-		{generate.SpecFlags{Hostname: "web_1"}, "hostname", "not a valid DNS name"},
-		{generate.SpecFlags{Args: []string{"/bin/sh"}, Cmd: "/bin/sh"}, "cmd", "--args and --cmd both set the process"},
-		{generate.SpecFlags{Args: []string{`it's "quoted"`}}, "args", "both kinds of quotes"},
-		{generate.SpecFlags{Cmd: "   "}, "cmd", "the command line is empty"},
-		{generate.SpecFlags{Arch: "mips"}, "arch", "not an architecture Proxmox VE runs"},
+		{generate.SpecOptions{Mounts: []string{"type=nfs,src=/srv,dst=/data"}}, "mount", `type "nfs" cannot be mapped to a PVE container: use type=bind`},
+		{generate.SpecOptions{Mounts: []string{"type=bind,src=data,dst=/data"}}, "mount", "src=data is relative: PVE bind mounts need an absolute host path"},
+		{generate.SpecOptions{Mounts: []string{"type=bind,src=/srv,dst=/data/../etc"}}, "mount", "dst=/data/../etc contains '..'"},
+		{generate.SpecOptions{Mounts: []string{"type=bind,src=/srv,dst=data"}}, "mount", `"data" is not an absolute path inside the container`},
+		{generate.SpecOptions{Mounts: []string{"type=bind,src=/srv/a b,dst=/data"}}, "mount", "contains a comma, a blank or a control character"},
+		{generate.SpecOptions{Mounts: []string{"type=bind,src=/srv/./x,dst=/data"}}, "mount", "not a clean path"},
+		{generate.SpecOptions{Mounts: []string{"type=tmpfs,dst=/proc"}}, "mount", "LXC mounts /proc itself"},
+		{generate.SpecOptions{Mounts: []string{"type=tmpfs,src=/x,dst=/run"}}, "mount", "a tmpfs mount has no src"},
+		{generate.SpecOptions{Mounts: []string{"type=bind,dst=/data"}}, "mount", "a bind mount needs src="},
+		{generate.SpecOptions{Mounts: []string{"src=/srv,dst=/data"}}, "mount", "no type=: write type=bind or type=tmpfs"},
+		{generate.SpecOptions{Mounts: []string{"type=bind,src=/srv"}}, "mount", "no dst="},
+		{generate.SpecOptions{Mounts: []string{"type=bind,src=/srv,dst=/data,rw"}}, "mount", `unknown field "rw"`},
+		{generate.SpecOptions{Mounts: []string{"type=tmpfs,dst=/run,size=lots"}}, "mount", "size=lots: write bytes or a number"},
+		{generate.SpecOptions{Mounts: []string{"type=tmpfs,dst=/run", "type=bind,src=/srv,dst=/run"}}, "mount", "/run is already the destination of mount 1"},
+		{generate.SpecOptions{Memory: "lots"}, "memory", "write bytes or a number with k, m, g or t"},
+		{generate.SpecOptions{Memory: "1k"}, "memory", "less than 4 MiB"},
+		{generate.SpecOptions{CPUs: "two"}, "cpus", "write a number of CPUs"},
+		{generate.SpecOptions{CPUs: "0"}, "cpus", "between 0.01 and 8192"},
+		{generate.SpecOptions{User: "www-data"}, "user", "write numeric UID[:GID]"},
+		{generate.SpecOptions{User: "1000:staff"}, "user", "write numeric UID[:GID]"},
+		{generate.SpecOptions{Env: []string{"NOVALUE"}}, "env", "write NAME=VALUE"},
+		{generate.SpecOptions{Env: []string{"A B=c"}}, "env", "write NAME=VALUE"},
+		{generate.SpecOptions{Cwd: "app"}, "cwd", "must be an absolute path"},
+		{generate.SpecOptions{Hostname: "web_1"}, "hostname", "not a valid DNS name"},
+		{generate.SpecOptions{Args: []string{"/bin/sh"}, Cmd: "/bin/sh"}, "cmd", "args and cmd both set the process"},
+		{generate.SpecOptions{Args: []string{`it's "quoted"`}}, "args", "both kinds of quotes"},
+		{generate.SpecOptions{Cmd: "   "}, "cmd", "the command line is empty"},
+		{generate.SpecOptions{Arch: "mips"}, "arch", "not an architecture Proxmox VE runs"},
 	} {
 		t.Run(tc.flag+" "+tc.want, func(t *testing.T) {
 			dir := t.TempDir()
 			_, err := generate.Spec(context.Background(), dir, generate.Options{Spec: tc.flags})
-			var fe *generate.FlagError
-			if !errors.As(err, &fe) || fe.Flag != tc.flag || !strings.Contains(err.Error(), tc.want) || !strings.HasPrefix(err.Error(), "--"+tc.flag) {
-				t.Fatalf("error %v, want a FlagError for --%s saying %q", err, tc.flag, tc.want)
+			var oe *generate.OptionError
+			if !errors.As(err, &oe) || oe.Field != tc.flag || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("error %v, want an OptionError for %s saying %q", err, tc.flag, tc.want)
+			}
+			if oe.With == "" && !strings.HasPrefix(err.Error(), tc.flag) {
+				t.Errorf("error %q does not start with the option's name %s", err, tc.flag)
+			}
+			if strings.Contains(oe.Msg, "--") && tc.flag != "cmd" {
+				t.Errorf("message %q names a flag: a library names none", oe.Msg)
 			}
 			if l := leftovers(t, dir); len(l) != 0 {
 				t.Errorf("left behind: %v", l)
 			}
 			// The same flags make generate --rootfs fail the same way.
 			_, err = generate.Bundle(context.Background(), filepath.Join(dir, "b"), generate.Options{Rootfs: dir, Spec: tc.flags})
-			if !errors.As(err, &fe) || fe.Flag != tc.flag {
-				t.Errorf("generate --rootfs: error %v, want a FlagError for --%s", err, tc.flag)
+			if !errors.As(err, &oe) || oe.Field != tc.flag {
+				t.Errorf("Bundle from a rootfs: error %v, want an OptionError for %s", err, tc.flag)
 			}
 		})
 	}

@@ -22,7 +22,6 @@ import (
 
 	"github.com/nexcage/nexcage/internal/annotation"
 	"github.com/nexcage/nexcage/internal/errkind"
-	"github.com/nexcage/nexcage/internal/limits"
 	"github.com/nexcage/nexcage/internal/saferoot"
 	"github.com/nexcage/nexcage/lxc"
 	"github.com/nexcage/nexcage/progress"
@@ -80,7 +79,7 @@ func (w *writer) extract(ctx context.Context, file string, rep progress.Reporter
 	}
 	h := sha256.New()
 	bar := rep.Bytes("extracting "+filepath.Base(file), fi.Size())
-	counted := &countingReader{r: io.TeeReader(f, h), c: bar}
+	counted := &progress.Reader{R: io.TeeReader(f, h), C: bar}
 	raw, closeZ, err := openTemplate(file, counted)
 	if err != nil {
 		bar.Done("failed")
@@ -102,17 +101,6 @@ func (w *writer) extract(ctx context.Context, file string, rep progress.Reporter
 	}
 	bar.Done(fmt.Sprintf("%d entries", w.entries))
 	return &extractStats{sha256: hex.EncodeToString(h.Sum(nil))}, nil
-}
-
-type countingReader struct {
-	r io.Reader
-	c progress.Counter
-}
-
-func (c *countingReader) Read(p []byte) (int, error) {
-	n, err := c.r.Read(p)
-	c.c.Add(n)
-	return n, err
 }
 
 func (w *writer) extractTar(ctx context.Context, file string, r io.Reader) error {
@@ -237,24 +225,9 @@ func (w *writer) member(hdr *tar.Header, r io.Reader, buf []byte) error {
 	target := path.Join(parent, path.Base(rel))
 	p := filepath.Join(w.root, target)
 
-	// A later member for an existing path replaces it, as tar does; a
-	// directory over a directory only changes its metadata.
-	if fi, err := os.Lstat(p); err == nil {
-		if fi.IsDir() && hdr.Typeflag == tar.TypeDir {
-			w.dirs[target] = m
-			w.entries++
-			return nil
-		}
-		if err := atomicfile.RemoveTree(p); err != nil {
-			return err
-		}
-		for d := range w.dirs {
-			if d == target || strings.HasPrefix(d, target+"/") {
-				delete(w.dirs, d)
-			}
-		}
+	if done, err := w.replace(target, hdr.Typeflag == tar.TypeDir, m); done || err != nil {
+		return err
 	}
-
 	w.entries++
 	switch hdr.Typeflag {
 	case tar.TypeDir:
@@ -277,49 +250,63 @@ func (w *writer) member(hdr *tar.Header, r io.Reader, buf []byte) error {
 			return err
 		}
 	case tar.TypeLink:
-		lrel, err := memberPath(hdr.Linkname)
-		if err != nil || lrel == "." {
-			return errkind.Errorf(ErrUnsafeMember, "hard link %s -> %s points outside the root", quoteName(hdr.Name), quoteName(hdr.Linkname))
-		}
-		lparent, err := w.parentDir(hdr.Name, path.Dir(lrel))
-		if err != nil {
-			return err
-		}
-		src := filepath.Join(w.root, lparent, path.Base(lrel))
-		fi, err := os.Lstat(src)
-		if err != nil || fi.IsDir() {
-			return errkind.Errorf(ErrCorruptTemplate, "hard link %s -> %s: the target is not a file that an earlier member made", quoteName(hdr.Name), quoteName(hdr.Linkname))
-		}
-		// link(2) copies nothing from the header: a hard link is the
-		// inode it points to.
-		return os.Link(src, p)
+		return w.hardlink(hdr, p)
 	case tar.TypeSymlink:
-		if err := os.Symlink(hdr.Linkname, p); err != nil {
-			return err
-		}
-		return w.apply(target, m, true)
-	case tar.TypeChar, tar.TypeBlock:
-		if w.rootless {
-			w.entries--
-			w.skippedDevices++
-			if w.firstSkipped == "" {
-				w.firstSkipped = target
-			}
-			return nil
-		}
-		mode := uint32(unix.S_IFCHR)
-		if hdr.Typeflag == tar.TypeBlock {
-			mode = unix.S_IFBLK
-		}
-		if err := unix.Mknod(p, mode|0o600, int(unix.Mkdev(uint32(hdr.Devmajor), uint32(hdr.Devminor)))); err != nil {
-			return &os.PathError{Op: "mknod", Path: p, Err: err}
-		}
+		return w.symlink(target, hdr.Linkname, m)
+	case tar.TypeChar:
+		return w.special(target, unix.S_IFCHR, unix.Mkdev(uint32(hdr.Devmajor), uint32(hdr.Devminor)), m)
+	case tar.TypeBlock:
+		return w.special(target, unix.S_IFBLK, unix.Mkdev(uint32(hdr.Devmajor), uint32(hdr.Devminor)), m)
 	case tar.TypeFifo:
-		if err := unix.Mkfifo(p, 0o600); err != nil {
-			return &os.PathError{Op: "mkfifo", Path: p, Err: err}
-		}
+		return w.special(target, unix.S_IFIFO, 0, m)
 	}
 	return w.apply(target, m, false)
+}
+
+// replace makes way for a member at target, as tar does: what is there
+// is removed, except that a directory over a directory only changes its
+// metadata, which done reports.
+func (w *writer) replace(target string, dir bool, m meta) (done bool, err error) {
+	p := filepath.Join(w.root, target)
+	fi, err := os.Lstat(p)
+	if err != nil {
+		return false, nil
+	}
+	if fi.IsDir() && dir {
+		w.dirs[target] = m
+		w.entries++
+		return true, nil
+	}
+	if err := atomicfile.RemoveTree(p); err != nil {
+		return false, err
+	}
+	for d := range w.dirs {
+		if d == target || strings.HasPrefix(d, target+"/") {
+			delete(w.dirs, d)
+		}
+	}
+	return false, nil
+}
+
+// hardlink links p to the file an earlier member made, its name resolved
+// inside the root as the member's own.
+func (w *writer) hardlink(hdr *tar.Header, p string) error {
+	lrel, err := memberPath(hdr.Linkname)
+	if err != nil || lrel == "." {
+		return errkind.Errorf(ErrUnsafeMember, "hard link %s -> %s points outside the root", quoteName(hdr.Name), quoteName(hdr.Linkname))
+	}
+	lparent, err := w.parentDir(hdr.Name, path.Dir(lrel))
+	if err != nil {
+		return err
+	}
+	src := filepath.Join(w.root, lparent, path.Base(lrel))
+	fi, err := os.Lstat(src)
+	if err != nil || fi.IsDir() {
+		return errkind.Errorf(ErrCorruptTemplate, "hard link %s -> %s: the target is not a file that an earlier member made", quoteName(hdr.Name), quoteName(hdr.Linkname))
+	}
+	// link(2) copies nothing from the header: a hard link is the inode it
+	// points to.
+	return os.Link(src, p)
 }
 
 // parentDir resolves a member's parent directory inside root the way the
@@ -330,9 +317,8 @@ func (w *writer) parentDir(member, rel string) (string, error) {
 	if rel == "." || rel == "" {
 		return ".", nil
 	}
-	disk := saferoot.DirLookup(w.root)
 	lookup := saferoot.Lookup(func(rp string) (saferoot.Kind, string, error) {
-		k, target, err := disk(rp)
+		k, target, err := w.r.Lookup(rp)
 		if err == nil && k == saferoot.Other {
 			return k, "", errkind.Errorf(ErrCorruptTemplate, "member %s: /%s is not a directory", quoteName(member), rp)
 		}
@@ -342,22 +328,13 @@ func (w *writer) parentDir(member, rel string) (string, error) {
 		// A missing parent: tar makes it. It gets fixed metadata (0755,
 		// root, mtime 0) unless a member for it follows.
 		rp := saferoot.Join(dir, name)
-		if err := os.Mkdir(filepath.Join(w.root, rp), 0o700); err != nil {
+		if err := w.r.Mkdir(rp, 0o700); err != nil {
 			return "", err
 		}
 		w.dirs[rp] = meta{mode: 0o755, mtime: time.Unix(0, 0)}
 		return rp, nil
 	}})
-	le, over := limits.As(err)
-	switch {
-	case errors.Is(err, saferoot.ErrEscape):
-		return "", errkind.Errorf(ErrUnsafeMember, "member %s is written through a symlink that points outside the root", quoteName(member))
-	case over:
-		// Over the kernel's bounds (40 links, PATH_MAX): still a refusal
-		// of this member, typed by the limit for the command line.
-		return "", limits.Errorf(ErrUnsafeMember, le.Limit, le.Value, le.Max, "member %s: %v", quoteName(member), le.Msg)
-	}
-	return resolved, err
+	return resolved, saferoot.Refusal(ErrUnsafeMember, "member "+quoteName(member), err)
 }
 
 // sidecars are a template's .conf and .json, when they exist.

@@ -45,21 +45,14 @@ func (s *Store) openBlobFile(d digest.Digest, size int64) (*os.File, error) {
 		return nil, err
 	}
 	defer root.Close()
-	f, err := root.OpenFile("blobs/"+d.Algorithm().String()+"/"+d.Encoded(), unix.O_RDONLY|unix.O_NONBLOCK)
-	if err != nil {
-		if errors.Is(err, unix.ELOOP) {
-			return nil, errkind.Errorf(errCorruptBlob, "blob %s in the store %s is a symlink, not a file", d, s.Dir)
-		}
-		return nil, err
-	}
-	fi, err := f.Stat()
-	if err != nil {
-		f.Close()
-		return nil, err
-	}
-	if !fi.Mode().IsRegular() {
-		f.Close()
+	f, fi, err := root.OpenRegular("blobs/" + d.Algorithm().String() + "/" + d.Encoded())
+	switch {
+	case errors.Is(err, unix.ELOOP):
+		return nil, errkind.Errorf(errCorruptBlob, "blob %s in the store %s is a symlink, not a file", d, s.Dir)
+	case errors.Is(err, saferoot.ErrNotRegular):
 		return nil, errkind.Errorf(errCorruptBlob, "blob %s in the store %s is not a regular file (%s)", d, s.Dir, fi.Mode().Type())
+	case err != nil:
+		return nil, err
 	}
 	if size >= 0 && fi.Size() != size {
 		f.Close()

@@ -13,7 +13,6 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
-	"sync"
 	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -111,16 +110,9 @@ func (s *Store) Flatten(ctx context.Context, img Image, opts FlattenOptions) (_ 
 	if rep == nil {
 		rep = progress.Discard
 	}
-	manifest, err := s.ociManifest(img.Digest)
+	manifest, config, err := s.manifestAndConfig(img)
 	if err != nil {
 		return nil, err
-	}
-	config, err := s.imageConfig(manifest)
-	if err != nil {
-		return nil, err
-	}
-	if len(config.RootFS.DiffIDs) != len(manifest.Layers) {
-		return nil, fmt.Errorf("image %s: the config lists %d diff_ids for %d layers: the image is corrupt", img.Ref, len(config.RootFS.DiffIDs), len(manifest.Layers))
 	}
 	dir, err := os.MkdirTemp(opts.TempDir, "nexcage-flatten-")
 	if err != nil {
@@ -347,53 +339,29 @@ func readLayers(ctx context.Context, f *Flattened, layers []ispec.Descriptor, di
 	if jobs <= 0 {
 		jobs = 2
 	}
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
 	out := make([]layerRead, len(layers))
-	errs := make([]error, len(layers))
-	sem := make(chan struct{}, jobs)
-	var wg sync.WaitGroup
-	for i, l := range layers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			select {
-			case sem <- struct{}{}:
-			case <-ctx.Done():
-				errs[i] = ctx.Err()
-				return
-			}
-			defer func() { <-sem }()
-			c := rep.Bytes(fmt.Sprintf("layer %d/%d %s", i+1, len(layers), shortDigest(l.Digest)), l.Size)
-			in, err := open(ctx, i)
-			var read layerRead
-			var spill *os.File
-			if err == nil {
-				sp := newSpeculator(f.pre, f.clamp, i == 0)
-				read, spill, err = readLayer(ctx, in, f.dir, i, l, diffIDs[i], f.maxSize, f.budget, f.pre, sp, c)
-				in.Close()
-			}
-			f.spills[i] = spill
-			if err != nil {
-				c.Done("failed")
-				errs[i] = fmt.Errorf("layer %d (%s): %w", i+1, l.Digest, err)
-				cancel()
-				return
-			}
-			c.Done("read")
-			out[i] = read
-		}()
-	}
-	wg.Wait()
-	for _, err := range errs {
-		if err != nil && !errors.Is(err, context.Canceled) {
-			return nil, err
+	err := eachLayer(ctx, len(layers), jobs, func(ctx context.Context, i int) error {
+		l := layers[i]
+		c := rep.Bytes(fmt.Sprintf("layer %d/%d %s", i+1, len(layers), shortDigest(l.Digest)), l.Size)
+		in, err := open(ctx, i)
+		var read layerRead
+		var spill *os.File
+		if err == nil {
+			sp := newSpeculator(f.pre, f.clamp, i == 0)
+			read, spill, err = readLayer(ctx, in, f.dir, i, l, diffIDs[i], f.maxSize, f.budget, f.pre, sp, c)
+			in.Close()
 		}
-	}
-	for _, err := range errs {
+		f.spills[i] = spill
 		if err != nil {
-			return nil, err
+			c.Done("failed")
+			return fmt.Errorf("layer %d (%s): %w", i+1, l.Digest, err)
 		}
+		c.Done("read")
+		out[i] = read
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
 	return out, nil
 }
@@ -413,7 +381,7 @@ func readLayer(ctx context.Context, blob io.Reader, dir string, i int, d ispec.D
 			sp.abort()
 		}
 	}()
-	in := io.Reader(&countingReader{r: bufio.NewReaderSize(blob, 256<<10), c: c})
+	in := io.Reader(&progress.Reader{R: bufio.NewReaderSize(blob, 256<<10), C: c})
 	var raw io.ReadCloser
 	if strings.HasSuffix(d.MediaType, "+gzip") {
 		// pgzip decompresses ahead in its own goroutine, so inflating

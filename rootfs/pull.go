@@ -197,45 +197,21 @@ func (s *Store) fetchLayers(ctx context.Context, ref Ref, layers []v1.Layer, des
 	if jobs <= 0 {
 		jobs = 3
 	}
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	sem := make(chan struct{}, jobs)
-	var wg sync.WaitGroup
-	var once sync.Once
-	var firstErr error
-	for i := range layers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			select {
-			case sem <- struct{}{}:
-			case <-ctx.Done():
-				return
-			}
-			var sink *teeSink
-			if tee != nil {
-				sink = tee(i)
-			}
-			defer func() {
-				// The slot is the reader's too: layers in flight,
-				// and their buffers, stay as few as the downloads.
-				sink.waitConsumed(ctx)
-				<-sem
-			}()
-			label := fmt.Sprintf("layer %d/%d %s", i+1, len(layers), shortDigest(digest.Digest(descs[i].Digest.String())))
-			if err := s.fetchBlob(ctx, layers[i], descs[i], label, attempts, sink, ref.Transport == TransportDocker, rep); err != nil {
-				once.Do(func() {
-					firstErr = fmt.Errorf("pull %s: layer %d (%s): %w", ref, i+1, descs[i].Digest, err)
-					cancel()
-				})
-			}
-		}()
-	}
-	wg.Wait()
-	if firstErr == nil && ctx.Err() != nil {
-		return ctx.Err()
-	}
-	return firstErr
+	return eachLayer(ctx, len(layers), jobs, func(ctx context.Context, i int) error {
+		var sink *teeSink
+		if tee != nil {
+			sink = tee(i)
+		}
+		label := fmt.Sprintf("layer %d/%d %s", i+1, len(layers), shortDigest(digest.Digest(descs[i].Digest.String())))
+		if err := s.fetchBlob(ctx, layers[i], descs[i], label, attempts, sink, ref.Transport == TransportDocker, rep); err != nil {
+			// eachLayer cancels the others: no reader waits for this one.
+			return fmt.Errorf("pull %s: layer %d (%s): %w", ref, i+1, descs[i].Digest, err)
+		}
+		// The slot is the reader's too: layers in flight, and their
+		// buffers, stay as few as the downloads.
+		sink.waitConsumed(ctx)
+		return nil
+	})
 }
 
 // fetchBlob downloads one layer into the store, retrying transient read
@@ -281,7 +257,7 @@ func (s *Store) fetchOnce(ctx context.Context, l v1.Layer, d v1.Descriptor, c pr
 		return err
 	}
 	defer rc.Close()
-	var r io.Reader = &countingReader{r: rc, c: c}
+	var r io.Reader = &progress.Reader{R: rc, C: c}
 	if sink != nil {
 		r = io.TeeReader(r, sink)
 	}
@@ -436,17 +412,6 @@ func (s *Store) hasBlob(h v1.Hash, size int64) bool {
 		return false
 	}
 	return hex.EncodeToString(sum.Sum(nil)) == h.Hex
-}
-
-type countingReader struct {
-	r io.Reader
-	c progress.Counter
-}
-
-func (cr *countingReader) Read(p []byte) (int, error) {
-	n, err := cr.r.Read(p)
-	cr.c.Add(n)
-	return n, err
 }
 
 // ctxReader stops a copy promptly on Ctrl-C even when the source is a slow

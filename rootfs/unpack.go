@@ -71,8 +71,9 @@ var ErrHostileLayer = errors.New("hostile layer entry")
 // errCorruptBlob marks layer failures that mean the stored blob is bad.
 var errCorruptBlob = errors.New("corrupt blob")
 
-// ErrBundleExists means the bundle directory is not empty.
-var ErrBundleExists = errors.New("bundle exists")
+// ErrBundleExists means the bundle directory is not empty (and Force was
+// not set) or is not a directory. It is generate.ErrBundleExists too.
+var ErrBundleExists = atomicfile.ErrExists
 
 // Unpack writes img as an OCI runtime bundle: BUNDLE/rootfs and
 // BUNDLE/config.json, with umoci's extractor. The bundle is assembled under
@@ -87,57 +88,24 @@ func (s *Store) Unpack(ctx context.Context, img Image, bundle string, opts Unpac
 	if err != nil {
 		return res, err
 	}
-	replace, err := atomicfile.CheckDirTarget(bundle, opts.Force, ErrBundleExists)
+	out, err := atomicfile.NewDir(bundle, opts.Force)
 	if err != nil {
 		return res, err
 	}
 	if atomicfile.Within(s.Dir, bundle) || atomicfile.Within(bundle, s.Dir) {
 		return res, fmt.Errorf("bundle %s and the image store %s overlap: unpacking there would destroy the store; choose a bundle path outside it", bundle, s.Dir)
 	}
-	manifest, err := s.ociManifest(img.Digest)
+	manifest, config, err := s.manifestAndConfig(img)
 	if err != nil {
 		return res, err
-	}
-	config, err := s.imageConfig(manifest)
-	if err != nil {
-		return res, err
-	}
-	if len(config.RootFS.DiffIDs) != len(manifest.Layers) {
-		return res, fmt.Errorf("image %s: the config lists %d diff_ids for %d layers: the image is corrupt", img.Ref, len(config.RootFS.DiffIDs), len(manifest.Layers))
 	}
 
-	createdParent, err := atomicfile.MkdirAllTracked(filepath.Dir(bundle))
-	if err != nil {
-		return res, fmt.Errorf("create the parent of bundle %s: %w", bundle, err)
-	}
-	defer func() {
-		if err != nil && createdParent != "" {
-			os.RemoveAll(createdParent) // only directories this call made
-		}
-	}()
-	tmp, err := atomicfile.TempDir(bundle)
-	if err != nil {
-		return res, fmt.Errorf("create bundle %s: %w", bundle, err)
-	}
-	mapOpts := mapOptions(opts.Rootless)
-	fs := fseval.Default
-	if opts.Rootless {
-		// A rootless rootfs can hold directories its owner cannot write
-		// (mode 0555 /proc, /sys); umoci's rootless evaluator can remove them.
-		fs = fseval.Rootless
-	}
-	defer func() {
-		if err != nil {
-			fs.RemoveAll(tmp)
-			// Name the bundle the user asked for, not the temporary
-			// directory that no longer exists.
-			err = errkind.Replace(err, tmp, bundle)
-		}
-	}()
-	// A bundle may hold setuid binaries; keep other users out, as umoci does.
-	if err := os.Chmod(tmp, 0o700); err != nil {
+	if err := out.Create(); err != nil {
 		return res, err
 	}
+	defer out.Cleanup(&err)
+	tmp := out.Path
+	mapOpts := mapOptions(opts.Rootless)
 	rootfsDir := filepath.Join(tmp, layer.RootfsName)
 	if err := os.Mkdir(rootfsDir, 0o755); err != nil {
 		return res, err
@@ -221,7 +189,7 @@ func (s *Store) Unpack(ctx context.Context, img Image, bundle string, opts Unpac
 	if err := ctx.Err(); err != nil {
 		return res, err
 	}
-	if err := atomicfile.ReplaceDir(tmp, bundle, replace, fs.RemoveAll); err != nil {
+	if err := out.Commit(); err != nil {
 		return res, err
 	}
 	return UnpackResult{
@@ -254,6 +222,24 @@ func mapOptions(rootless bool) layer.MapOptions {
 		UIDMappings: []rspec.LinuxIDMapping{{HostID: uint32(os.Geteuid()), ContainerID: 0, Size: 1}},
 		GIDMappings: []rspec.LinuxIDMapping{{HostID: uint32(os.Getegid()), ContainerID: 0, Size: 1}},
 	}
+}
+
+// manifestAndConfig reads an image's manifest and config from the store,
+// both checked against their digests, and refuses a config whose diff_ids
+// do not match the layers one for one.
+func (s *Store) manifestAndConfig(img Image) (ispec.Manifest, ispec.Image, error) {
+	manifest, err := s.ociManifest(img.Digest)
+	if err != nil {
+		return manifest, ispec.Image{}, err
+	}
+	config, err := s.imageConfig(manifest)
+	if err != nil {
+		return manifest, config, err
+	}
+	if len(config.RootFS.DiffIDs) != len(manifest.Layers) {
+		return manifest, config, fmt.Errorf("image %s: the config lists %d diff_ids for %d layers: the image is corrupt", img.Ref, len(config.RootFS.DiffIDs), len(manifest.Layers))
+	}
+	return manifest, config, nil
 }
 
 func (s *Store) ociManifest(digestStr string) (ispec.Manifest, error) {
@@ -409,7 +395,7 @@ func (u *unpacker) layer(ctx context.Context, s *Store, d ispec.Descriptor, diff
 		return blobMissing(err, "the layer blob", s)
 	}
 	defer f.Close()
-	raw, err := decompress(&countingReader{r: bufio.NewReaderSize(f, 1<<20), c: c}, d.MediaType)
+	raw, err := decompress(&progress.Reader{R: bufio.NewReaderSize(f, 1<<20), C: c}, d.MediaType)
 	if err != nil {
 		return err
 	}
@@ -733,22 +719,7 @@ func (u *unpacker) checkParents(entry, rel string) (string, []string, error) {
 // entryResolveError words a saferoot refusal for the layer entry that
 // met it; refusals over the kernel's bounds stay LimitErrors.
 func entryResolveError(entry string, err error) error {
-	le, over := limits.As(err)
-	switch {
-	case err == nil:
-		return nil
-	case errors.Is(err, saferoot.ErrEscape):
-		return errkind.Errorf(ErrHostileLayer, "entry %s is written through a symlink that points outside the root", quoteName(entry))
-	case !over:
-		return err
-	case errors.Is(err, saferoot.ErrLoop):
-		return limits.Errorf(ErrHostileLayer, le.Limit, le.Value, le.Max, "entry %s: too many levels of symbolic links", quoteName(entry))
-	case errors.Is(err, saferoot.ErrPathTooLong):
-		return limits.Errorf(ErrHostileLayer, le.Limit, le.Value, le.Max, "entry %s resolves through symlinks to a path longer than Linux's PATH_MAX (%d)", quoteName(entry), saferoot.PathMax)
-	case errors.Is(err, saferoot.ErrTooLong):
-		return limits.Errorf(ErrHostileLayer, le.Limit, le.Value, le.Max, "entry %s is written through a symlink to a %d-byte target, more than Linux's limit of %d bytes", quoteName(entry), le.Value, le.Max)
-	}
-	return err
+	return saferoot.Refusal(ErrHostileLayer, "entry "+quoteName(entry), err)
 }
 
 // lookup is the rootfs on disk as checkParents sees it, with the

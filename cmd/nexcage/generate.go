@@ -16,7 +16,7 @@ import (
 var genFlags struct {
 	rootfs, template string
 	link             bool
-	spec             generate.SpecFlags
+	spec             generate.SpecOptions
 }
 
 func init() {
@@ -64,7 +64,7 @@ config.json maps your ids (as 'umoci unpack --rootless' does).
 A first argument "spec" always means the spec form: write ./spec for a
 bundle of that name.`,
 		flags: func(fs *pflag.FlagSet, o *opts) {
-			genFlags.spec = generate.SpecFlags{}
+			genFlags.spec = generate.SpecOptions{}
 			fs.StringVar(&genFlags.rootfs, "rootfs", "", "the rootfs directory to make the bundle from (generate spec: root.path, default rootfs)")
 			fs.BoolVar(&genFlags.link, "link", false, "reference the --rootfs directory in root.path instead of copying it")
 			fs.StringVar(&genFlags.template, "template", "", "the template (.tar.zst, .tar.gz, .tar.xz) to make the bundle from")
@@ -108,6 +108,9 @@ func runGenerate(ctx context.Context, e *env, args []string) (any, error) {
 		}
 		opts.Spec.RootPath = genFlags.rootfs
 		res, err = generate.Spec(ctx, bundle, opts)
+		if errors.Is(err, generate.ErrBundleExists) {
+			return nil, fmt.Errorf("%w: pass --force to replace it, or choose another BUNDLE", err)
+		}
 	} else {
 		if len(args) != 1 {
 			return nil, usagef("generate takes one BUNDLE after --rootfs DIR or --template FILE (or: generate spec [BUNDLE]), got %d arguments", len(args))
@@ -115,13 +118,8 @@ func runGenerate(ctx context.Context, e *env, args []string) (any, error) {
 		opts.Rootfs = genFlags.rootfs
 		res, err = generate.Bundle(ctx, args[0], opts)
 	}
-	var fe *generate.FlagError
-	if errors.As(err, &fe) {
-		if fe.Flag != "" && fe.Value != "" {
-			// The shape of every other bad flag value's message.
-			return nil, usagef("--%s: %q: %s", fe.Flag, fe.Value, fe.Msg)
-		}
-		return nil, usagef("%s", fe.Error())
+	if err != nil {
+		return nil, generateError(err)
 	}
 	if err != nil {
 		return nil, err
@@ -130,6 +128,45 @@ func runGenerate(ctx context.Context, e *env, args []string) (any, error) {
 		printGenerated(e, res)
 	}
 	return res, nil
+}
+
+// generateFlags are the flags of generate's options whose names differ.
+var generateFlags = map[string]string{generate.FieldRootPath: "rootfs"}
+
+func generateFlag(field string) string {
+	if f, ok := generateFlags[field]; ok {
+		return "--" + f
+	}
+	return "--" + field
+}
+
+// generateError names generate's options as the flags that set them:
+// a value generate cannot use is a usage error (exit status 2).
+func generateError(err error) error {
+	var oe *generate.OptionError
+	var sib *generate.SourceInBundleError
+	switch {
+	case errors.As(err, &oe):
+		switch {
+		case oe.With != "":
+			return usagef("%s and %s %s", generateFlag(oe.With), generateFlag(oe.Field), oe.Msg)
+		case oe.Field == "":
+			return usagef("%s", oe.Msg)
+		case oe.Value == "":
+			return usagef("%s: %s", generateFlag(oe.Field), oe.Msg)
+		}
+		// The shape of every other bad flag value's message.
+		return usagef("%s: %q: %s", generateFlag(oe.Field), oe.Value, oe.Msg)
+	case errors.Is(err, generate.ErrNoSource):
+		return usagef("say what to make the bundle from: --rootfs DIR or --template FILE (or use `generate spec` for config.json alone)")
+	case errors.Is(err, generate.ErrRootfsNotDir):
+		return fmt.Errorf("%w; for a template file use --template", err)
+	case errors.As(err, &sib) && sib.Template:
+		return fmt.Errorf("the template %s is inside the bundle %s, which --force would replace: choose another bundle directory", sib.Source, sib.Bundle)
+	case errors.As(err, &sib):
+		return fmt.Errorf("the rootfs %s is inside the bundle %s, which generate replaces: for a rootfs already in place, write its config.json with `nexcage generate spec %s`", sib.Source, sib.Bundle, sib.Bundle)
+	}
+	return err
 }
 
 func printGenerated(e *env, r *generate.Result) {

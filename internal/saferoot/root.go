@@ -3,13 +3,14 @@ package saferoot
 import (
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"path"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/nexcage/nexcage/internal/limits"
 )
 
 // Root is a directory on disk that paths are resolved and opened in.
@@ -119,6 +120,42 @@ func (r *Root) Lstat(p string) (unix.Stat_t, error) {
 		return st, r.err("lstat", p, err)
 	}
 	return st, nil
+}
+
+// Resolve resolves p as the container sees it: symlinks followed inside
+// the root (absolute ones from the root, ".." stopping there), never out of
+// it. The result holds no symlink: the other methods take it.
+func (r *Root) Resolve(p string) (string, error) {
+	resolved, _, err := Resolve(p, Lookup(r.Lookup), Options[string]{Clamp: true})
+	return resolved, err
+}
+
+// Stat resolves p as Resolve does and stats what it names.
+func (r *Root) Stat(p string) (string, unix.Stat_t, error) {
+	resolved, err := r.Resolve(p)
+	if err != nil {
+		return "", unix.Stat_t{}, err
+	}
+	st, err := r.Lstat(resolved)
+	return resolved, st, err
+}
+
+// Mkdir makes the directory p (its parents resolved, none a symlink) with
+// mode perm, before the umask.
+func (r *Root) Mkdir(p string, perm uint32) error {
+	p, err := clean(p)
+	if err != nil {
+		return err
+	}
+	pfd, base, err := r.parent(p)
+	if err != nil {
+		return r.err("mkdir", p, err)
+	}
+	defer r.release(pfd)
+	if err := unix.Mkdirat(pfd, base, perm); err != nil {
+		return r.err("mkdir", p, err)
+	}
+	return nil
 }
 
 // Lookup is the directory on disk as a Lookup: a path that does not
@@ -248,34 +285,45 @@ func (r *Root) RemoveFile(p string, remove func(st *unix.Stat_t) bool) (bool, er
 	return true, nil
 }
 
+// ErrNotRegular means OpenRegular found a FIFO, a device, a socket or a
+// directory where a regular file was wanted.
+var ErrNotRegular = errors.New("not a regular file")
+
+// OpenRegular opens the regular file p (a resolved path: neither p nor a
+// directory on the way may be a symlink) for reading. A FIFO planted at p
+// does not block the open (O_NONBLOCK); anything but a regular file is
+// refused with ErrNotRegular, its FileInfo returned with the error for the
+// caller's message.
+func (r *Root) OpenRegular(p string) (*os.File, fs.FileInfo, error) {
+	f, err := r.OpenFile(p, unix.O_RDONLY|unix.O_NONBLOCK)
+	if err != nil {
+		return nil, nil, err
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, nil, err
+	}
+	if !fi.Mode().IsRegular() {
+		f.Close()
+		return nil, fi, r.err("open", p, fmt.Errorf("%w (%s)", ErrNotRegular, fi.Mode().Type()))
+	}
+	return f, fi, nil
+}
+
 // ReadFile reads the regular file at p as the container sees it: symlinks
 // are followed inside the root (absolute ones from the root, ".." stopping
 // there), never out of it. A FIFO, device or directory is refused rather
-// than opened, and more than limit bytes is an error.
+// than opened, and more than limit bytes is a *limits.Error.
 func (r *Root) ReadFile(p string, limit int64) ([]byte, error) {
-	resolved, _, err := Resolve(p, Lookup(r.Lookup), Options[string]{Clamp: true})
+	resolved, err := r.Resolve(p)
 	if err != nil {
 		return nil, err
 	}
-	// O_NONBLOCK: opening a FIFO planted at p must not hang.
-	f, err := r.OpenFile(resolved, unix.O_RDONLY|unix.O_NONBLOCK)
+	f, _, err := r.OpenRegular(resolved)
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return nil, err
-	}
-	if !fi.Mode().IsRegular() {
-		return nil, r.err("read", resolved, fmt.Errorf("not a regular file (%s)", fi.Mode().Type()))
-	}
-	b, err := io.ReadAll(io.LimitReader(f, limit+1))
-	if err != nil {
-		return nil, err
-	}
-	if int64(len(b)) > limit {
-		return nil, r.err("read", resolved, fmt.Errorf("larger than %d bytes", limit))
-	}
-	return b, nil
+	return limits.ReadAll(f, limit, path.Join(r.dir, resolved))
 }

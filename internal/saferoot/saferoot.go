@@ -12,11 +12,9 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"os"
-	"path/filepath"
 	"strings"
-	"syscall"
 
+	"github.com/nexcage/nexcage/internal/errkind"
 	"github.com/nexcage/nexcage/internal/limits"
 )
 
@@ -211,27 +209,28 @@ func Resolve[N any](rel string, w Walker[N], o Options[N]) (string, N, error) {
 	return strings.Join(names, "/"), nodes[len(nodes)-1], nil
 }
 
-// DirLookup is a Lookup over the directory dir by path name, for callers
-// that write the tree by path themselves. The directories above p are the
-// ones Resolve resolved, so no symlink is on the way; p itself is not
-// followed.
-func DirLookup(dir string) Lookup {
-	return func(p string) (Kind, string, error) {
-		full := filepath.Join(dir, p)
-		fi, err := os.Lstat(full)
-		switch {
-		case errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ENOTDIR):
-			return Missing, "", nil
-		case err != nil:
-			return Missing, "", err
-		case fi.IsDir():
-			return Dir, "", nil
-		case fi.Mode()&fs.ModeSymlink != 0:
-			t, err := os.Readlink(full)
-			return Symlink, t, err
-		}
-		return Other, "", nil
+// Refusal words a Resolve refusal for the archive entry that met it:
+// what names it (`entry "etc/x"`, `member "./x"`) and kind marks it
+// (errors.Is). A climb out of the root wraps kind; the kernel's bounds
+// stay *limits.Error on their limit, with kind as their Kind. Any other
+// error is returned as it is.
+func Refusal(kind error, what string, err error) error {
+	le, over := limits.As(err)
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, ErrEscape):
+		return errkind.Errorf(kind, "%s is written through a symlink that points outside the root", what)
+	case !over:
+		return err
+	case errors.Is(err, ErrLoop):
+		return limits.Errorf(kind, le.Limit, le.Value, le.Max, "%s: too many levels of symbolic links", what)
+	case errors.Is(err, ErrPathTooLong):
+		return limits.Errorf(kind, le.Limit, le.Value, le.Max, "%s resolves through symlinks to a path longer than Linux's PATH_MAX (%d)", what, PathMax)
+	case errors.Is(err, ErrTooLong):
+		return limits.Errorf(kind, le.Limit, le.Value, le.Max, "%s is written through a symlink to a %d-byte target, more than Linux's limit of %d bytes", what, le.Value, le.Max)
 	}
+	return err
 }
 
 // clean checks a path handed to Root: relative, no "." or ".." component.

@@ -145,6 +145,15 @@ func testRootNeverFollowsSymlinksOut(t *testing.T) {
 		if _, err := r.OpenFile(p+"/f", unix.O_RDONLY); err == nil {
 			t.Errorf("OpenFile(%s/f) went through a symlink", p)
 		}
+		if err := r.Mkdir(p+"/new", 0o700); err == nil {
+			t.Errorf("Mkdir(%s/new) went through a symlink", p)
+		}
+	}
+	if err := r.Mkdir("real/made", 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if fi, err := os.Lstat(filepath.Join(dir, "real/made")); err != nil || !fi.IsDir() {
+		t.Errorf("Mkdir(real/made): %v", err)
 	}
 	if err := r.SetDir("real/sub", 0o755, epoch); err != nil {
 		t.Fatal(err)
@@ -190,6 +199,44 @@ func TestReadFileStaysInRoot(t *testing.T) {
 	}
 	if _, err := r.ReadFile("etc/real", 3); err == nil {
 		t.Error("the size limit was not applied")
+	}
+	// Stat resolves as ReadFile does and names what it found.
+	if p, st, err := r.Stat("/etc/passwd"); err != nil || p != "etc/real" || st.Size != 7 {
+		t.Errorf("Stat(/etc/passwd) = %q, size %d, %v; want etc/real, 7", p, st.Size, err)
+	}
+	if p, _, err := r.Stat("etc/shadow"); err == nil && p != "etc/shadow" && !strings.HasPrefix(p, "etc/") {
+		t.Errorf("Stat(etc/shadow) resolved out of the root to %q", p)
+	}
+}
+
+// TestRefusal: the one wording of a resolver refusal, for every caller
+// (unpack, flatten, generate), keeps its kind and its limit.
+func TestRefusal(t *testing.T) {
+	kind := errors.New("hostile")
+	tree := mapLookup(map[string]string{"up": "-> ../..", "loop": "-> loop", "long": "-> " + strings.Repeat("a/", PathMax/2)})
+	for _, tc := range []struct {
+		in, want string
+		limit    string
+	}{
+		{"up/x", `entry "up/x" is written through a symlink that points outside the root`, ""},
+		{"loop/x", `entry "loop/x": too many levels of symbolic links`, limits.SymlinkHops},
+		{"long/x", `entry "long/x" is written through a symlink to a 4096-byte target, more than Linux's limit of 4095 bytes`, limits.PathLength},
+	} {
+		_, _, err := Resolve(tc.in, tree, Options[string]{})
+		err = Refusal(kind, fmt.Sprintf("entry %q", tc.in), err)
+		if err == nil || err.Error() != tc.want || !errors.Is(err, kind) {
+			t.Errorf("Refusal for %s: %v; want %q of kind %v", tc.in, err, tc.want, kind)
+		}
+		if le, over := limits.As(err); over != (tc.limit != "") || (over && le.Limit != tc.limit) {
+			t.Errorf("Refusal for %s: limit %v (%v), want %q", tc.in, le, over, tc.limit)
+		}
+	}
+	if err := Refusal(kind, "x", nil); err != nil {
+		t.Errorf("Refusal(nil) = %v", err)
+	}
+	other := fs.ErrPermission
+	if err := Refusal(kind, "x", other); err != other {
+		t.Errorf("Refusal of another error = %v, want it unchanged", err)
 	}
 }
 
