@@ -90,7 +90,7 @@ func runBuild(ctx context.Context, e *env, args []string) (any, error) {
 			res, fresh, err := buildOne(ctx, be, store, ref, so, o, stages)
 			results[i] = buildResult{Image: ref.String(), UpToDate: !fresh && err == nil, Result: res, Seconds: time.Since(start).Seconds(), Stages: stages}
 			if err != nil {
-				results[i].Error = processHint(limitHint(be, err)).Error()
+				results[i].Error = hint(be, err).Error()
 			}
 		}()
 	}

@@ -158,7 +158,7 @@ func checkTarget(ctx context.Context, e *env, arg string, repair bool, inUse fun
 	// (write ./NAME for a directory of that name).
 	var storagesErr error
 	if !strings.Contains(arg, "/") && pct.IsPVEHost() {
-		h := pct.NewHost()
+		h := pct.NewHost(pveRoot())
 		ids, err := h.StorageIDs(ctx)
 		if err == nil && contains(ids, arg) {
 			return h.CheckStorage(ctx, arg, copts)
@@ -235,7 +235,7 @@ func checkStore(ctx context.Context, dir string, repair bool, inUse func(string)
 func checkHost(ctx context.Context, e *env, repair bool, inUse func(string) bool) ([]health.Result, error) {
 	pve := pct.IsPVEHost()
 	out := []health.Result{rootLine(pve)}
-	out = append(out, pct.NewHost().CheckHost(ctx, pct.HostPaths{})...)
+	out = append(out, pct.NewHost(pveRoot()).CheckHost(ctx, pct.HostPaths{})...)
 
 	store, err := storeDir(e)
 	if err != nil {

@@ -55,7 +55,7 @@ func runCreate(ctx context.Context, e *env, args []string) (any, error) {
 	e.deploy.hostname = e.createName
 
 	// The name is the identity: refuse before anything is built or changed.
-	h := pct.NewHost()
+	h := pct.NewHost(pveRoot())
 	if r, err := h.FindByName(ctx, e.createName); err != nil {
 		return nil, pctError(e, err)
 	} else if r != nil {

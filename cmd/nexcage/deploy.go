@@ -274,7 +274,7 @@ func deployTemplate(ctx context.Context, e *env, arg string) (any, error) {
 		v := false
 		o.Unprivileged = &v
 	}
-	h := pct.NewHost()
+	h := pct.NewHost(pveRoot())
 	if e.deploy.pveVersion != "" {
 		v, err := pct.ParseVersion(e.deploy.pveVersion)
 		if err != nil {
@@ -304,7 +304,7 @@ func deployTemplate(ctx context.Context, e *env, arg string) (any, error) {
 		return map[string]any{"dry_run": true, "vmid": plan.VMID, "pve": plan.Version.String(), "pve_container": plan.Container.String(), "commands": plan.Commands(), "config": plan.Config.Render()}, nil
 	}
 	e.progress.Step("creating CT %d from %s", plan.VMID, plan.VolID)
-	res, err := pct.Deploy(ctx, h, plan, e.deploy.keepFailed)
+	res, err := pct.Deploy(ctx, h, plan)
 	if err != nil {
 		return nil, pctError(e, err)
 	}

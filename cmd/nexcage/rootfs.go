@@ -301,7 +301,7 @@ func shortDigest(d string) string {
 }
 
 func listContainers(ctx context.Context, e *env) (any, error) {
-	cts, err := pct.NewHost().ListManaged(ctx)
+	cts, err := pct.NewHost(pveRoot()).ListManaged(ctx)
 	if err != nil {
 		return nil, pctError(e, err)
 	}
