@@ -166,7 +166,7 @@ func TestCheckStorage(t *testing.T) {
 	putTemplate(t, dir, "bad.tar.zst", "another template", true)
 	res = check(health.Options{Repair: true})
 	r := healthtest.Want(t, res, "template bad.tar.zst matches its sidecar", health.Fail, "the sidecar says "+strings.Repeat("0", 64))
-	if !strings.Contains(r.Fix, "--replace-template") {
+	if r.Remedy != health.Redeploy || !strings.Contains(r.Fix, "upload it again") {
 		t.Errorf("fix: %s", r.Fix)
 	}
 	os.Remove(filepath.Join(dir, "bad.tar.zst"))

@@ -305,38 +305,38 @@ func validateFlags(t *Template, o Options) error {
 		return newError(ErrInvalidArgument, "vmid", fmt.Sprintf("VMID %d is out of range", o.VMID), paramFix["vmid"], "VMID")
 	}
 	if o.Hostname != "" && !lxc.ValidDNSName(o.Hostname) {
-		return newError(ErrInvalidArgument, "hostname", fmt.Sprintf("hostname %q is not a valid DNS name", o.Hostname), paramFix["hostname"], "Hostname")
+		return newError(ErrInvalidArgument, "hostname", fmt.Sprintf("Hostname %q is not a valid DNS name", o.Hostname), paramFix["hostname"], "Hostname")
 	}
 	if o.Memory != 0 && o.Memory < 16 {
-		return newError(ErrInvalidArgument, "memory", fmt.Sprintf("memory %d MiB is below PVE's minimum of 16 MiB", o.Memory), paramFix["memory"], "Memory")
+		return newError(ErrInvalidArgument, "memory", fmt.Sprintf("Memory %d is below PVE's minimum of 16 MiB", o.Memory), paramFix["memory"], "Memory")
 	}
 	if o.Cores < 0 || o.Cores > 8192 {
-		return newError(ErrInvalidArgument, "cores", fmt.Sprintf("cores %d is out of range", o.Cores), paramFix["cores"], "Cores")
+		return newError(ErrInvalidArgument, "cores", fmt.Sprintf("Cores %d is out of range", o.Cores), paramFix["cores"], "Cores")
 	}
 	if o.Password != "" && len(o.Password) < 5 {
-		return newError(ErrInvalidArgument, "password", "the password is shorter than 5 characters", paramFix["password"], "Password")
+		return newError(ErrInvalidArgument, "password", "Password is shorter than 5 characters", paramFix["password"], "Password")
 	}
 	if strings.ContainsAny(o.Password, "\n\r\x00") {
-		return newError(ErrInvalidArgument, "password", "the password contains a line break or NUL, which pct cannot read from its standard input", "choose another password")
+		return newError(ErrInvalidArgument, "password", "Password contains a line break or NUL, which pct cannot read from its standard input", "choose another password", "Password")
 	}
 	if o.Password != "" && o.Node != "" {
 		// pvesh has no way to read it from stdin: it would be in argv on
 		// this host and, proxied, in the ssh command line to the node.
-		return newError(ErrInvalidArgument, "password", "a password cannot be passed to another node (pvesh would take it on its command line, visible in the process list)", "use SSHKeysFile, or run the deploy on that node without Node", "SSHKeysFile", "Node")
+		return newError(ErrInvalidArgument, "password", "Password cannot be passed to another node (pvesh would take it on its command line, visible in the process list)", "use SSHKeysFile, or run the deploy on that node without Node", "Password", "SSHKeysFile", "Node")
 	}
 	if o.SSHKeysFile != "" {
 		if _, err := os.Stat(o.SSHKeysFile); err != nil {
-			return newError(ErrNotFound, "ssh-public-keys", fmt.Sprintf("SSH public keys file %s cannot be read (%v)", o.SSHKeysFile, err), "give a file of OpenSSH public keys")
+			return newError(ErrNotFound, "ssh-public-keys", fmt.Sprintf("SSHKeysFile %s cannot be read (%v)", o.SSHKeysFile, err), "give a file of OpenSSH public keys", "SSHKeysFile")
 		}
 	}
 	for _, m := range o.Mounts {
 		if err := lxc.CheckBindSource(m.Source); err != nil {
-			return newError(ErrInvalidArgument, "mount", "bind mount source "+err.Error(), "give an absolute host directory (Mounts)", "Mounts")
+			return newError(ErrInvalidArgument, "mount", "Mounts source "+err.Error(), "write Mounts /host/dir:/ct/dir[:ro]", "Mounts")
 		}
 		if _, err := lxc.CheckContainerPath(m.Dest); err != nil {
-			return newError(ErrInvalidArgument, "mount", fmt.Sprintf("bind mount %s: the destination %v", m.Source, err), "give an absolute, clean container path (Mounts)", "Mounts")
+			return newError(ErrInvalidArgument, "mount", fmt.Sprintf("Mounts %s: the destination %v", m.Source, err), "write Mounts /host/dir:/ct/dir[:ro]", "Mounts")
 		}
-		if err := checkHostDir(m.Source, "bind mount "+m.Source); err != nil {
+		if err := checkHostDir(m.Source, "Mounts "+m.Source, "Mounts"); err != nil {
 			return err
 		}
 	}
@@ -358,7 +358,7 @@ func validateFlags(t *Template, o Options) error {
 			// CT's disks, a shared NFS export): only the user binds one.
 			if !o.AllowTemplateMounts && !userRepeats(o, m) {
 				return newError(ErrInvalidArgument, "template", fmt.Sprintf("%s: %s asks to bind host directory %s into the container at %s", what, m.Value(), m.Volume, m.Path),
-					fmt.Sprintf("bind it yourself with Mounts %s:%s%s, or set AllowTemplateMounts", m.Volume, m.Path, map[bool]string{true: ":ro"}[m.RO]), "Mounts", "AllowTemplateMounts")
+					fmt.Sprintf("bind it yourself with Mounts %s:%s%s, or allow it with AllowTemplateMounts", m.Volume, m.Path, map[bool]string{true: ":ro"}[m.RO]), "Mounts", "AllowTemplateMounts")
 			}
 		}
 		for _, r := range t.Config.Raw {
@@ -387,19 +387,19 @@ func validateFlags(t *Template, o Options) error {
 // the container starts (an existing directory, reached without a
 // symlink), done before anything changes; the real path must pass
 // CheckBindSource too.
-func checkHostDir(p, what string) error {
+func checkHostDir(p, what string, fields ...string) error {
 	fi, err := os.Lstat(p)
 	switch {
 	case err != nil:
-		return newError(ErrNotFound, "mount", what+": the host directory does not exist", "create it first, or fix the path")
+		return newError(ErrNotFound, "mount", what+": the host directory does not exist", "create it first, or fix the path", fields...)
 	case fi.Mode()&os.ModeSymlink != 0:
-		return newError(ErrInvalidArgument, "mount", what+" is a symlink, which PVE refuses as a bind source", "name the real directory")
+		return newError(ErrInvalidArgument, "mount", what+" is a symlink, which PVE refuses as a bind source", "name the real directory", fields...)
 	case !fi.IsDir():
-		return newError(ErrInvalidArgument, "mount", what+" is not a directory", "bind-mount a directory")
+		return newError(ErrInvalidArgument, "mount", what+" is not a directory", "bind-mount a directory", fields...)
 	}
 	real, err := filepath.EvalSymlinks(p)
 	if err != nil || real != p {
-		return newError(ErrInvalidArgument, "mount", fmt.Sprintf("%s: a symlink on the way leads to %s, which PVE refuses as a bind source", what, real), "name the real directory")
+		return newError(ErrInvalidArgument, "mount", fmt.Sprintf("%s: a symlink on the way leads to %s, which PVE refuses as a bind source", what, real), "name the real directory", fields...)
 	}
 	return nil
 }
@@ -423,7 +423,7 @@ func planUpload(t *Template, dest string, replace bool) (*Upload, error) {
 	case have == want:
 		u.Skip = true
 	case !replace:
-		return nil, newError(ErrAlreadyExists, "template", fmt.Sprintf("a different template named %s is already on the host (%s)", filepath.Base(dest), dest), "rename yours, or set ReplaceTemplate to overwrite it", "ReplaceTemplate")
+		return nil, newError(ErrAlreadyExists, "template", fmt.Sprintf("a different template named %s is already on the host (%s)", filepath.Base(dest), dest), "rename yours, or overwrite it with ReplaceTemplate", "ReplaceTemplate")
 	}
 	return u, nil
 }

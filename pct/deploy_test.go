@@ -299,7 +299,7 @@ func TestDeployLeaks(t *testing.T) {
 		testenv.CheckLeaks(t)
 		s, h, rec := deployHost(t)
 		_, err := pct.MakePlan(ctx, h, template(), pct.Options{Hostname: "bad_name"})
-		if pe := wantKind(t, err, pct.ErrInvalidArgument, `hostname "bad_name" is not a valid DNS name`, "(Hostname)"); pe.Param != "hostname" {
+		if pe := wantKind(t, err, pct.ErrInvalidArgument, `Hostname "bad_name" is not a valid DNS name`, "(Hostname)"); pe.Param != "hostname" {
 			t.Errorf("param %q, want hostname", pe.Param)
 		}
 		if len(rec.calls) != 0 {

@@ -71,7 +71,7 @@ func TestMakePlanRefusesHostileTemplates(t *testing.T) {
 		}, []string{"privileged-only", "Unprivileged=false"}},
 		{"--mount /", func(_ *pct.Template, o *pct.Options) {
 			o.Mounts = []pct.BindMount{{Source: "/", Dest: "/host"}}
-		}, []string{"bind mount source", "the host's root directory"}},
+		}, []string{"Mounts source", "the host's root directory"}},
 		{"--mount /etc/pve", func(_ *pct.Template, o *pct.Options) {
 			o.Mounts = []pct.BindMount{{Source: "/etc/pve", Dest: "/pve"}}
 		}, []string{"/etc/pve"}},

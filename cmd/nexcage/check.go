@@ -102,6 +102,7 @@ func runCheck(ctx context.Context, e *env, args []string) (any, error) {
 			return nil, err
 		}
 		for _, r := range rs {
+			r = cliResult(r)
 			results = append(results, r)
 			if !e.json {
 				fmt.Fprintln(e.stdout, checkLine(r))

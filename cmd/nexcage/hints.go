@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/nexcage/nexcage/convert"
+	"github.com/nexcage/nexcage/health"
 	"github.com/nexcage/nexcage/pct"
 	"github.com/nexcage/nexcage/rootfs"
 )
@@ -153,6 +154,23 @@ func renderFields(pe *pct.Error) string {
 		out.Fix = re.ReplaceAllLiteralString(out.Fix, flag)
 	}
 	return out.Error()
+}
+
+// cliResult names, in a check result's Fix, the commands that fix it:
+// check --repair for what a repair does, and deploy or build for the
+// Remedy the library describes in words.
+func cliResult(r health.Result) health.Result {
+	if r.Status == health.OK || r.Repaired {
+		return r
+	}
+	r.Fix = r.Advice("`nexcage check --repair " + r.Target + "`")
+	switch r.Remedy {
+	case health.Redeploy:
+		r.Fix += " (`nexcage deploy --replace-template LOCAL_FILE`)"
+	case health.Rebuild:
+		r.Fix += " (`nexcage build --force`, or `nexcage convert`)"
+	}
+	return r
 }
 
 // pveRoot is the PVE host's root directory: NEXCAGE_PVE_ROOT points it
