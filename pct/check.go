@@ -304,7 +304,7 @@ func (h *Host) CheckStorage(ctx context.Context, id string, opts health.Options)
 	case st == nil:
 		return []health.Result{r(health.Fail, "storage "+id, fmt.Sprintf("storage '%s' does not exist", id), "name one of: "+strings.Join(names, ", "))}, nil
 	case st.Disable != 0:
-		return []health.Result{r(health.Warn, "storage "+id, "the storage is disabled: its templates were not checked", "enable it (`pvesm set "+id+" --disable 0`)")}, nil
+		return []health.Result{r(health.Warn, "storage "+id, "the storage is disabled: its templates were not checked", fmt.Sprintf("enable it (`pvesm set %s --disable 0`)", id))}, nil
 	case !st.Holds("vztmpl"):
 		return []health.Result{r(health.OK, fmt.Sprintf("storage %s holds no templates (content %s)", id, st.Content), "", "")}, nil
 	}
@@ -361,7 +361,7 @@ func (h *Host) CheckStorage(ctx context.Context, id string, opts health.Options)
 			}
 			if len(bad) > 0 {
 				out = append(out, redeploy(r(health.Fail, check, strings.Join(bad, "; "),
-					"the file changed after it was uploaded: remove it and its sidecars, or upload it again, replacing this one")))
+					"the file changed after nexcage uploaded it: remove it and its sidecars, or upload it again, replacing this one")))
 			} else {
 				out = append(out, r(health.OK, check, "", ""))
 			}

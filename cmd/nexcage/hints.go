@@ -77,7 +77,10 @@ func rootfsHint(e *env, err error) error {
 	case errors.Is(err, rootfs.ErrPlainHTTP):
 		return suffixHint(err, "pass --insecure to allow it")
 	case errors.Is(err, rootfs.ErrUntrustedCert):
-		return suffixHint(err, "pass --insecure to skip the verification")
+		if strings.Contains(err.Error(), "--insecure") {
+			return err
+		}
+		return withHint(err, err.Error()+" (--insecure)")
 	case errors.Is(err, rootfs.ErrRegistryTimeout) && e.hasFlag("timeout"):
 		return suffixHint(err, "raise --timeout")
 	case errors.Is(err, rootfs.ErrStoreDir):
