@@ -127,7 +127,7 @@ func (p *Plan) Commands() []string {
 	}
 	out = append(out, ShellQuote(p.createArgv(p.VMID)))
 	if p.password != "" {
-		out = append(out, "# --password= has pct read the root password from its standard input (not shown)")
+		out = append(out, "# pct create's --password= reads the root password from its standard input (not shown)")
 	}
 	if p.Set != nil {
 		out = append(out, ShellQuote(p.setArgv(p.VMID)))
@@ -450,7 +450,7 @@ func checkStorage(storages []Storage, name, content, node, field string) error {
 		}
 		switch {
 		case s.Disable != 0:
-			return newError(ErrStorage, "storage", fmt.Sprintf("storage '%s' (%s) is disabled", name, field), "enable it (`pvesm set "+name+" --disable 0`) or choose another", fieldsOf(field)...)
+			return newError(ErrStorage, "storage", fmt.Sprintf("storage '%s' (%s) is disabled", name, field), fmt.Sprintf("enable it (`pvesm set %s --disable 0`) or choose another", name), fieldsOf(field)...)
 		case !s.OnNode(node):
 			return newError(ErrStorage, "storage", fmt.Sprintf("storage '%s' (%s) is not available on node '%s'", name, field, node), "choose a storage of that node", fieldsOf(field)...)
 		case !s.Holds(content):

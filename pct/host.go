@@ -231,7 +231,7 @@ func (h *Host) getJSON(ctx context.Context, v any, path string, args ...string) 
 		return err
 	}
 	if err := json.Unmarshal([]byte(out), v); err != nil {
-		return newError(ErrFailed, "", fmt.Sprintf("pvesh get %s answered something that is not JSON (%v)", path, err), "check `pvesh get "+path+" --output-format json` on the host")
+		return newError(ErrFailed, "", fmt.Sprintf("pvesh get %s answered something that is not JSON (%v)", path, err), fmt.Sprintf("check `pvesh get %s --output-format json` on the host", path))
 	}
 	return nil
 }

@@ -156,28 +156,29 @@ func TestHintRootfsErrorsAreTyped(t *testing.T) {
 	}
 }
 
-// argvFiles may hold "--flag" literals: they build the argv of PVE's
-// tools (pct, pvesh, pvesm) or of tar, skopeo and the PVE oracle in tests,
-// or name a PVE tool's option in a message telling what to run.
+// argvFiles may hold "--flag" inside longer literals: they build the argv
+// of tar, skopeo, lxc-attach and the PVE oracle in tests. (A literal that
+// is one option alone, "--purge", is an argv element anywhere.)
 var argvFiles = map[string]bool{
-	"pct/deploy.go":                   true, // pct create/set/destroy, pvesh argv
-	"pct/host.go":                     true, // pvesh get ... --output-format json
-	"pct/version.go":                  true, // offline plan of pvesh/pct argv
 	"internal/pvetest/pvetest.go":     true, // tar and lxc-attach argv
-	"internal/pveoracle/pveoracle.go": true, // the PVE CLI oracle's argv
+	"internal/pveoracle/pveoracle.go": true, // the PVE CLI oracle's argv and its refusals
 	"internal/testimage/process.go":   true, // a process's args
 	"internal/testenv/testenv.go":     true, // skopeo argv
 }
 
+// argvElement is a literal that is one option of another program's argv.
+var argvElement = regexp.MustCompile(`^--[a-z0-9-]+=?$`)
+
 // otherTools are mentions of another program's options in a message
 // (what PVE's tar or pct does), not nexcage's flags.
-var otherTools = regexp.MustCompile(`tar --one-file-system|anchored --exclude|--exclude \./dev/\*|--skip-old-files|pct create --ostype`)
+var otherTools = regexp.MustCompile(`tar --one-file-system|anchored --exclude|--exclude \./dev/\*|--skip-old-files|pct create --ostype|pct create's --password=`)
 
 // pending are files other helpers of issue #18 own, whose messages still
 // name nexcage's flags when this test was written: each is to return a
 // typed error that cmd/nexcage/hints.go hints on. Remove a file once it
 // is clean (the test logs it).
 var pending = map[string]bool{
+	"convert/bundle.go":          true, // bundleHelp names nexcage unpack and generate
 	"convert/check.go":           true, // rebuildFix and its flags: health.Rebuild is ready for it
 	"convert/compress.go":        true, // --level out of range
 	"convert/metadata.go":        true, // --name, --template-version, --volume-size
@@ -187,9 +188,12 @@ var pending = map[string]bool{
 	"internal/atomicfile/dir.go": true, // --force for a non-empty bundle directory
 }
 
-// flagInString is a CLI flag, or a nexcage command, inside a string
-// literal.
-var flagInString = regexp.MustCompile("(^|[\\s(`'\"])--[a-z]|nexcage (pull|unpack|build|convert|generate|deploy|create|check|list)\\b")
+// flagInString is a CLI flag inside a string literal (backquoted other
+// tools' commands left out); nexcageCommand is a nexcage command in one.
+var (
+	flagInString   = regexp.MustCompile("(^|[\\s(`'\"])--[a-z]")
+	nexcageCommand = regexp.MustCompile(`nexcage (pull|unpack|build|convert|generate|deploy|create|check|list)\b`)
+)
 
 // TestLibrariesNameNoFlags: library packages say what is wrong in their
 // own words; only cmd/nexcage names its flags (hints.go). A string literal
@@ -233,8 +237,8 @@ func TestLibrariesNameNoFlags(t *testing.T) {
 				if err != nil {
 					return true
 				}
-				s = otherTools.ReplaceAllString(regexp.MustCompile("`[^`]*`").ReplaceAllString(s, ""), "")
-				if flagInString.MatchString(s) {
+				flags := otherTools.ReplaceAllString(regexp.MustCompile("`[^`]*`").ReplaceAllString(s, ""), "")
+				if !argvElement.MatchString(s) && flagInString.MatchString(flags) || nexcageCommand.MatchString(s) {
 					bad = append(bad, fset.Position(lit.Pos()).String()+": "+lit.Value)
 				}
 				return true
