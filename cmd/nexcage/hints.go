@@ -130,8 +130,8 @@ func pctHint(e *env, err error) error {
 	msg := err.Error()
 	var pe *pct.Error
 	if errors.As(err, &pe) {
-		if len(pe.Fields) > 0 {
-			msg = strings.Replace(msg, pe.Error(), renderFields(pe), 1)
+		if r := renderFields(e, pe); r != pe.Error() {
+			msg = strings.Replace(msg, pe.Error(), r, 1)
 		}
 		if e != nil && e.verbose && pe.Raw != "" && !strings.Contains(msg, pe.Raw) {
 			msg += "\n" + pe.Raw
@@ -144,9 +144,19 @@ func pctHint(e *env, err error) error {
 	return withHint(err, msg)
 }
 
-// renderFields is pe's message with the fields it names as flags.
-func renderFields(pe *pct.Error) string {
+// renderFields is pe's message with the Options fields it names as
+// flags, and the PVE parameters PVE refused as the flags of the same name
+// the command has ("PVE refused --hostname: ...").
+func renderFields(e *env, pe *pct.Error) string {
 	out := *pe
+	if pe.Kind == pct.ErrInvalidArgument && strings.HasPrefix(pe.Msg, "PVE refused ") {
+		for _, p := range strings.Split(pe.Param, ",") {
+			if e.hasFlag(strings.TrimRight(p, "0123456789")) {
+				re := regexp.MustCompile(`(^PVE refused |; )` + regexp.QuoteMeta(p) + `: `)
+				out.Msg = re.ReplaceAllString(out.Msg, "${1}--"+p+": ")
+			}
+		}
+	}
 	for _, f := range pe.Fields {
 		flag := pctFlag[f]
 		if flag == "" {

@@ -123,6 +123,12 @@ func TestHintPct(t *testing.T) {
 	if !errors.Is(hint(e, perr), pct.ErrAlreadyExists) {
 		t.Error("the hint hides the error's kind")
 	}
+	// PVE's parameter check names PVE's parameters: the command's flags
+	// of the same name.
+	perr400 := pct.MapError([]string{"pct", "create", "100"}, "400 Parameter verification failed.\nhostname: invalid format - value does not look like a valid DNS name\nonboot: type check ('boolean') failed - got 'maybe'\n", 255)
+	if got, want := hint(e, perr400).Error(), "PVE refused --hostname: invalid format - value does not look like a valid DNS name; onboot: type check ('boolean') failed - got 'maybe': use a DNS name: letters, digits and '-', dot-separated (--hostname)"; got != want {
+		t.Errorf("got  %q\nwant %q", got, want)
+	}
 	e.verbose = true
 	if got := hint(e, perr).Error(); strings.Count(got, "exit status 255") != 1 {
 		t.Errorf("--verbose: %q, want PVE's output once", got)
