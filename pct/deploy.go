@@ -180,7 +180,8 @@ func (p *Plan) destroyArgv(vmid int) []string {
 }
 
 // MakePlan validates a deploy against the flags, the template and the
-// host, changing nothing; every refusal names the flag and the fix.
+// host, changing nothing; every refusal is an *Error naming the Options
+// field (Fields) or PVE parameter at fault, and the fix.
 func MakePlan(ctx context.Context, h *Host, t *Template, o Options) (*Plan, error) {
 	if err := validateFlags(t, o); err != nil {
 		return nil, err
