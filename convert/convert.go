@@ -140,7 +140,7 @@ func Write(ctx context.Context, tree *tartree.Tree, spec *runtimeSpec, opts Opti
 
 func makePlan(tree *tartree.Tree, spec *runtimeSpec, src template.Source, opts Options, rep progress.Reporter) (*plan, error) {
 	if opts.Privileged && opts.SquashHighIDs {
-		return nil, fmt.Errorf("--privileged and --squash-high-ids exclude each other: a privileged template keeps high ids, squashing drops them")
+		return nil, fmt.Errorf("Privileged and SquashHighIDs exclude each other: a privileged template keeps high ids, squashing drops them")
 	}
 	p := &plan{opts: opts}
 	if err := p.chooseOutput(); err != nil {
@@ -160,7 +160,7 @@ func makePlan(tree *tartree.Tree, spec *runtimeSpec, src template.Source, opts O
 		arch = template.ArchFromELF(tree)
 	}
 	if arch == "" {
-		return nil, fmt.Errorf("cannot tell the rootfs's architecture: config.json has no %s annotation and /bin/sh is not an ELF binary; set the annotation (nexcage unpack does)", annotationArch)
+		return nil, fmt.Errorf("cannot tell the rootfs's architecture: config.json has no %s annotation and /bin/sh is not an ELF binary; set the annotation (an unpack of an image does)", annotationArch)
 	}
 	if p.arch, err = template.DebianArch(arch, variant); err != nil {
 		return nil, err
@@ -258,7 +258,7 @@ func (p *plan) chooseOutput() error {
 	case p.compression == "":
 		p.compression = template.Zstd
 	case hasSuffix && fromName != p.compression:
-		return fmt.Errorf("-o %s ends in %s but --compression is %s: make them agree", out, fromName.Suffix(), p.compression)
+		return fmt.Errorf("output %s ends in %s but the compression is %s: make them agree", out, fromName.Suffix(), p.compression)
 	}
 	if err := checkLevel(p.compression, p.opts.Level); err != nil {
 		return err
@@ -353,7 +353,7 @@ func checkIDs(tree *tartree.Tree, opts Options) error {
 	if len(shown) > 10 {
 		shown = append(shown[:10:10], fmt.Sprintf("and %d more", len(high)-10))
 	}
-	return errkind.Errorf(ErrHighIDs, "%d path(s) are owned by ids above 65535, which an unprivileged container cannot map (PVE's extraction would fail): %s; pass --privileged for a privileged-only template, or --squash-high-ids to give them to 65534 (nobody)",
+	return errkind.Errorf(ErrHighIDs, "%d path(s) are owned by ids above 65535, which an unprivileged container cannot map (PVE's extraction would fail): %s; a privileged-only template keeps them, squashing gives them to 65534 (nobody)",
 		len(high), strings.Join(shown, ", "))
 }
 

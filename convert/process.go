@@ -21,6 +21,11 @@ import (
 	"github.com/nexcage/nexcage/template"
 )
 
+// ErrProcessUser marks the ErrHighIDs refusal of an image whose process
+// user (not only its files) is above 65535: Options.Process can choose
+// another user, besides Privileged and SquashHighIDs.
+var ErrProcessUser = errors.New("process user above 65535")
+
 // ErrOverride is an override that cannot apply to this image.
 var ErrOverride = errors.New("process override")
 
@@ -61,7 +66,7 @@ func processSpec(tree *tartree.Tree, spec *runtimeSpec, opts Options, rep progre
 		return &out, nil
 	}
 	if !opts.SquashHighIDs {
-		return nil, errkind.Errorf(ErrHighIDs, "the image's process runs as %d:%d, which an unprivileged container cannot map (its ids are 0 to 65535): pass --privileged for a privileged-only template, --squash-high-ids to run it as 65534 (nobody), or --user to choose another user", p.User.UID, p.User.GID)
+		return nil, errkind.Errorf(ErrHighIDs, "the image's process runs as %w, which an unprivileged container cannot map (its ids are 0 to 65535): a privileged-only template keeps it, squashing runs it as 65534 (nobody), or choose another user", errkind.Errorf(ErrProcessUser, "%d:%d", p.User.UID, p.User.GID))
 	}
 	from := fmt.Sprintf("%d:%d", p.User.UID, p.User.GID)
 	if p.User.UID > maxUnprivilegedID {
@@ -85,7 +90,7 @@ func applyOverrides(tree *tartree.Tree, spec *runtimeSpec, p *rspec.Process, ov 
 	case ov.Cmd != nil:
 		ep, ok := imageEntrypoint(spec)
 		if !ok {
-			return errkind.Errorf(ErrOverride, "the bundle does not record which of process.args is the image's entrypoint (a bundle nexcage unpack did not write?), so its command cannot be replaced alone: give the entrypoint too")
+			return errkind.Errorf(ErrOverride, "the bundle does not record which of process.args is the image's entrypoint (a bundle not unpacked from an image?), so its command cannot be replaced alone: give the entrypoint too")
 		}
 		p.Args = append(ep, *ov.Cmd...)
 	}

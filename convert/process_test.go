@@ -72,7 +72,7 @@ func TestSquashHighIDsMapsTheProcessUser(t *testing.T) {
 	// Files fine, process not: the process alone is named.
 	app := unpack(t, corpusCase(t, "alpine-app"), false)
 	_, err = convert.Convert(context.Background(), app, convert.Options{Output: t.TempDir() + "/", Process: &template.ProcessOverrides{User: "70000:0"}})
-	if !errors.Is(err, convert.ErrHighIDs) || !strings.Contains(err.Error(), "process runs as 70000:0") {
+	if !errors.Is(err, convert.ErrHighIDs) || !errors.Is(err, convert.ErrProcessUser) || strings.Contains(err.Error(), "--") || !strings.Contains(err.Error(), "process runs as 70000:0") {
 		t.Errorf("process user 70000: %v", err)
 	}
 	res = convertTo(t, app, t.TempDir(), convert.Options{Privileged: true, Process: &template.ProcessOverrides{User: "70000:0"}})

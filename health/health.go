@@ -1,7 +1,7 @@
 // Package health is what the checks of `nexcage check` share across
 // stages: the result of one check and its statuses, the options every
 // check takes, and the judging of leftovers of interrupted writes
-// (temporary names a killed writer left), which --repair removes.
+// (temporary names a killed writer left), which a repair removes.
 // rootfs (the store), convert (templates, bundles, directories) and pct
 // (PVE storages) return the same Result, so the command renders every
 // check alike. It imports no stage.
@@ -32,8 +32,41 @@ type Result struct {
 	Target string `json:"target"`
 	Cause  string `json:"cause"` // for warn and fail: what is wrong; for a repair: what was wrong
 	Fix    string `json:"fix"`   // for warn and fail: what to do; for a repair: what was done
-	// Repaired says --repair fixed the problem (the status is then ok).
+	// Repaired says Options.Repair fixed the problem (the status is then
+	// ok).
 	Repaired bool `json:"repaired"`
+	// Repair, on a warn or fail that a check with Options.Repair fixes,
+	// is what the repair does ("removes it"); Fix is then any other way
+	// out, or empty. Advice joins the two.
+	Repair string `json:"repair,omitempty"`
+	// Remedy names the other way out Fix describes, for a front end to
+	// name its own command for it.
+	Remedy Remedy `json:"remedy,omitempty"`
+}
+
+// Remedy is a way out of a problem that a front end names its own way
+// (a command line as a command to run).
+type Remedy string
+
+const (
+	// Redeploy: deploy the local template file again, replacing the one
+	// in the storage.
+	Redeploy Remedy = "redeploy"
+	// Rebuild: build (or convert) the template again.
+	Rebuild Remedy = "rebuild"
+)
+
+// Advice is what to do about r in one sentence: the repair, named as how
+// ("a check with Repair", a command), then Fix.
+func (r Result) Advice(how string) string {
+	if r.Repair == "" || r.Repaired {
+		return r.Fix
+	}
+	a := how + " " + r.Repair
+	if r.Fix != "" {
+		a += "; " + r.Fix
+	}
+	return a
 }
 
 // Options configure a check.
@@ -59,7 +92,8 @@ type Leftover struct {
 	// Busy is appended to Check when a running process still has Path
 	// open, e.g. ": being written by a running process, left alone".
 	Busy string
-	// Fix is the warning's fix, without Repair.
+	// Fix is the warning's way out besides a repair (which removes it),
+	// or empty.
 	Fix string
 	// ByHand is the fix when removing it fails.
 	ByHand string
@@ -74,7 +108,7 @@ func (l Leftover) Judge(opts Options) Result {
 	case opts.inUse(l.Path):
 		r.Check += l.Busy
 	case !opts.Repair:
-		r.Status, r.Cause, r.Fix = Warn, l.Cause, l.Fix
+		r.Status, r.Cause, r.Fix, r.Repair = Warn, l.Cause, l.Fix, "removes it"
 	default:
 		if err := atomicfile.RemoveTree(l.Path); err != nil {
 			r.Status, r.Cause, r.Fix = Fail, l.Cause+"; removing it failed: "+err.Error(), l.ByHand
@@ -120,7 +154,6 @@ func Leftovers(dir string, match func(name string) bool, deep bool, target, wher
 			Check:  "leftover " + rel,
 			Cause:  fmt.Sprintf("temporary %s of an interrupted write (%s)", kind(p), progress.HumanBytes(atomicfile.TreeSize(p))),
 			Busy:   ": being written by a running process, left alone",
-			Fix:    "`nexcage check --repair " + target + "` removes it",
 			ByHand: "remove " + p + " by hand",
 		}.Judge(opts))
 	}

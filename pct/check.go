@@ -268,7 +268,7 @@ func (h *Host) CheckStorage(ctx context.Context, id string, opts health.Options)
 	}
 	storages, err := h.Storages(ctx)
 	if err != nil {
-		return []health.Result{r(health.Fail, "storage "+id, err.Error(), "run nexcage check as root on the Proxmox host")}, nil
+		return []health.Result{r(health.Fail, "storage "+id, err.Error(), "run the check as root on the Proxmox host")}, nil
 	}
 	var st *Storage
 	var names []string
@@ -282,7 +282,7 @@ func (h *Host) CheckStorage(ctx context.Context, id string, opts health.Options)
 	case st == nil:
 		return []health.Result{r(health.Fail, "storage "+id, fmt.Sprintf("storage '%s' does not exist", id), "name one of: "+strings.Join(names, ", "))}, nil
 	case st.Disable != 0:
-		return []health.Result{r(health.Warn, "storage "+id, "the storage is disabled: its templates were not checked", "enable it (pvesm set "+id+" --disable 0)")}, nil
+		return []health.Result{r(health.Warn, "storage "+id, "the storage is disabled: its templates were not checked", fmt.Sprintf("enable it (`pvesm set %s --disable 0`)", id))}, nil
 	case !st.Holds("vztmpl"):
 		return []health.Result{r(health.OK, fmt.Sprintf("storage %s holds no templates (content %s)", id, st.Content), "", "")}, nil
 	}
@@ -296,7 +296,7 @@ func (h *Host) CheckStorage(ctx context.Context, id string, opts health.Options)
 		return []health.Result{r(health.OK, "storage "+id+": no templates yet ("+dir+" does not exist)", "", "")}, nil
 	}
 	if err != nil {
-		return []health.Result{r(health.Fail, "storage "+id+": template directory "+dir, err.Error(), "run nexcage check as root")}, nil
+		return []health.Result{r(health.Fail, "storage "+id+": template directory "+dir, err.Error(), "run the check as root")}, nil
 	}
 	present := map[string]bool{}
 	for _, e := range ents {
@@ -321,7 +321,7 @@ func (h *Host) CheckStorage(ctx context.Context, id string, opts health.Options)
 			}
 			check := "template " + name + " matches its sidecar"
 			if err != nil {
-				out = append(out, r(health.Fail, check, err.Error(), "upload it again with `nexcage deploy --replace-template LOCAL_FILE`"))
+				out = append(out, redeploy(r(health.Fail, check, err.Error(), "upload it again, replacing this one")))
 				continue
 			}
 			checked++
@@ -338,8 +338,8 @@ func (h *Host) CheckStorage(ctx context.Context, id string, opts health.Options)
 				bad = append(bad, fmt.Sprintf("its sha256 is %s, the sidecar says %s", sum, sc.Template.SHA256))
 			}
 			if len(bad) > 0 {
-				out = append(out, r(health.Fail, check, strings.Join(bad, "; "),
-					"the file changed after nexcage uploaded it: upload it again (`nexcage deploy --replace-template LOCAL_FILE`), or remove it and its sidecars"))
+				out = append(out, redeploy(r(health.Fail, check, strings.Join(bad, "; "),
+					"the file changed after nexcage uploaded it: remove it and its sidecars, or upload it again, replacing this one")))
 			} else {
 				out = append(out, r(health.OK, check, "", ""))
 			}
@@ -361,6 +361,13 @@ func (h *Host) CheckStorage(ctx context.Context, id string, opts health.Options)
 	return out, nil
 }
 
+// redeploy marks r as fixed by deploying the local template file again,
+// replacing the stored one (Options.ReplaceTemplate).
+func redeploy(r health.Result) health.Result {
+	r.Remedy = health.Redeploy
+	return r
+}
+
 // checkPartialUpload reports a temporary name an interrupted deploy left
 // while uploading a template, and removes it with Repair.
 func checkPartialUpload(dir, name, id string, opts health.Options) health.Result {
@@ -373,9 +380,9 @@ func checkPartialUpload(dir, name, id string, opts health.Options) health.Result
 		Path:   p,
 		Target: id,
 		Check:  "partial upload " + name,
-		Cause:  fmt.Sprintf("%d bytes of an interrupted upload (nexcage deploy was killed)", size),
+		Cause:  fmt.Sprintf("%d bytes of an interrupted upload (a deploy was killed)", size),
 		Busy:   ": being uploaded by a running process, left alone",
-		Fix:    "`nexcage check --repair " + id + "` removes it; deploy the template again",
+		Fix:    "deploy the template again",
 		ByHand: "remove " + p + " as root",
 	}.Judge(opts)
 }
@@ -388,7 +395,7 @@ func checkOrphanSidecar(dir, name, template, id string, opts health.Options) hea
 	conf := strings.TrimSuffix(name, ".json") + ".conf"
 	if !opts.Repair {
 		return health.Result{Status: health.Warn, Check: check, Target: id, Cause: cause,
-			Fix: "deploy the template again, or `nexcage check --repair " + id + "` removes " + name + " and " + conf}
+			Repair: "removes " + name + " and " + conf, Fix: "deploy the template again"}
 	}
 	for _, n := range []string{conf, name} {
 		if err := os.Remove(filepath.Join(dir, n)); err != nil && !errors.Is(err, os.ErrNotExist) {

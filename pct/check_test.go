@@ -41,7 +41,7 @@ func hostFiles(t *testing.T, subid, maxNS, usernsClone string) HostPaths {
 // user namespaces only warn.
 func TestCheckHostOffPVE(t *testing.T) {
 	t.Setenv("PATH", t.TempDir())
-	res := NewHost().CheckHost(context.Background(), hostFiles(t, "", "0", ""))
+	res := NewHost("").CheckHost(context.Background(), hostFiles(t, "", "0", ""))
 	healthtest.Want(t, res, "PVE tools", health.Warn, "not a Proxmox host: deploy unavailable")
 	healthtest.Want(t, res, "give root 100000:65536", health.Warn, "does not exist (this matters only on a Proxmox host)")
 	healthtest.Want(t, res, "kernel user namespaces", health.Warn, "max_user_namespaces is 0")
@@ -103,24 +103,24 @@ func standIn(t *testing.T) *pvetest.StandIn {
 func TestCheckHostPVE(t *testing.T) {
 	s := standIn(t)
 	paths := hostFiles(t, "root:100000:65536\n", "15000", "")
-	res := NewHost().CheckHost(context.Background(), paths)
+	res := NewHost(s.Root).CheckHost(context.Background(), paths)
 	healthtest.Want(t, res, "PVE tools: pct, pvesm, pvesh and pveversion in "+s.BinDir, health.OK, "")
 	healthtest.Want(t, res, "Proxmox VE 9.1 (pve-container 6.0.18): application containers (entrypoint, env) supported", health.OK, "")
 	healthtest.Want(t, res, "lxc.init.uid/lxc.init.gid", health.Warn, "pve-container before 6.1")
 
 	t.Setenv("PVE_VERSION", "8.4.1")
-	res = NewHost().CheckHost(context.Background(), paths)
+	res = NewHost(s.Root).CheckHost(context.Background(), paths)
 	healthtest.Want(t, res, "Proxmox VE 8.4 (pve-container 5.3.3): application containers", health.Warn, "PVE before 9.1")
 
 	// On a Proxmox host a missing id range is a failure.
-	res = NewHost().CheckHost(context.Background(), hostFiles(t, "", "15000", ""))
+	res = NewHost(s.Root).CheckHost(context.Background(), hostFiles(t, "", "15000", ""))
 	healthtest.Want(t, res, "give root 100000:65536", health.Fail, "does not exist")
 
 	// Some tools but not all: a broken installation.
 	partial := t.TempDir()
 	os.Symlink(filepath.Join(s.BinDir, "pveversion"), filepath.Join(partial, "pveversion"))
 	t.Setenv("PATH", partial)
-	res = NewHost().CheckHost(context.Background(), paths)
+	res = NewHost(s.Root).CheckHost(context.Background(), paths)
 	healthtest.Want(t, res, "PVE tools", health.Fail, "pct, pvesm, pvesh not found in PATH (found: pveversion)")
 }
 
@@ -143,7 +143,7 @@ func putTemplate(t *testing.T, dir, name, body string, lie bool) string {
 
 func TestCheckStorage(t *testing.T) {
 	s := standIn(t)
-	h := NewHost()
+	h := NewHost(s.Root)
 	ctx := context.Background()
 	dir := s.TemplateDir("local")
 	check := func(opts health.Options) []health.Result {
@@ -166,7 +166,7 @@ func TestCheckStorage(t *testing.T) {
 	putTemplate(t, dir, "bad.tar.zst", "another template", true)
 	res = check(health.Options{Repair: true})
 	r := healthtest.Want(t, res, "template bad.tar.zst matches its sidecar", health.Fail, "the sidecar says "+strings.Repeat("0", 64))
-	if !strings.Contains(r.Fix, "--replace-template") {
+	if r.Remedy != health.Redeploy || !strings.Contains(r.Fix, "upload it again") {
 		t.Errorf("fix: %s", r.Fix)
 	}
 	os.Remove(filepath.Join(dir, "bad.tar.zst"))
@@ -213,8 +213,8 @@ func TestCheckStorage(t *testing.T) {
 }
 
 func TestCheckStorageKinds(t *testing.T) {
-	standIn(t)
-	h := NewHost()
+	s := standIn(t)
+	h := NewHost(s.Root)
 	for _, tc := range []struct{ id, status, check, cause string }{
 		{"local-lvm", health.OK, "storage local-lvm holds no templates (content rootdir,images)", ""},
 		{"offline", health.Warn, "storage offline", "the storage is disabled"},

@@ -32,13 +32,14 @@ type Template struct {
 	Image, Digest string
 }
 
-// BindMount is a --mount SRC:DEST[:ro].
+// BindMount binds host directory Source at Dest in the container
+// (SRC:DEST[:ro]).
 type BindMount struct {
 	Source, Dest string
 	RO           bool
 }
 
-// Options are deploy's flags, pct's names where pct has one.
+// Options say how to deploy a template: pct's names where pct has one.
 type Options struct {
 	VMID            int // 0 = next free
 	Node            string
@@ -58,7 +59,9 @@ type Options struct {
 	Password        string
 	SSHKeysFile     string
 	Start           bool
-	KeepFailed      bool
+	// KeepFailed keeps a container whose set-up failed after it was
+	// created, instead of destroying it (Deploy reads it from the Plan).
+	KeepFailed bool
 	// RunAsRoot deploys an image whose entrypoint runs as a user
 	// (lxc.init.uid/gid) on a PVE before 9.2, whose pve-container refuses
 	// those keys, by running it as root instead.
@@ -68,11 +71,11 @@ type Options struct {
 	// hooks PVE runs as root on the host), without that environment.
 	DropEnv bool
 	// AllowTemplateMounts applies the bind mounts a template's .conf asks
-	// for; without it deploy refuses them unless --mount repeats them.
+	// for; without it deploy refuses them unless Mounts repeats them.
 	AllowTemplateMounts bool
 	Description         string
 	// Extra are more "--opt value" pairs for pct create (tests, niche
-	// options); flags above win.
+	// options); the fields above win.
 	Extra []string
 }
 
@@ -95,6 +98,9 @@ type Plan struct {
 	// Warnings are what the plan does that the user should hear about:
 	// dropped environment variables, template bind mounts applied.
 	Warnings []string
+	// KeepFailed is Options.KeepFailed: Deploy keeps a container whose
+	// set-up failed instead of destroying it.
+	KeepFailed bool
 	// password goes to pct create's standard input, never into argv, a
 	// listing or a result.
 	password string
@@ -121,7 +127,7 @@ func (p *Plan) Commands() []string {
 	}
 	out = append(out, ShellQuote(p.createArgv(p.VMID)))
 	if p.password != "" {
-		out = append(out, "# --password= has pct read the root password from its standard input (not shown)")
+		out = append(out, "# pct create's --password= reads the root password from its standard input (not shown)")
 	}
 	if p.Set != nil {
 		out = append(out, ShellQuote(p.setArgv(p.VMID)))
@@ -174,7 +180,8 @@ func (p *Plan) destroyArgv(vmid int) []string {
 }
 
 // MakePlan validates a deploy against the flags, the template and the
-// host, changing nothing; every refusal names the flag and the fix.
+// host, changing nothing; every refusal is an *Error naming the Options
+// field (Fields) or PVE parameter at fault, and the fix.
 func MakePlan(ctx context.Context, h *Host, t *Template, o Options) (*Plan, error) {
 	if err := validateFlags(t, o); err != nil {
 		return nil, err
@@ -197,11 +204,11 @@ func MakePlan(ctx context.Context, h *Host, t *Template, o Options) (*Plan, erro
 			return nil, err
 		}
 		if !contains(nodes, o.Node) {
-			return nil, newError(ErrNotFound, "node", fmt.Sprintf("node '%s' is not in this cluster (it has %s)", o.Node, strings.Join(nodes, ", ")), "name one of them with --node")
+			return nil, newError(ErrNotFound, "node", fmt.Sprintf("node '%s' is not in this cluster (it has %s)", o.Node, strings.Join(nodes, ", ")), "name one of them in Node", "Node")
 		}
 	}
 	rootStorage := firstNonEmpty(o.Storage, "local-lvm")
-	if err := checkStorage(storages, rootStorage, "rootdir", o.Node, "--storage"); err != nil {
+	if err := checkStorage(storages, rootStorage, "rootdir", o.Node, "Storage"); err != nil {
 		return nil, err
 	}
 
@@ -217,7 +224,7 @@ func MakePlan(ctx context.Context, h *Host, t *Template, o Options) (*Plan, erro
 		}
 	} else {
 		ts := firstNonEmpty(o.TemplateStorage, "local")
-		if err := checkStorage(storages, ts, "vztmpl", o.Node, "--template-storage"); err != nil {
+		if err := checkStorage(storages, ts, "vztmpl", o.Node, "TemplateStorage"); err != nil {
 			return nil, err
 		}
 		p.VolID = ts + ":vztmpl/" + filepath.Base(t.File)
@@ -238,7 +245,7 @@ func MakePlan(ctx context.Context, h *Host, t *Template, o Options) (*Plan, erro
 	if o.VMID != 0 {
 		for _, r := range resources {
 			if r.VMID == o.VMID {
-				return nil, newError(ErrAlreadyExists, "vmid", fmt.Sprintf("CT %d already exists on node '%s'", o.VMID, r.Node), "choose another --vmid, or leave it out for the next free one")
+				return nil, newError(ErrAlreadyExists, "vmid", fmt.Sprintf("CT %d already exists on node '%s'", o.VMID, r.Node), fixVMIDTaken, "VMID")
 			}
 		}
 		p.VMID = o.VMID
@@ -286,6 +293,7 @@ func MakePlan(ctx context.Context, h *Host, t *Template, o Options) (*Plan, erro
 	p.Set = mountOptions(p.Config.MountPoints)
 	p.Raw = rawLines(p.Config)
 	p.password = o.Password
+	p.KeepFailed = o.KeepFailed
 	p.Start = nil
 	if o.Start {
 		p.Start = p.startArgv(p.VMID)
@@ -295,51 +303,51 @@ func MakePlan(ctx context.Context, h *Host, t *Template, o Options) (*Plan, erro
 
 func validateFlags(t *Template, o Options) error {
 	if o.VMID != 0 && (o.VMID < 100 || o.VMID > 999999999) {
-		return newError(ErrInvalidArgument, "vmid", fmt.Sprintf("--vmid %d is out of range", o.VMID), "use 100 to 999999999, or leave it out for the next free one")
+		return newError(ErrInvalidArgument, "vmid", fmt.Sprintf("VMID %d is out of range", o.VMID), paramFix["vmid"], "VMID")
 	}
 	if o.Hostname != "" && !lxc.ValidDNSName(o.Hostname) {
-		return newError(ErrInvalidArgument, "hostname", fmt.Sprintf("--hostname %q is not a valid DNS name", o.Hostname), paramFix["hostname"])
+		return newError(ErrInvalidArgument, "hostname", fmt.Sprintf("Hostname %q is not a valid DNS name", o.Hostname), paramFix["hostname"], "Hostname")
 	}
 	if o.Memory != 0 && o.Memory < 16 {
-		return newError(ErrInvalidArgument, "memory", fmt.Sprintf("--memory %d is below PVE's minimum of 16 MiB", o.Memory), paramFix["memory"])
+		return newError(ErrInvalidArgument, "memory", fmt.Sprintf("Memory %d is below PVE's minimum of 16 MiB", o.Memory), paramFix["memory"], "Memory")
 	}
 	if o.Cores < 0 || o.Cores > 8192 {
-		return newError(ErrInvalidArgument, "cores", fmt.Sprintf("--cores %d is out of range", o.Cores), paramFix["cores"])
+		return newError(ErrInvalidArgument, "cores", fmt.Sprintf("Cores %d is out of range", o.Cores), paramFix["cores"], "Cores")
 	}
 	if o.Password != "" && len(o.Password) < 5 {
-		return newError(ErrInvalidArgument, "password", "--password is shorter than 5 characters", paramFix["password"])
+		return newError(ErrInvalidArgument, "password", "Password is shorter than 5 characters", paramFix["password"], "Password")
 	}
 	if strings.ContainsAny(o.Password, "\n\r\x00") {
-		return newError(ErrInvalidArgument, "password", "--password contains a line break or NUL, which pct cannot read from its standard input", "choose another password")
+		return newError(ErrInvalidArgument, "password", "Password contains a line break or NUL, which pct cannot read from its standard input", "choose another password", "Password")
 	}
 	if o.Password != "" && o.Node != "" {
 		// pvesh has no way to read it from stdin: it would be in argv on
 		// this host and, proxied, in the ssh command line to the node.
-		return newError(ErrInvalidArgument, "password", "--password cannot be passed to another node (pvesh would take it on its command line, visible in the process list)", "use --ssh-public-keys, or run the deploy on that node without --node")
+		return newError(ErrInvalidArgument, "password", "Password cannot be passed to another node (pvesh would take it on its command line, visible in the process list)", "use SSHKeysFile, or run the deploy on that node without Node", "Password", "SSHKeysFile", "Node")
 	}
 	if o.SSHKeysFile != "" {
 		if _, err := os.Stat(o.SSHKeysFile); err != nil {
-			return newError(ErrNotFound, "ssh-public-keys", fmt.Sprintf("--ssh-public-keys %s cannot be read (%v)", o.SSHKeysFile, err), "give a file of OpenSSH public keys")
+			return newError(ErrNotFound, "ssh-public-keys", fmt.Sprintf("SSHKeysFile %s cannot be read (%v)", o.SSHKeysFile, err), "give a file of OpenSSH public keys", "SSHKeysFile")
 		}
 	}
 	for _, m := range o.Mounts {
 		if err := lxc.CheckBindSource(m.Source); err != nil {
-			return newError(ErrInvalidArgument, "mount", "--mount source "+err.Error(), "write --mount /host/dir:/ct/dir[:ro]")
+			return newError(ErrInvalidArgument, "mount", "Mounts source "+err.Error(), "write Mounts /host/dir:/ct/dir[:ro]", "Mounts")
 		}
 		if _, err := lxc.CheckContainerPath(m.Dest); err != nil {
-			return newError(ErrInvalidArgument, "mount", fmt.Sprintf("--mount %s: the destination %v", m.Source, err), "write --mount /host/dir:/ct/dir[:ro]")
+			return newError(ErrInvalidArgument, "mount", fmt.Sprintf("Mounts %s: the destination %v", m.Source, err), "write Mounts /host/dir:/ct/dir[:ro]", "Mounts")
 		}
-		if err := checkHostDir(m.Source, "--mount "+m.Source); err != nil {
+		if err := checkHostDir(m.Source, "Mounts "+m.Source, "Mounts"); err != nil {
 			return err
 		}
 	}
 	// What a template asks for was written by whoever made the template:
-	// the checks --mount gets, and no host system directory.
+	// the checks Mounts gets, and no host system directory.
 	if t.Config != nil {
 		for _, m := range t.Config.MountPoints {
 			what := fmt.Sprintf("the template's %s", m.Key())
 			if err := lxc.CheckTemplateBindSource(m.Volume); err != nil {
-				return newError(ErrInvalidArgument, "template", what+": the source "+err.Error(), "remove it from the template's .conf and bind the directory with --mount")
+				return newError(ErrInvalidArgument, "template", what+": the source "+err.Error(), "remove it from the template's .conf and bind the directory with Mounts", "Mounts")
 			}
 			if _, err := lxc.CheckContainerPath(m.Path); err != nil {
 				return newError(ErrInvalidArgument, "template", what+": mp= "+err.Error(), "remove it from the template's .conf")
@@ -351,7 +359,7 @@ func validateFlags(t *Template, o Options) error {
 			// CT's disks, a shared NFS export): only the user binds one.
 			if !o.AllowTemplateMounts && !userRepeats(o, m) {
 				return newError(ErrInvalidArgument, "template", fmt.Sprintf("%s: %s asks to bind host directory %s into the container at %s", what, m.Value(), m.Volume, m.Path),
-					fmt.Sprintf("bind it yourself with --mount %s:%s%s, or pass --allow-template-mounts", m.Volume, m.Path, map[bool]string{true: ":ro"}[m.RO]))
+					fmt.Sprintf("bind it yourself with Mounts %s:%s%s, or allow it with AllowTemplateMounts", m.Volume, m.Path, map[bool]string{true: ":ro"}[m.RO]), "Mounts", "AllowTemplateMounts")
 			}
 		}
 		for _, r := range t.Config.Raw {
@@ -368,10 +376,10 @@ func validateFlags(t *Template, o Options) error {
 	if o.Unprivileged == nil && t.Privileged {
 		// Whoever wrote the .json chose that: a privileged container's
 		// root is the host's root but for AppArmor, so the user must ask.
-		return newError(ErrInvalidArgument, "unprivileged", "the template is privileged-only (its .json says so), and a privileged container's root is root on the host", "deploy it privileged only if you trust the template, with --unprivileged=0")
+		return newError(ErrInvalidArgument, "unprivileged", "the template is privileged-only (its .json says so), and a privileged container's root is root on the host", "deploy it privileged only if you trust the template, with Unprivileged=false", "Unprivileged")
 	}
 	if o.Unprivileged != nil && *o.Unprivileged && t.Privileged {
-		return newError(ErrInvalidArgument, "unprivileged", "the template is privileged-only (it keeps ids above 65535, which an unprivileged container cannot map)", "deploy with --unprivileged=false, or rebuild it with --squash-high-ids")
+		return newError(ErrInvalidArgument, "unprivileged", "the template is privileged-only (it keeps ids above 65535, which an unprivileged container cannot map)", "deploy with Unprivileged=false, or rebuild it with SquashHighIDs", "Unprivileged", "SquashHighIDs")
 	}
 	return nil
 }
@@ -380,19 +388,19 @@ func validateFlags(t *Template, o Options) error {
 // the container starts (an existing directory, reached without a
 // symlink), done before anything changes; the real path must pass
 // CheckBindSource too.
-func checkHostDir(p, what string) error {
+func checkHostDir(p, what string, fields ...string) error {
 	fi, err := os.Lstat(p)
 	switch {
 	case err != nil:
-		return newError(ErrNotFound, "mount", what+": the host directory does not exist", "create it first, or fix the path")
+		return newError(ErrNotFound, "mount", what+": the host directory does not exist", "create it first, or fix the path", fields...)
 	case fi.Mode()&os.ModeSymlink != 0:
-		return newError(ErrInvalidArgument, "mount", what+" is a symlink, which PVE refuses as a bind source", "name the real directory")
+		return newError(ErrInvalidArgument, "mount", what+" is a symlink, which PVE refuses as a bind source", "name the real directory", fields...)
 	case !fi.IsDir():
-		return newError(ErrInvalidArgument, "mount", what+" is not a directory", "bind-mount a directory")
+		return newError(ErrInvalidArgument, "mount", what+" is not a directory", "bind-mount a directory", fields...)
 	}
 	real, err := filepath.EvalSymlinks(p)
 	if err != nil || real != p {
-		return newError(ErrInvalidArgument, "mount", fmt.Sprintf("%s: a symlink on the way leads to %s, which PVE refuses as a bind source", what, real), "name the real directory")
+		return newError(ErrInvalidArgument, "mount", fmt.Sprintf("%s: a symlink on the way leads to %s, which PVE refuses as a bind source", what, real), "name the real directory", fields...)
 	}
 	return nil
 }
@@ -416,7 +424,7 @@ func planUpload(t *Template, dest string, replace bool) (*Upload, error) {
 	case have == want:
 		u.Skip = true
 	case !replace:
-		return nil, newError(ErrAlreadyExists, "template", fmt.Sprintf("a different template named %s is already on the host (%s)", filepath.Base(dest), dest), "rename yours, or pass --replace-template to overwrite it")
+		return nil, newError(ErrAlreadyExists, "template", fmt.Sprintf("a different template named %s is already on the host (%s)", filepath.Base(dest), dest), "rename yours, or overwrite it with ReplaceTemplate", "ReplaceTemplate")
 	}
 	return u, nil
 }
@@ -434,18 +442,20 @@ func fileSHA256(p string) (string, error) {
 	return hex.EncodeToString(h.Sum(nil)), nil
 }
 
-func checkStorage(storages []Storage, name, content, node, flag string) error {
+// checkStorage checks the storage that field (an Options field, or
+// another description) names.
+func checkStorage(storages []Storage, name, content, node, field string) error {
 	for _, s := range storages {
 		if s.Name != name {
 			continue
 		}
 		switch {
 		case s.Disable != 0:
-			return newError(ErrStorage, "storage", fmt.Sprintf("storage '%s' (%s) is disabled", name, flag), "enable it (pvesm set "+name+" --disable 0) or choose another")
+			return newError(ErrStorage, "storage", fmt.Sprintf("storage '%s' (%s) is disabled", name, field), fmt.Sprintf("enable it (`pvesm set %s --disable 0`) or choose another", name), fieldsOf(field)...)
 		case !s.OnNode(node):
-			return newError(ErrStorage, "storage", fmt.Sprintf("storage '%s' (%s) is not available on node '%s'", name, flag, node), "choose a storage of that node")
+			return newError(ErrStorage, "storage", fmt.Sprintf("storage '%s' (%s) is not available on node '%s'", name, field, node), "choose a storage of that node", fieldsOf(field)...)
 		case !s.Holds(content):
-			return newError(ErrStorage, "storage", fmt.Sprintf("storage '%s' (%s) does not hold %s content (it holds %s)", name, flag, content, s.Content), "choose a storage whose content includes "+content)
+			return newError(ErrStorage, "storage", fmt.Sprintf("storage '%s' (%s) does not hold %s content (it holds %s)", name, field, content, s.Content), "choose a storage whose content includes "+content, fieldsOf(field)...)
 		}
 		return nil
 	}
@@ -455,7 +465,7 @@ func checkStorage(storages []Storage, name, content, node, flag string) error {
 			names = append(names, s.Name)
 		}
 	}
-	return newError(ErrNotFound, "storage", fmt.Sprintf("storage '%s' (%s) does not exist", name, flag), "use one that holds "+content+": "+strings.Join(names, ", "))
+	return newError(ErrNotFound, "storage", fmt.Sprintf("storage '%s' (%s) does not exist", name, field), "use one that holds "+content+": "+strings.Join(names, ", "), fieldsOf(field)...)
 }
 
 // mergedConfig is the template's .conf with the flags applied (flags win).
@@ -578,7 +588,7 @@ func mountPoints(t *Template, o Options, rootStorage string) ([]lxc.MountPoint, 
 		mps = append(mps, lxc.MountPoint{Volume: fmt.Sprintf("%s:%d", rootStorage, orDefault(o.VolumeSize, 8)), Path: v})
 	}
 	if len(mps) > 256 {
-		return nil, newError(ErrInvalidArgument, "mount", fmt.Sprintf("%d mount points: PVE allows mp0 to mp255", len(mps)), "drop some --mount flags")
+		return nil, newError(ErrInvalidArgument, "mount", fmt.Sprintf("%d mount points: PVE allows mp0 to mp255", len(mps)), "drop some Mounts", "Mounts")
 	}
 	for i := range mps {
 		mps[i].Index = i
@@ -629,11 +639,11 @@ func releaseError(err error, have lxc.PVEContainer) error {
 	if errors.As(err, &ee) {
 		return newError(ErrInvalidArgument, "drop-env",
 			fmt.Sprintf("the image sets environment variables (%s), and pve-container %s (PVE 9.0) can pass them only as plain lxc.environment, which LXC also gives the hooks PVE runs as root on the host: PVE 9.1 (pve-container 6.0.18) adds lxc.environment.runtime, which keeps them inside the container", strings.Join(ee.Names, ", "), have),
-			"upgrade the host to PVE 9.1 or later, or deploy with --drop-env to create the container without the image's environment")
+			"upgrade the host to PVE 9.1 or later, or deploy with DropEnv to create the container without the image's environment", "DropEnv")
 	}
 	var ne *lxc.EnvError
 	if errors.As(err, &ne) {
-		return newError(ErrInvalidArgument, "template", "the template's "+ne.Error(), "rebuild the template giving the variable a name of letters, digits and '_' (--env)")
+		return newError(ErrInvalidArgument, "template", "the template's "+ne.Error(), "rebuild the template giving the variable a name of letters, digits and '_'")
 	}
 	var re *lxc.ReleaseError
 	if !errors.As(err, &re) {
@@ -643,10 +653,24 @@ func releaseError(err error, have lxc.PVEContainer) error {
 	case "lxc.init.uid", "lxc.init.gid", "lxc.init.groups":
 		return newError(ErrInvalidArgument, "run-as-root",
 			fmt.Sprintf("the template runs its entrypoint as a user (%s: %s), and pve-container %s refuses %s: PVE knows it from pve-container 6.1.0 (PVE 9.2) on", re.Key, re.Value, have, re.Key),
-			"upgrade the host to PVE 9.2 or later, or deploy with --run-as-root to run the entrypoint as root")
+			"upgrade the host to PVE 9.2 or later, or deploy with RunAsRoot to run the entrypoint as root", "RunAsRoot")
 	}
 	return newError(ErrInvalidArgument, "template", fmt.Sprintf("the template's config holds %s, which pve-container %s refuses (%v)", re.Key, have, err), "upgrade the host's PVE")
 }
+
+// KeptError is a deploy that failed after its container was created,
+// which was kept as it is because the Plan's KeepFailed asked for it.
+type KeptError struct {
+	Err  error // why the set-up failed
+	VMID int
+}
+
+func (e *KeptError) Error() string {
+	return fmt.Sprintf("%v (CT %d was kept as it is, as asked; remove it with `pct destroy %d --purge`)", e.Err, e.VMID, e.VMID)
+}
+
+// Unwrap returns the cause.
+func (e *KeptError) Unwrap() error { return e.Err }
 
 // Result is what a deploy did.
 type Result struct {
@@ -659,8 +683,8 @@ type Result struct {
 }
 
 // Deploy carries out a plan. Once the container exists, any failure
-// destroys it again (unless keepFailed), so nothing half-made is left.
-func Deploy(ctx context.Context, h *Host, p *Plan, keepFailed bool) (*Result, error) {
+// destroys it again (unless p.KeepFailed), so nothing half-made is left.
+func Deploy(ctx context.Context, h *Host, p *Plan) (*Result, error) {
 	res := &Result{Node: p.Node, VolID: p.VolID}
 	if p.Upload != nil && !p.Upload.Skip {
 		if err := upload(p.Upload); err != nil {
@@ -691,8 +715,8 @@ func Deploy(ctx context.Context, h *Host, p *Plan, keepFailed bool) (*Result, er
 		return nil, err
 	}
 	undo := func(cause error) error {
-		if keepFailed {
-			return fmt.Errorf("%w (CT %d was kept as it is, because of --keep-failed; remove it with `pct destroy %d --purge`)", cause, p.VMID, p.VMID)
+		if p.KeepFailed {
+			return &KeptError{Err: cause, VMID: p.VMID}
 		}
 		if _, derr := h.run(context.WithoutCancel(ctx), p.destroyArgv(p.VMID)...); derr != nil {
 			return fmt.Errorf("%w; destroying the half-made CT %d failed too (%v): remove it with `pct destroy %d --purge`", cause, p.VMID, derr, p.VMID)
@@ -807,4 +831,13 @@ func (p *Plan) Argvs() [][]string {
 		out = append(out, p.startArgv(p.VMID))
 	}
 	return out
+}
+
+// fieldsOf is field as Error.Fields: none when it is a description, not
+// an Options field.
+func fieldsOf(field string) []string {
+	if strings.ContainsAny(field, " '") {
+		return nil
+	}
+	return []string{field}
 }

@@ -122,7 +122,7 @@ func (r *recorder) changes() []string {
 }
 
 // deployHost makes the stand-in cluster this process's PVE, as `nexcage
-// deploy` finds it (PATH, NEXCAGE_PVE_ROOT), and returns the host with a
+// deploy` finds it (PATH, and NEXCAGE_PVE_ROOT for the stand-in's tools), and returns the host with a
 // recording runner. Call it after testenv.CheckLeaks, so that the
 // stand-in's files are counted too.
 func deployHost(t *testing.T) (*pvetest.StandIn, *pct.Host, *recorder) {
@@ -138,10 +138,7 @@ func deployHost(t *testing.T) (*pvetest.StandIn, *pct.Host, *recorder) {
 	t.Setenv("NEXCAGE_PVE_ROOT", s.Root)
 	t.Setenv("PVE_VERSION", "")
 	t.Setenv("PVE_NODE", "")
-	h := pct.NewHost()
-	if h.Root != s.Root {
-		t.Fatalf("NewHost's root is %s, want the stand-in's %s", h.Root, s.Root)
-	}
+	h := pct.NewHost(s.Root)
 	rec := &recorder{inner: h.Runner}
 	h.Runner = rec
 	t.Cleanup(func() { rec.checkArgvs(t) })
@@ -259,7 +256,7 @@ func TestDeployLeaks(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		res, err := pct.Deploy(ctx, h, p, false)
+		res, err := pct.Deploy(ctx, h, p)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -293,7 +290,7 @@ func TestDeployLeaks(t *testing.T) {
 		testenv.CheckLeaks(t)
 		s, h, rec := deployHost(t)
 		_, err := pct.MakePlan(ctx, h, template(), pct.Options{Hostname: "bad_name"})
-		if pe := wantKind(t, err, pct.ErrInvalidArgument, `--hostname "bad_name" is not a valid DNS name`); pe.Param != "hostname" {
+		if pe := wantKind(t, err, pct.ErrInvalidArgument, `Hostname "bad_name" is not a valid DNS name`, "(Hostname)"); pe.Param != "hostname" {
 			t.Errorf("param %q, want hostname", pe.Param)
 		}
 		if len(rec.calls) != 0 {
@@ -310,7 +307,7 @@ func TestDeployLeaks(t *testing.T) {
 		testenv.CheckLeaks(t)
 		s, h, rec := deployHost(t)
 		_, err := pct.MakePlan(ctx, h, template(), pct.Options{Storage: "nope"})
-		if pe := wantKind(t, err, pct.ErrNotFound, "storage 'nope' (--storage) does not exist", "local-lvm"); pe.Param != "storage" {
+		if pe := wantKind(t, err, pct.ErrNotFound, "storage 'nope' (Storage) does not exist", "local-lvm"); pe.Param != "storage" {
 			t.Errorf("param %q, want storage", pe.Param)
 		}
 		if len(rec.ran("pvesh get /storage")) != 1 {
@@ -342,7 +339,7 @@ func TestDeployLeaks(t *testing.T) {
 		if p.Upload == nil || p.Upload.Skip {
 			t.Fatalf("the plan does not upload: %+v", p.Upload)
 		}
-		_, err = pct.Deploy(ctx, h, p, false)
+		_, err = pct.Deploy(ctx, h, p)
 		wantKind(t, err, pct.ErrStorage, "no space left on device", "check free space in the template storage")
 		if c := rec.changes(); len(c) != 0 {
 			t.Errorf("PVE commands that change the host ran after a failed upload: %v", c)
@@ -364,8 +361,8 @@ func TestDeployLeaks(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		_, err = pct.Deploy(ctx, h, p, false)
-		if pe := wantKind(t, err, pct.ErrInvalidArgument, "--onboot"); pe.Param != "onboot" || !strings.Contains(pe.Raw, "$ pct create 100 ") {
+		_, err = pct.Deploy(ctx, h, p)
+		if pe := wantKind(t, err, pct.ErrInvalidArgument, "PVE refused onboot: "); pe.Param != "onboot" || !strings.Contains(pe.Raw, "$ pct create 100 ") {
 			t.Errorf("param %q, raw %q: want onboot from pct create 100", pe.Param, pe.Raw)
 		}
 		if len(rec.ran("pct create 100")) != 1 {
@@ -398,7 +395,7 @@ func TestDeployLeaks(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		res, err := pct.Deploy(ctx, h, p, false)
+		res, err := pct.Deploy(ctx, h, p)
 		if err == nil {
 			t.Fatalf("deploy succeeded (%+v); LXC should have refused the bind mount", res)
 		}
@@ -422,8 +419,13 @@ func TestDeployLeaks(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		_, err = pct.Deploy(ctx, h, p, true)
-		wantKind(t, err, pct.ErrFailed, "CT 100 was kept as it is, because of --keep-failed", "pct destroy 100 --purge")
+		_, err = pct.Deploy(ctx, h, p)
+		// Options.KeepFailed alone keeps it: the plan carries it to Deploy.
+		wantKind(t, err, pct.ErrFailed, "CT 100 was kept as it is, as asked", "pct destroy 100 --purge")
+		var ke *pct.KeptError
+		if !errors.As(err, &ke) || ke.VMID != 100 {
+			t.Errorf("err = %#v, want a *pct.KeptError for CT 100", err)
+		}
 		if got := rec.ran("pct destroy"); len(got) != 0 {
 			t.Errorf("--keep-failed destroyed the container: %v", got)
 		}
@@ -467,7 +469,7 @@ func TestDeployAppBootsWithEverything(t *testing.T) {
 	if p.Container != lxc.PVE92 {
 		t.Fatalf("planned for pve-container %s, want %s (PVE_VERSION=9.2.0)", p.Container, lxc.PVE92)
 	}
-	if _, err := pct.Deploy(ctx, h, p, false); err != nil {
+	if _, err := pct.Deploy(ctx, h, p); err != nil {
 		t.Fatal(err)
 	}
 	rootfs := s.Path("var/lib/lxc/100/rootfs")

@@ -25,11 +25,16 @@ var (
 // Error is a failure of a PVE command, or a request PVE would refuse.
 type Error struct {
 	Kind error
-	// Param is the option at fault, for invalid arguments ("hostname").
+	// Param is the PVE parameter at fault, for invalid arguments
+	// ("hostname").
 	Param string
 	Msg   string // one line: what is wrong
 	Fix   string // what to do about it
-	// Raw is the command line and PVE's own output, for --verbose.
+	// Fields are the Options fields Msg and Fix name by their Go name
+	// ("VMID", "AllowTemplateMounts"), so that a front end can show them
+	// its own way (a command line as its flags).
+	Fields []string
+	// Raw is the command line and PVE's own output.
 	Raw string
 }
 
@@ -42,9 +47,12 @@ func (e *Error) Error() string {
 
 func (e *Error) Is(target error) bool { return target == e.Kind }
 
-func newError(kind error, param, msg, fix string) *Error {
-	return &Error{Kind: kind, Param: param, Msg: msg, Fix: fix}
+func newError(kind error, param, msg, fix string, fields ...string) *Error {
+	return &Error{Kind: kind, Param: param, Msg: msg, Fix: fix, Fields: fields}
 }
+
+// fixVMIDTaken is the fix for a VMID already in use.
+const fixVMIDTaken = "choose another VMID, or leave VMID unset for the next free one"
 
 var (
 	reExists       = regexp.MustCompile(`(?:CT|VM) (\d+) already exists on node '([^']+)'`)
@@ -64,15 +72,18 @@ var (
 	reRootfsNotSet = regexp.MustCompile(`mount points configured, but 'rootfs' not set`)
 )
 
-// fixes for PVE's parameter messages, by parameter.
+// fixes for PVE's parameter messages, by parameter; paramField names the
+// Options field each one is about.
 var paramFix = map[string]string{
-	"hostname":   "use a DNS name: letters, digits and '-', dot-separated (--hostname)",
-	"memory":     "give at least 16 MiB (--memory)",
-	"password":   "use at least 5 characters (--password)",
-	"vmid":       "use a VMID from 100 to 999999999 (--vmid), or leave it out for the next free one",
-	"cores":      "use 1 to 8192 (--cores)",
+	"hostname":   "use a DNS name: letters, digits and '-', dot-separated (Hostname)",
+	"memory":     "give at least 16 MiB (Memory)",
+	"password":   "use at least 5 characters (Password)",
+	"vmid":       "use 100 to 999999999 (VMID), or leave VMID unset for the next free one",
+	"cores":      "use 1 to 8192 (Cores)",
 	"entrypoint": "this PVE is older than 9.1 and has no application containers; upgrade, or nexcage writes lxc.init.cmd instead when it knows the version",
 }
+
+var paramField = map[string]string{"hostname": "Hostname", "memory": "Memory", "password": "Password", "vmid": "VMID", "cores": "Cores"}
 
 // MapError turns a failed PVE command's output into an *Error.
 func MapError(argv []string, stderr string, code int) *Error {
@@ -98,22 +109,22 @@ func mapMessage(stderr string) *Error {
 		return paramError(text)
 	}
 	if m := reExists.FindStringSubmatch(text); m != nil {
-		return newError(ErrAlreadyExists, "vmid", fmt.Sprintf("CT %s already exists on node '%s'", m[1], m[2]), "choose another --vmid, or leave it out for the next free one")
+		return newError(ErrAlreadyExists, "vmid", fmt.Sprintf("CT %s already exists on node '%s'", m[1], m[2]), fixVMIDTaken, "VMID")
 	}
 	if m := reVMIDTaken.FindStringSubmatch(text); m != nil {
-		return newError(ErrAlreadyExists, "vmid", fmt.Sprintf("VMID %s is already in use", m[1]), "choose another --vmid, or leave it out for the next free one")
+		return newError(ErrAlreadyExists, "vmid", fmt.Sprintf("VM or CT %s already exists", m[1]), fixVMIDTaken, "VMID")
 	}
 	if m := reNoFile.FindStringSubmatch(text); m != nil {
-		return newError(ErrNotFound, "ostemplate", fmt.Sprintf("template %s not found on the host", m[1]), "upload it (nexcage deploy does, from a local file) or check the volume id with `pvesm list STORAGE`")
+		return newError(ErrNotFound, "ostemplate", fmt.Sprintf("template %s not found on the host", m[1]), "upload it (a deploy of a local file does) or check the volume id with `pvesm list STORAGE`")
 	}
 	if m := reNoStorage.FindStringSubmatch(text); m != nil {
 		return newError(ErrNotFound, "storage", fmt.Sprintf("storage '%s' does not exist", m[1]), "name one of `pvesm status`")
 	}
 	if m := reDisabled.FindStringSubmatch(text); m != nil {
-		return newError(ErrStorage, "storage", fmt.Sprintf("storage '%s' is disabled", m[1]), "enable it (pvesm set --disable 0) or choose another")
+		return newError(ErrStorage, "storage", fmt.Sprintf("storage '%s' is disabled", m[1]), "enable it (`pvesm set STORAGE --disable 0`) or choose another")
 	}
 	if m := reNotOnNode.FindStringSubmatch(text); m != nil {
-		return newError(ErrStorage, "storage", fmt.Sprintf("storage '%s' is not available on node '%s'", m[1], m[2]), "choose a storage of that node, or another --node")
+		return newError(ErrStorage, "storage", fmt.Sprintf("storage '%s' is not available on node '%s'", m[1], m[2]), "choose a storage of that node, or another Node", "Node")
 	}
 	if m := reNoNode.FindStringSubmatch(text); m != nil {
 		return newError(ErrNotFound, "node", fmt.Sprintf("node '%s' is not in this cluster", m[1]), "name one of `pvesh get /nodes`")
@@ -131,40 +142,47 @@ func mapMessage(stderr string) *Error {
 	case reDetectOS.MatchString(text):
 		return newError(ErrFailed, "ostype", "PVE cannot detect the template's OS distribution", "deploy the template with the .conf nexcage wrote beside it, which records ostype unmanaged for a rootfs PVE cannot set up (rebuild it with nexcage if the .conf is gone)")
 	case reNoFreeVMID.MatchString(text):
-		return newError(ErrFailed, "vmid", "no free VMID left in the cluster", "destroy unused containers or give --vmid")
+		return newError(ErrFailed, "vmid", "no free VM id left in the cluster", "destroy unused containers or set VMID", "VMID")
 	case reRootfsNotSet.MatchString(text):
-		return newError(ErrInvalidArgument, "rootfs", "mount points need a rootfs volume", "give --storage and --rootfs-size")
+		return newError(ErrInvalidArgument, "rootfs", "mount points need a rootfs volume", "set Storage and RootfsSize", "Storage", "RootfsSize")
 	}
-	return newError(ErrFailed, "", lastLine(text), "see the output with --verbose")
+	return newError(ErrFailed, "", lastLine(text), fixSeeRaw, "Raw")
 }
 
 // paramError reads PVE's "400 Parameter verification failed." block: one
 // "param: message" line per bad parameter.
 func paramError(text string) *Error {
-	var params, msgs, fixes []string
+	var params, msgs, fixes, fields []string
 	for _, l := range strings.Split(text, "\n")[1:] {
 		m := reParam.FindStringSubmatch(strings.TrimSpace(l))
 		if m == nil {
 			continue
 		}
 		if strings.HasPrefix(m[2], "VM ") && strings.HasSuffix(m[2], "already exists") {
-			return newError(ErrAlreadyExists, m[1], fmt.Sprintf("VMID is already in use (%s)", m[2]), "choose another --vmid, or leave it out for the next free one")
+			return newError(ErrAlreadyExists, m[1], fmt.Sprintf("that VM id is already in use (%s)", m[2]), fixVMIDTaken, "VMID")
 		}
 		params = append(params, m[1])
-		msgs = append(msgs, "--"+m[1]+": "+m[2])
-		if f := paramFix[strings.TrimRight(m[1], "0123456789")]; f != "" {
+		msgs = append(msgs, m[1]+": "+m[2])
+		p := strings.TrimRight(m[1], "0123456789")
+		if f := paramFix[p]; f != "" {
 			fixes = append(fixes, f)
+			if paramField[p] != "" {
+				fields = append(fields, paramField[p])
+			}
 		}
 	}
 	if len(params) == 0 {
-		return newError(ErrInvalidArgument, "", "PVE refused the parameters", "see the output with --verbose")
+		return newError(ErrInvalidArgument, "", "PVE refused the parameters", fixSeeRaw, "Raw")
 	}
 	fix := strings.Join(fixes, "; ")
 	if fix == "" {
 		fix = "correct the option"
 	}
-	return newError(ErrInvalidArgument, strings.Join(params, ","), strings.Join(msgs, "; "), fix)
+	return newError(ErrInvalidArgument, strings.Join(params, ","), "PVE refused "+strings.Join(msgs, "; "), fix, fields...)
 }
+
+// fixSeeRaw points at the Error's Raw: PVE's own words.
+const fixSeeRaw = "see PVE's own output (Raw)"
 
 func lastLine(s string) string {
 	lines := strings.Split(strings.TrimSpace(s), "\n")

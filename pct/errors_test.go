@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -20,7 +21,7 @@ func TestMapError(t *testing.T) {
 		param  string
 		words  []string
 	}{
-		{"CT 100 already exists on node 'pve'\n", ErrAlreadyExists, "vmid", []string{"CT 100", "'pve'", "--vmid"}},
+		{"CT 100 already exists on node 'pve'\n", ErrAlreadyExists, "vmid", []string{"CT 100", "'pve'", "choose another VMID"}},
 		{"VM 100 already exists on node 'pve2'\n", ErrAlreadyExists, "vmid", []string{"'pve2'"}},
 		{"400 Parameter verification failed.\nvmid: VM 100 already exists\n", ErrAlreadyExists, "vmid", nil},
 		{"unable to create CT 101 - can't find file 'local:vztmpl/x.tar.zst'\n", ErrNotFound, "ostemplate", []string{"local:vztmpl/x.tar.zst"}},
@@ -28,7 +29,7 @@ func TestMapError(t *testing.T) {
 		{"storage 'offline' is disabled\n", ErrStorage, "storage", []string{"disabled"}},
 		{"storage 'pve2only' is not available on node 'pve'\n", ErrStorage, "storage", []string{"node 'pve'"}},
 		{"400 Parameter verification failed.\nhostname: invalid format - value does not look like a valid DNS name\nmemory: value must have a minimum value of 16\npassword: value must be at least 5 characters long\n",
-			ErrInvalidArgument, "hostname,memory,password", []string{"--hostname: invalid format", "--memory", "--password", "16 MiB", "5 characters"}},
+			ErrInvalidArgument, "hostname,memory,password", []string{"hostname: invalid format", "(Memory)", "(Password)", "16 MiB", "5 characters"}},
 		{"please run as root\n", ErrPermission, "", []string{"root"}},
 		{"no such cluster node 'pve9'\n", ErrNotFound, "node", []string{"pve9"}},
 		{"unable to create CT 100 - unable to detect OS distribution\n", ErrFailed, "ostype", []string{"records ostype unmanaged", "the .conf"}},
@@ -36,7 +37,7 @@ func TestMapError(t *testing.T) {
 		{"mount points configured, but 'rootfs' not set - aborting\n", ErrInvalidArgument, "rootfs", nil},
 		{"unable to parse directory volume name 'vztmpl/x.img'\n", ErrInvalidArgument, "ostemplate", []string{".tar.zst"}},
 		{"Configuration file 'nodes/pve/lxc/105.conf' does not exist\n", ErrNotFound, "vmid", []string{"CT 105"}},
-		{"unable to create CT 100 - something odd happened\n", ErrFailed, "", []string{"something odd", "--verbose"}},
+		{"unable to create CT 100 - something odd happened\n", ErrFailed, "", []string{"something odd", "(Raw)"}},
 	} {
 		e := MapError([]string{"pct", "create", "100", "local:vztmpl/x.tar.zst"}, tc.stderr, 255)
 		if !errors.Is(e, tc.kind) || e.Param != tc.param {
@@ -45,6 +46,16 @@ func TestMapError(t *testing.T) {
 		for _, w := range tc.words {
 			if !strings.Contains(e.Error(), w) {
 				t.Errorf("%q: message %q lacks %q", tc.stderr, e.Error(), w)
+			}
+		}
+		// A library error names Options fields, never nexcage's flags (a
+		// PVE command to run, quoted in backquotes, may have its own).
+		if strings.Contains(regexp.MustCompile("`[^`]*`").ReplaceAllString(e.Error(), ""), "--") {
+			t.Errorf("%q: message %q names a flag", tc.stderr, e.Error())
+		}
+		for _, f := range e.Fields {
+			if !strings.Contains(e.Error(), f) {
+				t.Errorf("%q: message %q lacks its field %s", tc.stderr, e.Error(), f)
 			}
 		}
 		if strings.Contains(e.Error(), "exit status") || !strings.Contains(e.Raw, "exit status 255") {

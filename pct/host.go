@@ -64,7 +64,7 @@ func (r ExecRunner) RunInput(ctx context.Context, argv []string, stdin string) (
 	case errors.As(err, &ee):
 		return out.String(), errb.String(), ee.ExitCode(), nil
 	case errors.Is(err, exec.ErrNotFound):
-		return "", "", -1, newError(ErrNotFound, "", fmt.Sprintf("%s is not installed here", argv[0]), "run nexcage on a Proxmox VE host (pct, pvesm, pvesh and pveversion come with pve-manager)")
+		return "", "", -1, newError(ErrNotFound, "", fmt.Sprintf("%s is not installed here", argv[0]), "run it on a Proxmox VE host (pct, pvesm, pvesh and pveversion come with pve-manager)")
 	}
 	return out.String(), errb.String(), -1, err
 }
@@ -73,13 +73,14 @@ func (r ExecRunner) RunInput(ctx context.Context, argv []string, stdin string) (
 type Host struct {
 	Runner Runner
 	// Root prefixes /etc/pve and /run/lock: "/" on a real host, the state
-	// directory of the stand-in in tests (NEXCAGE_PVE_ROOT).
+	// directory of a stand-in host in tests.
 	Root string
 }
 
-// NewHost returns the host nexcage runs on.
-func NewHost() *Host {
-	root := os.Getenv("NEXCAGE_PVE_ROOT")
+// NewHost returns the host this program runs on, its PVE commands run as
+// processes. root prefixes /etc/pve and /run/lock; "" is "/", a real
+// host's.
+func NewHost(root string) *Host {
 	if root == "" {
 		root = "/"
 	}
@@ -230,7 +231,7 @@ func (h *Host) getJSON(ctx context.Context, v any, path string, args ...string) 
 		return err
 	}
 	if err := json.Unmarshal([]byte(out), v); err != nil {
-		return newError(ErrFailed, "", fmt.Sprintf("pvesh get %s answered something that is not JSON (%v)", path, err), "check `pvesh get "+path+" --output-format json` on the host")
+		return newError(ErrFailed, "", fmt.Sprintf("pvesh get %s answered something that is not JSON (%v)", path, err), fmt.Sprintf("check `pvesh get %s --output-format json` on the host", path))
 	}
 	return nil
 }

@@ -68,10 +68,10 @@ func TestMakePlanRefusesHostileTemplates(t *testing.T) {
 		}, []string{"image volume", "comma"}},
 		{"privileged-only by its .json", func(tm *pct.Template, _ *pct.Options) {
 			tm.Privileged = true
-		}, []string{"privileged-only", "--unprivileged=0"}},
+		}, []string{"privileged-only", "Unprivileged=false"}},
 		{"--mount /", func(_ *pct.Template, o *pct.Options) {
 			o.Mounts = []pct.BindMount{{Source: "/", Dest: "/host"}}
-		}, []string{"--mount source", "the host's root directory"}},
+		}, []string{"Mounts source", "the host's root directory"}},
 		{"--mount /etc/pve", func(_ *pct.Template, o *pct.Options) {
 			o.Mounts = []pct.BindMount{{Source: "/etc/pve", Dest: "/pve"}}
 		}, []string{"/etc/pve"}},
@@ -115,7 +115,7 @@ func TestDeployPasswordStaysOffArgv(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	res, err := pct.Deploy(ctx, h, p, false)
+	res, err := pct.Deploy(ctx, h, p)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -115,7 +115,7 @@ func (r OfflineRunner) Run(_ context.Context, argv []string) (string, string, in
 	case len(argv) == 3 && argv[0] == "pvesm" && argv[1] == "path" && strings.HasPrefix(argv[2], "local:vztmpl/"):
 		return path.Join("/var/lib/vz/template/cache", strings.TrimPrefix(argv[2], "local:vztmpl/")) + "\n", "", 0, nil
 	}
-	return "", fmt.Sprintf("offline plan (--pve-version): %s cannot be answered without a Proxmox host\n", cmd), 2, nil
+	return "", fmt.Sprintf("offline plan: %s cannot be answered without a Proxmox host\n", cmd), 2, nil
 }
 
 // OfflineHost is a host for plans only, of PVE version v.

@@ -39,6 +39,9 @@ type CheckOptions struct {
 	// short of space names them in its fix (defaults: NEXCAGE_STORE,
 	// TMPDIR, NEXCAGE_TEMPLATES).
 	StoreSetting, TempSetting, TemplateSetting string
+	// Host is the Proxmox host whose storages and tools are checked
+	// (nil = pct.NewHost(""), this machine).
+	Host *pct.Host
 }
 
 // NewInUse returns an InUse for CheckOptions that reads /proc (Linux) once,
@@ -96,7 +99,7 @@ func Check(ctx context.Context, target string, opts CheckOptions) ([]health.Resu
 	// (write ./NAME for a directory of that name).
 	var storagesErr error
 	if !strings.Contains(target, "/") && pct.IsPVEHost() {
-		h := pct.NewHost()
+		h := opts.pveHost()
 		ids, err := h.StorageIDs(ctx)
 		if err == nil && slices.Contains(ids, target) {
 			return h.CheckStorage(ctx, target, copts)
@@ -156,7 +159,7 @@ func CheckHost(ctx context.Context, opts CheckOptions) ([]health.Result, error) 
 	opts = opts.defaults()
 	pve := pct.IsPVEHost()
 	out := []health.Result{rootLine(pve)}
-	out = append(out, pct.NewHost().CheckHost(ctx, pct.HostPaths{})...)
+	out = append(out, opts.pveHost().CheckHost(ctx, pct.HostPaths{})...)
 
 	store, err := opts.storeDir()
 	if err != nil {
@@ -261,4 +264,11 @@ func dirLine(label, dir string, need int64, forWhat, setting string) health.Resu
 	r.Status, r.Cause = worst, strings.Join(problems, "; ")+note
 	r.Fix = "free space there, or choose another directory (" + setting + ")"
 	return r
+}
+
+func (o CheckOptions) pveHost() *pct.Host {
+	if o.Host != nil {
+		return o.Host
+	}
+	return pct.NewHost("")
 }

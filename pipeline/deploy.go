@@ -47,7 +47,7 @@ func Deploy(ctx context.Context, template string, opts DeployOptions) (*DeployRe
 	}
 	h := opts.Host
 	if h == nil {
-		h = pct.NewHost()
+		h = pct.NewHost("")
 	}
 	t, err := pct.LoadTemplate(ctx, h, template, pct.LoadOptions{AllowRawLXC: opts.AllowRawLXC, Progress: rep})
 	if err != nil {
@@ -64,7 +64,7 @@ func Deploy(ctx context.Context, template string, opts DeployOptions) (*DeployRe
 		return &DeployResult{Plan: plan}, nil
 	}
 	rep.Step("creating CT %d from %s", plan.VMID, plan.VolID)
-	res, err := pct.Deploy(ctx, h, plan, opts.Options.KeepFailed)
+	res, err := pct.Deploy(ctx, h, plan)
 	if err != nil {
 		return nil, err
 	}
@@ -107,7 +107,7 @@ type CreateOptions struct {
 // needed only to build (it may be nil for a template).
 func Create(ctx context.Context, store *rootfs.Store, opts CreateOptions) (*DeployResult, error) {
 	if opts.Deploy.Host == nil {
-		opts.Deploy.Host = pct.NewHost()
+		opts.Deploy.Host = pct.NewHost("")
 	}
 	if opts.Deploy.Options.Hostname != "" && opts.Deploy.Options.Hostname != opts.Name {
 		return nil, &pct.Error{Kind: pct.ErrInvalidArgument, Param: "hostname", Msg: fmt.Sprintf("the hostname %s differs from the name %s, which is the hostname", opts.Deploy.Options.Hostname, opts.Name)}

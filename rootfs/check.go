@@ -39,9 +39,9 @@ func (s *Store) Check(ctx context.Context, opts health.Options) ([]health.Result
 	case errors.Is(err, os.ErrNotExist):
 		return []health.Result{c.ok("image store: none yet (the first pull creates it)")}, nil
 	case err != nil:
-		return []health.Result{c.fail("image store", err.Error(), "check the path and its permissions (--store, NEXCAGE_STORE)")}, nil
+		return []health.Result{c.fail("image store", err.Error(), "check the path and its permissions")}, nil
 	case !fi.IsDir():
-		return []health.Result{c.fail("image store", s.Dir+" is not a directory", "point --store or NEXCAGE_STORE at the store directory")}, nil
+		return []health.Result{c.fail("image store", s.Dir+" is not a directory", "name the store directory instead")}, nil
 	}
 	c.out = append(c.out, health.Leftovers(s.Dir, atomicfile.IsTemp, true, c.target, "the store", opts)...)
 	c.layoutFile()
@@ -75,13 +75,15 @@ func (c *storeCheck) fail(check, cause, fix string) health.Result {
 	return health.Result{Status: health.Fail, Check: check, Target: c.target, Cause: cause, Fix: fix}
 }
 
-func (c *storeCheck) repaired(check, cause, done string) health.Result {
-	return health.Result{Status: health.OK, Check: check, Target: c.target, Cause: cause, Fix: done, Repaired: true}
+// failRepair is a failure that a repair fixes, doing what.
+func (c *storeCheck) failRepair(check, cause, what, fix string) health.Result {
+	r := c.fail(check, cause, fix)
+	r.Repair = what
+	return r
 }
 
-// repairHint is the fix for problems --repair solves.
-func (c *storeCheck) repairHint(what string) string {
-	return fmt.Sprintf("`nexcage check --repair %s` %s", c.s.Dir, what)
+func (c *storeCheck) repaired(check, cause, done string) health.Result {
+	return health.Result{Status: health.OK, Check: check, Target: c.target, Cause: cause, Fix: done, Repaired: true}
 }
 
 const ociLayoutJSON = `{"imageLayoutVersion":"1.0.0"}`
@@ -112,7 +114,7 @@ func (c *storeCheck) layoutFile() {
 		}
 		c.out = append(c.out, c.repaired(check, cause, "rewrote it as "+ociLayoutJSON))
 	default:
-		c.out = append(c.out, c.fail(check, cause, c.repairHint("rewrites it")))
+		c.out = append(c.out, c.failRepair(check, cause, "rewrites it", ""))
 	}
 }
 
@@ -141,7 +143,7 @@ func (c *storeCheck) blobs(ctx context.Context) error {
 	if fi, err := os.Lstat(root); err == nil && fi.Mode()&os.ModeSymlink != 0 {
 		target, _ := os.Readlink(root)
 		c.out = append(c.out, c.fail("blobs", fmt.Sprintf("%s is a symlink (to %s), not a directory: nexcage follows no symlink inside a store, so no blob or image was checked or repaired", root, target),
-			"replace the symlink by the directory itself, or point --store at the real store"))
+			"replace the symlink by the directory itself, or check the real store"))
 		c.blobsRefused = true
 		return nil
 	}
@@ -197,7 +199,7 @@ func (c *storeCheck) blobs(ctx context.Context) error {
 			c.bad[h] = true
 			cause := fmt.Sprintf("the content hashes to %s:%s, not %s: the blob is corrupt", h.Algorithm, sum, h)
 			if !c.opts.Repair {
-				c.out = append(c.out, c.fail(check, cause, c.repairHint("deletes it; the images that need it are pulled again on next use")))
+				c.out = append(c.out, c.failRepair(check, cause, "deletes it", "the images that need it are pulled again on next use"))
 				continue
 			}
 			// A pull may have replaced the file since it was hashed (it
@@ -367,8 +369,8 @@ func (c *storeCheck) images(im *v1.IndexManifest) {
 		}
 		if !c.opts.Repair {
 			ref := imageFromDescriptor(d).Ref
-			c.out = append(c.out, c.fail(entryName(d), strings.Join(miss, "; "),
-				c.repairHint("drops the entry; `nexcage pull "+ref+"` then fetches the image again (blobs still stored are reused)")))
+			c.out = append(c.out, c.failRepair(entryName(d), strings.Join(miss, "; "), "drops the entry",
+				"pulling "+ref+" then fetches the image again (blobs still stored are reused)"))
 			continue
 		}
 		drop[entryKey(d)] = true
@@ -384,7 +386,7 @@ func (c *storeCheck) images(im *v1.IndexManifest) {
 		case err != nil:
 			c.out = append(c.out, c.fail(entryName(n.desc), miss+"; dropping the entry failed: "+err.Error(), "move index.json aside and pull your images again"))
 		case dropped[entryKey(n.desc)]:
-			c.out = append(c.out, c.repaired(entryName(n.desc), miss, "dropped the index entry: the image is pulled again on next use (`nexcage pull "+imageFromDescriptor(n.desc).Ref+"`)"))
+			c.out = append(c.out, c.repaired(entryName(n.desc), miss, "dropped the index entry: the image is pulled again on next use ("+imageFromDescriptor(n.desc).Ref+")"))
 		default:
 			// A pull restored it while we looked.
 			c.out = append(c.out, c.ok(entryName(n.desc)+": pulled again meanwhile"))

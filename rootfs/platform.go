@@ -97,8 +97,5 @@ func choosePlatform(what string, idx *v1.IndexManifest, want Platform) (v1.Descr
 		offered = append(offered, got.String())
 	}
 	sort.Strings(offered)
-	if len(offered) == 0 {
-		return v1.Descriptor{}, fmt.Errorf("%s is an index with no platform-specific image manifests", what)
-	}
-	return v1.Descriptor{}, fmt.Errorf("%s has no image for %s; it has %s: pass --platform with one of them", what, want, strings.Join(offered, ", "))
+	return v1.Descriptor{}, &PlatformError{Image: what, Want: want, Offered: offered}
 }

@@ -66,10 +66,16 @@ func TestPullMissingPlatformListsOffered(t *testing.T) {
 	if !errors.Is(err, ErrPlatform) {
 		t.Fatalf("err = %v, want ErrPlatform", err)
 	}
-	for _, w := range []string{"linux/s390x", "linux/amd64", "linux/arm64/v8", "--platform"} {
+	for _, w := range []string{"linux/s390x", "linux/amd64", "linux/arm64/v8", "ask for one of them"} {
 		if !strings.Contains(err.Error(), w) {
 			t.Errorf("error %q does not mention %q", err, w)
 		}
+	}
+	// The platforms are fields too: a front end names its own way to ask
+	// for one (the CLI's --platform), which the library does not.
+	var pe *PlatformError
+	if !errors.As(err, &pe) || pe.Single || strings.Join(pe.Offered, " ") != "linux/amd64 linux/arm64/v8" || strings.Contains(err.Error(), "--") {
+		t.Errorf("err = %#v, want a *PlatformError offering linux/amd64 and linux/arm64/v8, naming no flag", err)
 	}
 }
 
@@ -77,8 +83,9 @@ func TestPullSinglePlatformMismatch(t *testing.T) {
 	rr := newRegistry(t)
 	ref := rr.push(t, "one:1", corpusCase(t, "modes"))
 	_, err := newStore(t).Pull(context.Background(), ref, PullOptions{SourceOptions: SourceOptions{Platform: Platform{OS: "linux", Architecture: "arm64"}}})
-	if !errors.Is(err, ErrPlatform) || !strings.Contains(err.Error(), "--platform linux/amd64") {
-		t.Fatalf("err = %v, want ErrPlatform suggesting --platform linux/amd64", err)
+	var pe *PlatformError
+	if !errors.Is(err, ErrPlatform) || !errors.As(err, &pe) || !pe.Single || pe.Offered[0] != "linux/amd64" || !strings.Contains(err.Error(), "ask for linux/amd64") || strings.Contains(err.Error(), "--") {
+		t.Fatalf("err = %v, want a single-platform *PlatformError suggesting linux/amd64, naming no flag", err)
 	}
 }
 

@@ -35,7 +35,43 @@ var (
 	ErrNotFound     = errors.New("image not found")
 	ErrUnauthorized = errors.New("not authorized")
 	ErrPlatform     = errors.New("platform not available")
+	// ErrPlainHTTP: the registry answers HTTPS requests over plain HTTP;
+	// SourceOptions.Insecure allows it.
+	ErrPlainHTTP = errors.New("registry speaks plain HTTP")
+	// ErrUntrustedCert: the registry's TLS certificate does not verify;
+	// install its CA, or set SourceOptions.Insecure.
+	ErrUntrustedCert = errors.New("registry certificate not trusted")
+	// ErrRegistryTimeout: the registry did not answer within the
+	// context's deadline (or the transport's response timeout).
+	ErrRegistryTimeout = errors.New("registry did not answer in time")
 )
+
+// PlatformError says that an image has no manifest for the platform asked
+// for, and which platforms it has (errors.Is(err, ErrPlatform) holds).
+type PlatformError struct {
+	// Image is the reference, or the index, asked for.
+	Image string
+	Want  Platform
+	// Offered are the platforms the image has, sorted; one for a
+	// single-platform image.
+	Offered []string
+	// Single is set for a single-platform image, whose one platform
+	// (Offered[0]) may still be asked for explicitly.
+	Single bool
+}
+
+func (e *PlatformError) Error() string {
+	switch {
+	case e.Single:
+		return fmt.Sprintf("%s is a single-platform image for %s, not %s: ask for %s to use it anyway", e.Image, e.Offered[0], e.Want, e.Offered[0])
+	case len(e.Offered) == 0:
+		return fmt.Sprintf("%s is an index with no platform-specific image manifests", e.Image)
+	}
+	return fmt.Sprintf("%s has no image for %s; it has %s: ask for one of them", e.Image, e.Want, strings.Join(e.Offered, ", "))
+}
+
+// Is makes errors.Is(err, ErrPlatform) hold.
+func (e *PlatformError) Is(target error) bool { return target == ErrPlatform }
 
 // SourceOptions say how to reach an image.
 type SourceOptions struct {
@@ -183,7 +219,7 @@ func openRegistry(ctx context.Context, ref Ref, opts SourceOptions) (_ *source, 
 		}
 		d, err := choosePlatform(ref.String(), im, opts.Platform)
 		if err != nil {
-			return nil, errkind.Errorf(ErrPlatform, "%w", err)
+			return nil, err
 		}
 		if err := src.checkMetadata(d, "the manifest"); err != nil {
 			return nil, err
@@ -225,7 +261,7 @@ func checkImagePlatform(src *source, img v1.Image, want Platform) (Platform, err
 		return want, nil // old images may not say; trust the request
 	}
 	if !want.Matches(got) {
-		return Platform{}, errkind.Errorf(ErrPlatform, "%s is a single-platform image for %s, not %s: pass --platform %s to use it anyway", ref, got, want, got)
+		return Platform{}, &PlatformError{Image: ref.String(), Want: want, Offered: []string{got.String()}, Single: true}
 	}
 	return got, nil
 }
@@ -253,11 +289,11 @@ func registryError(ref Ref, r name.Reference, err error) error {
 	msg := err.Error()
 	switch {
 	case strings.Contains(msg, "timeout awaiting response headers") || errors.Is(err, context.DeadlineExceeded):
-		return fmt.Errorf("pull %s: registry %s did not answer in time: check that it is up, or raise --timeout", ref, r.Context().RegistryStr())
+		return errkind.Errorf(ErrRegistryTimeout, "pull %s: registry %s did not answer in time: check that it is up, or allow more time", ref, r.Context().RegistryStr())
 	case strings.Contains(msg, "server gave HTTP response to HTTPS client"):
-		return fmt.Errorf("pull %s: registry %s speaks plain HTTP: pass --insecure to allow it", ref, r.Context().RegistryStr())
+		return errkind.Errorf(ErrPlainHTTP, "pull %s: registry %s speaks plain HTTP, and insecure registries are not allowed", ref, r.Context().RegistryStr())
 	case strings.Contains(msg, "x509:") || strings.Contains(msg, "tls:"):
-		return fmt.Errorf("pull %s: the TLS certificate of %s cannot be verified (%v): install its CA, or pass --insecure", ref, r.Context().RegistryStr(), err)
+		return errkind.Errorf(ErrUntrustedCert, "pull %s: the TLS certificate of %s cannot be verified (%v): install its CA, or allow insecure registries", ref, r.Context().RegistryStr(), err)
 	case strings.Contains(msg, "connection refused") || strings.Contains(msg, "no such host"):
 		return fmt.Errorf("pull %s: cannot reach registry %s (%v): check the host name and port, and that the registry runs", ref, r.Context().RegistryStr(), err)
 	}
@@ -344,7 +380,7 @@ func openLayout(ref Ref, dir string, want Platform) (*source, error) {
 		}
 		pd, err := choosePlatform(ref.String(), cm, want)
 		if err != nil {
-			return nil, errkind.Errorf(ErrPlatform, "%w", err)
+			return nil, err
 		}
 		if err := src.checkMetadata(pd, "the manifest"); err != nil {
 			return nil, err

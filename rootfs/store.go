@@ -16,6 +16,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
 	"github.com/nexcage/nexcage/internal/atomicfile"
+	"github.com/nexcage/nexcage/internal/errkind"
 	"github.com/nexcage/nexcage/internal/limits"
 )
 
@@ -27,6 +28,10 @@ const (
 	annotationSize         = "io.nexcage.size"
 	annotationName         = "io.nexcage.name"
 )
+
+// ErrStoreDir means no image store directory could be chosen or created:
+// name another one (OpenStore's dir, or NEXCAGE_STORE).
+var ErrStoreDir = errors.New("no usable image store directory")
 
 // Store is the content-addressed OCI image layout every stage reads from.
 type Store struct {
@@ -44,7 +49,7 @@ func DefaultStoreDir() (string, error) {
 	}
 	home, err := os.UserHomeDir()
 	if err != nil {
-		return "", fmt.Errorf("no store directory: set --store, NEXCAGE_STORE or HOME")
+		return "", errkind.Errorf(ErrStoreDir, "no store directory: NEXCAGE_STORE, XDG_CACHE_HOME and HOME are all unset")
 	}
 	return filepath.Join(home, ".cache", "nexcage", "store"), nil
 }
@@ -74,7 +79,7 @@ func StoreAt(dir string) (*Store, error) {
 func (s *Store) create() error {
 	abs := s.Dir
 	if err := os.MkdirAll(filepath.Join(abs, "blobs", "sha256"), 0o755); err != nil {
-		return fmt.Errorf("create the image store %s: %w: choose another with --store or NEXCAGE_STORE", abs, err)
+		return errkind.Errorf(ErrStoreDir, "create the image store %s: %w: choose another directory", abs, err)
 	}
 	if _, err := os.Stat(filepath.Join(abs, "oci-layout")); errors.Is(err, os.ErrNotExist) {
 		if err := atomicfile.WriteFile(filepath.Join(abs, "oci-layout"), []byte(`{"imageLayoutVersion":"1.0.0"}`), 0o644); err != nil {

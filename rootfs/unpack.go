@@ -147,7 +147,7 @@ func (s *Store) Unpack(ctx context.Context, img Image, bundle string, opts Unpac
 		if err := u.layer(ctx, s, l, config.RootFS.DiffIDs[i], c); err != nil {
 			c.Done("failed")
 			if errors.Is(err, errCorruptBlob) {
-				err = fmt.Errorf("%w: the stored blob is corrupt; pull the image again (nexcage pull replaces corrupt blobs)", err)
+				err = fmt.Errorf("%w: the stored blob is corrupt; pull the image again (a pull replaces corrupt blobs)", err)
 			}
 			return res, fmt.Errorf("unpack %s: layer %d (%s): %w", img.Ref, i+1, l.Digest, err)
 		}
@@ -256,7 +256,7 @@ func (s *Store) ociManifest(digestStr string) (ispec.Manifest, error) {
 		return m, blobMissing(err, "manifest "+d.String(), s)
 	}
 	if digest.FromBytes(b) != d {
-		return m, errkind.Errorf(ErrDigestMismatch, "manifest %s in the store %s is corrupt: pull the image again (nexcage pull replaces corrupt blobs)", d, s.Dir)
+		return m, errkind.Errorf(ErrDigestMismatch, "manifest %s in the store %s is corrupt: pull the image again (a pull replaces corrupt blobs)", d, s.Dir)
 	}
 	if err := json.Unmarshal(b, &m); err != nil {
 		return m, fmt.Errorf("manifest %s is not valid JSON (%v): pull the image again", d, err)
@@ -274,7 +274,7 @@ func (s *Store) imageConfig(m ispec.Manifest) (ispec.Image, error) {
 		return img, blobMissing(err, "image config "+m.Config.Digest.String(), s)
 	}
 	if digest.FromBytes(b) != m.Config.Digest {
-		return img, errkind.Errorf(ErrDigestMismatch, "image config %s in the store %s is corrupt: pull the image again (nexcage pull replaces corrupt blobs)", m.Config.Digest, s.Dir)
+		return img, errkind.Errorf(ErrDigestMismatch, "image config %s in the store %s is corrupt: pull the image again (a pull replaces corrupt blobs)", m.Config.Digest, s.Dir)
 	}
 	if err := json.Unmarshal(b, &img); err != nil {
 		return img, fmt.Errorf("image config %s is not valid JSON: %w", m.Config.Digest, err)

@@ -70,7 +70,7 @@ func runBuild(ctx context.Context, e *env, args []string) (any, error) {
 	for i, b := range built {
 		results[i] = buildResult{Image: b.Image, UpToDate: b.UpToDate, Result: b.Result, Seconds: b.Seconds, Stages: b.Stages}
 		if b.Err != nil {
-			results[i].Error = processHint(limitHint(e, notStoredHint(b.Err))).Error()
+			results[i].Error = hint(e, b.Err).Error()
 		}
 	}
 

@@ -8,6 +8,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/nexcage/nexcage/health"
+	"github.com/nexcage/nexcage/pct"
 	"github.com/nexcage/nexcage/pipeline"
 )
 
@@ -87,6 +88,7 @@ func runCheck(ctx context.Context, e *env, args []string) (any, error) {
 		// What a directory short of space names as the way to choose another.
 		StoreSetting:    "--store or NEXCAGE_STORE",
 		TemplateSetting: "NEXCAGE_TEMPLATES or -o",
+		Host:            pct.NewHost(pveRoot()),
 	}
 	var results []health.Result
 	if len(args) == 0 {
@@ -99,6 +101,7 @@ func runCheck(ctx context.Context, e *env, args []string) (any, error) {
 			return nil, err
 		}
 		for _, r := range rs {
+			r = cliResult(r)
 			results = append(results, r)
 			if !e.json {
 				fmt.Fprintln(e.stdout, checkLine(r))

@@ -226,6 +226,8 @@ func deployOpts(e *env) (pipeline.DeployOptions, error) {
 			return d, err
 		}
 		d.Host = pct.OfflineHost(v, e.deploy.node)
+	} else {
+		d.Host = pct.NewHost(pveRoot())
 	}
 	return d, nil
 }
@@ -270,7 +272,7 @@ func printDeploy(e *env, r *pipeline.DeployResult) any {
 
 // deployError adds to a deploy's failure what the command line does
 // about it: the flag that allows a template's raw lines, how to make a
-// missing template, and (pctError) PVE's own output with --verbose.
+// missing template, (the rest is hint's).
 func deployError(e *env, err error) error {
 	var tce *pct.TemplateConfigError
 	var pe *pct.Error
@@ -280,16 +282,9 @@ func deployError(e *env, err error) error {
 	case errors.As(err, &pe) && pe.Param == "template" && errors.Is(err, pct.ErrNotFound):
 		c := *pe
 		c.Fix = "build it first (nexcage build IMAGE -o DIR/) or give STORAGE:vztmpl/FILE"
-		return pctError(e, &c)
+		return &c
 	}
-	return pctError(e, notStoredHint(err))
-}
-
-// pctError adds PVE's raw output with --verbose.
-func pctError(e *env, err error) error {
-	var pe *pct.Error
-	if e.verbose && errors.As(err, &pe) && pe.Raw != "" {
-		return fmt.Errorf("%w\n%s", err, pe.Raw)
-	}
+	// The rest (flags for PVE's parameters, PVE's own output with
+	// --verbose) is hint's, in run's error branch.
 	return err
 }

@@ -196,7 +196,7 @@ func run(argv []string, stdout, stderr *os.File) int {
 			status, msg = 128+interrupted(ctx), "interrupted; nothing was left half-written"
 			fmt.Fprintf(stderr, "nexcage %s: %s\n", c.name, msg)
 		default:
-			err = limitHint(e, err)
+			err = hint(e, err)
 			msg = err.Error()
 			fmt.Fprintf(stderr, "nexcage %s: error: %v\n", c.name, err)
 		}

@@ -128,16 +128,25 @@ func processHint(err error) error {
 	var ee *lxc.EnvError
 	switch {
 	case errors.As(err, &ce):
-		return fmt.Errorf("%w; give the process another way with --entrypoint and --cmd", err)
+		return appendHint(err, "; give the process another way with --entrypoint and --cmd")
 	case errors.As(err, &ee) && ee.Name != "" && !lxc.ValidEnvName(ee.Name):
-		return fmt.Errorf("%w; rebuild the image without it, or give its value a name of letters, digits and '_' with --env (e.g. --env %s=VALUE)", err, strings.Map(func(r rune) rune {
+		return appendHint(err, fmt.Sprintf("; rebuild the image without it, or give its value a name of letters, digits and '_' with --env (e.g. --env %s=VALUE)", strings.Map(func(r rune) rune {
 			if r == '.' || r == '-' {
 				return '_'
 			}
 			return r
-		}, ee.Name))
+		}, ee.Name)))
 	case errors.As(err, &ee) && ee.Name != "":
-		return fmt.Errorf("%w; set it with --env %s=VALUE", err, ee.Name)
+		return appendHint(err, fmt.Sprintf("; set it with --env %s=VALUE", ee.Name))
 	}
 	return err
+}
+
+// appendHint appends s to err's message once: convert hints its own
+// error, and run's hint sees it again.
+func appendHint(err error, s string) error {
+	if strings.Contains(err.Error(), s) {
+		return err
+	}
+	return fmt.Errorf("%w%s", err, s)
 }

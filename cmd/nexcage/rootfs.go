@@ -254,9 +254,9 @@ func shortDigest(d string) string {
 }
 
 func listContainers(ctx context.Context, e *env) (any, error) {
-	cts, err := pct.NewHost().ListManaged(ctx)
+	cts, err := pct.NewHost(pveRoot()).ListManaged(ctx)
 	if err != nil {
-		return nil, pctError(e, err)
+		return nil, err
 	}
 	if cts == nil {
 		cts = []pct.Managed{}
