@@ -155,9 +155,9 @@ func TestPlainHTTPOnlyOnLoopback(t *testing.T) {
 // it, one with /api2/json is not doubled, and one without a port gets 8006.
 func TestURLPrefixAndPort(t *testing.T) {
 	for in, want := range map[string]string{
-		"https://pve":                         "https://pve:8006",
-		"https://pve:443/proxmox/":            "https://pve:443/proxmox",
-		"https://pve:8006/api2/json":          "https://pve:8006",
+		"https://pve":                          "https://pve:8006",
+		"https://pve:443/proxmox/":             "https://pve:443/proxmox",
+		"https://pve:8006/api2/json":           "https://pve:8006",
 		"https://[2001:db8::1]/pve/api2/json/": "https://[2001:db8::1]:8006/pve",
 	} {
 		c, err := New(Config{URL: in, Token: testToken})
@@ -222,9 +222,14 @@ func TestErrorMapping(t *testing.T) {
 		says   []string
 		check  func(*Error) bool
 	}{
-		{"403 privilege", func() error { _, err := c.UploadTemplate(ctx, "pve", "local", writeFile(t, "a.tar.zst", "x"), ""); return err }(), Forbidden, 403,
+		{"403 privilege", func() error {
+			_, err := c.UploadTemplate(ctx, "pve", "local", writeFile(t, "a.tar.zst", "x"), "")
+			return err
+		}(), Forbidden, 403,
 			[]string{"Datastore.AllocateTemplate", "/storage/local", "upload a.tar.zst"},
-			func(e *Error) bool { return e.Privilege == "Datastore.AllocateTemplate" && e.ACLPath == "/storage/local" }},
+			func(e *Error) bool {
+				return e.Privilege == "Datastore.AllocateTemplate" && e.ACLPath == "/storage/local"
+			}},
 		{"500 exists", create("100"), AlreadyExists, 500, []string{"CT 100 already exists on node 'pve'", "create CT 100"}, nil},
 		{"400 params", create("101"), BadParam, 400, []string{"hostname: invalid format", "memory: value must have a minimum value of 16"},
 			func(e *Error) bool { return len(e.Params) == 2 && e.Params["memory"] != "" }},
