@@ -110,7 +110,8 @@ func redactURL(raw string) string {
 // Token is a parsed API token.
 type Token struct {
 	User, Realm, ID string
-	secret          string
+	// secret is a func for the same reason as Client.cr.
+	secret func() string
 }
 
 // String is the token's name without its secret.
@@ -130,7 +131,7 @@ func ParseToken(s string) (Token, error) {
 		strings.ContainsAny(s, " \t\r\n") || !safeName(user+realm+id) {
 		return Token{}, &Error{Kind: BadConfig, Msg: "the API token is not of the form USER@REALM!TOKENID=SECRET", Fix: "give the token as PVE showed it when it was made: user, realm, token ID and secret"}
 	}
-	return Token{User: user, Realm: realm, ID: id, secret: secret}, nil
+	return Token{User: user, Realm: realm, ID: id, secret: func() string { return secret }}, nil
 }
 
 func safeName(s string) bool {
@@ -197,6 +198,15 @@ type Client struct {
 	hc       *http.Client
 	timeout  time.Duration
 	progress progress.Reporter
+	// The credentials are behind a function: fmt prints a func as an
+	// address and cannot reach into it, so no verb on a Client, or on a
+	// struct holding one, prints a secret.
+	cr func() *cred
+}
+
+func (c *Client) cred() *cred { return c.cr() }
+
+type cred struct {
 	token    *Token
 	user     string
 	password string
@@ -210,20 +220,25 @@ type Client struct {
 }
 
 // String describes the client without its credentials.
-func (c *Client) String() string {
-	auth := "ticket for " + c.user
-	if c.token != nil {
-		auth = "token " + c.token.String()
+func (c Client) String() string {
+	if c.cr == nil || c.base == nil {
+		return "pveapi.Client{}"
+	}
+	auth := "ticket for " + c.cred().user
+	if c.cred().token != nil {
+		auth = "token " + c.cred().token.String()
 	}
 	return fmt.Sprintf("pveapi.Client{URL: %q, auth: %s}", c.base.Redacted(), auth)
 }
 
-func (c *Client) GoString() string              { return c.String() }
-func (c *Client) Format(f fmt.State, verb rune) { io.WriteString(f, c.String()) }
+// GoString and Format print String: no verb shows the credentials.
+func (c Client) GoString() string              { return c.String() }
+func (c Client) Format(f fmt.State, verb rune) { io.WriteString(f, c.String()) }
 
 // New checks cfg and returns a client; it sends nothing yet.
 func New(cfg Config) (*Client, error) {
-	c := &Client{timeout: cfg.Timeout, progress: cfg.Progress}
+	cr := &cred{}
+	c := &Client{timeout: cfg.Timeout, progress: cfg.Progress, cr: func() *cred { return cr }}
 	if c.timeout <= 0 {
 		c.timeout = 60 * time.Second
 	}
@@ -239,14 +254,14 @@ func New(cfg Config) (*Client, error) {
 		if err != nil {
 			return nil, err
 		}
-		c.token = &tok
-		c.secrets = append(c.secrets, tok.secret)
+		c.cred().token = &tok
+		c.cred().secrets = append(c.cred().secrets, tok.secret())
 	case cfg.User != "" && cfg.Password != "":
 		if !strings.Contains(cfg.User, "@") || !safeName(cfg.User) {
 			return nil, &Error{Kind: BadConfig, Msg: fmt.Sprintf("user %q is not of the form USER@REALM", cfg.User), Fix: "name the realm too, as in root@pam"}
 		}
-		c.user, c.password = cfg.User, cfg.Password
-		c.secrets = append(c.secrets, cfg.Password)
+		c.cred().user, c.cred().password = cfg.User, cfg.Password
+		c.cred().secrets = append(c.cred().secrets, cfg.Password)
 	default:
 		return nil, &Error{Kind: BadConfig, Msg: "no credentials for the PVE API", Fix: "give an API token, or a user and password"}
 	}
@@ -422,7 +437,7 @@ func (c *Client) do(ctx context.Context, r request, out any) (*envelope, error) 
 				if jerr := json.Unmarshal(env.Data, out); jerr != nil {
 					return nil, c.scrub(&Error{Kind: Protocol, Method: r.method, Path: unescape(r.path),
 						Msg: fmt.Sprintf("cannot %s: PVE's answer is not what its API documents (%v)", r.what, jerr),
-						Fix: "check that the URL is a Proxmox VE API endpoint", Err: jerr})
+						Fix: "check that the URL is a Proxmox VE API endpoint", Err: jerr}, r.secrets()...)
 				}
 			}
 			return env, nil
@@ -443,7 +458,7 @@ func (c *Client) do(ctx context.Context, r request, out any) (*envelope, error) 
 func (c *Client) once(ctx context.Context, r request) (*envelope, bool, error) {
 	fail := func(e *Error) error {
 		e.Method, e.Path = r.method, unescape(r.path)
-		return c.scrub(e)
+		return c.scrub(e, r.secrets()...)
 	}
 	if !r.noAuth {
 		if err := c.login(ctx); err != nil {
@@ -514,13 +529,13 @@ func (c *Client) once(ctx context.Context, r request) (*envelope, bool, error) {
 		if jsonErr == nil {
 			params = env.Errors
 		}
-		e := responseError(r.method, unescape(r.path), r.what, resp.StatusCode, msg, params, c.token != nil)
-		if e.Kind == Unauthorized && c.token == nil {
-			c.mu.Lock()
-			c.ticket = "" // log in again next time
-			c.mu.Unlock()
+		e := responseError(r.method, unescape(r.path), r.what, resp.StatusCode, msg, params, c.cred().token != nil)
+		if e.Kind == Unauthorized && c.cred().token == nil {
+			c.cred().mu.Lock()
+			c.cred().ticket = "" // log in again next time
+			c.cred().mu.Unlock()
 		}
-		return nil, resp.StatusCode >= 500 && resp.StatusCode != 501, c.scrub(e)
+		return nil, resp.StatusCode >= 500 && resp.StatusCode != 501, c.scrub(e, r.secrets()...)
 	}
 	if jsonErr != nil {
 		return nil, false, fail(&Error{Kind: Protocol, Status: resp.StatusCode, Msg: fmt.Sprintf("cannot %s: the answer is not JSON", r.what), Fix: "check that the URL is a Proxmox VE API endpoint", Err: jsonErr})
@@ -614,41 +629,58 @@ func innermost(err error) error {
 }
 
 // scrub removes the secrets from every text of e: a server (or a proxy)
-// may echo what it was sent.
-func (c *Client) scrub(e *Error) *Error {
-	for _, s := range c.secrets {
-		if s == "" {
-			continue
+// may echo what it was sent. extra are the request's own secrets (a
+// container's root password).
+func (c *Client) scrub(e *Error, extra ...string) *Error {
+	secrets := c.secretTexts(extra...)
+	clean := func(s string) string {
+		for _, x := range secrets {
+			s = strings.ReplaceAll(s, x, redacted)
 		}
-		e.Msg = strings.ReplaceAll(e.Msg, s, redacted)
-		e.Fix = strings.ReplaceAll(e.Fix, s, redacted)
-		for k, v := range e.Params {
-			e.Params[k] = strings.ReplaceAll(v, s, redacted)
-		}
-		if e.Err != nil && strings.Contains(e.Err.Error(), s) {
-			e.Err = errors.New(strings.ReplaceAll(e.Err.Error(), s, redacted))
-		}
+		return s
 	}
-	c.mu.Lock()
-	t := c.ticket
-	c.mu.Unlock()
-	if t != "" {
-		e.Msg = strings.ReplaceAll(e.Msg, t, redacted)
-		if e.Err != nil && strings.Contains(e.Err.Error(), t) {
-			e.Err = errors.New(strings.ReplaceAll(e.Err.Error(), t, redacted))
+	e.Msg, e.Fix = clean(e.Msg), clean(e.Fix)
+	for k, v := range e.Params {
+		e.Params[k] = clean(v)
+	}
+	if e.Err != nil {
+		if t := e.Err.Error(); clean(t) != t {
+			e.Err = errors.New(clean(t))
 		}
 	}
 	return e
 }
 
+// secretTexts lists every secret the client holds, as sent and as
+// escaped in a cookie or form.
+func (c *Client) secretTexts(extra ...string) []string {
+	cr := c.cred()
+	list := append([]string{}, cr.secrets...)
+	cr.mu.Lock()
+	list = append(list, cr.ticket, cr.csrf)
+	cr.mu.Unlock()
+	list = append(list, extra...)
+	var out []string
+	for _, s := range list {
+		if len(s) < 4 {
+			// Too short to be told apart from ordinary text.
+			continue
+		}
+		out = append(out, s, url.QueryEscape(s), url.PathEscape(s))
+	}
+	return out
+}
+
+func (r request) secrets() []string { return r.form["password"] }
+
 func (c *Client) authorize(req *http.Request) {
-	if c.token != nil {
-		req.Header.Set("Authorization", "PVEAPIToken="+c.token.User+"@"+c.token.Realm+"!"+c.token.ID+"="+c.token.secret)
+	if c.cred().token != nil {
+		req.Header.Set("Authorization", "PVEAPIToken="+c.cred().token.User+"@"+c.cred().token.Realm+"!"+c.cred().token.ID+"="+c.cred().token.secret())
 		return
 	}
-	c.mu.Lock()
-	ticket, csrf := c.ticket, c.csrf
-	c.mu.Unlock()
+	c.cred().mu.Lock()
+	ticket, csrf := c.cred().ticket, c.cred().csrf
+	c.cred().mu.Unlock()
 	req.Header.Set("Cookie", "PVEAuthCookie="+url.QueryEscape(ticket))
 	if req.Method != http.MethodGet {
 		req.Header.Set("CSRFPreventionToken", csrf)
@@ -661,12 +693,12 @@ const ticketLife = time.Hour
 
 // login gets a ticket when the client has none, or an old one.
 func (c *Client) login(ctx context.Context) error {
-	if c.token != nil {
+	if c.cred().token != nil {
 		return nil
 	}
-	c.mu.Lock()
-	fresh := c.ticket != "" && time.Since(c.ticketAt) < ticketLife
-	c.mu.Unlock()
+	c.cred().mu.Lock()
+	fresh := c.cred().ticket != "" && time.Since(c.cred().ticketAt) < ticketLife
+	c.cred().mu.Unlock()
 	if fresh {
 		return nil
 	}
@@ -674,8 +706,8 @@ func (c *Client) login(ctx context.Context) error {
 		Ticket string `json:"ticket"`
 		CSRF   string `json:"CSRFPreventionToken"`
 	}
-	form := url.Values{"username": {c.user}, "password": {c.password}}
-	_, err := c.do(ctx, request{method: http.MethodPost, path: "/access/ticket", what: "log in as " + c.user, form: form, noAuth: true}, &data)
+	form := url.Values{"username": {c.cred().user}, "password": {c.cred().password}}
+	_, err := c.do(ctx, request{method: http.MethodPost, path: "/access/ticket", what: "log in as " + c.cred().user, form: form, noAuth: true}, &data)
 	if err != nil {
 		var e *Error
 		if errors.As(err, &e) && e.Kind == Unauthorized {
@@ -684,14 +716,14 @@ func (c *Client) login(ctx context.Context) error {
 		return err
 	}
 	if data.Ticket == "" || data.CSRF == "" {
-		return c.scrub(&Error{Kind: Protocol, Method: http.MethodPost, Path: "/access/ticket", Msg: "cannot log in as " + c.user + ": PVE's answer has no ticket", Fix: "check that the URL is a Proxmox VE API endpoint"})
+		return c.scrub(&Error{Kind: Protocol, Method: http.MethodPost, Path: "/access/ticket", Msg: "cannot log in as " + c.cred().user + ": PVE's answer has no ticket", Fix: "check that the URL is a Proxmox VE API endpoint"})
 	}
 	if strings.Contains(data.Ticket, "!tfa!") {
-		return &Error{Kind: Unauthorized, Method: http.MethodPost, Path: "/access/ticket", Msg: "cannot log in as " + c.user + ": the user has two-factor authentication", Fix: "use an API token instead"}
+		return &Error{Kind: Unauthorized, Method: http.MethodPost, Path: "/access/ticket", Msg: "cannot log in as " + c.cred().user + ": the user has two-factor authentication", Fix: "use an API token instead"}
 	}
-	c.mu.Lock()
-	c.ticket, c.csrf, c.ticketAt = data.Ticket, data.CSRF, time.Now()
-	c.mu.Unlock()
+	c.cred().mu.Lock()
+	c.cred().ticket, c.cred().csrf, c.cred().ticketAt = data.Ticket, data.CSRF, time.Now()
+	c.cred().mu.Unlock()
 	return nil
 }
 

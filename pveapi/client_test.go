@@ -51,7 +51,7 @@ func TestTicketLoginAndCSRF(t *testing.T) {
 		}
 		reply(w, 200, "", "UPID:pve1:0000AAAA:0000BBBB:65F0A1B2:vzcreate:123:root@pam:", nil)
 	})
-	ts := httptest.NewTLSServer(f)
+	ts := newTLS(f)
 	defer ts.Close()
 	c := newClient(t, Config{URL: ts.URL, User: "root@pam", Password: testPassword, Fingerprint: Fingerprint(ts.Certificate())})
 	ctx := context.Background()
@@ -86,7 +86,7 @@ func TestTicketLoginAndCSRF(t *testing.T) {
 func TestFingerprintPin(t *testing.T) {
 	f := newFake(t)
 	f.handle("GET /version", data(map[string]string{"version": "8.2.4", "release": "8.2"}))
-	ts := httptest.NewTLSServer(f)
+	ts := newTLS(f)
 	defer ts.Close()
 	seen := Fingerprint(ts.Certificate())
 	ctx := context.Background()
@@ -264,7 +264,7 @@ func TestErrorMapping(t *testing.T) {
 	}
 
 	// A token PVE does not know.
-	ts := httptest.NewTLSServer(f)
+	ts := newTLS(f)
 	defer ts.Close()
 	bad := newClient(t, Config{URL: ts.URL, Token: "root@pam!ci=other", Fingerprint: Fingerprint(ts.Certificate())})
 	_, err := bad.Nodes(ctx)
@@ -451,7 +451,7 @@ func TestLXCCalls(t *testing.T) {
 
 func TestTokenParsing(t *testing.T) {
 	tok, err := ParseToken("PVEAPIToken=deploy@pve!ci-1=" + testSecret + "\n")
-	if err != nil || tok.User != "deploy" || tok.Realm != "pve" || tok.ID != "ci-1" || tok.secret != testSecret {
+	if err != nil || tok.User != "deploy" || tok.Realm != "pve" || tok.ID != "ci-1" || tok.secret() != testSecret {
 		t.Fatalf("ParseToken = %v %v", tok, err)
 	}
 	for _, s := range []string{"", "root@pam", "root@pam!ci", "root!ci=x", "root@pam=x", "@pam!ci=x", "root@pam!=x", "ro ot@pam!ci=x", "root@pam!ci=a b"} {
@@ -462,7 +462,7 @@ func TestTokenParsing(t *testing.T) {
 	dir := t.TempDir()
 	p := filepath.Join(dir, "token")
 	os.WriteFile(p, []byte("  "+testToken+"  \nsecond line\n"), 0o600)
-	if tok, err := ReadTokenFile(p); err != nil || tok.secret != testSecret {
+	if tok, err := ReadTokenFile(p); err != nil || tok.secret() != testSecret {
 		t.Fatalf("ReadTokenFile = %v %v", tok, err)
 	}
 	os.WriteFile(p, []byte(strings.Repeat("x", 5000)), 0o600)

@@ -3,6 +3,8 @@ package pveapi
 import (
 	"encoding/json"
 	"fmt"
+	"io"
+	"log"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -136,7 +138,7 @@ func fail(status int, msg string, errs map[string]string) http.HandlerFunc {
 // the server's certificate.
 func (f *fakePVE) serve(t *testing.T) (*httptest.Server, *Client) {
 	t.Helper()
-	ts := httptest.NewTLSServer(f)
+	ts := newTLS(f)
 	t.Cleanup(ts.Close)
 	c := newClient(t, Config{URL: ts.URL, Token: testToken, Fingerprint: Fingerprint(ts.Certificate()), Timeout: 5 * time.Second})
 	return ts, c
@@ -150,4 +152,21 @@ func newClient(t *testing.T, cfg Config) *Client {
 	}
 	t.Cleanup(c.Close)
 	return c
+}
+
+func mustJSON(v any) string {
+	b, err := json.Marshal(v)
+	if err != nil {
+		panic(err)
+	}
+	return string(b)
+}
+
+// newTLS is httptest.NewTLSServer without the log line of each refused
+// handshake (the pinning tests make them on purpose).
+func newTLS(h http.Handler) *httptest.Server {
+	ts := httptest.NewUnstartedServer(h)
+	ts.Config.ErrorLog = log.New(io.Discard, "", 0)
+	ts.StartTLS()
+	return ts
 }

@@ -45,10 +45,10 @@ func (c *Client) WaitTask(ctx context.Context, node, upid string) (TaskStatus, e
 	for {
 		var st TaskStatus
 		_, err := c.do(ctx, request{method: http.MethodGet, path: p, what: fmt.Sprintf("read the status of task %s", upid)}, &st)
-		if err != nil {
+		if err != nil && ctx.Err() == nil {
 			return st, err
 		}
-		if st.Status != "running" && st.Status != "" {
+		if err == nil && st.Status != "running" && st.Status != "" {
 			if st.OK() {
 				return st, nil
 			}
@@ -62,6 +62,9 @@ func (c *Client) WaitTask(ctx context.Context, node, upid string) (TaskStatus, e
 			te.Log, _ = c.taskLog(ctx, node, upid)
 			c.scrubTask(te)
 			return st, te
+		}
+		if err != nil {
+			return st, &Error{Kind: Timeout, Method: http.MethodGet, Path: unescape(p), Msg: fmt.Sprintf("task %s did not end in time", upid), Fix: "it may still be running on the node: see its task log there", Err: ctx.Err()}
 		}
 		select {
 		case <-ctx.Done():
@@ -115,10 +118,7 @@ func (c *Client) taskLog(ctx context.Context, node, upid string) ([]string, erro
 }
 
 func (c *Client) scrubTask(te *TaskError) {
-	for _, s := range c.secrets {
-		if s == "" {
-			continue
-		}
+	for _, s := range c.secretTexts() {
 		te.ExitStatus = strings.ReplaceAll(te.ExitStatus, s, redacted)
 		for i := range te.Log {
 			te.Log[i] = strings.ReplaceAll(te.Log[i], s, redacted)

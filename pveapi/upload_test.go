@@ -225,7 +225,10 @@ func TestUploadRefusals(t *testing.T) {
 			return err
 		},
 		"directory": func() error { _, err := c.UploadTemplate(ctx, "pve", "local", dir, ""); return err },
-		"missing":   func() error { _, err := c.UploadTemplate(ctx, "pve", "local", filepath.Join(dir, "none.tar.zst"), ""); return err },
+		"missing": func() error {
+			_, err := c.UploadTemplate(ctx, "pve", "local", filepath.Join(dir, "none.tar.zst"), "")
+			return err
+		},
 	} {
 		err := call()
 		var e *Error
