@@ -503,7 +503,9 @@ func (c *Client) once(ctx context.Context, r request) (*envelope, bool, error) {
 	resp, err := c.hc.Do(req)
 	if err != nil {
 		e := c.transportError(ctx, r, err)
-		return nil, e.Kind == Connection || e.Kind == Timeout && ctx.Err() == nil, fail(e)
+		// A connection error is retried (for a GET); a timeout is not:
+		// each retry would wait the whole Timeout again.
+		return nil, e.Kind == Connection, fail(e)
 	}
 	defer resp.Body.Close()
 	data, rerr := io.ReadAll(io.LimitReader(resp.Body, MaxResponse+1))

@@ -494,3 +494,74 @@ func writeFile(t *testing.T, name, content string) string {
 	}
 	return p
 }
+
+// TestConnectionErrorRetry: a server that drops every connection gets a
+// GET 1+getRetries times and a POST once.
+func TestConnectionErrorRetry(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	accepts := make(chan struct{}, 100)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			conn, err := l.Accept()
+			if err != nil {
+				return
+			}
+			accepts <- struct{}{}
+			// Read the request, then hang up without an answer.
+			conn.SetReadDeadline(time.Now().Add(time.Second))
+			conn.Read(make([]byte, 4096))
+			conn.Close()
+		}
+	}()
+	defer func() { l.Close(); <-done }()
+	c := newClient(t, Config{URL: "http://" + l.Addr().String(), Token: testToken})
+	_, err = c.Version(context.Background())
+	if !errors.Is(err, Connection) {
+		t.Fatalf("GET to a server that hangs up: %v", err)
+	}
+	if n := len(accepts); n != 1+getRetries {
+		t.Fatalf("GET connected %d times, want %d", n, 1+getRetries)
+	}
+	for len(accepts) > 0 {
+		<-accepts
+	}
+	_, err = c.Start(context.Background(), "pve", 100)
+	if !errors.Is(err, Connection) {
+		t.Fatalf("POST to a server that hangs up: %v", err)
+	}
+	if n := len(accepts); n != 1 {
+		t.Fatalf("POST connected %d times, want 1: a write is never retried", n)
+	}
+}
+
+// TestOwnHTTPClient: a caller's client is used, and a pin still applies
+// to it.
+func TestOwnHTTPClient(t *testing.T) {
+	f := newFake(t)
+	f.handle("GET /version", data(map[string]string{"version": "8.2.4", "release": "8.2"}))
+	ts := newTLS(f)
+	defer ts.Close()
+	used := false
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.Proxy = func(r *http.Request) (*url.URL, error) { used = true; return nil, nil }
+	c := newClient(t, Config{URL: ts.URL, Token: testToken, Fingerprint: Fingerprint(ts.Certificate()), HTTPClient: &http.Client{Transport: tr}})
+	if _, err := c.Version(context.Background()); err != nil || !used {
+		t.Fatalf("own client: %v (used %v)", err, used)
+	}
+	c = newClient(t, Config{URL: ts.URL, Token: testToken, Fingerprint: strings.Repeat("11", 32), HTTPClient: &http.Client{Transport: tr}})
+	if _, err := c.Version(context.Background()); !errors.Is(err, TLS) {
+		t.Fatalf("own client, wrong pin: %v", err)
+	}
+	if _, err := New(Config{URL: ts.URL, Token: testToken, Fingerprint: Fingerprint(ts.Certificate()), HTTPClient: &http.Client{Transport: roundTripFunc(nil)}}); !errors.Is(err, BadConfig) {
+		t.Fatalf("pin on a foreign transport: %v", err)
+	}
+}
+
+type roundTripFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
