@@ -197,6 +197,8 @@ func TestErrorMapping(t *testing.T) {
 			reply(w, 500, "storage 'nope' does not exist", nil, nil)
 		case "104":
 			reply(w, 596, "Connection timed out", nil, nil)
+		case "106":
+			reply(w, 403, "Permission check failed (/storage/local, Datastore.Audit|Datastore.AllocateSpace)", nil, nil)
 		case "105":
 			reply(w, 403, "Permission check failed (changing feature flags (except nesting) is only allowed for root@pam)", nil, nil)
 		}
@@ -237,6 +239,10 @@ func TestErrorMapping(t *testing.T) {
 			func(e *Error) bool { return e.Privilege == "VM.Allocate" && e.ACLPath == "/vms/102" }},
 		{"500 missing storage", create("103"), NotFound, 500, []string{"storage 'nope' does not exist"}, nil},
 		{"596 node unreachable", create("104"), Connection, 596, []string{"Connection timed out"}, nil},
+		{"403 any of", create("106"), Forbidden, 403, []string{"Datastore.Audit, Datastore.AllocateSpace (one is enough) on /storage/local", "Datastore.Audit or Datastore.AllocateSpace"},
+			func(e *Error) bool {
+				return e.Privilege == "Datastore.Audit|Datastore.AllocateSpace" && e.ACLPath == "/storage/local"
+			}},
 		{"403 condition", create("105"), Forbidden, 403, []string{"only allowed for root@pam"}, func(e *Error) bool { return e.Privilege == "" }},
 		{"status line only", func() error { _, err := c.LXCConfig(ctx, "pve", 200); return err }(), NotFound, 500, []string{"200.conf' does not exist"}, nil},
 		{"501 no such call", func() error { _, err := c.Start(ctx, "pve", 300); return err }(), Failed, 501, []string{"not implemented"}, nil},

@@ -77,7 +77,8 @@ type Error struct {
 	// Params are PVE's per-parameter messages of a 400 answer.
 	Params map[string]string
 	// Privilege and ACLPath are what a 403 says is missing
-	// ("Datastore.AllocateTemplate" on "/storage/local").
+	// ("Datastore.AllocateTemplate" on "/storage/local"); when any of
+	// several would do, Privilege lists them as PVE does, "A|B".
 	Privilege, ACLPath string
 	// Fingerprint is the SHA-256 fingerprint of the certificate the server
 	// presented, for TLS errors ("AA:BB:...").
@@ -102,7 +103,8 @@ func (e *Error) Is(target error) bool {
 }
 
 var (
-	rePerm     = regexp.MustCompile(`Permission check failed \(([^,()]+), ([A-Za-z]+\.[A-Za-z.]+)\)`)
+	// One privilege, or any of several ("A|B"), on an ACL path.
+	rePerm     = regexp.MustCompile(`Permission check failed \(([^,()]+), ([A-Za-z]+\.[A-Za-z.]+(?:\|[A-Za-z]+\.[A-Za-z.]+)*)\)`)
 	rePermText = regexp.MustCompile(`Permission check failed(?: \(([^()]*)\))?`)
 	reExists   = regexp.MustCompile(`already exists`)
 	reNotFound = regexp.MustCompile(`(?i)does not exist|no such |not found|can't find|unable to find|not exist`)
@@ -177,11 +179,19 @@ func responseError(method, path, what string, status int, msg string, params map
 	case Forbidden:
 		if m := rePerm.FindStringSubmatch(msg); m != nil {
 			e.ACLPath, e.Privilege = m[1], m[2]
-			e.Msg = fmt.Sprintf("cannot %s: the API user lacks the privilege %s on %s", what, e.Privilege, e.ACLPath)
-			e.Fix = fmt.Sprintf("grant the user a role that includes %s on %s (an API token with privilege separation needs the grant on the token itself)", e.Privilege, e.ACLPath)
+			privs := "the privilege " + e.Privilege
+			if strings.Contains(e.Privilege, "|") {
+				privs = "each of the privileges " + strings.ReplaceAll(e.Privilege, "|", ", ") + " (one is enough)"
+			}
+			e.Msg = fmt.Sprintf("cannot %s: the API user lacks %s on %s", what, privs, e.ACLPath)
+			e.Fix = fmt.Sprintf("grant the user a role that includes %s on %s (an API token with privilege separation needs the grant on the token itself)", strings.ReplaceAll(e.Privilege, "|", " or "), e.ACLPath)
 		} else if m := rePermText.FindStringSubmatch(msg); m != nil && m[1] != "" {
-			e.Msg = fmt.Sprintf("cannot %s: PVE allows it only under a condition the API user does not meet (%s)", what, m[1])
-			e.Fix = "do this as a user that meets it, or on the host"
+			e.Msg = fmt.Sprintf("cannot %s: PVE refuses it to this user (%s)", what, m[1])
+			e.Fix = "do this as a user PVE allows it to, or on the host"
+			if strings.Contains(m[1], "root@pam") {
+				// API tokens are never root@pam itself, even root's own.
+				e.Fix = "only root@pam may do this, logged in with its password rather than an API token; or do it on the host"
+			}
 		} else {
 			e.Fix = "grant the API user the privileges this needs"
 		}
