@@ -590,6 +590,14 @@ func (c *Client) transportError(ctx context.Context, r request, err error) *Erro
 			e.Msg += " (its SHA-256 fingerprint is " + e.Fingerprint + ")"
 		}
 		e.Fix = "PVE ships a self-signed certificate: pin its fingerprint after comparing it with `pvenode cert info` on the node, or install a certificate from a trusted CA"
+	case errors.As(err, new(tls.RecordHeaderError)) || strings.Contains(err.Error(), "server gave HTTP response to HTTPS client"):
+		e.Kind = TLS
+		e.Msg = fmt.Sprintf("cannot %s: %s does not speak TLS", r.what, host)
+		e.Fix = "check the port (PVE's API listens with https on 8006)"
+	case errors.As(err, new(tls.AlertError)):
+		e.Kind = TLS
+		e.Msg = fmt.Sprintf("cannot %s: %s refused the TLS handshake (%v)", r.what, host, innermost(err))
+		e.Fix = "check the address and port"
 	case errors.Is(err, syscall.ECONNREFUSED):
 		e.Kind = Connection
 		e.Msg = fmt.Sprintf("cannot %s: %s refused the connection", r.what, host)

@@ -117,6 +117,14 @@ func TestFingerprintPin(t *testing.T) {
 		t.Fatalf("untrusted certificate: %v", err)
 	}
 
+	// https to a plain http server.
+	plain := httptest.NewServer(f)
+	defer plain.Close()
+	c = newClient(t, Config{URL: strings.Replace(plain.URL, "http:", "https:", 1), Token: testToken, Fingerprint: seen})
+	if _, err := c.Version(ctx); !errors.Is(err, TLS) || !strings.Contains(err.Error(), "does not speak TLS") {
+		t.Fatalf("https to plain http: %v", err)
+	}
+
 	if _, err := New(Config{URL: ts.URL, Token: testToken, Fingerprint: "AB:CD"}); !errors.Is(err, BadConfig) {
 		t.Fatalf("short fingerprint: %v", err)
 	}
