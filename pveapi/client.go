@@ -54,8 +54,8 @@ type Config struct {
 	// URL is https://HOST[:PORT][/PREFIX] (port 8006 when none is given);
 	// http:// only to a loopback address.
 	URL string
-	// Token is an API token USER@REALM!TOKENID=SECRET. Either Token or
-	// User and Password.
+	// Token is an API token USER@REALM!TOKENID=SECRET (ReadTokenFile
+	// and TokenFromEnv give one). Either Token or User and Password.
 	Token string
 	// User (USER@REALM) and Password get a ticket from /access/ticket.
 	User, Password string
@@ -144,23 +144,30 @@ func safeName(s string) bool {
 }
 
 // ReadTokenFile reads an API token from the first line of a file (a token
-// on the command line would be readable by every user in the process list).
-func ReadTokenFile(path string) (Token, error) {
+// on the command line would be readable by every user in the process list)
+// and checks its form; the result goes into Config.Token.
+func ReadTokenFile(path string) (string, error) {
 	line, err := readSecretFile(path, "API token")
 	if err != nil {
-		return Token{}, err
+		return "", err
 	}
-	return ParseToken(line)
+	if _, err := ParseToken(line); err != nil {
+		return "", err
+	}
+	return strings.TrimPrefix(line, "PVEAPIToken="), nil
 }
 
-// TokenFromEnv reads $PVE_API_TOKEN; ok is false when it is unset or empty.
-func TokenFromEnv() (tok Token, ok bool, err error) {
-	v := os.Getenv("PVE_API_TOKEN")
+// TokenFromEnv reads $PVE_API_TOKEN and checks its form; ok is false when
+// it is unset or empty.
+func TokenFromEnv() (token string, ok bool, err error) {
+	v := strings.TrimSpace(os.Getenv("PVE_API_TOKEN"))
 	if v == "" {
-		return Token{}, false, nil
+		return "", false, nil
 	}
-	tok, err = ParseToken(v)
-	return tok, true, err
+	if _, err := ParseToken(v); err != nil {
+		return "", true, err
+	}
+	return strings.TrimPrefix(v, "PVEAPIToken="), true, nil
 }
 
 // ReadPasswordFile reads a password from the first line of a file.
