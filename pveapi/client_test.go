@@ -71,8 +71,27 @@ func TestTicketLoginAndCSRF(t *testing.T) {
 	if !strings.Contains(upid, ":vzcreate:123:") {
 		t.Fatalf("UPID = %q", upid)
 	}
-	if f.logins != 1 {
-		t.Fatalf("logged in %d times for two requests, want once", f.logins)
+	if f.loginCount() != 1 {
+		t.Fatalf("logged in %d times for two requests, want once", f.loginCount())
+	}
+
+	// A ticket past its first hour is renewed before it expires (PVE's
+	// last two hours).
+	c.cred().ticketAt = time.Now().Add(-ticketLife - time.Minute)
+	if _, err := c.Nodes(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if f.loginCount() != 2 {
+		t.Fatalf("an hour-old ticket was not renewed: %d logins", f.loginCount())
+	}
+	// A ticket PVE stops accepting is dropped, and the next call logs in
+	// again.
+	c.cred().ticket = "PVE:root@pam:65F0A1B2::revoked"
+	if _, err := c.Nodes(ctx); !errors.Is(err, Unauthorized) {
+		t.Fatalf("revoked ticket: %v", err)
+	}
+	if _, err := c.Nodes(ctx); err != nil || f.loginCount() != 3 {
+		t.Fatalf("after a refused ticket: %v, %d logins", err, f.loginCount())
 	}
 
 	bad := newClient(t, Config{URL: ts.URL, User: "root@pam", Password: "wrong", Fingerprint: Fingerprint(ts.Certificate())})

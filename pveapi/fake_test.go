@@ -57,6 +57,12 @@ func (f *fakePVE) count(route string) int {
 	return f.calls[route]
 }
 
+func (f *fakePVE) loginCount() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.logins
+}
+
 func (f *fakePVE) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	p, ok := strings.CutPrefix(r.URL.EscapedPath(), "/api2/json")
 	if !ok {
