@@ -5,10 +5,10 @@
 # A persistent process: one JSON object a line on stdin
 #   {"method":"POST","path":"/nodes/pve/lxc","params":{...}}
 # one JSON object a line on stdout
-#   {"known":1,"ok":1,"handler":"create_vm"}
-#   {"known":1,"ok":0,"handler":"create_vm","message":"Parameter verification failed.",
+#   {"known":true,"ok":true,"handler":"create_vm"}
+#   {"known":true,"ok":false,"handler":"create_vm","message":"Parameter verification failed.",
 #    "errors":{"hostname":"invalid format - ..."}}
-#   {"known":0}   (no handler of the loaded PVE::API2 classes serves the path)
+#   {"known":false} (no handler of the loaded PVE::API2 classes serves the path)
 #
 # The method is found as PVE's REST server finds it (find_handler, which
 # also fills the path's parameters: vmid, storage, ...), the node is the one
@@ -76,24 +76,24 @@ sub judge {
         my ($pval, $rel) = ($1, $2 // '');
         my $uri_param = {};
         my ($handler, $info) = $class->find_handler($method, $rel, $uri_param);
-        return { known => 0 } if !$handler || !$info;
+        return { known => JSON::false } if !$handler || !$info;
         $uri_param->{$pname} = $pval if defined($pname);
         # Path parameters win over body ones, as in PVE's REST server.
         my $all = { %$params, %$uri_param };
         eval { PVE::JSONSchema::validate($all, $info->{parameters}) };
         my $err = $@;
-        return { known => 1, ok => 1, handler => $info->{name} } if !$err;
+        return { known => JSON::true, ok => JSON::true, handler => $info->{name} } if !$err;
         if (ref($err) && ref($err->{errors}) eq 'HASH') {
             my $msg = "$err->{msg}";
             $msg =~ s/\n+$//;
-            return { known => 1, ok => 0, handler => $info->{name}, message => $msg,
+            return { known => JSON::true, ok => JSON::false, handler => $info->{name}, message => $msg,
                 errors => { map { my $e = $err->{errors}->{$_}; $e =~ s/\n+$//; ($_ => $e) } keys %{ $err->{errors} } } };
         }
         my $msg = "$err";
         $msg =~ s/\n+$//;
-        return { known => 1, ok => 0, handler => $info->{name}, message => $msg, errors => {} };
+        return { known => JSON::true, ok => JSON::false, handler => $info->{name}, message => $msg, errors => {} };
     }
-    return { known => 0 };
+    return { known => JSON::false };
 }
 
 print $OUT $json->encode({ ready => 1, pve_container => ($ENV{PVE_CONTAINER_SRC} // '') }), "\n";
