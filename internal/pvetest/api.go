@@ -39,11 +39,12 @@ type API struct {
 	// APIRequest).
 	LogPath string
 
-	s       *StandIn
-	authMu  sync.Mutex
-	auth    apiAuth
-	stderr  string
-	stopped bool
+	s        *StandIn
+	authMu   sync.Mutex
+	auth     apiAuth
+	stopped  bool
+	stop     func()
+	logStart int64 // this server's lines start there
 }
 
 type apiAuth struct {
@@ -113,6 +114,9 @@ func (s *StandIn) StartAPI(t testing.TB, opts APIOptions) *API {
 		}
 	}
 	a := &API{s: s, LogPath: s.Path("var/log/pve-api/requests.log")}
+	if fi, err := os.Stat(a.LogPath); err == nil {
+		a.logStart = fi.Size()
+	}
 	a.auth = apiAuth{Tokens: map[string]apiToken{}, Users: map[string]apiUser{}}
 	if err := os.MkdirAll(s.Path("etc/pve/priv"), 0o700); err != nil {
 		t.Fatal(err)
@@ -161,6 +165,7 @@ func (s *StandIn) StartAPI(t testing.TB, opts APIOptions) *API {
 			<-done
 		}
 	}
+	a.stop = stop
 	t.Cleanup(stop)
 	// The server writes one line once it listens (with the oracle, after
 	// PVE's modules are loaded and its control request was refused).
@@ -253,13 +258,30 @@ func (a *API) Client() *http.Client {
 	}
 }
 
-// Requests reads the request log (the server's own lines left out).
-func (a *API) Requests(t testing.TB) []APIRequest {
+// Stop stops the server (it is stopped at the end of the test anyway).
+func (a *API) Stop(t testing.TB) {
+	t.Helper()
+	a.stop()
+}
+
+// log is this server's part of the request log.
+func (a *API) log(t testing.TB) []byte {
 	t.Helper()
 	b, err := os.ReadFile(a.LogPath)
 	if err != nil {
 		t.Fatal(err)
 	}
+	if int64(len(b)) < a.logStart {
+		t.Fatalf("%s shrank", a.LogPath)
+	}
+	return b[a.logStart:]
+}
+
+// Requests reads the requests this server logged (its own lines left
+// out).
+func (a *API) Requests(t testing.TB) []APIRequest {
+	t.Helper()
+	b := a.log(t)
 	var out []APIRequest
 	for _, line := range bytes.Split(b, []byte("\n")) {
 		if len(bytes.TrimSpace(line)) == 0 {
@@ -280,10 +302,7 @@ func (a *API) Requests(t testing.TB) []APIRequest {
 // ("on: ..." or "off: ...").
 func (a *API) OracleNote(t testing.TB) string {
 	t.Helper()
-	b, err := os.ReadFile(a.LogPath)
-	if err != nil {
-		t.Fatal(err)
-	}
+	b := a.log(t)
 	for _, line := range bytes.Split(b, []byte("\n")) {
 		var r APIRequest
 		if json.Unmarshal(line, &r) == nil && r.Event == "start" {

@@ -309,6 +309,15 @@ func TestAPIStandIn(t *testing.T) {
 		}
 		wantOK(t, "set", c.do("PUT", "/nodes/pve/lxc/100/config", url.Values{"memory": {"384"}, "description": {"over the api"}}))
 		wantLines(t, "pct config after PUT", ok(t, s, "pct", "config", "100"), "memory: 384", "#over the api")
+		// A JSON body, typed values included, as clients may send it.
+		req, err := http.NewRequest("PUT", api.URL+"/api2/json/nodes/pve/lxc/100/config", strings.NewReader(`{"cores": 2, "onboot": true}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Content-Type", "application/json")
+		c.authorize(req)
+		wantOK(t, "PUT JSON", c.send(req))
+		wantLines(t, "pct config after PUT JSON", ok(t, s, "pct", "config", "100"), "cores: 2", "onboot: 1")
 
 		// Start and stop as tasks; the status follows.
 		upid = wantOK(t, "start", c.do("POST", "/nodes/pve/lxc/100/status/start", nil)).str(t)
@@ -517,4 +526,39 @@ func TestAPIWithoutOracle(t *testing.T) {
 
 func matchRE(pattern, s string) bool {
 	return regexp.MustCompile(pattern).MatchString(s)
+}
+
+// TestAPIOracleFollowsPVEVersion: the schema that judges the requests is
+// the pve-container of the PVE version the stand-in plays: entrypoint
+// came with PVE 9.1, so 9.0's schema refuses it and 9.1's takes it.
+func TestAPIOracleFollowsPVEVersion(t *testing.T) {
+	pveoracle.Require(t)
+	s := pvetest.NewStandIn(t)
+	for _, v := range []struct {
+		pve    string
+		refuse bool
+	}{{"9.0.5", true}, {"9.1.2", false}, {"9.2.0", false}} {
+		api := s.StartAPI(t, pvetest.APIOptions{Env: []string{"PVE_VERSION=" + v.pve}})
+		ov, _ := pveoracle.ByPVE(v.pve[:3])
+		if note := api.OracleNote(t); !strings.HasPrefix(note, "on: ") || !strings.HasSuffix(note, ov.Src) {
+			t.Errorf("PVE %s: oracle %q, want pve-container from %s", v.pve, note, ov.Src)
+		}
+		c := &apiClient{t: t, api: api, hc: api.Client(), auth: api.AddToken(t, "ci@pve!v", map[string][]string{"/": {"*"}})}
+		r := c.do("POST", "/nodes/pve/lxc", url.Values{
+			"vmid": {"100"}, "ostemplate": {"local:vztmpl/missing.tar.gz"}, "entrypoint": {"/app/run"},
+		})
+		refused := r.Status == 400 && r.Errors["entrypoint"] == "property is not defined in schema and the schema does not allow additional properties"
+		if refused != v.refuse {
+			t.Errorf("PVE %s: create with entrypoint: %d %q %v", v.pve, r.Status, r.Reason, r.Errors)
+		}
+		if !v.refuse && (r.Status != 500 || r.Reason != "can't find file 'local:vztmpl/missing.tar.gz'") {
+			t.Errorf("PVE %s: create of a missing template: %d %q", v.pve, r.Status, r.Reason)
+		}
+		reqs := api.Requests(t)
+		if len(reqs) != 1 || reqs[0].Check != "pve" {
+			t.Errorf("PVE %s: log %+v", v.pve, reqs)
+		}
+		// Stop it now: the next server of the loop writes the same files.
+		api.Stop(t)
+	}
 }

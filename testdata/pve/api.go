@@ -1429,6 +1429,9 @@ func (s *apiServer) createCT(c *apiCall) (any, error) {
 			return nil, err
 		}
 	}
+	// start=1 starts the CT in the worker: its failure is the task's.
+	start := a.opts["start"] == "1"
+	delete(a.opts, "start")
 	t := s.newTask(node, "vzcreate", vmidS, p.id())
 	err = s.h.createCT(&createReq{
 		node: node, vmid: vmid, ostemplate: tmpl, opts: a.opts,
@@ -1438,6 +1441,9 @@ func (s *apiServer) createCT(c *apiCall) (any, error) {
 	if err != nil && !strings.HasPrefix(err.Error(), fmt.Sprintf("unable to create CT %d - ", vmid)) {
 		s.dropTask(t)
 		return nil, err
+	}
+	if err == nil && start {
+		err = s.h.startCT(node, vmid)
 	}
 	t.finish(err)
 	return t.upid, nil
