@@ -298,6 +298,30 @@ func (a *API) Requests(t testing.TB) []APIRequest {
 	return out
 }
 
+// CheckJudged fails the test unless every request this server received
+// had its parameters judged: by Proxmox's own schema (Check "pve"), or,
+// for pve-manager's methods, which the oracle does not hold, by hand
+// ("hand"). Requests refused before their parameters are looked at (401,
+// 403 of a declared permission, 501 for a method PVE does not have) have
+// nothing to judge; so has nothing when the server runs without the
+// oracle, which fails the test. It returns the number of requests. A
+// request PVE's schema refused is judged: Status 400 with Errors.
+func (a *API) CheckJudged(t testing.TB) int {
+	t.Helper()
+	reqs := a.Requests(t)
+	for _, r := range reqs {
+		manager := r.Path == "/version" || r.Path == "/nodes" || strings.HasPrefix(r.Path, "/cluster/") || strings.Contains(r.Path, "/tasks/")
+		switch {
+		case r.Check == "" && (r.Status == 401 || r.Status == 403 || r.Status == 501):
+		case manager && r.Check != "hand":
+			t.Errorf("%s %s: parameters checked %q, want by hand (a pve-manager method)", r.Method, r.Path, r.Check)
+		case !manager && r.Check != "pve":
+			t.Errorf("%s %s: parameters checked %q, want by PVE's own schema", r.Method, r.Path, r.Check)
+		}
+	}
+	return len(reqs)
+}
+
 // OracleNote is what the server logged at start about the oracle check
 // ("on: ..." or "off: ...").
 func (a *API) OracleNote(t testing.TB) string {
