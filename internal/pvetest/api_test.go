@@ -506,6 +506,9 @@ func TestAPIWithoutOracle(t *testing.T) {
 	if r.Status != 400 || r.Errors["hostname"] == "" {
 		t.Errorf("bad hostname without the oracle: %d %v", r.Status, r.Errors)
 	}
+	if r := c.do("GET", "/nodes/pve/lxc/1e3/config", nil); r.Status != 400 || r.Errors["vmid"] == "" {
+		t.Errorf("a VMID of 1e3 without the oracle: %d %q %v", r.Status, r.Reason, r.Errors)
+	}
 	for _, q := range api.Requests(t) {
 		if q.Path == "/nodes/pve/lxc" && q.Check != "none" {
 			t.Errorf("without the oracle, the create is logged as checked %q", q.Check)

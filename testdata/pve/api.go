@@ -706,6 +706,15 @@ func (s *apiServer) serve(r *http.Request, entry *apiLogEntry) (any, map[string]
 	default:
 		entry.Check = "none"
 	}
+	// The stand-in's own check of a path's VMID, as pct's (with the
+	// oracle, PVE's schema has refused a bad one already).
+	if v, ok := pathParams(path, c.m)["vmid"]; ok {
+		pe := newParamError("")
+		parseVMID(pe, v, s.h.Version)
+		if err := pe.orNil(); err != nil {
+			return nil, nil, toAPIError(err)
+		}
+	}
 	data, err := route.run(s, c)
 	if err != nil {
 		return nil, nil, toAPIError(err)
