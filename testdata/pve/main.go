@@ -36,12 +36,15 @@ func main() {
 		run = pvesmMain
 	case "pvesh":
 		run = pveshMain
+	case "pve-api":
+		// The node's HTTP API (pveproxy), over the same state.
+		run = apiMain
 	case "pveversion":
 		// pveversion only reads package versions; PVE lets anyone run it.
 		run = pveversionMain
 		needRoot = false
 	default:
-		fmt.Fprintf(os.Stderr, "%s: run me as pct, pvesm, pvesh or pveversion (a symlink to this binary)\n", name)
+		fmt.Fprintf(os.Stderr, "%s: run me as pct, pvesm, pvesh, pveversion or pve-api (a symlink to this binary)\n", name)
 		os.Exit(2)
 	}
 	// PVE's CLI handlers refuse non-root callers before anything else.

@@ -277,10 +277,14 @@ func (h *Host) resources(typ string) (any, error) {
 				if !s.availableOn(n) || s.Disabled {
 					continue
 				}
+				shared := 0
+				if s.Shared {
+					shared = 1
+				}
 				out = append(out, obj{
 					{"id", "storage/" + n + "/" + s.ID}, {"storage", s.ID}, {"node", n},
 					{"status", "available"}, {"type", "storage"}, {"plugintype", s.Type},
-					{"content", strings.Join(s.Content, ",")}, {"shared", 0},
+					{"content", strings.Join(s.Content, ",")}, {"shared", shared},
 				})
 			}
 		}

@@ -317,6 +317,7 @@ type Storage struct {
 	Path     string      // directory storages only
 	Content  []string
 	Disabled bool
+	Shared   bool     // the same storage on every node (shared 1)
 	Nodes    []string // empty: every node
 }
 
@@ -364,6 +365,8 @@ func (h *Host) storages() ([]*Storage, error) {
 			cur.Content = splitList(v)
 		case "nodes":
 			cur.Nodes = splitList(v)
+		case "shared":
+			cur.Shared = v == "1"
 		}
 		cur.Props = append(cur.Props, [2]string{k, v})
 	}
