@@ -329,13 +329,16 @@ func (p *Plan) finishRemote(o Options) error {
 
 const apiPrefix = "/api2/json"
 
+// hiddenValue stands for the password in a listing.
+const hiddenValue = "(not shown)"
+
 // formLine shows a request's parameters, key=value, quoted where a value
 // has blanks or control characters, in the order they were added.
 func formLine(method, path string, keys []string, v url.Values) string {
 	s := method + " " + apiPrefix + path
 	for _, k := range keys {
 		for _, val := range v[k] {
-			if strings.ContainsFunc(val, func(r rune) bool { return r <= ' ' || r == '"' || r == '\'' || r == 0x7f }) {
+			if val != hiddenValue && strings.ContainsFunc(val, func(r rune) bool { return r <= ' ' || r == '"' || r == '\'' || r == 0x7f }) {
 				val = strconv.Quote(val)
 			}
 			s += " " + k + "=" + val
@@ -363,7 +366,7 @@ func (p *Plan) remoteCommands() []string {
 	}
 	keys = append(keys, sortedKeys(p.remote.create)...)
 	if p.password != "" {
-		create.Set("password", "(not shown)")
+		create.Set("password", hiddenValue)
 		keys = append(keys, "password")
 	}
 	out = append(out, formLine("POST", "/nodes/"+p.Node+"/lxc", keys, create))

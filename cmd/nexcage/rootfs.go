@@ -54,6 +54,7 @@ description), with their node, status, template and image digest.`,
 		flags: func(fs *pflag.FlagSet, o *opts) {
 			storeFlag(fs, o)
 			fs.BoolVarP(&o.containers, "containers", "c", false, "list the containers nexcage created instead")
+			registerRemoteFlags(fs, &o.deploy.remote)
 		},
 		run: runList,
 	})
@@ -254,7 +255,11 @@ func shortDigest(d string) string {
 }
 
 func listContainers(ctx context.Context, e *env) (any, error) {
-	cts, err := pct.NewHost(pveRoot()).ListManaged(ctx)
+	h, err := pveHost(e)
+	if err != nil {
+		return nil, err
+	}
+	cts, err := h.ListManaged(ctx)
 	if err != nil {
 		return nil, err
 	}

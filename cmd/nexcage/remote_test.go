@@ -1,0 +1,111 @@
+package main
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/rogpeppe/go-internal/testscript"
+
+	"github.com/nexcage/nexcage/internal/pveoracle"
+	"github.com/nexcage/nexcage/internal/pvetest"
+	"github.com/nexcage/nexcage/internal/testenv"
+)
+
+// TestRemoteScripts runs the scripts of testdata/script/remote: deploy,
+// create, check and list --containers through the PVE HTTP API of the
+// stand-in (two nodes, a shared storage, real LXC underneath), each
+// against its own cluster. Every request of every script must have been
+// judged by PVE's own API schema (API.CheckJudged), and no token secret
+// may appear in any output (nosecret after each command), in the
+// server's request log, in a CT config or in a file the script left.
+func TestRemoteScripts(t *testing.T) {
+	testenv.RequireRoot(t)
+	pveoracle.Require(t)
+	registry := testenv.Registry(t)
+	var mu sync.Mutex // NewStandIn registers cleanups on t from parallel scripts
+	testscript.Run(t, testscript.Params{
+		Dir:                 filepath.Join("..", "..", "testdata", "script", "remote"),
+		WorkdirRoot:         t.TempDir(),
+		RequireExplicitExec: true,
+		Setup: func(e *testscript.Env) error {
+			mu.Lock()
+			s := pvetest.NewStandIn(t)
+			s.AddSharedStorage(t, "shared")
+			api := s.StartAPI(t, pvetest.APIOptions{})
+			full := api.AddToken(t, "ci@pve!deploy", map[string][]string{"/": {"*"}})
+			// No Datastore.AllocateTemplate: it may not upload.
+			noUpload := api.AddToken(t, "ci@pve!noupload", map[string][]string{"/": {"VM.Allocate", "VM.Config.Disk", "VM.Config.Options", "VM.Config.Network", "VM.Config.CPU", "VM.Config.Memory", "VM.PowerMgmt", "Datastore.AllocateSpace", "Datastore.Audit", "Sys.Audit", "VM.Audit", "SDN.Use"}})
+			mu.Unlock()
+			secrets := []string{}
+			for name, hdr := range map[string]string{"token": full, "noupload-token": noUpload} {
+				tok := strings.TrimPrefix(hdr, "PVEAPIToken=")
+				_, secret, _ := strings.Cut(tok, "=")
+				secrets = append(secrets, secret)
+				if err := os.WriteFile(filepath.Join(e.WorkDir, name), []byte(tok+"\n"), 0o600); err != nil {
+					return err
+				}
+			}
+			e.Values["secrets"] = secrets
+			e.Setenv("PATH", s.BinDir+string(filepath.ListSeparator)+e.Getenv("PATH"))
+			e.Setenv("NEXCAGE_PVE_ROOT", s.Root)
+			e.Setenv("PVE_ROOT", s.Root)
+			e.Setenv("NEXCAGE_STORE", filepath.Join(e.WorkDir, "store"))
+			e.Setenv("HOME", e.WorkDir)
+			e.Setenv("REGISTRY", registry)
+			e.Setenv("NEXCAGE_PVE_URL", api.URL)
+			e.Setenv("FINGERPRINT", api.Fingerprint)
+			e.Setenv("API_LOG", api.LogPath)
+			e.Setenv("PVE_API_TOKEN", strings.TrimPrefix(full, "PVEAPIToken="))
+			e.Defer(func() {
+				if n := api.CheckJudged(t); n == 0 {
+					t.Errorf("%s: no API request was made", filepath.Base(e.WorkDir))
+				}
+				// The secret never reaches a log, a config or a file left.
+				for _, root := range []string{e.WorkDir, filepath.Dir(api.LogPath), s.Path("etc/pve")} {
+					filepath.Walk(root, func(p string, fi os.FileInfo, err error) error {
+						// The token files and the server's own credentials hold it.
+						if err != nil || !fi.Mode().IsRegular() || p == filepath.Join(e.WorkDir, "token") || p == filepath.Join(e.WorkDir, "noupload-token") || strings.Contains(p, "/etc/pve/priv/") {
+							return nil
+						}
+						b, _ := os.ReadFile(p)
+						for _, sec := range secrets {
+							if bytes.Contains(b, []byte(sec)) {
+								t.Errorf("%s: the token secret is in %s", filepath.Base(e.WorkDir), p)
+							}
+						}
+						return nil
+					})
+				}
+			})
+			return nil
+		},
+		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){
+			"exits":    cmdExits,
+			"mkimage":  cmdMkimage,
+			"nosecret": cmdNoSecret,
+		},
+	})
+}
+
+// nosecret: the last command's stdout and stderr hold no token secret.
+func cmdNoSecret(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) != 0 {
+		ts.Fatalf("usage: nosecret")
+	}
+	secrets, _ := ts.Value("secrets").([]string)
+	if len(secrets) == 0 {
+		ts.Fatalf("nosecret: no secrets known")
+	}
+	for _, f := range []string{"stdout", "stderr"} {
+		out := ts.ReadFile(f)
+		for _, s := range secrets {
+			if strings.Contains(out, s) {
+				ts.Fatalf("the token secret is in %s:\n%s", f, out)
+			}
+		}
+	}
+}
