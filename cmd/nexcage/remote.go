@@ -99,6 +99,12 @@ func remoteHint(e *env, err error) error {
 		}
 		return suffixHint(err, way)
 	}
+	var te *pveapi.TaskError
+	if errors.As(err, &te) && e != nil && e.verbose && len(te.Log) > 0 {
+		// The task log's tail is PVE's own output, as pct's is for
+		// commands run on the host.
+		return withHint(err, err.Error()+"\ntask log of "+te.UPID+" (last lines):\n"+strings.Join(te.Log, "\n"))
+	}
 	var ae *pveapi.Error
 	if !errors.As(err, &ae) {
 		return err

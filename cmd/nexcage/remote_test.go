@@ -2,6 +2,8 @@ package main
 
 import (
 	"bytes"
+	"crypto/rand"
+	"encoding/hex"
 	"os"
 	"path/filepath"
 	"strings"
@@ -39,8 +41,17 @@ func TestRemoteScripts(t *testing.T) {
 			full := api.AddToken(t, "ci@pve!deploy", map[string][]string{"/": {"*"}})
 			// No Datastore.AllocateTemplate: it may not upload.
 			noUpload := api.AddToken(t, "ci@pve!noupload", map[string][]string{"/": {"VM.Allocate", "VM.Config.Disk", "VM.Config.Options", "VM.Config.Network", "VM.Config.CPU", "VM.Config.Memory", "VM.PowerMgmt", "Datastore.AllocateSpace", "Datastore.Audit", "Sys.Audit", "VM.Audit", "SDN.Use"}})
+			// root@pam logs in with a password (a ticket): only it may
+			// bind host directories.
+			var rb [12]byte
+			rand.Read(rb[:])
+			rootPW := hex.EncodeToString(rb[:])
+			api.AddUser(t, "root@pam", rootPW, nil)
 			mu.Unlock()
-			secrets := []string{}
+			if err := os.WriteFile(filepath.Join(e.WorkDir, "root-pw"), []byte(rootPW+"\n"), 0o600); err != nil {
+				return err
+			}
+			secrets := []string{rootPW}
 			for name, hdr := range map[string]string{"token": full, "noupload-token": noUpload} {
 				tok := strings.TrimPrefix(hdr, "PVEAPIToken=")
 				_, secret, _ := strings.Cut(tok, "=")
@@ -68,7 +79,7 @@ func TestRemoteScripts(t *testing.T) {
 				for _, root := range []string{e.WorkDir, filepath.Dir(api.LogPath), s.Path("etc/pve")} {
 					filepath.Walk(root, func(p string, fi os.FileInfo, err error) error {
 						// The token files and the server's own credentials hold it.
-						if err != nil || !fi.Mode().IsRegular() || p == filepath.Join(e.WorkDir, "token") || p == filepath.Join(e.WorkDir, "noupload-token") || strings.Contains(p, "/etc/pve/priv/") {
+						if err != nil || !fi.Mode().IsRegular() || p == filepath.Join(e.WorkDir, "token") || p == filepath.Join(e.WorkDir, "noupload-token") || p == filepath.Join(e.WorkDir, "root-pw") || strings.Contains(p, "/etc/pve/priv/") {
 							return nil
 						}
 						b, _ := os.ReadFile(p)
