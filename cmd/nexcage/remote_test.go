@@ -10,6 +10,9 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/layout"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/rogpeppe/go-internal/testscript"
 
 	"github.com/nexcage/nexcage/internal/pveoracle"
@@ -68,6 +71,7 @@ func TestRemoteScripts(t *testing.T) {
 			e.Setenv("HOME", e.WorkDir)
 			e.Setenv("REGISTRY", registry)
 			e.Setenv("NEXCAGE_PVE_URL", api.URL)
+			e.Setenv("NEXCAGE_PVE_URL_SAVED", api.URL)
 			e.Setenv("FINGERPRINT", api.Fingerprint)
 			e.Setenv("API_LOG", api.LogPath)
 			e.Setenv("PVE_API_TOKEN", strings.TrimPrefix(full, "PVEAPIToken="))
@@ -98,6 +102,7 @@ func TestRemoteScripts(t *testing.T) {
 			"exits":    cmdExits,
 			"mkimage":  cmdMkimage,
 			"nosecret": cmdNoSecret,
+			"mkapp":    cmdMkapp,
 		},
 	})
 }
@@ -119,4 +124,27 @@ func cmdNoSecret(ts *testscript.TestScript, neg bool, args []string) {
 			}
 		}
 	}
+}
+
+// mkapp DIR TAG: the alpine-app corpus image with only what PVE's API
+// takes for an application (entrypoint, environment, a VOLUME): no
+// working directory, user or stop signal, which need raw LXC lines.
+func cmdMkapp(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) != 2 {
+		ts.Fatalf("usage: mkapp DIR TAG")
+	}
+	img := corpusCase(ts, "alpine-app").Image
+	cf, err := img.ConfigFile()
+	ts.Check(err)
+	cfg := cf.Config
+	cfg.WorkingDir, cfg.User, cfg.StopSignal = "", "", ""
+	img, err = mutate.Config(img, cfg)
+	ts.Check(err)
+	dir := ts.MkAbs(args[0])
+	p, err := layout.FromPath(dir)
+	if err != nil {
+		p, err = layout.Write(dir, empty.Index)
+		ts.Check(err)
+	}
+	ts.Check(p.AppendImage(img, layout.WithAnnotations(map[string]string{"org.opencontainers.image.ref.name": args[1]})))
 }
