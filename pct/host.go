@@ -76,6 +76,9 @@ type Host struct {
 	// Root prefixes /etc/pve and /run/lock: "/" on a real host, the state
 	// directory of a stand-in host in tests.
 	Root string
+	// Endpoint names a host reached through the API in check results
+	// (its URL); "" says "PVE API".
+	Endpoint string
 	// api is set on a host reached through PVE's HTTP API
 	// (NewRemoteHost): then no command runs and Root is unused.
 	api *pveapi.Client

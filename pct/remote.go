@@ -473,11 +473,15 @@ func (h *Host) checkHostRemote(ctx context.Context) []health.Result {
 	r := func(status, check, cause, fix string) health.Result {
 		return health.Result{Status: status, Check: check, Target: target, Cause: cause, Fix: fix}
 	}
+	name := "PVE API"
+	if h.Endpoint != "" {
+		name += " " + h.Endpoint
+	}
 	v, err := h.remoteVersion(ctx)
 	if err != nil {
-		return []health.Result{r(health.Fail, "PVE API "+h.api.String(), err.Error(), "check the URL, the credentials and the fingerprint")}
+		return []health.Result{r(health.Fail, name, err.Error(), "check the URL, the credentials and the fingerprint")}
 	}
-	out := []health.Result{r(health.OK, "PVE API "+h.api.String()+": Proxmox VE "+v.String(), "", "")}
+	out := []health.Result{r(health.OK, name+": Proxmox VE "+v.String(), "", "")}
 	if !v.AppContainers() {
 		out = append(out, r(health.Warn, "Proxmox VE "+v.String()+": application containers",
 			"PVE before 9.1 has no entrypoint and env options, and raw lxc.* lines cannot be set through the API: application images cannot be deployed remotely",

@@ -86,7 +86,9 @@ func pveHost(e *env) (*pct.Host, error) {
 	if err != nil {
 		return nil, err
 	}
-	return pct.NewRemoteHost(c), nil
+	h := pct.NewRemoteHost(c)
+	h.Endpoint = u
+	return h, nil
 }
 
 // remoteHint adds the flags and commands that fix an API failure.
