@@ -105,7 +105,8 @@ type Plan struct {
 	// body), never into argv, a listing or a result.
 	password string
 	// remote is set on a plan made for a host reached through the API.
-	remote *remotePlan
+	remote  *remotePlan
+	apiUser string
 }
 
 // Upload copies a local template, and its .conf and .json sidecars when

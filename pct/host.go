@@ -79,6 +79,11 @@ type Host struct {
 	// Endpoint names a host reached through the API in check results
 	// (its URL); "" says "PVE API".
 	Endpoint string
+	// APIUser is who the API acts as, USER@REALM (a ticket) or
+	// USER@REALM!TOKENID (a token), when known: PVE lets only root@pam,
+	// logged in with its password, bind host directories, so a plan
+	// for anyone else refuses them before any change.
+	APIUser string
 	// api is set on a host reached through PVE's HTTP API
 	// (NewRemoteHost): then no command runs and Root is unused.
 	api *pveapi.Client

@@ -225,6 +225,7 @@ func (h *Host) planRemote(ctx context.Context, p *Plan, t *Template, o Options, 
 		return err
 	}
 	p.remote = &remotePlan{storage: tmplStorage}
+	p.apiUser = h.APIUser
 	if t.VolID != "" {
 		if err := checkStorage(storages, tmplStorage, "vztmpl", p.Node, "the template's storage"); err != nil {
 			return err
@@ -318,6 +319,18 @@ func (p *Plan) finishRemote(o Options) error {
 		add(strings.TrimPrefix(o.Extra[i], "--"), o.Extra[i+1])
 	}
 	p.remote.create = v
+	if p.apiUser != "" && p.apiUser != "root@pam" {
+		var binds []string
+		for _, m := range c.MountPoints {
+			if strings.HasPrefix(m.Volume, "/") {
+				binds = append(binds, m.Key()+": "+m.Value())
+			}
+		}
+		if len(binds) > 0 {
+			return newError(ErrPermission, "mount", fmt.Sprintf("PVE lets only root@pam, logged in with its password, bind host directories into a container, not %s: %s", p.apiUser, strings.Join(binds, "; ")),
+				"deploy as root@pam with its password, or on the host, or use storage volumes instead of Mounts", "Mounts")
+		}
+	}
 	if len(c.MountPoints) > 0 {
 		p.remote.set = url.Values{}
 		for _, m := range c.MountPoints {

@@ -73,7 +73,7 @@ func registerDeployFlags(fs *pflag.FlagSet, d *deployFlags) {
 	fs.StringVar(&d.passwordFile, "password-file", "", "file whose first line is the root password, - for standard input")
 	fs.StringVar(&d.sshKeys, "ssh-public-keys", "", "file of SSH public keys for root")
 	fs.BoolVar(&d.start, "start", false, "start the container after creating it")
-	fs.StringVar(&d.node, "node", "", "create on this node of the cluster (through pvesh)")
+	fs.StringVar(&d.node, "node", "", "create on this node of the cluster (through pvesh; with --remote, default: the node both storages are on, or the only node)")
 	fs.BoolVar(&d.dryRun, "dry-run", false, "print the plan (commands and resulting config) and change nothing")
 	fs.BoolVar(&d.keepFailed, "keep-failed", false, "keep a container whose set-up failed after it was created, instead of destroying it")
 	fs.BoolVar(&d.allowRawLXC, "allow-raw-lxc", false, "deploy a template whose .conf has lines nexcage does not write, dropping those lines (with a warning)")

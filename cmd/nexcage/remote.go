@@ -88,6 +88,12 @@ func pveHost(e *env) (*pct.Host, error) {
 	}
 	h := pct.NewRemoteHost(c)
 	h.Endpoint = u
+	h.APIUser = cfg.User
+	if cfg.Token != "" {
+		if t, err := pveapi.ParseToken(cfg.Token); err == nil {
+			h.APIUser = t.User + "@" + t.Realm + "!" + t.ID
+		}
+	}
 	return h, nil
 }
 
@@ -106,6 +112,10 @@ func remoteHint(e *env, err error) error {
 		// The task log's tail is PVE's own output, as pct's is for
 		// commands run on the host.
 		return withHint(err, err.Error()+"\ntask log of "+te.UPID+" (last lines):\n"+strings.Join(te.Log, "\n"))
+	}
+	var pe *pct.Error
+	if errors.As(err, &pe) && pe.Param == "mount" && errors.Is(err, pct.ErrPermission) {
+		return suffixHint(err, "log in with --remote-user root@pam --remote-password-file FILE, or deploy on the host without --remote")
 	}
 	var ae *pveapi.Error
 	if !errors.As(err, &ae) {
