@@ -44,6 +44,8 @@ func TestRemoteScripts(t *testing.T) {
 			full := api.AddToken(t, "ci@pve!deploy", map[string][]string{"/": {"*"}})
 			// No Datastore.AllocateTemplate: it may not upload.
 			noUpload := api.AddToken(t, "ci@pve!noupload", map[string][]string{"/": {"VM.Allocate", "VM.Config.Disk", "VM.Config.Options", "VM.Config.Network", "VM.Config.CPU", "VM.Config.Memory", "VM.PowerMgmt", "Datastore.AllocateSpace", "Datastore.Audit", "Sys.Audit", "VM.Audit", "SDN.Use"}})
+			// The privileges README.md's CI example grants.
+			least := api.AddToken(t, "ci@pve!least", map[string][]string{"/": readmePrivileges(t)})
 			// root@pam logs in with a password (a ticket): only it may
 			// bind host directories.
 			var rb [12]byte
@@ -55,7 +57,7 @@ func TestRemoteScripts(t *testing.T) {
 				return err
 			}
 			secrets := []string{rootPW}
-			for name, hdr := range map[string]string{"token": full, "noupload-token": noUpload} {
+			for name, hdr := range map[string]string{"token": full, "noupload-token": noUpload, "least-token": least} {
 				tok := strings.TrimPrefix(hdr, "PVEAPIToken=")
 				_, secret, _ := strings.Cut(tok, "=")
 				secrets = append(secrets, secret)
@@ -83,7 +85,7 @@ func TestRemoteScripts(t *testing.T) {
 				for _, root := range []string{e.WorkDir, filepath.Dir(api.LogPath), s.Path("etc/pve")} {
 					filepath.Walk(root, func(p string, fi os.FileInfo, err error) error {
 						// The token files and the server's own credentials hold it.
-						if err != nil || !fi.Mode().IsRegular() || p == filepath.Join(e.WorkDir, "token") || p == filepath.Join(e.WorkDir, "noupload-token") || p == filepath.Join(e.WorkDir, "root-pw") || strings.Contains(p, "/etc/pve/priv/") {
+						if err != nil || !fi.Mode().IsRegular() || p == filepath.Join(e.WorkDir, "token") || p == filepath.Join(e.WorkDir, "noupload-token") || p == filepath.Join(e.WorkDir, "root-pw") || p == filepath.Join(e.WorkDir, "least-token") || strings.Contains(p, "/etc/pve/priv/") {
 							return nil
 						}
 						b, _ := os.ReadFile(p)
@@ -147,4 +149,20 @@ func cmdMkapp(ts *testscript.TestScript, neg bool, args []string) {
 		ts.Check(err)
 	}
 	ts.Check(p.AppendImage(img, layout.WithAnnotations(map[string]string{"org.opencontainers.image.ref.name": args[1]})))
+}
+
+// readmePrivileges are the privileges of the role README.md's CI example
+// creates with `pveum role add NexcageDeploy --privs "..."`: the scripts
+// deploy with a token of exactly those.
+func readmePrivileges(t *testing.T) []string {
+	b, err := os.ReadFile(filepath.Join("..", "..", "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, rest, ok := strings.Cut(string(b), "pveum role add NexcageDeploy --privs \"")
+	privs, _, ok2 := strings.Cut(rest, "\"")
+	if !ok || !ok2 {
+		t.Fatal("README.md has no `pveum role add NexcageDeploy --privs \"...\"`")
+	}
+	return strings.Fields(privs)
 }
