@@ -217,6 +217,9 @@ func runList(ctx context.Context, e *env, args []string) (any, error) {
 	if e.containers {
 		return listContainers(ctx, e)
 	}
+	if r := e.deploy.remote; r.url != "" || r.tokenFile != "" || r.user != "" || r.passwordFile != "" || r.fingerprint != "" {
+		return nil, usagef("--remote and its flags list containers: they need --containers (the store's images are on this machine)")
+	}
 	store, err := openStore(e)
 	if err != nil {
 		return nil, err
