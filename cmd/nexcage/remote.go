@@ -140,6 +140,10 @@ func remoteHint(e *env, err error) error {
 		if ae.Fingerprint != "" {
 			return suffixHint(err, "if that is your node's certificate (`pvenode cert info` on the node shows its fingerprint), pass --fingerprint "+ae.Fingerprint)
 		}
+	case pveapi.Connection, pveapi.Timeout:
+		if ae.Status == 0 {
+			return suffixHint(err, "check --remote (or $"+remoteEnv+") and that this machine reaches the node's port 8006")
+		}
 	case pveapi.BadConfig:
 		return suffixHint(err, "check --remote, --token-file or $PVE_API_TOKEN")
 	}
