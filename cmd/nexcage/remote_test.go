@@ -56,7 +56,13 @@ func TestRemoteScripts(t *testing.T) {
 			if err := os.WriteFile(filepath.Join(e.WorkDir, "root-pw"), []byte(rootPW+"\n"), 0o600); err != nil {
 				return err
 			}
-			secrets := []string{rootPW}
+			// The containers' root password goes in the create's body only.
+			rand.Read(rb[:])
+			ctPW := "ct-" + hex.EncodeToString(rb[:])
+			if err := os.WriteFile(filepath.Join(e.WorkDir, "ct-pw"), []byte(ctPW+"\n"), 0o600); err != nil {
+				return err
+			}
+			secrets := []string{rootPW, ctPW}
 			for name, hdr := range map[string]string{"token": full, "noupload-token": noUpload, "least-token": least} {
 				tok := strings.TrimPrefix(hdr, "PVEAPIToken=")
 				_, secret, _ := strings.Cut(tok, "=")
@@ -85,7 +91,7 @@ func TestRemoteScripts(t *testing.T) {
 				for _, root := range []string{e.WorkDir, filepath.Dir(api.LogPath), s.Path("etc/pve")} {
 					filepath.Walk(root, func(p string, fi os.FileInfo, err error) error {
 						// The token files and the server's own credentials hold it.
-						if err != nil || !fi.Mode().IsRegular() || p == filepath.Join(e.WorkDir, "token") || p == filepath.Join(e.WorkDir, "noupload-token") || p == filepath.Join(e.WorkDir, "root-pw") || p == filepath.Join(e.WorkDir, "least-token") || strings.Contains(p, "/etc/pve/priv/") {
+						if err != nil || !fi.Mode().IsRegular() || p == filepath.Join(e.WorkDir, "token") || p == filepath.Join(e.WorkDir, "noupload-token") || p == filepath.Join(e.WorkDir, "root-pw") || p == filepath.Join(e.WorkDir, "least-token") || p == filepath.Join(e.WorkDir, "ct-pw") || strings.Contains(p, "/etc/pve/priv/") {
 							return nil
 						}
 						b, _ := os.ReadFile(p)
@@ -109,7 +115,8 @@ func TestRemoteScripts(t *testing.T) {
 	})
 }
 
-// nosecret: the last command's stdout and stderr hold no token secret.
+// nosecret: the last command's stdout and stderr hold no token secret,
+// root@pam's password or the containers' root password.
 func cmdNoSecret(ts *testscript.TestScript, neg bool, args []string) {
 	if neg || len(args) != 0 {
 		ts.Fatalf("usage: nosecret")
