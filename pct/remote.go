@@ -238,6 +238,9 @@ func (h *Host) planRemote(ctx context.Context, p *Plan, t *Template, o Options, 
 			return newError(ErrNotFound, "ostemplate", fmt.Sprintf("template %s is not on node '%s'", t.VolID, p.Node), "upload it (a deploy of a local file does) or check the volume id")
 		}
 		p.VolID = t.VolID
+		// Only the template itself is on the storage (the API uploads no
+		// sidecars), and it cannot be read back: say what is not applied.
+		p.Warnings = append(p.Warnings, fmt.Sprintf("%s is deployed without its .conf and .json (the API cannot read them from the storage): no entrypoint, environment or volumes of an image; deploy the local template file to apply them", t.VolID))
 		return nil
 	}
 	if err := checkStorage(storages, tmplStorage, "vztmpl", p.Node, "TemplateStorage"); err != nil {
