@@ -76,6 +76,9 @@ func hostProblem(status, check, cause, fix string) health.Result {
 // Proxmox host it says so (deploy is unavailable) and the id and user
 // namespace checks only warn.
 func (h *Host) CheckHost(ctx context.Context, paths HostPaths) []health.Result {
+	if h.api != nil {
+		return h.checkHostRemote(ctx)
+	}
 	paths = paths.orDefault()
 	var out []health.Result
 	found, missing := FindTools()
@@ -263,6 +266,9 @@ var reVztmplName = regexp.MustCompile(`(?i)\.tar(\.(gz|xz|zst|bz2))?$`)
 // listed, and removed with Repair. The error is only for a cancelled
 // context.
 func (h *Host) CheckStorage(ctx context.Context, id string, opts health.Options) ([]health.Result, error) {
+	if h.api != nil {
+		return h.checkStorageRemote(ctx, id)
+	}
 	r := func(status, check, cause, fix string) health.Result {
 		return health.Result{Status: status, Check: check, Target: id, Cause: cause, Fix: fix}
 	}

@@ -101,9 +101,12 @@ type Plan struct {
 	// KeepFailed is Options.KeepFailed: Deploy keeps a container whose
 	// set-up failed instead of destroying it.
 	KeepFailed bool
-	// password goes to pct create's standard input, never into argv, a
-	// listing or a result.
+	// password goes to pct create's standard input (or the API request's
+	// body), never into argv, a listing or a result.
 	password string
+	// remote is set on a plan made for a host reached through the API.
+	remote  *remotePlan
+	apiUser string
 }
 
 // Upload copies a local template, and its .conf and .json sidecars when
@@ -117,6 +120,9 @@ type Upload struct {
 
 // Commands lists the plan's commands for --dry-run, shell-quoted.
 func (p *Plan) Commands() []string {
+	if p.remote != nil {
+		return p.remoteCommands()
+	}
 	var out []string
 	if p.Upload != nil {
 		if p.Upload.Skip {
@@ -183,7 +189,7 @@ func (p *Plan) destroyArgv(vmid int) []string {
 // host, changing nothing; every refusal is an *Error naming the Options
 // field (Fields) or PVE parameter at fault, and the fix.
 func MakePlan(ctx context.Context, h *Host, t *Template, o Options) (*Plan, error) {
-	if err := validateFlags(t, o); err != nil {
+	if err := validateFlags(t, o, h.Remote()); err != nil {
 		return nil, err
 	}
 	p := &Plan{Node: o.Node}
@@ -198,43 +204,13 @@ func MakePlan(ctx context.Context, h *Host, t *Template, o Options) (*Plan, erro
 	if err != nil {
 		return nil, err
 	}
-	if o.Node != "" {
-		nodes, err := h.Nodes(ctx)
-		if err != nil {
-			return nil, err
-		}
-		if !contains(nodes, o.Node) {
-			return nil, newError(ErrNotFound, "node", fmt.Sprintf("node '%s' is not in this cluster (it has %s)", o.Node, strings.Join(nodes, ", ")), "name one of them in Node", "Node")
-		}
-	}
 	rootStorage := firstNonEmpty(o.Storage, "local-lvm")
-	if err := checkStorage(storages, rootStorage, "rootdir", o.Node, "Storage"); err != nil {
+	if h.Remote() {
+		if err := h.planRemote(ctx, p, t, o, storages); err != nil {
+			return nil, err
+		}
+	} else if err := h.planLocal(ctx, p, t, o, storages, rootStorage); err != nil {
 		return nil, err
-	}
-
-	// The template: a volume on the host, or a local file to upload.
-	if t.VolID != "" {
-		p.VolID = t.VolID
-		store, _, _ := strings.Cut(t.VolID, ":")
-		if err := checkStorage(storages, store, "vztmpl", o.Node, "the template's storage"); err != nil {
-			return nil, err
-		}
-		if _, err := h.TemplatePath(ctx, t.VolID); err != nil {
-			return nil, err
-		}
-	} else {
-		ts := firstNonEmpty(o.TemplateStorage, "local")
-		if err := checkStorage(storages, ts, "vztmpl", o.Node, "TemplateStorage"); err != nil {
-			return nil, err
-		}
-		p.VolID = ts + ":vztmpl/" + filepath.Base(t.File)
-		dest, err := h.TemplatePath(ctx, p.VolID)
-		if err != nil {
-			return nil, err
-		}
-		if p.Upload, err = planUpload(t, dest, o.ReplaceTemplate); err != nil {
-			return nil, err
-		}
 	}
 
 	// The VMID: given and free, or the next free one.
@@ -266,7 +242,13 @@ func MakePlan(ctx context.Context, h *Host, t *Template, o Options) (*Plan, erro
 	if merged.MountPoints, err = mountPoints(t, o, rootStorage); err != nil {
 		return nil, err
 	}
-	appDefaults(&merged)
+	if h.Remote() && isApp(merged) && !hasRaw(merged, "lxc.signal.halt") {
+		// Only root@pam on the host writes raw keys: the stop signal
+		// nexcage adds itself is left out, and said so.
+		p.Warnings = append(p.Warnings, "the API cannot set lxc.signal.halt: the application is stopped with LXC's default SIGPWR, not SIGTERM as PVE's own OCI import does")
+	} else {
+		appDefaults(&merged)
+	}
 	if o.DropEnv && !p.Container.AppContainers() {
 		var dropped []string
 		if merged, dropped = merged.DropEnv(); len(dropped) > 0 {
@@ -298,10 +280,63 @@ func MakePlan(ctx context.Context, h *Host, t *Template, o Options) (*Plan, erro
 	if o.Start {
 		p.Start = p.startArgv(p.VMID)
 	}
+	if p.remote != nil {
+		p.Create, p.Set, p.Raw = nil, nil, nil
+		if err := p.finishRemote(o); err != nil {
+			return nil, err
+		}
+	}
 	return p, nil
 }
 
-func validateFlags(t *Template, o Options) error {
+// planLocal checks the node and the storages on the host, and plans
+// the template's upload into its storage (or its use where it is).
+func (h *Host) planLocal(ctx context.Context, p *Plan, t *Template, o Options, storages []Storage, rootStorage string) error {
+	if o.Node != "" {
+		nodes, err := h.Nodes(ctx)
+		if err != nil {
+			return err
+		}
+		if !contains(nodes, o.Node) {
+			return newError(ErrNotFound, "node", fmt.Sprintf("node '%s' is not in this cluster (it has %s)", o.Node, strings.Join(nodes, ", ")), "name one of them in Node", "Node")
+		}
+	}
+	if err := checkStorage(storages, rootStorage, "rootdir", o.Node, "Storage"); err != nil {
+		return err
+	}
+
+	// The template: a volume on the host, or a local file to upload.
+	if t.VolID != "" {
+		p.VolID = t.VolID
+		store, _, _ := strings.Cut(t.VolID, ":")
+		if err := checkStorage(storages, store, "vztmpl", o.Node, "the template's storage"); err != nil {
+			return err
+		}
+		if _, err := h.TemplatePath(ctx, t.VolID); err != nil {
+			return err
+		}
+	} else {
+		ts := firstNonEmpty(o.TemplateStorage, "local")
+		if err := checkStorage(storages, ts, "vztmpl", o.Node, "TemplateStorage"); err != nil {
+			return err
+		}
+		p.VolID = ts + ":vztmpl/" + filepath.Base(t.File)
+		dest, err := h.TemplatePath(ctx, p.VolID)
+		if err != nil {
+			return err
+		}
+		if p.Upload, err = planUpload(t, dest, o.ReplaceTemplate); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// validateFlags checks the options and the template; remote (a host
+// reached through the API) leaves the host directories to PVE, which are
+// not on this machine, and lets a password go to another node in the
+// request's body.
+func validateFlags(t *Template, o Options, remote bool) error {
 	if o.VMID != 0 && (o.VMID < 100 || o.VMID > 999999999) {
 		return newError(ErrInvalidArgument, "vmid", fmt.Sprintf("VMID %d is out of range", o.VMID), paramFix["vmid"], "VMID")
 	}
@@ -320,7 +355,7 @@ func validateFlags(t *Template, o Options) error {
 	if strings.ContainsAny(o.Password, "\n\r\x00") {
 		return newError(ErrInvalidArgument, "password", "Password contains a line break or NUL, which pct cannot read from its standard input", "choose another password", "Password")
 	}
-	if o.Password != "" && o.Node != "" {
+	if o.Password != "" && o.Node != "" && !remote {
 		// pvesh has no way to read it from stdin: it would be in argv on
 		// this host and, proxied, in the ssh command line to the node.
 		return newError(ErrInvalidArgument, "password", "Password cannot be passed to another node (pvesh would take it on its command line, visible in the process list)", "use SSHKeysFile, or run the deploy on that node without Node", "Password", "SSHKeysFile", "Node")
@@ -337,6 +372,9 @@ func validateFlags(t *Template, o Options) error {
 		if _, err := lxc.CheckContainerPath(m.Dest); err != nil {
 			return newError(ErrInvalidArgument, "mount", fmt.Sprintf("Mounts %s: the destination %v", m.Source, err), "write Mounts /host/dir:/ct/dir[:ro]", "Mounts")
 		}
+		if remote {
+			continue
+		}
 		if err := checkHostDir(m.Source, "Mounts "+m.Source, "Mounts"); err != nil {
 			return err
 		}
@@ -352,7 +390,7 @@ func validateFlags(t *Template, o Options) error {
 			if _, err := lxc.CheckContainerPath(m.Path); err != nil {
 				return newError(ErrInvalidArgument, "template", what+": mp= "+err.Error(), "remove it from the template's .conf")
 			}
-			if err := checkHostDir(m.Volume, what+" "+m.Volume); err != nil {
+			if err := checkHostDir(m.Volume, what+" "+m.Volume); err != nil && !remote {
 				return err
 			}
 			// Whoever made the template chose the host directory (another
@@ -542,6 +580,15 @@ func isApp(c lxc.Config) bool {
 // appDefaults gives an application container the stop signal PVE's own
 // OCI import gives it when the image names none: SIGTERM, which apps
 // handle, where LXC's default SIGPWR kills most of them uncleanly.
+func hasRaw(c lxc.Config, key string) bool {
+	for _, r := range c.Raw {
+		if r.Key == key {
+			return true
+		}
+	}
+	return false
+}
+
 func appDefaults(c *lxc.Config) {
 	if !isApp(*c) {
 		return
@@ -685,6 +732,12 @@ type Result struct {
 // Deploy carries out a plan. Once the container exists, any failure
 // destroys it again (unless p.KeepFailed), so nothing half-made is left.
 func Deploy(ctx context.Context, h *Host, p *Plan) (*Result, error) {
+	if (p.remote != nil) != h.Remote() {
+		return nil, newError(ErrInvalidArgument, "", "the plan was made for another kind of host (through the API, or on the host)", "make the plan with the host that deploys it")
+	}
+	if h.Remote() {
+		return h.deployRemote(ctx, p)
+	}
 	res := &Result{Node: p.Node, VolID: p.VolID}
 	if p.Upload != nil && !p.Upload.Skip {
 		if err := upload(p.Upload); err != nil {

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/nexcage/nexcage/internal/atomicfile"
+	"github.com/nexcage/nexcage/pveapi"
 )
 
 // Runner runs one PVE command as an argv.
@@ -75,6 +76,17 @@ type Host struct {
 	// Root prefixes /etc/pve and /run/lock: "/" on a real host, the state
 	// directory of a stand-in host in tests.
 	Root string
+	// Endpoint names a host reached through the API in check results
+	// (its URL); "" says "PVE API".
+	Endpoint string
+	// APIUser is who the API acts as, USER@REALM (a ticket) or
+	// USER@REALM!TOKENID (a token), when known: PVE lets only root@pam,
+	// logged in with its password, bind host directories, so a plan
+	// for anyone else refuses them before any change.
+	APIUser string
+	// api is set on a host reached through PVE's HTTP API
+	// (NewRemoteHost): then no command runs and Root is unused.
+	api *pveapi.Client
 }
 
 // NewHost returns the host this program runs on, its PVE commands run as
@@ -94,6 +106,9 @@ func (h *Host) run(ctx context.Context, argv ...string) (string, error) {
 
 // runInput is run with stdin as the command's standard input.
 func (h *Host) runInput(ctx context.Context, stdin string, argv ...string) (string, error) {
+	if h.api != nil {
+		return "", newError(ErrInvalidArgument, "", fmt.Sprintf("%s cannot run here: the host is reached through its API", argv[0]), "run it on the host")
+	}
 	var out, errs string
 	var code int
 	var err error
@@ -125,6 +140,9 @@ func (v Version) String() string { return fmt.Sprintf("%d.%d", v.Major, v.Minor)
 
 // Version asks pveversion.
 func (h *Host) Version(ctx context.Context) (Version, error) {
+	if h.api != nil {
+		return h.remoteVersion(ctx)
+	}
 	out, err := h.run(ctx, "pveversion")
 	if err != nil {
 		return Version{}, err
@@ -141,6 +159,9 @@ func (h *Host) Version(ctx context.Context) (Version, error) {
 // NextID asks the cluster for a free VMID. It is not reserved: a create
 // may still find it taken and must retry.
 func (h *Host) NextID(ctx context.Context) (int, error) {
+	if h.api != nil {
+		return h.api.NextID(ctx)
+	}
 	out, err := h.run(ctx, "pvesh", "get", "/cluster/nextid")
 	if err != nil {
 		return 0, err
@@ -164,6 +185,9 @@ type Resource struct {
 
 // Resources lists every guest of the cluster.
 func (h *Host) Resources(ctx context.Context) ([]Resource, error) {
+	if h.api != nil {
+		return h.remoteResources(ctx)
+	}
 	var out []Resource
 	err := h.getJSON(ctx, &out, "/cluster/resources", "--type", "vm")
 	return out, err
@@ -203,6 +227,9 @@ func (s Storage) OnNode(node string) bool {
 
 // Storages lists the cluster's storage configuration.
 func (h *Host) Storages(ctx context.Context) ([]Storage, error) {
+	if h.api != nil {
+		return h.remoteStorages(ctx)
+	}
 	var out []Storage
 	err := h.getJSON(ctx, &out, "/storage")
 	return out, err
@@ -210,6 +237,9 @@ func (h *Host) Storages(ctx context.Context) ([]Storage, error) {
 
 // Nodes lists the cluster's node names.
 func (h *Host) Nodes(ctx context.Context) ([]string, error) {
+	if h.api != nil {
+		return h.remoteNodes(ctx)
+	}
 	var out []struct {
 		Node string `json:"node"`
 	}
@@ -238,6 +268,9 @@ func (h *Host) getJSON(ctx context.Context, v any, path string, args ...string) 
 
 // TemplatePath is where a template volume lives (pvesm path).
 func (h *Host) TemplatePath(ctx context.Context, volid string) (string, error) {
+	if h.api != nil {
+		return "", newError(ErrInvalidArgument, "ostemplate", fmt.Sprintf("%s has no path here: the host is reached through its API", volid), "read the template on the host")
+	}
 	out, err := h.run(ctx, "pvesm", "path", volid)
 	if err != nil {
 		return "", err

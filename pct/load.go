@@ -61,6 +61,12 @@ func (e *TemplateConfigError) Unwrap() error { return e.Err }
 func LoadTemplate(ctx context.Context, h *Host, fileOrVolID string, opts LoadOptions) (*Template, error) {
 	t := &Template{}
 	file := fileOrVolID
+	if IsVolumeID(fileOrVolID) && h.Remote() {
+		// The API uploads templates but not their sidecars: a volume is
+		// deployed with what the flags say (MakePlan checks it is there).
+		t.VolID = fileOrVolID
+		return t, nil
+	}
 	if IsVolumeID(fileOrVolID) {
 		t.VolID = fileOrVolID
 		p, err := h.TemplatePath(ctx, fileOrVolID)

@@ -73,6 +73,9 @@ type Managed struct {
 // ListManaged lists the cluster's containers that carry nexcage's marker,
 // reading each one's config from the cluster file system.
 func (h *Host) ListManaged(ctx context.Context) ([]Managed, error) {
+	if h.api != nil {
+		return h.remoteListManaged(ctx)
+	}
 	res, err := h.Resources(ctx)
 	if err != nil {
 		return nil, err

@@ -18,6 +18,11 @@ var rePackageContainer = regexp.MustCompile(`(?m)^pve-container: (\S+)`)
 // parses. A host that does not list it is taken to have the oldest release
 // its PVE version shipped with (the one whose keys are surely known).
 func (h *Host) ContainerVersion(ctx context.Context, v Version) (lxc.PVEContainer, error) {
+	if h.api != nil {
+		// The API does not list package versions: the release this PVE
+		// version shipped with is the one whose keys are surely known.
+		return ContainerFor(v), nil
+	}
 	out, err := h.run(ctx, "pveversion", "-v")
 	if err != nil {
 		return lxc.PVEContainer{}, err

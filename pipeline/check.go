@@ -98,7 +98,7 @@ func Check(ctx context.Context, target string, opts CheckOptions) ([]health.Resu
 	// A bare word naming one of the cluster's storages is that storage
 	// (write ./NAME for a directory of that name).
 	var storagesErr error
-	if !strings.Contains(target, "/") && pct.IsPVEHost() {
+	if !strings.Contains(target, "/") && (opts.Host != nil && opts.Host.Remote() || pct.IsPVEHost()) {
 		h := opts.pveHost()
 		ids, err := h.StorageIDs(ctx)
 		if err == nil && slices.Contains(ids, target) {

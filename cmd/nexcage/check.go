@@ -8,7 +8,6 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/nexcage/nexcage/health"
-	"github.com/nexcage/nexcage/pct"
 	"github.com/nexcage/nexcage/pipeline"
 )
 
@@ -33,6 +32,7 @@ Exit status: 0 all ok (also after repairs), 1 any failure, 3 warnings only.`,
 		flags: func(fs *pflag.FlagSet, o *opts) {
 			storeFlag(fs, o)
 			fs.BoolVar(&o.repair, "repair", false, "delete corrupt blobs and leftovers of interrupted writes, drop broken store entries")
+			registerRemoteFlags(fs, &o.deploy.remote)
 		},
 		run: runCheck,
 	})
@@ -79,6 +79,10 @@ func (c *checkOutcome) ExitStatus() int { return c.status }
 func (c *checkOutcome) Unwrap() error   { return c.failedWith }
 
 func runCheck(ctx context.Context, e *env, args []string) (any, error) {
+	host, err := pveHost(e)
+	if err != nil {
+		return nil, err
+	}
 	copts := pipeline.CheckOptions{
 		Repair: e.repair,
 		// One scan of the open files for every target.
@@ -88,7 +92,7 @@ func runCheck(ctx context.Context, e *env, args []string) (any, error) {
 		// What a directory short of space names as the way to choose another.
 		StoreSetting:    "--store or NEXCAGE_STORE",
 		TemplateSetting: "NEXCAGE_TEMPLATES or -o",
-		Host:            pct.NewHost(pveRoot()),
+		Host:            host,
 	}
 	var results []health.Result
 	if len(args) == 0 {

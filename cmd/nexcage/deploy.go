@@ -32,6 +32,7 @@ type deployFlags struct {
 	swapSet, runAsRoot                                bool
 	dropEnv, allowTemplateMounts                      bool
 	pveVersion                                        string
+	remote                                            remoteFlags
 }
 
 // setInt is an int flag that records whether it was given: --swap 0 is
@@ -72,10 +73,11 @@ func registerDeployFlags(fs *pflag.FlagSet, d *deployFlags) {
 	fs.StringVar(&d.passwordFile, "password-file", "", "file whose first line is the root password, - for standard input")
 	fs.StringVar(&d.sshKeys, "ssh-public-keys", "", "file of SSH public keys for root")
 	fs.BoolVar(&d.start, "start", false, "start the container after creating it")
-	fs.StringVar(&d.node, "node", "", "create on this node of the cluster (through pvesh)")
+	fs.StringVar(&d.node, "node", "", "create on this node of the cluster (through pvesh; with --remote, default: the node both storages are on, or the only node)")
 	fs.BoolVar(&d.dryRun, "dry-run", false, "print the plan (commands and resulting config) and change nothing")
 	fs.BoolVar(&d.keepFailed, "keep-failed", false, "keep a container whose set-up failed after it was created, instead of destroying it")
 	fs.BoolVar(&d.allowRawLXC, "allow-raw-lxc", false, "deploy a template whose .conf has lines nexcage does not write, dropping those lines (with a warning)")
+	registerRemoteFlags(fs, &d.remote)
 }
 
 func checkHostname(s string) error {
@@ -226,8 +228,11 @@ func deployOpts(e *env) (pipeline.DeployOptions, error) {
 			return d, err
 		}
 		d.Host = pct.OfflineHost(v, e.deploy.node)
-	} else {
-		d.Host = pct.NewHost(pveRoot())
+		if e.deploy.remote.remoteURL() != "" && e.deploy.remote.url != "" {
+			return d, usagef("--pve-version plans without a Proxmox host, --remote with one: give one of them")
+		}
+	} else if d.Host, err = pveHost(e); err != nil {
+		return d, err
 	}
 	return d, nil
 }

@@ -54,6 +54,7 @@ description), with their node, status, template and image digest.`,
 		flags: func(fs *pflag.FlagSet, o *opts) {
 			storeFlag(fs, o)
 			fs.BoolVarP(&o.containers, "containers", "c", false, "list the containers nexcage created instead")
+			registerRemoteFlags(fs, &o.deploy.remote)
 		},
 		run: runList,
 	})
@@ -216,6 +217,9 @@ func runList(ctx context.Context, e *env, args []string) (any, error) {
 	if e.containers {
 		return listContainers(ctx, e)
 	}
+	if r := e.deploy.remote; r.url != "" || r.tokenFile != "" || r.user != "" || r.passwordFile != "" || r.fingerprint != "" {
+		return nil, usagef("--remote and its flags list containers: they need --containers (the store's images are on this machine)")
+	}
 	store, err := openStore(e)
 	if err != nil {
 		return nil, err
@@ -254,7 +258,11 @@ func shortDigest(d string) string {
 }
 
 func listContainers(ctx context.Context, e *env) (any, error) {
-	cts, err := pct.NewHost(pveRoot()).ListManaged(ctx)
+	h, err := pveHost(e)
+	if err != nil {
+		return nil, err
+	}
+	cts, err := h.ListManaged(ctx)
 	if err != nil {
 		return nil, err
 	}

@@ -779,6 +779,9 @@ func (s *apiServer) readParams(c *apiCall) error {
 			if c.upload != "" {
 				return &apiError{code: http.StatusBadRequest, msg: "more than one file in the upload"}
 			}
+			// pveproxy takes the file part's filename= as the filename
+			// parameter (file_upload_multipart), whatever a field said.
+			c.raw["filename"] = part.FileName()
 			// pveproxy streams the file to /var/tmp/pveupload-<hex>.
 			var rnd [8]byte
 			rand.Read(rnd[:])

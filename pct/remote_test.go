@@ -1,0 +1,89 @@
+package pct_test
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/nexcage/nexcage/internal/pveoracle"
+	"github.com/nexcage/nexcage/internal/pvetest"
+	"github.com/nexcage/nexcage/pct"
+	"github.com/nexcage/nexcage/pveapi"
+)
+
+// remoteHost is a pct.Host reached through the stand-in's API (PVE 9.1,
+// nodes pve and pve2), with a token that may do anything.
+func remoteHost(t *testing.T) (*pvetest.API, *pct.Host) {
+	t.Helper()
+	pveoracle.Require(t)
+	s := pvetest.NewStandIn(t)
+	api := s.StartAPI(t, pvetest.APIOptions{})
+	tok := strings.TrimPrefix(api.AddToken(t, "ci@pve!plan", map[string][]string{"/": {"*"}}), "PVEAPIToken=")
+	c, err := pveapi.New(pveapi.Config{URL: api.URL, Token: tok, Fingerprint: api.Fingerprint})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	return api, pct.NewRemoteHost(c)
+}
+
+// TestRemotePlan makes plans through the API: raw LXC lines are refused
+// with a *RawLinesError listing them, before any request that changes
+// anything; the plan's commands are API requests without the password;
+// an unknown node is refused; a plan is deployed only by its kind of
+// host. Every request was judged by PVE's schema.
+func TestRemotePlan(t *testing.T) {
+	api, h := remoteHost(t)
+	ctx := context.Background()
+
+	_, err := pct.MakePlan(ctx, h, planTemplate(t, appTemplateConf), pct.Options{Node: "pve", RunAsRoot: true})
+	var rl *pct.RawLinesError
+	if !errors.As(err, &rl) || !errors.Is(err, pct.ErrInvalidArgument) {
+		t.Fatalf("an app template with raw lines over the API: %v (%T)", err, err)
+	}
+	if got := strings.Join(rl.Lines, "\n"); !strings.Contains(got, "lxc.init.cwd: /app") || !strings.Contains(got, "lxc.signal.halt: SIGTERM") || strings.Contains(got, "lxc.environment.runtime") {
+		t.Errorf("refused lines %q: want cwd and the stop signal, and no environment (an API parameter on 9.1)", rl.Lines)
+	}
+
+	const pw = "s3cret-Passw0rd"
+	p, err := pct.MakePlan(ctx, h, planTemplate(t, "arch: amd64\nostype: alpine\n", "/data"), pct.Options{Node: "pve2", Hostname: "web", Password: pw, Start: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmds := strings.Join(p.Commands(), "\n")
+	for _, want := range []string{
+		"POST /api2/json/nodes/pve2/storage/local/upload content=vztmpl filename=app_1_amd64.tar.zst checksum-algorithm=sha256 checksum=",
+		"POST /api2/json/nodes/pve2/lxc vmid=100 ostemplate=local:vztmpl/app_1_amd64.tar.zst ",
+		" hostname=web ", " password=(not shown)",
+		"PUT /api2/json/nodes/pve2/lxc/100/config mp0=local-lvm:8,mp=/data",
+		"POST /api2/json/nodes/pve2/lxc/100/status/start",
+	} {
+		if !strings.Contains(cmds, want) {
+			t.Errorf("plan commands lack %q:\n%s", want, cmds)
+		}
+	}
+	if strings.Contains(cmds, pw) {
+		t.Errorf("the password is in the plan's commands:\n%s", cmds)
+	}
+	if _, err := pct.Deploy(ctx, pct.OfflineHost(pct.Version{Major: 9, Minor: 1}, ""), p); !errors.Is(err, pct.ErrInvalidArgument) {
+		t.Errorf("a remote plan deployed by a local host: %v", err)
+	}
+
+	_, err = pct.MakePlan(ctx, h, planTemplate(t, ""), pct.Options{Node: "pve9"})
+	if !errors.Is(err, pct.ErrNotFound) || !strings.Contains(err.Error(), "it has pve, pve2") {
+		t.Errorf("unknown node: %v", err)
+	}
+	_, err = pct.MakePlan(ctx, h, planTemplate(t, ""), pct.Options{})
+	var pe *pct.Error
+	if !errors.As(err, &pe) || pe.Param != "node" || !strings.Contains(err.Error(), "several nodes") {
+		t.Errorf("no node on a cluster of two with local storages: %v", err)
+	}
+
+	for _, r := range api.Requests(t) {
+		if r.Method != "GET" {
+			t.Errorf("planning made a %s %s", r.Method, r.Path)
+		}
+	}
+	api.CheckJudged(t)
+}
