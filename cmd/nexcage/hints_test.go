@@ -39,6 +39,17 @@ func corpusByName(t *testing.T, name string) testimage.Case {
 	return testimage.Case{}
 }
 
+// corpusLayout writes the corpus case name as tag into a fresh OCI layout
+// and returns its oci: reference.
+func corpusLayout(t *testing.T, name, tag string) string {
+	t.Helper()
+	layout := filepath.Join(t.TempDir(), "layout")
+	if err := testimage.WriteLayout(layout, tag, corpusByName(t, name)); err != nil {
+		t.Fatal(err)
+	}
+	return "oci:" + layout + ":" + tag
+}
+
 // serveOn127002 serves h on 127.0.0.2, a loopback address that the
 // registry client does not treat as loopback: it speaks HTTPS to it.
 func serveOn127002(t *testing.T, h http.Handler, tls bool) string {
@@ -64,11 +75,7 @@ func serveOn127002(t *testing.T, h http.Handler, tls bool) string {
 // names the flag (or command) that fixes it, added by hint in run.
 func TestHintNamesTheFlag(t *testing.T) {
 	t.Setenv("NEXCAGE_STORE", filepath.Join(t.TempDir(), "store"))
-	layoutDir := filepath.Join(t.TempDir(), "layout")
-	if err := testimage.WriteLayout(layoutDir, "modes", corpusByName(t, "modes")); err != nil {
-		t.Fatal(err)
-	}
-	img := "oci:" + layoutDir + ":modes"
+	img := corpusLayout(t, "modes", "modes")
 	v2 := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusNotFound) })
 
 	for _, tc := range []struct {

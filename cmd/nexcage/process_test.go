@@ -7,28 +7,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/nexcage/nexcage/internal/testimage"
 	"github.com/nexcage/nexcage/lxc"
 )
-
-func alpineAppLayout(t *testing.T) string {
-	t.Helper()
-	cases, err := testimage.Corpus()
-	if err != nil {
-		t.Fatal(err)
-	}
-	layout := filepath.Join(t.TempDir(), "layout")
-	for _, c := range cases {
-		if c.Name == "alpine-app" {
-			if err := testimage.WriteLayout(layout, "app", c); err != nil {
-				t.Fatal(err)
-			}
-			return "oci:" + layout + ":app"
-		}
-	}
-	t.Fatal("no alpine-app case")
-	return ""
-}
 
 // TestProcessOverrideFlags: build's --entrypoint, --cmd, --env, --user and
 // --workdir reach the .conf with docker's semantics, and the up-to-date
@@ -36,7 +16,7 @@ func alpineAppLayout(t *testing.T) string {
 func TestProcessOverrideFlags(t *testing.T) {
 	t.Setenv("NEXCAGE_STORE", filepath.Join(t.TempDir(), "store"))
 	t.Setenv("H16C_FROM_ENV", "from nexcage")
-	ref := alpineAppLayout(t)
+	ref := corpusLayout(t, "alpine-app", "app")
 	out := t.TempDir() + "/"
 	args := []string{"build", "-q", "-o", out, "--entrypoint", "/bin/sleep", "--cmd", "1000",
 		"--env", "APP_MODE=prod", "--env", "H16C_FROM_ENV", "--user", "nobody", "--workdir", "/tmp", ref}
@@ -89,7 +69,7 @@ func TestProcessOverrideFlags(t *testing.T) {
 // control character is a usage error.
 func TestEnvTab(t *testing.T) {
 	t.Setenv("NEXCAGE_STORE", filepath.Join(t.TempDir(), "store"))
-	ref := alpineAppLayout(t)
+	ref := corpusLayout(t, "alpine-app", "app")
 	out := t.TempDir() + "/"
 	status, stdout, stderr := runCLI(t, "build", "-q", "-o", out, "--env", "A=x\ty", ref)
 	if status != exitOK {
