@@ -3,38 +3,13 @@ package rootfs
 import (
 	"context"
 	"errors"
-	"io"
-	"log"
-	"net"
-	"net/http"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
-)
 
-// registryOn127002 serves a registry that answers 404 to everything on
-// 127.0.0.2, which the registry client does not treat as loopback (it
-// speaks HTTPS to it), over TLS or plain HTTP.
-func registryOn127002(t *testing.T, tls bool) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.2:0")
-	if err != nil {
-		t.Skipf("cannot listen on 127.0.0.2 (%v): these cases need a second loopback address", err)
-	}
-	srv := httptest.NewUnstartedServer(http.NotFoundHandler())
-	srv.Config.ErrorLog = log.New(io.Discard, "", 0) // the refused handshakes are the point
-	srv.Listener.Close()
-	srv.Listener = l
-	if tls {
-		srv.StartTLS()
-	} else {
-		srv.Start()
-	}
-	t.Cleanup(srv.Close)
-	return l.Addr().String()
-}
+	"github.com/nexcage/nexcage/internal/testenv"
+)
 
 // TestRegistryTransportErrorsAreTyped: a plain-HTTP registry and an
 // unverifiable certificate are sentinels a caller decides on, in words
@@ -50,7 +25,7 @@ func TestRegistryTransportErrorsAreTyped(t *testing.T) {
 		{"untrusted certificate", true, ErrUntrustedCert, "cannot be verified"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			ref, err := ParseRef(registryOn127002(t, tc.tls) + "/x:1")
+			ref, err := ParseRef(testenv.Registry404On127002(t, tc.tls) + "/x:1")
 			if err != nil {
 				t.Fatal(err)
 			}
