@@ -14,6 +14,7 @@ import (
 
 	"github.com/nexcage/nexcage/convert"
 	"github.com/nexcage/nexcage/generate"
+	"github.com/nexcage/nexcage/internal/testbundle"
 	"github.com/nexcage/nexcage/internal/testenv"
 	"github.com/nexcage/nexcage/rootfs"
 )
@@ -66,13 +67,13 @@ func TestAsOrdinaryUser(t *testing.T) {
 		t.Fatal(err)
 	}
 	odd := filepath.Join(dir, "odd.tar.zst")
-	os.WriteFile(odd, zstdOf(t, tarOf(t, dirM("./"),
-		member{hdr: tar.Header{Typeflag: tar.TypeDir, Name: "./ro/", Mode: 0o555, Uid: 1000, Gid: 1000, PAXRecords: map[string]string{"SCHILY.xattr.user.dir": "d"}}},
-		member{hdr: tar.Header{Typeflag: tar.TypeReg, Name: "./ro/file", Mode: 0o444, Uid: 1000, Gid: 50, Size: 3, PAXRecords: map[string]string{"SCHILY.xattr.user.note": "n"}}, body: "ro\n"},
-		member{hdr: tar.Header{Typeflag: tar.TypeDir, Name: "./tight/", Mode: 0o711}},
-		member{hdr: tar.Header{Typeflag: tar.TypeReg, Name: "./tight/secret", Mode: 0, Size: 2}, body: "s\n"},
-		hardlinkM("./tight/secret2", "./tight/secret"),
-		fileM("./bin/sh", string(sh[:64])))), 0o644)
+	os.WriteFile(odd, zstdOf(t, testbundle.Tar(t, testbundle.DirM("./"),
+		testbundle.Member{Hdr: tar.Header{Typeflag: tar.TypeDir, Name: "./ro/", Mode: 0o555, Uid: 1000, Gid: 1000, PAXRecords: map[string]string{"SCHILY.xattr.user.dir": "d"}}},
+		testbundle.Member{Hdr: tar.Header{Typeflag: tar.TypeReg, Name: "./ro/file", Mode: 0o444, Uid: 1000, Gid: 50, Size: 3, PAXRecords: map[string]string{"SCHILY.xattr.user.note": "n"}}, Body: "ro\n"},
+		testbundle.Member{Hdr: tar.Header{Typeflag: tar.TypeDir, Name: "./tight/", Mode: 0o711}},
+		testbundle.Member{Hdr: tar.Header{Typeflag: tar.TypeReg, Name: "./tight/secret", Mode: 0, Size: 2}, Body: "s\n"},
+		testbundle.HardlinkM("./tight/secret2", "./tight/secret"),
+		testbundle.FileM("./bin/sh", string(sh[:64])))), 0o644)
 
 	templates := map[string]string{"odd": odd}
 	for _, name := range []string{"modes", "alpine-app"} {
