@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -25,14 +24,8 @@ import (
 // convert to the template a root one gives, and a rootfs the user cannot
 // read must be refused, naming the file and the fix.
 func TestAsOrdinaryUser(t *testing.T) {
-	testenv.RequireRoot(t) // to switch to another user at all
-	setpriv := testenv.RequireTool(t, "setpriv")
-	dir, err := os.MkdirTemp("", "nexcage-generate-user-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	os.Chmod(dir, 0o755)
+	user := testenv.NewNobody(t, "nexcage-generate-user-")
+	dir, work := user.Dir, user.Work
 	// The test binary, where uid 65534 may run it.
 	self, err := os.Executable()
 	if err != nil {
@@ -40,13 +33,10 @@ func TestAsOrdinaryUser(t *testing.T) {
 	}
 	bin := filepath.Join(dir, "generate.test")
 	copyExecutable(t, self, bin)
-	work := filepath.Join(dir, "work")
-	os.Mkdir(work, 0o755)
-	os.Chown(work, 65534, 65534)
 
 	child := func(env ...string) (*generate.Result, string, error) {
-		cmd := exec.Command(setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", bin)
-		cmd.Env = append([]string{"NEXCAGE_GENERATE_CHILD=1", "HOME=" + work, "PATH=/usr/bin:/bin"}, env...)
+		cmd := user.Command(bin)
+		cmd.Env = append(append(cmd.Env, "NEXCAGE_GENERATE_CHILD=1"), env...)
 		var stderr strings.Builder
 		cmd.Stderr = &stderr
 		out, err := cmd.Output()
