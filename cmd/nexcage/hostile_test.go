@@ -533,12 +533,7 @@ func sparseArchive(t *testing.T, img v1.Image, docker bool) string {
 	tarTool := testenv.RequireTool(t, "tar")
 	out := filepath.Join(t.TempDir(), "archive.tar")
 	huge := t.TempDir()
-	f, err := os.Create(filepath.Join(huge, "huge"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	f.Truncate(4 << 30)
-	f.Close()
+	testenv.SparseFile(t, filepath.Join(huge, "huge"), 4<<30)
 	if docker {
 		// Written, unpacked and packed again with the member: GNU tar
 		// appends (-r) nothing sparse.
@@ -606,19 +601,7 @@ func layerImage(t *testing.T, l v1.Layer) v1.Image {
 
 // sparseLayer holds a 10 GiB sparse file written by GNU tar.
 func sparseLayer(t *testing.T) v1.Layer {
-	t.Helper()
-	tarTool := testenv.RequireTool(t, "tar")
-	dir := t.TempDir()
-	f, err := os.Create(filepath.Join(dir, "huge"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	f.Truncate(10 << 30)
-	f.Close()
-	out := filepath.Join(t.TempDir(), "l.tar")
-	testenv.Run(t, tarTool, "--sparse", "--format=pax", "-cf", out, "-C", dir, "huge")
-	raw, _ := os.ReadFile(out)
-	return static.NewLayer(raw, types.OCIUncompressedLayer)
+	return static.NewLayer(testenv.SparseTar(t, "huge", 10<<30), types.OCIUncompressedLayer)
 }
 
 // zerosGzipLayer is a small gzip layer holding one file of n zero bytes.
