@@ -1,7 +1,6 @@
 package generate_test
 
 import (
-	"context"
 	"encoding/binary"
 	"encoding/json"
 	"net"
@@ -19,7 +18,6 @@ import (
 	"github.com/nexcage/nexcage/internal/fstree"
 	"github.com/nexcage/nexcage/internal/pvetest"
 	"github.com/nexcage/nexcage/internal/testenv"
-	"github.com/nexcage/nexcage/rootfs"
 )
 
 func snapshot(t testing.TB, dir string) fstree.Tree {
@@ -33,14 +31,8 @@ func snapshot(t testing.TB, dir string) fstree.Tree {
 
 func fromRootfs(t testing.TB, dir string, opts generate.Options) (string, *generate.Result) {
 	t.Helper()
-	bundle := filepath.Join(t.TempDir(), "bundle")
 	opts.Rootfs = dir
-	res, err := generate.Bundle(context.Background(), bundle, opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { rootfs.RemoveBundle(bundle) })
-	return bundle, res
+	return generateBundle(t, opts)
 }
 
 func loadSpec(t testing.TB, bundle string) *rspec.Spec {
