@@ -60,15 +60,23 @@ func attach(t *testing.T, c *pvetest.Container, args ...string) string {
 	return out
 }
 
-// TestAlpineBootsAsSystemContainer: the Alpine template boots unprivileged
-// with its own init as PID 1.
-func TestAlpineBootsAsSystemContainer(t *testing.T) {
+// bootSystemContainer converts the corpus case name and boots it: Alpine's
+// init must be PID 1.
+func bootSystemContainer(t *testing.T, name string) *pvetest.Container {
+	t.Helper()
 	testenv.RequireRoot(t)
-	res := convertTo(t, unpack(t, corpusCase(t, "alpine-amd64"), false), t.TempDir(), convert.Options{})
+	res := convertTo(t, unpack(t, corpusCase(t, name), false), t.TempDir(), convert.Options{})
 	c := bootTemplate(t, res, nil)
 	if got := strings.TrimSpace(attach(t, c, "/bin/cat", "/proc/1/comm")); got != "init" {
 		t.Errorf("PID 1 is %q, want Alpine's init", got)
 	}
+	return c
+}
+
+// TestAlpineBootsAsSystemContainer: the Alpine template boots unprivileged
+// with its own init as PID 1.
+func TestAlpineBootsAsSystemContainer(t *testing.T) {
+	c := bootSystemContainer(t, "alpine-amd64")
 	if got := attach(t, c, "/bin/cat", "/etc/alpine-release"); !strings.HasPrefix(got, "3.20") {
 		t.Errorf("/etc/alpine-release = %q", got)
 	}
