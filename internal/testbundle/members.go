@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/klauspost/compress/zstd"
+
+	"github.com/nexcage/nexcage/internal/testenv"
 )
 
 // Members lists a template's tar headers in archive order (a .tar.zst is
@@ -31,18 +33,11 @@ func Members(t testing.TB, template string) []*tar.Header {
 		defer zr.Close()
 		r = zr
 	}
-	tr := tar.NewReader(r)
 	var out []*tar.Header
-	for {
-		h, err := tr.Next()
-		if err == io.EOF {
-			return out
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
+	for h := range testenv.TarMembers(t, r) {
 		out = append(out, h)
 	}
+	return out
 }
 
 // Describe is one member's metadata on one line, for comparing templates.
