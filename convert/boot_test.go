@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -120,7 +121,7 @@ func TestAppImageRunsItsEntrypoint(t *testing.T) {
 	}
 	env := strings.Split(attach(t, c, "/bin/cat", "/proc/1/environ"), "\x00")
 	for _, want := range []string{"GREETING=hello world", "APP_MODE=test"} {
-		if !contains(env, want) {
+		if !slices.Contains(env, want) {
 			t.Errorf("PID 1's environment %q lacks %s", env, want)
 		}
 	}
@@ -134,13 +135,4 @@ func TestAppImageRunsItsEntrypoint(t *testing.T) {
 	if _, err := c.Attach(context.Background(), "/bin/touch", "/srv/data/new"); err == nil {
 		t.Error("the read-only bind mount accepted a write")
 	}
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }

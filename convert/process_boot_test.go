@@ -6,6 +6,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -164,7 +165,7 @@ func TestNamedUserBootsWithGroups(t *testing.T) {
 // image's environment; LXC takes SIGRTMIN+3 as its halt signal.
 func TestSystemContainerBootsWithEnv(t *testing.T) {
 	c := bootSystemContainer(t, "alpine-system")
-	if env := strings.Split(attach(t, c, "/bin/cat", "/proc/1/environ"), "\x00"); !contains(env, "container=lxc") {
+	if env := strings.Split(attach(t, c, "/bin/cat", "/proc/1/environ"), "\x00"); !slices.Contains(env, "container=lxc") {
 		t.Errorf("PID 1's environment %q lacks container=lxc", env)
 	}
 }
