@@ -24,11 +24,7 @@ import (
 func hostileDeploy(t *testing.T, bin string, edit func(conf, manifest string, marker string)) string {
 	t.Helper()
 	dir := t.TempDir()
-	img, err := testimage.Alpine("amd64")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := testimage.WriteLayout(filepath.Join(dir, "layout"), "alpine", testimage.Case{Name: "alpine", Image: img}); err != nil {
+	if err := testimage.WriteAlpineLayout(filepath.Join(dir, "layout"), "alpine"); err != nil {
 		t.Fatal(err)
 	}
 	out := filepath.Join(dir, "t")
