@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -60,15 +61,23 @@ func attach(t *testing.T, c *pvetest.Container, args ...string) string {
 	return out
 }
 
-// TestAlpineBootsAsSystemContainer: the Alpine template boots unprivileged
-// with its own init as PID 1.
-func TestAlpineBootsAsSystemContainer(t *testing.T) {
+// bootSystemContainer converts the corpus case name and boots it: Alpine's
+// init must be PID 1.
+func bootSystemContainer(t *testing.T, name string) *pvetest.Container {
+	t.Helper()
 	testenv.RequireRoot(t)
-	res := convertTo(t, unpack(t, corpusCase(t, "alpine-amd64"), false), t.TempDir(), convert.Options{})
+	res := convertTo(t, unpack(t, corpusCase(t, name), false), t.TempDir(), convert.Options{})
 	c := bootTemplate(t, res, nil)
 	if got := strings.TrimSpace(attach(t, c, "/bin/cat", "/proc/1/comm")); got != "init" {
 		t.Errorf("PID 1 is %q, want Alpine's init", got)
 	}
+	return c
+}
+
+// TestAlpineBootsAsSystemContainer: the Alpine template boots unprivileged
+// with its own init as PID 1.
+func TestAlpineBootsAsSystemContainer(t *testing.T) {
+	c := bootSystemContainer(t, "alpine-amd64")
 	if got := attach(t, c, "/bin/cat", "/etc/alpine-release"); !strings.HasPrefix(got, "3.20") {
 		t.Errorf("/etc/alpine-release = %q", got)
 	}
@@ -112,7 +121,7 @@ func TestAppImageRunsItsEntrypoint(t *testing.T) {
 	}
 	env := strings.Split(attach(t, c, "/bin/cat", "/proc/1/environ"), "\x00")
 	for _, want := range []string{"GREETING=hello world", "APP_MODE=test"} {
-		if !contains(env, want) {
+		if !slices.Contains(env, want) {
 			t.Errorf("PID 1's environment %q lacks %s", env, want)
 		}
 	}
@@ -126,13 +135,4 @@ func TestAppImageRunsItsEntrypoint(t *testing.T) {
 	if _, err := c.Attach(context.Background(), "/bin/touch", "/srv/data/new"); err == nil {
 		t.Error("the read-only bind mount accepted a write")
 	}
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }

@@ -14,7 +14,6 @@ import (
 	"strconv"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/klauspost/compress/zstd"
 
@@ -22,6 +21,7 @@ import (
 	"github.com/nexcage/nexcage/health"
 	"github.com/nexcage/nexcage/internal/atomicfile"
 	"github.com/nexcage/nexcage/internal/healthtest"
+	"github.com/nexcage/nexcage/internal/testbundle"
 	"github.com/nexcage/nexcage/internal/testenv"
 	"github.com/nexcage/nexcage/template"
 )
@@ -195,26 +195,13 @@ func TestCheckTemplateConfBindMountWarns(t *testing.T) {
 	healthtest.Want(t, checkTemplate(t, res.Template, health.Options{}), filepath.Base(res.Config)+": parses", health.Warn, "asks for host directory /rpool/data")
 }
 
-// member is one tar entry of a hand-made template.
-type member struct {
-	hdr  tar.Header
-	body string
-}
-
-func dirM(name string) member {
-	return member{hdr: tar.Header{Typeflag: tar.TypeDir, Name: name, Mode: 0o755}}
-}
-func fileM(name, body string) member {
-	return member{hdr: tar.Header{Typeflag: tar.TypeReg, Name: name, Mode: 0o644, Size: int64(len(body))}, body: body}
-}
-
 // baseMembers is a minimal Alpine-looking rootfs.
-func baseMembers() []member {
-	return []member{
-		dirM("./"), dirM("./dev/"), dirM("./etc/"),
-		fileM("./etc/alpine-release", "3.20.3\n"),
-		fileM("./etc/os-release", "ID=alpine\nVERSION_ID=3.20.3\n"),
-		dirM("./sbin/"),
+func baseMembers() []testbundle.Member {
+	return []testbundle.Member{
+		testbundle.DirM("./"), testbundle.DirM("./dev/"), testbundle.DirM("./etc/"),
+		testbundle.FileM("./etc/alpine-release", "3.20.3\n"),
+		testbundle.FileM("./etc/os-release", "ID=alpine\nVERSION_ID=3.20.3\n"),
+		testbundle.DirM("./sbin/"),
 	}
 }
 
@@ -222,22 +209,13 @@ const alpineConf = "arch: amd64\nostype: alpine\nunprivileged: 1\n"
 
 // handTemplate writes members as a zstd template with a .conf and a .json
 // that match it (privileged as told).
-func handTemplate(t *testing.T, members []member, conf string, privileged bool) string {
+func handTemplate(t *testing.T, members []testbundle.Member, conf string, privileged bool) string {
 	t.Helper()
 	dir := t.TempDir()
 	p := filepath.Join(dir, "hand.tar.zst")
 	var buf bytes.Buffer
 	zw, _ := zstd.NewWriter(&buf)
-	tw := tar.NewWriter(zw)
-	for _, m := range members {
-		h := m.hdr
-		h.ModTime, h.Format = time.Unix(1700000000, 0), tar.FormatPAX
-		if err := tw.WriteHeader(&h); err != nil {
-			t.Fatal(err)
-		}
-		tw.Write([]byte(m.body))
-	}
-	tw.Close()
+	zw.Write(testbundle.Tar(t, members...))
 	zw.Close()
 	os.WriteFile(p, buf.Bytes(), 0o644)
 	sum := sha256.Sum256(buf.Bytes())
@@ -264,24 +242,24 @@ func TestCheckTemplateMembers(t *testing.T) {
 	armELF := "\x7fELF\x02\x01\x01" + strings.Repeat("\x00", 9) + "\x02\x00\xb7\x00" + strings.Repeat("\x00", 44)
 	for _, tc := range []struct {
 		name       string
-		extra      []member
+		extra      []testbundle.Member
 		privileged bool
 		check      string
 		status     string
 		cause      string
 	}{
-		{"unprefixed", []member{fileM("etc/hosts", "x")}, false, "./-prefixed", health.Fail, `"etc/hosts" has no ./ prefix`},
-		{"duplicate", []member{fileM("./etc/os-release", "ID=debian\n")}, false, "./-prefixed", health.Fail, "/etc/os-release appears more than once"},
-		{"dot-dot", []member{fileM("./../evil", "x")}, false, "escapes", health.Fail, `"./../evil"`},
-		{"absolute", []member{fileM("/etc/shadow", "x")}, false, "escapes", health.Fail, `"/etc/shadow"`},
-		{"hard link outside", []member{{hdr: tar.Header{Typeflag: tar.TypeLink, Name: "./etc/l", Linkname: "../../etc/passwd"}}}, false, "escapes", health.Fail, `/etc/l is a hard link to "../../etc/passwd"`},
-		{"hard link before its target", []member{{hdr: tar.Header{Typeflag: tar.TypeLink, Name: "./etc/a", Linkname: "./etc/zz"}}, fileM("./etc/zz", "x")}, false, "hard link targets", health.Fail, "/etc/a -> ./etc/zz"},
-		{"device outside /dev", []member{{hdr: tar.Header{Typeflag: tar.TypeChar, Name: "./etc/null", Mode: 0o666, Devmajor: 1, Devminor: 3}}}, false, "no device nodes", health.Fail, "outside /dev: /etc/null"},
-		{"device outside /dev, privileged", []member{{hdr: tar.Header{Typeflag: tar.TypeBlock, Name: "./etc/sda", Mode: 0o660, Devmajor: 8}}}, true, "no device nodes", health.Warn, "privileged-only"},
-		{"device in /dev", []member{{hdr: tar.Header{Typeflag: tar.TypeChar, Name: "./dev/null", Mode: 0o666, Devmajor: 1, Devminor: 3}}}, false, "no device nodes", health.Warn, "PVE skips them"},
-		{"high ids", []member{{hdr: tar.Header{Typeflag: tar.TypeDir, Name: "./home/", Mode: 0o755, Uid: 100000, Gid: 100000}}}, false, "owners within 0..65535", health.Fail, "/home/ (100000:100000)"},
-		{"high ids, privileged", []member{{hdr: tar.Header{Typeflag: tar.TypeDir, Name: "./home/", Mode: 0o755, Uid: 100000}}}, true, "privileged-only template", health.OK, ""},
-		{"arch of /bin/sh", []member{dirM("./bin/"), fileM("./bin/sh", armELF)}, false, "architecture", health.Fail, "/bin/sh is an arm64 binary, the sidecars say amd64"},
+		{"unprefixed", []testbundle.Member{testbundle.FileM("etc/hosts", "x")}, false, "./-prefixed", health.Fail, `"etc/hosts" has no ./ prefix`},
+		{"duplicate", []testbundle.Member{testbundle.FileM("./etc/os-release", "ID=debian\n")}, false, "./-prefixed", health.Fail, "/etc/os-release appears more than once"},
+		{"dot-dot", []testbundle.Member{testbundle.FileM("./../evil", "x")}, false, "escapes", health.Fail, `"./../evil"`},
+		{"absolute", []testbundle.Member{testbundle.FileM("/etc/shadow", "x")}, false, "escapes", health.Fail, `"/etc/shadow"`},
+		{"hard link outside", []testbundle.Member{{Hdr: tar.Header{Typeflag: tar.TypeLink, Name: "./etc/l", Linkname: "../../etc/passwd"}}}, false, "escapes", health.Fail, `/etc/l is a hard link to "../../etc/passwd"`},
+		{"hard link before its target", []testbundle.Member{{Hdr: tar.Header{Typeflag: tar.TypeLink, Name: "./etc/a", Linkname: "./etc/zz"}}, testbundle.FileM("./etc/zz", "x")}, false, "hard link targets", health.Fail, "/etc/a -> ./etc/zz"},
+		{"device outside /dev", []testbundle.Member{{Hdr: tar.Header{Typeflag: tar.TypeChar, Name: "./etc/null", Mode: 0o666, Devmajor: 1, Devminor: 3}}}, false, "no device nodes", health.Fail, "outside /dev: /etc/null"},
+		{"device outside /dev, privileged", []testbundle.Member{{Hdr: tar.Header{Typeflag: tar.TypeBlock, Name: "./etc/sda", Mode: 0o660, Devmajor: 8}}}, true, "no device nodes", health.Warn, "privileged-only"},
+		{"device in /dev", []testbundle.Member{{Hdr: tar.Header{Typeflag: tar.TypeChar, Name: "./dev/null", Mode: 0o666, Devmajor: 1, Devminor: 3}}}, false, "no device nodes", health.Warn, "PVE skips them"},
+		{"high ids", []testbundle.Member{{Hdr: tar.Header{Typeflag: tar.TypeDir, Name: "./home/", Mode: 0o755, Uid: 100000, Gid: 100000}}}, false, "owners within 0..65535", health.Fail, "/home/ (100000:100000)"},
+		{"high ids, privileged", []testbundle.Member{{Hdr: tar.Header{Typeflag: tar.TypeDir, Name: "./home/", Mode: 0o755, Uid: 100000}}}, true, "privileged-only template", health.OK, ""},
+		{"arch of /bin/sh", []testbundle.Member{testbundle.DirM("./bin/"), testbundle.FileM("./bin/sh", armELF)}, false, "architecture", health.Fail, "/bin/sh is an arm64 binary, the sidecars say amd64"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			out := checkTemplate(t, handTemplate(t, append(baseMembers(), tc.extra...), alpineConf, tc.privileged), health.Options{})
@@ -293,9 +271,9 @@ func TestCheckTemplateMembers(t *testing.T) {
 
 // /sbin and the OS PVE detects, against the recorded ostype.
 func TestCheckTemplateOS(t *testing.T) {
-	var noSbin []member
+	var noSbin []testbundle.Member
 	for _, m := range baseMembers() {
-		if m.hdr.Name != "./sbin/" {
+		if m.Hdr.Name != "./sbin/" {
 			noSbin = append(noSbin, m)
 		}
 	}
@@ -314,7 +292,7 @@ func TestCheckTemplateOS(t *testing.T) {
 	healthtest.Want(t, out, "matches the recorded ostype", health.Fail, `PVE detects alpine (os-release ID "alpine"), but the .conf records debian`)
 
 	// An os-release PVE does not know, no marker file, nothing recorded.
-	odd := []member{dirM("./"), dirM("./etc/"), fileM("./etc/os-release", "ID=plan9\n"), dirM("./sbin/")}
+	odd := []testbundle.Member{testbundle.DirM("./"), testbundle.DirM("./etc/"), testbundle.FileM("./etc/os-release", "ID=plan9\n"), testbundle.DirM("./sbin/")}
 	p := handTemplate(t, odd, alpineConf, false)
 	dir := filepath.Dir(p)
 	os.Remove(filepath.Join(dir, "hand.conf"))

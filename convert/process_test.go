@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 
@@ -102,7 +103,7 @@ func TestEnvTrailingBlankRefused(t *testing.T) {
 	res := convertTo(t, b, t.TempDir(), convert.Options{Process: &template.ProcessOverrides{Env: []string{"TRAIL=value"}}})
 	conf := readConf(t, res)
 	for _, want := range []string{"LEAD= x", "INNER=a  b", "TRAIL=value"} {
-		if !contains(conf.Env, want) {
+		if !slices.Contains(conf.Env, want) {
 			t.Errorf("env %q lacks %q", conf.Env, want)
 		}
 	}
@@ -121,7 +122,7 @@ func TestSystemContainerKeepsEnvAndStopSignal(t *testing.T) {
 		t.Errorf("not a system container: entrypoint %q", c.Entrypoint)
 	}
 	// umoci's TERM=xterm would override PVE's TERM=linux for init.
-	if !contains(c.Env, "container=lxc") || contains(c.Env, "TERM=xterm") || !reflect.DeepEqual(raw(c, "lxc.signal.halt"), []string{"SIGRTMIN+3"}) {
+	if !slices.Contains(c.Env, "container=lxc") || slices.Contains(c.Env, "TERM=xterm") || !reflect.DeepEqual(raw(c, "lxc.signal.halt"), []string{"SIGRTMIN+3"}) {
 		t.Errorf("env %q, lxc.signal.halt %q", c.Env, raw(c, "lxc.signal.halt"))
 	}
 	checkPVE(t, res)
@@ -149,7 +150,7 @@ func TestOverrides(t *testing.T) {
 	res := convertTo(t, b, t.TempDir(), convert.Options{Process: &template.ProcessOverrides{User: "nobody", Workdir: "/tmp", Env: []string{"APP_MODE=prod", "NEW=1"}}})
 	c := readConf(t, res)
 	if !reflect.DeepEqual(raw(c, "lxc.init.uid"), []string{"65534"}) || !reflect.DeepEqual(raw(c, "lxc.init.cwd"), []string{"/tmp"}) ||
-		!contains(c.Env, "APP_MODE=prod") || contains(c.Env, "APP_MODE=test") || !contains(c.Env, "NEW=1") {
+		!slices.Contains(c.Env, "APP_MODE=prod") || slices.Contains(c.Env, "APP_MODE=test") || !slices.Contains(c.Env, "NEW=1") {
 		t.Errorf("user/workdir/env overrides: %+v", c)
 	}
 	if m := res.Metadata; m.Process.Cwd != "/tmp" || m.Recipe.Process.User != "nobody" {

@@ -1,7 +1,6 @@
 package generate_test
 
 import (
-	"archive/tar"
 	"bytes"
 	"compress/gzip"
 	"context"
@@ -11,52 +10,15 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/klauspost/compress/zstd"
 
 	"github.com/nexcage/nexcage/convert"
 	"github.com/nexcage/nexcage/generate"
 	"github.com/nexcage/nexcage/internal/limits"
+	"github.com/nexcage/nexcage/internal/testbundle"
 	"github.com/nexcage/nexcage/internal/testenv"
 )
-
-type member struct {
-	hdr  tar.Header
-	body string
-}
-
-func dirM(name string) member {
-	return member{hdr: tar.Header{Typeflag: tar.TypeDir, Name: name, Mode: 0o755}}
-}
-func fileM(name, body string) member {
-	return member{hdr: tar.Header{Typeflag: tar.TypeReg, Name: name, Mode: 0o644, Size: int64(len(body))}, body: body}
-}
-func symlinkM(name, target string) member {
-	return member{hdr: tar.Header{Typeflag: tar.TypeSymlink, Name: name, Linkname: target, Mode: 0o777}}
-}
-func hardlinkM(name, target string) member {
-	return member{hdr: tar.Header{Typeflag: tar.TypeLink, Name: name, Linkname: target}}
-}
-
-func tarOf(t testing.TB, ms ...member) []byte {
-	t.Helper()
-	var buf bytes.Buffer
-	tw := tar.NewWriter(&buf)
-	for _, m := range ms {
-		h := m.hdr
-		h.ModTime = time.Unix(1700000000, 0)
-		h.Format = tar.FormatPAX
-		if err := tw.WriteHeader(&h); err != nil {
-			t.Fatal(err)
-		}
-		tw.Write([]byte(m.body))
-	}
-	if err := tw.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return buf.Bytes()
-}
 
 func zstdOf(t testing.TB, raw []byte) []byte {
 	t.Helper()
@@ -91,30 +53,30 @@ func writeTemplate(t testing.TB, name string, content []byte) string {
 // TestTemplateRefusesUnsafeMembers: a member that would land outside the
 // bundle is refused, naming it; nothing is written, anywhere.
 func TestTemplateRefusesUnsafeMembers(t *testing.T) {
-	chain := []member{dirM("./"), dirM("./c0/")}
+	chain := []testbundle.Member{testbundle.DirM("./"), testbundle.DirM("./c0/")}
 	for i := 1; i <= 41; i++ {
-		chain = append(chain, symlinkM(fmt.Sprintf("./c%d", i), fmt.Sprintf("c%d", i-1)))
+		chain = append(chain, testbundle.SymlinkM(fmt.Sprintf("./c%d", i), fmt.Sprintf("c%d", i-1)))
 	}
 	for _, tc := range []struct {
 		name    string
-		members []member
+		members []testbundle.Member
 		want    string
 		limit   string // the limits.Error's, for a refusal over the kernel's bounds
 	}{
-		{"dotdot", []member{dirM("./"), fileM("./../escape", "x")}, `member "./../escape" contains '..'`, ""},
-		{"absolute", []member{dirM("./"), fileM("/escape", "x")}, `member "/escape" has an absolute name`, ""},
-		{"symlink", []member{dirM("./"), symlinkM("./up", "../../.."), fileM("./up/escape", "x")}, `member "./up/escape" is written through a symlink that points outside the root`, ""},
-		{"symlink-chain", []member{dirM("./"), dirM("./a/"), symlinkM("./a/b", ".."), symlinkM("./c", "a/b/.."), fileM("./c/escape", "x")}, `member "./c/escape" is written through a symlink that points outside the root`, ""},
-		{"hardlink", []member{dirM("./"), hardlinkM("./passwd", "../../../../etc/passwd")}, `hard link "./passwd" -> "../../../../etc/passwd" points outside the root`, ""},
-		{"hardlink-absolute", []member{dirM("./"), hardlinkM("./passwd", "/etc/passwd")}, `hard link "./passwd" -> "/etc/passwd" points outside the root`, ""},
-		{"hardlink-through-symlink", []member{dirM("./"), symlinkM("./up", "../.."), hardlinkM("./passwd", "./up/etc/passwd")}, `member "./passwd" is written through a symlink that points outside the root`, ""},
-		{"root-replaced", []member{fileM(".", "")}, `would replace the root directory`, ""},
-		{"41-links", append(chain, fileM("./c41/x", "x")), `member "./c41/x": too many levels of symbolic links`, limits.SymlinkHops},
-		{"links-past-PATH_MAX", []member{dirM("./"), dirM("./b/"), symlinkM("./l1", "b/"+strings.Repeat("b/", 1500)), symlinkM("./l2", "l1/"+strings.Repeat("b/", 1500)), fileM("./l2/x", "x")},
+		{"dotdot", []testbundle.Member{testbundle.DirM("./"), testbundle.FileM("./../escape", "x")}, `member "./../escape" contains '..'`, ""},
+		{"absolute", []testbundle.Member{testbundle.DirM("./"), testbundle.FileM("/escape", "x")}, `member "/escape" has an absolute name`, ""},
+		{"symlink", []testbundle.Member{testbundle.DirM("./"), testbundle.SymlinkM("./up", "../../.."), testbundle.FileM("./up/escape", "x")}, `member "./up/escape" is written through a symlink that points outside the root`, ""},
+		{"symlink-chain", []testbundle.Member{testbundle.DirM("./"), testbundle.DirM("./a/"), testbundle.SymlinkM("./a/b", ".."), testbundle.SymlinkM("./c", "a/b/.."), testbundle.FileM("./c/escape", "x")}, `member "./c/escape" is written through a symlink that points outside the root`, ""},
+		{"hardlink", []testbundle.Member{testbundle.DirM("./"), testbundle.HardlinkM("./passwd", "../../../../etc/passwd")}, `hard link "./passwd" -> "../../../../etc/passwd" points outside the root`, ""},
+		{"hardlink-absolute", []testbundle.Member{testbundle.DirM("./"), testbundle.HardlinkM("./passwd", "/etc/passwd")}, `hard link "./passwd" -> "/etc/passwd" points outside the root`, ""},
+		{"hardlink-through-symlink", []testbundle.Member{testbundle.DirM("./"), testbundle.SymlinkM("./up", "../.."), testbundle.HardlinkM("./passwd", "./up/etc/passwd")}, `member "./passwd" is written through a symlink that points outside the root`, ""},
+		{"root-replaced", []testbundle.Member{testbundle.FileM(".", "")}, `would replace the root directory`, ""},
+		{"41-links", append(chain, testbundle.FileM("./c41/x", "x")), `member "./c41/x": too many levels of symbolic links`, limits.SymlinkHops},
+		{"links-past-PATH_MAX", []testbundle.Member{testbundle.DirM("./"), testbundle.DirM("./b/"), testbundle.SymlinkM("./l1", "b/"+strings.Repeat("b/", 1500)), testbundle.SymlinkM("./l2", "l1/"+strings.Repeat("b/", 1500)), testbundle.FileM("./l2/x", "x")},
 			`member "./l2/x" resolves through symlinks to a path longer than Linux's PATH_MAX`, limits.PathLength},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			tmpl := writeTemplate(t, "evil.tar.zst", zstdOf(t, tarOf(t, tc.members...)))
+			tmpl := writeTemplate(t, "evil.tar.zst", zstdOf(t, testbundle.Tar(t, tc.members...)))
 			out := t.TempDir()
 			_, err := generate.Bundle(context.Background(), filepath.Join(out, "bundle"), generate.Options{Template: tmpl})
 			if err == nil || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), tmpl) {
@@ -142,8 +104,8 @@ func TestTemplateRefusesUnsafeMembers(t *testing.T) {
 // (/var/run -> /run): writing through one lands inside the rootfs.
 func TestTemplateSymlinksStayInside(t *testing.T) {
 	testenv.RequireRoot(t)
-	tmpl := writeTemplate(t, "ok.tar.zst", zstdOf(t, tarOf(t, dirM("./"), dirM("./run/"), dirM("./var/"), symlinkM("./var/run", "/run"),
-		fileM("./var/run/pid", "1\n"), fileM("./bin/sh", "no ELF"), hardlinkM("./pid2", "./var/run/pid"))))
+	tmpl := writeTemplate(t, "ok.tar.zst", zstdOf(t, testbundle.Tar(t, testbundle.DirM("./"), testbundle.DirM("./run/"), testbundle.DirM("./var/"), testbundle.SymlinkM("./var/run", "/run"),
+		testbundle.FileM("./var/run/pid", "1\n"), testbundle.FileM("./bin/sh", "no ELF"), testbundle.HardlinkM("./pid2", "./var/run/pid"))))
 	bundle, _ := fromTemplate(t, tmpl, generate.Options{})
 	if b, err := os.ReadFile(filepath.Join(bundle, "rootfs/run/pid")); err != nil || string(b) != "1\n" {
 		t.Errorf("var/run/pid did not land in the rootfs's /run: %q %v", b, err)
@@ -163,7 +125,7 @@ func TestTemplateSymlinksStayInside(t *testing.T) {
 // TestTemplateRefusesBadFiles: what is not a template, or a damaged one,
 // fails naming the file and the fix, and leaves nothing.
 func TestTemplateRefusesBadFiles(t *testing.T) {
-	good := tarOf(t, dirM("./"), dirM("./etc/"), fileM("./etc/big", strings.Repeat("nexcage ", 200000)), fileM("./etc/last", "end\n"))
+	good := testbundle.Tar(t, testbundle.DirM("./"), testbundle.DirM("./etc/"), testbundle.FileM("./etc/big", strings.Repeat("nexcage ", 200000)), testbundle.FileM("./etc/last", "end\n"))
 	z := zstdOf(t, good)
 	flipped := append([]byte(nil), z...)
 	flipped[len(flipped)/2] ^= 0xff
@@ -179,8 +141,8 @@ func TestTemplateRefusesBadFiles(t *testing.T) {
 		{"t4.tar.zst", z[:len(z)/2], "is truncated or corrupt in member \"./etc/big\" (unexpected EOF): build or download the template again"},
 		{"t5.tar.zst", flipped, "is truncated or corrupt in member \"./etc/big\""},
 		{"t6.tar.gz", gz[:len(gz)-20], "is truncated or corrupt in member \"./etc/last\""},
-		{"t7.tar.zst", zstdOf(t, tarOf(t)), "holds no files"},
-		{"t8.tar.zst", zstdOf(t, tarOf(t, dirM("./"), hardlinkM("./a", "./b"))), `hard link "./a" -> "./b": the target is not a file that an earlier member made`},
+		{"t7.tar.zst", zstdOf(t, testbundle.Tar(t)), "holds no files"},
+		{"t8.tar.zst", zstdOf(t, testbundle.Tar(t, testbundle.DirM("./"), testbundle.HardlinkM("./a", "./b"))), `hard link "./a" -> "./b": the target is not a file that an earlier member made`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			tmpl := writeTemplate(t, tc.name, tc.content)
@@ -274,7 +236,7 @@ func TestForceReplacesOnlyWhenComplete(t *testing.T) {
 func TestCancelledLeavesNothing(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	tmpl := writeTemplate(t, "ok.tar.zst", zstdOf(t, tarOf(t, dirM("./"), fileM("./a", "a"))))
+	tmpl := writeTemplate(t, "ok.tar.zst", zstdOf(t, testbundle.Tar(t, testbundle.DirM("./"), testbundle.FileM("./a", "a"))))
 	out := t.TempDir()
 	_, err := generate.Bundle(ctx, filepath.Join(out, "b"), generate.Options{Template: tmpl})
 	if !errors.Is(err, context.Canceled) {

@@ -73,8 +73,15 @@ func convertBundle(t testing.TB, bundle string, opts convert.Options) *convert.R
 
 func fromTemplate(t testing.TB, template string, opts generate.Options) (string, *generate.Result) {
 	t.Helper()
-	bundle := filepath.Join(t.TempDir(), "bundle")
 	opts.Template = template
+	return generateBundle(t, opts)
+}
+
+// generateBundle is generate.Bundle into a fresh directory, removed when
+// the test ends.
+func generateBundle(t testing.TB, opts generate.Options) (string, *generate.Result) {
+	t.Helper()
+	bundle := filepath.Join(t.TempDir(), "bundle")
 	res, err := generate.Bundle(context.Background(), bundle, opts)
 	if err != nil {
 		t.Fatal(err)

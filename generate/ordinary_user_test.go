@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -14,6 +13,7 @@ import (
 
 	"github.com/nexcage/nexcage/convert"
 	"github.com/nexcage/nexcage/generate"
+	"github.com/nexcage/nexcage/internal/testbundle"
 	"github.com/nexcage/nexcage/internal/testenv"
 	"github.com/nexcage/nexcage/rootfs"
 )
@@ -24,14 +24,8 @@ import (
 // convert to the template a root one gives, and a rootfs the user cannot
 // read must be refused, naming the file and the fix.
 func TestAsOrdinaryUser(t *testing.T) {
-	testenv.RequireRoot(t) // to switch to another user at all
-	setpriv := testenv.RequireTool(t, "setpriv")
-	dir, err := os.MkdirTemp("", "nexcage-generate-user-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	os.Chmod(dir, 0o755)
+	user := testenv.NewNobody(t, "nexcage-generate-user-")
+	dir, work := user.Dir, user.Work
 	// The test binary, where uid 65534 may run it.
 	self, err := os.Executable()
 	if err != nil {
@@ -39,13 +33,10 @@ func TestAsOrdinaryUser(t *testing.T) {
 	}
 	bin := filepath.Join(dir, "generate.test")
 	copyExecutable(t, self, bin)
-	work := filepath.Join(dir, "work")
-	os.Mkdir(work, 0o755)
-	os.Chown(work, 65534, 65534)
 
 	child := func(env ...string) (*generate.Result, string, error) {
-		cmd := exec.Command(setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", bin)
-		cmd.Env = append([]string{"NEXCAGE_GENERATE_CHILD=1", "HOME=" + work, "PATH=/usr/bin:/bin"}, env...)
+		cmd := user.Command(bin)
+		cmd.Env = append(append(cmd.Env, "NEXCAGE_GENERATE_CHILD=1"), env...)
 		var stderr strings.Builder
 		cmd.Stderr = &stderr
 		out, err := cmd.Output()
@@ -66,13 +57,13 @@ func TestAsOrdinaryUser(t *testing.T) {
 		t.Fatal(err)
 	}
 	odd := filepath.Join(dir, "odd.tar.zst")
-	os.WriteFile(odd, zstdOf(t, tarOf(t, dirM("./"),
-		member{hdr: tar.Header{Typeflag: tar.TypeDir, Name: "./ro/", Mode: 0o555, Uid: 1000, Gid: 1000, PAXRecords: map[string]string{"SCHILY.xattr.user.dir": "d"}}},
-		member{hdr: tar.Header{Typeflag: tar.TypeReg, Name: "./ro/file", Mode: 0o444, Uid: 1000, Gid: 50, Size: 3, PAXRecords: map[string]string{"SCHILY.xattr.user.note": "n"}}, body: "ro\n"},
-		member{hdr: tar.Header{Typeflag: tar.TypeDir, Name: "./tight/", Mode: 0o711}},
-		member{hdr: tar.Header{Typeflag: tar.TypeReg, Name: "./tight/secret", Mode: 0, Size: 2}, body: "s\n"},
-		hardlinkM("./tight/secret2", "./tight/secret"),
-		fileM("./bin/sh", string(sh[:64])))), 0o644)
+	os.WriteFile(odd, zstdOf(t, testbundle.Tar(t, testbundle.DirM("./"),
+		testbundle.Member{Hdr: tar.Header{Typeflag: tar.TypeDir, Name: "./ro/", Mode: 0o555, Uid: 1000, Gid: 1000, PAXRecords: map[string]string{"SCHILY.xattr.user.dir": "d"}}},
+		testbundle.Member{Hdr: tar.Header{Typeflag: tar.TypeReg, Name: "./ro/file", Mode: 0o444, Uid: 1000, Gid: 50, Size: 3, PAXRecords: map[string]string{"SCHILY.xattr.user.note": "n"}}, Body: "ro\n"},
+		testbundle.Member{Hdr: tar.Header{Typeflag: tar.TypeDir, Name: "./tight/", Mode: 0o711}},
+		testbundle.Member{Hdr: tar.Header{Typeflag: tar.TypeReg, Name: "./tight/secret", Mode: 0, Size: 2}, Body: "s\n"},
+		testbundle.HardlinkM("./tight/secret2", "./tight/secret"),
+		testbundle.FileM("./bin/sh", string(sh[:64])))), 0o644)
 
 	templates := map[string]string{"odd": odd}
 	for _, name := range []string{"modes", "alpine-app"} {

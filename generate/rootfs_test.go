@@ -1,8 +1,6 @@
 package generate_test
 
 import (
-	"context"
-	"encoding/binary"
 	"encoding/json"
 	"net"
 	"os"
@@ -19,7 +17,7 @@ import (
 	"github.com/nexcage/nexcage/internal/fstree"
 	"github.com/nexcage/nexcage/internal/pvetest"
 	"github.com/nexcage/nexcage/internal/testenv"
-	"github.com/nexcage/nexcage/rootfs"
+	"github.com/nexcage/nexcage/internal/testimage"
 )
 
 func snapshot(t testing.TB, dir string) fstree.Tree {
@@ -33,14 +31,8 @@ func snapshot(t testing.TB, dir string) fstree.Tree {
 
 func fromRootfs(t testing.TB, dir string, opts generate.Options) (string, *generate.Result) {
 	t.Helper()
-	bundle := filepath.Join(t.TempDir(), "bundle")
 	opts.Rootfs = dir
-	res, err := generate.Bundle(context.Background(), bundle, opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { rootfs.RemoveBundle(bundle) })
-	return bundle, res
+	return generateBundle(t, opts)
 }
 
 func loadSpec(t testing.TB, bundle string) *rspec.Spec {
@@ -89,7 +81,7 @@ func TestRootfsRoundTripThroughPVE(t *testing.T) {
 			expect["."].MTime = got["."].MTime
 			for _, g := range got {
 				if v, ok := g.Xattrs["security.capability"]; ok {
-					g.Xattrs["security.capability"] = capV2(v)
+					g.Xattrs["security.capability"] = testimage.CapAsV2(v)
 				}
 			}
 			for _, d := range fstree.Diff(expect, got) {
@@ -99,24 +91,8 @@ func TestRootfsRoundTripThroughPVE(t *testing.T) {
 	}
 }
 
-// capV2 reads a v3 capability (written inside a user namespace) as the v2
-// one it stands for.
-func capV2(v string) string {
-	b := []byte(v)
-	if len(b) != 24 || binary.LittleEndian.Uint32(b)>>24 != 3 {
-		return v
-	}
-	binary.LittleEndian.PutUint32(b, binary.LittleEndian.Uint32(b)&0x00ffffff|2<<24)
-	return string(b[:20])
-}
-
 // capNetRaw is security.capability granting CAP_NET_RAW (v2, effective).
-var capNetRaw = func() string {
-	b := make([]byte, 20)
-	binary.LittleEndian.PutUint32(b[0:], 0x02000001)
-	binary.LittleEndian.PutUint32(b[4:], 1<<13)
-	return string(b)
-}()
+var capNetRaw = testimage.CapV2(13)
 
 // oddTree makes a rootfs with every kind of entry and attribute a copy
 // must keep. foreignSymlink gives one symlink a non-root owner, which a

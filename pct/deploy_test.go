@@ -152,12 +152,8 @@ func deployHost(t *testing.T) (*pvetest.StandIn, *pct.Host, *recorder) {
 func buildAlpineTemplate(t *testing.T, dir string) func() *pct.Template {
 	t.Helper()
 	ctx := context.Background()
-	img, err := testimage.Alpine("amd64")
-	if err != nil {
-		t.Fatal(err)
-	}
 	layoutDir := filepath.Join(dir, "layout")
-	if err := testimage.WriteLayout(layoutDir, "alpine", testimage.Case{Name: "alpine", Image: img}); err != nil {
+	if err := testimage.WriteAlpineLayout(layoutDir, "alpine"); err != nil {
 		t.Fatal(err)
 	}
 	store, err := rootfs.OpenStore(filepath.Join(dir, "store"))

@@ -31,59 +31,48 @@ func TestMakePlanRefusesHostileTemplates(t *testing.T) {
 	// A symlink to /etc, which a bind mount's path must not pass through.
 	link := s.Path("srv/link")
 	os.Symlink("/etc", link)
+	// The edits a row makes: one raw lxc.* key, one bind mount point or
+	// one volume in the template's sidecars, or one --mount.
+	type edit = func(*pct.Template, *pct.Options)
+	rawKey := func(key, value string) edit {
+		return func(tm *pct.Template, _ *pct.Options) {
+			tm.Config.Raw = append(tm.Config.Raw, lxc.Option{Key: key, Value: value})
+		}
+	}
+	templateBind := func(volume, path string) edit {
+		return func(tm *pct.Template, _ *pct.Options) {
+			tm.Config.MountPoints = append(tm.Config.MountPoints, lxc.MountPoint{Volume: volume, Path: path})
+		}
+	}
+	volume := func(v string) edit {
+		return func(tm *pct.Template, _ *pct.Options) { tm.Volumes = []string{v} }
+	}
+	mount := func(source, dest string) edit {
+		return func(_ *pct.Template, o *pct.Options) { o.Mounts = []pct.BindMount{{Source: source, Dest: dest}} }
+	}
 	for _, tc := range []struct {
 		name  string
-		edit  func(*pct.Template, *pct.Options)
+		edit  edit
 		words []string
 	}{
-		{"pre-start hook", func(tm *pct.Template, _ *pct.Options) {
-			tm.Config.Raw = append(tm.Config.Raw, lxc.Option{Key: "lxc.hook.pre-start", Value: "/bin/sh -c 'touch /pwned'"})
-		}, []string{"lxc.hook.pre-start", "not one nexcage writes"}},
-		{"apparmor unconfined", func(tm *pct.Template, _ *pct.Options) {
-			tm.Config.Raw = append(tm.Config.Raw, lxc.Option{Key: "lxc.apparmor.profile", Value: "unconfined"})
-		}, []string{"lxc.apparmor.profile"}},
-		{"empty cap.drop", func(tm *pct.Template, _ *pct.Options) {
-			tm.Config.Raw = append(tm.Config.Raw, lxc.Option{Key: "lxc.cap.drop", Value: ""})
-		}, []string{"lxc.cap.drop"}},
-		{"tmpfs with bind option", func(tm *pct.Template, _ *pct.Options) {
-			tm.Config.Raw = append(tm.Config.Raw, lxc.Option{Key: "lxc.mount.entry", Value: "tmpfs srv tmpfs size=1m,bind,create=dir 0 0"})
-		}, []string{`tmpfs option "bind"`}},
-		{"template binds the host's /", func(tm *pct.Template, _ *pct.Options) {
-			tm.Config.MountPoints = append(tm.Config.MountPoints, lxc.MountPoint{Volume: "/", Path: "/host"})
-		}, []string{"the template's mp0", "the host's root directory"}},
-		{"template binds /etc/pve", func(tm *pct.Template, _ *pct.Options) {
-			tm.Config.MountPoints = append(tm.Config.MountPoints, lxc.MountPoint{Volume: "/etc/pve", Path: "/pve"})
-		}, []string{"/etc/pve"}},
-		{"template bind mp= /", func(tm *pct.Template, _ *pct.Options) {
-			tm.Config.MountPoints = append(tm.Config.MountPoints, lxc.MountPoint{Volume: "/srv/data", Path: "/"})
-		}, []string{"hide the rootfs"}},
-		{"volume with a newline", func(tm *pct.Template, _ *pct.Options) {
-			tm.Volumes = []string{"/data\nlxc.hook.pre-start: /x"}
-		}, []string{"image volume", "control character"}},
-		{"relative volume", func(tm *pct.Template, _ *pct.Options) {
-			tm.Volumes = []string{"data"}
-		}, []string{"image volume", "not an absolute path"}},
-		{"volume injecting a property", func(tm *pct.Template, _ *pct.Options) {
-			tm.Volumes = []string{"/data,backup=1"}
-		}, []string{"image volume", "comma"}},
+		{"pre-start hook", rawKey("lxc.hook.pre-start", "/bin/sh -c 'touch /pwned'"), []string{"lxc.hook.pre-start", "not one nexcage writes"}},
+		{"apparmor unconfined", rawKey("lxc.apparmor.profile", "unconfined"), []string{"lxc.apparmor.profile"}},
+		{"empty cap.drop", rawKey("lxc.cap.drop", ""), []string{"lxc.cap.drop"}},
+		{"tmpfs with bind option", rawKey("lxc.mount.entry", "tmpfs srv tmpfs size=1m,bind,create=dir 0 0"), []string{`tmpfs option "bind"`}},
+		{"template binds the host's /", templateBind("/", "/host"), []string{"the template's mp0", "the host's root directory"}},
+		{"template binds /etc/pve", templateBind("/etc/pve", "/pve"), []string{"/etc/pve"}},
+		{"template bind mp= /", templateBind("/srv/data", "/"), []string{"hide the rootfs"}},
+		{"volume with a newline", volume("/data\nlxc.hook.pre-start: /x"), []string{"image volume", "control character"}},
+		{"relative volume", volume("data"), []string{"image volume", "not an absolute path"}},
+		{"volume injecting a property", volume("/data,backup=1"), []string{"image volume", "comma"}},
 		{"privileged-only by its .json", func(tm *pct.Template, _ *pct.Options) {
 			tm.Privileged = true
 		}, []string{"privileged-only", "Unprivileged=false"}},
-		{"--mount /", func(_ *pct.Template, o *pct.Options) {
-			o.Mounts = []pct.BindMount{{Source: "/", Dest: "/host"}}
-		}, []string{"Mounts source", "the host's root directory"}},
-		{"--mount /etc/pve", func(_ *pct.Template, o *pct.Options) {
-			o.Mounts = []pct.BindMount{{Source: "/etc/pve", Dest: "/pve"}}
-		}, []string{"/etc/pve"}},
-		{"--mount through a symlink", func(_ *pct.Template, o *pct.Options) {
-			o.Mounts = []pct.BindMount{{Source: link + "/ssl", Dest: "/ssl"}}
-		}, []string{"a symlink on the way leads to /etc/ssl"}},
-		{"--mount destination with a newline", func(_ *pct.Template, o *pct.Options) {
-			o.Mounts = []pct.BindMount{{Source: hostDir, Dest: "/data\nx"}}
-		}, []string{"control character"}},
-		{"--mount destination with '='", func(_ *pct.Template, o *pct.Options) {
-			o.Mounts = []pct.BindMount{{Source: hostDir, Dest: "/data=x"}}
-		}, []string{"'='"}},
+		{"--mount /", mount("/", "/host"), []string{"Mounts source", "the host's root directory"}},
+		{"--mount /etc/pve", mount("/etc/pve", "/pve"), []string{"/etc/pve"}},
+		{"--mount through a symlink", mount(link+"/ssl", "/ssl"), []string{"a symlink on the way leads to /etc/ssl"}},
+		{"--mount destination with a newline", mount(hostDir, "/data\nx"), []string{"control character"}},
+		{"--mount destination with '='", mount(hostDir, "/data=x"), []string{"'='"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			tm := template()

@@ -21,12 +21,8 @@ func ExampleBuild() {
 	}
 	defer os.RemoveAll(dir)
 	// An image to build: Alpine's minirootfs as oci:DIR:app.
-	img, err := testimage.Alpine("amd64")
-	if err != nil {
-		panic(err)
-	}
 	layout := filepath.Join(dir, "layout")
-	if err := testimage.WriteLayout(layout, "app", testimage.Case{Name: "app", Image: img}); err != nil {
+	if err := testimage.WriteAlpineLayout(layout, "app"); err != nil {
 		panic(err)
 	}
 

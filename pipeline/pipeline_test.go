@@ -39,13 +39,8 @@ func alpineLayout(t testing.TB) string {
 			return
 		}
 		testenv.AtExit(func() { os.RemoveAll(dir) })
-		img, err := testimage.Alpine("amd64")
-		if err != nil {
-			layoutErr = err
-			return
-		}
 		layoutDir = filepath.Join(dir, "layout")
-		layoutErr = testimage.WriteLayout(layoutDir, "app", testimage.Case{Name: "app", Image: img})
+		layoutErr = testimage.WriteAlpineLayout(layoutDir, "app")
 	})
 	if layoutErr != nil {
 		t.Fatal(layoutErr)

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -110,7 +111,7 @@ func TestUnpackUserFromRootfsOnly(t *testing.T) {
 			t.Fatal(err)
 		}
 		u := spec.Process.User
-		if u.UID != 1234 || u.GID != 2345 || len(u.AdditionalGids) != 1 || u.AdditionalGids[0] != 3456 || !contains(spec.Process.Env, "HOME=/home/app") {
+		if u.UID != 1234 || u.GID != 2345 || len(u.AdditionalGids) != 1 || u.AdditionalGids[0] != 3456 || !slices.Contains(spec.Process.Env, "HOME=/home/app") {
 			t.Errorf("unpack resolved app as %+v, env %v; want 1234:2345, extra group 3456, HOME=/home/app", u, spec.Process.Env)
 		}
 		if _, err := os.Stat(filepath.Join(res.Bundle, ".nexcage-accounts")); !os.IsNotExist(err) {
@@ -125,15 +126,6 @@ func TestUnpackUserFromRootfsOnly(t *testing.T) {
 			t.Errorf("build resolved app as %+v, unpack as %+v", fu, u)
 		}
 	})
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }
 
 // TestUnpackRootlessDropsDevices (finding 11c): only root can create

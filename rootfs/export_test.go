@@ -1,7 +1,6 @@
 package rootfs
 
 import (
-	"archive/tar"
 	"bytes"
 	"context"
 	"crypto/sha256"
@@ -16,6 +15,8 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/types"
+
+	"github.com/nexcage/nexcage/internal/testenv"
 )
 
 // TestExportOCIArchiveIsWhatPVEImports checks proxmox.md §5: members
@@ -38,17 +39,9 @@ func TestExportOCIArchiveIsWhatPVEImports(t *testing.T) {
 	}
 	files := map[string][]byte{}
 	var names []string
-	tr := tar.NewReader(bytes.NewReader(raw))
-	for {
-		h, err := tr.Next()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
+	for h, r := range testenv.TarMembers(t, bytes.NewReader(raw)) {
 		names = append(names, h.Name)
-		body, _ := io.ReadAll(tr)
+		body, _ := io.ReadAll(r)
 		files[h.Name] = body
 	}
 	if names[0] != "oci-layout" || names[1] != "index.json" {

@@ -18,26 +18,10 @@ import (
 	"github.com/nexcage/nexcage/internal/testimage"
 )
 
-// sparseBomb is a tiny uncompressed layer holding a 10 GiB sparse file,
-// written by GNU tar --sparse (archive/tar reads sparse files but cannot
-// write them).
+// sparseBomb is a tiny uncompressed layer holding a 10 GiB sparse file.
 func sparseBomb(t *testing.T) v1.Image {
 	t.Helper()
-	tarTool := testenv.RequireTool(t, "tar")
-	dir := t.TempDir()
-	if f, err := os.Create(filepath.Join(dir, "huge")); err == nil {
-		f.Truncate(10 << 30) // apparent size only: no disk is used
-		f.Close()
-	}
-	out := filepath.Join(t.TempDir(), "layer.tar")
-	testenv.Run(t, tarTool, "--sparse", "--format=pax", "-cf", out, "-C", dir, "huge")
-	raw, err := os.ReadFile(out)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(raw) > 64<<10 {
-		t.Fatalf("the sparse layer is %d bytes: tar did not write it sparse", len(raw))
-	}
+	raw := testenv.SparseTar(t, "huge", 10<<30)
 	img, err := testimage.Image([]v1.Layer{static.NewLayer(raw, types.OCIUncompressedLayer)}, v1.Config{}, v1.Platform{OS: "linux", Architecture: "amd64"}, false)
 	if err != nil {
 		t.Fatal(err)

@@ -6,9 +6,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
-	"sort"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -163,11 +164,7 @@ func TestUnpackRefusesHostileLayers(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	names := make([]string, 0, len(hostile))
-	for n := range hostile {
-		names = append(names, n)
-	}
-	sort.Strings(names)
+	names := slices.Sorted(maps.Keys(hostile))
 	s := newStore(t)
 	for _, n := range names {
 		t.Run(n, func(t *testing.T) {

@@ -22,6 +22,7 @@ import (
 	"github.com/ulikunitz/xz"
 
 	"github.com/nexcage/nexcage/internal/limits"
+	"github.com/nexcage/nexcage/internal/testenv"
 	"github.com/nexcage/nexcage/tartree"
 	"github.com/nexcage/nexcage/template"
 )
@@ -290,19 +291,12 @@ func compress(t *testing.T, c template.Compression, in []byte) []byte {
 }
 
 func readMembers(t *testing.T, r io.Reader) []string {
-	tr := tar.NewReader(r)
 	var out []string
-	for {
-		h, err := tr.Next()
-		if err == io.EOF {
-			return out
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		b, _ := io.ReadAll(tr)
+	for h, body := range testenv.TarMembers(t, r) {
+		b, _ := io.ReadAll(body)
 		out = append(out, h.Name+"="+string(b))
 	}
+	return out
 }
 
 func TestOpenTar(t *testing.T) {

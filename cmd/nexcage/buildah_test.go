@@ -4,7 +4,6 @@ import (
 	"archive/tar"
 	"bytes"
 	"context"
-	"encoding/binary"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -58,9 +57,6 @@ CMD ["/bin/sh", "-c", "sleep infinity"]
 // keeps (chroot isolation drops CAP_MKNOD: a RUN cannot make them).
 func e2eExtraTar(t *testing.T, file string) {
 	t.Helper()
-	capV2 := make([]byte, 20)
-	binary.LittleEndian.PutUint32(capV2, 0x02000001)
-	binary.LittleEndian.PutUint32(capV2[4:], 1<<10)
 	var buf bytes.Buffer
 	tw := tar.NewWriter(&buf)
 	mtime := time.Unix(1700000000, 0)
@@ -72,7 +68,7 @@ func e2eExtraTar(t *testing.T, file string) {
 	}{
 		{"xa/", "", 0o755, nil, 0},
 		{"xa/user-x", "xattr\n", 0o644, map[string]string{"SCHILY.xattr.user.x": "hello"}, 0},
-		{"xa/capped", "cap\n", 0o755, map[string]string{"SCHILY.xattr.security.capability": string(capV2)}, 0},
+		{"xa/capped", "cap\n", 0o755, map[string]string{"SCHILY.xattr.security.capability": testimage.CapV2(10)}, 0},
 		{"devs/", "", 0o755, nil, 0},
 		{"devs/null", "", 0o666, nil, tar.TypeChar},
 		{"devs/loop0", "", 0o660, nil, tar.TypeBlock},
@@ -286,7 +282,7 @@ func TestBuildahImagesMatchUmoci(t *testing.T) {
 		// A capability written inside a user namespace is stored as v3,
 		// carrying the namespace's root; the capabilities must match.
 		if v, ok := e.Xattrs["security.capability"]; ok {
-			e.Xattrs["security.capability"] = capAsV2(v)
+			e.Xattrs["security.capability"] = testimage.CapAsV2(v)
 		}
 	}
 	for _, d := range fstree.Diff(want, got) {
@@ -299,13 +295,4 @@ func shiftID(id uint32) uint32 {
 		id = 65534
 	}
 	return id + pvetest.IDMapBase
-}
-
-func capAsV2(v string) string {
-	b := []byte(v)
-	if len(b) != 24 || binary.LittleEndian.Uint32(b)>>24 != 3 {
-		return v
-	}
-	binary.LittleEndian.PutUint32(b, binary.LittleEndian.Uint32(b)&0x00ffffff|2<<24)
-	return string(b[:20])
 }

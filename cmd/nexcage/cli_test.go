@@ -6,8 +6,6 @@ import (
 	"regexp"
 	"strings"
 	"testing"
-
-	"github.com/nexcage/nexcage/internal/testimage"
 )
 
 // runCLI runs the command line in this process, as main does, and
@@ -243,19 +241,12 @@ func TestNoStoreAsSideEffect(t *testing.T) {
 		gone(strings.Join(args, " "))
 	}
 
-	layout := filepath.Join(t.TempDir(), "layout")
-	cases, err := testimage.Corpus()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := testimage.WriteLayout(layout, "x", cases[0]); err != nil {
-		t.Fatal(err)
-	}
-	if status, _, stderr := runCLI(t, "pull", "-q", "oci:"+layout+":x"); status != exitOK {
+	ref := corpusLayout(t, "whiteouts", "x")
+	if status, _, stderr := runCLI(t, "pull", "-q", ref); status != exitOK {
 		t.Fatalf("pull: exit %d:\n%s", status, stderr)
 	}
 	status, stdout, _ = runCLI(t, "list")
-	if status != exitOK || !strings.Contains(stdout, "oci:"+layout+":x") {
+	if status != exitOK || !strings.Contains(stdout, ref) {
 		t.Errorf("list after a pull: exit %d, stdout %q", status, stdout)
 	}
 }
@@ -265,15 +256,7 @@ func TestNoStoreAsSideEffect(t *testing.T) {
 // nexcage --version is nexcage's own.
 func TestTemplateVersionFlag(t *testing.T) {
 	t.Setenv("NEXCAGE_STORE", filepath.Join(t.TempDir(), "store"))
-	layout := filepath.Join(t.TempDir(), "layout")
-	cases, err := testimage.Corpus()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := testimage.WriteLayout(layout, "x", cases[0]); err != nil {
-		t.Fatal(err)
-	}
-	ref := "oci:" + layout + ":x"
+	ref := corpusLayout(t, "whiteouts", "x")
 
 	out := t.TempDir()
 	status, stdout, stderr := runCLI(t, "build", "-q", "--name", "app", "--template-version", "7", "-o", out+"/", ref)

@@ -5,11 +5,6 @@ import (
 	"go/ast"
 	"go/parser"
 	"go/token"
-	"io"
-	"log"
-	"net"
-	"net/http"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -18,6 +13,7 @@ import (
 	"testing"
 
 	"github.com/nexcage/nexcage/health"
+	"github.com/nexcage/nexcage/internal/testenv"
 	"github.com/nexcage/nexcage/internal/testimage"
 	"github.com/nexcage/nexcage/pct"
 	"github.com/nexcage/nexcage/rootfs"
@@ -39,37 +35,22 @@ func corpusByName(t *testing.T, name string) testimage.Case {
 	return testimage.Case{}
 }
 
-// serveOn127002 serves h on 127.0.0.2, a loopback address that the
-// registry client does not treat as loopback: it speaks HTTPS to it.
-func serveOn127002(t *testing.T, h http.Handler, tls bool) string {
+// corpusLayout writes the corpus case name as tag into a fresh OCI layout
+// and returns its oci: reference.
+func corpusLayout(t *testing.T, name, tag string) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.2:0")
-	if err != nil {
-		t.Skipf("cannot listen on 127.0.0.2 (%v): the registry-transport cases need a second loopback address", err)
+	layout := filepath.Join(t.TempDir(), "layout")
+	if err := testimage.WriteLayout(layout, tag, corpusByName(t, name)); err != nil {
+		t.Fatal(err)
 	}
-	srv := httptest.NewUnstartedServer(h)
-	srv.Config.ErrorLog = log.New(io.Discard, "", 0) // the refused handshakes are the point
-	srv.Listener.Close()
-	srv.Listener = l
-	if tls {
-		srv.StartTLS()
-	} else {
-		srv.Start()
-	}
-	t.Cleanup(srv.Close)
-	return l.Addr().String()
+	return "oci:" + layout + ":" + tag
 }
 
 // TestHintNamesTheFlag: the libraries name no flag; the CLI's error still
 // names the flag (or command) that fixes it, added by hint in run.
 func TestHintNamesTheFlag(t *testing.T) {
 	t.Setenv("NEXCAGE_STORE", filepath.Join(t.TempDir(), "store"))
-	layoutDir := filepath.Join(t.TempDir(), "layout")
-	if err := testimage.WriteLayout(layoutDir, "modes", corpusByName(t, "modes")); err != nil {
-		t.Fatal(err)
-	}
-	img := "oci:" + layoutDir + ":modes"
-	v2 := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusNotFound) })
+	img := corpusLayout(t, "modes", "modes")
 
 	for _, tc := range []struct {
 		name  string
@@ -77,10 +58,10 @@ func TestHintNamesTheFlag(t *testing.T) {
 		words []string
 	}{
 		{"plain-HTTP registry", func(t *testing.T) []string {
-			return []string{"pull", serveOn127002(t, v2, false) + "/x:1"}
+			return []string{"pull", testenv.Registry404On127002(t, false) + "/x:1"}
 		}, []string{"speaks plain HTTP", "pass --insecure to allow it"}},
 		{"unverifiable certificate", func(t *testing.T) []string {
-			return []string{"pull", serveOn127002(t, v2, true) + "/x:1"}
+			return []string{"pull", testenv.Registry404On127002(t, true) + "/x:1"}
 		}, []string{"cannot be verified", "allow insecure registries (--insecure)"}},
 		{"platform missing", func(t *testing.T) []string {
 			return []string{"pull", "--platform", "linux/s390x", img}

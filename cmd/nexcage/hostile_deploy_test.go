@@ -24,11 +24,7 @@ import (
 func hostileDeploy(t *testing.T, bin string, edit func(conf, manifest string, marker string)) string {
 	t.Helper()
 	dir := t.TempDir()
-	img, err := testimage.Alpine("amd64")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := testimage.WriteLayout(filepath.Join(dir, "layout"), "alpine", testimage.Case{Name: "alpine", Image: img}); err != nil {
+	if err := testimage.WriteAlpineLayout(filepath.Join(dir, "layout"), "alpine"); err != nil {
 		t.Fatal(err)
 	}
 	out := filepath.Join(dir, "t")
@@ -95,9 +91,8 @@ func hostileBundle(t *testing.T, mounts string) string {
 	return d
 }
 
-// bigEnvImage is the Alpine image with an environment value too large
-// for any CT config PVE can store.
-func bigEnvImage(t *testing.T, n int) v1.Image {
+// alpineWith is the Alpine image with its config changed by edit.
+func alpineWith(t *testing.T, edit func(*v1.Config)) v1.Image {
 	t.Helper()
 	img, err := testimage.Alpine("amd64")
 	if err != nil {
@@ -108,8 +103,7 @@ func bigEnvImage(t *testing.T, n int) v1.Image {
 		t.Fatal(err)
 	}
 	cf = cf.DeepCopy()
-	cf.Config.Env = append(cf.Config.Env, "BIG="+strings.Repeat("x", n))
-	cf.Config.Entrypoint = []string{"/bin/sh", "-c", "sleep 1"}
+	edit(&cf.Config)
 	out, err := mutate.ConfigFile(img, cf)
 	if err != nil {
 		t.Fatal(err)
@@ -117,25 +111,21 @@ func bigEnvImage(t *testing.T, n int) v1.Image {
 	return out
 }
 
+// bigEnvImage is the Alpine image with an environment value too large
+// for any CT config PVE can store.
+func bigEnvImage(t *testing.T, n int) v1.Image {
+	return alpineWith(t, func(c *v1.Config) {
+		c.Env = append(c.Env, "BIG="+strings.Repeat("x", n))
+		c.Entrypoint = []string{"/bin/sh", "-c", "sleep 1"}
+	})
+}
+
 // volumeImage is the Alpine image with one more VOLUME.
 func volumeImage(t *testing.T, vol string) v1.Image {
-	t.Helper()
-	img, err := testimage.Alpine("amd64")
-	if err != nil {
-		t.Fatal(err)
-	}
-	cf, err := img.ConfigFile()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cf = cf.DeepCopy()
-	if cf.Config.Volumes == nil {
-		cf.Config.Volumes = map[string]struct{}{}
-	}
-	cf.Config.Volumes[vol] = struct{}{}
-	out, err := mutate.ConfigFile(img, cf)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return out
+	return alpineWith(t, func(c *v1.Config) {
+		if c.Volumes == nil {
+			c.Volumes = map[string]struct{}{}
+		}
+		c.Volumes[vol] = struct{}{}
+	})
 }

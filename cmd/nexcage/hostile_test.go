@@ -80,6 +80,18 @@ func TestBrokenAndHostileInput(t *testing.T) {
 	build := func(ref string, extra ...string) []string {
 		return append([]string{"build", "-q", "--name", "x", ref}, extra...)
 	}
+	// stagedImplicitDir is a staged build of an image whose implicit
+	// directory a later entry replaced by a symlink to a host directory.
+	stagedImplicitDir := func(later, climb bool) func(t *testing.T) []string {
+		return func(t *testing.T) []string {
+			img, err := testimage.ImplicitDirToHost(testenv.VictimDir(t, "v"), "v", later, climb)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ref, _ := layoutOf(t, img)
+			return build(ref, "--staged")
+		}
+	}
 
 	for _, tc := range []struct {
 		name   string
@@ -127,22 +139,8 @@ func TestBrokenAndHostileInput(t *testing.T) {
 		// Issue 15 finding 1: implicit directories fixed up through a
 		// symlink a later entry put in their place. The build succeeds (a
 		// symlink to /anywhere is a valid image); the host must not change.
-		{"staged build: implicit directory replaced by an absolute symlink to the host", func(t *testing.T) []string {
-			img, err := testimage.ImplicitDirToHost(testenv.VictimDir(t, "v"), "v", true, false)
-			if err != nil {
-				t.Fatal(err)
-			}
-			ref, _ := layoutOf(t, img)
-			return build(ref, "--staged")
-		}, 0, nil},
-		{"staged build: implicit directory replaced by a climbing symlink to the host", func(t *testing.T) []string {
-			img, err := testimage.ImplicitDirToHost(testenv.VictimDir(t, "v"), "v", false, true)
-			if err != nil {
-				t.Fatal(err)
-			}
-			ref, _ := layoutOf(t, img)
-			return build(ref, "--staged")
-		}, 0, nil},
+		{"staged build: implicit directory replaced by an absolute symlink to the host", stagedImplicitDir(true, false), 0, nil},
+		{"staged build: implicit directory replaced by a climbing symlink to the host", stagedImplicitDir(false, true), 0, nil},
 		// Finding 3: /etc/passwd and /etc/group symlinked to host files.
 		// Inside the rootfs they point at nothing, so the user is unknown:
 		// the staged and the streaming build both refuse, and neither
@@ -535,12 +533,7 @@ func sparseArchive(t *testing.T, img v1.Image, docker bool) string {
 	tarTool := testenv.RequireTool(t, "tar")
 	out := filepath.Join(t.TempDir(), "archive.tar")
 	huge := t.TempDir()
-	f, err := os.Create(filepath.Join(huge, "huge"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	f.Truncate(4 << 30)
-	f.Close()
+	testenv.SparseFile(t, filepath.Join(huge, "huge"), 4<<30)
 	if docker {
 		// Written, unpacked and packed again with the member: GNU tar
 		// appends (-r) nothing sparse.
@@ -608,19 +601,7 @@ func layerImage(t *testing.T, l v1.Layer) v1.Image {
 
 // sparseLayer holds a 10 GiB sparse file written by GNU tar.
 func sparseLayer(t *testing.T) v1.Layer {
-	t.Helper()
-	tarTool := testenv.RequireTool(t, "tar")
-	dir := t.TempDir()
-	f, err := os.Create(filepath.Join(dir, "huge"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	f.Truncate(10 << 30)
-	f.Close()
-	out := filepath.Join(t.TempDir(), "l.tar")
-	testenv.Run(t, tarTool, "--sparse", "--format=pax", "-cf", out, "-C", dir, "huge")
-	raw, _ := os.ReadFile(out)
-	return static.NewLayer(raw, types.OCIUncompressedLayer)
+	return static.NewLayer(testenv.SparseTar(t, "huge", 10<<30), types.OCIUncompressedLayer)
 }
 
 // zerosGzipLayer is a small gzip layer holding one file of n zero bytes.

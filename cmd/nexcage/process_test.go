@@ -7,27 +7,22 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/nexcage/nexcage/internal/testimage"
 	"github.com/nexcage/nexcage/lxc"
 )
 
-func alpineAppLayout(t *testing.T) string {
+// buildConf runs the build args, which write to the directory out, and
+// returns the one .conf there.
+func buildConf(t *testing.T, out string, args ...string) []byte {
 	t.Helper()
-	cases, err := testimage.Corpus()
-	if err != nil {
-		t.Fatal(err)
+	if status, stdout, stderr := runCLI(t, args...); status != exitOK {
+		t.Fatalf("%q: exit %d\n%s%s", args, status, stdout, stderr)
 	}
-	layout := filepath.Join(t.TempDir(), "layout")
-	for _, c := range cases {
-		if c.Name == "alpine-app" {
-			if err := testimage.WriteLayout(layout, "app", c); err != nil {
-				t.Fatal(err)
-			}
-			return "oci:" + layout + ":app"
-		}
+	confs, _ := filepath.Glob(out + "*.conf")
+	if len(confs) != 1 {
+		t.Fatalf("confs %v", confs)
 	}
-	t.Fatal("no alpine-app case")
-	return ""
+	raw, _ := os.ReadFile(confs[0])
+	return raw
 }
 
 // TestProcessOverrideFlags: build's --entrypoint, --cmd, --env, --user and
@@ -36,19 +31,11 @@ func alpineAppLayout(t *testing.T) string {
 func TestProcessOverrideFlags(t *testing.T) {
 	t.Setenv("NEXCAGE_STORE", filepath.Join(t.TempDir(), "store"))
 	t.Setenv("H16C_FROM_ENV", "from nexcage")
-	ref := alpineAppLayout(t)
+	ref := corpusLayout(t, "alpine-app", "app")
 	out := t.TempDir() + "/"
 	args := []string{"build", "-q", "-o", out, "--entrypoint", "/bin/sleep", "--cmd", "1000",
 		"--env", "APP_MODE=prod", "--env", "H16C_FROM_ENV", "--user", "nobody", "--workdir", "/tmp", ref}
-	status, stdout, stderr := runCLI(t, args...)
-	if status != exitOK {
-		t.Fatalf("build: exit %d\n%s%s", status, stdout, stderr)
-	}
-	confs, _ := filepath.Glob(out + "*.conf")
-	if len(confs) != 1 {
-		t.Fatalf("confs %v", confs)
-	}
-	raw, _ := os.ReadFile(confs[0])
+	raw := buildConf(t, out, args...)
 	c, err := lxc.Parse(string(raw))
 	if err != nil {
 		t.Fatal(err)
@@ -89,17 +76,9 @@ func TestProcessOverrideFlags(t *testing.T) {
 // control character is a usage error.
 func TestEnvTab(t *testing.T) {
 	t.Setenv("NEXCAGE_STORE", filepath.Join(t.TempDir(), "store"))
-	ref := alpineAppLayout(t)
+	ref := corpusLayout(t, "alpine-app", "app")
 	out := t.TempDir() + "/"
-	status, stdout, stderr := runCLI(t, "build", "-q", "-o", out, "--env", "A=x\ty", ref)
-	if status != exitOK {
-		t.Fatalf("build --env 'A=x<TAB>y': exit %d\n%s%s", status, stdout, stderr)
-	}
-	confs, _ := filepath.Glob(out + "*.conf")
-	if len(confs) != 1 {
-		t.Fatalf("confs %v", confs)
-	}
-	raw, _ := os.ReadFile(confs[0])
+	raw := buildConf(t, out, "build", "-q", "-o", out, "--env", "A=x\ty", ref)
 	if !strings.Contains(string(raw), "lxc.environment.runtime: A=x\ty\n") {
 		t.Errorf("the .conf lacks A=x<TAB>y:\n%s", raw)
 	}
@@ -110,7 +89,7 @@ func TestEnvTab(t *testing.T) {
 	if !slices.Contains(c.Env, "A=x\ty") {
 		t.Errorf("the parsed env %q lacks A=x<TAB>y", c.Env)
 	}
-	status, _, stderr = runCLI(t, "build", "-q", "-o", t.TempDir()+"/", "--env", "A=x\x01y", ref)
+	status, _, stderr := runCLI(t, "build", "-q", "-o", t.TempDir()+"/", "--env", "A=x\x01y", ref)
 	if status != exitUsage || !strings.Contains(stderr, "control characters") {
 		t.Errorf("--env with \\x01: exit %d, stderr %q; want a usage error", status, stderr)
 	}

@@ -16,7 +16,6 @@ import (
 	"github.com/nexcage/nexcage/internal/fstree"
 	"github.com/nexcage/nexcage/internal/pvetest"
 	"github.com/nexcage/nexcage/internal/testenv"
-	"github.com/nexcage/nexcage/internal/testimage"
 )
 
 // nexcageRun runs the binary and returns its stdout, stderr and status.
@@ -312,16 +311,10 @@ func TestRecovery(t *testing.T) {
 func TestCheckExitStatus(t *testing.T) {
 	bin := nexcageBinary(t)
 	work := t.TempDir()
-	cases, err := testimage.Corpus()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := testimage.WriteLayout(filepath.Join(work, "layout"), "w", cases[0]); err != nil {
-		t.Fatal(err)
-	}
+	ref := corpusLayout(t, "whiteouts", "w")
 	store := filepath.Join(work, "store")
 	env := append(os.Environ(), "HOME="+work, "NEXCAGE_STORE="+store)
-	nexcageOK(t, env, bin, "pull", "-q", "--platform", "linux/amd64", "oci:"+filepath.Join(work, "layout")+":w")
+	nexcageOK(t, env, bin, "pull", "-q", "--platform", "linux/amd64", ref)
 	nexcageOK(t, env, bin, "check", "store")
 
 	leftover := filepath.Join(store, ".index.json"+atomicfile.TempMarker+"1")

@@ -3,7 +3,6 @@ package main
 import (
 	"archive/tar"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -22,16 +21,9 @@ import (
 // unpack must succeed without root, keep foreign owners in the
 // user.rootlesscontainers xattr, and say what it could not keep.
 func TestRootlessUnpackAsOrdinaryUser(t *testing.T) {
-	testenv.RequireRoot(t) // to switch to another user at all
-	setpriv := testenv.RequireTool(t, "setpriv")
+	user := testenv.NewNobody(t, "nexcage-rootless-")
+	dir, work := user.Dir, user.Work
 	bin := nexcageBinary(t)
-
-	dir, err := os.MkdirTemp("", "nexcage-rootless-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	os.Chmod(dir, 0o755)
 
 	cases, err := testimage.Corpus()
 	if err != nil {
@@ -55,16 +47,11 @@ func TestRootlessUnpackAsOrdinaryUser(t *testing.T) {
 		}
 		return nil
 	})
-	work := filepath.Join(dir, "work")
-	os.Mkdir(work, 0o755)
-	os.Chown(work, 65534, 65534)
 
 	// nobody runs nexcage as uid 65534 with a minimal environment.
 	nobody := func(t *testing.T, args ...string) string {
 		t.Helper()
-		cmd := exec.Command(setpriv, append([]string{"--reuid=65534", "--regid=65534", "--clear-groups", bin}, args...)...)
-		cmd.Env = []string{"HOME=" + work, "PATH=/usr/bin:/bin"}
-		out, err := cmd.CombinedOutput()
+		out, err := user.Command(bin, args...).CombinedOutput()
 		if err != nil {
 			t.Fatalf("rootless nexcage %s: %v\n%s", strings.Join(args, " "), err, out)
 		}

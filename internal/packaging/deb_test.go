@@ -474,15 +474,7 @@ func contents(t *testing.T, deb string) (map[string]*tar.Header, []byte, map[str
 	files := map[string]*tar.Header{}
 	texts := map[string][]byte{}
 	var bin []byte
-	tr := tar.NewReader(bytes.NewReader(out))
-	for {
-		h, err := tr.Next()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			t.Fatalf("%s: %v", deb, err)
-		}
+	for h, tr := range testenv.TarMembers(t, bytes.NewReader(out)) {
 		p := "/" + strings.Trim(strings.TrimPrefix(h.Name, "./"), "/")
 		if p == "/" {
 			continue

@@ -40,16 +40,8 @@ func alpineTemplate(t *testing.T, s *pvetest.StandIn) string {
 		t.Fatal(err)
 	}
 	var entries []entry
-	tr := tar.NewReader(zr)
-	for {
-		hdr, err := tr.Next()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		body, err := io.ReadAll(tr)
+	for hdr, r := range testenv.TarMembers(t, zr) {
+		body, err := io.ReadAll(r)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -2,13 +2,17 @@ package testbundle
 
 import (
 	"archive/tar"
+	"bytes"
 	"fmt"
 	"io"
 	"os"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/klauspost/compress/zstd"
+
+	"github.com/nexcage/nexcage/internal/testenv"
 )
 
 // Members lists a template's tar headers in archive order (a .tar.zst is
@@ -29,18 +33,11 @@ func Members(t testing.TB, template string) []*tar.Header {
 		defer zr.Close()
 		r = zr
 	}
-	tr := tar.NewReader(r)
 	var out []*tar.Header
-	for {
-		h, err := tr.Next()
-		if err == io.EOF {
-			return out
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
+	for h := range testenv.TarMembers(t, r) {
 		out = append(out, h)
 	}
+	return out
 }
 
 // Describe is one member's metadata on one line, for comparing templates.
@@ -72,4 +69,52 @@ func DiffMembers(t *testing.T, want, got string) {
 	if shown == 0 {
 		t.Error("templates differ in content bytes")
 	}
+}
+
+// Member is one tar entry of a hand-made template: its header (ModTime
+// and Format are set by Tar) and the body of a regular file.
+type Member struct {
+	Hdr  tar.Header
+	Body string
+}
+
+// DirM is a 0755 directory member.
+func DirM(name string) Member {
+	return Member{Hdr: tar.Header{Typeflag: tar.TypeDir, Name: name, Mode: 0o755}}
+}
+
+// FileM is a 0644 regular file member holding body.
+func FileM(name, body string) Member {
+	return Member{Hdr: tar.Header{Typeflag: tar.TypeReg, Name: name, Mode: 0o644, Size: int64(len(body))}, Body: body}
+}
+
+// SymlinkM is a symlink member to target.
+func SymlinkM(name, target string) Member {
+	return Member{Hdr: tar.Header{Typeflag: tar.TypeSymlink, Name: name, Linkname: target, Mode: 0o777}}
+}
+
+// HardlinkM is a hard link member to target.
+func HardlinkM(name, target string) Member {
+	return Member{Hdr: tar.Header{Typeflag: tar.TypeLink, Name: name, Linkname: target}}
+}
+
+// Tar is members as an uncompressed PAX archive, in the order given, all
+// with one fixed mtime so that the bytes do not depend on when a test runs.
+func Tar(t testing.TB, ms ...Member) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	for _, m := range ms {
+		h := m.Hdr
+		h.ModTime = time.Unix(1700000000, 0)
+		h.Format = tar.FormatPAX
+		if err := tw.WriteHeader(&h); err != nil {
+			t.Fatal(err)
+		}
+		tw.Write([]byte(m.Body))
+	}
+	if err := tw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
 }

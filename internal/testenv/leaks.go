@@ -4,6 +4,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -32,7 +33,7 @@ func CheckLeaks(t *testing.T) {
 			t.Errorf("%d file descriptor(s) leaked (%d open before, %d after)", now-fds, fds, now)
 		}
 		for _, d := range nexcageTemps() {
-			if !contains(temps, d) {
+			if !slices.Contains(temps, d) {
 				t.Errorf("temporary file left behind: %s", d)
 			}
 		}
@@ -59,13 +60,4 @@ func nexcageTemps() []string {
 		}
 	}
 	return out
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }

@@ -6,8 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -276,4 +278,28 @@ func withoutPrefix(env []string, prefix string) []string {
 		}
 	}
 	return out
+}
+
+// Registry404On127002 serves a registry that answers 404 to everything on
+// 127.0.0.2, over TLS or plain HTTP, and returns its host:port. The
+// registry client does not treat 127.0.0.2 as loopback (it speaks HTTPS
+// to it), so plain HTTP and an unverifiable certificate both fail there.
+// Where 127.0.0.2 is not a local address, the test is skipped.
+func Registry404On127002(t testing.TB, tls bool) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.2:0")
+	if err != nil {
+		t.Skipf("cannot listen on 127.0.0.2 (%v): the registry-transport cases need a second loopback address", err)
+	}
+	srv := httptest.NewUnstartedServer(http.NotFoundHandler())
+	srv.Config.ErrorLog = log.New(io.Discard, "", 0) // the refused handshakes are the point
+	srv.Listener.Close()
+	srv.Listener = l
+	if tls {
+		srv.StartTLS()
+	} else {
+		srv.Start()
+	}
+	t.Cleanup(srv.Close)
+	return l.Addr().String()
 }

@@ -2,7 +2,6 @@ package testimage
 
 import (
 	"archive/tar"
-	"encoding/binary"
 	"fmt"
 	"slices"
 	"strings"
@@ -98,14 +97,8 @@ var (
 )
 
 // capNetRawEP is the security.capability value `setcap cap_net_raw+ep`
-// writes: a struct vfs_cap_data, revision 2, little endian, 20 bytes.
-var capNetRawEP = func() string {
-	b := make([]byte, 20)
-	binary.LittleEndian.PutUint32(b[0:], 0x02000000|0x000001) // VFS_CAP_REVISION_2 | VFS_CAP_FLAGS_EFFECTIVE
-	binary.LittleEndian.PutUint32(b[4:], 1<<13)               // data[0].permitted: CAP_NET_RAW is bit 13
-	// data[0].inheritable and data[1] (caps 32-63) stay zero.
-	return string(b)
-}()
+// writes: CAP_NET_RAW is bit 13.
+var capNetRawEP = CapV2(13)
 
 // specs is the table of hand-made cases. Each layer list is applied on top
 // of baseEntries; each expect list names the facts that only a correct

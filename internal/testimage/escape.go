@@ -49,13 +49,9 @@ func hostImage(name string, layers [][]Entry, cfg v1.Config) (v1.Image, error) {
 	// Converters insist that the entrypoint exists.
 	c.Entrypoint = []string{"/app"}
 	layers[0] = append([]Entry{File("app", 0o755, "#!/bin/sh\n")}, layers[0]...)
-	ls := make([]v1.Layer, len(layers))
-	for i, es := range layers {
-		l, err := Layer(es, Gzip)
-		if err != nil {
-			return nil, fmt.Errorf("testimage: %s: %w", name, err)
-		}
-		ls[i] = l
+	img, err := layersImage(layers, Gzip, c, false)
+	if err != nil {
+		return nil, fmt.Errorf("testimage: %s: %w", name, err)
 	}
-	return Image(ls, c, hostPlatform, false)
+	return img, nil
 }

@@ -52,11 +52,7 @@ func hostileLayers() map[string][]Entry {
 func Hostile() (map[string]v1.Image, error) {
 	out := map[string]v1.Image{}
 	for name, entries := range hostileLayers() {
-		l, err := Layer(entries, Gzip)
-		if err != nil {
-			return nil, fmt.Errorf("testimage: hostile %s: %w", name, err)
-		}
-		img, err := Image([]v1.Layer{l}, caseConfig("hostile-"+name), hostPlatform, false)
+		img, err := layersImage([][]Entry{entries}, Gzip, caseConfig("hostile-"+name), false)
 		if err != nil {
 			return nil, fmt.Errorf("testimage: hostile %s: %w", name, err)
 		}

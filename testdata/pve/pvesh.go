@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -411,7 +412,7 @@ func printResult(res any, format string) error {
 		var cols []string
 		for _, row := range r {
 			for _, p := range row.(obj) {
-				if !contains(cols, p.k) {
+				if !slices.Contains(cols, p.k) {
 					cols = append(cols, p.k)
 				}
 			}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"syscall"
@@ -187,7 +188,7 @@ func pvesmList(h *Host, args []string) error {
 	want := splitList(a.opts["content"])
 	var rows []volumeInfo
 	for _, v := range vols {
-		if len(want) > 0 && !contains(want, v.content) {
+		if len(want) > 0 && !slices.Contains(want, v.content) {
 			continue
 		}
 		if id := a.opts["vmid"]; id != "" && fmt.Sprint(v.vmid) != id {
@@ -212,15 +213,6 @@ func pvesmList(h *Host, args []string) error {
 		}
 	}
 	return nil
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }
 
 // templateFormats name a template's compression as pvesm list does.
