@@ -47,6 +47,7 @@ import (
 	"regexp"
 	"sort"
 	"strconv"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -839,7 +840,7 @@ func paramString(v any) string {
 func (c *apiCall) argv(skip ...string) []string {
 	keys := make([]string, 0, len(c.q))
 	for k := range c.q {
-		if !contains(skip, k) {
+		if !slices.Contains(skip, k) {
 			keys = append(keys, k)
 		}
 	}
@@ -856,7 +857,7 @@ func (c *apiCall) argv(skip ...string) []string {
 func handAllowed(c *apiCall, allowed ...string) map[string]string {
 	errs := map[string]string{}
 	for k := range c.raw {
-		if !contains(allowed, k) {
+		if !slices.Contains(allowed, k) {
 			errs[k] = notInSchema
 		}
 	}
@@ -887,7 +888,7 @@ func handNextID(s *apiServer, c *apiCall) error {
 
 func handResources(s *apiServer, c *apiCall) error {
 	errs := handAllowed(c, "type")
-	if v, ok := c.q["type"]; ok && !contains([]string{"vm", "storage", "node", "sdn", "pool"}, v) {
+	if v, ok := c.q["type"]; ok && !slices.Contains([]string{"vm", "storage", "node", "sdn", "pool"}, v) {
 		errs["type"] = "value '" + v + "' does not have a value in the enumeration 'vm, storage, node, sdn, pool'"
 	}
 	if len(errs) > 0 {
@@ -1125,7 +1126,7 @@ func (s *apiServer) storageContent(c *apiCall) (any, error) {
 	want := splitList(c.q["content"])
 	out := []any{}
 	for _, v := range s.h.listVolumes(st) {
-		if len(want) > 0 && !contains(want, v.content) {
+		if len(want) > 0 && !slices.Contains(want, v.content) {
 			continue
 		}
 		if id := c.q["vmid"]; id != "" && fmt.Sprint(v.vmid) != id {
