@@ -1,6 +1,7 @@
 package pct
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -207,7 +208,7 @@ func MakePlan(ctx context.Context, h *Host, t *Template, o Options) (*Plan, erro
 			return nil, newError(ErrNotFound, "node", fmt.Sprintf("node '%s' is not in this cluster (it has %s)", o.Node, strings.Join(nodes, ", ")), "name one of them in Node", "Node")
 		}
 	}
-	rootStorage := firstNonEmpty(o.Storage, "local-lvm")
+	rootStorage := cmp.Or(o.Storage, "local-lvm")
 	if err := checkStorage(storages, rootStorage, "rootdir", o.Node, "Storage"); err != nil {
 		return nil, err
 	}
@@ -223,7 +224,7 @@ func MakePlan(ctx context.Context, h *Host, t *Template, o Options) (*Plan, erro
 			return nil, err
 		}
 	} else {
-		ts := firstNonEmpty(o.TemplateStorage, "local")
+		ts := cmp.Or(o.TemplateStorage, "local")
 		if err := checkStorage(storages, ts, "vztmpl", o.Node, "TemplateStorage"); err != nil {
 			return nil, err
 		}
@@ -493,10 +494,10 @@ func mergedConfig(t *Template, o Options, rootStorage string) lxc.Config {
 		c.Options = append(c.Options, lxc.Option{Key: "swap", Value: strconv.Itoa(*o.Swap)})
 	}
 	add("cores", strconv.Itoa(o.Cores))
-	add("net0", firstNonEmpty(o.Net0, "name=eth0,bridge=vmbr0,ip=dhcp"))
+	add("net0", cmp.Or(o.Net0, "name=eth0,bridge=vmbr0,ip=dhcp"))
 	add("rootfs", fmt.Sprintf("%s:%d", rootStorage, orDefault(o.RootfsSize, 8)))
 	add("features", o.Features)
-	c.Description = firstNonEmpty(o.Description, c.Description)
+	c.Description = cmp.Or(o.Description, c.Description)
 	return c
 }
 
@@ -802,15 +803,6 @@ func contains(list []string, s string) bool {
 		}
 	}
 	return false
-}
-
-func firstNonEmpty(s ...string) string {
-	for _, x := range s {
-		if x != "" {
-			return x
-		}
-	}
-	return ""
 }
 
 func orDefault(v, d int) int {

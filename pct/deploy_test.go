@@ -187,7 +187,7 @@ func buildAlpineTemplate(t *testing.T, dir string) func() *pct.Template {
 	}
 	return func() *pct.Template {
 		// As deploy reads it: convert's own .conf passes the allow-list.
-		tpl, err := pct.LoadTemplate(ctx, pct.NewHost(), res.Template, pct.LoadOptions{})
+		tpl, err := pct.LoadTemplate(ctx, pct.NewHost(""), res.Template, pct.LoadOptions{})
 		if err != nil {
 			t.Fatal(err)
 		}
