@@ -42,15 +42,27 @@ func (c *checkList) ok(check string) {
 	c.out = append(c.out, health.Result{Status: health.OK, Check: check, Target: c.target})
 }
 
-func (c *checkList) warn(check, cause, fix string) {
-	c.out = append(c.out, health.Result{Status: health.Warn, Check: check, Target: c.target, Cause: cause, Fix: fix})
+// warn adds a warning; fields are the Options fields fix names.
+func (c *checkList) warn(check, cause, fix string, fields ...string) {
+	c.add(health.Warn, check, cause, fix, fields)
 }
 
-func (c *checkList) fail(check, cause, fix string) {
-	c.out = append(c.out, health.Result{Status: health.Fail, Check: check, Target: c.target, Cause: cause, Fix: fix})
+// fail adds a failure; fields are the Options fields fix names.
+func (c *checkList) fail(check, cause, fix string, fields ...string) {
+	c.add(health.Fail, check, cause, fix, fields)
 }
 
-const rebuildFix = "rebuild it with nexcage (build --force, or convert)"
+// add records a problem; a fix that says rebuildFix has the Remedy
+// health.Rebuild, for the front end to name how it rebuilds.
+func (c *checkList) add(status, check, cause, fix string, fields []string) {
+	r := health.Result{Status: status, Check: check, Target: c.target, Cause: cause, Fix: fix, Fields: strings.Join(fields, ",")}
+	if strings.Contains(fix, rebuildFix) {
+		r.Remedy = health.Rebuild
+	}
+	c.out = append(c.out, r)
+}
+
+const rebuildFix = "rebuild it"
 
 // CheckTemplate verifies a template the way PVE will use it: it
 // decompresses to the end and is a valid tar; every member is "./"-
@@ -163,12 +175,10 @@ func (c *checkList) checkArchive(sc *templateScan, comp template.Compression) bo
 
 // memberCheck reports the members found bad: problems are reported even
 // when the stream broke; "ok" only when every member was seen (complete).
-func (c *checkList) memberCheck(complete bool, check string, bad []string, status, cause, fix string) {
+func (c *checkList) memberCheck(complete bool, check string, bad []string, status, cause, fix string, fields ...string) {
 	switch {
-	case len(bad) > 0 && status == health.Fail:
-		c.fail(check, fmt.Sprintf(cause, len(bad), shortList(bad)), fix)
 	case len(bad) > 0:
-		c.warn(check, fmt.Sprintf(cause, len(bad), shortList(bad)), fix)
+		c.add(status, check, fmt.Sprintf(cause, len(bad), shortList(bad)), fix, fields)
 	case complete:
 		c.ok(check)
 	}
@@ -194,7 +204,7 @@ func (c *checkList) checkMembers(sc *templateScan, complete, privileged bool) {
 	}
 	c.memberCheck(complete, "owners within 0..65535", sc.highIDs, health.Fail,
 		"%d path(s) owned by ids an unprivileged container cannot map (PVE's extraction fails): %s",
-		"rebuild with --squash-high-ids, or with --privileged for a privileged-only template")
+		rebuildFix+" with SquashHighIDs, or with Privileged for a privileged-only template", "SquashHighIDs", "Privileged")
 }
 
 // checkDevices reports device nodes: in /dev PVE skips them, elsewhere an
@@ -280,7 +290,7 @@ func (c *checkList) checkSidecarConf(confPath string, conf *lxc.Config, confErr 
 	for _, m := range conf.MountPoints {
 		if m.IsBind() {
 			c.warn(check, fmt.Sprintf("%s: %s asks for host directory %s (at %s in the container)", m.Key(), m.Value(), m.Volume, m.Path),
-				"deploy refuses it unless you bind it yourself with --mount "+m.Volume+":"+m.Path+", or pass --allow-template-mounts")
+				"deploy refuses it unless you bind it yourself with Mounts "+m.Volume+":"+m.Path+", or with AllowTemplateMounts", "Mounts", "AllowTemplateMounts")
 		}
 	}
 }
@@ -370,7 +380,7 @@ func (c *checkList) checkOS(tree *tartree.Tree, meta *template.Sidecar, conf *lx
 	}
 	if elfArch := template.ArchFromELF(tree); elfArch != "" && arch != "" {
 		if elfArch != arch {
-			c.fail("architecture matches /bin/sh", fmt.Sprintf("/bin/sh is an %s binary, the sidecars say %s", elfArch, arch), rebuildFix+" for the right --platform")
+			c.fail("architecture matches /bin/sh", fmt.Sprintf("/bin/sh is an %s binary, the sidecars say %s", elfArch, arch), rebuildFix+" for the right Platform", "Platform")
 		} else {
 			c.ok("architecture " + arch + " matches /bin/sh")
 		}
@@ -701,6 +711,7 @@ func checkBundle(ctx context.Context, dir string, opts health.Options, ownLeftov
 	raw, err := limits.ReadFile(configPath, limits.MaxMetadata, configPath)
 	if err != nil {
 		c.fail("config.json", err.Error(), bundleHelp)
+		c.out[len(c.out)-1].Remedy = health.NewBundle
 		return tail(), nil
 	}
 	var syntax any
@@ -799,7 +810,7 @@ func checkBundle(ctx context.Context, dir string, opts health.Options, ownLeftov
 		})
 		if len(high) > 0 {
 			c.warn("owners within 0..65535", fmt.Sprintf("%d path(s) owned by ids an unprivileged container cannot map: %s", len(high), shortList(high)),
-				"convert it with --squash-high-ids, or with --privileged for a privileged-only template")
+				"convert it with SquashHighIDs, or with Privileged for a privileged-only template", "SquashHighIDs", "Privileged")
 		} else {
 			c.ok("owners within 0..65535")
 		}

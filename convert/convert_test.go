@@ -262,7 +262,7 @@ func TestConvertRefusesBadInput(t *testing.T) {
 		{name: "no bundle", setup: func(t *testing.T) string { return filepath.Join(t.TempDir(), "nothing") },
 			want: []string{"no OCI bundle at", "does not exist", "config.json"}},
 		{name: "no config", setup: func(t *testing.T) string { return t.TempDir() },
-			want: []string{"tried", "config.json, which does not exist", "nexcage unpack"}},
+			want: []string{"tried", "config.json, which does not exist", "a bundle is a directory holding config.json"}},
 		{name: "config not JSON", setup: func(t *testing.T) string {
 			d := t.TempDir()
 			os.WriteFile(filepath.Join(d, "config.json"), []byte("{\n  \"ociVersion\": \"1.2.0\",\n  oops\n}"), 0o644)
@@ -293,7 +293,7 @@ func TestConvertRefusesBadInput(t *testing.T) {
 		{name: "suffix and compression disagree", setup: func(t *testing.T) string { return good.Dir },
 			opts: convert.Options{Output: "x.tar.gz", Compression: template.Zstd}, want: []string{"make them agree"}},
 		{name: "level out of range", setup: func(t *testing.T) string { return good.Dir },
-			opts: convert.Options{Level: 30}, want: []string{"--level 30 is out of range"}},
+			opts: convert.Options{Level: 30}, want: []string{"Level 30 is out of range"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			arg := tc.setup(t)

@@ -106,7 +106,9 @@ var umociAnnotations = map[string]bool{
 }
 
 // templateName builds <os>-<osversion>-<name>_<version>_<arch>.tar.zst
-// (proxmox.md §1) by template.Name's rules.
+// (proxmox.md §1) by template.Name's rules. Without a name it fails with
+// template.ErrUnnamed (Options.Name or Output avoid it), with a name
+// that keeps no letter or digit with a *template.NameError.
 func (p *plan) templateName(spec *rspec.Spec, src template.Source) (string, error) {
 	name, err := template.Name(template.NameParts{
 		OSID: p.os.ID, OSVersion: p.os.VersionID,
@@ -119,9 +121,9 @@ func (p *plan) templateName(spec *rspec.Spec, src template.Source) (string, erro
 	var ne *template.NameError
 	switch {
 	case errors.Is(err, template.ErrUnnamed):
-		return "", errkind.Errorf(template.ErrUnnamed, "cannot name the template: the bundle does not say which image it came from; pass --name (and --template-version), or -o FILE")
+		return "", errkind.Errorf(template.ErrUnnamed, "cannot name the template: the bundle does not say which image it came from")
 	case errors.As(err, &ne):
-		return "", errkind.Errorf(ne, "cannot build a template name from name %q and version %q: pass --name and --template-version with letters or digits", ne.Name, ne.Version)
+		return "", errkind.Errorf(ne, "cannot build a template name from name %q and version %q: each needs letters or digits", ne.Name, ne.Version)
 	}
 	return name, err
 }

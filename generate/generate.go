@@ -19,6 +19,7 @@ import (
 	"github.com/nexcage/nexcage/internal/atomicfile"
 	"github.com/nexcage/nexcage/internal/errkind"
 	"github.com/nexcage/nexcage/progress"
+	"github.com/nexcage/nexcage/template"
 )
 
 // Options configure Bundle and Spec.
@@ -62,10 +63,12 @@ type Result struct {
 	Arch string `json:"arch,omitempty"`
 	// Sidecars are the template's .json and .conf that were read.
 	Sidecars []string `json:"sidecars,omitempty"`
-	// ConvertFlags are the `nexcage convert` flags that give the
-	// template's bytes back, from its manifest's options.
-	ConvertFlags []string `json:"convert_flags,omitempty"`
-	Warnings     []string `json:"warnings,omitempty"`
+	// ConvertRecipe is what convert.Options needs to give the template's
+	// bytes back: the compression, level, privileged, squash and name
+	// choices its .json sidecar records, each zero where it is convert's
+	// default. nil without a .json sidecar.
+	ConvertRecipe *template.Recipe `json:"-"`
+	Warnings      []string         `json:"warnings,omitempty"`
 }
 
 func (o Options) isRootless() bool {
@@ -368,7 +371,7 @@ func extractTemplate(ctx context.Context, tmp string, res *Result, rep progress.
 	if m := sc.manifest; m != nil && m.Template.SHA256 != "" && m.Template.SHA256 != st.sha256 {
 		res.Warnings = append(res.Warnings, fmt.Sprintf("%s describes another template (sha256 %s, this one is %s): its process, mounts and labels were used anyway", sc.manifestPath, m.Template.SHA256, st.sha256))
 	}
-	res.ConvertFlags = sc.convertFlags()
+	res.ConvertRecipe = sc.convertRecipe()
 	return spec, facts, nil
 }
 

@@ -27,8 +27,8 @@ func TestTemplateRoundTrip(t *testing.T) {
 			if len(res.Sidecars) != 2 {
 				t.Errorf("sidecars read: %v, want the .json and the .conf", res.Sidecars)
 			}
-			if strings.Join(res.ConvertFlags, " ") != "--privileged" {
-				t.Errorf("convert flags %q, want --privileged (the manifest's options)", res.ConvertFlags)
+			if r := res.ConvertRecipe; r == nil || *r != (template.Recipe{Privileged: true}) {
+				t.Errorf("convert recipe %+v, want privileged alone (the sidecar's options)", r)
 			}
 			again := convertBundle(t, bundle, opts)
 			sameTemplate(t, built, again)
@@ -51,9 +51,9 @@ func TestTemplateRoundTripOptions(t *testing.T) {
 		t.Run(tc.name+"-"+string(tc.opts.Compression), func(t *testing.T) {
 			built := build(t, corpusCase(t, tc.name), tc.opts)
 			bundle, res := fromTemplate(t, built.Template, generate.Options{})
-			want := map[string]string{"alpine-app": "--compression gzip", "alpine-amd64": "--compression xz --level 2", "ids": "--squash-high-ids --name web --template-version 2.1"}[tc.name]
-			if got := strings.Join(res.ConvertFlags, " "); got != want {
-				t.Errorf("convert flags %q, want %q", got, want)
+			want := map[string]template.Recipe{"alpine-app": {Compression: "gzip"}, "alpine-amd64": {Compression: "xz", Level: 2}, "ids": {SquashHighIDs: true, Name: "web", Version: "2.1"}}[tc.name]
+			if got := res.ConvertRecipe; got == nil || *got != want {
+				t.Errorf("convert recipe %+v, want %+v", got, want)
 			}
 			sameTemplate(t, built, convertBundle(t, bundle, tc.opts))
 		})

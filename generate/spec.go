@@ -215,7 +215,7 @@ func (f SpecOptions) parseProcess() ([]string, error) {
 			return nil, optErr(FieldCmd, f.Cmd, "%v: close it, or give the arguments one by one", err)
 		}
 		if len(args) == 0 {
-			return nil, optErr(FieldCmd, f.Cmd, "the command line is empty: write e.g. '/usr/bin/app --port 80'")
+			return nil, optErr(FieldCmd, f.Cmd, "the command line is empty: write e.g. '/usr/bin/app serve'")
 		}
 	}
 	for i, a := range args {

@@ -48,7 +48,7 @@ func openTemplate(file string, r io.Reader) (io.Reader, func(), error) {
 	case errors.Is(err, template.ErrEmpty):
 		return nil, nil, errkind.Errorf(ErrCorruptTemplate, "template %s is empty: %s", file, templateFix)
 	case errors.Is(err, template.ErrUnknownFormat):
-		return nil, nil, errkind.Errorf(ErrCorruptTemplate, "%s is not a template: it is neither a zstd, gzip or xz compressed tar nor a plain tar; give a .tar.zst, .tar.gz or .tar.xz template (what nexcage build or convert writes, or a PVE template)", file)
+		return nil, nil, errkind.Errorf(ErrCorruptTemplate, "%s is not a template: it is neither a zstd, gzip or xz compressed tar nor a plain tar; give a .tar.zst, .tar.gz or .tar.xz template (what convert writes, or a PVE template)", file)
 	case errors.As(err, &fe):
 		return nil, nil, errkind.Errorf(ErrCorruptTemplate, "template %s is %v: %s", file, fe, templateFix)
 	case err != nil:
@@ -522,31 +522,20 @@ func confMounts(c *lxc.Config) []rspec.Mount {
 	return out
 }
 
-// convertFlags are the convert flags that give the template's bytes again,
-// from the options its manifest records.
-func (s *sidecars) convertFlags() []string {
+// convertRecipe is the part of the recipe the .json sidecar records that
+// convert's options take to give the template's bytes again, defaults
+// left zero (Result.ConvertRecipe).
+func (s *sidecars) convertRecipe() *template.Recipe {
 	if s.manifest == nil {
 		return nil
 	}
 	o := s.manifest.Recipe
-	var out []string
-	if o.Compression != "" && o.Compression != string(template.Zstd) {
-		out = append(out, "--compression", o.Compression)
+	r := &template.Recipe{Privileged: o.Privileged, SquashHighIDs: o.SquashHighIDs, Name: o.Name, Version: o.Version}
+	if o.Compression != string(template.Zstd) {
+		r.Compression = o.Compression
 	}
-	if o.Level != 0 && o.Level != template.Compression(cmp.Or(o.Compression, string(template.Zstd))).DefaultLevel() {
-		out = append(out, "--level", fmt.Sprint(o.Level))
+	if o.Level != template.Compression(cmp.Or(o.Compression, string(template.Zstd))).DefaultLevel() {
+		r.Level = o.Level
 	}
-	if o.Privileged {
-		out = append(out, "--privileged")
-	}
-	if o.SquashHighIDs {
-		out = append(out, "--squash-high-ids")
-	}
-	if o.Name != "" {
-		out = append(out, "--name", o.Name)
-	}
-	if o.Version != "" {
-		out = append(out, "--template-version", o.Version)
-	}
-	return out
+	return r
 }
