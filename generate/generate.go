@@ -363,13 +363,13 @@ func extractTemplate(ctx context.Context, tmp string, res *Result, rep progress.
 	res.Entries, res.Bytes, res.Warnings = w.entries, w.bytes, w.warnings()
 	facts := inspect(w.root)
 	spec, _ := sc.spec(facts, src)
-	for _, p := range []string{sc.manifestPath, sc.confPath} {
+	for _, p := range []string{sc.jsonPath, sc.confPath} {
 		if p != "" {
 			res.Sidecars = append(res.Sidecars, p)
 		}
 	}
-	if m := sc.manifest; m != nil && m.Template.SHA256 != "" && m.Template.SHA256 != st.sha256 {
-		res.Warnings = append(res.Warnings, fmt.Sprintf("%s describes another template (sha256 %s, this one is %s): its process, mounts and labels were used anyway", sc.manifestPath, m.Template.SHA256, st.sha256))
+	if m := sc.sidecar; m != nil && m.Template.SHA256 != "" && m.Template.SHA256 != st.sha256 {
+		res.Warnings = append(res.Warnings, fmt.Sprintf("%s describes another template (sha256 %s, this one is %s): its process, mounts and labels were used anyway", sc.jsonPath, m.Template.SHA256, st.sha256))
 	}
 	res.ConvertRecipe = sc.convertRecipe()
 	return spec, facts, nil

@@ -96,13 +96,13 @@ func TestTemplateWithoutManifest(t *testing.T) {
 	testenv.RequireRoot(t)
 	opts := convert.Options{Name: "app", Version: "1", ToolVersion: "test"}
 	built := build(t, corpusCase(t, "alpine-app"), opts)
-	os.Remove(built.Manifest)
+	os.Remove(built.SidecarJSON)
 	bundle, res := fromTemplate(t, built.Template, generate.Options{})
 	if len(res.Sidecars) != 1 || !strings.HasSuffix(res.Sidecars[0], ".conf") {
 		t.Errorf("sidecars read: %v, want the .conf alone", res.Sidecars)
 	}
 	again := convertBundle(t, bundle, opts)
-	if again.Metadata.Template.SHA256 != built.Metadata.Template.SHA256 {
+	if again.Sidecar.Template.SHA256 != built.Sidecar.Template.SHA256 {
 		testbundle.DiffMembers(t, built.Template, again.Template)
 	}
 	conf := string(readFile(t, again.Config))
@@ -118,7 +118,7 @@ func TestTemplateWithoutManifest(t *testing.T) {
 func TestTemplateWithoutSidecars(t *testing.T) {
 	testenv.RequireRoot(t)
 	built := build(t, corpusCase(t, "alpine-amd64"), convert.Options{ToolVersion: "test"})
-	os.Remove(built.Manifest)
+	os.Remove(built.SidecarJSON)
 	os.Remove(built.Config)
 	bundle, res := fromTemplate(t, built.Template, generate.Options{Spec: generate.SpecOptions{Hostname: "box", Env: []string{"TZ=UTC"}}})
 	if len(res.Sidecars) != 0 || strings.Join(res.Process, " ") != "/sbin/init" || res.Arch != "amd64" {
@@ -126,7 +126,7 @@ func TestTemplateWithoutSidecars(t *testing.T) {
 	}
 	validateConfig(t, filepath.Join(bundle, "config.json"))
 	again := convertBundle(t, bundle, convert.Options{Name: "alpine", ToolVersion: "test"})
-	if again.Metadata.Template.SHA256 != built.Metadata.Template.SHA256 {
+	if again.Sidecar.Template.SHA256 != built.Sidecar.Template.SHA256 {
 		testbundle.DiffMembers(t, built.Template, again.Template)
 	}
 	if conf := string(readFile(t, again.Config)); !strings.Contains(conf, "hostname: box\n") || strings.Contains(conf, "entrypoint") {

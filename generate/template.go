@@ -339,24 +339,24 @@ func (w *writer) parentDir(member, rel string) (string, error) {
 
 // sidecars are a template's .conf and .json, when they exist.
 type sidecars struct {
-	confPath, manifestPath string
-	conf                   *lxc.Config
-	manifest               *template.Sidecar
+	confPath, jsonPath string
+	conf               *lxc.Config
+	sidecar            *template.Sidecar
 }
 
 func readSidecars(file string) (*sidecars, error) {
 	s := &sidecars{}
-	s.confPath, s.manifestPath = template.SidecarPaths(file)
-	if _, err := os.Stat(s.manifestPath); err == nil {
-		m, err := template.ReadSidecar(s.manifestPath)
+	s.confPath, s.jsonPath = template.SidecarPaths(file)
+	if _, err := os.Stat(s.jsonPath); err == nil {
+		m, err := template.ReadSidecar(s.jsonPath)
 		if err != nil {
 			return nil, fmt.Errorf("%v: fix it, or move it away to generate from the template alone", err)
 		}
-		s.manifest = m
+		s.sidecar = m
 	} else if !errors.Is(err, os.ErrNotExist) {
-		return nil, fmt.Errorf("read the template's manifest: %w", err)
+		return nil, fmt.Errorf("read the template's .json sidecar: %w", err)
 	} else {
-		s.manifestPath = ""
+		s.jsonPath = ""
 	}
 	if raw, err := os.ReadFile(s.confPath); err == nil {
 		c, err := lxc.Parse(string(raw))
@@ -380,7 +380,7 @@ var dateVersion = regexp.MustCompile(`^[0-9]{8}$`)
 func (s *sidecars) spec(facts rootfsFacts, file string) (*rspec.Spec, bool) {
 	spec := BaseSpec()
 	haveProcess := false
-	if m := s.manifest; m != nil {
+	if m := s.sidecar; m != nil {
 		if m.Process != nil && len(m.Process.Args) > 0 {
 			spec.Process.Args = m.Process.Args
 			spec.Process.Env = m.Process.Env
@@ -415,7 +415,7 @@ func (s *sidecars) spec(facts rootfsFacts, file string) (*rspec.Spec, bool) {
 			}
 		}
 		// A conventional name whose version is a date came from the
-		// image's creation time, which the manifest does not keep: give
+		// image's creation time, which the .json sidecar does not keep: give
 		// it back, so convert names the template the same. (Any version
 		// convert prefers, from options, labels or the tag, still wins.)
 		name := m.Template.File
@@ -438,7 +438,7 @@ func (s *sidecars) spec(facts rootfsFacts, file string) (*rspec.Spec, bool) {
 				spec.Annotations[lxc.AnnotationStopSignal] = o.Value
 			}
 		}
-		if s.manifest == nil {
+		if s.sidecar == nil {
 			if c.Entrypoint != "" {
 				spec.Process.Args = lxc.SplitCommand(c.Entrypoint)
 				spec.Process.Env = c.Env
@@ -526,10 +526,10 @@ func confMounts(c *lxc.Config) []rspec.Mount {
 // convert's options take to give the template's bytes again, defaults
 // left zero (Result.ConvertRecipe).
 func (s *sidecars) convertRecipe() *template.Recipe {
-	if s.manifest == nil {
+	if s.sidecar == nil {
 		return nil
 	}
-	o := s.manifest.Recipe
+	o := s.sidecar.Recipe
 	r := &template.Recipe{Privileged: o.Privileged, SquashHighIDs: o.SquashHighIDs, Name: o.Name, Version: o.Version}
 	if o.Compression != string(template.Zstd) {
 		r.Compression = o.Compression
