@@ -381,95 +381,11 @@ func (s *sidecars) spec(facts rootfsFacts, file string) (*rspec.Spec, bool) {
 	spec := BaseSpec()
 	haveProcess := false
 	if m := s.sidecar; m != nil {
-		if m.Process != nil && len(m.Process.Args) > 0 {
-			spec.Process.Args = m.Process.Args
-			spec.Process.Env = m.Process.Env
-			spec.Process.Cwd = m.Process.Cwd
-			spec.Process.User = rspec.User{UID: m.Process.UID, GID: m.Process.GID, AdditionalGids: m.Process.Groups}
-			haveProcess = true
-		}
-		spec.Mounts = nil
-		for _, mt := range m.Mounts {
-			spec.Mounts = append(spec.Mounts, rspec.Mount{Destination: mt.Destination, Type: mt.Type, Source: mt.Source, Options: mt.Options})
-		}
-		a := spec.Annotations
-		for k, v := range m.Labels {
-			a[k] = v
-		}
-		a[annotation.Reference] = m.Source.Reference
-		a[annotation.Digest] = m.Source.Digest
-		a[annotation.SourceDigest] = m.Source.SourceDigest
-		if m.Source.Name != "" {
-			a[annotation.Name] = m.Source.Name
-		}
-		if len(m.Volumes) > 0 {
-			a[annotation.Volumes] = strings.Join(m.Volumes, ",")
-		}
-		if len(m.ExposedPorts) > 0 {
-			a[annotationExposedPorts] = strings.Join(m.ExposedPorts, ",")
-		}
-		if parts := strings.Split(m.Source.Platform, "/"); len(parts) >= 2 {
-			a[annotationOS], a[annotationArch] = parts[0], parts[1]
-			if len(parts) > 2 {
-				a[annotationVariant] = parts[2]
-			}
-		}
-		// A conventional name whose version is a date came from the
-		// image's creation time, which the .json sidecar does not keep: give
-		// it back, so convert names the template the same. (Any version
-		// convert prefers, from options, labels or the tag, still wins.)
-		name := m.Template.File
-		if name == "" {
-			name = filepath.Base(file)
-		}
-		if c, ok := template.CompressionFromName(name); ok {
-			name = strings.TrimSuffix(name, c.Suffix())
-		}
-		if parts := strings.Split(name, "_"); len(parts) == 3 && dateVersion.MatchString(parts[1]) {
-			if t, err := time.Parse("20060102", parts[1]); err == nil {
-				a[annotationCreated] = t.UTC().Format(time.RFC3339)
-			}
-		}
+		haveProcess = sidecarSpec(spec, m, file)
 	}
 	if c := s.conf; c != nil {
-		spec.Hostname = c.Hostname
-		for _, o := range c.Raw {
-			if o.Key == "lxc.signal.halt" {
-				spec.Annotations[lxc.AnnotationStopSignal] = o.Value
-			}
-		}
-		if s.sidecar == nil {
-			if c.Entrypoint != "" {
-				spec.Process.Args = lxc.SplitCommand(c.Entrypoint)
-				spec.Process.Env = c.Env
-				haveProcess = true
-				for _, o := range c.Raw {
-					switch o.Key {
-					case "lxc.init.cwd":
-						spec.Process.Cwd = o.Value
-					case "lxc.init.uid":
-						fmt.Sscan(o.Value, &spec.Process.User.UID)
-					case "lxc.init.gid":
-						fmt.Sscan(o.Value, &spec.Process.User.GID)
-					case "lxc.init.groups":
-						for _, g := range strings.Split(o.Value, ",") {
-							var gid uint32
-							if _, err := fmt.Sscan(g, &gid); err == nil {
-								spec.Process.User.AdditionalGids = append(spec.Process.User.AdditionalGids, gid)
-							}
-						}
-					}
-				}
-			}
-			spec.Mounts = append(spec.Mounts, confMounts(c)...)
-		}
-		if spec.Annotations[annotationArch] == "" && c.Arch != "" {
-			if a, v, err := ociArch(c.Arch); err == nil {
-				spec.Annotations[annotationArch] = a
-				if v != "" {
-					spec.Annotations[annotationVariant] = v
-				}
-			}
+		if confSpec(spec, c, s.sidecar == nil) {
+			haveProcess = true
 		}
 	}
 	for k, v := range spec.Annotations {
@@ -480,13 +396,131 @@ func (s *sidecars) spec(facts rootfsFacts, file string) (*rspec.Spec, bool) {
 	if !haveProcess {
 		spec.Process.Args = facts.defaultArgs()
 	}
-	if spec.Annotations[annotationArch] == "" && facts.arch != "" {
-		spec.Annotations[annotationArch] = facts.arch
-		if facts.variant != "" {
-			spec.Annotations[annotationVariant] = facts.variant
+	archUnlessSet(spec.Annotations, facts.arch, facts.variant)
+	return spec, haveProcess
+}
+
+// sidecarSpec sets spec's process, mounts and annotations from the .json
+// sidecar m of the template file; it reports whether m gave a process.
+func sidecarSpec(spec *rspec.Spec, m *template.Sidecar, file string) (haveProcess bool) {
+	if m.Process != nil && len(m.Process.Args) > 0 {
+		spec.Process.Args = m.Process.Args
+		spec.Process.Env = m.Process.Env
+		spec.Process.Cwd = m.Process.Cwd
+		spec.Process.User = rspec.User{UID: m.Process.UID, GID: m.Process.GID, AdditionalGids: m.Process.Groups}
+		haveProcess = true
+	}
+	spec.Mounts = nil
+	for _, mt := range m.Mounts {
+		spec.Mounts = append(spec.Mounts, rspec.Mount{Destination: mt.Destination, Type: mt.Type, Source: mt.Source, Options: mt.Options})
+	}
+	sidecarAnnotations(spec.Annotations, m)
+	createdFromName(spec.Annotations, m, file)
+	return haveProcess
+}
+
+// sidecarAnnotations gives back the image annotations m records: its
+// labels, source, volumes, ports and platform.
+func sidecarAnnotations(a map[string]string, m *template.Sidecar) {
+	for k, v := range m.Labels {
+		a[k] = v
+	}
+	a[annotation.Reference] = m.Source.Reference
+	a[annotation.Digest] = m.Source.Digest
+	a[annotation.SourceDigest] = m.Source.SourceDigest
+	if m.Source.Name != "" {
+		a[annotation.Name] = m.Source.Name
+	}
+	if len(m.Volumes) > 0 {
+		a[annotation.Volumes] = strings.Join(m.Volumes, ",")
+	}
+	if len(m.ExposedPorts) > 0 {
+		a[annotationExposedPorts] = strings.Join(m.ExposedPorts, ",")
+	}
+	if parts := strings.Split(m.Source.Platform, "/"); len(parts) >= 2 {
+		a[annotationOS], a[annotationArch] = parts[0], parts[1]
+		if len(parts) > 2 {
+			a[annotationVariant] = parts[2]
 		}
 	}
-	return spec, haveProcess
+}
+
+// createdFromName: a conventional name whose version is a date came from
+// the image's creation time, which the .json sidecar does not keep: give
+// it back, so convert names the template the same. (Any version convert
+// prefers, from options, labels or the tag, still wins.)
+func createdFromName(a map[string]string, m *template.Sidecar, file string) {
+	name := m.Template.File
+	if name == "" {
+		name = filepath.Base(file)
+	}
+	if c, ok := template.CompressionFromName(name); ok {
+		name = strings.TrimSuffix(name, c.Suffix())
+	}
+	if parts := strings.Split(name, "_"); len(parts) == 3 && dateVersion.MatchString(parts[1]) {
+		if t, err := time.Parse("20060102", parts[1]); err == nil {
+			a[annotationCreated] = t.UTC().Format(time.RFC3339)
+		}
+	}
+}
+
+// confSpec sets spec's hostname, stop signal and arch from the .conf c,
+// and, when there is no .json sidecar (alone), its process and mounts; it
+// reports whether c gave a process.
+func confSpec(spec *rspec.Spec, c *lxc.Config, alone bool) (haveProcess bool) {
+	spec.Hostname = c.Hostname
+	for _, o := range c.Raw {
+		if o.Key == "lxc.signal.halt" {
+			spec.Annotations[lxc.AnnotationStopSignal] = o.Value
+		}
+	}
+	if alone {
+		if c.Entrypoint != "" {
+			confProcess(spec.Process, c)
+			haveProcess = true
+		}
+		spec.Mounts = append(spec.Mounts, confMounts(c)...)
+	}
+	if spec.Annotations[annotationArch] == "" && c.Arch != "" {
+		if a, v, err := ociArch(c.Arch); err == nil {
+			archUnlessSet(spec.Annotations, a, v)
+		}
+	}
+	return haveProcess
+}
+
+// confProcess is the process the .conf's lxc.init.* keys describe.
+func confProcess(p *rspec.Process, c *lxc.Config) {
+	p.Args = lxc.SplitCommand(c.Entrypoint)
+	p.Env = c.Env
+	for _, o := range c.Raw {
+		switch o.Key {
+		case "lxc.init.cwd":
+			p.Cwd = o.Value
+		case "lxc.init.uid":
+			fmt.Sscan(o.Value, &p.User.UID)
+		case "lxc.init.gid":
+			fmt.Sscan(o.Value, &p.User.GID)
+		case "lxc.init.groups":
+			for _, g := range strings.Split(o.Value, ",") {
+				var gid uint32
+				if _, err := fmt.Sscan(g, &gid); err == nil {
+					p.User.AdditionalGids = append(p.User.AdditionalGids, gid)
+				}
+			}
+		}
+	}
+}
+
+// archUnlessSet sets the architecture annotations unless one is set
+// already.
+func archUnlessSet(a map[string]string, arch, variant string) {
+	if a[annotationArch] == "" && arch != "" {
+		a[annotationArch] = arch
+		if variant != "" {
+			a[annotationVariant] = variant
+		}
+	}
 }
 
 // confMounts turns a CT config's bind mount points and tmpfs mount
