@@ -708,16 +708,37 @@ func checkBundle(ctx context.Context, dir string, opts health.Options, ownLeftov
 		return append(c.out, CheckLeftovers(abs, dir, opts)...)
 	}
 	configPath := filepath.Join(abs, "config.json")
+	spec := c.checkBundleConfig(configPath)
+	if spec == nil {
+		return tail(), nil // nothing more can be read from it
+	}
+	tree := c.checkBundleRootfs(abs, configPath, spec)
+	// Mounts, hostname and process, by convert's rules.
+	forLXC := specForLXC(spec)
+	c.checkBundleMounts(spec, forLXC)
+	if tree != nil {
+		c.checkBundleProcess(tree, spec, forLXC)
+		c.checkBundleOwners(tree)
+	}
+	if ctx.Err() != nil {
+		return nil, ctx.Err()
+	}
+	return tail(), nil
+}
+
+// checkBundleConfig checks that the bundle's config.json parses and is
+// valid against the runtime spec; it returns nil when it cannot be read.
+func (c *checkList) checkBundleConfig(configPath string) *rspec.Spec {
 	raw, err := limits.ReadFile(configPath, limits.MaxMetadata, configPath)
 	if err != nil {
 		c.fail("config.json", err.Error(), bundleHelp)
 		c.out[len(c.out)-1].Remedy = health.NewBundle
-		return tail(), nil
+		return nil
 	}
 	var syntax any
 	if err := json.Unmarshal(raw, &syntax); err != nil {
 		c.fail("config.json parses", jsonerr.At(raw, err), "fix the JSON there")
-		return tail(), nil
+		return nil
 	}
 	c.ok("config.json parses")
 	schemaCheck := "config.json is valid against the runtime-spec " + rspec.Version + " schema"
@@ -735,9 +756,14 @@ func checkBundle(ctx context.Context, dir string, opts health.Options, ownLeftov
 		if len(errs) == 0 {
 			c.fail(schemaCheck, jsonerr.At(raw, err), "fix that field")
 		}
-		return tail(), nil // nothing more can be read from it
+		return nil
 	}
+	return &spec
+}
 
+// checkBundleRootfs checks the rootfs root.path names and reads it; the
+// tree is nil when it cannot be read.
+func (c *checkList) checkBundleRootfs(abs, configPath string, spec *rspec.Spec) *tartree.Tree {
 	rootPath := "rootfs"
 	if spec.Root != nil && spec.Root.Path != "" {
 		rootPath = spec.Root.Path
@@ -757,7 +783,7 @@ func checkBundle(ctx context.Context, dir string, opts health.Options, ownLeftov
 	case !fi.IsDir():
 		c.fail("root path exists", rootPath+" is not a directory", "point root.path at the rootfs directory")
 	default:
-		b := &Bundle{Dir: abs, ConfigPath: configPath, Rootfs: rootPath, Spec: &spec}
+		b := &Bundle{Dir: abs, ConfigPath: configPath, Rootfs: rootPath, Spec: spec}
 		if tree, err = TreeFromDir(rootPath, b.idMap()); err != nil {
 			c.fail("root path exists", "the rootfs cannot be read: "+err.Error(), "check its permissions (run as root for a root-owned bundle)")
 			tree = nil
@@ -765,9 +791,11 @@ func checkBundle(ctx context.Context, dir string, opts health.Options, ownLeftov
 			c.ok("root path " + rootPath + " exists")
 		}
 	}
+	return tree
+}
 
-	// Mounts, hostname and process, by convert's rules.
-	forLXC := specForLXC(&spec)
+// checkBundleMounts checks the mounts and the hostname map to PVE.
+func (c *checkList) checkBundleMounts(spec, forLXC *rspec.Spec) {
 	mountsOnly := *forLXC
 	mountsOnly.Hostname = ""
 	if cfg, err := lxc.FromSpec(&mountsOnly, true); err != nil {
@@ -778,47 +806,50 @@ func checkBundle(ctx context.Context, dir string, opts health.Options, ownLeftov
 	if forLXC.Hostname != "" && !lxc.ValidDNSName(forLXC.Hostname) {
 		c.fail("hostname is a DNS name", fmt.Sprintf("%q is not a valid DNS name, which PVE requires", forLXC.Hostname), "fix config.json's hostname")
 	}
-	if tree != nil {
-		var args []string
-		if spec.Process != nil {
-			args = spec.Process.Args
-		}
-		system := lxc.IsSystemContainer(args, hasInit(tree))
-		noMounts := *forLXC
-		noMounts.Mounts, noMounts.Hostname = nil, ""
-		cfg, err := lxc.FromSpec(&noMounts, system)
-		switch {
-		case err != nil:
-			c.fail("process maps to PVE", err.Error(), "fix process in config.json")
-		case system:
-			c.ok("process: a system container (PVE boots /sbin/init)")
-		case len(args) == 0:
-			c.warn("process maps to PVE", "config.json has no process.args and the rootfs has no /sbin/init: the container has nothing to run", "set process.args in config.json")
-		default:
-			if n, _ := tree.Resolve(strings.TrimPrefix(args[0], "/")); strings.HasPrefix(args[0], "/") && n == nil {
-				c.fail("process maps to PVE", fmt.Sprintf("the entrypoint %s does not exist in the rootfs", args[0]), "fix process.args in config.json")
-			} else {
-				c.ok("process: an application container, entrypoint " + cfg.Entrypoint)
-			}
-		}
-		var high []string
-		tree.Walk(func(p string, n *tartree.Node) error {
-			if n.UID > maxUnprivilegedID || n.GID > maxUnprivilegedID {
-				high = append(high, fmt.Sprintf("/%s (%d:%d)", strings.TrimPrefix(p, "."), n.UID, n.GID))
-			}
-			return nil
-		})
-		if len(high) > 0 {
-			c.warn("owners within 0..65535", fmt.Sprintf("%d path(s) owned by ids an unprivileged container cannot map: %s", len(high), shortList(high)),
-				"convert it with SquashHighIDs, or with Privileged for a privileged-only template", "SquashHighIDs", "Privileged")
+}
+
+// checkBundleProcess checks the process maps to PVE: a system container,
+// or an application container whose entrypoint exists.
+func (c *checkList) checkBundleProcess(tree *tartree.Tree, spec, forLXC *rspec.Spec) {
+	var args []string
+	if spec.Process != nil {
+		args = spec.Process.Args
+	}
+	system := lxc.IsSystemContainer(args, hasInit(tree))
+	noMounts := *forLXC
+	noMounts.Mounts, noMounts.Hostname = nil, ""
+	cfg, err := lxc.FromSpec(&noMounts, system)
+	switch {
+	case err != nil:
+		c.fail("process maps to PVE", err.Error(), "fix process in config.json")
+	case system:
+		c.ok("process: a system container (PVE boots /sbin/init)")
+	case len(args) == 0:
+		c.warn("process maps to PVE", "config.json has no process.args and the rootfs has no /sbin/init: the container has nothing to run", "set process.args in config.json")
+	default:
+		if n, _ := tree.Resolve(strings.TrimPrefix(args[0], "/")); strings.HasPrefix(args[0], "/") && n == nil {
+			c.fail("process maps to PVE", fmt.Sprintf("the entrypoint %s does not exist in the rootfs", args[0]), "fix process.args in config.json")
 		} else {
-			c.ok("owners within 0..65535")
+			c.ok("process: an application container, entrypoint " + cfg.Entrypoint)
 		}
 	}
-	if ctx.Err() != nil {
-		return nil, ctx.Err()
+}
+
+// checkBundleOwners checks every owner fits an unprivileged container.
+func (c *checkList) checkBundleOwners(tree *tartree.Tree) {
+	var high []string
+	tree.Walk(func(p string, n *tartree.Node) error {
+		if n.UID > maxUnprivilegedID || n.GID > maxUnprivilegedID {
+			high = append(high, fmt.Sprintf("/%s (%d:%d)", strings.TrimPrefix(p, "."), n.UID, n.GID))
+		}
+		return nil
+	})
+	if len(high) > 0 {
+		c.warn("owners within 0..65535", fmt.Sprintf("%d path(s) owned by ids an unprivileged container cannot map: %s", len(high), shortList(high)),
+			"convert it with SquashHighIDs, or with Privileged for a privileged-only template", "SquashHighIDs", "Privileged")
+	} else {
+		c.ok("owners within 0..65535")
 	}
-	return tail(), nil
 }
 
 func mountSummary(n int, cfg *lxc.Config) string {

@@ -212,60 +212,91 @@ func MakePlan(ctx context.Context, h *Host, t *Template, o Options) (*Plan, erro
 	if err := checkStorage(storages, rootStorage, "rootdir", o.Node, "Storage"); err != nil {
 		return nil, err
 	}
+	if err := p.planTemplate(ctx, h, t, o, storages); err != nil {
+		return nil, err
+	}
+	if err := p.planVMID(ctx, h, o); err != nil {
+		return nil, err
+	}
+	if err := p.planConfig(t, o, rootStorage); err != nil {
+		return nil, err
+	}
+	p.Create = createOptions(p, o)
+	p.Set = mountOptions(p.Config.MountPoints)
+	p.Raw = rawLines(p.Config)
+	p.password = o.Password
+	p.KeepFailed = o.KeepFailed
+	p.Start = nil
+	if o.Start {
+		p.Start = p.startArgv(p.VMID)
+	}
+	return p, nil
+}
 
-	// The template: a volume on the host, or a local file to upload.
+// planTemplate plans where the template is: a volume on the host, or a
+// local file to upload.
+func (p *Plan) planTemplate(ctx context.Context, h *Host, t *Template, o Options, storages []Storage) error {
 	if t.VolID != "" {
 		p.VolID = t.VolID
 		store, _, _ := strings.Cut(t.VolID, ":")
 		if err := checkStorage(storages, store, "vztmpl", o.Node, "the template's storage"); err != nil {
-			return nil, err
+			return err
 		}
 		if _, err := h.TemplatePath(ctx, t.VolID); err != nil {
-			return nil, err
+			return err
 		}
 	} else {
 		ts := cmp.Or(o.TemplateStorage, "local")
 		if err := checkStorage(storages, ts, "vztmpl", o.Node, "TemplateStorage"); err != nil {
-			return nil, err
+			return err
 		}
 		p.VolID = ts + ":vztmpl/" + filepath.Base(t.File)
 		dest, err := h.TemplatePath(ctx, p.VolID)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		if p.Upload, err = planUpload(t, dest, o.ReplaceTemplate); err != nil {
-			return nil, err
+			return err
 		}
 	}
+	return nil
+}
 
-	// The VMID: given and free, or the next free one.
+// planVMID takes the VMID given, when it is free, or the next free one.
+func (p *Plan) planVMID(ctx context.Context, h *Host, o Options) error {
 	resources, err := h.Resources(ctx)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	if o.VMID != 0 {
 		for _, r := range resources {
 			if r.VMID == o.VMID {
-				return nil, newError(ErrAlreadyExists, "vmid", fmt.Sprintf("CT %d already exists on node '%s'", o.VMID, r.Node), fixVMIDTaken, "VMID")
+				return newError(ErrAlreadyExists, "vmid", fmt.Sprintf("CT %d already exists on node '%s'", o.VMID, r.Node), fixVMIDTaken, "VMID")
 			}
 		}
 		p.VMID = o.VMID
 	} else {
 		if p.VMID, err = h.NextID(ctx); err != nil {
-			return nil, err
+			return err
 		}
 		p.autoVMID = true
 	}
+	return nil
+}
 
+// planConfig merges the template's config with o into the config this
+// host's pve-container parses, with the warnings it gives.
+func (p *Plan) planConfig(t *Template, o Options, rootStorage string) error {
+	var err error
 	merged := mergedConfig(t, o, rootStorage)
 	for k, v := range map[string]string{"template": p.VolID, "image reference": t.Image, "digest": t.Digest} {
 		if !markerValueOK(v) {
-			return nil, newError(ErrInvalidArgument, "template", fmt.Sprintf("the template's %s %q has blanks or control characters, which would forge the container's ownership marker", k, v), "rebuild the template")
+			return newError(ErrInvalidArgument, "template", fmt.Sprintf("the template's %s %q has blanks or control characters, which would forge the container's ownership marker", k, v), "rebuild the template")
 		}
 	}
 	merged.Description = describe(merged.Description, Marker{Template: p.VolID, Image: t.Image, Digest: t.Digest})
 	if merged.MountPoints, err = mountPoints(t, o, rootStorage); err != nil {
-		return nil, err
+		return err
 	}
 	appDefaults(&merged)
 	if o.DropEnv && !p.Container.AppContainers() {
@@ -285,24 +316,28 @@ func MakePlan(ctx context.Context, h *Host, t *Template, o Options) (*Plan, erro
 	// this host's pve-container parses, so that what the preview shows is
 	// what is written.
 	if p.Config, err = merged.For(p.Container, o.RunAsRoot); err != nil {
-		return nil, releaseError(err, p.Container)
+		return releaseError(err, p.Container)
 	}
 	if isApp(merged) {
 		hostManagedNetwork(&p.Config, p.Container)
 	}
-	p.Create = createOptions(p, o)
-	p.Set = mountOptions(p.Config.MountPoints)
-	p.Raw = rawLines(p.Config)
-	p.password = o.Password
-	p.KeepFailed = o.KeepFailed
-	p.Start = nil
-	if o.Start {
-		p.Start = p.startArgv(p.VMID)
-	}
-	return p, nil
+	return nil
 }
 
+// validateFlags checks the options, then what the template asks for,
+// before anything changes on the host.
 func validateFlags(t *Template, o Options) error {
+	if err := validateValues(o); err != nil {
+		return err
+	}
+	if err := validateMounts(o.Mounts); err != nil {
+		return err
+	}
+	return validateTemplate(t, o)
+}
+
+// validateValues checks the options' values as PVE would.
+func validateValues(o Options) error {
 	if o.VMID != 0 && (o.VMID < 100 || o.VMID > 999999999) {
 		return newError(ErrInvalidArgument, "vmid", fmt.Sprintf("VMID %d is out of range", o.VMID), paramFix["vmid"], "VMID")
 	}
@@ -331,7 +366,12 @@ func validateFlags(t *Template, o Options) error {
 			return newError(ErrNotFound, "ssh-public-keys", fmt.Sprintf("SSHKeysFile %s cannot be read (%v)", o.SSHKeysFile, err), "give a file of OpenSSH public keys", "SSHKeysFile")
 		}
 	}
-	for _, m := range o.Mounts {
+	return nil
+}
+
+// validateMounts checks the user's bind mounts.
+func validateMounts(mounts []BindMount) error {
+	for _, m := range mounts {
 		if err := lxc.CheckBindSource(m.Source); err != nil {
 			return newError(ErrInvalidArgument, "mount", "Mounts source "+err.Error(), "write Mounts /host/dir:/ct/dir[:ro]", "Mounts")
 		}
@@ -342,6 +382,11 @@ func validateFlags(t *Template, o Options) error {
 			return err
 		}
 	}
+	return nil
+}
+
+// validateTemplate checks what the template asks for against o.
+func validateTemplate(t *Template, o Options) error {
 	// What a template asks for was written by whoever made the template:
 	// the checks Mounts gets, and no host system directory.
 	if t.Config != nil {
