@@ -14,17 +14,6 @@ import (
 	"github.com/nexcage/nexcage/internal/limits"
 )
 
-// Annotations umoci derives from the image config.
-const (
-	annotationOS           = "org.opencontainers.image.os"
-	annotationArch         = "org.opencontainers.image.architecture"
-	annotationVariant      = "org.opencontainers.image.variant"
-	annotationCreated      = "org.opencontainers.image.created"
-	annotationExposedPorts = "org.opencontainers.image.exposedPorts"
-	annotationVersion      = "org.opencontainers.image.version"
-	annotationTitle        = "org.opencontainers.image.title"
-)
-
 // Bundle is an OCI runtime bundle: a config.json and the rootfs it names.
 type Bundle struct {
 	Dir        string

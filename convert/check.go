@@ -25,6 +25,7 @@ import (
 
 	"github.com/nexcage/nexcage/health"
 	"github.com/nexcage/nexcage/internal/atomicfile"
+	"github.com/nexcage/nexcage/internal/ctxio"
 	"github.com/nexcage/nexcage/internal/jsonerr"
 	"github.com/nexcage/nexcage/internal/limits"
 	"github.com/nexcage/nexcage/lxc"
@@ -502,24 +503,24 @@ func scanTemplate(ctx context.Context, file string, comp template.Compression) (
 	defer f.Close()
 	sc := &templateScan{tree: tartree.New()}
 	h := sha256.New()
-	raw := &checkCounter{r: io.TeeReader(checkCtxReader{ctx, f}, h)}
+	raw := &ctxio.CountingReader{R: io.TeeReader(ctxio.Reader{Ctx: ctx, R: f}, h)}
 	defer func() {
 		// Hash what the decompressor did not read, for the sidecar check
 		// (not after Ctrl-C: the result is thrown away then).
 		if ctx.Err() == nil {
-			io.Copy(io.Discard, checkCtxReader{ctx, raw})
+			io.Copy(io.Discard, ctxio.Reader{Ctx: ctx, R: raw})
 		}
-		sc.size = raw.n
+		sc.size = raw.N
 		sc.sha256 = hex.EncodeToString(h.Sum(nil))
 	}()
 	zr, err := template.Decompress(raw, comp)
 	if err != nil {
-		sc.streamErr, sc.readAt = err, raw.n
+		sc.streamErr, sc.readAt = err, raw.N
 		return sc, nil
 	}
 	defer zr.Close()
 	rec := &errRecorder{r: zr}
-	plain := &checkCounter{r: rec}
+	plain := &ctxio.CountingReader{R: rec}
 	tr := tar.NewReader(plain)
 	seen := map[string]bool{}
 	for {
@@ -544,16 +545,16 @@ func scanTemplate(ctx context.Context, file string, comp template.Compression) (
 	if _, err := io.Copy(io.Discard, plain); err != nil {
 		sc.setErr(rec, raw, err)
 	}
-	sc.tarBytes = plain.n
+	sc.tarBytes = plain.N
 	if ctx.Err() != nil {
 		return nil, ctx.Err()
 	}
 	return sc, nil
 }
 
-func (sc *templateScan) setErr(rec *errRecorder, raw *checkCounter, err error) {
+func (sc *templateScan) setErr(rec *errRecorder, raw *ctxio.CountingReader, err error) {
 	if rec.err != nil {
-		sc.streamErr, sc.readAt = rec.err, raw.n
+		sc.streamErr, sc.readAt = rec.err, raw.N
 		return
 	}
 	sc.tarErr = err
@@ -642,30 +643,6 @@ func keepContent(p string) int64 {
 		return 64
 	}
 	return 0
-}
-
-// checkCtxReader stops reading a large file promptly on Ctrl-C.
-type checkCtxReader struct {
-	ctx context.Context
-	r   io.Reader
-}
-
-func (c checkCtxReader) Read(p []byte) (int, error) {
-	if err := c.ctx.Err(); err != nil {
-		return 0, err
-	}
-	return c.r.Read(p)
-}
-
-type checkCounter struct {
-	r io.Reader
-	n int64
-}
-
-func (c *checkCounter) Read(p []byte) (int, error) {
-	n, err := c.r.Read(p)
-	c.n += int64(n)
-	return n, err
 }
 
 // errRecorder remembers the decompressor's first error, to tell a broken

@@ -94,10 +94,10 @@ func Convert(ctx context.Context, b *Bundle, opts Options) (*Result, error) {
 
 func sourceFromAnnotations(a map[string]string) template.Source {
 	s := template.Source{Reference: a[annotation.Reference], Digest: a[annotation.Digest], SourceDigest: a[annotation.SourceDigest], Name: a[annotation.Name]}
-	if a[annotationOS] != "" && a[annotationArch] != "" {
-		s.Platform = a[annotationOS] + "/" + a[annotationArch]
-		if a[annotationVariant] != "" {
-			s.Platform += "/" + a[annotationVariant]
+	if a[annotation.OS] != "" && a[annotation.Arch] != "" {
+		s.Platform = a[annotation.OS] + "/" + a[annotation.Arch]
+		if a[annotation.Variant] != "" {
+			s.Platform += "/" + a[annotation.Variant]
 		}
 	}
 	return s
@@ -157,12 +157,12 @@ func makePlan(tree *tartree.Tree, spec *runtimeSpec, src template.Source, opts O
 	}
 
 	p.os = DetectOS(tree)
-	arch, variant := spec.Annotations[annotationArch], spec.Annotations[annotationVariant]
+	arch, variant := spec.Annotations[annotation.Arch], spec.Annotations[annotation.Variant]
 	if arch == "" {
 		arch = template.ArchFromELF(tree)
 	}
 	if arch == "" {
-		return nil, fmt.Errorf("cannot tell the rootfs's architecture: config.json has no %s annotation and /bin/sh is not an ELF binary; set the annotation (an unpack of an image does)", annotationArch)
+		return nil, fmt.Errorf("cannot tell the rootfs's architecture: config.json has no %s annotation and /bin/sh is not an ELF binary; set the annotation (an unpack of an image does)", annotation.Arch)
 	}
 	if p.arch, err = template.DebianArch(arch, variant); err != nil {
 		return nil, err

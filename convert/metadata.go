@@ -8,6 +8,7 @@ import (
 
 	rspec "github.com/opencontainers/runtime-spec/specs-go"
 
+	"github.com/nexcage/nexcage/internal/annotation"
 	"github.com/nexcage/nexcage/internal/errkind"
 	"github.com/nexcage/nexcage/lxc"
 	"github.com/nexcage/nexcage/template"
@@ -34,7 +35,7 @@ func (p *plan) sidecar(spec *rspec.Spec, src template.Source) template.Sidecar {
 	if m.Volumes == nil {
 		m.Volumes = []string{}
 	}
-	if ports := spec.Annotations[annotationExposedPorts]; ports != "" {
+	if ports := spec.Annotations[annotation.ExposedPorts]; ports != "" {
 		m.ExposedPorts = strings.Split(ports, ",")
 		sort.Strings(m.ExposedPorts)
 	}
@@ -101,8 +102,8 @@ func lxcProvidedPath(p string) bool {
 // umociAnnotations are what umoci derives from the image config; every
 // other annotation of an unpacked bundle is an image label.
 var umociAnnotations = map[string]bool{
-	annotationOS: true, annotationArch: true, annotationVariant: true, annotationCreated: true,
-	annotationExposedPorts: true, "org.opencontainers.image.author": true, lxc.AnnotationStopSignal: true,
+	annotation.OS: true, annotation.Arch: true, annotation.Variant: true, annotation.Created: true,
+	annotation.ExposedPorts: true, "org.opencontainers.image.author": true, lxc.AnnotationStopSignal: true,
 }
 
 // templateName builds <os>-<osversion>-<name>_<version>_<arch>.tar.zst
@@ -114,8 +115,8 @@ func (p *plan) templateName(spec *rspec.Spec, src template.Source) (string, erro
 		OSID: p.os.ID, OSVersion: p.os.VersionID,
 		Name: p.opts.Name, Version: p.opts.Version,
 		ImageName: src.Name, Reference: src.Reference,
-		Title: spec.Annotations[annotationTitle], LabelVersion: spec.Annotations[annotationVersion],
-		Created: spec.Annotations[annotationCreated],
+		Title: spec.Annotations[annotation.Title], LabelVersion: spec.Annotations[annotation.Version],
+		Created: spec.Annotations[annotation.Created],
 		Arch:    p.arch, Compression: p.compression,
 	})
 	var ne *template.NameError

@@ -16,6 +16,7 @@ import (
 
 	rspec "github.com/opencontainers/runtime-spec/specs-go"
 
+	"github.com/nexcage/nexcage/internal/annotation"
 	"github.com/nexcage/nexcage/internal/atomicfile"
 	"github.com/nexcage/nexcage/internal/errkind"
 	"github.com/nexcage/nexcage/progress"
@@ -134,7 +135,7 @@ func Spec(ctx context.Context, bundle string, opts Options) (*Result, error) {
 		return nil, err
 	}
 	return &Result{Bundle: bundle, Config: config, Rootfs: rootDir, From: "spec", Rootless: opts.isRootless(),
-		Process: spec.Process.Args, Arch: spec.Annotations[annotationArch]}, nil
+		Process: spec.Process.Args, Arch: spec.Annotations[annotation.Arch]}, nil
 }
 
 // setArch records the rootfs's architecture as the image annotations
@@ -145,11 +146,11 @@ func setArch(spec *rspec.Spec, f rootfsFacts, withOS bool) {
 		return
 	}
 	if withOS {
-		spec.Annotations[annotationOS] = "linux"
+		spec.Annotations[annotation.OS] = "linux"
 	}
-	spec.Annotations[annotationArch] = f.arch
+	spec.Annotations[annotation.Arch] = f.arch
 	if f.variant != "" {
-		spec.Annotations[annotationVariant] = f.variant
+		spec.Annotations[annotation.Variant] = f.variant
 	}
 }
 
@@ -237,7 +238,7 @@ func Bundle(ctx context.Context, bundle string, opts Options) (res *Result, err 
 		return nil, err
 	}
 	res.Process = spec.Process.Args
-	res.Arch = spec.Annotations[annotationArch]
+	res.Arch = spec.Annotations[annotation.Arch]
 	return res, nil
 }
 

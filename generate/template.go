@@ -435,12 +435,12 @@ func sidecarAnnotations(a map[string]string, m *template.Sidecar) {
 		a[annotation.Volumes] = strings.Join(m.Volumes, ",")
 	}
 	if len(m.ExposedPorts) > 0 {
-		a[annotationExposedPorts] = strings.Join(m.ExposedPorts, ",")
+		a[annotation.ExposedPorts] = strings.Join(m.ExposedPorts, ",")
 	}
 	if parts := strings.Split(m.Source.Platform, "/"); len(parts) >= 2 {
-		a[annotationOS], a[annotationArch] = parts[0], parts[1]
+		a[annotation.OS], a[annotation.Arch] = parts[0], parts[1]
 		if len(parts) > 2 {
-			a[annotationVariant] = parts[2]
+			a[annotation.Variant] = parts[2]
 		}
 	}
 }
@@ -459,7 +459,7 @@ func createdFromName(a map[string]string, m *template.Sidecar, file string) {
 	}
 	if parts := strings.Split(name, "_"); len(parts) == 3 && dateVersion.MatchString(parts[1]) {
 		if t, err := time.Parse("20060102", parts[1]); err == nil {
-			a[annotationCreated] = t.UTC().Format(time.RFC3339)
+			a[annotation.Created] = t.UTC().Format(time.RFC3339)
 		}
 	}
 }
@@ -481,7 +481,7 @@ func confSpec(spec *rspec.Spec, c *lxc.Config, alone bool) (haveProcess bool) {
 		}
 		spec.Mounts = append(spec.Mounts, confMounts(c)...)
 	}
-	if spec.Annotations[annotationArch] == "" && c.Arch != "" {
+	if spec.Annotations[annotation.Arch] == "" && c.Arch != "" {
 		if a, v, err := ociArch(c.Arch); err == nil {
 			archUnlessSet(spec.Annotations, a, v)
 		}
@@ -515,10 +515,10 @@ func confProcess(p *rspec.Process, c *lxc.Config) {
 // archUnlessSet sets the architecture annotations unless one is set
 // already.
 func archUnlessSet(a map[string]string, arch, variant string) {
-	if a[annotationArch] == "" && arch != "" {
-		a[annotationArch] = arch
+	if a[annotation.Arch] == "" && arch != "" {
+		a[annotation.Arch] = arch
 		if variant != "" {
-			a[annotationVariant] = variant
+			a[annotation.Variant] = variant
 		}
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -204,7 +205,7 @@ func MakePlan(ctx context.Context, h *Host, t *Template, o Options) (*Plan, erro
 		if err != nil {
 			return nil, err
 		}
-		if !contains(nodes, o.Node) {
+		if !slices.Contains(nodes, o.Node) {
 			return nil, newError(ErrNotFound, "node", fmt.Sprintf("node '%s' is not in this cluster (it has %s)", o.Node, strings.Join(nodes, ", ")), "name one of them in Node", "Node")
 		}
 	}
@@ -839,15 +840,6 @@ func stageCopy(from, to string) (*atomicfile.File, error) {
 		return nil, newError(ErrStorage, "template-storage", fmt.Sprintf("copy %s to %s: %v", from, to, err), "check free space in the template storage")
 	}
 	return out, nil
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }
 
 func orDefault(v, d int) int {
