@@ -503,24 +503,26 @@ func scanTemplate(ctx context.Context, file string, comp template.Compression) (
 	defer f.Close()
 	sc := &templateScan{tree: tartree.New()}
 	h := sha256.New()
-	raw := &ctxio.CountingReader{R: io.TeeReader(ctxio.Reader{Ctx: ctx, R: f}, h)}
+	var rawN ctxio.Counter
+	raw := io.TeeReader(ctxio.Reader{Ctx: ctx, R: f}, io.MultiWriter(h, &rawN))
 	defer func() {
 		// Hash what the decompressor did not read, for the sidecar check
 		// (not after Ctrl-C: the result is thrown away then).
 		if ctx.Err() == nil {
 			io.Copy(io.Discard, ctxio.Reader{Ctx: ctx, R: raw})
 		}
-		sc.size = raw.N
+		sc.size = rawN.N
 		sc.sha256 = hex.EncodeToString(h.Sum(nil))
 	}()
 	zr, err := template.Decompress(raw, comp)
 	if err != nil {
-		sc.streamErr, sc.readAt = err, raw.N
+		sc.streamErr, sc.readAt = err, rawN.N
 		return sc, nil
 	}
 	defer zr.Close()
 	rec := &errRecorder{r: zr}
-	plain := &ctxio.CountingReader{R: rec}
+	var plainN ctxio.Counter
+	plain := io.TeeReader(rec, &plainN)
 	tr := tar.NewReader(plain)
 	seen := map[string]bool{}
 	for {
@@ -532,27 +534,27 @@ func scanTemplate(ctx context.Context, file string, comp template.Compression) (
 			break
 		}
 		if err != nil {
-			sc.setErr(rec, raw, err)
+			sc.setErr(rec, &rawN, err)
 			return sc, nil
 		}
 		if err := sc.member(hdr, tr, seen); err != nil {
-			sc.setErr(rec, raw, err)
+			sc.setErr(rec, &rawN, err)
 			return sc, nil
 		}
 	}
 	// Decompress to the very end: a damaged last frame or checksum shows
 	// only there.
 	if _, err := io.Copy(io.Discard, plain); err != nil {
-		sc.setErr(rec, raw, err)
+		sc.setErr(rec, &rawN, err)
 	}
-	sc.tarBytes = plain.N
+	sc.tarBytes = plainN.N
 	if ctx.Err() != nil {
 		return nil, ctx.Err()
 	}
 	return sc, nil
 }
 
-func (sc *templateScan) setErr(rec *errRecorder, raw *ctxio.CountingReader, err error) {
+func (sc *templateScan) setErr(rec *errRecorder, raw *ctxio.Counter, err error) {
 	if rec.err != nil {
 		sc.streamErr, sc.readAt = rec.err, raw.N
 		return

@@ -62,8 +62,8 @@ func (s *Store) ExportOCIArchive(ctx context.Context, img Image, target string, 
 		return 0, err
 	}
 	defer f.Abort()
-	cw := &ctxio.CountingWriter{W: f}
-	tw := tar.NewWriter(cw)
+	var written ctxio.Counter
+	tw := tar.NewWriter(io.MultiWriter(f, &written))
 	file := func(name string, size int64) *tar.Header {
 		return &tar.Header{Typeflag: tar.TypeReg, Name: name, Size: size, Mode: 0o644, ModTime: mtime, Format: tar.FormatPAX}
 	}
@@ -98,7 +98,7 @@ func (s *Store) ExportOCIArchive(ctx context.Context, img Image, target string, 
 	if err := tw.Close(); err != nil {
 		return 0, err
 	}
-	return cw.N, f.Commit()
+	return written.N, f.Commit()
 }
 
 // blobInfo stats a blob as openBlobFile opens it.
