@@ -9,19 +9,9 @@ import (
 
 	rspec "github.com/opencontainers/runtime-spec/specs-go"
 
+	"github.com/nexcage/nexcage/internal/errkind"
 	"github.com/nexcage/nexcage/internal/jsonerr"
 	"github.com/nexcage/nexcage/internal/limits"
-)
-
-// Annotations umoci derives from the image config.
-const (
-	annotationOS           = "org.opencontainers.image.os"
-	annotationArch         = "org.opencontainers.image.architecture"
-	annotationVariant      = "org.opencontainers.image.variant"
-	annotationCreated      = "org.opencontainers.image.created"
-	annotationExposedPorts = "org.opencontainers.image.exposedPorts"
-	annotationVersion      = "org.opencontainers.image.version"
-	annotationTitle        = "org.opencontainers.image.title"
 )
 
 // Bundle is an OCI runtime bundle: a config.json and the rootfs it names.
@@ -32,7 +22,12 @@ type Bundle struct {
 	Spec       *rspec.Spec
 }
 
-const bundleHelp = "a bundle is a directory holding config.json (the OCI runtime config) and the rootfs directory its root.path names (usually rootfs/): make one with `nexcage unpack IMAGE DIR` or `nexcage generate`"
+const bundleHelp = "a bundle is a directory holding config.json (the OCI runtime config) and the rootfs directory its root.path names (usually rootfs/)"
+
+// ErrNotBundle means a path given as a bundle is none: it, its config.json
+// or its rootfs directory is missing. rootfs.Unpack and generate.Bundle
+// make bundles.
+var ErrNotBundle = errors.New("not an OCI bundle")
 
 // LoadBundle opens a bundle given as its directory or its config.json.
 // root.path is resolved against the bundle directory, never the current
@@ -46,7 +41,7 @@ func LoadBundle(arg string) (*Bundle, error) {
 	fi, err := os.Stat(abs)
 	switch {
 	case errors.Is(err, os.ErrNotExist):
-		return nil, fmt.Errorf("no OCI bundle at %s: the path does not exist; %s", abs, bundleHelp)
+		return nil, errkind.Errorf(ErrNotBundle, "no OCI bundle at %s: the path does not exist; %s", abs, bundleHelp)
 	case err != nil:
 		return nil, err
 	case !fi.IsDir():
@@ -54,7 +49,7 @@ func LoadBundle(arg string) (*Bundle, error) {
 	}
 	raw, err := limits.ReadFile(b.ConfigPath, limits.MaxMetadata, b.ConfigPath)
 	if errors.Is(err, os.ErrNotExist) {
-		return nil, fmt.Errorf("no OCI bundle at %s: tried %s, which does not exist; %s", arg, b.ConfigPath, bundleHelp)
+		return nil, errkind.Errorf(ErrNotBundle, "no OCI bundle at %s: tried %s, which does not exist; %s", arg, b.ConfigPath, bundleHelp)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("read %s: %w", b.ConfigPath, err)
@@ -75,11 +70,11 @@ func LoadBundle(arg string) (*Bundle, error) {
 	rfi, err := os.Stat(rootPath)
 	switch {
 	case errors.Is(err, os.ErrNotExist):
-		return nil, fmt.Errorf("bundle %s has no rootfs: %s%s, which does not exist; %s", b.Dir, tried, rootPath, bundleHelp)
+		return nil, errkind.Errorf(ErrNotBundle, "bundle %s has no rootfs: %s%s, which does not exist; %s", b.Dir, tried, rootPath, bundleHelp)
 	case err != nil:
 		return nil, fmt.Errorf("bundle %s: %w", b.Dir, err)
 	case !rfi.IsDir():
-		return nil, fmt.Errorf("bundle %s: the rootfs %s is not a directory; %s", b.Dir, rootPath, bundleHelp)
+		return nil, errkind.Errorf(ErrNotBundle, "bundle %s: the rootfs %s is not a directory; %s", b.Dir, rootPath, bundleHelp)
 	}
 	b.Rootfs = rootPath
 	return b, nil

@@ -60,7 +60,7 @@ func UpToDate(opts Options, reference string, sourceDigest func() (string, error
 		if !strings.HasSuffix(p.target, string(os.PathSeparator)) && tmpl != p.target {
 			continue
 		}
-		return &Result{Template: tmpl, Config: base + ".conf", Manifest: c, Metadata: *m}, true
+		return &Result{Template: tmpl, Config: base + ".conf", SidecarJSON: c, Sidecar: *m}, true
 	}
 	return nil, false
 }

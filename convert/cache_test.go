@@ -34,9 +34,9 @@ func TestUpToDateAsksForTheDigestOnlyWhenItMatters(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ref, built := res.Metadata.Source.Reference, res.Metadata.Source.SourceDigest
+	ref, built := res.Sidecar.Source.Reference, res.Sidecar.Source.SourceDigest
 	if ref == "" || built == "" {
-		t.Fatalf("the manifest records no source: %+v", res.Metadata.Source)
+		t.Fatalf("the manifest records no source: %+v", res.Sidecar.Source)
 	}
 
 	for _, tc := range []struct {

@@ -25,6 +25,7 @@ import (
 
 	"github.com/nexcage/nexcage/health"
 	"github.com/nexcage/nexcage/internal/atomicfile"
+	"github.com/nexcage/nexcage/internal/ctxio"
 	"github.com/nexcage/nexcage/internal/jsonerr"
 	"github.com/nexcage/nexcage/internal/limits"
 	"github.com/nexcage/nexcage/lxc"
@@ -42,15 +43,27 @@ func (c *checkList) ok(check string) {
 	c.out = append(c.out, health.Result{Status: health.OK, Check: check, Target: c.target})
 }
 
-func (c *checkList) warn(check, cause, fix string) {
-	c.out = append(c.out, health.Result{Status: health.Warn, Check: check, Target: c.target, Cause: cause, Fix: fix})
+// warn adds a warning; fields are the Options fields fix names.
+func (c *checkList) warn(check, cause, fix string, fields ...string) {
+	c.add(health.Warn, check, cause, fix, fields)
 }
 
-func (c *checkList) fail(check, cause, fix string) {
-	c.out = append(c.out, health.Result{Status: health.Fail, Check: check, Target: c.target, Cause: cause, Fix: fix})
+// fail adds a failure; fields are the Options fields fix names.
+func (c *checkList) fail(check, cause, fix string, fields ...string) {
+	c.add(health.Fail, check, cause, fix, fields)
 }
 
-const rebuildFix = "rebuild it with nexcage (build --force, or convert)"
+// add records a problem; a fix that says rebuildFix has the Remedy
+// health.Rebuild, for the front end to name how it rebuilds.
+func (c *checkList) add(status, check, cause, fix string, fields []string) {
+	r := health.Result{Status: status, Check: check, Target: c.target, Cause: cause, Fix: fix, Fields: strings.Join(fields, ",")}
+	if strings.Contains(fix, rebuildFix) {
+		r.Remedy = health.Rebuild
+	}
+	c.out = append(c.out, r)
+}
+
+const rebuildFix = "rebuild it"
 
 // CheckTemplate verifies a template the way PVE will use it: it
 // decompresses to the end and is a valid tar; every member is "./"-
@@ -163,12 +176,10 @@ func (c *checkList) checkArchive(sc *templateScan, comp template.Compression) bo
 
 // memberCheck reports the members found bad: problems are reported even
 // when the stream broke; "ok" only when every member was seen (complete).
-func (c *checkList) memberCheck(complete bool, check string, bad []string, status, cause, fix string) {
+func (c *checkList) memberCheck(complete bool, check string, bad []string, status, cause, fix string, fields ...string) {
 	switch {
-	case len(bad) > 0 && status == health.Fail:
-		c.fail(check, fmt.Sprintf(cause, len(bad), shortList(bad)), fix)
 	case len(bad) > 0:
-		c.warn(check, fmt.Sprintf(cause, len(bad), shortList(bad)), fix)
+		c.add(status, check, fmt.Sprintf(cause, len(bad), shortList(bad)), fix, fields)
 	case complete:
 		c.ok(check)
 	}
@@ -194,7 +205,7 @@ func (c *checkList) checkMembers(sc *templateScan, complete, privileged bool) {
 	}
 	c.memberCheck(complete, "owners within 0..65535", sc.highIDs, health.Fail,
 		"%d path(s) owned by ids an unprivileged container cannot map (PVE's extraction fails): %s",
-		"rebuild with --squash-high-ids, or with --privileged for a privileged-only template")
+		rebuildFix+" with SquashHighIDs, or with Privileged for a privileged-only template", "SquashHighIDs", "Privileged")
 }
 
 // checkDevices reports device nodes: in /dev PVE skips them, elsewhere an
@@ -280,7 +291,7 @@ func (c *checkList) checkSidecarConf(confPath string, conf *lxc.Config, confErr 
 	for _, m := range conf.MountPoints {
 		if m.IsBind() {
 			c.warn(check, fmt.Sprintf("%s: %s asks for host directory %s (at %s in the container)", m.Key(), m.Value(), m.Volume, m.Path),
-				"deploy refuses it unless you bind it yourself with --mount "+m.Volume+":"+m.Path+", or pass --allow-template-mounts")
+				"deploy refuses it unless you bind it yourself with Mounts "+m.Volume+":"+m.Path+", or with AllowTemplateMounts", "Mounts", "AllowTemplateMounts")
 		}
 	}
 }
@@ -370,7 +381,7 @@ func (c *checkList) checkOS(tree *tartree.Tree, meta *template.Sidecar, conf *lx
 	}
 	if elfArch := template.ArchFromELF(tree); elfArch != "" && arch != "" {
 		if elfArch != arch {
-			c.fail("architecture matches /bin/sh", fmt.Sprintf("/bin/sh is an %s binary, the sidecars say %s", elfArch, arch), rebuildFix+" for the right --platform")
+			c.fail("architecture matches /bin/sh", fmt.Sprintf("/bin/sh is an %s binary, the sidecars say %s", elfArch, arch), rebuildFix+" for the right Platform", "Platform")
 		} else {
 			c.ok("architecture " + arch + " matches /bin/sh")
 		}
@@ -492,24 +503,26 @@ func scanTemplate(ctx context.Context, file string, comp template.Compression) (
 	defer f.Close()
 	sc := &templateScan{tree: tartree.New()}
 	h := sha256.New()
-	raw := &checkCounter{r: io.TeeReader(checkCtxReader{ctx, f}, h)}
+	var rawN ctxio.Counter
+	raw := io.TeeReader(ctxio.Reader{Ctx: ctx, R: f}, io.MultiWriter(h, &rawN))
 	defer func() {
 		// Hash what the decompressor did not read, for the sidecar check
 		// (not after Ctrl-C: the result is thrown away then).
 		if ctx.Err() == nil {
-			io.Copy(io.Discard, checkCtxReader{ctx, raw})
+			io.Copy(io.Discard, ctxio.Reader{Ctx: ctx, R: raw})
 		}
-		sc.size = raw.n
+		sc.size = rawN.N
 		sc.sha256 = hex.EncodeToString(h.Sum(nil))
 	}()
 	zr, err := template.Decompress(raw, comp)
 	if err != nil {
-		sc.streamErr, sc.readAt = err, raw.n
+		sc.streamErr, sc.readAt = err, rawN.N
 		return sc, nil
 	}
 	defer zr.Close()
 	rec := &errRecorder{r: zr}
-	plain := &checkCounter{r: rec}
+	var plainN ctxio.Counter
+	plain := io.TeeReader(rec, &plainN)
 	tr := tar.NewReader(plain)
 	seen := map[string]bool{}
 	for {
@@ -521,29 +534,29 @@ func scanTemplate(ctx context.Context, file string, comp template.Compression) (
 			break
 		}
 		if err != nil {
-			sc.setErr(rec, raw, err)
+			sc.setErr(rec, &rawN, err)
 			return sc, nil
 		}
 		if err := sc.member(hdr, tr, seen); err != nil {
-			sc.setErr(rec, raw, err)
+			sc.setErr(rec, &rawN, err)
 			return sc, nil
 		}
 	}
 	// Decompress to the very end: a damaged last frame or checksum shows
 	// only there.
 	if _, err := io.Copy(io.Discard, plain); err != nil {
-		sc.setErr(rec, raw, err)
+		sc.setErr(rec, &rawN, err)
 	}
-	sc.tarBytes = plain.n
+	sc.tarBytes = plainN.N
 	if ctx.Err() != nil {
 		return nil, ctx.Err()
 	}
 	return sc, nil
 }
 
-func (sc *templateScan) setErr(rec *errRecorder, raw *checkCounter, err error) {
+func (sc *templateScan) setErr(rec *errRecorder, raw *ctxio.Counter, err error) {
 	if rec.err != nil {
-		sc.streamErr, sc.readAt = rec.err, raw.n
+		sc.streamErr, sc.readAt = rec.err, raw.N
 		return
 	}
 	sc.tarErr = err
@@ -634,30 +647,6 @@ func keepContent(p string) int64 {
 	return 0
 }
 
-// checkCtxReader stops reading a large file promptly on Ctrl-C.
-type checkCtxReader struct {
-	ctx context.Context
-	r   io.Reader
-}
-
-func (c checkCtxReader) Read(p []byte) (int, error) {
-	if err := c.ctx.Err(); err != nil {
-		return 0, err
-	}
-	return c.r.Read(p)
-}
-
-type checkCounter struct {
-	r io.Reader
-	n int64
-}
-
-func (c *checkCounter) Read(p []byte) (int, error) {
-	n, err := c.r.Read(p)
-	c.n += int64(n)
-	return n, err
-}
-
 // errRecorder remembers the decompressor's first error, to tell a broken
 // stream from a broken tar.
 type errRecorder struct {
@@ -698,15 +687,37 @@ func checkBundle(ctx context.Context, dir string, opts health.Options, ownLeftov
 		return append(c.out, CheckLeftovers(abs, dir, opts)...)
 	}
 	configPath := filepath.Join(abs, "config.json")
+	spec := c.checkBundleConfig(configPath)
+	if spec == nil {
+		return tail(), nil // nothing more can be read from it
+	}
+	tree := c.checkBundleRootfs(abs, configPath, spec)
+	// Mounts, hostname and process, by convert's rules.
+	forLXC := specForLXC(spec)
+	c.checkBundleMounts(spec, forLXC)
+	if tree != nil {
+		c.checkBundleProcess(tree, spec, forLXC)
+		c.checkBundleOwners(tree)
+	}
+	if ctx.Err() != nil {
+		return nil, ctx.Err()
+	}
+	return tail(), nil
+}
+
+// checkBundleConfig checks that the bundle's config.json parses and is
+// valid against the runtime spec; it returns nil when it cannot be read.
+func (c *checkList) checkBundleConfig(configPath string) *rspec.Spec {
 	raw, err := limits.ReadFile(configPath, limits.MaxMetadata, configPath)
 	if err != nil {
 		c.fail("config.json", err.Error(), bundleHelp)
-		return tail(), nil
+		c.out[len(c.out)-1].Remedy = health.NewBundle
+		return nil
 	}
 	var syntax any
 	if err := json.Unmarshal(raw, &syntax); err != nil {
 		c.fail("config.json parses", jsonerr.At(raw, err), "fix the JSON there")
-		return tail(), nil
+		return nil
 	}
 	c.ok("config.json parses")
 	schemaCheck := "config.json is valid against the runtime-spec " + rspec.Version + " schema"
@@ -724,9 +735,14 @@ func checkBundle(ctx context.Context, dir string, opts health.Options, ownLeftov
 		if len(errs) == 0 {
 			c.fail(schemaCheck, jsonerr.At(raw, err), "fix that field")
 		}
-		return tail(), nil // nothing more can be read from it
+		return nil
 	}
+	return &spec
+}
 
+// checkBundleRootfs checks the rootfs root.path names and reads it; the
+// tree is nil when it cannot be read.
+func (c *checkList) checkBundleRootfs(abs, configPath string, spec *rspec.Spec) *tartree.Tree {
 	rootPath := "rootfs"
 	if spec.Root != nil && spec.Root.Path != "" {
 		rootPath = spec.Root.Path
@@ -746,7 +762,7 @@ func checkBundle(ctx context.Context, dir string, opts health.Options, ownLeftov
 	case !fi.IsDir():
 		c.fail("root path exists", rootPath+" is not a directory", "point root.path at the rootfs directory")
 	default:
-		b := &Bundle{Dir: abs, ConfigPath: configPath, Rootfs: rootPath, Spec: &spec}
+		b := &Bundle{Dir: abs, ConfigPath: configPath, Rootfs: rootPath, Spec: spec}
 		if tree, err = TreeFromDir(rootPath, b.idMap()); err != nil {
 			c.fail("root path exists", "the rootfs cannot be read: "+err.Error(), "check its permissions (run as root for a root-owned bundle)")
 			tree = nil
@@ -754,9 +770,11 @@ func checkBundle(ctx context.Context, dir string, opts health.Options, ownLeftov
 			c.ok("root path " + rootPath + " exists")
 		}
 	}
+	return tree
+}
 
-	// Mounts, hostname and process, by convert's rules.
-	forLXC := specForLXC(&spec)
+// checkBundleMounts checks the mounts and the hostname map to PVE.
+func (c *checkList) checkBundleMounts(spec, forLXC *rspec.Spec) {
 	mountsOnly := *forLXC
 	mountsOnly.Hostname = ""
 	if cfg, err := lxc.FromSpec(&mountsOnly, true); err != nil {
@@ -767,47 +785,50 @@ func checkBundle(ctx context.Context, dir string, opts health.Options, ownLeftov
 	if forLXC.Hostname != "" && !lxc.ValidDNSName(forLXC.Hostname) {
 		c.fail("hostname is a DNS name", fmt.Sprintf("%q is not a valid DNS name, which PVE requires", forLXC.Hostname), "fix config.json's hostname")
 	}
-	if tree != nil {
-		var args []string
-		if spec.Process != nil {
-			args = spec.Process.Args
-		}
-		system := lxc.IsSystemContainer(args, hasInit(tree))
-		noMounts := *forLXC
-		noMounts.Mounts, noMounts.Hostname = nil, ""
-		cfg, err := lxc.FromSpec(&noMounts, system)
-		switch {
-		case err != nil:
-			c.fail("process maps to PVE", err.Error(), "fix process in config.json")
-		case system:
-			c.ok("process: a system container (PVE boots /sbin/init)")
-		case len(args) == 0:
-			c.warn("process maps to PVE", "config.json has no process.args and the rootfs has no /sbin/init: the container has nothing to run", "set process.args in config.json")
-		default:
-			if n, _ := tree.Resolve(strings.TrimPrefix(args[0], "/")); strings.HasPrefix(args[0], "/") && n == nil {
-				c.fail("process maps to PVE", fmt.Sprintf("the entrypoint %s does not exist in the rootfs", args[0]), "fix process.args in config.json")
-			} else {
-				c.ok("process: an application container, entrypoint " + cfg.Entrypoint)
-			}
-		}
-		var high []string
-		tree.Walk(func(p string, n *tartree.Node) error {
-			if n.UID > maxUnprivilegedID || n.GID > maxUnprivilegedID {
-				high = append(high, fmt.Sprintf("/%s (%d:%d)", strings.TrimPrefix(p, "."), n.UID, n.GID))
-			}
-			return nil
-		})
-		if len(high) > 0 {
-			c.warn("owners within 0..65535", fmt.Sprintf("%d path(s) owned by ids an unprivileged container cannot map: %s", len(high), shortList(high)),
-				"convert it with --squash-high-ids, or with --privileged for a privileged-only template")
+}
+
+// checkBundleProcess checks the process maps to PVE: a system container,
+// or an application container whose entrypoint exists.
+func (c *checkList) checkBundleProcess(tree *tartree.Tree, spec, forLXC *rspec.Spec) {
+	var args []string
+	if spec.Process != nil {
+		args = spec.Process.Args
+	}
+	system := lxc.IsSystemContainer(args, hasInit(tree))
+	noMounts := *forLXC
+	noMounts.Mounts, noMounts.Hostname = nil, ""
+	cfg, err := lxc.FromSpec(&noMounts, system)
+	switch {
+	case err != nil:
+		c.fail("process maps to PVE", err.Error(), "fix process in config.json")
+	case system:
+		c.ok("process: a system container (PVE boots /sbin/init)")
+	case len(args) == 0:
+		c.warn("process maps to PVE", "config.json has no process.args and the rootfs has no /sbin/init: the container has nothing to run", "set process.args in config.json")
+	default:
+		if n, _ := tree.Resolve(strings.TrimPrefix(args[0], "/")); strings.HasPrefix(args[0], "/") && n == nil {
+			c.fail("process maps to PVE", fmt.Sprintf("the entrypoint %s does not exist in the rootfs", args[0]), "fix process.args in config.json")
 		} else {
-			c.ok("owners within 0..65535")
+			c.ok("process: an application container, entrypoint " + cfg.Entrypoint)
 		}
 	}
-	if ctx.Err() != nil {
-		return nil, ctx.Err()
+}
+
+// checkBundleOwners checks every owner fits an unprivileged container.
+func (c *checkList) checkBundleOwners(tree *tartree.Tree) {
+	var high []string
+	tree.Walk(func(p string, n *tartree.Node) error {
+		if n.UID > maxUnprivilegedID || n.GID > maxUnprivilegedID {
+			high = append(high, fmt.Sprintf("/%s (%d:%d)", strings.TrimPrefix(p, "."), n.UID, n.GID))
+		}
+		return nil
+	})
+	if len(high) > 0 {
+		c.warn("owners within 0..65535", fmt.Sprintf("%d path(s) owned by ids an unprivileged container cannot map: %s", len(high), shortList(high)),
+			"convert it with SquashHighIDs, or with Privileged for a privileged-only template", "SquashHighIDs", "Privileged")
+	} else {
+		c.ok("owners within 0..65535")
 	}
-	return tail(), nil
 }
 
 func mountSummary(n int, cfg *lxc.Config) string {

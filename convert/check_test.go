@@ -66,8 +66,8 @@ func TestCheckTemplateSound(t *testing.T) {
 // check compares it with the rootfs like any other.
 func TestCheckTemplateApplication(t *testing.T) {
 	res := convertTo(t, unpack(t, corpusCase(t, "alpine-app"), false), t.TempDir(), convert.Options{})
-	if res.Metadata.OSType != "alpine" || !strings.Contains(string(readFile(t, res.Config)), "\nostype: alpine\n") {
-		t.Fatalf("ostype %s, .conf:\n%s", res.Metadata.OSType, readFile(t, res.Config))
+	if res.Sidecar.OSType != "alpine" || !strings.Contains(string(readFile(t, res.Config)), "\nostype: alpine\n") {
+		t.Fatalf("ostype %s, .conf:\n%s", res.Sidecar.OSType, readFile(t, res.Config))
 	}
 	out := checkTemplate(t, res.Template, health.Options{})
 	healthtest.AllOK(t, out)
@@ -106,12 +106,12 @@ func alpineTemplate(t *testing.T) *convert.Result {
 func TestCheckTemplateTruncated(t *testing.T) {
 	testenv.CheckLeaks(t)
 	res := alpineTemplate(t)
-	if err := os.Truncate(res.Template, res.Metadata.Template.Size/2); err != nil {
+	if err := os.Truncate(res.Template, res.Sidecar.Template.Size/2); err != nil {
 		t.Fatal(err)
 	}
 	out := checkTemplate(t, res.Template, health.Options{})
 	healthtest.Want(t, out, "decompresses (zstd) to the end", health.Fail, "unexpected EOF")
-	healthtest.Want(t, out, "size and sha256 match", health.Fail, "the sidecar says "+strconv.FormatInt(res.Metadata.Template.Size, 10))
+	healthtest.Want(t, out, "size and sha256 match", health.Fail, "the sidecar says "+strconv.FormatInt(res.Sidecar.Template.Size, 10))
 	healthtest.None(t, out, "PVE detects")
 	healthtest.None(t, out, "has /sbin")
 	healthtest.None(t, out, "owners within")
@@ -133,11 +133,11 @@ func TestCheckTemplateFlippedByte(t *testing.T) {
 // A sidecar with a wrong sha256: only that check fails.
 func TestCheckTemplateWrongSidecarSHA(t *testing.T) {
 	res := alpineTemplate(t)
-	raw := readFile(t, res.Manifest)
-	bad := bytes.Replace(raw, []byte(res.Metadata.Template.SHA256), []byte(strings.Repeat("0", 64)), 1)
-	os.WriteFile(res.Manifest, bad, 0o644)
+	raw := readFile(t, res.SidecarJSON)
+	bad := bytes.Replace(raw, []byte(res.Sidecar.Template.SHA256), []byte(strings.Repeat("0", 64)), 1)
+	os.WriteFile(res.SidecarJSON, bad, 0o644)
 	out := checkTemplate(t, res.Template, health.Options{})
-	r := healthtest.Want(t, out, filepath.Base(res.Manifest)+": size and sha256 match", health.Fail, "the sidecar says "+strings.Repeat("0", 64))
+	r := healthtest.Want(t, out, filepath.Base(res.SidecarJSON)+": size and sha256 match", health.Fail, "the sidecar says "+strings.Repeat("0", 64))
 	if !strings.Contains(r.Fix, "rebuild") {
 		t.Errorf("fix: %s", r.Fix)
 	}
@@ -147,8 +147,8 @@ func TestCheckTemplateWrongSidecarSHA(t *testing.T) {
 		}
 	}
 
-	os.WriteFile(res.Manifest, []byte("{not json"), 0o644)
-	healthtest.Want(t, checkTemplate(t, res.Template, health.Options{}), "size and sha256 match", health.Fail, "is not a nexcage manifest")
+	os.WriteFile(res.SidecarJSON, []byte("{not json"), 0o644)
+	healthtest.Want(t, checkTemplate(t, res.Template, health.Options{}), "size and sha256 match", health.Fail, "is not a nexcage .json sidecar")
 }
 
 // The sidecar .conf must hold only the lines nexcage writes, and agree

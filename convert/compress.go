@@ -18,7 +18,7 @@ import (
 func checkLevel(c template.Compression, level int) error {
 	lo, hi := c.Levels()
 	if level != 0 && (level < lo || level > hi) {
-		return fmt.Errorf("--level %d is out of range for %s: use %d to %d", level, c, lo, hi)
+		return fmt.Errorf("Level %d is out of range for %s: use %d to %d", level, c, lo, hi)
 	}
 	return nil
 }

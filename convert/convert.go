@@ -1,6 +1,6 @@
 // Package convert turns a container rootfs into a Proxmox VE template: a
 // PAX tar in one canonical order, compressed, with the CT config and a
-// manifest beside it.
+// .json sidecar beside it.
 package convert
 
 import (
@@ -48,7 +48,7 @@ type Options struct {
 	Process *template.ProcessOverrides
 	// SourceDateEpoch clamps mtimes (SOURCE_DATE_EPOCH); zero = no clamp.
 	SourceDateEpoch time.Time
-	// ToolVersion is recorded in the manifest.
+	// ToolVersion is recorded in the .json sidecar.
 	ToolVersion string
 	Progress    progress.Reporter
 }
@@ -62,10 +62,12 @@ const maxUnprivilegedID = 65535
 
 // Result says what was written.
 type Result struct {
-	Template string           `json:"template"`
-	Config   string           `json:"config"`
-	Manifest string           `json:"manifest"`
-	Metadata template.Sidecar `json:"metadata"`
+	Template string `json:"template"`
+	Config   string `json:"config"`
+	// SidecarJSON is the path of the .json sidecar, and Sidecar what it
+	// holds (the keys keep their first names, "manifest" and "metadata").
+	SidecarJSON string           `json:"manifest"`
+	Sidecar     template.Sidecar `json:"metadata"`
 	// Precompressed is how many bytes of the archive were compressed
 	// before it was written, while build read the layers (see
 	// internal/zframe); the rest was compressed by the writer.
@@ -92,10 +94,10 @@ func Convert(ctx context.Context, b *Bundle, opts Options) (*Result, error) {
 
 func sourceFromAnnotations(a map[string]string) template.Source {
 	s := template.Source{Reference: a[annotation.Reference], Digest: a[annotation.Digest], SourceDigest: a[annotation.SourceDigest], Name: a[annotation.Name]}
-	if a[annotationOS] != "" && a[annotationArch] != "" {
-		s.Platform = a[annotationOS] + "/" + a[annotationArch]
-		if a[annotationVariant] != "" {
-			s.Platform += "/" + a[annotationVariant]
+	if a[annotation.OS] != "" && a[annotation.Arch] != "" {
+		s.Platform = a[annotation.OS] + "/" + a[annotation.Arch]
+		if a[annotation.Variant] != "" {
+			s.Platform += "/" + a[annotation.Variant]
 		}
 	}
 	return s
@@ -134,7 +136,7 @@ func Write(ctx context.Context, tree *tartree.Tree, spec *runtimeSpec, opts Opti
 		return nil, err
 	}
 	res.AddedVolumeDirs = p.addedVolumes
-	rep.Step("wrote %s (%s, sha256 %s)", res.Template, progress.HumanBytes(res.Metadata.Template.Size), res.Metadata.Template.SHA256[:12])
+	rep.Step("wrote %s (%s, sha256 %s)", res.Template, progress.HumanBytes(res.Sidecar.Template.Size), res.Sidecar.Template.SHA256[:12])
 	return res, nil
 }
 
@@ -155,12 +157,12 @@ func makePlan(tree *tartree.Tree, spec *runtimeSpec, src template.Source, opts O
 	}
 
 	p.os = DetectOS(tree)
-	arch, variant := spec.Annotations[annotationArch], spec.Annotations[annotationVariant]
+	arch, variant := spec.Annotations[annotation.Arch], spec.Annotations[annotation.Variant]
 	if arch == "" {
 		arch = template.ArchFromELF(tree)
 	}
 	if arch == "" {
-		return nil, fmt.Errorf("cannot tell the rootfs's architecture: config.json has no %s annotation and /bin/sh is not an ELF binary; set the annotation (an unpack of an image does)", annotationArch)
+		return nil, fmt.Errorf("cannot tell the rootfs's architecture: config.json has no %s annotation and /bin/sh is not an ELF binary; set the annotation (an unpack of an image does)", annotation.Arch)
 	}
 	if p.arch, err = template.DebianArch(arch, variant); err != nil {
 		return nil, err
@@ -474,7 +476,7 @@ func (p *plan) write(ctx context.Context, tree *tartree.Tree, rep progress.Repor
 			return nil, err
 		}
 	}
-	res = &Result{Template: p.target, Config: base + ".conf", Manifest: base + ".json", Metadata: p.meta}
+	res = &Result{Template: p.target, Config: base + ".conf", SidecarJSON: base + ".json", Sidecar: p.meta}
 	if fw, ok := zw.(*frameWriter); ok {
 		res.Precompressed = fw.reused
 	}

@@ -34,19 +34,19 @@ func TestConvertIsDeterministic(t *testing.T) {
 	runtime.GOMAXPROCS(4)
 	c := convertTo(t, b, t.TempDir(), convert.Options{})
 	runtime.GOMAXPROCS(prev)
-	if a.Metadata.Template.SHA256 != c.Metadata.Template.SHA256 {
-		t.Fatalf("two conversions of one bundle differ: %s vs %s", a.Metadata.Template.SHA256, c.Metadata.Template.SHA256)
+	if a.Sidecar.Template.SHA256 != c.Sidecar.Template.SHA256 {
+		t.Fatalf("two conversions of one bundle differ: %s vs %s", a.Sidecar.Template.SHA256, c.Sidecar.Template.SHA256)
 	}
 	if !bytes.Equal(readFile(t, a.Template), readFile(t, c.Template)) {
 		t.Fatal("templates differ byte for byte")
 	}
-	if !bytes.Equal(readFile(t, a.Manifest), readFile(t, c.Manifest)) || !bytes.Equal(readFile(t, a.Config), readFile(t, c.Config)) {
+	if !bytes.Equal(readFile(t, a.SidecarJSON), readFile(t, c.SidecarJSON)) || !bytes.Equal(readFile(t, a.Config), readFile(t, c.Config)) {
 		t.Fatal("sidecars differ")
 	}
 	for _, comp := range []template.Compression{template.Gzip, template.XZ} {
 		x := convertTo(t, b, t.TempDir(), convert.Options{Compression: comp})
 		y := convertTo(t, b, t.TempDir(), convert.Options{Compression: comp})
-		if x.Metadata.Template.SHA256 != y.Metadata.Template.SHA256 || !strings.HasSuffix(x.Template, comp.Suffix()) {
+		if x.Sidecar.Template.SHA256 != y.Sidecar.Template.SHA256 || !strings.HasSuffix(x.Template, comp.Suffix()) {
 			t.Errorf("%s: not reproducible or wrongly named: %s", comp, x.Template)
 		}
 	}
@@ -69,8 +69,8 @@ func TestSourceDateEpochClampsMtimes(t *testing.T) {
 	if later == 0 {
 		t.Fatal("no mtime was clamped; the test image has no files after the epoch")
 	}
-	if res.Metadata.Recipe.SourceDateEpoch != epoch.Unix() {
-		t.Errorf("the manifest does not record the epoch: %+v", res.Metadata.Recipe)
+	if res.Sidecar.Recipe.SourceDateEpoch != epoch.Unix() {
+		t.Errorf("the manifest does not record the epoch: %+v", res.Sidecar.Recipe)
 	}
 }
 
@@ -163,8 +163,8 @@ func TestRootlessBundleGivesTheSameTemplate(t *testing.T) {
 		c := corpusCase(t, name)
 		root := convertTo(t, unpack(t, c, false), t.TempDir(), convert.Options{SquashHighIDs: true})
 		rootless := convertTo(t, unpack(t, c, true), t.TempDir(), convert.Options{SquashHighIDs: true})
-		if root.Metadata.Template.SHA256 != rootless.Metadata.Template.SHA256 {
-			t.Errorf("%s: rootless bundle gives %s, root bundle %s", name, rootless.Metadata.Template.SHA256, root.Metadata.Template.SHA256)
+		if root.Sidecar.Template.SHA256 != rootless.Sidecar.Template.SHA256 {
+			t.Errorf("%s: rootless bundle gives %s, root bundle %s", name, rootless.Sidecar.Template.SHA256, root.Sidecar.Template.SHA256)
 		}
 		// umoci's rootless config binds /sys and the host's resolv.conf;
 		// neither may become a mount point.
@@ -213,7 +213,7 @@ func TestSidecarsGolden(t *testing.T) {
 			}
 			for _, f := range []struct{ path, golden string }{
 				{res.Config, name + ".conf"},
-				{res.Manifest, name + ".json"},
+				{res.SidecarJSON, name + ".json"},
 			} {
 				got := normalise(string(readFile(t, f.path)))
 				golden := filepath.Join("testdata", f.golden)
@@ -262,7 +262,7 @@ func TestConvertRefusesBadInput(t *testing.T) {
 		{name: "no bundle", setup: func(t *testing.T) string { return filepath.Join(t.TempDir(), "nothing") },
 			want: []string{"no OCI bundle at", "does not exist", "config.json"}},
 		{name: "no config", setup: func(t *testing.T) string { return t.TempDir() },
-			want: []string{"tried", "config.json, which does not exist", "nexcage unpack"}},
+			want: []string{"tried", "config.json, which does not exist", "a bundle is a directory holding config.json"}},
 		{name: "config not JSON", setup: func(t *testing.T) string {
 			d := t.TempDir()
 			os.WriteFile(filepath.Join(d, "config.json"), []byte("{\n  \"ociVersion\": \"1.2.0\",\n  oops\n}"), 0o644)
@@ -293,7 +293,7 @@ func TestConvertRefusesBadInput(t *testing.T) {
 		{name: "suffix and compression disagree", setup: func(t *testing.T) string { return good.Dir },
 			opts: convert.Options{Output: "x.tar.gz", Compression: template.Zstd}, want: []string{"make them agree"}},
 		{name: "level out of range", setup: func(t *testing.T) string { return good.Dir },
-			opts: convert.Options{Level: 30}, want: []string{"--level 30 is out of range"}},
+			opts: convert.Options{Level: 30}, want: []string{"Level 30 is out of range"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			arg := tc.setup(t)
@@ -358,7 +358,7 @@ func TestHighIDsNeedAChoice(t *testing.T) {
 		t.Errorf("refused convert left %v", left)
 	}
 	priv := convertTo(t, b, t.TempDir(), convert.Options{Privileged: true})
-	if !priv.Metadata.Privileged || !strings.Contains(string(readFile(t, priv.Config)), "unprivileged: 0\n") {
+	if !priv.Sidecar.Privileged || !strings.Contains(string(readFile(t, priv.Config)), "unprivileged: 0\n") {
 		t.Error("a --privileged template is not marked privileged-only")
 	}
 	squashed := convertTo(t, b, t.TempDir(), convert.Options{SquashHighIDs: true})

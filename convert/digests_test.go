@@ -42,7 +42,7 @@ func TestTemplateBytesArePinned(t *testing.T) {
 			}
 			fmt.Fprintf(&got, "%s %s %s template=%x conf=%x json=%x\n", c.Name, comp, filepath.Base(res.Template),
 				sha256.Sum256(readFile(t, res.Template)), sha256.Sum256([]byte(normalise(string(readFile(t, res.Config))))),
-				sha256.Sum256([]byte(normalise(string(readFile(t, res.Manifest))))))
+				sha256.Sum256([]byte(normalise(string(readFile(t, res.SidecarJSON))))))
 		}
 	}
 	if *update {

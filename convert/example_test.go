@@ -91,7 +91,7 @@ func ExampleWrite() {
 	}
 	fmt.Println(filepath.Base(res.Template))
 	fmt.Println(filepath.Base(res.Config))
-	fmt.Println(filepath.Base(res.Manifest))
+	fmt.Println(filepath.Base(res.SidecarJSON))
 	conf, err := os.ReadFile(res.Config)
 	if err != nil {
 		log.Fatal(err)

@@ -8,6 +8,7 @@ import (
 
 	rspec "github.com/opencontainers/runtime-spec/specs-go"
 
+	"github.com/nexcage/nexcage/internal/annotation"
 	"github.com/nexcage/nexcage/internal/errkind"
 	"github.com/nexcage/nexcage/lxc"
 	"github.com/nexcage/nexcage/template"
@@ -34,7 +35,7 @@ func (p *plan) sidecar(spec *rspec.Spec, src template.Source) template.Sidecar {
 	if m.Volumes == nil {
 		m.Volumes = []string{}
 	}
-	if ports := spec.Annotations[annotationExposedPorts]; ports != "" {
+	if ports := spec.Annotations[annotation.ExposedPorts]; ports != "" {
 		m.ExposedPorts = strings.Split(ports, ",")
 		sort.Strings(m.ExposedPorts)
 	}
@@ -101,27 +102,29 @@ func lxcProvidedPath(p string) bool {
 // umociAnnotations are what umoci derives from the image config; every
 // other annotation of an unpacked bundle is an image label.
 var umociAnnotations = map[string]bool{
-	annotationOS: true, annotationArch: true, annotationVariant: true, annotationCreated: true,
-	annotationExposedPorts: true, "org.opencontainers.image.author": true, lxc.AnnotationStopSignal: true,
+	annotation.OS: true, annotation.Arch: true, annotation.Variant: true, annotation.Created: true,
+	annotation.ExposedPorts: true, "org.opencontainers.image.author": true, lxc.AnnotationStopSignal: true,
 }
 
 // templateName builds <os>-<osversion>-<name>_<version>_<arch>.tar.zst
-// (proxmox.md §1) by template.Name's rules.
+// (proxmox.md §1) by template.Name's rules. Without a name it fails with
+// template.ErrUnnamed (Options.Name or Output avoid it), with a name
+// that keeps no letter or digit with a *template.NameError.
 func (p *plan) templateName(spec *rspec.Spec, src template.Source) (string, error) {
 	name, err := template.Name(template.NameParts{
 		OSID: p.os.ID, OSVersion: p.os.VersionID,
 		Name: p.opts.Name, Version: p.opts.Version,
 		ImageName: src.Name, Reference: src.Reference,
-		Title: spec.Annotations[annotationTitle], LabelVersion: spec.Annotations[annotationVersion],
-		Created: spec.Annotations[annotationCreated],
+		Title: spec.Annotations[annotation.Title], LabelVersion: spec.Annotations[annotation.Version],
+		Created: spec.Annotations[annotation.Created],
 		Arch:    p.arch, Compression: p.compression,
 	})
 	var ne *template.NameError
 	switch {
 	case errors.Is(err, template.ErrUnnamed):
-		return "", errkind.Errorf(template.ErrUnnamed, "cannot name the template: the bundle does not say which image it came from; pass --name (and --template-version), or -o FILE")
+		return "", errkind.Errorf(template.ErrUnnamed, "cannot name the template: the bundle does not say which image it came from")
 	case errors.As(err, &ne):
-		return "", errkind.Errorf(ne, "cannot build a template name from name %q and version %q: pass --name and --template-version with letters or digits", ne.Name, ne.Version)
+		return "", errkind.Errorf(ne, "cannot build a template name from name %q and version %q: each needs letters or digits", ne.Name, ne.Version)
 	}
 	return name, err
 }

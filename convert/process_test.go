@@ -107,8 +107,8 @@ func TestEnvTrailingBlankRefused(t *testing.T) {
 			t.Errorf("env %q lacks %q", conf.Env, want)
 		}
 	}
-	if res.Metadata.Recipe.Process == nil || !reflect.DeepEqual(res.Metadata.Recipe.Process.Env, []string{"TRAIL=value"}) {
-		t.Errorf("the manifest does not record the override: %+v", res.Metadata.Recipe)
+	if res.Sidecar.Recipe.Process == nil || !reflect.DeepEqual(res.Sidecar.Recipe.Process.Env, []string{"TRAIL=value"}) {
+		t.Errorf("the manifest does not record the override: %+v", res.Sidecar.Recipe)
 	}
 	checkPVE(t, res)
 }
@@ -118,7 +118,7 @@ func TestEnvTrailingBlankRefused(t *testing.T) {
 func TestSystemContainerKeepsEnvAndStopSignal(t *testing.T) {
 	res := convertTo(t, unpack(t, corpusCase(t, "alpine-system"), os.Geteuid() != 0), t.TempDir(), convert.Options{})
 	c := readConf(t, res)
-	if c.Entrypoint != "" || res.Metadata.Application {
+	if c.Entrypoint != "" || res.Sidecar.Application {
 		t.Errorf("not a system container: entrypoint %q", c.Entrypoint)
 	}
 	// umoci's TERM=xterm would override PVE's TERM=linux for init.
@@ -153,7 +153,7 @@ func TestOverrides(t *testing.T) {
 		!slices.Contains(c.Env, "APP_MODE=prod") || slices.Contains(c.Env, "APP_MODE=test") || !slices.Contains(c.Env, "NEW=1") {
 		t.Errorf("user/workdir/env overrides: %+v", c)
 	}
-	if m := res.Metadata; m.Process.Cwd != "/tmp" || m.Recipe.Process.User != "nobody" {
+	if m := res.Sidecar; m.Process.Cwd != "/tmp" || m.Recipe.Process.User != "nobody" {
 		t.Errorf("manifest: process %+v, options %+v", m.Process, m.Recipe)
 	}
 
@@ -164,16 +164,16 @@ func TestOverrides(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	digest := func() (string, error) { return built.Metadata.Source.SourceDigest, nil }
-	if _, ok := convert.UpToDate(opts, built.Metadata.Source.Reference, digest); !ok {
+	digest := func() (string, error) { return built.Sidecar.Source.SourceDigest, nil }
+	if _, ok := convert.UpToDate(opts, built.Sidecar.Source.Reference, digest); !ok {
 		t.Error("same overrides: not up to date")
 	}
 	opts.Process = &template.ProcessOverrides{Cmd: sl("sleep", "6")}
-	if _, ok := convert.UpToDate(opts, built.Metadata.Source.Reference, digest); ok {
+	if _, ok := convert.UpToDate(opts, built.Sidecar.Source.Reference, digest); ok {
 		t.Error("another --cmd: up to date")
 	}
 	opts.Process = nil
-	if _, ok := convert.UpToDate(opts, built.Metadata.Source.Reference, digest); ok {
+	if _, ok := convert.UpToDate(opts, built.Sidecar.Source.Reference, digest); ok {
 		t.Error("no overrides: up to date")
 	}
 
@@ -196,8 +196,8 @@ func TestArgvConfs(t *testing.T) {
 	if got := lxc.SplitCommand(readConf(t, res).Entrypoint); !reflect.DeepEqual(got, want) {
 		t.Errorf("argv: got %q\nwant %q", got, want)
 	}
-	if !reflect.DeepEqual(res.Metadata.Process.Args, want) {
-		t.Errorf("the manifest's args %q", res.Metadata.Process.Args)
+	if !reflect.DeepEqual(res.Sidecar.Process.Args, want) {
+		t.Errorf("the manifest's args %q", res.Sidecar.Process.Args)
 	}
 	checkPVE(t, res)
 
@@ -206,8 +206,8 @@ func TestArgvConfs(t *testing.T) {
 	if len(got) != 3 || got[0] != "/bin/sh" || got[1] != "-c" || !strings.HasPrefix(got[2], `eval "`) || strings.Contains(got[2], "'") {
 		t.Errorf("shell form: %q", got)
 	}
-	if !reflect.DeepEqual(res.Metadata.Process.Args, []string{"/bin/sh", "-c", testimage.ShellFormScript}) {
-		t.Errorf("the manifest's args %q, want the image's", res.Metadata.Process.Args)
+	if !reflect.DeepEqual(res.Sidecar.Process.Args, []string{"/bin/sh", "-c", testimage.ShellFormScript}) {
+		t.Errorf("the manifest's args %q, want the image's", res.Sidecar.Process.Args)
 	}
 	checkPVE(t, res)
 }

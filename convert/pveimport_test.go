@@ -146,8 +146,8 @@ func TestAppMappingMatchesPVEImport(t *testing.T) {
 				if one(pve, "ostype") != "" {
 					t.Errorf("restore_oci_archive itself set ostype %q: the oracle changed", one(pve, "ostype"))
 				}
-				if got := one(ours, "ostype"); got != "alpine" || res.Metadata.OS.OSType != "alpine" {
-					t.Errorf("ostype %q (detected %q), PVE keeps the alpine it detects", got, res.Metadata.OS.OSType)
+				if got := one(ours, "ostype"); got != "alpine" || res.Sidecar.OS.OSType != "alpine" {
+					t.Errorf("ostype %q (detected %q), PVE keeps the alpine it detects", got, res.Sidecar.OS.OSType)
 				}
 			})
 		})

@@ -62,7 +62,7 @@ func TestStreamingEqualsStaged(t *testing.T) {
 				if a, b := normalise(string(readFile(t, staged.Config))), normalise(string(readFile(t, streamed.Config))); a != b {
 					t.Errorf("conf differs:\nstaged:\n%s\nstreamed:\n%s", a, b)
 				}
-				if a, b := normalise(string(readFile(t, staged.Manifest))), normalise(string(readFile(t, streamed.Manifest))); a != b {
+				if a, b := normalise(string(readFile(t, staged.SidecarJSON))), normalise(string(readFile(t, streamed.SidecarJSON))); a != b {
 					t.Errorf("manifest differs:\nstaged:\n%s\nstreamed:\n%s", a, b)
 				}
 			}

@@ -184,7 +184,7 @@ func TestBadSourcesAndTargets(t *testing.T) {
 		{"template is a directory", filepath.Join(dir, "b"), generate.Options{Template: rootfsDir}, "is not a file", nil},
 		{"bundle inside rootfs", filepath.Join(rootfsDir, "b"), generate.Options{Rootfs: rootfsDir}, "is inside the rootfs", nil},
 		{"rootfs inside bundle", dir, generate.Options{Rootfs: rootfsDir, Link: true, Force: true}, "is inside the bundle " + dir + ", which generate replaces: for a rootfs already in place, write its config.json alone (Spec)", nil},
-		{"non-empty bundle", nonEmpty, generate.Options{Rootfs: rootfsDir}, "bundle directory " + nonEmpty + " is not empty: choose a new directory, or pass --force", generate.ErrBundleExists},
+		{"non-empty bundle", nonEmpty, generate.Options{Rootfs: rootfsDir}, "bundle directory " + nonEmpty + " is not empty: choose a new directory, or force the write", generate.ErrBundleExists},
 		{"bundle is a file", file, generate.Options{Rootfs: rootfsDir}, "exists and is not a directory", generate.ErrBundleExists},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -16,9 +16,11 @@ import (
 
 	rspec "github.com/opencontainers/runtime-spec/specs-go"
 
+	"github.com/nexcage/nexcage/internal/annotation"
 	"github.com/nexcage/nexcage/internal/atomicfile"
 	"github.com/nexcage/nexcage/internal/errkind"
 	"github.com/nexcage/nexcage/progress"
+	"github.com/nexcage/nexcage/template"
 )
 
 // Options configure Bundle and Spec.
@@ -62,10 +64,12 @@ type Result struct {
 	Arch string `json:"arch,omitempty"`
 	// Sidecars are the template's .json and .conf that were read.
 	Sidecars []string `json:"sidecars,omitempty"`
-	// ConvertFlags are the `nexcage convert` flags that give the
-	// template's bytes back, from its manifest's options.
-	ConvertFlags []string `json:"convert_flags,omitempty"`
-	Warnings     []string `json:"warnings,omitempty"`
+	// ConvertRecipe is what convert.Options needs to give the template's
+	// bytes back: the compression, level, privileged, squash and name
+	// choices its .json sidecar records, each zero where it is convert's
+	// default. nil without a .json sidecar.
+	ConvertRecipe *template.Recipe `json:"-"`
+	Warnings      []string         `json:"warnings,omitempty"`
 }
 
 func (o Options) isRootless() bool {
@@ -131,7 +135,7 @@ func Spec(ctx context.Context, bundle string, opts Options) (*Result, error) {
 		return nil, err
 	}
 	return &Result{Bundle: bundle, Config: config, Rootfs: rootDir, From: "spec", Rootless: opts.isRootless(),
-		Process: spec.Process.Args, Arch: spec.Annotations[annotationArch]}, nil
+		Process: spec.Process.Args, Arch: spec.Annotations[annotation.Arch]}, nil
 }
 
 // setArch records the rootfs's architecture as the image annotations
@@ -142,11 +146,11 @@ func setArch(spec *rspec.Spec, f rootfsFacts, withOS bool) {
 		return
 	}
 	if withOS {
-		spec.Annotations[annotationOS] = "linux"
+		spec.Annotations[annotation.OS] = "linux"
 	}
-	spec.Annotations[annotationArch] = f.arch
+	spec.Annotations[annotation.Arch] = f.arch
 	if f.variant != "" {
-		spec.Annotations[annotationVariant] = f.variant
+		spec.Annotations[annotation.Variant] = f.variant
 	}
 }
 
@@ -234,7 +238,7 @@ func Bundle(ctx context.Context, bundle string, opts Options) (res *Result, err 
 		return nil, err
 	}
 	res.Process = spec.Process.Args
-	res.Arch = spec.Annotations[annotationArch]
+	res.Arch = spec.Annotations[annotation.Arch]
 	return res, nil
 }
 
@@ -360,15 +364,15 @@ func extractTemplate(ctx context.Context, tmp string, res *Result, rep progress.
 	res.Entries, res.Bytes, res.Warnings = w.entries, w.bytes, w.warnings()
 	facts := inspect(w.root)
 	spec, _ := sc.spec(facts, src)
-	for _, p := range []string{sc.manifestPath, sc.confPath} {
+	for _, p := range []string{sc.jsonPath, sc.confPath} {
 		if p != "" {
 			res.Sidecars = append(res.Sidecars, p)
 		}
 	}
-	if m := sc.manifest; m != nil && m.Template.SHA256 != "" && m.Template.SHA256 != st.sha256 {
-		res.Warnings = append(res.Warnings, fmt.Sprintf("%s describes another template (sha256 %s, this one is %s): its process, mounts and labels were used anyway", sc.manifestPath, m.Template.SHA256, st.sha256))
+	if m := sc.sidecar; m != nil && m.Template.SHA256 != "" && m.Template.SHA256 != st.sha256 {
+		res.Warnings = append(res.Warnings, fmt.Sprintf("%s describes another template (sha256 %s, this one is %s): its process, mounts and labels were used anyway", sc.jsonPath, m.Template.SHA256, st.sha256))
 	}
-	res.ConvertFlags = sc.convertFlags()
+	res.ConvertRecipe = sc.convertRecipe()
 	return spec, facts, nil
 }
 

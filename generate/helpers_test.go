@@ -100,7 +100,7 @@ func sameTemplate(t *testing.T, want, got *convert.Result) {
 	if !bytes.Equal(readFile(t, want.Template), readFile(t, got.Template)) {
 		testbundle.DiffMembers(t, want.Template, got.Template)
 	}
-	for _, f := range [][2]string{{want.Config, got.Config}, {want.Manifest, got.Manifest}} {
+	for _, f := range [][2]string{{want.Config, got.Config}, {want.SidecarJSON, got.SidecarJSON}} {
 		a, b := string(readFile(t, f[0])), string(readFile(t, f[1]))
 		if a != b {
 			t.Errorf("%s differs:\nwant:\n%s\ngot:\n%s", filepath.Base(f[0]), a, b)

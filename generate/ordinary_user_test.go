@@ -68,7 +68,7 @@ func TestAsOrdinaryUser(t *testing.T) {
 	templates := map[string]string{"odd": odd}
 	for _, name := range []string{"modes", "alpine-app"} {
 		built := build(t, corpusCase(t, name), convert.Options{Privileged: true, ToolVersion: "test"})
-		for _, f := range []string{built.Template, built.Config, built.Manifest} {
+		for _, f := range []string{built.Template, built.Config, built.SidecarJSON} {
 			copyExecutable(t, f, filepath.Join(dir, name+strings.TrimPrefix(filepath.Base(f), strings.TrimSuffix(filepath.Base(built.Template), ".tar.zst"))))
 		}
 		templates[name] = filepath.Join(dir, name+".tar.zst")

@@ -71,8 +71,8 @@ func TestRootfsRoundTripThroughPVE(t *testing.T) {
 				testenv.RequireTool(t, "lxc-usernsexec")
 			}
 			tmpl := convertBundle(t, bundle, convert.Options{Name: "alpine", Privileged: !unprivileged, SquashHighIDs: unprivileged, ToolVersion: "test"})
-			if tmpl.Metadata.Application || tmpl.Metadata.OSType != "alpine" || tmpl.Metadata.Source.Platform != "linux/amd64" {
-				t.Errorf("convert made an application container %v, ostype %s, platform %q: want a system container, alpine, linux/amd64", tmpl.Metadata.Application, tmpl.Metadata.OSType, tmpl.Metadata.Source.Platform)
+			if tmpl.Sidecar.Application || tmpl.Sidecar.OSType != "alpine" || tmpl.Sidecar.Source.Platform != "linux/amd64" {
+				t.Errorf("convert made an application container %v, ostype %s, platform %q: want a system container, alpine, linux/amd64", tmpl.Sidecar.Application, tmpl.Sidecar.OSType, tmpl.Sidecar.Source.Platform)
 			}
 			got := pvetest.ExtractTree(t, tmpl.Template, unprivileged)
 			expect := pvetest.Expected(want, unprivileged)

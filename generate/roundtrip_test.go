@@ -27,8 +27,8 @@ func TestTemplateRoundTrip(t *testing.T) {
 			if len(res.Sidecars) != 2 {
 				t.Errorf("sidecars read: %v, want the .json and the .conf", res.Sidecars)
 			}
-			if strings.Join(res.ConvertFlags, " ") != "--privileged" {
-				t.Errorf("convert flags %q, want --privileged (the manifest's options)", res.ConvertFlags)
+			if r := res.ConvertRecipe; r == nil || *r != (template.Recipe{Privileged: true}) {
+				t.Errorf("convert recipe %+v, want privileged alone (the sidecar's options)", r)
 			}
 			again := convertBundle(t, bundle, opts)
 			sameTemplate(t, built, again)
@@ -51,9 +51,9 @@ func TestTemplateRoundTripOptions(t *testing.T) {
 		t.Run(tc.name+"-"+string(tc.opts.Compression), func(t *testing.T) {
 			built := build(t, corpusCase(t, tc.name), tc.opts)
 			bundle, res := fromTemplate(t, built.Template, generate.Options{})
-			want := map[string]string{"alpine-app": "--compression gzip", "alpine-amd64": "--compression xz --level 2", "ids": "--squash-high-ids --name web --template-version 2.1"}[tc.name]
-			if got := strings.Join(res.ConvertFlags, " "); got != want {
-				t.Errorf("convert flags %q, want %q", got, want)
+			want := map[string]template.Recipe{"alpine-app": {Compression: "gzip"}, "alpine-amd64": {Compression: "xz", Level: 2}, "ids": {SquashHighIDs: true, Name: "web", Version: "2.1"}}[tc.name]
+			if got := res.ConvertRecipe; got == nil || *got != want {
+				t.Errorf("convert recipe %+v, want %+v", got, want)
 			}
 			sameTemplate(t, built, convertBundle(t, bundle, tc.opts))
 		})
@@ -96,13 +96,13 @@ func TestTemplateWithoutManifest(t *testing.T) {
 	testenv.RequireRoot(t)
 	opts := convert.Options{Name: "app", Version: "1", ToolVersion: "test"}
 	built := build(t, corpusCase(t, "alpine-app"), opts)
-	os.Remove(built.Manifest)
+	os.Remove(built.SidecarJSON)
 	bundle, res := fromTemplate(t, built.Template, generate.Options{})
 	if len(res.Sidecars) != 1 || !strings.HasSuffix(res.Sidecars[0], ".conf") {
 		t.Errorf("sidecars read: %v, want the .conf alone", res.Sidecars)
 	}
 	again := convertBundle(t, bundle, opts)
-	if again.Metadata.Template.SHA256 != built.Metadata.Template.SHA256 {
+	if again.Sidecar.Template.SHA256 != built.Sidecar.Template.SHA256 {
 		testbundle.DiffMembers(t, built.Template, again.Template)
 	}
 	conf := string(readFile(t, again.Config))
@@ -118,7 +118,7 @@ func TestTemplateWithoutManifest(t *testing.T) {
 func TestTemplateWithoutSidecars(t *testing.T) {
 	testenv.RequireRoot(t)
 	built := build(t, corpusCase(t, "alpine-amd64"), convert.Options{ToolVersion: "test"})
-	os.Remove(built.Manifest)
+	os.Remove(built.SidecarJSON)
 	os.Remove(built.Config)
 	bundle, res := fromTemplate(t, built.Template, generate.Options{Spec: generate.SpecOptions{Hostname: "box", Env: []string{"TZ=UTC"}}})
 	if len(res.Sidecars) != 0 || strings.Join(res.Process, " ") != "/sbin/init" || res.Arch != "amd64" {
@@ -126,7 +126,7 @@ func TestTemplateWithoutSidecars(t *testing.T) {
 	}
 	validateConfig(t, filepath.Join(bundle, "config.json"))
 	again := convertBundle(t, bundle, convert.Options{Name: "alpine", ToolVersion: "test"})
-	if again.Metadata.Template.SHA256 != built.Metadata.Template.SHA256 {
+	if again.Sidecar.Template.SHA256 != built.Sidecar.Template.SHA256 {
 		testbundle.DiffMembers(t, built.Template, again.Template)
 	}
 	if conf := string(readFile(t, again.Config)); !strings.Contains(conf, "hostname: box\n") || strings.Contains(conf, "entrypoint") {

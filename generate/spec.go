@@ -15,6 +15,7 @@ import (
 	rspec "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 
+	"github.com/nexcage/nexcage/internal/annotation"
 	"github.com/nexcage/nexcage/internal/saferoot"
 	"github.com/nexcage/nexcage/lxc"
 	"github.com/nexcage/nexcage/tartree"
@@ -215,7 +216,7 @@ func (f SpecOptions) parseProcess() ([]string, error) {
 			return nil, optErr(FieldCmd, f.Cmd, "%v: close it, or give the arguments one by one", err)
 		}
 		if len(args) == 0 {
-			return nil, optErr(FieldCmd, f.Cmd, "the command line is empty: write e.g. '/usr/bin/app --port 80'")
+			return nil, optErr(FieldCmd, f.Cmd, "the command line is empty: write e.g. '/usr/bin/app serve'")
 		}
 	}
 	for i, a := range args {
@@ -438,15 +439,6 @@ func ociArch(s string) (string, string, error) {
 
 const defaultPath = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
-// Annotations umoci writes from the image config, which convert reads.
-const (
-	annotationOS           = "org.opencontainers.image.os"
-	annotationArch         = "org.opencontainers.image.architecture"
-	annotationVariant      = "org.opencontainers.image.variant"
-	annotationCreated      = "org.opencontainers.image.created"
-	annotationExposedPorts = "org.opencontainers.image.exposedPorts"
-)
-
 // BaseSpec is the runtime config every generated bundle starts from: what
 // `runc spec` writes, bound for LXC: the only mounts are the ones LXC
 // provides itself (convert skips them), no hostname, and a shell as the
@@ -547,10 +539,10 @@ func applyOverrides(spec *rspec.Spec, o *overrides) {
 		if spec.Annotations == nil {
 			spec.Annotations = map[string]string{}
 		}
-		spec.Annotations[annotationArch] = o.arch
-		delete(spec.Annotations, annotationVariant)
+		spec.Annotations[annotation.Arch] = o.arch
+		delete(spec.Annotations, annotation.Variant)
 		if o.variant != "" {
-			spec.Annotations[annotationVariant] = o.variant
+			spec.Annotations[annotation.Variant] = o.variant
 		}
 	}
 }

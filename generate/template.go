@@ -48,7 +48,7 @@ func openTemplate(file string, r io.Reader) (io.Reader, func(), error) {
 	case errors.Is(err, template.ErrEmpty):
 		return nil, nil, errkind.Errorf(ErrCorruptTemplate, "template %s is empty: %s", file, templateFix)
 	case errors.Is(err, template.ErrUnknownFormat):
-		return nil, nil, errkind.Errorf(ErrCorruptTemplate, "%s is not a template: it is neither a zstd, gzip or xz compressed tar nor a plain tar; give a .tar.zst, .tar.gz or .tar.xz template (what nexcage build or convert writes, or a PVE template)", file)
+		return nil, nil, errkind.Errorf(ErrCorruptTemplate, "%s is not a template: it is neither a zstd, gzip or xz compressed tar nor a plain tar; give a .tar.zst, .tar.gz or .tar.xz template (what convert writes, or a PVE template)", file)
 	case errors.As(err, &fe):
 		return nil, nil, errkind.Errorf(ErrCorruptTemplate, "template %s is %v: %s", file, fe, templateFix)
 	case err != nil:
@@ -339,24 +339,24 @@ func (w *writer) parentDir(member, rel string) (string, error) {
 
 // sidecars are a template's .conf and .json, when they exist.
 type sidecars struct {
-	confPath, manifestPath string
-	conf                   *lxc.Config
-	manifest               *template.Sidecar
+	confPath, jsonPath string
+	conf               *lxc.Config
+	sidecar            *template.Sidecar
 }
 
 func readSidecars(file string) (*sidecars, error) {
 	s := &sidecars{}
-	s.confPath, s.manifestPath = template.SidecarPaths(file)
-	if _, err := os.Stat(s.manifestPath); err == nil {
-		m, err := template.ReadSidecar(s.manifestPath)
+	s.confPath, s.jsonPath = template.SidecarPaths(file)
+	if _, err := os.Stat(s.jsonPath); err == nil {
+		m, err := template.ReadSidecar(s.jsonPath)
 		if err != nil {
 			return nil, fmt.Errorf("%v: fix it, or move it away to generate from the template alone", err)
 		}
-		s.manifest = m
+		s.sidecar = m
 	} else if !errors.Is(err, os.ErrNotExist) {
-		return nil, fmt.Errorf("read the template's manifest: %w", err)
+		return nil, fmt.Errorf("read the template's .json sidecar: %w", err)
 	} else {
-		s.manifestPath = ""
+		s.jsonPath = ""
 	}
 	if raw, err := os.ReadFile(s.confPath); err == nil {
 		c, err := lxc.Parse(string(raw))
@@ -380,96 +380,12 @@ var dateVersion = regexp.MustCompile(`^[0-9]{8}$`)
 func (s *sidecars) spec(facts rootfsFacts, file string) (*rspec.Spec, bool) {
 	spec := BaseSpec()
 	haveProcess := false
-	if m := s.manifest; m != nil {
-		if m.Process != nil && len(m.Process.Args) > 0 {
-			spec.Process.Args = m.Process.Args
-			spec.Process.Env = m.Process.Env
-			spec.Process.Cwd = m.Process.Cwd
-			spec.Process.User = rspec.User{UID: m.Process.UID, GID: m.Process.GID, AdditionalGids: m.Process.Groups}
-			haveProcess = true
-		}
-		spec.Mounts = nil
-		for _, mt := range m.Mounts {
-			spec.Mounts = append(spec.Mounts, rspec.Mount{Destination: mt.Destination, Type: mt.Type, Source: mt.Source, Options: mt.Options})
-		}
-		a := spec.Annotations
-		for k, v := range m.Labels {
-			a[k] = v
-		}
-		a[annotation.Reference] = m.Source.Reference
-		a[annotation.Digest] = m.Source.Digest
-		a[annotation.SourceDigest] = m.Source.SourceDigest
-		if m.Source.Name != "" {
-			a[annotation.Name] = m.Source.Name
-		}
-		if len(m.Volumes) > 0 {
-			a[annotation.Volumes] = strings.Join(m.Volumes, ",")
-		}
-		if len(m.ExposedPorts) > 0 {
-			a[annotationExposedPorts] = strings.Join(m.ExposedPorts, ",")
-		}
-		if parts := strings.Split(m.Source.Platform, "/"); len(parts) >= 2 {
-			a[annotationOS], a[annotationArch] = parts[0], parts[1]
-			if len(parts) > 2 {
-				a[annotationVariant] = parts[2]
-			}
-		}
-		// A conventional name whose version is a date came from the
-		// image's creation time, which the manifest does not keep: give
-		// it back, so convert names the template the same. (Any version
-		// convert prefers, from options, labels or the tag, still wins.)
-		name := m.Template.File
-		if name == "" {
-			name = filepath.Base(file)
-		}
-		if c, ok := template.CompressionFromName(name); ok {
-			name = strings.TrimSuffix(name, c.Suffix())
-		}
-		if parts := strings.Split(name, "_"); len(parts) == 3 && dateVersion.MatchString(parts[1]) {
-			if t, err := time.Parse("20060102", parts[1]); err == nil {
-				a[annotationCreated] = t.UTC().Format(time.RFC3339)
-			}
-		}
+	if m := s.sidecar; m != nil {
+		haveProcess = sidecarSpec(spec, m, file)
 	}
 	if c := s.conf; c != nil {
-		spec.Hostname = c.Hostname
-		for _, o := range c.Raw {
-			if o.Key == "lxc.signal.halt" {
-				spec.Annotations[lxc.AnnotationStopSignal] = o.Value
-			}
-		}
-		if s.manifest == nil {
-			if c.Entrypoint != "" {
-				spec.Process.Args = lxc.SplitCommand(c.Entrypoint)
-				spec.Process.Env = c.Env
-				haveProcess = true
-				for _, o := range c.Raw {
-					switch o.Key {
-					case "lxc.init.cwd":
-						spec.Process.Cwd = o.Value
-					case "lxc.init.uid":
-						fmt.Sscan(o.Value, &spec.Process.User.UID)
-					case "lxc.init.gid":
-						fmt.Sscan(o.Value, &spec.Process.User.GID)
-					case "lxc.init.groups":
-						for _, g := range strings.Split(o.Value, ",") {
-							var gid uint32
-							if _, err := fmt.Sscan(g, &gid); err == nil {
-								spec.Process.User.AdditionalGids = append(spec.Process.User.AdditionalGids, gid)
-							}
-						}
-					}
-				}
-			}
-			spec.Mounts = append(spec.Mounts, confMounts(c)...)
-		}
-		if spec.Annotations[annotationArch] == "" && c.Arch != "" {
-			if a, v, err := ociArch(c.Arch); err == nil {
-				spec.Annotations[annotationArch] = a
-				if v != "" {
-					spec.Annotations[annotationVariant] = v
-				}
-			}
+		if confSpec(spec, c, s.sidecar == nil) {
+			haveProcess = true
 		}
 	}
 	for k, v := range spec.Annotations {
@@ -480,13 +396,131 @@ func (s *sidecars) spec(facts rootfsFacts, file string) (*rspec.Spec, bool) {
 	if !haveProcess {
 		spec.Process.Args = facts.defaultArgs()
 	}
-	if spec.Annotations[annotationArch] == "" && facts.arch != "" {
-		spec.Annotations[annotationArch] = facts.arch
-		if facts.variant != "" {
-			spec.Annotations[annotationVariant] = facts.variant
+	archUnlessSet(spec.Annotations, facts.arch, facts.variant)
+	return spec, haveProcess
+}
+
+// sidecarSpec sets spec's process, mounts and annotations from the .json
+// sidecar m of the template file; it reports whether m gave a process.
+func sidecarSpec(spec *rspec.Spec, m *template.Sidecar, file string) (haveProcess bool) {
+	if m.Process != nil && len(m.Process.Args) > 0 {
+		spec.Process.Args = m.Process.Args
+		spec.Process.Env = m.Process.Env
+		spec.Process.Cwd = m.Process.Cwd
+		spec.Process.User = rspec.User{UID: m.Process.UID, GID: m.Process.GID, AdditionalGids: m.Process.Groups}
+		haveProcess = true
+	}
+	spec.Mounts = nil
+	for _, mt := range m.Mounts {
+		spec.Mounts = append(spec.Mounts, rspec.Mount{Destination: mt.Destination, Type: mt.Type, Source: mt.Source, Options: mt.Options})
+	}
+	sidecarAnnotations(spec.Annotations, m)
+	createdFromName(spec.Annotations, m, file)
+	return haveProcess
+}
+
+// sidecarAnnotations gives back the image annotations m records: its
+// labels, source, volumes, ports and platform.
+func sidecarAnnotations(a map[string]string, m *template.Sidecar) {
+	for k, v := range m.Labels {
+		a[k] = v
+	}
+	a[annotation.Reference] = m.Source.Reference
+	a[annotation.Digest] = m.Source.Digest
+	a[annotation.SourceDigest] = m.Source.SourceDigest
+	if m.Source.Name != "" {
+		a[annotation.Name] = m.Source.Name
+	}
+	if len(m.Volumes) > 0 {
+		a[annotation.Volumes] = strings.Join(m.Volumes, ",")
+	}
+	if len(m.ExposedPorts) > 0 {
+		a[annotation.ExposedPorts] = strings.Join(m.ExposedPorts, ",")
+	}
+	if parts := strings.Split(m.Source.Platform, "/"); len(parts) >= 2 {
+		a[annotation.OS], a[annotation.Arch] = parts[0], parts[1]
+		if len(parts) > 2 {
+			a[annotation.Variant] = parts[2]
 		}
 	}
-	return spec, haveProcess
+}
+
+// createdFromName: a conventional name whose version is a date came from
+// the image's creation time, which the .json sidecar does not keep: give
+// it back, so convert names the template the same. (Any version convert
+// prefers, from options, labels or the tag, still wins.)
+func createdFromName(a map[string]string, m *template.Sidecar, file string) {
+	name := m.Template.File
+	if name == "" {
+		name = filepath.Base(file)
+	}
+	if c, ok := template.CompressionFromName(name); ok {
+		name = strings.TrimSuffix(name, c.Suffix())
+	}
+	if parts := strings.Split(name, "_"); len(parts) == 3 && dateVersion.MatchString(parts[1]) {
+		if t, err := time.Parse("20060102", parts[1]); err == nil {
+			a[annotation.Created] = t.UTC().Format(time.RFC3339)
+		}
+	}
+}
+
+// confSpec sets spec's hostname, stop signal and arch from the .conf c,
+// and, when there is no .json sidecar (alone), its process and mounts; it
+// reports whether c gave a process.
+func confSpec(spec *rspec.Spec, c *lxc.Config, alone bool) (haveProcess bool) {
+	spec.Hostname = c.Hostname
+	for _, o := range c.Raw {
+		if o.Key == "lxc.signal.halt" {
+			spec.Annotations[lxc.AnnotationStopSignal] = o.Value
+		}
+	}
+	if alone {
+		if c.Entrypoint != "" {
+			confProcess(spec.Process, c)
+			haveProcess = true
+		}
+		spec.Mounts = append(spec.Mounts, confMounts(c)...)
+	}
+	if spec.Annotations[annotation.Arch] == "" && c.Arch != "" {
+		if a, v, err := ociArch(c.Arch); err == nil {
+			archUnlessSet(spec.Annotations, a, v)
+		}
+	}
+	return haveProcess
+}
+
+// confProcess is the process the .conf's lxc.init.* keys describe.
+func confProcess(p *rspec.Process, c *lxc.Config) {
+	p.Args = lxc.SplitCommand(c.Entrypoint)
+	p.Env = c.Env
+	for _, o := range c.Raw {
+		switch o.Key {
+		case "lxc.init.cwd":
+			p.Cwd = o.Value
+		case "lxc.init.uid":
+			fmt.Sscan(o.Value, &p.User.UID)
+		case "lxc.init.gid":
+			fmt.Sscan(o.Value, &p.User.GID)
+		case "lxc.init.groups":
+			for _, g := range strings.Split(o.Value, ",") {
+				var gid uint32
+				if _, err := fmt.Sscan(g, &gid); err == nil {
+					p.User.AdditionalGids = append(p.User.AdditionalGids, gid)
+				}
+			}
+		}
+	}
+}
+
+// archUnlessSet sets the architecture annotations unless one is set
+// already.
+func archUnlessSet(a map[string]string, arch, variant string) {
+	if a[annotation.Arch] == "" && arch != "" {
+		a[annotation.Arch] = arch
+		if variant != "" {
+			a[annotation.Variant] = variant
+		}
+	}
 }
 
 // confMounts turns a CT config's bind mount points and tmpfs mount
@@ -522,31 +556,20 @@ func confMounts(c *lxc.Config) []rspec.Mount {
 	return out
 }
 
-// convertFlags are the convert flags that give the template's bytes again,
-// from the options its manifest records.
-func (s *sidecars) convertFlags() []string {
-	if s.manifest == nil {
+// convertRecipe is the part of the recipe the .json sidecar records that
+// convert's options take to give the template's bytes again, defaults
+// left zero (Result.ConvertRecipe).
+func (s *sidecars) convertRecipe() *template.Recipe {
+	if s.sidecar == nil {
 		return nil
 	}
-	o := s.manifest.Recipe
-	var out []string
-	if o.Compression != "" && o.Compression != string(template.Zstd) {
-		out = append(out, "--compression", o.Compression)
+	o := s.sidecar.Recipe
+	r := &template.Recipe{Privileged: o.Privileged, SquashHighIDs: o.SquashHighIDs, Name: o.Name, Version: o.Version}
+	if o.Compression != string(template.Zstd) {
+		r.Compression = o.Compression
 	}
-	if o.Level != 0 && o.Level != template.Compression(cmp.Or(o.Compression, string(template.Zstd))).DefaultLevel() {
-		out = append(out, "--level", fmt.Sprint(o.Level))
+	if o.Level != template.Compression(cmp.Or(o.Compression, string(template.Zstd))).DefaultLevel() {
+		r.Level = o.Level
 	}
-	if o.Privileged {
-		out = append(out, "--privileged")
-	}
-	if o.SquashHighIDs {
-		out = append(out, "--squash-high-ids")
-	}
-	if o.Name != "" {
-		out = append(out, "--name", o.Name)
-	}
-	if o.Version != "" {
-		out = append(out, "--template-version", o.Version)
-	}
-	return out
+	return r
 }

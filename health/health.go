@@ -42,6 +42,10 @@ type Result struct {
 	// Remedy names the other way out Fix describes, for a front end to
 	// name its own command for it.
 	Remedy Remedy `json:"remedy,omitempty"`
+	// Fields are the option fields Fix names by their Go names,
+	// comma-separated ("SquashHighIDs,Privileged"), for a front end to
+	// name its own way (a flag).
+	Fields string `json:"-"`
 }
 
 // Remedy is a way out of a problem that a front end names its own way
@@ -54,6 +58,8 @@ const (
 	Redeploy Remedy = "redeploy"
 	// Rebuild: build (or convert) the template again.
 	Rebuild Remedy = "rebuild"
+	// NewBundle: make an OCI bundle (unpack an image, or generate one).
+	NewBundle Remedy = "bundle"
 )
 
 // Advice is what to do about r in one sentence: the repair, named as how

@@ -3,6 +3,7 @@ package lxc
 import (
 	"fmt"
 	"path"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -184,7 +185,7 @@ func mapMounts(c *Config, mounts []rspec.Mount) error {
 			return &MountError{i, "destination", fmt.Sprintf("%q contains '..', a comma, a blank or a control character, which PVE cannot express", m.Destination)}
 		}
 		dest := path.Clean(m.Destination)
-		bind := m.Type == "bind" || hasOption(m.Options, "bind") || hasOption(m.Options, "rbind")
+		bind := m.Type == "bind" || slices.Contains(m.Options, "bind") || slices.Contains(m.Options, "rbind")
 		if lxcProvidedTypes[m.Type] || lxcProvided[dest] {
 			continue // LXC mounts these itself (umoci's rootless config binds /sys)
 		}
@@ -210,7 +211,7 @@ func mapMounts(c *Config, mounts []rspec.Mount) error {
 			if mp > 255 {
 				return &MountError{i, "destination", "more than 256 bind mounts: PVE allows mp0 to mp255"}
 			}
-			c.MountPoints = append(c.MountPoints, MountPoint{Index: mp, Volume: m.Source, Path: dest, RO: hasOption(m.Options, "ro")})
+			c.MountPoints = append(c.MountPoints, MountPoint{Index: mp, Volume: m.Source, Path: dest, RO: slices.Contains(m.Options, "ro")})
 			mp++
 		case m.Type == "tmpfs":
 			opts, err := tmpfsOptions(m.Options)
@@ -249,15 +250,6 @@ func tmpfsOptions(opts []string) ([]string, error) {
 	}
 	sort.Strings(out)
 	return out, nil
-}
-
-func hasOption(opts []string, o string) bool {
-	for _, x := range opts {
-		if x == o {
-			return true
-		}
-	}
-	return false
 }
 
 func hasDotDot(p string) bool {

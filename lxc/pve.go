@@ -3,6 +3,7 @@ package lxc
 import (
 	"fmt"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -556,7 +557,7 @@ func (c Config) For(v PVEContainer, asRoot bool) (Config, error) {
 			k, _, _ := strings.Cut(r.Value, "=")
 			return Config{}, &EnvError{Index: -1, Name: k, Msg: envNameMsg}
 		}
-		if !v.InitUser() && contains(initUserKeys, r.Key) {
+		if !v.InitUser() && slices.Contains(initUserKeys, r.Key) {
 			if asRoot {
 				continue
 			}
@@ -564,7 +565,7 @@ func (c Config) For(v PVEContainer, asRoot bool) (Config, error) {
 		}
 		if err := CheckRawKeyFor(r.Key, v); err != nil {
 			need := PVE91
-			if contains(initUserKeys, r.Key) {
+			if slices.Contains(initUserKeys, r.Key) {
 				need = PVEContainer{6, 1, 0}
 			}
 			return Config{}, &ReleaseError{Key: r.Key, Value: r.Value, Have: v, Need: need}
@@ -575,13 +576,4 @@ func (c Config) For(v PVEContainer, asRoot bool) (Config, error) {
 	out.MountPoints = append([]MountPoint(nil), c.MountPoints...)
 	out.Options = append([]Option(nil), c.Options...)
 	return out, nil
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }

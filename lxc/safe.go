@@ -135,68 +135,92 @@ func vetTemplateLine(key, value string) error {
 	if hasControl(key) || ctl {
 		return errors.New("contains control characters")
 	}
+	if known, err := vetPVEKey(key, value); known {
+		return err
+	}
+	if known, err := vetProcessKey(key, value); known {
+		return err
+	}
+	if key == "lxc.mount.entry" {
+		return vetTmpfsEntry(value)
+	}
+	prefix, idx := splitIndex(key)
+	if prefix == "mp" && idx >= 0 {
+		return vetTemplateMountPoint(idx, value)
+	}
+	if strings.HasPrefix(key, "lxc.") {
+		return fmt.Errorf("raw key %s is not one nexcage writes: a template may not set it (it could run commands or lift confinement on the host)", key)
+	}
+	return fmt.Errorf("key %s is not one nexcage writes in a template's config", key)
+}
+
+// vetPVEKey vets the PVE keys a template's .conf holds (known says key
+// is one of them).
+func vetPVEKey(key, value string) (known bool, err error) {
 	switch key {
 	case "arch":
 		if !pveArchs[value] {
-			return fmt.Errorf("arch %q is not one PVE knows", value)
+			return true, fmt.Errorf("arch %q is not one PVE knows", value)
 		}
 	case "ostype":
 		if !pveOSTypes[value] {
-			return fmt.Errorf("ostype %q is not one PVE knows", value)
+			return true, fmt.Errorf("ostype %q is not one PVE knows", value)
 		}
 	case "hostname":
 		if !ValidDNSName(value) {
-			return fmt.Errorf("hostname %q is not a valid DNS name", value)
+			return true, fmt.Errorf("hostname %q is not a valid DNS name", value)
 		}
 	case "unprivileged":
 		if value != "0" && value != "1" {
-			return fmt.Errorf("unprivileged must be 0 or 1")
+			return true, fmt.Errorf("unprivileged must be 0 or 1")
 		}
 	case "cmode":
 		if value != "console" && value != "shell" && value != "tty" {
-			return fmt.Errorf("cmode %q is not console, shell or tty", value)
+			return true, fmt.Errorf("cmode %q is not console, shell or tty", value)
 		}
+	default:
+		return false, nil
+	}
+	return true, nil
+}
+
+// vetProcessKey vets the keys that describe the container's process:
+// entrypoint, environment, lxc.init.* and the stop signal (known says
+// key is one of them).
+func vetProcessKey(key, value string) (known bool, err error) {
+	switch key {
 	case "entrypoint":
 		if value == "" {
-			return errors.New("empty entrypoint")
+			return true, errors.New("empty entrypoint")
 		}
 	case envKey:
 		if k, _, ok := strings.Cut(value, "="); !ok || k == "" || strings.ContainsAny(k, " \t") {
-			return fmt.Errorf("%q is not NAME=VALUE", value)
+			return true, fmt.Errorf("%q is not NAME=VALUE", value)
 		} else if !ValidEnvName(k) {
-			return fmt.Errorf("%q: %s", k, envNameMsg)
+			return true, fmt.Errorf("%q: %s", k, envNameMsg)
 		}
 	case "lxc.init.cwd":
 		if !path.IsAbs(value) {
-			return fmt.Errorf("%q is not an absolute path", value)
+			return true, fmt.Errorf("%q is not an absolute path", value)
 		}
 	case "lxc.init.uid", "lxc.init.gid":
 		if _, err := strconv.ParseUint(value, 10, 32); err != nil {
-			return fmt.Errorf("%q is not a numeric id", value)
+			return true, fmt.Errorf("%q is not a numeric id", value)
 		}
 	case "lxc.init.groups":
 		for _, g := range strings.Split(value, ",") {
 			if _, err := strconv.ParseUint(g, 10, 32); err != nil {
-				return fmt.Errorf("%q is not a comma-separated list of numeric group ids", value)
+				return true, fmt.Errorf("%q is not a comma-separated list of numeric group ids", value)
 			}
 		}
 	case "lxc.signal.halt":
 		if value == "" || strings.ContainsAny(value, " \t") {
-			return fmt.Errorf("%q is not a signal name", value)
+			return true, fmt.Errorf("%q is not a signal name", value)
 		}
-	case "lxc.mount.entry":
-		return vetTmpfsEntry(value)
 	default:
-		prefix, idx := splitIndex(key)
-		if prefix == "mp" && idx >= 0 {
-			return vetTemplateMountPoint(idx, value)
-		}
-		if strings.HasPrefix(key, "lxc.") {
-			return fmt.Errorf("raw key %s is not one nexcage writes: a template may not set it (it could run commands or lift confinement on the host)", key)
-		}
-		return fmt.Errorf("key %s is not one nexcage writes in a template's config", key)
+		return false, nil
 	}
-	return nil
+	return true, nil
 }
 
 // vetTemplateMountPoint accepts what FromSpec writes for a bind mount: a

@@ -259,6 +259,35 @@ func (h *Host) StorageIDs(ctx context.Context) ([]string, error) {
 
 var reVztmplName = regexp.MustCompile(`(?i)\.tar(\.(gz|xz|zst|bz2))?$`)
 
+// findStorage is the storage id among storages (nil if none is), and
+// the names of them all.
+func findStorage(storages []Storage, id string) (*Storage, []string) {
+	var st *Storage
+	var names []string
+	for i := range storages {
+		names = append(names, storages[i].Name)
+		if storages[i].Name == id {
+			st = &storages[i]
+		}
+	}
+	return st, names
+}
+
+// sidecarMismatch says how the template file p (entry e) differs from
+// the size and sha256 its sidecar sc records.
+func sidecarMismatch(e os.DirEntry, p string, sc *template.Sidecar) []string {
+	var bad []string
+	if fi, err := e.Info(); err == nil && fi.Size() != sc.Template.Size {
+		bad = append(bad, fmt.Sprintf("it is %d bytes, the sidecar says %d", fi.Size(), sc.Template.Size))
+	}
+	if sum, err := fileSHA256(p); err != nil {
+		bad = append(bad, err.Error())
+	} else if sum != sc.Template.SHA256 {
+		bad = append(bad, fmt.Sprintf("its sha256 is %s, the sidecar says %s", sum, sc.Template.SHA256))
+	}
+	return bad
+}
+
 // CheckStorage checks the templates of a PVE storage: those nexcage built
 // (a .json sidecar beside them, as deploy uploads it) must still match
 // their sidecar's size and sha256; partial uploads (temporary names of an
@@ -276,14 +305,7 @@ func (h *Host) CheckStorage(ctx context.Context, id string, opts health.Options)
 	if err != nil {
 		return []health.Result{r(health.Fail, "storage "+id, err.Error(), "run the check as root on the Proxmox host")}, nil
 	}
-	var st *Storage
-	var names []string
-	for i := range storages {
-		names = append(names, storages[i].Name)
-		if storages[i].Name == id {
-			st = &storages[i]
-		}
-	}
+	st, names := findStorage(storages, id)
 	switch {
 	case st == nil:
 		return []health.Result{r(health.Fail, "storage "+id, fmt.Sprintf("storage '%s' does not exist", id), "name one of: "+strings.Join(names, ", "))}, nil
@@ -334,16 +356,7 @@ func (h *Host) CheckStorage(ctx context.Context, id string, opts health.Options)
 			if ctx.Err() != nil {
 				return nil, ctx.Err()
 			}
-			var bad []string
-			if fi, err := e.Info(); err == nil && fi.Size() != sc.Template.Size {
-				bad = append(bad, fmt.Sprintf("it is %d bytes, the sidecar says %d", fi.Size(), sc.Template.Size))
-			}
-			if sum, err := fileSHA256(p); err != nil {
-				bad = append(bad, err.Error())
-			} else if sum != sc.Template.SHA256 {
-				bad = append(bad, fmt.Sprintf("its sha256 is %s, the sidecar says %s", sum, sc.Template.SHA256))
-			}
-			if len(bad) > 0 {
+			if bad := sidecarMismatch(e, p, sc); len(bad) > 0 {
 				out = append(out, redeploy(r(health.Fail, check, strings.Join(bad, "; "),
 					"the file changed after nexcage uploaded it: remove it and its sidecars, or upload it again, replacing this one")))
 			} else {

@@ -1,6 +1,7 @@
 package pct
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -9,6 +10,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -204,7 +206,7 @@ func MakePlan(ctx context.Context, h *Host, t *Template, o Options) (*Plan, erro
 	if err != nil {
 		return nil, err
 	}
-	rootStorage := firstNonEmpty(o.Storage, "local-lvm")
+	rootStorage := cmp.Or(o.Storage, "local-lvm")
 	if h.Remote() {
 		if err := h.planRemote(ctx, p, t, o, storages); err != nil {
 			return nil, err
@@ -297,7 +299,7 @@ func (h *Host) planLocal(ctx context.Context, p *Plan, t *Template, o Options, s
 		if err != nil {
 			return err
 		}
-		if !contains(nodes, o.Node) {
+		if !slices.Contains(nodes, o.Node) {
 			return newError(ErrNotFound, "node", fmt.Sprintf("node '%s' is not in this cluster (it has %s)", o.Node, strings.Join(nodes, ", ")), "name one of them in Node", "Node")
 		}
 	}
@@ -316,7 +318,7 @@ func (h *Host) planLocal(ctx context.Context, p *Plan, t *Template, o Options, s
 			return err
 		}
 	} else {
-		ts := firstNonEmpty(o.TemplateStorage, "local")
+		ts := cmp.Or(o.TemplateStorage, "local")
 		if err := checkStorage(storages, ts, "vztmpl", o.Node, "TemplateStorage"); err != nil {
 			return err
 		}
@@ -531,10 +533,10 @@ func mergedConfig(t *Template, o Options, rootStorage string) lxc.Config {
 		c.Options = append(c.Options, lxc.Option{Key: "swap", Value: strconv.Itoa(*o.Swap)})
 	}
 	add("cores", strconv.Itoa(o.Cores))
-	add("net0", firstNonEmpty(o.Net0, "name=eth0,bridge=vmbr0,ip=dhcp"))
+	add("net0", cmp.Or(o.Net0, "name=eth0,bridge=vmbr0,ip=dhcp"))
 	add("rootfs", fmt.Sprintf("%s:%d", rootStorage, orDefault(o.RootfsSize, 8)))
 	add("features", o.Features)
-	c.Description = firstNonEmpty(o.Description, c.Description)
+	c.Description = cmp.Or(o.Description, c.Description)
 	return c
 }
 
@@ -846,24 +848,6 @@ func stageCopy(from, to string) (*atomicfile.File, error) {
 		return nil, newError(ErrStorage, "template-storage", fmt.Sprintf("copy %s to %s: %v", from, to, err), "check free space in the template storage")
 	}
 	return out, nil
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
-}
-
-func firstNonEmpty(s ...string) string {
-	for _, x := range s {
-		if x != "" {
-			return x
-		}
-	}
-	return ""
 }
 
 func orDefault(v, d int) int {

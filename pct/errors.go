@@ -85,6 +85,53 @@ var paramFix = map[string]string{
 
 var paramField = map[string]string{"hostname": "Hostname", "memory": "Memory", "password": "Password", "vmid": "VMID", "cores": "Cores"}
 
+// pveMessages map PVE's messages, tried in order, to errors; m is the
+// match and its groups.
+var pveMessages = []struct {
+	re  *regexp.Regexp
+	err func(m []string) *Error
+}{
+	{reExists, func(m []string) *Error {
+		return newError(ErrAlreadyExists, "vmid", fmt.Sprintf("CT %s already exists on node '%s'", m[1], m[2]), fixVMIDTaken, "VMID")
+	}},
+	{reVMIDTaken, func(m []string) *Error {
+		return newError(ErrAlreadyExists, "vmid", fmt.Sprintf("VM or CT %s already exists", m[1]), fixVMIDTaken, "VMID")
+	}},
+	{reNoFile, func(m []string) *Error {
+		return newError(ErrNotFound, "ostemplate", fmt.Sprintf("template %s not found on the host", m[1]), "upload it (a deploy of a local file does) or check the volume id with `pvesm list STORAGE`")
+	}},
+	{reNoStorage, func(m []string) *Error {
+		return newError(ErrNotFound, "storage", fmt.Sprintf("storage '%s' does not exist", m[1]), "name one of `pvesm status`")
+	}},
+	{reDisabled, func(m []string) *Error {
+		return newError(ErrStorage, "storage", fmt.Sprintf("storage '%s' is disabled", m[1]), "enable it (`pvesm set STORAGE --disable 0`) or choose another")
+	}},
+	{reNotOnNode, func(m []string) *Error {
+		return newError(ErrStorage, "storage", fmt.Sprintf("storage '%s' is not available on node '%s'", m[1], m[2]), "choose a storage of that node, or another Node", "Node")
+	}},
+	{reNoNode, func(m []string) *Error {
+		return newError(ErrNotFound, "node", fmt.Sprintf("node '%s' is not in this cluster", m[1]), "name one of `pvesh get /nodes`")
+	}},
+	{reNoConfig, func(m []string) *Error {
+		return newError(ErrNotFound, "vmid", fmt.Sprintf("CT %s does not exist", m[1]), "check the VMID with `pct list`")
+	}},
+	{reVolName, func(m []string) *Error {
+		return newError(ErrInvalidArgument, "ostemplate", fmt.Sprintf("PVE does not take '%s' as a template name", m[1]), "templates end in .tar.zst, .tar.gz, .tar.xz or .tar.bz2")
+	}},
+	{reContentType, func(m []string) *Error {
+		return newError(ErrStorage, "storage", fmt.Sprintf("the storage does not hold %s content", m[1]), "use a storage whose content includes "+m[1])
+	}},
+	{reDetectOS, func(m []string) *Error {
+		return newError(ErrFailed, "ostype", "PVE cannot detect the template's OS distribution", "deploy the template with the .conf nexcage wrote beside it, which records ostype unmanaged for a rootfs PVE cannot set up (rebuild it with nexcage if the .conf is gone)")
+	}},
+	{reNoFreeVMID, func(m []string) *Error {
+		return newError(ErrFailed, "vmid", "no free VM id left in the cluster", "destroy unused containers or set VMID", "VMID")
+	}},
+	{reRootfsNotSet, func(m []string) *Error {
+		return newError(ErrInvalidArgument, "rootfs", "mount points need a rootfs volume", "set Storage and RootfsSize", "Storage", "RootfsSize")
+	}},
+}
+
 // MapError turns a failed PVE command's output into an *Error.
 func MapError(argv []string, stderr string, code int) *Error {
 	raw := fmt.Sprintf("$ %s\n%s(exit status %d)", ShellQuote(argv), stderr, code)
@@ -108,43 +155,10 @@ func mapMessage(stderr string) *Error {
 	case strings.HasPrefix(text, "400 Parameter verification failed."):
 		return paramError(text)
 	}
-	if m := reExists.FindStringSubmatch(text); m != nil {
-		return newError(ErrAlreadyExists, "vmid", fmt.Sprintf("CT %s already exists on node '%s'", m[1], m[2]), fixVMIDTaken, "VMID")
-	}
-	if m := reVMIDTaken.FindStringSubmatch(text); m != nil {
-		return newError(ErrAlreadyExists, "vmid", fmt.Sprintf("VM or CT %s already exists", m[1]), fixVMIDTaken, "VMID")
-	}
-	if m := reNoFile.FindStringSubmatch(text); m != nil {
-		return newError(ErrNotFound, "ostemplate", fmt.Sprintf("template %s not found on the host", m[1]), "upload it (a deploy of a local file does) or check the volume id with `pvesm list STORAGE`")
-	}
-	if m := reNoStorage.FindStringSubmatch(text); m != nil {
-		return newError(ErrNotFound, "storage", fmt.Sprintf("storage '%s' does not exist", m[1]), "name one of `pvesm status`")
-	}
-	if m := reDisabled.FindStringSubmatch(text); m != nil {
-		return newError(ErrStorage, "storage", fmt.Sprintf("storage '%s' is disabled", m[1]), "enable it (`pvesm set STORAGE --disable 0`) or choose another")
-	}
-	if m := reNotOnNode.FindStringSubmatch(text); m != nil {
-		return newError(ErrStorage, "storage", fmt.Sprintf("storage '%s' is not available on node '%s'", m[1], m[2]), "choose a storage of that node, or another Node", "Node")
-	}
-	if m := reNoNode.FindStringSubmatch(text); m != nil {
-		return newError(ErrNotFound, "node", fmt.Sprintf("node '%s' is not in this cluster", m[1]), "name one of `pvesh get /nodes`")
-	}
-	if m := reNoConfig.FindStringSubmatch(text); m != nil {
-		return newError(ErrNotFound, "vmid", fmt.Sprintf("CT %s does not exist", m[1]), "check the VMID with `pct list`")
-	}
-	if m := reVolName.FindStringSubmatch(text); m != nil {
-		return newError(ErrInvalidArgument, "ostemplate", fmt.Sprintf("PVE does not take '%s' as a template name", m[1]), "templates end in .tar.zst, .tar.gz, .tar.xz or .tar.bz2")
-	}
-	if m := reContentType.FindStringSubmatch(text); m != nil {
-		return newError(ErrStorage, "storage", fmt.Sprintf("the storage does not hold %s content", m[1]), "use a storage whose content includes "+m[1])
-	}
-	switch {
-	case reDetectOS.MatchString(text):
-		return newError(ErrFailed, "ostype", "PVE cannot detect the template's OS distribution", "deploy the template with the .conf nexcage wrote beside it, which records ostype unmanaged for a rootfs PVE cannot set up (rebuild it with nexcage if the .conf is gone)")
-	case reNoFreeVMID.MatchString(text):
-		return newError(ErrFailed, "vmid", "no free VM id left in the cluster", "destroy unused containers or set VMID", "VMID")
-	case reRootfsNotSet.MatchString(text):
-		return newError(ErrInvalidArgument, "rootfs", "mount points need a rootfs volume", "set Storage and RootfsSize", "Storage", "RootfsSize")
+	for _, pm := range pveMessages {
+		if m := pm.re.FindStringSubmatch(text); m != nil {
+			return pm.err(m)
+		}
 	}
 	return newError(ErrFailed, "", lastLine(text), fixSeeRaw, "Raw")
 }

@@ -1,12 +1,14 @@
 package pct
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -179,7 +181,7 @@ func (h *Host) remoteVolume(ctx context.Context, node, volid string) (*pveapi.Vo
 // cluster's only node, else the only node that has both storages.
 func remoteNode(storages []Storage, nodes []string, o Options, rootStorage, tmplStorage string) (string, error) {
 	if o.Node != "" {
-		if !contains(nodes, o.Node) {
+		if !slices.Contains(nodes, o.Node) {
 			return "", newError(ErrNotFound, "node", fmt.Sprintf("node '%s' is not in this cluster (it has %s)", o.Node, strings.Join(nodes, ", ")), "name one of them in Node", "Node")
 		}
 		return o.Node, nil
@@ -211,12 +213,12 @@ func (h *Host) planRemote(ctx context.Context, p *Plan, t *Template, o Options, 
 	if err != nil {
 		return err
 	}
-	rootStorage := firstNonEmpty(o.Storage, "local-lvm")
+	rootStorage := cmp.Or(o.Storage, "local-lvm")
 	tmplStorage := ""
 	if t.VolID != "" {
 		tmplStorage, _, _ = strings.Cut(t.VolID, ":")
 	} else {
-		tmplStorage = firstNonEmpty(o.TemplateStorage, "local")
+		tmplStorage = cmp.Or(o.TemplateStorage, "local")
 	}
 	if p.Node, err = remoteNode(storages, nodes, o, rootStorage, tmplStorage); err != nil {
 		return err

@@ -39,7 +39,7 @@ func ExampleBuild() {
 		if err != nil {
 			panic(err)
 		}
-		m := r.Result.Metadata
+		m := r.Result.Sidecar
 		fmt.Printf("%s up to date: %v (ostype %s, arch %s)\n", filepath.Base(r.Result.Template), r.UpToDate, m.OSType, m.Arch)
 	}
 	// Output:

@@ -22,6 +22,7 @@ import (
 
 	"github.com/nexcage/nexcage/health"
 	"github.com/nexcage/nexcage/internal/atomicfile"
+	"github.com/nexcage/nexcage/internal/ctxio"
 	"github.com/nexcage/nexcage/internal/saferoot"
 	"github.com/nexcage/nexcage/progress"
 )
@@ -255,7 +256,7 @@ func hashFile(ctx context.Context, store *saferoot.Root, rel string, newHash fun
 		ino = st.Ino
 	}
 	h := newHash()
-	n, err := io.Copy(h, ctxReader{ctx, f})
+	n, err := io.Copy(h, ctxio.Reader{Ctx: ctx, R: f})
 	if err != nil {
 		return 0, "", 0, err
 	}

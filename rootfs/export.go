@@ -15,6 +15,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
 	"github.com/nexcage/nexcage/internal/atomicfile"
+	"github.com/nexcage/nexcage/internal/ctxio"
 )
 
 // ExportOCIArchive writes one stored image as the uncompressed OCI archive
@@ -61,8 +62,8 @@ func (s *Store) ExportOCIArchive(ctx context.Context, img Image, target string, 
 		return 0, err
 	}
 	defer f.Abort()
-	cw := &countingWriter{w: f}
-	tw := tar.NewWriter(cw)
+	var written ctxio.Counter
+	tw := tar.NewWriter(io.MultiWriter(f, &written))
 	file := func(name string, size int64) *tar.Header {
 		return &tar.Header{Typeflag: tar.TypeReg, Name: name, Size: size, Mode: 0o644, ModTime: mtime, Format: tar.FormatPAX}
 	}
@@ -97,7 +98,7 @@ func (s *Store) ExportOCIArchive(ctx context.Context, img Image, target string, 
 	if err := tw.Close(); err != nil {
 		return 0, err
 	}
-	return cw.n, f.Commit()
+	return written.N, f.Commit()
 }
 
 // blobInfo stats a blob as openBlobFile opens it.
@@ -126,15 +127,4 @@ func (s *Store) copyBlob(tw *tar.Writer, d digest.Digest, file func(string, int6
 	}
 	_, err = io.Copy(tw, bf)
 	return err
-}
-
-type countingWriter struct {
-	w io.Writer
-	n int64
-}
-
-func (c *countingWriter) Write(b []byte) (int, error) {
-	n, err := c.w.Write(b)
-	c.n += int64(n)
-	return n, err
 }

@@ -366,6 +366,53 @@ func readLayers(ctx context.Context, f *Flattened, layers []ispec.Descriptor, di
 	return out, nil
 }
 
+// layerTar is the tar stream of a layer blob of the media type.
+func layerTar(in io.Reader, mediaType string) (io.ReadCloser, error) {
+	if strings.HasSuffix(mediaType, "+gzip") {
+		// pgzip decompresses ahead in its own goroutine, so inflating
+		// overlaps with parsing and spilling.
+		zr, err := pgzip.NewReaderN(in, 1<<20, 4)
+		if err != nil {
+			return nil, errkind.Errorf(errCorruptBlob, "the layer is not valid gzip (%v): the stored blob is corrupt; pull the image again", err)
+		}
+		return zr, nil
+	}
+	return decompress(in, mediaType)
+}
+
+// admitEntry is a layer member's clean name, once its name, the entry
+// budget and its link target allow it.
+func admitEntry(hdr *tar.Header, budget *entryBudget) (string, error) {
+	clean, err := cleanEntryName(hdr.Name)
+	if err != nil {
+		return "", err
+	}
+	if err := budget.add(hdr.Name); err != nil {
+		return "", err
+	}
+	if err := checkLinkTarget(hdr); err != nil {
+		return "", err
+	}
+	return clean, nil
+}
+
+// memberDst is where a regular file's content of size goes (room is what
+// the layer's size limit has left): a large file compressed ahead is kept
+// only compressed (frames), and so is one in a run that keeps what it is
+// given; spilled says the content goes to the spill file w.
+func memberDst(w io.Writer, pre *zframe.Precompressor, run *zframe.RunWriter, size, room int64) (dst io.Writer, frames *zframe.FileWriter, spilled bool) {
+	switch {
+	case pre != nil && zframe.OwnFrames(size) && size <= room:
+		frames = pre.File(size)
+		return frames, frames, false
+	case run != nil && run.Holds():
+		return run, nil, false
+	case run != nil:
+		return io.MultiWriter(w, run), nil, true
+	}
+	return w, nil, true
+}
+
 func readLayer(ctx context.Context, blob io.Reader, dir string, i int, d ispec.Descriptor, diffID digest.Digest, limit int64, budget *entryBudget, pre *zframe.Precompressor, sp *speculator, c progress.Counter) (layerRead, *os.File, error) {
 	var none layerRead
 	if limit <= 0 {
@@ -382,16 +429,8 @@ func readLayer(ctx context.Context, blob io.Reader, dir string, i int, d ispec.D
 		}
 	}()
 	in := io.Reader(&progress.Reader{R: bufio.NewReaderSize(blob, 256<<10), C: c})
-	var raw io.ReadCloser
-	if strings.HasSuffix(d.MediaType, "+gzip") {
-		// pgzip decompresses ahead in its own goroutine, so inflating
-		// overlaps with parsing and spilling.
-		zr, err := pgzip.NewReaderN(in, 1<<20, 4)
-		if err != nil {
-			return none, spill, errkind.Errorf(errCorruptBlob, "the layer is not valid gzip (%v): the stored blob is corrupt; pull the image again", err)
-		}
-		raw = zr
-	} else if raw, err = decompress(in, d.MediaType); err != nil {
+	raw, err := layerTar(in, d.MediaType)
+	if err != nil {
 		return none, spill, err
 	}
 	defer raw.Close()
@@ -415,14 +454,8 @@ func readLayer(ctx context.Context, blob io.Reader, dir string, i int, d ispec.D
 		if err != nil {
 			return none, spill, errkind.Errorf(errCorruptBlob, "the layer is not a valid tar stream (%v): the stored blob is corrupt; pull the image again", err)
 		}
-		clean, err := cleanEntryName(hdr.Name)
+		clean, err := admitEntry(hdr, budget)
 		if err != nil {
-			return none, spill, err
-		}
-		if err := budget.add(hdr.Name); err != nil {
-			return none, spill, err
-		}
-		if err := checkLinkTarget(hdr); err != nil {
 			return none, spill, err
 		}
 		e := layerEntry{hdr: *hdr}
@@ -435,20 +468,7 @@ func readLayer(ctx context.Context, blob io.Reader, dir string, i int, d ispec.D
 			if err := budget.reserve(min(hdr.Size, limit-content+1), hdr.Name); err != nil {
 				return none, spill, err
 			}
-			// A large file compressed ahead is kept only compressed, and
-			// so is one in a run that keeps what it is given.
-			var dst io.Writer = w
-			var frames *zframe.FileWriter
-			spilled := true
-			switch {
-			case pre != nil && zframe.OwnFrames(hdr.Size) && hdr.Size <= limit-content:
-				frames = pre.File(hdr.Size)
-				dst, spilled = frames, false
-			case run != nil && run.Holds():
-				dst, spilled = run, false
-			case run != nil:
-				dst = io.MultiWriter(w, run)
-			}
+			dst, frames, spilled := memberDst(w, pre, run, hdr.Size, limit-content)
 			n, err := io.CopyBuffer(dst, io.LimitReader(tr, limit-content+1), copyBuf)
 			if frames != nil {
 				// Closed whatever happened: it holds a buffer the other

@@ -1,6 +1,7 @@
 package rootfs
 
 import (
+	"github.com/nexcage/nexcage/internal/ctxio"
 	"github.com/nexcage/nexcage/internal/errkind"
 	"github.com/opencontainers/go-digest"
 
@@ -358,7 +359,7 @@ func (s *Store) putBlob(ctx context.Context, want v1.Hash, size int64, r io.Read
 	// Never more than the manifest says: a blob is refused as soon as it
 	// runs past its size, not after filling the disk. The store's file
 	// system must hold it too.
-	in := io.Reader(ctxReader{ctx, r})
+	in := io.Reader(ctxio.Reader{Ctx: ctx, R: r})
 	if size >= 0 {
 		if err := (&limits.Disk{Dir: filepath.Dir(s.BlobPath(want))}).Reserve(size, "the blob "+want.String()); err != nil {
 			return v1.Hash{}, err
@@ -412,18 +413,4 @@ func (s *Store) hasBlob(h v1.Hash, size int64) bool {
 		return false
 	}
 	return hex.EncodeToString(sum.Sum(nil)) == h.Hex
-}
-
-// ctxReader stops a copy promptly on Ctrl-C even when the source is a slow
-// network stream.
-type ctxReader struct {
-	ctx context.Context
-	r   io.Reader
-}
-
-func (c ctxReader) Read(p []byte) (int, error) {
-	if err := c.ctx.Err(); err != nil {
-		return 0, err
-	}
-	return c.r.Read(p)
 }

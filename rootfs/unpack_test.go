@@ -215,8 +215,8 @@ func TestUnpackRefusesNonEmptyBundle(t *testing.T) {
 	keep := filepath.Join(bundle, "precious")
 	os.WriteFile(keep, []byte("mine"), 0o644)
 	_, err := s.Unpack(context.Background(), img, bundle, UnpackOptions{})
-	if !errors.Is(err, ErrBundleExists) || !strings.Contains(err.Error(), "--force") {
-		t.Fatalf("err = %v, want ErrBundleExists suggesting --force", err)
+	if !errors.Is(err, ErrBundleExists) || !strings.Contains(err.Error(), "force the write") {
+		t.Fatalf("err = %v, want ErrBundleExists suggesting a forced write", err)
 	}
 	if b, _ := os.ReadFile(keep); string(b) != "mine" {
 		t.Fatal("a refused unpack touched the existing bundle")

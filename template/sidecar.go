@@ -155,7 +155,7 @@ func ReadSidecar(path string) (*Sidecar, error) {
 	}
 	if !fi.Mode().IsRegular() {
 		// A FIFO would block the read; a directory has nothing to read.
-		return nil, errkind.Errorf(ErrNotSidecar, "%s is not a regular file: it is not a nexcage manifest", filepath.Base(path))
+		return nil, errkind.Errorf(ErrNotSidecar, "%s is not a regular file: it is not a nexcage .json sidecar", filepath.Base(path))
 	}
 	raw, err := limits.ReadFile(path, limits.MaxMetadata, path)
 	if err != nil {
@@ -163,10 +163,10 @@ func ReadSidecar(path string) (*Sidecar, error) {
 	}
 	var s Sidecar
 	if err := json.Unmarshal(raw, &s); err != nil {
-		return nil, errkind.Errorf(ErrNotSidecar, "%s is not a nexcage manifest: %s", filepath.Base(path), jsonerr.At(raw, err))
+		return nil, errkind.Errorf(ErrNotSidecar, "%s is not a nexcage .json sidecar: %s", filepath.Base(path), jsonerr.At(raw, err))
 	}
 	if s.Template.SHA256 == "" {
-		return nil, errkind.Errorf(ErrNotSidecar, "%s records no template sha256: it is not a nexcage manifest", filepath.Base(path))
+		return nil, errkind.Errorf(ErrNotSidecar, "%s records no template sha256: it is not a nexcage .json sidecar", filepath.Base(path))
 	}
 	return &s, nil
 }

@@ -202,10 +202,10 @@ func TestReadSidecar(t *testing.T) {
 	for _, tc := range []struct {
 		name, content, msg string
 	}{
-		{"syntax.json", "{\n  \"template\": {,\n}", "syntax.json is not a nexcage manifest: line 2, column 16"},
-		{"type.json", `{"template": {"size": "big"}}`, "type.json is not a nexcage manifest: line 1, column 27"},
+		{"syntax.json", "{\n  \"template\": {,\n}", "syntax.json is not a nexcage .json sidecar: line 2, column 16"},
+		{"type.json", `{"template": {"size": "big"}}`, "type.json is not a nexcage .json sidecar: line 1, column 27"},
 		{"nosha.json", `{"template": {"file": "a.tar.zst"}}`, "nosha.json records no template sha256"},
-		{"array.json", `[]`, "array.json is not a nexcage manifest"},
+		{"array.json", `[]`, "array.json is not a nexcage .json sidecar"},
 	} {
 		_, err := template.ReadSidecar(write(tc.name, []byte(tc.content)))
 		if !errors.Is(err, template.ErrNotSidecar) || !strings.Contains(err.Error(), tc.msg) {

@@ -97,7 +97,7 @@ func runBuild(ctx context.Context, e *env, args []string) (any, error) {
 		}
 		if !e.json {
 			if r.UpToDate {
-				fmt.Fprintf(e.stdout, "%s is up to date (built from %s)\n", r.Result.Template, r.Result.Metadata.Source.SourceDigest)
+				fmt.Fprintf(e.stdout, "%s is up to date (built from %s)\n", r.Result.Template, r.Result.Sidecar.Source.SourceDigest)
 			} else {
 				printResult(e, r.Result)
 			}

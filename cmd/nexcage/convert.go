@@ -50,7 +50,7 @@ func init() {
 	register(&command{
 		name:    "convert",
 		args:    "BUNDLE",
-		summary: "convert an OCI bundle into a Proxmox template, CT config and manifest",
+		summary: "convert an OCI bundle into a Proxmox template, CT config and .json sidecar",
 		help: `BUNDLE is an OCI runtime bundle directory (or its config.json): the
 rootfs becomes a PVE template (PAX tar, zstd by default), and beside it
 NAME.conf (the CT config: arch, ostype, mounts, entrypoint, env, ...) and
@@ -162,7 +162,7 @@ func printResult(e *env, res *convert.Result) {
 	if e.json {
 		return
 	}
-	m := res.Metadata
+	m := res.Sidecar
 	kind := "system container"
 	if m.Application {
 		kind = "application container"
@@ -172,7 +172,7 @@ func printResult(e *env, res *convert.Result) {
 		priv = "privileged-only"
 	}
 	fmt.Fprintf(e.stdout, "%s\n  %s, %s, ostype %s, arch %s, %s\n  sha256 %s\n  config %s\n  manifest %s\n",
-		res.Template, progress.HumanBytes(m.Template.Size), kind, m.OSType, m.Arch, priv, m.Template.SHA256, res.Config, res.Manifest)
+		res.Template, progress.HumanBytes(m.Template.Size), kind, m.OSType, m.Arch, priv, m.Template.SHA256, res.Config, res.SidecarJSON)
 }
 
 func exportOCIArchive(ctx context.Context, e *env, image string) (any, error) {

@@ -9,6 +9,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/nexcage/nexcage/generate"
+	"github.com/nexcage/nexcage/template"
 )
 
 // genFlags are generate's own flags; main's opts struct holds only the
@@ -121,13 +122,10 @@ func runGenerate(ctx context.Context, e *env, args []string) (any, error) {
 	if err != nil {
 		return nil, generateError(err)
 	}
-	if err != nil {
-		return nil, err
-	}
 	if !e.json {
 		printGenerated(e, res)
 	}
-	return res, nil
+	return generated{Result: res, ConvertFlags: convertFlagsOf(res.ConvertRecipe)}, nil
 }
 
 // generateFlags are the flags of generate's options whose names differ.
@@ -193,11 +191,45 @@ func printGenerated(e *env, r *generate.Result) {
 	}
 	if r.From != "spec" {
 		cmd := "nexcage convert " + genShellQuote(r.Bundle)
-		if len(r.ConvertFlags) > 0 {
-			cmd += " " + genShellJoin(r.ConvertFlags)
+		if f := convertFlagsOf(r.ConvertRecipe); len(f) > 0 {
+			cmd += " " + genShellJoin(f)
 		}
 		fmt.Fprintf(w, "  make a template: %s\n", cmd)
 	}
+}
+
+// generated is generate's --json output: the result, with the recipe
+// as the convert flags that give the template's bytes back.
+type generated struct {
+	*generate.Result
+	ConvertFlags []string `json:"convert_flags,omitempty"`
+}
+
+// convertFlagsOf renders a recipe generate read as convert's flags.
+func convertFlagsOf(r *template.Recipe) []string {
+	if r == nil {
+		return nil
+	}
+	var out []string
+	if r.Compression != "" {
+		out = append(out, "--compression", r.Compression)
+	}
+	if r.Level != 0 {
+		out = append(out, "--level", fmt.Sprint(r.Level))
+	}
+	if r.Privileged {
+		out = append(out, "--privileged")
+	}
+	if r.SquashHighIDs {
+		out = append(out, "--squash-high-ids")
+	}
+	if r.Name != "" {
+		out = append(out, "--name", r.Name)
+	}
+	if r.Version != "" {
+		out = append(out, "--template-version", r.Version)
+	}
+	return out
 }
 
 func genShellJoin(args []string) string {

@@ -9,8 +9,10 @@ import (
 
 	"github.com/nexcage/nexcage/convert"
 	"github.com/nexcage/nexcage/health"
+	"github.com/nexcage/nexcage/internal/atomicfile"
 	"github.com/nexcage/nexcage/pct"
 	"github.com/nexcage/nexcage/rootfs"
+	"github.com/nexcage/nexcage/template"
 )
 
 // The libraries say what is wrong and what a Go program can do about it
@@ -92,8 +94,19 @@ func rootfsHint(e *env, err error) error {
 	return err
 }
 
-func convertHint(_ *env, err error) error {
+func convertHint(e *env, err error) error {
+	var ne *template.NameError
+	var ee *atomicfile.ExistsError
 	switch {
+	case errors.Is(err, convert.ErrNotBundle):
+		return suffixHint(err, "make one with `nexcage unpack IMAGE DIR` or `nexcage generate`")
+	case errors.Is(err, template.ErrUnnamed) && e.hasFlag("name"):
+		return suffixHint(err, "pass --name (and --template-version), or -o FILE")
+	case errors.As(err, &ne) && e.hasFlag("name"):
+		return suffixHint(err, "pass --name and --template-version with letters or digits")
+	case errors.As(err, &ee) && !ee.NotDir:
+		cli := fmt.Sprintf("bundle directory %s is not empty: choose a new directory, or pass --force to replace its contents", ee.Path)
+		return withHint(err, strings.Replace(err.Error(), ee.Error(), cli, 1))
 	case errors.Is(err, convert.ErrProcessUser):
 		return suffixHint(err, "pass --privileged for a privileged-only template, --squash-high-ids to run it as 65534 (nobody), or --user to choose another user")
 	case errors.Is(err, convert.ErrHighIDs):
@@ -123,6 +136,8 @@ var pctFlag = map[string]string{
 	"DropEnv":             "--drop-env",
 	"AllowTemplateMounts": "--allow-template-mounts",
 	"SquashHighIDs":       "--squash-high-ids",
+	"Privileged":          "--privileged",
+	"Platform":            "--platform",
 	"Raw":                 "--verbose",
 }
 
@@ -160,16 +175,23 @@ func renderFields(e *env, pe *pct.Error) string {
 			}
 		}
 	}
-	for _, f := range pe.Fields {
+	out.Msg = flagNames(out.Msg, pe.Fields)
+	out.Fix = flagNames(out.Fix, pe.Fields)
+	return out.Error()
+}
+
+// flagNames is s with the Options fields it names (of fields) as their
+// flags.
+func flagNames(s string, fields []string) string {
+	for _, f := range fields {
 		flag := pctFlag[f]
 		if flag == "" {
 			continue
 		}
 		re := regexp.MustCompile(`\b` + regexp.QuoteMeta(f) + `\b`)
-		out.Msg = re.ReplaceAllLiteralString(out.Msg, flag)
-		out.Fix = re.ReplaceAllLiteralString(out.Fix, flag)
+		s = re.ReplaceAllLiteralString(s, flag)
 	}
-	return out.Error()
+	return s
 }
 
 // cliResult names, in a check result's Fix, the commands that fix it:
@@ -180,11 +202,16 @@ func cliResult(r health.Result) health.Result {
 		return r
 	}
 	r.Fix = r.Advice("`nexcage check --repair " + r.Target + "`")
+	if r.Fields != "" {
+		r.Fix = flagNames(r.Fix, strings.Split(r.Fields, ","))
+	}
 	switch r.Remedy {
 	case health.Redeploy:
 		r.Fix += " (`nexcage deploy --replace-template LOCAL_FILE`)"
 	case health.Rebuild:
 		r.Fix += " (`nexcage build --force`, or `nexcage convert`)"
+	case health.NewBundle:
+		r.Fix += ": make one with `nexcage unpack IMAGE DIR` or `nexcage generate`"
 	}
 	return r
 }

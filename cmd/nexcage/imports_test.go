@@ -36,7 +36,7 @@ var testSupport = map[string][]string{
 	"internal/fstree":     nil,
 	"internal/healthtest": nil,
 	"internal/pvetest":    {"lxc"},
-	"internal/testbundle": {"rootfs"},
+	"internal/testbundle": {"rootfs", "template"},
 }
 
 // TestAllowedImports holds the non-test code to the import rules of

@@ -51,7 +51,7 @@ func build(ctx context.Context, image, storeDir, outDir string) error {
 	if err != nil {
 		return err
 	}
-	fmt.Printf("template %s\nsidecars %s %s\n", res.Result.Template, res.Result.Config, res.Result.Manifest)
+	fmt.Printf("template %s\nsidecars %s %s\n", res.Result.Template, res.Result.Config, res.Result.SidecarJSON)
 	fmt.Printf("steps %d, items %d, bytes %d, warnings %d\n", rep.steps.Load(), rep.items.Load(), rep.bytes.Load(), rep.warnings.Load())
 	return nil
 }

@@ -17,3 +17,15 @@ const (
 	// the split. Untrusted: used only when it is a prefix of process.args.
 	Entrypoint = "io.nexcage.image.entrypoint"
 )
+
+// The annotations umoci writes from the image config, which generate
+// writes for a bundle it makes and convert reads.
+const (
+	OS           = "org.opencontainers.image.os"
+	Arch         = "org.opencontainers.image.architecture"
+	Variant      = "org.opencontainers.image.variant"
+	Created      = "org.opencontainers.image.created"
+	ExposedPorts = "org.opencontainers.image.exposedPorts"
+	Version      = "org.opencontainers.image.version"
+	Title        = "org.opencontainers.image.title"
+)

@@ -16,6 +16,24 @@ import (
 // export it as their ErrBundleExists.
 var ErrExists = errors.New("bundle exists")
 
+// ExistsError is NewDir's refusal: Path is not a directory (NotDir), or
+// a non-empty one and the write was not forced. It is ErrExists.
+type ExistsError struct {
+	Path   string
+	NotDir bool
+}
+
+// Error says what is in the way, and the ways out in a library's words.
+func (e *ExistsError) Error() string {
+	if e.NotDir {
+		return fmt.Sprintf("bundle path %s exists and is not a directory: choose another path", e.Path)
+	}
+	return fmt.Sprintf("bundle directory %s is not empty: choose a new directory, or force the write to replace its contents", e.Path)
+}
+
+// Is makes an ExistsError ErrExists.
+func (e *ExistsError) Is(target error) bool { return target == ErrExists }
+
 // Dir is a directory tree (a bundle) assembled under a temporary name
 // beside its target and renamed into place once complete: a failure or a
 // crash leaves no partial target, and replacing an old tree never loses it
@@ -38,7 +56,7 @@ type Dir struct {
 
 // NewDir decides whether a tree may be written to target: a missing path
 // or an empty directory may, a non-empty directory only when forced (it is
-// then replaced whole). Refusals wrap ErrExists and name the target.
+// then replaced whole). Refusals are *ExistsError.
 func NewDir(target string, force bool) (*Dir, error) {
 	d := &Dir{target: target}
 	fi, err := os.Lstat(target)
@@ -49,14 +67,14 @@ func NewDir(target string, force bool) (*Dir, error) {
 		return nil, err
 	}
 	if !fi.IsDir() {
-		return nil, errkind.Errorf(ErrExists, "bundle path %s exists and is not a directory: choose another path", target)
+		return nil, &ExistsError{Path: target, NotDir: true}
 	}
 	entries, err := os.ReadDir(target)
 	if err != nil {
 		return nil, err
 	}
 	if len(entries) != 0 && !force {
-		return nil, errkind.Errorf(ErrExists, "bundle directory %s is not empty: choose a new directory, or pass --force to replace its contents", target)
+		return nil, &ExistsError{Path: target}
 	}
 	d.replace = true
 	return d, nil

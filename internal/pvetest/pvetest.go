@@ -7,6 +7,7 @@
 package pvetest
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"os"
@@ -95,7 +96,7 @@ func Extract(ctx context.Context, template, rootdir string, unprivileged bool) (
 func LXCConfig(c *lxc.Config, name, rootfs string) (string, error) {
 	var b strings.Builder
 	line := func(k, v string) { fmt.Fprintf(&b, "%s = %s\n", k, v) }
-	line("lxc.uts.name", firstNonEmpty(c.Hostname, name))
+	line("lxc.uts.name", cmp.Or(c.Hostname, name))
 	arch := map[string]string{"amd64": "x86_64", "arm64": "aarch64", "i386": "i686", "armhf": "armv7l", "riscv64": "riscv64"}[c.Arch]
 	if arch == "" {
 		return "", fmt.Errorf("arch %q is not one PVE knows", c.Arch)
@@ -142,15 +143,6 @@ func LXCConfig(c *lxc.Config, name, rootfs string) (string, error) {
 func fileExists(p string) bool {
 	_, err := os.Stat(p)
 	return err == nil
-}
-
-func firstNonEmpty(s ...string) string {
-	for _, x := range s {
-		if x != "" {
-			return x
-		}
-	}
-	return ""
 }
 
 // Container is an LXC container under a private lxcpath.

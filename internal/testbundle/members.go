@@ -4,35 +4,22 @@ import (
 	"archive/tar"
 	"bytes"
 	"fmt"
-	"io"
-	"os"
-	"strings"
 	"testing"
 	"time"
 
-	"github.com/klauspost/compress/zstd"
-
 	"github.com/nexcage/nexcage/internal/testenv"
+	nctemplate "github.com/nexcage/nexcage/template"
 )
 
-// Members lists a template's tar headers in archive order (a .tar.zst is
-// decompressed; anything else is read as plain tar).
+// Members lists a template's tar headers in archive order, decompressed
+// as template.OpenTar tells the compression from the content.
 func Members(t testing.TB, template string) []*tar.Header {
 	t.Helper()
-	f, err := os.Open(template)
+	r, _, err := nctemplate.OpenTar(template)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer f.Close()
-	var r io.Reader = f
-	if strings.HasSuffix(template, ".tar.zst") {
-		zr, err := zstd.NewReader(f)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer zr.Close()
-		r = zr
-	}
+	defer r.Close()
 	var out []*tar.Header
 	for h := range testenv.TarMembers(t, r) {
 		out = append(out, h)
