@@ -787,10 +787,10 @@ func Deploy(ctx context.Context, h *Host, p *Plan) (*Result, error) {
 	return res, nil
 }
 
-// createRetrying runs create, which creates CT p.VMID, again with the
-// next free VMID when the one it took is taken (an error that is taken)
-// and the plan chose it: the next free VMID is not reserved, so another
-// create may take it between nextid and ours.
+// createRetrying runs create, which creates CT p.VMID, and when the plan
+// chose the VMID itself and create fails with taken (the VMID exists),
+// again with the next free one, up to 5 times: the next free VMID is not
+// reserved, so another create may take it between nextid and ours.
 func (p *Plan) createRetrying(ctx context.Context, h *Host, taken error, create func() error) error {
 	for attempt := 0; ; attempt++ {
 		err := create()
