@@ -273,6 +273,25 @@ func findStorage(storages []Storage, id string) (*Storage, []string) {
 	return st, names
 }
 
+// templateStorage is storage id of storages, whose templates a check
+// reads; or, when there are none to read (no such storage, a disabled
+// one, one without templates), the result that says so.
+func templateStorage(storages []Storage, id string) (*Storage, []health.Result) {
+	r := func(status, check, cause, fix string) []health.Result {
+		return []health.Result{{Status: status, Check: check, Target: id, Cause: cause, Fix: fix}}
+	}
+	st, names := findStorage(storages, id)
+	switch {
+	case st == nil:
+		return nil, r(health.Fail, "storage "+id, fmt.Sprintf("storage '%s' does not exist", id), "name one of: "+strings.Join(names, ", "))
+	case st.Disable != 0:
+		return nil, r(health.Warn, "storage "+id, "the storage is disabled: its templates were not checked", fmt.Sprintf("enable it (`pvesm set %s --disable 0`)", id))
+	case !st.Holds("vztmpl"):
+		return nil, r(health.OK, fmt.Sprintf("storage %s holds no templates (content %s)", id, st.Content), "", "")
+	}
+	return st, nil
+}
+
 // sidecarMismatch says how the template file p (entry e) differs from
 // the size and sha256 its sidecar sc records.
 func sidecarMismatch(e os.DirEntry, p string, sc *template.Sidecar) []string {
@@ -305,14 +324,8 @@ func (h *Host) CheckStorage(ctx context.Context, id string, opts health.Options)
 	if err != nil {
 		return []health.Result{r(health.Fail, "storage "+id, err.Error(), "run the check as root on the Proxmox host")}, nil
 	}
-	st, names := findStorage(storages, id)
-	switch {
-	case st == nil:
-		return []health.Result{r(health.Fail, "storage "+id, fmt.Sprintf("storage '%s' does not exist", id), "name one of: "+strings.Join(names, ", "))}, nil
-	case st.Disable != 0:
-		return []health.Result{r(health.Warn, "storage "+id, "the storage is disabled: its templates were not checked", fmt.Sprintf("enable it (`pvesm set %s --disable 0`)", id))}, nil
-	case !st.Holds("vztmpl"):
-		return []health.Result{r(health.OK, fmt.Sprintf("storage %s holds no templates (content %s)", id, st.Content), "", "")}, nil
+	if _, done := templateStorage(storages, id); done != nil {
+		return done, nil
 	}
 	probe, err := h.TemplatePath(ctx, id+":vztmpl/nexcage-check.tar.zst")
 	if err != nil {

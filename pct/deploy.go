@@ -548,13 +548,7 @@ func createOptions(p *Plan, o Options) []string {
 			a = append(a, "--"+k, v)
 		}
 	}
-	add("hostname", c.Hostname)
-	for _, opt := range c.Options {
-		add(opt.Key, opt.Value)
-	}
-	add("ostype", c.OSType)
-	add("arch", c.Arch)
-	add("unprivileged", map[bool]string{true: "1", false: "0"}[c.Unprivileged])
+	baseParams(c, add)
 	if o.Password != "" {
 		// pct's interactive parameter: with an empty value it reads
 		// the password (twice) from its standard input.
@@ -570,6 +564,18 @@ func createOptions(p *Plan, o Options) []string {
 	// The variables are written as PVE itself stores them instead, one
 	// lxc.environment.runtime line each (rawLines).
 	return append(a, o.Extra...)
+}
+
+// baseParams gives add the create parameters that lead both pct's argv
+// and the API's form, in pct's order.
+func baseParams(c lxc.Config, add func(k, v string)) {
+	add("hostname", c.Hostname)
+	for _, opt := range c.Options {
+		add(opt.Key, opt.Value)
+	}
+	add("ostype", c.OSType)
+	add("arch", c.Arch)
+	add("unprivileged", map[bool]string{true: "1", false: "0"}[c.Unprivileged])
 }
 
 // isApp reports an application container: an entrypoint other than
@@ -747,37 +753,23 @@ func Deploy(ctx context.Context, h *Host, p *Plan) (*Result, error) {
 		}
 		res.Uploaded = true
 	}
-	var err error
-	for attempt := 0; ; attempt++ {
-		stdin := ""
-		if p.password != "" {
-			stdin = p.password + "\n" + p.password + "\n"
-		}
-		_, err = h.runInput(ctx, stdin, p.createArgv(p.VMID)...)
-		// The next free VMID is not reserved: another create may take it
-		// between nextid and ours.
-		if err != nil && errors.Is(err, ErrAlreadyExists) && p.autoVMID && attempt < 5 {
-			if p.VMID, err = h.NextID(ctx); err != nil {
-				return nil, err
-			}
-			continue
-		}
-		break
+	stdin := ""
+	if p.password != "" {
+		stdin = p.password + "\n" + p.password + "\n"
 	}
+	err := p.createRetrying(ctx, h, ErrAlreadyExists, func() error {
+		_, err := h.runInput(ctx, stdin, p.createArgv(p.VMID)...)
+		return err
+	})
 	res.VMID = p.VMID
 	res.Commands = p.Commands()
 	if err != nil {
 		return nil, err
 	}
-	undo := func(cause error) error {
-		if p.KeepFailed {
-			return &KeptError{Err: cause, VMID: p.VMID}
-		}
-		if _, derr := h.run(context.WithoutCancel(ctx), p.destroyArgv(p.VMID)...); derr != nil {
-			return fmt.Errorf("%w; destroying the half-made CT %d failed too (%v): remove it with `pct destroy %d --purge`", cause, p.VMID, derr, p.VMID)
-		}
-		return fmt.Errorf("%w (CT %d was destroyed again: nothing was left behind)", cause, p.VMID)
-	}
+	undo := p.undoer(ctx, "", func(ctx context.Context) error {
+		_, err := h.run(ctx, p.destroyArgv(p.VMID)...)
+		return err
+	})
 	if p.Set != nil {
 		if _, err := h.run(ctx, p.setArgv(p.VMID)...); err != nil {
 			return nil, undo(err)
@@ -793,6 +785,38 @@ func Deploy(ctx context.Context, h *Host, p *Plan) (*Result, error) {
 		res.Started = true
 	}
 	return res, nil
+}
+
+// createRetrying runs create, which creates CT p.VMID, and when the plan
+// chose the VMID itself and create fails with taken (the VMID exists),
+// again with the next free one, up to 5 times: the next free VMID is not
+// reserved, so another create may take it between nextid and ours.
+func (p *Plan) createRetrying(ctx context.Context, h *Host, taken error, create func() error) error {
+	for attempt := 0; ; attempt++ {
+		err := create()
+		if err == nil || !errors.Is(err, taken) || !p.autoVMID || attempt >= 5 {
+			return err
+		}
+		if p.VMID, err = h.NextID(ctx); err != nil {
+			return err
+		}
+	}
+}
+
+// undoer is what a deploy returns when a step after the create fails:
+// the cause, with the half-made CT destroyed again by destroy (which runs
+// even when ctx is canceled) unless KeepFailed. where names the node for
+// the hint when the CT may be on another one.
+func (p *Plan) undoer(ctx context.Context, where string, destroy func(context.Context) error) func(cause error) error {
+	return func(cause error) error {
+		if p.KeepFailed {
+			return &KeptError{Err: cause, VMID: p.VMID}
+		}
+		if derr := destroy(context.WithoutCancel(ctx)); derr != nil {
+			return fmt.Errorf("%w; destroying the half-made CT %d failed too (%v): remove it with `pct destroy %d --purge`%s", cause, p.VMID, derr, p.VMID, where)
+		}
+		return fmt.Errorf("%w (CT %d was destroyed again: nothing was left behind)", cause, p.VMID)
+	}
 }
 
 func upload(u *Upload) error {

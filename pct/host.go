@@ -203,26 +203,11 @@ type Storage struct {
 }
 
 // Holds reports whether the storage takes a content type.
-func (s Storage) Holds(content string) bool {
-	for _, c := range strings.Split(s.Content, ",") {
-		if strings.TrimSpace(c) == content {
-			return true
-		}
-	}
-	return false
-}
+func (s Storage) Holds(content string) bool { return pveapi.InList(s.Content, content) }
 
 // OnNode reports whether the storage is usable on node ("" = any).
 func (s Storage) OnNode(node string) bool {
-	if s.Nodes == "" || node == "" {
-		return true
-	}
-	for _, n := range strings.Split(s.Nodes, ",") {
-		if strings.TrimSpace(n) == node {
-			return true
-		}
-	}
-	return false
+	return s.Nodes == "" || node == "" || pveapi.InList(s.Nodes, node)
 }
 
 // Storages lists the cluster's storage configuration.

@@ -71,11 +71,9 @@ type Managed struct {
 }
 
 // ListManaged lists the cluster's containers that carry nexcage's marker,
-// reading each one's config from the cluster file system.
+// reading each one's config (from the cluster file system on the host,
+// through the API remotely).
 func (h *Host) ListManaged(ctx context.Context) ([]Managed, error) {
-	if h.api != nil {
-		return h.remoteListManaged(ctx)
-	}
 	res, err := h.Resources(ctx)
 	if err != nil {
 		return nil, err
@@ -85,15 +83,11 @@ func (h *Host) ListManaged(ctx context.Context) ([]Managed, error) {
 		if r.Type != "lxc" {
 			continue
 		}
-		raw, err := os.ReadFile(filepath.Join(h.Root, "etc/pve/nodes", r.Node, "lxc", strconv.Itoa(r.VMID)+".conf"))
+		desc, err := h.description(ctx, r)
 		if err != nil {
-			continue // destroyed meanwhile
+			return nil, err
 		}
-		c, err := lxc.Parse(string(raw))
-		if err != nil {
-			continue
-		}
-		m, ok := parseMarker(c.Description)
+		m, ok := parseMarker(desc)
 		if !ok {
 			continue
 		}
@@ -101,6 +95,23 @@ func (h *Host) ListManaged(ctx context.Context) ([]Managed, error) {
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].VMID < out[j].VMID })
 	return out, nil
+}
+
+// description is the description of CT r, "" when its config is gone
+// (destroyed meanwhile) or, on the host, unreadable.
+func (h *Host) description(ctx context.Context, r Resource) (string, error) {
+	if h.api != nil {
+		return h.remoteDescription(ctx, r)
+	}
+	raw, err := os.ReadFile(filepath.Join(h.Root, "etc/pve/nodes", r.Node, "lxc", strconv.Itoa(r.VMID)+".conf"))
+	if err != nil {
+		return "", nil
+	}
+	c, err := lxc.Parse(string(raw))
+	if err != nil {
+		return "", nil
+	}
+	return c.Description, nil
 }
 
 // FindByName returns the cluster's container with this hostname.

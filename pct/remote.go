@@ -135,31 +135,12 @@ func (h *Host) remoteNodes(ctx context.Context) ([]string, error) {
 	return names, nil
 }
 
-func (h *Host) remoteListManaged(ctx context.Context) ([]Managed, error) {
-	res, err := h.remoteResources(ctx)
-	if err != nil {
-		return nil, err
+func (h *Host) remoteDescription(ctx context.Context, r Resource) (string, error) {
+	conf, err := h.api.LXCConfig(ctx, r.Node, r.VMID)
+	if errors.Is(err, pveapi.NotFound) {
+		return "", nil // destroyed meanwhile
 	}
-	var out []Managed
-	for _, r := range res {
-		if r.Type != "lxc" {
-			continue
-		}
-		conf, err := h.api.LXCConfig(ctx, r.Node, r.VMID)
-		if errors.Is(err, pveapi.NotFound) {
-			continue // destroyed meanwhile
-		}
-		if err != nil {
-			return nil, err
-		}
-		m, ok := parseMarker(conf["description"])
-		if !ok {
-			continue
-		}
-		out = append(out, Managed{Name: r.Name, VMID: r.VMID, Node: r.Node, Status: r.Status, Marker: m})
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].VMID < out[j].VMID })
-	return out, nil
+	return conf["description"], err
 }
 
 // remoteVolume finds a template volume on a node's storage.
@@ -299,13 +280,7 @@ func (p *Plan) finishRemote(o Options) error {
 			v.Add(k, val)
 		}
 	}
-	add("hostname", c.Hostname)
-	for _, opt := range c.Options {
-		add(opt.Key, opt.Value)
-	}
-	add("ostype", c.OSType)
-	add("arch", c.Arch)
-	add("unprivileged", map[bool]string{true: "1", false: "0"}[c.Unprivileged])
+	baseParams(c, add)
 	if o.SSHKeysFile != "" {
 		keys, err := os.ReadFile(o.SSHKeysFile)
 		if err != nil {
@@ -421,8 +396,7 @@ func (h *Host) deployRemote(ctx context.Context, p *Plan) (*Result, error) {
 		}
 		res.Uploaded = true
 	}
-	var err error
-	for attempt := 0; ; attempt++ {
+	err := p.createRetrying(ctx, h, pveapi.AlreadyExists, func() error {
 		params := url.Values{}
 		for k, v := range p.remote.create {
 			params[k] = v
@@ -432,40 +406,24 @@ func (h *Host) deployRemote(ctx context.Context, p *Plan) (*Result, error) {
 		if p.password != "" {
 			params.Set("password", p.password)
 		}
-		var upid string
-		upid, err = c.CreateLXC(ctx, p.Node, params)
+		upid, err := c.CreateLXC(ctx, p.Node, params)
 		if err == nil {
 			_, err = c.WaitTask(ctx, p.Node, upid)
 		}
-		// The next free VMID is not reserved: another create may take it
-		// between nextid and ours.
-		if err != nil && errors.Is(err, pveapi.AlreadyExists) && p.autoVMID && attempt < 5 {
-			if p.VMID, err = c.NextID(ctx); err != nil {
-				return nil, err
-			}
-			continue
-		}
-		break
-	}
+		return err
+	})
 	res.VMID = p.VMID
 	res.Commands = p.Commands()
 	if err != nil {
 		return nil, err
 	}
-	undo := func(cause error) error {
-		if p.KeepFailed {
-			return &KeptError{Err: cause, VMID: p.VMID}
+	undo := p.undoer(ctx, " on node "+p.Node, func(ctx context.Context) error {
+		upid, err := c.Destroy(ctx, p.Node, p.VMID, true)
+		if err == nil {
+			_, err = c.WaitTask(ctx, p.Node, upid)
 		}
-		dctx := context.WithoutCancel(ctx)
-		upid, derr := c.Destroy(dctx, p.Node, p.VMID, true)
-		if derr == nil {
-			_, derr = c.WaitTask(dctx, p.Node, upid)
-		}
-		if derr != nil {
-			return fmt.Errorf("%w; destroying the half-made CT %d failed too (%v): remove it with `pct destroy %d --purge` on node %s", cause, p.VMID, derr, p.VMID, p.Node)
-		}
-		return fmt.Errorf("%w (CT %d was destroyed again: nothing was left behind)", cause, p.VMID)
-	}
+		return err
+	})
 	if p.remote.set != nil {
 		if err := c.SetLXCConfig(ctx, p.Node, p.VMID, p.remote.set); err != nil {
 			return nil, undo(err)
@@ -530,21 +488,9 @@ func (h *Host) checkStorageRemote(ctx context.Context, id string) ([]health.Resu
 	if err != nil {
 		return []health.Result{r(health.Fail, "storage "+id, err.Error(), "check the API user's privileges (Datastore.Audit)")}, nil
 	}
-	var st *Storage
-	var names []string
-	for i := range storages {
-		names = append(names, storages[i].Name)
-		if storages[i].Name == id {
-			st = &storages[i]
-		}
-	}
-	switch {
-	case st == nil:
-		return []health.Result{r(health.Fail, "storage "+id, fmt.Sprintf("storage '%s' does not exist", id), "name one of: "+strings.Join(names, ", "))}, nil
-	case st.Disable != 0:
-		return []health.Result{r(health.Warn, "storage "+id, "the storage is disabled: its templates were not checked", fmt.Sprintf("enable it (`pvesm set %s --disable 0`)", id))}, nil
-	case !st.Holds("vztmpl"):
-		return []health.Result{r(health.OK, fmt.Sprintf("storage %s holds no templates (content %s)", id, st.Content), "", "")}, nil
+	st, done := templateStorage(storages, id)
+	if done != nil {
+		return done, nil
 	}
 	nodes, err := h.remoteNodes(ctx)
 	if err != nil {

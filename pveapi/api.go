@@ -154,9 +154,13 @@ type NodeStorage struct {
 }
 
 // Holds reports whether the storage takes a content type.
-func (s NodeStorage) Holds(content string) bool {
-	for _, c := range strings.Split(s.Content, ",") {
-		if strings.TrimSpace(c) == content {
+func (s NodeStorage) Holds(content string) bool { return InList(s.Content, content) }
+
+// InList reports whether item is one of the values of a PVE list, the
+// comma-separated form of a storage's content types or nodes.
+func InList(list, item string) bool {
+	for _, v := range strings.Split(list, ",") {
+		if strings.TrimSpace(v) == item {
 			return true
 		}
 	}

@@ -482,6 +482,25 @@ func TestLXCCalls(t *testing.T) {
 	}
 }
 
+// TestInList: a value is one of a list's whole values, spaces around it
+// aside, never a part of one.
+func TestInList(t *testing.T) {
+	for _, c := range []struct {
+		list, item string
+		want       bool
+	}{
+		{"vztmpl,rootdir", "rootdir", true},
+		{"vztmpl, rootdir ", "rootdir", true},
+		{"vztmpl,rootdirs", "rootdir", false},
+		{"pve1,pve2", "pve", false},
+		{"", "pve", false},
+	} {
+		if got := InList(c.list, c.item); got != c.want {
+			t.Errorf("InList(%q, %q) = %v, want %v", c.list, c.item, got, c.want)
+		}
+	}
+}
+
 func TestTokenParsing(t *testing.T) {
 	tok, err := ParseToken("PVEAPIToken=deploy@pve!ci-1=" + testSecret + "\n")
 	if err != nil || tok.User != "deploy" || tok.Realm != "pve" || tok.ID != "ci-1" || tok.secret() != testSecret {

@@ -20,34 +20,45 @@ import (
 // real template extraction and real LXC behind pct's interface.
 func TestDeployScripts(t *testing.T) {
 	testenv.RequireRoot(t)
-	registry := testenv.Registry(t)
 	argvLogs := checkStandInArgvs(t)
-	var mu sync.Mutex // NewStandIn registers cleanups on t from parallel scripts
+	runStandInScripts(t, "deploy", func(e *testscript.Env, s *pvetest.StandIn) error {
+		if argvLogs != "" {
+			e.Setenv("NEXCAGE_PVE_ARGV_LOG", filepath.Join(argvLogs, filepath.Base(e.WorkDir)+".jsonl"))
+		}
+		return nil
+	}, map[string]func(ts *testscript.TestScript, neg bool, args []string){
+		"exits":   cmdExits,
+		"mkimage": cmdMkimage,
+	})
+}
+
+// runStandInScripts runs the scripts of testdata/script/<dir>, each
+// against its own PVE stand-in cluster (its commands first on PATH, its
+// root in NEXCAGE_PVE_ROOT and PVE_ROOT), with a registry in REGISTRY and
+// a store and home of the script's own; setup adds what the scripts of
+// dir need.
+func runStandInScripts(t *testing.T, dir string, setup func(e *testscript.Env, s *pvetest.StandIn) error, cmds map[string]func(ts *testscript.TestScript, neg bool, args []string)) {
+	registry := testenv.Registry(t)
+	var mu sync.Mutex // NewStandIn and setup register cleanups on t from parallel scripts
 	testscript.Run(t, testscript.Params{
-		Dir: filepath.Join("..", "..", "testdata", "script", "deploy"),
+		Dir: filepath.Join("..", "..", "testdata", "script", dir),
 		// testscript removes its own work root only after every script has
 		// run, which a -run filter prevents: t.TempDir always goes.
 		WorkdirRoot:         t.TempDir(),
 		RequireExplicitExec: true,
 		Setup: func(e *testscript.Env) error {
 			mu.Lock()
+			defer mu.Unlock()
 			s := pvetest.NewStandIn(t)
-			mu.Unlock()
 			e.Setenv("PATH", s.BinDir+string(filepath.ListSeparator)+e.Getenv("PATH"))
 			e.Setenv("NEXCAGE_PVE_ROOT", s.Root)
 			e.Setenv("PVE_ROOT", s.Root)
 			e.Setenv("NEXCAGE_STORE", filepath.Join(e.WorkDir, "store"))
 			e.Setenv("HOME", e.WorkDir)
 			e.Setenv("REGISTRY", registry)
-			if argvLogs != "" {
-				e.Setenv("NEXCAGE_PVE_ARGV_LOG", filepath.Join(argvLogs, filepath.Base(e.WorkDir)+".jsonl"))
-			}
-			return nil
+			return setup(e, s)
 		},
-		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){
-			"exits":   cmdExits,
-			"mkimage": cmdMkimage,
-		},
+		Cmds: cmds,
 	})
 }
 

@@ -7,7 +7,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/google/go-containerregistry/pkg/v1/empty"
@@ -30,88 +29,71 @@ import (
 func TestRemoteScripts(t *testing.T) {
 	testenv.RequireRoot(t)
 	pveoracle.Require(t)
-	registry := testenv.Registry(t)
-	var mu sync.Mutex // NewStandIn registers cleanups on t from parallel scripts
-	testscript.Run(t, testscript.Params{
-		Dir:                 filepath.Join("..", "..", "testdata", "script", "remote"),
-		WorkdirRoot:         t.TempDir(),
-		RequireExplicitExec: true,
-		Setup: func(e *testscript.Env) error {
-			mu.Lock()
-			s := pvetest.NewStandIn(t)
-			s.AddSharedStorage(t, "shared")
-			api := s.StartAPI(t, pvetest.APIOptions{})
-			full := api.AddToken(t, "ci@pve!deploy", map[string][]string{"/": {"*"}})
-			// No Datastore.AllocateTemplate: it may not upload.
-			noUpload := api.AddToken(t, "ci@pve!noupload", map[string][]string{"/": {"VM.Allocate", "VM.Config.Disk", "VM.Config.Options", "VM.Config.Network", "VM.Config.CPU", "VM.Config.Memory", "VM.PowerMgmt", "Datastore.AllocateSpace", "Datastore.Audit", "Sys.Audit", "VM.Audit", "SDN.Use"}})
-			// The privileges README.md's CI example grants.
-			least := api.AddToken(t, "ci@pve!least", map[string][]string{"/": readmePrivileges(t)})
-			// root@pam logs in with a password (a ticket): only it may
-			// bind host directories.
-			var rb [12]byte
-			rand.Read(rb[:])
-			rootPW := hex.EncodeToString(rb[:])
-			api.AddUser(t, "root@pam", rootPW, nil)
-			mu.Unlock()
-			if err := os.WriteFile(filepath.Join(e.WorkDir, "root-pw"), []byte(rootPW+"\n"), 0o600); err != nil {
+	runStandInScripts(t, "remote", func(e *testscript.Env, s *pvetest.StandIn) error {
+		s.AddSharedStorage(t, "shared")
+		api := s.StartAPI(t, pvetest.APIOptions{})
+		full := api.AddToken(t, "ci@pve!deploy", map[string][]string{"/": {"*"}})
+		// No Datastore.AllocateTemplate: it may not upload.
+		noUpload := api.AddToken(t, "ci@pve!noupload", map[string][]string{"/": {"VM.Allocate", "VM.Config.Disk", "VM.Config.Options", "VM.Config.Network", "VM.Config.CPU", "VM.Config.Memory", "VM.PowerMgmt", "Datastore.AllocateSpace", "Datastore.Audit", "Sys.Audit", "VM.Audit", "SDN.Use"}})
+		// The privileges README.md's CI example grants.
+		least := api.AddToken(t, "ci@pve!least", map[string][]string{"/": readmePrivileges(t)})
+		// root@pam logs in with a password (a ticket): only it may
+		// bind host directories.
+		var rb [12]byte
+		rand.Read(rb[:])
+		rootPW := hex.EncodeToString(rb[:])
+		api.AddUser(t, "root@pam", rootPW, nil)
+		if err := os.WriteFile(filepath.Join(e.WorkDir, "root-pw"), []byte(rootPW+"\n"), 0o600); err != nil {
+			return err
+		}
+		// The containers' root password goes in the create's body only.
+		rand.Read(rb[:])
+		ctPW := "ct-" + hex.EncodeToString(rb[:])
+		if err := os.WriteFile(filepath.Join(e.WorkDir, "ct-pw"), []byte(ctPW+"\n"), 0o600); err != nil {
+			return err
+		}
+		secrets := []string{rootPW, ctPW}
+		for name, hdr := range map[string]string{"token": full, "noupload-token": noUpload, "least-token": least} {
+			tok := strings.TrimPrefix(hdr, "PVEAPIToken=")
+			_, secret, _ := strings.Cut(tok, "=")
+			secrets = append(secrets, secret)
+			if err := os.WriteFile(filepath.Join(e.WorkDir, name), []byte(tok+"\n"), 0o600); err != nil {
 				return err
 			}
-			// The containers' root password goes in the create's body only.
-			rand.Read(rb[:])
-			ctPW := "ct-" + hex.EncodeToString(rb[:])
-			if err := os.WriteFile(filepath.Join(e.WorkDir, "ct-pw"), []byte(ctPW+"\n"), 0o600); err != nil {
-				return err
+		}
+		e.Values["secrets"] = secrets
+		e.Setenv("NEXCAGE_PVE_URL", api.URL)
+		e.Setenv("NEXCAGE_PVE_URL_SAVED", api.URL)
+		e.Setenv("FINGERPRINT", api.Fingerprint)
+		e.Setenv("API_LOG", api.LogPath)
+		e.Setenv("PVE_API_TOKEN", strings.TrimPrefix(full, "PVEAPIToken="))
+		e.Defer(func() {
+			if n := api.CheckJudged(t); n == 0 {
+				t.Errorf("%s: no API request was made", filepath.Base(e.WorkDir))
 			}
-			secrets := []string{rootPW, ctPW}
-			for name, hdr := range map[string]string{"token": full, "noupload-token": noUpload, "least-token": least} {
-				tok := strings.TrimPrefix(hdr, "PVEAPIToken=")
-				_, secret, _ := strings.Cut(tok, "=")
-				secrets = append(secrets, secret)
-				if err := os.WriteFile(filepath.Join(e.WorkDir, name), []byte(tok+"\n"), 0o600); err != nil {
-					return err
-				}
-			}
-			e.Values["secrets"] = secrets
-			e.Setenv("PATH", s.BinDir+string(filepath.ListSeparator)+e.Getenv("PATH"))
-			e.Setenv("NEXCAGE_PVE_ROOT", s.Root)
-			e.Setenv("PVE_ROOT", s.Root)
-			e.Setenv("NEXCAGE_STORE", filepath.Join(e.WorkDir, "store"))
-			e.Setenv("HOME", e.WorkDir)
-			e.Setenv("REGISTRY", registry)
-			e.Setenv("NEXCAGE_PVE_URL", api.URL)
-			e.Setenv("NEXCAGE_PVE_URL_SAVED", api.URL)
-			e.Setenv("FINGERPRINT", api.Fingerprint)
-			e.Setenv("API_LOG", api.LogPath)
-			e.Setenv("PVE_API_TOKEN", strings.TrimPrefix(full, "PVEAPIToken="))
-			e.Defer(func() {
-				if n := api.CheckJudged(t); n == 0 {
-					t.Errorf("%s: no API request was made", filepath.Base(e.WorkDir))
-				}
-				// The secret never reaches a log, a config or a file left.
-				for _, root := range []string{e.WorkDir, filepath.Dir(api.LogPath), s.Path("etc/pve")} {
-					filepath.Walk(root, func(p string, fi os.FileInfo, err error) error {
-						// The token files and the server's own credentials hold it.
-						if err != nil || !fi.Mode().IsRegular() || p == filepath.Join(e.WorkDir, "token") || p == filepath.Join(e.WorkDir, "noupload-token") || p == filepath.Join(e.WorkDir, "root-pw") || p == filepath.Join(e.WorkDir, "least-token") || p == filepath.Join(e.WorkDir, "ct-pw") || strings.Contains(p, "/etc/pve/priv/") {
-							return nil
-						}
-						b, _ := os.ReadFile(p)
-						for _, sec := range secrets {
-							if bytes.Contains(b, []byte(sec)) {
-								t.Errorf("%s: the token secret is in %s", filepath.Base(e.WorkDir), p)
-							}
-						}
+			// The secret never reaches a log, a config or a file left.
+			for _, root := range []string{e.WorkDir, filepath.Dir(api.LogPath), s.Path("etc/pve")} {
+				filepath.Walk(root, func(p string, fi os.FileInfo, err error) error {
+					// The token files and the server's own credentials hold it.
+					if err != nil || !fi.Mode().IsRegular() || p == filepath.Join(e.WorkDir, "token") || p == filepath.Join(e.WorkDir, "noupload-token") || p == filepath.Join(e.WorkDir, "root-pw") || p == filepath.Join(e.WorkDir, "least-token") || p == filepath.Join(e.WorkDir, "ct-pw") || strings.Contains(p, "/etc/pve/priv/") {
 						return nil
-					})
-				}
-			})
-			return nil
-		},
-		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){
-			"exits":    cmdExits,
-			"mkimage":  cmdMkimage,
-			"nosecret": cmdNoSecret,
-			"mkapp":    cmdMkapp,
-		},
+					}
+					b, _ := os.ReadFile(p)
+					for _, sec := range secrets {
+						if bytes.Contains(b, []byte(sec)) {
+							t.Errorf("%s: the token secret is in %s", filepath.Base(e.WorkDir), p)
+						}
+					}
+					return nil
+				})
+			}
+		})
+		return nil
+	}, map[string]func(ts *testscript.TestScript, neg bool, args []string){
+		"exits":    cmdExits,
+		"mkimage":  cmdMkimage,
+		"nosecret": cmdNoSecret,
+		"mkapp":    cmdMkapp,
 	})
 }
 

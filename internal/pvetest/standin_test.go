@@ -19,6 +19,7 @@ import (
 	"github.com/nexcage/nexcage/internal/pvetest"
 	"github.com/nexcage/nexcage/internal/testenv"
 	"github.com/nexcage/nexcage/internal/testimage"
+	"github.com/nexcage/nexcage/pct"
 )
 
 // alpineTemplate converts the Alpine minirootfs into a PVE template in the
@@ -287,15 +288,7 @@ func TestStandInCluster(t *testing.T) {
 		fails(t, s, "400 Parameter verification failed.\nvmid: property is missing and it is not optional\n",
 			"pvesh", "create", "/nodes/pve2/lxc", "--ostemplate", tpl)
 
-		var res []struct {
-			ID       string `json:"id"`
-			VMID     int    `json:"vmid"`
-			Node     string `json:"node"`
-			Name     string `json:"name"`
-			Status   string `json:"status"`
-			Type     string `json:"type"`
-			Template int    `json:"template"`
-		}
+		var res []pct.Resource
 		out = ok(t, s, "pvesh", "get", "/cluster/resources", "--type", "vm", "--output-format", "json")
 		if err := json.Unmarshal([]byte(out), &res); err != nil {
 			t.Fatalf("resources %q: %v", out, err)

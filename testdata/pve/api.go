@@ -1484,15 +1484,21 @@ func atoiOr0(s string) int {
 	return n
 }
 
+// ct is the CT of a request's path: its node, the Host as seen from
+// there, its VMID and its config, which must exist on that node.
+func (s *apiServer) ct(c *apiCall) (node string, on *Host, vmid int, conf *ctConf, err error) {
+	if node, err = s.node(c); err != nil {
+		return "", nil, 0, nil, err
+	}
+	on = s.on(node)
+	vmid = atoiOr0(c.q["vmid"])
+	conf, err = on.loadConfig(vmid)
+	return node, on, vmid, conf, err
+}
+
 // updateCT is update_vm: synchronous, answers null.
 func (s *apiServer) updateCT(c *apiCall) (any, error) {
-	node, err := s.node(c)
-	if err != nil {
-		return nil, err
-	}
-	on := s.on(node)
-	vmid := atoiOr0(c.q["vmid"])
-	conf, err := on.loadConfig(vmid)
+	_, on, _, conf, err := s.ct(c)
 	if err != nil {
 		return nil, err
 	}
@@ -1522,17 +1528,11 @@ func (s *apiServer) ctStatus(c *apiCall) (any, error) {
 // ctPower is vm_start, vm_stop and vm_shutdown: the checks PVE makes
 // before the worker fail the request, the rest the task.
 func (s *apiServer) ctPower(c *apiCall) (any, error) {
-	node, err := s.node(c)
+	node, on, vmid, conf, err := s.ct(c)
 	if err != nil {
 		return nil, err
 	}
-	on := s.on(node)
 	action := c.m[3]
-	vmid := atoiOr0(c.q["vmid"])
-	conf, err := on.loadConfig(vmid)
-	if err != nil {
-		return nil, err
-	}
 	running := on.running(vmid)
 	switch action {
 	case "start":
@@ -1565,13 +1565,7 @@ func (s *apiServer) ctPower(c *apiCall) (any, error) {
 // destroyCT is destroy_vm; purge has nothing more to remove here (no
 // backup jobs, replication or HA in the stand-in).
 func (s *apiServer) destroyCT(c *apiCall) (any, error) {
-	node, err := s.node(c)
-	if err != nil {
-		return nil, err
-	}
-	on := s.on(node)
-	vmid := atoiOr0(c.q["vmid"])
-	conf, err := on.loadConfig(vmid)
+	node, on, vmid, conf, err := s.ct(c)
 	if err != nil {
 		return nil, err
 	}
