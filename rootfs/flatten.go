@@ -88,10 +88,15 @@ type Flattened struct {
 	frames string
 	chain  []digest.Digest
 	rep    progress.Reporter
+	saving *chainSave
 }
 
-// Close removes the spill files.
+// Close removes the spill files, once the lower layers are saved in the
+// store's cache (see FlattenOptions.Cache).
 func (f *Flattened) Close() error {
+	if err := f.saving.wait(); err != nil {
+		f.rep.Warn("could not keep the lower layers in the store for later builds: %v", err)
+	}
 	if f.pre != nil {
 		f.pre.Close()
 	}
@@ -191,7 +196,8 @@ func (s *Store) finish(ctx context.Context, f *Flattened, layers []layerRead, ma
 		}
 		if k+i+1 == f.saveAt {
 			// Saved now: the layers above change the tree in place.
-			if err := f.store.saveChain(f.chain[:f.saveAt], f.frames, clampSeconds(f.clamp), fl.tree, runs, fl.nextInode); err != nil {
+			var err error
+			if f.saving, err = f.store.saveChain(f.chain[:f.saveAt], f.frames, clampSeconds(f.clamp), fl.tree, runs, fl.nextInode); err != nil {
 				f.rep.Warn("could not keep the lower layers in the store for later builds: %v", err)
 			}
 		}
