@@ -146,6 +146,7 @@ m = json.load(open(os.path.join(d, "blobs/sha256", idx["manifests"][0]["digest"]
 print(" ".join(os.path.join(d, "blobs/sha256", l["digest"].split(":")[1]) for l in m["layers"]))
 EOF
 )
+factory=$(printf "docker://${image%/bench:1}/f%d:1 " 1 2 3 4 5 6 7 8)
 rm -f "$work/times"
 for r in $(seq 1 "$runs"); do
 	echo "bench: run $r of $runs" >&2
@@ -160,7 +161,7 @@ for r in $(seq 1 "$runs"); do
 	# nexcage build above: the shared image reads only its own layer.
 	measure shared "'$bin' build -q --store '$work/run/store' --name shared --version 1 docker://${image%/bench:1}/shared:1 -o '$work/run/nexcage/'"
 	measure cold "'$bin' build -q --store '$work/run/store-cold' --name shared --version 1 docker://${image%/bench:1}/shared:1 -o '$work/run/cold/'"
-	measure factory "'$bin' build -q --jobs 2 --store '$work/run/store-factory' $(for i in 1 2 3 4 5 6 7 8; do echo "docker://${image%/bench:1}/f$i:1"; done) -o '$work/run/factory/'"
+	measure factory "'$bin' build -q --jobs 2 --store '$work/run/store-factory' $factory -o '$work/run/factory/'"
 done
 
 python3 - "$work/times" "$runs" "$(nproc)" <<'EOF'
