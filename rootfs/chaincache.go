@@ -315,7 +315,7 @@ func loadChain(dir string, chain []digest.Digest, frames string, clamp int64, bu
 		return nil, fmt.Errorf("%w: the index does not match its digest", errBadEntry)
 	}
 	c := &cachedChain{layers: len(chain), data: data}
-	r := &indexReader{r: bufio.NewReaderSize(io.NewSectionReader(index, 0, m.IndexSize), 1<<20), dataSize: m.DataSize}
+	r := &indexReader{r: bufio.NewReaderSize(io.NewSectionReader(index, 0, m.IndexSize), 1<<20), dataSize: m.DataSize, indexSize: m.IndexSize}
 	if err := r.read(c, data, budget); err != nil {
 		return nil, err
 	}
@@ -359,9 +359,10 @@ func (w *indexWriter) str(s string) {
 }
 
 type indexReader struct {
-	r        *bufio.Reader
-	err      error
-	dataSize int64
+	r         *bufio.Reader
+	err       error
+	dataSize  int64
+	indexSize int64
 }
 
 func (r *indexReader) fail(format string, a ...any) {
@@ -469,7 +470,9 @@ func (r *indexReader) read(c *cachedChain, data *os.File, budget *entryBudget) e
 	if _, err := io.ReadFull(r.r, magic); err != nil || string(magic) != chainFormat {
 		return fmt.Errorf("%w: not a chain index", errBadEntry)
 	}
-	runs := make([]*tartree.Run, r.count(1<<24))
+	// Allocated before they are read: bounded by what the index can
+	// hold, a run's record being at least its 32-byte headers digest.
+	runs := make([]*tartree.Run, r.count(uint64(r.indexSize/32)))
 	c.dec = &zframe.Decoder{}
 	c.readers = make([]*zframe.RunReader, len(runs))
 	for i := range runs {
