@@ -51,6 +51,7 @@ func TestBuildSharedBaseChainCache(t *testing.T) {
 		{"b", [][]testimage.Entry{base, {testimage.Whiteout("lib/f0003"), testimage.Hardlink("big-link", "big"), testimage.File("lib/f0600", 0o644, "new\n")}}, 1},
 		{"c", [][]testimage.Entry{base, {testimage.File("mid", 0o644, "m\n")}, {testimage.File("top", 0o644, "1\n")}}, 1},
 		{"c2", [][]testimage.Entry{base, {testimage.File("mid", 0o644, "m\n")}, {testimage.File("top", 0o644, "2\n")}}, 1},
+		{"base-only", [][]testimage.Entry{base}, 1}, // every layer cached: none is read
 	}
 	shared := newStore(t)
 	for _, im := range images {
