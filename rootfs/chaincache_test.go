@@ -1,0 +1,128 @@
+package rootfs
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"math/rand"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/nexcage/nexcage/internal/testenv"
+)
+
+// savedChain pulls the corpus "runs" case (a base layer in archive order
+// and an upper layer) and builds it once with the cache, which keeps its
+// base layer; it returns the store, the image and the entry's directory.
+func savedChain(t *testing.T) (*Store, Image, string) {
+	t.Helper()
+	s := newStore(t)
+	ref := writeLayout(t, filepath.Join(t.TempDir(), "layout"), "runs", corpusCase(t, "runs"))
+	img, err := s.Pull(context.Background(), ref, PullOptions{SourceOptions: amd64()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := s.Flatten(context.Background(), img, FlattenOptions{PrecompressLevel: 3, Cache: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	entries, err := s.CacheEntries()
+	if err != nil || len(entries) != 1 || entries[0].Err != nil {
+		t.Fatalf("entries %+v, %v: want one good entry", entries, err)
+	}
+	return s, img, entries[0].Dir
+}
+
+// TestChainIndexMutationsRefused: an index altered in any byte, or cut
+// anywhere, whose manifest is made to match it (as a hostile store
+// would), never crashes the loader nor makes it allocate what the index
+// claims: it loads, or it is refused as a corrupt entry.
+func TestChainIndexMutationsRefused(t *testing.T) {
+	testenv.CheckLeaks(t)
+	s, img, dir := savedChain(t)
+	m, err := readChainManifest(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, config, err := s.manifestAndConfig(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	chain := config.RootFS.DiffIDs[:len(m.Chain)]
+	good, err := os.ReadFile(filepath.Join(dir, "index"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rng := rand.New(rand.NewSource(1))
+	refused := 0
+	for i := range 400 {
+		b := append([]byte(nil), good...)
+		switch i % 3 {
+		case 0:
+			b[rng.Intn(len(b))] ^= byte(1 + rng.Intn(255))
+		case 1:
+			b = b[:rng.Intn(len(b))]
+		case 2: // a huge varint where a count or length may be
+			at := rng.Intn(len(b) - 10)
+			copy(b[at:], []byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f})
+		}
+		if err := os.WriteFile(filepath.Join(dir, "index"), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		sum := sha256.Sum256(b)
+		m.IndexSize, m.IndexHash = int64(len(b)), hex.EncodeToString(sum[:])
+		mb, _ := json.Marshal(m)
+		if err := os.WriteFile(filepath.Join(dir, "manifest.json"), mb, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		c, err := loadChain(dir, chain, m.Frames, m.Clamp, newEntryBudget(0, dir))
+		if err != nil {
+			refused++
+			continue
+		}
+		c.close()
+	}
+	if refused < 300 {
+		t.Errorf("only %d of 400 damaged indexes were refused", refused)
+	}
+}
+
+// TestCacheEntries lists entries with their chain, an entry whose
+// manifest is unreadable with its error, and no temporary directory.
+func TestCacheEntries(t *testing.T) {
+	s, img, dir := savedChain(t)
+	_, config, err := s.manifestAndConfig(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad := filepath.Join(filepath.Dir(dir), "bad")
+	if err := os.MkdirAll(bad, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(filepath.Join(filepath.Dir(dir), ".x.nexcage-tmp-1"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	entries, err := s.CacheEntries()
+	if err != nil || len(entries) != 2 {
+		t.Fatalf("%d entries, %v; want 2", len(entries), err)
+	}
+	for _, e := range entries {
+		switch e.Dir {
+		case dir:
+			if e.Err != nil || len(e.Chain) != 1 || e.Chain[0] != config.RootFS.DiffIDs[0] || e.Size <= 0 || e.Created.IsZero() {
+				t.Errorf("good entry: %+v", e)
+			}
+		case bad:
+			if e.Err == nil {
+				t.Error("the entry without a manifest has no error")
+			}
+		default:
+			t.Errorf("unexpected entry %s", e.Dir)
+		}
+	}
+}
