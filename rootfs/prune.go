@@ -2,6 +2,7 @@ package rootfs
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -274,7 +275,7 @@ func (p *pruner) walk(d v1.Descriptor, depth int) error {
 	if err := json.Unmarshal(cb, &cfg); err != nil {
 		return fmt.Errorf("the config %s is not JSON", m.Config.Digest)
 	}
-	for _, c := range ChainIDs(cfg.RootFS.DiffIDs) {
+	for _, c := range chainIDs(cfg.RootFS.DiffIDs) {
 		p.chainSet[c.String()] = true
 	}
 	return nil
@@ -379,63 +380,52 @@ func (p *pruner) blobs(ctx context.Context) error {
 }
 
 // cache removes the cached chains no kept image starts with and, with
-// OlderThan, those not used for that long.
+// OlderThan, those not used for that long. The cache's layout (see
+// docs/architecture.md, "The store"): one directory per chain,
+// cache/chains/<64 hex>/, whose manifest.json lists the chain's diff_ids
+// ("chain"); the directory's mtime is its last use.
 func (p *pruner) cache(ctx context.Context) error {
-	base := cacheDir + "/" + chainsSubdir
-	algs, err := p.list(base)
+	ents, err := p.list(pruneChainsDir)
 	if err != nil {
 		return nil
 	}
-	for _, a := range algs {
-		dir := base + "/" + a.Name()
-		newHash := checkHashes[a.Name()]
-		if !a.IsDir() || newHash == nil {
-			p.skip(dir, "not a directory of cached chains")
+	for _, e := range ents {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		rel := pruneChainsDir + "/" + e.Name()
+		switch {
+		case atomicfile.IsTemp(e.Name()):
+			p.skip(rel, "a temporary file of a write in progress or interrupted (a repair by check removes leftovers)")
+			continue
+		case !validHex(e.Name(), sha256.Size):
+			p.skip(rel, "not a cached chain's name")
+			continue
+		case !e.IsDir():
+			p.skip(rel, "not a directory")
 			continue
 		}
-		ents, err := p.list(dir)
+		st, err := p.root.Lstat(rel)
 		if err != nil {
 			continue
 		}
-		for _, e := range ents {
-			if err := ctx.Err(); err != nil {
-				return err
-			}
-			rel := dir + "/" + e.Name()
-			name := e.Name()
-			if ext := filepath.Ext(name); ext != "" && !atomicfile.IsTemp(name) {
-				name = name[:len(name)-len(ext)] // a cache may name its files <hex>.idx, <hex>.zst
-			}
-			switch {
-			case atomicfile.IsTemp(e.Name()):
-				p.skip(rel, "a temporary file of a write in progress or interrupted (a repair by check removes leftovers)")
-				continue
-			case !validHex(name, newHash().Size()):
-				p.skip(rel, "not a chain id")
-				continue
-			case !e.IsDir() && !e.Type().IsRegular():
-				p.skip(rel, "neither a file nor a directory")
-				continue
-			}
-			st, err := p.root.Lstat(rel)
-			if err != nil {
-				continue
-			}
-			last := time.Unix(st.Mtim.Unix())
-			item := PrunedItem{Kind: PruneCache, Name: a.Name() + ":" + e.Name(), LastUsed: last}
-			switch {
-			case !p.chainSet[a.Name()+":"+name]:
-				item.Reason = "unreferenced"
-			case p.opts.OlderThan > 0 && p.now.Sub(last) > p.opts.OlderThan:
-				item.Reason = unusedSince(last)
-			default:
-				p.res.KeptCache++
-				continue
-			}
-			item.Size = p.size(rel, st)
-			if p.remove(rel, item, e.IsDir()) {
-				p.res.Freed += item.Size
-			}
+		last := time.Unix(st.Mtim.Unix())
+		item := PrunedItem{Kind: PruneCache, Name: e.Name(), LastUsed: last}
+		chain, err := p.s.readCachedChain(p.root, rel)
+		switch {
+		case err != nil:
+			item.Reason = "unreadable (" + err.Error() + ")"
+		case !p.chainSet[chainIDs(chain)[len(chain)-1].String()]:
+			item.Reason = "unreferenced"
+		case p.opts.OlderThan > 0 && p.now.Sub(last) > p.opts.OlderThan:
+			item.Reason = unusedSince(last)
+		default:
+			p.res.KeptCache++
+			continue
+		}
+		item.Size = p.size(rel, st)
+		if p.remove(rel, item, true) {
+			p.res.Freed += item.Size
 		}
 	}
 	return nil
@@ -483,18 +473,9 @@ func (p *pruner) remove(rel string, item PrunedItem, dir bool) bool {
 	return true
 }
 
-// removeTree removes the directory rel of the store with os.Root, which
-// resolves nothing outside the store; rel's own components were opened
-// with no symlink on the way just before (list), and RemoveAll removes a
-// symlink inside the tree, never what it points to.
+// removeTree removes the directory rel of the store (see
+// removeStoreTree); rel's own components were opened with no symlink on
+// the way just before (list).
 func (p *pruner) removeTree(rel string) error {
-	r, err := os.OpenRoot(p.s.Dir)
-	if err != nil {
-		return err
-	}
-	defer r.Close()
-	if fi, err := r.Lstat(rel); err != nil || !fi.IsDir() {
-		return fmt.Errorf("%s is no longer a directory", rel)
-	}
-	return r.RemoveAll(rel)
+	return removeStoreTree(p.s.Dir, rel)
 }

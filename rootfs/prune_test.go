@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -265,56 +266,63 @@ func TestPruneOlderThanByRecordedUse(t *testing.T) {
 	}
 }
 
+// cacheEntry writes a cached chain of chain into the store, as the
+// build cache lays one out, last used age ago.
+func cacheEntry(t testing.TB, s *Store, name string, chain []digest.Digest, age time.Duration) string {
+	t.Helper()
+	p := filepath.Join(s.Dir, pruneChainsDir, name)
+	if err := os.MkdirAll(p, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	b, _ := json.Marshal(map[string]any{"format": "nexcage-chain-1", "chain": chain})
+	os.WriteFile(filepath.Join(p, "manifest.json"), b, 0o644)
+	os.WriteFile(filepath.Join(p, "data"), []byte("members of "+name), 0o644)
+	when := time.Now().Add(-age)
+	os.Chtimes(p, when, when)
+	return p
+}
+
 // TestPruneCacheChains: a cached chain no stored image starts with goes,
-// one the image starts with stays, unless unused for OlderThan; a temporary
-// entry of a cache write in progress is left alone.
+// so does one whose manifest is unreadable; the chains the image starts
+// with stay, unless unused for OlderThan; a temporary entry of a cache
+// write in progress is left alone.
 func TestPruneCacheChains(t *testing.T) {
 	s, _, _, app2 := retagged(t)
-	chains := ChainIDs(diffIDs(t, app2.Image))
-	if len(chains) != 2 || chains[0] != diffIDs(t, app2.Image)[0] {
-		t.Fatalf("chain ids %v", chains)
+	ids := diffIDs(t, app2.Image)
+	if len(ids) != 2 {
+		t.Fatalf("diff ids %v", ids)
 	}
-	dir := filepath.Join(s.CacheChainDir(), "sha256")
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	entry := func(name string, age time.Duration) string {
-		p := filepath.Join(dir, name)
-		os.MkdirAll(p, 0o755)
-		os.WriteFile(filepath.Join(p, "index"), []byte("members of "+name), 0o644)
-		when := time.Now().Add(-age)
-		os.Chtimes(p, when, when)
-		return p
-	}
-	base := entry(chains[0].Encoded(), 0)
-	whole := entry(chains[1].Encoded(), 100*time.Hour)
-	stray := entry(digest.FromString("no image").Encoded(), 0)
-	tmp, err := atomicfile.Create(filepath.Join(dir, digest.FromString("writing").Encoded()), 0o644)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tmp.Abort()
-	tmp.Write([]byte("half"))
+	key := func(s string) string { return digest.FromString(s).Encoded() }
+	base := cacheEntry(t, s, key("base"), ids[:1], 0)
+	whole := cacheEntry(t, s, key("whole"), ids, 100*time.Hour)
+	stray := cacheEntry(t, s, key("stray"), []digest.Digest{ids[1]}, 0)
+	broken := cacheEntry(t, s, key("broken"), ids[:1], 0)
+	os.Remove(filepath.Join(broken, "manifest.json"))
+	tmp := filepath.Join(s.Dir, pruneChainsDir, ".tmp"+atomicfile.TempMarker+"123")
+	os.MkdirAll(tmp, 0o755)
 
 	res, err := s.Prune(context.Background(), PruneOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := removedNames(res, PruneCache); len(got) != 1 || got[0] != "sha256:"+filepath.Base(stray) {
-		t.Errorf("removed cache entries %v, want only the stray one", got)
+	if got, want := removedNames(res, PruneCache), sorted([]string{key("stray"), key("broken")}); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("removed cache entries %v, want the stray and the broken one %v", got, want)
 	}
-	if exists(stray) || !exists(base) || !exists(whole) {
-		t.Errorf("after prune: stray %v, base %v, whole %v; want false, true, true", exists(stray), exists(base), exists(whole))
+	if exists(stray) || exists(broken) || !exists(base) || !exists(whole) {
+		t.Errorf("after prune: stray %v, broken %v, base %v, whole %v; want false, false, true, true", exists(stray), exists(broken), exists(base), exists(whole))
+	}
+	if res.KeptCache != 2 {
+		t.Errorf("kept %d cache entries, want 2", res.KeptCache)
 	}
 	res, err = s.Prune(context.Background(), PruneOptions{OlderThan: 24 * time.Hour})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := removedNames(res, PruneCache); len(got) != 1 || got[0] != "sha256:"+filepath.Base(whole) {
+	if got := removedNames(res, PruneCache); len(got) != 1 || got[0] != key("whole") {
 		t.Errorf("removed cache entries %v, want only the one unused for 100h", got)
 	}
-	if exists(whole) || !exists(base) || !exists(tmp.Name()) {
-		t.Errorf("after prune --older-than: whole %v, base %v, temporary %v; want false, true, true", exists(whole), exists(base), exists(tmp.Name()))
+	if exists(whole) || !exists(base) || !exists(tmp) {
+		t.Errorf("after prune --older-than: whole %v, base %v, temporary %v; want false, true, true", exists(whole), exists(base), exists(tmp))
 	}
 }
 
@@ -397,7 +405,7 @@ func TestPruneHostileStore(t *testing.T) {
 	os.WriteFile(filepath.Join(s.Dir, "blobs", "sha256", "README"), []byte("not a blob"), 0o644)
 	// Directories of blobs and of cached chains that are symlinks out.
 	mustSymlink(outside, filepath.Join(s.Dir, "blobs", "sha512"))
-	mustSymlink(outside, filepath.Join(s.CacheChainDir(), "sha256"))
+	mustSymlink(outside, filepath.Join(s.Dir, pruneChainsDir))
 	// uses/ pointing out: Find must not create files there, Prune must
 	// not remove the ones there.
 	os.RemoveAll(filepath.Join(s.Dir, usesDir))
@@ -430,8 +438,8 @@ func TestPruneHostileStore(t *testing.T) {
 
 	// A cached chain that holds a symlink out: the entry goes, the target
 	// stays.
-	os.Remove(filepath.Join(s.CacheChainDir(), "sha256"))
-	chain := filepath.Join(s.CacheChainDir(), "sha256", digest.FromString("stray").Encoded())
+	os.Remove(filepath.Join(s.Dir, pruneChainsDir))
+	chain := cacheEntry(t, s, digest.FromString("stray").Encoded(), []digest.Digest{digest.FromString("no image")}, 0)
 	mustSymlink(outside, filepath.Join(chain, "link"))
 	mustSymlink(victim, filepath.Join(chain, "file"))
 	if _, err := s.Prune(context.Background(), PruneOptions{}); err != nil {

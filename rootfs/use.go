@@ -3,6 +3,7 @@ package rootfs
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -14,6 +15,7 @@ import (
 	"github.com/opencontainers/go-digest"
 	"golang.org/x/sys/unix"
 
+	"github.com/nexcage/nexcage/internal/limits"
 	"github.com/nexcage/nexcage/internal/saferoot"
 )
 
@@ -30,10 +32,8 @@ import (
 //     its whole run, exclusively by Prune, so Prune never removes a blob
 //     a running pull has just written or a running build is reading.
 const (
-	usesDir      = "uses"
-	useLockName  = ".nexcage.use"
-	cacheDir     = "cache"
-	chainsSubdir = "chains"
+	usesDir     = "uses"
+	useLockName = ".nexcage.use"
 )
 
 // useName is the name of an index entry's use file under uses/.
@@ -163,11 +163,10 @@ func (s *Store) openLockFile(name string, absent bool) (*os.File, error) {
 	return f, nil
 }
 
-// ChainIDs are the OCI chain ids of an image's layer chains 1..k for every
+// chainIDs are the OCI chain ids of an image's layer chains 1..k for every
 // k: the first diff_id, then sha256("PREVIOUS DIFFID") down the layers
-// (image-spec, config.md). A cached chain lives under its chain id (see
-// CacheChainDir), so two images sharing their first k layers share it.
-func ChainIDs(diffIDs []digest.Digest) []digest.Digest {
+// (image-spec, config.md): one name for "the first k layers".
+func chainIDs(diffIDs []digest.Digest) []digest.Digest {
 	out := make([]digest.Digest, 0, len(diffIDs))
 	var prev digest.Digest
 	for i, d := range diffIDs {
@@ -181,13 +180,59 @@ func ChainIDs(diffIDs []digest.Digest) []digest.Digest {
 	return out
 }
 
-// CacheChainDir is the directory holding the store's cached layer chains:
-// one entry (file or directory) per chain, named
-// CacheChainDir/<algorithm>/<hex of the chain id>, written under a
-// temporary name (internal/atomicfile) and renamed into place, its mtime
-// set on every use. Prune removes the entries of chains no stored image
-// starts with, and, with OlderThan, those not used for that long; Check
-// verifies them through the hook in check.go (checkCacheChains).
-func (s *Store) CacheChainDir() string {
-	return filepath.Join(s.Dir, cacheDir, chainsSubdir)
+// pruneChainsDir holds the store's cached layer chains: one directory per
+// chain, named by 64 hex digits, written under a temporary name and
+// renamed into place whole, with a manifest.json whose "chain" lists the
+// chain's diff_ids, lowest first; the directory's mtime is the entry's
+// last use. Prune and Check read no more of an entry than that (and
+// Check the sizes and sha256 sums the manifest records for its files).
+const pruneChainsDir = "cache/chains"
+
+// maxChainManifest bounds a cached chain's manifest.json.
+const maxChainManifest = 1 << 20
+
+// cachedChainManifest is what Prune and Check read of a cached chain's
+// manifest.json.
+type cachedChainManifest struct {
+	Chain     []digest.Digest `json:"chain"`
+	IndexSize int64           `json:"indexSize"`
+	IndexHash string          `json:"indexSha256"`
+	DataSize  int64           `json:"dataSize"`
+	DataHash  string          `json:"dataSha256"`
+}
+
+// readCachedChainManifest reads rel/manifest.json of the store, no symlink
+// followed, bounded.
+func (s *Store) readCachedChainManifest(root *saferoot.Root, rel string) (*cachedChainManifest, error) {
+	f, _, err := root.OpenRegular(rel + "/manifest.json")
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	b, err := limits.ReadAll(f, maxChainManifest, "the cached chain manifest "+rel)
+	if err != nil {
+		return nil, err
+	}
+	var m cachedChainManifest
+	if err := json.Unmarshal(b, &m); err != nil {
+		return nil, fmt.Errorf("manifest.json is not valid JSON: %v", err)
+	}
+	if len(m.Chain) == 0 {
+		return nil, errors.New("manifest.json names no layer chain")
+	}
+	for _, d := range m.Chain {
+		if err := d.Validate(); err != nil {
+			return nil, fmt.Errorf("manifest.json: %v", err)
+		}
+	}
+	return &m, nil
+}
+
+// readCachedChain is the diff_ids of the cached chain at rel.
+func (s *Store) readCachedChain(root *saferoot.Root, rel string) ([]digest.Digest, error) {
+	m, err := s.readCachedChainManifest(root, rel)
+	if err != nil {
+		return nil, err
+	}
+	return m.Chain, nil
 }
