@@ -193,7 +193,7 @@ func build(ctx context.Context, store *rootfs.Store, ref rootfs.Ref, opts BuildO
 	start := time.Now()
 	// A zstd template's large files are compressed while the layers are
 	// still being read, on cores that would otherwise wait for inflate.
-	fopts := rootfs.FlattenOptions{Progress: opts.Progress, MaxLayerSize: opts.MaxLayerSize, MaxEntries: opts.MaxEntries, PrecompressLevel: convert.PrecompressLevel(opts.Convert), Clamp: opts.Convert.SourceDateEpoch}
+	fopts := rootfs.FlattenOptions{Progress: opts.Progress, MaxLayerSize: opts.MaxLayerSize, MaxEntries: opts.MaxEntries, PrecompressLevel: convert.PrecompressLevel(opts.Convert), Clamp: opts.Convert.SourceDateEpoch, Cache: true}
 	var f *rootfs.Flattened
 	if stored {
 		f, err = store.Flatten(ctx, img, fopts)

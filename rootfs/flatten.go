@@ -53,6 +53,10 @@ type FlattenOptions struct {
 	// (default DefaultMaxEntries): each costs memory until the tree is
 	// written.
 	MaxEntries int64
+	// Cache reuses the flattened lower layers of an earlier build from the
+	// store, reading only the layers above them, and keeps this image's
+	// lower layers there for later builds (see Store.CacheEntries).
+	Cache bool
 }
 
 // DefaultMaxLayerSize is far above any real layer.
@@ -75,6 +79,15 @@ type Flattened struct {
 	budget  *entryBudget
 	pre     *zframe.Precompressor
 	clamp   time.Time
+
+	// The chain cache: the store, the layers loaded from it, and how many
+	// lowest layers to save (0: none).
+	store  *Store
+	base   *cachedChain
+	saveAt int
+	frames string
+	chain  []digest.Digest
+	rep    progress.Reporter
 }
 
 // Close removes the spill files.
@@ -82,6 +95,7 @@ func (f *Flattened) Close() error {
 	if f.pre != nil {
 		f.pre.Close()
 	}
+	f.base.close()
 	for _, s := range f.spills {
 		if s != nil {
 			s.Close()
@@ -127,17 +141,18 @@ func (s *Store) Flatten(ctx context.Context, img Image, opts FlattenOptions) (_ 
 	if err := f.precompress(opts.PrecompressLevel); err != nil {
 		return nil, err
 	}
+	k := f.useCache(s, opts, config.RootFS.DiffIDs, len(manifest.Layers))
 
 	rep.Step("flattening %s (%d layers)", img.Ref, len(manifest.Layers))
 	open := func(_ context.Context, i int) (io.ReadCloser, error) {
-		d := manifest.Layers[i].Digest
-		f, err := s.OpenBlob(d, manifest.Layers[i].Size)
+		d := manifest.Layers[k+i].Digest
+		f, err := s.OpenBlob(d, manifest.Layers[k+i].Size)
 		if err != nil {
 			return nil, blobMissing(err, "the layer blob", s)
 		}
 		return f, nil
 	}
-	entries, err := readLayers(ctx, f, manifest.Layers, config.RootFS.DiffIDs, open, opts.Jobs, rep)
+	entries, err := readLayers(ctx, f, k, manifest.Layers[k:], config.RootFS.DiffIDs[k:], open, opts.Jobs, rep)
 	if err != nil {
 		return nil, fmt.Errorf("flatten %s: %w", img.Ref, err)
 	}
@@ -155,21 +170,34 @@ func (s *Store) finish(ctx context.Context, f *Flattened, layers []layerRead, ma
 		}
 	}
 	fl := newFlattener()
+	runs := map[string][]*tartree.Run{}
+	k := 0
+	if f.base != nil {
+		k = f.base.layers
+		fl.tree, fl.nextInode = f.base.tree, f.base.nextInode
+		for p, r := range f.base.runs {
+			runs[p] = append(runs[p], r...)
+		}
+	}
 	for i, l := range layers {
 		for e := range l.entries.all() {
 			if err := fl.apply(e); err != nil {
-				return fmt.Errorf("flatten %s: layer %d (%s): %w", f.Image.Ref, i+1, manifest.Layers[i].Digest, err)
+				return fmt.Errorf("flatten %s: layer %d (%s): %w", f.Image.Ref, k+i+1, manifest.Layers[k+i].Digest, err)
 			}
 		}
 		fl.endLayer()
-	}
-	f.Tree = fl.tree
-	f.Tree.Runs = map[string][]*tartree.Run{}
-	for _, l := range layers {
-		for p, runs := range l.runs {
-			f.Tree.Runs[p] = append(f.Tree.Runs[p], runs...)
+		for p, r := range l.runs {
+			runs[p] = append(runs[p], r...)
+		}
+		if k+i+1 == f.saveAt {
+			// Saved now: the layers above change the tree in place.
+			if err := f.store.saveChain(f.chain[:f.saveAt], f.frames, clampSeconds(f.clamp), fl.tree, runs, fl.nextInode); err != nil {
+				f.rep.Warn("could not keep the lower layers in the store for later builds: %v", err)
+			}
 		}
 	}
+	f.Tree = fl.tree
+	f.Tree.Runs = runs
 	var err error
 	f.Spec, err = s.runtimeSpec(ctx, f, manifest, config, f.Image)
 	return err
@@ -242,18 +270,22 @@ func (s *Store) PullFlatten(ctx context.Context, ref Ref, popts PullOptions, fop
 		os.RemoveAll(dir)
 		return Image{}, nil, r.err // the pull failed before any layer
 	}
+	k := f.useCache(s, fopts, p.config.RootFS.DiffIDs, len(p.layers))
+	for _, r := range readers[:k] {
+		r.CloseWithError(errors.New("the layer is cached")) // its download goes on alone
+	}
 	// A layer's reader starts with its download, and the download keeps
 	// its slot until the reader is done (see fetchLayers): only as many
 	// layers as download at once hold buffers, whatever the layer count.
 	open := func(ctx context.Context, i int) (io.ReadCloser, error) {
-		if err := readers[i].waitStarted(ctx); err != nil {
+		if err := readers[k+i].waitStarted(ctx); err != nil {
 			return nil, err
 		}
-		return readers[i], nil
+		return readers[k+i], nil
 	}
 	// Every reader waits at once: a reader waiting for a slot while its
 	// download waits for it would deadlock the pull.
-	entries, readErr := readLayers(ctx, f, p.layers, p.config.RootFS.DiffIDs, open, len(p.layers), progress.Discard)
+	entries, readErr := readLayers(ctx, f, k, p.layers[k:], p.config.RootFS.DiffIDs[k:], open, len(p.layers)-k, progress.Discard)
 	if readErr != nil {
 		readErr = fmt.Errorf("flatten %s: %w", ref, readErr)
 	}
@@ -287,6 +319,34 @@ func (s *Store) PullFlatten(ctx context.Context, ref Ref, popts PullOptions, fop
 	}
 	rep.Step("flattened %s while pulling it", r.img.Ref)
 	return r.img, f, nil
+}
+
+// useCache loads the longest cached chain of the image's diffIDs when
+// opts.Cache is set, and returns how many layers it covers; it also picks
+// the chain this build saves: every layer but the top one, which is what
+// rebuilds after a change to the top layer and images FROM the same base
+// share (all of a one-layer image, itself a base).
+func (f *Flattened) useCache(s *Store, opts FlattenOptions, diffIDs []digest.Digest, layers int) int {
+	if !opts.Cache || len(diffIDs) != layers || layers == 0 {
+		return 0
+	}
+	f.store, f.chain, f.rep = s, diffIDs, opts.Progress
+	if f.rep == nil {
+		f.rep = progress.Discard
+	}
+	if f.pre != nil {
+		f.frames = zframe.Key(opts.PrecompressLevel)
+	}
+	f.base = s.findChain(diffIDs, f.frames, clampSeconds(f.clamp), f.budget)
+	k := 0
+	if f.base != nil {
+		k = f.base.layers
+		f.rep.Step("reusing the %d lowest layers flattened by an earlier build", k)
+	}
+	if save := max(layers-1, 1); save > k {
+		f.saveAt = save
+	}
+	return k
 }
 
 // precompress starts compressing large files' frames as layers are read.
@@ -335,26 +395,27 @@ func (l *entryList) all() iter.Seq[layerEntry] {
 
 // readLayers decompresses layers in parallel, spilling file contents and
 // collecting headers.
-func readLayers(ctx context.Context, f *Flattened, layers []ispec.Descriptor, diffIDs []digest.Digest, open func(context.Context, int) (io.ReadCloser, error), jobs int, rep progress.Reporter) ([]layerRead, error) {
+// The layers are the image's from the first on.
+func readLayers(ctx context.Context, f *Flattened, first int, layers []ispec.Descriptor, diffIDs []digest.Digest, open func(context.Context, int) (io.ReadCloser, error), jobs int, rep progress.Reporter) ([]layerRead, error) {
 	if jobs <= 0 {
 		jobs = 2
 	}
 	out := make([]layerRead, len(layers))
 	err := eachLayer(ctx, len(layers), jobs, func(ctx context.Context, i int) error {
 		l := layers[i]
-		c := rep.Bytes(fmt.Sprintf("layer %d/%d %s", i+1, len(layers), shortDigest(l.Digest)), l.Size)
+		c := rep.Bytes(fmt.Sprintf("layer %d/%d %s", first+i+1, first+len(layers), shortDigest(l.Digest)), l.Size)
 		in, err := open(ctx, i)
 		var read layerRead
 		var spill *os.File
 		if err == nil {
-			sp := newSpeculator(f.pre, f.clamp, i == 0)
-			read, spill, err = readLayer(ctx, in, f.dir, i, l, diffIDs[i], f.maxSize, f.budget, f.pre, sp, c)
+			sp := newSpeculator(f.pre, f.clamp, first+i == 0)
+			read, spill, err = readLayer(ctx, in, f.dir, first+i, l, diffIDs[i], f.maxSize, f.budget, f.pre, sp, c)
 			in.Close()
 		}
-		f.spills[i] = spill
+		f.spills[first+i] = spill
 		if err != nil {
 			c.Done("failed")
-			return fmt.Errorf("layer %d (%s): %w", i+1, l.Digest, err)
+			return fmt.Errorf("layer %d (%s): %w", first+i+1, l.Digest, err)
 		}
 		c.Done("read")
 		out[i] = read

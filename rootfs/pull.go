@@ -332,6 +332,12 @@ func (t *teeSink) copyFrom(path string) {
 	if t == nil {
 		return
 	}
+	select {
+	case <-t.w.consumed():
+		t.close(nil) // the reader wants no more of it (a cached layer)
+		return
+	default:
+	}
 	f, err := os.Open(path)
 	if err != nil {
 		t.close(err)
