@@ -281,8 +281,8 @@ func (p *pruner) walk(d v1.Descriptor, depth int) error {
 	return nil
 }
 
-// uses removes the use files of entries no longer in the index; they are
-// nexcage's bookkeeping, not listed.
+// uses removes the use files of entries no longer in the index and the
+// builds' chain lock files; they are nexcage's bookkeeping, not listed.
 func (p *pruner) uses(kept []v1.Descriptor) {
 	if p.opts.DryRun {
 		return
@@ -291,6 +291,14 @@ func (p *pruner) uses(kept []v1.Descriptor) {
 	for _, d := range kept {
 		img := imageFromDescriptor(d)
 		want[useName(img.Ref, img.Platform)] = true
+	}
+	// The chain locks of builds (chainlock.go): none runs now.
+	if locks, err := p.list(chainLocksDir); err == nil {
+		for _, e := range locks {
+			if e.Type().IsRegular() {
+				p.root.RemoveFile(chainLocksDir+"/"+e.Name(), func(st *unix.Stat_t) bool { return st.Mode&unix.S_IFMT == unix.S_IFREG })
+			}
+		}
 	}
 	names, err := p.list(usesDir)
 	if err != nil {

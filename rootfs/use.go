@@ -64,6 +64,8 @@ func (s *Store) touchUse(ref, platform string) {
 	defer f.Close()
 	if fi, err := f.Stat(); err != nil || !fi.Mode().IsRegular() {
 		return
+	} else if fi.Mode().Perm() == 0 {
+		f.Chmod(0o644) // saferoot creates files mode 0: reopened next time
 	}
 	// utimensat(fd, NULL, NULL): futimens to now on the descriptor just
 	// checked, not on the name again.
@@ -235,4 +237,16 @@ func (s *Store) readCachedChain(root *saferoot.Root, rel string) ([]digest.Diges
 		return nil, err
 	}
 	return m.Chain, nil
+}
+
+// touchChain records a use of the cached chain key: its directory's mtime,
+// which Prune's OlderThan reads. Best effort, no symlink followed.
+func (s *Store) touchChain(key string) {
+	root, err := saferoot.Open(s.Dir)
+	if err != nil {
+		return
+	}
+	defer root.Close()
+	now := unix.NsecToTimespec(time.Now().UnixNano())
+	root.Utimes(pruneChainsDir+"/"+key, []unix.Timespec{now, now})
 }
