@@ -174,6 +174,7 @@ type pruner struct {
 	// blobs and chains the kept images need.
 	blobSet  map[string]bool
 	chainSet map[string]bool
+	walked   map[string]bool // manifests and indexes read
 	// unsure says why the references are not known for certain (an
 	// entry's manifest is there but unreadable): then no blob goes.
 	unsure string
@@ -208,7 +209,7 @@ func unusedSince(t time.Time) string {
 // referenced walks the kept entries down to their configs and layers,
 // and their configs' diff_ids to the chain ids a cache may hold.
 func (p *pruner) referenced(kept []v1.Descriptor) {
-	p.blobSet, p.chainSet = map[string]bool{}, map[string]bool{}
+	p.blobSet, p.chainSet, p.walked = map[string]bool{}, map[string]bool{}, map[string]bool{}
 	for _, d := range kept {
 		if err := p.walk(d, 0); err != nil && p.unsure == "" {
 			p.unsure = fmt.Sprintf("%s: %v: check and repair the store first", entryName(d), err)
@@ -217,6 +218,10 @@ func (p *pruner) referenced(kept []v1.Descriptor) {
 }
 
 func (p *pruner) walk(d v1.Descriptor, depth int) error {
+	if p.walked[d.Digest.String()] {
+		return nil // an index naming one manifest many times costs one read
+	}
+	p.walked[d.Digest.String()] = true
 	p.blobSet[d.Digest.String()] = true
 	if depth > maxPruneDepth {
 		return fmt.Errorf("indexes nested more than %d deep", maxPruneDepth)

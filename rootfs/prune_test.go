@@ -480,3 +480,43 @@ func TestPruneNoStore(t *testing.T) {
 		t.Error("Prune created the store")
 	}
 }
+
+// TestPruneWalksNestedIndexes: an index entry another tool wrote, naming
+// an image index (listed twice, nested) rather than a manifest, keeps the
+// index and every blob of the manifests under it.
+func TestPruneWalksNestedIndexes(t *testing.T) {
+	s, _, _, app2 := retagged(t)
+	im, err := s.readIndex()
+	if err != nil || len(im.Manifests) != 1 {
+		t.Fatalf("index: %v, %v", im, err)
+	}
+	inner, _ := json.Marshal(v1.IndexManifest{SchemaVersion: 2, MediaType: "application/vnd.oci.image.index.v1+json", Manifests: []v1.Descriptor{im.Manifests[0]}})
+	innerDesc, err := s.putBytes(inner)
+	if err != nil {
+		t.Fatal(err)
+	}
+	innerDesc.MediaType = "application/vnd.oci.image.index.v1+json"
+	outer, _ := json.Marshal(v1.IndexManifest{SchemaVersion: 2, MediaType: "application/vnd.oci.image.index.v1+json", Manifests: []v1.Descriptor{innerDesc, innerDesc}})
+	outerDesc, err := s.putBytes(outer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	outerDesc.MediaType = "application/vnd.oci.image.index.v1+json"
+	outerDesc.Annotations = im.Manifests[0].Annotations
+	im.Manifests[0] = outerDesc
+	if err := s.writeIndex(im); err != nil {
+		t.Fatal(err)
+	}
+	res, err := s.Prune(context.Background(), PruneOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range append(imageBlobs(t, app2.Image), innerDesc.Digest.String(), outerDesc.Digest.String()) {
+		if !exists(blobFile(s, d)) {
+			t.Errorf("blob %s reached through the nested indexes was removed", d)
+		}
+	}
+	if got := removedNames(res, PruneBlob); len(got) != 3 {
+		t.Errorf("removed %v, want the retagged image's 3 own blobs", got)
+	}
+}
