@@ -16,6 +16,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/opencontainers/go-digest"
@@ -134,12 +135,28 @@ func clampSeconds(t time.Time) int64 {
 	return t.Unix()
 }
 
+// chainsUsable reports whether the cache's directories are directories
+// of the store's own, or absent: nexcage follows no symlink inside a
+// store.
+func (s *Store) chainsUsable() bool {
+	for _, d := range []string{"cache", chainsDir} {
+		fi, err := os.Lstat(filepath.Join(s.Dir, d))
+		if errors.Is(err, os.ErrNotExist) {
+			return true
+		}
+		if err != nil || !fi.IsDir() {
+			return false
+		}
+	}
+	return true
+}
+
 func (s *Store) chainDir(chain []digest.Digest, frames string, clamp int64) string {
 	return filepath.Join(s.Dir, chainsDir, chainKey(chain, frames, clamp))
 }
 
 func readChainManifest(dir string) (*chainManifest, error) {
-	f, err := os.Open(filepath.Join(dir, "manifest.json"))
+	f, err := openEntryFile(filepath.Join(dir, "manifest.json"))
 	if err != nil {
 		return nil, err
 	}
@@ -163,6 +180,10 @@ func readChainManifest(dir string) (*chainManifest, error) {
 
 // cachedChain is a chain loaded from the store.
 type cachedChain struct {
+	dec     *zframe.Decoder
+	readers []*zframe.RunReader // one per run, for the content kept in them
+	checks  []runCheck
+
 	layers    int
 	tree      *tartree.Tree
 	runs      map[string][]*tartree.Run
@@ -177,9 +198,12 @@ var errBadEntry = errors.New("corrupt cached chain")
 // entry that fails verification is removed, so that this build writes it
 // again.
 func (s *Store) findChain(diffIDs []digest.Digest, frames string, clamp int64, budget *entryBudget) *cachedChain {
+	if !s.chainsUsable() {
+		return nil
+	}
 	for k := len(diffIDs); k >= 1; k-- {
 		dir := s.chainDir(diffIDs[:k], frames, clamp)
-		if _, err := os.Stat(filepath.Join(dir, "manifest.json")); err != nil {
+		if fi, err := os.Lstat(dir); err != nil || !fi.IsDir() {
 			continue
 		}
 		c, err := loadChain(dir, diffIDs[:k], frames, clamp, budget)
@@ -199,12 +223,37 @@ func (s *Store) findChain(diffIDs []digest.Digest, frames string, clamp int64, b
 }
 
 func (c *cachedChain) close() {
-	if c != nil && c.data != nil {
+	if c == nil {
+		return
+	}
+	if c.dec != nil {
+		c.dec.Close()
+	}
+	if c.data != nil {
 		c.data.Close()
 	}
 }
 
+// openEntryFile opens a file of an entry without following a symlink or
+// waiting for a FIFO's writer.
+func openEntryFile(p string) (*os.File, error) {
+	f, err := os.OpenFile(p, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		return nil, err
+	}
+	if fi, err := f.Stat(); err != nil || !fi.Mode().IsRegular() {
+		f.Close()
+		return nil, fmt.Errorf("%s is not a regular file", p)
+	}
+	return f, nil
+}
+
+// hashChainFile hashes f, which must be a regular file of size bytes: a
+// device or a FIFO in its place would be read for as long as it claims.
 func hashChainFile(f *os.File, size int64) (string, error) {
+	if fi, err := f.Stat(); err != nil || !fi.Mode().IsRegular() || fi.Size() != size {
+		return "", fmt.Errorf("%w: %s is not a regular file of %d bytes", errBadEntry, f.Name(), size)
+	}
 	h := sha256.New()
 	n, err := io.Copy(h, io.NewSectionReader(f, 0, size+1))
 	if err != nil {
@@ -230,12 +279,12 @@ func loadChain(dir string, chain []digest.Digest, frames string, clamp int64, bu
 			return nil, fmt.Errorf("%w: the manifest does not describe this chain", errBadEntry)
 		}
 	}
-	index, err := os.Open(filepath.Join(dir, "index"))
+	index, err := openEntryFile(filepath.Join(dir, "index"))
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", errBadEntry, err)
 	}
 	defer index.Close()
-	data, err := os.Open(filepath.Join(dir, "data"))
+	data, err := openEntryFile(filepath.Join(dir, "data"))
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", errBadEntry, err)
 	}
@@ -273,20 +322,22 @@ func loadChain(dir string, chain []digest.Digest, frames string, clamp int64, bu
 	return c, nil
 }
 
-// The index: the magic string, then the node count, the nodes in
-// tartree.Walk order, the run count, the runs, the next hard link inode
-// number. Numbers are varints, strings a length and bytes. A node: path,
-// type, mode, uid, gid, size, mtime seconds and nanoseconds, linkname,
-// devmajor, devminor, xattr count and pairs, inode, and how its content is
-// kept: 0 none, 1 raw at a data offset, 2 frames (key, count, offset and
-// length of each). A run: first member's path, member count, headers
-// digest, raw length, end, key, frames, source count and the data offset
-// of each source (a raw node content).
+// The index: the magic string, the run count, the node count, the nodes
+// in tartree.Walk order, the runs, the next hard link inode number.
+// Numbers are varints, strings a length and bytes. A node: path, type,
+// mode, uid, gid, size, mtime seconds and nanoseconds, linkname, devmajor,
+// devminor, xattr count and pairs, inode, and where its content is (a
+// location, or its frames: key, count, offset and length of each). A run:
+// first member's path, member count, headers digest, raw length, end,
+// key, frames, and the location of each source. A location is 0 (none),
+// 1 and a data offset (raw bytes), or 3, a run number and an offset in
+// the run's archive bytes (content kept only in a run's frames).
 
 const (
 	contentNone = iota
 	contentRaw
 	contentFrames
+	contentRun
 )
 
 type indexWriter struct {
@@ -381,10 +432,49 @@ func (r *indexReader) extents() []tartree.Extent {
 	return out
 }
 
+// loc reads a content location of size bytes.
+func (r *indexReader) loc(kind uint64, size int64, c *cachedChain, data *os.File) (tartree.Section, bool) {
+	switch kind {
+	case contentRaw:
+		off := r.int()
+		if off < 0 || size < 0 || off > r.dataSize-size {
+			r.fail("content outside the data")
+			return tartree.Section{}, false
+		}
+		return tartree.Section{From: data, Off: off}, true
+	case contentNone:
+		return tartree.Section{}, true
+	case contentRun:
+		id, off := r.uint(), r.int()
+		if id >= uint64(len(c.readers)) || off < 0 || size < 0 {
+			r.fail("content in no run")
+			return tartree.Section{}, false
+		}
+		c.checks = append(c.checks, runCheck{int(id), off + size})
+		return tartree.Section{From: c.readers[id], Off: off}, true
+	}
+	r.fail("content kind %d", kind)
+	return tartree.Section{}, false
+}
+
+// runCheck is a content in a run, to check against the run's length once
+// the runs are read.
+type runCheck struct {
+	id  int
+	end int64
+}
+
 func (r *indexReader) read(c *cachedChain, data *os.File, budget *entryBudget) error {
 	magic := make([]byte, len(chainFormat))
 	if _, err := io.ReadFull(r.r, magic); err != nil || string(magic) != chainFormat {
 		return fmt.Errorf("%w: not a chain index", errBadEntry)
+	}
+	runs := make([]*tartree.Run, r.count(1<<24))
+	c.dec = &zframe.Decoder{}
+	c.readers = make([]*zframe.RunReader, len(runs))
+	for i := range runs {
+		runs[i] = &tartree.Run{}
+		c.readers[i] = c.dec.Reader(&runs[i].Compressed)
 	}
 	nodes := r.count(1 << 40)
 	c.tree = tartree.New()
@@ -393,7 +483,6 @@ func (r *indexReader) read(c *cachedChain, data *os.File, budget *entryBudget) e
 		node *tartree.Node
 	}
 	var stack []dir
-	raw := map[int64]bool{} // data offsets of raw contents, for the runs
 	for i := range nodes {
 		p := r.str()
 		n := &tartree.Node{Type: byte(r.uint()), Mode: r.int(), UID: int(r.int()), GID: int(r.int()), Size: r.int()}
@@ -416,15 +505,6 @@ func (r *indexReader) read(c *cachedChain, data *os.File, budget *entryBudget) e
 		}
 		switch kind := r.uint(); kind {
 		case contentNone:
-		case contentRaw:
-			off, size := r.int(), n.Size
-			if off < 0 || off > r.dataSize-size {
-				r.fail("content outside the data")
-				break
-			}
-			raw[off] = true
-			n.Source = tartree.Section{From: data, Off: off}
-			n.Open = func() (io.ReadCloser, error) { return io.NopCloser(io.NewSectionReader(data, off, size)), nil }
 		case contentFrames:
 			cmp := &tartree.Compressed{Key: r.str(), From: data}
 			cmp.Frames = r.extents()
@@ -435,7 +515,13 @@ func (r *indexReader) read(c *cachedChain, data *os.File, budget *entryBudget) e
 			n.Compressed = cmp
 			n.Open = func() (io.ReadCloser, error) { return zframe.Open(cmp, size) }
 		default:
-			r.fail("content kind %d", kind)
+			src, ok := r.loc(kind, n.Size, c, data)
+			if !ok {
+				break
+			}
+			size := n.Size
+			n.Source = src
+			n.Open = func() (io.ReadCloser, error) { return io.NopCloser(io.NewSectionReader(src.From, src.Off, size)), nil }
 		}
 		if r.err != nil {
 			return r.err
@@ -474,13 +560,13 @@ func (r *indexReader) read(c *cachedChain, data *os.File, budget *entryBudget) e
 			stack = append(stack, dir{p, n})
 		}
 	}
-	if c.tree.Root == nil || nodes == 0 {
+	if nodes == 0 {
 		return fmt.Errorf("%w: no root", errBadEntry)
 	}
 	c.runs = map[string][]*tartree.Run{}
-	for range r.count(1 << 40) {
+	for _, run := range runs {
 		first := r.str()
-		run := &tartree.Run{Count: r.count(1 << 40)}
+		run.Count = r.count(1 << 40)
 		if h := r.str(); len(h) == len(run.Headers) {
 			copy(run.Headers[:], h)
 		} else {
@@ -488,14 +574,14 @@ func (r *indexReader) read(c *cachedChain, data *os.File, budget *entryBudget) e
 		}
 		run.Raw = r.int()
 		run.End = tartree.RunEnd(r.uint())
-		run.Compressed = tartree.Compressed{Key: r.str(), From: data}
+		run.Compressed.Key, run.Compressed.From = r.str(), data
 		run.Frames = r.extents()
 		for range r.count(1 << 40) {
-			off := r.int()
-			if r.err == nil && !raw[off] {
-				r.fail("a run source that is no file's content")
+			src, ok := r.loc(r.uint(), 0, c, data)
+			if !ok {
+				break
 			}
-			run.Sources = append(run.Sources, tartree.Section{From: data, Off: off})
+			run.Sources = append(run.Sources, src)
 		}
 		if r.err == nil && (run.End > tartree.EndOfArchive || run.Raw < 0 || int64(len(run.Frames)) != (run.Raw+zframe.FrameSize-1)/zframe.FrameSize) {
 			r.fail("a run of %d bytes in %d frames", run.Raw, len(run.Frames))
@@ -505,6 +591,12 @@ func (r *indexReader) read(c *cachedChain, data *os.File, budget *entryBudget) e
 		}
 		c.runs[first] = append(c.runs[first], run)
 	}
+	for _, ck := range c.checks {
+		if ck.end > runs[ck.id].Raw {
+			return fmt.Errorf("%w: content past the end of its run", errBadEntry)
+		}
+	}
+	c.checks = nil
 	c.nextInode = r.uint()
 	if r.err != nil {
 		return r.err
@@ -529,45 +621,146 @@ func (w *hashWriter) Write(b []byte) (int, error) {
 	return n, err
 }
 
-// saveChain stores tree, the flattened chain, with runs, the runs of its
-// layers, unless the entry exists. Failing to save costs only the reuse.
-func (s *Store) saveChain(chain []digest.Digest, frames string, clamp int64, tree *tartree.Tree, runs map[string][]*tartree.Run, nextInode uint64) (err error) {
-	target := s.chainDir(chain, frames, clamp)
-	if _, err := os.Stat(target); err == nil {
+// copyOp is a byte range the data file is made of.
+type copyOp struct {
+	from    io.ReaderAt
+	off, n  int64
+	section bool // raw content: the range must be whole
+}
+
+// chainSave is a cache entry being written: its index is written and its
+// data is copied in the background, from files that outlive it (the
+// spills, the precompressed frames, a loaded entry's data), while the
+// template is written.
+type chainSave struct {
+	done chan error
+}
+
+func (cs *chainSave) wait() error {
+	if cs == nil {
 		return nil
 	}
+	return <-cs.done
+}
+
+// saveChain starts storing tree, the flattened chain, with runs, the runs
+// of its layers, unless the entry exists; its wait returns once it is in
+// place. It reads tree now: the caller may change it afterwards. Failing
+// to save costs only the reuse.
+func (s *Store) saveChain(chain []digest.Digest, frames string, clamp int64, tree *tartree.Tree, runs map[string][]*tartree.Run, nextInode uint64) (_ *chainSave, err error) {
+	target := s.chainDir(chain, frames, clamp)
+	if _, err := os.Lstat(target); err == nil || !s.chainsUsable() {
+		return nil, nil
+	}
 	if err := os.MkdirAll(filepath.Dir(target), 0o755); err != nil {
-		return err
+		return nil, err
 	}
 	tmp, err := atomicfile.TempDir(target)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer func() {
 		if err != nil {
 			os.RemoveAll(tmp)
 		}
 	}()
+
+	// Which runs to keep: those a later build could reuse (every member
+	// still in the tree), and those holding content of the tree.
+	present := map[tartree.Section]bool{}
+	held := map[*tartree.Compressed]bool{}
+	var count int64
+	tree.Walk(func(_ string, n *tartree.Node) error {
+		count++
+		if n.Type == tar.TypeReg && n.Compressed == nil && n.Size > 0 {
+			present[n.Source] = true
+			if rr, ok := n.Source.From.(*zframe.RunReader); ok {
+				held[rr.Run()] = true
+			}
+		}
+		return nil
+	})
+	firsts := make([]string, 0, len(runs))
+	for first := range runs {
+		firsts = append(firsts, first)
+	}
+	sort.Strings(firsts)
+	type keptRun struct {
+		first string
+		run   *tartree.Run
+	}
+	var kept []keptRun
+	ids := map[*tartree.Compressed]int{}
+	for _, first := range firsts {
+		for _, run := range runs[first] {
+			keep := held[&run.Compressed]
+			if !keep {
+				keep = true
+				for _, src := range run.Sources {
+					keep = keep && present[src]
+				}
+			}
+			if keep {
+				ids[&run.Compressed] = len(kept)
+				kept = append(kept, keptRun{first, run})
+			}
+		}
+	}
+	present = nil
+
 	indexFile, err := os.Create(filepath.Join(tmp, "index"))
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer indexFile.Close()
-	dataFile, err := os.Create(filepath.Join(tmp, "data"))
-	if err != nil {
-		return err
-	}
-	defer dataFile.Close()
-	data := &hashWriter{w: bufio.NewWriterSize(dataFile, 1<<20), h: sha256.New()}
 	index := &hashWriter{w: bufio.NewWriterSize(indexFile, 1<<20), h: sha256.New()}
 	iw := &indexWriter{w: bufio.NewWriterSize(index, 64<<10)}
 	iw.w.WriteString(chainFormat)
-
-	var count int64
-	tree.Walk(func(string, *tartree.Node) error { count++; return nil })
+	iw.uint(uint64(len(kept)))
 	iw.uint(uint64(count))
-	moved := map[tartree.Section]int64{} // a content's old place → its data offset
-	buf := make([]byte, 256<<10)
+
+	var ops []copyOp
+	var size int64 // of the data so far
+	frameOps := func(c *tartree.Compressed) {
+		iw.str(c.Key)
+		iw.uint(uint64(len(c.Frames)))
+		for _, e := range c.Frames {
+			ops = append(ops, copyOp{from: c.From, off: e.Off, n: e.Len})
+			iw.int(size)
+			iw.int(e.Len)
+			size += e.Len
+		}
+	}
+	// loc writes where content now at src is, moving it to the data
+	// unless it is in a kept run.
+	moved := map[tartree.Section]int64{}
+	loc := func(src tartree.Section, n int64) error {
+		if rr, ok := src.From.(*zframe.RunReader); ok {
+			id, ok := ids[rr.Run()]
+			if !ok {
+				return errors.New("content in a run that is not kept")
+			}
+			iw.uint(contentRun)
+			iw.uint(uint64(id))
+			iw.int(src.Off)
+			return nil
+		}
+		if src.From == nil && n > 0 {
+			return errors.New("content with no source")
+		}
+		off, ok := moved[src]
+		if !ok || n == 0 {
+			off = size
+			ops = append(ops, copyOp{from: src.From, off: src.Off, n: n, section: true})
+			size += n
+			if n > 0 {
+				moved[src] = off
+			}
+		}
+		iw.uint(contentRaw)
+		iw.int(off)
+		return nil
+	}
 	err = tree.Walk(func(p string, n *tartree.Node) error {
 		iw.str(p)
 		iw.uint(uint64(n.Type))
@@ -596,94 +789,97 @@ func (s *Store) saveChain(chain []digest.Digest, frames string, clamp int64, tre
 			iw.uint(contentNone)
 		case n.Compressed != nil:
 			iw.uint(contentFrames)
-			if err := copyFrames(iw, data, n.Compressed); err != nil {
+			frameOps(n.Compressed)
+		default:
+			if err := loc(n.Source, n.Size); err != nil {
 				return fmt.Errorf("%s: %w", p, err)
 			}
-		default:
-			// Only non-empty contents are recorded: an empty file's
-			// section is also where the next file's content starts.
-			off, ok := moved[n.Source]
-			if !ok || n.Size == 0 {
-				off = data.n
-				rc, err := n.Open()
-				if err != nil {
-					return err
-				}
-				w, err := io.CopyBuffer(data, io.LimitReader(rc, n.Size), buf)
-				rc.Close()
-				if err != nil {
-					return err
-				}
-				if w != n.Size {
-					return fmt.Errorf("%s: %d bytes of %d", p, w, n.Size)
-				}
-				if n.Source.From != nil && n.Size > 0 {
-					moved[n.Source] = off
-				}
-			}
-			iw.uint(contentRaw)
-			iw.int(off)
 		}
 		return nil
 	})
 	if err != nil {
-		return err
+		return nil, err
 	}
-	firsts := make([]string, 0, len(runs))
-	for first := range runs {
-		firsts = append(firsts, first)
-	}
-	sort.Strings(firsts)
-	type keptRun struct {
-		first string
-		run   *tartree.Run
-		srcs  []int64
-	}
-	var kept []keptRun
-	for _, first := range firsts {
-	runs:
-		for _, run := range runs[first] {
-			k := keptRun{first: first, run: run}
-			for _, src := range run.Sources {
-				off, ok := moved[src]
-				if !ok {
-					continue runs // a member no longer in the tree: never reusable
-				}
-				k.srcs = append(k.srcs, off)
-			}
-			kept = append(kept, k)
-		}
-	}
-	iw.uint(uint64(len(kept)))
 	for _, k := range kept {
 		iw.str(k.first)
 		iw.uint(uint64(k.run.Count))
 		iw.str(string(k.run.Headers[:]))
 		iw.int(k.run.Raw)
 		iw.uint(uint64(k.run.End))
-		if err := copyFrames(iw, data, &k.run.Compressed); err != nil {
-			return err
-		}
-		iw.uint(uint64(len(k.srcs)))
-		for _, off := range k.srcs {
-			iw.int(off)
+		frameOps(&k.run.Compressed)
+		iw.uint(uint64(len(k.run.Sources)))
+		for _, src := range k.run.Sources {
+			if rr, ok := src.From.(*zframe.RunReader); ok {
+				if id, ok := ids[rr.Run()]; ok {
+					iw.uint(contentRun)
+					iw.uint(uint64(id))
+					iw.int(src.Off)
+					continue
+				}
+			} else if off, ok := moved[src]; ok {
+				iw.uint(contentRaw)
+				iw.int(off)
+				continue
+			}
+			// No file of the tree: the run can never be reused, but
+			// holds content that is.
+			iw.uint(contentNone)
 		}
 	}
 	iw.uint(nextInode)
 	if err := iw.w.Flush(); err != nil {
-		return err
+		return nil, err
 	}
 	if err := index.w.Flush(); err != nil {
+		return nil, err
+	}
+	if err := indexFile.Close(); err != nil {
+		return nil, err
+	}
+	m := chainManifest{
+		Format: chainFormat, Chain: chain, Frames: frames, Clamp: clamp, Created: time.Now().UTC(),
+		IndexSize: index.n, IndexHash: hex.EncodeToString(index.h.Sum(nil)), DataSize: size, Nodes: count,
+	}
+	cs := &chainSave{done: make(chan error, 1)}
+	go func() {
+		err := writeChainData(tmp, target, ops, m)
+		if err != nil {
+			os.RemoveAll(tmp)
+		}
+		cs.done <- err
+	}()
+	return cs, nil
+}
+
+// writeChainData copies the data, writes the manifest and puts the entry
+// in place.
+func writeChainData(tmp, target string, ops []copyOp, m chainManifest) error {
+	f, err := os.Create(filepath.Join(tmp, "data"))
+	if err != nil {
 		return err
+	}
+	defer f.Close()
+	data := &hashWriter{w: bufio.NewWriterSize(f, 1<<20), h: sha256.New()}
+	buf := make([]byte, 256<<10)
+	for _, op := range ops {
+		if op.n == 0 {
+			continue
+		}
+		n, err := io.CopyBuffer(data, io.NewSectionReader(op.from, op.off, op.n), buf)
+		if err != nil {
+			return err
+		}
+		if n != op.n {
+			return fmt.Errorf("%d bytes of %d", n, op.n)
+		}
 	}
 	if err := data.w.Flush(); err != nil {
 		return err
 	}
-	m := chainManifest{
-		Format: chainFormat, Chain: chain, Frames: frames, Clamp: clamp, Created: time.Now().UTC(),
-		IndexSize: index.n, IndexHash: hex.EncodeToString(index.h.Sum(nil)),
-		DataSize: data.n, DataHash: hex.EncodeToString(data.h.Sum(nil)), Nodes: count,
+	if data.n != m.DataSize {
+		return fmt.Errorf("wrote %d bytes of data, not %d", data.n, m.DataSize)
 	}
+	m.DataHash = hex.EncodeToString(data.h.Sum(nil))
 	b, err := json.MarshalIndent(m, "", "\t")
 	if err != nil {
 		return err
@@ -700,27 +896,6 @@ func (s *Store) saveChain(chain []digest.Digest, frames string, clamp int64, tre
 			return nil
 		}
 		return err
-	}
-	return nil
-}
-
-// copyFrames appends c's frames to data and their extents to the index.
-func copyFrames(iw *indexWriter, data *hashWriter, c *tartree.Compressed) error {
-	iw.str(c.Key)
-	iw.uint(uint64(len(c.Frames)))
-	for i := range c.Frames {
-		b, err := zframe.ReadFrame(c, i)
-		if err != nil {
-			return err
-		}
-		off := data.n
-		_, err = data.Write(b)
-		zframe.Release(b)
-		if err != nil {
-			return err
-		}
-		iw.int(off)
-		iw.int(data.n - off)
 	}
 	return nil
 }

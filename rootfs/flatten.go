@@ -88,13 +88,18 @@ type Flattened struct {
 	frames string
 	chain  []digest.Digest
 	rep    progress.Reporter
+	saving *chainSave
 	// unlockChain releases the lock of the chain this build saves
-	// (chainlock.go), once saved or given up.
+	// (chainlock.go), once the entry is in place or given up.
 	unlockChain func()
 }
 
-// Close removes the spill files.
+// Close removes the spill files, once the lower layers are saved in the
+// store's cache (see FlattenOptions.Cache).
 func (f *Flattened) Close() error {
+	if err := f.saving.wait(); err != nil {
+		f.rep.Warn("could not keep the lower layers in the store for later builds: %v", err)
+	}
 	if f.pre != nil {
 		f.pre.Close()
 	}
@@ -195,10 +200,11 @@ func (s *Store) finish(ctx context.Context, f *Flattened, layers []layerRead, ma
 		}
 		if k+i+1 == f.saveAt {
 			// Saved now: the layers above change the tree in place.
-			if err := f.store.saveChain(f.chain[:f.saveAt], f.frames, clampSeconds(f.clamp), fl.tree, runs, fl.nextInode); err != nil {
+			var err error
+			if f.saving, err = f.store.saveChain(f.chain[:f.saveAt], f.frames, clampSeconds(f.clamp), fl.tree, runs, fl.nextInode); err != nil {
 				f.rep.Warn("could not keep the lower layers in the store for later builds: %v", err)
 			}
-			f.releaseChain()
+			f.releaseChainWhenSaved()
 		}
 	}
 	f.Tree = fl.tree
@@ -873,4 +879,24 @@ func (f *Flattened) releaseChain() {
 		f.unlockChain()
 		f.unlockChain = nil
 	}
+}
+
+// releaseChainWhenSaved releases the chain lock as soon as the entry being
+// saved is in place (its data is copied in the background while the
+// template is written), so a build waiting for the chain loads it then,
+// not after this build's whole template.
+func (f *Flattened) releaseChainWhenSaved() {
+	if f.saving == nil || f.unlockChain == nil {
+		f.releaseChain()
+		return
+	}
+	unlock, saved := f.unlockChain, f.saving.done
+	f.unlockChain = nil
+	relay := make(chan error, 1)
+	go func() {
+		err := <-saved
+		unlock()
+		relay <- err
+	}()
+	f.saving = &chainSave{done: relay}
 }

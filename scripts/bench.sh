@@ -77,6 +77,28 @@ make_many() {
 	touch "$work/many.done"
 }
 
+# Images FROM the bench base: its Debian layer plus an application layer of
+# their own (the same whiteout, other files). "shared" is built into the
+# store the bench image was just built into, and cold into an empty one;
+# f1..f8 are the factory, built together with --jobs 2.
+make_shared() {
+	[[ -f "$work/shared.done" ]] && return
+	local name n
+	for name in shared f1 f2 f3 f4 f5 f6 f7 f8; do
+		n=300
+		[[ "$name" == shared ]] && n="$extra_files"
+		rm -rf "$work/app-$name" "$work/$name-layout"
+		mkdir -p "$work/app-$name/usr/share" "$work/app-$name/opt/$name"
+		: >"$work/app-$name/usr/share/.wh.doc"
+		for i in $(seq 1 "$n"); do
+			head -c $((512 + (i * 37) % 8192)) /dev/urandom | base64 >"$work/app-$name/opt/$name/file-$i.txt"
+		done
+		tar --numeric-owner --sort=name -C "$work/app-$name" -cf - . | pigz -6 >"$work/app-$name.tar.gz"
+		(cd "$repo" && go run ./testdata/bench "$work/$name-layout" "$work/layer1.tar.gz" "$work/app-$name.tar.gz")
+	done
+	touch "$work/shared.done"
+}
+
 start_registry() {
 	local port
 	port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
@@ -96,6 +118,9 @@ EOF
 	done
 	skopeo copy -q --dest-tls-verify=false "oci:$work/layout:bench" "docker://127.0.0.1:$port/bench:1" >&2
 	skopeo copy -q --dest-tls-verify=false "oci:$work/many-layout:bench" "docker://127.0.0.1:$port/many:1" >&2
+	for name in shared f1 f2 f3 f4 f5 f6 f7 f8; do
+		skopeo copy -q --dest-tls-verify=false "oci:$work/$name-layout:bench" "docker://127.0.0.1:$port/$name:1" >&2
+	done
 	image="127.0.0.1:$port/bench:1"
 }
 
@@ -111,6 +136,7 @@ measure() {
 
 make_image
 make_many
+make_shared
 start_registry
 blobs=$(python3 - "$work/layout" <<'EOF'
 import json, sys, os
@@ -130,6 +156,11 @@ for r in $(seq 1 "$runs"); do
 		tar --numeric-owner --xattrs -C '$work/run/bundle/rootfs' -cpf - . | zstd -q -T0 -3 >'$work/run/anchor.tar.zst'"
 	measure floor "for b in $blobs; do pigz -dc \$b; done | zstd -q -T0 -3 >/dev/null"
 	measure many "'$bin' build -q --store '$work/run/store' --name many --version 1 docker://${image%/bench:1}/many:1 -o '$work/run/nexcage/'"
+	# The store holds the bench image's base layer, flattened by the
+	# nexcage build above: the shared image reads only its own layer.
+	measure shared "'$bin' build -q --store '$work/run/store' --name shared --version 1 docker://${image%/bench:1}/shared:1 -o '$work/run/nexcage/'"
+	measure cold "'$bin' build -q --store '$work/run/store-cold' --name shared --version 1 docker://${image%/bench:1}/shared:1 -o '$work/run/cold/'"
+	measure factory "'$bin' build -q --jobs 2 --store '$work/run/store-factory' $(for i in 1 2 3 4 5 6 7 8; do echo "docker://${image%/bench:1}/f$i:1"; done) -o '$work/run/factory/'"
 done
 
 python3 - "$work/times" "$runs" "$(nproc)" <<'EOF'
@@ -141,11 +172,15 @@ for line in open(sys.argv[1]):
 med = {n: tuple(statistics.median(v[i] for v in rs) for i in range(3)) for n, rs in rows.items()}
 print(f"medians of {sys.argv[2]} runs on {sys.argv[3]} cores")
 print(f"{'':10} {'wall s':>8} {'cpu s':>8} {'peak RSS MiB':>13}")
-for n in ("nexcage", "anchor", "floor"):
+for n in ("nexcage", "anchor", "floor", "shared", "cold", "factory"):
     w, c, m = med[n]
     print(f"{n:10} {w:8.2f} {c:8.2f} {m:13.1f}")
 n, a, f = med["nexcage"], med["anchor"], med["floor"]
 print(f"nexcage/anchor wall {n[0]/a[0]:.2f} (goal <= 0.35), cpu {n[1]/a[1]:.2f}")
 print(f"nexcage/floor  wall {n[0]/f[0]:.2f} (goal <= 1.30)")
 print(f"nexcage peak RSS {n[2]:.0f} MiB (goal <= 150); {med['many'][2]:.0f} MiB for a 60-layer image")
+s, c, fa = med["shared"], med["cold"], med["factory"]
+walls = lambda n: sorted(v[0] for v in rows[n])
+print(f"shared-base/cold wall {s[0]/c[0]:.2f} (goal <= 0.30; shared {walls('shared')}, cold {walls('cold')})")
+print(f"factory of 8 (--jobs 2)/8 cold wall {fa[0]/(8*c[0]):.2f} (goal <= 0.35), peak RSS {fa[2]:.0f} MiB")
 EOF

@@ -170,14 +170,32 @@ type Precompressor struct {
 	size int64 // of file
 	err  error
 
-	// decodeMu guards the decoder of content kept only in runs, and the
-	// frame it decompressed last.
-	decodeMu sync.Mutex
-	dec      *zstd.Decoder
-	decoded  struct {
+	// dec reads back content kept only in runs.
+	dec Decoder
+}
+
+// Decoder decompresses the frames of runs for their RunReaders, keeping
+// the frame it decompressed last: a run's files are read in order.
+type Decoder struct {
+	mu      sync.Mutex
+	dec     *zstd.Decoder
+	decoded struct {
 		c   *tartree.Compressed
 		i   int
 		raw []byte
+	}
+}
+
+// Reader reads run c's archive bytes back from its frames.
+func (d *Decoder) Reader(c *tartree.Compressed) *RunReader { return &RunReader{d: d, c: c} }
+
+// Close releases the decoder.
+func (d *Decoder) Close() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.dec != nil {
+		d.dec.Close()
+		d.dec = nil
 	}
 }
 
@@ -354,7 +372,7 @@ type RunWriter struct {
 	buf    []byte
 	failed bool
 	ended  bool
-	reader *runReader
+	reader *RunReader
 }
 
 // Header adds a member with its encoded header (tartree.AppendHeader).
@@ -419,7 +437,7 @@ func (w *RunWriter) ReadFrom(r io.Reader) (int64, error) {
 // run has ended and Precompressor.Wait has returned.
 func (w *RunWriter) Section() tartree.Section {
 	if w.reader == nil {
-		w.reader = &runReader{p: w.p, c: &w.run.Compressed}
+		w.reader = w.p.dec.Reader(&w.run.Compressed)
 	}
 	return tartree.Section{From: w.reader, Off: w.run.Raw}
 }
@@ -477,19 +495,23 @@ func (w *RunWriter) Abort() {
 	w.failed = true
 }
 
-// runReader reads a run's archive bytes back from its frames.
-type runReader struct {
-	p *Precompressor
+// RunReader reads a run's archive bytes back from its frames: the
+// tartree.Section of content kept only in a run reads from one.
+type RunReader struct {
+	d *Decoder
 	c *tartree.Compressed
 }
+
+// Run is the run the reader reads.
+func (r *RunReader) Run() *tartree.Compressed { return r.c }
 
 // ReadAt decompresses the frames that hold [off, off+len(b)): frame i
 // holds the FrameSize bytes from i*FrameSize. The last frame decompressed
 // is kept, as the writer reads a run's files in order.
-func (r *runReader) ReadAt(b []byte, off int64) (int, error) {
-	p := r.p
-	p.decodeMu.Lock()
-	defer p.decodeMu.Unlock()
+func (r *RunReader) ReadAt(b []byte, off int64) (int, error) {
+	p := r.d
+	p.mu.Lock()
+	defer p.mu.Unlock()
 	n := 0
 	for n < len(b) {
 		i := int((off + int64(n)) / FrameSize)
@@ -511,7 +533,7 @@ func (r *runReader) ReadAt(b []byte, off int64) (int, error) {
 }
 
 // decode decompresses frame i of c into p.decoded.
-func (p *Precompressor) decode(c *tartree.Compressed, i int) error {
+func (p *Decoder) decode(c *tartree.Compressed, i int) error {
 	if p.dec == nil {
 		dec, err := zstd.NewReader(nil, zstd.WithDecoderConcurrency(1))
 		if err != nil {
@@ -549,9 +571,7 @@ func (p *Precompressor) Wait() error {
 // Close waits for the workers and removes the frames file.
 func (p *Precompressor) Close() error {
 	p.wg.Wait()
-	if p.dec != nil {
-		p.dec.Close()
-	}
+	p.dec.Close()
 	p.file.Close()
 	return os.Remove(p.file.Name())
 }
