@@ -160,6 +160,12 @@ func BuildAll(ctx context.Context, store *rootfs.Store, images []string, opts Bu
 // whether anything was written. It records each stage's seconds.
 func build(ctx context.Context, store *rootfs.Store, ref rootfs.Ref, opts BuildOptions, stages map[string]float64) (*convert.Result, bool, error) {
 	gopts := rootfs.GetOptions{SourceOptions: opts.Source, Pull: opts.Pull, Progress: opts.Progress}
+	// Held from the lookup to the last blob read: Prune waits (see Hold).
+	release, err := store.Hold()
+	if err != nil {
+		return nil, false, err
+	}
+	defer release()
 	// Looked up once: for a local source it reads the source's digest.
 	img, stored, err := store.Lookup(ctx, ref, gopts)
 	if err != nil {

@@ -55,6 +55,12 @@ func ExportOCIArchive(ctx context.Context, store *rootfs.Store, image string, op
 	if opts.Source.Platform == (rootfs.Platform{}) {
 		opts.Source.Platform = rootfs.HostPlatform()
 	}
+	// Held from the lookup to the last blob read: Prune waits (see Hold).
+	release, err := store.Hold()
+	if err != nil {
+		return nil, err
+	}
+	defer release()
 	img, err := store.Get(ctx, ref, rootfs.GetOptions{SourceOptions: opts.Source, Pull: opts.Pull, Progress: opts.Progress})
 	if err != nil {
 		return nil, err

@@ -27,6 +27,12 @@ func Unpack(ctx context.Context, store *rootfs.Store, image, bundle string, opts
 	if opts.Source.Platform == (rootfs.Platform{}) {
 		opts.Source.Platform = rootfs.HostPlatform()
 	}
+	// Held from the lookup to the last blob read: Prune waits (see Hold).
+	release, err := store.Hold()
+	if err != nil {
+		return rootfs.Image{}, rootfs.UnpackResult{}, err
+	}
+	defer release()
 	img, err := store.Get(ctx, ref, rootfs.GetOptions{SourceOptions: opts.Source, Pull: opts.Pull, Progress: opts.Unpack.Progress})
 	if err != nil {
 		return img, rootfs.UnpackResult{}, err

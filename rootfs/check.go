@@ -53,6 +53,9 @@ func (s *Store) Check(ctx context.Context, opts health.Options) ([]health.Result
 	if im != nil && !c.blobsRefused {
 		c.images(im)
 	}
+	if err := c.cacheChains(ctx); err != nil { // checkcache.go
+		return nil, err
+	}
 	return c.out, nil
 }
 

@@ -89,6 +89,9 @@ type Flattened struct {
 	chain  []digest.Digest
 	rep    progress.Reporter
 	saving *chainSave
+	// unlockChain releases the lock of the chain this build saves
+	// (chainlock.go), once the entry is in place or given up.
+	unlockChain func()
 }
 
 // Close removes the spill files, once the lower layers are saved in the
@@ -101,6 +104,7 @@ func (f *Flattened) Close() error {
 		f.pre.Close()
 	}
 	f.base.close()
+	f.releaseChain()
 	for _, s := range f.spills {
 		if s != nil {
 			s.Close()
@@ -146,7 +150,7 @@ func (s *Store) Flatten(ctx context.Context, img Image, opts FlattenOptions) (_ 
 	if err := f.precompress(opts.PrecompressLevel); err != nil {
 		return nil, err
 	}
-	k := f.useCache(s, opts, config.RootFS.DiffIDs, len(manifest.Layers))
+	k := f.useCache(ctx, s, opts, config.RootFS.DiffIDs, len(manifest.Layers))
 
 	rep.Step("flattening %s (%d layers)", img.Ref, len(manifest.Layers))
 	open := func(_ context.Context, i int) (io.ReadCloser, error) {
@@ -200,6 +204,7 @@ func (s *Store) finish(ctx context.Context, f *Flattened, layers []layerRead, ma
 			if f.saving, err = f.store.saveChain(f.chain[:f.saveAt], f.frames, clampSeconds(f.clamp), fl.tree, runs, fl.nextInode); err != nil {
 				f.rep.Warn("could not keep the lower layers in the store for later builds: %v", err)
 			}
+			f.releaseChainWhenSaved()
 		}
 	}
 	f.Tree = fl.tree
@@ -276,7 +281,7 @@ func (s *Store) PullFlatten(ctx context.Context, ref Ref, popts PullOptions, fop
 		os.RemoveAll(dir)
 		return Image{}, nil, r.err // the pull failed before any layer
 	}
-	k := f.useCache(s, fopts, p.config.RootFS.DiffIDs, len(p.layers))
+	k := f.useCache(ctx, s, fopts, p.config.RootFS.DiffIDs, len(p.layers))
 	for _, r := range readers[:k] {
 		r.CloseWithError(errors.New("the layer is cached")) // its download goes on alone
 	}
@@ -332,7 +337,12 @@ func (s *Store) PullFlatten(ctx context.Context, ref Ref, popts PullOptions, fop
 // the chain this build saves: every layer but the top one, which is what
 // rebuilds after a change to the top layer and images FROM the same base
 // share (all of a one-layer image, itself a base).
-func (f *Flattened) useCache(s *Store, opts FlattenOptions, diffIDs []digest.Digest, layers int) int {
+//
+// A build that will save a chain holds the chain's lock (chainlock.go)
+// from before it looks the cache up until the chain is saved: a second
+// build of the same chain (another job on the same base) waits, then
+// loads what the first saved instead of flattening the same layers again.
+func (f *Flattened) useCache(ctx context.Context, s *Store, opts FlattenOptions, diffIDs []digest.Digest, layers int) int {
 	if !opts.Cache || len(diffIDs) != layers || layers == 0 {
 		return 0
 	}
@@ -343,14 +353,19 @@ func (f *Flattened) useCache(s *Store, opts FlattenOptions, diffIDs []digest.Dig
 	if f.pre != nil {
 		f.frames = zframe.Key(opts.PrecompressLevel)
 	}
+	save := max(layers-1, 1)
+	f.unlockChain = s.lockChain(ctx, chainKey(diffIDs[:save], f.frames, clampSeconds(f.clamp)))
 	f.base = s.findChain(diffIDs, f.frames, clampSeconds(f.clamp), f.budget)
 	k := 0
 	if f.base != nil {
 		k = f.base.layers
 		f.rep.Step("reusing the %d lowest layers flattened by an earlier build", k)
+		s.touchChain(chainKey(diffIDs[:k], f.frames, clampSeconds(f.clamp)))
 	}
-	if save := max(layers-1, 1); save > k {
+	if save > k {
 		f.saveAt = save
+	} else {
+		f.releaseChain()
 	}
 	return k
 }
@@ -876,4 +891,32 @@ func readSpec(path string) (*rspec.Spec, error) {
 		return nil, fmt.Errorf("read back %s: %w", path, err)
 	}
 	return &spec, nil
+}
+
+// releaseChain releases the chain lock useCache took, once.
+func (f *Flattened) releaseChain() {
+	if f.unlockChain != nil {
+		f.unlockChain()
+		f.unlockChain = nil
+	}
+}
+
+// releaseChainWhenSaved releases the chain lock as soon as the entry being
+// saved is in place (its data is copied in the background while the
+// template is written), so a build waiting for the chain loads it then,
+// not after this build's whole template.
+func (f *Flattened) releaseChainWhenSaved() {
+	if f.saving == nil || f.unlockChain == nil {
+		f.releaseChain()
+		return
+	}
+	unlock, saved := f.unlockChain, f.saving.done
+	f.unlockChain = nil
+	relay := make(chan error, 1)
+	go func() {
+		err := <-saved
+		unlock()
+		relay <- err
+	}()
+	f.saving = &chainSave{done: relay}
 }

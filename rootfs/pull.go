@@ -107,6 +107,12 @@ func (s *Store) Pull(ctx context.Context, ref Ref, opts PullOptions) (Image, err
 	if err := s.create(); err != nil {
 		return Image{}, err
 	}
+	// Prune waits for the blobs below to be recorded (use.go).
+	release, err := s.Hold()
+	if err != nil {
+		return Image{}, err
+	}
+	defer release()
 	if err := s.fetchLayers(ctx, ref, layers, srcManifest.Layers, opts.Jobs, attempts, opts.tee, rep); err != nil {
 		return Image{}, err
 	}
@@ -146,6 +152,7 @@ func (s *Store) Pull(ctx context.Context, ref Ref, opts PullOptions) (Image, err
 		return Image{}, err
 	}
 	img := imageFromDescriptor(manifestDesc)
+	s.touchUse(img.Ref, img.Platform)
 	rep.Step("stored %s as %s", ref, img.Digest)
 	return img, nil
 }

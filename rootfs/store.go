@@ -227,7 +227,9 @@ func (s *Store) Find(ref Ref, p Platform) (Image, bool, error) {
 	}
 	for _, d := range im.Manifests {
 		if d.Annotations[refNameAnnotation] == ref.String() && p.Matches(platformOf(d.Platform)) {
-			return imageFromDescriptor(d), true, nil
+			img := imageFromDescriptor(d)
+			s.touchUse(img.Ref, img.Platform) // the last use Prune's OlderThan reads (use.go)
+			return img, true, nil
 		}
 	}
 	return Image{}, false, nil

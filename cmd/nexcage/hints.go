@@ -32,7 +32,7 @@ func hint(e *env, err error) error {
 	if errors.As(err, &h) {
 		return err
 	}
-	for _, f := range []func(*env, error) error{pctHint, remoteHint, rootfsHint, notStoredHint1, convertHint, processHint1, limitHint} {
+	for _, f := range []func(*env, error) error{pctHint, remoteHint, rootfsHint, notStoredHint1, convertHint, processHint1, limitHint, pruneHint} {
 		err = f(e, err)
 	}
 	return err

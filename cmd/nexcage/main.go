@@ -68,6 +68,8 @@ type opts struct {
 	createName   string
 	createImage  string
 	containers   bool
+	olderThan    string // prune
+	dryRun       bool   // prune
 }
 
 // env is what a command runs with.
