@@ -97,6 +97,12 @@ func (p *UpgradePlan) tmpCreateArgv() []string {
 	return a
 }
 
+// shutdownArgv stops the container cleanly (its stop signal, 60 s), then
+// for good: pct's option is camel-case forceStop.
+func (p *UpgradePlan) shutdownArgv() []string {
+	return []string{"pct", "shutdown", p.vmid(), "--" + "forceStop", "1"}
+}
+
 func (p *UpgradePlan) vmid() string { return strconv.Itoa(p.VMID) }
 func (p *UpgradePlan) tmp() string  { return strconv.Itoa(p.TempVMID) }
 
@@ -123,7 +129,7 @@ func (p *UpgradePlan) Argvs() [][]string {
 		{"pct", "destroy", p.tmp(), "--purge"},
 	}
 	if p.Running {
-		out = append(out, []string{"pct", "shutdown", p.vmid(), "--forceStop", "1"})
+		out = append(out, p.shutdownArgv())
 	}
 	out = append(out, []string{"pct", "set", p.vmid(), "--rootfs", p.rootfsWith(newVol), "--" + p.unusedKey, p.oldVol})
 	if p.entrypoint != nil {
@@ -138,7 +144,7 @@ func (p *UpgradePlan) Argvs() [][]string {
 		out = append(out, []string{"pct", "exec", p.vmid(), "--", "sh", "-c", p.HealthCmd})
 	}
 	if !p.Running {
-		out = append(out, []string{"pct", "shutdown", p.vmid(), "--forceStop", "1"})
+		out = append(out, p.shutdownArgv())
 	}
 	out = append(out, []string{"pct", "set", p.vmid(), "--delete", p.unusedKey})
 	return out
@@ -550,7 +556,7 @@ func Upgrade(ctx context.Context, h *Host, p *UpgradePlan) (*UpgradeResult, erro
 	tmpMade = false
 	if p.Running {
 		stopped = true
-		if err := run("pct", "shutdown", p.vmid(), "--forceStop", "1"); err != nil {
+		if err := run(p.shutdownArgv()...); err != nil {
 			return nil, fail("stopping CT "+p.vmid(), err)
 		}
 	}
@@ -583,7 +589,7 @@ func Upgrade(ctx context.Context, h *Host, p *UpgradePlan) (*UpgradeResult, erro
 	}
 	res.Started = true
 	if !p.Running {
-		if err := run("pct", "shutdown", p.vmid(), "--forceStop", "1"); err != nil {
+		if err := run(p.shutdownArgv()...); err != nil {
 			return nil, fail("stopping CT "+p.vmid()+" again", err)
 		}
 		started, res.Started = false, false

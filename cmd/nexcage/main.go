@@ -68,6 +68,7 @@ type opts struct {
 	createName   string
 	createImage  string
 	containers   bool
+	upgrade      upgradeFlags
 }
 
 // env is what a command runs with.
