@@ -215,10 +215,10 @@ func PlanUpgrade(ctx context.Context, h *Host, vmid int, oldT, t *Template, o Up
 		p.From = m
 		p.marker = m.line()
 	case !o.Adopt:
-		return nil, newError(ErrInvalidArgument, "vmid", fmt.Sprintf("CT %d was not created by nexcage (no marker in its description)", vmid), "adopt it, naming the image it runs", "Adopt")
+		return nil, newError(ErrInvalidArgument, "vmid", fmt.Sprintf("CT %d was not created by nexcage (no marker in its description)", vmid), "upgrade it with Adopt, and Image naming the image it runs", "Adopt", "Image")
 	}
 	if !isApp(*cur) && !o.DiscardRootfsChanges {
-		return nil, newError(ErrInvalidArgument, "vmid", fmt.Sprintf("CT %d is a system container: its rootfs holds its own changes (packages, files), which the new template's rootfs replaces", vmid), "back up what you need, then discard them", "DiscardRootfsChanges")
+		return nil, newError(ErrInvalidArgument, "vmid", fmt.Sprintf("CT %d is a system container: its rootfs holds its own changes (packages, files), which the new template's rootfs replaces", vmid), "back up what you need, then upgrade with DiscardRootfsChanges", "DiscardRootfsChanges")
 	}
 
 	// The template, on the host.

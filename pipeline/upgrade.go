@@ -75,11 +75,11 @@ func Upgrade(ctx context.Context, store *rootfs.Store, ct string, opts UpgradeOp
 	image := opts.Image
 	switch {
 	case marker == nil && !opts.Upgrade.Adopt:
-		return nil, &pct.Error{Kind: pct.ErrInvalidArgument, Param: "vmid", Msg: fmt.Sprintf("CT %d was not created by nexcage (no marker in its description)", vmid), Fix: "adopt it, naming the image it runs", Fields: []string{"Adopt", "Image"}}
+		return nil, &pct.Error{Kind: pct.ErrInvalidArgument, Param: "vmid", Msg: fmt.Sprintf("CT %d was not created by nexcage (no marker in its description)", vmid), Fix: "upgrade it with Adopt, and Image naming the image it runs", Fields: []string{"Adopt", "Image"}}
 	case marker == nil && image == "":
-		return nil, &pct.Error{Kind: pct.ErrInvalidArgument, Param: "image", Msg: fmt.Sprintf("CT %d is adopted: nexcage does not know its image", vmid), Fix: "name the image to upgrade it to", Fields: []string{"Image"}}
+		return nil, &pct.Error{Kind: pct.ErrInvalidArgument, Param: "image", Msg: fmt.Sprintf("CT %d is adopted: nexcage does not know its image", vmid), Fix: "name the image to upgrade it to in Image", Fields: []string{"Image"}}
 	case image == "" && marker.Image == "":
-		return nil, &pct.Error{Kind: pct.ErrInvalidArgument, Param: "image", Msg: fmt.Sprintf("CT %d was deployed from a template without an image reference", vmid), Fix: "name the image to upgrade it to", Fields: []string{"Image"}}
+		return nil, &pct.Error{Kind: pct.ErrInvalidArgument, Param: "image", Msg: fmt.Sprintf("CT %d was deployed from a template without an image reference", vmid), Fix: "name the image to upgrade it to in Image", Fields: []string{"Image"}}
 	case image == "":
 		image = marker.Image
 	}

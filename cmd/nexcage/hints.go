@@ -124,6 +124,10 @@ var pctFlag = map[string]string{
 	"AllowTemplateMounts": "--allow-template-mounts",
 	"SquashHighIDs":       "--squash-high-ids",
 	"Raw":                 "--verbose",
+	// upgrade's
+	"Adopt":                "--adopt",
+	"Image":                "--image",
+	"DiscardRootfsChanges": "--discard-rootfs-changes",
 }
 
 // pctHint shows the Options fields a pct.Error names as deploy's flags,
