@@ -512,7 +512,7 @@ func Upgrade(ctx context.Context, h *Host, p *UpgradePlan) (*UpgradeResult, erro
 				errs = append(errs, fmt.Errorf("%s: %w", ShellQuote(argv), err))
 			}
 		}
-		if started {
+		if up, _ := h.running(bg, p.VMID); started && up {
 			try("pct", "stop", p.vmid())
 		}
 		if swapped {
@@ -579,6 +579,14 @@ func Upgrade(ctx context.Context, h *Host, p *UpgradePlan) (*UpgradeResult, erro
 	started = true
 	if err := run("pct", "start", p.vmid()); err != nil {
 		return nil, fail("starting CT "+p.vmid(), err)
+	}
+	// An application whose entrypoint dies at once has "started": it
+	// must still run a moment later.
+	for i := 0; i < 3; i++ {
+		time.Sleep(500 * time.Millisecond)
+		if up, err := h.running(ctx, p.VMID); err != nil || !up {
+			return nil, fail("starting CT "+p.vmid(), fmt.Errorf("it stopped right after its start (%v)", err))
+		}
 	}
 	if p.HealthCmd != "" {
 		// A moment for the application to come up is the health

@@ -238,6 +238,27 @@ func TestUpgradeAppContainer(t *testing.T) {
 		t.Errorf("after the rollback CT 100 is %q, want running again", st)
 	}
 
+	// A v3 whose entrypoint does not exist does not stay up: back to v2.
+	v3b := appTemplate(t, dir, "v3b", "sha256:3334", map[string]string{"app/version": "3\n"},
+		lxc.Config{Entrypoint: "/no/such/entrypoint", Env: env("three")})
+	up3b, err := pct.PlanUpgrade(ctx, h, 100, v2, v3b, pct.UpgradeOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = pct.Upgrade(ctx, h, up3b)
+	if !errors.As(err, &ue) || !ue.Restored || !strings.Contains(err.Error(), "starting CT 100") {
+		t.Fatalf("v3 that cannot start: %v, want an *UpgradeError naming the start, restored", err)
+	}
+	if got := readConf(t, s.ConfigPath("pve", 100)); got != pct2 {
+		t.Errorf("after the failed start the config differs:\n%s\nwant\n%s", got, pct2)
+	}
+	if got := listing(t, rootDir); got != rootBefore {
+		t.Errorf("after the failed start the rootfs listing differs")
+	}
+	if out, err := h.Run(ctx, "pct", "exec", "100", "--", "cat", "/app/version", "/data/file"); out != "2\nprecious\n" || err != nil {
+		t.Errorf("after the failed start, inside: %q %v", out, err)
+	}
+
 	// v2 again: nothing to do, nothing touched.
 	fi, _ := os.Stat(s.ConfigPath("pve", 100))
 	n := len(rec.changes())
