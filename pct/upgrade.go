@@ -217,7 +217,7 @@ func PlanUpgrade(ctx context.Context, h *Host, vmid int, oldT, t *Template, o Up
 	case !o.Adopt:
 		return nil, newError(ErrInvalidArgument, "vmid", fmt.Sprintf("CT %d was not created by nexcage (no marker in its description)", vmid), "upgrade it with Adopt, and Image naming the image it runs", "Adopt", "Image")
 	}
-	if !isApp(*cur) && !o.DiscardRootfsChanges {
+	if !isAppContainer(cur) && !o.DiscardRootfsChanges {
 		return nil, newError(ErrInvalidArgument, "vmid", fmt.Sprintf("CT %d is a system container: its rootfs holds its own changes (packages, files), which the new template's rootfs replaces", vmid), "back up what you need, then upgrade with DiscardRootfsChanges", "DiscardRootfsChanges")
 	}
 
@@ -307,6 +307,16 @@ func PlanUpgrade(ctx context.Context, h *Host, vmid int, oldT, t *Template, o Up
 	p.ostype, p.arch = firstNonEmpty(newC.OSType, cur.OSType), firstNonEmpty(newC.Arch, cur.Arch)
 	p.merge(oldC, newC, cur, cv)
 	return p, nil
+}
+
+// isAppContainer is isApp on any PVE: before 9.1 the entrypoint is a
+// raw lxc.init.cmd line.
+func isAppContainer(c *lxc.Config) bool {
+	if isApp(*c) {
+		return true
+	}
+	args := lxc.SplitCommand(rawValue(c, "lxc.init.cmd"))
+	return len(args) > 0 && args[0] != "/sbin/init"
 }
 
 // imageConfig is what a template's image sets, as deploy writes it on

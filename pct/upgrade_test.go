@@ -337,3 +337,54 @@ func volDir(t *testing.T, sim, value string) string {
 	}
 	return p
 }
+
+// TestUpgradeOnPVE90: PVE 9.0 has no entrypoint key: the entrypoint is
+// a raw lxc.init.cmd line, merged like the other raw keys; a working
+// directory the user set stays. The argvs pass PVE 9.0's own pct CLI and
+// the upgraded config its parser.
+func TestUpgradeOnPVE90(t *testing.T) {
+	testenv.RequireRoot(t)
+	testenv.RequireTool(t, "lxc-start")
+	ctx := context.Background()
+	s, h, _ := deployHost(t)
+	t.Setenv("PVE_VERSION", "9.0.5")
+	dir := t.TempDir()
+	v1 := appTemplate(t, dir, "v1", "sha256:1111", map[string]string{"entry.sh": entryScript, "app/version": "1\n"}, lxc.Config{Entrypoint: "/entry.sh"})
+	v2 := appTemplate(t, dir, "v2", "sha256:2222", map[string]string{"entry2.sh": entryScript, "app/version": "2\n"}, lxc.Config{Entrypoint: "/entry2.sh"})
+	p, err := pct.MakePlan(ctx, h, v1, pct.Options{Hostname: "app90", VolumeSize: 1, RootfsSize: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pct.Deploy(ctx, h, p); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.AppendRaw(100, "", []string{"lxc.init.cwd: /tmp"}); err != nil {
+		t.Fatal(err)
+	}
+	up, err := pct.PlanUpgrade(ctx, h, 100, v1, v2, pct.UpgradeOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pct.Upgrade(ctx, h, up); err != nil {
+		t.Fatal(err)
+	}
+	after := readConf(t, s.ConfigPath("pve", 100))
+	for _, l := range []string{"lxc.init.cmd: /entry2.sh", "lxc.init.cwd: /tmp", "hostname: app90"} {
+		if !strings.Contains(after, l+"\n") {
+			t.Errorf("the upgraded config lacks %q:\n%s", l, after)
+		}
+	}
+	if strings.Contains(after, "entrypoint:") || strings.Contains(after, "/entry.sh") {
+		t.Errorf("the upgraded config has an entrypoint key or the old one:\n%s", after)
+	}
+	if os.Getenv(pveoracle.Env) != "" {
+		o := pveoracle.Require(t)
+		v, _ := pveoracle.ByPVE("9.0")
+		for _, a := range up.Argvs() {
+			o.CheckArgv(t, v, a...)
+		}
+		f := filepath.Join(t.TempDir(), "100.conf")
+		os.WriteFile(f, []byte(after), 0o644)
+		o.CheckConf(t, v, f)
+	}
+}
