@@ -545,8 +545,8 @@ func Upgrade(ctx context.Context, h *Host, p *UpgradePlan) (*UpgradeResult, erro
 	}
 	create := p.tmpCreateArgv()
 	if err := run(create...); err != nil {
-		// pct create cleans up after itself; a half-made TMP is ours.
-		tmpMade = true
+		// PVE's create_vm removes what a failed create made; and a
+		// TempVMID taken meanwhile is someone else's container.
 		return nil, fail(ShellQuote(create), err)
 	}
 	tmpMade = true

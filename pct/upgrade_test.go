@@ -361,6 +361,25 @@ func TestUpgradeOnPVE90(t *testing.T) {
 	if err := h.AppendRaw(100, "", []string{"lxc.init.cwd: /tmp"}); err != nil {
 		t.Fatal(err)
 	}
+	// A temporary VMID taken between plan and upgrade: that container is
+	// someone else's and stays, CT 100 is untouched.
+	before := readConf(t, s.ConfigPath("pve", 100))
+	taken, err := pct.PlanUpgrade(ctx, h, 100, v1, v2, pct.UpgradeOptions{TempVMID: 150})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.Run(ctx, "pct", "create", "150", "local:vztmpl/v1.tar.gz", "--rootfs", "local-lvm:1", "--ostype", "unmanaged", "--unprivileged", "1"); err != nil {
+		t.Fatal(err)
+	}
+	_, err = pct.Upgrade(ctx, h, taken)
+	var ue *pct.UpgradeError
+	if !errors.As(err, &ue) || !ue.Restored {
+		t.Errorf("upgrade with its temporary VMID taken: %v, want a restored *UpgradeError", err)
+	}
+	if _, err := os.Stat(s.ConfigPath("pve", 150)); err != nil || readConf(t, s.ConfigPath("pve", 100)) != before {
+		t.Errorf("the failed upgrade destroyed CT 150 (%v) or changed CT 100", err)
+	}
+
 	up, err := pct.PlanUpgrade(ctx, h, 100, v1, v2, pct.UpgradeOptions{})
 	if err != nil {
 		t.Fatal(err)
