@@ -501,6 +501,10 @@ func Upgrade(ctx context.Context, h *Host, p *UpgradePlan) (*UpgradeResult, erro
 	if err != nil || string(now) != string(p.before) {
 		return nil, newError(ErrInvalidArgument, "vmid", fmt.Sprintf("CT %d's config changed since the upgrade was planned", p.VMID), "plan it again")
 	}
+	// Stopped or started since the plan: put back as it is now.
+	if p.Running, err = h.running(ctx, p.VMID); err != nil {
+		return nil, err
+	}
 	if p.Upload != nil && !p.Upload.Skip {
 		if err := upload(p.Upload); err != nil {
 			return nil, err
