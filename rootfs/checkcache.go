@@ -15,6 +15,7 @@ import (
 
 	"github.com/nexcage/nexcage/health"
 	"github.com/nexcage/nexcage/internal/atomicfile"
+	"github.com/nexcage/nexcage/internal/ctxio"
 	"github.com/nexcage/nexcage/internal/saferoot"
 	"github.com/nexcage/nexcage/progress"
 )
@@ -115,7 +116,7 @@ func (s *Store) verifyCachedChain(ctx context.Context, root *saferoot.Root, rel 
 			return 0, fmt.Errorf("%s is %d bytes, the manifest says %d", f.name, fi.Size(), f.size)
 		}
 		h := sha256.New()
-		_, err = io.Copy(h, ctxReader{ctx, fh})
+		_, err = io.Copy(h, ctxio.Reader{Ctx: ctx, R: fh})
 		fh.Close()
 		if err != nil {
 			return 0, fmt.Errorf("%s: %v", f.name, err)

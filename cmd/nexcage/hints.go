@@ -139,6 +139,10 @@ var pctFlag = map[string]string{
 	"Privileged":          "--privileged",
 	"Platform":            "--platform",
 	"Raw":                 "--verbose",
+	// upgrade's
+	"Adopt":                "--adopt",
+	"Image":                "--image",
+	"DiscardRootfsChanges": "--discard-rootfs-changes",
 }
 
 // pctHint shows the Options fields a pct.Error names as deploy's flags,

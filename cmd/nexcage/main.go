@@ -70,6 +70,7 @@ type opts struct {
 	containers   bool
 	olderThan    string // prune
 	dryRun       bool   // prune
+	upgrade      upgradeFlags
 }
 
 // env is what a command runs with.

@@ -77,6 +77,8 @@ func pctMain(h *Host, args []string) error {
 		return pctList(h, args)
 	case "set":
 		return pctSet(h, args)
+	case "move-volume", "move_volume":
+		return pctMoveVolume(h, args)
 	default:
 		return fmt.Errorf("unknown command 'pct %s'", cmd)
 	}
@@ -203,12 +205,18 @@ func (h *Host) startCT(node string, vmid int) error {
 			return failed(err)
 		}
 	}
+	// The rootfs is the rootfs volume's directory: the one pct create
+	// unpacked into, or another one `pct set --rootfs` named.
+	rootDir, err := h.volumeDir(parseMP(conf.keys["rootfs"]).Volume)
+	if err != nil {
+		return failed(fmt.Errorf("rootfs volume '%s' does not exist", conf.keys["rootfs"]))
+	}
 	// The pre-start hook refreshes hostname, network and DNS.
-	root := newRootfs(h.rootfsDir(vmid), conf.keys["unprivileged"] == "1")
+	root := newRootfs(rootDir, conf.keys["unprivileged"] == "1")
 	if err := root.setupRootfs(conf, conf.keys["ostype"], "", false); err != nil {
 		return failed(err)
 	}
-	text, err := pvetest.LXCConfig(lc, strconv.Itoa(vmid), h.rootfsDir(vmid))
+	text, err := pvetest.LXCConfig(lc, strconv.Itoa(vmid), rootDir)
 	if err != nil {
 		return failed(err)
 	}
@@ -419,7 +427,9 @@ func (h *Host) setCT(args []string, usage string) error {
 		if !ok {
 			return
 		}
-		if vol := parseMP(old).Volume; (key == "rootfs" || isIndexed(key, "mp")) && mpType(vol) == "volume" {
+		// Only an mpN: vmconfig_apply_pending copies a new rootfs into
+		// the config as it is (apply_pending_mountpoint is for mpN).
+		if vol := parseMP(old).Volume; isIndexed(key, "mp") && mpType(vol) == "volume" {
 			conf.addUnused(vol)
 		}
 	}

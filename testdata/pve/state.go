@@ -568,6 +568,12 @@ func (h *Host) freeDisk(volid string) error {
 	if v.Type != "rootdir" {
 		return fmt.Errorf("volume '%s' is not a disk", volid)
 	}
+	// A rootfs volume pct create made is a symlink to its directory.
+	if target, err := filepath.EvalSymlinks(v.Path); err == nil && target != v.Path {
+		if err := os.RemoveAll(target); err != nil {
+			return err
+		}
+	}
 	return os.RemoveAll(v.Path)
 }
 

@@ -1,0 +1,156 @@
+package pipeline
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"strconv"
+
+	"github.com/nexcage/nexcage/pct"
+	"github.com/nexcage/nexcage/progress"
+	"github.com/nexcage/nexcage/rootfs"
+)
+
+// UpgradeOptions configure Upgrade.
+type UpgradeOptions struct {
+	// Image is the new image: a template (see IsTemplate) or an image
+	// reference built first ("" = the reference the container was made
+	// from, re-pulled as Build.Pull says).
+	Image string
+	// TemplateDir is the template cache ("" = templates/ beside the
+	// store's directory).
+	TemplateDir string
+	Build       BuildOptions
+	// Host is the PVE host (nil = this machine).
+	Host *pct.Host
+	// Upgrade says what may be upgraded and how (Adopt, DiscardRootfsChanges,
+	// HealthCmd).
+	Upgrade pct.UpgradeOptions
+	// AllowRawLXC reads templates whose .conf has lines nexcage does not
+	// write, dropping them (see pct.LoadOptions).
+	AllowRawLXC bool
+	// DryRun makes the plan and changes nothing on the host (an image is
+	// still built into the template cache).
+	DryRun   bool
+	Progress progress.Reporter
+}
+
+// UpgradeResult is an upgrade's plan and, unless it was a dry run or the
+// container was up to date, what it did.
+type UpgradeResult struct {
+	Plan   *pct.UpgradePlan
+	Result *pct.UpgradeResult
+}
+
+// Upgrade moves container ct (a VMID or the name create gave it) to a new
+// version of its image, keeping its VMID, config, volumes and the user's
+// changes (pct.PlanUpgrade, pct.Upgrade). An image reference is built
+// first; when the container already runs that template the plan is
+// UpToDate and nothing on the host is touched. A container nexcage did
+// not create is refused unless Upgrade.Adopt, with Image naming its image.
+func Upgrade(ctx context.Context, store *rootfs.Store, ct string, opts UpgradeOptions) (*UpgradeResult, error) {
+	rep := opts.Progress
+	if rep == nil {
+		rep = progress.Discard
+	}
+	h := opts.Host
+	if h == nil {
+		h = pct.NewHost("")
+	}
+	vmid, err := resolveCT(ctx, h, ct)
+	if err != nil {
+		return nil, err
+	}
+	managed, err := h.ListManaged(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var marker *pct.Marker
+	for _, m := range managed {
+		if m.VMID == vmid {
+			mk := m.Marker
+			marker = &mk
+		}
+	}
+	image := opts.Image
+	switch {
+	case marker == nil && !opts.Upgrade.Adopt:
+		return nil, &pct.Error{Kind: pct.ErrInvalidArgument, Param: "vmid", Msg: fmt.Sprintf("CT %d was not created by nexcage (no marker in its description)", vmid), Fix: "upgrade it with Adopt, and Image naming the image it runs", Fields: []string{"Adopt", "Image"}}
+	case marker == nil && image == "":
+		return nil, &pct.Error{Kind: pct.ErrInvalidArgument, Param: "image", Msg: fmt.Sprintf("CT %d is adopted: nexcage does not know its image", vmid), Fix: "name the image to upgrade it to in Image", Fields: []string{"Image"}}
+	case image == "" && marker.Image == "":
+		return nil, &pct.Error{Kind: pct.ErrInvalidArgument, Param: "image", Msg: fmt.Sprintf("CT %d was deployed from a template without an image reference", vmid), Fix: "name the image to upgrade it to in Image", Fields: []string{"Image"}}
+	case image == "":
+		image = marker.Image
+	}
+	template := image
+	if !IsTemplate(image) {
+		if store == nil {
+			return nil, fmt.Errorf("%s is an image reference, and building it needs a store", image)
+		}
+		dir := opts.TemplateDir
+		if dir == "" {
+			dir = filepath.Join(filepath.Dir(store.Dir), "templates")
+		}
+		b := opts.Build
+		if b.Progress == nil {
+			b.Progress = rep
+		}
+		b.Convert.Output = dir + "/"
+		res, err := Build(ctx, store, image, b)
+		if err != nil {
+			return nil, err
+		}
+		template = res.Result.Template
+	}
+	lo := pct.LoadOptions{AllowRawLXC: opts.AllowRawLXC, Progress: rep}
+	newT, err := pct.LoadTemplate(ctx, h, template, lo)
+	if err != nil {
+		return nil, err
+	}
+	var oldT *pct.Template
+	uo := opts.Upgrade
+	if marker != nil {
+		// The template the container came from, for its image's defaults;
+		// gone is not fatal (PlanUpgrade says what that means).
+		if t, err := pct.LoadTemplate(ctx, h, marker.Template, lo); err == nil {
+			oldT = t
+		}
+		// A re-pulled tag is built under the same name: the new template
+		// takes the old one's place in the storage.
+		if filepath.Base(marker.Template) == filepath.Base(template) {
+			uo.ReplaceTemplate = true
+		}
+	}
+	plan, err := pct.PlanUpgrade(ctx, h, vmid, oldT, newT, uo)
+	if err != nil {
+		return nil, err
+	}
+	for _, w := range plan.Warnings {
+		rep.Warn("%s", w)
+	}
+	if opts.DryRun || plan.UpToDate {
+		return &UpgradeResult{Plan: plan}, nil
+	}
+	rep.Step("upgrading CT %d to %s", plan.VMID, plan.VolID)
+	res, err := pct.Upgrade(ctx, h, plan)
+	if err != nil {
+		return nil, err
+	}
+	return &UpgradeResult{Plan: plan, Result: res}, nil
+}
+
+// resolveCT is a VMID, or the VMID of the container of that name.
+func resolveCT(ctx context.Context, h *pct.Host, ct string) (int, error) {
+	if id, err := strconv.Atoi(ct); err == nil {
+		return id, nil
+	}
+	r, err := h.FindByName(ctx, ct)
+	if err != nil {
+		return 0, err
+	}
+	if r == nil {
+		return 0, &pct.Error{Kind: pct.ErrNotFound, Param: "vmid", Msg: fmt.Sprintf("no container is named %s", ct), Fix: "give its VMID or the name create gave it"}
+	}
+	return r.VMID, nil
+}

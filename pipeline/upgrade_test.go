@@ -1,0 +1,132 @@
+package pipeline_test
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+
+	"github.com/nexcage/nexcage/internal/pvetest"
+	"github.com/nexcage/nexcage/internal/testenv"
+	"github.com/nexcage/nexcage/internal/testimage"
+	"github.com/nexcage/nexcage/pct"
+	"github.com/nexcage/nexcage/pipeline"
+	"github.com/nexcage/nexcage/rootfs"
+)
+
+// appImage is Alpine with /app/run.sh (which traps SIGTERM) and a
+// version file, the given environment and a VOLUME /data.
+func appImage(t *testing.T, version string, env ...string) v1.Image {
+	t.Helper()
+	base, err := testimage.Alpine("amd64")
+	if err != nil {
+		t.Fatal(err)
+	}
+	layers, err := base.Layers()
+	if err != nil {
+		t.Fatal(err)
+	}
+	app, err := testimage.Layer([]testimage.Entry{
+		testimage.Dir("app/", 0o755),
+		testimage.File("app/run.sh", 0o755, "#!/bin/sh\ntrap 'exit 0' TERM\nwhile true; do sleep 1; done\n"),
+		testimage.File("app/version", 0o644, version+"\n"),
+	}, testimage.Gzip)
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, err := testimage.Image(append(layers, app), v1.Config{
+		Entrypoint: []string{"/app/run.sh"},
+		Env:        append([]string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin"}, env...),
+		Volumes:    map[string]struct{}{"/data": {}},
+		StopSignal: "SIGTERM",
+	}, v1.Platform{OS: "linux", Architecture: "amd64"}, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return img
+}
+
+// TestUpgradeRepullsItsOwnImage: a container created from oci:DIR:app is
+// upgraded by name with no image given: the same reference, pulled again,
+// now v2, is built and swapped in (data kept, user's env kept, new default
+// applied); run again, it is "up to date" and the config file is not
+// touched.
+func TestUpgradeRepullsItsOwnImage(t *testing.T) {
+	testenv.RequireRoot(t)
+	testenv.RequireTool(t, "lxc-start")
+	ctx := context.Background()
+	if err := os.Chmod(os.TempDir(), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	s := pvetest.NewStandIn(t)
+	t.Setenv("PATH", s.BinDir+":"+os.Getenv("PATH"))
+	t.Setenv("NEXCAGE_PVE_ROOT", s.Root)
+	t.Setenv("PVE_VERSION", "9.2.0")
+	h := pct.NewHost(s.Root)
+	dir := t.TempDir()
+	lay := filepath.Join(dir, "layout")
+	if err := testimage.WriteLayout(lay, "app", testimage.Case{Name: "app", Image: appImage(t, "1", "GREETING=hello", "MODE=one")}); err != nil {
+		t.Fatal(err)
+	}
+	store := newStore(t)
+	ref := "oci:" + lay + ":app"
+	build := pipeline.BuildOptions{Source: rootfs.SourceOptions{Platform: amd64}, Pull: rootfs.PullAlways}
+	tdir := filepath.Join(dir, "templates")
+	_, err := pipeline.Create(ctx, store, pipeline.CreateOptions{Name: "app", Image: ref, TemplateDir: tdir, Build: build,
+		Deploy: pipeline.DeployOptions{Host: h, Options: pct.Options{VolumeSize: 1, RootfsSize: 1, Start: true}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.Run(ctx, "pct", "exec", "100", "--", "sh", "-c", "echo precious > /data/file"); err != nil {
+		t.Fatal(err)
+	}
+	conf := s.ConfigPath("pve", 100)
+	b, _ := os.ReadFile(conf)
+	if err := os.WriteFile(conf, []byte(strings.Replace(string(b), "GREETING=hello", "GREETING=mine", 1)), 0o640); err != nil {
+		t.Fatal(err)
+	}
+
+	// The same tag, now v2.
+	if err := os.RemoveAll(lay); err != nil {
+		t.Fatal(err)
+	}
+	if err := testimage.WriteLayout(lay, "app", testimage.Case{Name: "app", Image: appImage(t, "2", "GREETING=hello", "MODE=two")}); err != nil {
+		t.Fatal(err)
+	}
+	opts := pipeline.UpgradeOptions{TemplateDir: tdir, Build: build, Host: h}
+	res, err := pipeline.Upgrade(ctx, store, "app", opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Plan.UpToDate || res.Result == nil || !res.Result.Started {
+		t.Fatalf("upgrade to v2: %+v %+v", res.Plan, res.Result)
+	}
+	out, err := h.Run(ctx, "pct", "exec", "100", "--", "cat", "/data/file", "/app/version")
+	if out != "precious\n2\n" || err != nil {
+		t.Errorf("inside after the upgrade: %q %v", out, err)
+	}
+	b, _ = os.ReadFile(conf)
+	for _, l := range []string{"lxc.environment.runtime: GREETING=mine\n", "lxc.environment.runtime: MODE=two\n", "hostname: app\n"} {
+		if !strings.Contains(string(b), l) {
+			t.Errorf("config after the upgrade lacks %q:\n%s", l, b)
+		}
+	}
+
+	// Nothing new: nothing touched.
+	fi, _ := os.Stat(conf)
+	res, err = pipeline.Upgrade(ctx, store, "100", opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !res.Plan.UpToDate || res.Result != nil {
+		t.Errorf("upgrade with nothing new: %+v", res.Plan)
+	}
+	b2, _ := os.ReadFile(conf)
+	if fi2, _ := os.Stat(conf); !fi2.ModTime().Equal(fi.ModTime()) || string(b2) != string(b) {
+		t.Errorf("a no-op upgrade touched the config")
+	}
+	h.Run(ctx, "pct", "stop", "100")
+}
