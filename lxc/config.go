@@ -46,6 +46,9 @@ type MountPoint struct {
 	RO     bool
 	// Backup is nil when unset; bind mounts are never backed up anyway.
 	Backup *bool
+	// KeepAttrs (keepattrs=1, pve-container 6.1.0 on): PVE gives the
+	// volume's root the owner and mode of the directory it is mounted on.
+	KeepAttrs bool
 }
 
 // Key is "mpN".
@@ -63,6 +66,9 @@ func (m MountPoint) Value() string {
 		} else {
 			v += ",backup=0"
 		}
+	}
+	if m.KeepAttrs {
+		v += ",keepattrs=1"
 	}
 	return v
 }
@@ -290,6 +296,8 @@ func parseMountPoint(idx int, value string, v PVEContainer) (MountPoint, error) 
 			m.Backup = &b
 		case "volume":
 			m.Volume = val
+		case "keepattrs":
+			m.KeepAttrs = isTrue(val)
 		}
 		// Other properties PVE accepts (acl, quota, size, idmap, ...):
 		// nexcage does not act on them.

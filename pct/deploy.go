@@ -273,6 +273,7 @@ func MakePlan(ctx context.Context, h *Host, t *Template, o Options) (*Plan, erro
 	if isApp(merged) {
 		hostManagedNetwork(&p.Config, p.Container)
 	}
+	p.Warnings = append(p.Warnings, volumeOwners(p.Config.MountPoints, t.Volumes, p.Container)...)
 	p.Create = createOptions(p, o)
 	p.Set = mountOptions(p.Config.MountPoints)
 	p.Raw = rawLines(p.Config)
@@ -649,6 +650,28 @@ func mountPoints(t *Template, o Options, rootStorage string) ([]lxc.MountPoint, 
 		mps[i].Index = i
 	}
 	return mps, nil
+}
+
+// volumeOwners asks PVE to give each new storage volume of an image
+// VOLUME the owner and mode the image has at that path (keepattrs: the
+// directory in the unpacked rootfs, already shifted for an unprivileged
+// CT), so that an image whose process runs as another user than root can
+// write its own data directory. pve-container before 6.1.0 has no such
+// option and a volume's root belongs to the CT's root there: that is
+// returned as a warning, one per volume.
+func volumeOwners(mps []lxc.MountPoint, volumes []string, c lxc.PVEContainer) []string {
+	var warnings []string
+	for i, m := range mps {
+		if m.IsBind() || !slices.Contains(volumes, m.Path) {
+			continue
+		}
+		if c.InitUser() {
+			mps[i].KeepAttrs = true
+			continue
+		}
+		warnings = append(warnings, fmt.Sprintf("pve-container %s cannot give a new volume the image's owner (keepattrs needs PVE 9.2): %s's volume belongs to the container's root; a process of another user cannot write it until you chown it", c, m.Path))
+	}
+	return warnings
 }
 
 // userRepeats reports whether a --mount asks for the template's bind

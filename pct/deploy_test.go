@@ -38,12 +38,17 @@ type judged struct {
 	argv   []string
 	ok     bool
 	stderr string
+	pve    string // the stand-in's PVE version then (PVE_VERSION, 9.1 by default)
 }
 
 func (r *recorder) note(argv []string, stderr string, code int) {
 	if len(argv) > 1 && (argv[0] == "pct" || argv[0] == "pvesh") && (argv[1] == "create" || argv[1] == "set" || argv[1] == "start") {
 		r.mu.Lock()
-		r.argvs = append(r.argvs, judged{append([]string(nil), argv...), code == 0, stderr})
+		pve := "9.1"
+		if v := os.Getenv("PVE_VERSION"); len(v) >= 3 {
+			pve = v[:3]
+		}
+		r.argvs = append(r.argvs, judged{append([]string(nil), argv...), code == 0, stderr, pve})
 		r.mu.Unlock()
 	}
 }
@@ -68,8 +73,8 @@ func (r *recorder) RunInput(ctx context.Context, argv []string, stdin string) (s
 	return out, stderr, code, err
 }
 
-// checkArgvs has PVE's own CLI (of the stand-in's default version, 9.1)
-// judge every create, set and start the test ran, when the oracle is
+// checkArgvs has PVE's own CLI (of the version the stand-in played
+// then) judge every create, set and start the test ran, when the oracle is
 // there: what the stand-in accepted PVE must accept, and what it refused
 // as a parameter error PVE must refuse.
 func (r *recorder) checkArgvs(t *testing.T) {
@@ -77,19 +82,22 @@ func (r *recorder) checkArgvs(t *testing.T) {
 		return
 	}
 	o := pveoracle.Require(t)
-	v, _ := pveoracle.ByPVE("9.1")
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for _, j := range r.argvs {
 		if !j.ok && !strings.HasPrefix(j.stderr, "400 ") {
 			continue
 		}
+		v, known := pveoracle.ByPVE(j.pve)
+		if !known {
+			v, _ = pveoracle.ByPVE("9.1")
+		}
 		rejected, out := o.RejectsArgv(t, v, j.argv...)
 		if j.ok && rejected {
-			t.Errorf("the stand-in accepted %q, PVE 9.1's own CLI refuses it:\n%s", j.argv, out)
+			t.Errorf("the stand-in accepted %q, PVE %s's own CLI refuses it:\n%s", j.argv, v.PVE, out)
 		}
 		if !j.ok && !rejected {
-			t.Errorf("the stand-in refused %q (%s), PVE 9.1's own CLI accepts it", j.argv, j.stderr)
+			t.Errorf("the stand-in refused %q (%s), PVE %s's own CLI accepts it", j.argv, j.stderr, v.PVE)
 		}
 	}
 }

@@ -27,6 +27,13 @@ import (
 // and returns it as deploy loads a template, with the image's settings.
 func appTemplate(t *testing.T, dir, name, digest string, extra map[string]string, c lxc.Config) *pct.Template {
 	t.Helper()
+	return appTemplateDirs(t, dir, name, digest, extra, nil, c)
+}
+
+// appTemplateDirs is appTemplate with directories added after the files
+// (their Name without "./", Uid, Gid and Mode as the image has them).
+func appTemplateDirs(t *testing.T, dir, name, digest string, extra map[string]string, dirs []tar.Header, c lxc.Config) *pct.Template {
+	t.Helper()
 	imgs, err := testimage.ImagesDir()
 	if err != nil {
 		t.Fatal(err)
@@ -77,6 +84,12 @@ func appTemplate(t *testing.T, dir, name, digest string, extra map[string]string
 			t.Fatal(err)
 		}
 		tw.Write([]byte(body))
+	}
+	for _, d := range dirs {
+		d.Typeflag, d.Name, d.ModTime = tar.TypeDir, "./"+strings.TrimSuffix(d.Name, "/")+"/", time.Unix(0, 0)
+		if err := tw.WriteHeader(&d); err != nil {
+			t.Fatal(err)
+		}
 	}
 	if err := tw.Close(); err != nil {
 		t.Fatal(err)
@@ -299,11 +312,11 @@ func TestUpgradeAppContainer(t *testing.T) {
 				o.CheckArgv(t, v, a...)
 			}
 		}
+		// The CT was made on PVE 9.2: its volume's keepattrs=1 is 9.2's.
 		f := filepath.Join(t.TempDir(), "100.conf")
 		os.WriteFile(f, []byte(pct2), 0o644)
-		for _, v := range pveoracle.Versions[1:] {
-			o.CheckConf(t, v, f)
-		}
+		v92, _ := pveoracle.ByPVE("9.2")
+		o.CheckConf(t, v92, f)
 	}
 	h.Run(ctx, "pct", "stop", "100")
 }

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -188,6 +189,12 @@ func (h *Host) startCT(node string, vmid int) error {
 		}
 		return err
 	}
+	// The rootfs is the rootfs volume's directory: the one pct create
+	// unpacked into, or another one `pct set --rootfs` named.
+	rootDir, err := h.volumeDir(parseMP(conf.keys["rootfs"]).Volume)
+	if err != nil {
+		return failed(fmt.Errorf("rootfs volume '%s' does not exist", conf.keys["rootfs"]))
+	}
 	// Storage volumes are directories here: bind-mount them like binds.
 	for i, m := range lc.MountPoints {
 		if mpType(m.Volume) == "volume" {
@@ -198,18 +205,17 @@ func (h *Host) startCT(node string, vmid int) error {
 			if _, err := os.Stat(v.Path); err != nil {
 				return failed(fmt.Errorf("volume '%s' does not exist", m.Volume))
 			}
+			if m.KeepAttrs {
+				if err := keepAttrs(rootDir, m.Path, v.Path); err != nil {
+					return failed(err)
+				}
+			}
 			lc.MountPoints[i].Volume = v.Path
 			continue
 		}
 		if err := checkBindSource(m.Volume); err != nil {
 			return failed(err)
 		}
-	}
-	// The rootfs is the rootfs volume's directory: the one pct create
-	// unpacked into, or another one `pct set --rootfs` named.
-	rootDir, err := h.volumeDir(parseMP(conf.keys["rootfs"]).Volume)
-	if err != nil {
-		return failed(fmt.Errorf("rootfs volume '%s' does not exist", conf.keys["rootfs"]))
 	}
 	// The pre-start hook refreshes hostname, network and DNS.
 	root := newRootfs(rootDir, conf.keys["unprivileged"] == "1")
@@ -225,6 +231,39 @@ func (h *Host) startCT(node string, vmid int) error {
 	}
 	if err := h.container(vmid).Start(context.Background()); err != nil {
 		return failed(err)
+	}
+	return nil
+}
+
+// keepAttrs is mountpoint_insert_staged's keepattrs (pve-container
+// 6.1.0 on): at every mount, the volume's root takes the uid, gid and
+// mode of the directory it is mounted on in the rootfs, if that exists.
+// PVE walks the path without following symlinks; so does this.
+func keepAttrs(rootDir, mp, volDir string) error {
+	p := rootDir
+	for _, c := range strings.Split(strings.Trim(filepath.Clean(mp), "/"), "/") {
+		p = filepath.Join(p, c)
+		fi, err := os.Lstat(p)
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil // PVE creates it, owned by the CT's root: nothing to inherit
+		}
+		if err != nil {
+			return err
+		}
+		if !fi.IsDir() {
+			return fmt.Errorf("mount point %s: %s is not a directory", mp, strings.TrimPrefix(p, rootDir))
+		}
+	}
+	fi, err := os.Lstat(p)
+	if err != nil {
+		return err
+	}
+	st := fi.Sys().(*syscall.Stat_t)
+	if err := os.Lchown(volDir, int(st.Uid), int(st.Gid)); err != nil {
+		return fmt.Errorf("failed to propagate uid and gid to mountpoint: %v", err)
+	}
+	if err := os.Chmod(volDir, fi.Mode()&(fs.ModePerm|fs.ModeSetuid|fs.ModeSetgid|fs.ModeSticky)); err != nil {
+		return fmt.Errorf("failed to propagate access mode to mountpoint: %v", err)
 	}
 	return nil
 }
