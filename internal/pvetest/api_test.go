@@ -349,6 +349,28 @@ func TestAPIStandIn(t *testing.T) {
 		if !names["web"] || !names["cli"] {
 			t.Errorf("GET /nodes/pve/lxc: %v", names)
 		}
+		// move_volume, as upgrade swaps a rootfs: 101's rootfs to a new
+		// volume (the old one kept as unused0), then that unused0 handed
+		// to CT 100, and both parameters at once refused before any task.
+		if r := c.do("POST", "/nodes/pve/lxc/101/move_volume", url.Values{"volume": {"rootfs"}, "storage": {"local-lvm"}, "target-vmid": {"100"}}); r.Status != 400 || r.Errors["target-vmid"] == "" {
+			t.Errorf("move_volume with storage and target-vmid: %d %q %v", r.Status, r.Reason, r.Errors)
+		}
+		upid = wantOK(t, "move to storage", c.do("POST", "/nodes/pve/lxc/101/move_volume", url.Values{"volume": {"rootfs"}, "storage": {"local-lvm"}})).str(t)
+		if exit, _ := c.wait("pve", upid); exit != "OK" {
+			t.Fatalf("move_volume to a storage: %q", exit)
+		}
+		old := fmt.Sprint(wantOK(t, "config", c.do("GET", "/nodes/pve/lxc/101/config", nil)).obj(t)["unused0"])
+		upid = wantOK(t, "reassign", c.do("POST", "/nodes/pve/lxc/101/move_volume", url.Values{"volume": {"unused0"}, "target-vmid": {"100"}, "target-volume": {"unused3"}})).str(t)
+		if exit, _ := c.wait("pve", upid); exit != "OK" || !strings.Contains(upid, ":move_volume:101-unused0>100-unused3:") {
+			t.Fatalf("move_volume to CT 100: %q (%s)", exit, upid)
+		}
+		if got := wantOK(t, "config", c.do("GET", "/nodes/pve/lxc/100/config", nil)).obj(t)["unused3"]; got == nil || !strings.HasPrefix(fmt.Sprint(got), "local-lvm:vm-100-disk-") || strings.Contains(old, "vm-100-") {
+			t.Errorf("CT 100's unused3 after the reassign: %v (was CT 101's %s)", got, old)
+		}
+		if _, has := wantOK(t, "config", c.do("GET", "/nodes/pve/lxc/101/config", nil)).obj(t)["unused0"]; has {
+			t.Errorf("CT 101 still has unused0 after handing it over")
+		}
+		wantOK(t, "free unused3", c.do("PUT", "/nodes/pve/lxc/100/config", url.Values{"delete": {"unused3"}}))
 		upid = wantOK(t, "destroy", c.do("DELETE", "/nodes/pve/lxc/101", url.Values{"purge": {"1"}})).str(t)
 		if exit, _ := c.wait("pve", upid); exit != "OK" {
 			t.Fatalf("destroy: %q", exit)

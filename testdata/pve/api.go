@@ -574,6 +574,8 @@ func init() {
 			perm: func(c *apiCall) error { return c.p.check(vms(c), "VM.Audit") }},
 		{method: "POST", re: regexp.MustCompile(ct + `/status/(start|stop|shutdown)$`), run: (*apiServer).ctPower,
 			perm: func(c *apiCall) error { return c.p.check(vms(c), "VM.PowerMgmt") }},
+		{method: "POST", re: regexp.MustCompile(ct + `/move_volume$`), run: (*apiServer).moveVolume,
+			perm: func(c *apiCall) error { return c.p.check(vms(c), "VM.Config.Disk") }},
 		{method: "DELETE", re: regexp.MustCompile(ct + `$`), run: (*apiServer).destroyCT,
 			perm: func(c *apiCall) error { return c.p.check(vms(c), "VM.Allocate") }},
 	}
@@ -1560,6 +1562,49 @@ func (s *apiServer) ctPower(c *apiCall) (any, error) {
 			return on.stopCT(vmid, c.q["skiplock"] == "1", timeout)
 		})
 	}
+}
+
+// moveVolume is move_volume: to a storage (the old volume kept as
+// unusedN unless delete) or, with target-vmid, reassigned to another CT as
+// target-volume; the parameter errors and permissions PVE checks before
+// its worker fail the request, the move itself the task (worker
+// "move_volume", id VMID or "VMID-KEY>TARGET-TKEY" as PVE names it).
+func (s *apiServer) moveVolume(c *apiCall) (any, error) {
+	node, on, vmid, _, err := s.ct(c)
+	if err != nil {
+		return nil, err
+	}
+	key, storage, target := c.q["volume"], c.q["storage"], c.q["target-vmid"]
+	switch {
+	case storage != "" && target != "":
+		pe := newParamError("")
+		pe.add("storage", "either set 'storage' or 'target-vmid', but not both")
+		pe.add("target-vmid", "either set 'storage' or 'target-vmid', but not both")
+		return nil, pe
+	case target != "":
+		tv := atoiOr0(target)
+		if err := c.p.check("/vms/"+target, "VM.Config.Disk"); err != nil {
+			return nil, err
+		}
+		tkey := c.q["target-volume"]
+		if tkey == "" {
+			tkey = key
+		}
+		return s.runTask(c, node, "move_volume", fmt.Sprintf("%d-%s>%d-%s", vmid, key, tv, tkey), func(io.Writer) error {
+			return on.reassignVolume(vmid, key, tv, tkey)
+		})
+	case storage != "":
+		if err := c.p.check("/storage/"+storage, "Datastore.AllocateSpace"); err != nil {
+			return nil, err
+		}
+		return s.runTask(c, node, "move_volume", c.q["vmid"], func(io.Writer) error {
+			return on.moveToStorage(vmid, key, storage, c.q["delete"] == "1")
+		})
+	}
+	pe := newParamError("")
+	pe.add("storage", "both 'storage' and 'target-vmid' missing, either needs to be set")
+	pe.add("target-vmid", "both 'storage' and 'target-vmid' missing, either needs to be set")
+	return nil, pe
 }
 
 // destroyCT is destroy_vm; purge has nothing more to remove here (no
