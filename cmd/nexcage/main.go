@@ -12,6 +12,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime"
 	"runtime/debug"
 	"runtime/pprof"
 	"runtime/trace"
@@ -106,6 +107,11 @@ type failedWith struct {
 
 func (f *failedWith) Error() string { return f.err.Error() }
 
+// memoryLimit is the Go runtime's soft memory limit: under the 150 MiB
+// peak RSS goal with room for what the runtime does not count (the
+// binary's text, thread stacks outside the heap).
+const memoryLimit = 128 << 20
+
 func main() {
 	// A build's heap is mostly byte buffers, which the collector scans in
 	// no time: collecting at half the default growth keeps peak RSS well
@@ -113,6 +119,13 @@ func main() {
 	// cost in time. GOGC, when set, still decides.
 	if os.Getenv("GOGC") == "" {
 		debug.SetGCPercent(50)
+	}
+	// Concurrent builds (build --jobs) each hold their own member tree
+	// and frame buffers, and their garbage grows with the jobs: a soft
+	// limit makes the collector work harder only as the process nears
+	// it, which a single build never does. GOMEMLIMIT, when set, decides.
+	if os.Getenv("GOMEMLIMIT") == "" {
+		debug.SetMemoryLimit(memoryLimit)
 	}
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
@@ -175,6 +188,17 @@ func run(argv []string, stdout, stderr *os.File) int {
 			pprof.StartCPUProfile(f)
 			defer func() { pprof.StopCPUProfile(); f.Close() }()
 		}
+	}
+	// And where memory goes: the heap profile at the end of the command
+	// (its alloc_space shows what the build allocated all along).
+	if p := os.Getenv("NEXCAGE_MEMPROFILE"); p != "" {
+		runtime.MemProfileRate = 64 << 10
+		defer func() {
+			if f, err := os.Create(p); err == nil {
+				pprof.Lookup("allocs").WriteTo(f, 0)
+				f.Close()
+			}
+		}()
 	}
 	if p := os.Getenv("NEXCAGE_TRACE"); p != "" {
 		if f, err := os.Create(p); err == nil {
