@@ -179,21 +179,21 @@ rm -f "$work/times"
 for r in $(seq 1 "$runs"); do
 	echo "bench: run $r of $runs" >&2
 	rm -rf "$work/run" && mkdir -p "$work/run"
-	measure nexcage "'$bin' build -q --store '$work/run/store' --name bench --version 1 docker://$image -o '$work/run/nexcage/'"
+	measure nexcage "'$bin' build -q --store '$work/run/store' --name bench --template-version 1 docker://$image -o '$work/run/nexcage/'"
 	# The same build again: the template is up to date (the cache hit).
-	measure hit "'$bin' build -q --store '$work/run/store' --name bench --version 1 docker://$image -o '$work/run/nexcage/'"
+	measure hit "'$bin' build -q --store '$work/run/store' --name bench --template-version 1 docker://$image -o '$work/run/nexcage/'"
 	measure anchor "skopeo copy -q --src-tls-verify=false docker://$image oci:'$work/run/oci':bench &&
 		umoci unpack --image '$work/run/oci':bench '$work/run/bundle' &&
 		tar --numeric-owner --xattrs -C '$work/run/bundle/rootfs' -cpf - . | zstd -q -T0 -3 >'$work/run/anchor.tar.zst'"
 	measure floor "for b in $blobs; do pigz -dc \$b; done | zstd -q -T0 -3 >/dev/null"
-	measure many "'$bin' build -q --store '$work/run/store' --name many --version 1 docker://${image%/bench:1}/many:1 -o '$work/run/nexcage/'"
+	measure many "'$bin' build -q --store '$work/run/store' --name many --template-version 1 docker://${image%/bench:1}/many:1 -o '$work/run/nexcage/'"
 	# The store holds the bench image's base layer, flattened by the
 	# nexcage build above: the shared image reads only its own layer.
-	measure shared "'$bin' build -q --store '$work/run/store' --name shared --version 1 docker://${image%/bench:1}/shared:1 -o '$work/run/nexcage/'"
-	measure cold "'$bin' build -q --store '$work/run/store-cold' --name shared --version 1 docker://${image%/bench:1}/shared:1 -o '$work/run/cold/'"
+	measure shared "'$bin' build -q --store '$work/run/store' --name shared --template-version 1 docker://${image%/bench:1}/shared:1 -o '$work/run/nexcage/'"
+	measure cold "'$bin' build -q --store '$work/run/store-cold' --name shared --template-version 1 docker://${image%/bench:1}/shared:1 -o '$work/run/cold/'"
 	measure factory "'$bin' build -q --jobs 2 --store '$work/run/store-factory' $factory -o '$work/run/factory/'"
 	rm -rf "$work/run/store-factory" "$work/run/factory" "$work/run/store-cold" "$work/run/cold"
-	measure big "'$bin' build -q --store '$work/run/store-big' --name big --version 1 docker://${image%/bench:1}/big:1 -o '$work/run/big/'"
+	measure big "'$bin' build -q --store '$work/run/store-big' --name big --template-version 1 docker://${image%/bench:1}/big:1 -o '$work/run/big/'"
 	rm -rf "$work/run/store-big" "$work/run/big"
 	measure bigfloor "for b in $bigblobs; do pigz -dc \$b; done | zstd -q -T0 -3 >/dev/null"
 done
