@@ -1,33 +1,34 @@
 package main
 
 import (
-	"strings"
+	"runtime/debug"
 	"testing"
-
-	"github.com/nexcage/nexcage/internal/limits"
 )
 
-// TestLimitHintNamesOnlyFlagsTheCommandHas: the hint for a limit a flag
-// raises names that flag only to a command that has it; create, which
-// has neither --max-entries nor --max-layer-size, is told to build first.
-func TestLimitHintNamesOnlyFlagsTheCommandHas(t *testing.T) {
-	for _, tc := range []struct {
-		cmd, limit, want, not string
-	}{
-		{"build", limits.Entries, "raise it with --max-entries", "nexcage build"},
-		{"build", limits.LayerSize, "raise it with --max-layer-size", "nexcage build"},
-		{"unpack", limits.Entries, "raise it with --max-entries", "nexcage build"},
-		{"create", limits.Entries, "run `nexcage build --max-entries N IMAGE` first", "raise it with"},
-		{"create", limits.LayerSize, "run `nexcage build --max-layer-size N IMAGE` first", "raise it with"},
-	} {
-		c := commands[tc.cmd]
-		e := &env{cmd: c, flags: newFlagSet(c, &opts{})}
-		if e.flags.Lookup("max-entries") != nil && tc.cmd == "create" {
-			t.Fatalf("create has --max-entries now: this case is moot")
-		}
-		err := limitHint(e, &limits.Error{Limit: tc.limit, Value: 9, Max: 1})
-		if msg := err.Error(); !strings.Contains(msg, tc.want) || strings.Contains(msg, tc.not) {
-			t.Errorf("%s, %s limit: %q, want it to say %q and not %q", tc.cmd, tc.limit, msg, tc.want, tc.not)
-		}
+// The soft memory limit is what keeps build --jobs under the 150 MiB
+// goal; GOMEMLIMIT and GOGC from the environment still win.
+func TestSetRuntimeLimits(t *testing.T) {
+	oldLimit, oldGC := debug.SetMemoryLimit(-1), debug.SetGCPercent(100)
+	t.Cleanup(func() { debug.SetMemoryLimit(oldLimit); debug.SetGCPercent(oldGC) })
+
+	t.Setenv("GOMEMLIMIT", "")
+	t.Setenv("GOGC", "")
+	setRuntimeLimits()
+	if got := debug.SetMemoryLimit(-1); got != memoryLimit {
+		t.Errorf("memory limit %d, want %d", got, memoryLimit)
+	}
+	if got := debug.SetGCPercent(100); got != 50 {
+		t.Errorf("GC percent %d, want 50", got)
+	}
+
+	debug.SetMemoryLimit(1 << 40)
+	t.Setenv("GOMEMLIMIT", "1TiB")
+	t.Setenv("GOGC", "100")
+	setRuntimeLimits()
+	if got := debug.SetMemoryLimit(-1); got != 1<<40 {
+		t.Errorf("GOMEMLIMIT set: the limit became %d", got)
+	}
+	if got := debug.SetGCPercent(100); got != 100 {
+		t.Errorf("GOGC set: GC percent became %d", got)
 	}
 }
