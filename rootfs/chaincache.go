@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"hash"
 	"io"
+	"math"
 	"os"
 	"path"
 	"path/filepath"
@@ -447,7 +448,9 @@ func (r *indexReader) loc(kind uint64, size int64, c *cachedChain, data *os.File
 		return tartree.Section{}, true
 	case contentRun:
 		id, off := r.uint(), r.int()
-		if id >= uint64(len(c.readers)) || off < 0 || size < 0 {
+		// off+size must not wrap: a negative end would pass the check
+		// against the run's length and fail every build at its read.
+		if id >= uint64(len(c.readers)) || off < 0 || size < 0 || off > math.MaxInt64-size {
 			r.fail("content in no run")
 			return tartree.Section{}, false
 		}

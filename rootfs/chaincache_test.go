@@ -1,16 +1,22 @@
 package rootfs
 
 import (
+	"bufio"
+	"bytes"
 	"context"
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
+	"math"
 	"math/rand"
 	"os"
 	"path/filepath"
 	"testing"
 
 	"github.com/nexcage/nexcage/internal/testenv"
+	"github.com/nexcage/nexcage/internal/zframe"
 )
 
 // savedChain pulls the corpus "runs" case (a base layer in archive order
@@ -124,5 +130,19 @@ func TestCacheEntries(t *testing.T) {
 		default:
 			t.Errorf("unexpected entry %s", e.Dir)
 		}
+	}
+}
+
+// TestChainLocOverflowRefused: a location in a run whose offset plus size
+// wraps past MaxInt64 is a corrupt entry, not an end that passes the
+// run-length check as a negative number.
+func TestChainLocOverflowRefused(t *testing.T) {
+	var b []byte
+	b = binary.AppendUvarint(b, 0)               // run 0
+	b = binary.AppendVarint(b, math.MaxInt64-10) // offset
+	c := &cachedChain{readers: make([]*zframe.RunReader, 1)}
+	r := &indexReader{r: bufio.NewReader(bytes.NewReader(b)), dataSize: 1 << 20, indexSize: int64(len(b))}
+	if _, ok := r.loc(contentRun, 100, c, nil); ok || !errors.Is(r.err, errBadEntry) {
+		t.Fatalf("offset MaxInt64-10 of 100 bytes: ok %v, err %v, checks %+v; want errBadEntry", ok, r.err, c.checks)
 	}
 }
