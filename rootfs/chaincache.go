@@ -24,6 +24,7 @@ import (
 
 	"github.com/nexcage/nexcage/internal/atomicfile"
 	"github.com/nexcage/nexcage/internal/zframe"
+	"github.com/nexcage/nexcage/progress"
 	"github.com/nexcage/nexcage/tartree"
 )
 
@@ -136,20 +137,36 @@ func clampSeconds(t time.Time) int64 {
 	return t.Unix()
 }
 
-// chainsUsable reports whether the cache's directories are directories
-// of the store's own, or absent: nexcage follows no symlink inside a
-// store.
-func (s *Store) chainsUsable() bool {
-	for _, d := range []string{"cache", chainsDir} {
-		fi, err := os.Lstat(filepath.Join(s.Dir, d))
-		if errors.Is(err, os.ErrNotExist) {
-			return true
+// chainsTrusted reports why the cache may not be used, or nil. An entry
+// vouches only for itself: its digests are in its own manifest, written
+// by whoever can write the cache, and nothing ties its tree to the
+// layers' diff_ids. So the cache is read and written only when no one but
+// this user can write its directories: the store directory, cache/ and
+// cache/chains (the last two may be absent, to be made by this build)
+// must each be a directory, not a symlink, owned by the effective uid and
+// not writable by its group or others.
+func (s *Store) chainsTrusted() error {
+	euid := os.Geteuid()
+	for _, d := range []string{".", "cache", chainsDir} {
+		p := filepath.Join(s.Dir, d)
+		fi, err := os.Lstat(p)
+		if errors.Is(err, os.ErrNotExist) && d != "." {
+			return nil
 		}
-		if err != nil || !fi.IsDir() {
-			return false
+		if err != nil {
+			return err
+		}
+		if !fi.IsDir() {
+			return fmt.Errorf("%s is not a directory", p)
+		}
+		if st, ok := fi.Sys().(*syscall.Stat_t); !ok || int(st.Uid) != euid {
+			return fmt.Errorf("%s is not owned by uid %d", p, euid)
+		}
+		if fi.Mode().Perm()&0o022 != 0 {
+			return fmt.Errorf("%s is writable by its group or others", p)
 		}
 	}
-	return true
+	return nil
 }
 
 func (s *Store) chainDir(chain []digest.Digest, frames string, clamp int64) string {
@@ -197,9 +214,11 @@ var errBadEntry = errors.New("corrupt cached chain")
 
 // findChain loads the longest cached chain of diffIDs, or returns nil. An
 // entry that fails verification is removed, so that this build writes it
-// again.
-func (s *Store) findChain(diffIDs []digest.Digest, frames string, clamp int64, budget *entryBudget) *cachedChain {
-	if !s.chainsUsable() {
+// again. A cache others could write is not used (chainsTrusted): rep is
+// told why.
+func (s *Store) findChain(diffIDs []digest.Digest, frames string, clamp int64, budget *entryBudget, rep progress.Reporter) *cachedChain {
+	if err := s.chainsTrusted(); err != nil {
+		rep.Warn("not using the store's cache of flattened layers: %v", err)
 		return nil
 	}
 	for k := len(diffIDs); k >= 1; k-- {
@@ -655,7 +674,7 @@ func (cs *chainSave) wait() error {
 // to save costs only the reuse.
 func (s *Store) saveChain(chain []digest.Digest, frames string, clamp int64, tree *tartree.Tree, runs map[string][]*tartree.Run, nextInode uint64) (_ *chainSave, err error) {
 	target := s.chainDir(chain, frames, clamp)
-	if _, err := os.Lstat(target); err == nil || !s.chainsUsable() {
+	if _, err := os.Lstat(target); err == nil || s.chainsTrusted() != nil {
 		return nil, nil
 	}
 	if err := os.MkdirAll(filepath.Dir(target), 0o755); err != nil {

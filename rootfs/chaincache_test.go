@@ -13,10 +13,12 @@ import (
 	"math/rand"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/nexcage/nexcage/internal/testenv"
 	"github.com/nexcage/nexcage/internal/zframe"
+	"github.com/nexcage/nexcage/progress"
 )
 
 // savedChain pulls the corpus "runs" case (a base layer in archive order
@@ -144,5 +146,64 @@ func TestChainLocOverflowRefused(t *testing.T) {
 	r := &indexReader{r: bufio.NewReader(bytes.NewReader(b)), dataSize: 1 << 20, indexSize: int64(len(b))}
 	if _, ok := r.loc(contentRun, 100, c, nil); ok || !errors.Is(r.err, errBadEntry) {
 		t.Fatalf("offset MaxInt64-10 of 100 bytes: ok %v, err %v, checks %+v; want errBadEntry", ok, r.err, c.checks)
+	}
+}
+
+// TestChainCacheOnlyWhenOthersCannotWrite: an entry vouches only for
+// itself, so a cache whose directories someone else could write (group-
+// or other-writable, another owner, a symlink) is neither read nor
+// written, and the build says so once.
+func TestChainCacheOnlyWhenOthersCannotWrite(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		spoil func(s *Store) error
+	}{
+		{"good", func(*Store) error { return nil }},
+		{"chains group-writable", func(s *Store) error { return os.Chmod(filepath.Join(s.Dir, chainsDir), 0o775) }},
+		{"cache other-writable", func(s *Store) error { return os.Chmod(filepath.Join(s.Dir, "cache"), 0o757) }},
+		{"store group-writable", func(s *Store) error { return os.Chmod(s.Dir, 0o770) }},
+		{"chains owned by another uid", func(s *Store) error {
+			testenv.RequireRoot(t)
+			return os.Chown(filepath.Join(s.Dir, chainsDir), 4321, 4321)
+		}},
+		{"cache a symlink", func(s *Store) error {
+			c := filepath.Join(s.Dir, "cache")
+			if err := os.Rename(c, c+"2"); err != nil {
+				return err
+			}
+			return os.Symlink("cache2", c)
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s, img, dir := savedChain(t)
+			if err := tc.spoil(s); err != nil {
+				t.Fatal(err)
+			}
+			rec := progress.Record(progress.Discard)
+			f, err := s.Flatten(context.Background(), img, FlattenOptions{PrecompressLevel: 3, Cache: true, Progress: rec})
+			if err != nil {
+				t.Fatal(err)
+			}
+			used := f.base != nil
+			f.Close()
+			warned := 0
+			for _, w := range rec.Warnings() {
+				if strings.Contains(w, "cache") {
+					warned++
+				}
+			}
+			if tc.name == "good" {
+				if !used || warned != 0 {
+					t.Fatalf("a store only this user can write: cache used %v, warnings %q", used, rec.Warnings())
+				}
+				return
+			}
+			if used || warned != 1 {
+				t.Fatalf("cache used %v, warnings %q: want not used, one warning", used, rec.Warnings())
+			}
+			if _, err := os.Stat(dir); err != nil && tc.name != "cache a symlink" {
+				t.Errorf("the entry was touched: %v", err)
+			}
+		})
 	}
 }
