@@ -11,11 +11,14 @@ import (
 	"fmt"
 	"hash"
 	"io"
+	"io/fs"
 	"math"
+	"math/rand/v2"
 	"os"
 	"path"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -137,44 +140,114 @@ func clampSeconds(t time.Time) int64 {
 	return t.Unix()
 }
 
-// chainsTrusted reports why the cache may not be used, or nil. An entry
-// vouches only for itself: its digests are in its own manifest, written
-// by whoever can write the cache, and nothing ties its tree to the
-// layers' diff_ids. So the cache is read and written only when no one but
-// this user can write its directories: the store directory, cache/ and
-// cache/chains (the last two may be absent, to be made by this build)
-// must each be a directory, not a symlink, owned by the effective uid and
-// not writable by its group or others.
-func (s *Store) chainsTrusted() error {
-	euid := os.Geteuid()
-	for _, d := range []string{".", "cache", chainsDir} {
-		p := filepath.Join(s.Dir, d)
-		fi, err := os.Lstat(p)
-		if errors.Is(err, os.ErrNotExist) && d != "." {
-			return nil
+// openChains opens cache/chains as an os.Root, or returns nil, nil when
+// it is absent and create is false (create makes cache/ and cache/chains).
+// Every later use of the cache goes through the root, so a directory
+// swapped for a symlink after the checks cannot send a write, a rename or
+// a removal outside the store.
+//
+// An entry vouches only for itself: its digests are in its own manifest,
+// written by whoever can write the cache, and nothing ties its tree to
+// the layers' diff_ids. So the cache is read and written only when no one
+// but this user can write its directories: the store directory, cache/
+// and cache/chains must each be a directory, not a symlink, owned by the
+// effective uid and not writable by its group or others. Each is checked
+// as opened (the descriptor's own stat), not by path.
+func (s *Store) openChains(create bool) (*os.Root, error) {
+	lfi, err := os.Lstat(s.Dir)
+	if err != nil {
+		return nil, err
+	}
+	if !lfi.IsDir() {
+		return nil, fmt.Errorf("%s is not a directory", s.Dir)
+	}
+	r, err := os.OpenRoot(s.Dir)
+	if err != nil {
+		return nil, err
+	}
+	p := s.Dir
+	for _, name := range []string{"", "cache", "chains"} {
+		if name != "" {
+			p = filepath.Join(p, name)
+			if create {
+				if err := r.Mkdir(name, 0o755); err == nil {
+					err = r.Chmod(name, 0o755) // whatever the umask
+				} else if !errors.Is(err, fs.ErrExist) {
+					r.Close()
+					return nil, err
+				}
+			}
+			if lfi, err = r.Lstat(name); err != nil {
+				r.Close()
+				if errors.Is(err, fs.ErrNotExist) && !create {
+					return nil, nil
+				}
+				return nil, err
+			}
+			if !lfi.IsDir() {
+				r.Close()
+				return nil, fmt.Errorf("%s is not a directory", p)
+			}
+			sub, err := r.OpenRoot(name)
+			r.Close()
+			if err != nil {
+				return nil, err
+			}
+			r = sub
+		}
+		fi, err := r.Stat(".")
+		if err == nil && !os.SameFile(fi, lfi) {
+			err = fmt.Errorf("%s changed while being opened", p)
+		}
+		if err == nil {
+			err = trustedDir(p, fi)
 		}
 		if err != nil {
-			return err
+			r.Close()
+			return nil, err
 		}
-		if !fi.IsDir() {
-			return fmt.Errorf("%s is not a directory", p)
-		}
-		if st, ok := fi.Sys().(*syscall.Stat_t); !ok || int(st.Uid) != euid {
-			return fmt.Errorf("%s is not owned by uid %d", p, euid)
-		}
-		if fi.Mode().Perm()&0o022 != 0 {
-			return fmt.Errorf("%s is writable by its group or others", p)
-		}
+	}
+	return r, nil
+}
+
+func trustedDir(p string, fi fs.FileInfo) error {
+	euid := os.Geteuid()
+	if st, ok := fi.Sys().(*syscall.Stat_t); !ok || int(st.Uid) != euid {
+		return fmt.Errorf("%s is not owned by uid %d", p, euid)
+	}
+	if fi.Mode().Perm()&0o022 != 0 {
+		return fmt.Errorf("%s is writable by its group or others", p)
 	}
 	return nil
 }
 
-func (s *Store) chainDir(chain []digest.Digest, frames string, clamp int64) string {
-	return filepath.Join(s.Dir, chainsDir, chainKey(chain, frames, clamp))
+// tempDirIn makes a temporary directory beside target in cr, named as
+// atomicfile.TempDir names them (so that listings and prune skip it).
+func tempDirIn(cr *os.Root, target string) (string, error) {
+	for {
+		name := "." + target + atomicfile.TempMarker + strconv.FormatUint(rand.Uint64(), 36)
+		err := cr.Mkdir(name, 0o700)
+		if err == nil {
+			return name, nil
+		}
+		if !errors.Is(err, fs.ErrExist) {
+			return "", err
+		}
+	}
 }
 
 func readChainManifest(dir string) (*chainManifest, error) {
-	f, err := openEntryFile(filepath.Join(dir, "manifest.json"))
+	r, err := os.OpenRoot(dir)
+	if err != nil {
+		return nil, err
+	}
+	defer r.Close()
+	return readChainManifestIn(r, ".")
+}
+
+// readChainManifestIn reads the manifest of the entry key of cr.
+func readChainManifestIn(cr *os.Root, key string) (*chainManifest, error) {
+	f, err := openEntryFile(cr, path.Join(key, "manifest.json"))
 	if err != nil {
 		return nil, err
 	}
@@ -217,21 +290,26 @@ var errBadEntry = errors.New("corrupt cached chain")
 // again. A cache others could write is not used (chainsTrusted): rep is
 // told why.
 func (s *Store) findChain(diffIDs []digest.Digest, frames string, clamp int64, budget *entryBudget, rep progress.Reporter) *cachedChain {
-	if err := s.chainsTrusted(); err != nil {
+	cr, err := s.openChains(false)
+	if err != nil {
 		rep.Warn("not using the store's cache of flattened layers: %v", err)
 		return nil
 	}
+	if cr == nil {
+		return nil
+	}
+	defer cr.Close()
 	for k := len(diffIDs); k >= 1; k-- {
-		dir := s.chainDir(diffIDs[:k], frames, clamp)
-		if fi, err := os.Lstat(dir); err != nil || !fi.IsDir() {
+		key := chainKey(diffIDs[:k], frames, clamp)
+		if fi, err := cr.Lstat(key); err != nil || !fi.IsDir() {
 			continue
 		}
-		c, err := loadChain(dir, diffIDs[:k], frames, clamp, budget)
+		c, err := loadChain(cr, key, diffIDs[:k], frames, clamp, budget)
 		if err == nil {
 			return c
 		}
 		if errors.Is(err, errBadEntry) {
-			os.RemoveAll(dir)
+			cr.RemoveAll(key)
 		}
 		if budget != nil {
 			budget.mu.Lock()
@@ -256,8 +334,8 @@ func (c *cachedChain) close() {
 
 // openEntryFile opens a file of an entry without following a symlink or
 // waiting for a FIFO's writer.
-func openEntryFile(p string) (*os.File, error) {
-	f, err := os.OpenFile(p, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
+func openEntryFile(cr *os.Root, p string) (*os.File, error) {
+	f, err := cr.OpenFile(p, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
 	if err != nil {
 		return nil, err
 	}
@@ -285,9 +363,9 @@ func hashChainFile(f *os.File, size int64) (string, error) {
 	return hex.EncodeToString(h.Sum(nil)), nil
 }
 
-// loadChain reads and verifies the entry in dir.
-func loadChain(dir string, chain []digest.Digest, frames string, clamp int64, budget *entryBudget) (_ *cachedChain, err error) {
-	m, err := readChainManifest(dir)
+// loadChain reads and verifies the entry key of cr.
+func loadChain(cr *os.Root, key string, chain []digest.Digest, frames string, clamp int64, budget *entryBudget) (_ *cachedChain, err error) {
+	m, err := readChainManifestIn(cr, key)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", errBadEntry, err)
 	}
@@ -299,12 +377,12 @@ func loadChain(dir string, chain []digest.Digest, frames string, clamp int64, bu
 			return nil, fmt.Errorf("%w: the manifest does not describe this chain", errBadEntry)
 		}
 	}
-	index, err := openEntryFile(filepath.Join(dir, "index"))
+	index, err := openEntryFile(cr, path.Join(key, "index"))
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", errBadEntry, err)
 	}
 	defer index.Close()
-	data, err := openEntryFile(filepath.Join(dir, "data"))
+	data, err := openEntryFile(cr, path.Join(key, "data"))
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", errBadEntry, err)
 	}
@@ -673,20 +751,27 @@ func (cs *chainSave) wait() error {
 // place. It reads tree now: the caller may change it afterwards. Failing
 // to save costs only the reuse.
 func (s *Store) saveChain(chain []digest.Digest, frames string, clamp int64, tree *tartree.Tree, runs map[string][]*tartree.Run, nextInode uint64) (_ *chainSave, err error) {
-	target := s.chainDir(chain, frames, clamp)
-	if _, err := os.Lstat(target); err == nil || s.chainsTrusted() != nil {
+	cr, err := s.openChains(true)
+	if err != nil {
+		return nil, nil // findChain said why
+	}
+	defer func() {
+		if err != nil {
+			cr.Close()
+		}
+	}()
+	target := chainKey(chain, frames, clamp)
+	if _, err := cr.Lstat(target); err == nil {
+		cr.Close()
 		return nil, nil
 	}
-	if err := os.MkdirAll(filepath.Dir(target), 0o755); err != nil {
-		return nil, err
-	}
-	tmp, err := atomicfile.TempDir(target)
+	tmp, err := tempDirIn(cr, target)
 	if err != nil {
 		return nil, err
 	}
 	defer func() {
 		if err != nil {
-			os.RemoveAll(tmp)
+			cr.RemoveAll(tmp)
 		}
 	}()
 
@@ -733,7 +818,7 @@ func (s *Store) saveChain(chain []digest.Digest, frames string, clamp int64, tre
 	}
 	present = nil
 
-	indexFile, err := os.Create(filepath.Join(tmp, "index"))
+	indexFile, err := cr.Create(path.Join(tmp, "index"))
 	if err != nil {
 		return nil, err
 	}
@@ -867,9 +952,10 @@ func (s *Store) saveChain(chain []digest.Digest, frames string, clamp int64, tre
 	}
 	cs := &chainSave{done: make(chan error, 1)}
 	go func() {
-		err := writeChainData(tmp, target, ops, m)
+		defer cr.Close()
+		err := writeChainData(cr, tmp, target, ops, m)
 		if err != nil {
-			os.RemoveAll(tmp)
+			cr.RemoveAll(tmp)
 		}
 		cs.done <- err
 	}()
@@ -878,8 +964,8 @@ func (s *Store) saveChain(chain []digest.Digest, frames string, clamp int64, tre
 
 // writeChainData copies the data, writes the manifest and puts the entry
 // in place.
-func writeChainData(tmp, target string, ops []copyOp, m chainManifest) error {
-	f, err := os.Create(filepath.Join(tmp, "data"))
+func writeChainData(cr *os.Root, tmp, target string, ops []copyOp, m chainManifest) error {
+	f, err := cr.Create(path.Join(tmp, "data"))
 	if err != nil {
 		return err
 	}
@@ -912,12 +998,12 @@ func writeChainData(tmp, target string, ops []copyOp, m chainManifest) error {
 	// No fsync: a torn entry after a crash fails its digests and is
 	// rebuilt, and syncing hundreds of MB would cost the build more than
 	// the cache saves it.
-	if err := os.WriteFile(filepath.Join(tmp, "manifest.json"), b, 0o644); err != nil {
+	if err := cr.WriteFile(path.Join(tmp, "manifest.json"), b, 0o644); err != nil {
 		return err
 	}
-	if err := os.Rename(tmp, target); err != nil {
-		if _, serr := os.Stat(target); serr == nil {
-			os.RemoveAll(tmp) // another build saved it first
+	if err := cr.Rename(tmp, target); err != nil {
+		if _, serr := cr.Lstat(target); serr == nil {
+			cr.RemoveAll(tmp) // another build saved it first
 			return nil
 		}
 		return err

@@ -1,6 +1,7 @@
 package rootfs
 
 import (
+	"archive/tar"
 	"bufio"
 	"bytes"
 	"context"
@@ -16,9 +17,12 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/opencontainers/go-digest"
+
 	"github.com/nexcage/nexcage/internal/testenv"
 	"github.com/nexcage/nexcage/internal/zframe"
 	"github.com/nexcage/nexcage/progress"
+	"github.com/nexcage/nexcage/tartree"
 )
 
 // savedChain pulls the corpus "runs" case (a base layer in archive order
@@ -66,6 +70,11 @@ func TestChainIndexMutationsRefused(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	cr, err := os.OpenRoot(filepath.Dir(dir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cr.Close()
 	rng := rand.New(rand.NewSource(1))
 	refused := 0
 	for i := range 400 {
@@ -88,7 +97,7 @@ func TestChainIndexMutationsRefused(t *testing.T) {
 		if err := os.WriteFile(filepath.Join(dir, "manifest.json"), mb, 0o644); err != nil {
 			t.Fatal(err)
 		}
-		c, err := loadChain(dir, chain, m.Frames, m.Clamp, newEntryBudget(0, dir))
+		c, err := loadChain(cr, filepath.Base(dir), chain, m.Frames, m.Clamp, newEntryBudget(0, dir))
 		if err != nil {
 			refused++
 			continue
@@ -205,5 +214,62 @@ func TestChainCacheOnlyWhenOthersCannotWrite(t *testing.T) {
 				t.Errorf("the entry was touched: %v", err)
 			}
 		})
+	}
+}
+
+// gatedReader blocks reads until open is closed: it holds saveChain's
+// background copy between its checks and its writes.
+type gatedReader struct{ open chan struct{} }
+
+func (g gatedReader) ReadAt(b []byte, off int64) (int, error) {
+	<-g.open
+	for i := range b {
+		b[i] = 'x'
+	}
+	return len(b), nil
+}
+
+// TestChainSaveStaysInStore: cache/chains swapped for a symlink to a
+// directory outside the store while an entry is being written does not
+// send the entry's files, nor its final rename, there: the cache is
+// written through a root opened once.
+func TestChainSaveStaysInStore(t *testing.T) {
+	s := newStore(t)
+	outside := t.TempDir()
+	tree := tartree.New()
+	g := gatedReader{make(chan struct{})}
+	tree.Root.SetChild("f", &tartree.Node{Type: tar.TypeReg, Mode: 0o644, Size: 10, Source: tartree.Section{From: g}})
+	chain := []digest.Digest{digest.FromString("layer")}
+	cs, err := s.saveChain(chain, "", 0, tree, nil, 1)
+	if err != nil || cs == nil {
+		close(g.open)
+		t.Fatalf("saveChain: %v, %v", cs, err)
+	}
+	chains := filepath.Join(s.Dir, chainsDir)
+	des, err := os.ReadDir(chains)
+	if err != nil || len(des) != 1 {
+		close(g.open)
+		t.Fatalf("chains holds %v, %v: want the temporary entry", des, err)
+	}
+	// The swap: the same names, outside the store.
+	if err := os.Mkdir(filepath.Join(outside, des[0].Name()), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(chains, chains+".real"); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(outside, chains); err != nil {
+		t.Fatal(err)
+	}
+	close(g.open)
+	if err := cs.wait(); err != nil {
+		t.Fatalf("the save: %v", err)
+	}
+	key := chainKey(chain, "", 0)
+	if got, _ := os.ReadDir(outside); len(got) != 1 || got[0].Name() != des[0].Name() {
+		t.Errorf("outside the store: %v; want only what the test made", got)
+	}
+	if _, err := readChainManifest(filepath.Join(chains+".real", key)); err != nil {
+		t.Errorf("the entry is not where the save began: %v", err)
 	}
 }
