@@ -632,6 +632,9 @@ func (r *indexReader) read(c *cachedChain, data *os.File, budget *entryBudget) e
 		if (n.Open != nil) != (n.Type == tar.TypeReg) {
 			return fmt.Errorf("%w: %s: content for a node of type %q", errBadEntry, p, n.Type)
 		}
+		if err := cachedNodeOK(n); err != nil {
+			return fmt.Errorf("%w: %s: %v", errBadEntry, p, err)
+		}
 		if i == 0 {
 			if p != "." || n.Type != tar.TypeDir {
 				return fmt.Errorf("%w: the first node is not the root", errBadEntry)
@@ -646,7 +649,7 @@ func (r *indexReader) read(c *cachedChain, data *os.File, budget *entryBudget) e
 		if parent == "" {
 			parent = "."
 		}
-		if base == "" || base == "." || base == ".." || strings.Contains(p, "//") {
+		if base == "" || base == "." || base == ".." || len(base) > 255 || strings.ContainsRune(p, 0) || strings.Contains(p, "//") {
 			return fmt.Errorf("%w: a node at %q", errBadEntry, p)
 		}
 		for len(stack) > 0 && stack[len(stack)-1].path != parent {
@@ -706,6 +709,33 @@ func (r *indexReader) read(c *cachedChain, data *os.File, budget *entryBudget) e
 	}
 	if _, err := r.r.ReadByte(); err != io.EOF {
 		return fmt.Errorf("%w: data after the index", errBadEntry)
+	}
+	return nil
+}
+
+// cachedNodeOK holds a loaded node to what the flattener makes (nodeFor,
+// hardlink): the template writer takes the tree as it is.
+func cachedNodeOK(n *tartree.Node) error {
+	switch n.Type {
+	case tar.TypeDir, tar.TypeReg, tar.TypeSymlink, tar.TypeChar, tar.TypeBlock, tar.TypeFifo:
+	default:
+		return fmt.Errorf("a node of type %q", n.Type)
+	}
+	if n.Mode < 0 || n.Mode&^0o7777 != 0 || n.UID < 0 || n.GID < 0 {
+		return fmt.Errorf("mode %o, owner %d:%d", n.Mode, n.UID, n.GID)
+	}
+	if n.Type == tar.TypeSymlink && n.Mode != 0o777 {
+		return fmt.Errorf("a symlink of mode %o", n.Mode)
+	}
+	if n.Type != tar.TypeChar && n.Type != tar.TypeBlock && n.Type != tar.TypeFifo && (n.Devmajor != 0 || n.Devminor != 0) {
+		return fmt.Errorf("device numbers on a node of type %q", n.Type)
+	}
+	if n.Devmajor < 0 || n.Devminor < 0 {
+		return errors.New("negative device numbers")
+	}
+	// Only files and symlinks are hard linked (an Inode group).
+	if n.Inode != 0 && n.Type != tar.TypeReg && n.Type != tar.TypeSymlink {
+		return fmt.Errorf("a hard link group on a node of type %q", n.Type)
 	}
 	return nil
 }

@@ -273,3 +273,39 @@ func TestChainSaveStaysInStore(t *testing.T) {
 		t.Errorf("the entry is not where the save began: %v", err)
 	}
 }
+
+// TestChainLoadRefusesNodesNoLayerMakes: the template writer takes a
+// loaded tree as it is, so a node the flattener never makes (a tar type
+// no rootfs uses, device numbers on a file, a directory in a hard link
+// group, a mode beyond 07777) makes the entry corrupt.
+func TestChainLoadRefusesNodesNoLayerMakes(t *testing.T) {
+	for i, bad := range []*tartree.Node{
+		{Type: tar.TypeLink, Mode: 0o644},
+		{Type: 'x', Mode: 0o644},
+		{Type: tar.TypeSymlink, Mode: 0o777, Linkname: "a", Devmajor: 1, Devminor: 3},
+		{Type: tar.TypeDir, Mode: 0o755, Inode: 1},
+		{Type: tar.TypeFifo, Mode: 0o10644},
+	} {
+		s := newStore(t)
+		tree := tartree.New()
+		tree.Root.SetChild("bad", bad)
+		chain := []digest.Digest{digest.FromString("layer")}
+		cs, err := s.saveChain(chain, "", 0, tree, nil, 2)
+		if err != nil || cs == nil {
+			t.Fatalf("saveChain: %v, %v", cs, err)
+		}
+		if err := cs.wait(); err != nil {
+			t.Fatal(err)
+		}
+		cr, err := s.openChains(false)
+		if err != nil || cr == nil {
+			t.Fatalf("openChains: %v", err)
+		}
+		c, err := loadChain(cr, chainKey(chain, "", 0), chain, "", 0, newEntryBudget(0, t.TempDir()))
+		cr.Close()
+		if !errors.Is(err, errBadEntry) {
+			c.close()
+			t.Errorf("%d: node %+v: loaded (%v), want errBadEntry", i, bad, err)
+		}
+	}
+}
