@@ -45,9 +45,12 @@ import (
 //
 // KEY is chainKey: the sha256 of the chain's diff_ids, in order, and of the
 // frame settings and mtime clamp the frames were made with. An entry is
-// written under a temporary name and renamed into place whole. The store
-// is untrusted: loading verifies both files' sizes and digests against the
-// manifest and bounds every count and length in the index; an entry that
+// written under a temporary name and renamed into place whole. An entry
+// vouches only for itself, so the cache is used only when no other user
+// can write its directories (openChains), and then only through a root
+// opened once. Even so, loading verifies both files' sizes and digests
+// against the manifest, bounds every count, length and offset in the
+// index and holds each node to what the flattener makes; an entry that
 // fails is removed and rebuilt, never used.
 
 // chainsDir is the cache's directory inside a store.
