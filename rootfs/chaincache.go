@@ -158,6 +158,9 @@ func clampSeconds(t time.Time) int64 {
 // as opened (the descriptor's own stat), not by path.
 func (s *Store) openChains(create bool) (*os.Root, error) {
 	lfi, err := os.Lstat(s.Dir)
+	if errors.Is(err, fs.ErrNotExist) && !create {
+		return nil, nil // a store made later in this build: nothing cached
+	}
 	if err != nil {
 		return nil, err
 	}

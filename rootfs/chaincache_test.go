@@ -309,3 +309,13 @@ func TestChainLoadRefusesNodesNoLayerMakes(t *testing.T) {
 		}
 	}
 }
+
+// TestChainCacheStoreNotYetMade: a build whose store is made later (a
+// pull into a new store) finds nothing cached and has nothing to warn of.
+func TestChainCacheStoreNotYetMade(t *testing.T) {
+	s := &Store{Dir: filepath.Join(t.TempDir(), "store")}
+	rec := progress.Record(progress.Discard)
+	if c := s.findChain([]digest.Digest{digest.FromString("layer")}, "", 0, nil, rec); c != nil || len(rec.Warnings()) != 0 {
+		t.Fatalf("found %v, warnings %q: want nothing", c, rec.Warnings())
+	}
+}
