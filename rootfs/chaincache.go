@@ -11,10 +11,14 @@ import (
 	"fmt"
 	"hash"
 	"io"
+	"io/fs"
+	"math"
+	"math/rand/v2"
 	"os"
 	"path"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -23,6 +27,7 @@ import (
 
 	"github.com/nexcage/nexcage/internal/atomicfile"
 	"github.com/nexcage/nexcage/internal/zframe"
+	"github.com/nexcage/nexcage/progress"
 	"github.com/nexcage/nexcage/tartree"
 )
 
@@ -40,9 +45,12 @@ import (
 //
 // KEY is chainKey: the sha256 of the chain's diff_ids, in order, and of the
 // frame settings and mtime clamp the frames were made with. An entry is
-// written under a temporary name and renamed into place whole. The store
-// is untrusted: loading verifies both files' sizes and digests against the
-// manifest and bounds every count and length in the index; an entry that
+// written under a temporary name and renamed into place whole. An entry
+// vouches only for itself, so the cache is used only when no other user
+// can write its directories (openChains), and then only through a root
+// opened once. Even so, loading verifies both files' sizes and digests
+// against the manifest, bounds every count, length and offset in the
+// index and holds each node to what the flattener makes; an entry that
 // fails is removed and rebuilt, never used.
 
 // chainsDir is the cache's directory inside a store.
@@ -135,28 +143,117 @@ func clampSeconds(t time.Time) int64 {
 	return t.Unix()
 }
 
-// chainsUsable reports whether the cache's directories are directories
-// of the store's own, or absent: nexcage follows no symlink inside a
-// store.
-func (s *Store) chainsUsable() bool {
-	for _, d := range []string{"cache", chainsDir} {
-		fi, err := os.Lstat(filepath.Join(s.Dir, d))
-		if errors.Is(err, os.ErrNotExist) {
-			return true
+// openChains opens cache/chains as an os.Root, or returns nil, nil when
+// it is absent and create is false (create makes cache/ and cache/chains).
+// Every later use of the cache goes through the root, so a directory
+// swapped for a symlink after the checks cannot send a write, a rename or
+// a removal outside the store.
+//
+// An entry vouches only for itself: its digests are in its own manifest,
+// written by whoever can write the cache, and nothing ties its tree to
+// the layers' diff_ids. So the cache is read and written only when no one
+// but this user can write its directories: the store directory, cache/
+// and cache/chains must each be a directory, not a symlink, owned by the
+// effective uid and not writable by its group or others. Each is checked
+// as opened (the descriptor's own stat), not by path.
+func (s *Store) openChains(create bool) (*os.Root, error) {
+	lfi, err := os.Lstat(s.Dir)
+	if errors.Is(err, fs.ErrNotExist) && !create {
+		return nil, nil // a store made later in this build: nothing cached
+	}
+	if err != nil {
+		return nil, err
+	}
+	if !lfi.IsDir() {
+		return nil, fmt.Errorf("%s is not a directory", s.Dir)
+	}
+	r, err := os.OpenRoot(s.Dir)
+	if err != nil {
+		return nil, err
+	}
+	p := s.Dir
+	for _, name := range []string{"", "cache", "chains"} {
+		if name != "" {
+			p = filepath.Join(p, name)
+			if create {
+				if err := r.Mkdir(name, 0o755); err == nil {
+					err = r.Chmod(name, 0o755) // whatever the umask
+				} else if !errors.Is(err, fs.ErrExist) {
+					r.Close()
+					return nil, err
+				}
+			}
+			if lfi, err = r.Lstat(name); err != nil {
+				r.Close()
+				if errors.Is(err, fs.ErrNotExist) && !create {
+					return nil, nil
+				}
+				return nil, err
+			}
+			if !lfi.IsDir() {
+				r.Close()
+				return nil, fmt.Errorf("%s is not a directory", p)
+			}
+			sub, err := r.OpenRoot(name)
+			r.Close()
+			if err != nil {
+				return nil, err
+			}
+			r = sub
 		}
-		if err != nil || !fi.IsDir() {
-			return false
+		fi, err := r.Stat(".")
+		if err == nil && !os.SameFile(fi, lfi) {
+			err = fmt.Errorf("%s changed while being opened", p)
+		}
+		if err == nil {
+			err = trustedDir(p, fi)
+		}
+		if err != nil {
+			r.Close()
+			return nil, err
 		}
 	}
-	return true
+	return r, nil
 }
 
-func (s *Store) chainDir(chain []digest.Digest, frames string, clamp int64) string {
-	return filepath.Join(s.Dir, chainsDir, chainKey(chain, frames, clamp))
+func trustedDir(p string, fi fs.FileInfo) error {
+	euid := os.Geteuid()
+	if st, ok := fi.Sys().(*syscall.Stat_t); !ok || int(st.Uid) != euid {
+		return fmt.Errorf("%s is not owned by uid %d", p, euid)
+	}
+	if fi.Mode().Perm()&0o022 != 0 {
+		return fmt.Errorf("%s is writable by its group or others", p)
+	}
+	return nil
+}
+
+// tempDirIn makes a temporary directory beside target in cr, named as
+// atomicfile.TempDir names them (so that listings and prune skip it).
+func tempDirIn(cr *os.Root, target string) (string, error) {
+	for {
+		name := "." + target + atomicfile.TempMarker + strconv.FormatUint(rand.Uint64(), 36)
+		err := cr.Mkdir(name, 0o700)
+		if err == nil {
+			return name, nil
+		}
+		if !errors.Is(err, fs.ErrExist) {
+			return "", err
+		}
+	}
 }
 
 func readChainManifest(dir string) (*chainManifest, error) {
-	f, err := openEntryFile(filepath.Join(dir, "manifest.json"))
+	r, err := os.OpenRoot(dir)
+	if err != nil {
+		return nil, err
+	}
+	defer r.Close()
+	return readChainManifestIn(r, ".")
+}
+
+// readChainManifestIn reads the manifest of the entry key of cr.
+func readChainManifestIn(cr *os.Root, key string) (*chainManifest, error) {
+	f, err := openEntryFile(cr, path.Join(key, "manifest.json"))
 	if err != nil {
 		return nil, err
 	}
@@ -196,22 +293,29 @@ var errBadEntry = errors.New("corrupt cached chain")
 
 // findChain loads the longest cached chain of diffIDs, or returns nil. An
 // entry that fails verification is removed, so that this build writes it
-// again.
-func (s *Store) findChain(diffIDs []digest.Digest, frames string, clamp int64, budget *entryBudget) *cachedChain {
-	if !s.chainsUsable() {
+// again. A cache others could write is not used (chainsTrusted): rep is
+// told why.
+func (s *Store) findChain(diffIDs []digest.Digest, frames string, clamp int64, budget *entryBudget, rep progress.Reporter) *cachedChain {
+	cr, err := s.openChains(false)
+	if err != nil {
+		rep.Warn("not using the store's cache of flattened layers: %v", err)
 		return nil
 	}
+	if cr == nil {
+		return nil
+	}
+	defer cr.Close()
 	for k := len(diffIDs); k >= 1; k-- {
-		dir := s.chainDir(diffIDs[:k], frames, clamp)
-		if fi, err := os.Lstat(dir); err != nil || !fi.IsDir() {
+		key := chainKey(diffIDs[:k], frames, clamp)
+		if fi, err := cr.Lstat(key); err != nil || !fi.IsDir() {
 			continue
 		}
-		c, err := loadChain(dir, diffIDs[:k], frames, clamp, budget)
+		c, err := loadChain(cr, key, diffIDs[:k], frames, clamp, budget)
 		if err == nil {
 			return c
 		}
 		if errors.Is(err, errBadEntry) {
-			os.RemoveAll(dir)
+			cr.RemoveAll(key)
 		}
 		if budget != nil {
 			budget.mu.Lock()
@@ -236,8 +340,8 @@ func (c *cachedChain) close() {
 
 // openEntryFile opens a file of an entry without following a symlink or
 // waiting for a FIFO's writer.
-func openEntryFile(p string) (*os.File, error) {
-	f, err := os.OpenFile(p, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
+func openEntryFile(cr *os.Root, p string) (*os.File, error) {
+	f, err := cr.OpenFile(p, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
 	if err != nil {
 		return nil, err
 	}
@@ -265,9 +369,9 @@ func hashChainFile(f *os.File, size int64) (string, error) {
 	return hex.EncodeToString(h.Sum(nil)), nil
 }
 
-// loadChain reads and verifies the entry in dir.
-func loadChain(dir string, chain []digest.Digest, frames string, clamp int64, budget *entryBudget) (_ *cachedChain, err error) {
-	m, err := readChainManifest(dir)
+// loadChain reads and verifies the entry key of cr.
+func loadChain(cr *os.Root, key string, chain []digest.Digest, frames string, clamp int64, budget *entryBudget) (_ *cachedChain, err error) {
+	m, err := readChainManifestIn(cr, key)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", errBadEntry, err)
 	}
@@ -279,12 +383,12 @@ func loadChain(dir string, chain []digest.Digest, frames string, clamp int64, bu
 			return nil, fmt.Errorf("%w: the manifest does not describe this chain", errBadEntry)
 		}
 	}
-	index, err := openEntryFile(filepath.Join(dir, "index"))
+	index, err := openEntryFile(cr, path.Join(key, "index"))
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", errBadEntry, err)
 	}
 	defer index.Close()
-	data, err := openEntryFile(filepath.Join(dir, "data"))
+	data, err := openEntryFile(cr, path.Join(key, "data"))
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", errBadEntry, err)
 	}
@@ -447,7 +551,9 @@ func (r *indexReader) loc(kind uint64, size int64, c *cachedChain, data *os.File
 		return tartree.Section{}, true
 	case contentRun:
 		id, off := r.uint(), r.int()
-		if id >= uint64(len(c.readers)) || off < 0 || size < 0 {
+		// off+size must not wrap: a negative end would pass the check
+		// against the run's length and fail every build at its read.
+		if id >= uint64(len(c.readers)) || off < 0 || size < 0 || off > math.MaxInt64-size {
 			r.fail("content in no run")
 			return tartree.Section{}, false
 		}
@@ -532,6 +638,9 @@ func (r *indexReader) read(c *cachedChain, data *os.File, budget *entryBudget) e
 		if (n.Open != nil) != (n.Type == tar.TypeReg) {
 			return fmt.Errorf("%w: %s: content for a node of type %q", errBadEntry, p, n.Type)
 		}
+		if err := cachedNodeOK(n); err != nil {
+			return fmt.Errorf("%w: %s: %v", errBadEntry, p, err)
+		}
 		if i == 0 {
 			if p != "." || n.Type != tar.TypeDir {
 				return fmt.Errorf("%w: the first node is not the root", errBadEntry)
@@ -546,7 +655,7 @@ func (r *indexReader) read(c *cachedChain, data *os.File, budget *entryBudget) e
 		if parent == "" {
 			parent = "."
 		}
-		if base == "" || base == "." || base == ".." || strings.Contains(p, "//") {
+		if base == "" || base == "." || base == ".." || len(base) > 255 || strings.ContainsRune(p, 0) || strings.Contains(p, "//") {
 			return fmt.Errorf("%w: a node at %q", errBadEntry, p)
 		}
 		for len(stack) > 0 && stack[len(stack)-1].path != parent {
@@ -610,6 +719,33 @@ func (r *indexReader) read(c *cachedChain, data *os.File, budget *entryBudget) e
 	return nil
 }
 
+// cachedNodeOK holds a loaded node to what the flattener makes (nodeFor,
+// hardlink): the template writer takes the tree as it is.
+func cachedNodeOK(n *tartree.Node) error {
+	switch n.Type {
+	case tar.TypeDir, tar.TypeReg, tar.TypeSymlink, tar.TypeChar, tar.TypeBlock, tar.TypeFifo:
+	default:
+		return fmt.Errorf("a node of type %q", n.Type)
+	}
+	if n.Mode < 0 || n.Mode&^0o7777 != 0 || n.UID < 0 || n.GID < 0 {
+		return fmt.Errorf("mode %o, owner %d:%d", n.Mode, n.UID, n.GID)
+	}
+	if n.Type == tar.TypeSymlink && n.Mode != 0o777 {
+		return fmt.Errorf("a symlink of mode %o", n.Mode)
+	}
+	if n.Type != tar.TypeChar && n.Type != tar.TypeBlock && n.Type != tar.TypeFifo && (n.Devmajor != 0 || n.Devminor != 0) {
+		return fmt.Errorf("device numbers on a node of type %q", n.Type)
+	}
+	if n.Devmajor < 0 || n.Devminor < 0 {
+		return errors.New("negative device numbers")
+	}
+	// Only files and symlinks are hard linked (an Inode group).
+	if n.Inode != 0 && n.Type != tar.TypeReg && n.Type != tar.TypeSymlink {
+		return fmt.Errorf("a hard link group on a node of type %q", n.Type)
+	}
+	return nil
+}
+
 // hashWriter writes to a buffered file, hashing and counting.
 type hashWriter struct {
 	w *bufio.Writer
@@ -651,20 +787,27 @@ func (cs *chainSave) wait() error {
 // place. It reads tree now: the caller may change it afterwards. Failing
 // to save costs only the reuse.
 func (s *Store) saveChain(chain []digest.Digest, frames string, clamp int64, tree *tartree.Tree, runs map[string][]*tartree.Run, nextInode uint64) (_ *chainSave, err error) {
-	target := s.chainDir(chain, frames, clamp)
-	if _, err := os.Lstat(target); err == nil || !s.chainsUsable() {
+	cr, err := s.openChains(true)
+	if err != nil {
+		return nil, nil // findChain said why
+	}
+	defer func() {
+		if err != nil {
+			cr.Close()
+		}
+	}()
+	target := chainKey(chain, frames, clamp)
+	if _, err := cr.Lstat(target); err == nil {
+		cr.Close()
 		return nil, nil
 	}
-	if err := os.MkdirAll(filepath.Dir(target), 0o755); err != nil {
-		return nil, err
-	}
-	tmp, err := atomicfile.TempDir(target)
+	tmp, err := tempDirIn(cr, target)
 	if err != nil {
 		return nil, err
 	}
 	defer func() {
 		if err != nil {
-			os.RemoveAll(tmp)
+			cr.RemoveAll(tmp)
 		}
 	}()
 
@@ -711,7 +854,7 @@ func (s *Store) saveChain(chain []digest.Digest, frames string, clamp int64, tre
 	}
 	present = nil
 
-	indexFile, err := os.Create(filepath.Join(tmp, "index"))
+	indexFile, err := cr.Create(path.Join(tmp, "index"))
 	if err != nil {
 		return nil, err
 	}
@@ -845,9 +988,10 @@ func (s *Store) saveChain(chain []digest.Digest, frames string, clamp int64, tre
 	}
 	cs := &chainSave{done: make(chan error, 1)}
 	go func() {
-		err := writeChainData(tmp, target, ops, m)
+		defer cr.Close()
+		err := writeChainData(cr, tmp, target, ops, m)
 		if err != nil {
-			os.RemoveAll(tmp)
+			cr.RemoveAll(tmp)
 		}
 		cs.done <- err
 	}()
@@ -856,8 +1000,8 @@ func (s *Store) saveChain(chain []digest.Digest, frames string, clamp int64, tre
 
 // writeChainData copies the data, writes the manifest and puts the entry
 // in place.
-func writeChainData(tmp, target string, ops []copyOp, m chainManifest) error {
-	f, err := os.Create(filepath.Join(tmp, "data"))
+func writeChainData(cr *os.Root, tmp, target string, ops []copyOp, m chainManifest) error {
+	f, err := cr.Create(path.Join(tmp, "data"))
 	if err != nil {
 		return err
 	}
@@ -890,12 +1034,12 @@ func writeChainData(tmp, target string, ops []copyOp, m chainManifest) error {
 	// No fsync: a torn entry after a crash fails its digests and is
 	// rebuilt, and syncing hundreds of MB would cost the build more than
 	// the cache saves it.
-	if err := os.WriteFile(filepath.Join(tmp, "manifest.json"), b, 0o644); err != nil {
+	if err := cr.WriteFile(path.Join(tmp, "manifest.json"), b, 0o644); err != nil {
 		return err
 	}
-	if err := os.Rename(tmp, target); err != nil {
-		if _, serr := os.Stat(target); serr == nil {
-			os.RemoveAll(tmp) // another build saved it first
+	if err := cr.Rename(tmp, target); err != nil {
+		if _, serr := cr.Lstat(target); serr == nil {
+			cr.RemoveAll(tmp) // another build saved it first
 			return nil
 		}
 		return err

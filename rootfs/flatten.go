@@ -355,7 +355,7 @@ func (f *Flattened) useCache(ctx context.Context, s *Store, opts FlattenOptions,
 	}
 	save := max(layers-1, 1)
 	f.unlockChain = s.lockChain(ctx, chainKey(diffIDs[:save], f.frames, clampSeconds(f.clamp)))
-	f.base = s.findChain(diffIDs, f.frames, clampSeconds(f.clamp), f.budget)
+	f.base = s.findChain(diffIDs, f.frames, clampSeconds(f.clamp), f.budget, f.rep)
 	k := 0
 	if f.base != nil {
 		k = f.base.layers
