@@ -532,7 +532,14 @@ func Upgrade(ctx context.Context, h *Host, p *UpgradePlan) (*UpgradeResult, erro
 			try("pct", "stop", p.vmid())
 		}
 		if swapped {
-			try("pct", "set", p.vmid(), "--rootfs", p.oldRootfs, "--"+p.unusedKey, p.newVol)
+			back := []string{"pct", "set", p.vmid(), "--rootfs", p.oldRootfs, "--" + p.unusedKey, p.newVol}
+			if _, err := h.run(bg, back...); err != nil {
+				// unusedN still holds the old rootfs: deleting it, or
+				// writing back a config that names it as the rootfs
+				// while it is not, would lose the container's data.
+				errs = append(errs, fmt.Errorf("%s: %w; CT %d's rootfs is still the new volume %s and its old rootfs %s is %s: nothing was deleted; put it back with `%s`, then `pct set %d --delete %s`", ShellQuote(back), err, p.VMID, p.newVol, p.oldVol, p.unusedKey, ShellQuote(back), p.VMID, p.unusedKey))
+				return &UpgradeError{VMID: p.VMID, Step: step, Err: cause, RestoreErr: errors.Join(errs...)}
+			}
 			handed = true // the new rootfs is unusedN again
 		}
 		if handed {
