@@ -127,11 +127,6 @@ func Upgrade(ctx context.Context, store *rootfs.Store, ct string, opts UpgradeOp
 				oldT = t
 			}
 		}
-		// A re-pulled tag is built under the same name: the new template
-		// takes the old one's place in the storage.
-		if filepath.Base(marker.Template) == filepath.Base(template) {
-			uo.ReplaceTemplate = true
-		}
 	}
 	plan, err := pct.PlanUpgrade(ctx, h, vmid, oldT, newT, uo)
 	if err != nil {

@@ -98,6 +98,18 @@ func TestUpgradeRepullsItsOwnImage(t *testing.T) {
 	if err := testimage.WriteLayout(lay, "app", testimage.Case{Name: "app", Image: appImage(t, "2", "GREETING=hello", "MODE=two")}); err != nil {
 		t.Fatal(err)
 	}
+	// The old template stays as it was: the rollback and other CTs made
+	// from it rely on it.
+	oldVol := markerOf(t, h, 100).Template
+	oldPath, err := h.TemplatePath(ctx, oldVol)
+	if err != nil {
+		t.Fatal(err)
+	}
+	oldBytes, err := os.ReadFile(oldPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+
 	// An oci: layout is a path: taken from the marker it is refused
 	// (TestUpgradeRefusesMarkerPath), so it is named.
 	opts := pipeline.UpgradeOptions{Image: ref, TemplateDir: tdir, Build: build, Host: h}
@@ -111,6 +123,16 @@ func TestUpgradeRepullsItsOwnImage(t *testing.T) {
 	out, err := h.Run(ctx, "pct", "exec", "100", "--", "cat", "/data/file", "/app/version")
 	if out != "precious\n2\n" || err != nil {
 		t.Errorf("inside after the upgrade: %q %v", out, err)
+	}
+	if b, err := os.ReadFile(oldPath); err != nil || string(b) != string(oldBytes) {
+		t.Errorf("the upgrade overwrote the old template %s (%v)", oldPath, err)
+	}
+	newVol := markerOf(t, h, 100).Template
+	newPath, err := h.TemplatePath(ctx, newVol)
+	if newVol == oldVol || err != nil {
+		t.Errorf("the new template is %s (%v), want a name of its own beside %s", newVol, err, oldVol)
+	} else if l, err := pct.LoadTemplate(ctx, h, newVol, pct.LoadOptions{}); err != nil || l.Image == "" || l.Config == nil {
+		t.Errorf("the new template %s lacks its sidecars: %+v %v", newPath, l, err)
 	}
 	b, _ = os.ReadFile(conf)
 	for _, l := range []string{"lxc.environment.runtime: GREETING=mine\n", "lxc.environment.runtime: MODE=two\n", "hostname: app\n"} {
@@ -166,4 +188,19 @@ func TestUpgradeRefusesMarkerPath(t *testing.T) {
 			t.Errorf("marker image %s: %v, want an invalid-argument error asking for Image", img, err)
 		}
 	}
+}
+
+func markerOf(t *testing.T, h *pct.Host, vmid int) pct.Marker {
+	t.Helper()
+	ms, err := h.ListManaged(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range ms {
+		if m.VMID == vmid {
+			return m.Marker
+		}
+	}
+	t.Fatalf("CT %d has no marker", vmid)
+	return pct.Marker{}
 }
