@@ -16,6 +16,7 @@ import (
 
 	"github.com/nexcage/nexcage/internal/atomicfile"
 	"github.com/nexcage/nexcage/lxc"
+	"github.com/nexcage/nexcage/template"
 )
 
 // Template is what is deployed: a local template file with what its
@@ -857,10 +858,19 @@ func upload(u *Upload) error {
 			f.Abort()
 		}
 	}()
+	// A template uploaded under another name (upgrade's NAME-<sha12>)
+	// takes its sidecars along under that name.
+	fromConf, fromJSON := template.SidecarPaths(u.From)
+	toConf, toJSON := template.SidecarPaths(u.To)
 	for _, from := range append(append([]string(nil), u.Sidecars...), u.From) {
 		to := filepath.Join(dir, filepath.Base(from))
-		if from == u.From {
+		switch from {
+		case u.From:
 			to = u.To
+		case fromConf:
+			to = toConf
+		case fromJSON:
+			to = toJSON
 		}
 		f, err := stageCopy(from, to)
 		if err != nil {

@@ -12,6 +12,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/nexcage/nexcage/health"
 	"github.com/nexcage/nexcage/pveapi"
@@ -381,6 +382,11 @@ func sortedKeys(v url.Values) []string {
 	return keys
 }
 
+// createUndoWait bounds the wait, when a deploy fails or is interrupted
+// while its create task runs, for that task to end so that the CT it
+// made can be destroyed.
+const createUndoWait = 5 * time.Minute
+
 // deployRemote is Deploy through the API: each task waited for, a
 // failure after the create undone with DELETE ?purge=1 unless KeepFailed.
 func (h *Host) deployRemote(ctx context.Context, p *Plan) (*Result, error) {
@@ -396,7 +402,9 @@ func (h *Host) deployRemote(ctx context.Context, p *Plan) (*Result, error) {
 		}
 		res.Uploaded = true
 	}
+	var pending string // the UPID of a create whose end was not seen
 	err := p.createRetrying(ctx, h, pveapi.AlreadyExists, func() error {
+		pending = ""
 		params := url.Values{}
 		for k, v := range p.remote.create {
 			params[k] = v
@@ -407,23 +415,48 @@ func (h *Host) deployRemote(ctx context.Context, p *Plan) (*Result, error) {
 			params.Set("password", p.password)
 		}
 		upid, err := c.CreateLXC(ctx, p.Node, params)
-		if err == nil {
-			_, err = c.WaitTask(ctx, p.Node, upid)
+		if err != nil {
+			return err
+		}
+		if _, err = c.WaitTask(ctx, p.Node, upid); err != nil {
+			// A task that failed removed what it made (create_vm); one
+			// whose end was not seen (a poll error, a timeout, Ctrl-C)
+			// may yet make the CT.
+			var te *pveapi.TaskError
+			if !errors.As(err, &te) {
+				pending = upid
+			}
 		}
 		return err
 	})
 	res.VMID = p.VMID
 	res.Commands = p.Commands()
-	if err != nil {
-		return nil, err
-	}
-	undo := p.undoer(ctx, " on node "+p.Node, func(ctx context.Context) error {
+	destroy := func(ctx context.Context) error {
 		upid, err := c.Destroy(ctx, p.Node, p.VMID, true)
 		if err == nil {
 			_, err = c.WaitTask(ctx, p.Node, upid)
 		}
 		return err
-	})
+	}
+	if err != nil && pending != "" {
+		cause := fmt.Errorf("creating CT %d on node %s: %w", p.VMID, p.Node, err)
+		return nil, p.undoer(ctx, " on node "+p.Node, func(ctx context.Context) error {
+			wctx, cancel := context.WithTimeout(ctx, createUndoWait)
+			defer cancel()
+			if _, err := c.WaitTask(wctx, p.Node, pending); err != nil {
+				var te *pveapi.TaskError
+				if errors.As(err, &te) {
+					return nil // the create failed after all: nothing is left
+				}
+				return err
+			}
+			return destroy(ctx)
+		})(cause)
+	}
+	if err != nil {
+		return nil, err
+	}
+	undo := p.undoer(ctx, " on node "+p.Node, destroy)
 	if p.remote.set != nil {
 		if err := c.SetLXCConfig(ctx, p.Node, p.VMID, p.remote.set); err != nil {
 			return nil, undo(err)

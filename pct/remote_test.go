@@ -3,11 +3,15 @@ package pct_test
 import (
 	"context"
 	"errors"
+	"fmt"
+	"os"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/nexcage/nexcage/internal/pveoracle"
 	"github.com/nexcage/nexcage/internal/pvetest"
+	"github.com/nexcage/nexcage/lxc"
 	"github.com/nexcage/nexcage/pct"
 	"github.com/nexcage/nexcage/pveapi"
 )
@@ -86,4 +90,59 @@ func TestRemotePlan(t *testing.T) {
 		}
 	}
 	api.CheckJudged(t)
+}
+
+// TestRemoteCreateInterrupted: a deploy interrupted (Ctrl-C) while PVE's
+// create task runs does not leave the CT behind: the task is waited for
+// and the CT it made destroyed again; the error names the VMID.
+func TestRemoteCreateInterrupted(t *testing.T) {
+	pveoracle.Require(t)
+	s := pvetest.NewStandIn(t)
+	api := s.StartAPI(t, pvetest.APIOptions{TaskDelay: 3 * time.Second})
+	tok := strings.TrimPrefix(api.AddToken(t, "ci@pve!create", map[string][]string{"/": {"*"}}), "PVEAPIToken=")
+	c, err := pveapi.New(pveapi.Config{URL: api.URL, Token: tok, Fingerprint: api.Fingerprint})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	h := pct.NewRemoteHost(c)
+	// A real rootfs: the create task must succeed, late.
+	tmpl := appTemplate(t, t.TempDir(), "web", "sha256:1111", nil, lxc.Config{})
+	p, err := pct.MakePlan(context.Background(), h, tmpl, pct.Options{Node: "pve", Hostname: "web"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	conf := s.ConfigPath("pve", p.VMID)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		// Ctrl-C while the create task runs: its config is there, and
+		// the POST has answered its UPID well before the task's 3 s.
+		for ctx.Err() == nil {
+			if _, err := os.Stat(conf); err == nil {
+				time.Sleep(time.Second)
+				cancel()
+				return
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}()
+	_, err = pct.Deploy(ctx, h, p)
+	cancel()
+	<-done
+	if err == nil || !strings.Contains(err.Error(), fmt.Sprintf("CT %d", p.VMID)) {
+		t.Errorf("interrupted create: %v, want an error naming CT %d", err, p.VMID)
+	}
+	if _, serr := os.Stat(conf); serr == nil {
+		t.Errorf("the interrupted create left CT %d behind (%v)", p.VMID, err)
+	}
+	deleted := false
+	for _, r := range api.Requests(t) {
+		deleted = deleted || (r.Method == "DELETE" && r.Params["purge"] == "1")
+	}
+	if !deleted {
+		t.Errorf("no DELETE purge=1 for the interrupted create")
+	}
 }

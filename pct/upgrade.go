@@ -16,6 +16,7 @@ import (
 
 	"github.com/nexcage/nexcage/internal/atomicfile"
 	"github.com/nexcage/nexcage/lxc"
+	"github.com/nexcage/nexcage/template"
 )
 
 // UpgradeOptions say how to upgrade a container (see PlanUpgrade).
@@ -236,7 +237,24 @@ func PlanUpgrade(ctx context.Context, h *Host, vmid int, oldT, t *Template, o Up
 		if err != nil {
 			return nil, err
 		}
-		if p.Upload, err = planUpload(t, dest, o.ReplaceTemplate); err != nil {
+		p.Upload, err = planUpload(t, dest, o.ReplaceTemplate)
+		if errors.Is(err, ErrAlreadyExists) {
+			// A re-pulled tag builds a template of the old one's name:
+			// overwriting it would change what rollback and other CTs
+			// rely on, so the new one goes under a name with its digest.
+			sum := t.SHA256
+			if sum == "" {
+				if sum, err = fileSHA256(t.File); err != nil {
+					return nil, err
+				}
+			}
+			p.VolID = ts + ":vztmpl/" + digestName(filepath.Base(t.File), sum)
+			if dest, err = h.TemplatePath(ctx, p.VolID); err != nil {
+				return nil, err
+			}
+			p.Upload, err = planUpload(t, dest, false)
+		}
+		if err != nil {
 			return nil, err
 		}
 	}
@@ -309,6 +327,16 @@ func PlanUpgrade(ctx context.Context, h *Host, vmid int, oldT, t *Template, o Up
 	p.ostype, p.arch = cmp.Or(newC.OSType, cur.OSType), cmp.Or(newC.Arch, cur.Arch)
 	p.merge(oldC, newC, cur, cv)
 	return p, nil
+}
+
+// digestName is NAME-<sha12>.SUFFIX for a template file NAME.SUFFIX.
+func digestName(file, sum string) string {
+	if len(sum) > 12 {
+		sum = sum[:12]
+	}
+	conf, _ := template.SidecarPaths(file)
+	stem := strings.TrimSuffix(conf, ".conf")
+	return stem + "-" + sum + file[len(stem):]
 }
 
 // isAppContainer is isApp on any PVE: before 9.1 the entrypoint is a
@@ -532,7 +560,14 @@ func Upgrade(ctx context.Context, h *Host, p *UpgradePlan) (*UpgradeResult, erro
 			try("pct", "stop", p.vmid())
 		}
 		if swapped {
-			try("pct", "set", p.vmid(), "--rootfs", p.oldRootfs, "--"+p.unusedKey, p.newVol)
+			back := []string{"pct", "set", p.vmid(), "--rootfs", p.oldRootfs, "--" + p.unusedKey, p.newVol}
+			if _, err := h.run(bg, back...); err != nil {
+				// unusedN still holds the old rootfs: deleting it, or
+				// writing back a config that names it as the rootfs
+				// while it is not, would lose the container's data.
+				errs = append(errs, fmt.Errorf("%s: %w; CT %d's rootfs is still the new volume %s and its old rootfs %s is %s: nothing was deleted; put it back with `%s`, then `pct set %d --delete %s`", ShellQuote(back), err, p.VMID, p.newVol, p.oldVol, p.unusedKey, ShellQuote(back), p.VMID, p.unusedKey))
+				return &UpgradeError{VMID: p.VMID, Step: step, Err: cause, RestoreErr: errors.Join(errs...)}
+			}
 			handed = true // the new rootfs is unusedN again
 		}
 		if handed {

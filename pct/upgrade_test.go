@@ -420,3 +420,82 @@ func TestUpgradeOnPVE90(t *testing.T) {
 		o.CheckConf(t, v, f)
 	}
 }
+
+// lockOnHealth plays a backup that locks the CT while its health
+// command runs and ends right after the rollback's swap-back `pct set`
+// was refused.
+type lockOnHealth struct {
+	pct.Runner
+	conf string
+}
+
+func (r lockOnHealth) Run(ctx context.Context, argv []string) (string, string, int, error) {
+	if len(argv) > 1 && argv[1] == "exec" {
+		b, err := os.ReadFile(r.conf)
+		if err != nil {
+			return "", "", 0, err
+		}
+		if err := os.WriteFile(r.conf, []byte(strings.Replace(string(b), "\nrootfs:", "\nlock: backup\nrootfs:", 1)), 0o640); err != nil {
+			return "", "", 0, err
+		}
+	}
+	out, stderr, code, err := r.Runner.Run(ctx, argv)
+	if len(argv) > 3 && argv[1] == "set" && argv[3] == "--rootfs" && (code != 0 || err != nil) {
+		// The backup ends just after refusing the swap-back: a later
+		// `pct set --delete unusedN` would go through.
+		b, rerr := os.ReadFile(r.conf)
+		if rerr == nil {
+			rerr = os.WriteFile(r.conf, []byte(strings.Replace(string(b), "\nlock: backup\n", "\n", 1)), 0o640)
+		}
+		if rerr != nil {
+			return "", "", 0, rerr
+		}
+	}
+	return out, stderr, code, err
+}
+
+// TestUpgradeSwapBackFails: when the rollback cannot swap the old rootfs
+// back (the CT got locked), unusedN still holds the old rootfs: nothing
+// is deleted, the config is left naming both volumes, and the error says
+// what to run.
+func TestUpgradeSwapBackFails(t *testing.T) {
+	testenv.RequireRoot(t)
+	testenv.RequireTool(t, "lxc-start")
+	ctx := context.Background()
+	s, h, _ := deployHost(t)
+	t.Setenv("PVE_VERSION", "9.2.0")
+	dir := t.TempDir()
+	v1 := appTemplate(t, dir, "v1", "sha256:1111", map[string]string{"entry.sh": entryScript, "app/version": "1\n"}, lxc.Config{Entrypoint: "/entry.sh"})
+	v2 := appTemplate(t, dir, "v2", "sha256:2222", map[string]string{"entry.sh": entryScript, "app/version": "2\n"}, lxc.Config{Entrypoint: "/entry.sh"})
+	p, err := pct.MakePlan(ctx, h, v1, pct.Options{Hostname: "app", VolumeSize: 1, RootfsSize: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pct.Deploy(ctx, h, p); err != nil {
+		t.Fatal(err)
+	}
+	conf := s.ConfigPath("pve", 100)
+	oldRootfs := confKey(readConf(t, conf), "rootfs")
+	oldDir := volDir(t, s.Path("var/lib/pvesim"), oldRootfs)
+	up, err := pct.PlanUpgrade(ctx, h, 100, v1, v2, pct.UpgradeOptions{HealthCmd: "false"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.Runner = lockOnHealth{Runner: h.Runner, conf: conf}
+	_, err = pct.Upgrade(ctx, h, up)
+	var ue *pct.UpgradeError
+	if !errors.As(err, &ue) || ue.Restored || !strings.Contains(err.Error(), "nothing was deleted") {
+		t.Errorf("upgrade whose swap-back is refused: %v, want an unrestored *UpgradeError saying nothing was deleted", err)
+	}
+	if _, err := os.Stat(filepath.Join(oldDir, "app/version")); err != nil {
+		t.Errorf("the old rootfs is gone: %v", err)
+	}
+	after := readConf(t, conf)
+	oldVol, _, _ := strings.Cut(oldRootfs, ",")
+	if !strings.Contains(after, ": "+oldVol) {
+		t.Errorf("the config no longer names the old rootfs %s:\n%s", oldVol, after)
+	}
+	if err != nil && !strings.Contains(err.Error(), oldVol) {
+		t.Errorf("the error does not name the old rootfs %s: %v", oldVol, err)
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"strconv"
+	"strings"
 
 	"github.com/nexcage/nexcage/pct"
 	"github.com/nexcage/nexcage/progress"
@@ -80,6 +81,12 @@ func Upgrade(ctx context.Context, store *rootfs.Store, ct string, opts UpgradeOp
 		return nil, &pct.Error{Kind: pct.ErrInvalidArgument, Param: "image", Msg: fmt.Sprintf("CT %d is adopted: nexcage does not know its image", vmid), Fix: "name the image to upgrade it to in Image", Fields: []string{"Image"}}
 	case image == "" && marker.Image == "":
 		return nil, &pct.Error{Kind: pct.ErrInvalidArgument, Param: "image", Msg: fmt.Sprintf("CT %d was deployed from a template without an image reference", vmid), Fix: "name the image to upgrade it to in Image", Fields: []string{"Image"}}
+	case image == "" && !markerImageOK(marker.Image):
+		// The marker is in the description, which anyone allowed to edit
+		// the CT's options can change: only a registry reference, which
+		// is pulled, is taken from it; a path would make a file on this
+		// host (another CT's backup) the rootfs.
+		return nil, &pct.Error{Kind: pct.ErrInvalidArgument, Param: "image", Msg: fmt.Sprintf("CT %d's description names the image %q, which is not a registry reference; nexcage takes only registry references from a description, which any user allowed to edit the CT can change", vmid, marker.Image), Fix: "name the image to upgrade it to in Image", Fields: []string{"Image"}}
 	case image == "":
 		image = marker.Image
 	}
@@ -113,13 +120,12 @@ func Upgrade(ctx context.Context, store *rootfs.Store, ct string, opts UpgradeOp
 	if marker != nil {
 		// The template the container came from, for its image's defaults;
 		// gone is not fatal (PlanUpgrade says what that means).
-		if t, err := pct.LoadTemplate(ctx, h, marker.Template, lo); err == nil {
-			oldT = t
-		}
-		// A re-pulled tag is built under the same name: the new template
-		// takes the old one's place in the storage.
-		if filepath.Base(marker.Template) == filepath.Base(template) {
-			uo.ReplaceTemplate = true
+		// Only a template storage's volume: the description is the user's,
+		// and a path there would read any file on the host.
+		if markerTemplateOK(marker.Template) {
+			if t, err := pct.LoadTemplate(ctx, h, marker.Template, lo); err == nil {
+				oldT = t
+			}
 		}
 	}
 	plan, err := pct.PlanUpgrade(ctx, h, vmid, oldT, newT, uo)
@@ -138,6 +144,22 @@ func Upgrade(ctx context.Context, store *rootfs.Store, ct string, opts UpgradeOp
 		return nil, err
 	}
 	return &UpgradeResult{Plan: plan, Result: res}, nil
+}
+
+// markerImageOK: a marker's image is used only as a registry reference.
+func markerImageOK(s string) bool {
+	if IsTemplate(s) {
+		return false
+	}
+	r, err := rootfs.ParseRef(s)
+	return err == nil && r.Transport == rootfs.TransportDocker
+}
+
+// markerTemplateOK: a marker's template is used only as a volume of a
+// template storage (STORAGE:vztmpl/FILE), never as a path.
+func markerTemplateOK(s string) bool {
+	storage, file, ok := strings.Cut(s, ":vztmpl/")
+	return ok && pct.IsVolumeID(s) && storage != "" && !strings.ContainsAny(storage, "/") && file != "" && !strings.Contains(file, "/") && file != ".." && file != "."
 }
 
 // resolveCT is a VMID, or the VMID of the container of that name.

@@ -2,8 +2,10 @@ package pipeline_test
 
 import (
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -96,7 +98,21 @@ func TestUpgradeRepullsItsOwnImage(t *testing.T) {
 	if err := testimage.WriteLayout(lay, "app", testimage.Case{Name: "app", Image: appImage(t, "2", "GREETING=hello", "MODE=two")}); err != nil {
 		t.Fatal(err)
 	}
-	opts := pipeline.UpgradeOptions{TemplateDir: tdir, Build: build, Host: h}
+	// The old template stays as it was: the rollback and other CTs made
+	// from it rely on it.
+	oldVol := markerOf(t, h, 100).Template
+	oldPath, err := h.TemplatePath(ctx, oldVol)
+	if err != nil {
+		t.Fatal(err)
+	}
+	oldBytes, err := os.ReadFile(oldPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// An oci: layout is a path: taken from the marker it is refused
+	// (TestUpgradeRefusesMarkerPath), so it is named.
+	opts := pipeline.UpgradeOptions{Image: ref, TemplateDir: tdir, Build: build, Host: h}
 	res, err := pipeline.Upgrade(ctx, store, "app", opts)
 	if err != nil {
 		t.Fatal(err)
@@ -107,6 +123,16 @@ func TestUpgradeRepullsItsOwnImage(t *testing.T) {
 	out, err := h.Run(ctx, "pct", "exec", "100", "--", "cat", "/data/file", "/app/version")
 	if out != "precious\n2\n" || err != nil {
 		t.Errorf("inside after the upgrade: %q %v", out, err)
+	}
+	if b, err := os.ReadFile(oldPath); err != nil || string(b) != string(oldBytes) {
+		t.Errorf("the upgrade overwrote the old template %s (%v)", oldPath, err)
+	}
+	newVol := markerOf(t, h, 100).Template
+	newPath, err := h.TemplatePath(ctx, newVol)
+	if newVol == oldVol || err != nil {
+		t.Errorf("the new template is %s (%v), want a name of its own beside %s", newVol, err, oldVol)
+	} else if l, err := pct.LoadTemplate(ctx, h, newVol, pct.LoadOptions{}); err != nil || l.Image == "" || l.Config == nil {
+		t.Errorf("the new template %s lacks its sidecars: %+v %v", newPath, l, err)
 	}
 	b, _ = os.ReadFile(conf)
 	for _, l := range []string{"lxc.environment.runtime: GREETING=mine\n", "lxc.environment.runtime: MODE=two\n", "hostname: app\n"} {
@@ -129,4 +155,52 @@ func TestUpgradeRepullsItsOwnImage(t *testing.T) {
 		t.Errorf("a no-op upgrade touched the config")
 	}
 	h.Run(ctx, "pct", "stop", "100")
+}
+
+// TestUpgradeRefusesMarkerPath: the marker is in the description, which
+// any user allowed to edit the CT's options can change. An image there
+// that is a file on the host (another CT's backup) or an oci: path is
+// refused, asking for Image, before anything is read or uploaded.
+func TestUpgradeRefusesMarkerPath(t *testing.T) {
+	testenv.RequireRoot(t)
+	testenv.RequireTool(t, "lxc-start")
+	ctx := context.Background()
+	s := pvetest.NewStandIn(t)
+	t.Setenv("PATH", s.BinDir+":"+os.Getenv("PATH"))
+	t.Setenv("NEXCAGE_PVE_ROOT", s.Root)
+	t.Setenv("PVE_VERSION", "9.2.0")
+	h := pct.NewHost(s.Root)
+	backup := filepath.Join(t.TempDir(), "vzdump-lxc-200-2026_01_01-00_00_00.tar.zst")
+	if err := os.WriteFile(backup, []byte("another CT's data"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, img := range []string{backup, "oci:" + t.TempDir() + ":app", "local:vztmpl/other.tar.zst"} {
+		conf := "#nexcage: template=local:vztmpl/app.tar.zst image=" + img + "\narch: amd64\nhostname: app\nostype: unmanaged\nrootfs: local:100/vm-100-disk-0.raw,size=1G\nentrypoint: /bin/app\n"
+		if err := os.MkdirAll(filepath.Dir(s.ConfigPath("pve", 100)), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(s.ConfigPath("pve", 100), []byte(conf), 0o640); err != nil {
+			t.Fatal(err)
+		}
+		_, err := pipeline.Upgrade(ctx, nil, "100", pipeline.UpgradeOptions{Host: h, DryRun: true})
+		var pe *pct.Error
+		if !errors.As(err, &pe) || pe.Kind != pct.ErrInvalidArgument || pe.Param != "image" || !slices.Contains(pe.Fields, "Image") {
+			t.Errorf("marker image %s: %v, want an invalid-argument error asking for Image", img, err)
+		}
+	}
+}
+
+func markerOf(t *testing.T, h *pct.Host, vmid int) pct.Marker {
+	t.Helper()
+	ms, err := h.ListManaged(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range ms {
+		if m.VMID == vmid {
+			return m.Marker
+		}
+	}
+	t.Fatalf("CT %d has no marker", vmid)
+	return pct.Marker{}
 }
