@@ -284,6 +284,18 @@ func (h *Host) AppendRaw(vmid int, node string, lines []string) error {
 	if len(lines) == 0 {
 		return nil
 	}
+	return h.withConfigLock(vmid, node, func(text string) (string, error) {
+		main, rest := splitMainSection(text)
+		if !strings.HasSuffix(main, "\n") {
+			main += "\n"
+		}
+		return main + strings.Join(lines, "\n") + "\n" + rest, nil
+	})
+}
+
+// withConfigLock runs fn on CT vmid's config text under PVE's config lock
+// (the flock pct takes) and writes what it returns in its place.
+func (h *Host) withConfigLock(vmid int, node string, fn func(string) (string, error)) error {
 	lockDir := filepath.Join(h.Root, "run/lock/lxc")
 	if err := os.MkdirAll(lockDir, 0o755); err != nil {
 		return err
@@ -302,16 +314,20 @@ func (h *Host) AppendRaw(vmid int, node string, lines []string) error {
 	if err != nil {
 		return newError(ErrNotFound, "vmid", fmt.Sprintf("CT %d's config %s cannot be read: %v", vmid, path, err), "check the VMID with `pct list`")
 	}
-	text := string(old)
-	main, rest := text, ""
+	text, err := fn(string(old))
+	if err != nil {
+		return err
+	}
+	return atomicfile.WriteFile(path, []byte(text), 0o640)
+}
+
+// splitMainSection cuts a CT config into its main section and the
+// snapshot sections ("[name]") after it.
+func splitMainSection(text string) (main, rest string) {
 	if i := strings.Index(text, "\n["); i >= 0 {
-		main, rest = text[:i+1], text[i+1:]
+		return text[:i+1], text[i+1:]
 	}
-	if !strings.HasSuffix(main, "\n") {
-		main += "\n"
-	}
-	main += strings.Join(lines, "\n") + "\n"
-	return atomicfile.WriteFile(path, []byte(main+rest), 0o640)
+	return text, ""
 }
 
 func flockTimeout(f *os.File, d time.Duration) error {

@@ -11,10 +11,8 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
-	"github.com/nexcage/nexcage/internal/atomicfile"
 	"github.com/nexcage/nexcage/lxc"
 	"github.com/nexcage/nexcage/template"
 )
@@ -677,47 +675,16 @@ func (h *Host) configValue(vmid int, key string) (string, error) {
 	return "", nil
 }
 
-// withConfigLock runs fn on the CT's config text under PVE's config lock
-// and writes what it returns.
-func (h *Host) withConfigLock(vmid int, fn func(string) (string, error)) error {
-	lockDir := filepath.Join(h.Root, "run/lock/lxc")
-	if err := os.MkdirAll(lockDir, 0o755); err != nil {
-		return err
-	}
-	lf, err := os.OpenFile(filepath.Join(lockDir, fmt.Sprintf("pve-config-%d.lock", vmid)), os.O_CREATE|os.O_RDWR, 0o644)
-	if err != nil {
-		return newError(ErrPermission, "", fmt.Sprintf("cannot open PVE's config lock for CT %d: %v", vmid, err), "run nexcage as root on the Proxmox host")
-	}
-	defer lf.Close()
-	if err := flockTimeout(lf, 10*time.Second); err != nil {
-		return newError(ErrTimeout, "", fmt.Sprintf("CT %d's config is locked by another PVE operation", vmid), "retry when it has finished")
-	}
-	defer syscall.Flock(int(lf.Fd()), syscall.LOCK_UN)
-	path := h.configPath(vmid, "")
-	old, err := os.ReadFile(path)
-	if err != nil {
-		return err
-	}
-	text, err := fn(string(old))
-	if err != nil {
-		return err
-	}
-	return atomicfile.WriteFile(path, []byte(text), 0o640)
-}
-
 // writeConfigLocked puts a config back byte for byte.
 func (h *Host) writeConfigLocked(vmid int, b []byte) error {
-	return h.withConfigLock(vmid, func(string) (string, error) { return string(b), nil })
+	return h.withConfigLock(vmid, "", func(string) (string, error) { return string(b), nil })
 }
 
 // rewriteImageLines replaces, in the main section, the raw lines the
 // image decides by the merged ones, and the marker by the new one.
 func (h *Host) rewriteImageLines(p *UpgradePlan) error {
-	return h.withConfigLock(p.VMID, func(text string) (string, error) {
-		main, rest := text, ""
-		if i := strings.Index(text, "\n["); i >= 0 {
-			main, rest = text[:i+1], text[i+1:]
-		}
+	return h.withConfigLock(p.VMID, "", func(text string) (string, error) {
+		main, rest := splitMainSection(text)
 		var out []string
 		replaced := false
 		for _, l := range strings.Split(strings.TrimSuffix(main, "\n"), "\n") {
