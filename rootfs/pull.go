@@ -91,6 +91,13 @@ func (s *Store) Pull(ctx context.Context, ref Ref, opts PullOptions) (Image, err
 	if err != nil {
 		return Image{}, fmt.Errorf("read the config of %s: %w", ref, err)
 	}
+	// Created only now that the source has answered: a pull of a
+	// mistyped name leaves no empty store behind. Before onPlan, whose
+	// flattener locks and looks up its cached chain in the store: two
+	// jobs building on one base into a new store must find the same lock.
+	if err := s.create(); err != nil {
+		return Image{}, err
+	}
 	if opts.onPlan != nil {
 		if err := opts.onPlan(ociLayers, rawConfig); err != nil {
 			return Image{}, err
@@ -101,11 +108,6 @@ func (s *Store) Pull(ctx context.Context, ref Ref, opts PullOptions) (Image, err
 	attempts := 1
 	if ref.Transport == TransportDocker {
 		attempts = 3
-	}
-	// Created only now that the source has answered: a pull of a
-	// mistyped name leaves no empty store behind.
-	if err := s.create(); err != nil {
-		return Image{}, err
 	}
 	// Prune waits for the blobs below to be recorded (use.go).
 	release, err := s.Hold()
