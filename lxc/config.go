@@ -25,8 +25,13 @@ type Config struct {
 	OSType       string
 	Hostname     string
 	Unprivileged bool
-	Cmode        string
-	Entrypoint   string
+	// UnprivilegedUnset: the parsed config has no unprivileged key, and
+	// renders without one while Unprivileged is false, as PVE keeps such a
+	// config. A config made in code says 0 (see Render); code that
+	// decides the container's mode for PVE clears it.
+	UnprivilegedUnset bool
+	Cmode             string
+	Entrypoint        string
 	// Env is the container's runtime environment; PVE keeps it as
 	// lxc.environment.runtime lines.
 	Env         []string
@@ -49,6 +54,10 @@ type MountPoint struct {
 	// KeepAttrs (keepattrs=1, pve-container 6.1.0 on): PVE gives the
 	// volume's root the owner and mode of the directory it is mounted on.
 	KeepAttrs bool
+	// Extra are the properties nexcage does not act on (size, acl, quota,
+	// replicate, shared, mountoptions, idmap), in the order read, kept so
+	// that a parsed config renders back with them as PVE keeps them.
+	Extra []Option
 }
 
 // Key is "mpN".
@@ -69,6 +78,9 @@ func (m MountPoint) Value() string {
 	}
 	if m.KeepAttrs {
 		v += ",keepattrs=1"
+	}
+	for _, o := range m.Extra {
+		v += "," + o.Key + "=" + o.Value
 	}
 	return v
 }
@@ -101,11 +113,13 @@ func (c *Config) Render() string {
 	add("entrypoint", c.Entrypoint)
 	add("hostname", c.Hostname)
 	add("ostype", c.OSType)
-	// Always explicit: PVE 9 creates unprivileged containers when the key
-	// is absent, so a privileged-only template must say 0.
-	if c.Unprivileged {
+	// Explicit unless a parsed config had no key: PVE 9 creates
+	// unprivileged containers when the key is absent, so a privileged-only
+	// template must say 0.
+	switch {
+	case c.Unprivileged:
 		add("unprivileged", "1")
-	} else {
+	case !c.UnprivilegedUnset:
 		add("unprivileged", "0")
 	}
 	for _, m := range c.MountPoints {
@@ -168,7 +182,7 @@ func Parse(text string) (*Config, error) { return ParseFor(text, LatestPVE) }
 // key, a raw lxc.* key not on its list, a value its schema rejects) is an
 // error, as PVE refuses the whole file.
 func ParseFor(text string, v PVEContainer) (*Config, error) {
-	c := &Config{}
+	c := &Config{UnprivilegedUnset: true}
 	var desc []string
 	// No line-length limit: a long environment value is one line, and the
 	// whole config is bounded instead (MaxConfigSize, by its readers).
@@ -235,7 +249,8 @@ func (c *Config) set(key, value string, v PVEContainer) error {
 		}
 		return nil
 	}
-	if prefix, idx := splitIndex(key); prefix == "mp" && idx >= 0 {
+	// "mp01" is not mp1: PVE knows only the keys mp0 to mp255.
+	if prefix, idx := splitIndex(key); prefix == "mp" && idx >= 0 && key == "mp"+strconv.Itoa(idx) {
 		m, err := parseMountPoint(idx, value, v)
 		if err != nil {
 			return err
@@ -255,6 +270,7 @@ func (c *Config) set(key, value string, v PVEContainer) error {
 		c.Hostname = value
 	case "unprivileged":
 		c.Unprivileged = isTrue(value)
+		c.UnprivilegedUnset = false
 	case "cmode":
 		c.Cmode = value
 	case "entrypoint":
@@ -275,15 +291,18 @@ func parseMountPoint(idx int, value string, v PVEContainer) (MountPoint, error) 
 	if idx > 255 {
 		return m, fmt.Errorf("mp%d: PVE allows mp0 to mp255", idx)
 	}
-	if !strings.Contains(value, "mp=") || strings.HasPrefix(value, "mp=") {
+	if !strings.Contains(value, "mp=") {
 		return m, fmt.Errorf("mp%d: needs a volume and mp=PATH", idx)
 	}
 	if err := mpSpec.validate(value, v); err != nil {
 		return m, fmt.Errorf("mp%d: %v", idx, err)
 	}
-	for i, part := range strings.Split(value, ",") {
+	for _, part := range strings.Split(value, ",") {
+		if strings.TrimSpace(part) == "" {
+			continue // PVE's parse_property_string skips empty parts
+		}
 		k, val, hasEq := strings.Cut(part, "=")
-		if i == 0 && !hasEq {
+		if !hasEq {
 			k, val = "volume", part
 		}
 		switch k {
@@ -298,9 +317,9 @@ func parseMountPoint(idx int, value string, v PVEContainer) (MountPoint, error) 
 			m.Volume = val
 		case "keepattrs":
 			m.KeepAttrs = isTrue(val)
+		default:
+			m.Extra = append(m.Extra, Option{k, val})
 		}
-		// Other properties PVE accepts (acl, quota, size, idmap, ...):
-		// nexcage does not act on them.
 	}
 	return m, nil
 }

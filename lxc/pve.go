@@ -411,16 +411,20 @@ func (s keySpec) validate(value string, v PVEContainer) error {
 
 func (p *propSpec) validate(value string, v PVEContainer) error {
 	seen := map[string]bool{}
-	for i, part := range strings.Split(value, ",") {
-		if part == "" {
+	// As parse_property_string: blank parts are skipped, a part without
+	// '=' anywhere is the default key, and "key=" or "=value" is refused.
+	for _, part := range strings.Split(value, ",") {
+		if strings.TrimSpace(part) == "" {
 			continue
 		}
 		k, val, hasEq := strings.Cut(part, "=")
-		if !hasEq {
-			if i != 0 || p.defaultKey == "" {
-				return fmt.Errorf("format error: unknown property %q", part)
-			}
+		switch {
+		case !hasEq && p.defaultKey == "":
+			return fmt.Errorf("format error: unknown property %q", part)
+		case !hasEq:
 			k, val = p.defaultKey, part
+		case k == "" || val == "":
+			return fmt.Errorf("format error: missing key in comma-separated list property")
 		}
 		s, ok := p.props[k]
 		if since, gated := p.since[k]; ok && gated && !v.AtLeast(since) {

@@ -70,15 +70,21 @@ func Require(t testing.TB) *Oracle {
 
 func (o *Oracle) script() string { return filepath.Join(o.dir, "validate-conf.pl") }
 
+// perl is a perl command run in the oracle's folder with version v's
+// pve-container.
+func (o *Oracle) perl(v Version, args ...string) *exec.Cmd {
+	cmd := exec.Command("perl", args...)
+	cmd.Dir = o.dir
+	cmd.Env = append(os.Environ(), "PVE_CONTAINER_SRC="+filepath.Join(o.dir, v.Src))
+	return cmd
+}
+
 // run runs validate-conf.pl on args for version v and reports its output
 // and whether it accepted everything (exit 0). An exit status other than
 // 0 or 1 (usage, a Perl error) fails the test.
 func (o *Oracle) run(t testing.TB, v Version, args ...string) (string, bool) {
 	t.Helper()
-	cmd := exec.Command("perl", append([]string{o.script(), "--quiet"}, args...)...)
-	cmd.Dir = o.dir
-	cmd.Env = append(os.Environ(), "PVE_CONTAINER_SRC="+filepath.Join(o.dir, v.Src))
-	out, err := cmd.CombinedOutput()
+	out, err := o.perl(v, append([]string{o.script(), "--quiet"}, args...)...).CombinedOutput()
 	if err == nil {
 		return string(out), true
 	}
@@ -290,4 +296,41 @@ func (o *Oracle) OCIMap(t testing.TB, v Version, archive string, unprivileged bo
 		t.Fatalf("pve-oci-map.pl printed no config:\n%s", out)
 	}
 	return conf
+}
+
+// roundTripScript reads a CT config on stdin with pve-container's own
+// parse_pct_config (strict) and prints what its write_pct_config writes
+// back: what PVE keeps of a config it reads and saves. Its module path is
+// validate-conf.pl's.
+const roundTripScript = `
+use strict;
+use warnings;
+BEGIN {
+    my $base = shift @ARGV;
+    my @src = map { "$base/src/$_/src" }
+        qw(pve-common pve-cluster pve-guest-common pve-storage pve-access-control
+           pve-firewall pve-ha-manager pve-apiclient pve-network qemu-server);
+    unshift @INC, "$base/stubs", $ENV{PVE_CONTAINER_SRC}, @src;
+    $SIG{__WARN__} = sub { print STDERR $_[0] if $_[0] !~ /is experimental/ };
+}
+use PVE::LXC::Config;
+local $/;
+my $raw = <STDIN>;
+my $conf = PVE::LXC::Config::parse_pct_config("/etc/pve/lxc/100.conf", $raw, 1);
+print PVE::LXC::Config::write_pct_config("/etc/pve/lxc/100.conf", $conf);
+`
+
+// RoundTrip returns the config PVE version v writes after reading text,
+// failing the test if PVE refuses it.
+func (o *Oracle) RoundTrip(t testing.TB, v Version, text string) string {
+	t.Helper()
+	cmd := o.perl(v, "-e", roundTripScript, o.dir)
+	cmd.Stdin = strings.NewReader(text)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("PVE %s does not read and write back this config: %v\n%s\n%s", v.PVE, err, stderr.String(), text)
+	}
+	return string(out)
 }
