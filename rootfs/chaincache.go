@@ -475,22 +475,17 @@ func (r *indexReader) fail(format string, a ...any) {
 	}
 }
 
-func (r *indexReader) int() int64 {
-	if r.err != nil {
-		return 0
-	}
-	v, err := binary.ReadVarint(r.r)
-	if err != nil {
-		r.fail("truncated index")
-	}
-	return v
-}
+func (r *indexReader) int() int64 { return readVarint(r, binary.ReadVarint) }
 
-func (r *indexReader) uint() uint64 {
+func (r *indexReader) uint() uint64 { return readVarint(r, binary.ReadUvarint) }
+
+// readVarint reads one number with read (binary.ReadVarint or
+// ReadUvarint); nothing once the index has failed.
+func readVarint[T int64 | uint64](r *indexReader, read func(io.ByteReader) (T, error)) T {
 	if r.err != nil {
 		return 0
 	}
-	v, err := binary.ReadUvarint(r.r)
+	v, err := read(r.r)
 	if err != nil {
 		r.fail("truncated index")
 	}

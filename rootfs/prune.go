@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"iter"
 	"os"
 	"path/filepath"
 	"sort"
@@ -339,6 +340,35 @@ func (p *pruner) skip(rel, why string) {
 	p.res.Skipped = append(p.res.Skipped, rel+": "+why)
 }
 
+// hexEntries yields the entries of dir (none if it cannot be listed) whose
+// names are size bytes in hex, noting the others as skipped (badName says
+// what they are not); once ctx ends it yields ctx's error and stops.
+func (p *pruner) hexEntries(ctx context.Context, dir string, size int, badName string) iter.Seq2[os.DirEntry, error] {
+	return func(yield func(os.DirEntry, error) bool) {
+		ents, err := p.list(dir)
+		if err != nil {
+			return
+		}
+		for _, e := range ents {
+			if err := ctx.Err(); err != nil {
+				yield(nil, err)
+				return
+			}
+			rel := dir + "/" + e.Name()
+			switch {
+			case atomicfile.IsTemp(e.Name()):
+				p.skip(rel, "a temporary file of a write in progress or interrupted (a repair by check removes leftovers)")
+			case !validHex(e.Name(), size):
+				p.skip(rel, badName)
+			default:
+				if !yield(e, nil) {
+					return
+				}
+			}
+		}
+	}
+}
+
 // blobs removes every blob the kept images do not reference.
 func (p *pruner) blobs(ctx context.Context) error {
 	algs, err := p.list("blobs")
@@ -356,23 +386,12 @@ func (p *pruner) blobs(ctx context.Context) error {
 			continue
 		}
 		dir := "blobs/" + a.Name()
-		ents, err := p.list(dir)
-		if err != nil {
-			continue
-		}
-		for _, e := range ents {
-			if err := ctx.Err(); err != nil {
+		for e, err := range p.hexEntries(ctx, dir, newHash().Size(), "not a blob name") {
+			if err != nil {
 				return err
 			}
 			rel := dir + "/" + e.Name()
-			switch {
-			case atomicfile.IsTemp(e.Name()):
-				p.skip(rel, "a temporary file of a write in progress or interrupted (a repair by check removes leftovers)")
-				continue
-			case !validHex(e.Name(), newHash().Size()):
-				p.skip(rel, "not a blob name")
-				continue
-			case !e.Type().IsRegular():
+			if !e.Type().IsRegular() {
 				p.skip(rel, "not a regular file")
 				continue
 			}
@@ -398,23 +417,12 @@ func (p *pruner) blobs(ctx context.Context) error {
 // cache/chains/<64 hex>/, whose manifest.json lists the chain's diff_ids
 // ("chain"); the directory's mtime is its last use.
 func (p *pruner) cache(ctx context.Context) error {
-	ents, err := p.list(pruneChainsDir)
-	if err != nil {
-		return nil
-	}
-	for _, e := range ents {
-		if err := ctx.Err(); err != nil {
+	for e, err := range p.hexEntries(ctx, pruneChainsDir, sha256.Size, "not a cached chain's name") {
+		if err != nil {
 			return err
 		}
 		rel := pruneChainsDir + "/" + e.Name()
-		switch {
-		case atomicfile.IsTemp(e.Name()):
-			p.skip(rel, "a temporary file of a write in progress or interrupted (a repair by check removes leftovers)")
-			continue
-		case !validHex(e.Name(), sha256.Size):
-			p.skip(rel, "not a cached chain's name")
-			continue
-		case !e.IsDir():
+		if !e.IsDir() {
 			p.skip(rel, "not a directory")
 			continue
 		}

@@ -129,14 +129,7 @@ func (s *Store) lock() (func(), error) {
 		f.Close()
 		return nil, fmt.Errorf("lock the image store %s: %s is not a regular file: remove it", s.Dir, p)
 	}
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
-		f.Close()
-		return nil, fmt.Errorf("lock the image store %s: %w", s.Dir, err)
-	}
-	return func() {
-		syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
-		f.Close()
-	}, nil
+	return s.flock(f, syscall.LOCK_EX)
 }
 
 // maxStoreIndexSize bounds the store's own index.json: about half a KiB

@@ -101,14 +101,7 @@ func (s *Store) Hold() (release func(), err error) {
 	if f == nil {
 		return func() {}, err
 	}
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_SH); err != nil {
-		f.Close()
-		return nil, fmt.Errorf("lock the image store %s: %w", s.Dir, err)
-	}
-	return func() {
-		syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
-		f.Close()
-	}, nil
+	return s.flock(f, syscall.LOCK_SH)
 }
 
 // holdExclusive is Prune's side of Hold: it fails at once with
@@ -121,11 +114,18 @@ func (s *Store) holdExclusive() (func(), error) {
 	if f == nil {
 		return nil, fmt.Errorf("lock the image store %s: cannot create %s", s.Dir, useLockName)
 	}
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+	release, err := s.flock(f, syscall.LOCK_EX|syscall.LOCK_NB)
+	if errors.Is(err, syscall.EWOULDBLOCK) {
+		return nil, fmt.Errorf("%w: a pull or build is running on %s; nothing was removed", ErrStoreInUse, s.Dir)
+	}
+	return release, err
+}
+
+// flock takes the lock how on f, an open lock file of the store, closing
+// f if it cannot; release unlocks and closes it.
+func (s *Store) flock(f *os.File, how int) (release func(), err error) {
+	if err := syscall.Flock(int(f.Fd()), how); err != nil {
 		f.Close()
-		if errors.Is(err, syscall.EWOULDBLOCK) {
-			return nil, fmt.Errorf("%w: a pull or build is running on %s; nothing was removed", ErrStoreInUse, s.Dir)
-		}
 		return nil, fmt.Errorf("lock the image store %s: %w", s.Dir, err)
 	}
 	return func() {

@@ -37,6 +37,19 @@ debian_mirror() {
 	echo "${m:?no Debian mirror configured for apt}"
 }
 
+# app_layer DIR NAME N OUT: an application layer for the bench base in
+# DIR, written to OUT: a whiteout of /usr/share/doc and N small text files
+# in /opt/NAME.
+app_layer() {
+	local dir=$1 name=$2 n=$3 out=$4 i
+	mkdir -p "$dir/usr/share" "$dir/opt/$name"
+	: >"$dir/usr/share/.wh.doc"
+	for i in $(seq 1 "$n"); do
+		head -c $((512 + (i * 37) % 8192)) /dev/urandom | base64 >"$dir/opt/$name/file-$i.txt"
+	done
+	tar --numeric-owner --sort=name -C "$dir" -cf - . | pigz -6 >"$out"
+}
+
 make_image() {
 	[[ -f "$work/image.done" ]] && return
 	echo "bench: preparing the benchmark image in $work (once)" >&2
@@ -50,12 +63,7 @@ make_image() {
 		touch "$work/rootfs.done"
 	fi
 	tar --numeric-owner --xattrs --sort=name -C "$work/rootfs" -cf - . | pigz -6 >"$work/layer1.tar.gz"
-	mkdir -p "$work/upper/usr/share" "$work/upper/opt/bench"
-	: >"$work/upper/usr/share/.wh.doc"
-	for i in $(seq 1 "$extra_files"); do
-		head -c $((512 + (i * 37) % 8192)) /dev/urandom | base64 >"$work/upper/opt/bench/file-$i.txt"
-	done
-	tar --numeric-owner --sort=name -C "$work/upper" -cf - . | pigz -6 >"$work/layer2.tar.gz"
+	app_layer "$work/upper" bench "$extra_files" "$work/layer2.tar.gz"
 	(cd "$repo" && go run ./testdata/bench "$work/layout" "$work/layer1.tar.gz" "$work/layer2.tar.gz")
 	touch "$work/image.done"
 }
@@ -88,12 +96,7 @@ make_shared() {
 		n=300
 		[[ "$name" == shared ]] && n="$extra_files"
 		rm -rf "$work/app-$name" "$work/$name-layout"
-		mkdir -p "$work/app-$name/usr/share" "$work/app-$name/opt/$name"
-		: >"$work/app-$name/usr/share/.wh.doc"
-		for i in $(seq 1 "$n"); do
-			head -c $((512 + (i * 37) % 8192)) /dev/urandom | base64 >"$work/app-$name/opt/$name/file-$i.txt"
-		done
-		tar --numeric-owner --sort=name -C "$work/app-$name" -cf - . | pigz -6 >"$work/app-$name.tar.gz"
+		app_layer "$work/app-$name" "$name" "$n" "$work/app-$name.tar.gz"
 		(cd "$repo" && go run ./testdata/bench "$work/$name-layout" "$work/layer1.tar.gz" "$work/app-$name.tar.gz")
 	done
 	touch "$work/shared.done"
