@@ -76,19 +76,15 @@ func (h *Host) createCT(r *createReq) error {
 		return errors.New("mount points configured, but 'rootfs' not set - aborting")
 	}
 	checkStorage := func(sid string) error {
-		s, err := h.storage(sid)
-		if err != nil {
-			return err
-		}
-		if err := s.checkEnabled(r.node); err != nil {
-			return err
-		}
-		if !s.hasContent("rootdir") {
+		_, err := h.rootdirStorage(sid, r.node)
+		// create_vm raises this one as a parameter exception.
+		var nr noRootdirError
+		if errors.As(err, &nr) {
 			e := newParamError(r.usage)
-			e.add("storage", fmt.Sprintf("storage '%s' does not support container directories", sid))
+			e.add("storage", nr.Error())
 			return e
 		}
-		return nil
+		return err
 	}
 	for _, k := range sortedMountKeys(mps) {
 		m := mps[k]

@@ -23,11 +23,20 @@ import (
 	"github.com/nexcage/nexcage/lxc"
 )
 
-func pctMain(h *Host, args []string) error {
+// splitCommand is PVE::CLIHandler's reading of a tool's command line: the
+// command, then its arguments.
+func splitCommand(tool string, args []string) (cmd string, rest []string, err error) {
 	if len(args) == 0 {
-		return errors.New("ERROR: no command specified\nUSAGE: pct <COMMAND> [ARGS] [OPTIONS]")
+		return "", nil, errors.New("ERROR: no command specified\nUSAGE: " + tool + " <COMMAND> [ARGS] [OPTIONS]")
 	}
-	cmd, args := args[0], args[1:]
+	return args[0], args[1:], nil
+}
+
+func pctMain(h *Host, args []string) error {
+	cmd, args, err := splitCommand("pct", args)
+	if err != nil {
+		return err
+	}
 	switch cmd {
 	case "create":
 		return pctCreate(h, args)
@@ -148,6 +157,23 @@ func pctCreate(h *Host, args []string) error {
 }
 
 // checkLock is check_lock: a locked CT refuses most operations.
+// lockedConfig takes vmid's config lock and loads its config, refusing
+// one with a lock set, as PVE's lock_config callbacks begin (load_config,
+// check_lock); unlock releases the lock.
+func (h *Host) lockedConfig(vmid int) (conf *ctConf, unlock func(), err error) {
+	if unlock, err = h.lockConfig(vmid); err != nil {
+		return nil, nil, err
+	}
+	if conf, err = h.loadConfig(vmid); err == nil {
+		err = checkLock(conf)
+	}
+	if err != nil {
+		unlock()
+		return nil, nil, err
+	}
+	return conf, unlock, nil
+}
+
 func checkLock(c *ctConf) error {
 	if l := c.keys["lock"]; l != "" {
 		return fmt.Errorf("CT is locked (%s)", l)
@@ -307,17 +333,11 @@ func (h *Host) destroyCT(vmid int, force, unreferenced bool) error {
 			return err
 		}
 	}
-	unlock, err := h.lockConfig(vmid)
+	conf, unlock, err := h.lockedConfig(vmid)
 	if err != nil {
 		return err
 	}
 	defer unlock()
-	if conf, err = h.loadConfig(vmid); err != nil {
-		return err
-	}
-	if err := checkLock(conf); err != nil {
-		return err
-	}
 	if h.running(vmid) {
 		return running
 	}

@@ -57,10 +57,10 @@ func outputOptions() map[string]*param {
 }
 
 func pveshMain(h *Host, args []string) error {
-	if len(args) == 0 {
-		return fmt.Errorf("ERROR: no command specified\nUSAGE: pvesh <COMMAND> [ARGS] [OPTIONS]")
+	cmd, _, err := splitCommand("pvesh", args)
+	if err != nil {
+		return err
 	}
-	cmd := args[0]
 	switch cmd {
 	case "get", "ls", "create", "set", "delete", "usage":
 	default:

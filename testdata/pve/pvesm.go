@@ -3,7 +3,6 @@ package main
 // pvesm: PVE::CLI::pvesm, the storage manager (path, status, list).
 
 import (
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -14,10 +13,10 @@ import (
 )
 
 func pvesmMain(h *Host, args []string) error {
-	if len(args) == 0 {
-		return errors.New("ERROR: no command specified\nUSAGE: pvesm <COMMAND> [ARGS] [OPTIONS]")
+	cmd, args, err := splitCommand("pvesm", args)
+	if err != nil {
+		return err
 	}
-	cmd, args := args[0], args[1:]
 	switch cmd {
 	case "path":
 		return pvesmPath(h, args)

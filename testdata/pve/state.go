@@ -424,6 +424,30 @@ func (s *Storage) hasContent(c string) bool {
 	return false
 }
 
+// noRootdirError is a storage that does not hold container directories.
+type noRootdirError string
+
+func (e noRootdirError) Error() string {
+	return fmt.Sprintf("storage '%s' does not support container directories", string(e))
+}
+
+// rootdirStorage is storage id as create_vm and move_volume take it for a
+// container volume: enabled on node (storage_check_enabled) and holding
+// container directories (a noRootdirError if not).
+func (h *Host) rootdirStorage(id, node string) (*Storage, error) {
+	s, err := h.storage(id)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.checkEnabled(node); err != nil {
+		return nil, err
+	}
+	if !s.hasContent("rootdir") {
+		return nil, noRootdirError(id)
+	}
+	return s, nil
+}
+
 // fileBased storages keep templates as files under their path.
 func (s *Storage) fileBased() bool { return s.Path != "" }
 

@@ -89,18 +89,11 @@ func (h *Host) volumeDir(volid string) (string, error) {
 // moveToStorage is move_volume's $storage_realcmd: copy_volume into a new
 // volume, the config pointing at it, the old one kept as unusedN.
 func (h *Host) moveToStorage(vmid int, key, storage string, del bool) error {
-	unlock, err := h.lockConfig(vmid)
+	conf, unlock, err := h.lockedConfig(vmid)
 	if err != nil {
 		return err
 	}
 	defer unlock()
-	conf, err := h.loadConfig(vmid)
-	if err != nil {
-		return err
-	}
-	if err := checkLock(conf); err != nil {
-		return err
-	}
 	if h.running(vmid) {
 		return fmt.Errorf("cannot move volumes of a running container")
 	}
@@ -115,15 +108,9 @@ func (h *Host) moveToStorage(vmid int, key, storage string, del bool) error {
 	if mpType(m.Volume) != "volume" {
 		return fmt.Errorf("cannot move volume '%s' - not a storage volume", key)
 	}
-	s, err := h.storage(storage)
+	s, err := h.rootdirStorage(storage, h.Node)
 	if err != nil {
 		return err
-	}
-	if err := s.checkEnabled(h.Node); err != nil {
-		return err
-	}
-	if !s.hasContent("rootdir") {
-		return fmt.Errorf("storage '%s' does not support container directories", storage)
 	}
 	src, err := h.volumeDir(m.Volume)
 	if err != nil {
@@ -178,35 +165,23 @@ func (h *Host) reassignVolume(vmid int, key string, target int, tkey string) err
 	if src.Node != dst.Node {
 		return fmt.Errorf("Both containers need to be on the same node (%s != %s)", src.Node, dst.Node)
 	}
-	unlock, err := h.lockConfig(vmid)
+	// load_and_check_reassign_configs: each config loaded and checked
+	// for a lock in turn, then neither may be a template.
+	sconf, unlock, err := h.lockedConfig(vmid)
 	if err != nil {
 		return err
 	}
 	defer unlock()
+	tconf := sconf
 	if target != vmid {
-		unlockT, err := h.lockConfig(target)
-		if err != nil {
+		var unlockT func()
+		if tconf, unlockT, err = h.lockedConfig(target); err != nil {
 			return err
 		}
 		defer unlockT()
 	}
-	sconf, err := h.loadConfig(vmid)
-	if err != nil {
-		return err
-	}
-	tconf := sconf
-	if target != vmid {
-		if tconf, err = h.loadConfig(target); err != nil {
-			return err
-		}
-	}
-	for _, c := range []*ctConf{sconf, tconf} {
-		if err := checkLock(c); err != nil {
-			return err
-		}
-		if c.keys["template"] == "1" {
-			return fmt.Errorf("Can't move volumes from or to template CT")
-		}
+	if sconf.keys["template"] == "1" || tconf.keys["template"] == "1" {
+		return fmt.Errorf("Can't move volumes from or to template CT")
 	}
 	val, ok := sconf.keys[key]
 	if !ok {
