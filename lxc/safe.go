@@ -91,7 +91,9 @@ lines:
 			// looks like nexcage's ownership marker would claim a
 			// template and image it is not, and control characters
 			// would reach the terminal through --dry-run's preview.
-			if !strings.Contains(line, "nexcage:") && !hasControl(line) {
+			// Decoded too: a line PVE stores encoded, or one the API
+			// reports decoded, must not become a marker either.
+			if !strings.Contains(DecodeText(line), "nexcage:") && !hasControl(line) {
 				kept.WriteString(line + "\n")
 			}
 			continue

@@ -35,11 +35,15 @@ func (m Marker) line() string {
 }
 
 // parseMarker reads the last marker line: nexcage appends its own after
-// whatever description the template brought.
+// whatever description the template brought. The description may be as
+// the config file holds it, where PVE wrote the marker percent-encoded
+// ("nexcage%3A template=local%3Avztmpl/..."), or decoded as the API
+// reports it; the marker's values hold no '%', so decoding either way
+// reads it.
 func parseMarker(description string) (Marker, bool) {
 	lines := strings.Split(description, "\n")
 	for i := len(lines) - 1; i >= 0; i-- {
-		l := lines[i]
+		l := lxc.DecodeText(lines[i])
 		rest, ok := strings.CutPrefix(strings.TrimSpace(l), markerPrefix)
 		if !ok {
 			continue
