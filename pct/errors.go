@@ -85,51 +85,31 @@ var paramFix = map[string]string{
 
 var paramField = map[string]string{"hostname": "Hostname", "memory": "Memory", "password": "Password", "vmid": "VMID", "cores": "Cores"}
 
-// pveMessages map PVE's messages, tried in order, to errors; m is the
-// match and its groups.
-var pveMessages = []struct {
-	re  *regexp.Regexp
-	err func(m []string) *Error
-}{
-	{reExists, func(m []string) *Error {
-		return newError(ErrAlreadyExists, "vmid", fmt.Sprintf("CT %s already exists on node '%s'", m[1], m[2]), fixVMIDTaken, "VMID")
-	}},
-	{reVMIDTaken, func(m []string) *Error {
-		return newError(ErrAlreadyExists, "vmid", fmt.Sprintf("VM or CT %s already exists", m[1]), fixVMIDTaken, "VMID")
-	}},
-	{reNoFile, func(m []string) *Error {
-		return newError(ErrNotFound, "ostemplate", fmt.Sprintf("template %s not found on the host", m[1]), "upload it (a deploy of a local file does) or check the volume id with `pvesm list STORAGE`")
-	}},
-	{reNoStorage, func(m []string) *Error {
-		return newError(ErrNotFound, "storage", fmt.Sprintf("storage '%s' does not exist", m[1]), "name one of `pvesm status`")
-	}},
-	{reDisabled, func(m []string) *Error {
-		return newError(ErrStorage, "storage", fmt.Sprintf("storage '%s' is disabled", m[1]), "enable it (`pvesm set STORAGE --disable 0`) or choose another")
-	}},
-	{reNotOnNode, func(m []string) *Error {
-		return newError(ErrStorage, "storage", fmt.Sprintf("storage '%s' is not available on node '%s'", m[1], m[2]), "choose a storage of that node, or another Node", "Node")
-	}},
-	{reNoNode, func(m []string) *Error {
-		return newError(ErrNotFound, "node", fmt.Sprintf("node '%s' is not in this cluster", m[1]), "name one of `pvesh get /nodes`")
-	}},
-	{reNoConfig, func(m []string) *Error {
-		return newError(ErrNotFound, "vmid", fmt.Sprintf("CT %s does not exist", m[1]), "check the VMID with `pct list`")
-	}},
-	{reVolName, func(m []string) *Error {
-		return newError(ErrInvalidArgument, "ostemplate", fmt.Sprintf("PVE does not take '%s' as a template name", m[1]), "templates end in .tar.zst, .tar.gz, .tar.xz or .tar.bz2")
-	}},
-	{reContentType, func(m []string) *Error {
-		return newError(ErrStorage, "storage", fmt.Sprintf("the storage does not hold %s content", m[1]), "use a storage whose content includes "+m[1])
-	}},
-	{reDetectOS, func(m []string) *Error {
-		return newError(ErrFailed, "ostype", "PVE cannot detect the template's OS distribution", "deploy the template with the .conf nexcage wrote beside it, which records ostype unmanaged for a rootfs PVE cannot set up (rebuild it with nexcage if the .conf is gone)")
-	}},
-	{reNoFreeVMID, func(m []string) *Error {
-		return newError(ErrFailed, "vmid", "no free VM id left in the cluster", "destroy unused containers or set VMID", "VMID")
-	}},
-	{reRootfsNotSet, func(m []string) *Error {
-		return newError(ErrInvalidArgument, "rootfs", "mount points need a rootfs volume", "set Storage and RootfsSize", "Storage", "RootfsSize")
-	}},
+// pveMessage maps one of PVE's messages to an error: msg and fix may name
+// the match's groups as ${1}, ${2} (regexp's Expand).
+type pveMessage struct {
+	re       *regexp.Regexp
+	kind     error
+	param    string
+	msg, fix string
+	fields   []string
+}
+
+// pveMessages are tried in order.
+var pveMessages = []pveMessage{
+	{reExists, ErrAlreadyExists, "vmid", "CT ${1} already exists on node '${2}'", fixVMIDTaken, []string{"VMID"}},
+	{reVMIDTaken, ErrAlreadyExists, "vmid", "VM or CT ${1} already exists", fixVMIDTaken, []string{"VMID"}},
+	{reNoFile, ErrNotFound, "ostemplate", "template ${1} not found on the host", "upload it (a deploy of a local file does) or check the volume id with `pvesm list STORAGE`", nil},
+	{reNoStorage, ErrNotFound, "storage", "storage '${1}' does not exist", "name one of `pvesm status`", nil},
+	{reDisabled, ErrStorage, "storage", "storage '${1}' is disabled", "enable it (`pvesm set STORAGE --disable 0`) or choose another", nil},
+	{reNotOnNode, ErrStorage, "storage", "storage '${1}' is not available on node '${2}'", "choose a storage of that node, or another Node", []string{"Node"}},
+	{reNoNode, ErrNotFound, "node", "node '${1}' is not in this cluster", "name one of `pvesh get /nodes`", nil},
+	{reNoConfig, ErrNotFound, "vmid", "CT ${1} does not exist", "check the VMID with `pct list`", nil},
+	{reVolName, ErrInvalidArgument, "ostemplate", "PVE does not take '${1}' as a template name", "templates end in .tar.zst, .tar.gz, .tar.xz or .tar.bz2", nil},
+	{reContentType, ErrStorage, "storage", "the storage does not hold ${1} content", "use a storage whose content includes ${1}", nil},
+	{reDetectOS, ErrFailed, "ostype", "PVE cannot detect the template's OS distribution", "deploy the template with the .conf nexcage wrote beside it, which records ostype unmanaged for a rootfs PVE cannot set up (rebuild it with nexcage if the .conf is gone)", nil},
+	{reNoFreeVMID, ErrFailed, "vmid", "no free VM id left in the cluster", "destroy unused containers or set VMID", []string{"VMID"}},
+	{reRootfsNotSet, ErrInvalidArgument, "rootfs", "mount points need a rootfs volume", "set Storage and RootfsSize", []string{"Storage", "RootfsSize"}},
 }
 
 // MapError turns a failed PVE command's output into an *Error.
@@ -156,8 +136,9 @@ func mapMessage(stderr string) *Error {
 		return paramError(text)
 	}
 	for _, pm := range pveMessages {
-		if m := pm.re.FindStringSubmatch(text); m != nil {
-			return pm.err(m)
+		if m := pm.re.FindStringSubmatchIndex(text); m != nil {
+			expand := func(tmpl string) string { return string(pm.re.ExpandString(nil, tmpl, text, m)) }
+			return newError(pm.kind, pm.param, expand(pm.msg), expand(pm.fix), pm.fields...)
 		}
 	}
 	return newError(ErrFailed, "", lastLine(text), fixSeeRaw, "Raw")
