@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/nexcage/nexcage/internal/pveoracle"
+	"github.com/nexcage/nexcage/internal/pvetest"
 	"github.com/nexcage/nexcage/internal/testenv"
 	"github.com/nexcage/nexcage/internal/testimage"
 	"github.com/nexcage/nexcage/lxc"
@@ -34,19 +35,11 @@ func appTemplate(t *testing.T, dir, name, digest string, extra map[string]string
 // (their Name without "./", Uid, Gid and Mode as the image has them).
 func appTemplateDirs(t *testing.T, dir, name, digest string, extra map[string]string, dirs []tar.Header, c lxc.Config) *pct.Template {
 	t.Helper()
-	imgs, err := testimage.ImagesDir()
+	zr, err := testimage.AlpineTar("amd64")
 	if err != nil {
 		t.Fatal(err)
 	}
-	in, err := os.Open(filepath.Join(imgs, "alpine-minirootfs-3.20.3-x86_64.tar.gz"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer in.Close()
-	zr, err := gzip.NewReader(in)
-	if err != nil {
-		t.Fatal(err)
-	}
+	defer zr.Close()
 	path := filepath.Join(dir, name+".tar.gz")
 	out, err := os.Create(path)
 	if err != nil {
@@ -127,6 +120,30 @@ func listing(t *testing.T, dir string) string {
 	return b.String()
 }
 
+// upgradeHost is deployHost playing PVE version pve, for a test that
+// needs root and LXC, and a directory for the test's templates.
+func upgradeHost(t *testing.T, pve string) (*pvetest.StandIn, *pct.Host, *recorder, string) {
+	t.Helper()
+	testenv.RequireRoot(t)
+	testenv.RequireTool(t, "lxc-start")
+	s, h, rec := deployHost(t)
+	t.Setenv("PVE_VERSION", pve)
+	return s, h, rec, t.TempDir()
+}
+
+// deployCT plans and deploys a CT (on a fresh stand-in, 100) from tmpl
+// as opts say.
+func deployCT(t *testing.T, h *pct.Host, tmpl *pct.Template, opts pct.Options) {
+	t.Helper()
+	p, err := pct.MakePlan(context.Background(), h, tmpl, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pct.Deploy(context.Background(), h, p); err != nil {
+		t.Fatal(err)
+	}
+}
+
 const entryScript = "#!/bin/sh\ntrap 'exit 0' TERM\nwhile true; do sleep 1; done\n"
 
 // TestUpgradeAppContainer: an application container made from v1 with a
@@ -138,12 +155,8 @@ const entryScript = "#!/bin/sh\ntrap 'exit 0' TERM\nwhile true; do sleep 1; done
 // nothing. Every command PVE's own pct CLI of 9.0, 9.1 and 9.2 parses, and
 // the configs pass PVE 9.1's and 9.2's parser.
 func TestUpgradeAppContainer(t *testing.T) {
-	testenv.RequireRoot(t)
-	testenv.RequireTool(t, "lxc-start")
 	ctx := context.Background()
-	s, h, rec := deployHost(t)
-	t.Setenv("PVE_VERSION", "9.2.0")
-	dir := t.TempDir()
+	s, h, rec, dir := upgradeHost(t, "9.2.0")
 	env := func(mode string, more ...string) []string {
 		return append([]string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "GREETING=hello", "MODE=" + mode}, more...)
 	}
@@ -154,13 +167,7 @@ func TestUpgradeAppContainer(t *testing.T) {
 	v3 := appTemplate(t, dir, "v3", "sha256:3333", map[string]string{"entry2.sh": entryScript, "app/version": "3\n"},
 		lxc.Config{Entrypoint: "/entry2.sh --v3", Env: env("three")})
 
-	p, err := pct.MakePlan(ctx, h, v1, pct.Options{Hostname: "app", VolumeSize: 1, RootfsSize: 1, Start: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := pct.Deploy(ctx, h, p); err != nil {
-		t.Fatal(err)
-	}
+	deployCT(t, h, v1, pct.Options{Hostname: "app", VolumeSize: 1, RootfsSize: 1, Start: true})
 	if _, err := h.Run(ctx, "pct", "exec", "100", "--", "sh", "-c", "echo precious > /data/file"); err != nil {
 		t.Fatal(err)
 	}
@@ -356,21 +363,11 @@ func volDir(t *testing.T, sim, value string) string {
 // directory the user set stays. The argvs pass PVE 9.0's own pct CLI and
 // the upgraded config its parser.
 func TestUpgradeOnPVE90(t *testing.T) {
-	testenv.RequireRoot(t)
-	testenv.RequireTool(t, "lxc-start")
 	ctx := context.Background()
-	s, h, _ := deployHost(t)
-	t.Setenv("PVE_VERSION", "9.0.5")
-	dir := t.TempDir()
+	s, h, _, dir := upgradeHost(t, "9.0.5")
 	v1 := appTemplate(t, dir, "v1", "sha256:1111", map[string]string{"entry.sh": entryScript, "app/version": "1\n"}, lxc.Config{Entrypoint: "/entry.sh"})
 	v2 := appTemplate(t, dir, "v2", "sha256:2222", map[string]string{"entry2.sh": entryScript, "app/version": "2\n"}, lxc.Config{Entrypoint: "/entry2.sh"})
-	p, err := pct.MakePlan(ctx, h, v1, pct.Options{Hostname: "app90", VolumeSize: 1, RootfsSize: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := pct.Deploy(ctx, h, p); err != nil {
-		t.Fatal(err)
-	}
+	deployCT(t, h, v1, pct.Options{Hostname: "app90", VolumeSize: 1, RootfsSize: 1})
 	if err := h.AppendRaw(100, "", []string{"lxc.init.cwd: /tmp"}); err != nil {
 		t.Fatal(err)
 	}
@@ -459,21 +456,11 @@ func (r lockOnHealth) Run(ctx context.Context, argv []string) (string, string, i
 // is deleted, the config is left naming both volumes, and the error says
 // what to run.
 func TestUpgradeSwapBackFails(t *testing.T) {
-	testenv.RequireRoot(t)
-	testenv.RequireTool(t, "lxc-start")
 	ctx := context.Background()
-	s, h, _ := deployHost(t)
-	t.Setenv("PVE_VERSION", "9.2.0")
-	dir := t.TempDir()
+	s, h, _, dir := upgradeHost(t, "9.2.0")
 	v1 := appTemplate(t, dir, "v1", "sha256:1111", map[string]string{"entry.sh": entryScript, "app/version": "1\n"}, lxc.Config{Entrypoint: "/entry.sh"})
 	v2 := appTemplate(t, dir, "v2", "sha256:2222", map[string]string{"entry.sh": entryScript, "app/version": "2\n"}, lxc.Config{Entrypoint: "/entry.sh"})
-	p, err := pct.MakePlan(ctx, h, v1, pct.Options{Hostname: "app", VolumeSize: 1, RootfsSize: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := pct.Deploy(ctx, h, p); err != nil {
-		t.Fatal(err)
-	}
+	deployCT(t, h, v1, pct.Options{Hostname: "app", VolumeSize: 1, RootfsSize: 1})
 	conf := s.ConfigPath("pve", 100)
 	oldRootfs := confKey(readConf(t, conf), "rootfs")
 	oldDir := volDir(t, s.Path("var/lib/pvesim"), oldRootfs)
