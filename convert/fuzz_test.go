@@ -30,10 +30,7 @@ func FuzzWriteTar(f *testing.F) {
 			tree.Put(p, n)
 		}
 		var buf bytes.Buffer
-		if err := WriteTar(context.Background(), &buf, tree, time.Time{}); err != nil {
-			if err.Error() == "" {
-				t.Fatal("empty error")
-			}
+		if err := WriteTar(context.Background(), &buf, tree, time.Time{}); testenv.Refused(t, err) {
 			return
 		}
 		var ref bytes.Buffer

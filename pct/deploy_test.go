@@ -130,22 +130,12 @@ func (r *recorder) changes() []string {
 }
 
 // deployHost makes the stand-in cluster this process's PVE, as `nexcage
-// deploy` finds it (PATH, and NEXCAGE_PVE_ROOT for the stand-in's tools), and returns the host with a
+// deploy` finds it (see pvetest.NewStandInHost), and returns the host with a
 // recording runner. Call it after testenv.CheckLeaks, so that the
 // stand-in's files are counted too.
 func deployHost(t *testing.T) (*pvetest.StandIn, *pct.Host, *recorder) {
 	t.Helper()
-	// CheckLeaks gave the test a private TMPDIR, made 0700 by MkdirTemp;
-	// the stand-in's root lives in it, and a container's mapped root (uid
-	// 100000) must get through every directory down to its rootfs.
-	if err := os.Chmod(os.TempDir(), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	s := pvetest.NewStandIn(t)
-	t.Setenv("PATH", s.BinDir+":"+os.Getenv("PATH"))
-	t.Setenv("NEXCAGE_PVE_ROOT", s.Root)
-	t.Setenv("PVE_VERSION", "")
-	t.Setenv("PVE_NODE", "")
+	s := pvetest.NewStandInHost(t)
 	h := pct.NewHost(s.Root)
 	rec := &recorder{inner: h.Runner}
 	h.Runner = rec

@@ -235,22 +235,31 @@ func TestUpgradeAppContainer(t *testing.T) {
 	rootDir := volDir(t, s.Path("var/lib/pvesim"), confKey(pct2, "rootfs"))
 	rootBefore := listing(t, rootDir)
 
+	// restored upgrades v2 to bad, which must fail with an *UpgradeError
+	// naming want and put v2 back: its config and its rootfs as they were.
+	// It returns the upgrade's plan.
+	restored := func(bad *pct.Template, opts pct.UpgradeOptions, want, after string) *pct.UpgradePlan {
+		t.Helper()
+		up, err := pct.PlanUpgrade(ctx, h, 100, v2, bad, opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = pct.Upgrade(ctx, h, up)
+		var ue *pct.UpgradeError
+		if !errors.As(err, &ue) || !ue.Restored || !strings.Contains(err.Error(), want) {
+			t.Fatalf("%s: %v, want an *UpgradeError naming %q, restored", bad.Image, err, want)
+		}
+		if got := readConf(t, s.ConfigPath("pve", 100)); got != pct2 {
+			t.Errorf("after %s the config differs:\n%s\nwant\n%s", after, got, pct2)
+		}
+		if got := listing(t, rootDir); got != rootBefore {
+			t.Errorf("after %s the rootfs listing differs", after)
+		}
+		return up
+	}
+
 	// v3 fails its health check: everything back.
-	up3, err := pct.PlanUpgrade(ctx, h, 100, v2, v3, pct.UpgradeOptions{HealthCmd: "test -e /app/healthy"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, err = pct.Upgrade(ctx, h, up3)
-	var ue *pct.UpgradeError
-	if !errors.As(err, &ue) || !ue.Restored || !strings.Contains(err.Error(), "health command") {
-		t.Fatalf("v3: %v, want an *UpgradeError naming the health command, restored", err)
-	}
-	if got := readConf(t, s.ConfigPath("pve", 100)); got != pct2 {
-		t.Errorf("after the rollback the config differs:\n%s\nwant\n%s", got, pct2)
-	}
-	if got := listing(t, rootDir); got != rootBefore {
-		t.Errorf("after the rollback the rootfs listing differs")
-	}
+	up3 := restored(v3, pct.UpgradeOptions{HealthCmd: "test -e /app/healthy"}, "health command", "the rollback")
 	if ents, _ := os.ReadDir(s.Path("var/lib/pvesim/local-lvm")); len(ents) != 2 {
 		t.Errorf("volumes after the rollback: %v, want the rootfs and the data volume", names(ents))
 	}
@@ -261,20 +270,7 @@ func TestUpgradeAppContainer(t *testing.T) {
 	// A v3 whose entrypoint does not exist does not stay up: back to v2.
 	v3b := appTemplate(t, dir, "v3b", "sha256:3334", map[string]string{"app/version": "3\n"},
 		lxc.Config{Entrypoint: "/no/such/entrypoint", Env: env("three")})
-	up3b, err := pct.PlanUpgrade(ctx, h, 100, v2, v3b, pct.UpgradeOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, err = pct.Upgrade(ctx, h, up3b)
-	if !errors.As(err, &ue) || !ue.Restored || !strings.Contains(err.Error(), "starting CT 100") {
-		t.Fatalf("v3 that cannot start: %v, want an *UpgradeError naming the start, restored", err)
-	}
-	if got := readConf(t, s.ConfigPath("pve", 100)); got != pct2 {
-		t.Errorf("after the failed start the config differs:\n%s\nwant\n%s", got, pct2)
-	}
-	if got := listing(t, rootDir); got != rootBefore {
-		t.Errorf("after the failed start the rootfs listing differs")
-	}
+	restored(v3b, pct.UpgradeOptions{}, "starting CT 100", "the failed start")
 	if out, err := h.Run(ctx, "pct", "exec", "100", "--", "cat", "/app/version", "/data/file"); out != "2\nprecious\n" || err != nil {
 		t.Errorf("after the failed start, inside: %q %v", out, err)
 	}
