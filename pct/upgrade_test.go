@@ -47,22 +47,14 @@ func appTemplateDirs(t *testing.T, dir, name, digest string, extra map[string]st
 	}
 	zw := gzip.NewWriter(out)
 	tw := tar.NewWriter(zw)
-	tr := tar.NewReader(zr)
-	for {
-		hdr, err := tr.Next()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
+	for hdr, body := range testenv.TarMembers(t, zr) {
 		if !strings.HasPrefix(hdr.Name, "./") {
 			hdr.Name = "./" + hdr.Name
 		}
 		if err := tw.WriteHeader(hdr); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := io.Copy(tw, tr); err != nil {
+		if _, err := io.Copy(tw, body); err != nil {
 			t.Fatal(err)
 		}
 	}
