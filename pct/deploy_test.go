@@ -16,6 +16,7 @@ import (
 	"github.com/nexcage/nexcage/convert"
 	"github.com/nexcage/nexcage/internal/pveoracle"
 	"github.com/nexcage/nexcage/internal/pvetest"
+	"github.com/nexcage/nexcage/internal/testbundle"
 	"github.com/nexcage/nexcage/internal/testenv"
 	"github.com/nexcage/nexcage/internal/testimage"
 	"github.com/nexcage/nexcage/lxc"
@@ -150,28 +151,11 @@ func deployHost(t *testing.T) (*pvetest.StandIn, *pct.Host, *recorder) {
 func buildAlpineTemplate(t *testing.T, dir string) func() *pct.Template {
 	t.Helper()
 	ctx := context.Background()
-	layoutDir := filepath.Join(dir, "layout")
-	if err := testimage.WriteAlpineLayout(layoutDir, "alpine"); err != nil {
-		t.Fatal(err)
-	}
-	store, err := rootfs.OpenStore(filepath.Join(dir, "store"))
+	alpine, err := testimage.Alpine("amd64")
 	if err != nil {
 		t.Fatal(err)
 	}
-	ref, err := rootfs.ParseRef("oci:" + layoutDir + ":alpine")
-	if err != nil {
-		t.Fatal(err)
-	}
-	pulled, err := store.Pull(ctx, ref, rootfs.PullOptions{SourceOptions: rootfs.SourceOptions{Platform: rootfs.Platform{OS: "linux", Architecture: "amd64"}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	unpacked, err := store.Unpack(ctx, pulled, filepath.Join(dir, "bundle"), rootfs.UnpackOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rootfs.RemoveBundle(unpacked.Bundle)
-	b, err := convert.LoadBundle(unpacked.Bundle)
+	b, err := convert.LoadBundle(testbundle.Unpack(t, testimage.Case{Name: "alpine", Image: alpine}, rootfs.UnpackOptions{}))
 	if err != nil {
 		t.Fatal(err)
 	}
