@@ -136,6 +136,18 @@ func deployCT(t *testing.T, h *pct.Host, tmpl *pct.Template, opts pct.Options) {
 	}
 }
 
+// deployedApp deploys a CT named host from the app template v1
+// (/entry.sh, version 1) on a stand-in playing PVE pve, and makes v2
+// (version 2, its entrypoint /entry2) to upgrade it to.
+func deployedApp(t *testing.T, pve, host, entry2 string) (*pvetest.StandIn, *pct.Host, *pct.Template, *pct.Template) {
+	t.Helper()
+	s, h, _, dir := upgradeHost(t, pve)
+	v1 := appTemplate(t, dir, "v1", "sha256:1111", map[string]string{"entry.sh": entryScript, "app/version": "1\n"}, lxc.Config{Entrypoint: "/entry.sh"})
+	v2 := appTemplate(t, dir, "v2", "sha256:2222", map[string]string{entry2: entryScript, "app/version": "2\n"}, lxc.Config{Entrypoint: "/" + entry2})
+	deployCT(t, h, v1, pct.Options{Hostname: host, VolumeSize: 1, RootfsSize: 1})
+	return s, h, v1, v2
+}
+
 const entryScript = "#!/bin/sh\ntrap 'exit 0' TERM\nwhile true; do sleep 1; done\n"
 
 // TestUpgradeAppContainer: an application container made from v1 with a
@@ -352,10 +364,7 @@ func volDir(t *testing.T, sim, value string) string {
 // the upgraded config its parser.
 func TestUpgradeOnPVE90(t *testing.T) {
 	ctx := context.Background()
-	s, h, _, dir := upgradeHost(t, "9.0.5")
-	v1 := appTemplate(t, dir, "v1", "sha256:1111", map[string]string{"entry.sh": entryScript, "app/version": "1\n"}, lxc.Config{Entrypoint: "/entry.sh"})
-	v2 := appTemplate(t, dir, "v2", "sha256:2222", map[string]string{"entry2.sh": entryScript, "app/version": "2\n"}, lxc.Config{Entrypoint: "/entry2.sh"})
-	deployCT(t, h, v1, pct.Options{Hostname: "app90", VolumeSize: 1, RootfsSize: 1})
+	s, h, v1, v2 := deployedApp(t, "9.0.5", "app90", "entry2.sh")
 	if err := h.AppendRaw(100, "", []string{"lxc.init.cwd: /tmp"}); err != nil {
 		t.Fatal(err)
 	}
@@ -445,10 +454,7 @@ func (r lockOnHealth) Run(ctx context.Context, argv []string) (string, string, i
 // what to run.
 func TestUpgradeSwapBackFails(t *testing.T) {
 	ctx := context.Background()
-	s, h, _, dir := upgradeHost(t, "9.2.0")
-	v1 := appTemplate(t, dir, "v1", "sha256:1111", map[string]string{"entry.sh": entryScript, "app/version": "1\n"}, lxc.Config{Entrypoint: "/entry.sh"})
-	v2 := appTemplate(t, dir, "v2", "sha256:2222", map[string]string{"entry.sh": entryScript, "app/version": "2\n"}, lxc.Config{Entrypoint: "/entry.sh"})
-	deployCT(t, h, v1, pct.Options{Hostname: "app", VolumeSize: 1, RootfsSize: 1})
+	s, h, v1, v2 := deployedApp(t, "9.2.0", "app", "entry.sh")
 	conf := s.ConfigPath("pve", 100)
 	oldRootfs := confKey(readConf(t, conf), "rootfs")
 	oldDir := volDir(t, s.Path("var/lib/pvesim"), oldRootfs)
