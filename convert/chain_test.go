@@ -7,65 +7,27 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync/atomic"
 	"testing"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
 	"github.com/nexcage/nexcage/convert"
+	"github.com/nexcage/nexcage/internal/testbundle"
 	"github.com/nexcage/nexcage/internal/testenv"
 	"github.com/nexcage/nexcage/internal/testimage"
 	"github.com/nexcage/nexcage/progress"
 	"github.com/nexcage/nexcage/rootfs"
 )
 
-// hits counts the builds that reused a cached chain.
-type hits struct {
-	progress.Reporter
-	n atomic.Int64
-}
-
-func (h *hits) Step(format string, args ...any) {
-	if strings.HasPrefix(format, "reusing the") {
-		h.n.Add(1)
-	}
-}
-
-// sharedStore pulls every image into one store, as a template factory's
-// builds share theirs.
-type sharedStore struct {
-	t   *testing.T
-	dir string
-	s   *rootfs.Store
-	n   int
-}
-
-func newSharedStore(t *testing.T) *sharedStore {
-	dir := t.TempDir()
-	s, err := rootfs.OpenStore(filepath.Join(dir, "store"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &sharedStore{t: t, dir: dir, s: s}
-}
-
-func (ss *sharedStore) add(c testimage.Case) rootfs.Image {
-	t := ss.t
+// sharedStore is one store every image of a test is pulled into, as a
+// template factory's builds share theirs.
+func sharedStore(t *testing.T) *rootfs.Store {
 	t.Helper()
-	ss.n++
-	layout := filepath.Join(ss.dir, fmt.Sprintf("layout-%d", ss.n))
-	if err := testimage.WriteLayout(layout, "x", c); err != nil {
-		t.Fatal(err)
-	}
-	ref, err := rootfs.ParseRef("oci:" + layout + ":x")
+	s, err := rootfs.OpenStore(filepath.Join(t.TempDir(), "store"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	img, err := ss.s.Pull(context.Background(), ref, rootfs.PullOptions{SourceOptions: rootfs.SourceOptions{Platform: rootfs.Platform{OS: "linux", Architecture: "amd64"}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return img
+	return s
 }
 
 // buildBytes flattens img as build does (with or without the chain cache)
@@ -94,25 +56,25 @@ func TestChainCacheEqualsCold(t *testing.T) {
 	testenv.CheckLeaks(t)
 	for _, level := range []int{convert.PrecompressLevel(convert.Options{}), 0} {
 		t.Run(fmt.Sprintf("level-%d", level), func(t *testing.T) {
-			ss := newSharedStore(t)
-			rep := &hits{Reporter: progress.Discard}
+			s := sharedStore(t)
+			rep := testbundle.NewChainReuses()
 			for _, c := range cases(t) {
-				img := ss.add(c)
-				cold := buildBytes(t, ss.s, img, level, false, progress.Discard)
+				img := testbundle.Pull(t, s, c, c.Name)
+				cold := buildBytes(t, s, img, level, false, progress.Discard)
 				// The first build may reuse another image's base and
 				// saves this one's lower layers; the second reuses them.
 				for i := range 2 {
-					if got := buildBytes(t, ss.s, img, level, true, rep); !bytes.Equal(got, cold) {
+					if got := buildBytes(t, s, img, level, true, rep); !bytes.Equal(got, cold) {
 						t.Errorf("%s: cached build %d: %d bytes differ from the cold build's %d", c.Name, i+1, len(got), len(cold))
 					}
 				}
 			}
-			entries, err := ss.s.CacheEntries()
+			entries, err := s.CacheEntries()
 			if err != nil {
 				t.Fatal(err)
 			}
-			if len(entries) == 0 || rep.n.Load() < int64(len(cases(t))) {
-				t.Fatalf("%d cache entries, %d builds reused one: the test proves nothing", len(entries), rep.n.Load())
+			if len(entries) == 0 || rep.N() < int64(len(cases(t))) {
+				t.Fatalf("%d cache entries, %d builds reused one: the test proves nothing", len(entries), rep.N())
 			}
 			for _, e := range entries {
 				if e.Err != nil || len(e.Chain) == 0 || e.Size <= 0 {
@@ -188,21 +150,21 @@ func TestChainCachePairs(t *testing.T) {
 	}
 	for _, level := range []int{convert.PrecompressLevel(convert.Options{}), 0} {
 		t.Run(fmt.Sprintf("level-%d", level), func(t *testing.T) {
-			ss := newSharedStore(t)
+			s := sharedStore(t)
 			for _, name := range []string{"add", "undo", "three", "three-rebuilt"} {
 				img, err := testimage.Layers(cfg, testimage.Gzip, append([][]testimage.Entry{base}, uppers[name]...)...)
 				if err != nil {
 					t.Fatal(err)
 				}
-				stored := ss.add(testimage.Case{Name: name, Image: img})
-				cold := buildBytes(t, ss.s, stored, level, false, progress.Discard)
-				rep := &hits{Reporter: progress.Discard}
-				if got := buildBytes(t, ss.s, stored, level, true, rep); !bytes.Equal(got, cold) {
+				stored := testbundle.Pull(t, s, testimage.Case{Name: name, Image: img}, name)
+				cold := buildBytes(t, s, stored, level, false, progress.Discard)
+				rep := testbundle.NewChainReuses()
+				if got := buildBytes(t, s, stored, level, true, rep); !bytes.Equal(got, cold) {
 					t.Errorf("%s: the build from the cached base gives %d bytes that differ from the cold build's %d", name, len(got), len(cold))
 				}
 				// "add" is the first: nothing was cached before it.
-				if want := int64(1); name != "add" && rep.n.Load() != want {
-					t.Errorf("%s: %d builds reused a cached chain, want %d", name, rep.n.Load(), want)
+				if want := int64(1); name != "add" && rep.N() != want {
+					t.Errorf("%s: %d builds reused a cached chain, want %d", name, rep.N(), want)
 				}
 			}
 		})
@@ -247,30 +209,30 @@ func TestChainCacheCorruptIgnored(t *testing.T) {
 	}
 	for name, hurt := range damage {
 		t.Run(name, func(t *testing.T) {
-			ss := newSharedStore(t)
+			s := sharedStore(t)
 			img, err := testimage.Layers(cfg, testimage.Gzip, chainBase(), []testimage.Entry{testimage.File("top", 0o644, "top\n")})
 			if err != nil {
 				t.Fatal(err)
 			}
-			stored := ss.add(testimage.Case{Name: "c", Image: img})
-			cold := buildBytes(t, ss.s, stored, level, false, progress.Discard)
-			buildBytes(t, ss.s, stored, level, true, progress.Discard) // saves the base
-			entries, err := ss.s.CacheEntries()
+			stored := testbundle.Pull(t, s, testimage.Case{Name: "c", Image: img}, "c")
+			cold := buildBytes(t, s, stored, level, false, progress.Discard)
+			buildBytes(t, s, stored, level, true, progress.Discard) // saves the base
+			entries, err := s.CacheEntries()
 			if err != nil || len(entries) != 1 {
 				t.Fatalf("%d entries, %v; want 1", len(entries), err)
 			}
 			hurt(t, entries[0].Dir)
-			rep := &hits{Reporter: progress.Discard}
-			if got := buildBytes(t, ss.s, stored, level, true, rep); !bytes.Equal(got, cold) {
+			rep := testbundle.NewChainReuses()
+			if got := buildBytes(t, s, stored, level, true, rep); !bytes.Equal(got, cold) {
 				t.Errorf("after damage: %d bytes differ from the cold build's %d", len(got), len(cold))
 			}
-			if rep.n.Load() != 0 {
+			if rep.N() != 0 {
 				t.Error("the damaged entry was used")
 			}
 			// It was dropped and written again: the next build uses it.
-			rep = &hits{Reporter: progress.Discard}
-			if got := buildBytes(t, ss.s, stored, level, true, rep); !bytes.Equal(got, cold) || rep.n.Load() != 1 {
-				t.Errorf("rebuilt entry: equal %v, %d reuses", bytes.Equal(got, cold), rep.n.Load())
+			rep = testbundle.NewChainReuses()
+			if got := buildBytes(t, s, stored, level, true, rep); !bytes.Equal(got, cold) || rep.N() != 1 {
+				t.Errorf("rebuilt entry: equal %v, %d reuses", bytes.Equal(got, cold), rep.N())
 			}
 		})
 	}

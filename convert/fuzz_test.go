@@ -30,25 +30,15 @@ func FuzzWriteTar(f *testing.F) {
 			tree.Put(p, n)
 		}
 		var buf bytes.Buffer
-		if err := WriteTar(context.Background(), &buf, tree, time.Time{}); err != nil {
-			if err.Error() == "" {
-				t.Fatal("empty error")
-			}
+		if err := WriteTar(context.Background(), &buf, tree, time.Time{}); testenv.Refused(t, err) {
 			return
 		}
 		var ref bytes.Buffer
 		if err := RefWriteTar(context.Background(), &ref, tree, time.Time{}); err != nil || !bytes.Equal(buf.Bytes(), ref.Bytes()) {
 			t.Fatalf("the archive differs from archive/tar's (%v)", err)
 		}
-		tr := tar.NewReader(&buf)
-		for {
-			h, err := tr.Next()
-			if err == io.EOF {
-				break
-			}
-			if err != nil {
-				t.Fatalf("the writer made an unreadable archive: %v", err)
-			}
+		// An unreadable archive fails the test.
+		for h := range testenv.TarMembers(t, &buf) {
 			if !strings.HasPrefix(h.Name, "./") {
 				t.Fatalf("member %q is not ./-prefixed", h.Name)
 			}

@@ -5,12 +5,9 @@ import (
 	"bytes"
 	"context"
 	"io"
-	"os"
 	"path/filepath"
 	"testing"
 	"time"
-
-	"github.com/klauspost/compress/zstd"
 
 	"github.com/nexcage/nexcage/convert"
 	"github.com/nexcage/nexcage/internal/testbundle"
@@ -19,6 +16,7 @@ import (
 	"github.com/nexcage/nexcage/internal/zframe"
 	"github.com/nexcage/nexcage/rootfs"
 	"github.com/nexcage/nexcage/tartree"
+	"github.com/nexcage/nexcage/template"
 )
 
 // TestStreamingEqualsStaged is build's contract: flattening the layers
@@ -170,19 +168,14 @@ func TestRunsReused(t *testing.T) {
 	}
 }
 
-func tarLength(t *testing.T, template string) int64 {
+func tarLength(t *testing.T, file string) int64 {
 	t.Helper()
-	f, err := os.Open(template)
+	r, _, err := template.OpenTar(file)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer f.Close()
-	dec, err := zstd.NewReader(f)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer dec.Close()
-	n, err := io.Copy(io.Discard, dec)
+	defer r.Close()
+	n, err := io.Copy(io.Discard, r)
 	if err != nil {
 		t.Fatal(err)
 	}

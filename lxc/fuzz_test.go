@@ -20,10 +20,7 @@ func FuzzParseRender(f *testing.F) {
 	f.Fuzz(func(t *testing.T, text string) {
 		defer testenv.Timed(t)()
 		c, err := Parse(text)
-		if err != nil {
-			if err.Error() == "" {
-				t.Fatal("empty error message")
-			}
+		if testenv.Refused(t, err) {
 			return
 		}
 		once := c.Render()
@@ -49,10 +46,7 @@ func FuzzFromSpec(f *testing.F) {
 			return
 		}
 		c, err := FromSpec(&spec, system)
-		if err != nil {
-			if err.Error() == "" {
-				t.Fatal("empty error message")
-			}
+		if testenv.Refused(t, err) {
 			return
 		}
 		if _, err := Parse(c.Render()); err != nil {

@@ -90,18 +90,8 @@ func TestCheckUserNamespaces(t *testing.T) {
 	}
 }
 
-// standIn makes this process's PVE the stand-in cluster.
-func standIn(t *testing.T) *pvetest.StandIn {
-	t.Helper()
-	s := pvetest.NewStandIn(t)
-	t.Setenv("PATH", s.BinDir+":"+os.Getenv("PATH"))
-	t.Setenv("NEXCAGE_PVE_ROOT", s.Root)
-	t.Setenv("PVE_VERSION", "")
-	return s
-}
-
 func TestCheckHostPVE(t *testing.T) {
-	s := standIn(t)
+	s := pvetest.NewStandInHost(t)
 	paths := hostFiles(t, "root:100000:65536\n", "15000", "")
 	res := NewHost(s.Root).CheckHost(context.Background(), paths)
 	healthtest.Want(t, res, "PVE tools: pct, pvesm, pvesh and pveversion in "+s.BinDir, health.OK, "")
@@ -142,7 +132,7 @@ func putTemplate(t *testing.T, dir, name, body string, lie bool) string {
 }
 
 func TestCheckStorage(t *testing.T) {
-	s := standIn(t)
+	s := pvetest.NewStandInHost(t)
 	h := NewHost(s.Root)
 	ctx := context.Background()
 	dir := s.TemplateDir("local")
@@ -213,7 +203,7 @@ func TestCheckStorage(t *testing.T) {
 }
 
 func TestCheckStorageKinds(t *testing.T) {
-	s := standIn(t)
+	s := pvetest.NewStandInHost(t)
 	h := NewHost(s.Root)
 	for _, tc := range []struct{ id, status, check, cause string }{
 		{"local-lvm", health.OK, "storage local-lvm holds no templates (content rootdir,images)", ""},

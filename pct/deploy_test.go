@@ -16,6 +16,7 @@ import (
 	"github.com/nexcage/nexcage/convert"
 	"github.com/nexcage/nexcage/internal/pveoracle"
 	"github.com/nexcage/nexcage/internal/pvetest"
+	"github.com/nexcage/nexcage/internal/testbundle"
 	"github.com/nexcage/nexcage/internal/testenv"
 	"github.com/nexcage/nexcage/internal/testimage"
 	"github.com/nexcage/nexcage/lxc"
@@ -130,22 +131,12 @@ func (r *recorder) changes() []string {
 }
 
 // deployHost makes the stand-in cluster this process's PVE, as `nexcage
-// deploy` finds it (PATH, and NEXCAGE_PVE_ROOT for the stand-in's tools), and returns the host with a
+// deploy` finds it (see pvetest.NewStandInHost), and returns the host with a
 // recording runner. Call it after testenv.CheckLeaks, so that the
 // stand-in's files are counted too.
 func deployHost(t *testing.T) (*pvetest.StandIn, *pct.Host, *recorder) {
 	t.Helper()
-	// CheckLeaks gave the test a private TMPDIR, made 0700 by MkdirTemp;
-	// the stand-in's root lives in it, and a container's mapped root (uid
-	// 100000) must get through every directory down to its rootfs.
-	if err := os.Chmod(os.TempDir(), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	s := pvetest.NewStandIn(t)
-	t.Setenv("PATH", s.BinDir+":"+os.Getenv("PATH"))
-	t.Setenv("NEXCAGE_PVE_ROOT", s.Root)
-	t.Setenv("PVE_VERSION", "")
-	t.Setenv("PVE_NODE", "")
+	s := pvetest.NewStandInHost(t)
 	h := pct.NewHost(s.Root)
 	rec := &recorder{inner: h.Runner}
 	h.Runner = rec
@@ -160,28 +151,11 @@ func deployHost(t *testing.T) (*pvetest.StandIn, *pct.Host, *recorder) {
 func buildAlpineTemplate(t *testing.T, dir string) func() *pct.Template {
 	t.Helper()
 	ctx := context.Background()
-	layoutDir := filepath.Join(dir, "layout")
-	if err := testimage.WriteAlpineLayout(layoutDir, "alpine"); err != nil {
-		t.Fatal(err)
-	}
-	store, err := rootfs.OpenStore(filepath.Join(dir, "store"))
+	alpine, err := testimage.Alpine("amd64")
 	if err != nil {
 		t.Fatal(err)
 	}
-	ref, err := rootfs.ParseRef("oci:" + layoutDir + ":alpine")
-	if err != nil {
-		t.Fatal(err)
-	}
-	pulled, err := store.Pull(ctx, ref, rootfs.PullOptions{SourceOptions: rootfs.SourceOptions{Platform: rootfs.Platform{OS: "linux", Architecture: "amd64"}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	unpacked, err := store.Unpack(ctx, pulled, filepath.Join(dir, "bundle"), rootfs.UnpackOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rootfs.RemoveBundle(unpacked.Bundle)
-	b, err := convert.LoadBundle(unpacked.Bundle)
+	b, err := convert.LoadBundle(testbundle.Unpack(t, testimage.Case{Name: "alpine", Image: alpine}, rootfs.UnpackOptions{}))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/nexcage/nexcage/internal/pveoracle"
+	"github.com/nexcage/nexcage/internal/pvetest"
 	"github.com/nexcage/nexcage/internal/testenv"
 	"github.com/nexcage/nexcage/internal/testimage"
 	"github.com/nexcage/nexcage/lxc"
@@ -34,19 +35,11 @@ func appTemplate(t *testing.T, dir, name, digest string, extra map[string]string
 // (their Name without "./", Uid, Gid and Mode as the image has them).
 func appTemplateDirs(t *testing.T, dir, name, digest string, extra map[string]string, dirs []tar.Header, c lxc.Config) *pct.Template {
 	t.Helper()
-	imgs, err := testimage.ImagesDir()
+	zr, err := testimage.AlpineTar("amd64")
 	if err != nil {
 		t.Fatal(err)
 	}
-	in, err := os.Open(filepath.Join(imgs, "alpine-minirootfs-3.20.3-x86_64.tar.gz"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer in.Close()
-	zr, err := gzip.NewReader(in)
-	if err != nil {
-		t.Fatal(err)
-	}
+	defer zr.Close()
 	path := filepath.Join(dir, name+".tar.gz")
 	out, err := os.Create(path)
 	if err != nil {
@@ -54,22 +47,14 @@ func appTemplateDirs(t *testing.T, dir, name, digest string, extra map[string]st
 	}
 	zw := gzip.NewWriter(out)
 	tw := tar.NewWriter(zw)
-	tr := tar.NewReader(zr)
-	for {
-		hdr, err := tr.Next()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
+	for hdr, body := range testenv.TarMembers(t, zr) {
 		if !strings.HasPrefix(hdr.Name, "./") {
 			hdr.Name = "./" + hdr.Name
 		}
 		if err := tw.WriteHeader(hdr); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := io.Copy(tw, tr); err != nil {
+		if _, err := io.Copy(tw, body); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -127,6 +112,42 @@ func listing(t *testing.T, dir string) string {
 	return b.String()
 }
 
+// upgradeHost is deployHost playing PVE version pve, for a test that
+// needs root and LXC, and a directory for the test's templates.
+func upgradeHost(t *testing.T, pve string) (*pvetest.StandIn, *pct.Host, *recorder, string) {
+	t.Helper()
+	testenv.RequireRoot(t)
+	testenv.RequireTool(t, "lxc-start")
+	s, h, rec := deployHost(t)
+	t.Setenv("PVE_VERSION", pve)
+	return s, h, rec, t.TempDir()
+}
+
+// deployCT plans and deploys a CT (on a fresh stand-in, 100) from tmpl
+// as opts say.
+func deployCT(t *testing.T, h *pct.Host, tmpl *pct.Template, opts pct.Options) {
+	t.Helper()
+	p, err := pct.MakePlan(context.Background(), h, tmpl, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pct.Deploy(context.Background(), h, p); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// deployedApp deploys a CT named host from the app template v1
+// (/entry.sh, version 1) on a stand-in playing PVE pve, and makes v2
+// (version 2, its entrypoint /entry2) to upgrade it to.
+func deployedApp(t *testing.T, pve, host, entry2 string) (*pvetest.StandIn, *pct.Host, *pct.Template, *pct.Template) {
+	t.Helper()
+	s, h, _, dir := upgradeHost(t, pve)
+	v1 := appTemplate(t, dir, "v1", "sha256:1111", map[string]string{"entry.sh": entryScript, "app/version": "1\n"}, lxc.Config{Entrypoint: "/entry.sh"})
+	v2 := appTemplate(t, dir, "v2", "sha256:2222", map[string]string{entry2: entryScript, "app/version": "2\n"}, lxc.Config{Entrypoint: "/" + entry2})
+	deployCT(t, h, v1, pct.Options{Hostname: host, VolumeSize: 1, RootfsSize: 1})
+	return s, h, v1, v2
+}
+
 const entryScript = "#!/bin/sh\ntrap 'exit 0' TERM\nwhile true; do sleep 1; done\n"
 
 // TestUpgradeAppContainer: an application container made from v1 with a
@@ -138,12 +159,8 @@ const entryScript = "#!/bin/sh\ntrap 'exit 0' TERM\nwhile true; do sleep 1; done
 // nothing. Every command PVE's own pct CLI of 9.0, 9.1 and 9.2 parses, and
 // the configs pass PVE 9.1's and 9.2's parser.
 func TestUpgradeAppContainer(t *testing.T) {
-	testenv.RequireRoot(t)
-	testenv.RequireTool(t, "lxc-start")
 	ctx := context.Background()
-	s, h, rec := deployHost(t)
-	t.Setenv("PVE_VERSION", "9.2.0")
-	dir := t.TempDir()
+	s, h, rec, dir := upgradeHost(t, "9.2.0")
 	env := func(mode string, more ...string) []string {
 		return append([]string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "GREETING=hello", "MODE=" + mode}, more...)
 	}
@@ -154,13 +171,7 @@ func TestUpgradeAppContainer(t *testing.T) {
 	v3 := appTemplate(t, dir, "v3", "sha256:3333", map[string]string{"entry2.sh": entryScript, "app/version": "3\n"},
 		lxc.Config{Entrypoint: "/entry2.sh --v3", Env: env("three")})
 
-	p, err := pct.MakePlan(ctx, h, v1, pct.Options{Hostname: "app", VolumeSize: 1, RootfsSize: 1, Start: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := pct.Deploy(ctx, h, p); err != nil {
-		t.Fatal(err)
-	}
+	deployCT(t, h, v1, pct.Options{Hostname: "app", VolumeSize: 1, RootfsSize: 1, Start: true})
 	if _, err := h.Run(ctx, "pct", "exec", "100", "--", "sh", "-c", "echo precious > /data/file"); err != nil {
 		t.Fatal(err)
 	}
@@ -228,22 +239,31 @@ func TestUpgradeAppContainer(t *testing.T) {
 	rootDir := volDir(t, s.Path("var/lib/pvesim"), confKey(pct2, "rootfs"))
 	rootBefore := listing(t, rootDir)
 
+	// restored upgrades v2 to bad, which must fail with an *UpgradeError
+	// naming want and put v2 back: its config and its rootfs as they were.
+	// It returns the upgrade's plan.
+	restored := func(bad *pct.Template, opts pct.UpgradeOptions, want, after string) *pct.UpgradePlan {
+		t.Helper()
+		up, err := pct.PlanUpgrade(ctx, h, 100, v2, bad, opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = pct.Upgrade(ctx, h, up)
+		var ue *pct.UpgradeError
+		if !errors.As(err, &ue) || !ue.Restored || !strings.Contains(err.Error(), want) {
+			t.Fatalf("%s: %v, want an *UpgradeError naming %q, restored", bad.Image, err, want)
+		}
+		if got := readConf(t, s.ConfigPath("pve", 100)); got != pct2 {
+			t.Errorf("after %s the config differs:\n%s\nwant\n%s", after, got, pct2)
+		}
+		if got := listing(t, rootDir); got != rootBefore {
+			t.Errorf("after %s the rootfs listing differs", after)
+		}
+		return up
+	}
+
 	// v3 fails its health check: everything back.
-	up3, err := pct.PlanUpgrade(ctx, h, 100, v2, v3, pct.UpgradeOptions{HealthCmd: "test -e /app/healthy"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, err = pct.Upgrade(ctx, h, up3)
-	var ue *pct.UpgradeError
-	if !errors.As(err, &ue) || !ue.Restored || !strings.Contains(err.Error(), "health command") {
-		t.Fatalf("v3: %v, want an *UpgradeError naming the health command, restored", err)
-	}
-	if got := readConf(t, s.ConfigPath("pve", 100)); got != pct2 {
-		t.Errorf("after the rollback the config differs:\n%s\nwant\n%s", got, pct2)
-	}
-	if got := listing(t, rootDir); got != rootBefore {
-		t.Errorf("after the rollback the rootfs listing differs")
-	}
+	up3 := restored(v3, pct.UpgradeOptions{HealthCmd: "test -e /app/healthy"}, "health command", "the rollback")
 	if ents, _ := os.ReadDir(s.Path("var/lib/pvesim/local-lvm")); len(ents) != 2 {
 		t.Errorf("volumes after the rollback: %v, want the rootfs and the data volume", names(ents))
 	}
@@ -254,20 +274,7 @@ func TestUpgradeAppContainer(t *testing.T) {
 	// A v3 whose entrypoint does not exist does not stay up: back to v2.
 	v3b := appTemplate(t, dir, "v3b", "sha256:3334", map[string]string{"app/version": "3\n"},
 		lxc.Config{Entrypoint: "/no/such/entrypoint", Env: env("three")})
-	up3b, err := pct.PlanUpgrade(ctx, h, 100, v2, v3b, pct.UpgradeOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, err = pct.Upgrade(ctx, h, up3b)
-	if !errors.As(err, &ue) || !ue.Restored || !strings.Contains(err.Error(), "starting CT 100") {
-		t.Fatalf("v3 that cannot start: %v, want an *UpgradeError naming the start, restored", err)
-	}
-	if got := readConf(t, s.ConfigPath("pve", 100)); got != pct2 {
-		t.Errorf("after the failed start the config differs:\n%s\nwant\n%s", got, pct2)
-	}
-	if got := listing(t, rootDir); got != rootBefore {
-		t.Errorf("after the failed start the rootfs listing differs")
-	}
+	restored(v3b, pct.UpgradeOptions{}, "starting CT 100", "the failed start")
 	if out, err := h.Run(ctx, "pct", "exec", "100", "--", "cat", "/app/version", "/data/file"); out != "2\nprecious\n" || err != nil {
 		t.Errorf("after the failed start, inside: %q %v", out, err)
 	}
@@ -356,21 +363,8 @@ func volDir(t *testing.T, sim, value string) string {
 // directory the user set stays. The argvs pass PVE 9.0's own pct CLI and
 // the upgraded config its parser.
 func TestUpgradeOnPVE90(t *testing.T) {
-	testenv.RequireRoot(t)
-	testenv.RequireTool(t, "lxc-start")
 	ctx := context.Background()
-	s, h, _ := deployHost(t)
-	t.Setenv("PVE_VERSION", "9.0.5")
-	dir := t.TempDir()
-	v1 := appTemplate(t, dir, "v1", "sha256:1111", map[string]string{"entry.sh": entryScript, "app/version": "1\n"}, lxc.Config{Entrypoint: "/entry.sh"})
-	v2 := appTemplate(t, dir, "v2", "sha256:2222", map[string]string{"entry2.sh": entryScript, "app/version": "2\n"}, lxc.Config{Entrypoint: "/entry2.sh"})
-	p, err := pct.MakePlan(ctx, h, v1, pct.Options{Hostname: "app90", VolumeSize: 1, RootfsSize: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := pct.Deploy(ctx, h, p); err != nil {
-		t.Fatal(err)
-	}
+	s, h, v1, v2 := deployedApp(t, "9.0.5", "app90", "entry2.sh")
 	if err := h.AppendRaw(100, "", []string{"lxc.init.cwd: /tmp"}); err != nil {
 		t.Fatal(err)
 	}
@@ -459,21 +453,8 @@ func (r lockOnHealth) Run(ctx context.Context, argv []string) (string, string, i
 // is deleted, the config is left naming both volumes, and the error says
 // what to run.
 func TestUpgradeSwapBackFails(t *testing.T) {
-	testenv.RequireRoot(t)
-	testenv.RequireTool(t, "lxc-start")
 	ctx := context.Background()
-	s, h, _ := deployHost(t)
-	t.Setenv("PVE_VERSION", "9.2.0")
-	dir := t.TempDir()
-	v1 := appTemplate(t, dir, "v1", "sha256:1111", map[string]string{"entry.sh": entryScript, "app/version": "1\n"}, lxc.Config{Entrypoint: "/entry.sh"})
-	v2 := appTemplate(t, dir, "v2", "sha256:2222", map[string]string{"entry.sh": entryScript, "app/version": "2\n"}, lxc.Config{Entrypoint: "/entry.sh"})
-	p, err := pct.MakePlan(ctx, h, v1, pct.Options{Hostname: "app", VolumeSize: 1, RootfsSize: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := pct.Deploy(ctx, h, p); err != nil {
-		t.Fatal(err)
-	}
+	s, h, v1, v2 := deployedApp(t, "9.2.0", "app", "entry.sh")
 	conf := s.ConfigPath("pve", 100)
 	oldRootfs := confKey(readConf(t, conf), "rootfs")
 	oldDir := volDir(t, s.Path("var/lib/pvesim"), oldRootfs)

@@ -6,28 +6,15 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync/atomic"
 	"testing"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
 	"github.com/nexcage/nexcage/convert"
+	"github.com/nexcage/nexcage/internal/testbundle"
 	"github.com/nexcage/nexcage/internal/testimage"
 	"github.com/nexcage/nexcage/pipeline"
-	"github.com/nexcage/nexcage/progress"
 )
-
-// reuses counts the builds that started from a cached chain.
-type reuses struct {
-	progress.Reporter
-	n atomic.Int64
-}
-
-func (r *reuses) Step(format string, args ...any) {
-	if strings.HasPrefix(format, "reusing the") {
-		r.n.Add(1)
-	}
-}
 
 // TestBuildSharedBaseChainCache: build, pulling each image as it flattens
 // it, reuses the base another image left in the store, and gives the
@@ -63,7 +50,7 @@ func TestBuildSharedBaseChainCache(t *testing.T) {
 			t.Fatal(err)
 		}
 		ref := "oci:" + layout + ":" + im.tag
-		rep := &reuses{Reporter: progress.Discard}
+		rep := testbundle.NewChainReuses()
 		cached := build(t, shared, ref, pipeline.BuildOptions{Progress: rep, Convert: convert.Options{Output: t.TempDir() + "/"}})
 		cold := build(t, newStore(t), ref, pipeline.BuildOptions{Convert: convert.Options{Output: t.TempDir() + "/"}})
 		a, err := os.ReadFile(cached.Result.Template)
@@ -77,8 +64,8 @@ func TestBuildSharedBaseChainCache(t *testing.T) {
 		if !bytes.Equal(a, b) {
 			t.Errorf("%s: the build in the shared store gives %d bytes that differ from the cold build's %d", im.tag, len(a), len(b))
 		}
-		if rep.n.Load() != im.reuse {
-			t.Errorf("%s: %d builds reused a cached chain, want %d", im.tag, rep.n.Load(), im.reuse)
+		if rep.N() != im.reuse {
+			t.Errorf("%s: %d builds reused a cached chain, want %d", im.tag, rep.N(), im.reuse)
 		}
 	}
 	entries, err := shared.CacheEntries()

@@ -14,6 +14,7 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
 	"github.com/nexcage/nexcage/convert"
+	"github.com/nexcage/nexcage/internal/testbundle"
 	"github.com/nexcage/nexcage/internal/testimage"
 	"github.com/nexcage/nexcage/pipeline"
 	"github.com/nexcage/nexcage/progress"
@@ -23,10 +24,9 @@ import (
 // layerReads counts the layers flattening reads, by their progress label
 // ("layer I/N digest"), and the builds that reused a cached chain.
 type layerReads struct {
-	progress.Reporter
-	mu     sync.Mutex
-	reads  map[string]int
-	reused int
+	*testbundle.ChainReuses
+	mu    sync.Mutex
+	reads map[string]int
 }
 
 func (l *layerReads) Bytes(label string, total int64) progress.Counter {
@@ -36,14 +36,6 @@ func (l *layerReads) Bytes(label string, total int64) progress.Counter {
 	}
 	l.mu.Unlock()
 	return l.Reporter.Bytes(label, total)
-}
-
-func (l *layerReads) Step(format string, args ...any) {
-	if strings.HasPrefix(format, "reusing the") {
-		l.mu.Lock()
-		l.reused++
-		l.mu.Unlock()
-	}
 }
 
 // TestBuildAllFlattensASharedBaseOnce: two images on one base layer built
@@ -77,7 +69,7 @@ func TestBuildAllFlattensASharedBaseOnce(t *testing.T) {
 		}
 	}
 
-	rec := &layerReads{Reporter: progress.Discard, reads: map[string]int{}}
+	rec := &layerReads{ChainReuses: testbundle.NewChainReuses(), reads: map[string]int{}}
 	out := t.TempDir()
 	opts := pipeline.BuildOptions{Jobs: 2, Progress: rec, Source: rootfs.SourceOptions{Platform: amd64}, Convert: convert.Options{Output: out + "/", Name: "t"}}
 	for _, r := range pipeline.BuildAll(context.Background(), store, images, opts) {
@@ -85,8 +77,8 @@ func TestBuildAllFlattensASharedBaseOnce(t *testing.T) {
 			t.Fatalf("%s: %v", r.Image, r.Err)
 		}
 	}
-	if rec.reads["1/2"] != 1 || rec.reads["2/2"] != 2 || rec.reused != 1 {
-		t.Errorf("layer reads %v, %d build(s) reused a cached chain; want the base (1/2) read once, each top layer (2/2) once, one reuse", rec.reads, rec.reused)
+	if rec.reads["1/2"] != 1 || rec.reads["2/2"] != 2 || rec.N() != 1 {
+		t.Errorf("layer reads %v, %d build(s) reused a cached chain; want the base (1/2) read once, each top layer (2/2) once, one reuse", rec.reads, rec.N())
 	}
 
 	// A build that reuses the chain records the use Prune's --older-than

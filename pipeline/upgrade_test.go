@@ -12,7 +12,6 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
 	"github.com/nexcage/nexcage/internal/pvetest"
-	"github.com/nexcage/nexcage/internal/testenv"
 	"github.com/nexcage/nexcage/internal/testimage"
 	"github.com/nexcage/nexcage/pct"
 	"github.com/nexcage/nexcage/pipeline"
@@ -51,23 +50,23 @@ func appImage(t *testing.T, version string, env ...string) v1.Image {
 	return img
 }
 
+// upgradeHost is a stand-in PVE 9.2 host for the test, which needs root
+// and LXC (see pvetest.NewStandInHost).
+func upgradeHost(t *testing.T) (*pvetest.StandIn, *pct.Host) {
+	t.Helper()
+	s := pvetest.NewStandInHost(t)
+	t.Setenv("PVE_VERSION", "9.2.0")
+	return s, pct.NewHost(s.Root)
+}
+
 // TestUpgradeRepullsItsOwnImage: a container created from oci:DIR:app is
 // upgraded by name with no image given: the same reference, pulled again,
 // now v2, is built and swapped in (data kept, user's env kept, new default
 // applied); run again, it is "up to date" and the config file is not
 // touched.
 func TestUpgradeRepullsItsOwnImage(t *testing.T) {
-	testenv.RequireRoot(t)
-	testenv.RequireTool(t, "lxc-start")
 	ctx := context.Background()
-	if err := os.Chmod(os.TempDir(), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	s := pvetest.NewStandIn(t)
-	t.Setenv("PATH", s.BinDir+":"+os.Getenv("PATH"))
-	t.Setenv("NEXCAGE_PVE_ROOT", s.Root)
-	t.Setenv("PVE_VERSION", "9.2.0")
-	h := pct.NewHost(s.Root)
+	s, h := upgradeHost(t)
 	dir := t.TempDir()
 	lay := filepath.Join(dir, "layout")
 	if err := testimage.WriteLayout(lay, "app", testimage.Case{Name: "app", Image: appImage(t, "1", "GREETING=hello", "MODE=one")}); err != nil {
@@ -162,14 +161,8 @@ func TestUpgradeRepullsItsOwnImage(t *testing.T) {
 // that is a file on the host (another CT's backup) or an oci: path is
 // refused, asking for Image, before anything is read or uploaded.
 func TestUpgradeRefusesMarkerPath(t *testing.T) {
-	testenv.RequireRoot(t)
-	testenv.RequireTool(t, "lxc-start")
 	ctx := context.Background()
-	s := pvetest.NewStandIn(t)
-	t.Setenv("PATH", s.BinDir+":"+os.Getenv("PATH"))
-	t.Setenv("NEXCAGE_PVE_ROOT", s.Root)
-	t.Setenv("PVE_VERSION", "9.2.0")
-	h := pct.NewHost(s.Root)
+	s, h := upgradeHost(t)
 	backup := filepath.Join(t.TempDir(), "vzdump-lxc-200-2026_01_01-00_00_00.tar.zst")
 	if err := os.WriteFile(backup, []byte("another CT's data"), 0o600); err != nil {
 		t.Fatal(err)

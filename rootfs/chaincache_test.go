@@ -31,11 +31,7 @@ import (
 func savedChain(t *testing.T) (*Store, Image, string) {
 	t.Helper()
 	s := newStore(t)
-	ref := writeLayout(t, filepath.Join(t.TempDir(), "layout"), "runs", corpusCase(t, "runs"))
-	img, err := s.Pull(context.Background(), ref, PullOptions{SourceOptions: amd64()})
-	if err != nil {
-		t.Fatal(err)
-	}
+	img := pullCase(t, s, corpusCase(t, "runs"))
 	f, err := s.Flatten(context.Background(), img, FlattenOptions{PrecompressLevel: 3, Cache: true})
 	if err != nil {
 		t.Fatal(err)

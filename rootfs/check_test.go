@@ -19,11 +19,7 @@ import (
 func pulledStore(t *testing.T) (*Store, Ref, Image) {
 	t.Helper()
 	s := newStore(t)
-	ref := writeLayout(t, filepath.Join(t.TempDir(), "layout"), "w", corpusCase(t, "whiteouts"))
-	img, err := s.Pull(context.Background(), ref, PullOptions{SourceOptions: amd64()})
-	if err != nil {
-		t.Fatal(err)
-	}
+	ref, img := pullCaseRef(t, s, corpusCase(t, "whiteouts"))
 	return s, ref, img
 }
 

@@ -25,10 +25,7 @@ func FuzzParseRef(f *testing.F) {
 	f.Fuzz(func(t *testing.T, s string) {
 		defer testenv.Timed(t)()
 		r, err := ParseRef(s)
-		if err != nil {
-			if err.Error() == "" {
-				t.Fatal("empty error message")
-			}
+		if testenv.Refused(t, err) {
 			return
 		}
 		// The canonical form is what the store keys images by: it must
@@ -91,10 +88,7 @@ func FuzzFlatten(f *testing.F) {
 			if spill != nil {
 				defer spill.Close()
 			}
-			if err != nil {
-				if err.Error() == "" {
-					t.Fatal("empty error message")
-				}
+			if testenv.Refused(t, err) {
 				return
 			}
 			for e := range read.entries.all() {

@@ -28,6 +28,13 @@ import (
 // pullCase stores a corpus case from an OCI layout.
 func pullCase(t testing.TB, s *Store, c testimage.Case) Image {
 	t.Helper()
+	_, img := pullCaseRef(t, s, c)
+	return img
+}
+
+// pullCaseRef is pullCase, also returning the reference it pulled.
+func pullCaseRef(t testing.TB, s *Store, c testimage.Case) (Ref, Image) {
+	t.Helper()
 	ref := writeLayout(t, filepath.Join(t.TempDir(), "layout"), c.Name, c)
 	so := amd64()
 	if c.Image != nil {
@@ -39,7 +46,7 @@ func pullCase(t testing.TB, s *Store, c testimage.Case) Image {
 	if err != nil {
 		t.Fatalf("pull %s: %v", c.Name, err)
 	}
-	return img
+	return ref, img
 }
 
 func TestUnpackCorpus(t *testing.T) {

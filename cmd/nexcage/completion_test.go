@@ -338,10 +338,8 @@ func TestBashCompletionOnTerminal(t *testing.T) {
 	bash := testenv.RequireTool(t, "bash")
 	bin, env, files := completionEnv(t)
 	script := completionScript(t, bin, "bash")
-	term := startOnPTY(t, append(env, "TERM=dumb"), bash, "--norc", "--noprofile", "-i")
-	term.send("PS1='> '; source " + script + "; cd " + files + "; echo RE''ADY\n")
-	term.waitFor("READY")
-	for _, tc := range []struct{ typed, want string }{
+	term := shellOnPTY(t, env, "PS1='> '; source "+script+"; cd "+files, bash, "--norc", "--noprofile", "-i")
+	term.tabs([]tab{
 		{"nexcage bu\t", "nexcage build "},
 		{"nexcage build --comp\t", "nexcage build --compression "},
 		{"nexcage build --compression \t\t", "gzip  xz    zstd"},
@@ -349,10 +347,32 @@ func TestBashCompletionOnTerminal(t *testing.T) {
 		{"nexcage convert --format=oci\t", "nexcage convert --format=oci-archive "},
 		{"nexcage generate --rootfs \t", "nexcage generate --rootfs dirA/"},
 		{"nexcage build -o fi\t", "nexcage build -o fileB "},
-	} {
-		term.send("\x15" + tc.typed) // ^U: a fresh line
-		term.waitFor(tc.want)
+	})
+}
+
+// tab is a line typed at a shell, Tab as \t, and what the terminal must
+// show after it.
+type tab struct{ typed, want string }
+
+// tabs types each line on a fresh line (^U first) and waits for what it
+// must show.
+func (p *pty) tabs(tabs []tab) {
+	p.t.Helper()
+	for _, tc := range tabs {
+		p.send("\x15" + tc.typed)
+		p.waitFor(tc.want)
 	}
+}
+
+// shellOnPTY starts shell on a dumb pseudo-terminal and runs setup in it,
+// waiting until it has.
+func shellOnPTY(t *testing.T, env []string, setup, shell string, args ...string) *pty {
+	t.Helper()
+	term := startOnPTY(t, append(env, "TERM=dumb"), shell, args...)
+	// The quotes keep the echoed command line from matching.
+	term.send(setup + "; echo RE''ADY\n")
+	term.waitFor("READY")
+	return term
 }
 
 // pty is a process on a pseudo-terminal and what it has written to it.
@@ -502,18 +522,13 @@ _nexcage
 	if err := os.WriteFile(filepath.Join(fpath, "_nexcage"), b, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	term := startOnPTY(t, append(env, "TERM=dumb"), zsh, "-f", "-i")
-	term.send("PS1='> '; fpath=(" + fpath + " $fpath); autoload -U compinit; compinit -u -D; cd " + files + "; print RE''ADY\n")
-	term.waitFor("READY")
-	for _, tc := range []struct{ typed, want string }{
+	term := shellOnPTY(t, env, "PS1='> '; fpath=("+fpath+" $fpath); autoload -U compinit; compinit -u -D; cd "+files, zsh, "-f", "-i")
+	term.tabs([]tab{
 		{"nexcage build --comp\t", "--compression"},
 		{"nexcage build --compression \t", "zstd"},
 		{"nexcage convert --format=o\t", "--format=oci-archive"},
 		{"nexcage generate --rootfs di\t", "dirA/"},
-	} {
-		term.send("\x15" + tc.typed)
-		term.waitFor(tc.want)
-	}
+	})
 }
 
 // TestFishCompletion checks the fish script's syntax, then asks fish

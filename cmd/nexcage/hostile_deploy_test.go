@@ -37,9 +37,7 @@ func hostileDeploy(t *testing.T, bin string, edit func(conf, manifest string, ma
 	marker := filepath.Join(dir, "pwned")
 	edit(base+".conf", base+".json", marker)
 
-	s := pvetest.NewStandIn(t)
-	t.Setenv("PATH", s.BinDir+string(filepath.ListSeparator)+os.Getenv("PATH"))
-	t.Setenv("NEXCAGE_PVE_ROOT", s.Root)
+	s := pvetest.NewStandInHost(t)
 	t.Cleanup(func() {
 		if _, err := os.Stat(marker); err == nil {
 			t.Errorf("the template's hook ran on the host: %s exists", marker)

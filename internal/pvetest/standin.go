@@ -107,6 +107,34 @@ func NewStandIn(t testing.TB) *StandIn {
 	return s
 }
 
+// NewStandInHost is NewStandIn made this test's PVE host, for the test
+// and the commands it runs: BinDir first in PATH, NEXCAGE_PVE_ROOT its
+// Root, PVE_VERSION and PVE_NODE empty (the stand-in's defaults; a test
+// sets them to pretend another version or node). The test's TMPDIR,
+// which holds Root, is made traversable by others, as a container's
+// mapped root (uid 100000) must reach its rootfs through it.
+func NewStandInHost(t testing.TB) *StandIn {
+	t.Helper()
+	s := NewStandIn(t)
+	// testenv.Main and CheckLeaks give a test a private TMPDIR (0700);
+	// a shared one such as /tmp already lets others through.
+	tmp := os.TempDir()
+	fi, err := os.Stat(tmp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Mode().Perm()&0o011 != 0o011 {
+		if err := os.Chmod(tmp, fi.Mode().Perm()|0o055); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Setenv("PATH", s.BinDir+string(filepath.ListSeparator)+os.Getenv("PATH"))
+	t.Setenv("NEXCAGE_PVE_ROOT", s.Root)
+	t.Setenv("PVE_VERSION", "")
+	t.Setenv("PVE_NODE", "")
+	return s
+}
+
 // layout creates the simulated host's directories and configuration.
 func (s *StandIn) layout(bin string) error {
 	if err := os.Chmod(s.Root, 0o755); err != nil {

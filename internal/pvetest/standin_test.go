@@ -27,19 +27,11 @@ import (
 // rootfs -cf - .` writes them (proxmox.md §2).
 func alpineTemplate(t *testing.T, s *pvetest.StandIn) string {
 	t.Helper()
-	dir, err := testimage.ImagesDir()
+	zr, err := testimage.AlpineTar("amd64")
 	if err != nil {
 		t.Fatal(err)
 	}
-	in, err := os.Open(filepath.Join(dir, "alpine-minirootfs-3.20.3-x86_64.tar.gz"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer in.Close()
-	zr, err := gzip.NewReader(in)
-	if err != nil {
-		t.Fatal(err)
-	}
+	defer zr.Close()
 	var entries []entry
 	for hdr, r := range testenv.TarMembers(t, zr) {
 		body, err := io.ReadAll(r)

@@ -10,10 +10,13 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/nexcage/nexcage/internal/testimage"
+	"github.com/nexcage/nexcage/progress"
 	"github.com/nexcage/nexcage/rootfs"
 )
 
@@ -65,21 +68,29 @@ func DirNames(t testing.TB, dir string) []string {
 	return out
 }
 
-// Store writes c to an OCI layout tagged tag in a fresh directory, opens a
-// fresh store beside it and pulls the case into it for the platform its
-// image config names (linux/amd64 for an index or an image that names
-// none). It returns the store and the stored image.
+// Store opens a fresh store and pulls c into it (see Pull). It returns
+// the store and the stored image.
 func Store(t testing.TB, c testimage.Case, tag string) (*rootfs.Store, rootfs.Image) {
 	t.Helper()
-	dir := t.TempDir()
-	if err := testimage.WriteLayout(filepath.Join(dir, "layout"), tag, c); err != nil {
-		t.Fatal(err)
-	}
-	s, err := rootfs.OpenStore(filepath.Join(dir, "store"))
+	s, err := rootfs.OpenStore(filepath.Join(t.TempDir(), "store"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	ref, err := rootfs.ParseRef("oci:" + filepath.Join(dir, "layout") + ":" + tag)
+	return s, Pull(t, s, c, tag)
+}
+
+// Pull writes c to an OCI layout tagged tag in a fresh directory and
+// pulls it into s, as `nexcage pull` does, for the platform its image
+// config names (linux/amd64 for an index or an image that names none).
+// Several cases pulled into one store share it as a template factory's
+// builds do. It returns the stored image.
+func Pull(t testing.TB, s *rootfs.Store, c testimage.Case, tag string) rootfs.Image {
+	t.Helper()
+	layout := filepath.Join(t.TempDir(), "layout")
+	if err := testimage.WriteLayout(layout, tag, c); err != nil {
+		t.Fatal(err)
+	}
+	ref, err := rootfs.ParseRef("oci:" + layout + ":" + tag)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -93,8 +104,29 @@ func Store(t testing.TB, c testimage.Case, tag string) (*rootfs.Store, rootfs.Im
 	if err != nil {
 		t.Fatal(err)
 	}
-	return s, img
+	return img
 }
+
+// ChainReuses passes every report on to its Reporter and counts the
+// builds that reused a chain of lower layers an earlier build cached
+// (rootfs's step "reusing the N lowest layers ...").
+type ChainReuses struct {
+	progress.Reporter
+	n atomic.Int64
+}
+
+// NewChainReuses counts reuses and discards the reports.
+func NewChainReuses() *ChainReuses { return &ChainReuses{Reporter: progress.Discard} }
+
+func (c *ChainReuses) Step(format string, args ...any) {
+	if strings.HasPrefix(format, "reusing the") {
+		c.n.Add(1)
+	}
+	c.Reporter.Step(format, args...)
+}
+
+// N is how many builds reused a cached chain so far.
+func (c *ChainReuses) N() int64 { return c.n.Load() }
 
 // Unpack stores c under its name and unpacks it with opts into a fresh
 // bundle, which is removed when the test ends. It returns the bundle

@@ -37,3 +37,14 @@ func Timed(t testing.TB) func() {
 		}
 	}
 }
+
+// Refused reports whether the code under test refused a fuzz input
+// (err is not nil), and fails the test when the refusal has no message:
+// whoever wrote the input is told why it was refused.
+func Refused(t testing.TB, err error) bool {
+	t.Helper()
+	if err != nil && err.Error() == "" {
+		t.Fatal("empty error message")
+	}
+	return err != nil
+}

@@ -3,6 +3,7 @@ package testimage
 import (
 	"archive/tar"
 	"bufio"
+	"compress/gzip"
 	"errors"
 	"fmt"
 	"io"
@@ -73,6 +74,38 @@ func WriteAlpineLayout(dir, tag string) error {
 	return WriteLayout(dir, tag, Case{Name: "alpine", Image: img})
 }
 
+// AlpineTar opens the Alpine minirootfs tarball for arch ("amd64" or
+// "arm64") and returns its tar stream, gunzipped; Close closes the file.
+// It is for tests that rewrite the archive (a PVE template's "./" names,
+// extra members); a test wanting an image uses Alpine.
+func AlpineTar(arch string) (io.ReadCloser, error) {
+	dir, file, err := alpineFile(arch)
+	if err != nil {
+		return nil, err
+	}
+	f, err := os.Open(filepath.Join(dir, file))
+	if err != nil {
+		return nil, fmt.Errorf("testimage: %w", err)
+	}
+	zr, err := gzip.NewReader(f)
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("testimage: %s: %w", file, err)
+	}
+	return gunzipped{zr, f}, nil
+}
+
+// gunzipped reads the decompressed stream and closes the file under it.
+type gunzipped struct {
+	*gzip.Reader
+	f *os.File
+}
+
+func (g gunzipped) Close() error {
+	g.Reader.Close()
+	return g.f.Close()
+}
+
 // AlpineIndex returns an OCI index of Alpine amd64 and arm64.
 func AlpineIndex() (v1.ImageIndex, error) {
 	var images []v1.Image
@@ -98,20 +131,26 @@ func alpineConfig() v1.Config {
 // file, and the tarballs are read-only release artefacts.
 var alpineLayers sync.Map // path -> v1.Layer
 
-func alpineLayer(arch string) (v1.Layer, error) {
+// alpineFile is the directory and name of arch's minirootfs tarball.
+func alpineFile(arch string) (dir, file string, err error) {
 	t, ok := alpineTarballs[arch]
 	if !ok {
-		return nil, fmt.Errorf("testimage: no Alpine tarball for arch %q (have amd64, arm64)", arch)
+		return "", "", fmt.Errorf("testimage: no Alpine tarball for arch %q (have amd64, arm64)", arch)
 	}
-	dir, err := ImagesDir()
+	dir, err = ImagesDir()
+	return dir, t.file, err
+}
+
+func alpineLayer(arch string) (v1.Layer, error) {
+	dir, file, err := alpineFile(arch)
 	if err != nil {
 		return nil, err
 	}
-	want, err := sumFor(dir, t.file)
+	want, err := sumFor(dir, file)
 	if err != nil {
 		return nil, err
 	}
-	path := filepath.Join(dir, t.file)
+	path := filepath.Join(dir, file)
 	if l, ok := alpineLayers.Load(path); ok {
 		return l.(v1.Layer), nil
 	}

@@ -611,6 +611,11 @@ func TestAlpine(t *testing.T) {
 			if d, _ := layers[0].Digest(); d.Hex != sum {
 				t.Errorf("digest %s, SHA256SUMS %s", d.Hex, sum)
 			}
+			// AlpineTar is the same release tarball, gunzipped.
+			raw := readAll(t, func() (io.ReadCloser, error) { return AlpineTar(arch) })
+			if !bytes.Equal(raw, readAll(t, layers[0].Uncompressed)) {
+				t.Errorf("AlpineTar(%q) (%d bytes) is not the layer's tar", arch, len(raw))
+			}
 			if got := string(fileInLayer(t, layers[0], "./etc/apk/arch")); got != tb.apkArch+"\n" {
 				t.Errorf("/etc/apk/arch = %q, want %q", got, tb.apkArch)
 			}
@@ -625,6 +630,9 @@ func TestAlpine(t *testing.T) {
 	}
 	if _, err := Alpine("riscv64"); err == nil {
 		t.Error("unknown arch accepted")
+	}
+	if _, err := AlpineTar("riscv64"); err == nil {
+		t.Error("AlpineTar: unknown arch accepted")
 	}
 
 	idx, err := AlpineIndex()
