@@ -3,7 +3,6 @@ package pipeline
 import (
 	"context"
 	"fmt"
-	"path/filepath"
 	"strconv"
 	"strings"
 
@@ -50,14 +49,7 @@ type UpgradeResult struct {
 // UpToDate and nothing on the host is touched. A container nexcage did
 // not create is refused unless Upgrade.Adopt, with Image naming its image.
 func Upgrade(ctx context.Context, store *rootfs.Store, ct string, opts UpgradeOptions) (*UpgradeResult, error) {
-	rep := opts.Progress
-	if rep == nil {
-		rep = progress.Discard
-	}
-	h := opts.Host
-	if h == nil {
-		h = pct.NewHost("")
-	}
+	rep, h := reporterAndHost(opts.Progress, opts.Host)
 	vmid, err := resolveCT(ctx, h, ct)
 	if err != nil {
 		return nil, err
@@ -90,25 +82,9 @@ func Upgrade(ctx context.Context, store *rootfs.Store, ct string, opts UpgradeOp
 	case image == "":
 		image = marker.Image
 	}
-	template := image
-	if !IsTemplate(image) {
-		if store == nil {
-			return nil, fmt.Errorf("%s is an image reference, and building it needs a store", image)
-		}
-		dir := opts.TemplateDir
-		if dir == "" {
-			dir = filepath.Join(filepath.Dir(store.Dir), "templates")
-		}
-		b := opts.Build
-		if b.Progress == nil {
-			b.Progress = rep
-		}
-		b.Convert.Output = dir + "/"
-		res, err := Build(ctx, store, image, b)
-		if err != nil {
-			return nil, err
-		}
-		template = res.Result.Template
+	template, err := templateOf(ctx, store, image, opts.TemplateDir, opts.Build, rep)
+	if err != nil {
+		return nil, err
 	}
 	lo := pct.LoadOptions{AllowRawLXC: opts.AllowRawLXC, Progress: rep}
 	newT, err := pct.LoadTemplate(ctx, h, template, lo)
@@ -132,14 +108,9 @@ func Upgrade(ctx context.Context, store *rootfs.Store, ct string, opts UpgradeOp
 	if err != nil {
 		return nil, err
 	}
-	for _, w := range plan.Warnings {
-		rep.Warn("%s", w)
-	}
-	if opts.DryRun || plan.UpToDate {
-		return &UpgradeResult{Plan: plan}, nil
-	}
-	rep.Step("upgrading CT %d to %s", plan.VMID, plan.VolID)
-	res, err := pct.Upgrade(ctx, h, plan)
+	res, err := carryOut(rep, plan.Warnings, opts.DryRun || plan.UpToDate, fmt.Sprintf("upgrading CT %d to %s", plan.VMID, plan.VolID), func() (*pct.UpgradeResult, error) {
+		return pct.Upgrade(ctx, h, plan)
+	})
 	if err != nil {
 		return nil, err
 	}

@@ -7,7 +7,6 @@ import (
 
 	"github.com/spf13/pflag"
 
-	"github.com/nexcage/nexcage/convert"
 	"github.com/nexcage/nexcage/pipeline"
 	"github.com/nexcage/nexcage/rootfs"
 )
@@ -72,11 +71,7 @@ func runUpgrade(ctx context.Context, e *env, args []string) (any, error) {
 		if err != nil {
 			return nil, err
 		}
-		if o.Build, err = buildOptions(e, so); err != nil {
-			return nil, err
-		}
-		o.Build.Convert = convert.Options{ToolVersion: nexcageVersion(), Progress: e.progress}
-		if store, err = openStore(e); err != nil {
+		if o.Build, store, err = imageBuild(e, so); err != nil {
 			return nil, err
 		}
 	}
