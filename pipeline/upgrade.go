@@ -3,6 +3,8 @@ package pipeline
 import (
 	"context"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 
@@ -50,6 +52,10 @@ type UpgradeResult struct {
 // not create is refused unless Upgrade.Adopt, with Image naming its image.
 func Upgrade(ctx context.Context, store *rootfs.Store, ct string, opts UpgradeOptions) (*UpgradeResult, error) {
 	rep, h := reporterAndHost(opts.Progress, opts.Host)
+	if h.Remote() && opts.Upgrade.HealthCmd != "" {
+		// Before anything is built: the API cannot run it.
+		return nil, &pct.RemoteExecError{Cmd: opts.Upgrade.HealthCmd}
+	}
 	vmid, err := resolveCT(ctx, h, ct)
 	if err != nil {
 		return nil, err
@@ -98,7 +104,11 @@ func Upgrade(ctx context.Context, store *rootfs.Store, ct string, opts UpgradeOp
 		// gone is not fatal (PlanUpgrade says what that means).
 		// Only a template storage's volume: the description is the user's,
 		// and a path there would read any file on the host.
-		if markerTemplateOK(marker.Template) {
+		switch {
+		case !markerTemplateOK(marker.Template):
+		case h.Remote():
+			oldT = cachedTemplate(ctx, h, *marker, lo, opts.TemplateDir, store, opts.Image)
+		default:
 			if t, err := pct.LoadTemplate(ctx, h, marker.Template, lo); err == nil {
 				oldT = t
 			}
@@ -115,6 +125,36 @@ func Upgrade(ctx context.Context, store *rootfs.Store, ct string, opts UpgradeOp
 		return nil, err
 	}
 	return &UpgradeResult{Plan: plan, Result: res}, nil
+}
+
+// cachedTemplate is, through the API (which cannot read a stored
+// template's .conf and .json), the local copy of the template a
+// container came from: the file of its name in the template cache or
+// beside the new template, if its image digest is the marker's.
+func cachedTemplate(ctx context.Context, h *pct.Host, m pct.Marker, lo pct.LoadOptions, dir string, store *rootfs.Store, image string) *pct.Template {
+	if m.Digest == "" {
+		return nil
+	}
+	var dirs []string
+	if dir != "" {
+		dirs = append(dirs, dir)
+	} else if store != nil {
+		dirs = append(dirs, filepath.Join(filepath.Dir(store.Dir), "templates"))
+	}
+	if IsTemplate(image) && !pct.IsVolumeID(image) {
+		dirs = append(dirs, filepath.Dir(image))
+	}
+	_, file, _ := strings.Cut(m.Template, ":vztmpl/")
+	for _, d := range dirs {
+		path := filepath.Join(d, file)
+		if _, err := os.Stat(path); err != nil {
+			continue
+		}
+		if t, err := pct.LoadTemplate(ctx, h, path, lo); err == nil && t.Digest == m.Digest {
+			return t
+		}
+	}
+	return nil
 }
 
 // markerImageOK: a marker's image is used only as a registry reference.
