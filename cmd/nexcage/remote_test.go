@@ -90,10 +90,11 @@ func TestRemoteScripts(t *testing.T) {
 		})
 		return nil
 	}, map[string]func(ts *testscript.TestScript, neg bool, args []string){
-		"exits":    cmdExits,
-		"mkimage":  cmdMkimage,
-		"nosecret": cmdNoSecret,
-		"mkapp":    cmdMkapp,
+		"exits":     cmdExits,
+		"mkimage":   cmdMkimage,
+		"nosecret":  cmdNoSecret,
+		"mkapp":     cmdMkapp,
+		"mkversion": cmdMkversion,
 	})
 }
 
