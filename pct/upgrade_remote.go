@@ -73,7 +73,7 @@ func (h *Host) readUpgradeConfig(ctx context.Context, p *UpgradePlan) ([]byte, e
 		}
 	}
 	if node == "" {
-		return nil, newError(ErrNotFound, "vmid", fmt.Sprintf("CT %d is not a container of this cluster", p.VMID), "check the VMID with `nexcage list --containers`")
+		return nil, newError(ErrNotFound, "vmid", fmt.Sprintf("CT %d is not a container of this cluster", p.VMID), "check the VMID among the cluster's containers")
 	}
 	conf, err := h.api.LXCConfig(ctx, node, p.VMID)
 	if err != nil {
@@ -305,7 +305,7 @@ func (h *Host) remoteRunning(ctx context.Context, vmid int) (bool, error) {
 			return r.Status == "running", nil
 		}
 	}
-	return false, newError(ErrNotFound, "vmid", fmt.Sprintf("CT %d is not a container of this cluster", vmid), "check the VMID with `nexcage list --containers`")
+	return false, newError(ErrNotFound, "vmid", fmt.Sprintf("CT %d is not a container of this cluster", vmid), "check the VMID among the cluster's containers")
 }
 
 // apiReq is one request of a remote upgrade, as --dry-run shows it.

@@ -107,7 +107,7 @@ func remoteHint(e *env, err error) error {
 	if errors.As(err, &rl) {
 		way := "deploy it on the host (without --remote), where nexcage writes them into the config"
 		if e.hasFlag("discard-rootfs-changes") {
-			way = "upgrade it on the host (without --remote), where nexcage writes them into the config"
+			return suffixHint(err, "upgrade it on the host (without --remote), where nexcage writes them into the config")
 		}
 		if rl.Version.AppContainers() {
 			way = "export the image with `nexcage convert --format oci-archive IMAGE -o FILE.tar` and let PVE's own OCI import create the container, or " + way

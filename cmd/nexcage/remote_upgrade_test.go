@@ -11,15 +11,15 @@ import (
 	"github.com/nexcage/nexcage/internal/testimage"
 )
 
-// mkversion DIR TAG VERSION ENTRYPOINT [NAME=VALUE...]: an application
+// mkversion DIR TAG VERSION ENTRYPOINT [NAME=VALUE|cwd:DIR...]: an application
 // image for upgrade scripts: Alpine with /app/run.sh (which ends on
 // SIGTERM and on SIGPWR, the stop signal of a CT made through the API)
 // and /app/version, /app/fail.sh (which exits at once), the entrypoint (split at blanks), the environment and
-// a VOLUME /data, without cwd, user or stop signal, which the API cannot
-// set.
+// a VOLUME /data, without user or stop signal, and without cwd unless
+// cwd:DIR: the API cannot set them.
 func cmdMkversion(ts *testscript.TestScript, neg bool, args []string) {
 	if neg || len(args) < 4 {
-		ts.Fatalf("usage: mkversion DIR TAG VERSION ENTRYPOINT [NAME=VALUE...]")
+		ts.Fatalf("usage: mkversion DIR TAG VERSION ENTRYPOINT [NAME=VALUE|cwd:DIR...]")
 	}
 	base, err := testimage.Alpine("amd64")
 	ts.Check(err)
@@ -33,11 +33,19 @@ func cmdMkversion(ts *testscript.TestScript, neg bool, args []string) {
 		testimage.File("app/only-in-"+args[2], 0o644, args[2]+"\n"),
 	}, testimage.Gzip)
 	ts.Check(err)
-	img, err := testimage.Image(append(layers, app), v1.Config{
+	cfg := v1.Config{
 		Entrypoint: strings.Fields(args[3]),
-		Env:        append([]string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin"}, args[4:]...),
+		Env:        []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin"},
 		Volumes:    map[string]struct{}{"/data": {}},
-	}, v1.Platform{OS: "linux", Architecture: "amd64"}, false)
+	}
+	for _, a := range args[4:] {
+		if dir, ok := strings.CutPrefix(a, "cwd:"); ok {
+			cfg.WorkingDir = dir
+		} else {
+			cfg.Env = append(cfg.Env, a)
+		}
+	}
+	img, err := testimage.Image(append(layers, app), cfg, v1.Platform{OS: "linux", Architecture: "amd64"}, false)
 	ts.Check(err)
 	dir := ts.MkAbs(args[0])
 	p, err := layout.FromPath(dir)
