@@ -469,6 +469,17 @@ func (h *Host) upgradeRemote(ctx context.Context, p *UpgradePlan, res *UpgradeRe
 		if st, _ := c.Status(bg, node, p.VMID); started && st.Status == "running" {
 			try(p.powerReq("stop"))
 		}
+		vol := func(key string) string {
+			conf, err := c.LXCConfig(bg, node, p.VMID)
+			if err != nil {
+				return ""
+			}
+			v, _, _ := strings.Cut(conf[key], ",")
+			return v
+		}
+		if !swapped && p.newVol != "" && vol("rootfs") == p.newVol {
+			swapped = true // the swap was made though its answer was lost
+		}
 		if swapped {
 			back := url.Values{"rootfs": {p.oldRootfs}, p.unusedKey: {p.newVol}}
 			for k, v := range r.restore {
@@ -483,7 +494,12 @@ func (h *Host) upgradeRemote(ctx context.Context, p *UpgradePlan, res *UpgradeRe
 			handed = true // the new rootfs is unusedN again
 		}
 		if handed {
-			try(p.freeReq())
+			// Only a volume known to be the new one is freed.
+			if v := vol(p.unusedKey); p.newVol != "" && v == p.newVol {
+				try(p.freeReq())
+			} else if v != "" {
+				errs = append(errs, fmt.Errorf("CT %d's %s is %s, not known to be the new rootfs: it was not deleted", p.VMID, p.unusedKey, v))
+			}
 		}
 		if tmpMade {
 			try(p.destroyTmpReq())
