@@ -325,7 +325,11 @@ func PlanUpgrade(ctx context.Context, h *Host, vmid int, oldT, t *Template, o Up
 			return nil, err
 		}
 	} else if managed {
-		p.Warnings = append(p.Warnings, fmt.Sprintf("the old template %s is gone: its defaults are unknown, so every current value is kept as the user's", p.From.Template))
+		gone := "is gone"
+		if h.Remote() {
+			gone = "has no local copy with its digest (the API cannot read its .conf)"
+		}
+		p.Warnings = append(p.Warnings, fmt.Sprintf("the old template %s %s: its defaults are unknown, so every current value is kept as the user's", p.From.Template, gone))
 	}
 	p.ostype, p.arch = cmp.Or(newC.OSType, cur.OSType), cmp.Or(newC.Arch, cur.Arch)
 	p.merge(oldC, newC, cur, cv)

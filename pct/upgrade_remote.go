@@ -406,6 +406,9 @@ func (p *UpgradePlan) remoteUpgradeCommands() []string {
 // the temporary CT and starts the container again if it ran; the config
 // is then read back and compared with the one planned.
 func (h *Host) upgradeRemote(ctx context.Context, p *UpgradePlan, res *UpgradeResult) (*UpgradeResult, error) {
+	if !h.Remote() {
+		return nil, newError(ErrInvalidArgument, "", "the upgrade was planned through the API, and this host is reached through its tools", "carry it out with the host it was planned with")
+	}
 	c, r := h.api, p.remote
 	node := r.node
 	now, err := c.LXCConfig(ctx, node, p.VMID)

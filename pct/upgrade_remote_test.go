@@ -7,10 +7,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/nexcage/nexcage/internal/pveoracle"
-	"github.com/nexcage/nexcage/internal/pvetest"
 	"github.com/nexcage/nexcage/pct"
-	"github.com/nexcage/nexcage/pveapi"
 )
 
 // upgradeConf is an application CT nexcage made through the API (PVE
@@ -32,16 +29,7 @@ lxc.environment.runtime: GREETING=hello
 // before it ran is refused (its digest) without a change; a snapshot and
 // a lock are refused as on the host. Every request PVE's schema judged.
 func TestRemoteUpgradeRefusals(t *testing.T) {
-	pveoracle.Require(t)
-	s := pvetest.NewStandIn(t)
-	api := s.StartAPI(t, pvetest.APIOptions{})
-	tok := strings.TrimPrefix(api.AddToken(t, "ci@pve!up", map[string][]string{"/": {"*"}}), "PVEAPIToken=")
-	c, err := pveapi.New(pveapi.Config{URL: api.URL, Token: tok, Fingerprint: api.Fingerprint})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(c.Close)
-	h := pct.NewRemoteHost(c)
+	s, api, h := remoteStandIn(t)
 	ctx := context.Background()
 	conf := s.Path("etc/pve/nodes/pve/lxc/100.conf")
 	write := func(text string) {
@@ -63,7 +51,7 @@ func TestRemoteUpgradeRefusals(t *testing.T) {
 		return out
 	}
 
-	_, err = pct.PlanUpgrade(ctx, h, 100, nil, tmpl, pct.UpgradeOptions{HealthCmd: "true"})
+	_, err := pct.PlanUpgrade(ctx, h, 100, nil, tmpl, pct.UpgradeOptions{HealthCmd: "true"})
 	var xe *pct.RemoteExecError
 	if !errors.As(err, &xe) || !errors.Is(err, pct.ErrInvalidArgument) || xe.Cmd != "true" {
 		t.Fatalf("--health-cmd through the API: %v (%T), want a *RemoteExecError", err, err)

@@ -47,11 +47,15 @@ func cmdMkversion(ts *testscript.TestScript, neg bool, args []string) {
 	}
 	img, err := testimage.Image(append(layers, app), cfg, v1.Platform{OS: "linux", Architecture: "amd64"}, false)
 	ts.Check(err)
-	dir := ts.MkAbs(args[0])
-	p, err := layout.FromPath(dir)
+	appendToLayout(ts, args[0], args[1], img)
+}
+
+// appendToLayout adds img to the OCI layout DIR (made when missing) as TAG.
+func appendToLayout(ts *testscript.TestScript, dir, tag string, img v1.Image) {
+	p, err := layout.FromPath(ts.MkAbs(dir))
 	if err != nil {
-		p, err = layout.Write(dir, empty.Index)
+		p, err = layout.Write(ts.MkAbs(dir), empty.Index)
 		ts.Check(err)
 	}
-	ts.Check(p.AppendImage(img, layout.WithAnnotations(map[string]string{"org.opencontainers.image.ref.name": args[1]})))
+	ts.Check(p.AppendImage(img, layout.WithAnnotations(map[string]string{"org.opencontainers.image.ref.name": tag})))
 }
