@@ -98,6 +98,19 @@ func TestRemoteUpgradeRefusals(t *testing.T) {
 			t.Errorf("with %q: %v, want %q", extra, err, want)
 		}
 	}
+	// Adopted: the marker is added to the description, every current
+	// value is the user's.
+	write(strings.SplitN(upgradeConf, "\n", 2)[1])
+	if _, err := pct.PlanUpgrade(ctx, h, 100, nil, tmpl, pct.UpgradeOptions{}); err == nil || !strings.Contains(err.Error(), "was not created by nexcage") {
+		t.Errorf("not nexcage's, without Adopt: %v", err)
+	}
+	ap, err := pct.PlanUpgrade(ctx, h, 100, nil, tmpl, pct.UpgradeOptions{Adopt: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cmds := strings.Join(ap.Commands(), "\n"); !strings.Contains(cmds, ` description="nexcage: template=local:vztmpl/app_1_amd64.tar.zst image=example.com/app:1" digest=DIGEST`) {
+		t.Errorf("adopted: the swap does not add the marker, or changes more:\n%s", cmds)
+	}
 	if ch := changing(mark); len(ch) > 0 {
 		t.Errorf("plans sent %q", ch)
 	}
