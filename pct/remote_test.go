@@ -20,6 +20,13 @@ import (
 // nodes pve and pve2), with a token that may do anything.
 func remoteHost(t *testing.T) (*pvetest.API, *pct.Host) {
 	t.Helper()
+	_, api, h := remoteStandIn(t)
+	return api, h
+}
+
+// remoteStandIn is remoteHost with the stand-in behind the API.
+func remoteStandIn(t *testing.T) (*pvetest.StandIn, *pvetest.API, *pct.Host) {
+	t.Helper()
 	pveoracle.Require(t)
 	s := pvetest.NewStandIn(t)
 	api := s.StartAPI(t, pvetest.APIOptions{})
@@ -29,7 +36,7 @@ func remoteHost(t *testing.T) (*pvetest.API, *pct.Host) {
 		t.Fatal(err)
 	}
 	t.Cleanup(c.Close)
-	return api, pct.NewRemoteHost(c)
+	return s, api, pct.NewRemoteHost(c)
 }
 
 // TestRemotePlan makes plans through the API: raw LXC lines are refused

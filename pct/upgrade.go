@@ -77,6 +77,7 @@ type UpgradePlan struct {
 	newMarker     string
 	before        []byte // the config when planned
 	path          string
+	remote        *remoteUpgrade // through the API
 	// NewVolume is learnt while the upgrade runs: the new rootfs.
 	newVol string
 }
@@ -157,6 +158,9 @@ func (p *UpgradePlan) Commands() []string {
 	if p.UpToDate {
 		return []string{fmt.Sprintf("# CT %d already runs %s: nothing to do", p.VMID, p.VolID)}
 	}
+	if p.remote != nil {
+		return p.remoteUpgradeCommands()
+	}
 	var out []string
 	if p.Upload != nil && !p.Upload.Skip {
 		out = append(out, ShellQuote([]string{"cp", p.Upload.From, p.Upload.To}))
@@ -182,18 +186,15 @@ func (p *UpgradePlan) Commands() []string {
 // a value the user changed stays. oldT is the template the container
 // came from (nil when unknown: with Adopt, or when it is gone).
 func PlanUpgrade(ctx context.Context, h *Host, vmid int, oldT, t *Template, o UpgradeOptions) (*UpgradePlan, error) {
-	if h.Remote() {
-		return nil, newError(ErrInvalidArgument, "", "upgrade works on the Proxmox host only, not through the API yet", "run it on the node")
-	}
 	p := &UpgradePlan{VMID: vmid, HealthCmd: o.HealthCmd, path: h.configPath(vmid, "")}
-	raw, err := os.ReadFile(p.path)
+	raw, err := h.readUpgradeConfig(ctx, p)
 	if err != nil {
-		return nil, newError(ErrNotFound, "vmid", fmt.Sprintf("CT %d has no config on this node (%v)", vmid, err), "check the VMID with `pct list`")
+		return nil, err
 	}
 	p.before = raw
 	text := string(raw)
 	if strings.Contains(text, "\n[") || strings.HasPrefix(text, "[") {
-		return nil, newError(ErrInvalidArgument, "vmid", fmt.Sprintf("CT %d has snapshots, which name its current rootfs", vmid), "delete them (`pct delsnapshot`) first")
+		return nil, errSnapshots(vmid)
 	}
 	if hasKey(text, "lock") {
 		return nil, newError(ErrInvalidArgument, "vmid", fmt.Sprintf("CT %d is locked", vmid), "wait for the operation holding it, or `pct unlock` it")
@@ -222,8 +223,12 @@ func PlanUpgrade(ctx context.Context, h *Host, vmid int, oldT, t *Template, o Up
 		return nil, newError(ErrInvalidArgument, "vmid", fmt.Sprintf("CT %d is a system container: its rootfs holds its own changes (packages, files), which the new template's rootfs replaces", vmid), "back up what you need, then upgrade with DiscardRootfsChanges", "DiscardRootfsChanges")
 	}
 
-	// The template, on the host.
-	if t.VolID != "" {
+	// The template, on the host (or through the API).
+	if h.Remote() {
+		if err := h.planUpgradeTemplateRemote(ctx, p, t, o); err != nil {
+			return nil, err
+		}
+	} else if t.VolID != "" {
 		p.VolID = t.VolID
 		if _, err := h.TemplatePath(ctx, t.VolID); err != nil {
 			return nil, err
@@ -310,20 +315,29 @@ func PlanUpgrade(ctx context.Context, h *Host, vmid int, oldT, t *Template, o Up
 	}
 
 	// The three-way merge, in the host's representation.
-	newC, err := imageConfig(t, cv)
+	newC, err := imageConfig(t, cv, h.Remote())
 	if err != nil {
 		return nil, err
 	}
 	var oldC *lxc.Config
 	if oldT != nil && managed {
-		if oldC, err = imageConfig(oldT, cv); err != nil {
+		if oldC, err = imageConfig(oldT, cv, h.Remote()); err != nil {
 			return nil, err
 		}
 	} else if managed {
-		p.Warnings = append(p.Warnings, fmt.Sprintf("the old template %s is gone: its defaults are unknown, so every current value is kept as the user's", p.From.Template))
+		gone := "is gone"
+		if h.Remote() {
+			gone = "has no local copy with its digest (the API cannot read its .conf)"
+		}
+		p.Warnings = append(p.Warnings, fmt.Sprintf("the old template %s %s: its defaults are unknown, so every current value is kept as the user's", p.From.Template, gone))
 	}
 	p.ostype, p.arch = cmp.Or(newC.OSType, cur.OSType), cmp.Or(newC.Arch, cur.Arch)
 	p.merge(oldC, newC, cur, cv)
+	if p.remote != nil {
+		if err := p.finishRemoteUpgrade(cur, ver, cv); err != nil {
+			return nil, err
+		}
+	}
 	return p, nil
 }
 
@@ -348,13 +362,16 @@ func isAppContainer(c *lxc.Config) bool {
 }
 
 // imageConfig is what a template's image sets, as deploy writes it on
-// this pve-container.
-func imageConfig(t *Template, cv lxc.PVEContainer) (*lxc.Config, error) {
+// this pve-container (through the API: without the stop signal nexcage
+// adds, a raw key the API cannot write).
+func imageConfig(t *Template, cv lxc.PVEContainer, remote bool) (*lxc.Config, error) {
 	var c lxc.Config
 	if t.Config != nil {
 		c = *t.Config
 	}
-	appDefaults(&c)
+	if !remote {
+		appDefaults(&c)
+	}
 	out, err := c.For(cv, false)
 	if err != nil {
 		return nil, releaseError(err, cv)
@@ -480,6 +497,9 @@ func hasKey(text, key string) bool {
 
 // running asks pct whether the container runs.
 func (h *Host) running(ctx context.Context, vmid int) (bool, error) {
+	if h.Remote() {
+		return h.remoteRunning(ctx, vmid)
+	}
 	out, err := h.run(ctx, "pct", "status", strconv.Itoa(vmid))
 	if err != nil {
 		return false, err
@@ -524,6 +544,9 @@ func Upgrade(ctx context.Context, h *Host, p *UpgradePlan) (*UpgradeResult, erro
 	res := &UpgradeResult{VMID: p.VMID, UpToDate: p.UpToDate}
 	if p.UpToDate {
 		return res, nil
+	}
+	if p.remote != nil {
+		return h.upgradeRemote(ctx, p, res)
 	}
 	now, err := os.ReadFile(p.path)
 	if err != nil || string(now) != string(p.before) {

@@ -41,14 +41,7 @@ type DeployResult struct {
 // container was created destroys it again unless Options.KeepFailed.
 // Errors are *pct.Error, *pct.TemplateConfigError or the host's.
 func Deploy(ctx context.Context, template string, opts DeployOptions) (*DeployResult, error) {
-	rep := opts.Progress
-	if rep == nil {
-		rep = progress.Discard
-	}
-	h := opts.Host
-	if h == nil {
-		h = pct.NewHost("")
-	}
+	rep, h := reporterAndHost(opts.Progress, opts.Host)
 	t, err := pct.LoadTemplate(ctx, h, template, pct.LoadOptions{AllowRawLXC: opts.AllowRawLXC, Progress: rep})
 	if err != nil {
 		return nil, err
@@ -57,18 +50,61 @@ func Deploy(ctx context.Context, template string, opts DeployOptions) (*DeployRe
 	if err != nil {
 		return nil, err
 	}
-	for _, w := range plan.Warnings {
-		rep.Warn("%s", w)
-	}
-	if opts.DryRun {
-		return &DeployResult{Plan: plan}, nil
-	}
-	rep.Step("creating CT %d from %s", plan.VMID, plan.VolID)
-	res, err := pct.Deploy(ctx, h, plan)
+	res, err := carryOut(rep, plan.Warnings, opts.DryRun, fmt.Sprintf("creating CT %d from %s", plan.VMID, plan.VolID), func() (*pct.Result, error) {
+		return pct.Deploy(ctx, h, plan)
+	})
 	if err != nil {
 		return nil, err
 	}
 	return &DeployResult{Plan: plan, Result: res}, nil
+}
+
+// reporterAndHost are the defaults of a deploy's reporter (none) and
+// host (this machine).
+func reporterAndHost(rep progress.Reporter, h *pct.Host) (progress.Reporter, *pct.Host) {
+	if rep == nil {
+		rep = progress.Discard
+	}
+	if h == nil {
+		h = pct.NewHost("")
+	}
+	return rep, h
+}
+
+// carryOut reports a plan's warnings, then, unless skip (a dry run, or
+// nothing to do), the step, and runs do; a skipped plan's result is nil.
+func carryOut[R any](rep progress.Reporter, warnings []string, skip bool, step string, do func() (*R, error)) (*R, error) {
+	for _, w := range warnings {
+		rep.Warn("%s", w)
+	}
+	if skip {
+		return nil, nil
+	}
+	rep.Step("%s", step)
+	return do()
+}
+
+// templateOf is image itself when it is a template, else the template it
+// is built into in dir (default: templates/ beside the store's directory).
+func templateOf(ctx context.Context, store *rootfs.Store, image, dir string, b BuildOptions, rep progress.Reporter) (string, error) {
+	if IsTemplate(image) {
+		return image, nil
+	}
+	if store == nil {
+		return "", fmt.Errorf("%s is an image reference, and building it needs a store", image)
+	}
+	if dir == "" {
+		dir = filepath.Join(filepath.Dir(store.Dir), "templates")
+	}
+	if b.Progress == nil {
+		b.Progress = rep
+	}
+	b.Convert.Output = dir + "/"
+	res, err := Build(ctx, store, image, b)
+	if err != nil {
+		return "", err
+	}
+	return res.Result.Template, nil
 }
 
 // IsTemplate tells a template (a volume id, or a file named like a
@@ -118,25 +154,9 @@ func Create(ctx context.Context, store *rootfs.Store, opts CreateOptions) (*Depl
 	} else if r != nil {
 		return nil, &pct.Error{Kind: pct.ErrAlreadyExists, Param: "name", Msg: fmt.Sprintf("a container named %s already exists (CT %d on node '%s')", opts.Name, r.VMID, r.Node), Fix: fmt.Sprintf("choose another name, or remove it with `pct destroy %d --purge`", r.VMID)}
 	}
-	template := opts.Image
-	if !IsTemplate(template) {
-		if store == nil {
-			return nil, fmt.Errorf("%s is an image reference, and building it needs a store", template)
-		}
-		dir := opts.TemplateDir
-		if dir == "" {
-			dir = filepath.Join(filepath.Dir(store.Dir), "templates")
-		}
-		b := opts.Build
-		if b.Progress == nil {
-			b.Progress = opts.Deploy.Progress
-		}
-		b.Convert.Output = dir + "/"
-		res, err := Build(ctx, store, template, b)
-		if err != nil {
-			return nil, err
-		}
-		template = res.Result.Template
+	template, err := templateOf(ctx, store, opts.Image, opts.TemplateDir, opts.Build, opts.Deploy.Progress)
+	if err != nil {
+		return nil, err
 	}
 	return Deploy(ctx, template, opts.Deploy)
 }

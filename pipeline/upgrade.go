@@ -3,6 +3,7 @@ package pipeline
 import (
 	"context"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -50,13 +51,10 @@ type UpgradeResult struct {
 // UpToDate and nothing on the host is touched. A container nexcage did
 // not create is refused unless Upgrade.Adopt, with Image naming its image.
 func Upgrade(ctx context.Context, store *rootfs.Store, ct string, opts UpgradeOptions) (*UpgradeResult, error) {
-	rep := opts.Progress
-	if rep == nil {
-		rep = progress.Discard
-	}
-	h := opts.Host
-	if h == nil {
-		h = pct.NewHost("")
+	rep, h := reporterAndHost(opts.Progress, opts.Host)
+	if h.Remote() && opts.Upgrade.HealthCmd != "" {
+		// Before anything is built: the API cannot run it.
+		return nil, &pct.RemoteExecError{Cmd: opts.Upgrade.HealthCmd}
 	}
 	vmid, err := resolveCT(ctx, h, ct)
 	if err != nil {
@@ -90,25 +88,9 @@ func Upgrade(ctx context.Context, store *rootfs.Store, ct string, opts UpgradeOp
 	case image == "":
 		image = marker.Image
 	}
-	template := image
-	if !IsTemplate(image) {
-		if store == nil {
-			return nil, fmt.Errorf("%s is an image reference, and building it needs a store", image)
-		}
-		dir := opts.TemplateDir
-		if dir == "" {
-			dir = filepath.Join(filepath.Dir(store.Dir), "templates")
-		}
-		b := opts.Build
-		if b.Progress == nil {
-			b.Progress = rep
-		}
-		b.Convert.Output = dir + "/"
-		res, err := Build(ctx, store, image, b)
-		if err != nil {
-			return nil, err
-		}
-		template = res.Result.Template
+	template, err := templateOf(ctx, store, image, opts.TemplateDir, opts.Build, rep)
+	if err != nil {
+		return nil, err
 	}
 	lo := pct.LoadOptions{AllowRawLXC: opts.AllowRawLXC, Progress: rep}
 	newT, err := pct.LoadTemplate(ctx, h, template, lo)
@@ -122,7 +104,11 @@ func Upgrade(ctx context.Context, store *rootfs.Store, ct string, opts UpgradeOp
 		// gone is not fatal (PlanUpgrade says what that means).
 		// Only a template storage's volume: the description is the user's,
 		// and a path there would read any file on the host.
-		if markerTemplateOK(marker.Template) {
+		switch {
+		case !markerTemplateOK(marker.Template):
+		case h.Remote():
+			oldT = cachedTemplate(ctx, h, *marker, lo, opts.TemplateDir, store, opts.Image)
+		default:
 			if t, err := pct.LoadTemplate(ctx, h, marker.Template, lo); err == nil {
 				oldT = t
 			}
@@ -132,18 +118,43 @@ func Upgrade(ctx context.Context, store *rootfs.Store, ct string, opts UpgradeOp
 	if err != nil {
 		return nil, err
 	}
-	for _, w := range plan.Warnings {
-		rep.Warn("%s", w)
-	}
-	if opts.DryRun || plan.UpToDate {
-		return &UpgradeResult{Plan: plan}, nil
-	}
-	rep.Step("upgrading CT %d to %s", plan.VMID, plan.VolID)
-	res, err := pct.Upgrade(ctx, h, plan)
+	res, err := carryOut(rep, plan.Warnings, opts.DryRun || plan.UpToDate, fmt.Sprintf("upgrading CT %d to %s", plan.VMID, plan.VolID), func() (*pct.UpgradeResult, error) {
+		return pct.Upgrade(ctx, h, plan)
+	})
 	if err != nil {
 		return nil, err
 	}
 	return &UpgradeResult{Plan: plan, Result: res}, nil
+}
+
+// cachedTemplate is, through the API (which cannot read a stored
+// template's .conf and .json), the local copy of the template a
+// container came from: the file of its name in the template cache or
+// beside the new template, if its image digest is the marker's.
+func cachedTemplate(ctx context.Context, h *pct.Host, m pct.Marker, lo pct.LoadOptions, dir string, store *rootfs.Store, image string) *pct.Template {
+	if m.Digest == "" {
+		return nil
+	}
+	var dirs []string
+	if dir != "" {
+		dirs = append(dirs, dir)
+	} else if store != nil {
+		dirs = append(dirs, filepath.Join(filepath.Dir(store.Dir), "templates"))
+	}
+	if IsTemplate(image) && !pct.IsVolumeID(image) {
+		dirs = append(dirs, filepath.Dir(image))
+	}
+	_, file, _ := strings.Cut(m.Template, ":vztmpl/")
+	for _, d := range dirs {
+		path := filepath.Join(d, file)
+		if _, err := os.Stat(path); err != nil {
+			continue
+		}
+		if t, err := pct.LoadTemplate(ctx, h, path, lo); err == nil && t.Digest == m.Digest {
+			return t
+		}
+	}
+	return nil
 }
 
 // markerImageOK: a marker's image is used only as a registry reference.

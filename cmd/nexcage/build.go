@@ -114,6 +114,18 @@ func runBuild(ctx context.Context, e *env, args []string) (any, error) {
 	return out, nil
 }
 
+// imageBuild is what create and upgrade need to build an image into a
+// template first: the build options with their conversion, and the store.
+func imageBuild(e *env, so rootfs.SourceOptions) (pipeline.BuildOptions, *rootfs.Store, error) {
+	b, err := buildOptions(e, so)
+	if err != nil {
+		return b, nil, err
+	}
+	b.Convert = convert.Options{ToolVersion: nexcageVersion(), Progress: e.progress}
+	store, err := openStore(e)
+	return b, store, err
+}
+
 // buildOptions are the pipeline's options from build's (and create's)
 // flags, but the template's: convertOptions gives those.
 func buildOptions(e *env, so rootfs.SourceOptions) (pipeline.BuildOptions, error) {

@@ -8,7 +8,6 @@ import (
 
 	"github.com/spf13/pflag"
 
-	"github.com/nexcage/nexcage/convert"
 	"github.com/nexcage/nexcage/lxc"
 	"github.com/nexcage/nexcage/pct"
 	"github.com/nexcage/nexcage/pipeline"
@@ -68,11 +67,7 @@ func runCreate(ctx context.Context, e *env, args []string) (any, error) {
 		if err != nil {
 			return nil, err
 		}
-		if co.Build, err = buildOptions(e, so); err != nil {
-			return nil, err
-		}
-		co.Build.Convert = convert.Options{ToolVersion: nexcageVersion(), Progress: e.progress}
-		if store, err = openStore(e); err != nil {
+		if co.Build, store, err = imageBuild(e, so); err != nil {
 			return nil, err
 		}
 	}

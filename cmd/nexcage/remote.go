@@ -100,8 +100,15 @@ func pveHost(e *env) (*pct.Host, error) {
 // remoteHint adds the flags and commands that fix an API failure.
 func remoteHint(e *env, err error) error {
 	var rl *pct.RawLinesError
+	var xe *pct.RemoteExecError
+	if errors.As(err, &xe) {
+		return suffixHint(err, "upgrade on the host (without --remote) to run --health-cmd, or leave --health-cmd out")
+	}
 	if errors.As(err, &rl) {
 		way := "deploy it on the host (without --remote), where nexcage writes them into the config"
+		if e.hasFlag("discard-rootfs-changes") {
+			return suffixHint(err, "upgrade it on the host (without --remote), where nexcage writes them into the config")
+		}
 		if rl.Version.AppContainers() {
 			way = "export the image with `nexcage convert --format oci-archive IMAGE -o FILE.tar` and let PVE's own OCI import create the container, or " + way
 		}

@@ -9,8 +9,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/google/go-containerregistry/pkg/v1/empty"
-	"github.com/google/go-containerregistry/pkg/v1/layout"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/rogpeppe/go-internal/testscript"
 
@@ -90,10 +88,11 @@ func TestRemoteScripts(t *testing.T) {
 		})
 		return nil
 	}, map[string]func(ts *testscript.TestScript, neg bool, args []string){
-		"exits":    cmdExits,
-		"mkimage":  cmdMkimage,
-		"nosecret": cmdNoSecret,
-		"mkapp":    cmdMkapp,
+		"exits":     cmdExits,
+		"mkimage":   cmdMkimage,
+		"nosecret":  cmdNoSecret,
+		"mkapp":     cmdMkapp,
+		"mkversion": cmdMkversion,
 	})
 }
 
@@ -131,13 +130,7 @@ func cmdMkapp(ts *testscript.TestScript, neg bool, args []string) {
 	cfg.WorkingDir, cfg.User, cfg.StopSignal = "", "", ""
 	img, err = mutate.Config(img, cfg)
 	ts.Check(err)
-	dir := ts.MkAbs(args[0])
-	p, err := layout.FromPath(dir)
-	if err != nil {
-		p, err = layout.Write(dir, empty.Index)
-		ts.Check(err)
-	}
-	ts.Check(p.AppendImage(img, layout.WithAnnotations(map[string]string{"org.opencontainers.image.ref.name": args[1]})))
+	appendToLayout(ts, args[0], args[1], img)
 }
 
 // readmePrivileges are the privileges of the role README.md's CI example

@@ -7,7 +7,6 @@ import (
 
 	"github.com/spf13/pflag"
 
-	"github.com/nexcage/nexcage/convert"
 	"github.com/nexcage/nexcage/pipeline"
 	"github.com/nexcage/nexcage/rootfs"
 )
@@ -33,13 +32,18 @@ network, mount points and their data stay; environment, entrypoint, cwd,
 user and stop signal that the user changed from the old image's defaults
 stay, the others take the new image's (--dry-run shows this merge). The
 old rootfs is kept until the container has started (and --health-cmd has
-succeeded in it); any failure puts the container back as it was.`,
+succeeded in it); any failure puts the container back as it was.
+With --remote (or $NEXCAGE_PVE_URL) the same upgrade is made of PVE API
+requests; it refuses --health-cmd (the API cannot run a command in a
+container) and a merge that changes raw lxc.* keys (cwd, user, stop
+signal), which only root@pam writes on the host.`,
 		flags: func(fs *pflag.FlagSet, o *opts) {
 			fs.StringVar(&o.upgrade.image, "image", "", "the image or template to upgrade to (default: the container's own image reference, pulled again)")
 			fs.BoolVar(&o.upgrade.dryRun, "dry-run", false, "print the plan (commands and the merge of the image settings) and change nothing on the host")
 			fs.BoolVar(&o.upgrade.adopt, "adopt", false, "upgrade a container nexcage did not create (needs --image)")
 			fs.BoolVar(&o.upgrade.discardFS, "discard-rootfs-changes", false, "upgrade a system container, losing the changes made in its rootfs")
-			fs.StringVar(&o.upgrade.healthCmd, "health-cmd", "", "a shell command run in the upgraded container (pct exec); its failure rolls the upgrade back")
+			fs.StringVar(&o.upgrade.healthCmd, "health-cmd", "", "a shell command run in the upgraded container (pct exec, on the host only: the API cannot run one); its failure rolls the upgrade back")
+			registerRemoteFlags(fs, &o.deploy.remote)
 			imageFlags(fs, o)
 			enumVar(fs, &o.pull, "pull", string(rootfs.PullAlways), pullValues, nil, "when to pull: always (default: an upgrade looks for a new version), missing, never")
 			fs.BoolVarP(&o.verbose, "verbose", "v", false, "show PVE's own output with errors")
@@ -72,11 +76,7 @@ func runUpgrade(ctx context.Context, e *env, args []string) (any, error) {
 		if err != nil {
 			return nil, err
 		}
-		if o.Build, err = buildOptions(e, so); err != nil {
-			return nil, err
-		}
-		o.Build.Convert = convert.Options{ToolVersion: nexcageVersion(), Progress: e.progress}
-		if store, err = openStore(e); err != nil {
+		if o.Build, store, err = imageBuild(e, so); err != nil {
 			return nil, err
 		}
 	}
