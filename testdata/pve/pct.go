@@ -80,6 +80,10 @@ func pctMain(h *Host, args []string) error {
 		return pctSet(h, args)
 	case "move-volume", "move_volume":
 		return pctMoveVolume(h, args)
+	case "mount":
+		return pctMount(h, args)
+	case "unmount":
+		return pctUnmount(h, args)
 	default:
 		return fmt.Errorf("unknown command 'pct %s'", cmd)
 	}
