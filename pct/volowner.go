@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 
 	"golang.org/x/sys/unix"
 
@@ -78,11 +80,17 @@ func ownCommands(vmid int, own []ownedVolume) []string {
 	if len(own) == 0 {
 		return nil
 	}
-	out := []string{ShellQuote(mountArgv(vmid))}
+	out := append([]string{ShellQuote(mountArgv(vmid))}, ownComments(vmid, own)...)
+	return append(out, ShellQuote(unmountArgv(vmid)))
+}
+
+// ownComments say what is done while the CT is mounted.
+func ownComments(vmid int, own []ownedVolume) []string {
+	var out []string
 	for _, o := range own {
 		out = append(out, fmt.Sprintf("# in /var/lib/lxc/%d/rootfs, no symlink followed: the root of %s's new volume (%s) takes the owner and mode %s has in the image", vmid, o.Key, o.Path, o.Path))
 	}
-	return append(out, ShellQuote(unmountArgv(vmid)))
+	return out
 }
 
 // ownVolumes gives each volume of own the owner and mode of its path in
@@ -176,4 +184,133 @@ func copyOwner(root, mp string) error {
 		return fmt.Errorf("failed to propagate the access mode to the volume: %w", err)
 	}
 	return nil
+}
+
+// newVolumes are the storage volumes an upgrade makes for the VOLUMEs
+// only the new image has (existing volumes are left as they are).
+type newVolumes struct {
+	add []lxc.MountPoint // STORAGE:SIZE volumes, keepattrs=1 on 6.1.0 on
+	own []ownedVolume    // before 6.1.0: owned through pct mount
+}
+
+// planNewVolumes plans an mpN for each VOLUME of the new image t that
+// the old image (oldT; nil when unknown) did not have and that the CT
+// does not mount already: on the storage of the CT's image volumes (else
+// its rootfs's), as large as the first of them (else deploy's 8 GiB),
+// owned as in the image by keepattrs on pve-container 6.1.0 on (which
+// PVE's prestart hook applies at every start, also to an mpN added to an
+// existing CT), by pct mount before.
+func (p *UpgradePlan) planNewVolumes(text string, cur *lxc.Config, oldT, t *Template, cv lxc.PVEContainer) error {
+	imageVols := t.Volumes
+	if oldT != nil {
+		imageVols = oldT.Volumes
+	}
+	storage, size, found := p.storage, "8", false
+	used := map[int]bool{}
+	var mounted []string
+	for _, m := range cur.MountPoints {
+		used[m.Index] = true
+		mounted = append(mounted, m.Path)
+		if m.IsBind() || !slices.Contains(imageVols, m.Path) || found {
+			continue
+		}
+		if s, _, ok := strings.Cut(m.Volume, ":"); ok {
+			storage, found = s, true
+			for _, f := range strings.Split(mainValue(text, m.Key()), ",")[1:] {
+				if v, ok := strings.CutPrefix(f, "size="); ok {
+					size = gib(v)
+				}
+			}
+		}
+	}
+	next := 0
+	for _, v := range t.Volumes {
+		if _, err := lxc.CheckContainerPath(v); err != nil {
+			return newError(ErrInvalidArgument, "template", "the new template's image volume "+err.Error(), "rebuild it from an image whose VOLUMEs are absolute, clean paths")
+		}
+		if slices.Contains(mounted, v) || (oldT != nil && slices.Contains(oldT.Volumes, v)) {
+			continue
+		}
+		for next < 256 && used[next] {
+			next++
+		}
+		if next == 256 {
+			return newError(ErrInvalidArgument, "mount", fmt.Sprintf("CT %d has no free mpN for the new image's volume %s", p.VMID, v), "remove a mount point")
+		}
+		used[next] = true
+		p.vols.add = append(p.vols.add, lxc.MountPoint{Index: next, Volume: storage + ":" + size, Path: v})
+		p.NewVolumes = append(p.NewVolumes, v)
+	}
+	var warnings []string
+	p.vols.own, warnings = planVolumeOwners(p.vols.add, t.Volumes, cv, true)
+	p.Warnings = append(p.Warnings, warnings...)
+	return nil
+}
+
+// mainValue is key's value in a config's main section, or "".
+func mainValue(text, key string) string {
+	main, _ := splitMainSection(text)
+	for _, l := range strings.Split(main, "\n") {
+		if v, ok := strings.CutPrefix(l, key+":"); ok {
+			return strings.TrimSpace(v)
+		}
+	}
+	return ""
+}
+
+// newVolumeArgvs are the upgrade's commands that add the new volumes.
+func (p *UpgradePlan) newVolumeArgvs() [][]string {
+	if len(p.vols.add) == 0 {
+		return nil
+	}
+	set := []string{"pct", "set", p.vmid()}
+	set = append(set, mountOptions(p.vols.add)...)
+	return append([][]string{set}, ownArgvs(p.VMID, p.vols.own)...)
+}
+
+// addNewVolumes runs newVolumeArgvs through run (which records them).
+func (h *Host) addNewVolumes(ctx context.Context, p *UpgradePlan, run func(...string) error) error {
+	if len(p.vols.add) == 0 {
+		return nil
+	}
+	if err := run(p.newVolumeArgvs()[0]...); err != nil {
+		return err
+	}
+	return h.ownVolumes(ctx, p.VMID, p.vols.own, run)
+}
+
+// removeNewVolumes frees the volumes addNewVolumes made, as PVE frees a
+// mount point's volume: `pct set --delete mpN` leaves it as an unusedM,
+// `pct set --delete unusedM` frees it. Only an mpN that names the path
+// planned is touched.
+func (h *Host) removeNewVolumes(ctx context.Context, p *UpgradePlan) error {
+	var errs []error
+	for _, m := range p.vols.add {
+		val := mainValue(readConfigText(h, p.VMID), m.Key())
+		vol, _, _ := strings.Cut(val, ",")
+		if val == "" || !strings.Contains(","+val+",", ",mp="+m.Path+",") || strings.HasPrefix(vol, "/") {
+			continue
+		}
+		if _, err := h.run(ctx, "pct", "set", p.vmid(), "--delete", m.Key()); err != nil {
+			errs = append(errs, fmt.Errorf("removing the new volume %s (%s): %w", m.Key(), vol, err))
+			continue
+		}
+		text := readConfigText(h, p.VMID)
+		for i := 0; i < 256; i++ {
+			k := "unused" + strconv.Itoa(i)
+			if mainValue(text, k) != vol {
+				continue
+			}
+			if _, err := h.run(ctx, "pct", "set", p.vmid(), "--delete", k); err != nil {
+				errs = append(errs, fmt.Errorf("freeing the new volume %s (%s): %w", vol, k, err))
+			}
+			break
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func readConfigText(h *Host, vmid int) string {
+	b, _ := os.ReadFile(h.configPath(vmid, ""))
+	return string(b)
 }

@@ -3,6 +3,7 @@ package pct_test
 import (
 	"archive/tar"
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -142,6 +143,120 @@ func TestVolumeOwnerSymlinkImage(t *testing.T) {
 				}
 				if st := fi.Sys().(*syscall.Stat_t); st.Uid != 0 || st.Gid != 0 || fi.Mode().Perm() != 0o700 {
 					t.Errorf("host directory %s is now %d:%d %v, want 0:0 0700", p, st.Uid, st.Gid, fi.Mode().Perm())
+				}
+			}
+		})
+	}
+}
+
+// TestUpgradeAddsNewImageVolume: v2 of an image adds a VOLUME (/cache,
+// owned 1000:1000 0750 in the image). The upgrade from v1 adds a volume
+// for it (mp1, on the storage and of the size of the CT's image volume),
+// owned as in the image (keepattrs on 9.2, pct mount on 9.0 and 9.1), so
+// the application (uid 1000) writes it; the old volume and its data stay
+// as they are. A v3 adding another VOLUME whose health command fails is
+// rolled back with no volume left behind: pvesm list and the config are
+// as before. On PVE 9.0, 9.1 and 9.2, every argv passing that version's
+// own pct CLI. Before, the upgrade made no volume for /cache.
+func TestUpgradeAddsNewImageVolume(t *testing.T) {
+	testenv.RequireRoot(t)
+	testenv.RequireTool(t, "lxc-start")
+	ctx := context.Background()
+	s, h, _ := deployHost(t)
+	dir := t.TempDir()
+	const entry = "#!/bin/sh\necho 'app:x:1000:1000:app:/:/bin/sh' >> /etc/passwd\n" +
+		"/bin/su -s /bin/sh -c '/usr/bin/id -u > /data/by-app; [ -d /cache ] && /usr/bin/id -u > /cache/by-app' app\n" +
+		"trap 'exit 0' TERM\nwhile true; do sleep 1; done\n"
+	owned := func(p string) tar.Header { return tar.Header{Name: p, Uid: 1000, Gid: 1000, Mode: 0o750} }
+	for i, pve := range []string{"9.0.0", "9.1.1", "9.2.0"} {
+		t.Run(pve, func(t *testing.T) {
+			t.Setenv("PVE_VERSION", pve)
+			vmid := 100 + 10*i
+			id := strconv.Itoa(vmid)
+			tmpl := func(name string, vols ...string) *pct.Template {
+				var dirs []tar.Header
+				for _, v := range vols {
+					dirs = append(dirs, owned(strings.TrimPrefix(v, "/")))
+				}
+				v := appTemplateDirs(t, dir, name+"-"+id, "sha256:"+name+id, map[string]string{"entry.sh": entry, "app/version": name}, dirs, lxc.Config{Entrypoint: "/entry.sh"})
+				v.Volumes = vols
+				return v
+			}
+			v1, v2, v3 := tmpl("v1", "/data"), tmpl("v2", "/data", "/cache"), tmpl("v3", "/data", "/cache", "/more")
+			p, err := pct.MakePlan(ctx, h, v1, pct.Options{VMID: vmid, Hostname: "app", VolumeSize: 1, RootfsSize: 1, Start: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := pct.Deploy(ctx, h, p); err != nil {
+				t.Fatal(err)
+			}
+			defer h.Run(ctx, "pct", "stop", id)
+			before := readConf(t, s.ConfigPath("pve", vmid))
+			dataVol := volDir(t, s.Path("var/lib/pvesim"), confKey(before, "mp0"))
+			wantOwnedAsImage(t, dataVol, "by-app")
+			if _, err := h.Run(ctx, "pct", "exec", id, "--", "sh", "-c", "echo precious > /data/file"); err != nil {
+				t.Fatal(err)
+			}
+
+			up, err := pct.PlanUpgrade(ctx, h, vmid, v1, v2, pct.UpgradeOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			cmds := strings.Join(up.Commands(), "\n")
+			set := "pct set " + id + " --mp1 local-lvm:1,mp=/cache"
+			if pve == "9.2.0" {
+				set += ",keepattrs=1"
+			}
+			mounts := strings.Contains(cmds, "\npct mount "+id+"\n")
+			if len(up.NewVolumes) != 1 || up.NewVolumes[0] != "/cache" || !strings.Contains(cmds, set+"\n") || mounts != (pve != "9.2.0") || len(up.Warnings) != 0 {
+				t.Errorf("the plan: new volumes %q, warnings %q, want /cache made by %q (pct mount %v):\n%s", up.NewVolumes, up.Warnings, set, pve != "9.2.0", cmds)
+			}
+			if _, err := pct.Upgrade(ctx, h, up); err != nil {
+				t.Fatal(err)
+			}
+			after := readConf(t, s.ConfigPath("pve", vmid))
+			if confKey(after, "mp0") != confKey(before, "mp0") || !strings.Contains(confKey(after, "mp1"), "mp=/cache") || confKey(after, "lock") != "" {
+				t.Errorf("after the upgrade: mp0 %q (was %q), mp1 %q, lock %q", confKey(after, "mp0"), confKey(before, "mp0"), confKey(after, "mp1"), confKey(after, "lock"))
+			}
+			wantOwnedAsImage(t, volDir(t, s.Path("var/lib/pvesim"), confKey(after, "mp1")), "by-app")
+			if out, err := h.Run(ctx, "pct", "exec", id, "--", "cat", "/data/file", "/app/version"); out != "precious\nv2" || err != nil {
+				t.Errorf("inside the upgraded CT: %q %v, want the old volume's data and v2", out, err)
+			}
+
+			// v3 adds /more and fails its health command: back to v2.
+			vols := func() string {
+				out, err := h.Run(ctx, "pvesm", "list", "local-lvm")
+				if err != nil {
+					t.Fatal(err)
+				}
+				return out
+			}
+			volsBefore := vols()
+			up3, err := pct.PlanUpgrade(ctx, h, vmid, v2, v3, pct.UpgradeOptions{HealthCmd: "false"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(up3.NewVolumes) != 1 || up3.NewVolumes[0] != "/more" {
+				t.Errorf("v3's new volumes: %q, want /more", up3.NewVolumes)
+			}
+			_, err = pct.Upgrade(ctx, h, up3)
+			var ue *pct.UpgradeError
+			if !errors.As(err, &ue) || !ue.Restored {
+				t.Fatalf("v3: %v, want an *UpgradeError, restored", err)
+			}
+			if got := readConf(t, s.ConfigPath("pve", vmid)); got != after {
+				t.Errorf("after the rollback the config differs:\n%s\nwant\n%s", got, after)
+			}
+			if got := vols(); got != volsBefore {
+				t.Errorf("after the rollback pvesm list differs:\n%s\nwant\n%s", got, volsBefore)
+			}
+			if o := os.Getenv(pveoracle.Env); o != "" {
+				v, _ := pveoracle.ByPVE(pve[:3])
+				for _, a := range append(up.Argvs(), up3.Argvs()...) {
+					if v.PVE == "9.0" && len(a) > 3 && a[3] == "--entrypoint" {
+						continue // PVE 9.0 has no entrypoint key
+					}
+					pveoracle.Require(t).CheckArgv(t, v, a...)
 				}
 			}
 		})
