@@ -140,12 +140,7 @@ func copyOwner(root, mp string) error {
 		return fmt.Errorf("cloning the rootfs mount %s: %w", root, err)
 	}
 	defer unix.Close(tree)
-	img, err := saferoot.Open(fmt.Sprintf("/proc/self/fd/%d", tree))
-	if err != nil {
-		return err
-	}
-	defer img.Close()
-	src, err := img.OpenFile(rel, unix.O_PATH|unix.O_DIRECTORY)
+	src, err := openBeneath(fmt.Sprintf("/proc/self/fd/%d", tree), rel, unix.O_PATH|unix.O_DIRECTORY)
 	if err != nil {
 		return fmt.Errorf("the image's %s: %w", mp, err)
 	}
@@ -156,12 +151,7 @@ func copyOwner(root, mp string) error {
 		return err
 	}
 
-	vol, err := saferoot.Open(root)
-	if err != nil {
-		return err
-	}
-	defer vol.Close()
-	dst, err := vol.OpenFile(rel, unix.O_RDONLY|unix.O_DIRECTORY)
+	dst, err := openBeneath(root, rel, unix.O_RDONLY|unix.O_DIRECTORY)
 	if err != nil {
 		return fmt.Errorf("the volume at %s: %w", mp, err)
 	}
@@ -184,6 +174,17 @@ func copyOwner(root, mp string) error {
 		return fmt.Errorf("failed to propagate the access mode to the volume: %w", err)
 	}
 	return nil
+}
+
+// openBeneath opens rel below the directory root, no symlink followed
+// (saferoot.Root.OpenFile).
+func openBeneath(root, rel string, flags int) (*os.File, error) {
+	r, err := saferoot.Open(root)
+	if err != nil {
+		return nil, err
+	}
+	defer r.Close()
+	return r.OpenFile(rel, flags)
 }
 
 // newVolumes are the storage volumes an upgrade makes for the VOLUMEs

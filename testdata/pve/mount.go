@@ -25,19 +25,12 @@ import (
 
 func pctMount(h *Host, args []string) error {
 	return pctVMIDCommand(h, args, "pct mount <vmid>", nil, func(vmid int, _ *cliArgs) error {
-		unlock, err := h.lockConfig(vmid)
+		// set_lock: a locked CT (a backup, another mount) is refused.
+		conf, unlock, err := h.lockedConfig(vmid, true)
 		if err != nil {
 			return err
 		}
 		defer unlock()
-		conf, err := h.loadConfig(vmid)
-		if err != nil {
-			return err
-		}
-		// set_lock: a locked CT (a backup, another mount) is refused.
-		if err := checkLock(conf); err != nil {
-			return err
-		}
 		conf.keys["lock"] = "mounted"
 		if err := h.writeConfig(h.Node, vmid, conf); err != nil {
 			return err
@@ -53,15 +46,11 @@ func pctMount(h *Host, args []string) error {
 
 func pctUnmount(h *Host, args []string) error {
 	return pctVMIDCommand(h, args, "pct unmount <vmid>", nil, func(vmid int, _ *cliArgs) error {
-		unlock, err := h.lockConfig(vmid)
+		conf, unlock, err := h.lockedConfig(vmid, false)
 		if err != nil {
 			return err
 		}
 		defer unlock()
-		conf, err := h.loadConfig(vmid)
-		if err != nil {
-			return err
-		}
 		if err := h.umountAll(vmid, conf, false); err != nil {
 			return err
 		}
@@ -76,6 +65,24 @@ func pctUnmount(h *Host, args []string) error {
 		delete(conf.keys, "lock")
 		return h.writeConfig(h.Node, vmid, conf)
 	})
+}
+
+// lockedConfig takes CT vmid's config lock and loads its config, refused
+// when the CT is locked and checkLocked says so; the caller unlocks.
+func (h *Host) lockedConfig(vmid int, checkLocked bool) (*ctConf, func(), error) {
+	unlock, err := h.lockConfig(vmid)
+	if err != nil {
+		return nil, nil, err
+	}
+	conf, err := h.loadConfig(vmid)
+	if err == nil && checkLocked {
+		err = checkLock(conf)
+	}
+	if err != nil {
+		unlock()
+		return nil, nil, err
+	}
+	return conf, unlock, nil
 }
 
 // volumeKeys are valid_volume_keys that the config has: rootfs, then mp0

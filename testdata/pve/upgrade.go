@@ -89,18 +89,11 @@ func (h *Host) volumeDir(volid string) (string, error) {
 // moveToStorage is move_volume's $storage_realcmd: copy_volume into a new
 // volume, the config pointing at it, the old one kept as unusedN.
 func (h *Host) moveToStorage(vmid int, key, storage string, del bool) error {
-	unlock, err := h.lockConfig(vmid)
+	conf, unlock, err := h.lockedConfig(vmid, true)
 	if err != nil {
 		return err
 	}
 	defer unlock()
-	conf, err := h.loadConfig(vmid)
-	if err != nil {
-		return err
-	}
-	if err := checkLock(conf); err != nil {
-		return err
-	}
 	if h.running(vmid) {
 		return fmt.Errorf("cannot move volumes of a running container")
 	}
