@@ -332,7 +332,7 @@ func PlanUpgrade(ctx context.Context, h *Host, vmid int, oldT, t *Template, o Up
 	}
 	p.ostype, p.arch = cmp.Or(newC.OSType, cur.OSType), cmp.Or(newC.Arch, cur.Arch)
 	p.merge(oldC, newC, cur, cv)
-	if err := p.planNewVolumes(text, cur, oldT, t, cv); err != nil {
+	if err := p.planNewVolumes(text, cur, oldT, t, cv, !h.Remote()); err != nil {
 		return nil, err
 	}
 	return p, nil

@@ -200,8 +200,9 @@ type newVolumes struct {
 // its rootfs's), as large as the first of them (else deploy's 8 GiB),
 // owned as in the image by keepattrs on pve-container 6.1.0 on (which
 // PVE's prestart hook applies at every start, also to an mpN added to an
-// existing CT), by pct mount before.
-func (p *UpgradePlan) planNewVolumes(text string, cur *lxc.Config, oldT, t *Template, cv lxc.PVEContainer) error {
+// existing CT), by pct mount before on a host where pct runs (local),
+// else with a warning.
+func (p *UpgradePlan) planNewVolumes(text string, cur *lxc.Config, oldT, t *Template, cv lxc.PVEContainer, local bool) error {
 	imageVols := t.Volumes
 	if oldT != nil {
 		imageVols = oldT.Volumes
@@ -243,7 +244,7 @@ func (p *UpgradePlan) planNewVolumes(text string, cur *lxc.Config, oldT, t *Temp
 		p.NewVolumes = append(p.NewVolumes, v)
 	}
 	var warnings []string
-	p.vols.own, warnings = planVolumeOwners(p.vols.add, t.Volumes, cv, true)
+	p.vols.own, warnings = planVolumeOwners(p.vols.add, t.Volumes, cv, local)
 	p.Warnings = append(p.Warnings, warnings...)
 	return nil
 }
