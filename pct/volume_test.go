@@ -103,7 +103,8 @@ func wantOwnedAsImage(t *testing.T, vol, file string) {
 // PVE 9.1, where nexcage chowns the volume itself: the deploy fails at
 // pct mount (PVE refuses a symlink on a mount point's path), the CT is
 // destroyed, no volume is left, no lock, and the host directory the
-// symlink names keeps its owner and mode.
+// symlink names keeps its owner and mode. An upgrade to such an image,
+// the symlink a VOLUME only it has, is rolled back the same way.
 func TestVolumeOwnerSymlinkImage(t *testing.T) {
 	testenv.RequireRoot(t)
 	testenv.RequireTool(t, "lxc-start")
@@ -136,16 +137,57 @@ func TestVolumeOwnerSymlinkImage(t *testing.T) {
 				t.Fatalf("deploy of an image whose VOLUME is a symlink: %v, want a refusal naming the symlink, the CT destroyed", err)
 			}
 			noCT(t, s, 100)
-			for _, p := range []string{victim, filepath.Join(victim, "data")} {
-				fi, err := os.Stat(p)
-				if err != nil {
-					t.Fatal(err)
-				}
-				if st := fi.Sys().(*syscall.Stat_t); st.Uid != 0 || st.Gid != 0 || fi.Mode().Perm() != 0o700 {
-					t.Errorf("host directory %s is now %d:%d %v, want 0:0 0700", p, st.Uid, st.Gid, fi.Mode().Perm())
-				}
-			}
+			victimUntouched(t, victim)
 		})
+	}
+
+	// The same symlink as a VOLUME only v2 has: the upgrade is rolled
+	// back with no volume left, and nothing outside the CT changed.
+	t.Run("upgrade", func(t *testing.T) {
+		v1 := appTemplate(t, dir, "good", "sha256:good", map[string]string{"entry.sh": entryScript}, lxc.Config{Entrypoint: "/entry.sh"})
+		v2 := appTemplateDirs(t, dir, "evil-up", "sha256:evilup", map[string]string{"entry.sh": entryScript},
+			[]tar.Header{{Typeflag: tar.TypeSymlink, Name: "evil", Linkname: victim}}, lxc.Config{Entrypoint: "/entry.sh"})
+		v2.Volumes = []string{"/data", "/evil"}
+		p, err := pct.MakePlan(ctx, h, v1, pct.Options{VMID: 100, Hostname: "app", VolumeSize: 1, RootfsSize: 1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := pct.Deploy(ctx, h, p); err != nil {
+			t.Fatal(err)
+		}
+		before := readConf(t, s.ConfigPath("pve", 100))
+		vols, _ := h.Run(ctx, "pvesm", "list", "local-lvm")
+		up, err := pct.PlanUpgrade(ctx, h, 100, v1, v2, pct.UpgradeOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = pct.Upgrade(ctx, h, up)
+		var ue *pct.UpgradeError
+		if !errors.As(err, &ue) || !ue.Restored || !strings.Contains(err.Error(), "symlink") {
+			t.Fatalf("upgrade to an image whose new VOLUME is a symlink: %v, want an *UpgradeError naming the symlink, restored", err)
+		}
+		if got := readConf(t, s.ConfigPath("pve", 100)); got != before {
+			t.Errorf("after the rollback the config differs:\n%s\nwant\n%s", got, before)
+		}
+		if got, _ := h.Run(ctx, "pvesm", "list", "local-lvm"); got != vols {
+			t.Errorf("after the rollback pvesm list differs:\n%s\nwant\n%s", got, vols)
+		}
+		victimUntouched(t, victim)
+	})
+}
+
+// victimUntouched checks the host directory a hostile image's symlink
+// names, and its data directory, kept owner 0:0 and mode 0700.
+func victimUntouched(t *testing.T, victim string) {
+	t.Helper()
+	for _, p := range []string{victim, filepath.Join(victim, "data")} {
+		fi, err := os.Stat(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st := fi.Sys().(*syscall.Stat_t); st.Uid != 0 || st.Gid != 0 || fi.Mode().Perm() != 0o700 {
+			t.Errorf("host directory %s is now %d:%d %v, want 0:0 0700", p, st.Uid, st.Gid, fi.Mode().Perm())
+		}
 	}
 }
 
