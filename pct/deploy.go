@@ -92,12 +92,13 @@ type Plan struct {
 	// config may hold.
 	Container lxc.PVEContainer
 	VolID     string
-	Upload    *Upload    // nil when the template is already there
-	Create    []string   // pct create (or pvesh create) argv, without the VMID filled in for retries
-	Set       []string   // pct set argv for mount points, or nil
-	Raw       []string   // raw lxc.* lines for the config file, environment first
-	Start     []string   // pct start argv, or nil
-	Config    lxc.Config // the container config that results
+	Upload    *Upload       // nil when the template is already there
+	Create    []string      // pct create (or pvesh create) argv, without the VMID filled in for retries
+	Set       []string      // pct set argv for mount points, or nil
+	own       []ownedVolume // volumes given the image's owner through pct mount
+	Raw       []string      // raw lxc.* lines for the config file, environment first
+	Start     []string      // pct start argv, or nil
+	Config    lxc.Config    // the container config that results
 	// Warnings are what the plan does that the user should hear about:
 	// dropped environment variables, template bind mounts applied.
 	Warnings []string
@@ -141,6 +142,7 @@ func (p *Plan) Commands() []string {
 	if p.Set != nil {
 		out = append(out, ShellQuote(p.setArgv(p.VMID)))
 	}
+	out = append(out, ownCommands(p.VMID, p.own)...)
 	for _, l := range p.Raw {
 		out = append(out, fmt.Sprintf("# append to %s under its config lock: %s", p.configFile(), l))
 	}
@@ -274,7 +276,9 @@ func MakePlan(ctx context.Context, h *Host, t *Template, o Options) (*Plan, erro
 	if isApp(merged) {
 		hostManagedNetwork(&p.Config, p.Container)
 	}
-	p.Warnings = append(p.Warnings, volumeOwners(p.Config.MountPoints, t.Volumes, p.Container)...)
+	var ownWarnings []string
+	p.own, ownWarnings = planVolumeOwners(p.Config.MountPoints, t.Volumes, p.Container, !h.Remote() && o.Node == "")
+	p.Warnings = append(p.Warnings, ownWarnings...)
 	p.Create = createOptions(p, o)
 	p.Set = mountOptions(p.Config.MountPoints)
 	p.Raw = rawLines(p.Config)
@@ -653,28 +657,6 @@ func mountPoints(t *Template, o Options, rootStorage string) ([]lxc.MountPoint, 
 	return mps, nil
 }
 
-// volumeOwners asks PVE to give each new storage volume of an image
-// VOLUME the owner and mode the image has at that path (keepattrs: the
-// directory in the unpacked rootfs, already shifted for an unprivileged
-// CT), so that an image whose process runs as another user than root can
-// write its own data directory. pve-container before 6.1.0 has no such
-// option and a volume's root belongs to the CT's root there: that is
-// returned as a warning, one per volume.
-func volumeOwners(mps []lxc.MountPoint, volumes []string, c lxc.PVEContainer) []string {
-	var warnings []string
-	for i, m := range mps {
-		if m.IsBind() || !slices.Contains(volumes, m.Path) {
-			continue
-		}
-		if c.InitUser() {
-			mps[i].KeepAttrs = true
-			continue
-		}
-		warnings = append(warnings, fmt.Sprintf("pve-container %s cannot give a new volume the image's owner (keepattrs needs PVE 9.2): %s's volume belongs to the container's root; a process of another user cannot write it until you chown it", c, m.Path))
-	}
-	return warnings
-}
-
 // userRepeats reports whether a --mount asks for the template's bind
 // mount m: same host directory and container path.
 func userRepeats(o Options, m lxc.MountPoint) bool {
@@ -799,6 +781,9 @@ func Deploy(ctx context.Context, h *Host, p *Plan) (*Result, error) {
 			return nil, undo(err)
 		}
 	}
+	if err := h.ownVolumes(ctx, p.VMID, p.own, nil); err != nil {
+		return nil, undo(err)
+	}
 	if err := h.AppendRaw(p.VMID, p.Node, p.Raw); err != nil {
 		return nil, undo(err)
 	}
@@ -921,6 +906,7 @@ func (p *Plan) Argvs() [][]string {
 	if p.Set != nil {
 		out = append(out, p.setArgv(p.VMID))
 	}
+	out = append(out, ownArgvs(p.VMID, p.own)...)
 	if p.Start != nil {
 		out = append(out, p.startArgv(p.VMID))
 	}

@@ -43,7 +43,7 @@ type judged struct {
 }
 
 func (r *recorder) note(argv []string, stderr string, code int) {
-	if len(argv) > 1 && (argv[0] == "pct" || argv[0] == "pvesh") && (argv[1] == "create" || argv[1] == "set" || argv[1] == "start") {
+	if len(argv) > 1 && (argv[0] == "pct" || argv[0] == "pvesh") && (argv[1] == "create" || argv[1] == "set" || argv[1] == "start" || argv[1] == "mount" || argv[1] == "unmount") {
 		r.mu.Lock()
 		pve := "9.1"
 		if v := os.Getenv("PVE_VERSION"); len(v) >= 3 {

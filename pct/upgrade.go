@@ -64,6 +64,10 @@ type UpgradePlan struct {
 	Upload    *Upload    `json:"upload,omitempty"`
 	Warnings  []string   `json:"warnings,omitempty"`
 	HealthCmd string     `json:"health_cmd,omitempty"`
+	// NewVolumes are the paths of the VOLUMEs only the new image has,
+	// each given a new volume (volowner.go).
+	NewVolumes []string `json:"new_volumes,omitempty"`
+	vols       newVolumes
 
 	storage, size string
 	oldRootfs     string // the rootfs value (volume and options)
@@ -141,6 +145,7 @@ func (p *UpgradePlan) Argvs() [][]string {
 			out = append(out, []string{"pct", "set", p.vmid(), "--entrypoint", *p.entrypoint})
 		}
 	}
+	out = append(out, p.newVolumeArgvs()...)
 	out = append(out, []string{"pct", "start", p.vmid()})
 	if p.HealthCmd != "" {
 		out = append(out, []string{"pct", "exec", p.vmid(), "--", "sh", "-c", p.HealthCmd})
@@ -167,6 +172,9 @@ func (p *UpgradePlan) Commands() []string {
 	}
 	for _, a := range p.Argvs() {
 		out = append(out, ShellQuote(a))
+		if a[1] == "mount" {
+			out = append(out, ownComments(p.VMID, p.vols.own)...)
+		}
 		if a[1] == "set" && len(a) > 3 && a[3] == "--rootfs" {
 			out = append(out, fmt.Sprintf("# in %s under its config lock: the description's %q becomes %q", p.path, p.marker, p.newMarker))
 			out = append(out, fmt.Sprintf("# in %s under its config lock: the environment and %s become:", p.path, strings.Join(managedRaw, ", ")))
@@ -333,6 +341,9 @@ func PlanUpgrade(ctx context.Context, h *Host, vmid int, oldT, t *Template, o Up
 	}
 	p.ostype, p.arch = cmp.Or(newC.OSType, cur.OSType), cmp.Or(newC.Arch, cur.Arch)
 	p.merge(oldC, newC, cur, cv)
+	if err := p.planNewVolumes(text, cur, oldT, t, cv, !h.Remote()); err != nil {
+		return nil, err
+	}
 	if p.remote != nil {
 		if err := p.finishRemoteUpgrade(cur, ver, cv); err != nil {
 			return nil, err
@@ -580,6 +591,9 @@ func Upgrade(ctx context.Context, h *Host, p *UpgradePlan) (*UpgradeResult, erro
 		if up, _ := h.running(bg, p.VMID); started && up {
 			try("pct", "stop", p.vmid())
 		}
+		if err := h.removeNewVolumes(bg, p); err != nil {
+			errs = append(errs, err)
+		}
 		if swapped {
 			back := []string{"pct", "set", p.vmid(), "--rootfs", p.oldRootfs, "--" + p.unusedKey, p.newVol}
 			if _, err := h.run(bg, back...); err != nil {
@@ -647,6 +661,9 @@ func Upgrade(ctx context.Context, h *Host, p *UpgradePlan) (*UpgradeResult, erro
 	}
 	if err := h.rewriteImageLines(p); err != nil {
 		return nil, fail("writing the environment and the marker", err)
+	}
+	if err := h.addNewVolumes(ctx, p, run); err != nil {
+		return nil, fail("adding the new image's volumes", err)
 	}
 	started = true
 	if err := run("pct", "start", p.vmid()); err != nil {

@@ -71,7 +71,10 @@ func appTemplateDirs(t *testing.T, dir, name, digest string, extra map[string]st
 		tw.Write([]byte(body))
 	}
 	for _, d := range dirs {
-		d.Typeflag, d.Name, d.ModTime = tar.TypeDir, "./"+strings.TrimSuffix(d.Name, "/")+"/", time.Unix(0, 0)
+		if d.Typeflag == 0 { // a directory unless said otherwise (a hostile symlink)
+			d.Typeflag, d.Name = tar.TypeDir, strings.TrimSuffix(d.Name, "/")+"/"
+		}
+		d.Name, d.ModTime = "./"+d.Name, time.Unix(0, 0)
 		if err := tw.WriteHeader(&d); err != nil {
 			t.Fatal(err)
 		}

@@ -77,7 +77,7 @@ func logArgv(h *Host, name string, err error) {
 		return
 	}
 	switch args[0] {
-	case "create", "set", "start":
+	case "create", "set", "start", "mount", "unmount":
 	default:
 		return
 	}

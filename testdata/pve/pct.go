@@ -89,6 +89,10 @@ func pctMain(h *Host, args []string) error {
 		return pctSet(h, args)
 	case "move-volume", "move_volume":
 		return pctMoveVolume(h, args)
+	case "mount":
+		return pctMount(h, args)
+	case "unmount":
+		return pctUnmount(h, args)
 	default:
 		return fmt.Errorf("unknown command 'pct %s'", cmd)
 	}
@@ -157,23 +161,6 @@ func pctCreate(h *Host, args []string) error {
 }
 
 // checkLock is check_lock: a locked CT refuses most operations.
-// lockedConfig takes vmid's config lock and loads its config, refusing
-// one with a lock set, as PVE's lock_config callbacks begin (load_config,
-// check_lock); unlock releases the lock.
-func (h *Host) lockedConfig(vmid int) (conf *ctConf, unlock func(), err error) {
-	if unlock, err = h.lockConfig(vmid); err != nil {
-		return nil, nil, err
-	}
-	if conf, err = h.loadConfig(vmid); err == nil {
-		err = checkLock(conf)
-	}
-	if err != nil {
-		unlock()
-		return nil, nil, err
-	}
-	return conf, unlock, nil
-}
-
 func checkLock(c *ctConf) error {
 	if l := c.keys["lock"]; l != "" {
 		return fmt.Errorf("CT is locked (%s)", l)
@@ -333,7 +320,7 @@ func (h *Host) destroyCT(vmid int, force, unreferenced bool) error {
 			return err
 		}
 	}
-	conf, unlock, err := h.lockedConfig(vmid)
+	conf, unlock, err := h.lockedConfig(vmid, true)
 	if err != nil {
 		return err
 	}

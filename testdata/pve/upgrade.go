@@ -89,7 +89,7 @@ func (h *Host) volumeDir(volid string) (string, error) {
 // moveToStorage is move_volume's $storage_realcmd: copy_volume into a new
 // volume, the config pointing at it, the old one kept as unusedN.
 func (h *Host) moveToStorage(vmid int, key, storage string, del bool) error {
-	conf, unlock, err := h.lockedConfig(vmid)
+	conf, unlock, err := h.lockedConfig(vmid, true)
 	if err != nil {
 		return err
 	}
@@ -167,7 +167,7 @@ func (h *Host) reassignVolume(vmid int, key string, target int, tkey string) err
 	}
 	// load_and_check_reassign_configs: each config loaded and checked
 	// for a lock in turn, then neither may be a template.
-	sconf, unlock, err := h.lockedConfig(vmid)
+	sconf, unlock, err := h.lockedConfig(vmid, true)
 	if err != nil {
 		return err
 	}
@@ -175,7 +175,7 @@ func (h *Host) reassignVolume(vmid int, key string, target int, tkey string) err
 	tconf := sconf
 	if target != vmid {
 		var unlockT func()
-		if tconf, unlockT, err = h.lockedConfig(target); err != nil {
+		if tconf, unlockT, err = h.lockedConfig(target, true); err != nil {
 			return err
 		}
 		defer unlockT()

@@ -1,0 +1,67 @@
+package pvetest_test
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/nexcage/nexcage/internal/pvetest"
+	"github.com/nexcage/nexcage/internal/testenv"
+)
+
+// TestStandInMount: pct mount and pct unmount as PVE::CLI::pct does them.
+// mount sets the 'mounted' lock and mounts the rootfs at
+// /var/lib/lxc/VMID/rootfs with each mount point inside (a missing
+// directory made); a locked CT is refused; unmount unmounts everything
+// and removes the lock. A mount point whose path is a symlink in the
+// rootfs fails with PVE's "symlink encountered at", nothing left mounted
+// and the lock kept, which unmount removes.
+func TestStandInMount(t *testing.T) {
+	testenv.RequireRoot(t)
+	s := pvetest.NewStandIn(t)
+	tpl := alpineTemplate(t, s)
+	ok(t, s, "pct", "create", "100", tpl, "--rootfs", "local-lvm:1", "--unprivileged", "1")
+	ok(t, s, "pct", "set", "100", "--mp0", "local-lvm:1,mp=/data/sub")
+	root := s.Path("var/lib/lxc/100/rootfs")
+	if out := ok(t, s, "pct", "mount", "100"); out != "mounted CT 100 in '/var/lib/lxc/100/rootfs'\n" {
+		t.Errorf("pct mount printed %q", out)
+	}
+	if !hasLine(readConfig(t, s, "pve", 100), "lock: mounted") {
+		t.Errorf("no 'mounted' lock:\n%s", readConfig(t, s, "pve", 100))
+	}
+	if err := os.WriteFile(filepath.Join(root, "data/sub/f"), []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(s.Path("var/lib/pvesim/local-lvm/vm-100-disk-1"), "f")); err != nil {
+		t.Errorf("a file written at the mount point is not in the volume: %v", err)
+	}
+	fails(t, s, "CT is locked (mounted)\n", "pct", "mount", "100")
+	ok(t, s, "pct", "unmount", "100")
+	if _, err := os.Stat(filepath.Join(root, "data/sub/f")); !os.IsNotExist(err) {
+		t.Errorf("the volume is still mounted after pct unmount (%v)", err)
+	}
+	if strings.Contains(readConfig(t, s, "pve", 100), "lock:") {
+		t.Errorf("the lock is still there:\n%s", readConfig(t, s, "pve", 100))
+	}
+	fails(t, s, "no lock found trying to remove 'mounted' lock\n", "pct", "unmount", "100")
+
+	mustSymlink(t, "/etc", filepath.Join(root, "evil"))
+	ok(t, s, "pct", "set", "100", "--mp1", "local-lvm:1,mp=/evil/x")
+	fails(t, s, "mounting container failed\nsymlink encountered at: "+root+"/evil\n", "pct", "mount", "100")
+	if _, err := os.Stat(filepath.Join(root, "data/sub/f")); !os.IsNotExist(err) {
+		t.Errorf("mp0 stayed mounted after the failed mount (%v)", err)
+	}
+	if _, err := os.Stat("/etc/x"); !os.IsNotExist(err) {
+		t.Errorf("/etc/x exists on the host (%v)", err)
+	}
+	ok(t, s, "pct", "unmount", "100")
+	ok(t, s, "pct", "destroy", "100")
+}
+
+func mustSymlink(t *testing.T, target, link string) {
+	t.Helper()
+	if err := os.Symlink(target, link); err != nil {
+		t.Fatal(err)
+	}
+}
