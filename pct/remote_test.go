@@ -1,6 +1,7 @@
 package pct_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -125,11 +126,13 @@ func TestRemoteCreateInterrupted(t *testing.T) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		// Ctrl-C while the create task runs: its config is there, and
-		// the POST has answered its UPID well before the task's 3 s.
+		// Ctrl-C while the client waits for the create task (kept
+		// "running" for 3 s after it made the CT): a poll of the
+		// vzcreate task's status is logged once answered, so the POST
+		// has returned its UPID. Watching for the config file instead
+		// raced a POST still unpacking on a loaded machine.
 		for ctx.Err() == nil {
-			if _, err := os.Stat(conf); err == nil {
-				time.Sleep(time.Second)
+			if b, err := os.ReadFile(api.LogPath); err == nil && bytes.Contains(b, []byte(":vzcreate:")) {
 				cancel()
 				return
 			}
