@@ -29,12 +29,6 @@ func snapshot(t testing.TB, dir string) fstree.Tree {
 	return tree
 }
 
-func fromRootfs(t testing.TB, dir string, opts generate.Options) (string, *generate.Result) {
-	t.Helper()
-	opts.Rootfs = dir
-	return generateBundle(t, opts)
-}
-
 func loadSpec(t testing.TB, bundle string) *rspec.Spec {
 	t.Helper()
 	var s rspec.Spec
@@ -59,7 +53,7 @@ func TestRootfsRoundTripThroughPVE(t *testing.T) {
 			delete(want, p)
 		}
 	}
-	bundle, res := fromRootfs(t, src, generate.Options{})
+	bundle, res := generateBundle(t, generate.Options{Rootfs: src})
 	validateConfig(t, filepath.Join(bundle, "config.json"))
 	if strings.Join(res.Process, " ") != "/sbin/init" || res.Arch != "amd64" {
 		t.Errorf("process %v, arch %q: want Alpine's /sbin/init and amd64 from its /bin/sh", res.Process, res.Arch)
@@ -172,7 +166,7 @@ func oddTree(t testing.TB, foreignSymlink bool) string {
 func TestRootfsCopyKeepsEverything(t *testing.T) {
 	testenv.RequireRoot(t)
 	src := oddTree(t, true)
-	bundle, res := fromRootfs(t, src, generate.Options{})
+	bundle, res := generateBundle(t, generate.Options{Rootfs: src})
 	want, err := fstree.Snapshot(src, fstree.Options{XattrFilter: fstree.TemplateXattrs, MTime: true})
 	if err != nil {
 		t.Fatal(err)
@@ -213,10 +207,10 @@ func TestRootfsCopyKeepsEverything(t *testing.T) {
 func TestRootfsCopyRootless(t *testing.T) {
 	testenv.RequireRoot(t) // to make a tree with foreign owners
 	src := oddTree(t, false)
-	rootBundle, _ := fromRootfs(t, src, generate.Options{})
-	var opts generate.Options
+	rootBundle, _ := generateBundle(t, generate.Options{Rootfs: src})
+	opts := generate.Options{Rootfs: src}
 	generate.ForceRootless(&opts, true)
-	bundle, res := fromRootfs(t, src, opts)
+	bundle, res := generateBundle(t, opts)
 	if !res.Rootless || len(res.Warnings) != 2 || !strings.Contains(res.Warnings[0], "2 device node(s) were not created") {
 		t.Errorf("rootless %v, warnings %q: want the device nodes and the socket reported", res.Rootless, res.Warnings)
 	}
@@ -233,7 +227,7 @@ func TestRootfsCopyRootless(t *testing.T) {
 func TestRootfsLink(t *testing.T) {
 	testenv.RequireRoot(t)
 	src := oddTree(t, true)
-	bundle, res := fromRootfs(t, src, generate.Options{Link: true, Spec: generate.SpecOptions{Args: []string{"/bin/sh", "-c", "echo hi"}}})
+	bundle, res := generateBundle(t, generate.Options{Rootfs: src, Link: true, Spec: generate.SpecOptions{Args: []string{"/bin/sh", "-c", "echo hi"}}})
 	if _, err := os.Lstat(filepath.Join(bundle, "rootfs")); !os.IsNotExist(err) {
 		t.Errorf("--link copied the rootfs: %v", err)
 	}
@@ -242,6 +236,6 @@ func TestRootfsLink(t *testing.T) {
 		t.Errorf("root.path %q, rootfs %q, args %q; want %s and the --args", spec.Root.Path, res.Rootfs, spec.Process.Args, src)
 	}
 	linked := convertBundle(t, bundle, convert.Options{Name: "odd", Privileged: true, ToolVersion: "test"})
-	copied, _ := fromRootfs(t, src, generate.Options{Spec: generate.SpecOptions{Args: []string{"/bin/sh", "-c", "echo hi"}}})
+	copied, _ := generateBundle(t, generate.Options{Rootfs: src, Spec: generate.SpecOptions{Args: []string{"/bin/sh", "-c", "echo hi"}}})
 	sameTemplate(t, convertBundle(t, copied, convert.Options{Name: "odd", Privileged: true, ToolVersion: "test"}), linked)
 }
