@@ -21,6 +21,8 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 	"github.com/klauspost/compress/zstd"
+
+	"github.com/nexcage/nexcage/internal/testenv"
 )
 
 // Why not pkg/v1/validate: it imports github.com/google/go-cmp, which is
@@ -676,18 +678,12 @@ func TestAlpineApp(t *testing.T) {
 // TestVerify shows Verify reports wrong trees, and accepts right ones.
 func TestVerify(t *testing.T) {
 	root := t.TempDir()
-	must := func(err error) {
-		t.Helper()
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
-	must(os.MkdirAll(filepath.Join(root, "d"), 0o755))
-	must(os.WriteFile(filepath.Join(root, "d/f"), []byte("body"), 0o644))
-	must(os.Chmod(filepath.Join(root, "d/f"), 0o755|os.ModeSetuid)) // Go spells setuid as a FileMode flag, not 04000
-	must(os.Link(filepath.Join(root, "d/f"), filepath.Join(root, "d/hard")))
-	must(os.Symlink("f", filepath.Join(root, "d/link")))
-	must(os.WriteFile(filepath.Join(root, "file"), nil, 0o644))
+	testenv.Must(t, os.MkdirAll(filepath.Join(root, "d"), 0o755))
+	testenv.Must(t, os.WriteFile(filepath.Join(root, "d/f"), []byte("body"), 0o644))
+	testenv.Must(t, os.Chmod(filepath.Join(root, "d/f"), 0o755|os.ModeSetuid)) // Go spells setuid as a FileMode flag, not 04000
+	testenv.Must(t, os.Link(filepath.Join(root, "d/f"), filepath.Join(root, "d/hard")))
+	testenv.Must(t, os.Symlink("f", filepath.Join(root, "d/link")))
+	testenv.Must(t, os.WriteFile(filepath.Join(root, "file"), nil, 0o644))
 
 	ok := []Expect{
 		{Path: "d", Type: tar.TypeDir},
