@@ -889,11 +889,7 @@ func validateImage(img v1.Image) error {
 	var errs []error
 	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
 
-	rawManifest, err := img.RawManifest()
-	if err != nil {
-		return err
-	}
-	m, err := img.Manifest()
+	rawManifest, m, err := rawAndParsed(img.RawManifest, img.Manifest)
 	if err != nil {
 		return err
 	}
@@ -910,11 +906,7 @@ func validateImage(img v1.Image) error {
 		bad("manifest: %v", err)
 	}
 
-	rawConfig, err := img.RawConfigFile()
-	if err != nil {
-		return err
-	}
-	cf, err := img.ConfigFile()
+	rawConfig, cf, err := rawAndParsed(img.RawConfigFile, img.ConfigFile)
 	if err != nil {
 		return err
 	}
@@ -974,11 +966,7 @@ func validateImage(img v1.Image) error {
 // that the descriptor's media type, size and platform match the child.
 func validateIndex(idx v1.ImageIndex) error {
 	var errs []error
-	raw, err := idx.RawManifest()
-	if err != nil {
-		return err
-	}
-	im, err := idx.IndexManifest()
+	raw, im, err := rawAndParsed(idx.RawManifest, idx.IndexManifest)
 	if err != nil {
 		return err
 	}
@@ -1015,6 +1003,21 @@ func validateIndex(idx v1.ImageIndex) error {
 
 // sameJSON reports whether the parsed form v re-encodes to what raw
 // decodes to: the object a client reads equals the bytes that are hashed.
+// rawAndParsed reads a manifest or config both ways go-containerregistry
+// gives it, raw and parsed, for checks that the two agree.
+func rawAndParsed[T any](raw func() ([]byte, error), parsed func() (T, error)) ([]byte, T, error) {
+	var zero T
+	b, err := raw()
+	if err != nil {
+		return nil, zero, err
+	}
+	v, err := parsed()
+	if err != nil {
+		return nil, zero, err
+	}
+	return b, v, nil
+}
+
 func sameJSON(v any, raw []byte) error {
 	enc, err := json.Marshal(v)
 	if err != nil {
