@@ -26,22 +26,25 @@ import (
 	"github.com/nexcage/nexcage/template"
 )
 
-func checkTemplate(t *testing.T, p string, opts health.Options) []health.Result {
+// runCheck runs check (convert.CheckTemplate or convert.CheckBundle) on
+// p; a check that cannot run at all fails the test.
+func runCheck(t *testing.T, check func(context.Context, string, health.Options) ([]health.Result, error), p string, opts health.Options) []health.Result {
 	t.Helper()
-	res, err := convert.CheckTemplate(context.Background(), p, opts)
+	res, err := check(context.Background(), p, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return res
 }
 
+func checkTemplate(t *testing.T, p string, opts health.Options) []health.Result {
+	t.Helper()
+	return runCheck(t, convert.CheckTemplate, p, opts)
+}
+
 func checkBundle(t *testing.T, p string, opts health.Options) []health.Result {
 	t.Helper()
-	res, err := convert.CheckBundle(context.Background(), p, opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return res
+	return runCheck(t, convert.CheckBundle, p, opts)
 }
 
 // Real templates, as convert writes them, pass every check, in each

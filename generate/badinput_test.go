@@ -106,7 +106,7 @@ func TestTemplateSymlinksStayInside(t *testing.T) {
 	testenv.RequireRoot(t)
 	tmpl := writeTemplate(t, "ok.tar.zst", zstdOf(t, testbundle.Tar(t, testbundle.DirM("./"), testbundle.DirM("./run/"), testbundle.DirM("./var/"), testbundle.SymlinkM("./var/run", "/run"),
 		testbundle.FileM("./var/run/pid", "1\n"), testbundle.FileM("./bin/sh", "no ELF"), testbundle.HardlinkM("./pid2", "./var/run/pid"))))
-	bundle, _ := fromTemplate(t, tmpl, generate.Options{})
+	bundle, _ := generateBundle(t, generate.Options{Template: tmpl})
 	if b, err := os.ReadFile(filepath.Join(bundle, "rootfs/run/pid")); err != nil || string(b) != "1\n" {
 		t.Errorf("var/run/pid did not land in the rootfs's /run: %q %v", b, err)
 	}
@@ -158,7 +158,7 @@ func TestTemplateRefusesBadFiles(t *testing.T) {
 	}
 	// The intact ones extract, whatever the name says about compression.
 	for name, content := range map[string][]byte{"good.tar.zst": z, "good.tar.gz": gz, "gzip-named.tar.zst": gz, "plain.tar": good} {
-		fromTemplate(t, writeTemplate(t, name, content), generate.Options{Spec: generate.SpecOptions{Arch: "amd64"}})
+		generateBundle(t, generate.Options{Template: writeTemplate(t, name, content), Spec: generate.SpecOptions{Arch: "amd64"}})
 	}
 }
 

@@ -71,12 +71,6 @@ func convertBundle(t testing.TB, bundle string, opts convert.Options) *convert.R
 	return res
 }
 
-func fromTemplate(t testing.TB, template string, opts generate.Options) (string, *generate.Result) {
-	t.Helper()
-	opts.Template = template
-	return generateBundle(t, opts)
-}
-
 // generateBundle is generate.Bundle into a fresh directory, removed when
 // the test ends.
 func generateBundle(t testing.TB, opts generate.Options) (string, *generate.Result) {

@@ -91,7 +91,7 @@ func TestAsOrdinaryUser(t *testing.T) {
 			}
 			validateConfig(t, filepath.Join(bundle, "config.json"))
 			opts := convert.Options{Name: name, Privileged: true, ToolVersion: "test"}
-			rootBundle, _ := fromTemplate(t, tmpl, generate.Options{})
+			rootBundle, _ := generateBundle(t, generate.Options{Template: tmpl})
 			want := convertBundle(t, rootBundle, opts)
 			got := convertBundle(t, bundle, opts)
 			sameTemplate(t, want, got)

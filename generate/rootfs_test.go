@@ -29,12 +29,6 @@ func snapshot(t testing.TB, dir string) fstree.Tree {
 	return tree
 }
 
-func fromRootfs(t testing.TB, dir string, opts generate.Options) (string, *generate.Result) {
-	t.Helper()
-	opts.Rootfs = dir
-	return generateBundle(t, opts)
-}
-
 func loadSpec(t testing.TB, bundle string) *rspec.Spec {
 	t.Helper()
 	var s rspec.Spec
@@ -59,7 +53,7 @@ func TestRootfsRoundTripThroughPVE(t *testing.T) {
 			delete(want, p)
 		}
 	}
-	bundle, res := fromRootfs(t, src, generate.Options{})
+	bundle, res := generateBundle(t, generate.Options{Rootfs: src})
 	validateConfig(t, filepath.Join(bundle, "config.json"))
 	if strings.Join(res.Process, " ") != "/sbin/init" || res.Arch != "amd64" {
 		t.Errorf("process %v, arch %q: want Alpine's /sbin/init and amd64 from its /bin/sh", res.Process, res.Arch)
@@ -100,19 +94,13 @@ var capNetRaw = testimage.CapV2(13)
 func oddTree(t testing.TB, foreignSymlink bool) string {
 	t.Helper()
 	dir := filepath.Join(t.TempDir(), "rootfs")
-	must := func(err error) {
-		t.Helper()
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
 	mkdir := func(rel string, mode os.FileMode) {
-		must(os.MkdirAll(filepath.Join(dir, rel), 0o755))
-		must(os.Chmod(filepath.Join(dir, rel), mode))
+		testenv.Must(t, os.MkdirAll(filepath.Join(dir, rel), 0o755))
+		testenv.Must(t, os.Chmod(filepath.Join(dir, rel), mode))
 	}
 	write := func(rel, body string, mode os.FileMode) {
-		must(os.WriteFile(filepath.Join(dir, rel), []byte(body), 0o600))
-		must(os.Chmod(filepath.Join(dir, rel), mode))
+		testenv.Must(t, os.WriteFile(filepath.Join(dir, rel), []byte(body), 0o600))
+		testenv.Must(t, os.Chmod(filepath.Join(dir, rel), mode))
 	}
 	mkdir(".", 0o755)
 	for _, d := range []string{"bin", "sbin", "etc", "dev", "usr/bin", "var/lib"} {
@@ -120,38 +108,38 @@ func oddTree(t testing.TB, foreignSymlink bool) string {
 	}
 	mkdir("tmp", 0o1777)
 	mkdir("srv/shared", 0o2775)
-	must(os.Chown(filepath.Join(dir, "srv/shared"), 0, 50))
+	testenv.Must(t, os.Chown(filepath.Join(dir, "srv/shared"), 0, 50))
 	mkdir("ro", 0o555)
 	// /bin/sh: the ELF header of the host's shell is all the arch check reads.
 	sh, err := os.ReadFile("/bin/sh")
-	must(err)
+	testenv.Must(t, err)
 	write("bin/dash", string(sh[:64]), 0o755)
-	must(os.Symlink("dash", filepath.Join(dir, "bin/sh")))
+	testenv.Must(t, os.Symlink("dash", filepath.Join(dir, "bin/sh")))
 	write("sbin/init", "#!/bin/sh\n", 0o755)
 	write("usr/bin/su", "setuid\n", 0o4755)
-	must(os.Chown(filepath.Join(dir, "usr/bin/su"), 1000, 1000))
-	must(os.Chmod(filepath.Join(dir, "usr/bin/su"), 0o4755)) // chown cleared it
+	testenv.Must(t, os.Chown(filepath.Join(dir, "usr/bin/su"), 1000, 1000))
+	testenv.Must(t, os.Chmod(filepath.Join(dir, "usr/bin/su"), 0o4755)) // chown cleared it
 	write("etc/shadow", "root:*::0:::::\n", 0)
 	write("etc/hosts", "127.0.0.1 localhost\n", 0o644)
-	must(os.Link(filepath.Join(dir, "etc/hosts"), filepath.Join(dir, "etc/hosts.link")))
-	must(os.Link(filepath.Join(dir, "etc/hosts"), filepath.Join(dir, "var/lib/hosts.too")))
+	testenv.Must(t, os.Link(filepath.Join(dir, "etc/hosts"), filepath.Join(dir, "etc/hosts.link")))
+	testenv.Must(t, os.Link(filepath.Join(dir, "etc/hosts"), filepath.Join(dir, "var/lib/hosts.too")))
 	write("usr/bin/ping", "ping\n", 0o755)
-	must(unix.Setxattr(filepath.Join(dir, "usr/bin/ping"), "security.capability", []byte(capNetRaw), 0))
-	must(unix.Setxattr(filepath.Join(dir, "etc/hosts"), "user.note", []byte("kept"), 0))
-	must(unix.Setxattr(filepath.Join(dir, "var/lib"), "user.dir", []byte("dir xattr"), 0))
-	must(os.Symlink("/etc/hosts", filepath.Join(dir, "etc/abs")))
-	must(os.Symlink("../nowhere", filepath.Join(dir, "etc/dangling")))
+	testenv.Must(t, unix.Setxattr(filepath.Join(dir, "usr/bin/ping"), "security.capability", []byte(capNetRaw), 0))
+	testenv.Must(t, unix.Setxattr(filepath.Join(dir, "etc/hosts"), "user.note", []byte("kept"), 0))
+	testenv.Must(t, unix.Setxattr(filepath.Join(dir, "var/lib"), "user.dir", []byte("dir xattr"), 0))
+	testenv.Must(t, os.Symlink("/etc/hosts", filepath.Join(dir, "etc/abs")))
+	testenv.Must(t, os.Symlink("../nowhere", filepath.Join(dir, "etc/dangling")))
 	if foreignSymlink {
-		must(os.Lchown(filepath.Join(dir, "etc/dangling"), 1000, 1000))
+		testenv.Must(t, os.Lchown(filepath.Join(dir, "etc/dangling"), 1000, 1000))
 	}
-	must(unix.Mkfifo(filepath.Join(dir, "var/lib/fifo"), 0o620))
-	must(unix.Mknod(filepath.Join(dir, "dev/null"), unix.S_IFCHR|0o666, int(unix.Mkdev(1, 3))))
-	must(unix.Mknod(filepath.Join(dir, "var/lib/blk"), unix.S_IFBLK|0o600, int(unix.Mkdev(7, 0))))
+	testenv.Must(t, unix.Mkfifo(filepath.Join(dir, "var/lib/fifo"), 0o620))
+	testenv.Must(t, unix.Mknod(filepath.Join(dir, "dev/null"), unix.S_IFCHR|0o666, int(unix.Mkdev(1, 3))))
+	testenv.Must(t, unix.Mknod(filepath.Join(dir, "var/lib/blk"), unix.S_IFBLK|0o600, int(unix.Mkdev(7, 0))))
 	write("ro/inside", "in a read-only directory\n", 0o444)
-	must(os.Chmod(filepath.Join(dir, "ro"), 0o555))
+	testenv.Must(t, os.Chmod(filepath.Join(dir, "ro"), 0o555))
 	// A socket is left out: a tar cannot hold one.
 	l, err := net.Listen("unix", filepath.Join(dir, "var/lib/sock"))
-	must(err)
+	testenv.Must(t, err)
 	l.(*net.UnixListener).SetUnlinkOnClose(false)
 	l.Close()
 	// Nanosecond mtimes, set last (everything above touched the directories).
@@ -172,7 +160,7 @@ func oddTree(t testing.TB, foreignSymlink bool) string {
 func TestRootfsCopyKeepsEverything(t *testing.T) {
 	testenv.RequireRoot(t)
 	src := oddTree(t, true)
-	bundle, res := fromRootfs(t, src, generate.Options{})
+	bundle, res := generateBundle(t, generate.Options{Rootfs: src})
 	want, err := fstree.Snapshot(src, fstree.Options{XattrFilter: fstree.TemplateXattrs, MTime: true})
 	if err != nil {
 		t.Fatal(err)
@@ -213,10 +201,10 @@ func TestRootfsCopyKeepsEverything(t *testing.T) {
 func TestRootfsCopyRootless(t *testing.T) {
 	testenv.RequireRoot(t) // to make a tree with foreign owners
 	src := oddTree(t, false)
-	rootBundle, _ := fromRootfs(t, src, generate.Options{})
-	var opts generate.Options
+	rootBundle, _ := generateBundle(t, generate.Options{Rootfs: src})
+	opts := generate.Options{Rootfs: src}
 	generate.ForceRootless(&opts, true)
-	bundle, res := fromRootfs(t, src, opts)
+	bundle, res := generateBundle(t, opts)
 	if !res.Rootless || len(res.Warnings) != 2 || !strings.Contains(res.Warnings[0], "2 device node(s) were not created") {
 		t.Errorf("rootless %v, warnings %q: want the device nodes and the socket reported", res.Rootless, res.Warnings)
 	}
@@ -233,7 +221,7 @@ func TestRootfsCopyRootless(t *testing.T) {
 func TestRootfsLink(t *testing.T) {
 	testenv.RequireRoot(t)
 	src := oddTree(t, true)
-	bundle, res := fromRootfs(t, src, generate.Options{Link: true, Spec: generate.SpecOptions{Args: []string{"/bin/sh", "-c", "echo hi"}}})
+	bundle, res := generateBundle(t, generate.Options{Rootfs: src, Link: true, Spec: generate.SpecOptions{Args: []string{"/bin/sh", "-c", "echo hi"}}})
 	if _, err := os.Lstat(filepath.Join(bundle, "rootfs")); !os.IsNotExist(err) {
 		t.Errorf("--link copied the rootfs: %v", err)
 	}
@@ -242,6 +230,6 @@ func TestRootfsLink(t *testing.T) {
 		t.Errorf("root.path %q, rootfs %q, args %q; want %s and the --args", spec.Root.Path, res.Rootfs, spec.Process.Args, src)
 	}
 	linked := convertBundle(t, bundle, convert.Options{Name: "odd", Privileged: true, ToolVersion: "test"})
-	copied, _ := fromRootfs(t, src, generate.Options{Spec: generate.SpecOptions{Args: []string{"/bin/sh", "-c", "echo hi"}}})
+	copied, _ := generateBundle(t, generate.Options{Rootfs: src, Spec: generate.SpecOptions{Args: []string{"/bin/sh", "-c", "echo hi"}}})
 	sameTemplate(t, convertBundle(t, copied, convert.Options{Name: "odd", Privileged: true, ToolVersion: "test"}), linked)
 }

@@ -22,7 +22,7 @@ func TestTemplateRoundTrip(t *testing.T) {
 		t.Run(c.Name, func(t *testing.T) {
 			opts := convert.Options{Privileged: true, ToolVersion: "test"}
 			built := build(t, c, opts)
-			bundle, res := fromTemplate(t, built.Template, generate.Options{})
+			bundle, res := generateBundle(t, generate.Options{Template: built.Template})
 			validateConfig(t, filepath.Join(bundle, "config.json"))
 			if len(res.Sidecars) != 2 {
 				t.Errorf("sidecars read: %v, want the .json and the .conf", res.Sidecars)
@@ -50,7 +50,7 @@ func TestTemplateRoundTripOptions(t *testing.T) {
 	} {
 		t.Run(tc.name+"-"+string(tc.opts.Compression), func(t *testing.T) {
 			built := build(t, corpusCase(t, tc.name), tc.opts)
-			bundle, res := fromTemplate(t, built.Template, generate.Options{})
+			bundle, res := generateBundle(t, generate.Options{Template: built.Template})
 			want := map[string]template.Recipe{"alpine-app": {Compression: "gzip"}, "alpine-amd64": {Compression: "xz", Level: 2}, "ids": {SquashHighIDs: true, Name: "web", Version: "2.1"}}[tc.name]
 			if got := res.ConvertRecipe; got == nil || *got != want {
 				t.Errorf("convert recipe %+v, want %+v", got, want)
@@ -70,9 +70,9 @@ func TestTemplateRoundTripRootless(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			opts := convert.Options{Privileged: true, ToolVersion: "test"}
 			built := build(t, corpusCase(t, name), opts)
-			var gopts generate.Options
+			gopts := generate.Options{Template: built.Template}
 			generate.ForceRootless(&gopts, true)
-			bundle, res := fromTemplate(t, built.Template, gopts)
+			bundle, res := generateBundle(t, gopts)
 			if !res.Rootless {
 				t.Error("the result does not say the bundle is rootless")
 			}
@@ -97,7 +97,7 @@ func TestTemplateWithoutManifest(t *testing.T) {
 	opts := convert.Options{Name: "app", Version: "1", ToolVersion: "test"}
 	built := build(t, corpusCase(t, "alpine-app"), opts)
 	os.Remove(built.SidecarJSON)
-	bundle, res := fromTemplate(t, built.Template, generate.Options{})
+	bundle, res := generateBundle(t, generate.Options{Template: built.Template})
 	if len(res.Sidecars) != 1 || !strings.HasSuffix(res.Sidecars[0], ".conf") {
 		t.Errorf("sidecars read: %v, want the .conf alone", res.Sidecars)
 	}
@@ -120,7 +120,7 @@ func TestTemplateWithoutSidecars(t *testing.T) {
 	built := build(t, corpusCase(t, "alpine-amd64"), convert.Options{ToolVersion: "test"})
 	os.Remove(built.SidecarJSON)
 	os.Remove(built.Config)
-	bundle, res := fromTemplate(t, built.Template, generate.Options{Spec: generate.SpecOptions{Hostname: "box", Env: []string{"TZ=UTC"}}})
+	bundle, res := generateBundle(t, generate.Options{Template: built.Template, Spec: generate.SpecOptions{Hostname: "box", Env: []string{"TZ=UTC"}}})
 	if len(res.Sidecars) != 0 || strings.Join(res.Process, " ") != "/sbin/init" || res.Arch != "amd64" {
 		t.Errorf("sidecars %v, process %v, arch %q; want none, /sbin/init (alpine has it), amd64", res.Sidecars, res.Process, res.Arch)
 	}
@@ -144,6 +144,6 @@ func TestTemplateRoundTripDateVersion(t *testing.T) {
 	if !strings.Contains(filepath.Base(built.Template), "_20231114_") {
 		t.Fatalf("template %s is not named by the image's creation date", built.Template)
 	}
-	bundle, _ := fromTemplate(t, built.Template, generate.Options{})
+	bundle, _ := generateBundle(t, generate.Options{Template: built.Template})
 	sameTemplate(t, built, convertBundle(t, bundle, opts))
 }

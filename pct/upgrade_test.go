@@ -115,14 +115,21 @@ func listing(t *testing.T, dir string) string {
 	return b.String()
 }
 
-// upgradeHost is deployHost playing PVE version pve, for a test that
-// needs root and LXC, and a directory for the test's templates.
+// upgradeHost is lxcHost playing PVE version pve.
 func upgradeHost(t *testing.T, pve string) (*pvetest.StandIn, *pct.Host, *recorder, string) {
+	t.Helper()
+	s, h, rec, dir := lxcHost(t)
+	t.Setenv("PVE_VERSION", pve)
+	return s, h, rec, dir
+}
+
+// lxcHost is deployHost for a test that starts CTs (it needs root and
+// LXC), and a directory for the test's templates.
+func lxcHost(t *testing.T) (*pvetest.StandIn, *pct.Host, *recorder, string) {
 	t.Helper()
 	testenv.RequireRoot(t)
 	testenv.RequireTool(t, "lxc-start")
 	s, h, rec := deployHost(t)
-	t.Setenv("PVE_VERSION", pve)
 	return s, h, rec, t.TempDir()
 }
 

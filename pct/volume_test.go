@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/nexcage/nexcage/internal/pveoracle"
-	"github.com/nexcage/nexcage/internal/testenv"
 	"github.com/nexcage/nexcage/lxc"
 	"github.com/nexcage/nexcage/pct"
 )
@@ -27,11 +26,8 @@ import (
 // CT's idmap). Before, on 9.0 and 9.1 the plan only warned and the
 // application's write failed. Every argv passes that PVE's own pct CLI.
 func TestVolumeOwnedAsInImage(t *testing.T) {
-	testenv.RequireRoot(t)
-	testenv.RequireTool(t, "lxc-start")
 	ctx := context.Background()
-	s, h, _ := deployHost(t)
-	dir := t.TempDir()
+	s, h, _, dir := lxcHost(t)
 	for i, pve := range []string{"9.0.0", "9.1.1", "9.2.0"} {
 		t.Run(pve, func(t *testing.T) {
 			t.Setenv("PVE_VERSION", pve)
@@ -106,12 +102,8 @@ func wantOwnedAsImage(t *testing.T, vol, file string) {
 // symlink names keeps its owner and mode. An upgrade to such an image,
 // the symlink a VOLUME only it has, is rolled back the same way.
 func TestVolumeOwnerSymlinkImage(t *testing.T) {
-	testenv.RequireRoot(t)
-	testenv.RequireTool(t, "lxc-start")
 	ctx := context.Background()
-	s, h, _ := deployHost(t)
-	t.Setenv("PVE_VERSION", "9.1.1")
-	dir := t.TempDir()
+	s, h, _, dir := upgradeHost(t, "9.1.1")
 	victim := filepath.Join(t.TempDir(), "victim")
 	if err := os.MkdirAll(filepath.Join(victim, "data"), 0o700); err != nil {
 		t.Fatal(err)
@@ -201,11 +193,8 @@ func victimUntouched(t *testing.T, victim string) {
 // as before. On PVE 9.0, 9.1 and 9.2, every argv passing that version's
 // own pct CLI. Before, the upgrade made no volume for /cache.
 func TestUpgradeAddsNewImageVolume(t *testing.T) {
-	testenv.RequireRoot(t)
-	testenv.RequireTool(t, "lxc-start")
 	ctx := context.Background()
-	s, h, _ := deployHost(t)
-	dir := t.TempDir()
+	s, h, _, dir := lxcHost(t)
 	const entry = "#!/bin/sh\necho 'app:x:1000:1000:app:/:/bin/sh' >> /etc/passwd\n" +
 		"/bin/su -s /bin/sh -c '/usr/bin/id -u > /data/by-app; [ -d /cache ] && /usr/bin/id -u > /cache/by-app' app\n" +
 		"trap 'exit 0' TERM\nwhile true; do sleep 1; done\n"

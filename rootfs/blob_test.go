@@ -49,8 +49,7 @@ func withManifest(t *testing.T, s *Store, img Image, edit func(*ispec.Manifest))
 // flattener alike, instead of reading /dev/zero forever, hanging on open
 // or panicking.
 func TestHostileStoreBlobs(t *testing.T) {
-	testenv.CheckLeaks(t)
-	s := newStore(t)
+	s := leakCheckedStore(t)
 	vimg, err := testimage.Layers(v1.Config{Entrypoint: []string{"/f"}}, testimage.Uncompressed, []testimage.Entry{testimage.File("f", 0o644, "x")})
 	if err != nil {
 		t.Fatal(err)
@@ -190,8 +189,7 @@ func TestStoreLockNoFollow(t *testing.T) {
 // directory, then replaced through l -> . by a symlink climbing out; a
 // write to d/f must be refused by unpack as build's flattener refuses it.
 func TestUnpackRefusesDirReplacedThroughSymlink(t *testing.T) {
-	testenv.CheckLeaks(t)
-	s := newStore(t)
+	s := leakCheckedStore(t)
 	img, err := testimage.Layers(v1.Config{Entrypoint: []string{"/f"}}, testimage.Gzip, []testimage.Entry{
 		testimage.Dir("d/", 0o755),
 		testimage.File("d/a", 0o644, "a"), // caches d as a safe directory

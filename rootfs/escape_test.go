@@ -2,7 +2,6 @@ package rootfs
 
 import (
 	"context"
-	"encoding/json"
 	"os"
 	"path/filepath"
 	"slices"
@@ -10,7 +9,6 @@ import (
 	"testing"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
-	rspec "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/nexcage/nexcage/internal/testenv"
 	"github.com/nexcage/nexcage/internal/testimage"
@@ -24,8 +22,7 @@ import (
 // implicit directories, then x becomes a symlink to the host directory
 // holding v. Fixing up x/v's mode and time must not chmod the host's v.
 func TestUnpackImplicitDirsStayInRoot(t *testing.T) {
-	testenv.CheckLeaks(t)
-	s := newStore(t)
+	s := leakCheckedStore(t)
 	for _, tc := range []struct {
 		name                   string
 		later, climb, rootless bool
@@ -72,8 +69,7 @@ func accountsImage(t *testing.T, user string, etc ...testimage.Entry) v1.Image {
 // build says); an absolute symlink to a file inside the rootfs is followed
 // there, and unpack and build agree on the result.
 func TestUnpackUserFromRootfsOnly(t *testing.T) {
-	testenv.CheckLeaks(t)
-	s := newStore(t)
+	s := leakCheckedStore(t)
 	t.Run("symlinks to the host", func(t *testing.T) {
 		host := t.TempDir()
 		passwd, group := filepath.Join(host, "passwd"), filepath.Join(host, "group")
@@ -105,11 +101,7 @@ func TestUnpackUserFromRootfsOnly(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		var spec rspec.Spec
-		raw, _ := os.ReadFile(res.Config)
-		if err := json.Unmarshal(raw, &spec); err != nil {
-			t.Fatal(err)
-		}
+		spec := specOf(t, res.Config)
 		u := spec.Process.User
 		if u.UID != 1234 || u.GID != 2345 || len(u.AdditionalGids) != 1 || u.AdditionalGids[0] != 3456 || !slices.Contains(spec.Process.Env, "HOME=/home/app") {
 			t.Errorf("unpack resolved app as %+v, env %v; want 1234:2345, extra group 3456, HOME=/home/app", u, spec.Process.Env)
@@ -133,8 +125,7 @@ func TestUnpackUserFromRootfsOnly(t *testing.T) {
 // build leaves them out of the template, instead of empty stand-in files
 // that convert would put in the template. Fifos are kept.
 func TestUnpackRootlessDropsDevices(t *testing.T) {
-	testenv.CheckLeaks(t)
-	s := newStore(t)
+	s := leakCheckedStore(t)
 	img, err := testimage.Layers(v1.Config{}, testimage.Gzip, []testimage.Entry{
 		testimage.Dir("devices/", 0o755),
 		testimage.File("devices/replaced", 0o644, "lower\n"),

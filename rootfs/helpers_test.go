@@ -17,8 +17,10 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/layout"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
+	rspec "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/nexcage/nexcage/internal/atomicfile"
+	"github.com/nexcage/nexcage/internal/testenv"
 	"github.com/nexcage/nexcage/internal/testimage"
 )
 
@@ -151,6 +153,26 @@ func newStore(t testing.TB) *Store {
 		t.Fatal(err)
 	}
 	return s
+}
+
+// leakCheckedStore is newStore for a test that checks it leaks nothing
+// (testenv.CheckLeaks, called first): the store lives in the test's own
+// TMPDIR, so what the store leaves behind counts too.
+func leakCheckedStore(t *testing.T) *Store {
+	t.Helper()
+	testenv.CheckLeaks(t)
+	return newStore(t)
+}
+
+// specOf is readSpec for a test: a config.json that is missing or not
+// JSON fails it.
+func specOf(t testing.TB, path string) *rspec.Spec {
+	t.Helper()
+	spec, err := readSpec(path)
+	if err != nil {
+		t.Fatalf("config.json unusable: %v", err)
+	}
+	return spec
 }
 
 func amd64() SourceOptions {

@@ -33,8 +33,7 @@ func sparseBomb(t *testing.T) v1.Image {
 // claim a 10 GiB file are refused with a clear error by both the unpacker
 // and the flattener, long before the disk fills.
 func TestSparseClaimDoesNotFillTheDisk(t *testing.T) {
-	testenv.CheckLeaks(t)
-	s := newStore(t)
+	s := leakCheckedStore(t)
 	img := pullCase(t, s, testimage.Case{Name: "bomb", Image: sparseBomb(t)})
 	bundle := filepath.Join(t.TempDir(), "b")
 	_, err := s.Unpack(context.Background(), img, bundle, UnpackOptions{MaxLayerSize: 1 << 30})

@@ -1,6 +1,7 @@
 package rootfs
 
 import (
+	"cmp"
 	"context"
 	"io"
 	"sync"
@@ -114,12 +115,7 @@ func (p *layerPipe) Read(b []byte) (int, error) {
 func (p *layerPipe) CloseWrite(err error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if err == nil {
-		err = io.EOF
-	}
-	if p.werr == nil {
-		p.werr = err
-	}
+	firstClose(&p.werr, err, io.EOF)
 	p.markStarted()
 	p.readable.Broadcast()
 }
@@ -129,11 +125,7 @@ func (p *layerPipe) CloseWrite(err error) {
 func (p *layerPipe) CloseWithError(err error) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if err == nil {
-		err = io.ErrClosedPipe
-	}
-	if p.rerr == nil {
-		p.rerr = err
+	if firstClose(&p.rerr, err, io.ErrClosedPipe) {
 		close(p.finished)
 	}
 	p.markStarted()
@@ -141,6 +133,17 @@ func (p *layerPipe) CloseWithError(err error) error {
 	p.writable.Broadcast()
 	p.readable.Broadcast()
 	return nil
+}
+
+// firstClose records why a side of the pipe closed, err or def when err
+// is nil, unless it closed before: the first close wins. It reports
+// whether this close was the first.
+func firstClose(why *error, err, def error) bool {
+	if *why != nil {
+		return false
+	}
+	*why = cmp.Or(err, def)
+	return true
 }
 
 // Close is the reader's close.

@@ -2,6 +2,7 @@ package rootfs
 
 import (
 	"archive/tar"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -376,42 +377,20 @@ func TestPullRecordsIndexAnnotations(t *testing.T) {
 	}
 }
 
+// tarDir writes the directory src as a tar archive dst (an OCI layout as
+// the oci-archive skopeo writes).
 func tarDir(t testing.TB, src, dst string) {
 	t.Helper()
-	f, err := os.Create(dst)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	tw := tar.NewWriter(f)
-	err = filepath.Walk(src, func(p string, fi os.FileInfo, err error) error {
-		if err != nil {
-			return err
-		}
-		rel, _ := filepath.Rel(src, p)
-		if rel == "." {
-			return nil
-		}
-		hdr, _ := tar.FileInfoHeader(fi, "")
-		hdr.Name = filepath.ToSlash(rel)
-		if err := tw.WriteHeader(hdr); err != nil {
-			return err
-		}
-		if fi.Mode().IsRegular() {
-			b, err := os.ReadFile(p)
-			if err != nil {
-				return err
-			}
-			_, err = tw.Write(b)
-			return err
-		}
-		return nil
-	})
-	if err != nil {
+	var b bytes.Buffer
+	tw := tar.NewWriter(&b)
+	if err := tw.AddFS(os.DirFS(src)); err != nil {
 		t.Fatal(err)
 	}
 	if err := tw.Close(); err != nil {
 		t.Fatal(fmt.Errorf("close %s: %w", dst, err))
+	}
+	if err := os.WriteFile(dst, b.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
 	}
 }
 

@@ -3,7 +3,6 @@ package rootfs
 import (
 	"archive/tar"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"maps"
@@ -14,7 +13,6 @@ import (
 	"syscall"
 	"testing"
 
-	rspec "github.com/opencontainers/runtime-spec/specs-go"
 	rootlesscontainers "github.com/rootless-containers/proto/go-proto"
 	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/proto"
@@ -65,13 +63,8 @@ func TestUnpackCorpus(t *testing.T) {
 			if err := testimage.Verify(res.Rootfs, c.Expect); err != nil {
 				t.Fatal(err)
 			}
-			var spec rspec.Spec
-			raw, err := os.ReadFile(res.Config)
-			if err == nil {
-				err = json.Unmarshal(raw, &spec)
-			}
-			if err != nil || spec.Root == nil || spec.Root.Path != "rootfs" || spec.Process == nil {
-				t.Fatalf("config.json unusable: %v %+v", err, spec.Root)
+			if spec := specOf(t, res.Config); spec.Root == nil || spec.Root.Path != "rootfs" || spec.Process == nil {
+				t.Fatalf("config.json unusable: %+v", spec.Root)
 			}
 			noLeftovers(t, filepath.Dir(bundle))
 		})
@@ -86,11 +79,7 @@ func TestUnpackRuntimeConfigFollowsImage(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var spec rspec.Spec
-	raw, _ := os.ReadFile(res.Config)
-	if err := json.Unmarshal(raw, &spec); err != nil {
-		t.Fatal(err)
-	}
+	spec := specOf(t, res.Config)
 	cfg, _ := corpusCase(t, "alpine-app").Image.ConfigFile()
 	wantArgs := append(append([]string{}, cfg.Config.Entrypoint...), cfg.Config.Cmd...)
 	if strings.Join(spec.Process.Args, " ") != strings.Join(wantArgs, " ") || spec.Process.Cwd != cfg.Config.WorkingDir || spec.Process.User.UID != 1000 {
@@ -215,8 +204,7 @@ func snapshotOutside(t testing.TB, dir string) fstree.Tree {
 }
 
 func TestUnpackRefusesNonEmptyBundle(t *testing.T) {
-	testenv.CheckLeaks(t)
-	s := newStore(t)
+	s := leakCheckedStore(t)
 	img := pullCase(t, s, corpusCase(t, "modes"))
 	bundle := t.TempDir()
 	keep := filepath.Join(bundle, "precious")
@@ -246,8 +234,7 @@ func TestUnpackRefusesNonEmptyBundle(t *testing.T) {
 }
 
 func TestUnpackFailureKeepsOldBundle(t *testing.T) {
-	testenv.CheckLeaks(t)
-	s := newStore(t)
+	s := leakCheckedStore(t)
 	c := corpusCase(t, "whiteouts")
 	img := pullCase(t, s, c)
 	bundle := filepath.Join(t.TempDir(), "b")
@@ -278,8 +265,7 @@ func TestUnpackFailureKeepsOldBundle(t *testing.T) {
 }
 
 func TestUnpackCancelled(t *testing.T) {
-	testenv.CheckLeaks(t)
-	s := newStore(t)
+	s := leakCheckedStore(t)
 	img := pullCase(t, s, corpusCase(t, "alpine-amd64"))
 	ctx, cancel := context.WithCancel(context.Background())
 	// Cancel in the middle of the layer: after a few hundred entries were

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"cmp"
 	"fmt"
 	"regexp"
 	"strconv"
@@ -196,6 +197,12 @@ func sentence(s string) string {
 	return strings.ToUpper(s[:1]) + s[1:] + "."
 }
 
+// description is the text of a command's DESCRIPTION section: its help,
+// or for a command with none its summary as a sentence.
+func description(c *command) string {
+	return cmp.Or(c.help, sentence(c.summary))
+}
+
 const generatedNote = "Generated from the command table (`make docs`); do not edit."
 
 // Markdown.
@@ -266,11 +273,7 @@ func markdownCommand(h topHelp, c *command) []byte {
 	fmt.Fprintf(&b, "# nexcage %s\n\n%s\n\n", c.name, mdEscape(c.summary))
 	fmt.Fprintf(&b, "## Usage\n\n```\n%s\n```\n\n", usageLine(c))
 	b.WriteString("## Description\n\n")
-	if c.help != "" {
-		markdownHelp(&b, c.help)
-	} else {
-		fmt.Fprintf(&b, "%s\n\n", mdEscape(sentence(c.summary)))
-	}
+	markdownHelp(&b, description(c))
 	b.WriteString("## Flags\n\n| Flag | Type | Default | Description |\n| --- | --- | --- | --- |\n")
 	for _, f := range docFlags(c) {
 		name := "--" + f.Name
@@ -437,11 +440,7 @@ func manCommand(h topHelp, c *command) []byte {
 	manHeader(&b, "nexcage-"+c.name, c.summary)
 	fmt.Fprintf(&b, ".SH SYNOPSIS\n%s\n", roffSynopsis(usageLine(c)))
 	b.WriteString(".SH DESCRIPTION\n")
-	if c.help != "" {
-		manHelp(&b, c.help)
-	} else {
-		fmt.Fprintf(&b, "%s\n", roffEscape(sentence(c.summary)))
-	}
+	manHelp(&b, description(c))
 	b.WriteString(".SH OPTIONS\n")
 	for _, f := range docFlags(c) {
 		b.WriteString(".TP\n")

@@ -72,6 +72,15 @@ func TestBrokenAndHostileInput(t *testing.T) {
 		}
 		return "oci:" + dir + ":x", blob
 	}
+	// sparseOverSmallDisk is a 32 MiB tmpfs (smallTmpfs) and an OCI
+	// layout whose one layer holds a 10 GiB sparse file: a layer larger
+	// than the free space. Mounting needs root.
+	sparseOverSmallDisk := func(t *testing.T) (tmp, ref string) {
+		testenv.RequireRoot(t)
+		tmp = smallTmpfs(t)
+		ref, _ = layoutOf(t, layerImage(t, sparseLayer(t)))
+		return tmp, ref
+	}
 	// A row's args may set these: bounded rows are tiny inputs that once
 	// cost minutes or gigabytes, which must now end in seconds and modest
 	// memory; extraEnv overrides the environment (TMPDIR).
@@ -259,18 +268,14 @@ func TestBrokenAndHostileInput(t *testing.T) {
 		}, 1, []string{"sparse member", "archive size limit"}},
 		{"sparse layer larger than the free space of TMPDIR", func(t *testing.T) []string {
 			bounded = true
-			testenv.RequireRoot(t)
-			tmp := smallTmpfs(t)
-			ref, _ := layoutOf(t, layerImage(t, sparseLayer(t)))
+			tmp, ref := sparseOverSmallDisk(t)
 			// No --max-layer-size: 10 GiB is under the default.
 			extraEnv = []string{"TMPDIR=" + tmp}
 			return build(ref)
 		}, 1, []string{"free disk space", "needs 10.0 GiB"}},
 		{"staged unpack of a sparse layer larger than the free space", func(t *testing.T) []string {
 			bounded = true
-			testenv.RequireRoot(t)
-			tmp := smallTmpfs(t)
-			ref, _ := layoutOf(t, layerImage(t, sparseLayer(t)))
+			tmp, ref := sparseOverSmallDisk(t)
 			return []string{"unpack", "-q", ref, tmp + "/bundle"}
 		}, 1, []string{"free disk space", "needs 10.0 GiB"}},
 		{"config.json not JSON", func(t *testing.T) []string {

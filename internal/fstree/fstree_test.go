@@ -5,21 +5,17 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/nexcage/nexcage/internal/testenv"
 )
 
 func mkTree(t *testing.T) string {
 	t.Helper()
 	d := t.TempDir()
-	must := func(err error) {
-		t.Helper()
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
-	must(os.MkdirAll(filepath.Join(d, "a/b"), 0o755))
-	must(os.WriteFile(filepath.Join(d, "a/f"), []byte("one"), 0o640))
-	must(os.Link(filepath.Join(d, "a/f"), filepath.Join(d, "a/b/g")))
-	must(os.Symlink("../f", filepath.Join(d, "a/b/l")))
+	testenv.Must(t, os.MkdirAll(filepath.Join(d, "a/b"), 0o755))
+	testenv.Must(t, os.WriteFile(filepath.Join(d, "a/f"), []byte("one"), 0o640))
+	testenv.Must(t, os.Link(filepath.Join(d, "a/f"), filepath.Join(d, "a/b/g")))
+	testenv.Must(t, os.Symlink("../f", filepath.Join(d, "a/b/l")))
 	return d
 }
 

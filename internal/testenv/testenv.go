@@ -267,3 +267,13 @@ func SkopeoCopy(t testing.TB, src, dst string, extraArgs ...string) string {
 	args = append(args, src, dst)
 	return Run(t, skopeo, args...)
 }
+
+// Must fails the test at once on the error of a step that sets a test up
+// (a file written, a directory made): what follows would only fail in a
+// less telling way.
+func Must(t testing.TB, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}

@@ -21,6 +21,8 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 	"github.com/klauspost/compress/zstd"
+
+	"github.com/nexcage/nexcage/internal/testenv"
 )
 
 // Why not pkg/v1/validate: it imports github.com/google/go-cmp, which is
@@ -676,18 +678,12 @@ func TestAlpineApp(t *testing.T) {
 // TestVerify shows Verify reports wrong trees, and accepts right ones.
 func TestVerify(t *testing.T) {
 	root := t.TempDir()
-	must := func(err error) {
-		t.Helper()
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
-	must(os.MkdirAll(filepath.Join(root, "d"), 0o755))
-	must(os.WriteFile(filepath.Join(root, "d/f"), []byte("body"), 0o644))
-	must(os.Chmod(filepath.Join(root, "d/f"), 0o755|os.ModeSetuid)) // Go spells setuid as a FileMode flag, not 04000
-	must(os.Link(filepath.Join(root, "d/f"), filepath.Join(root, "d/hard")))
-	must(os.Symlink("f", filepath.Join(root, "d/link")))
-	must(os.WriteFile(filepath.Join(root, "file"), nil, 0o644))
+	testenv.Must(t, os.MkdirAll(filepath.Join(root, "d"), 0o755))
+	testenv.Must(t, os.WriteFile(filepath.Join(root, "d/f"), []byte("body"), 0o644))
+	testenv.Must(t, os.Chmod(filepath.Join(root, "d/f"), 0o755|os.ModeSetuid)) // Go spells setuid as a FileMode flag, not 04000
+	testenv.Must(t, os.Link(filepath.Join(root, "d/f"), filepath.Join(root, "d/hard")))
+	testenv.Must(t, os.Symlink("f", filepath.Join(root, "d/link")))
+	testenv.Must(t, os.WriteFile(filepath.Join(root, "file"), nil, 0o644))
 
 	ok := []Expect{
 		{Path: "d", Type: tar.TypeDir},
@@ -893,11 +889,7 @@ func validateImage(img v1.Image) error {
 	var errs []error
 	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
 
-	rawManifest, err := img.RawManifest()
-	if err != nil {
-		return err
-	}
-	m, err := img.Manifest()
+	rawManifest, m, err := rawAndParsed(img.RawManifest, img.Manifest)
 	if err != nil {
 		return err
 	}
@@ -914,11 +906,7 @@ func validateImage(img v1.Image) error {
 		bad("manifest: %v", err)
 	}
 
-	rawConfig, err := img.RawConfigFile()
-	if err != nil {
-		return err
-	}
-	cf, err := img.ConfigFile()
+	rawConfig, cf, err := rawAndParsed(img.RawConfigFile, img.ConfigFile)
 	if err != nil {
 		return err
 	}
@@ -978,11 +966,7 @@ func validateImage(img v1.Image) error {
 // that the descriptor's media type, size and platform match the child.
 func validateIndex(idx v1.ImageIndex) error {
 	var errs []error
-	raw, err := idx.RawManifest()
-	if err != nil {
-		return err
-	}
-	im, err := idx.IndexManifest()
+	raw, im, err := rawAndParsed(idx.RawManifest, idx.IndexManifest)
 	if err != nil {
 		return err
 	}
@@ -1019,6 +1003,21 @@ func validateIndex(idx v1.ImageIndex) error {
 
 // sameJSON reports whether the parsed form v re-encodes to what raw
 // decodes to: the object a client reads equals the bytes that are hashed.
+// rawAndParsed reads a manifest or config both ways go-containerregistry
+// gives it, raw and parsed, for checks that the two agree.
+func rawAndParsed[T any](raw func() ([]byte, error), parsed func() (T, error)) ([]byte, T, error) {
+	var zero T
+	b, err := raw()
+	if err != nil {
+		return nil, zero, err
+	}
+	v, err := parsed()
+	if err != nil {
+		return nil, zero, err
+	}
+	return b, v, nil
+}
+
 func sameJSON(v any, raw []byte) error {
 	enc, err := json.Marshal(v)
 	if err != nil {
