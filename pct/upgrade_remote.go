@@ -369,8 +369,33 @@ func (p *UpgradePlan) swapReq(newVol, digest string) apiReq {
 	return apiReq{"PUT", p.ctPath(p.VMID, "/config"), append(keys, "digest"), v}
 }
 
+// volumesReq adds the new image's volumes (newVolumes.add) in one config
+// write after the swap, as the host's `pct set --mpN STORAGE:SIZE,mp=PATH`:
+// PVE's update_vm allocates an mpN whose volume is STORAGE:SIZE on an
+// existing CT (vmconfig_apply_pending, apply_pending_mountpoint,
+// create_disks; Datastore.AllocateSpace on the storage), keepattrs=1
+// included on pve-container 6.1 on. Its own request: the swap never
+// allocates, so a failed allocation leaves no half-written swap.
+func (p *UpgradePlan) volumesReq() (apiReq, bool) {
+	if len(p.vols.add) == 0 {
+		return apiReq{}, false
+	}
+	q := apiReq{method: "PUT", path: p.ctPath(p.VMID, "/config"), v: url.Values{}}
+	for _, m := range p.vols.add {
+		q.keys = append(q.keys, m.Key())
+		q.v.Set(m.Key(), m.Value())
+	}
+	return q, true
+}
+
+// deleteReq is a config write deleting key (a mount point leaves its
+// volume as an unusedM, an unusedM frees its volume).
+func (p *UpgradePlan) deleteReq(key string) apiReq {
+	return apiReq{"PUT", p.ctPath(p.VMID, "/config"), []string{"delete"}, url.Values{"delete": {key}}}
+}
+
 func (p *UpgradePlan) freeReq() apiReq {
-	return apiReq{"PUT", p.ctPath(p.VMID, "/config"), []string{"delete"}, url.Values{"delete": {p.unusedKey}}}
+	return p.deleteReq(p.unusedKey)
 }
 
 // remoteUpgradeCommands are the upgrade's API requests for --dry-run.
@@ -389,7 +414,11 @@ func (p *UpgradePlan) remoteUpgradeCommands() []string {
 	if p.Running {
 		reqs = append(reqs, p.powerReq("shutdown"))
 	}
-	reqs = append(reqs, p.swapReq(cmp.Or(p.newVol, p.storage+":NEWVOL"), "DIGEST"), p.powerReq("start"))
+	reqs = append(reqs, p.swapReq(cmp.Or(p.newVol, p.storage+":NEWVOL"), "DIGEST"))
+	if q, ok := p.volumesReq(); ok {
+		reqs = append(reqs, q)
+	}
+	reqs = append(reqs, p.powerReq("start"))
 	if !p.Running {
 		reqs = append(reqs, p.powerReq("shutdown"))
 	}
@@ -460,7 +489,7 @@ func (h *Host) upgradeRemote(ctx context.Context, p *UpgradePlan, res *UpgradeRe
 		}
 		return err
 	}
-	var tmpMade, handed, swapped, stopped, started bool
+	var tmpMade, handed, swapped, volsSent, stopped, started bool
 	fail := func(step string, cause error) error {
 		bg := context.WithoutCancel(ctx)
 		var errs []error
@@ -479,6 +508,13 @@ func (h *Host) upgradeRemote(ctx context.Context, p *UpgradePlan, res *UpgradeRe
 			}
 			v, _, _ := strings.Cut(conf[key], ",")
 			return v
+		}
+		if volsSent {
+			// Before the keys go back: the read-back config must not
+			// keep a new volume or the unusedM it leaves.
+			if err := h.removeNewVolumesRemote(bg, p, do); err != nil {
+				errs = append(errs, err)
+			}
 		}
 		if !swapped && p.newVol != "" && vol("rootfs") == p.newVol {
 			swapped = true // the swap was made though its answer was lost
@@ -559,6 +595,12 @@ func (h *Host) upgradeRemote(ctx context.Context, p *UpgradePlan, res *UpgradeRe
 		return nil, fail("swapping the rootfs", err)
 	}
 	swapped, handed = true, false
+	if q, ok := p.volumesReq(); ok {
+		volsSent = true // its answer may be lost after PVE wrote it
+		if err := do(ctx, q, true); err != nil {
+			return nil, fail("adding the new image's volumes", err)
+		}
+	}
 	started = true
 	if err := do(ctx, p.powerReq("start"), true); err != nil {
 		return nil, fail("starting CT "+p.vmid(), err)
@@ -587,6 +629,45 @@ func (h *Host) upgradeRemote(ctx context.Context, p *UpgradePlan, res *UpgradeRe
 		return res, fmt.Errorf("CT %d was upgraded, but freeing its old rootfs %s failed (remove it with `pct set %d --delete %s`): %w", p.VMID, p.oldVol, p.VMID, p.unusedKey, err)
 	}
 	return res, nil
+}
+
+// removeNewVolumesRemote frees, through the API, the volumes volumesReq
+// added, as removeNewVolumes does on the host: PUT delete=mpN leaves the
+// volume as an unusedM, PUT delete=unusedM frees it. Only an mpN the
+// config did not have when planned, holding a storage volume at the path
+// planned, is touched, and only the unusedM that then holds its volume.
+func (h *Host) removeNewVolumesRemote(ctx context.Context, p *UpgradePlan, do func(context.Context, apiReq, bool) error) error {
+	c, node := h.api, p.remote.node
+	var errs []error
+	for _, m := range p.vols.add {
+		conf, err := c.LXCConfig(ctx, node, p.VMID)
+		if err != nil {
+			return errors.Join(append(errs, err)...)
+		}
+		val := conf[m.Key()]
+		vol, _, _ := strings.Cut(val, ",")
+		if _, had := p.remote.conf[m.Key()]; had || val == "" || !strings.Contains(","+val+",", ",mp="+m.Path+",") || strings.HasPrefix(vol, "/") {
+			continue
+		}
+		if err := do(ctx, p.deleteReq(m.Key()), false); err != nil {
+			errs = append(errs, fmt.Errorf("removing the new volume %s (%s): %w", m.Key(), vol, err))
+			continue
+		}
+		if conf, err = c.LXCConfig(ctx, node, p.VMID); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		for _, k := range slices.Sorted(maps.Keys(conf)) {
+			if _, had := p.remote.conf[k]; had || !strings.HasPrefix(k, "unused") || conf[k] != vol {
+				continue
+			}
+			if err := do(ctx, p.deleteReq(k), false); err != nil {
+				errs = append(errs, fmt.Errorf("freeing the new volume %s (%s): %w", vol, k, err))
+			}
+			break
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // configDiff names the keys two configs from GET .../config differ in
