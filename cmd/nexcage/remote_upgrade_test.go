@@ -16,7 +16,8 @@ import (
 // SIGTERM and on SIGPWR, the stop signal of a CT made through the API)
 // and /app/version, /app/fail.sh (which exits at once), the entrypoint (split at blanks), the environment and
 // a VOLUME /data, without user or stop signal, and without cwd unless
-// cwd:DIR: the API cannot set them. vol:DIR is one more VOLUME, a
+// cwd:DIR: the API cannot set them. noenv leaves the environment
+// empty, broken makes /app/run.sh exit at once. vol:DIR is one more VOLUME, a
 // directory the image has owned by 1000:1000, mode 0750, so that a
 // volume given the image's owner can be told from one PVE made.
 func cmdMkversion(ts *testscript.TestScript, neg bool, args []string) {
@@ -42,6 +43,11 @@ func cmdMkversion(ts *testscript.TestScript, neg bool, args []string) {
 	for _, a := range args[4:] {
 		if dir, ok := strings.CutPrefix(a, "cwd:"); ok {
 			cfg.WorkingDir = dir
+		} else if a == "noenv" {
+			// PVE 9.0 has no environment an API client may set.
+			cfg.Env = nil
+		} else if a == "broken" {
+			entries[1] = testimage.File("app/run.sh", 0o755, "#!/bin/sh\nexit 1\n")
 		} else if dir, ok := strings.CutPrefix(a, "vol:"); ok {
 			cfg.Volumes[dir] = struct{}{}
 			d := testimage.Dir(strings.TrimPrefix(dir, "/"), 0o750)
