@@ -369,23 +369,21 @@ func (p *UpgradePlan) swapReq(newVol, digest string) apiReq {
 	return apiReq{"PUT", p.ctPath(p.VMID, "/config"), append(keys, "digest"), v}
 }
 
-// volumesReq adds the new image's volumes (newVolumes.add) in one config
-// write after the swap, as the host's `pct set --mpN STORAGE:SIZE,mp=PATH`:
-// PVE's update_vm allocates an mpN whose volume is STORAGE:SIZE on an
-// existing CT (vmconfig_apply_pending, apply_pending_mountpoint,
-// create_disks; Datastore.AllocateSpace on the storage), keepattrs=1
-// included on pve-container 6.1 on. Its own request: the swap never
-// allocates, so a failed allocation leaves no half-written swap.
-func (p *UpgradePlan) volumesReq() (apiReq, bool) {
-	if len(p.vols.add) == 0 {
-		return apiReq{}, false
-	}
-	q := apiReq{method: "PUT", path: p.ctPath(p.VMID, "/config"), v: url.Values{}}
+// volumesReqs add the new image's volumes (newVolumes.add) after the
+// swap, as the host's `pct set --mpN STORAGE:SIZE,mp=PATH`: PVE's
+// update_vm allocates an mpN whose volume is STORAGE:SIZE on an existing
+// CT (vmconfig_apply_pending, apply_pending_mountpoint, create_disks;
+// Datastore.AllocateSpace on the storage), keepattrs=1 included on
+// pve-container 6.1 on. One write per volume, none in the swap's:
+// update_vm dies before writing the config when any key of the write
+// failed, and a volume allocated for another key of it would then be
+// named by no config; alone, a failed allocation is freed by create_disks.
+func (p *UpgradePlan) volumesReqs() []apiReq {
+	var out []apiReq
 	for _, m := range p.vols.add {
-		q.keys = append(q.keys, m.Key())
-		q.v.Set(m.Key(), m.Value())
+		out = append(out, apiReq{"PUT", p.ctPath(p.VMID, "/config"), []string{m.Key()}, url.Values{m.Key(): {m.Value()}}})
 	}
-	return q, true
+	return out
 }
 
 // deleteReq is a config write deleting key (a mount point leaves its
@@ -415,10 +413,7 @@ func (p *UpgradePlan) remoteUpgradeCommands() []string {
 		reqs = append(reqs, p.powerReq("shutdown"))
 	}
 	reqs = append(reqs, p.swapReq(cmp.Or(p.newVol, p.storage+":NEWVOL"), "DIGEST"))
-	if q, ok := p.volumesReq(); ok {
-		reqs = append(reqs, q)
-	}
-	reqs = append(reqs, p.powerReq("start"))
+	reqs = append(append(reqs, p.volumesReqs()...), p.powerReq("start"))
 	if !p.Running {
 		reqs = append(reqs, p.powerReq("shutdown"))
 	}
@@ -595,8 +590,8 @@ func (h *Host) upgradeRemote(ctx context.Context, p *UpgradePlan, res *UpgradeRe
 		return nil, fail("swapping the rootfs", err)
 	}
 	swapped, handed = true, false
-	if q, ok := p.volumesReq(); ok {
-		volsSent = true // its answer may be lost after PVE wrote it
+	for _, q := range p.volumesReqs() {
+		volsSent = true // an answer may be lost after PVE wrote the config
 		if err := do(ctx, q, true); err != nil {
 			return nil, fail("adding the new image's volumes", err)
 		}
@@ -631,7 +626,7 @@ func (h *Host) upgradeRemote(ctx context.Context, p *UpgradePlan, res *UpgradeRe
 	return res, nil
 }
 
-// removeNewVolumesRemote frees, through the API, the volumes volumesReq
+// removeNewVolumesRemote frees, through the API, the volumes volumesReqs
 // added, as removeNewVolumes does on the host: PUT delete=mpN leaves the
 // volume as an unusedM, PUT delete=unusedM frees it. Only an mpN the
 // config did not have when planned, holding a storage volume at the path
