@@ -200,14 +200,7 @@ func TestRemoteUpgradeAddsNewImageVolume(t *testing.T) {
 		t.Errorf("inside the upgraded CT: %q %v, want the old volume's data, v2 and /cache mounted", out, err)
 	}
 
-	vols := func() string {
-		out, err := h.Run(ctx, "pvesm", "list", "local-lvm")
-		if err != nil {
-			t.Fatal(err)
-		}
-		return out
-	}
-	volsBefore := vols()
+	volsBefore := pvesmList(t, h, "local-lvm")
 	up3, err := pct.PlanUpgrade(ctx, rh, 100, v2, v3, pct.UpgradeOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -227,7 +220,7 @@ func TestRemoteUpgradeAddsNewImageVolume(t *testing.T) {
 	if got := readConf(t, conf); got != after {
 		t.Errorf("after the rollback the config differs:\n%s\nwant\n%s", got, after)
 	}
-	if got := vols(); got != volsBefore {
+	if got := pvesmList(t, h, "local-lvm"); got != volsBefore {
 		t.Errorf("after the rollback pvesm list differs:\n%s\nwant\n%s", got, volsBefore)
 	}
 	api.CheckJudged(t)
