@@ -30,14 +30,22 @@ func remoteStandIn(t *testing.T) (*pvetest.StandIn, *pvetest.API, *pct.Host) {
 	t.Helper()
 	pveoracle.Require(t)
 	s := pvetest.NewStandIn(t)
-	api := s.StartAPI(t, pvetest.APIOptions{})
+	api, h := remoteOn(t, s)
+	return s, api, h
+}
+
+// remoteOn is a pct.Host reached through an API started on s, whose
+// server runs with env (PVE_VERSION=9.0.5 plays PVE 9.0).
+func remoteOn(t *testing.T, s *pvetest.StandIn, env ...string) (*pvetest.API, *pct.Host) {
+	t.Helper()
+	api := s.StartAPI(t, pvetest.APIOptions{Env: env})
 	tok := strings.TrimPrefix(api.AddToken(t, "ci@pve!plan", map[string][]string{"/": {"*"}}), "PVEAPIToken=")
 	c, err := pveapi.New(pveapi.Config{URL: api.URL, Token: tok, Fingerprint: api.Fingerprint})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(c.Close)
-	return s, api, pct.NewRemoteHost(c)
+	return api, pct.NewRemoteHost(c)
 }
 
 // TestRemotePlan makes plans through the API: raw LXC lines are refused

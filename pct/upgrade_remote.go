@@ -369,8 +369,31 @@ func (p *UpgradePlan) swapReq(newVol, digest string) apiReq {
 	return apiReq{"PUT", p.ctPath(p.VMID, "/config"), append(keys, "digest"), v}
 }
 
+// volumesReqs add the new image's volumes (newVolumes.add) after the
+// swap, as the host's `pct set --mpN STORAGE:SIZE,mp=PATH`: PVE's
+// update_vm allocates an mpN whose volume is STORAGE:SIZE on an existing
+// CT (vmconfig_apply_pending, apply_pending_mountpoint, create_disks;
+// Datastore.AllocateSpace on the storage), keepattrs=1 included on
+// pve-container 6.1 on. One write per volume, none in the swap's:
+// update_vm dies before writing the config when any key of the write
+// failed, and a volume allocated for another key of it would then be
+// named by no config; alone, a failed allocation is freed by create_disks.
+func (p *UpgradePlan) volumesReqs() []apiReq {
+	var out []apiReq
+	for _, m := range p.vols.add {
+		out = append(out, apiReq{"PUT", p.ctPath(p.VMID, "/config"), []string{m.Key()}, url.Values{m.Key(): {m.Value()}}})
+	}
+	return out
+}
+
+// deleteReq is a config write deleting key (a mount point leaves its
+// volume as an unusedM, an unusedM frees its volume).
+func (p *UpgradePlan) deleteReq(key string) apiReq {
+	return apiReq{"PUT", p.ctPath(p.VMID, "/config"), []string{"delete"}, url.Values{"delete": {key}}}
+}
+
 func (p *UpgradePlan) freeReq() apiReq {
-	return apiReq{"PUT", p.ctPath(p.VMID, "/config"), []string{"delete"}, url.Values{"delete": {p.unusedKey}}}
+	return p.deleteReq(p.unusedKey)
 }
 
 // remoteUpgradeCommands are the upgrade's API requests for --dry-run.
@@ -389,7 +412,8 @@ func (p *UpgradePlan) remoteUpgradeCommands() []string {
 	if p.Running {
 		reqs = append(reqs, p.powerReq("shutdown"))
 	}
-	reqs = append(reqs, p.swapReq(cmp.Or(p.newVol, p.storage+":NEWVOL"), "DIGEST"), p.powerReq("start"))
+	reqs = append(reqs, p.swapReq(cmp.Or(p.newVol, p.storage+":NEWVOL"), "DIGEST"))
+	reqs = append(append(reqs, p.volumesReqs()...), p.powerReq("start"))
 	if !p.Running {
 		reqs = append(reqs, p.powerReq("shutdown"))
 	}
@@ -460,7 +484,7 @@ func (h *Host) upgradeRemote(ctx context.Context, p *UpgradePlan, res *UpgradeRe
 		}
 		return err
 	}
-	var tmpMade, handed, swapped, stopped, started bool
+	var tmpMade, handed, swapped, volsSent, stopped, started bool
 	fail := func(step string, cause error) error {
 		bg := context.WithoutCancel(ctx)
 		var errs []error
@@ -479,6 +503,13 @@ func (h *Host) upgradeRemote(ctx context.Context, p *UpgradePlan, res *UpgradeRe
 			}
 			v, _, _ := strings.Cut(conf[key], ",")
 			return v
+		}
+		if volsSent {
+			// Before the keys go back: the read-back config must not
+			// keep a new volume or the unusedM it leaves.
+			if err := h.removeNewVolumesRemote(bg, p, do); err != nil {
+				errs = append(errs, err)
+			}
 		}
 		if !swapped && p.newVol != "" && vol("rootfs") == p.newVol {
 			swapped = true // the swap was made though its answer was lost
@@ -559,6 +590,12 @@ func (h *Host) upgradeRemote(ctx context.Context, p *UpgradePlan, res *UpgradeRe
 		return nil, fail("swapping the rootfs", err)
 	}
 	swapped, handed = true, false
+	for _, q := range p.volumesReqs() {
+		volsSent = true // an answer may be lost after PVE wrote the config
+		if err := do(ctx, q, true); err != nil {
+			return nil, fail("adding the new image's volumes", err)
+		}
+	}
 	started = true
 	if err := do(ctx, p.powerReq("start"), true); err != nil {
 		return nil, fail("starting CT "+p.vmid(), err)
@@ -587,6 +624,45 @@ func (h *Host) upgradeRemote(ctx context.Context, p *UpgradePlan, res *UpgradeRe
 		return res, fmt.Errorf("CT %d was upgraded, but freeing its old rootfs %s failed (remove it with `pct set %d --delete %s`): %w", p.VMID, p.oldVol, p.VMID, p.unusedKey, err)
 	}
 	return res, nil
+}
+
+// removeNewVolumesRemote frees, through the API, the volumes volumesReqs
+// added, as removeNewVolumes does on the host: PUT delete=mpN leaves the
+// volume as an unusedM, PUT delete=unusedM frees it. Only an mpN the
+// config did not have when planned, holding a storage volume at the path
+// planned, is touched, and only the unusedM that then holds its volume.
+func (h *Host) removeNewVolumesRemote(ctx context.Context, p *UpgradePlan, do func(context.Context, apiReq, bool) error) error {
+	c, node := h.api, p.remote.node
+	var errs []error
+	for _, m := range p.vols.add {
+		conf, err := c.LXCConfig(ctx, node, p.VMID)
+		if err != nil {
+			return errors.Join(append(errs, err)...)
+		}
+		val := conf[m.Key()]
+		vol, _, _ := strings.Cut(val, ",")
+		if _, had := p.remote.conf[m.Key()]; had || val == "" || !strings.Contains(","+val+",", ",mp="+m.Path+",") || strings.HasPrefix(vol, "/") {
+			continue
+		}
+		if err := do(ctx, p.deleteReq(m.Key()), false); err != nil {
+			errs = append(errs, fmt.Errorf("removing the new volume %s (%s): %w", m.Key(), vol, err))
+			continue
+		}
+		if conf, err = c.LXCConfig(ctx, node, p.VMID); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		for _, k := range slices.Sorted(maps.Keys(conf)) {
+			if _, had := p.remote.conf[k]; had || !strings.HasPrefix(k, "unused") || conf[k] != vol {
+				continue
+			}
+			if err := do(ctx, p.deleteReq(k), false); err != nil {
+				errs = append(errs, fmt.Errorf("freeing the new volume %s (%s): %w", vol, k, err))
+			}
+			break
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // configDiff names the keys two configs from GET .../config differ in

@@ -3,10 +3,14 @@ package pct_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"strings"
 	"testing"
 
+	"github.com/nexcage/nexcage/internal/pveoracle"
+	"github.com/nexcage/nexcage/internal/testenv"
+	"github.com/nexcage/nexcage/lxc"
 	"github.com/nexcage/nexcage/pct"
 )
 
@@ -113,6 +117,111 @@ func TestRemoteUpgradeRefusals(t *testing.T) {
 	}
 	if ch := changing(mark); len(ch) > 0 {
 		t.Errorf("plans sent %q", ch)
+	}
+	api.CheckJudged(t)
+}
+
+// TestRemoteUpgradeAddsNewImageVolume: on PVE 9.0, a container made on
+// the host (its entrypoint a raw lxc.init.cmd line the API cannot write,
+// the same in every version here) is upgraded through the API to a v2
+// with a new VOLUME /cache: the plan adds it in its own config write
+// (mp1=local-lvm:1,mp=/cache: PVE's update_vm allocates it) and warns that
+// its root stays the container's root's (no keepattrs before 9.2, no pct
+// mount over the API); the plan made only GETs. After the upgrade mp1 is a
+// volume on the storage of the CT's image volume, mounted in the running
+// CT, the old volume's data there. A v3 adding /more that cannot start is
+// rolled back: the config as before, pvesm list as before (the new volume
+// freed). Every request judged by PVE 9.0's API schema.
+func TestRemoteUpgradeAddsNewImageVolume(t *testing.T) {
+	testenv.RequireRoot(t)
+	testenv.RequireTool(t, "lxc-start")
+	pveoracle.Require(t)
+	ctx := context.Background()
+	s, h, _ := deployHost(t)
+	t.Setenv("PVE_VERSION", "9.0.5")
+	api, rh := remoteOn(t, s, "PVE_VERSION=9.0.5")
+	dir := t.TempDir()
+	tmpl := func(name, entry string, vols ...string) *pct.Template {
+		v := appTemplate(t, dir, name, "sha256:"+name, map[string]string{"entry.sh": entry, "app/version": name}, lxc.Config{Entrypoint: "/entry.sh"})
+		v.Volumes = vols
+		return v
+	}
+	v1 := tmpl("v1", entryScript, "/data")
+	v2 := tmpl("v2", entryScript, "/data", "/cache")
+	v3 := tmpl("v3", "#!/bin/sh\nexit 1\n", "/data", "/cache", "/more")
+	deployCT(t, h, v1, pct.Options{Hostname: "app", VolumeSize: 1, RootfsSize: 1, Start: true})
+	defer h.Run(ctx, "pct", "stop", "100")
+	if _, err := h.Run(ctx, "pct", "exec", "100", "--", "sh", "-c", "echo precious > /data/file"); err != nil {
+		t.Fatal(err)
+	}
+	conf := s.ConfigPath("pve", 100)
+	before := readConf(t, conf)
+	changing := func(from int, want string) (found bool, other []string) {
+		for _, r := range api.Requests(t)[from:] {
+			if r.Method == "GET" {
+				continue
+			}
+			other = append(other, r.Method+" "+r.Path+" "+fmt.Sprint(r.Params))
+			if r.Method == "PUT" && strings.HasSuffix(r.Path, "/lxc/100/config") && fmt.Sprint(r.Params) == want {
+				found = true
+			}
+		}
+		return found, other
+	}
+
+	mark := len(api.Requests(t))
+	up, err := pct.PlanUpgrade(ctx, rh, 100, v1, v2, pct.UpgradeOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmds := "\n" + strings.Join(up.Commands(), "\n") + "\n"
+	if !strings.Contains(cmds, "\nPUT /api2/json/nodes/pve/lxc/100/config mp1=local-lvm:1,mp=/cache\nPOST /api2/json/nodes/pve/lxc/100/status/start\n") || strings.Contains(cmds, "pct mount") {
+		t.Errorf("the plan does not add /cache in its own PUT before the start:%s", cmds)
+	}
+	if w := strings.Join(up.Warnings, "\n"); !strings.Contains(w, "pve-container 6.0.9 has no keepattrs") || !strings.Contains(w, "/cache's volume belongs to the container's root") {
+		t.Errorf("the plan's warnings %q do not say /cache's volume keeps PVE's owner", up.Warnings)
+	}
+	if _, other := changing(mark, ""); len(other) > 0 {
+		t.Errorf("planning sent %q", other)
+	}
+	mark = len(api.Requests(t))
+	if _, err := pct.Upgrade(ctx, rh, up); err != nil {
+		t.Fatal(err)
+	}
+	if found, _ := changing(mark, "map[mp1:local-lvm:1,mp=/cache]"); !found {
+		t.Error("the upgrade sent no PUT mp1=local-lvm:1,mp=/cache")
+	}
+	after := readConf(t, conf)
+	mp1 := confKey(after, "mp1")
+	if confKey(after, "mp0") != confKey(before, "mp0") || !strings.HasPrefix(mp1, "local-lvm:vm-100-disk-") || !strings.Contains(mp1, ",mp=/cache") || confKey(after, "lxc.init.cmd") != "/entry.sh" {
+		t.Errorf("after the upgrade: mp0 %q (was %q), mp1 %q, lxc.init.cmd %q", confKey(after, "mp0"), confKey(before, "mp0"), mp1, confKey(after, "lxc.init.cmd"))
+	}
+	if out, err := h.Run(ctx, "pct", "exec", "100", "--", "sh", "-c", "cat /data/file /app/version; grep -c ' /cache ' /proc/mounts"); out != "precious\nv21\n" || err != nil {
+		t.Errorf("inside the upgraded CT: %q %v, want the old volume's data, v2 and /cache mounted", out, err)
+	}
+
+	volsBefore := pvesmList(t, h, "local-lvm")
+	up3, err := pct.PlanUpgrade(ctx, rh, 100, v2, v3, pct.UpgradeOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mark = len(api.Requests(t))
+	_, err = pct.Upgrade(ctx, rh, up3)
+	var ue *pct.UpgradeError
+	if !errors.As(err, &ue) || !ue.Restored {
+		t.Fatalf("v3: %v, want an *UpgradeError, restored", err)
+	}
+	if found, _ := changing(mark, "map[mp2:local-lvm:1,mp=/more]"); !found {
+		t.Error("v3 sent no PUT mp2=local-lvm:1,mp=/more")
+	}
+	if found, _ := changing(mark, "map[delete:mp2]"); !found {
+		t.Error("v3's rollback sent no PUT delete=mp2")
+	}
+	if got := readConf(t, conf); got != after {
+		t.Errorf("after the rollback the config differs:\n%s\nwant\n%s", got, after)
+	}
+	if got := pvesmList(t, h, "local-lvm"); got != volsBefore {
+		t.Errorf("after the rollback pvesm list differs:\n%s\nwant\n%s", got, volsBefore)
 	}
 	api.CheckJudged(t)
 }

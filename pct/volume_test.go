@@ -183,6 +183,16 @@ func victimUntouched(t *testing.T, victim string) {
 	}
 }
 
+// pvesmList is `pvesm list STORAGE` on h: the volumes a storage holds.
+func pvesmList(t *testing.T, h *pct.Host, storage string) string {
+	t.Helper()
+	out, err := h.Run(context.Background(), "pvesm", "list", storage)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
 // TestUpgradeAddsNewImageVolume: v2 of an image adds a VOLUME (/cache,
 // owned 1000:1000 0750 in the image). The upgrade from v1 adds a volume
 // for it (mp1, on the storage and of the size of the CT's image volume),
@@ -255,13 +265,7 @@ func TestUpgradeAddsNewImageVolume(t *testing.T) {
 			}
 
 			// v3 adds /more and fails its health command: back to v2.
-			vols := func() string {
-				out, err := h.Run(ctx, "pvesm", "list", "local-lvm")
-				if err != nil {
-					t.Fatal(err)
-				}
-				return out
-			}
+			vols := func() string { return pvesmList(t, h, "local-lvm") }
 			volsBefore := vols()
 			up3, err := pct.PlanUpgrade(ctx, h, vmid, v2, v3, pct.UpgradeOptions{HealthCmd: "false"})
 			if err != nil {

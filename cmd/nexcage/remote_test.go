@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -29,7 +30,7 @@ func TestRemoteScripts(t *testing.T) {
 	pveoracle.Require(t)
 	runStandInScripts(t, "remote", func(e *testscript.Env, s *pvetest.StandIn) error {
 		s.AddSharedStorage(t, "shared")
-		api := s.StartAPI(t, pvetest.APIOptions{})
+		api := s.StartAPI(t, pvetest.APIOptions{Env: scriptAPIEnv(e)})
 		full := api.AddToken(t, "ci@pve!deploy", map[string][]string{"/": {"*"}})
 		// No Datastore.AllocateTemplate: it may not upload.
 		noUpload := api.AddToken(t, "ci@pve!noupload", map[string][]string{"/": {"VM.Allocate", "VM.Config.Disk", "VM.Config.Options", "VM.Config.Network", "VM.Config.CPU", "VM.Config.Memory", "VM.PowerMgmt", "Datastore.AllocateSpace", "Datastore.Audit", "Sys.Audit", "VM.Audit", "SDN.Use"}})
@@ -94,6 +95,27 @@ func TestRemoteScripts(t *testing.T) {
 		"mkapp":     cmdMkapp,
 		"mkversion": cmdMkversion,
 	})
+}
+
+// apiEnvRE is a script's line "# api-env: NAME=VALUE": the API server
+// runs with it (PVE_VERSION=9.2.0 plays PVE 9.2, whose schema then judges
+// every request). The server's version is fixed at its start, so it is
+// the script's to say before it runs.
+var apiEnvRE = regexp.MustCompile(`(?m)^# api-env: ([A-Z_]+=\S*)$`)
+
+// scriptAPIEnv is the api-env of the script e runs (testscript names its
+// work directory script-NAME).
+func scriptAPIEnv(e *testscript.Env) []string {
+	name := strings.TrimPrefix(filepath.Base(e.WorkDir), "script-")
+	b, err := os.ReadFile(filepath.Join("..", "..", "testdata", "script", "remote", name+".txtar"))
+	if err != nil {
+		return nil
+	}
+	var env []string
+	for _, m := range apiEnvRE.FindAllSubmatch(b, -1) {
+		env = append(env, string(m[1]))
+	}
+	return env
 }
 
 // nosecret: the last command's stdout and stderr hold no token secret,
