@@ -34,3 +34,21 @@ func unhex(c byte) byte {
 	}
 	return c - '0'
 }
+
+// EncodeText is PVE's encode_text (PVE::ParseUtils), by which
+// write_pct_config writes each description line: every byte outside
+// printable ASCII, and ':' and '%', as %XX (upper-case hex, as
+// uri_escape). s is taken as UTF-8, as Perl's Encode::encode("utf8").
+func EncodeText(s string) string {
+	const hexDigits = "0123456789ABCDEF"
+	b := make([]byte, 0, len(s))
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c < 0x20 || c == '%' || c == ':' || c >= 0x7f {
+			b = append(b, '%', hexDigits[c>>4], hexDigits[c&15])
+			continue
+		}
+		b = append(b, c)
+	}
+	return string(b)
+}

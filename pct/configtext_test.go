@@ -3,10 +3,12 @@ package pct
 import (
 	"strings"
 	"testing"
+
+	"github.com/nexcage/nexcage/lxc"
 )
 
 // TestConfigText: GET .../config rendered as PVE's config file (the
-// description as "#" lines, env as lxc.environment.runtime lines, the raw
+// description as "#" lines encode_text'ed, env as lxc.environment.runtime lines, the raw
 // lxc pairs), and a hostile API answer that would add lines refused.
 func TestConfigText(t *testing.T) {
 	got, err := configText(map[string]string{
@@ -20,7 +22,7 @@ func TestConfigText(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := "#hello\n#nexcage: template=local:vztmpl/a.tar.zst\nhostname: app\nrootfs: local-lvm:vm-100-disk-0,size=8G\n" +
+	want := "#hello\n#nexcage%3A template=local%3Avztmpl/a.tar.zst\nhostname: app\nrootfs: local-lvm:vm-100-disk-0,size=8G\n" +
 		"lxc.environment.runtime: A=1\nlxc.environment.runtime: B=two words\nlxc.init.cwd: /srv\n"
 	if got != want {
 		t.Errorf("got\n%s\nwant\n%s", got, want)
@@ -40,5 +42,35 @@ func TestConfigText(t *testing.T) {
 		} else if strings.Contains(err.Error(), "\n") {
 			t.Errorf("%s: the error %q has a line break", name, err)
 		}
+	}
+}
+
+// TestConfigTextDescriptionReadsBack: the API's description is decoded;
+// rendered as the file it must be encoded as PVE writes it, so that a
+// '%41' or ':' in it reads back unchanged (before, "%41" came back as "A"
+// and the marker's template lost nothing only because it holds no '%').
+func TestConfigTextDescriptionReadsBack(t *testing.T) {
+	m := Marker{Template: "local:vztmpl/app%41.tar.zst", Image: "docker.io/x:1", Digest: "sha256:abc"}
+	desc := "100% mine: %41\u00e9\t\n" + m.line() + "\n"
+	text, err := configText(map[string]string{"description": desc, "hostname": "app"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(text, "#100%25 mine%3A %2541%C3%A9%09\n#nexcage%3A template=local%3Avztmpl/app%2541.tar.zst ") {
+		t.Errorf("the description is not encoded as PVE writes it:\n%s", text)
+	}
+	c, err := lxc.Parse(text)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, ok := parseMarker(c.Description); !ok || got != m {
+		t.Errorf("marker read back as %+v, %v; want %+v", got, ok, m)
+	}
+	var back []string
+	for _, l := range strings.Split(c.Description, "\n") {
+		back = append(back, lxc.DecodeText(l))
+	}
+	if got := strings.Join(back, "\n") + "\n"; got != desc {
+		t.Errorf("description read back as %q, want %q", got, desc)
 	}
 }

@@ -250,7 +250,7 @@ func TestDeployLeaks(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		for _, want := range []string{"hostname: web\n", "memory: 256\n", "#nexcage: template=" + volid} {
+		for _, want := range []string{"hostname: web\n", "memory: 256\n", "#nexcage%3A template=" + lxc.EncodeText(volid)} {
 			if !strings.Contains(string(conf), want) {
 				t.Errorf("CT config lacks %q:\n%s", want, conf)
 			}

@@ -732,8 +732,10 @@ func (h *Host) rewriteImageLines(p *UpgradePlan) error {
 			switch {
 			case k == "lxc.environment.runtime" || slices.Contains(managedRaw, k):
 				continue
-			case p.marker != "" && strings.TrimSpace(strings.TrimPrefix(l, "#")) == p.marker && !replaced:
-				out = append(out, "#"+p.newMarker)
+			// PVE's file holds the marker encode_text'ed ("nexcage%3A
+			// ..."): it is matched decoded and written as PVE would.
+			case p.marker != "" && strings.HasPrefix(l, "#") && strings.TrimSpace(lxc.DecodeText(l[1:])) == p.marker && !replaced:
+				out = append(out, "#"+lxc.EncodeText(p.newMarker))
 				replaced = true
 				continue
 			}
@@ -745,7 +747,7 @@ func (h *Host) rewriteImageLines(p *UpgradePlan) error {
 			for i < len(out) && strings.HasPrefix(out[i], "#") {
 				i++
 			}
-			out = append(out[:i], append([]string{"#" + p.newMarker}, out[i:]...)...)
+			out = append(out[:i], append([]string{"#" + lxc.EncodeText(p.newMarker)}, out[i:]...)...)
 		}
 		out = append(out, p.raw...)
 		return strings.Join(out, "\n") + "\n" + rest, nil

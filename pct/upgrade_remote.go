@@ -98,7 +98,9 @@ func errSnapshots(vmid int) error {
 var apiKeyRE = regexp.MustCompile(`^[a-z][a-z_-]*\d*$`)
 
 // configText renders GET .../config as PVE's config file: the
-// description as "#" lines, the keys, env as lxc.environment.runtime
+// description as "#" lines encode_text'ed as write_pct_config writes them
+// (the API's description is decoded; a '%' or ':' in it must read back
+// unchanged), the keys, env as lxc.environment.runtime
 // lines (PVE's parser joins those into env), the raw lxc lines. The
 // answer is the server's: a key or value that would make more lines
 // than it is one is refused.
@@ -106,7 +108,7 @@ func configText(conf map[string]string) (string, error) {
 	var b strings.Builder
 	if d := strings.TrimRight(conf["description"], "\n"); d != "" {
 		for _, l := range strings.Split(d, "\n") {
-			b.WriteString("#" + l + "\n")
+			b.WriteString("#" + lxc.EncodeText(l) + "\n")
 		}
 	}
 	line := func(k, v string) error {

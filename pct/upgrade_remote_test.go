@@ -15,8 +15,9 @@ import (
 )
 
 // upgradeConf is an application CT nexcage made through the API (PVE
-// 9.1: entrypoint and env, no raw keys but the environment).
-const upgradeConf = `#nexcage: template=local:vztmpl/app_0_amd64.tar.zst image=example.com/app:0 digest=sha256:0000
+// 9.1: entrypoint and env, no raw keys but the environment), as PVE
+// writes it: the description encode_text'ed.
+const upgradeConf = `#nexcage%3A template=local%3Avztmpl/app_0_amd64.tar.zst image=example.com/app%3A0 digest=sha256%3A0000
 arch: amd64
 entrypoint: /app/run.sh
 hostname: app

@@ -230,7 +230,7 @@ func TestUpgradeAppContainer(t *testing.T) {
 			t.Errorf("%s changed: %q → %q", k, confKey(before, k), confKey(after, k))
 		}
 	}
-	for _, l := range []string{"lxc.environment.runtime: GREETING=custom", "lxc.environment.runtime: MODE=two", "lxc.environment.runtime: ADDED=1", "entrypoint: /entry2.sh --v2", "#nexcage: template=local:vztmpl/v2.tar.gz image=registry.example/app:v2 digest=sha256:2222"} {
+	for _, l := range []string{"lxc.environment.runtime: GREETING=custom", "lxc.environment.runtime: MODE=two", "lxc.environment.runtime: ADDED=1", "entrypoint: /entry2.sh --v2", "#nexcage%3A template=local%3Avztmpl/v2.tar.gz image=registry.example/app%3Av2 digest=sha256%3A2222"} {
 		if !strings.Contains(after, l+"\n") {
 			t.Errorf("the upgraded config lacks %q:\n%s", l, after)
 		}

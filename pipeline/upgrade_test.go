@@ -13,6 +13,7 @@ import (
 
 	"github.com/nexcage/nexcage/internal/pvetest"
 	"github.com/nexcage/nexcage/internal/testimage"
+	"github.com/nexcage/nexcage/lxc"
 	"github.com/nexcage/nexcage/pct"
 	"github.com/nexcage/nexcage/pipeline"
 	"github.com/nexcage/nexcage/rootfs"
@@ -168,7 +169,8 @@ func TestUpgradeRefusesMarkerPath(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, img := range []string{backup, "oci:" + t.TempDir() + ":app", "local:vztmpl/other.tar.zst"} {
-		conf := "#nexcage: template=local:vztmpl/app.tar.zst image=" + img + "\narch: amd64\nhostname: app\nostype: unmanaged\nrootfs: local:100/vm-100-disk-0.raw,size=1G\nentrypoint: /bin/app\n"
+		// As PVE writes the marker: encode_text'ed.
+		conf := "#" + lxc.EncodeText("nexcage: template=local:vztmpl/app.tar.zst image="+img) + "\narch: amd64\nhostname: app\nostype: unmanaged\nrootfs: local:100/vm-100-disk-0.raw,size=1G\nentrypoint: /bin/app\n"
 		if err := os.MkdirAll(filepath.Dir(s.ConfigPath("pve", 100)), 0o755); err != nil {
 			t.Fatal(err)
 		}

@@ -7,6 +7,7 @@
 package pveoracle
 
 import (
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -298,11 +299,10 @@ func (o *Oracle) OCIMap(t testing.TB, v Version, archive string, unprivileged bo
 	return conf
 }
 
-// roundTripScript reads a CT config on stdin with pve-container's own
-// parse_pct_config (strict) and prints what its write_pct_config writes
-// back: what PVE keeps of a config it reads and saves. Its module path is
-// validate-conf.pl's.
-const roundTripScript = `
+// scriptPrelude loads pve-container (PVE_CONTAINER_SRC) and the modules
+// it needs from the oracle folder, the script's first argument, as
+// validate-conf.pl does.
+const scriptPrelude = `
 use strict;
 use warnings;
 BEGIN {
@@ -313,6 +313,13 @@ BEGIN {
     unshift @INC, "$base/stubs", $ENV{PVE_CONTAINER_SRC}, @src;
     $SIG{__WARN__} = sub { print STDERR $_[0] if $_[0] !~ /is experimental/ };
 }
+`
+
+// roundTripScript reads a CT config on stdin with pve-container's own
+// parse_pct_config (strict) and prints what its write_pct_config writes
+// back: what PVE keeps of a config it reads and saves. Its module path is
+// validate-conf.pl's.
+const roundTripScript = scriptPrelude + `
 use PVE::LXC::Config;
 local $/;
 my $raw = <STDIN>;
@@ -324,13 +331,54 @@ print PVE::LXC::Config::write_pct_config("/etc/pve/lxc/100.conf", $conf);
 // failing the test if PVE refuses it.
 func (o *Oracle) RoundTrip(t testing.TB, v Version, text string) string {
 	t.Helper()
-	cmd := o.perl(v, "-e", roundTripScript, o.dir)
+	out, err := o.pipe(v, roundTripScript, text)
+	if err != nil {
+		t.Fatalf("PVE %s does not read and write back this config: %v\n%s", v.PVE, err, text)
+	}
+	return string(out)
+}
+
+// pipe runs a Perl script made with scriptPrelude for version v on text
+// (its stdin) and returns its stdout; an error carries its stderr.
+func (o *Oracle) pipe(v Version, script, text string) ([]byte, error) {
+	cmd := o.perl(v, "-e", script, o.dir)
 	cmd.Stdin = strings.NewReader(text)
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
 	if err != nil {
-		t.Fatalf("PVE %s does not read and write back this config: %v\n%s\n%s", v.PVE, err, stderr.String(), text)
+		return nil, fmt.Errorf("%v\n%s", err, stderr.String())
 	}
-	return string(out)
+	return out, nil
+}
+
+// parseScript prints, as JSON, what pve-container's parse_pct_config
+// makes of a CT config on stdin, read as PVE loads /etc/pve/lxc/N.conf
+// (not strict: a line it does not know is warned about and dropped).
+const parseScript = scriptPrelude + `
+use JSON;
+use PVE::LXC::Config;
+local $/;
+my $raw = <STDIN>;
+my $conf = PVE::LXC::Config::parse_pct_config("/etc/pve/lxc/100.conf", $raw, 0);
+delete $conf->{$_} for qw(digest pending snapshots);
+print JSON->new->utf8->canonical->encode($conf);
+`
+
+// Parse returns what PVE version v's parse_pct_config reads from a CT
+// config's main section, as PVE loads it: the description decoded, env
+// (from 9.1) joined from the lxc.environment.runtime lines, lxc the other
+// raw keys as [key, value] pairs. Numbers are JSON numbers where PVE's
+// check_type made them so.
+func (o *Oracle) Parse(t testing.TB, v Version, text string) map[string]any {
+	t.Helper()
+	out, err := o.pipe(v, parseScript, text)
+	if err != nil {
+		t.Fatalf("PVE %s cannot read this config: %v\n%s", v.PVE, err, text)
+	}
+	var res map[string]any
+	if err := json.Unmarshal(out, &res); err != nil {
+		t.Fatalf("PVE %s's parse: %v\n%s", v.PVE, err, out)
+	}
+	return res
 }

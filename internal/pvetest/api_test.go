@@ -308,7 +308,8 @@ func TestAPIStandIn(t *testing.T) {
 			t.Errorf("config over the API: %v", cfg)
 		}
 		wantOK(t, "set", c.do("PUT", "/nodes/pve/lxc/100/config", url.Values{"memory": {"384"}, "description": {"over the api"}}))
-		wantLines(t, "pct config after PUT", ok(t, s, "pct", "config", "100"), "memory: 384", "#over the api")
+		wantLines(t, "pct config after PUT", ok(t, s, "pct", "config", "100"), "memory: 384", "description: over the api%0A")
+		wantLines(t, "config file after PUT", readConfig(t, s, "pve", 100), "#over the api")
 		// A JSON body, typed values included, as clients may send it.
 		req, err := http.NewRequest("PUT", api.URL+"/api2/json/nodes/pve/lxc/100/config", strings.NewReader(`{"cores": 2, "onboot": true}`))
 		if err != nil {

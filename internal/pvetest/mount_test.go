@@ -65,3 +65,30 @@ func mustSymlink(t *testing.T, target, link string) {
 		t.Fatal(err)
 	}
 }
+
+// TestStandInStartUnderLock: vm_start and vm_stop skip check_lock for the
+// 'mounted' lock `pct mount` sets, and for --skiplock (the same in
+// pve-container 6.0.9, 6.0.18 and 6.1.10); any other lock refuses them.
+// Before, the stand-in refused to start a mounted CT.
+func TestStandInStartUnderLock(t *testing.T) {
+	testenv.RequireRoot(t)
+	s := pvetest.NewStandIn(t)
+	tpl := alpineTemplate(t, s)
+	ok(t, s, "pct", "create", "100", tpl, "--rootfs", "local-lvm:1", "--unprivileged", "1")
+	ok(t, s, "pct", "mount", "100")
+	ok(t, s, "pct", "start", "100")
+	if out := ok(t, s, "pct", "status", "100"); out != "status: running\n" {
+		t.Errorf("the mounted CT did not start: %q", out)
+	}
+	ok(t, s, "pct", "stop", "100")
+	ok(t, s, "pct", "unmount", "100")
+
+	appendConfig(t, s, 100, "lock: backup\n")
+	fails(t, s, "CT is locked (backup)\n", "pct", "start", "100")
+	ok(t, s, "pct", "start", "100", "--skiplock")
+	fails(t, s, "CT is locked (backup)\n", "pct", "stop", "100")
+	ok(t, s, "pct", "stop", "100", "--skiplock")
+	if out := ok(t, s, "pct", "status", "100"); out != "status: stopped\n" {
+		t.Errorf("pct stop --skiplock left it %q", out)
+	}
+}

@@ -1458,7 +1458,7 @@ func (s *apiServer) createCT(c *apiCall) (any, error) {
 		return nil, err
 	}
 	if err == nil && start {
-		err = s.h.startCT(node, vmid)
+		err = s.h.startCT(node, vmid, false)
 	}
 	t.finish(err)
 	return t.upid, nil
@@ -1530,7 +1530,7 @@ func (s *apiServer) ctStatus(c *apiCall) (any, error) {
 // ctPower is vm_start, vm_stop and vm_shutdown: the checks PVE makes
 // before the worker fail the request, the rest the task.
 func (s *apiServer) ctPower(c *apiCall) (any, error) {
-	node, on, vmid, conf, err := s.ct(c)
+	node, on, vmid, _, err := s.ct(c)
 	if err != nil {
 		return nil, err
 	}
@@ -1538,15 +1538,13 @@ func (s *apiServer) ctPower(c *apiCall) (any, error) {
 	running := on.running(vmid)
 	switch action {
 	case "start":
-		if c.q["skiplock"] != "1" {
-			if err := checkLock(conf); err != nil {
-				return nil, err
-			}
-		}
+		// The lock (startLock) is checked in the worker, as vm_start
+		// does: a locked CT's start is a failed task, not a refused
+		// request.
 		if running {
 			return nil, fmt.Errorf("CT %d already running", vmid)
 		}
-		return s.runTask(c, node, "vzstart", c.q["vmid"], func(io.Writer) error { return on.startCT(node, vmid) })
+		return s.runTask(c, node, "vzstart", c.q["vmid"], func(io.Writer) error { return on.startCT(node, vmid, c.q["skiplock"] == "1") })
 	default:
 		if !running {
 			return nil, fmt.Errorf("CT %d not running", vmid)

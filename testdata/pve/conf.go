@@ -4,6 +4,8 @@ import (
 	"regexp"
 	"sort"
 	"strings"
+
+	"github.com/nexcage/nexcage/lxc"
 )
 
 // ctConf is a CT config file as pve-container reads and writes it
@@ -13,7 +15,9 @@ import (
 // rewrite exactly as PVE keeps them. lxc.Parse is used where PVE would
 // refuse a config: when the container starts.
 type ctConf struct {
-	desc []string          // "#" comment lines: the description
+	// desc is PVE's description: each "#" line decoded (decode_text)
+	// and ended by a newline, as parse_pct_config reads it.
+	desc string
 	keys map[string]string // PVE keys of the main section
 	lxc  [][2]string       // raw lxc.* keys, in file order
 	tail string            // snapshot and [pve:pending] sections, verbatim
@@ -34,7 +38,7 @@ func parseCTConf(text string) *ctConf {
 			break
 		}
 		if d, ok := strings.CutPrefix(line, "#"); ok {
-			c.desc = append(c.desc, d)
+			c.desc += lxc.DecodeText(d) + "\n"
 			continue
 		}
 		if strings.TrimSpace(line) == "" {
@@ -45,6 +49,12 @@ func parseCTConf(text string) *ctConf {
 			continue
 		}
 		if m := keyLineRE.FindStringSubmatch(line); m != nil {
+			if m[1] == "description" {
+				// An old "description:" key joins the comment lines,
+				// decoded, with no newline of its own.
+				c.desc += lxc.DecodeText(m[2])
+				continue
+			}
 			c.keys[m[1]] = m[2]
 		}
 		// PVE warns about and drops anything else; so do we (on rewrite).
@@ -53,12 +63,14 @@ func parseCTConf(text string) *ctConf {
 }
 
 // render writes the config the way write_pct_config does: description as
-// leading comments, keys in Perl's string sort order, then raw lxc.* keys
-// in their order, then the other sections.
+// leading comments, each line encode_text'ed (':' is %3A, '%' is %25),
+// keys in Perl's string sort order, then the env lines
+// (lxc.environment.runtime), then the other raw lxc.* keys in their order,
+// then the other sections.
 func (c *ctConf) render() string {
 	var b strings.Builder
-	for _, d := range c.desc {
-		b.WriteString("#" + d + "\n")
+	for _, d := range c.descLines() {
+		b.WriteString("#" + lxc.EncodeText(d) + "\n")
 	}
 	keys := make([]string, 0, len(c.keys))
 	for k := range c.keys {
@@ -68,8 +80,13 @@ func (c *ctConf) render() string {
 	for _, k := range keys {
 		b.WriteString(k + ": " + c.keys[k] + "\n")
 	}
+	for _, e := range c.env() {
+		b.WriteString(envKey + ": " + e + "\n")
+	}
 	for _, kv := range c.lxc {
-		b.WriteString(kv[0] + ": " + kv[1] + "\n")
+		if kv[0] != envKey {
+			b.WriteString(kv[0] + ": " + kv[1] + "\n")
+		}
 	}
 	if c.tail != "" {
 		b.WriteString("\n" + c.tail)
@@ -77,33 +94,34 @@ func (c *ctConf) render() string {
 	return b.String()
 }
 
-// mainSection is the config's text up to its first other section, as
-// stored.
-func mainSection(text string) string {
-	var b strings.Builder
-	for _, line := range strings.SplitAfter(text, "\n") {
-		if strings.HasPrefix(line, "[") {
-			break
-		}
-		if strings.TrimSpace(line) == "" {
-			continue
-		}
-		b.WriteString(line)
-	}
-	return b.String()
-}
+// setDescription keeps s as PVE's update_vm does; render splits it into
+// lines.
+func (c *ctConf) setDescription(s string) { c.desc = s }
 
-func (c *ctConf) setDescription(s string) {
-	c.desc = nil
-	if s == "" {
-		return
+// descLines are the description's lines as Perl's split(/\n/) makes them:
+// trailing empty lines dropped.
+func (c *ctConf) descLines() []string {
+	d := strings.TrimRight(c.desc, "\n")
+	if d == "" {
+		return nil
 	}
-	c.desc = strings.Split(strings.TrimRight(s, "\n"), "\n")
+	return strings.Split(d, "\n")
 }
 
 // env is the runtime environment, kept as lxc.environment.runtime lines
 // (proxmox.md §5).
 const envKey = "lxc.environment.runtime"
+
+// env are the values of the lxc.environment.runtime lines, in order.
+func (c *ctConf) env() []string {
+	var out []string
+	for _, kv := range c.lxc {
+		if kv[0] == envKey {
+			out = append(out, kv[1])
+		}
+	}
+	return out
+}
 
 func (c *ctConf) setEnv(vars []string) {
 	var keep [][2]string

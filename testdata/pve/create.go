@@ -142,7 +142,7 @@ func (h *Host) createCT(r *createReq) error {
 	}
 	unlock()
 	if o["start"] == "1" {
-		return h.startCT(r.node, r.vmid)
+		return h.startCT(r.node, r.vmid, false)
 	}
 	return nil
 }

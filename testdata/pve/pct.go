@@ -41,8 +41,8 @@ func pctMain(h *Host, args []string) error {
 	case "create":
 		return pctCreate(h, args)
 	case "start":
-		return pctVMIDCommand(h, args, "pct start <vmid> [OPTIONS]", map[string]*param{"skiplock": boolean, "debug": boolean}, func(vmid int, _ *cliArgs) error {
-			return h.startCT(h.Node, vmid)
+		return pctVMIDCommand(h, args, "pct start <vmid> [OPTIONS]", map[string]*param{"skiplock": boolean, "debug": boolean}, func(vmid int, a *cliArgs) error {
+			return h.startCT(h.Node, vmid, a.opts["skiplock"] == "1")
 		})
 	case "stop", "shutdown":
 		opts := map[string]*param{"skiplock": boolean, "timeout": {typ: tInteger, min: num(0)}, "forceStop": boolean, "overrule-shutdown": boolean}
@@ -69,11 +69,11 @@ func pctMain(h *Host, args []string) error {
 	case "config":
 		opts := map[string]*param{"current": boolean, "snapshot": str}
 		return pctVMIDCommand(h, args, "pct config <vmid> [OPTIONS]", opts, func(vmid int, _ *cliArgs) error {
-			b, err := os.ReadFile(h.configPath(h.Node, vmid))
+			conf, err := h.loadConfig(vmid)
 			if err != nil {
-				return h.errNoConfig(h.Node, vmid)
+				return err
 			}
-			fmt.Print(mainSection(string(b)))
+			fmt.Print(pctConfigText(h.configResult(conf)))
 			return nil
 		})
 	case "destroy":
@@ -160,6 +160,41 @@ func pctCreate(h *Host, args []string) error {
 	})
 }
 
+// pctConfigText is how `pct config` prints vm_config's answer: "key:
+// value" lines in the answer's order, the description encode_text'ed onto
+// one line (its newlines as %0A), env with its NULs as they are, then the
+// raw lxc keys. So it is not the config file: no "#" lines, and from PVE
+// 9.1 the environment as one env line.
+func pctConfigText(res obj) string {
+	var b strings.Builder
+	var raw [][2]string
+	for _, p := range res {
+		switch v := p.v.(type) {
+		case [][2]string:
+			raw = v
+		case string:
+			if p.k == "description" {
+				v = lxc.EncodeText(v)
+			}
+			b.WriteString(p.k + ": " + v + "\n")
+		}
+	}
+	for _, l := range raw {
+		b.WriteString(l[0] + ": " + l[1] + "\n")
+	}
+	return b.String()
+}
+
+// startLock is vm_start's and vm_stop's lock check, the same in pve-container
+// 6.0.9, 6.0.18 and 6.1.10: skiplock or the 'mounted' lock that `pct mount`
+// sets lets the CT start and stop; any other lock refuses.
+func startLock(c *ctConf, skiplock bool) error {
+	if skiplock || c.keys["lock"] == "mounted" {
+		return nil
+	}
+	return checkLock(c)
+}
+
 // checkLock is check_lock: a locked CT refuses most operations.
 func checkLock(c *ctConf) error {
 	if l := c.keys["lock"]; l != "" {
@@ -170,12 +205,12 @@ func checkLock(c *ctConf) error {
 
 // startCT is vm_start: the CT config becomes an LXC config (as
 // update_lxc_config writes it) and lxc-start runs it.
-func (h *Host) startCT(node string, vmid int) error {
+func (h *Host) startCT(node string, vmid int, skiplock bool) error {
 	conf, err := h.loadConfigOn(node, vmid)
 	if err != nil {
 		return err
 	}
-	if err := checkLock(conf); err != nil {
+	if err := startLock(conf, skiplock); err != nil {
 		return err
 	}
 	if conf.keys["template"] == "1" {
@@ -287,10 +322,8 @@ func (h *Host) stopCT(vmid int, skiplock bool, timeout int) error {
 	if err != nil {
 		return err
 	}
-	if !skiplock {
-		if err := checkLock(conf); err != nil {
-			return err
-		}
+	if err := startLock(conf, skiplock); err != nil {
+		return err
 	}
 	if !h.running(vmid) {
 		return fmt.Errorf("CT %d not running", vmid)
@@ -482,7 +515,7 @@ func (h *Host) setCT(args []string, usage string) error {
 	for _, d := range deletes {
 		switch {
 		case d == "description":
-			conf.desc = nil
+			conf.desc = ""
 		case d == "env":
 			conf.setEnv(nil)
 		case isIndexed(d, "mp"):

@@ -6,6 +6,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"os"
 	"regexp"
 	"slices"
@@ -116,7 +117,7 @@ func pveshCT(h *Host, cmd, node, vmidArg, action string, args []string) error {
 	case cmd == "delete":
 		err = on.destroyCT(vmid, a.opts["force"] == "1", a.opts["destroy-unreferenced-disks"] == "1")
 	case action == "start":
-		task, err = "vzstart", on.startCT(node, vmid)
+		task, err = "vzstart", on.startCT(node, vmid, a.opts["skiplock"] == "1")
 	default:
 		timeout := -1
 		if action == "shutdown" {
@@ -364,26 +365,47 @@ func (h *Host) nodeCT(node, vmid, sub string) (any, error) {
 	case "/status/current":
 		return obj{{"vmid", id}, {"name", c.keys["hostname"]}, {"status", h.status(id)}, {"type", "lxc"}}, nil
 	case "/config":
-		o := obj{}
-		if len(c.desc) > 0 {
-			o = append(o, kv{"description", strings.Join(c.desc, "\n") + "\n"})
-		}
-		keys := make([]string, 0, len(c.keys))
-		for k := range c.keys {
-			keys = append(keys, k)
-		}
-		sort.Strings(keys)
-		for _, k := range keys {
-			o = append(o, kv{k, c.keys[k]})
-		}
-		if len(c.lxc) > 0 {
-			var raw [][2]string
-			raw = append(raw, c.lxc...)
-			o = append(o, kv{"lxc", raw})
-		}
-		return o, nil
+		return h.configResult(c), nil
 	}
 	return []any{obj{{"subdir", "config"}}, obj{{"subdir", "status"}}}, nil
+}
+
+// configResult is vm_config's answer for a config as parse_pct_config
+// reads it: the description decoded, the keys in Perl's sort order and,
+// from PVE 9.1 (pve-container 6.0.18), the lxc.environment.runtime lines
+// joined by NULs as env rather than in lxc. PVE 9.0's parser does not know
+// that key: it warns and drops those lines.
+func (h *Host) configResult(c *ctConf) obj {
+	keys := slices.Sorted(maps.Keys(c.keys))
+	if c.desc != "" {
+		keys = append(keys, "description")
+	}
+	env := c.env()
+	if len(env) > 0 && h.Version.atLeast(9, 1) {
+		keys = append(keys, "env")
+	}
+	sort.Strings(keys)
+	o := obj{}
+	for _, k := range keys {
+		switch k {
+		case "description":
+			o = append(o, kv{k, c.desc})
+		case "env":
+			o = append(o, kv{k, strings.Join(env, "\x00")})
+		default:
+			o = append(o, kv{k, c.keys[k]})
+		}
+	}
+	var raw [][2]string
+	for _, l := range c.lxc {
+		if l[0] != envKey {
+			raw = append(raw, l)
+		}
+	}
+	if len(raw) > 0 {
+		o = append(o, kv{"lxc", raw})
+	}
+	return o
 }
 
 // printResult prints an API result in pvesh's output formats. text is a
