@@ -82,7 +82,7 @@ bench: deps
 # Every fuzz target for FUZZTIME each; what they find lands in
 # testdata/fuzz/ as regression seeds that go test then always runs.
 FUZZTIME ?= 60s
-FUZZ_TARGETS := rootfs:FuzzParseRef rootfs:FuzzFlatten lxc:FuzzParseRender lxc:FuzzFromSpec \
+FUZZ_TARGETS := rootfs:FuzzParseRef rootfs:FuzzFlatten lxc:FuzzParseRender lxc:FuzzParseRenderKeepsContent lxc:FuzzFromSpec \
 	lxc:FuzzJoinSplitCommand lxc:FuzzInitCommand pct:FuzzMapError convert:FuzzWriteTar \
 	internal/saferoot:FuzzResolve
 fuzz:
