@@ -772,7 +772,14 @@ func Deploy(ctx context.Context, h *Host, p *Plan) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
+	mounting := false
 	undo := p.undoer(ctx, "", func(ctx context.Context) error {
+		// PVE refuses the destroy while pct mount's lock stays.
+		if mounting {
+			if err := h.releaseMount(ctx, p.VMID, nil); err != nil {
+				return err
+			}
+		}
 		_, err := h.run(ctx, p.destroyArgv(p.VMID)...)
 		return err
 	})
@@ -781,6 +788,7 @@ func Deploy(ctx context.Context, h *Host, p *Plan) (*Result, error) {
 			return nil, undo(err)
 		}
 	}
+	mounting = len(p.own) > 0
 	if err := h.ownVolumes(ctx, p.VMID, p.own, nil); err != nil {
 		return nil, undo(err)
 	}
