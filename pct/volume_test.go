@@ -4,6 +4,7 @@ import (
 	"archive/tar"
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -296,4 +297,46 @@ func TestUpgradeAddsNewImageVolume(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestUpgradeNewVolumeBesideBind: PVE keeps a mount point's path as
+// written and mounts by key, not path. A new image VOLUME at the path of
+// an admin's bind mount written `/srv/` is that mount (no volume added:
+// before, one was planned under it and pct mount chowned the host
+// directory bound on top); a new VOLUME below or above a bind mount is
+// refused, so no directory is made in the host directory and no volume
+// hides it.
+func TestUpgradeNewVolumeBesideBind(t *testing.T) {
+	ctx := context.Background()
+	s, h, v1, v2 := deployedApp(t, "9.1.1", "app", "entry.sh")
+	for k, dir := range map[string]string{"--mp5": t.TempDir() + ",mp=/srv/", "--mp6": t.TempDir() + ",mp=/opt/bind"} {
+		if _, err := h.Run(ctx, "pct", "set", "100", k, dir); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if c := readConf(t, s.ConfigPath("pve", 100)); !strings.Contains(c, "mp=/srv/\n") {
+		t.Fatalf("the stand-in did not keep mp=/srv/ as written:\n%s", c)
+	}
+	with := func(vols ...string) *pct.Template {
+		v := *v2
+		v.Volumes = append([]string{"/data"}, vols...)
+		return &v
+	}
+	up, err := pct.PlanUpgrade(ctx, h, 100, v1, with("/srv"), pct.UpgradeOptions{})
+	if err != nil || len(up.NewVolumes) != 0 {
+		t.Errorf("a VOLUME /srv beside the bind at /srv/: %v, new volumes %q; want none", err, upNew(up))
+	}
+	for _, vol := range []string{"/srv/sub", "/opt", "/opt/bind/x"} {
+		up, err := pct.PlanUpgrade(ctx, h, 100, v1, with(vol), pct.UpgradeOptions{})
+		if !errors.Is(err, pct.ErrInvalidArgument) || !strings.Contains(fmt.Sprint(err), "bind mount") {
+			t.Errorf("a new VOLUME %s nested with a bind mount: %v, new volumes %q; want a refusal", vol, err, upNew(up))
+		}
+	}
+}
+
+func upNew(up *pct.UpgradePlan) []string {
+	if up == nil {
+		return nil
+	}
+	return up.NewVolumes
 }
