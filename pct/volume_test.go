@@ -340,3 +340,45 @@ func upNew(up *pct.UpgradePlan) []string {
 	}
 	return up.NewVolumes
 }
+
+// cancelAfterMount cancels the deploy's context once `pct mount` is
+// done, as a Ctrl-C while the volumes are owned does.
+type cancelAfterMount struct {
+	pct.Runner
+	cancel context.CancelFunc
+}
+
+func (r cancelAfterMount) Run(ctx context.Context, argv []string) (string, string, int, error) {
+	out, stderr, code, err := r.Runner.Run(ctx, argv)
+	if len(argv) > 1 && argv[0] == "pct" && argv[1] == "mount" {
+		r.cancel()
+	}
+	return out, stderr, code, err
+}
+
+// TestDeployInterruptedWhileMounted: the deploy on PVE 9.1 is interrupted
+// while the CT is mounted to own its volume: pct unmount still runs, so
+// the half-made CT is destroyed and nothing is left, no CT locked
+// 'mounted'. Before, pct unmount ran with the canceled context, and the
+// destroy was refused by the lock.
+func TestDeployInterruptedWhileMounted(t *testing.T) {
+	testenv.RequireRoot(t)
+	t.Setenv("PVE_VERSION", "9.1.1")
+	s, h, _ := deployHost(t)
+	v := appTemplateDirs(t, t.TempDir(), "v1", "sha256:v1", map[string]string{"entry.sh": entryScript},
+		[]tar.Header{{Name: "data", Uid: 1000, Gid: 1000, Mode: 0o750}}, lxc.Config{Entrypoint: "/entry.sh"})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	p, err := pct.MakePlan(ctx, h, v, pct.Options{VMID: 100, Hostname: "app", VolumeSize: 1, RootfsSize: 1, Start: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.Runner = cancelAfterMount{Runner: h.Runner, cancel: cancel}
+	_, err = pct.Deploy(ctx, h, p)
+	if err == nil || !strings.Contains(err.Error(), "was destroyed again") {
+		t.Errorf("interrupted deploy: %v, want the half-made CT destroyed", err)
+	}
+	if b, err := os.ReadFile(s.ConfigPath("pve", 100)); err == nil {
+		t.Errorf("CT 100 is left:\n%s", b)
+	}
+}
