@@ -239,8 +239,8 @@ func MakePlan(ctx context.Context, h *Host, t *Template, o Options) (*Plan, erro
 
 	merged := mergedConfig(t, o, rootStorage)
 	for k, v := range map[string]string{"template": p.VolID, "image reference": t.Image, "digest": t.Digest} {
-		if !markerValueOK(v) {
-			return nil, newError(ErrInvalidArgument, "template", fmt.Sprintf("the template's %s %q has blanks or control characters, which would forge the container's ownership marker", k, v), "rebuild the template")
+		if !markerValueOK(k, v) {
+			return nil, newError(ErrInvalidArgument, "template", fmt.Sprintf("the template's %s %q has characters outside its grammar (a blank, '%%', a control character), which would forge the container's ownership marker", k, v), "rebuild the template")
 		}
 	}
 	merged.Description = describe(merged.Description, Marker{Template: p.VolID, Image: t.Image, Digest: t.Digest})

@@ -270,8 +270,8 @@ func PlanUpgrade(ctx context.Context, h *Host, vmid int, oldT, t *Template, o Up
 		}
 	}
 	for k, v := range map[string]string{"template": p.VolID, "image reference": t.Image, "digest": t.Digest} {
-		if !markerValueOK(v) {
-			return nil, newError(ErrInvalidArgument, "template", fmt.Sprintf("the template's %s %q has blanks or control characters", k, v), "rebuild the template")
+		if !markerValueOK(k, v) {
+			return nil, newError(ErrInvalidArgument, "template", fmt.Sprintf("the template's %s %q has characters outside its grammar (a blank, '%%', a control character), which would forge the container's ownership marker", k, v), "rebuild the template")
 		}
 	}
 	p.To = Marker{Template: p.VolID, Image: t.Image, Digest: t.Digest}
@@ -775,9 +775,7 @@ func (h *Host) rewriteImageLines(p *UpgradePlan) error {
 			switch {
 			case k == "lxc.environment.runtime" || slices.Contains(managedRaw, k):
 				continue
-			// PVE's file holds the marker encode_text'ed ("nexcage%3A
-			// ..."): it is matched decoded and written as PVE would.
-			case p.marker != "" && strings.HasPrefix(l, "#") && strings.TrimSpace(lxc.DecodeText(l[1:])) == p.marker && !replaced:
+			case p.marker != "" && !replaced && isMarkerLine(l, p.From):
 				out = append(out, "#"+lxc.EncodeText(p.newMarker))
 				replaced = true
 				continue
@@ -795,6 +793,17 @@ func (h *Host) rewriteImageLines(p *UpgradePlan) error {
 		out = append(out, p.raw...)
 		return strings.Join(out, "\n") + "\n" + rest, nil
 	})
+}
+
+// isMarkerLine reports whether the config line l is the description
+// line holding marker m, as nexcage or PVE (percent-encoded) wrote it.
+func isMarkerLine(l string, m Marker) bool {
+	d, ok := strings.CutPrefix(l, "#")
+	if !ok {
+		return false
+	}
+	got, ok := parseMarkerLine(d)
+	return ok && got == m
 }
 
 // SortedMerge returns the merge rows with the user's kept values first.

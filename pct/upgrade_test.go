@@ -538,3 +538,36 @@ func TestUpgradeSwapAppliedButFailed(t *testing.T) {
 		t.Errorf("the config is not as before:\n%s\nwant:\n%s", after, before)
 	}
 }
+
+// TestUpgradeReplacesEncodedMarker: the marker as PVE writes it into the
+// config file (percent-encoded: "#nexcage%3A template=local%3A...") is
+// replaced by the new one, written the same way: one marker stays.
+// Before, the encoded line was not recognised and every upgrade added
+// another marker.
+func TestUpgradeReplacesEncodedMarker(t *testing.T) {
+	ctx := context.Background()
+	s, h, v1, v2 := deployedApp(t, "9.2.0", "app", "entry.sh")
+	conf := s.ConfigPath("pve", 100)
+	var lines []string
+	for _, l := range strings.Split(readConf(t, conf), "\n") {
+		if d, ok := strings.CutPrefix(l, "#"); ok {
+			l = "#" + lxc.EncodeText(lxc.DecodeText(d))
+		}
+		lines = append(lines, l)
+	}
+	if err := os.WriteFile(conf, []byte(strings.Join(lines, "\n")), 0o640); err != nil {
+		t.Fatal(err)
+	}
+	up, err := pct.PlanUpgrade(ctx, h, 100, v1, v2, pct.UpgradeOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pct.Upgrade(ctx, h, up); err != nil {
+		t.Fatal(err)
+	}
+	after := readConf(t, conf)
+	want := "#" + lxc.EncodeText("nexcage: template=local:vztmpl/v2.tar.gz image=registry.example/app:v2 digest=sha256:2222") + "\n"
+	if n := strings.Count(after, "#nexcage"); n != 1 || !strings.Contains(after, want) {
+		t.Errorf("after the upgrade the config has %d markers, want only %q:\n%s", n, want, after)
+	}
+}
