@@ -788,8 +788,7 @@ func Deploy(ctx context.Context, h *Host, p *Plan) (*Result, error) {
 			return nil, undo(err)
 		}
 	}
-	mounting = len(p.own) > 0
-	if err := h.ownVolumes(ctx, p.VMID, p.own, nil); err != nil {
+	if err := h.ownVolumes(ctx, p.VMID, p.own, nil, &mounting); err != nil {
 		return nil, undo(err)
 	}
 	if err := h.AppendRaw(p.VMID, p.Node, p.Raw); err != nil {

@@ -692,8 +692,7 @@ func Upgrade(ctx context.Context, h *Host, p *UpgradePlan) (*UpgradeResult, erro
 	if err := h.rewriteImageLines(p); err != nil {
 		return nil, fail("writing the environment and the marker", err)
 	}
-	mounting = len(p.vols.own) > 0
-	if err := h.addNewVolumes(ctx, p, run, record); err != nil {
+	if err := h.addNewVolumes(ctx, p, run, record, &mounting); err != nil {
 		return nil, fail("adding the new image's volumes", err)
 	}
 	started = true

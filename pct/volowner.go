@@ -113,7 +113,9 @@ func firmContext(ctx context.Context) (context.Context, context.CancelFunc) {
 // the destroy or config writes of a rollback. The CT is unmounted again
 // whether the volumes were owned or not, unless pct mount was refused
 // because someone else holds the CT's lock (their lock stays theirs).
-func (h *Host) ownVolumes(ctx context.Context, vmid int, own []ownedVolume, record func([]string)) (err error) {
+// *mine (when not nil) is set while a 'mounted' lock on the CT may be
+// nexcage's: a rollback then runs releaseMount first.
+func (h *Host) ownVolumes(ctx context.Context, vmid int, own []ownedVolume, record func([]string), mine *bool) (err error) {
 	if len(own) == 0 {
 		return nil
 	}
@@ -128,9 +130,14 @@ func (h *Host) ownVolumes(ctx context.Context, vmid int, own []ownedVolume, reco
 	if l := mainValue(readConfigText(h, vmid), "lock"); l != "" {
 		return newError(ErrInvalidArgument, "vmid", fmt.Sprintf("CT %d is locked (%s): it cannot be mounted to give its new volumes the image's owner", vmid, l), "wait for the operation holding it, or `pct unlock` it")
 	}
+	if mine == nil {
+		mine = new(bool)
+	}
+	*mine = true
 	_, mountErr := run(mountArgv(vmid)...)
 	var pe *Error
 	if mountErr != nil && errors.As(mountErr, &pe) && strings.Contains(pe.Raw, "CT is locked") {
+		*mine = false
 		return fmt.Errorf("mounting CT %d to give its new volumes the image's owner: %w", vmid, mountErr)
 	}
 	defer func() {
@@ -398,15 +405,15 @@ func (p *UpgradePlan) newVolumeArgvs() [][]string {
 }
 
 // addNewVolumes runs newVolumeArgvs through run, record told of each
-// command that ownVolumes runs.
-func (h *Host) addNewVolumes(ctx context.Context, p *UpgradePlan, run func(...string) error, record func([]string)) error {
+// command that ownVolumes runs (mine: see ownVolumes).
+func (h *Host) addNewVolumes(ctx context.Context, p *UpgradePlan, run func(...string) error, record func([]string), mine *bool) error {
 	if len(p.vols.add) == 0 {
 		return nil
 	}
 	if err := run(p.newVolumeArgvs()[0]...); err != nil {
 		return err
 	}
-	return h.ownVolumes(ctx, p.VMID, p.vols.own, record)
+	return h.ownVolumes(ctx, p.VMID, p.vols.own, record, mine)
 }
 
 // removeNewVolumes frees the volumes addNewVolumes made, as PVE frees a

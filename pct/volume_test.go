@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -380,5 +381,56 @@ func TestDeployInterruptedWhileMounted(t *testing.T) {
 	}
 	if b, err := os.ReadFile(s.ConfigPath("pve", 100)); err == nil {
 		t.Errorf("CT 100 is left:\n%s", b)
+	}
+}
+
+// lockBeforeMount plays an admin's `pct mount` just before nexcage's:
+// the CT is locked 'mounted' by someone else. It records every argv.
+type lockBeforeMount struct {
+	pct.Runner
+	conf string
+	seen *[]string
+}
+
+func (r lockBeforeMount) Run(ctx context.Context, argv []string) (string, string, int, error) {
+	*r.seen = append(*r.seen, strings.Join(argv, " "))
+	if len(argv) > 1 && argv[0] == "pct" && argv[1] == "mount" {
+		b, err := os.ReadFile(r.conf)
+		if err == nil {
+			err = os.WriteFile(r.conf, []byte(strings.Replace(string(b), "\nrootfs:", "\nlock: mounted\nrootfs:", 1)), 0o640)
+		}
+		if err != nil {
+			return "", "", 0, err
+		}
+	}
+	return r.Runner.Run(ctx, argv)
+}
+
+// TestOwnVolumesLeavesOthersLock: when pct mount is refused because
+// someone else holds the CT's 'mounted' lock, nexcage runs no pct
+// unmount (which would unmount their mounts and remove their lock), in
+// the step or in the deploy's undo: the lock stays. Before, the deferred
+// pct unmount removed it.
+func TestOwnVolumesLeavesOthersLock(t *testing.T) {
+	testenv.RequireRoot(t)
+	t.Setenv("PVE_VERSION", "9.1.1")
+	s, h, _ := deployHost(t)
+	v := appTemplateDirs(t, t.TempDir(), "v1", "sha256:v1", map[string]string{"entry.sh": entryScript},
+		[]tar.Header{{Name: "data", Uid: 1000, Gid: 1000, Mode: 0o750}}, lxc.Config{Entrypoint: "/entry.sh"})
+	ctx := context.Background()
+	p, err := pct.MakePlan(ctx, h, v, pct.Options{VMID: 100, Hostname: "app", VolumeSize: 1, RootfsSize: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var seen []string
+	h.Runner = lockBeforeMount{Runner: h.Runner, conf: s.ConfigPath("pve", 100), seen: &seen}
+	if _, err := pct.Deploy(ctx, h, p); err == nil || !strings.Contains(err.Error(), "CT is locked") {
+		t.Errorf("deploy with the CT mounted by someone else: %v, want the lock refusal", err)
+	}
+	if slices.Contains(seen, "pct unmount 100") {
+		t.Errorf("pct unmount ran:\n%s", strings.Join(seen, "\n"))
+	}
+	if c := readConf(t, s.ConfigPath("pve", 100)); confKey(c, "lock") != "mounted" {
+		t.Errorf("their 'mounted' lock is gone:\n%s", c)
 	}
 }
