@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/nexcage/nexcage/internal/pveoracle"
+	"github.com/nexcage/nexcage/internal/pvetest"
 	"github.com/nexcage/nexcage/internal/testenv"
 	"github.com/nexcage/nexcage/lxc"
 	"github.com/nexcage/nexcage/pct"
@@ -343,6 +344,23 @@ func upNew(up *pct.UpgradePlan) []string {
 	return up.NewVolumes
 }
 
+// ownedVolumePlan plans the deploy of CT 100 on PVE 9.1 from an image
+// whose VOLUME /data is owned by 1000:1000, which pct mount gives the
+// volume.
+func ownedVolumePlan(t *testing.T, ctx context.Context, start bool) (*pvetest.StandIn, *pct.Host, *pct.Plan) {
+	t.Helper()
+	testenv.RequireRoot(t)
+	t.Setenv("PVE_VERSION", "9.1.1")
+	s, h, _ := deployHost(t)
+	v := appTemplateDirs(t, t.TempDir(), "v1", "sha256:v1", map[string]string{"entry.sh": entryScript},
+		[]tar.Header{{Name: "data", Uid: 1000, Gid: 1000, Mode: 0o750}}, lxc.Config{Entrypoint: "/entry.sh"})
+	p, err := pct.MakePlan(ctx, h, v, pct.Options{VMID: 100, Hostname: "app", VolumeSize: 1, RootfsSize: 1, Start: start})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s, h, p
+}
+
 // cancelAfterMount cancels the deploy's context once `pct mount` is
 // done, as a Ctrl-C while the volumes are owned does.
 type cancelAfterMount struct {
@@ -364,19 +382,11 @@ func (r cancelAfterMount) Run(ctx context.Context, argv []string) (string, strin
 // 'mounted'. Before, pct unmount ran with the canceled context, and the
 // destroy was refused by the lock.
 func TestDeployInterruptedWhileMounted(t *testing.T) {
-	testenv.RequireRoot(t)
-	t.Setenv("PVE_VERSION", "9.1.1")
-	s, h, _ := deployHost(t)
-	v := appTemplateDirs(t, t.TempDir(), "v1", "sha256:v1", map[string]string{"entry.sh": entryScript},
-		[]tar.Header{{Name: "data", Uid: 1000, Gid: 1000, Mode: 0o750}}, lxc.Config{Entrypoint: "/entry.sh"})
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	p, err := pct.MakePlan(ctx, h, v, pct.Options{VMID: 100, Hostname: "app", VolumeSize: 1, RootfsSize: 1, Start: true})
-	if err != nil {
-		t.Fatal(err)
-	}
+	s, h, p := ownedVolumePlan(t, ctx, true)
 	h.Runner = cancelAfterMount{Runner: h.Runner, cancel: cancel}
-	_, err = pct.Deploy(ctx, h, p)
+	_, err := pct.Deploy(ctx, h, p)
 	if err == nil || !strings.Contains(err.Error(), "was destroyed again") {
 		t.Errorf("interrupted deploy: %v, want the half-made CT destroyed", err)
 	}
@@ -413,16 +423,8 @@ func (r lockBeforeMount) Run(ctx context.Context, argv []string) (string, string
 // the step or in the deploy's undo: the lock stays. Before, the deferred
 // pct unmount removed it.
 func TestOwnVolumesLeavesOthersLock(t *testing.T) {
-	testenv.RequireRoot(t)
-	t.Setenv("PVE_VERSION", "9.1.1")
-	s, h, _ := deployHost(t)
-	v := appTemplateDirs(t, t.TempDir(), "v1", "sha256:v1", map[string]string{"entry.sh": entryScript},
-		[]tar.Header{{Name: "data", Uid: 1000, Gid: 1000, Mode: 0o750}}, lxc.Config{Entrypoint: "/entry.sh"})
 	ctx := context.Background()
-	p, err := pct.MakePlan(ctx, h, v, pct.Options{VMID: 100, Hostname: "app", VolumeSize: 1, RootfsSize: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
+	s, h, p := ownedVolumePlan(t, ctx, false)
 	var seen []string
 	h.Runner = lockBeforeMount{Runner: h.Runner, conf: s.ConfigPath("pve", 100), seen: &seen}
 	if _, err := pct.Deploy(ctx, h, p); err == nil || !strings.Contains(err.Error(), "CT is locked") {
