@@ -39,6 +39,9 @@ var issue17Lines = []string{
 var propertyStringLines = []string{
 	"mp00: /a,mp=/b", "mp01: /a,mp=/b", "net00: name=eth0", "mp0: /a,mp=", "mp0: /a,mp=/b,size=", "mp0: /a,mp=/b,=1",
 	"mp0: mp=/b,/a", "mp0: /a,mp=/b, ,ro=1", "mp0: /a,mp=/b,/c", "features: nesting=1,,keyctl=1",
+	// mountoptions against pve-container's pattern.
+	"mp0: /a,mp=/b,mountoptions=noatime=x", "mp0: /a,mp=/b,mountoptions=bogus", "mp0: /a,mp=/b,mountoptions=noatime;",
+	"mp0: /a,mp=/b,mountoptions=noatime;nodev;discard",
 }
 
 // everyKeyLines are a valid value for each PVE key and each raw lxc.* key

@@ -179,6 +179,10 @@ func intRange(min, max float64) keySpec {
 	return keySpec{typ: kInt, min: min, max: max, hasMin: true, hasMax: max > 0}
 }
 
+// mountOption is pve-container's $valid_mount_option_re (Config.pm), the
+// parts of a mountoptions value.
+const mountOption = `(?:discard|lazytime|noatime|nodev|noexec|nosuid)`
+
 var (
 	kbool = keySpec{typ: kBool}
 	kstr  = keySpec{typ: kString}
@@ -186,7 +190,7 @@ var (
 	mountProps = map[string]keySpec{
 		"volume": {typ: kString, check: checkMPPath}, "size": {typ: kString, check: checkDiskSize},
 		"acl": kbool, "quota": kbool, "replicate": kbool, "ro": kbool, "shared": kbool,
-		"mountoptions": kstr, "idmap": kstr, "keepattrs": kbool,
+		"mountoptions": {typ: kString, check: pattern(`^` + mountOption + `(?:;` + mountOption + `)*$`)}, "idmap": kstr, "keepattrs": kbool,
 		"mp": {typ: kString, check: checkMPPath}, "backup": kbool,
 	}
 	initOnly   = map[string]PVEContainer{"idmap": {6, 1, 0}, "keepattrs": {6, 1, 0}}

@@ -146,8 +146,8 @@ func vetTemplateLine(key, value string) error {
 	if key == "lxc.mount.entry" {
 		return vetTmpfsEntry(value)
 	}
-	prefix, idx := splitIndex(key)
-	if prefix == "mp" && idx >= 0 {
+	// As Parse: mp01 is not mp1 (PVE's keys are mp0 to mp255).
+	if prefix, idx := splitIndex(key); prefix == "mp" && idx >= 0 && key == "mp"+strconv.Itoa(idx) {
 		return vetTemplateMountPoint(idx, value)
 	}
 	if strings.HasPrefix(key, "lxc.") {

@@ -49,6 +49,7 @@ func TestParseTemplateConfigRefusesWhatNexcageDoesNotWrite(t *testing.T) {
 		{"mp0: /srv/data,mp=/", "container's root"},
 		{"mp0: /srv/data,mp=relative", "not an absolute path"},
 		{"mp1: /srv/data=x,mp=/x", "unknown property"},
+		{"mp01: /srv/data,mp=/x", "key mp01 is not one nexcage writes"},
 		{"features: nesting=1", "key features is not one nexcage writes"},
 		{"hookscript: local:snippets/x.sh", "key hookscript"},
 		{"memory: 512", "key memory"},

@@ -239,8 +239,8 @@ func MakePlan(ctx context.Context, h *Host, t *Template, o Options) (*Plan, erro
 
 	merged := mergedConfig(t, o, rootStorage)
 	for k, v := range map[string]string{"template": p.VolID, "image reference": t.Image, "digest": t.Digest} {
-		if !markerValueOK(v) {
-			return nil, newError(ErrInvalidArgument, "template", fmt.Sprintf("the template's %s %q has blanks or control characters, which would forge the container's ownership marker", k, v), "rebuild the template")
+		if !markerValueOK(k, v) {
+			return nil, newError(ErrInvalidArgument, "template", fmt.Sprintf("the template's %s %q has characters outside its grammar (a blank, '%%', a control character), which would forge the container's ownership marker", k, v), "rebuild the template")
 		}
 	}
 	merged.Description = describe(merged.Description, Marker{Template: p.VolID, Image: t.Image, Digest: t.Digest})
@@ -772,7 +772,14 @@ func Deploy(ctx context.Context, h *Host, p *Plan) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
+	mounting := false
 	undo := p.undoer(ctx, "", func(ctx context.Context) error {
+		// PVE refuses the destroy while pct mount's lock stays.
+		if mounting {
+			if err := h.releaseMount(ctx, p.VMID, nil); err != nil {
+				return err
+			}
+		}
 		_, err := h.run(ctx, p.destroyArgv(p.VMID)...)
 		return err
 	})
@@ -781,7 +788,7 @@ func Deploy(ctx context.Context, h *Host, p *Plan) (*Result, error) {
 			return nil, undo(err)
 		}
 	}
-	if err := h.ownVolumes(ctx, p.VMID, p.own, nil); err != nil {
+	if err := h.ownVolumes(ctx, p.VMID, p.own, nil, &mounting); err != nil {
 		return nil, undo(err)
 	}
 	if err := h.AppendRaw(p.VMID, p.Node, p.Raw); err != nil {

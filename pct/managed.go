@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"regexp"
 	"sort"
 	"strconv"
 	"strings"
@@ -38,31 +39,45 @@ func (m Marker) line() string {
 // whatever description the template brought. The description may be as
 // the config file holds it, where PVE wrote the marker percent-encoded
 // ("nexcage%3A template=local%3Avztmpl/..."), or decoded as the API
-// reports it; the marker's values hold no '%', so decoding either way
-// reads it.
+// reports it; the marker's values hold no '%' (markerValueOK), so
+// decoding either way reads it. A line whose decoded text has a control
+// or other non-printable rune, or a value outside its grammar, is not a
+// marker: anyone allowed to edit the description can write one, and its
+// values are printed to terminals and used to rebuild the image.
 func parseMarker(description string) (Marker, bool) {
 	lines := strings.Split(description, "\n")
 	for i := len(lines) - 1; i >= 0; i-- {
-		l := lxc.DecodeText(lines[i])
-		rest, ok := strings.CutPrefix(strings.TrimSpace(l), markerPrefix)
-		if !ok {
-			continue
+		m, ok := parseMarkerLine(lines[i])
+		if ok {
+			return m, true
 		}
-		var m Marker
-		for _, f := range strings.Fields(rest) {
-			k, v, _ := strings.Cut(f, "=")
-			switch k {
-			case "template":
-				m.Template = v
-			case "image":
-				m.Image = v
-			case "digest":
-				m.Digest = v
-			}
-		}
-		return m, true
 	}
 	return Marker{}, false
+}
+
+// parseMarkerLine reads one description line as a marker.
+func parseMarkerLine(line string) (Marker, bool) {
+	l := lxc.DecodeText(line)
+	rest, ok := strings.CutPrefix(strings.TrimSpace(l), markerPrefix)
+	if !ok || strings.ContainsFunc(rest, func(r rune) bool { return r != ' ' && !unicode.IsPrint(r) }) {
+		return Marker{}, false
+	}
+	var m Marker
+	for _, f := range strings.Fields(rest) {
+		k, v, _ := strings.Cut(f, "=")
+		switch k {
+		case "template":
+			m.Template = v
+		case "image":
+			m.Image = v
+		case "digest":
+			m.Digest = v
+		}
+	}
+	if !markerValueOK("template", m.Template) || !markerValueOK("image reference", m.Image) || !markerValueOK("digest", m.Digest) {
+		return Marker{}, false
+	}
+	return m, true
 }
 
 // Managed is a container nexcage created.
@@ -132,13 +147,24 @@ func (h *Host) FindByName(ctx context.Context, name string) (*Resource, error) {
 	return nil, nil
 }
 
-// describe adds nexcage's marker to a description.
-// markerValueOK reports whether v can be a marker value: blanks would
-// let it inject another key= field, control characters reach terminals.
-func markerValueOK(v string) bool {
-	return !strings.ContainsFunc(v, func(r rune) bool { return unicode.IsSpace(r) || unicode.IsControl(r) })
+// markerGrammar is what each marker value may be: a volume id
+// (STORAGE:NAME), an image reference, an OCI digest (ALGORITHM:ENCODED).
+// None holds a blank (which would inject another key= field), a control
+// character (which reaches terminals) or '%' (markers are read
+// percent-decoded: %20 would be a blank).
+var markerGrammar = map[string]*regexp.Regexp{
+	"template":        regexp.MustCompile(`^(?:[A-Za-z][A-Za-z0-9._-]*:[A-Za-z0-9._+@/~,-]+)?$`),
+	"image reference": regexp.MustCompile(`^[A-Za-z0-9._+@:/~,-]*$`),
+	"digest":          regexp.MustCompile(`^(?:[a-z0-9]+(?:[+._-][a-z0-9]+)*:[A-Za-z0-9=_-]+)?$`),
 }
 
+// markerValueOK reports whether v can be the marker's field ("template",
+// "image reference" or "digest"); "" is allowed (not recorded).
+func markerValueOK(field, v string) bool {
+	return markerGrammar[field].MatchString(v)
+}
+
+// describe adds nexcage's marker to a description.
 func describe(description string, m Marker) string {
 	if description == "" {
 		return m.line()

@@ -48,4 +48,12 @@ func TestPVEEncodesMarker(t *testing.T) {
 	if got := o.RoundTrip(t, pveoracle.Latest, nexcageMarked); got != pveMarked {
 		t.Errorf("PVE writes the marked config as\n%s\nnot as\n%s", got, pveMarked)
 	}
+	// EncodeText writes a description line as PVE does: what PVE reads
+	// back from it, it writes again unchanged.
+	for _, d := range []string{pveMarker.line(), "50% off: a\x1b[2J\x07b~é\x7f"} {
+		conf := "#" + lxc.EncodeText(d) + "\narch: amd64\nhostname: app\n"
+		if got := o.RoundTrip(t, pveoracle.Latest, conf); got != conf {
+			t.Errorf("EncodeText(%q): PVE writes\n%s\nnot\n%s", d, got, conf)
+		}
+	}
 }

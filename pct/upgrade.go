@@ -270,8 +270,8 @@ func PlanUpgrade(ctx context.Context, h *Host, vmid int, oldT, t *Template, o Up
 		}
 	}
 	for k, v := range map[string]string{"template": p.VolID, "image reference": t.Image, "digest": t.Digest} {
-		if !markerValueOK(v) {
-			return nil, newError(ErrInvalidArgument, "template", fmt.Sprintf("the template's %s %q has blanks or control characters", k, v), "rebuild the template")
+		if !markerValueOK(k, v) {
+			return nil, newError(ErrInvalidArgument, "template", fmt.Sprintf("the template's %s %q has characters outside its grammar (a blank, '%%', a control character), which would forge the container's ownership marker", k, v), "rebuild the template")
 		}
 	}
 	p.To = Marker{Template: p.VolID, Image: t.Image, Digest: t.Digest}
@@ -573,10 +573,11 @@ func Upgrade(ctx context.Context, h *Host, p *UpgradePlan) (*UpgradeResult, erro
 		}
 	}
 	var (
-		tmpMade, handed, swapped, stopped, started bool
+		tmpMade, handed, swapped, stopped, started, mounting bool
 	)
+	record := func(argv []string) { res.Commands = append(res.Commands, ShellQuote(argv)) }
 	run := func(argv ...string) error {
-		res.Commands = append(res.Commands, ShellQuote(argv))
+		record(argv)
 		_, err := h.run(ctx, argv...)
 		return err
 	}
@@ -588,11 +589,23 @@ func Upgrade(ctx context.Context, h *Host, p *UpgradePlan) (*UpgradeResult, erro
 				errs = append(errs, fmt.Errorf("%s: %w", ShellQuote(argv), err))
 			}
 		}
+		// PVE refuses every config write below while pct mount's lock
+		// stays (an interrupted or failed unmount).
+		if mounting {
+			if err := h.releaseMount(bg, p.VMID, nil); err != nil {
+				errs = append(errs, err)
+			}
+		}
 		if up, _ := h.running(bg, p.VMID); started && up {
 			try("pct", "stop", p.vmid())
 		}
 		if err := h.removeNewVolumes(bg, p); err != nil {
 			errs = append(errs, err)
+		}
+		// What the config holds, not what pct answered: a swap that
+		// failed (or was killed) after PVE wrote it is made.
+		if handed && p.newVol != "" && volumeOf(mustConfigValue(h, p.VMID, "rootfs")) == p.newVol {
+			swapped, handed = true, false
 		}
 		if swapped {
 			back := []string{"pct", "set", p.vmid(), "--rootfs", p.oldRootfs, "--" + p.unusedKey, p.newVol}
@@ -606,7 +619,17 @@ func Upgrade(ctx context.Context, h *Host, p *UpgradePlan) (*UpgradeResult, erro
 			handed = true // the new rootfs is unusedN again
 		}
 		if handed {
-			try("pct", "set", p.vmid(), "--delete", p.unusedKey)
+			// Only the new volume is freed: were unusedN the old rootfs
+			// (a swap-back that failed after writing half), deleting it
+			// would lose the container's data.
+			switch u := volumeOf(mustConfigValue(h, p.VMID, p.unusedKey)); {
+			case u == "":
+			case u == p.newVol:
+				try("pct", "set", p.vmid(), "--delete", p.unusedKey)
+			default:
+				errs = append(errs, fmt.Errorf("CT %d's %s is %q, not the new rootfs %s: it was not deleted; free the new rootfs with `pct set %d --delete unusedM` once you find it", p.VMID, p.unusedKey, u, p.newVol, p.VMID))
+				return &UpgradeError{VMID: p.VMID, Step: step, Err: cause, RestoreErr: errors.Join(errs...)}
+			}
 		}
 		if err := h.writeConfigLocked(p.VMID, p.before); err != nil {
 			errs = append(errs, err)
@@ -646,7 +669,14 @@ func Upgrade(ctx context.Context, h *Host, p *UpgradePlan) (*UpgradeResult, erro
 			return nil, fail("stopping CT "+p.vmid(), err)
 		}
 	}
-	if err := run("pct", "set", p.vmid(), "--rootfs", p.rootfsWith(p.newVol), "--"+p.unusedKey, p.oldVol); err != nil {
+	// One config write, which an interrupt must not leave done but
+	// unreported.
+	swap := []string{"pct", "set", p.vmid(), "--rootfs", p.rootfsWith(p.newVol), "--" + p.unusedKey, p.oldVol}
+	record(swap)
+	fctx, cancel := firmContext(ctx)
+	_, err = h.run(fctx, swap...)
+	cancel()
+	if err != nil {
 		return nil, fail("swapping the rootfs", err)
 	}
 	swapped, handed = true, false
@@ -662,7 +692,7 @@ func Upgrade(ctx context.Context, h *Host, p *UpgradePlan) (*UpgradeResult, erro
 	if err := h.rewriteImageLines(p); err != nil {
 		return nil, fail("writing the environment and the marker", err)
 	}
-	if err := h.addNewVolumes(ctx, p, run); err != nil {
+	if err := h.addNewVolumes(ctx, p, run, record, &mounting); err != nil {
 		return nil, fail("adding the new image's volumes", err)
 	}
 	started = true
@@ -715,6 +745,18 @@ func (h *Host) configValue(vmid int, key string) (string, error) {
 	return "", nil
 }
 
+// mustConfigValue is configValue, "" when the config cannot be read.
+func mustConfigValue(h *Host, vmid int, key string) string {
+	v, _ := h.configValue(vmid, key)
+	return v
+}
+
+// volumeOf is the volume id of a rootfs, mpN or unusedN value.
+func volumeOf(v string) string {
+	vol, _, _ := strings.Cut(v, ",")
+	return vol
+}
+
 // writeConfigLocked puts a config back byte for byte.
 func (h *Host) writeConfigLocked(vmid int, b []byte) error {
 	return h.withConfigLock(vmid, "", func(string) (string, error) { return string(b), nil })
@@ -732,9 +774,7 @@ func (h *Host) rewriteImageLines(p *UpgradePlan) error {
 			switch {
 			case k == "lxc.environment.runtime" || slices.Contains(managedRaw, k):
 				continue
-			// PVE's file holds the marker encode_text'ed ("nexcage%3A
-			// ..."): it is matched decoded and written as PVE would.
-			case p.marker != "" && strings.HasPrefix(l, "#") && strings.TrimSpace(lxc.DecodeText(l[1:])) == p.marker && !replaced:
+			case p.marker != "" && !replaced && isMarkerLine(l, p.From):
 				out = append(out, "#"+lxc.EncodeText(p.newMarker))
 				replaced = true
 				continue
@@ -752,6 +792,17 @@ func (h *Host) rewriteImageLines(p *UpgradePlan) error {
 		out = append(out, p.raw...)
 		return strings.Join(out, "\n") + "\n" + rest, nil
 	})
+}
+
+// isMarkerLine reports whether the config line l is the description
+// line holding marker m, as nexcage or PVE (percent-encoded) wrote it.
+func isMarkerLine(l string, m Marker) bool {
+	d, ok := strings.CutPrefix(l, "#")
+	if !ok {
+		return false
+	}
+	got, ok := parseMarkerLine(d)
+	return ok && got == m
 }
 
 // SortedMerge returns the merge rows with the user's kept values first.

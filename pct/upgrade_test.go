@@ -490,3 +490,84 @@ func TestUpgradeSwapBackFails(t *testing.T) {
 		t.Errorf("the error does not name the old rootfs %s: %v", oldVol, err)
 	}
 }
+
+// failAfterSwap runs the rootfs swap (`pct set VMID --rootfs NEW
+// --unusedN OLD`) and then reports it failed, as a pct killed by an
+// interrupt after PVE wrote the config does.
+// Only the first such command (the rollback's swap-back is the second).
+type failAfterSwap struct {
+	pct.Runner
+	fired *bool
+}
+
+func (r failAfterSwap) Run(ctx context.Context, argv []string) (string, string, int, error) {
+	out, stderr, code, err := r.Runner.Run(ctx, argv)
+	if !*r.fired && err == nil && code == 0 && len(argv) > 5 && argv[1] == "set" && argv[3] == "--rootfs" && strings.HasPrefix(argv[5], "--unused") {
+		*r.fired = true
+		return out, "interrupted\n", 1, nil
+	}
+	return out, stderr, code, err
+}
+
+// TestUpgradeSwapAppliedButFailed: the rootfs swap is written by PVE but
+// reported failed. The rollback reads the config, sees the new rootfs in
+// place, swaps the old one back and frees only the new one: the old
+// rootfs and its data stay, the config is as before the upgrade. Before,
+// the rollback deleted unusedN, by then the old rootfs.
+func TestUpgradeSwapAppliedButFailed(t *testing.T) {
+	ctx := context.Background()
+	s, h, v1, v2 := deployedApp(t, "9.2.0", "app", "entry.sh")
+	conf := s.ConfigPath("pve", 100)
+	before := readConf(t, conf)
+	oldRootfs := confKey(before, "rootfs")
+	oldDir := volDir(t, s.Path("var/lib/pvesim"), oldRootfs)
+	up, err := pct.PlanUpgrade(ctx, h, 100, v1, v2, pct.UpgradeOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.Runner = failAfterSwap{Runner: h.Runner, fired: new(bool)}
+	_, err = pct.Upgrade(ctx, h, up)
+	var ue *pct.UpgradeError
+	if !errors.As(err, &ue) || !ue.Restored {
+		t.Errorf("upgrade whose swap is applied but reported failed: %v, want a restored *UpgradeError", err)
+	}
+	if b, err := os.ReadFile(filepath.Join(oldDir, "app/version")); err != nil || string(b) != "1\n" {
+		t.Errorf("the old rootfs's app/version: %q, %v; want v1's", b, err)
+	}
+	if after := readConf(t, conf); after != before {
+		t.Errorf("the config is not as before:\n%s\nwant:\n%s", after, before)
+	}
+}
+
+// TestUpgradeReplacesEncodedMarker: the marker as PVE writes it into the
+// config file (percent-encoded: "#nexcage%3A template=local%3A...") is
+// replaced by the new one, written the same way: one marker stays.
+// Before, the encoded line was not recognised and every upgrade added
+// another marker.
+func TestUpgradeReplacesEncodedMarker(t *testing.T) {
+	ctx := context.Background()
+	s, h, v1, v2 := deployedApp(t, "9.2.0", "app", "entry.sh")
+	conf := s.ConfigPath("pve", 100)
+	var lines []string
+	for _, l := range strings.Split(readConf(t, conf), "\n") {
+		if d, ok := strings.CutPrefix(l, "#"); ok {
+			l = "#" + lxc.EncodeText(lxc.DecodeText(d))
+		}
+		lines = append(lines, l)
+	}
+	if err := os.WriteFile(conf, []byte(strings.Join(lines, "\n")), 0o640); err != nil {
+		t.Fatal(err)
+	}
+	up, err := pct.PlanUpgrade(ctx, h, 100, v1, v2, pct.UpgradeOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pct.Upgrade(ctx, h, up); err != nil {
+		t.Fatal(err)
+	}
+	after := readConf(t, conf)
+	want := "#" + lxc.EncodeText("nexcage: template=local:vztmpl/v2.tar.gz image=registry.example/app:v2 digest=sha256:2222") + "\n"
+	if n := strings.Count(after, "#nexcage"); n != 1 || !strings.Contains(after, want) {
+		t.Errorf("after the upgrade the config has %d markers, want only %q:\n%s", n, want, after)
+	}
+}

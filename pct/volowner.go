@@ -5,10 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -93,33 +95,104 @@ func ownComments(vmid int, own []ownedVolume) []string {
 	return out
 }
 
+// firmTimeout bounds a command run with firmContext.
+const firmTimeout = 5 * time.Minute
+
+// firmContext is ctx without its cancellation, bounded by firmTimeout:
+// for a command that, killed half-way, leaves the CT in a state only
+// it undoes (pct mount's 'mounted' lock, a rootfs swap written but not
+// reported).
+func firmContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.WithoutCancel(ctx), firmTimeout)
+}
+
 // ownVolumes gives each volume of own the owner and mode of its path in
-// the CT's rootfs through pct mount. The CT is unmounted again whatever
-// happens: a failed pct mount leaves PVE's 'mounted' lock, which only pct
-// unmount removes and which would refuse the destroy of a rollback.
-func (h *Host) ownVolumes(ctx context.Context, vmid int, own []ownedVolume, run func(...string) error) (err error) {
+// the CT's rootfs through pct mount; record (when not nil) is told each
+// command run. pct mount and pct unmount run with firmContext: an
+// interrupt between them would leave PVE's 'mounted' lock, which refuses
+// the destroy or config writes of a rollback. The CT is unmounted again
+// whether the volumes were owned or not, unless pct mount was refused
+// because someone else holds the CT's lock (their lock stays theirs).
+// *mine (when not nil) is set while a 'mounted' lock on the CT may be
+// nexcage's: a rollback then runs releaseMount first.
+func (h *Host) ownVolumes(ctx context.Context, vmid int, own []ownedVolume, record func([]string), mine *bool) (err error) {
 	if len(own) == 0 {
 		return nil
 	}
-	if run == nil {
-		run = func(argv ...string) error { _, err := h.run(ctx, argv...); return err }
+	ctx, cancel := firmContext(ctx)
+	defer cancel()
+	run := func(argv ...string) (string, error) {
+		if record != nil {
+			record(argv)
+		}
+		return h.run(ctx, argv...)
 	}
-	mountErr := run(mountArgv(vmid)...)
+	if l := mainValue(readConfigText(h, vmid), "lock"); l != "" {
+		return newError(ErrInvalidArgument, "vmid", fmt.Sprintf("CT %d is locked (%s): it cannot be mounted to give its new volumes the image's owner", vmid, l), "wait for the operation holding it, or `pct unlock` it")
+	}
+	if mine == nil {
+		mine = new(bool)
+	}
+	*mine = true
+	_, mountErr := run(mountArgv(vmid)...)
+	var pe *Error
+	if mountErr != nil && errors.As(mountErr, &pe) && strings.Contains(pe.Raw, "CT is locked") {
+		*mine = false
+		return fmt.Errorf("mounting CT %d to give its new volumes the image's owner: %w", vmid, mountErr)
+	}
 	defer func() {
-		if uerr := run(unmountArgv(vmid)...); uerr != nil {
-			err = errors.Join(err, fmt.Errorf("unmounting CT %d: %w (CT %d keeps PVE's 'mounted' lock: `pct unmount %d`)", vmid, uerr, vmid, vmid))
+		if uerr := h.releaseMount(ctx, vmid, record); uerr != nil {
+			err = errors.Join(err, uerr)
 		}
 	}()
 	if mountErr != nil {
 		return fmt.Errorf("mounting CT %d to give its new volumes the image's owner: %w", vmid, mountErr)
 	}
 	root := filepath.Join(h.Root, "var/lib/lxc", strconv.Itoa(vmid), "rootfs")
+	text := readConfigText(h, vmid)
 	for _, o := range own {
-		if err := copyOwner(root, o.Path); err != nil {
+		vol, ok := volumeAt(text, o.Key, o.Path)
+		var volPath string
+		if !ok {
+			err = fmt.Errorf("%s is not the volume planned at %s", o.Key, o.Path)
+		} else if volPath, err = run("pvesm", "path", vol); err == nil {
+			err = copyOwner(root, o.Path, strings.TrimSpace(volPath))
+		}
+		if err != nil {
 			return newError(ErrFailed, "", fmt.Sprintf("CT %d's %s (%s): %v", vmid, o.Key, o.Path, err), "the image's VOLUME path must be a directory reached without a symlink; rebuild the image")
 		}
 	}
 	return nil
+}
+
+// releaseMount runs pct unmount when CT vmid's config shows the
+// 'mounted' lock (which pct mount sets, and leaves when it fails or is
+// killed); the caller knows it ran pct mount itself.
+func (h *Host) releaseMount(ctx context.Context, vmid int, record func([]string)) error {
+	if mainValue(readConfigText(h, vmid), "lock") != "mounted" {
+		return nil
+	}
+	ctx, cancel := firmContext(ctx)
+	defer cancel()
+	argv := unmountArgv(vmid)
+	if record != nil {
+		record(argv)
+	}
+	if _, err := h.run(ctx, argv...); err != nil {
+		return fmt.Errorf("unmounting CT %d: %w (CT %d keeps PVE's 'mounted' lock: `pct unmount %d`)", vmid, err, vmid, vmid)
+	}
+	return nil
+}
+
+// volumeAt is the storage volume of mpN key in a config's main section
+// when it is mounted at path (as nexcage wrote it), else false.
+func volumeAt(text, key, path string) (string, bool) {
+	val := mainValue(text, key)
+	vol, _, _ := strings.Cut(val, ",")
+	if val == "" || !strings.Contains(","+val+",", ",mp="+path+",") || strings.HasPrefix(vol, "/") || !strings.Contains(vol, ":") {
+		return "", false
+	}
+	return vol, true
 }
 
 // copyOwner gives the root of the volume mounted at mp inside the
@@ -127,7 +200,11 @@ func (h *Host) ownVolumes(ctx context.Context, vmid int, own []ownedVolume, run 
 // mounted on, as keepattrs does. Both are reached from root's descriptor
 // with the kernel refusing any symlink and any "..": mp comes from an
 // image, and what the image holds at it was written by whoever made it.
-func copyOwner(root, mp string) error {
+// What is reached at mp must be the root of the volume whose storage
+// path (pvesm path) is volPath, not merely some mount root: PVE mounts
+// by key, so another mount point at the same path (a bind mount of a
+// host directory, say) may lie on top of it.
+func copyOwner(root, mp, volPath string) error {
 	if !filepath.IsAbs(mp) || filepath.Clean(mp) != mp || mp == "/" {
 		return fmt.Errorf("%q is not a clean absolute path below /", mp)
 	}
@@ -157,14 +234,8 @@ func copyOwner(root, mp string) error {
 	}
 	defer dst.Close()
 	fd := int(dst.Fd())
-	// Only the volume's root: were it not mounted, this would be the
-	// image's own directory, or worse.
-	var sx unix.Statx_t
-	if err := unix.Statx(fd, "", unix.AT_EMPTY_PATH, unix.STATX_BASIC_STATS, &sx); err != nil {
-		return err
-	}
-	if sx.Attributes_mask&unix.STATX_ATTR_MOUNT_ROOT != 0 && sx.Attributes&unix.STATX_ATTR_MOUNT_ROOT == 0 {
-		return fmt.Errorf("no volume is mounted at %s", mp)
+	if err := isVolumeRoot(fd, volPath); err != nil {
+		return fmt.Errorf("%s: %w", mp, err)
 	}
 	if err := unix.Fchown(fd, int(st.Uid), int(st.Gid)); err != nil {
 		return fmt.Errorf("failed to propagate uid and gid to the volume: %w", err)
@@ -172,6 +243,45 @@ func copyOwner(root, mp string) error {
 	// After the chown, which clears setuid and setgid bits.
 	if err := unix.Fchmod(fd, st.Mode&0o7777); err != nil {
 		return fmt.Errorf("failed to propagate the access mode to the volume: %w", err)
+	}
+	return nil
+}
+
+// isVolumeRoot checks that the directory fd is the root of a mount of
+// the volume at volPath: the directory itself (a subvol: directory and
+// ZFS storages), the file system on the block device (LVM, RBD), or the
+// file system on the loop device whose backing file it is (a raw image).
+// Anything else, or a kernel that cannot say whether fd is a mount root,
+// is refused.
+func isVolumeRoot(fd int, volPath string) error {
+	var sx unix.Statx_t
+	if err := unix.Statx(fd, "", unix.AT_EMPTY_PATH, unix.STATX_BASIC_STATS, &sx); err != nil {
+		return err
+	}
+	if sx.Attributes_mask&unix.STATX_ATTR_MOUNT_ROOT == 0 {
+		return errors.New("the kernel does not tell whether it is a mount root (Linux 5.8 on does)")
+	}
+	if sx.Attributes&unix.STATX_ATTR_MOUNT_ROOT == 0 {
+		return errors.New("no volume is mounted there")
+	}
+	dev := unix.Mkdev(sx.Dev_major, sx.Dev_minor)
+	var vs unix.Stat_t
+	if err := unix.Stat(volPath, &vs); err != nil {
+		return fmt.Errorf("the volume's storage path: %w", err)
+	}
+	ok := false
+	switch vs.Mode & unix.S_IFMT {
+	case unix.S_IFDIR:
+		ok = dev == vs.Dev && sx.Ino == vs.Ino
+	case unix.S_IFBLK:
+		ok = dev == vs.Rdev
+	case unix.S_IFREG:
+		b, err := os.ReadFile(fmt.Sprintf("/sys/dev/block/%d:%d/loop/backing_file", sx.Dev_major, sx.Dev_minor))
+		var bs unix.Stat_t
+		ok = err == nil && unix.Stat(strings.TrimSuffix(string(b), "\n"), &bs) == nil && bs.Dev == vs.Dev && bs.Ino == vs.Ino
+	}
+	if !ok {
+		return fmt.Errorf("what is mounted there is not the new volume (%s)", volPath)
 	}
 	return nil
 }
@@ -196,12 +306,15 @@ type newVolumes struct {
 
 // planNewVolumes plans an mpN for each VOLUME of the new image t that
 // the old image (oldT; nil when unknown) did not have and that the CT
-// does not mount already: on the storage of the CT's image volumes (else
-// its rootfs's), as large as the first of them (else deploy's 8 GiB),
-// owned as in the image by keepattrs on pve-container 6.1.0 on (which
-// PVE's prestart hook applies at every start, also to an mpN added to an
+// does not mount already (paths compared cleaned: PVE keeps `mp=/data/`
+// as written): on the storage of the CT's image volumes (else its
+// rootfs's), as large as the first of them (else deploy's 8 GiB), owned
+// as in the image by keepattrs on pve-container 6.1.0 on (which PVE's
+// prestart hook applies at every start, also to an mpN added to an
 // existing CT), by pct mount before on a host where pct runs (local),
-// else with a warning.
+// else with a warning. A new VOLUME below or above a bind mount is
+// refused: PVE mounts by key, not by path, so the new volume's directory
+// would be made in the host directory, or the volume would hide it.
 func (p *UpgradePlan) planNewVolumes(text string, cur *lxc.Config, oldT, t *Template, cv lxc.PVEContainer, local bool) error {
 	imageVols := t.Volumes
 	if oldT != nil {
@@ -209,10 +322,13 @@ func (p *UpgradePlan) planNewVolumes(text string, cur *lxc.Config, oldT, t *Temp
 	}
 	storage, size, found := p.storage, "8", false
 	used := map[int]bool{}
-	var mounted []string
+	var mounted, binds []string
 	for _, m := range cur.MountPoints {
 		used[m.Index] = true
-		mounted = append(mounted, m.Path)
+		mounted = append(mounted, path.Clean(m.Path))
+		if m.IsBind() {
+			binds = append(binds, path.Clean(m.Path))
+		}
 		if m.IsBind() || !slices.Contains(imageVols, m.Path) || found {
 			continue
 		}
@@ -225,13 +341,26 @@ func (p *UpgradePlan) planNewVolumes(text string, cur *lxc.Config, oldT, t *Temp
 			}
 		}
 	}
+	var oldVols, vols []string
+	if oldT != nil {
+		for _, v := range oldT.Volumes {
+			oldVols = append(oldVols, path.Clean(v))
+		}
+	}
 	next := 0
-	for _, v := range t.Volumes {
-		if _, err := lxc.CheckContainerPath(v); err != nil {
+	for _, raw := range t.Volumes {
+		v, err := lxc.CheckContainerPath(raw)
+		if err != nil {
 			return newError(ErrInvalidArgument, "template", "the new template's image volume "+err.Error(), "rebuild it from an image whose VOLUMEs are absolute, clean paths")
 		}
-		if slices.Contains(mounted, v) || (oldT != nil && slices.Contains(oldT.Volumes, v)) {
+		vols = append(vols, v)
+		if slices.Contains(mounted, v) || slices.Contains(oldVols, v) || slices.Contains(p.NewVolumes, v) {
 			continue
+		}
+		for _, b := range binds {
+			if pathWithin(v, b) || pathWithin(b, v) {
+				return newError(ErrInvalidArgument, "mount", fmt.Sprintf("the new image's volume %s is nested with CT %d's bind mount at %s: PVE mounts by key, so the volume's directory would be made in the host directory, or the volume would hide it", v, p.VMID, b), "move the bind mount, or rebuild the image without that VOLUME")
+			}
 		}
 		for next < 256 && used[next] {
 			next++
@@ -244,9 +373,14 @@ func (p *UpgradePlan) planNewVolumes(text string, cur *lxc.Config, oldT, t *Temp
 		p.NewVolumes = append(p.NewVolumes, v)
 	}
 	var warnings []string
-	p.vols.own, warnings = planVolumeOwners(p.vols.add, t.Volumes, cv, local)
+	p.vols.own, warnings = planVolumeOwners(p.vols.add, vols, cv, local)
 	p.Warnings = append(p.Warnings, warnings...)
 	return nil
+}
+
+// pathWithin reports whether the clean path a is b or below it.
+func pathWithin(a, b string) bool {
+	return a == b || strings.HasPrefix(a, strings.TrimSuffix(b, "/")+"/")
 }
 
 // mainValue is key's value in a config's main section, or "".
@@ -270,15 +404,16 @@ func (p *UpgradePlan) newVolumeArgvs() [][]string {
 	return append([][]string{set}, ownArgvs(p.VMID, p.vols.own)...)
 }
 
-// addNewVolumes runs newVolumeArgvs through run (which records them).
-func (h *Host) addNewVolumes(ctx context.Context, p *UpgradePlan, run func(...string) error) error {
+// addNewVolumes runs newVolumeArgvs through run, record told of each
+// command that ownVolumes runs (mine: see ownVolumes).
+func (h *Host) addNewVolumes(ctx context.Context, p *UpgradePlan, run func(...string) error, record func([]string), mine *bool) error {
 	if len(p.vols.add) == 0 {
 		return nil
 	}
 	if err := run(p.newVolumeArgvs()[0]...); err != nil {
 		return err
 	}
-	return h.ownVolumes(ctx, p.VMID, p.vols.own, run)
+	return h.ownVolumes(ctx, p.VMID, p.vols.own, record, mine)
 }
 
 // removeNewVolumes frees the volumes addNewVolumes made, as PVE frees a
@@ -288,9 +423,8 @@ func (h *Host) addNewVolumes(ctx context.Context, p *UpgradePlan, run func(...st
 func (h *Host) removeNewVolumes(ctx context.Context, p *UpgradePlan) error {
 	var errs []error
 	for _, m := range p.vols.add {
-		val := mainValue(readConfigText(h, p.VMID), m.Key())
-		vol, _, _ := strings.Cut(val, ",")
-		if val == "" || !strings.Contains(","+val+",", ",mp="+m.Path+",") || strings.HasPrefix(vol, "/") {
+		vol, ok := volumeAt(readConfigText(h, p.VMID), m.Key(), m.Path)
+		if !ok {
 			continue
 		}
 		if _, err := h.run(ctx, "pct", "set", p.vmid(), "--delete", m.Key()); err != nil {

@@ -4,8 +4,10 @@ import (
 	"archive/tar"
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -13,6 +15,8 @@ import (
 	"time"
 
 	"github.com/nexcage/nexcage/internal/pveoracle"
+	"github.com/nexcage/nexcage/internal/pvetest"
+	"github.com/nexcage/nexcage/internal/testenv"
 	"github.com/nexcage/nexcage/lxc"
 	"github.com/nexcage/nexcage/pct"
 )
@@ -295,5 +299,141 @@ func TestUpgradeAddsNewImageVolume(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestUpgradeNewVolumeBesideBind: PVE keeps a mount point's path as
+// written and mounts by key, not path. A new image VOLUME at the path of
+// an admin's bind mount written `/srv/` is that mount (no volume added:
+// before, one was planned under it and pct mount chowned the host
+// directory bound on top); a new VOLUME below or above a bind mount is
+// refused, so no directory is made in the host directory and no volume
+// hides it.
+func TestUpgradeNewVolumeBesideBind(t *testing.T) {
+	ctx := context.Background()
+	s, h, v1, v2 := deployedApp(t, "9.1.1", "app", "entry.sh")
+	for k, dir := range map[string]string{"--mp5": t.TempDir() + ",mp=/srv/", "--mp6": t.TempDir() + ",mp=/opt/bind"} {
+		if _, err := h.Run(ctx, "pct", "set", "100", k, dir); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if c := readConf(t, s.ConfigPath("pve", 100)); !strings.Contains(c, "mp=/srv/\n") {
+		t.Fatalf("the stand-in did not keep mp=/srv/ as written:\n%s", c)
+	}
+	with := func(vols ...string) *pct.Template {
+		v := *v2
+		v.Volumes = append([]string{"/data"}, vols...)
+		return &v
+	}
+	up, err := pct.PlanUpgrade(ctx, h, 100, v1, with("/srv"), pct.UpgradeOptions{})
+	if err != nil || len(up.NewVolumes) != 0 {
+		t.Errorf("a VOLUME /srv beside the bind at /srv/: %v, new volumes %q; want none", err, upNew(up))
+	}
+	for _, vol := range []string{"/srv/sub", "/opt", "/opt/bind/x"} {
+		up, err := pct.PlanUpgrade(ctx, h, 100, v1, with(vol), pct.UpgradeOptions{})
+		if !errors.Is(err, pct.ErrInvalidArgument) || !strings.Contains(fmt.Sprint(err), "bind mount") {
+			t.Errorf("a new VOLUME %s nested with a bind mount: %v, new volumes %q; want a refusal", vol, err, upNew(up))
+		}
+	}
+}
+
+func upNew(up *pct.UpgradePlan) []string {
+	if up == nil {
+		return nil
+	}
+	return up.NewVolumes
+}
+
+// ownedVolumePlan plans the deploy of CT 100 on PVE 9.1 from an image
+// whose VOLUME /data is owned by 1000:1000, which pct mount gives the
+// volume.
+func ownedVolumePlan(t *testing.T, ctx context.Context, start bool) (*pvetest.StandIn, *pct.Host, *pct.Plan) {
+	t.Helper()
+	testenv.RequireRoot(t)
+	t.Setenv("PVE_VERSION", "9.1.1")
+	s, h, _ := deployHost(t)
+	v := appTemplateDirs(t, t.TempDir(), "v1", "sha256:v1", map[string]string{"entry.sh": entryScript},
+		[]tar.Header{{Name: "data", Uid: 1000, Gid: 1000, Mode: 0o750}}, lxc.Config{Entrypoint: "/entry.sh"})
+	p, err := pct.MakePlan(ctx, h, v, pct.Options{VMID: 100, Hostname: "app", VolumeSize: 1, RootfsSize: 1, Start: start})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s, h, p
+}
+
+// cancelAfterMount cancels the deploy's context once `pct mount` is
+// done, as a Ctrl-C while the volumes are owned does.
+type cancelAfterMount struct {
+	pct.Runner
+	cancel context.CancelFunc
+}
+
+func (r cancelAfterMount) Run(ctx context.Context, argv []string) (string, string, int, error) {
+	out, stderr, code, err := r.Runner.Run(ctx, argv)
+	if len(argv) > 1 && argv[0] == "pct" && argv[1] == "mount" {
+		r.cancel()
+	}
+	return out, stderr, code, err
+}
+
+// TestDeployInterruptedWhileMounted: the deploy on PVE 9.1 is interrupted
+// while the CT is mounted to own its volume: pct unmount still runs, so
+// the half-made CT is destroyed and nothing is left, no CT locked
+// 'mounted'. Before, pct unmount ran with the canceled context, and the
+// destroy was refused by the lock.
+func TestDeployInterruptedWhileMounted(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	s, h, p := ownedVolumePlan(t, ctx, true)
+	h.Runner = cancelAfterMount{Runner: h.Runner, cancel: cancel}
+	_, err := pct.Deploy(ctx, h, p)
+	if err == nil || !strings.Contains(err.Error(), "was destroyed again") {
+		t.Errorf("interrupted deploy: %v, want the half-made CT destroyed", err)
+	}
+	if b, err := os.ReadFile(s.ConfigPath("pve", 100)); err == nil {
+		t.Errorf("CT 100 is left:\n%s", b)
+	}
+}
+
+// lockBeforeMount plays an admin's `pct mount` just before nexcage's:
+// the CT is locked 'mounted' by someone else. It records every argv.
+type lockBeforeMount struct {
+	pct.Runner
+	conf string
+	seen *[]string
+}
+
+func (r lockBeforeMount) Run(ctx context.Context, argv []string) (string, string, int, error) {
+	*r.seen = append(*r.seen, strings.Join(argv, " "))
+	if len(argv) > 1 && argv[0] == "pct" && argv[1] == "mount" {
+		b, err := os.ReadFile(r.conf)
+		if err == nil {
+			err = os.WriteFile(r.conf, []byte(strings.Replace(string(b), "\nrootfs:", "\nlock: mounted\nrootfs:", 1)), 0o640)
+		}
+		if err != nil {
+			return "", "", 0, err
+		}
+	}
+	return r.Runner.Run(ctx, argv)
+}
+
+// TestOwnVolumesLeavesOthersLock: when pct mount is refused because
+// someone else holds the CT's 'mounted' lock, nexcage runs no pct
+// unmount (which would unmount their mounts and remove their lock), in
+// the step or in the deploy's undo: the lock stays. Before, the deferred
+// pct unmount removed it.
+func TestOwnVolumesLeavesOthersLock(t *testing.T) {
+	ctx := context.Background()
+	s, h, p := ownedVolumePlan(t, ctx, false)
+	var seen []string
+	h.Runner = lockBeforeMount{Runner: h.Runner, conf: s.ConfigPath("pve", 100), seen: &seen}
+	if _, err := pct.Deploy(ctx, h, p); err == nil || !strings.Contains(err.Error(), "CT is locked") {
+		t.Errorf("deploy with the CT mounted by someone else: %v, want the lock refusal", err)
+	}
+	if slices.Contains(seen, "pct unmount 100") {
+		t.Errorf("pct unmount ran:\n%s", strings.Join(seen, "\n"))
+	}
+	if c := readConf(t, s.ConfigPath("pve", 100)); confKey(c, "lock") != "mounted" {
+		t.Errorf("their 'mounted' lock is gone:\n%s", c)
 	}
 }

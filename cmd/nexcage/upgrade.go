@@ -63,6 +63,9 @@ func runUpgrade(ctx context.Context, e *env, args []string) (any, error) {
 	if err != nil {
 		return nil, err
 	}
+	if e.upgrade.healthCmd != "" && h.Remote() {
+		return nil, usagef("--health-cmd with --remote: the health command cannot run through PVE's API: it has no call that runs a command in a container; upgrade on the host (without --remote) to run --health-cmd, or leave --health-cmd out")
+	}
 	o := pipeline.UpgradeOptions{Image: e.upgrade.image, TemplateDir: os.Getenv("NEXCAGE_TEMPLATES"), Host: h, DryRun: e.upgrade.dryRun, Progress: e.progress}
 	o.Upgrade.Adopt, o.Upgrade.DiscardRootfsChanges, o.Upgrade.HealthCmd = e.upgrade.adopt, e.upgrade.discardFS, e.upgrade.healthCmd
 	var store *rootfs.Store

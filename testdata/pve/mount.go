@@ -117,7 +117,13 @@ func (h *Host) mountAll(vmid int, conf *ctConf) error {
 		if key == "rootfs" {
 			mp = "/"
 		}
-		if err := h.mountpointMount(m, mp, rootdir, rootUID); err != nil {
+		// parse_volume's verify_lxc_mp_string: pct set refuses such a
+		// path, a hand-written config may still hold one.
+		err := mpPath(mp)
+		if err == nil {
+			err = h.mountpointMount(m, mp, rootdir, rootUID)
+		}
+		if err != nil {
 			fmt.Fprintln(os.Stderr, "mounting container failed")
 			h.umountAll(vmid, conf, true)
 			return err
@@ -152,14 +158,21 @@ func (h *Host) mountpointMount(m mpValue, mp, rootdir string, rootUID int) error
 		return err
 	}
 	defer unix.Close(fd)
-	target := fmt.Sprintf("/proc/self/fd/%d", fd)
-	if err := unix.Mount(src, target, "", unix.MS_BIND, ""); err != nil {
+	// A detached (non-recursive) bind of src, made read-only before it
+	// is attached at the walked directory: nothing is resolved by path
+	// after the walk.
+	tree, err := unix.OpenTree(unix.AT_FDCWD, src, unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC)
+	if err != nil {
 		return fmt.Errorf("mount %s on %s failed: %v", src, filepath.Join(rootdir, mp), err)
 	}
+	defer unix.Close(tree)
 	if m.get("ro") == "1" {
-		if err := unix.Mount("", filepath.Join(rootdir, mp), "", unix.MS_BIND|unix.MS_REMOUNT|unix.MS_RDONLY, ""); err != nil {
-			return err
+		if err := unix.MountSetattr(tree, "", unix.AT_EMPTY_PATH, &unix.MountAttr{Attr_set: unix.MOUNT_ATTR_RDONLY}); err != nil {
+			return fmt.Errorf("mount %s read-only failed: %v", src, err)
 		}
+	}
+	if err := unix.MoveMount(tree, "", fd, "", unix.MOVE_MOUNT_F_EMPTY_PATH|unix.MOVE_MOUNT_T_EMPTY_PATH); err != nil {
+		return fmt.Errorf("mount %s on %s failed: %v", src, filepath.Join(rootdir, mp), err)
 	}
 	return nil
 }
@@ -177,6 +190,11 @@ func walkTreeNofollow(start, subdir string, rootUID int) (int, error) {
 	for _, c := range strings.Split(subdir, "/") {
 		if c == "" {
 			continue
+		}
+		if c == "." || c == ".." {
+			// Openat(fd, "..") is no symlink, yet leaves start.
+			unix.Close(fd)
+			return -1, fmt.Errorf("%s contains illegal character sequences", subdir)
 		}
 		dir += "/" + c
 		next, err := unix.Openat(fd, c, unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
@@ -210,7 +228,7 @@ func (h *Host) umountAll(vmid int, conf *ctConf, noerr bool) error {
 		if keys[i] == "rootfs" {
 			mp = "/"
 		}
-		if m.Volume == "" || mp == "" {
+		if m.Volume == "" || mp == "" || mpPath(mp) != nil {
 			continue
 		}
 		p := filepath.Clean(rootdir + "/" + mp)
