@@ -1,14 +1,18 @@
 package pct_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/nexcage/nexcage/internal/pveoracle"
+	"github.com/nexcage/nexcage/internal/pvetest"
 	"github.com/nexcage/nexcage/internal/testenv"
 	"github.com/nexcage/nexcage/lxc"
 	"github.com/nexcage/nexcage/pct"
@@ -115,6 +119,17 @@ func TestRemoteUpgradeRefusals(t *testing.T) {
 	if cmds := strings.Join(ap.Commands(), "\n"); !strings.Contains(cmds, ` description="nexcage: template=local:vztmpl/app_1_amd64.tar.zst image=example.com/app:1" digest=DIGEST`) {
 		t.Errorf("adopted: the swap does not add the marker, or changes more:\n%s", cmds)
 	}
+	// A marker line not written as nexcage writes it (two blanks) still
+	// marks the CT; the new marker is appended, so the next upgrade
+	// plans from the new template.
+	write(strings.Replace(upgradeConf, "#nexcage: template=", "#nexcage:  template=", 1))
+	sp, err := pct.PlanUpgrade(ctx, h, 100, old, tmpl, pct.UpgradeOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cmds := strings.Join(sp.Commands(), "\n"); !strings.Contains(cmds, ` description="nexcage:  template=local:vztmpl/app_0_amd64.tar.zst image=example.com/app:0 digest=sha256:0000\nnexcage: template=local:vztmpl/app_1_amd64.tar.zst image=example.com/app:1" `) {
+		t.Errorf("a marker line with two blanks: the swap does not append the new marker:\n%s", cmds)
+	}
 	if ch := changing(mark); len(ch) > 0 {
 		t.Errorf("plans sent %q", ch)
 	}
@@ -162,7 +177,11 @@ func TestRemoteUpgradeAddsNewImageVolume(t *testing.T) {
 				continue
 			}
 			other = append(other, r.Method+" "+r.Path+" "+fmt.Sprint(r.Params))
-			if r.Method == "PUT" && strings.HasSuffix(r.Path, "/lxc/100/config") && fmt.Sprint(r.Params) == want {
+			// A delete counts only with the digest of the config it
+			// was judged on.
+			ps := maps.Clone(r.Params)
+			delete(ps, "digest")
+			if r.Method == "PUT" && strings.HasSuffix(r.Path, "/lxc/100/config") && fmt.Sprint(ps) == want && (ps["delete"] == "" || len(r.Params["digest"]) == 40) {
 				found = true
 			}
 		}
@@ -222,6 +241,81 @@ func TestRemoteUpgradeAddsNewImageVolume(t *testing.T) {
 	}
 	if got := pvesmList(t, h, "local-lvm"); got != volsBefore {
 		t.Errorf("after the rollback pvesm list differs:\n%s\nwant\n%s", got, volsBefore)
+	}
+	api.CheckJudged(t)
+}
+
+// cancelOnPoll cancels ctx (Ctrl-C) once the API's log, past its first
+// from bytes, shows a status poll of a task whose UPID holds task: the
+// POST has returned and the client waits on the task (kept "running" by
+// the server's task delay). The returned func waits for the watcher.
+func cancelOnPoll(api *pvetest.API, from int, task string, cancel context.CancelFunc, ctx context.Context) func() {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for ctx.Err() == nil {
+			if b, err := os.ReadFile(api.LogPath); err == nil && len(b) > from && bytes.Contains(b[from:], []byte(task)) {
+				cancel()
+				return
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}()
+	return func() { cancel(); <-done }
+}
+
+// TestRemoteUpgradeInterrupted: an upgrade through the API interrupted
+// (Ctrl-C) while PVE runs one of its tasks, the temporary CT's create or
+// the hand-over of the new rootfs, waits for that task's end before it
+// rolls back, and undoes what the task made: no temporary CT left, no
+// new volume on the CT or its storage, the config as before, reported as
+// put back. Every request judged by PVE's schema.
+func TestRemoteUpgradeInterrupted(t *testing.T) {
+	testenv.RequireRoot(t)
+	pveoracle.Require(t)
+	ctx := context.Background()
+	s, h, _ := deployHost(t)
+	api, rh := remoteOnOpts(t, s, pvetest.APIOptions{TaskDelay: 2 * time.Second})
+	dir := t.TempDir()
+	v1 := appTemplate(t, dir, "v1", "sha256:1111", map[string]string{"entry.sh": entryScript}, lxc.Config{Entrypoint: "/entry.sh"})
+	v2 := appTemplate(t, dir, "v2", "sha256:2222", map[string]string{"entry.sh": entryScript, "app/version": "2\n"}, lxc.Config{Entrypoint: "/entry.sh"})
+	deployCT(t, h, v1, pct.Options{Hostname: "app", RootfsSize: 1})
+	conf := s.ConfigPath("pve", 100)
+	before := readConf(t, conf)
+	vols := pvesmList(t, h, "local-lvm")
+	for _, tc := range []struct{ step, task string }{
+		{"create", ":vzcreate:101:"},
+		{"hand-over", ":move_volume:101-unused0"},
+	} {
+		p, err := pct.PlanUpgrade(ctx, rh, 100, v1, v2, pct.UpgradeOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if p.TempVMID != 101 {
+			t.Fatalf("%s: the temporary CT is %d, want 101", tc.step, p.TempVMID)
+		}
+		fi, err := os.Stat(api.LogPath)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cctx, cancel := context.WithCancel(ctx)
+		wait := cancelOnPoll(api, int(fi.Size()), tc.task, cancel, cctx)
+		_, err = pct.Upgrade(cctx, rh, p)
+		wait()
+		var ue *pct.UpgradeError
+		if !errors.As(err, &ue) || !ue.Restored {
+			t.Errorf("interrupted at the %s: %v, want an *UpgradeError, put back", tc.step, err)
+		}
+		if _, serr := os.Stat(s.ConfigPath("pve", 101)); serr == nil {
+			t.Errorf("interrupted at the %s: the temporary CT 101 is left", tc.step)
+			h.Run(ctx, "pct", "destroy", "101")
+		}
+		if got := readConf(t, conf); got != before {
+			t.Errorf("interrupted at the %s: the config is\n%s\nwant\n%s", tc.step, got, before)
+		}
+		if got := pvesmList(t, h, "local-lvm"); got != vols {
+			t.Errorf("interrupted at the %s: pvesm list is\n%s\nwant\n%s", tc.step, got, vols)
+		}
 	}
 	api.CheckJudged(t)
 }
