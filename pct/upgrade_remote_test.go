@@ -245,6 +245,22 @@ func TestRemoteUpgradeAddsNewImageVolume(t *testing.T) {
 	api.CheckJudged(t)
 }
 
+// remoteUpgradeHost is a stopped CT 100 deployed on the host from v1,
+// an app template, with v2 to upgrade it to through the API (served with
+// opts).
+func remoteUpgradeHost(t *testing.T, opts pvetest.APIOptions) (*pvetest.StandIn, *pct.Host, *pvetest.API, *pct.Host, *pct.Template, *pct.Template) {
+	t.Helper()
+	testenv.RequireRoot(t)
+	pveoracle.Require(t)
+	s, h, _ := deployHost(t)
+	api, rh := remoteOnOpts(t, s, opts)
+	dir := t.TempDir()
+	v1 := appTemplate(t, dir, "v1", "sha256:1111", map[string]string{"entry.sh": entryScript}, lxc.Config{Entrypoint: "/entry.sh"})
+	v2 := appTemplate(t, dir, "v2", "sha256:2222", map[string]string{"entry.sh": entryScript, "app/version": "2\n"}, lxc.Config{Entrypoint: "/entry.sh"})
+	deployCT(t, h, v1, pct.Options{Hostname: "app", RootfsSize: 1})
+	return s, h, api, rh, v1, v2
+}
+
 // cancelOnPoll cancels ctx (Ctrl-C) once the API's log, past its first
 // from bytes, shows a status poll of a task whose UPID holds task: the
 // POST has returned and the client waits on the task (kept "running" by
@@ -271,15 +287,8 @@ func cancelOnPoll(api *pvetest.API, from int, task string, cancel context.Cancel
 // new volume on the CT or its storage, the config as before, reported as
 // put back. Every request judged by PVE's schema.
 func TestRemoteUpgradeInterrupted(t *testing.T) {
-	testenv.RequireRoot(t)
-	pveoracle.Require(t)
 	ctx := context.Background()
-	s, h, _ := deployHost(t)
-	api, rh := remoteOnOpts(t, s, pvetest.APIOptions{TaskDelay: 2 * time.Second})
-	dir := t.TempDir()
-	v1 := appTemplate(t, dir, "v1", "sha256:1111", map[string]string{"entry.sh": entryScript}, lxc.Config{Entrypoint: "/entry.sh"})
-	v2 := appTemplate(t, dir, "v2", "sha256:2222", map[string]string{"entry.sh": entryScript, "app/version": "2\n"}, lxc.Config{Entrypoint: "/entry.sh"})
-	deployCT(t, h, v1, pct.Options{Hostname: "app", RootfsSize: 1})
+	s, h, api, rh, v1, v2 := remoteUpgradeHost(t, pvetest.APIOptions{TaskDelay: 2 * time.Second})
 	conf := s.ConfigPath("pve", 100)
 	before := readConf(t, conf)
 	vols := pvesmList(t, h, "local-lvm")
@@ -316,6 +325,64 @@ func TestRemoteUpgradeInterrupted(t *testing.T) {
 		if got := pvesmList(t, h, "local-lvm"); got != vols {
 			t.Errorf("interrupted at the %s: pvesm list is\n%s\nwant\n%s", tc.step, got, vols)
 		}
+	}
+	api.CheckJudged(t)
+}
+
+// TestRemoteUpgradeFreesOnlyTheOldRootfs: the commit frees unusedN only
+// while it still names the old rootfs. Here, while the upgraded CT runs
+// its check, the old rootfs is moved to unused1 by hand: the upgrade
+// succeeds but says the old rootfs was not freed, sends no delete of
+// unused0, and the old volume is still on the storage.
+func TestRemoteUpgradeFreesOnlyTheOldRootfs(t *testing.T) {
+	testenv.RequireTool(t, "lxc-start")
+	ctx := context.Background()
+	s, h, api, rh, v1, v2 := remoteUpgradeHost(t, pvetest.APIOptions{})
+	defer h.Run(ctx, "pct", "stop", "100")
+	conf := s.ConfigPath("pve", 100)
+	oldVol, _, _ := strings.Cut(confKey(readConf(t, conf), "rootfs"), ",")
+	p, err := pct.PlanUpgrade(ctx, rh, 100, v1, v2, pct.UpgradeOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fi, err := os.Stat(api.LogPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	moved := make(chan error, 1)
+	go func() {
+		for cctx.Err() == nil {
+			b, err := os.ReadFile(api.LogPath)
+			if err == nil && bytes.Contains(b[fi.Size():], []byte(`"path":"/nodes/pve/lxc/100/status/start"`)) {
+				text, err := os.ReadFile(conf)
+				if err == nil {
+					err = os.WriteFile(conf, bytes.Replace(text, []byte("\nunused0: "), []byte("\nunused1: "), 1), 0o640)
+				}
+				moved <- err
+				return
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		moved <- cctx.Err()
+	}()
+	mark := len(api.Requests(t))
+	_, err = pct.Upgrade(cctx, rh, p)
+	cancel()
+	if merr := <-moved; merr != nil {
+		t.Fatalf("moving unused0 by hand: %v", merr)
+	}
+	if err == nil || !strings.Contains(err.Error(), "was not freed") || !strings.Contains(err.Error(), `unused0 is ""`) {
+		t.Errorf("the old rootfs moved away from unused0: %v, want it not freed", err)
+	}
+	for _, r := range api.Requests(t)[mark:] {
+		if r.Method == "PUT" && r.Params["delete"] == "unused0" {
+			t.Errorf("the upgrade sent PUT delete=unused0 (%v) though unused0 was no longer the old rootfs", r.Params)
+		}
+	}
+	if got := confKey(readConf(t, conf), "unused1"); got != oldVol || !strings.Contains(pvesmList(t, h, "local-lvm"), oldVol+" ") {
+		t.Errorf("the old rootfs %s: unused1 %q, pvesm list\n%s", oldVol, got, pvesmList(t, h, "local-lvm"))
 	}
 	api.CheckJudged(t)
 }
