@@ -490,7 +490,7 @@ func (h *Host) upgradeRemote(ctx context.Context, p *UpgradePlan, res *UpgradeRe
 		}
 		return err
 	}
-	var tmpMade, createSent, handSent, handed, swapSent, swapped, volsSent, stopped, started bool
+	var tmpMade, createUnseen, handUnseen, handed, swapSent, swapped, volsSent, stopped, started bool
 	fail := func(step string, cause error) error {
 		bg := context.WithoutCancel(ctx)
 		var errs []error
@@ -510,12 +510,12 @@ func (h *Host) upgradeRemote(ctx context.Context, p *UpgradePlan, res *UpgradeRe
 				errs = append(errs, fmt.Errorf("task %s did not end: %w", upid, err))
 			}
 		}
-		if createSent && !tmpMade {
+		if createUnseen {
 			// A create whose end was not seen: the temporary CT is ours
 			// when it has the hostname the create gave it.
 			tmpMade = h.isUpgradeTmp(bg, p)
 		}
-		if handSent && !handed && p.newVol == "" {
+		if handUnseen {
 			if v, err := h.handedOver(bg, p); err != nil {
 				errs = append(errs, err)
 			} else if v != "" {
@@ -605,18 +605,19 @@ func (h *Host) upgradeRemote(ctx context.Context, p *UpgradePlan, res *UpgradeRe
 		return &UpgradeError{VMID: p.VMID, Step: step, Err: cause, Restored: len(errs) == 0, RestoreErr: errors.Join(errs...)}
 	}
 	create := p.tmpCreateReq()
-	createSent = true
 	if err := do(ctx, create, true); err != nil {
 		// PVE's create_vm removes what a failed create made; one whose
 		// end was not seen is looked for by fail.
+		createUnseen = !isTaskError(err)
 		return nil, fail(create.String(), err)
 	}
 	tmpMade = true
 	if err := do(ctx, p.moveOutReq(), true); err != nil {
 		return nil, fail("moving the new rootfs out of CT "+p.tmp(), err)
 	}
-	handSent = true
 	if err := do(ctx, p.handOverReq(), true); err != nil {
+		// Even a failed task is checked: what it left decides.
+		handUnseen = true
 		return nil, fail("handing the new rootfs to CT "+p.vmid(), err)
 	}
 	handed = true
