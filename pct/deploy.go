@@ -144,7 +144,7 @@ func (p *Plan) Commands() []string {
 	}
 	out = append(out, ownCommands(p.VMID, p.own)...)
 	for _, l := range p.Raw {
-		out = append(out, fmt.Sprintf("# append to %s under its config lock: %s", p.configFile(), l))
+		out = append(out, fmt.Sprintf("# append to %s under its config lock: %s", p.configFile(), hiddenRawLine(l)))
 	}
 	if p.Start != nil {
 		out = append(out, ShellQuote(p.startArgv(p.VMID)))

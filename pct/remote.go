@@ -8,11 +8,14 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"sort"
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/nexcage/nexcage/health"
 	"github.com/nexcage/nexcage/pveapi"
@@ -80,6 +83,9 @@ func (h *Host) remoteResources(ctx context.Context) ([]Resource, error) {
 	}
 	out := make([]Resource, 0, len(rs))
 	for _, r := range rs {
+		if err := checkNodeName(r.Node); err != nil {
+			return nil, err
+		}
 		out = append(out, Resource{ID: r.ID, VMID: int(r.VMID), Node: r.Node, Name: r.Name, Status: r.Status, Type: r.Type})
 	}
 	return out, nil
@@ -130,6 +136,9 @@ func (h *Host) remoteNodes(ctx context.Context) ([]string, error) {
 	}
 	names := make([]string, len(ns))
 	for i, n := range ns {
+		if err := checkNodeName(n.Node); err != nil {
+			return nil, err
+		}
 		names[i] = n.Node
 	}
 	sort.Strings(names)
@@ -327,18 +336,62 @@ const apiPrefix = "/api2/json"
 const hiddenValue = "(not shown)"
 
 // formLine shows a request's parameters, key=value, quoted where a value
-// has blanks or control characters, in the order they were added.
+// has blanks, quotes or anything not printable (control characters, C1,
+// bidi overrides, invalid UTF-8: descriptions are anyone's text), in the
+// order they were added. The environment shows its names only.
 func formLine(method, path string, keys []string, v url.Values) string {
 	s := method + " " + apiPrefix + path
 	for _, k := range keys {
 		for _, val := range v[k] {
-			if val != hiddenValue && strings.ContainsFunc(val, func(r rune) bool { return r <= ' ' || r == '"' || r == '\'' || r == 0x7f }) {
+			if k == "env" {
+				val = hiddenEnv(val)
+			}
+			if val != hiddenValue && strings.ContainsFunc(val, func(r rune) bool {
+				return r == ' ' || r == '"' || r == '\'' || r == utf8.RuneError || !unicode.IsPrint(r)
+			}) {
 				val = strconv.Quote(val)
 			}
 			s += " " + k + "=" + val
 		}
 	}
 	return s
+}
+
+// hiddenEnv is PVE's env (NAME=VALUE entries joined by NULs) as listings
+// show it: the names, each value hidden as the password is. Values are
+// often secrets (tokens, database passwords), and listings go to
+// terminals, logs and --json.
+func hiddenEnv(env string) string {
+	parts := strings.Split(env, "\x00")
+	for i, e := range parts {
+		if name, _, ok := strings.Cut(e, "="); ok {
+			parts[i] = name + "=" + hiddenValue
+		}
+	}
+	return strings.Join(parts, "\x00")
+}
+
+// hiddenRawLine is a raw config line as listings show it: an environment
+// line with its value hidden (hiddenEnv).
+func hiddenRawLine(l string) string {
+	for _, k := range []string{"lxc.environment.runtime: ", "lxc.environment: "} {
+		if e, ok := strings.CutPrefix(l, k); ok {
+			return k + hiddenEnv(e)
+		}
+	}
+	return l
+}
+
+// nodeNameRE is PVE's node name (pve_verify_node_name).
+var nodeNameRE = regexp.MustCompile(`^[a-zA-Z0-9]([a-zA-Z0-9-]*[a-zA-Z0-9])?$`)
+
+// checkNodeName refuses a node name from the API that PVE would not
+// accept: it goes into printed request lines and errors.
+func checkNodeName(n string) error {
+	if !nodeNameRE.MatchString(n) {
+		return newError(ErrFailed, "node", fmt.Sprintf("the API names a node %s, which is not a PVE node name", strconv.QuoteToASCII(n)), "check that the URL is a Proxmox VE API endpoint")
+	}
+	return nil
 }
 
 // remoteCommands are the plan's API requests for --dry-run.

@@ -38,7 +38,13 @@ func remoteStandIn(t *testing.T) (*pvetest.StandIn, *pvetest.API, *pct.Host) {
 // server runs with env (PVE_VERSION=9.0.5 plays PVE 9.0).
 func remoteOn(t *testing.T, s *pvetest.StandIn, env ...string) (*pvetest.API, *pct.Host) {
 	t.Helper()
-	api := s.StartAPI(t, pvetest.APIOptions{Env: env})
+	return remoteOnOpts(t, s, pvetest.APIOptions{Env: env})
+}
+
+// remoteOnOpts is remoteOn with the server's options.
+func remoteOnOpts(t *testing.T, s *pvetest.StandIn, opts pvetest.APIOptions) (*pvetest.API, *pct.Host) {
+	t.Helper()
+	api := s.StartAPI(t, opts)
 	tok := strings.TrimPrefix(api.AddToken(t, "ci@pve!plan", map[string][]string{"/": {"*"}}), "PVEAPIToken=")
 	c, err := pveapi.New(pveapi.Config{URL: api.URL, Token: tok, Fingerprint: api.Fingerprint})
 	if err != nil {

@@ -179,7 +179,7 @@ func (p *UpgradePlan) Commands() []string {
 			out = append(out, fmt.Sprintf("# in %s under its config lock: the description's %q becomes %q", p.path, p.marker, p.newMarker))
 			out = append(out, fmt.Sprintf("# in %s under its config lock: the environment and %s become:", p.path, strings.Join(managedRaw, ", ")))
 			for _, l := range p.raw {
-				out = append(out, "#   "+l)
+				out = append(out, "#   "+hiddenRawLine(l))
 			}
 		}
 	}

@@ -248,14 +248,17 @@ func (p *UpgradePlan) finishRemoteUpgrade(cur *lxc.Config, v Version, cv lxc.PVE
 	oldDesc := strings.TrimRight(r.conf["description"], "\n")
 	desc := describe(oldDesc, p.To)
 	if p.marker != "" {
+		// The marker line is replaced where it is; one not found as
+		// written (spacing, a field added by hand) leaves the new marker
+		// appended, as on the host: it is the last, which counts.
 		lines := strings.Split(oldDesc, "\n")
 		for i := len(lines) - 1; i >= 0; i-- {
 			if strings.TrimSpace(lines[i]) == p.marker {
 				lines[i] = p.newMarker
+				desc = strings.Join(lines, "\n")
 				break
 			}
 		}
-		desc = strings.Join(lines, "\n")
 	}
 	r.set.Set("description", desc)
 	if oldDesc != "" {
@@ -390,12 +393,10 @@ func (p *UpgradePlan) volumesReqs() []apiReq {
 
 // deleteReq is a config write deleting key (a mount point leaves its
 // volume as an unusedM, an unusedM frees its volume).
-func (p *UpgradePlan) deleteReq(key string) apiReq {
-	return apiReq{"PUT", p.ctPath(p.VMID, "/config"), []string{"delete"}, url.Values{"delete": {key}}}
-}
-
-func (p *UpgradePlan) freeReq() apiReq {
-	return p.deleteReq(p.unusedKey)
+// The digest is the config's as read just before: PVE refuses the write
+// if it changed since.
+func (p *UpgradePlan) deleteReq(key, digest string) apiReq {
+	return apiReq{"PUT", p.ctPath(p.VMID, "/config"), []string{"delete", "digest"}, url.Values{"delete": {key}, "digest": {digest}}}
 }
 
 // remoteUpgradeCommands are the upgrade's API requests for --dry-run.
@@ -419,7 +420,7 @@ func (p *UpgradePlan) remoteUpgradeCommands() []string {
 	if !p.Running {
 		reqs = append(reqs, p.powerReq("shutdown"))
 	}
-	reqs = append(reqs, p.freeReq())
+	reqs = append(reqs, p.deleteReq(p.unusedKey, "DIGEST"))
 	for _, q := range reqs {
 		out = append(out, q.String())
 	}
@@ -437,6 +438,7 @@ func (h *Host) upgradeRemote(ctx context.Context, p *UpgradePlan, res *UpgradeRe
 	}
 	c, r := h.api, p.remote
 	node := r.node
+	var pending string // the UPID of a task whose end was not seen
 	now, err := c.LXCConfig(ctx, node, p.VMID)
 	if err != nil {
 		return nil, err
@@ -482,11 +484,15 @@ func (h *Host) upgradeRemote(ctx context.Context, p *UpgradePlan, res *UpgradeRe
 			return fmt.Errorf("no such request: %s", q)
 		}
 		if err == nil {
-			_, err = c.WaitTask(ctx, node, upid)
+			if _, err = c.WaitTask(ctx, node, upid); err != nil && !isTaskError(err) {
+				// Its end was not seen (a poll error, a timeout, Ctrl-C):
+				// the task may still be running, and making something.
+				pending = upid
+			}
 		}
 		return err
 	}
-	var tmpMade, handed, swapped, volsSent, stopped, started bool
+	var tmpMade, createUnseen, handUnseen, handed, swapSent, swapped, volsSent, stopped, started bool
 	fail := func(step string, cause error) error {
 		bg := context.WithoutCancel(ctx)
 		var errs []error
@@ -495,8 +501,28 @@ func (h *Host) upgradeRemote(ctx context.Context, p *UpgradePlan, res *UpgradeRe
 				errs = append(errs, fmt.Errorf("%s: %w", q, err))
 			}
 		}
-		if st, _ := c.Status(bg, node, p.VMID); started && st.Status == "running" {
-			try(p.powerReq("stop"))
+		// Nothing is undone while a task of the upgrade may still run:
+		// its end decides what it made.
+		if upid := pending; upid != "" {
+			pending = ""
+			wctx, cancel := context.WithTimeout(bg, createUndoWait)
+			_, err := c.WaitTask(wctx, node, upid)
+			cancel()
+			if err != nil && !isTaskError(err) {
+				errs = append(errs, fmt.Errorf("task %s did not end: %w", upid, err))
+			}
+		}
+		if createUnseen {
+			// A create whose end was not seen: the temporary CT is ours
+			// when it has the hostname the create gave it.
+			tmpMade = h.isUpgradeTmp(bg, p)
+		}
+		if handUnseen {
+			if v, err := h.handedOver(bg, p); err != nil {
+				errs = append(errs, err)
+			} else if v != "" {
+				p.newVol, handed = v, true
+			}
 		}
 		vol := func(key string) string {
 			conf, err := c.LXCConfig(bg, node, p.VMID)
@@ -505,6 +531,18 @@ func (h *Host) upgradeRemote(ctx context.Context, p *UpgradePlan, res *UpgradeRe
 			}
 			v, _, _ := strings.Cut(conf[key], ",")
 			return v
+		}
+		if started || swapSent {
+			// PVE only queues a rootfs or mount point written to a
+			// running CT as pending: it must be stopped first, and one
+			// whose status could not be read may be running.
+			if st, err := c.Status(bg, node, p.VMID); err != nil || st.Status != "stopped" {
+				stopErr := do(bg, p.powerReq("stop"), false)
+				if st, err := c.Status(bg, node, p.VMID); err != nil || st.Status != "stopped" {
+					errs = append(errs, fmt.Errorf("CT %d is not known to be stopped (status %q, %v; stopping it: %v): its config was not put back; stop it, then put back the old rootfs %s (see `pct config %d`)", p.VMID, st.Status, err, stopErr, p.oldRootfs, p.VMID))
+					return &UpgradeError{VMID: p.VMID, Step: step, Err: cause, RestoreErr: errors.Join(errs...)}
+				}
+			}
 		}
 		if volsSent {
 			// Before the keys go back: the read-back config must not
@@ -521,7 +559,20 @@ func (h *Host) upgradeRemote(ctx context.Context, p *UpgradePlan, res *UpgradeRe
 			for k, v := range r.restore {
 				back[k] = v
 			}
-			if err := c.SetLXCConfig(bg, node, p.VMID, back); err != nil {
+			// Written only over the config the swap left (the new
+			// rootfs, the old one as unusedN), unchanged since read.
+			conf, err := c.LXCConfig(bg, node, p.VMID)
+			if err == nil {
+				now, _, _ := strings.Cut(conf["rootfs"], ",")
+				if kept, _, _ := strings.Cut(conf[p.unusedKey], ","); now != p.newVol || kept != p.oldVol {
+					err = fmt.Errorf("CT %d's rootfs is now %q and its %s %q, not the swap's %s and %s", p.VMID, now, p.unusedKey, kept, p.newVol, p.oldVol)
+				}
+				back.Set("digest", conf["digest"])
+			}
+			if err == nil {
+				err = c.SetLXCConfig(bg, node, p.VMID, back)
+			}
+			if err != nil {
 				// unusedN still holds the old rootfs: freeing it would
 				// lose the container's data.
 				errs = append(errs, fmt.Errorf("putting the old rootfs back: %w; CT %d's rootfs is still the new volume %s and its old rootfs %s is %s: nothing was deleted; put it back with `pct set %d --rootfs %s --%s %s`, then `pct set %d --delete %s`", err, p.VMID, p.newVol, p.oldVol, p.unusedKey, p.VMID, p.oldRootfs, p.unusedKey, p.newVol, p.VMID, p.unusedKey))
@@ -531,17 +582,22 @@ func (h *Host) upgradeRemote(ctx context.Context, p *UpgradePlan, res *UpgradeRe
 		}
 		if handed {
 			// Only a volume known to be the new one is freed.
-			if v := vol(p.unusedKey); p.newVol != "" && v == p.newVol {
-				try(p.freeReq())
-			} else if v != "" {
+			if p.newVol != "" {
+				if err := h.freeUnused(bg, p, do, p.unusedKey, p.newVol, false); err != nil {
+					errs = append(errs, err)
+				}
+			} else if v := vol(p.unusedKey); v != "" {
 				errs = append(errs, fmt.Errorf("CT %d's %s is %s, not known to be the new rootfs: it was not deleted", p.VMID, p.unusedKey, v))
 			}
 		}
-		if tmpMade {
+		if tmpMade && h.isUpgradeTmp(bg, p) {
 			try(p.destroyTmpReq())
 		}
 		if p.Running && (stopped || started) {
-			try(p.powerReq("start"))
+			// A shutdown that failed left it running: no second start.
+			if st, err := c.Status(bg, node, p.VMID); err != nil || st.Status != "running" {
+				try(p.powerReq("start"))
+			}
 		}
 		if after, err := c.LXCConfig(bg, node, p.VMID); err != nil {
 			errs = append(errs, err)
@@ -552,7 +608,9 @@ func (h *Host) upgradeRemote(ctx context.Context, p *UpgradePlan, res *UpgradeRe
 	}
 	create := p.tmpCreateReq()
 	if err := do(ctx, create, true); err != nil {
-		// PVE's create_vm removes what a failed create made.
+		// PVE's create_vm removes what a failed create made; one whose
+		// end was not seen is looked for by fail.
+		createUnseen = !isTaskError(err)
 		return nil, fail(create.String(), err)
 	}
 	tmpMade = true
@@ -560,6 +618,8 @@ func (h *Host) upgradeRemote(ctx context.Context, p *UpgradePlan, res *UpgradeRe
 		return nil, fail("moving the new rootfs out of CT "+p.tmp(), err)
 	}
 	if err := do(ctx, p.handOverReq(), true); err != nil {
+		// Even a failed task is checked: what it left decides.
+		handUnseen = true
 		return nil, fail("handing the new rootfs to CT "+p.vmid(), err)
 	}
 	handed = true
@@ -571,8 +631,8 @@ func (h *Host) upgradeRemote(ctx context.Context, p *UpgradePlan, res *UpgradeRe
 		want[p.unusedKey] = conf[p.unusedKey]
 		if d := configDiff(want, conf); d != "" {
 			err = fmt.Errorf("the config changed meanwhile: %s", d)
-		} else if p.newVol == "" {
-			err = fmt.Errorf("CT %d has no %s after the move", p.VMID, p.unusedKey)
+		} else {
+			err = p.checkNewVol(p.newVol)
 		}
 	}
 	if err != nil {
@@ -588,6 +648,7 @@ func (h *Host) upgradeRemote(ctx context.Context, p *UpgradePlan, res *UpgradeRe
 			return nil, fail("stopping CT "+p.vmid(), err)
 		}
 	}
+	swapSent = true
 	if err := do(ctx, p.swapReq(p.newVol, conf["digest"]), true); err != nil {
 		return nil, fail("swapping the rootfs", err)
 	}
@@ -621,11 +682,74 @@ func (h *Host) upgradeRemote(ctx context.Context, p *UpgradePlan, res *UpgradeRe
 		}
 		started, res.Started = false, false
 	}
-	// Committed: the old rootfs goes.
-	if err := do(ctx, p.freeReq(), true); err != nil {
-		return res, fmt.Errorf("CT %d was upgraded, but freeing its old rootfs %s failed (remove it with `pct set %d --delete %s`): %w", p.VMID, p.oldVol, p.VMID, p.unusedKey, err)
+	// Committed: the old rootfs goes, if unusedN still names it.
+	if err := h.freeUnused(ctx, p, do, p.unusedKey, p.oldVol, true); err != nil {
+		return res, fmt.Errorf("CT %d was upgraded, but its old rootfs %s was not freed (check %s, then remove it with `pct set %d --delete %s`): %w", p.VMID, p.oldVol, p.unusedKey, p.VMID, p.unusedKey, err)
 	}
 	return res, nil
+}
+
+func isTaskError(err error) bool {
+	var te *pveapi.TaskError
+	return errors.As(err, &te)
+}
+
+// checkNewVol checks the server's answer for the new rootfs: a volume
+// on the planned storage, not the old rootfs.
+func (p *UpgradePlan) checkNewVol(v string) error {
+	switch {
+	case v == "":
+		return fmt.Errorf("CT %d has no %s after the move", p.VMID, p.unusedKey)
+	case v == p.oldVol || !strings.HasPrefix(v, p.storage+":"):
+		return fmt.Errorf("CT %d's %s after the move is %q: not a new volume on storage '%s'", p.VMID, p.unusedKey, v, p.storage)
+	}
+	return nil
+}
+
+// isUpgradeTmp reports whether the temporary CT exists with the hostname
+// the upgrade's create gave it: a VMID someone else took is not ours.
+func (h *Host) isUpgradeTmp(ctx context.Context, p *UpgradePlan) bool {
+	conf, err := h.api.LXCConfig(ctx, p.remote.node, p.TempVMID)
+	return err == nil && conf["hostname"] == p.tmpCreateReq().v.Get("hostname")
+}
+
+// handedOver is the new volume a hand-over whose end was not seen gave
+// CT VMID: an unusedN the planned config did not have, on the planned
+// storage, while the temporary CT no longer has its unused0. "" when
+// there is none.
+func (h *Host) handedOver(ctx context.Context, p *UpgradePlan) (string, error) {
+	c, node := h.api, p.remote.node
+	conf, err := c.LXCConfig(ctx, node, p.VMID)
+	if err != nil {
+		return "", err
+	}
+	v, _, _ := strings.Cut(conf[p.unusedKey], ",")
+	if _, had := p.remote.conf[p.unusedKey]; had || v == "" {
+		return "", nil
+	}
+	if tmp, err := c.LXCConfig(ctx, node, p.TempVMID); err == nil && tmp["unused0"] != "" {
+		return "", nil
+	} else if err != nil && !errors.Is(err, pveapi.NotFound) {
+		return "", err
+	}
+	if err := p.checkNewVol(v); err != nil {
+		return "", fmt.Errorf("%w: it was not deleted", err)
+	}
+	return v, nil
+}
+
+// freeUnused frees the volume of CT VMID's unused key, if the key still
+// names vol, with the digest of the read that showed it: a config changed
+// meanwhile is refused by PVE rather than another volume freed.
+func (h *Host) freeUnused(ctx context.Context, p *UpgradePlan, do func(context.Context, apiReq, bool) error, key, vol string, record bool) error {
+	conf, err := h.api.LXCConfig(ctx, p.remote.node, p.VMID)
+	if err != nil {
+		return err
+	}
+	if v, _, _ := strings.Cut(conf[key], ","); v != vol {
+		return fmt.Errorf("CT %d's %s is %q, not %s: it was not deleted", p.VMID, key, v, vol)
+	}
+	return do(ctx, p.deleteReq(key, conf["digest"]), record)
 }
 
 // removeNewVolumesRemote frees, through the API, the volumes volumesReqs
@@ -646,7 +770,7 @@ func (h *Host) removeNewVolumesRemote(ctx context.Context, p *UpgradePlan, do fu
 		if _, had := p.remote.conf[m.Key()]; had || val == "" || !strings.Contains(","+val+",", ",mp="+m.Path+",") || strings.HasPrefix(vol, "/") {
 			continue
 		}
-		if err := do(ctx, p.deleteReq(m.Key()), false); err != nil {
+		if err := do(ctx, p.deleteReq(m.Key(), conf["digest"]), false); err != nil {
 			errs = append(errs, fmt.Errorf("removing the new volume %s (%s): %w", m.Key(), vol, err))
 			continue
 		}
@@ -658,7 +782,7 @@ func (h *Host) removeNewVolumesRemote(ctx context.Context, p *UpgradePlan, do fu
 			if _, had := p.remote.conf[k]; had || !strings.HasPrefix(k, "unused") || conf[k] != vol {
 				continue
 			}
-			if err := do(ctx, p.deleteReq(k), false); err != nil {
+			if err := do(ctx, p.deleteReq(k, conf["digest"]), false); err != nil {
 				errs = append(errs, fmt.Errorf("freeing the new volume %s (%s): %w", vol, k, err))
 			}
 			break

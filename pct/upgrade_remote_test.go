@@ -1,14 +1,18 @@
 package pct_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/nexcage/nexcage/internal/pveoracle"
+	"github.com/nexcage/nexcage/internal/pvetest"
 	"github.com/nexcage/nexcage/internal/testenv"
 	"github.com/nexcage/nexcage/lxc"
 	"github.com/nexcage/nexcage/pct"
@@ -73,7 +77,7 @@ func TestRemoteUpgradeRefusals(t *testing.T) {
 	for _, want := range []string{
 		"POST /api2/json/nodes/pve/lxc vmid=101 ostemplate=local:vztmpl/app_1_amd64.tar.zst rootfs=local-lvm:8 unprivileged=1 hostname=nexcage-upgrade-100",
 		"PUT /api2/json/nodes/pve/lxc/100/config rootfs=local-lvm:NEWVOL,size=8G unused0=local-lvm:vm-100-disk-0 ",
-		`entrypoint="/app/run.sh --v2" env=GREETING=hi digest=DIGEST`,
+		`entrypoint="/app/run.sh --v2" env="GREETING=(not shown)" digest=DIGEST`,
 	} {
 		if !strings.Contains(cmds, want) {
 			t.Errorf("the plan lacks %q:\n%s", want, cmds)
@@ -115,6 +119,17 @@ func TestRemoteUpgradeRefusals(t *testing.T) {
 	}
 	if cmds := strings.Join(ap.Commands(), "\n"); !strings.Contains(cmds, ` description="nexcage: template=local:vztmpl/app_1_amd64.tar.zst image=example.com/app:1" digest=DIGEST`) {
 		t.Errorf("adopted: the swap does not add the marker, or changes more:\n%s", cmds)
+	}
+	// A marker line not written as nexcage writes it (two blanks) still
+	// marks the CT; the new marker is appended, so the next upgrade
+	// plans from the new template.
+	write(strings.Replace(upgradeConf, "#nexcage: template=", "#nexcage:  template=", 1))
+	sp, err := pct.PlanUpgrade(ctx, h, 100, old, tmpl, pct.UpgradeOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cmds := strings.Join(sp.Commands(), "\n"); !strings.Contains(cmds, ` description="nexcage:  template=local:vztmpl/app_0_amd64.tar.zst image=example.com/app:0 digest=sha256:0000\nnexcage: template=local:vztmpl/app_1_amd64.tar.zst image=example.com/app:1" `) {
+		t.Errorf("a marker line with two blanks: the swap does not append the new marker:\n%s", cmds)
 	}
 	if ch := changing(mark); len(ch) > 0 {
 		t.Errorf("plans sent %q", ch)
@@ -163,7 +178,11 @@ func TestRemoteUpgradeAddsNewImageVolume(t *testing.T) {
 				continue
 			}
 			other = append(other, r.Method+" "+r.Path+" "+fmt.Sprint(r.Params))
-			if r.Method == "PUT" && strings.HasSuffix(r.Path, "/lxc/100/config") && fmt.Sprint(r.Params) == want {
+			// A delete counts only with the digest of the config it
+			// was judged on.
+			ps := maps.Clone(r.Params)
+			delete(ps, "digest")
+			if r.Method == "PUT" && strings.HasSuffix(r.Path, "/lxc/100/config") && fmt.Sprint(ps) == want && (ps["delete"] == "" || len(r.Params["digest"]) == 40) {
 				found = true
 			}
 		}
@@ -223,6 +242,148 @@ func TestRemoteUpgradeAddsNewImageVolume(t *testing.T) {
 	}
 	if got := pvesmList(t, h, "local-lvm"); got != volsBefore {
 		t.Errorf("after the rollback pvesm list differs:\n%s\nwant\n%s", got, volsBefore)
+	}
+	api.CheckJudged(t)
+}
+
+// remoteUpgradeHost is a stopped CT 100 deployed on the host from v1,
+// an app template, with v2 to upgrade it to through the API (served with
+// opts).
+func remoteUpgradeHost(t *testing.T, opts pvetest.APIOptions) (*pvetest.StandIn, *pct.Host, *pvetest.API, *pct.Host, *pct.Template, *pct.Template) {
+	t.Helper()
+	testenv.RequireRoot(t)
+	pveoracle.Require(t)
+	s, h, _ := deployHost(t)
+	api, rh := remoteOnOpts(t, s, opts)
+	dir := t.TempDir()
+	v1 := appTemplate(t, dir, "v1", "sha256:1111", map[string]string{"entry.sh": entryScript}, lxc.Config{Entrypoint: "/entry.sh"})
+	v2 := appTemplate(t, dir, "v2", "sha256:2222", map[string]string{"entry.sh": entryScript, "app/version": "2\n"}, lxc.Config{Entrypoint: "/entry.sh"})
+	deployCT(t, h, v1, pct.Options{Hostname: "app", RootfsSize: 1})
+	return s, h, api, rh, v1, v2
+}
+
+// cancelOnPoll cancels ctx (Ctrl-C) once the API's log, past its first
+// from bytes, shows a status poll of a task whose UPID holds task: the
+// POST has returned and the client waits on the task (kept "running" by
+// the server's task delay). The returned func waits for the watcher.
+func cancelOnPoll(api *pvetest.API, from int, task string, cancel context.CancelFunc, ctx context.Context) func() {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for ctx.Err() == nil {
+			if b, err := os.ReadFile(api.LogPath); err == nil && len(b) > from && bytes.Contains(b[from:], []byte(task)) {
+				cancel()
+				return
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}()
+	return func() { cancel(); <-done }
+}
+
+// TestRemoteUpgradeInterrupted: an upgrade through the API interrupted
+// (Ctrl-C) while PVE runs one of its tasks, the temporary CT's create or
+// the hand-over of the new rootfs, waits for that task's end before it
+// rolls back, and undoes what the task made: no temporary CT left, no
+// new volume on the CT or its storage, the config as before, reported as
+// put back. Every request judged by PVE's schema.
+func TestRemoteUpgradeInterrupted(t *testing.T) {
+	ctx := context.Background()
+	s, h, api, rh, v1, v2 := remoteUpgradeHost(t, pvetest.APIOptions{TaskDelay: 2 * time.Second})
+	conf := s.ConfigPath("pve", 100)
+	before := readConf(t, conf)
+	vols := pvesmList(t, h, "local-lvm")
+	for _, tc := range []struct{ step, task string }{
+		{"create", ":vzcreate:101:"},
+		{"hand-over", ":move_volume:101-unused0"},
+	} {
+		p, err := pct.PlanUpgrade(ctx, rh, 100, v1, v2, pct.UpgradeOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if p.TempVMID != 101 {
+			t.Fatalf("%s: the temporary CT is %d, want 101", tc.step, p.TempVMID)
+		}
+		fi, err := os.Stat(api.LogPath)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cctx, cancel := context.WithCancel(ctx)
+		wait := cancelOnPoll(api, int(fi.Size()), tc.task, cancel, cctx)
+		_, err = pct.Upgrade(cctx, rh, p)
+		wait()
+		var ue *pct.UpgradeError
+		if !errors.As(err, &ue) || !ue.Restored {
+			t.Errorf("interrupted at the %s: %v, want an *UpgradeError, put back", tc.step, err)
+		}
+		if _, serr := os.Stat(s.ConfigPath("pve", 101)); serr == nil {
+			t.Errorf("interrupted at the %s: the temporary CT 101 is left", tc.step)
+			h.Run(ctx, "pct", "destroy", "101")
+		}
+		if got := readConf(t, conf); got != before {
+			t.Errorf("interrupted at the %s: the config is\n%s\nwant\n%s", tc.step, got, before)
+		}
+		if got := pvesmList(t, h, "local-lvm"); got != vols {
+			t.Errorf("interrupted at the %s: pvesm list is\n%s\nwant\n%s", tc.step, got, vols)
+		}
+	}
+	api.CheckJudged(t)
+}
+
+// TestRemoteUpgradeFreesOnlyTheOldRootfs: the commit frees unusedN only
+// while it still names the old rootfs. Here, while the upgraded CT runs
+// its check, the old rootfs is moved to unused1 by hand: the upgrade
+// succeeds but says the old rootfs was not freed, sends no delete of
+// unused0, and the old volume is still on the storage.
+func TestRemoteUpgradeFreesOnlyTheOldRootfs(t *testing.T) {
+	testenv.RequireTool(t, "lxc-start")
+	ctx := context.Background()
+	s, h, api, rh, v1, v2 := remoteUpgradeHost(t, pvetest.APIOptions{})
+	defer h.Run(ctx, "pct", "stop", "100")
+	conf := s.ConfigPath("pve", 100)
+	oldVol, _, _ := strings.Cut(confKey(readConf(t, conf), "rootfs"), ",")
+	p, err := pct.PlanUpgrade(ctx, rh, 100, v1, v2, pct.UpgradeOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fi, err := os.Stat(api.LogPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	moved := make(chan error, 1)
+	go func() {
+		for cctx.Err() == nil {
+			b, err := os.ReadFile(api.LogPath)
+			if err == nil && bytes.Contains(b[fi.Size():], []byte(`"path":"/nodes/pve/lxc/100/status/start"`)) {
+				text, err := os.ReadFile(conf)
+				if err == nil {
+					err = os.WriteFile(conf, bytes.Replace(text, []byte("\nunused0: "), []byte("\nunused1: "), 1), 0o640)
+				}
+				moved <- err
+				return
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		moved <- cctx.Err()
+	}()
+	mark := len(api.Requests(t))
+	_, err = pct.Upgrade(cctx, rh, p)
+	cancel()
+	if merr := <-moved; merr != nil {
+		t.Fatalf("moving unused0 by hand: %v", merr)
+	}
+	if err == nil || !strings.Contains(err.Error(), "was not freed") || !strings.Contains(err.Error(), `unused0 is ""`) {
+		t.Errorf("the old rootfs moved away from unused0: %v, want it not freed", err)
+	}
+	for _, r := range api.Requests(t)[mark:] {
+		if r.Method == "PUT" && r.Params["delete"] == "unused0" {
+			t.Errorf("the upgrade sent PUT delete=unused0 (%v) though unused0 was no longer the old rootfs", r.Params)
+		}
+	}
+	if got := confKey(readConf(t, conf), "unused1"); got != oldVol || !strings.Contains(pvesmList(t, h, "local-lvm"), oldVol+" ") {
+		t.Errorf("the old rootfs %s: unused1 %q, pvesm list\n%s", oldVol, got, pvesmList(t, h, "local-lvm"))
 	}
 	api.CheckJudged(t)
 }

@@ -222,11 +222,14 @@ func (c *Client) CreateLXC(ctx context.Context, node string, params url.Values) 
 	return c.upid(ctx, request{method: http.MethodPost, path: path("nodes", node, "lxc"), what: what, form: params})
 }
 
-// LXCConfig reads a container's config (GET .../config); numbers come as
-// their decimal text.
+// LXCConfig reads a container's config (GET .../config current=1): the
+// values in effect, not the pending ones PVE answers by default (a change
+// to a running CT's rootfs or mount points waits for its next start);
+// numbers come as their decimal text.
 func (c *Client) LXCConfig(ctx context.Context, node string, vmid int) (map[string]string, error) {
 	var raw map[string]json.RawMessage
-	r := request{method: http.MethodGet, path: path("nodes", node, "lxc", strconv.Itoa(vmid), "config"), what: fmt.Sprintf("read CT %d's config on node '%s'", vmid, node)}
+	r := request{method: http.MethodGet, path: path("nodes", node, "lxc", strconv.Itoa(vmid), "config"), what: fmt.Sprintf("read CT %d's config on node '%s'", vmid, node),
+		form: url.Values{"current": {"1"}}}
 	if _, err := c.do(ctx, r, &raw); err != nil {
 		return nil, err
 	}

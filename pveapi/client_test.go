@@ -425,7 +425,14 @@ func TestHostileAnswers(t *testing.T) {
 
 func TestLXCCalls(t *testing.T) {
 	f := newFake(t)
-	f.handle("GET /nodes/pve/lxc/100/config", data(map[string]any{"hostname": "web", "memory": 512, "unprivileged": 1, "digest": "abc"}))
+	f.handle("GET /nodes/pve/lxc/100/config", func(w http.ResponseWriter, r *http.Request) {
+		// Without current=1 PVE answers the pending values: a rootfs
+		// written to a running CT would read as changed.
+		if r.URL.Query().Get("current") != "1" {
+			t.Errorf("GET config query %q, want current=1", r.URL.RawQuery)
+		}
+		reply(w, 200, "", map[string]any{"hostname": "web", "memory": 512, "unprivileged": 1, "digest": "abc"}, nil)
+	})
 	f.handle("PUT /nodes/pve/lxc/100/config", func(w http.ResponseWriter, r *http.Request) {
 		r.ParseForm()
 		if r.PostForm.Get("mp0") != "local-lvm:8,mp=/data" || r.PostForm.Get("delete") != "swap" {

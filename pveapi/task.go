@@ -2,6 +2,7 @@ package pveapi
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -42,10 +43,19 @@ func (c *Client) WaitTask(ctx context.Context, node, upid string) (TaskStatus, e
 	}
 	p := path("nodes", node, "tasks", upid, "status")
 	wait := pollFirst
+	failed := 0
 	for {
 		var st TaskStatus
 		_, err := c.do(ctx, request{method: http.MethodGet, path: p, what: fmt.Sprintf("read the status of task %s", upid)}, &st)
-		if err != nil && ctx.Err() == nil {
+		switch {
+		case err == nil:
+			failed = 0
+		case ctx.Err() != nil:
+		case transient(err) && failed < taskPollErrors:
+			// The task runs on whatever its poll met: giving up on it
+			// would have the caller undo what it is still making.
+			failed++
+		default:
 			return st, err
 		}
 		if err == nil && st.Status != "running" && st.Status != "" {
@@ -63,9 +73,6 @@ func (c *Client) WaitTask(ctx context.Context, node, upid string) (TaskStatus, e
 			c.scrubTask(te)
 			return st, te
 		}
-		if err != nil {
-			return st, &Error{Kind: Timeout, Method: http.MethodGet, Path: unescape(p), Msg: fmt.Sprintf("task %s did not end in time", upid), Fix: "it may still be running on the node: see its task log there", Err: ctx.Err()}
-		}
 		select {
 		case <-ctx.Done():
 			return st, &Error{Kind: Timeout, Method: http.MethodGet, Path: unescape(p), Msg: fmt.Sprintf("task %s did not end in time", upid), Fix: "it may still be running on the node: see its task log there", Err: ctx.Err()}
@@ -75,6 +82,18 @@ func (c *Client) WaitTask(ctx context.Context, node, upid string) (TaskStatus, e
 			wait = pollMax
 		}
 	}
+}
+
+// taskPollErrors is how many status polls of a task in a row may fail
+// with a transient error (each after do's own retries) before WaitTask
+// gives up.
+const taskPollErrors = 3
+
+// transient is an error a later request may not meet: no connection, no
+// answer in time, a server error.
+func transient(err error) bool {
+	var e *Error
+	return errors.As(err, &e) && (e.Kind == Connection || e.Kind == Timeout || (e.Status >= 500 && e.Status != 501))
 }
 
 type logLine struct {

@@ -94,3 +94,38 @@ func TestTaskErrorKind(t *testing.T) {
 		}
 	}
 }
+
+// TestWaitTaskPollErrors: a task's status polls that fail for a while
+// (pveproxy restarting: 5xx answers beyond do's own retries) do not end
+// the wait, since the task runs on; polls that keep failing do, after a
+// bounded number of requests, with the poll's error.
+func TestWaitTaskPollErrors(t *testing.T) {
+	f := newFake(t)
+	const upidFlaky = "UPID:pve:0000AAAA:0000BBBF:65F0A1B6:vzcreate:104:root@pam!ci:"
+	const upidDown = "UPID:pve:0000AAAA:0000BBC0:65F0A1B7:vzcreate:105:root@pam!ci:"
+	flaky := 0
+	f.handle("GET "+path("nodes", "pve", "tasks", upidFlaky, "status"), func(w http.ResponseWriter, r *http.Request) {
+		// Two polls' worth of failed requests (each poll is a GET and its
+		// getRetries retries), then the task's end.
+		if flaky++; flaky <= 2*(getRetries+1) {
+			reply(w, 503, "proxy restarting", nil, nil)
+			return
+		}
+		reply(w, 200, "", map[string]any{"upid": upidFlaky, "status": "stopped", "exitstatus": "OK", "type": "vzcreate", "id": "104", "node": "pve"}, nil)
+	})
+	route := "GET " + path("nodes", "pve", "tasks", upidDown, "status")
+	f.handle(route, func(w http.ResponseWriter, r *http.Request) { reply(w, 500, "server down", nil, nil) })
+	_, c := f.serve(t)
+	ctx := context.Background()
+	if st, err := c.WaitTask(ctx, "pve", upidFlaky); err != nil || !st.OK() {
+		t.Errorf("a task whose polls failed twice, then ended: %+v %v", st, err)
+	}
+	_, err := c.WaitTask(ctx, "pve", upidDown)
+	var e *Error
+	if !errors.As(err, &e) || e.Status != 500 || !strings.Contains(err.Error(), "server down") {
+		t.Errorf("polls that keep failing: %v, want the poll's 500", err)
+	}
+	if n, want := f.count(route), (taskPollErrors+1)*(getRetries+1); n != want {
+		t.Errorf("polls that keep failing: %d requests, want %d", n, want)
+	}
+}
