@@ -77,18 +77,13 @@ func TestRemotePlan(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmds := strings.Join(p.Commands(), "\n")
-	for _, want := range []string{
+	cmds := wantCommands(t, p,
 		"POST /api2/json/nodes/pve2/storage/local/upload content=vztmpl filename=app_1_amd64.tar.zst checksum-algorithm=sha256 checksum=",
 		"POST /api2/json/nodes/pve2/lxc vmid=100 ostemplate=local:vztmpl/app_1_amd64.tar.zst ",
 		" hostname=web ", " password=(not shown)",
 		"PUT /api2/json/nodes/pve2/lxc/100/config mp0=local-lvm:8,mp=/data",
 		"POST /api2/json/nodes/pve2/lxc/100/status/start",
-	} {
-		if !strings.Contains(cmds, want) {
-			t.Errorf("plan commands lack %q:\n%s", want, cmds)
-		}
-	}
+	)
 	if strings.Contains(cmds, pw) {
 		t.Errorf("the password is in the plan's commands:\n%s", cmds)
 	}
@@ -169,4 +164,18 @@ func TestRemoteCreateInterrupted(t *testing.T) {
 	if !deleted {
 		t.Errorf("no DELETE purge=1 for the interrupted create")
 	}
+}
+
+// wantCommands fails t for each of wants that p's commands (a deploy or
+// upgrade plan, as --dry-run prints them) do not contain, and returns
+// them joined.
+func wantCommands(t *testing.T, p interface{ Commands() []string }, wants ...string) string {
+	t.Helper()
+	cmds := strings.Join(p.Commands(), "\n")
+	for _, want := range wants {
+		if !strings.Contains(cmds, want) {
+			t.Errorf("the plan's commands lack %q:\n%s", want, cmds)
+		}
+	}
+	return cmds
 }

@@ -248,12 +248,13 @@ func (p *UpgradePlan) finishRemoteUpgrade(cur *lxc.Config, v Version, cv lxc.PVE
 	oldDesc := strings.TrimRight(r.conf["description"], "\n")
 	desc := describe(oldDesc, p.To)
 	if p.marker != "" {
-		// The marker line is replaced where it is; one not found as
-		// written (spacing, a field added by hand) leaves the new marker
-		// appended, as on the host: it is the last, which counts.
+		// The marker line is replaced where it is, found as the host
+		// finds it (parsed, so spacing does not matter); one not found
+		// (a field added by hand) leaves the new marker appended, as on
+		// the host: it is the last, which counts.
 		lines := strings.Split(oldDesc, "\n")
 		for i := len(lines) - 1; i >= 0; i-- {
-			if strings.TrimSpace(lines[i]) == p.marker {
+			if isMarkerLine("#"+lines[i], p.From) {
 				lines[i] = p.newMarker
 				desc = strings.Join(lines, "\n")
 				break
