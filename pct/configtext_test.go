@@ -47,16 +47,17 @@ func TestConfigText(t *testing.T) {
 
 // TestConfigTextDescriptionReadsBack: the API's description is decoded;
 // rendered as the file it must be encoded as PVE writes it, so that a
-// '%41' or ':' in it reads back unchanged (before, "%41" came back as "A"
-// and the marker's template lost nothing only because it holds no '%').
+// '%41' or ':' in it reads back unchanged (before, "%41" came back as
+// "A") and the marker beside it is still read. (A marker's own values
+// hold no '%': TestMarkerFieldsHostile.)
 func TestConfigTextDescriptionReadsBack(t *testing.T) {
-	m := Marker{Template: "local:vztmpl/app%41.tar.zst", Image: "docker.io/x:1", Digest: "sha256:abc"}
+	m := Marker{Template: "local:vztmpl/app_1.tar.zst", Image: "docker.io/x:1", Digest: "sha256:" + strings.Repeat("ab", 32)}
 	desc := "100% mine: %41\u00e9\t\n" + m.line() + "\n"
 	text, err := configText(map[string]string{"description": desc, "hostname": "app"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !strings.HasPrefix(text, "#100%25 mine%3A %2541%C3%A9%09\n#nexcage%3A template=local%3Avztmpl/app%2541.tar.zst ") {
+	if !strings.HasPrefix(text, "#100%25 mine%3A %2541%C3%A9%09\n#nexcage%3A template=local%3Avztmpl/app_1.tar.zst image=docker.io/x%3A1 digest=sha256%3A") {
 		t.Errorf("the description is not encoded as PVE writes it:\n%s", text)
 	}
 	c, err := lxc.Parse(text)
