@@ -700,7 +700,7 @@ func releaseError(err error, have lxc.PVEContainer) error {
 	if errors.As(err, &ee) {
 		return newError(ErrInvalidArgument, "drop-env",
 			fmt.Sprintf("the image sets environment variables (%s), and pve-container %s (PVE 9.0) can pass them only as plain lxc.environment, which LXC also gives the hooks PVE runs as root on the host: PVE 9.1 (pve-container 6.0.18) adds lxc.environment.runtime, which keeps them inside the container", strings.Join(ee.Names, ", "), have),
-			"upgrade the host to PVE 9.1 or later, or deploy with DropEnv to create the container without the image's environment", "DropEnv")
+			"upgrade the host to PVE 9.1 or later, or use DropEnv to leave the image's environment out of the container", "DropEnv")
 	}
 	var ne *lxc.EnvError
 	if errors.As(err, &ne) {
@@ -714,7 +714,7 @@ func releaseError(err error, have lxc.PVEContainer) error {
 	case "lxc.init.uid", "lxc.init.gid", "lxc.init.groups":
 		return newError(ErrInvalidArgument, "run-as-root",
 			fmt.Sprintf("the template runs its entrypoint as a user (%s: %s), and pve-container %s refuses %s: PVE knows it from pve-container 6.1.0 (PVE 9.2) on", re.Key, re.Value, have, re.Key),
-			"upgrade the host to PVE 9.2 or later, or deploy with RunAsRoot to run the entrypoint as root", "RunAsRoot")
+			"upgrade the host to PVE 9.2 or later, or use RunAsRoot to run the entrypoint as root", "RunAsRoot")
 	}
 	return newError(ErrInvalidArgument, "template", fmt.Sprintf("the template's config holds %s, which pve-container %s refuses (%v)", re.Key, have, err), "upgrade the host's PVE")
 }

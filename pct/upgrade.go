@@ -35,6 +35,14 @@ type UpgradeOptions struct {
 	// the template storage (as Options.ReplaceTemplate).
 	ReplaceTemplate bool
 	TemplateStorage string // default local
+	// DropEnv upgrades to an image with an environment on a PVE before
+	// 9.1, which can pass it only to the host's hooks too (as
+	// Options.DropEnv): the old and new images' environments are left
+	// out of the merge, so the container gets none of them.
+	DropEnv bool
+	// RunAsRoot upgrades to an image whose entrypoint runs as a user on
+	// a PVE before 9.2, which has no lxc.init.uid (as Options.RunAsRoot).
+	RunAsRoot bool
 }
 
 // MergeRow is one setting of the three-way merge: the old image's
@@ -323,13 +331,17 @@ func PlanUpgrade(ctx context.Context, h *Host, vmid int, oldT, t *Template, o Up
 	}
 
 	// The three-way merge, in the host's representation.
-	newC, err := imageConfig(t, cv, h.Remote())
+	dropEnv := o.DropEnv && !cv.AppContainers()
+	newC, dropped, err := imageConfig(t, cv, h.Remote(), dropEnv, o.RunAsRoot)
 	if err != nil {
 		return nil, err
 	}
+	if len(dropped) > 0 {
+		p.Warnings = append(p.Warnings, fmt.Sprintf("pve-container %s can pass the environment only to the host's hooks too: left out the new image's %s", cv, strings.Join(dropped, ", ")))
+	}
 	var oldC *lxc.Config
 	if oldT != nil && managed {
-		if oldC, err = imageConfig(oldT, cv, h.Remote()); err != nil {
+		if oldC, _, err = imageConfig(oldT, cv, h.Remote(), dropEnv, o.RunAsRoot); err != nil {
 			return nil, err
 		}
 	} else if managed {
@@ -374,8 +386,10 @@ func isAppContainer(c *lxc.Config) bool {
 
 // imageConfig is what a template's image sets, as deploy writes it on
 // this pve-container (through the API: without the stop signal nexcage
-// adds, a raw key the API cannot write).
-func imageConfig(t *Template, cv lxc.PVEContainer, remote bool) (*lxc.Config, error) {
+// adds, a raw key the API cannot write); with dropEnv without its
+// environment, whose names it returns; with runAsRoot its entrypoint run
+// as root where PVE has no lxc.init.uid.
+func imageConfig(t *Template, cv lxc.PVEContainer, remote, dropEnv, runAsRoot bool) (*lxc.Config, []string, error) {
 	var c lxc.Config
 	if t.Config != nil {
 		c = *t.Config
@@ -383,11 +397,15 @@ func imageConfig(t *Template, cv lxc.PVEContainer, remote bool) (*lxc.Config, er
 	if !remote {
 		appDefaults(&c)
 	}
-	out, err := c.For(cv, false)
-	if err != nil {
-		return nil, releaseError(err, cv)
+	var dropped []string
+	if dropEnv {
+		c, dropped = c.DropEnv()
 	}
-	return &out, nil
+	out, err := c.For(cv, runAsRoot)
+	if err != nil {
+		return nil, nil, releaseError(err, cv)
+	}
+	return &out, dropped, nil
 }
 
 func rawValue(c *lxc.Config, key string) string {

@@ -13,8 +13,8 @@ import (
 
 // upgradeFlags are upgrade's own flags.
 type upgradeFlags struct {
-	image, healthCmd         string
-	dryRun, adopt, discardFS bool
+	image, healthCmd                             string
+	dryRun, adopt, discardFS, dropEnv, runAsRoot bool
 }
 
 func init() {
@@ -42,6 +42,8 @@ signal), which only root@pam writes on the host.`,
 			fs.BoolVar(&o.upgrade.dryRun, "dry-run", false, "print the plan (commands and the merge of the image settings) and change nothing on the host")
 			fs.BoolVar(&o.upgrade.adopt, "adopt", false, "upgrade a container nexcage did not create (needs --image)")
 			fs.BoolVar(&o.upgrade.discardFS, "discard-rootfs-changes", false, "upgrade a system container, losing the changes made in its rootfs")
+			fs.BoolVar(&o.upgrade.dropEnv, "drop-env", false, "on PVE 9.0 (pve-container < 6.0.18), which could pass the image's environment only to the host's hooks too, upgrade without it (with a warning naming each variable) instead of refusing")
+			fs.BoolVar(&o.upgrade.runAsRoot, "run-as-root", false, "before PVE 9.2 (no lxc.init.uid), run an entrypoint the image runs as a user as root instead of refusing")
 			fs.StringVar(&o.upgrade.healthCmd, "health-cmd", "", "a shell command run in the upgraded container (pct exec, on the host only: the API cannot run one); its failure rolls the upgrade back")
 			registerRemoteFlags(fs, &o.deploy.remote)
 			imageFlags(fs, o)
@@ -67,7 +69,8 @@ func runUpgrade(ctx context.Context, e *env, args []string) (any, error) {
 		return nil, usagef("--health-cmd with --remote: the health command cannot run through PVE's API: it has no call that runs a command in a container; upgrade on the host (without --remote) to run --health-cmd, or leave --health-cmd out")
 	}
 	o := pipeline.UpgradeOptions{Image: e.upgrade.image, TemplateDir: os.Getenv("NEXCAGE_TEMPLATES"), Host: h, DryRun: e.upgrade.dryRun, Progress: e.progress}
-	o.Upgrade.Adopt, o.Upgrade.DiscardRootfsChanges, o.Upgrade.HealthCmd = e.upgrade.adopt, e.upgrade.discardFS, e.upgrade.healthCmd
+	o.Upgrade.Adopt, o.Upgrade.DiscardRootfsChanges, o.Upgrade.HealthCmd, o.Upgrade.DropEnv = e.upgrade.adopt, e.upgrade.discardFS, e.upgrade.healthCmd, e.upgrade.dropEnv
+	o.Upgrade.RunAsRoot = e.upgrade.runAsRoot
 	var store *rootfs.Store
 	if e.upgrade.image == "" || !pipeline.IsTemplate(e.upgrade.image) {
 		// Without --image the container's own reference is built: only
